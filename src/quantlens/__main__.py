@@ -1,0 +1,5 @@
+import sys
+
+from quantlens.cli import main
+
+sys.exit(main())

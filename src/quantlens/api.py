@@ -1,0 +1,249 @@
+"""The single entry points: quantize, prepare / convert, save, load, export."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import quantlens.methods  # noqa: F401  (registers the built-in methods)
+from quantlens import checkpoint
+from quantlens.errors import CheckpointError, InputError, NothingToQuantizeError
+from quantlens.methods.base import (
+    QuantConfig,
+    QuantContext,
+    QuantSummary,
+    check_patterns,
+    config_from_dict,
+    configs_in,
+    float_dtype_of,
+    method_for_config,
+)
+
+__version__ = "0.1.0"
+
+
+def _methods_of(config: QuantConfig):
+    found = {method_for_config(type(c)).name: method_for_config(type(c)) for c in configs_in(config)}
+    return sorted(found.values(), key=lambda m: m.order)
+
+
+def _check_model(model, config) -> None:
+    if not isinstance(model, nn.Module):
+        raise InputError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(config, QuantConfig):
+        raise InputError(
+            f"expected a quantlens config such as ql.WeightOnly(bits=4) or ql.Dynamic(), got {type(config).__name__}"
+        )
+    check_patterns(config, model)
+
+
+def _to_float32(model: nn.Module, summary: QuantSummary) -> None:
+    dtype = float_dtype_of(model)
+    if dtype in (torch.float16, torch.bfloat16):
+        model.float()
+        summary.note(f"the model's weights were {str(dtype).removeprefix('torch.')}; cast to float32 for quantization")
+
+
+def _finish(model: nn.Module, config: QuantConfig, summary: QuantSummary, source) -> nn.Module:
+    model.quantlens_config = config
+    model.quantlens_summary = summary
+    if source is not None:
+        model.quantlens_source = source
+    return model
+
+
+def quantize(
+    model: nn.Module,
+    config: QuantConfig,
+    *,
+    calib_data=None,
+    inplace: bool = False,
+    example_inputs: tuple | None = None,
+    calib_batches: int | None = None,
+    progress: bool | None = None,
+) -> nn.Module:
+    """Quantize ``model`` with ``config`` and return the quantized model.
+
+    Args:
+        model: any ``nn.Module`` (a hand-written model, a Hugging Face transformer, ...).
+        config: one method config (``ql.WeightOnly``, ``ql.Dynamic``, ``ql.Static``, ...),
+            whose ``skip`` and ``overrides`` select layers and mix methods.
+        calib_data: batches for methods that calibrate (Static, GPTQ/AWQ weight-only):
+            any form :func:`quantlens.core.data.iter_batches` accepts.
+        inplace: modify ``model`` itself instead of a copy.
+        example_inputs: inputs for graph capture when no calibration data is given.
+        calib_batches: stop calibration after this many batches.
+        progress: show progress bars (default: when stderr is a terminal).
+
+    Returns:
+        The quantized model. ``model.quantlens_summary`` says what was quantized, what was
+        left in float and why, and the bytes before and after.
+
+    Example:
+        >>> qm = ql.quantize(model, ql.WeightOnly(bits=4, group_size=128))
+        >>> print(qm.quantlens_summary)
+    """
+    _check_model(model, config)
+    source = checkpoint.source_of(model)
+    target = model if inplace else copy.deepcopy(model)
+    summary = QuantSummary()
+    _to_float32(target, summary)
+    ctx = QuantContext(config, summary, calib_data, example_inputs, progress, calib_batches)
+    for method in _methods_of(config):
+        target = method.apply(target, ctx)
+    if not summary.quantized:
+        kinds = sorted({type(m).__name__ for m in model.modules() if not list(m.children())})
+        raise NothingToQuantizeError(
+            f"{type(config).__name__} found no layer to quantize in this model (its layers: {', '.join(kinds) or 'none'}); "
+            + ("check skip/overrides, or " if config.skip or config.overrides else "")
+            + "choose a method that supports these layers"
+        )
+    return _finish(target, config, summary, source)
+
+
+def prepare(model: nn.Module, config: QuantConfig, *, inplace: bool = False, example_inputs=None) -> nn.Module:
+    """First half of a two-phase method (Static, QAT): insert observers / fake quantization.
+
+    Run calibration batches (Static) or train (QAT) on the returned model, then call
+    :func:`convert`.
+    """
+    _check_model(model, config)
+    methods = [m for m in _methods_of(config) if m.prepare is not None]
+    if not methods:
+        raise InputError(f"{type(config).__name__} is one-shot: call ql.quantize(model, config) instead of prepare")
+    source = checkpoint.source_of(model)
+    target = model if inplace else copy.deepcopy(model)
+    summary = QuantSummary()
+    _to_float32(target, summary)
+    ctx = QuantContext(config, summary, example_inputs=example_inputs)
+    for method in methods:
+        target = method.prepare(target, ctx)
+    target.quantlens_prepared = ctx
+    return _finish(target, config, summary, source)
+
+
+def prepare_qat(model: nn.Module, config: QuantConfig, **kwargs) -> nn.Module:
+    """Prepare ``model`` for quantization-aware training (see :func:`prepare`)."""
+    return prepare(model, config, **kwargs)
+
+
+def convert(model: nn.Module, *, inplace: bool = False) -> nn.Module:
+    """Second half of a two-phase method: turn a prepared (calibrated / trained) model into
+    the quantized one."""
+    ctx = getattr(model, "quantlens_prepared", None)
+    if ctx is None:
+        raise InputError("this model was not prepared by ql.prepare / ql.prepare_qat; prepare it first")
+    source = getattr(model, "quantlens_source", None)
+    target = model if inplace else copy.deepcopy(model)
+    del target.quantlens_prepared
+    for method in _methods_of(ctx.config):
+        target = method.convert(target, ctx) if method.convert is not None else method.apply(target, ctx)
+    return _finish(target, ctx.config, ctx.summary, source)
+
+
+def save(model: nn.Module, directory: str | os.PathLike, *, source: dict | None = None) -> Path:
+    """Save a quantized model as ``directory/model.safetensors`` + ``directory/quantlens.json``.
+
+    Args:
+        model: a model returned by :func:`quantize` or :func:`convert`.
+        directory: the checkpoint folder (written atomically; an existing checkpoint there
+            is replaced).
+        source: how to rebuild the float skeleton when the model does not record it:
+            ``{"kind": "factory", "path": "pkg.module:make_model", "kwargs": {...}}``.
+            Hugging Face models and zoo models record it themselves.
+
+    Returns:
+        The checkpoint directory.
+    """
+    config = getattr(model, "quantlens_config", None)
+    if config is None:
+        raise InputError("this model was not quantized by quantlens; call ql.quantize first, then ql.save")
+    tensors, layout = checkpoint.flatten_state(model.state_dict())
+    summary = getattr(model, "quantlens_summary", None)
+    meta = {
+        "format": "quantlens",
+        "format_version": checkpoint.FORMAT_VERSION,
+        "quantlens_version": __version__,
+        "torch_version": torch.__version__,
+        "method": config.method,
+        "config": config.to_dict(),
+        "source": source or checkpoint.source_of(model),
+        "example_inputs": getattr(model, "quantlens_example_inputs", None),
+        "summary": summary.to_dict() if summary else None,
+        "state": layout,
+    }
+    return checkpoint.write(directory, tensors, meta)
+
+
+def load(
+    directory: str | os.PathLike,
+    *,
+    model: nn.Module | None = None,
+    trust_code: bool = False,
+) -> nn.Module:
+    """Load a checkpoint written by :func:`save`.
+
+    Args:
+        directory: the checkpoint folder.
+        model: a float skeleton of the same architecture (required for plain nn.Modules
+            whose checkpoint records no source; its weights are not used).
+        trust_code: allow calling a model factory outside quantlens/transformers that the
+            checkpoint names. Nothing is ever unpickled.
+
+    Returns:
+        The quantized model, giving bit-identical outputs to the one that was saved.
+    """
+    tensors, meta = checkpoint.read(directory)
+    config = config_from_dict(meta["config"])
+    if model is None:
+        if meta.get("source") is None:
+            raise CheckpointError(
+                f"{directory} does not record how to rebuild its model; pass model=<a float skeleton of the same architecture>"
+            )
+        model = checkpoint.build_skeleton(meta["source"], trust_code=trust_code)
+    else:
+        model = copy.deepcopy(model)
+    summary = QuantSummary()
+    _to_float32(model, summary)
+    example = meta.get("example_inputs")
+    ctx = QuantContext(config, summary, example_inputs=example)
+    for method in _methods_of(config):
+        model = method.rebuild(model, ctx)
+    state = checkpoint.unflatten_state(tensors, meta["state"])
+    try:
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, KeyError, ValueError) as exc:
+        first = str(exc).strip().splitlines()
+        raise CheckpointError(
+            f"{Path(directory) / checkpoint.WEIGHTS_FILE} does not fit the model: {' '.join(first[:3])[:400]}"
+        ) from exc
+    model.eval()
+    return _finish(model, config, summary, meta.get("source"))
+
+
+def export(model: nn.Module, path: str | os.PathLike, *, format: str = "torchscript", example_inputs=None) -> Path:
+    """Export a quantized model for deployment.
+
+    Args:
+        model: a quantized model.
+        path: output file.
+        format: ``"torchscript"`` (traced when ``example_inputs`` are given, else scripted).
+        example_inputs: a tuple of example inputs for tracing.
+    """
+    if format != "torchscript":
+        raise InputError(f"unknown export format {format!r}; supported: torchscript")
+    path = Path(path)
+    model = model.eval()
+    try:
+        scripted = torch.jit.trace(model, example_inputs) if example_inputs is not None else torch.jit.script(model)
+    except Exception as exc:  # noqa: BLE001 - TorchScript raises many types
+        raise InputError(f"TorchScript could not capture this model ({type(exc).__name__}: {str(exc)[:200]}); "
+                         "pass example_inputs to trace it instead") from exc
+    tmp = path.with_name(f".{path.name}.tmp")
+    scripted.save(str(tmp))
+    os.replace(tmp, path)
+    return path

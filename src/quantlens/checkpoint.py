@@ -1,0 +1,208 @@
+"""The checkpoint format: ``model.safetensors`` + ``quantlens.json`` in one directory.
+
+``model.safetensors`` holds every tensor of the quantized model's state dict as a plain
+tensor: quantized torch tensors are split into their integer representation, scales and
+zero-points; tuples (PyTorch's packed parameters) into their elements. ``quantlens.json``
+holds the format version, the method config, how to rebuild the float skeleton, and the
+non-tensor state entries. Nothing is pickled.
+
+Writes are atomic: the directory is written under a temporary name beside the target and
+renamed into place, so an interrupted save never leaves a checkpoint that looks whole.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from quantlens.errors import CheckpointError, InputError
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+META_FILE = "quantlens.json"
+_SEP = "::"
+_SAFE_FACTORY_PREFIXES = ("quantlens.", "transformers.")
+
+
+# --- state dict <-> plain tensors ---------------------------------------------------------
+
+
+def flatten_state(state: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split a state dict into plain tensors and a JSON description of everything else."""
+    tensors: dict[str, torch.Tensor] = {}
+    layout: dict[str, Any] = {}
+    for key, value in state.items():
+        layout[key] = _flatten_value(key, value, tensors)
+    return tensors, layout
+
+
+def _flatten_value(key: str, value: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(value, torch.Tensor) and value.is_quantized:
+        entry: dict[str, Any] = {"kind": "qtensor", "dtype": str(value.dtype).removeprefix("torch.")}
+        tensors[key + _SEP + "int"] = value.int_repr().contiguous()
+        if value.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+            entry.update(scale=value.q_scale(), zero_point=value.q_zero_point())
+        else:
+            tensors[key + _SEP + "scales"] = value.q_per_channel_scales().contiguous()
+            tensors[key + _SEP + "zero_points"] = value.q_per_channel_zero_points().contiguous()
+            entry["axis"] = value.q_per_channel_axis()
+        return entry
+    if isinstance(value, torch.Tensor):
+        tensors[key] = value.detach().contiguous()
+        return {"kind": "tensor"}
+    if isinstance(value, (tuple, list)):
+        items = [_flatten_value(f"{key}{_SEP}{i}", v, tensors) for i, v in enumerate(value)]
+        return {"kind": type(value).__name__, "items": items}
+    if isinstance(value, torch.dtype):
+        return {"kind": "dtype", "value": str(value).removeprefix("torch.")}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return {"kind": "value", "value": value}
+    raise CheckpointError(
+        f"state entry {key!r} is a {type(value).__name__}, which the checkpoint format cannot store "
+        "without pickle; give the module a state dict of tensors"
+    )
+
+
+def unflatten_state(tensors: Mapping[str, torch.Tensor], layout: Mapping[str, Any]) -> dict[str, Any]:
+    """Inverse of :func:`flatten_state`."""
+    return {key: _unflatten_value(key, entry, tensors) for key, entry in layout.items()}
+
+
+def _unflatten_value(key: str, entry: Mapping, tensors: Mapping[str, torch.Tensor]) -> Any:
+    kind = entry["kind"]
+    if kind == "tensor":
+        return _tensor(tensors, key)
+    if kind == "qtensor":
+        ints = _tensor(tensors, key + _SEP + "int")
+        if "axis" in entry:
+            scales = _tensor(tensors, key + _SEP + "scales")
+            zero_points = _tensor(tensors, key + _SEP + "zero_points")
+            return torch._make_per_channel_quantized_tensor(ints, scales, zero_points, entry["axis"])
+        return torch._make_per_tensor_quantized_tensor(ints, entry["scale"], entry["zero_point"])
+    if kind in ("tuple", "list"):
+        items = [_unflatten_value(f"{key}{_SEP}{i}", e, tensors) for i, e in enumerate(entry["items"])]
+        return tuple(items) if kind == "tuple" else items
+    if kind == "dtype":
+        return getattr(torch, entry["value"])
+    if kind == "value":
+        return entry["value"]
+    raise CheckpointError(f"state entry {key!r} has unknown kind {kind!r}; was it written by a newer quantlens?")
+
+
+def _tensor(tensors: Mapping[str, torch.Tensor], key: str) -> torch.Tensor:
+    if key not in tensors:
+        raise CheckpointError(f"{WEIGHTS_FILE} has no tensor {key!r}; the file is incomplete or from another model")
+    return tensors[key]
+
+
+# --- skeleton sources ----------------------------------------------------------------------
+
+
+def source_of(model: torch.nn.Module) -> dict | None:
+    """How to rebuild ``model``'s float skeleton: a recorded source, or its HF config."""
+    source = getattr(model, "quantlens_source", None)
+    if source is not None:
+        return dict(source)
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "to_dict") and type(model).__module__.startswith("transformers."):
+        return {"kind": "hf", "class": type(model).__name__, "config": config.to_dict()}
+    return None
+
+
+def build_skeleton(source: Mapping, *, trust_code: bool = False) -> torch.nn.Module:
+    """A float model built from a recorded source (see :func:`source_of`)."""
+    kind = source.get("kind")
+    if kind == "hf":
+        transformers = importlib.import_module("transformers")
+        config_dict = dict(source["config"])
+        config = transformers.AutoConfig.for_model(config_dict.pop("model_type"), **config_dict)
+        model_cls = getattr(transformers, source["class"], None)
+        if model_cls is None:
+            raise CheckpointError(f"this transformers has no class {source['class']!r}; install a version that does")
+        model = model_cls(config)
+        return model.eval()
+    if kind == "factory":
+        path = source["path"]
+        if not (trust_code or path.startswith(_SAFE_FACTORY_PREFIXES)):
+            raise CheckpointError(
+                f"the checkpoint rebuilds its model by calling {path!r}; pass trust_code=True if you "
+                "trust it, or pass model= with a skeleton you built"
+            )
+        module_name, _, attr = path.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise CheckpointError(f"cannot import the model factory {path!r}: {exc}") from exc
+        model = factory(**source.get("kwargs", {}))
+        model.quantlens_source = dict(source)
+        return model
+    raise CheckpointError(f"the checkpoint does not say how to rebuild its model (source {kind!r}); pass model=skeleton")
+
+
+# --- files -------------------------------------------------------------------------------
+
+
+def write(directory: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
+    """Write a checkpoint directory atomically; replace an existing checkpoint there."""
+    from safetensors.torch import save_file
+
+    target = Path(directory)
+    if target.exists() and not target.is_dir():
+        raise InputError(f"{target} exists and is not a directory; choose another output path")
+    if target.is_dir() and any(target.iterdir()) and not (target / META_FILE).exists():
+        raise InputError(f"{target} is a non-empty directory that is not a quantlens checkpoint; choose an empty or new path")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(staging / WEIGHTS_FILE))
+        (staging / META_FILE).write_text(json.dumps(meta, indent=1, default=str))
+        old = None
+        if target.exists():
+            old = target.with_name(f".{target.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(target, old)
+        os.replace(staging, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def read(directory: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
+    """Read and validate a checkpoint directory; errors name the file and the problem."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    root = Path(directory)
+    if not root.is_dir():
+        raise CheckpointError(f"{root} is not a directory; give the folder ql.save wrote")
+    meta_path, weights_path = root / META_FILE, root / WEIGHTS_FILE
+    for path in (meta_path, weights_path):
+        if not path.is_file():
+            raise CheckpointError(f"{path} is missing; the checkpoint is incomplete, save it again")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{meta_path} is not valid JSON ({exc}); the file is truncated or corrupt") from exc
+    if not isinstance(meta, dict) or meta.get("format") != "quantlens":
+        raise CheckpointError(f"{meta_path} is not a quantlens checkpoint description")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{meta_path} has format version {version!r}, newer than this quantlens reads ({FORMAT_VERSION}); upgrade quantlens"
+        )
+    try:
+        tensors = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{weights_path} cannot be read ({exc}); the file is truncated or corrupt") from exc
+    return tensors, meta

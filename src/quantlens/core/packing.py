@@ -1,0 +1,106 @@
+"""Bit packing: ``bits``-wide integer codes laid end to end in a uint8 stream.
+
+Code ``i`` occupies stream bits ``[bits*i, bits*(i+1))``, least significant first, so the
+packed size is exactly ``ceil(numel * bits / 8)`` bytes for every width from 1 to 8.
+Widths that divide 8 (1, 2, 4) pack within single bytes; the others (3, 5, 6, 7) pack
+eight codes into ``bits`` bytes through a 64-bit word. Both are vectorised.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from quantlens.errors import InputError
+
+_INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+
+def packed_nbytes(numel: int, bits: int) -> int:
+    """Bytes that ``numel`` codes of ``bits`` bits take when packed."""
+    return math.ceil(numel * bits / 8)
+
+
+def _check_bits(bits: int) -> None:
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 8:
+        raise InputError(f"bits must be an integer from 1 to 8, got {bits!r}")
+
+
+def pack(q: torch.Tensor, bits: int, *, signed: bool = False) -> torch.Tensor:
+    """Pack integer codes into a flat uint8 tensor of ``ceil(q.numel() * bits / 8)`` bytes.
+
+    Args:
+        q: integer tensor of any shape, values in ``[0, 2^bits - 1]`` (or, with
+            ``signed=True``, in ``[-2^(bits-1), 2^(bits-1) - 1]``).
+        bits: code width, 1 to 8.
+        signed: store two's-complement-free offset codes (``q + 2^(bits-1)``).
+
+    Returns:
+        1-D uint8 tensor.
+
+    Example:
+        >>> pack(torch.tensor([1, 2, 3, 0], dtype=torch.uint8), bits=2).tolist()
+        [57]
+    """
+    _check_bits(bits)
+    if q.dtype not in _INT_DTYPES:
+        raise InputError(f"pack needs an integer tensor, got dtype {q.dtype}; quantize it first")
+    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    if q.numel():
+        qmin, qmax = torch.aminmax(q)
+        if qmin < lo or qmax > hi:
+            raise InputError(
+                f"values [{int(qmin)}, {int(qmax)}] do not fit {bits} bits "
+                f"({'signed' if signed else 'unsigned'} range [{lo}, {hi}])"
+                + ("; pass signed=True for signed codes" if not signed and qmin < 0 else "")
+            )
+    flat = q.reshape(-1)
+    if signed:
+        flat = (flat.to(torch.int16) + (1 << (bits - 1)))
+    nbytes = packed_nbytes(flat.numel(), bits)
+    if 8 % bits == 0:
+        per_byte = 8 // bits
+        codes = F.pad(flat.to(torch.uint8), (0, -flat.numel() % per_byte)).view(-1, per_byte)
+        out = codes[:, 0].clone()
+        for i in range(1, per_byte):
+            out |= codes[:, i] << (bits * i)
+        return out[:nbytes]
+    codes = F.pad(flat.to(torch.int64), (0, -flat.numel() % 8)).view(-1, 8)
+    word = codes[:, 0].clone()
+    for i in range(1, 8):
+        word |= codes[:, i] << (bits * i)
+    out = torch.stack([(word >> (8 * j)) & 0xFF for j in range(bits)], dim=1).to(torch.uint8)
+    return out.reshape(-1)[:nbytes]
+
+
+def unpack(packed: torch.Tensor, bits: int, shape, *, signed: bool = False) -> torch.Tensor:
+    """Inverse of :func:`pack`: the codes, reshaped to ``shape``.
+
+    Returns a uint8 tensor (int8 with ``signed=True``).
+    """
+    _check_bits(bits)
+    if packed.dtype != torch.uint8:
+        raise InputError(f"unpack needs the uint8 tensor pack() returned, got dtype {packed.dtype}")
+    numel = math.prod(shape)
+    if packed.numel() != packed_nbytes(numel, bits):
+        raise InputError(
+            f"{packed.numel()} packed bytes cannot hold shape {tuple(shape)} at {bits} bits "
+            f"(needs {packed_nbytes(numel, bits)})"
+        )
+    flat = packed.reshape(-1)
+    mask = (1 << bits) - 1
+    if 8 % bits == 0:
+        per_byte = 8 // bits
+        codes = torch.stack([(flat >> (bits * i)) & mask for i in range(per_byte)], dim=1)
+    else:
+        chunk = F.pad(flat, (0, -flat.numel() % bits)).view(-1, bits).to(torch.int64)
+        word = chunk[:, 0].clone()
+        for j in range(1, bits):
+            word |= chunk[:, j] << (8 * j)
+        codes = torch.stack([(word >> (bits * i)) & mask for i in range(8)], dim=1).to(torch.uint8)
+    codes = codes.reshape(-1)[:numel].reshape(shape)
+    if signed:
+        return (codes.to(torch.int16) - (1 << (bits - 1))).to(torch.int8)
+    return codes

@@ -1,0 +1,153 @@
+"""QTensor and quantize_tensor: ``q = clip(round(x / s) + z, qmin, qmax)``, ``x_hat = s * (q - z)``."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from quantlens.core import codebooks
+from quantlens.core.layout import block_minmax, from_blocks, qparam_shape, to_blocks
+from quantlens.core.qparams import compute_qparams
+from quantlens.core.scheme import QScheme
+from quantlens.errors import InputError
+
+
+@dataclass
+class QTensor:
+    """A quantized tensor: integer levels plus what it takes to map them back to floats.
+
+    Attributes:
+        data: integer levels in the original shape (int8 if the scheme is signed, else
+            uint8; codebook indices for non-linear schemes).
+        scale: float32 scales, shaped as described in :mod:`quantlens.core.layout`.
+        zero_point: int32 zero-points, same shape as ``scale``.
+        scheme: the :class:`QScheme` used.
+        codebook: for non-linear schemes, the levels in ``[-1, 1]`` that ``data`` indexes:
+            ``(levels,)``, or ``(n_scales, levels)`` for per-scale k-means codebooks.
+    """
+
+    data: torch.Tensor
+    scale: torch.Tensor
+    zero_point: torch.Tensor
+    scheme: QScheme
+    codebook: torch.Tensor | None = None
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.data.shape
+
+    def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The float tensor these levels stand for: ``s * (q - z)`` (or ``s * codebook[q]``)."""
+        q = to_blocks(self.data, self.scheme)
+        scale = self.scale.to(dtype).unsqueeze(-1)
+        if self.codebook is not None:
+            x = codebooks.lookup(q, self.codebook.to(dtype)) * scale
+        else:
+            x = (q.to(dtype) - self.zero_point.unsqueeze(-1).to(dtype)) * scale
+        return from_blocks(x, self.scheme, self.data.shape)
+
+    @property
+    def nbytes(self) -> int:
+        """Storage in bytes when packed: ``ceil(numel * bits / 8)`` plus the parameters
+        (scales, zero-points unless symmetric, codebook)."""
+        total = math.ceil(self.data.numel() * self.scheme.bits / 8)
+        total += self.scale.numel() * self.scale.element_size()
+        if not self.scheme.symmetric and self.codebook is None:
+            total += self.zero_point.numel() * self.zero_point.element_size()
+        if self.codebook is not None:
+            total += self.codebook.numel() * self.codebook.element_size()
+        return total
+
+
+def integer_dtype(scheme: QScheme) -> torch.dtype:
+    """The smallest torch integer dtype that holds the scheme's levels."""
+    return torch.int8 if scheme.signed and scheme.codebook is None else torch.uint8
+
+
+def check_finite_float(x: torch.Tensor, what: str = "tensor") -> None:
+    if not isinstance(x, torch.Tensor):
+        raise InputError(f"expected a torch.Tensor to quantize, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise InputError(f"expected a floating-point {what}, got dtype {x.dtype}; convert it with .float()")
+    if not torch.isfinite(x).all():
+        bad = int((~torch.isfinite(x)).sum())
+        raise InputError(f"the {what} holds {bad} NaN/Inf value(s); quantization needs finite values")
+
+
+def _check_qparam(t: torch.Tensor, expected: tuple[int, ...], name: str) -> torch.Tensor:
+    t = torch.as_tensor(t)
+    if t.numel() == 1 and expected == ():
+        return t.reshape(())
+    if tuple(t.shape) != expected:
+        raise InputError(
+            f"{name} has shape {tuple(t.shape)} but this scheme and tensor need {expected}; "
+            "compute it with compute_qparams over the same granularity"
+        )
+    return t
+
+
+def quantize_tensor(
+    x: torch.Tensor,
+    scheme: QScheme,
+    *,
+    scale: torch.Tensor | None = None,
+    zero_point: torch.Tensor | None = None,
+    observer=None,
+) -> QTensor:
+    """Quantize ``x`` under ``scheme``.
+
+    The range comes from, in order of precedence: the given ``scale`` (and ``zero_point``,
+    default 0 / mid-range), the given ``observer`` (updated with ``x``), or ``x``'s own
+    min/max per scale.
+
+    Args:
+        x: float tensor of any shape.
+        scheme: how to quantize.
+        scale, zero_point: fixed quantization parameters, shaped like
+            ``layout.qparam_shape(x.shape, scheme)``.
+        observer: a range estimator from :mod:`quantlens.core.observers`.
+
+    Returns:
+        A :class:`QTensor`.
+
+    Example:
+        >>> qt = quantize_tensor(torch.tensor([1.5, -2.3]), QScheme(bits=8), scale=torch.tensor(0.2))
+        >>> qt.data.tolist()
+        [8, -12]
+    """
+    check_finite_float(x)
+    blocks = to_blocks(x.float(), scheme)
+    if scheme.codebook is not None:
+        q, scale, levels = codebooks.quantize_blocks(blocks, scheme, scale=scale)
+        zero_point = torch.zeros_like(scale, dtype=torch.int32)
+        return QTensor(from_blocks(q, scheme, x.shape), scale, zero_point, scheme, levels)
+    expected = qparam_shape(x.shape, scheme)
+    if scale is not None:
+        scale = _check_qparam(scale, expected, "scale").float()
+        if not (torch.isfinite(scale).all() and (scale > 0).all()):
+            raise InputError("scale must be positive and finite everywhere")
+        if zero_point is None:
+            mid = 0 if scheme.signed or not scheme.symmetric else (scheme.qmax + 1) // 2
+            zero_point = torch.full_like(scale, mid, dtype=torch.int32)
+        zero_point = _check_qparam(zero_point, expected, "zero_point").to(torch.int32)
+    elif observer is not None:
+        observer.update(x)
+        scale, zero_point = observer.qparams(scheme)
+        scale = _check_qparam(scale, expected, "observer scale")
+        zero_point = _check_qparam(zero_point, expected, "observer zero_point")
+    else:
+        lo, hi = block_minmax(blocks)
+        scale, zero_point = compute_qparams(lo, hi, scheme)
+    q = quantize_blocks(blocks, scale, zero_point, scheme)
+    return QTensor(from_blocks(q, scheme, x.shape), scale, zero_point, scheme)
+
+
+def quantize_blocks(
+    blocks: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, scheme: QScheme
+) -> torch.Tensor:
+    """The affine map on a blocked tensor: ``clip(round(x / s) + z, qmin, qmax)`` as integers."""
+    q = torch.div(blocks, scale.unsqueeze(-1)).round_()
+    q.add_(zero_point.unsqueeze(-1)).clamp_(scheme.qmin, scheme.qmax)
+    return q.to(integer_dtype(scheme))

@@ -1,0 +1,67 @@
+"""The errors quantlens raises for user mistakes.
+
+Every error a user can cause is a :class:`QuantlensError` subclass whose message says
+what was wrong and how to fix it. The CLI prints the message on one line and exits with
+``exit_code`` (2 for bad usage or input, 1 for a failure while running).
+"""
+
+from __future__ import annotations
+
+
+class QuantlensError(Exception):
+    """Base class of every error quantlens raises on purpose."""
+
+    exit_code = 2
+
+
+class SchemeError(QuantlensError, ValueError):
+    """A quantization scheme or its parameters are invalid."""
+
+
+class InputError(QuantlensError, ValueError):
+    """A tensor, data set or argument given to quantlens cannot be used as it is."""
+
+
+class ConfigError(QuantlensError, ValueError):
+    """A method config is invalid, or names layers the model does not have."""
+
+
+class NothingToQuantizeError(QuantlensError):
+    """The model has no layer that the chosen method can quantize."""
+
+
+class BackendError(QuantlensError):
+    """A quantized engine or an optional upstream library is not available here."""
+
+
+class CheckpointError(QuantlensError):
+    """A checkpoint directory is missing, incomplete, corrupt or of an unknown format."""
+
+
+class UnknownNameError(QuantlensError, KeyError):
+    """A model, data set, method or option name is not one quantlens knows."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class MissingDependencyError(QuantlensError, ImportError):
+    """An optional dependency is needed for this feature; the message names the extra."""
+
+
+class QuantizationFailedError(QuantlensError):
+    """Quantizing or measuring a model failed while running (not a usage mistake)."""
+
+    exit_code = 1
+
+
+def require(module: str, extra: str):
+    """Import an optional dependency, or raise a MissingDependencyError naming the extra."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"{module} is not installed; install it with: pip install 'quantlens[{extra}]'"
+        ) from exc

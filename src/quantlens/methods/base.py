@@ -1,0 +1,274 @@
+"""What every method shares: the config base class, the registry, layer selection and the summary.
+
+How to add a method (see methods/weight_only.py for a complete one):
+
+1. Write a frozen dataclass deriving :class:`QuantConfig` (all fields with defaults).
+2. Write ``apply(model, ctx) -> nn.Module`` that quantizes, in place, every module for which
+   ``ctx.config_for(name)`` returns a config of your type, records each decision with
+   ``ctx.summary.add(...)`` and returns the model (the same object or a new root).
+3. Write ``rebuild(model, config, ctx) -> nn.Module`` that gives a float skeleton the
+   quantized *structure* (no calibration, no real weights needed) so a checkpoint's
+   tensors can be loaded into it.
+4. Register: ``register_method("name", MyConfig, apply=apply, rebuild=rebuild, order=N)``.
+   Methods of one model run in ascending ``order`` (whole-graph methods first).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from quantlens.errors import ConfigError, UnknownNameError
+
+CONFIG_VERSION = 1
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """Base of every method config.
+
+    Args:
+        skip: fnmatch patterns of module names left in float (a pattern also covers the
+            children of the modules it names: ``"encoder.layer.0"`` skips that whole block).
+        overrides: ``{pattern: config}``; modules matching a pattern use that config instead
+            (another method, or the same method with other settings). Skip wins over an
+            override; among overrides, the first matching pattern wins.
+    """
+
+    skip: tuple[str, ...] = field(default=(), kw_only=True)
+    overrides: tuple[tuple[str, "QuantConfig"], ...] = field(default=(), kw_only=True)
+
+    def __post_init__(self) -> None:
+        skip = (self.skip,) if isinstance(self.skip, str) else tuple(self.skip)
+        object.__setattr__(self, "skip", skip)
+        overrides = self.overrides.items() if isinstance(self.overrides, Mapping) else self.overrides
+        normalized = []
+        for pattern, cfg in overrides:
+            if isinstance(cfg, Mapping):
+                cfg = config_from_dict(cfg)
+            if not isinstance(cfg, QuantConfig):
+                raise ConfigError(f"override {pattern!r} maps to {cfg!r}; give a config such as ql.WeightOnly(bits=8)")
+            normalized.append((str(pattern), cfg))
+        object.__setattr__(self, "overrides", tuple(normalized))
+
+    @property
+    def method(self) -> str:
+        return method_for_config(type(self)).name
+
+    def replace(self, **changes) -> "QuantConfig":
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict, ``config_from_dict`` gives this config back."""
+        out: dict[str, Any] = {"method": self.method, "version": CONFIG_VERSION}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "overrides":
+                value = [[p, c.to_dict()] for p, c in value]
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+
+def config_from_dict(data: Mapping) -> QuantConfig:
+    """Rebuild a config from :meth:`QuantConfig.to_dict` output."""
+    data = dict(data)
+    name = data.pop("method", None)
+    version = data.pop("version", CONFIG_VERSION)
+    if version > CONFIG_VERSION:
+        raise ConfigError(f"config version {version} is newer than this quantlens understands ({CONFIG_VERSION}); upgrade quantlens")
+    cls = get_method(name).config_cls
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{cls.__name__} has no field(s) {', '.join(unknown)}; valid fields: {', '.join(sorted(known))}")
+    data = {k: tuple(v) if isinstance(v, list) and k != "overrides" else v for k, v in data.items()}
+    return cls(**data)
+
+
+def resolve(config: QuantConfig, name: str) -> QuantConfig | None:
+    """The config that applies to module ``name`` under ``config``, or None to keep it float."""
+    if any(_matches(name, p) for p in config.skip):
+        return None
+    for pattern, sub in config.overrides:
+        if _matches(name, pattern):
+            return resolve(sub, name)
+    return config
+
+
+def _matches(name: str, pattern: str) -> bool:
+    return fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(name, pattern + ".*")
+
+
+def patterns(config: QuantConfig) -> list[str]:
+    """Every skip and override pattern in ``config``, nested ones included."""
+    out = list(config.skip)
+    for pattern, sub in config.overrides:
+        out.append(pattern)
+        out.extend(patterns(sub))
+    return out
+
+
+def configs_in(config: QuantConfig) -> list[QuantConfig]:
+    """``config`` and every config nested in its overrides."""
+    out = [config]
+    for _, sub in config.overrides:
+        out.extend(configs_in(sub))
+    return out
+
+
+def check_patterns(config: QuantConfig, model: nn.Module) -> None:
+    """Raise ConfigError naming every skip/override pattern that matches no module."""
+    names = [n for n, _ in model.named_modules() if n]
+    dead = [p for p in patterns(config) if not any(_matches(n, p) for n in names)]
+    if dead:
+        sample = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+        raise ConfigError(f"pattern(s) {', '.join(map(repr, dead))} match no module of the model (modules: {sample})")
+
+
+# --- summary -----------------------------------------------------------------------------
+
+
+@dataclass
+class LayerRecord:
+    """What quantize did with one module."""
+
+    name: str
+    kind: str
+    action: str  # "quantized" | "skipped" | "float"
+    method: str = ""
+    detail: str = ""
+    reason: str = ""
+    bytes_before: int = 0
+    bytes_after: int = 0
+
+
+@dataclass
+class QuantSummary:
+    """The decisions of one ``ql.quantize`` call, layer by layer, plus notes."""
+
+    records: list[LayerRecord] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, name: str, module: nn.Module | str, action: str, **fields) -> None:
+        kind = module if isinstance(module, str) else type(module).__name__
+        self.records.append(LayerRecord(name, kind, action, **fields))
+
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+
+    @property
+    def quantized(self) -> list[LayerRecord]:
+        return [r for r in self.records if r.action == "quantized"]
+
+    @property
+    def skipped(self) -> list[LayerRecord]:
+        return [r for r in self.records if r.action != "quantized"]
+
+    def to_dict(self) -> dict:
+        return {"records": [dataclasses.asdict(r) for r in self.records], "notes": list(self.notes)}
+
+    def __str__(self) -> str:
+        before = sum(r.bytes_before for r in self.quantized)
+        after = sum(r.bytes_after for r in self.quantized)
+        lines = [f"quantized {len(self.quantized)} layer(s), left {len(self.skipped)} in float"]
+        if before:
+            lines.append(f"quantized layers: {before / 1e6:.2f} MB -> {after / 1e6:.2f} MB ({before / max(after, 1):.2f}x smaller)")
+        reasons: dict[str, int] = {}
+        for r in self.skipped:
+            reasons[r.reason or r.action] = reasons.get(r.reason or r.action, 0) + 1
+        lines += [f"  float ({n}): {reason}" for reason, n in reasons.items()]
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+# --- context and registry -----------------------------------------------------------------
+
+
+@dataclass
+class QuantContext:
+    """What an apply/rebuild function gets besides the model."""
+
+    config: QuantConfig
+    summary: QuantSummary
+    calib_data: Any = None
+    example_inputs: tuple | None = None
+    progress: bool | None = None
+    calib_batches: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    def config_for(self, name: str, config_cls: type | None = None) -> QuantConfig | None:
+        """The resolved config of module ``name`` if it is of ``config_cls`` (default: any)."""
+        cfg = resolve(self.config, name)
+        if cfg is None or (config_cls is not None and not isinstance(cfg, config_cls)):
+            return None
+        return cfg
+
+    def is_skipped(self, name: str) -> bool:
+        return resolve(self.config, name) is None
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    config_cls: type
+    apply: Callable[[nn.Module, QuantContext], nn.Module]
+    rebuild: Callable[[nn.Module, QuantContext], nn.Module]
+    order: int = 50
+    prepare: Callable[[nn.Module, QuantContext], nn.Module] | None = None
+    convert: Callable[[nn.Module, QuantContext], nn.Module] | None = None
+
+
+_METHODS: dict[str, Method] = {}
+
+
+def register_method(
+    name: str, config_cls: type, *, apply, rebuild, order: int = 50, prepare=None, convert=None
+) -> None:
+    """Make ``ql.quantize`` dispatch ``config_cls`` to ``apply`` (see the module docstring).
+
+    Two-phase methods (Static, QAT) also give ``prepare`` (insert observers / fake
+    quantization) and ``convert`` (produce the quantized model), used by ``ql.prepare`` and
+    ``ql.convert``; their ``apply`` usually is prepare, calibrate, convert."""
+    _METHODS[name] = Method(name, config_cls, apply, rebuild, order, prepare, convert)
+
+
+def get_method(name: str) -> Method:
+    if name not in _METHODS:
+        raise UnknownNameError(f"unknown method {name!r}; valid methods: {', '.join(sorted(_METHODS))}")
+    return _METHODS[name]
+
+
+def method_for_config(config_cls: type) -> Method:
+    for method in _METHODS.values():
+        if method.config_cls is config_cls:
+            return method
+    raise UnknownNameError(f"{config_cls.__name__} is not a registered method config")
+
+
+def methods() -> dict[str, Method]:
+    """All registered methods by name."""
+    return dict(_METHODS)
+
+
+def module_bytes(module: nn.Module) -> int:
+    """Bytes of a module's own parameters and buffers (not its children's)."""
+    tensors = list(module.parameters(recurse=False)) + list(module.buffers(recurse=False))
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def float_dtype_of(model: nn.Module) -> torch.dtype | None:
+    """The floating dtype of the model's parameters, if any."""
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return None
