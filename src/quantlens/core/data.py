@@ -3,7 +3,8 @@
 Accepted forms (for ``data``, ``calib_data`` and ``train_data`` arguments):
 
 - a tensor of inputs, cut into batches of ``batch_size`` along dim 0;
-- a tuple ``(inputs, labels)`` of two tensors with the same first dimension;
+- a tuple ``(inputs, labels)`` of two tensors with the same first dimension (a *list* of
+  two tensors is two batches);
 - a dict of tensors (one tokenized batch, passed to the model as keyword arguments);
 - an iterable of batches (a list, a generator, a ``DataLoader``), each batch being a
   tensor, an ``(inputs, labels)`` pair / ``[inputs, labels]`` list, or a dict of tensors.
@@ -103,7 +104,7 @@ def iter_batches(data, *, batch_size: int = DEFAULT_BATCH_SIZE, limit: int | Non
         if data.ndim == 0:
             raise InputError("data is a 0-d tensor; give a batch with a first (sample) dimension")
         batches = (Batch(args=(chunk,)) for chunk in data.split(batch_size))
-    elif _is_pair(data):
+    elif isinstance(data, tuple) and _is_pair(data):
         batches = (Batch(args=(x,), labels=y) for x, y in zip(data[0].split(batch_size), data[1].split(batch_size)))
     elif isinstance(data, Mapping):
         batches = iter([_from_mapping(data)])
@@ -121,7 +122,7 @@ def count_batches(data, *, batch_size: int = DEFAULT_BATCH_SIZE) -> int | None:
     """Number of batches ``iter_batches`` will yield, when it can be known without iterating."""
     if isinstance(data, torch.Tensor):
         return -(-data.shape[0] // batch_size)
-    if _is_pair(data):
+    if isinstance(data, tuple) and _is_pair(data):
         return -(-data[0].shape[0] // batch_size)
     if isinstance(data, Mapping):
         return 1
