@@ -119,11 +119,14 @@ def quantize_tensor(
     """
     check_finite_float(x)
     blocks = to_blocks(x.float(), scheme)
+    expected = qparam_shape(x.shape, scheme)
     if scheme.codebook is not None:
+        if scale is not None:
+            scale = _check_qparam(scale, expected, "scale").float()
         q, scale, levels = codebooks.quantize_blocks(blocks, scheme, scale=scale)
+        scale = scale.reshape(expected)
         zero_point = torch.zeros_like(scale, dtype=torch.int32)
         return QTensor(from_blocks(q, scheme, x.shape), scale, zero_point, scheme, levels)
-    expected = qparam_shape(x.shape, scheme)
     if scale is not None:
         scale = _check_qparam(scale, expected, "scale").float()
         if not (torch.isfinite(scale).all() and (scale > 0).all()):
@@ -139,7 +142,7 @@ def quantize_tensor(
         zero_point = _check_qparam(zero_point, expected, "observer zero_point")
     else:
         lo, hi = block_minmax(blocks)
-        scale, zero_point = compute_qparams(lo, hi, scheme)
+        scale, zero_point = compute_qparams(lo.reshape(expected), hi.reshape(expected), scheme)
     q = quantize_blocks(blocks, scale, zero_point, scheme)
     return QTensor(from_blocks(q, scheme, x.shape), scale, zero_point, scheme)
 

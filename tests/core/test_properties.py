@@ -1,0 +1,61 @@
+"""Property-based round trips (hypothesis): bounded error, lossless packing, sane scales."""
+
+import math
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from quantlens.core import QScheme, compute_qparams, pack, quantize_tensor, unpack
+
+FAST = settings(max_examples=60, deadline=None)
+finite = st.floats(min_value=-1e4, max_value=1e4, allow_nan=False, allow_infinity=False, width=32)
+
+
+@st.composite
+def schemes(draw):
+    bits = draw(st.integers(2, 8))
+    symmetric = draw(st.booleans())
+    signed = draw(st.booleans())
+    return QScheme(bits=bits, symmetric=symmetric, signed=signed)
+
+
+@FAST
+@given(st.lists(finite, min_size=1, max_size=64), schemes())
+def test_error_at_most_half_a_step_inside_range(values, scheme):
+    x = torch.tensor(values, dtype=torch.float32)
+    qt = quantize_tensor(x, scheme)
+    scale, zp = qt.scale, qt.zero_point.float()
+    lo, hi = scale * (scheme.qmin - zp), scale * (scheme.qmax - zp)
+    inside = (x >= lo) & (x <= hi)
+    err = (x - qt.dequantize()).abs()
+    # float32 rounding of x / s adds a few ulps of |x| on top of the half step
+    tol = scale / 2 * (1 + 1e-5) + 4 * torch.finfo(torch.float32).eps * x.abs()
+    assert bool((err[inside] <= tol.expand_as(x)[inside]).all())
+    # with its own min/max the grid covers x up to rounding of the zero-point: nothing is
+    # clipped by more than half a step either
+    assert bool((err <= tol).all())
+
+
+@FAST
+@given(finite, finite, schemes(), st.sampled_from(["uniform", "tiny", "constant"]))
+def test_scales_positive_and_finite(a, b, scheme, kind):
+    lo, hi = min(a, b), max(a, b)
+    if kind == "tiny":
+        hi = lo + 1e-30
+    elif kind == "constant":
+        hi = lo
+    scale, zp = compute_qparams(torch.tensor(lo), torch.tensor(hi), scheme)
+    assert math.isfinite(scale.item()) and scale.item() > 0
+    assert scheme.qmin <= zp.item() <= scheme.qmax
+
+
+@FAST
+@given(st.integers(1, 8), st.integers(0, 300), st.integers(0, 2**31 - 1), st.booleans())
+def test_pack_unpack_identity(bits, n, seed, signed):
+    g = torch.Generator().manual_seed(seed)
+    lo = -(1 << (bits - 1)) if signed else 0
+    q = torch.randint(lo, lo + (1 << bits), (n,), generator=g)
+    packed = pack(q, bits, signed=signed)
+    assert packed.numel() == math.ceil(n * bits / 8)
+    assert torch.equal(unpack(packed, bits, (n,), signed=signed).long(), q)
