@@ -1,0 +1,21 @@
+"""Quantized modules built on the core layer: weight-only QLinear / QEmbedding and their
+kernel paths."""
+
+from quantlens.nn.kernels import KernelPath, force_kernel, kernel_paths, register_kernel
+from quantlens.nn.packed import PackedWeight
+from quantlens.nn.qembedding import QEmbedding
+from quantlens.nn.qlinear import QLinear
+from quantlens.nn.registry import quantized_class_for, quantized_classes, register_quantized
+
+__all__ = [
+    "KernelPath",
+    "PackedWeight",
+    "QEmbedding",
+    "QLinear",
+    "force_kernel",
+    "kernel_paths",
+    "quantized_class_for",
+    "quantized_classes",
+    "register_kernel",
+    "register_quantized",
+]

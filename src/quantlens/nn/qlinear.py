@@ -1,0 +1,114 @@
+"""QLinear: a weight-only quantized ``nn.Linear`` (packed 1..8-bit codes, float activations)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from quantlens.core.qtensor import QTensor
+from quantlens.core.scheme import QScheme
+from quantlens.errors import InputError
+from quantlens.nn import kernels
+from quantlens.nn.packed import PackedWeight
+from quantlens.nn.registry import register_quantized
+
+
+@register_quantized(nn.Linear)
+class QLinear(PackedWeight):
+    """``y = x @ W.T + b`` with ``W`` stored packed (see :mod:`quantlens.nn.packed`).
+
+    ``forward`` runs through the fastest kernel path for the layer's scheme, the number
+    of tokens and the input dtype (:mod:`quantlens.nn.kernels` documents which and their
+    tolerance); set ``layer.kernel = "reference"`` (or any path name) to force one.
+
+    Args:
+        in_features, out_features: as ``nn.Linear``.
+        bias: whether there is a (float) bias.
+        scheme: how the weight ``(out_features, in_features)`` is quantized:
+            per-tensor, per-channel (axis 0) or per-group (axis -1), uniform or codebook.
+        device: where the buffers live.
+        dtype: the bias dtype (default float32).
+
+    Buffers are zeros until :meth:`from_float` or ``load_state_dict`` fills them, so a
+    checkpoint loads into ``QLinear(in, out, bias=..., scheme=...)`` built from its config.
+
+    Example:
+        >>> lin = nn.Linear(512, 256)
+        >>> scheme = ql.QScheme(bits=4, symmetric=False, granularity="per_group", group_size=128)
+        >>> q = QLinear.from_float(lin, ql.quantize_tensor(lin.weight.detach(), scheme))
+        >>> q(torch.randn(8, 512)).shape
+        torch.Size([8, 256])
+    """
+
+    def __init__(self, in_features: int, out_features: int, *, bias: bool, scheme: QScheme,
+                 device=None, dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self._init_weight((self.out_features, self.in_features), scheme, device)
+        if bias:
+            self.bias = nn.Parameter(torch.zeros(self.out_features, device=device, dtype=dtype),
+                                     requires_grad=False)
+        else:
+            self.register_parameter("bias", None)
+        self._kernel = "auto"
+
+    @classmethod
+    def from_float(cls, linear: nn.Linear, qweight: QTensor) -> "QLinear":
+        """A QLinear holding ``qweight`` (``linear.weight`` quantized) and ``linear``'s bias.
+
+        Args:
+            linear: the float layer (left untouched).
+            qweight: ``ql.quantize_tensor(linear.weight, scheme)`` or an algorithm's result
+                with the same shape.
+        Returns:
+            A new QLinear on ``linear``'s device.
+        """
+        if not isinstance(linear, nn.Linear):
+            raise InputError(f"QLinear.from_float needs an nn.Linear, got {type(linear).__name__}")
+        bias = linear.bias
+        layer = cls(linear.in_features, linear.out_features, bias=bias is not None,
+                    scheme=qweight.scheme, device=linear.weight.device,
+                    dtype=bias.dtype if bias is not None else torch.float32)
+        layer._load_qtensor(qweight)
+        if bias is not None:
+            with torch.no_grad():
+                layer.bias.copy_(bias.detach())
+        return layer
+
+    @classmethod
+    def from_config(cls, config: dict) -> "QLinear":
+        """Rebuild an empty layer from :meth:`config` (for checkpoint loading)."""
+        return cls(config["in_features"], config["out_features"], bias=config["bias"],
+                   scheme=QScheme.from_dict(config["scheme"]))
+
+    def config(self) -> dict:
+        """What it takes to rebuild this layer empty: JSON-ready."""
+        return {"in_features": self.in_features, "out_features": self.out_features,
+                "bias": self.bias is not None, "scheme": self.scheme.to_dict()}
+
+    @property
+    def kernel(self) -> str:
+        """The forced kernel path name, or ``"auto"``."""
+        return self._kernel
+
+    @kernel.setter
+    def kernel(self, name: str) -> None:
+        if name != "auto":
+            kernels.get_kernel(name)
+        self._kernel = name
+
+    def kernel_for(self, tokens: int = 1, dtype: torch.dtype = torch.float32) -> str:
+        """The path name a forward with ``tokens`` rows of ``dtype`` input takes."""
+        return kernels.select(self, tokens, dtype).name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.in_features:
+            raise InputError(f"expected input with last dimension {self.in_features}, got shape {tuple(x.shape)}")
+        if x.dtype not in kernels.FLOAT_DTYPES:
+            raise InputError(f"QLinear takes float32/bfloat16/float16 input, got {x.dtype}")
+        y = kernels.run(self, x.reshape(-1, self.in_features))
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}, {super().extra_repr()}")
