@@ -24,7 +24,8 @@ int4pack       ``torch._weight_int4pack_mm_for_cpu`` on bf16 activations     2e-
                (input cast to bf16 and back): uniform codes of <= 4 bits,
                per-group (a multiple of 32 elements along in_features),
                per-channel or per-tensor. The zero-point is folded into a
-               float offset per group: ``w = s * (c - 8) + s * (8 - z)``.
+               float offset per group: ``w = s * (c - 8) + s * (8 - z)``
+               (codes under 4 bits are shifted so that the offset is 0).
 int8pack       ``torch._weight_int8pack_mm`` on bf16 activations: uniform     2e-2
                per-channel / per-tensor codes of any width; 8-bit
                asymmetric codes use ``c - 128`` plus a rank-1 correction
@@ -251,14 +252,18 @@ def _int4_prepare(layer, dtype):
     n, k = layer.weight_shape
     g = _int4_group(layer)
     scale = layer.scale.float()
-    zero = layer.unsigned_zero_point().float()
-    if scale.ndim < 2:  # per-tensor / per-channel: one value per row, repeated per group
+    zero = layer.unsigned_zero_point()
+    if scale.ndim < 2:  # per-tensor / per-channel: one value per row
         scale, zero = scale.expand(n).reshape(n, 1), zero.expand(n).reshape(n, 1)
-    reps = (k // g) // scale.shape[1]
-    scale, zero = scale.repeat_interleave(reps, 1), zero.repeat_interleave(reps, 1)  # (N, K/g)
-    # kernel: w = s * (c - 8) + offset  ==  s * (c - z)  with  offset = s * (8 - z)
-    scales_zeros = torch.stack([scale, scale * (8 - zero)], dim=-1).transpose(0, 1).contiguous()
-    codes = layer.unsigned_codes().to(torch.int32)  # (N, K) in [0, 16)
+    # Codes narrower than 4 bits are shifted by d so that their zero-point sits at the
+    # kernel's 8: w = s * (c - z) = s * ((c + d) - 8) + s * (8 - z - d), offset exactly 0.
+    shift = (8 - zero).clamp(0, 16 - (1 << layer.scheme.bits))
+    codes = layer.unsigned_codes().to(torch.int32)  # (N, K)
+    codes += shift.repeat_interleave(k // shift.shape[1], dim=1)  # now in [0, 16)
+    offset = scale * (8 - zero - shift).float()
+    reps = (k // g) // scale.shape[1]  # kernel groups per stored scale
+    scales_zeros = torch.stack([scale, offset], dim=-1).repeat_interleave(reps, dim=1)
+    scales_zeros = scales_zeros.transpose(0, 1).contiguous()  # (K/g, N, 2)
     packed = torch._convert_weight_to_int4pack_for_cpu(codes, 1)
     return packed, g, scales_zeros.to(dtype), _bias(layer, dtype)
 
@@ -327,7 +332,7 @@ def _fbgemm_run(layer, state, x):
 register_kernel(KernelPath("reference", lambda layer: None, lambda layer, dtype: None, _reference_run,
                            compute_dtype=torch.float32, priority=100))
 register_kernel(KernelPath("dense", lambda layer: None, _dense_prepare, _dense_run,
-                           priority=90, rtol=2e-2))
+                           priority=90, rtol=1e-6))
 register_kernel(KernelPath("dense_bf16", lambda layer: None, _dense_prepare, _dense_run,
                            compute_dtype=torch.bfloat16, priority=80, rtol=2e-2))
 register_kernel(KernelPath("int4pack", _int4_accepts, _int4_prepare, _int4_run,

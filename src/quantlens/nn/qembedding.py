@@ -96,6 +96,8 @@ class QEmbedding(PackedWeight):
         if rows.numel() and (int(rows.min()) < 0 or int(rows.max()) >= self.num_embeddings):
             raise InputError(f"index out of range for an embedding of {self.num_embeddings} rows")
         s = self.scheme
+        if rows.numel() == 0:
+            return torch.zeros(*ids.shape, self.embedding_dim, dtype=self.dtype, device=ids.device)
         codes = self._row_codes(rows)
         offset = (1 << (s.bits - 1)) if s.signed and s.codebook is None else 0
         data = (codes.to(torch.int16) - offset).to(torch.int8) if offset else codes

@@ -1,0 +1,134 @@
+import pytest
+import torch
+from conformance import SCHEMES, LayerConformance, scheme_params
+from helpers import random_tensor
+from torch import nn
+
+from quantlens import QScheme, quantize_tensor
+from quantlens.errors import InputError, SchemeError, UnknownNameError
+from quantlens.nn import QLinear, force_kernel, kernel_paths, quantized_class_for
+from quantlens.nn.kernels import select
+
+IN, OUT = 512, 256
+BATCHES = (1, 8, 64)
+DTYPES = (torch.float32, torch.bfloat16)
+
+
+def bound(path, dtype) -> float:
+    """The stated tolerance of ``path`` (relative L2 error), plus bf16 output rounding."""
+    base = path.rtol if path.rtol else 1e-6
+    return base if dtype == torch.float32 else max(base, 1e-2)
+
+
+def rel_error(y, ref) -> float:
+    return float((y.double() - ref.double()).norm() / ref.double().norm())
+
+
+class TestQLinearConformance(LayerConformance):
+    qcls = QLinear
+
+    def make_float(self, seed=0):
+        lin = nn.Linear(IN, OUT)
+        with torch.no_grad():
+            lin.weight.copy_(random_tensor(OUT, IN, seed=seed, scale=0.05))
+            lin.bias.copy_(random_tensor(OUT, seed=seed + 100, scale=0.1))
+        return lin
+
+    def make_input(self, layer, batch, dtype, seed=0):
+        return random_tensor(batch, IN, seed=seed + 7).to(dtype)
+
+    def reference(self, layer, x):
+        return torch.nn.functional.linear(x.float(), layer.dequantized_weight(), layer.bias.float())
+
+
+@scheme_params()
+@pytest.mark.parametrize("path_name", list(kernel_paths()))
+def test_every_path_matches_the_reference(scheme, path_name):
+    _, _, layer = TestQLinearConformance().quantize(scheme)
+    path = kernel_paths()[path_name]
+    reason = path.accepts(layer)
+    if reason:
+        layer.kernel = path_name
+        with pytest.raises(SchemeError, match=path_name):
+            layer(torch.zeros(1, IN))
+        return
+    layer.kernel = path_name
+    for batch in BATCHES:
+        x = random_tensor(batch, IN, seed=batch)
+        ref = torch.nn.functional.linear(x, layer.dequantized_weight(), layer.bias)
+        for dtype in DTYPES:
+            y = layer(x.to(dtype))
+            assert y.dtype == dtype and y.shape == (batch, OUT)
+            err = rel_error(y, ref)
+            assert err <= bound(path, dtype), f"{path_name} batch {batch} {dtype}: {err:.2e}"
+
+
+@pytest.mark.parametrize("scheme", [SCHEMES["b4-per_group-asym"], SCHEMES["b8-per_channel-sym"],
+                                    SCHEMES["b2-per_channel-asym"], SCHEMES["nf4-g64"]],
+                         ids=["b4g", "b8c", "b2c", "nf4"])
+def test_auto_dispatch_is_within_the_chosen_paths_tolerance(scheme):
+    _, _, layer = TestQLinearConformance().quantize(scheme)
+    for batch in BATCHES:
+        x = random_tensor(batch, IN, seed=batch)
+        ref = torch.nn.functional.linear(x, layer.dequantized_weight(), layer.bias)
+        for dtype in DTYPES:
+            path = select(layer, batch, dtype)
+            assert path.name == layer.kernel_for(batch, dtype)
+            assert rel_error(layer(x.to(dtype)), ref) <= bound(path, dtype)
+
+
+def test_any_leading_dims_and_float16():
+    _, _, layer = TestQLinearConformance().quantize(SCHEMES["b4-per_group-sym"])
+    x = random_tensor(2, 3, 5, IN)
+    y = layer(x)
+    assert y.shape == (2, 3, 5, OUT)
+    assert torch.equal(y, layer(x.reshape(-1, IN)).reshape(2, 3, 5, OUT))
+    assert layer(x.half()).dtype == torch.float16
+    with pytest.raises(InputError, match="last dimension"):
+        layer(torch.zeros(3, IN + 1))
+
+
+def test_no_bias_and_empty_batch():
+    lin = nn.Linear(IN, OUT, bias=False)
+    scheme = QScheme(bits=4, granularity="per_group", group_size=128)
+    layer = QLinear.from_float(lin, quantize_tensor(lin.weight.detach(), scheme))
+    assert layer.bias is None and "bias" not in layer.state_dict()
+    x = random_tensor(3, IN)
+    ref = torch.nn.functional.linear(x, layer.dequantized_weight())
+    assert rel_error(layer(x), ref) < 2e-2
+    assert layer(torch.zeros(0, IN)).shape == (0, OUT)
+
+
+def test_forcing_a_path_and_errors():
+    _, _, layer = TestQLinearConformance().quantize(SCHEMES["b8-per_channel-sym"])
+    with pytest.raises(UnknownNameError, match="valid"):
+        layer.kernel = "nope"
+    layer.kernel = "int4pack"
+    with pytest.raises(SchemeError, match="at most 4 bits"):
+        layer(torch.zeros(1, IN))
+    layer.kernel = "auto"
+    model = nn.Sequential(layer, nn.ReLU())
+    with force_kernel(model, "reference"):
+        assert layer.kernel == "reference"
+    assert layer.kernel == "auto"
+
+
+def test_from_float_checks_its_arguments():
+    lin = nn.Linear(IN, OUT)
+    qt = quantize_tensor(lin.weight.detach()[:, :256], QScheme(bits=4, granularity="per_channel"))
+    with pytest.raises(InputError, match="shape"):
+        QLinear.from_float(lin, qt)
+    with pytest.raises(SchemeError, match="divide"):
+        QLinear(100, 8, bias=True, scheme=QScheme(bits=4, granularity="per_group", group_size=64))
+    assert quantized_class_for(nn.Linear(2, 2)) is QLinear
+
+
+def test_kernel_caches_stay_out_of_the_state_dict():
+    _, _, layer = TestQLinearConformance().quantize(SCHEMES["b4-per_group-asym"])
+    keys = set(layer.state_dict())
+    for name in ("int4pack", "dense", "dense_bf16"):
+        layer.kernel = name
+        layer(torch.zeros(2, IN))
+    assert len(layer._cache) >= 3 and set(layer.state_dict()) == keys
+    layer.to(torch.float32)  # moving / casting drops derived weights
+    assert not any(key[0] == "kernel" for key in layer._cache)
