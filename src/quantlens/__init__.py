@@ -20,14 +20,19 @@ from quantlens.core import (
 )
 from quantlens.errors import QuantlensError
 from quantlens.methods.base import QuantConfig, QuantSummary
+from quantlens.methods.int8_graph import register_custom_module
+from quantlens.methods.qat import QAT, train_qat
+from quantlens.methods.static import Static
 
 __all__ = [
     "Batch",
+    "QAT",
     "QScheme",
     "QTensor",
     "QuantConfig",
     "QuantSummary",
     "QuantlensError",
+    "Static",
     "__version__",
     "compute_qparams",
     "convert",
@@ -40,6 +45,8 @@ __all__ = [
     "prepare_qat",
     "quantize",
     "quantize_tensor",
+    "register_custom_module",
     "save",
+    "train_qat",
     "unpack",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -53,6 +54,9 @@ def _finish(model: nn.Module, config: QuantConfig, summary: QuantSummary, source
     model.quantlens_summary = summary
     if source is not None:
         model.quantlens_source = source
+    if isinstance(model, torch.fx.GraphModule):  # copy.deepcopy of a GraphModule keeps only these
+        keep = {k: v for k, v in vars(model).items() if k.startswith("quantlens_") and k != "quantlens_prepared"}
+        model.meta.setdefault("_user_preserved_attributes", {}).update(keep)
     return model
 
 
@@ -139,7 +143,7 @@ def convert(model: nn.Module, *, inplace: bool = False) -> nn.Module:
         raise InputError("this model was not prepared by ql.prepare / ql.prepare_qat; prepare it first")
     source = getattr(model, "quantlens_source", None)
     target = model if inplace else copy.deepcopy(model)
-    del target.quantlens_prepared
+    target.__dict__.pop("quantlens_prepared", None)  # (a GraphModule's deepcopy has none)
     for method in _methods_of(ctx.config):
         target = method.convert(target, ctx) if method.convert is not None else method.apply(target, ctx)
     return _finish(target, ctx.config, ctx.summary, source)
@@ -231,15 +235,23 @@ def export(model: nn.Module, path: str | os.PathLike, *, format: str = "torchscr
     Args:
         model: a quantized model.
         path: output file.
-        format: ``"torchscript"`` (traced when ``example_inputs`` are given, else scripted).
+        format: ``"torchscript"`` (traced when ``example_inputs`` are given or the model
+            records its input shapes, as Static/QAT models do; else scripted).
         example_inputs: a tuple of example inputs for tracing.
     """
     if format != "torchscript":
         raise InputError(f"unknown export format {format!r}; supported: torchscript")
     path = Path(path)
     model = model.eval()
+    recorded = getattr(model, "quantlens_example_inputs", None)
+    if example_inputs is None and recorded:
+        from quantlens.methods.int8_graph import make_inputs
+
+        example_inputs = make_inputs(recorded)
     try:
-        scripted = torch.jit.trace(model, example_inputs) if example_inputs is not None else torch.jit.script(model)
+        with warnings.catch_warnings():  # quantized ops read their scales as Python floats
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            scripted = torch.jit.trace(model, example_inputs) if example_inputs is not None else torch.jit.script(model)
     except Exception as exc:  # noqa: BLE001 - TorchScript raises many types
         raise InputError(f"TorchScript could not capture this model ({type(exc).__name__}: {str(exc)[:200]}); "
                          "pass example_inputs to trace it instead") from exc

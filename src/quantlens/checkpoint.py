@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "quantlens.json"
 _SEP = "::"
+_METADATA = _SEP + "metadata"  # per-module state-dict versions (quantized modules need them)
 _SAFE_FACTORY_PREFIXES = ("quantlens.", "transformers.")
 
 
@@ -41,6 +43,9 @@ def flatten_state(state: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], di
     layout: dict[str, Any] = {}
     for key, value in state.items():
         layout[key] = _flatten_value(key, value, tensors)
+    metadata = getattr(state, "_metadata", None)
+    if metadata:
+        layout[_METADATA] = {"kind": "metadata", "value": {k: dict(v) for k, v in metadata.items()}}
     return tensors, layout
 
 
@@ -73,7 +78,12 @@ def _flatten_value(key: str, value: Any, tensors: dict[str, torch.Tensor]) -> An
 
 def unflatten_state(tensors: Mapping[str, torch.Tensor], layout: Mapping[str, Any]) -> dict[str, Any]:
     """Inverse of :func:`flatten_state`."""
-    return {key: _unflatten_value(key, entry, tensors) for key, entry in layout.items()}
+    state = OrderedDict(
+        (key, _unflatten_value(key, entry, tensors)) for key, entry in layout.items() if key != _METADATA
+    )
+    if _METADATA in layout:
+        state._metadata = OrderedDict(layout[_METADATA]["value"])  # read by load_state_dict
+    return state
 
 
 def _unflatten_value(key: str, entry: Mapping, tensors: Mapping[str, torch.Tensor]) -> Any:

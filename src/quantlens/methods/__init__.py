@@ -4,5 +4,18 @@ Importing this package registers the built-in methods (see methods/base.py for h
 """
 
 from quantlens.methods.base import QuantConfig, QuantSummary, get_method, methods, register_method
+from quantlens.methods.int8_graph import register_custom_module
+from quantlens.methods.qat import QAT, train_qat
+from quantlens.methods.static import Static
 
-__all__ = ["QuantConfig", "QuantSummary", "get_method", "methods", "register_method"]
+__all__ = [
+    "QAT",
+    "QuantConfig",
+    "QuantSummary",
+    "Static",
+    "get_method",
+    "methods",
+    "register_custom_module",
+    "register_method",
+    "train_qat",
+]

@@ -1,0 +1,130 @@
+"""BatchNorm folding: fold an eval-mode BatchNorm into the Conv/Linear before it.
+
+For a layer ``y = W x + b`` followed by ``BN(y) = γ (y - μ) / √(σ² + ε) + β`` (running
+statistics ``μ``, ``σ²``), the folded layer computes the same function with
+
+    W' = W · γ / √(σ² + ε)            (scaled per output channel)
+    b' = (b - μ) · γ / √(σ² + ε) + β
+
+The graph-mode int8 path lets torch.fx do the same fusion (Conv+BN(+ReLU), Linear+BN);
+these functions serve the eager fallback and anyone who wants a folded float model.
+
+Example:
+    >>> folded = fold_batchnorms(model.eval())   # [("stem.0", "stem.1"), ...]
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from quantlens.errors import InputError
+
+FOLDABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+@torch.no_grad()
+def fold_bn_params(
+    weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.modules.batchnorm._BatchNorm
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(W', b')`` of a Conv/Linear with ``weight`` ``(C_out, ...)`` and ``bias`` folded with ``bn``.
+
+    Args:
+        weight: the layer's weight, output channels first.
+        bias: its bias ``(C_out,)`` or None (treated as zeros).
+        bn: a BatchNorm with running statistics over the ``C_out`` channels.
+
+    Returns:
+        The folded weight and bias, in the weight's dtype.
+    """
+    if bn.running_mean is None or bn.running_var is None:
+        raise InputError("cannot fold a BatchNorm without running statistics (track_running_stats=False)")
+    if bn.num_features != weight.shape[0]:
+        raise InputError(f"BatchNorm has {bn.num_features} channels but the layer has {weight.shape[0]} outputs")
+    mean, var = bn.running_mean.double(), bn.running_var.double()
+    gamma = bn.weight.double() if bn.weight is not None else torch.ones_like(mean)
+    beta = bn.bias.double() if bn.bias is not None else torch.zeros_like(mean)
+    b = bias.double() if bias is not None else torch.zeros_like(mean)
+    factor = gamma / torch.sqrt(var + bn.eps)  # γ / √(σ² + ε), (C_out,)
+    w_folded = weight.double() * factor.reshape(-1, *([1] * (weight.ndim - 1)))
+    b_folded = (b - mean) * factor + beta
+    return w_folded.to(weight.dtype), b_folded.to(weight.dtype)
+
+
+@torch.no_grad()
+def fold_pair(layer: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> None:
+    """Fold ``bn`` into ``layer`` in place (the caller removes ``bn`` from the model)."""
+    if not isinstance(layer, FOLDABLE) or getattr(layer, "transposed", False):
+        raise InputError(f"can only fold BatchNorm into Conv1d/2d/3d or Linear, not {type(layer).__name__}")
+    weight, bias = fold_bn_params(layer.weight, layer.bias, bn)
+    layer.weight.copy_(weight)
+    if layer.bias is None:
+        layer.bias = nn.Parameter(bias)
+    else:
+        layer.bias.copy_(bias)
+
+
+def find_pairs(model: nn.Module) -> list[tuple[str, str]]:
+    """``(layer, batchnorm)`` name pairs where the BatchNorm reads only that layer's output.
+
+    Uses the torch.fx graph when the model traces, else adjacent entries of ``nn.Sequential``s.
+    """
+    try:
+        graph = torch.fx.symbolic_trace(model).graph
+    except Exception:  # noqa: BLE001 - untraceable: fall back to Sequential order
+        return _sequential_pairs(model)
+    modules = dict(model.named_modules())
+    pairs = []
+    for node in graph.nodes:
+        if node.op != "call_module" or not isinstance(modules.get(node.target), _BATCHNORMS):
+            continue
+        src = node.args[0] if node.args else None
+        if (
+            isinstance(src, torch.fx.Node)
+            and src.op == "call_module"
+            and isinstance(modules.get(src.target), FOLDABLE)
+            and len(src.users) == 1
+            and sum(1 for n in graph.nodes if n.op == "call_module" and n.target == src.target) == 1
+        ):
+            pairs.append((src.target, node.target))
+    return pairs
+
+
+def _sequential_pairs(model: nn.Module) -> list[tuple[str, str]]:
+    pairs = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Sequential):
+            children = list(module.named_children())
+            for (n1, m1), (n2, m2) in itertools.pairwise(children):
+                if isinstance(m1, FOLDABLE) and isinstance(m2, _BATCHNORMS):
+                    prefix = f"{name}." if name else ""
+                    pairs.append((prefix + n1, prefix + n2))
+    return pairs
+
+
+def fold_batchnorms(model: nn.Module, *, keep: Callable[[str], bool] = lambda name: False) -> list[tuple[str, str]]:
+    """Fold every BatchNorm that follows a Conv/Linear into it and replace it by ``nn.Identity``.
+
+    Args:
+        model: a float model in eval mode (folding uses the running statistics); changed in place.
+        keep: ``keep(name) -> True`` leaves that layer or BatchNorm alone (e.g. skipped layers).
+
+    Returns:
+        The folded ``(layer, batchnorm)`` name pairs.
+    """
+    if model.training:
+        raise InputError("fold BatchNorms in eval mode (model.eval()); training mode uses batch statistics")
+    done = []
+    for layer_name, bn_name in find_pairs(model):
+        if keep(layer_name) or keep(bn_name):
+            continue
+        fold_pair(model.get_submodule(layer_name), model.get_submodule(bn_name))
+        parent_name, _, attr = bn_name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, attr, nn.Identity())
+        done.append((layer_name, bn_name))
+    return done

@@ -1,0 +1,318 @@
+"""What Static and QAT share: the per-layer plan, graph capture with float islands, example
+inputs that a checkpoint can record, calibration, custom modules and the summary.
+
+The torch.ao calls themselves are in :mod:`quantlens.methods.backends.torch_ao`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from quantlens.core.data import count_batches, first_batch, iter_batches, to_batch
+from quantlens.core.progress import track
+from quantlens.errors import ConfigError, InputError, QuantizationFailedError
+from quantlens.methods.backends import torch_ao
+from quantlens.methods.base import QuantConfig, QuantContext, configs_in, module_bytes, resolve
+
+_CUSTOM_MODULES: dict[type, tuple[type, type, type]] = {}
+
+
+def register_custom_module(float_cls: type, observed_cls: type, quantized_cls: type) -> None:
+    """Give Static/QAT your own quantized replacement for a module type.
+
+    ``observed_cls.from_float(float_module)`` must return a module that records what it
+    needs (its inputs reach it quantization-observed); ``quantized_cls.from_observed(observed)``
+    returns the int8 module, which receives and returns quantized tensors. Modules of
+    ``float_cls`` are not traced into. Wraps torch.ao's custom module configuration.
+
+    Example:
+        >>> ql.register_custom_module(MyAttention, ObservedMyAttention, QuantizedMyAttention)
+        >>> qm = ql.quantize(model, ql.Static(), calib_data=calib)
+    """
+    for cls in (float_cls, observed_cls, quantized_cls):
+        if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+            raise InputError(f"register_custom_module takes nn.Module classes, got {cls!r}")
+    if not hasattr(observed_cls, "from_float") or not hasattr(quantized_cls, "from_observed"):
+        raise InputError("observed_cls needs a from_float classmethod and quantized_cls a from_observed classmethod")
+    _CUSTOM_MODULES[float_cls] = (float_cls, observed_cls, quantized_cls)
+
+
+def _observed_adapter(observed_cls: type) -> type:
+    """``observed_cls`` whose ``from_float`` also copies the float module's ``qconfig``
+    (torch.ao reads it from the observed module at convert time)."""
+
+    def from_float(cls, module):
+        observed = observed_cls.from_float(module)
+        if getattr(observed, "qconfig", None) is None:
+            observed.qconfig = getattr(module, "qconfig", None)
+        return observed
+
+    return type(observed_cls.__name__, (observed_cls,), {"from_float": classmethod(from_float)})
+
+
+def unregister_custom_module(float_cls: type) -> None:
+    """Undo :func:`register_custom_module`."""
+    _CUSTOM_MODULES.pop(float_cls, None)
+
+
+def custom_modules() -> list[tuple[type, type, type]]:
+    """The registered ``(float_cls, observed_cls, quantized_cls)`` triples."""
+    return list(_CUSTOM_MODULES.values())
+
+
+def _attach_custom_qconfigs(model: nn.Module, mapping) -> list[tuple[type, type, type]]:
+    """Give registered custom modules their qconfig; the prepare-time class triples."""
+    for name, module in model.named_modules():
+        if type(module) in _CUSTOM_MODULES:
+            module.qconfig = mapping.module_name_qconfigs.get(name, mapping.global_qconfig)
+    return [(f, _observed_adapter(o), q) for f, o, q in _CUSTOM_MODULES.values()]
+
+
+# --- example inputs --------------------------------------------------------------------------
+
+
+def describe_inputs(args: tuple) -> dict:
+    """A JSON-able description (shapes with batch 1, dtypes) of positional inputs."""
+    out = []
+    for a in args:
+        if not isinstance(a, torch.Tensor):
+            raise InputError(f"graph capture needs tensor inputs, got a {type(a).__name__}")
+        out.append({"shape": [1, *a.shape[1:]] if a.ndim else [], "dtype": str(a.dtype).removeprefix("torch.")})
+    return {"args": out}
+
+
+def make_inputs(desc: dict) -> tuple:
+    """Inputs of the described shapes: uniform [0, 1) floats, zeros for integers."""
+    gen = torch.Generator().manual_seed(0)
+    out = []
+    for spec in desc["args"]:
+        dtype = getattr(torch, spec["dtype"])
+        if dtype.is_floating_point:
+            out.append(torch.rand(spec["shape"], generator=gen).to(dtype))
+        else:
+            out.append(torch.zeros(spec["shape"], dtype=dtype))
+    return tuple(out)
+
+
+def example_inputs(ctx: QuantContext, *, required: bool = True) -> tuple | None:
+    """Positional example inputs: ``ctx.example_inputs`` (tuple or recorded description),
+    else the first calibration batch, else None when not ``required``."""
+    ex = ctx.example_inputs
+    if isinstance(ex, dict):
+        return make_inputs(ex)
+    if isinstance(ex, torch.Tensor):
+        return (ex,)
+    if ex is not None:
+        return tuple(ex)
+    if ctx.calib_data is None:
+        if not required:
+            return None
+        raise InputError("graph capture needs example inputs: pass calib_data=... or example_inputs=(x,)")
+    data = ctx.calib_data
+    if iter(data) is data:  # a one-shot iterator (generator): put its first batch back
+        first = next(data, None)
+        if first is None:
+            raise InputError("calib_data yielded no batch; give at least one batch of inputs")
+        ctx.calib_data = itertools.chain([first], data)
+        batch = to_batch(first).to(torch.float32)
+    else:
+        batch = first_batch(data).to(torch.float32)
+    if batch.kwargs:
+        raise InputError("Static/QAT capture positional inputs; give batches as tensors, not dicts of tensors")
+    return batch.args
+
+
+# --- the plan: which module gets which qconfig -------------------------------------------------
+
+
+@dataclass
+class Plan:
+    """Per-module decisions for one graph-mode run."""
+
+    backend: str
+    global_config: QuantConfig | None
+    module_configs: list[tuple[str, QuantConfig | None]] = field(default_factory=list)
+    leaves: list[str] = field(default_factory=list)
+    reasons: dict[str, str] = field(default_factory=dict)  # float modules -> why
+    other_method: set[str] = field(default_factory=set)  # names another method quantizes
+
+    def mapping(self, make_qconfig: Callable[[QuantConfig], object], *, qat: bool):
+        cache: dict[int, object] = {}
+
+        def qc(cfg):
+            if cfg is None:
+                return None
+            if id(cfg) not in cache:
+                cache[id(cfg)] = make_qconfig(cfg)
+            return cache[id(cfg)]
+
+        entries = [(name, qc(cfg)) for name, cfg in self.module_configs]
+        return torch_ao.make_qconfig_mapping(self.backend, qc(self.global_config), entries, qat=qat)
+
+
+def make_plan(model: nn.Module, config: QuantConfig, cls: type) -> Plan:
+    """Resolve ``config`` for every module: ``cls`` configs get qconfigs, the rest float."""
+    ours = [c for c in configs_in(config) if isinstance(c, cls)]
+    backends = {c.backend for c in ours}
+    if len(backends) != 1:
+        raise ConfigError(f"one model can use one quantized engine; these configs ask for {sorted(backends)}")
+    root = resolve(config, "")
+    plan = Plan(backends.pop(), root if isinstance(root, cls) else None)
+    for name, module in model.named_modules():
+        if not name:
+            continue
+        cfg, parent = resolve(config, name), resolve(config, name.rpartition(".")[0])
+        if isinstance(cfg, cls):
+            if cfg is not parent:
+                plan.module_configs.append((name, cfg))
+            continue
+        if not isinstance(parent, cls) and name.rpartition(".")[0]:
+            continue  # inside a float subtree already planned
+        plan.module_configs.append((name, None))
+        plan.leaves.append(name)
+        if cfg is None:
+            plan.reasons[name] = "skipped by a skip pattern"
+            if not list(module.children()):
+                _make_island(module)
+        else:
+            plan.other_method.add(name)
+    return plan
+
+
+def _make_island(module: nn.Module) -> None:
+    """Give a skipped module a same-named subclass so no fusion or quantization pattern
+    (they match exact types) picks it up: a skipped BatchNorm stays a float BatchNorm."""
+    cls = type(module)
+    if getattr(cls, "_quantlens_float_island", False):
+        return
+    island = _ISLANDS.get(cls)
+    if island is None:
+        island = type(cls.__name__, (cls,), {"_quantlens_float_island": True, "__module__": cls.__module__})
+        _ISLANDS[cls] = island
+    module.__class__ = island
+
+
+_ISLANDS: dict[type, type] = {}
+
+
+def capture(model: nn.Module, plan: Plan, mapping, example: tuple, *, qat: bool) -> torch.fx.GraphModule:
+    """FX-prepare ``model``; modules torch.fx cannot trace become float islands.
+
+    Raises:
+        QuantizationFailedError: the model's own forward cannot be traced (the caller may
+            fall back to eager mode).
+    """
+    kwargs = {"backend": plan.backend, "qat": qat, "custom_modules": _attach_custom_qconfigs(model, mapping)}
+    try:
+        return torch_ao.prepare(model, mapping, example, leaf_names=plan.leaves, **kwargs)
+    except Exception as first:
+        bad = torch_ao.find_untraceable(model, leaves=plan.leaves)
+        if not bad or "" in bad:
+            why = bad.get("", f"{type(first).__name__}: {first}")
+            raise QuantizationFailedError(f"torch.fx cannot capture this model's forward ({why[:300]})") from first
+    for name, why in bad.items():
+        plan.leaves.append(name)
+        plan.reasons[name] = f"its forward cannot be traced by torch.fx ({why}); runs in float"
+    for name in bad:
+        mapping.set_module_name(name, None)
+    return torch_ao.prepare(model, mapping, example, leaf_names=plan.leaves, **kwargs)
+
+
+def calibrate(model: nn.Module, ctx: QuantContext, limit: int | None) -> int:
+    """Run calibration batches through an observed model; returns the number run."""
+    if ctx.calib_data is None:
+        raise InputError("Static quantization needs calib_data=... (a few hundred representative inputs)")
+    total = count_batches(ctx.calib_data)
+    total = min(total, limit) if (total is not None and limit is not None) else (total or limit)
+    n = 0
+    model.eval()
+    with torch.no_grad(), torch_ao.quiet():
+        for batch in track(iter_batches(ctx.calib_data, limit=limit), "calibrating", total=total, enabled=ctx.progress):
+            batch.to(torch.float32).run(model)
+            n += 1
+    if n == 0:
+        raise InputError("calib_data yielded no batch; give at least one batch of inputs")
+    return n
+
+
+# --- summary ---------------------------------------------------------------------------------
+
+
+def _state_bytes(value) -> int:
+    if isinstance(value, torch.Tensor):
+        if value.is_quantized:
+            extra = value.q_per_channel_scales().numel() * 12 if value.qscheme() in (
+                torch.per_channel_affine, torch.per_channel_symmetric) else 12
+            return value.numel() * value.element_size() + extra
+        return value.numel() * value.element_size()
+    if isinstance(value, (tuple, list)):
+        return sum(_state_bytes(v) for v in value)
+    return 0
+
+
+def float_layers(model: nn.Module) -> dict[str, tuple[str, int]]:
+    """``{name: (kind, bytes)}`` of the float model's leaf modules (recorded before capture)."""
+    return {
+        n: (type(m).__name__, module_bytes(m))
+        for n, m in model.named_modules()
+        if n and not list(m.children())
+    }
+
+
+def summarize(ctx: QuantContext, before: dict[str, tuple[str, int]], converted: nn.Module, plan: Plan, detail: str) -> None:
+    """Record which layers were quantized, which stayed float and why, and what was fused."""
+    modules = dict(converted.named_modules())
+    custom = tuple(q for _, _, q in custom_modules())
+    fused = []
+    for name, (kind, nbytes) in before.items():
+        owner = next((p for p in plan.reasons if name == p or name.startswith(p + ".")), None)
+        if any(name == p or name.startswith(p + ".") for p in plan.other_method):
+            continue
+        if owner is not None:
+            action = "skipped" if plan.reasons[owner].startswith("skipped") else "float"
+            ctx.summary.add(name, kind, action, reason=plan.reasons[owner], bytes_before=nbytes, bytes_after=nbytes)
+        elif name not in modules:
+            fused.append(name)
+        elif torch_ao.is_quantized_module(modules[name]) or isinstance(modules[name], custom):
+            after = sum(_state_bytes(v) for v in modules[name].state_dict().values())
+            ctx.summary.add(name, kind, "quantized", method=ctx_method(ctx), detail=detail,
+                            bytes_before=nbytes, bytes_after=after)
+        elif nbytes:
+            ctx.summary.add(name, kind, "float", reason=f"no int8 kernel for {kind} on this backend; "
+                            "runs in float between DeQuant/Quant", bytes_before=nbytes, bytes_after=nbytes)
+    if fused:
+        ctx.summary.note(f"fused into the layer before them (Conv/Linear+BN+ReLU): {', '.join(fused)}")
+    graph = getattr(converted, "graph", None)
+    if graph is not None:
+        quants = sum(1 for n in graph.nodes if n.target is torch.quantize_per_tensor)
+        dequants = sum(1 for n in graph.nodes if n.target == "dequantize")
+        ctx.summary.note(f"{quants} Quant / {dequants} DeQuant boundaries inserted (inputs, outputs, float islands)")
+
+
+def ctx_method(ctx: QuantContext) -> str:
+    return ctx.extra.get("int8_method", "static")
+
+
+def record_inputs_on_first_call(model: nn.Module, ctx: QuantContext) -> None:
+    """Record the shapes of the first forward's inputs (when none were known at prepare)."""
+
+    def hook(module, args):
+        if ctx.extra.get("example_desc") is None:
+            ctx.extra["example_desc"] = describe_inputs(args)
+            preserve(module, quantlens_example_inputs=ctx.extra["example_desc"])
+        handle.remove()
+
+    handle = model.register_forward_pre_hook(hook)
+
+
+def preserve(model: nn.Module, **attrs) -> None:
+    """Set attributes that survive ``copy.deepcopy`` of a GraphModule too."""
+    for key, value in attrs.items():
+        setattr(model, key, value)
+        if isinstance(model, torch.fx.GraphModule):
+            model.meta.setdefault("_user_preserved_attributes", {})[key] = value

@@ -1,0 +1,245 @@
+"""Quantization-aware training: fake quantization in training, int8 kernels after convert.
+
+``ql.prepare_qat(model, ql.QAT())`` captures the graph (torch.fx), fuses Conv+BN(+ReLU)
+into QAT modules that keep training their BatchNorm, and inserts fake quantization on
+activations (uint8, moving-average range) and weights (signed, per output channel, range of
+the current weights). The result trains with a normal PyTorch loop or :func:`train_qat`;
+``ql.convert(model)`` gives the int8 model.
+
+Lower-bit weights: ``ql.QAT(bits=4)`` trains weights on a 16-level grid with quantlens'
+``fake_quantize`` (straight-through estimator). The converted model runs PyTorch's int8
+kernels: storage is int8, but every weight takes one of 16 values (``-8..7`` times its
+channel's scale) -- 4-bit accuracy, not 4-bit size. Activations are always 8-bit: the int8
+kernels have no narrower activation type.
+
+Example:
+    >>> qat = ql.prepare_qat(model, ql.QAT(backend="x86"))
+    >>> history = ql.train_qat(qat, train_data, epochs=2, eval_data=test)
+    >>> qm = ql.convert(qat)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from quantlens.core.data import count_batches, iter_batches
+from quantlens.core.progress import track
+from quantlens.errors import ConfigError, InputError
+from quantlens.methods import int8_graph
+from quantlens.methods.backends import torch_ao
+from quantlens.methods.base import QuantConfig, QuantContext, configs_in, register_method, resolve
+
+
+@dataclass(frozen=True)
+class QAT(QuantConfig):
+    """Quantization-aware training to int8 kernels.
+
+    Args:
+        backend: quantized engine: ``"x86"``, ``"fbgemm"``, ``"onednn"`` or ``"qnnpack"``.
+        bits: weight bit width, 2..8 (activations are always uint8).
+        weight_bits: overrides ``bits`` for weights when given.
+        observer: activation range estimator while training (``"moving_average"`` is
+            PyTorch's default; any quantlens observer name works).
+        per_channel: one weight scale per output channel.
+        freeze_bn_after: epochs after which :func:`train_qat` freezes BatchNorm statistics.
+        freeze_observers_after: epochs after which activation ranges are frozen.
+        skip, overrides: see :class:`QuantConfig`.
+    """
+
+    backend: str = "x86"
+    bits: int = 8
+    weight_bits: int | None = None
+    observer: str = "moving_average"
+    per_channel: bool = True
+    freeze_bn_after: int | None = None
+    freeze_observers_after: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.backend not in torch_ao.BACKENDS:
+            raise ConfigError(f"unknown backend {self.backend!r}; choose one of: {', '.join(torch_ao.BACKENDS)}")
+        if not 2 <= self.wbits <= 8:
+            raise ConfigError(f"weight bits must be 2..8 for int8 kernels, got {self.wbits}")
+        from quantlens.core.observers import get_observer
+
+        get_observer(self.observer)
+
+    @property
+    def wbits(self) -> int:
+        return self.weight_bits if self.weight_bits is not None else self.bits
+
+
+def _qconfig(cfg: QAT):
+    return torch_ao.make_qconfig(
+        cfg.backend, observer=cfg.observer, per_channel=cfg.per_channel, weight_bits=cfg.wbits, qat=True
+    )
+
+
+def _root(config: QuantConfig) -> QAT:
+    root = resolve(config, "")
+    return root if isinstance(root, QAT) else next(c for c in configs_in(config) if isinstance(c, QAT))
+
+
+def _detail(cfg: QAT) -> str:
+    weights = f"{cfg.wbits}-bit weights" + (" (stored int8, 2^bits levels)" if cfg.wbits < 8 else "")
+    return f"int8 {cfg.backend} (QAT), {weights}, uint8 activations"
+
+
+def prepare(model: nn.Module, ctx: QuantContext) -> nn.Module:
+    """Insert fake quantization (weights and activations) and fuse Conv+BN(+ReLU) for training."""
+    cfg = _root(ctx.config)
+    torch_ao.use_engine(cfg.backend)
+    example = int8_graph.example_inputs(ctx, required=False)
+    desc = int8_graph.describe_inputs(example) if example is not None else None
+    ctx.extra.update(int8_method="qat", float_layers=int8_graph.float_layers(model), example_desc=desc)
+    plan = int8_graph.make_plan(model, ctx.config, QAT)
+    model.train()
+    prepared = int8_graph.capture(model, plan, plan.mapping(_qconfig, qat=True), example or (), qat=True)
+    ctx.extra["plan"] = plan
+    if desc is None:  # ql.prepare_qat(model, config) without inputs: learn the shapes in training
+        int8_graph.record_inputs_on_first_call(prepared, ctx)
+    else:
+        int8_graph.preserve(prepared, quantlens_example_inputs=desc)
+    if cfg.wbits < 8:
+        ctx.summary.note(f"weights train on {1 << cfg.wbits} levels ({cfg.wbits}-bit); the int8 kernels store them in int8")
+    return prepared
+
+
+def convert(model: nn.Module, ctx: QuantContext) -> nn.Module:
+    """The trained fake-quant model as int8 kernels."""
+    cfg = _root(ctx.config)
+    torch_ao.use_engine(cfg.backend)
+    desc = ctx.extra.get("example_desc") or getattr(model, "quantlens_example_inputs", None)
+    converted = torch_ao.convert(model, backend=cfg.backend, custom_modules=int8_graph.custom_modules())
+    int8_graph.summarize(ctx, ctx.extra["float_layers"], converted, ctx.extra["plan"], _detail(cfg))
+    int8_graph.preserve(converted, quantlens_example_inputs=desc)
+    return converted
+
+
+def apply(model: nn.Module, ctx: QuantContext) -> nn.Module:
+    """One shot without training: prepare, set ranges on ``calib_data`` (eval mode), convert.
+    To train, use ``ql.prepare_qat`` + :func:`train_qat` + ``ql.convert``."""
+    prepared = prepare(model, ctx)
+    int8_graph.calibrate(prepared, ctx, ctx.calib_batches)
+    return convert(prepared, ctx)
+
+
+def rebuild(model: nn.Module, ctx: QuantContext) -> nn.Module:
+    """The int8 structure of a float skeleton (for loading a checkpoint)."""
+    prepared = prepare(model, ctx)
+    prepared.eval()
+    with torch.no_grad(), torch_ao.quiet():
+        prepared(*int8_graph.make_inputs(ctx.extra["example_desc"]))
+    return convert(prepared, ctx)
+
+
+# --- training helper -------------------------------------------------------------------------
+
+
+def _set_observers(model: nn.Module, enabled: list[bool] | None = None) -> list[bool]:
+    fqs = [m for m in model.modules() if isinstance(m, torch_ao.CoreFakeQuantize)]
+    before = [bool(m.observer_enabled[0]) for m in fqs]
+    for m, on in zip(fqs, enabled if enabled is not None else [False] * len(fqs)):
+        m.enable_observer(on)
+    return before
+
+
+def evaluate(model: nn.Module, data, loss_fn=None) -> dict:
+    """Mean loss and accuracy of ``model`` on labelled ``data`` (eval mode, ranges untouched)."""
+    loss_fn = loss_fn or nn.CrossEntropyLoss()
+    was_training = model.training
+    saved = _set_observers(model)
+    model.eval()
+    total, correct, loss_sum = 0, 0, 0.0
+    with torch.no_grad(), torch_ao.quiet():
+        for batch in iter_batches(data):
+            if batch.labels is None:
+                raise InputError("evaluation data needs labels: give (inputs, labels) batches")
+            out = batch.to(torch.float32).run(model)
+            loss_sum += float(loss_fn(out, batch.labels)) * batch.size
+            correct += int((out.argmax(-1) == batch.labels).sum())
+            total += batch.size
+    _set_observers(model, saved)
+    model.train(was_training)
+    return {"loss": loss_sum / max(total, 1), "accuracy": correct / max(total, 1)}
+
+
+def train_qat(
+    model: nn.Module,
+    train_data,
+    epochs: int = 1,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    loss=None,
+    eval_data=None,
+    lr: float = 1e-3,
+    progress: bool | None = None,
+) -> list[dict]:
+    """Train a model returned by ``ql.prepare_qat`` with a plain loop.
+
+    Applies the config's ``freeze_bn_after`` / ``freeze_observers_after`` (in epochs).
+
+    Args:
+        model: the prepared (fake-quant) model; trained in place.
+        train_data: labelled batches in any form ``iter_batches`` accepts (a DataLoader
+            reshuffles each epoch; a tensor pair is cut into batches of 64 in order).
+        epochs: passes over ``train_data``.
+        optimizer: defaults to SGD(lr, momentum=0.9) over the model's parameters.
+        loss: ``loss(outputs, labels)``, default cross-entropy.
+        eval_data: labelled data evaluated after every epoch (on the fake-quant model).
+        lr: learning rate of the default optimizer.
+        progress: show progress bars (default: when stderr is a terminal).
+
+    Returns:
+        One dict per epoch: ``epoch``, ``train_loss``, ``train_accuracy``, ``eval_loss``,
+        ``eval_accuracy`` (when ``eval_data``), ``bn_frozen``, ``observers_frozen``.
+
+    Example:
+        >>> history = ql.train_qat(qat, (x_train, y_train), epochs=2, eval_data=(x_test, y_test))
+        >>> history[-1]["eval_accuracy"]
+    """
+    ctx = getattr(model, "quantlens_prepared", None)
+    if ctx is None or not any(isinstance(c, QAT) for c in configs_in(ctx.config)):
+        raise InputError("train_qat takes a model from ql.prepare_qat(model, ql.QAT(...)); prepare it first")
+    cfg = _root(ctx.config)
+    loss_fn = loss or nn.CrossEntropyLoss()
+    optimizer = optimizer or torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    history = []
+    bn_frozen = observers_frozen = False
+    for epoch in range(epochs):
+        if cfg.freeze_observers_after is not None and epoch >= cfg.freeze_observers_after and not observers_frozen:
+            torch_ao.freeze_observers(model)
+            observers_frozen = True
+        model.train()
+        if cfg.freeze_bn_after is not None and epoch >= cfg.freeze_bn_after:
+            torch_ao.freeze_bn(model)
+            bn_frozen = True
+        total, correct, loss_sum = 0, 0, 0.0
+        batches = track(iter_batches(train_data), f"QAT epoch {epoch + 1}/{epochs}",
+                        total=count_batches(train_data), enabled=progress)
+        with torch_ao.quiet():
+            for batch in batches:
+                if batch.labels is None:
+                    raise InputError("train_qat needs labels: give (inputs, labels) batches")
+                out = batch.to(torch.float32).run(model)
+                value = loss_fn(out, batch.labels)
+                optimizer.zero_grad()
+                value.backward()
+                optimizer.step()
+                loss_sum += float(value.detach()) * batch.size
+                if out.ndim == 2 and batch.labels.ndim == 1:
+                    correct += int((out.argmax(-1) == batch.labels).sum())
+                total += batch.size
+        row = {"epoch": epoch + 1, "train_loss": loss_sum / max(total, 1), "train_accuracy": correct / max(total, 1),
+               "bn_frozen": bn_frozen, "observers_frozen": observers_frozen}
+        if eval_data is not None:
+            metrics = evaluate(model, eval_data, loss_fn)
+            row.update(eval_loss=metrics["loss"], eval_accuracy=metrics["accuracy"])
+        history.append(row)
+    return history
+
+
+register_method("qat", QAT, apply=apply, rebuild=rebuild, prepare=prepare, convert=convert, order=10)

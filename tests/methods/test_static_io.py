@@ -1,0 +1,169 @@
+"""Static / QAT int8 models: save/load bit-identical without pickle, TorchScript export,
+BatchNorm folding against the unfused model, custom modules and hybrid configs."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+from int8_helpers import GatedNet, seeded
+from torch import nn
+
+import quantlens as ql
+from quantlens import zoo
+from quantlens.methods import fusion
+
+
+@pytest.fixture
+def no_pickle(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("ql.load must not unpickle")
+
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(torch, "load", refuse)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_static_save_load_is_bit_identical_without_pickle(digits_cnn, digits, tmp_path, no_pickle):
+    qm = ql.quantize(digits_cnn, ql.Static(observer="minmax"), calib_data=digits["calib"].batches(64))
+    ql.save(qm, tmp_path / "static")
+    loaded = ql.load(tmp_path / "static")  # the zoo model records how to rebuild its skeleton
+    x = digits["test"].inputs
+    assert torch.equal(loaded(x), qm(x))
+    assert loaded.quantlens_config == qm.quantlens_config
+
+
+def test_qat_save_load_is_bit_identical(digits_cnn, digits, tmp_path, no_pickle):
+    qat = ql.prepare_qat(digits_cnn, ql.QAT(bits=4))
+    ql.train_qat(qat, digits["train"].batches(64)[:4], epochs=1, lr=1e-4)
+    qm = ql.convert(qat)
+    ql.save(qm, tmp_path / "qat")
+    loaded = ql.load(tmp_path / "qat")
+    x = digits["test"].inputs
+    assert torch.equal(loaded(x), qm(x))
+
+
+def test_float_island_model_round_trips_with_a_given_skeleton(digits, tmp_path):
+    model = seeded(GatedNet)
+    qm = ql.quantize(model, ql.Static(observer="minmax", skip=["fc"]), calib_data=digits["calib"].batches(64))
+    ql.save(qm, tmp_path / "gated")
+    loaded = ql.load(tmp_path / "gated", model=GatedNet())
+    x = digits["test"].inputs[:64]
+    assert torch.equal(loaded(x), qm(x))
+
+
+def test_torchscript_export_loads_and_matches(digits_cnn, digits, tmp_path):
+    qm = ql.quantize(digits_cnn, ql.Static(observer="minmax"), calib_data=digits["calib"].batches(64))
+    path = ql.export(qm, tmp_path / "digits.pt", format="torchscript")
+    scripted = torch.jit.load(str(path))
+    x = digits["test"].inputs
+    assert torch.equal(scripted(x), qm(x))
+
+
+def _randomize_bn(model: nn.Module) -> nn.Module:
+    gen = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.5)
+            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name,shape", [("digits-cnn", (8, 1, 8, 8)), ("resnet18", (2, 3, 64, 64))])
+def test_batchnorm_folding_matches_the_unfused_model(name, shape):
+    model = _randomize_bn(zoo.load_model(name))
+    folded = _randomize_bn(zoo.load_model(name))
+    pairs = fusion.fold_batchnorms(folded)
+    n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert len(pairs) == n_bn and not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref, out = model(x), folded(x)
+    assert (out - ref).abs().max() <= 1e-5 * max(1.0, ref.abs().max().item())
+
+
+def test_fold_bn_params_is_the_tutorial_formula():
+    bn = nn.BatchNorm1d(3).eval()
+    bn.running_mean.copy_(torch.tensor([0.5, -1.0, 2.0]))
+    bn.running_var.copy_(torch.tensor([4.0, 1.0, 0.25]))
+    bn.weight.data.copy_(torch.tensor([2.0, 1.0, -1.0]))
+    bn.bias.data.copy_(torch.tensor([0.1, 0.2, 0.3]))
+    w, b = torch.ones(3, 2), torch.tensor([1.0, 0.0, -1.0])
+    wf, bf = fusion.fold_bn_params(w, b, bn)
+    factor = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    assert torch.allclose(wf, w * factor[:, None])
+    assert torch.allclose(bf, (b - bn.running_mean) * factor + bn.bias)
+    with pytest.raises(ql.QuantlensError, match="eval mode"):
+        fusion.fold_batchnorms(nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3)).train())
+
+
+# --- custom module hook --------------------------------------------------------------------
+
+
+class Clip(nn.Module):
+    def forward(self, x):
+        return x.clamp(0.0, 1.0)
+
+
+class ObservedClip(Clip):
+    @classmethod
+    def from_float(cls, module):
+        return cls()
+
+
+class QuantizedClip(nn.Module):
+    calls = 0
+
+    def forward(self, x):
+        assert x.is_quantized  # runs between quantized neighbours, no DeQuant/Quant around it
+        QuantizedClip.calls += 1
+        return x.clamp(0.0, 1.0)
+
+    @classmethod
+    def from_observed(cls, module):
+        return cls()
+
+
+class ClipNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.clip = Clip()
+        self.fc = nn.Linear(4 * 64, 10)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.clip(self.conv(x)), 1))
+
+
+def test_registered_custom_module_replacement_is_used(digits):
+    ql.register_custom_module(Clip, ObservedClip, QuantizedClip)
+    try:
+        model = seeded(ClipNet)
+        qm = ql.quantize(model, ql.Static(observer="minmax"), calib_data=digits["calib"].batches(64))
+    finally:
+        from quantlens.methods.int8_graph import unregister_custom_module
+
+        unregister_custom_module(Clip)
+    assert isinstance(qm.clip, QuantizedClip)
+    x = digits["test"].inputs[:16]
+    before = QuantizedClip.calls
+    out = qm(x)
+    assert QuantizedClip.calls == before + 1
+    assert (out - model(x)).abs().max() < 0.1 * model(x).abs().max()
+
+
+def test_overrides_mix_static_trunk_with_a_dynamic_head(digits_cnn, digits):
+    dynamic = getattr(ql, "Dynamic", None)
+    if dynamic is None:
+        pytest.skip("ql.Dynamic is not available in this build")
+    config = ql.Static(observer="minmax", overrides={"fc": dynamic()})
+    qm = ql.quantize(digits_cnn, config, calib_data=digits["calib"].batches(64))
+    methods = {r.name: r.method for r in qm.quantlens_summary.quantized}
+    assert methods.get("stem.0") == "static" and methods.get("fc") == "dynamic"
+    x = digits["test"].inputs
+    assert (qm(x).argmax(1) == digits["test"].labels).float().mean() > 0.97
