@@ -195,7 +195,8 @@ def _float_name(qname: str, float_modules: dict[str, nn.Module]) -> str | None:
     return None
 
 
-def _execution_order(model: nn.Module, batch) -> list[str]:
+def execution_order(model: nn.Module, batch) -> list[str]:
+    """Names of the leaf modules of ``model`` in the order one forward on ``batch`` calls them."""
     order: list[str] = []
     handles = [m.register_forward_hook(lambda mod, a, o, n=name: order.append(n))
                for name, m in model.named_modules() if name and not list(m.children())]
@@ -209,16 +210,19 @@ def _execution_order(model: nn.Module, batch) -> list[str]:
     return [n for n in order if not (n in seen or seen.add(n))]
 
 
-def _absorbed(fname: str, qkind: str, order: list[str], float_modules, q_names: set[str]) -> list[str]:
-    """Float modules right after ``fname`` that the quantized model fused into it."""
-    if fname not in order:
+def fused_followers(name: str, order: list[str], modules: dict[str, nn.Module], stop, *,
+                    activations: bool = True) -> list[str]:
+    """The BatchNorms (and activations) that run right after ``name`` in ``order`` (leaf
+    modules in execution order), up to the first name in ``stop``: what a graph-mode
+    quantizer fuses into the layer ``name``."""
+    if name not in order:
         return []
     out = []
-    for nxt in order[order.index(fname) + 1:]:
-        mod = float_modules[nxt]
-        if nxt in q_names:
+    for nxt in order[order.index(name) + 1:]:
+        mod = modules[nxt]
+        if nxt in stop:
             break
-        if isinstance(mod, _BATCHNORMS) or (isinstance(mod, _ACTIVATIONS) and "relu" in qkind.lower()):
+        if isinstance(mod, _BATCHNORMS) or (activations and isinstance(mod, _ACTIVATIONS)):
             out.append(nxt)
             continue
         break
@@ -311,7 +315,7 @@ def compare_layers(float_model: nn.Module, q_model: nn.Module, inputs, *, max_ba
     batches = list(iter_batches(inputs, limit=max_batches))
     if not batches:
         raise InputError("compare_layers got no batch; pass at least one batch of inputs")
-    order = _execution_order(float_model, batches[0])
+    order = execution_order(float_model, batches[0])
     rank = {n: i for i, n in enumerate(order)}
 
     pairs: dict[str, tuple[str, list[str]]] = {}  # q name -> (float name, absorbed)
@@ -323,7 +327,8 @@ def compare_layers(float_model: nn.Module, q_model: nn.Module, inputs, *, max_ba
         if fname is None:
             unmatched[qname] = "in the quantized model only (no float module of that name)"
             continue
-        pairs[qname] = (fname, _absorbed(fname, type(qmod).__name__, order, float_modules, q_names))
+        relu = "relu" in type(qmod).__name__.lower()
+        pairs[qname] = (fname, fused_followers(fname, order, float_modules, q_names, activations=relu))
     covered = {f for f, _ in pairs.values()} | {a for _, ab in pairs.values() for a in ab}
     for fname, fmod in float_modules.items():
         if fname and is_layer(fmod) and fname not in covered and not any(
