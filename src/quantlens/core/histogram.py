@@ -53,7 +53,7 @@ class RowHistogram:
         """Count the values of ``rows`` ``(R, N)``, growing the ranges first if needed
         (``bmin``/``bmax``: the per-row extremes of ``rows``, when already known)."""
         if bmin is None or bmax is None:
-            bmin, bmax = torch.aminmax(rows, dim=1)
+            bmin, bmax = rows.amin(dim=1), rows.amax(dim=1)
         bmin = bmin.double().clamp(max=0.0)
         bmax = bmax.double().clamp(min=0.0)
         if self.counts is None:

@@ -74,5 +74,8 @@ def qparam_shape(shape: torch.Size, scheme: QScheme) -> tuple[int, ...]:
 
 
 def block_minmax(blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row minimum and maximum of a blocked tensor, in one pass."""
-    return torch.aminmax(blocks, dim=-1)
+    """Per-row minimum and maximum of a blocked tensor (NaN propagates into both).
+
+    ``amin`` + ``amax`` rather than ``aminmax``: on CPU the two reductions measure 1.4x to
+    3x faster than the fused one (benchmarks/core.py)."""
+    return blocks.amin(dim=-1), blocks.amax(dim=-1)

@@ -102,15 +102,15 @@ class Observer:
             raise InputError(f"observers take float tensors, got {getattr(x, 'dtype', type(x).__name__)}")
         if x.numel() == 0:
             return
-        if not torch.isfinite(x).all():
-            raise InputError("the batch holds NaN/Inf values; observers need finite activations")
         rows = self._rows(x.detach().float())
         if self.min_val is not None and rows.shape[0] != self.min_val.shape[0]:
             raise InputError(
                 f"this batch has {rows.shape[0]} channel(s) along axis {self.axis}, earlier ones had "
                 f"{self.min_val.shape[0]}; use one observer per tensor"
             )
-        bmin, bmax = torch.aminmax(rows, dim=1)
+        bmin, bmax = rows.amin(dim=1), rows.amax(dim=1)  # NaN/Inf propagate here: no extra pass
+        if not (torch.isfinite(bmin).all() and torch.isfinite(bmax).all()):
+            raise InputError("the batch holds NaN/Inf values; observers need finite activations")
         if self.min_val is None:
             self.min_val, self.max_val = bmin, bmax
         else:

@@ -43,9 +43,12 @@ class QTensor:
         q = to_blocks(self.data, self.scheme)
         scale = self.scale.to(dtype).unsqueeze(-1)
         if self.codebook is not None:
-            x = codebooks.lookup(q, self.codebook.to(dtype)) * scale
+            x = codebooks.lookup(q, self.codebook.to(dtype)).mul_(scale)
         else:
-            x = (q.to(dtype) - self.zero_point.unsqueeze(-1).to(dtype)) * scale
+            x = q.to(dtype)
+            if bool(self.zero_point.any()):
+                x.sub_(self.zero_point.unsqueeze(-1).to(dtype))
+            x.mul_(scale)
         return from_blocks(x, self.scheme, self.data.shape)
 
     @property
@@ -66,14 +69,26 @@ def integer_dtype(scheme: QScheme) -> torch.dtype:
     return torch.int8 if scheme.signed and scheme.codebook is None else torch.uint8
 
 
-def check_finite_float(x: torch.Tensor, what: str = "tensor") -> None:
+def check_float(x: torch.Tensor, what: str = "tensor") -> None:
+    """Raise :class:`InputError` unless ``x`` is a floating-point tensor."""
     if not isinstance(x, torch.Tensor):
         raise InputError(f"expected a torch.Tensor to quantize, got {type(x).__name__}")
     if not x.is_floating_point():
         raise InputError(f"expected a floating-point {what}, got dtype {x.dtype}; convert it with .float()")
-    if not torch.isfinite(x).all():
-        bad = int((~torch.isfinite(x)).sum())
-        raise InputError(f"the {what} holds {bad} NaN/Inf value(s); quantization needs finite values")
+
+
+def check_finite_extremes(lo: torch.Tensor, hi: torch.Tensor, what: str = "tensor") -> None:
+    """Raise :class:`InputError` if a NaN or Inf shows in the (NaN-propagating) extremes of a
+    tensor: checking them costs nothing, unlike a full ``isfinite`` pass."""
+    if not (torch.isfinite(lo).all() and torch.isfinite(hi).all()):
+        raise InputError(f"the {what} holds NaN/Inf value(s); quantization needs finite values")
+
+
+def check_finite_float(x: torch.Tensor, what: str = "tensor") -> None:
+    """Raise :class:`InputError` unless ``x`` is a finite floating-point tensor."""
+    check_float(x, what)
+    if x.numel():
+        check_finite_extremes(x.amin(), x.amax(), what=what)
 
 
 def _check_qparam(t: torch.Tensor, expected: tuple[int, ...], name: str) -> torch.Tensor:
@@ -117,10 +132,11 @@ def quantize_tensor(
         >>> qt.data.tolist()
         [8, -12]
     """
-    check_finite_float(x)
+    check_float(x)
     blocks = to_blocks(x.float(), scheme)
     expected = qparam_shape(x.shape, scheme)
     if scheme.codebook is not None:
+        check_finite_float(x)
         if scale is not None:
             scale = _check_qparam(scale, expected, "scale").float()
         q, scale, levels = codebooks.quantize_blocks(blocks, scheme, scale=scale)
@@ -128,6 +144,7 @@ def quantize_tensor(
         zero_point = torch.zeros_like(scale, dtype=torch.int32)
         return QTensor(from_blocks(q, scheme, x.shape), scale, zero_point, scheme, levels)
     if scale is not None:
+        check_finite_float(x)
         scale = _check_qparam(scale, expected, "scale").float()
         if not (torch.isfinite(scale).all() and (scale > 0).all()):
             raise InputError("scale must be positive and finite everywhere")
@@ -141,7 +158,8 @@ def quantize_tensor(
         scale = _check_qparam(scale, expected, "observer scale")
         zero_point = _check_qparam(zero_point, expected, "observer zero_point")
     else:
-        lo, hi = block_minmax(blocks)
+        lo, hi = block_minmax(blocks)  # NaN/Inf propagate into the extremes: no extra pass
+        check_finite_extremes(lo, hi)
         scale, zero_point = compute_qparams(lo.reshape(expected), hi.reshape(expected), scheme)
     q = quantize_blocks(blocks, scale, zero_point, scheme)
     return QTensor(from_blocks(q, scheme, x.shape), scale, zero_point, scheme)
@@ -150,7 +168,11 @@ def quantize_tensor(
 def quantize_blocks(
     blocks: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, scheme: QScheme
 ) -> torch.Tensor:
-    """The affine map on a blocked tensor: ``clip(round(x / s) + z, qmin, qmax)`` as integers."""
+    """The affine map on a blocked tensor: ``clip(round(x / s) + z, qmin, qmax)`` as integers.
+
+    One allocating pass (the division), then in-place rounding, shift and clip, then the
+    cast; the zero-point add is skipped when every zero-point is 0."""
     q = torch.div(blocks, scale.unsqueeze(-1)).round_()
-    q.add_(zero_point.unsqueeze(-1)).clamp_(scheme.qmin, scheme.qmax)
-    return q.to(integer_dtype(scheme))
+    if bool(zero_point.any()):
+        q.add_(zero_point.unsqueeze(-1))
+    return q.clamp_(scheme.qmin, scheme.qmax).to(integer_dtype(scheme))

@@ -113,5 +113,5 @@ class QScheme:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "QScheme":
+    def from_dict(cls, data: dict) -> QScheme:
         return cls(**data)
