@@ -52,38 +52,11 @@ def swap_qlinear(model: nn.Module, names: dict[str, int], group_size: int | None
     return out
 
 
-# --- a minimal module-swapping method, so the analysis tests do not wait on a real one -------
-
-from dataclasses import dataclass  # noqa: E402
-
-from quantlens.methods import base  # noqa: E402
-
-
-@dataclass(frozen=True)
-class ToyWeightOnly(base.QuantConfig):
-    """Per-channel symmetric weight-only quantization of nn.Linear to QLinear (test double)."""
-
-    bits: int = 8
-
-
-def _toy_apply(model, ctx):
-    for name, module in list(model.named_modules()):
-        cfg = ctx.config_for(name, ToyWeightOnly)
-        if not name or type(module) is not nn.Linear:
-            continue
-        if cfg is None:
-            ctx.summary.add(name, module, "skipped", reason="skipped by a skip pattern")
-            continue
-        scheme = ql.QScheme(bits=cfg.bits, granularity="per_channel", axis=0)
-        q = QLinear.from_float(module, ql.quantize_tensor(module.weight.detach(), scheme))
-        model.set_submodule(name, q)
-        ctx.summary.add(name, module, "quantized", method="toy", bytes_before=base.module_bytes(module),
-                        bytes_after=q.packed_nbytes + (0 if q.bias is None else q.bias.numel() * 4))
-    return model
-
-
 @pytest.fixture(scope="session")
 def toy_method():
-    base.register_method("toy_weight_only", ToyWeightOnly, apply=_toy_apply, rebuild=_toy_apply)
+    """A minimal module-swapping weight-only method (see toy_method.py), registered for the session."""
+    from toy_method import ToyWeightOnly, register, unregister
+
+    register()
     yield ToyWeightOnly
-    base._METHODS.pop("toy_weight_only", None)
+    unregister()

@@ -78,20 +78,22 @@ def is_layer(module: nn.Module) -> bool:
     return callable(getattr(module, "dequantized_weight", None)) or getattr(module, "weight", None) is not None
 
 
-def _first_tensor(value) -> torch.Tensor | None:
+def first_tensor(value) -> torch.Tensor | None:
+    """The first tensor in a module's inputs or outputs (``last_hidden_state`` of HF outputs)."""
     if isinstance(value, torch.Tensor):
         return value
     if hasattr(value, "last_hidden_state"):
         return value.last_hidden_state
     if isinstance(value, (tuple, list)):
         for item in value:
-            found = _first_tensor(item)
+            found = first_tensor(item)
             if found is not None:
                 return found
     return None
 
 
-def _as_float(t: torch.Tensor | None) -> torch.Tensor | None:
+def as_float(t: torch.Tensor | None) -> torch.Tensor | None:
+    """A detached float copy of ``t`` (quantized tensors dequantized), None if not floating."""
     if t is None:
         return None
     t = t.dequantize() if t.is_quantized else t
@@ -280,9 +282,9 @@ def _hook_all(model: nn.Module, names: dict[str, str], store: dict) -> list:
     def hook(module, args, output, key):
         store.setdefault(key, [None, None])
         if key.startswith("in:"):
-            store[key][0] = _as_float(_first_tensor(args))
+            store[key][0] = as_float(first_tensor(args))
         else:
-            store[key][1] = _as_float(_first_tensor(output))
+            store[key][1] = as_float(first_tensor(output))
 
     modules = dict(model.named_modules())
     return [modules[n].register_forward_hook(lambda m, a, o, k=k: hook(m, a, o, k)) for n, k in names.items()]

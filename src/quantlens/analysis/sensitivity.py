@@ -159,16 +159,16 @@ class Variants:
         self.records = quantized_layers(self.full)
         self.names = [r.name for r in self.records]
         self.strategy = "swap" if _swappable(model, self.full, self.names) else "requantize"
-        self._groups: dict[str, list[str]] = {n: [n] for n in self.names}
+        self.groups: dict[str, list[str]] = {n: [n] for n in self.names}
         if self.strategy == "requantize" and example_batch is not None:
             order = execution_order(model, example_batch)
             modules = dict(model.named_modules())
             stop = set(self.names)
-            self._groups = {n: [n, *fused_followers(n, order, modules, stop)] for n in self.names}
+            self.groups = {n: [n, *fused_followers(n, order, modules, stop)] for n in self.names}
 
     def skip_patterns(self, keep: set[str]) -> tuple[str, ...]:
         """Skip patterns leaving every layer but ``keep`` (and what is fused into them) float."""
-        return tuple(escape(m) for n in self.names if n not in keep for m in self._groups[n])
+        return tuple(escape(m) for n in self.names if n not in keep for m in self.groups[n])
 
     def only(self, keep: set[str]) -> nn.Module:
         """The model with only the layers in ``keep`` quantized."""

@@ -1,0 +1,372 @@
+"""Mixed-precision planning: choose each layer's bit width (or float) from measurements.
+
+1. *Measure*: for every candidate bit width ``b`` and every layer ``L``, the loss with only
+   ``L`` quantized at ``b`` (:mod:`~quantlens.analysis.sensitivity`; the float model runs
+   once) and the bytes ``L`` takes at ``b``.
+2. *Greedy*: start with every layer at its most precise candidate; repeatedly take the move
+   (one layer down to a less precise candidate) with the least predicted loss per byte
+   saved, until every layer sits at its least precise candidate. This orders all moves.
+3. *Choose and verify*: under an accuracy budget, the longest prefix of moves whose
+   *measured* loss stays within it (probing the prediction first, then bisecting on
+   measurements, since layer errors do not add exactly); under a size budget
+   (``target_size``), the shortest prefix whose measured size fits.
+
+The result is an ordinary config: the method at the most common bit width, ``overrides``
+for the layers at other widths and ``skip`` for those left in float, so ``ql.quantize``
+applies it and ``ql.save`` stores it.
+
+Example:
+    >>> plan = search_plan(model, (x, y), max_accuracy_drop=0.5, method=ql.WeightOnly(bits=8))
+    >>> print(plan)                           # per-layer bits, predicted and measured drop, size
+    >>> qm = ql.quantize(model, plan.config)
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections import Counter
+from dataclasses import asdict, dataclass, field, fields
+
+from torch import nn
+
+from quantlens.analysis.scoring import Evaluator, Score
+from quantlens.analysis.sensitivity import Variants, escape, warn_small
+from quantlens.api import quantize
+from quantlens.core.data import first_batch
+from quantlens.core.progress import track
+from quantlens.errors import ConfigError, InputError
+from quantlens.eval.size import memory_bytes
+from quantlens.methods.base import QuantConfig, get_method
+
+__all__ = ["LayerChoice", "MixedPrecisionPlan", "UniformPoint", "plan_mixed_precision", "search_plan"]
+
+DEFAULT_MIN_SQNR_DB = 30.0
+MAX_MEASUREMENTS = 8
+
+
+@dataclass
+class LayerChoice:
+    """One layer's planned precision: ``bits`` None = float; predicted loss at that choice."""
+
+    name: str
+    kind: str
+    params: int
+    bits: int | None
+    bytes: int
+    predicted_loss: float
+
+
+@dataclass
+class UniformPoint:
+    """A measured uniform configuration (every layer at ``bits``), to compare the plan with."""
+
+    bits: int | None
+    size_bytes: int
+    value: float
+    drop: float
+
+
+@dataclass
+class MixedPrecisionPlan:
+    """What :func:`search_plan` chose and what measuring it gave.
+
+    Attributes:
+        config: the plan as a config (``ql.quantize(model, plan.config)``).
+        layers: per-layer choices.
+        metric, unit, loss_unit: the metric (see :mod:`quantlens.analysis.scoring`).
+        baseline: the float model's metric value.
+        budget: ``{"max_drop": ...}`` or ``{"target_size": ...}`` (drop in ``loss_unit``).
+        predicted_drop: the sum of the per-layer losses of the choice.
+        measured_value, measured_drop: the plan's metric when quantized and run.
+        size_bytes, float_bytes: measured model bytes of the plan and of the float model.
+        met_budget: whether the measured plan is within the budget.
+        uniform: uniform-bit-width points measured on the same data, for comparison.
+        measurements: number of full-model evaluations spent verifying.
+    """
+
+    config: QuantConfig
+    layers: list[LayerChoice]
+    metric: str
+    unit: str
+    loss_unit: str
+    baseline: float
+    budget: dict
+    predicted_drop: float
+    measured_value: float
+    measured_drop: float
+    size_bytes: int
+    float_bytes: int
+    met_budget: bool
+    uniform: list[UniformPoint] = field(default_factory=list)
+    measurements: int = 0
+    samples: int = 0
+
+    @property
+    def bits(self) -> dict[str, int | None]:
+        return {c.name: c.bits for c in self.layers}
+
+    def to_dict(self) -> dict:
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("config", "layers", "uniform")}
+        out.update(config=self.config.to_dict(), layers=[asdict(c) for c in self.layers],
+                   uniform=[asdict(u) for u in self.uniform])
+        return out
+
+    def __str__(self) -> str:
+        def bits(b):
+            return "float" if b is None else f"{b}-bit"
+
+        lines = [f"mixed-precision plan ({self.metric} on {self.samples} samples, budget {self.budget})",
+                 f"{'layer':<40} {'kind':<12} {'params':>9} {'bits':>6} {'KB':>8} {'pred. loss':>10}"]
+        for c in self.layers:
+            lines.append(f"{c.name[:40]:<40} {c.kind[:12]:<12} {c.params:>9,} {bits(c.bits):>6} "
+                         f"{c.bytes / 1024:>8.1f} {c.predicted_loss:>10.3g}")
+        verdict = "meets" if self.met_budget else "MISSES"
+        lines.append(f"plan: {self.size_bytes / 1e6:.3f} MB (float {self.float_bytes / 1e6:.3f} MB), "
+                     f"{self.metric} {self.measured_value:.3f}{self.unit}, drop {self.measured_drop:.3g} "
+                     f"{self.loss_unit} measured ({self.predicted_drop:.3g} predicted): {verdict} the budget")
+        for u in self.uniform:
+            lines.append(f"uniform {bits(u.bits)}: {u.size_bytes / 1e6:.3f} MB, {self.metric} {u.value:.3f}"
+                         f"{self.unit}, drop {u.drop:.3g} {self.loss_unit}")
+        return "\n".join(lines)
+
+
+# --- candidates ----------------------------------------------------------------------------
+
+
+def _default_method() -> QuantConfig:
+    return get_method("weight_only").config_cls(bits=8)
+
+
+def _candidate_configs(method: QuantConfig, candidates) -> dict[int | None, QuantConfig | None]:
+    """``{bits: config}`` from most to least precise (None = float first)."""
+    if not candidates:
+        raise ConfigError("candidates is empty; give bit widths such as (8, 4, 2, None)")
+    has_bits = "bits" in {f.name for f in fields(method)}
+    out: dict[int | None, QuantConfig | None] = {}
+    if None in candidates:
+        out[None] = None
+    for b in sorted({c for c in candidates if c is not None}, reverse=True):
+        if not isinstance(b, int) or isinstance(b, bool) or b < 1:
+            raise ConfigError(f"candidate {b!r} is not a bit width; give ints such as 8, 4, 2 (None = float)")
+        if has_bits:
+            out[b] = method.replace(bits=b)
+        elif not any(v is not None for v in out.values()):
+            out[b] = method  # a method without a bit width: "quantized" vs "float" only
+    return out
+
+
+# --- greedy ordering -------------------------------------------------------------------------
+
+
+def _greedy_moves(levels: list, loss: dict, size: dict, names: list[str]) -> list[tuple[str, int]]:
+    """Every move ``(layer, level index)`` in greedy order (least loss per byte saved first)."""
+    state = {n: 0 for n in names}
+    moves = []
+    while True:
+        best = None
+        for n in names:
+            cur = state[n]
+            for j in range(cur + 1, len(levels)):
+                saved = size[n][cur] - size[n][j]
+                if saved <= 0:
+                    continue
+                ratio = max(loss[n][j] - loss[n][cur], 0.0) / saved
+                key = (ratio, -saved, n)
+                if best is None or key < best[0]:
+                    best = (key, n, j)
+        if best is None:
+            return moves
+        _, n, j = best
+        state[n] = j
+        moves.append((n, j))
+
+
+def _state_after(moves, k: int, names) -> dict[str, int]:
+    state = {n: 0 for n in names}
+    for n, j in moves[:k]:
+        state[n] = j
+    return state
+
+
+def _build_config(method: QuantConfig, levels: list, configs: dict, state: dict, groups) -> QuantConfig:
+    chosen = [levels[j] for j in state.values() if levels[j] is not None]
+    base_bits = Counter(chosen).most_common(1)[0][0] if chosen else next(b for b in levels if b is not None)
+    base = configs[base_bits]
+    skip = list(method.skip)
+    overrides = list(method.overrides)
+    for name, j in state.items():
+        bits = levels[j]
+        if bits is None:
+            skip += [escape(m) for m in groups(name)]
+        elif bits != base_bits:
+            overrides.append((escape(name), configs[bits].replace(skip=(), overrides=())))
+    return base.replace(skip=tuple(skip), overrides=tuple(overrides))
+
+
+# --- the entry points ------------------------------------------------------------------------
+
+
+def search_plan(
+    model: nn.Module,
+    data,
+    *,
+    candidates=(8, 4, 2, None),
+    max_accuracy_drop: float = 1.0,
+    min_sqnr_db: float | None = None,
+    target_size: int | None = None,
+    method: QuantConfig | None = None,
+    metric=None,
+    max_batches: int | None = None,
+    calib_data=None,
+    compare_uniform: bool = True,
+    progress: bool | None = None,
+) -> MixedPrecisionPlan:
+    """Plan per-layer precision and verify it by measuring (see the module docstring).
+
+    Args:
+        model: the float model (left unchanged).
+        data: evaluation data (labels give an accuracy budget; else output SQNR/cosine).
+        candidates: bit widths to choose from per layer; None = keep the layer in float.
+        max_accuracy_drop: the budget, in points of the metric (accuracy or cosine %).
+        min_sqnr_db: the budget when the metric is SQNR (default 30 dB).
+        target_size: instead of an accuracy budget, a size budget in bytes of the whole
+            model (weights and buffers in memory): the plan with the best accuracy that fits.
+        method: the method config whose bit width varies (default ``WeightOnly(bits=8)``);
+            its other settings (group size, skip, ...) are kept.
+        metric: see :mod:`quantlens.analysis.scoring`.
+        max_batches: measure on the first ``max_batches`` batches (a subset).
+        calib_data: calibration data for methods that calibrate (default: ``data``).
+        compare_uniform: also measure every uniform bit width, for comparison.
+        progress: show a progress bar.
+
+    Returns:
+        A :class:`MixedPrecisionPlan` (``.config`` is what :func:`plan_mixed_precision` returns).
+
+    Raises:
+        ConfigError: bad candidates, or a ``target_size`` below the smallest reachable size.
+    """
+    method = method or _default_method()
+    configs = _candidate_configs(method, candidates)
+    levels = list(configs)
+    ev = Evaluator(model, data, metric=metric, max_batches=max_batches)
+    warn_small(ev.samples, "the mixed-precision plan")
+    calib = calib_data if calib_data is not None else data
+    batch = first_batch(data)
+    variants = {b: Variants(model, cfg, calib_data=calib, calib_batches=max_batches, example_batch=batch)
+                for b, cfg in configs.items() if cfg is not None}
+    first = next(iter(variants.values()))
+    names = list(dict.fromkeys(n for v in variants.values() for n in v.names))
+    records = {b: {r.name: r for r in v.records} for b, v in variants.items()}
+    float_bytes = memory_bytes(model)[0]
+    modules = dict(model.named_modules())
+    fbytes = {n: next(r[n].bytes_before for r in records.values() if n in r) for n in names}
+
+    loss = {n: [0.0] * len(levels) for n in names}
+    size = {n: [fbytes[n]] * len(levels) for n in names}
+    jobs = [(n, j) for n in names for j, b in enumerate(levels) if b is not None and n in records[b]]
+    work = copy.deepcopy(model) if any(v.strategy == "swap" for v in variants.values()) else None
+    for n, j in track(jobs, "measuring layers", enabled=progress):
+        v = variants[levels[j]]
+        size[n][j] = records[levels[j]][n].bytes_after
+        if v.strategy == "swap":
+            with v.swapped(work, n, v.full) as variant:
+                loss[n][j] = ev.measure(variant).loss
+        else:
+            loss[n][j] = ev.measure(v.only({n})).loss
+
+    moves = _greedy_moves(levels, loss, size, names)
+    saved_after = [0]
+    loss_after = [0.0]
+    state = {n: 0 for n in names}
+    for n, j in moves:
+        saved_after.append(saved_after[-1] + size[n][state[n]] - size[n][j])
+        loss_after.append(loss_after[-1] + loss[n][j] - loss[n][state[n]])
+        state[n] = j
+
+    def groups(name: str) -> list[str]:
+        return first.groups.get(name, [name])
+
+    measured: dict[int, tuple[Score, int, QuantConfig]] = {}
+
+    def measure(k: int):
+        if k not in measured:
+            cfg = _build_config(method, levels, configs, _state_after(moves, k, names), groups)
+            if all(levels[j] is None for j in _state_after(moves, k, names).values()):
+                measured[k] = (Score(ev.baseline, 0.0), float_bytes, cfg)
+            else:
+                qm = quantize(model, cfg, calib_data=calib, calib_batches=max_batches, progress=False)
+                measured[k] = (ev.measure(qm), memory_bytes(qm)[0], cfg)
+        return measured[k]
+
+    n_moves = len(moves)
+    if target_size is not None:
+        smallest = float_bytes - saved_after[-1]
+        if target_size < smallest:
+            raise ConfigError(f"target_size {target_size:,} bytes is below the smallest size these candidates reach "
+                              f"(about {smallest:,} bytes); raise it or add lower bit widths")
+        k = next(i for i in range(n_moves + 1) if float_bytes - saved_after[i] <= target_size)
+        while measure(k)[1] > target_size and k < n_moves:
+            k += 1
+        chosen, budget = k, {"target_size": int(target_size)}
+        within = lambda i: measure(i)[1] <= target_size  # noqa: E731
+    else:
+        if ev.metric.noise:
+            db = DEFAULT_MIN_SQNR_DB if min_sqnr_db is None else min_sqnr_db
+            limit, budget = ev.metric.loss(math.inf, db), {"min_sqnr_db": db}
+        else:
+            if max_accuracy_drop < 0:
+                raise InputError(f"max_accuracy_drop must be >= 0, got {max_accuracy_drop}")
+            limit, budget = float(max_accuracy_drop), {"max_drop": float(max_accuracy_drop)}
+        within = lambda i: measure(i)[0].loss <= limit + 1e-9  # noqa: E731
+        guess = max(i for i in range(n_moves + 1) if loss_after[i] <= limit)
+        lo, hi = 0, n_moves + 1  # lo: known within budget; hi: known over it
+        if within(guess):
+            lo = guess
+            if guess < n_moves and not within(guess + 1):
+                hi = guess + 1
+        else:
+            hi = guess
+        while hi - lo > 1 and len(measured) < MAX_MEASUREMENTS:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if within(mid) else (lo, mid)
+        chosen = lo
+    score, nbytes, cfg = measure(chosen)
+    final = _state_after(moves, chosen, names)
+    layers = [LayerChoice(n, _kind(records, n), _params(modules, n), levels[final[n]], size[n][final[n]],
+                          loss[n][final[n]]) for n in names]
+    plan = MixedPrecisionPlan(cfg, layers, ev.metric.name, ev.metric.unit, ev.metric.loss_unit, ev.baseline, budget,
+                              loss_after[chosen], score.value, score.loss, nbytes, float_bytes, within(chosen),
+                              measurements=len(measured), samples=ev.samples)
+    if compare_uniform:
+        for b, v in variants.items():
+            s = ev.measure(v.full)
+            plan.uniform.append(UniformPoint(b, memory_bytes(v.full)[0], s.value, s.loss))
+    return plan
+
+
+def _kind(records: dict, name: str) -> str:
+    return next((r[name].kind for r in records.values() if name in r), "")
+
+
+def _params(modules: dict, name: str) -> int:
+    module = modules.get(name)
+    return sum(p.numel() for p in module.parameters()) if module is not None else 0
+
+
+def plan_mixed_precision(model: nn.Module, data, **kwargs) -> QuantConfig:
+    """Choose bits per layer (None = float) and return the plan as a config.
+
+    Minimises size subject to ``max_accuracy_drop`` (or maximises accuracy under
+    ``target_size``), verified by measuring; the arguments are those of
+    :func:`search_plan`, which also returns the measurements.
+
+    Returns:
+        A config with ``overrides`` (and ``skip`` for float layers) that ``ql.quantize``
+        applies and ``ql.save`` stores.
+
+    Example:
+        >>> cfg = plan_mixed_precision(model, (x, y), candidates=(8, 4, 2, None), max_accuracy_drop=0.5)
+        >>> qm = ql.quantize(model, cfg)
+    """
+    return search_plan(model, data, **kwargs).config
