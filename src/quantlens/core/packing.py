@@ -9,6 +9,7 @@ eight codes into ``bits`` bytes through a 64-bit word. Both are vectorised.
 from __future__ import annotations
 
 import math
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +17,14 @@ import torch.nn.functional as F
 from quantlens.errors import InputError
 
 _INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+
+_LITTLE_ENDIAN = sys.byteorder == "little"
+
+
+def _word_dtype(bits: int) -> torch.dtype:
+    """Integer type holding eight ``bits``-wide codes (24 bits for 3-bit fit an int32)."""
+    return torch.int32 if 8 * bits < 32 else torch.int64
 
 
 def packed_nbytes(numel: int, bits: int) -> int:
@@ -67,11 +76,15 @@ def pack(q: torch.Tensor, bits: int, *, signed: bool = False) -> torch.Tensor:
         for i in range(1, per_byte):
             out |= codes[:, i] << (bits * i)
         return out[:nbytes]
-    codes = F.pad(flat.to(torch.int64), (0, -flat.numel() % 8)).view(-1, 8)
-    word = codes[:, 0].clone()
+    wide = _word_dtype(bits)
+    codes = F.pad(flat.to(wide), (0, -flat.numel() % 8)).view(-1, 8)
+    word = torch.empty(codes.shape[0], dtype=wide, device=codes.device).copy_(codes[:, 0])  # unit stride
     for i in range(1, 8):
         word |= codes[:, i] << (bits * i)
-    out = torch.stack([(word >> (8 * j)) & 0xFF for j in range(bits)], dim=1).to(torch.uint8)
+    if _LITTLE_ENDIAN:  # the word's low ``bits`` bytes are the stream, in order
+        out = word.view(torch.uint8).view(word.numel(), word.element_size())[:, :bits]
+    else:
+        out = torch.stack([(word >> (8 * j)) & 0xFF for j in range(bits)], dim=1).to(torch.uint8)
     return out.reshape(-1)[:nbytes]
 
 
@@ -95,11 +108,20 @@ def unpack(packed: torch.Tensor, bits: int, shape, *, signed: bool = False) -> t
         shifts = torch.arange(0, 8, bits, dtype=torch.uint8, device=flat.device)
         codes = (flat[:, None] >> shifts).bitwise_and_(mask)  # (bytes, 8 // bits), one pass
     else:
-        chunk = F.pad(flat, (0, -flat.numel() % bits)).view(-1, bits).to(torch.int64)
-        word = chunk[:, 0].clone()
-        for j in range(1, bits):
-            word |= chunk[:, j] << (8 * j)
-        codes = torch.stack([(word >> (bits * i)) & mask for i in range(8)], dim=1).to(torch.uint8)
+        wide = _word_dtype(bits)
+        chunk = F.pad(flat, (0, -flat.numel() % bits)).view(-1, bits)
+        if _LITTLE_ENDIAN:  # lay each group of ``bits`` bytes into the low bytes of a word
+            size = torch.empty((), dtype=wide).element_size()
+            raw = torch.zeros(chunk.shape[0], size, dtype=torch.uint8, device=flat.device)
+            raw[:, :bits] = chunk
+            word = raw.view(wide).reshape(-1)
+        else:
+            chunk = chunk.to(wide)
+            word = chunk[:, 0].clone()
+            for j in range(1, bits):
+                word |= chunk[:, j] << (8 * j)
+        shifts = torch.arange(0, 8 * bits, bits, dtype=wide, device=flat.device)
+        codes = (word[:, None] >> shifts).bitwise_and_(mask).to(torch.uint8)  # (words, 8)
     codes = codes.reshape(-1)[:numel].reshape(shape)
     if signed:
         return (codes.to(torch.int16) - (1 << (bits - 1))).to(torch.int8)
