@@ -1,0 +1,226 @@
+"""Latency of static int8 CNNs: fp32 eager vs quantlens Static / QAT-converted (torch.ao
+x86 kernels) vs ONNX Runtime's own static quantization, on the same models in one run.
+
+Run: python benchmarks/int8_static.py [--threads 2] [--repeats 15] [--pt2e]
+Writes benchmarks/results/int8_static.json and prints a table.
+
+Cases: ResNet-18-shaped (zoo ``resnet18``, random weights, 224x224) at batch 1 and 8, and
+``digits-cnn`` at batch 256. Variants per case:
+
+- ``fp32``: the float model, eager PyTorch;
+- ``ql-static``: ``ql.Static(backend="x86", observer="histogram")``, calibrated;
+- ``ql-qat``: ``ql.QAT()`` prepared and converted (same int8 graph as after training);
+- ``ort-fp32``: the float model in ONNX Runtime (reference for the ORT rows);
+- ``ort-u8s8-pc``: ``quantize_static`` QDQ, uint8 activations, int8 per-channel weights;
+- ``ort-s8s8``: ``quantize_static`` defaults (QDQ, int8 activations and weights per tensor);
+- ``pt2e-inductor`` (``--pt2e``): torchao PT2E + X86InductorQuantizer + ``torch.compile``.
+
+Every row: median and p95 over ``repeats`` timed calls after a warm-up, with PyTorch and
+ONNX Runtime both limited to ``threads`` intra-op threads; ``speedup`` is fp32-eager time
+over the row's time. Synthetic inputs for ResNet (speed only); real digits for digits-cnn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import quantlens as ql
+from quantlens import zoo
+
+RESULTS = Path(__file__).resolve().parent / "results" / "int8_static.json"
+CASES = [("resnet18", 1), ("resnet18", 8), ("digits-cnn", 256)]
+
+
+def timeit(fn, *, warmup: int, repeats: int) -> dict:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    ordered = sorted(times)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return {"median_ms": statistics.median(times) * 1e3, "p95_ms": p95 * 1e3, "repeats": repeats}
+
+
+def data_for(name: str):
+    if name == "resnet18":
+        calib = zoo.load_dataset("random-224", "calib").inputs  # (8, 3, 224, 224)
+        test = zoo.load_dataset("random-224", "test").inputs
+        return calib, test
+    return zoo.load_dataset("digits", "calib").inputs, zoo.load_dataset("digits", "test").inputs
+
+
+def torch_variants(name: str, model, calib) -> dict:
+    out = {"fp32": model}
+    out["ql-static"] = ql.quantize(model, ql.Static(backend="x86", observer="histogram"), calib_data=calib.split(8))
+    out["ql-qat"] = ql.quantize(model, ql.QAT(backend="x86"), calib_data=calib.split(8))
+    return out
+
+
+def ort_variants(model, calib, threads: int, tmp: Path) -> dict:
+    import onnxruntime as ort
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    fp32_path = tmp / "model.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (calib[:1],), str(fp32_path), dynamo=False, input_names=["x"], output_names=["y"],
+                          dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}}, opset_version=17)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"x": b.numpy()} for b in calib.split(8)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    logging.getLogger().setLevel(logging.ERROR)  # quantize_static logs advice on the root logger
+    try:  # ORT's recommended pre-processing (shape inference + graph optimization) first
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        pre_path = tmp / "model.pre.onnx"
+        quant_pre_process(str(fp32_path), str(pre_path))
+        fp32_path = pre_path
+    except Exception as exc:  # noqa: BLE001 - pre-processing is optional
+        logging.getLogger(__name__).warning("ORT pre-processing skipped: %s", exc)
+    paths = {"ort-fp32": fp32_path}
+    settings = {
+        "ort-u8s8-pc": {"activation_type": QuantType.QUInt8, "weight_type": QuantType.QInt8, "per_channel": True},
+        "ort-s8s8": {},  # quantize_static's defaults: QDQ, int8 activations and weights, per tensor
+    }
+    for label, kwargs in settings.items():
+        paths[label] = tmp / f"{label}.onnx"
+        quantize_static(str(fp32_path), str(paths[label]), Reader(), quant_format=QuantFormat.QDQ, **kwargs)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    sessions = {k: ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"]) for k, p in paths.items()}
+    return sessions
+
+
+def pt2e_variant(model, calib):
+    """torchao PT2E + X86InductorQuantizer + torch.compile (None and a reason if it fails)."""
+    try:
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+        from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
+
+        quantizer = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config())
+        batch = torch.export.Dim("batch")
+        exported = torch.export.export(model, (calib[:2],), dynamic_shapes=({0: batch},)).module()
+        prepared = prepare_pt2e(exported, quantizer)
+        for b in calib.split(8):
+            prepared(b)
+        converted = convert_pt2e(prepared)
+        compiled = torch.compile(converted)
+        start = time.perf_counter()
+        with torch.no_grad():
+            compiled(calib[:1])
+        return compiled, time.perf_counter() - start, None
+    except Exception as exc:  # noqa: BLE001 - report any failure as a row note
+        return None, 0.0, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+
+
+def batch_of(test: torch.Tensor, batch: int) -> torch.Tensor:
+    reps = -(-batch // len(test))
+    return test.repeat(reps, *([1] * (test.ndim - 1)))[:batch]
+
+
+def time_case(name, batch, x, variants, sessions, compiled, *, warmup: int, repeats: int) -> list[dict]:
+    """Rows for one (model, batch): every torch variant, the pt2e model, every ORT session."""
+    rows, base = [], None
+    reps = repeats if batch <= 8 else max(5, repeats // 2)
+    calls = {label: (lambda m=m: m(x)) for label, m in variants.items()}
+    if compiled is not None:
+        calls["pt2e-inductor"] = lambda: compiled(x)
+    feed = {"x": x.numpy()}
+    for label, sess in sessions.items():
+        calls[label] = lambda sess=sess: torch.from_numpy(np.asarray(sess.run(None, feed)[0]))
+    with torch.inference_mode():
+        ref = variants["fp32"](x).argmax(1)
+        for label, call in calls.items():
+            t = timeit(call, warmup=warmup, repeats=reps)
+            base = base or t["median_ms"]
+            agree = (call().argmax(1) == ref).float().mean().item()
+            rows.append({"model": name, "batch": batch, "variant": label, **t,
+                         "speedup": base / t["median_ms"], "top1_agreement": agree})
+    return rows
+
+
+def run(threads: int, repeats: int, warmup: int, pt2e: bool, models: list[str] | None = None) -> dict:
+    torch.set_num_threads(threads)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        for name in dict.fromkeys(n for n, _ in CASES if models is None or n in models):
+            model = zoo.load_model(name)
+            calib, test = data_for(name)
+            started = time.perf_counter()
+            variants = torch_variants(name, model, calib)
+            rows.append({"model": name, "variant": "ql-quantize-time", "seconds": time.perf_counter() - started})
+            tmp = Path(tmp_name) / name
+            tmp.mkdir()
+            sessions = ort_variants(model, calib, threads, tmp)
+            compiled = None
+            if pt2e:
+                compiled, compile_s, error = pt2e_variant(model, calib)
+                rows.append({"model": name, "variant": "pt2e-compile", "seconds": compile_s, "error": error})
+            for case_name, batch in CASES:
+                if case_name == name:
+                    x = batch_of(test, batch)
+                    rows += time_case(name, batch, x, variants, sessions, compiled, warmup=warmup, repeats=repeats)
+    return {
+        "benchmark": "int8_static",
+        "threads": threads,
+        "torch": torch.__version__,
+        "onnxruntime": __import__("onnxruntime").__version__,
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "rows": rows,
+    }
+
+
+def table(result: dict) -> str:
+    lines = [f"{'model':<11}{'batch':>6}  {'variant':<15}{'median ms':>10}{'p95 ms':>9}{'speedup':>9}{'agree':>7}"]
+    for r in result["rows"]:
+        if "median_ms" not in r:
+            note = f"failed: {r['error'][:70]}" if r.get("error") else f"{r['seconds']:.1f} s"
+            lines.append(f"{r['model']:<11}{'':>6}  {r['variant']:<15} {note}")
+            continue
+        agree = f"{r['top1_agreement']:.3f}" if "top1_agreement" in r else "-"
+        lines.append(f"{r['model']:<11}{r['batch']:>6}  {r['variant']:<15}{r['median_ms']:>10.2f}"
+                     f"{r['p95_ms']:>9.2f}{r['speedup']:>8.2f}x{agree:>7}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--pt2e", action="store_true", help="also time torchao PT2E + torch.compile")
+    parser.add_argument("--models", nargs="*", help="subset of: resnet18 digits-cnn")
+    args = parser.parse_args()
+    result = run(args.threads, args.repeats, args.warmup, args.pt2e, args.models)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=1))
+    print(table(result))
+
+
+if __name__ == "__main__":
+    main()
