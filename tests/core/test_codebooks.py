@@ -61,3 +61,16 @@ def test_kmeans_per_channel_beats_uniform():
     assert km.codebook.shape == (16, 8)
     uni = quantize_tensor(w, QScheme(bits=3, symmetric=False, granularity="per_channel", axis=0))
     assert mse(w, km.dequantize()) < mse(w, uni.dequantize())
+
+
+def test_codebook_with_clipping_observer():
+    from helpers import heavy_tailed
+
+    from quantlens.core.observers import get_observer
+
+    x = heavy_tailed(1 << 16, seed=2)
+    scheme = QScheme(bits=4, codebook="nf4")
+    plain = quantize_tensor(x, scheme)
+    clipped = quantize_tensor(x, scheme, observer=get_observer("percentile", percentile=99.9))
+    assert clipped.scale < plain.scale
+    assert mse(x, clipped.dequantize()) < mse(x, plain.dequantize())

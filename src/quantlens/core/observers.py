@@ -152,11 +152,12 @@ class Observer:
         Raises:
             SchemeError: the scheme's granularity or axis does not match the observer's.
         """
-        self._check_scheme(scheme)
+        self.check_scheme(scheme)
         lo, hi = self.range(scheme)
         return compute_qparams(lo, hi, scheme)
 
-    def _check_scheme(self, scheme: QScheme) -> None:
+    def check_scheme(self, scheme: QScheme) -> None:
+        """Raise :class:`SchemeError` unless ``scheme`` has this observer's granularity/axis."""
         if self.axis is None and scheme.granularity != "per_tensor":
             raise SchemeError(
                 f"this observer is per tensor (axis=None) but the scheme is {scheme.granularity}; "

@@ -9,7 +9,7 @@ import torch
 
 from quantlens.core import codebooks
 from quantlens.core.layout import block_minmax, from_blocks, qparam_shape, to_blocks
-from quantlens.core.qparams import compute_qparams
+from quantlens.core.qparams import MIN_SCALE, compute_qparams
 from quantlens.core.scheme import QScheme
 from quantlens.errors import InputError
 
@@ -115,7 +115,8 @@ def quantize_tensor(
 
     The range comes from, in order of precedence: the given ``scale`` (and ``zero_point``,
     default 0 / mid-range), the given ``observer`` (updated with ``x``), or ``x``'s own
-    min/max per scale.
+    min/max per scale. For codebook schemes the scale is the absmax of that range (values
+    beyond it take the outermost level).
 
     Args:
         x: float tensor of any shape.
@@ -139,6 +140,11 @@ def quantize_tensor(
         check_finite_float(x)
         if scale is not None:
             scale = _check_qparam(scale, expected, "scale").float()
+        elif observer is not None:  # the observer's (clipping) range sets the absmax scale
+            observer.update(x)
+            observer.check_scheme(scheme)
+            lo, hi = observer.range(scheme)
+            scale = _check_qparam(torch.maximum(-lo, hi).clamp(min=MIN_SCALE), expected, "observer scale")
         q, scale, levels = codebooks.quantize_blocks(blocks, scheme, scale=scale)
         scale = scale.reshape(expected)
         zero_point = torch.zeros_like(scale, dtype=torch.int32)
