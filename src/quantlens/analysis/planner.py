@@ -146,9 +146,10 @@ def _candidate_configs(method: QuantConfig, candidates) -> dict[int | None, Quan
     out: dict[int | None, QuantConfig | None] = {}
     if None in candidates:
         out[None] = None
-    for b in sorted({c for c in candidates if c is not None}, reverse=True):
-        if not isinstance(b, int) or isinstance(b, bool) or b < 1:
+    for b in candidates:
+        if b is not None and (not isinstance(b, int) or isinstance(b, bool) or b < 1):
             raise ConfigError(f"candidate {b!r} is not a bit width; give ints such as 8, 4, 2 (None = float)")
+    for b in sorted({c for c in candidates if c is not None}, reverse=True):
         if has_bits:
             out[b] = method.replace(bits=b)
         elif not any(v is not None for v in out.values()):
@@ -300,12 +301,13 @@ def search_plan(
         return measured[k]
 
     n_moves = len(moves)
+    start_bytes = float_bytes - sum(fbytes[n] - size[n][0] for n in names)  # every layer at its first level
     if target_size is not None:
-        smallest = float_bytes - saved_after[-1]
+        smallest = start_bytes - saved_after[-1]
         if target_size < smallest:
             raise ConfigError(f"target_size {target_size:,} bytes is below the smallest size these candidates reach "
                               f"(about {smallest:,} bytes); raise it or add lower bit widths")
-        k = next(i for i in range(n_moves + 1) if float_bytes - saved_after[i] <= target_size)
+        k = next(i for i in range(n_moves + 1) if start_bytes - saved_after[i] <= target_size)
         while measure(k)[1] > target_size and k < n_moves:
             k += 1
         chosen, budget = k, {"target_size": int(target_size)}

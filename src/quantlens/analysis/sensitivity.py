@@ -78,7 +78,10 @@ class LayerSensitivity:
 
 @dataclass
 class SensitivityResult:
-    """A ranked sensitivity table (most sensitive first) and how it was measured."""
+    """A ranked sensitivity table (most sensitive first) and how it was measured.
+
+    ``groups`` maps a layer to the modules fused into it (graph methods), which a skip of
+    the layer must cover too."""
 
     rows: list[LayerSensitivity]
     metric: str
@@ -92,6 +95,7 @@ class SensitivityResult:
     strategy: str
     config: QuantConfig | None = None
     notes: list[str] = field(default_factory=list)
+    groups: dict[str, list[str]] = field(default_factory=dict)
 
     def __getitem__(self, name: str) -> LayerSensitivity:
         for row in self.rows:
@@ -281,4 +285,5 @@ def sensitivity(
     if len(rows) == 1:
         notes.append("the model has a single quantizable layer: its drop is the whole model's")
     return SensitivityResult(rows, ev.metric.name, ev.metric.unit, ev.metric.loss_unit, ev.baseline, full.value,
-                             full.loss, ev.samples, reverse, variants.strategy, config, notes)
+                             full.loss, ev.samples, reverse, variants.strategy, config, notes,
+                             {n: g for n, g in variants.groups.items() if len(g) > 1})

@@ -1,0 +1,194 @@
+"""Debug advice: turn the measurements into one concrete suggestion per problem layer.
+
+The evidence comes from :func:`~quantlens.analysis.sensitivity` (what each layer costs
+alone), :func:`~quantlens.analysis.compare_layers` (weight vs output error, where the
+error jumps) and :func:`~quantlens.analysis.activation_ranges` (how heavy-tailed the
+layer's activations are, and which observer's range gives the least error). The rules,
+first match wins per layer:
+
+1. weight error dominates and the config has a narrower width to leave: *raise its bits*;
+2. weight error dominates under per-tensor weights: *switch to per-channel*;
+3. the activations are heavy-tailed and another observer measures better: *use that
+   observer* (percentile / MSE / entropy), for methods that quantize activations;
+4. the layer is small (under 5% of the parameters): *skip it* (keep it in float);
+5. otherwise: *raise its bits* if possible, else *skip it*;
+
+and once for the whole model: when no single layer accounts for most of the drop (the
+loss is spread), *QAT* for int8 methods.
+
+Each :class:`Advice` carries an ``override`` config (or a skip) so the suggestions can be
+applied with :func:`apply_advice`.
+
+Example:
+    >>> tips = advise(config, sens, layers=cmp, ranges=rng)
+    >>> for tip in tips: print(tip)
+    >>> fixed = apply_advice(config, tips)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from quantlens.analysis.layers import LayerComparison
+from quantlens.analysis.ranges import RangeReport
+from quantlens.analysis.sensitivity import SensitivityResult, escape
+from quantlens.methods.base import QuantConfig
+
+__all__ = ["Advice", "advise", "apply_advice"]
+
+NEXT_BITS = {1: 2, 2: 4, 3: 4, 4: 8, 5: 8, 6: 8, 7: 8}
+SMALL_LAYER = 0.05  # share of the parameters under which skipping a layer is cheap
+WEIGHT_DOMINATES_DB = 3.0  # weight SQNR this far below the layer's own output SQNR: the weights are to blame
+SPREAD = 0.3  # the worst layer explains less than this share of the drop: the loss is spread
+
+
+@dataclass
+class Advice:
+    """One suggestion.
+
+    Attributes:
+        layer: the module name ("" for the whole model).
+        action: ``"raise_bits"``, ``"per_channel"``, ``"observer"``, ``"skip"`` or ``"qat"``.
+        suggestion: the sentence to show.
+        evidence: the measurements behind it.
+        override: the config to use for the layer (None with ``action == "skip"`` or
+            ``"qat"``).
+        skip: with ``action == "skip"``, the skip patterns (the layer and what is fused into it).
+    """
+
+    layer: str
+    action: str
+    suggestion: str
+    evidence: str
+    override: QuantConfig | None = None
+    skip: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        where = self.layer or "(model)"
+        return f"{where}: {self.suggestion}  [{self.evidence}]"
+
+    def to_dict(self) -> dict:
+        return {"layer": self.layer, "action": self.action, "suggestion": self.suggestion, "evidence": self.evidence,
+                "override": self.override.to_dict() if self.override is not None else None, "skip": list(self.skip)}
+
+
+def _has(config: QuantConfig, name: str) -> bool:
+    return name in {f.name for f in fields(config)}
+
+
+def _bits(config: QuantConfig) -> int | None:
+    for name in ("weight_bits", "bits"):
+        if _has(config, name) and getattr(config, name) is not None:
+            return getattr(config, name)
+    return None
+
+
+def _raise_bits(config: QuantConfig) -> QuantConfig | None:
+    bits = _bits(config)
+    if bits is None or bits not in NEXT_BITS or not _has(config, "bits"):
+        return None
+    changes = {"bits": NEXT_BITS[bits]}
+    if _has(config, "weight_bits"):
+        changes["weight_bits"] = None
+    return config.replace(skip=(), overrides=(), **changes)
+
+
+def _quantizes_activations(config: QuantConfig) -> bool:
+    return _has(config, "observer")
+
+
+def problem_layers(sens: SensitivityResult, *, top: int = 5) -> list:
+    """The rows of ``sens`` that explain a real part of the drop (most sensitive first)."""
+    floor = max(0.2 * abs(sens.full_drop), 1e-9)
+    return [r for r in sens.rows if r.drop >= floor][:top]
+
+
+def advise(
+    config: QuantConfig,
+    sens: SensitivityResult,
+    *,
+    layers: LayerComparison | None = None,
+    ranges: RangeReport | None = None,
+    top: int = 5,
+) -> list[Advice]:
+    """Concrete suggestions for the layers that cost most (see the module docstring).
+
+    Args:
+        config: the config that was measured.
+        sens: its forward sensitivity (only one layer quantized at a time).
+        layers: ``compare_layers(float_model, quantize(model, config), data)``, for the
+            weight vs output error.
+        ranges: ``activation_ranges(float_model, calib_data)``, for observer advice.
+        top: at most this many layers.
+
+    Returns:
+        A list of :class:`Advice`, most sensitive layer first, the whole-model advice last.
+    """
+    total_params = sum(r.params for r in sens.rows) or 1
+    out: list[Advice] = []
+    unit = sens.loss_unit
+    rows = problem_layers(sens, top=top)
+    for row in rows:
+        cost = f"alone it costs {row.drop:.3g} {unit} of {sens.metric} (all layers: {sens.full_drop:.3g})"
+        cmp = None
+        if layers is not None:
+            cmp = next((x for x in layers.layers if x.name == row.name or x.float_name == row.name), None)
+        act = None
+        if ranges is not None:
+            act = next((x for x in ranges.layers if x.name == row.name), None)
+        raised = _raise_bits(config)
+        weight_bad = (cmp is not None and cmp.weight_sqnr_db is not None
+                      and cmp.weight_sqnr_db < min(cmp.out_sqnr_db, cmp.own_sqnr_db) + WEIGHT_DOMINATES_DB)
+        w_note = f"; weight SQNR {cmp.weight_sqnr_db:.1f} dB, output {cmp.out_sqnr_db:.1f} dB" if weight_bad else ""
+        if weight_bad and raised is not None:
+            out.append(Advice(row.name, "raise_bits", f"raise its bits to {_bits(raised)} (override)",
+                              cost + w_note, raised))
+        elif weight_bad and _has(config, "per_channel") and not config.per_channel:
+            out.append(Advice(row.name, "per_channel", "switch its weights to per-channel scales",
+                              cost + w_note, config.replace(skip=(), overrides=(), per_channel=True)))
+        elif (act is not None and _quantizes_activations(config) and act.heavy_tailed
+              and act.best_observer not in (None, getattr(config, "observer", None))):
+            gain = act.range_of(act.best_observer).sqnr_db - _observer_sqnr(act, config.observer)
+            out.append(Advice(row.name, "observer", f"use the {act.best_observer} observer for its activations",
+                              f"{cost}; its inputs reach {act.outlier_ratio:.1f}x their p99.9, "
+                              f"{act.best_observer} range gives +{gain:.1f} dB",
+                              config.replace(skip=(), overrides=(), observer=act.best_observer)))
+        elif row.params / total_params < SMALL_LAYER or raised is None:
+            share = 100.0 * row.params / total_params
+            group = sens.groups.get(row.name, [row.name])
+            out.append(Advice(row.name, "skip", "skip it (keep it in float)",
+                              f"{cost}; it holds {share:.1f}% of the parameters ({row.bytes_float / 1024:.1f} KB)",
+                              skip=tuple(escape(m) for m in group)))
+        else:
+            out.append(Advice(row.name, "raise_bits", f"raise its bits to {_bits(raised)} (override)", cost, raised))
+    if rows and sens.full_drop > 0 and rows[0].drop < SPREAD * sens.full_drop and _quantizes_activations(config):
+        out.append(Advice("", "qat", "the loss is spread over many layers: fine-tune with quantization-aware "
+                                     "training (ql.QAT)",
+                          f"the worst layer explains {100 * rows[0].drop / sens.full_drop:.0f}% of the drop"))
+    return out
+
+
+def _observer_sqnr(act, name: str) -> float:
+    try:
+        return act.range_of(name).sqnr_db
+    except KeyError:
+        return act.range_of("minmax").sqnr_db if any(r.observer == "minmax" for r in act.ranges) else 0.0
+
+
+def apply_advice(config: QuantConfig, advice: list[Advice]) -> QuantConfig:
+    """``config`` with each layer suggestion applied: an override, or a skip.
+
+    Example:
+        >>> fixed = apply_advice(cfg, advise(cfg, sens))
+        >>> qm = ql.quantize(model, fixed)
+    """
+    skip = list(config.skip)
+    overrides = list(config.overrides)
+    for tip in advice:
+        if not tip.layer:
+            continue
+        if tip.action == "skip":
+            skip.extend(tip.skip or (escape(tip.layer),))
+        elif tip.override is not None:
+            overrides.insert(0, (escape(tip.layer), tip.override))
+    return config.replace(skip=tuple(skip), overrides=tuple(overrides))

@@ -1,0 +1,69 @@
+"""advise / apply_advice: one concrete suggestion per problem layer, from the measurements."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import quantlens as ql
+from quantlens.analysis import advise, apply_advice, compare_layers, sensitivity
+from quantlens.analysis.layers import LayerComparison, LayerError
+from quantlens.analysis.ranges import ActivationStats, ObserverRange, RangeReport
+from quantlens.analysis.sensitivity import LayerSensitivity, SensitivityResult
+from quantlens.methods.base import resolve
+
+
+def _sens(rows, full_drop, groups=None):
+    rows = [LayerSensitivity(n, "Conv2d", p, p * 4, p, 90.0, d) for n, p, d in rows]
+    return SensitivityResult(rows, "accuracy", "%", "points", 99.0, 99.0 - full_drop, full_drop, 450, False,
+                             "requantize", None, [], groups or {})
+
+
+def _layer(name, w_db, out_db):
+    return LayerError(name, "Conv2d", name, 40.0, out_db, 0.99, 0.1, out_db, w_db, 0.99, 0.1)
+
+
+def _act(name, best, ratio, gain):
+    ranges = [ObserverRange("minmax", -1, 50, 20.0, 0.0), ObserverRange(best, -1, 5, 20.0 + gain, 0.001)]
+    return ActivationStats(name, "Conv2d", 1000, -1, 50, 0, 1, {}, ratio, 0.01, [], [], ranges)
+
+
+def test_static_rules_per_channel_observer_skip_and_qat():
+    cfg = ql.Static(per_channel=False, observer="minmax")
+    sens = _sens([("a", 10_000, 1.0), ("b", 10_000, 0.9), ("c", 100, 0.8), ("d", 10_000, 0.01)], 4.0,
+                 groups={"c": ["c", "c_bn"]})
+    layers = LayerComparison([_layer("a", 15.0, 30.0), _layer("b", 45.0, 30.0), _layer("c", 45.0, 30.0)])
+    ranges = RangeReport([_act("b", "percentile", 25.0, 6.0), _act("c", "mse", 1.0, 0.1)], 64, 8, "input")
+    tips = advise(cfg, sens, layers=layers, ranges=ranges)
+    by_layer = {t.layer: t for t in tips}
+    assert [t.layer for t in tips] == ["a", "b", "c", ""]  # "d" explains too little to be a problem
+    assert by_layer["a"].action == "per_channel" and by_layer["a"].override.per_channel
+    assert by_layer["b"].action == "observer" and by_layer["b"].override.observer == "percentile"
+    assert "+6.0 dB" in by_layer["b"].evidence
+    assert by_layer["c"].action == "skip" and by_layer["c"].skip == ("c", "c_bn")
+    assert by_layer[""].action == "qat"  # the worst layer explains 25% of the drop
+    fixed = apply_advice(cfg, tips)
+    assert resolve(fixed, "c") is None and resolve(fixed, "c_bn") is None
+    assert resolve(fixed, "a").per_channel and resolve(fixed, "b").observer == "percentile"
+    untouched = resolve(fixed, "d")
+    assert (untouched.per_channel, untouched.observer) == (False, "minmax")
+    assert all(str(t) and t.to_dict()["action"] for t in tips)
+
+
+def test_weight_only_fragile_layer_gets_more_bits(toy_method):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 4)).eval()
+    with torch.no_grad():
+        model[0].bias[0] = -1e3
+        model[2].weight[:, 0] = 1.0
+    x = torch.randn(128, 16, generator=torch.Generator().manual_seed(0))
+    cfg = toy_method(bits=4)
+    sens = sensitivity(model, x, cfg)
+    cmp = compare_layers(model, ql.quantize(model, cfg), x)
+    tips = advise(cfg, sens, layers=cmp)
+    assert tips[0].layer == "2" and tips[0].action == "raise_bits" and tips[0].override.bits == 8
+    assert not any(t.action == "qat" for t in tips)  # weight-only: no activation quantization
+    fixed = apply_advice(cfg, tips)
+    assert resolve(fixed, "2").bits == 8 and resolve(fixed, "0").bits == 4
+    better = sensitivity(model, x, fixed)
+    assert better.full_drop < sens.full_drop
