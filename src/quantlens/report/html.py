@@ -1,0 +1,170 @@
+"""The report as one self-contained HTML file: recommendation and table first, then the
+plots (PNG embedded as base64), then the environment and the exact command."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from quantlens.report import tables
+
+if TYPE_CHECKING:
+    from quantlens.report.report import Report
+
+_CSS = """
+body { font-family: -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; margin: 0;
+       background: #f6f7f9; color: #1d2433; }
+main { max-width: 1180px; margin: 0 auto; padding: 24px 28px 48px; }
+h1 { font-size: 26px; margin: 4px 0 2px; } h2 { font-size: 19px; margin: 30px 0 10px; }
+.sub { color: #5b6475; margin-bottom: 18px; font-size: 14px; }
+.rec { background: #e8f5e9; border-left: 6px solid #2e7d32; padding: 14px 18px; border-radius: 6px;
+       font-size: 17px; line-height: 1.45; }
+.rec.keep { background: #fff8e1; border-left-color: #f9a825; }
+.warn { background: #fdecea; border-left: 6px solid #c62828; padding: 10px 16px; border-radius: 6px; margin-top: 12px; }
+table { border-collapse: collapse; width: 100%; background: white; font-size: 13px;
+        box-shadow: 0 1px 2px rgba(0,0,0,.08); }
+th, td { padding: 7px 9px; border-bottom: 1px solid #e3e6eb; text-align: right; white-space: nowrap; }
+th { background: #eef1f5; font-weight: 600; }
+td:first-child, th:first-child, td:last-child, th:last-child { text-align: left; }
+td:last-child { white-space: normal; color: #5b6475; }
+tr.best td { background: #e8f5e9; font-weight: 600; } tr.failed td { color: #c62828; }
+tr.float td { background: #f3f4f6; }
+.plots { display: grid; grid-template-columns: repeat(auto-fill, minmax(540px, 1fr)); gap: 16px; }
+figure { margin: 0; background: white; padding: 10px; border-radius: 6px; box-shadow: 0 1px 2px rgba(0,0,0,.08); }
+figure img { width: 100%; height: auto; display: block; }
+figcaption { font-size: 13px; color: #5b6475; margin-top: 6px; }
+dl { display: grid; grid-template-columns: 220px 1fr; gap: 4px 14px; background: white; padding: 14px;
+     border-radius: 6px; font-size: 14px; }
+dt { color: #5b6475; } dd { margin: 0; }
+pre { background: #1d2433; color: #e6e9ef; padding: 12px 14px; border-radius: 6px; overflow-x: auto; font-size: 13px; }
+details summary { cursor: pointer; color: #1f5fbf; margin-top: 10px; }
+.notes li { font-size: 13px; color: #3b4252; }
+"""
+
+_CAPTIONS = {
+    "accuracy_vs_size.png": "Accuracy against checkpoint size. The dashed line is the accuracy budget.",
+    "accuracy_vs_latency.png": "Accuracy against median latency; the green step line is the Pareto front "
+                               "(no other method is both faster and more accurate).",
+    "latency.png": "Median latency per batch; whiskers reach the 95th percentile.",
+    "size.png": "Checkpoint bytes on disk and weight/buffer bytes in memory.",
+    "layer_error.png": "Output SQNR of each layer vs float (accumulated) and the part each layer adds itself.",
+}
+
+
+def _e(value) -> str:
+    return html.escape(str(value))
+
+
+def _table(report: Report) -> str:
+    headers, lines = tables.table(report.rows)
+    best = report.recommended
+    out = ["<table><thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in headers) + "</tr></thead><tbody>"]
+    for row, line in zip(report.rows, lines):
+        cls = "failed" if not row.ok else "best" if best and row.name == best.name else "float" if row.method == "float" else ""
+        out.append(f'<tr class="{cls}">' + "".join(f"<td>{_e(c)}</td>" for c in line) + "</tr>")
+    out.append("</tbody></table>")
+    return "\n".join(out)
+
+
+def _figures(paths: list[Path]) -> str:
+    figures = []
+    for path in paths:
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        caption = _CAPTIONS.get(path.name, "")
+        figures.append(f'<figure><img alt="{_e(path.stem)}" src="data:image/png;base64,{data}">'
+                       f"<figcaption>{_e(caption)}</figcaption></figure>")
+    return '<div class="plots">' + "\n".join(figures) + "</div>"
+
+
+def _plots(report: Report, plot_dir: Path | None) -> str:
+    from quantlens.report.plots import PLOT_FILES, write_plots
+
+    if plot_dir is not None:
+        existing = [plot_dir / f for f in PLOT_FILES if (plot_dir / f).is_file()]
+        if existing:
+            return _figures(existing)
+    with tempfile.TemporaryDirectory(prefix="quantlens-plots-") as tmp:
+        return _figures(write_plots(report, Path(tmp)))
+
+
+def _environment(report: Report) -> str:
+    env = report.environment or {}
+    settings = report.comparison.settings
+    cpu = env.get("cpu", {})
+    features = ", ".join(k for k, v in cpu.get("features", {}).items() if v) or "none detected"
+    engines = env.get("engines", {})
+    working = [k for k, v in engines.get("works", {}).items() if v.get("ok")]
+    threads = env.get("threads", {})
+    items = [
+        ("torch", env.get("torch")), ("quantlens", env.get("quantlens")), ("python", env.get("python")),
+        ("platform", env.get("platform")),
+        ("CPU", (f"{cpu.get('model', '?')} ({cpu.get('logical_cores', '?')} logical cores, "
+                 f"torch kernels: {cpu.get('torch_cpu_capability', '?')})")),
+        ("CPU features", features),
+        ("quantized engine", f"{engines.get('active', '?')} (working: {', '.join(working) or 'not checked'})"),
+        ("threads used for timing", settings.get("threads")),
+        ("threads (intra / inter op)", f"{threads.get('intra_op', '?')} / {threads.get('inter_op', '?')}"),
+        ("timing", (f"{settings.get('warmup')} warm-up + {settings.get('reps')} timed calls, batch of "
+                    f"{settings.get('batch_size')}")),
+        ("evaluation", f"{settings.get('samples')} samples, task: {settings.get('task')}"),
+    ]
+    if settings.get("calibration"):
+        items.append(("calibration", settings["calibration"]))
+    body = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in items if v is not None)
+    full = html.escape(json.dumps(env, indent=1, default=str))
+    return f"<dl>{body}</dl><details><summary>Full environment (JSON)</summary><pre>{full}</pre></details>"
+
+
+def _notes(report: Report) -> str:
+    items = []
+    for row in report.rows:
+        if not row.ok:
+            items.append(f"<li><b>{_e(row.name)}</b> failed: {_e(row.error)}</li>")
+        for note in row.notes:
+            items.append(f"<li><b>{_e(row.name)}</b>: {_e(note)}</li>")
+    return f'<details><summary>Notes per method ({len(items)})</summary><ul class="notes">{"".join(items)}</ul></details>' if items else ""
+
+
+def render_html(report: Report, *, plot_dir: Path | None = None) -> str:
+    """The whole HTML document as a string.
+
+    Args:
+        report: the report.
+        plot_dir: a folder where :meth:`Report.plot` already wrote the PNGs (embedded as
+            they are); default: draw them now.
+    """
+    best = report.recommended
+    base = report.baseline
+    title = "quantlens comparison"
+    sub = (f"{len(report.rows) - 1} method(s) against float · accuracy budget {report.max_accuracy_drop:g} point(s) · "
+           f"objective: {report.objective}")
+    warn = ('<div class="warn">Interrupted: only the rows below were measured.</div>' if report.interrupted else "")
+    failed = [r for r in report.rows if not r.ok]
+    if failed:
+        warn += '<div class="warn">' + "<br>".join(f"{_e(r.name)} failed: {_e(r.error)}" for r in failed) + "</div>"
+    rec_cls = "rec" if best is not None or base is None else "rec keep"
+    command = report.command or "(run from Python: quantlens.compare(...))"
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{_e(title)}</title><style>{_CSS}</style></head>
+<body><main>
+<h1>{_e(title)}</h1>
+<div class="sub">{_e(sub)}</div>
+<div class="{rec_cls}"><b>Recommendation.</b> {_e(report.recommendation())}</div>
+{warn}
+<h2>Results</h2>
+{_table(report)}
+{_notes(report)}
+<h2>Plots</h2>
+{_plots(report, plot_dir)}
+<h2>Environment</h2>
+{_environment(report)}
+<h2>Command</h2>
+<pre>{_e(command)}</pre>
+</main></body></html>
+"""

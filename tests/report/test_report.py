@@ -1,0 +1,73 @@
+import json
+import math
+
+import pytest
+
+from quantlens.errors import InputError
+from quantlens.report import Report
+from quantlens.report.plots import PLOT_FILES, pareto_front
+
+
+def test_best_respects_the_budget_and_the_objective(synthetic_report):
+    r = synthetic_report
+    assert r.best(max_accuracy_drop=1.0, objective="latency").name == "static"
+    assert r.best(max_accuracy_drop=0.3, objective="latency").name == "dynamic"
+    assert r.best(max_accuracy_drop=5.0, objective="size").name == "w4"
+    assert r.best(max_accuracy_drop=1.0, objective="size").name == "static"
+    assert r.best(max_accuracy_drop=0.1) is None
+    with pytest.raises(InputError, match="objective"):
+        r.best(objective="speed")
+
+
+def test_recommendation_says_what_it_buys_and_costs(synthetic_report):
+    text = synthetic_report.recommendation()
+    assert text.startswith("Use static")
+    assert "4.0× smaller" in text and "2.50× faster" in text and "-0.50 points" in text
+    keep = Report(synthetic_report.comparison, max_accuracy_drop=0.1).recommendation()
+    assert keep.startswith("Keep the float model") and "dynamic" in keep
+
+
+def test_markdown_has_every_row_and_the_failure(synthetic_report):
+    md = synthetic_report.to_markdown()
+    assert "| static | 98.50 (-0.50) |" in md
+    assert "| qat | failed |" in md and "QAT needs labels" in md
+    assert "| 4.00 | 3.60 |" in md and "| 1.00 (4.00×) |" in md  # float: no ratio; static 4x smaller
+    assert "| 4.000 (5.500) | 2.50× |" in md  # median (p95) and speed-up
+    assert "Command: `quantlens compare" in md
+
+
+def test_csv_and_json_round_trip(synthetic_report, tmp_path):
+    text = synthetic_report.to_csv(tmp_path / "r.csv")
+    lines = text.strip().splitlines()
+    assert len(lines) == 6 and lines[0].startswith("name,method,status")
+    synthetic_report.to_json(tmp_path / "r.json")
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["recommended"] == "static" and len(data["rows"]) == 5
+    again = Report.from_json(tmp_path / "r.json")
+    assert [r.name for r in again.rows] == [r.name for r in synthetic_report.rows]
+    assert math.isinf(again.rows[0].sqnr_db) and again.recommended.name == "static"
+
+
+def test_pareto_front():
+    points = [(10.0, 99.0, "float"), (6.0, 98.8, "dyn"), (4.0, 98.5, "st"), (9.0, 96.0, "w4")]
+    assert [p[2] for p in pareto_front(points)] == ["st", "dyn", "float"]
+
+
+def test_plots_are_written_as_pngs(synthetic_report, tmp_path):
+    from PIL import Image
+
+    paths = synthetic_report.plot(tmp_path)
+    assert [p.name for p in paths] == list(PLOT_FILES)
+    for p in paths:
+        with Image.open(p) as img:
+            assert img.format == "PNG" and img.width >= 600 and img.height >= 300
+
+
+def test_html_is_self_contained_and_ordered(synthetic_report, tmp_path):
+    path = synthetic_report.to_html(tmp_path / "report.html")
+    html = path.read_text()
+    assert html.count("data:image/png;base64,") == len(PLOT_FILES)
+    assert "src=\"http" not in html and "<script" not in html
+    order = [html.index(s) for s in ("Recommendation.", "<table>", "<h2>Plots", "<h2>Environment", "<h2>Command")]
+    assert order == sorted(order)
+    assert "Use static" in html and "quantlens compare digits-cnn" in html and "Test CPU" in html
