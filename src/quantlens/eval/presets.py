@@ -38,7 +38,7 @@ PRESETS: dict[str, Preset] = {
     "static": Preset("static", {}, "int8 weights and activations, ranges from calibration data"),
     "qat": Preset("qat", {}, "int8 quantization-aware training (fine-tunes on train data)"),
     "qat4": Preset("qat", {"bits": 4}, "QAT with 4-bit weights on int8 kernels"),
-    "w8": Preset("weight_only", {"bits": 8}, "weight-only int8, per output channel"),
+    "w8": Preset("weight_only", {"bits": 8, "group_size": None}, "weight-only int8, per output channel"),
     "w4": Preset("weight_only", {"bits": 4, "group_size": 32}, "weight-only 4-bit, groups of 32"),
     "w2": Preset("weight_only", {"bits": 2, "group_size": 16}, "weight-only 2-bit, groups of 16"),
 }

@@ -1,0 +1,118 @@
+"""DATA arguments of the CLI: a zoo data set name, a ``.pt`` / ``.npz`` file of tensors, or
+an image folder (with torchvision). Nothing is unpickled: ``.pt`` files are read with
+``torch.load(weights_only=True)``, ``.npz`` with ``allow_pickle=False``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from quantlens import zoo
+from quantlens.errors import InputError, UnknownNameError, require
+
+INPUT_KEYS = ("inputs", "input", "x", "data", "images")
+LABEL_KEYS = ("labels", "label", "y", "targets")
+
+
+@dataclass
+class LoadedData:
+    """Evaluation data plus, when the source has them, calibration and training splits."""
+
+    test: object
+    calib: object | None = None
+    train: object | None = None
+    description: str = ""
+
+
+def _pick(mapping, keys, what: str, path: Path, required: bool):
+    for key in keys:
+        if key in mapping:
+            return mapping[key]
+    if required:
+        raise InputError(f"{path} has no {what} entry (looked for {', '.join(keys)}; found {', '.join(map(str, mapping))}); "
+                         f"save a dict like {{'inputs': x, 'labels': y}}")
+    return None
+
+
+def _pair(inputs, labels) -> object:
+    if not isinstance(inputs, torch.Tensor):
+        raise InputError(f"inputs must be a tensor, got {type(inputs).__name__}")
+    if labels is None:
+        return inputs
+    labels = torch.as_tensor(labels)
+    if labels.shape[0] != inputs.shape[0]:
+        raise InputError(f"{inputs.shape[0]} inputs but {labels.shape[0]} labels; give one label per input")
+    return (inputs, labels.long() if not labels.is_floating_point() else labels)
+
+
+def load_pt(path: Path) -> object:
+    """A ``.pt`` file holding a tensor, an ``(inputs, labels)`` tuple, or a dict of tensors."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputError(f"{path} cannot be read as tensors ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
+                         "save it with torch.save({'inputs': x, 'labels': y}, path)") from exc
+    if isinstance(obj, torch.Tensor):
+        return obj
+    if isinstance(obj, (tuple, list)) and len(obj) == 2:
+        return _pair(obj[0], obj[1])
+    if isinstance(obj, dict):
+        return _pair(_pick(obj, INPUT_KEYS, "inputs", path, True), _pick(obj, LABEL_KEYS, "labels", path, False))
+    raise InputError(f"{path} holds a {type(obj).__name__}; save a tensor, (inputs, labels), or {{'inputs': ..., 'labels': ...}}")
+
+
+def load_npz(path: Path) -> object:
+    """A ``.npz`` with an ``inputs`` (or ``x``) array and optional ``labels`` (or ``y``)."""
+    import numpy as np
+
+    try:
+        arrays = dict(np.load(path, allow_pickle=False))
+    except (ValueError, OSError) as exc:
+        raise InputError(f"{path} is not a readable .npz of arrays ({exc})") from exc
+    inputs = torch.from_numpy(_pick(arrays, INPUT_KEYS, "inputs", path, True))
+    if inputs.dtype == torch.float64:
+        inputs = inputs.float()
+    labels = _pick(arrays, LABEL_KEYS, "labels", path, False)
+    return _pair(inputs, None if labels is None else torch.from_numpy(labels))
+
+
+def load_image_folder(path: Path, batch_size: int = 64):
+    """An ImageFolder (one sub-folder per class) as a DataLoader of (images, labels)."""
+    require("torchvision", "vision")
+    from torchvision import datasets, transforms
+
+    dataset = datasets.ImageFolder(str(path), transform=transforms.ToTensor())
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
+
+
+def load_data(spec: str) -> LoadedData:
+    """Resolve a DATA argument (see the module docstring).
+
+    Raises:
+        UnknownNameError: neither a file/folder nor a zoo data set (lists the zoo names).
+    """
+    path = Path(spec)
+    if path.is_file():
+        loader = {".pt": load_pt, ".pth": load_pt, ".npz": load_npz}.get(path.suffix.lower())
+        if loader is None:
+            raise InputError(f"{path}: unsupported data file type {path.suffix!r}; give a .pt or .npz of tensors")
+        return LoadedData(loader(path), description=str(path))
+    if path.is_dir():
+        return LoadedData(load_image_folder(path), description=f"image folder {path}")
+    if spec not in zoo.list_datasets():
+        raise UnknownNameError(
+            f"unknown data {spec!r}: not a file or folder, and not a zoo data set; "
+            f"valid zoo data sets: {', '.join(zoo.list_datasets())} (or a .pt/.npz file, or an image folder)"
+        )
+    test = zoo.load_dataset(spec, "test")
+    splits = {}
+    for split in ("calib", "train"):
+        try:
+            splits[split] = zoo.load_dataset(spec, split)
+        except UnknownNameError:
+            splits[split] = None
+    as_data = lambda d: None if d is None else d.batches(64)
+    return LoadedData(as_data(test), as_data(splits["calib"]), as_data(splits["train"]),
+                      description=f"zoo data set {spec!r} ({len(test)} test samples)")

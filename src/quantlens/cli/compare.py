@@ -1,0 +1,202 @@
+"""``quantlens compare``: float vs every method on one model and data, a recommendation,
+and a report (HTML, Markdown, JSON, PNG plots) in one folder.
+
+With no arguments it compares the default methods on the ``digits-cnn`` zoo model and the
+digits test split, writing into ``./quantlens-report/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from pathlib import Path
+
+import torch
+
+from quantlens import zoo
+from quantlens.errors import InputError, QuantizationFailedError, UnknownNameError
+from quantlens.eval.presets import PRESETS, check_names, default_methods, make_config, sweep_configs
+from quantlens.report import Report, compare
+
+DEFAULT_MODEL = "digits-cnn"
+DEFAULT_OUT = "quantlens-report"
+DEFAULT_REPS = 20
+DEFAULT_THREADS = 1
+OUTPUT_FILES = ("report.html", "report.md", "results.json", "results.csv")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "compare",
+        help="measure float vs quantization methods on a model and data; write a report",
+        description="Quantize MODEL with each method, measure size, latency, peak memory and accuracy "
+                    "against float, recommend one, and write report.html/report.md/results.json and "
+                    "plots into --out. With no arguments: digits-cnn on the digits test split.",
+    )
+    parser.add_argument("model", nargs="?", default=DEFAULT_MODEL,
+                        help="zoo name, Hugging Face model folder, quantlens checkpoint, or module:factory "
+                             f"(default: {DEFAULT_MODEL})")
+    parser.add_argument("--data", help="zoo data set, .pt/.npz of tensors (inputs, optional labels), or an "
+                                       "image folder (default: the zoo model's data set)")
+    parser.add_argument("--calib-data", help="calibration data (default: the zoo set's calib split, else --data)")
+    parser.add_argument("--train-data", help="labelled data for QAT (default: the zoo set's train split)")
+    parser.add_argument("--methods", help=f"comma-separated: {', '.join(PRESETS)} "
+                                          f"(default: {','.join(default_methods())})")
+    parser.add_argument("--max-drop", type=float, default=1.0,
+                        help="accuracy points the recommendation may lose vs float (default 1.0)")
+    parser.add_argument("--objective", choices=("latency", "size"), default="latency",
+                        help="what the recommendation minimises (default latency)")
+    parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default ./{DEFAULT_OUT})")
+    parser.add_argument("--force", action="store_true", help="overwrite the output folder if it exists")
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                        help=f"torch threads for the whole run and the timings (default {DEFAULT_THREADS}: "
+                             "the most repeatable; raise it to measure multi-threaded serving)")
+    parser.add_argument("--reps", type=int, default=DEFAULT_REPS, help=f"timed calls per model (default {DEFAULT_REPS})")
+    parser.add_argument("--qat-epochs", type=int, default=1, help="QAT fine-tuning epochs (default 1)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
+    parser.add_argument("--sweep", nargs="?", const="auto", metavar="METHOD",
+                        help="try a grid of one method's settings (default: the first --methods entry, "
+                             "else static)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    parser.set_defaults(func=run)
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The command, with every default spelled out, that reproduces this run."""
+    parts = ["quantlens", "compare", args.model]
+    for flag in ("data", "calib_data", "train_data", "methods", "sweep", "threads"):
+        value = getattr(args, flag)
+        if value is not None:
+            parts += [f"--{flag.replace('_', '-')}", str(value)]
+    parts += ["--max-drop", f"{args.max_drop:g}", "--objective", args.objective, "--reps", str(args.reps),
+              "--qat-epochs", str(args.qat_epochs), "--out", args.out]
+    parts += [f"--{f}" for f in ("no-memory", "force", "json") if getattr(args, f.replace("-", "_"))]
+    return shlex.join(parts)
+
+
+def _resolve_model(spec: str):
+    """(model, zoo name or None)."""
+    try:
+        from quantlens.cli._models import resolve_model
+    except ImportError:
+        resolve_model = None
+    if spec in zoo.list_models():
+        return zoo.load_model(spec), spec
+    if resolve_model is None:
+        raise UnknownNameError(f"unknown model {spec!r}; valid zoo models: {', '.join(zoo.list_models())}")
+    resolved = resolve_model(spec)
+    model = getattr(resolved, "model", resolved)
+    return model, getattr(resolved, "zoo", None)
+
+
+def _configs(args: argparse.Namespace) -> dict:
+    names = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    if names is not None:
+        check_names(names)
+        if not names:
+            raise InputError("--methods is empty; give names such as dynamic,static,w4")
+    if args.sweep:
+        target = names[0] if (args.sweep == "auto" and names) else ("static" if args.sweep == "auto" else args.sweep)
+        return sweep_configs(target)
+    return {n: make_config(n) for n in (names or default_methods())}
+
+
+def _check_out(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file; give a folder")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise InputError(f"{out} already exists and is not empty; pass --force to overwrite it, or --out another folder")
+
+
+def _prepare_out(out: Path) -> None:
+    """Create ``out``; remove the files an earlier report left there (only those)."""
+    if out.is_dir():
+        for name in (*OUTPUT_FILES, *(p.name for p in out.glob("*.png"))):
+            (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _data_for(args, zoo_name):
+    from quantlens.cli._data import load_data
+
+    spec = args.data or (zoo.default_dataset_for(zoo_name) if zoo_name else None)
+    if spec is None:
+        raise InputError("give --data for a model that is not from the zoo (a zoo data set, a .pt/.npz file or an image folder)")
+    data = load_data(spec)
+    calib = load_data(args.calib_data).test if args.calib_data else data.calib
+    train = load_data(args.train_data).test if args.train_data else data.train
+    return data.test, calib, train
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.threads is not None and args.threads < 1:
+        raise InputError(f"--threads must be >= 1, got {args.threads}")
+    if args.reps < 1:
+        raise InputError(f"--reps must be >= 1, got {args.reps}")
+    configs = _configs(args)  # bad names fail before anything slow runs
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        return _run(args, configs)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _run(args: argparse.Namespace, configs: dict) -> int:
+    from rich.console import Console
+
+    console = Console() if Console().is_terminal else Console(width=140)
+    err = Console(stderr=True)
+    out = Path(args.out)
+    _check_out(out, args.force)
+    model, zoo_name = _resolve_model(args.model)
+    data, calib, train = _data_for(args, zoo_name)
+    _prepare_out(out)
+    command = command_line(args)
+
+    def on_start(name: str, index: int, total: int) -> None:
+        err.print(f"[dim][{index}/{total}][/] {name}")
+
+    def on_row(row, comparison) -> None:  # results.json after every row: Ctrl-C keeps them
+        Report(comparison, max_accuracy_drop=args.max_drop, objective=args.objective).to_json(out / "results.json")
+
+    report = compare(
+        model, configs, data=data, calib_data=calib, train_data=train, max_accuracy_drop=args.max_drop,
+        objective=args.objective, reps=args.reps, threads=args.threads, qat_epochs=args.qat_epochs,
+        memory=not args.no_memory, command=command, on_start=on_start, on_row=on_row,
+    )
+    write_all(report, out)
+    if args.json:
+        print(report.to_json())
+    else:
+        from rich.markup import escape
+
+        from quantlens.report.tables import failures, to_rich
+
+        console.print(to_rich(report.rows, title="quantlens compare"))
+        for line in failures(report.rows):
+            console.print(f"[red]failed[/] {escape(line)}")
+        console.print(f"[bold]{report.recommendation()}[/]")
+        console.print(f"report: {out / 'report.html'}")
+    if report.interrupted:
+        err.print(f"interrupted: {len(report.rows)} row(s) kept in {out / 'results.json'}")
+        return 130
+    failed = [r for r in report.rows if not r.ok]
+    if failed:
+        raise QuantizationFailedError(
+            f"{len(failed)} method(s) failed ({'; '.join(f'{r.name}: {r.error}' for r in failed)[:300]}); "
+            "the others are in the report"
+        )
+    return 0
+
+
+def write_all(report: Report, out: Path) -> None:
+    """report.html, report.md, results.json, results.csv and the PNG plots into ``out``."""
+    report.to_json(out / "results.json")
+    report.to_csv(out / "results.csv")
+    (out / "report.md").write_text(report.to_markdown(), encoding="utf-8")
+    report.plot(out)
+    report.to_html(out / "report.html", plot_dir=out)
+
+
+__all__ = ["command_line", "register", "run", "write_all"]

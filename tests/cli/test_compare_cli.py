@@ -1,0 +1,122 @@
+"""``quantlens compare``: bad input gives one line and exit 2; a small real run writes the report."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from quantlens import zoo
+from quantlens.cli import main
+from quantlens.eval import presets
+
+
+def _run(capsys, *argv):
+    code = main(["compare", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_unknown_model_lists_the_zoo(capsys, tmp_path):
+    code, _, err = _run(capsys, "no-such-model", "--out", str(tmp_path / "o"))
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "digits-cnn" in err and "no-such-model" in err
+
+
+def test_unknown_data_lists_the_zoo_sets(capsys, tmp_path):
+    code, _, err = _run(capsys, "--data", "nope", "--out", str(tmp_path / "o"))
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "digits" in err and "sentences" in err
+
+
+def test_unknown_method_lists_the_valid_ones(capsys, tmp_path):
+    code, _, err = _run(capsys, "--methods", "static,int3", "--out", str(tmp_path / "o"))
+    assert code == 2 and "'int3'" in err and "dynamic" in err and "w4" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_data_of_the_wrong_shape_names_both_shapes(capsys, tmp_path):
+    path = tmp_path / "wrong.npz"
+    np.savez(path, inputs=np.zeros((8, 3, 5, 5), np.float32), labels=np.zeros(8, np.int64))
+    code, _, err = _run(capsys, "digits-cnn", "--data", str(path), "--methods", "static", "--out", str(tmp_path / "o"))
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "(8, 3, 5, 5)" in err and "(N, 1, H, W)" in err
+
+
+def test_existing_output_folder_needs_force(capsys, tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep me")
+    code, _, err = _run(capsys, "--out", str(out))
+    assert code == 2 and "--force" in err
+    assert (out / "mine.txt").read_text() == "keep me"
+
+
+def test_pt_files_are_read_without_pickle(tmp_path):
+    from quantlens.cli._data import load_data
+
+    test = zoo.load_dataset("digits", "test")
+    torch.save({"inputs": test.inputs[:10], "labels": test.labels[:10]}, tmp_path / "d.pt")
+    loaded = load_data(str(tmp_path / "d.pt"))
+    x, y = loaded.test
+    assert x.shape == (10, 1, 8, 8) and y.dtype == torch.int64
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    test = zoo.load_dataset("digits", "test")
+    path = tmp_path_factory.mktemp("data") / "digits_small.pt"
+    torch.save((test.inputs[:96], test.labels[:96]), path)
+    return path
+
+
+def test_a_run_writes_every_output(capsys, tmp_path, small_data):
+    out = tmp_path / "report"
+    code, stdout, _ = _run(capsys, "digits-cnn", "--data", str(small_data), "--calib-data", str(small_data),
+                           "--methods", "static", "--reps", "2", "--no-memory", "--out", str(out))
+    assert code == 0, stdout
+    for name in ("report.html", "report.md", "results.json", "results.csv", "accuracy_vs_latency.png", "size.png"):
+        assert (out / name).is_file(), name
+    data = json.loads((out / "results.json").read_text())
+    assert [r["name"] for r in data["rows"]] == ["float", "static"]
+    assert data["command"].startswith("quantlens compare digits-cnn --data")
+    assert "static" in stdout and ("Use static" in stdout or "Keep the float" in stdout)
+    code, stdout, _ = _run(capsys, "digits-cnn", "--data", str(small_data), "--methods", "static", "--reps", "1",
+                           "--no-memory", "--out", str(out), "--force", "--json")
+    assert code == 0 and json.loads(stdout)["rows"][1]["name"] == "static"
+
+
+def test_sweep_reports_one_row_per_setting(capsys, tmp_path, small_data, monkeypatch):
+    monkeypatch.setitem(presets.SWEEPS, "static", {"observer": ("minmax",), "per_channel": (True, False)})
+    out = tmp_path / "sweep"
+    code, _, _ = _run(capsys, "digits-cnn", "--data", str(small_data), "--sweep", "static", "--reps", "1",
+                      "--no-memory", "--out", str(out))
+    assert code == 0
+    names = [r["name"] for r in json.loads((out / "results.json").read_text())["rows"]]
+    assert names == ["float", "observer=minmax,per_channel=True", "observer=minmax,per_channel=False"]
+
+
+def test_a_failing_method_exits_1_but_keeps_the_report(capsys, tmp_path, small_data, monkeypatch):
+    monkeypatch.setitem(presets.PRESETS, "broken", presets.Preset("static", {"skip": ("zzz",)}))
+    out = tmp_path / "r"
+    code, _, err = _run(capsys, "digits-cnn", "--data", str(small_data), "--methods", "broken", "--reps", "1",
+                        "--no-memory", "--out", str(out))
+    assert code == 1 and "broken" in err and "zzz" in err
+    assert (out / "report.html").is_file()
+
+
+def test_ctrl_c_keeps_the_rows_in_results_json(capsys, tmp_path, small_data, monkeypatch):
+    from quantlens.eval import compare as compare_mod
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(compare_mod, "quantize_one", interrupt)
+    out = tmp_path / "r"
+    code, _, err = _run(capsys, "digits-cnn", "--data", str(small_data), "--methods", "static", "--reps", "1",
+                        "--no-memory", "--out", str(out))
+    assert code == 130 and "interrupted" in err
+    data = json.loads((out / "results.json").read_text())
+    assert data["interrupted"] and [r["name"] for r in data["rows"]] == ["float"]
