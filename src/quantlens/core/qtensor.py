@@ -171,14 +171,40 @@ def quantize_tensor(
     return QTensor(from_blocks(q, scheme, x.shape), scale, zero_point, scheme)
 
 
+# Elements per chunk of the CPU quantize loop (8 MB of float32). Working through a reused
+# buffer avoids allocating (and page-faulting) a float temporary the size of the tensor,
+# which costs about as much as the arithmetic itself (benchmarks/core.py).
+CHUNK_ELEMENTS = 1 << 21
+
+
 def quantize_blocks(
     blocks: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, scheme: QScheme
 ) -> torch.Tensor:
     """The affine map on a blocked tensor: ``clip(round(x / s) + z, qmin, qmax)`` as integers.
 
-    One allocating pass (the division), then in-place rounding, shift and clip, then the
-    cast; the zero-point add is skipped when every zero-point is 0."""
-    q = torch.div(blocks, scale.unsqueeze(-1)).round_()
-    if bool(zero_point.any()):
-        q.add_(zero_point.unsqueeze(-1))
-    return q.clamp_(scheme.qmin, scheme.qmax).to(integer_dtype(scheme))
+    Per chunk of rows: the division into a reused float buffer, then in-place rounding,
+    shift (skipped when every zero-point is 0) and clip, then the cast into the output.
+    The result is identical to the unchunked formula.
+    """
+    out = torch.empty(blocks.shape, dtype=integer_dtype(scheme), device=blocks.device)
+    shift = bool(zero_point.any())
+    if scale.numel() == 1:  # one scale: chunk the flat tensor
+        src, dst = blocks.reshape(-1), out.view(-1)
+        s, z = scale.reshape(()), zero_point.reshape(()).to(blocks.dtype)
+        per_row = 1
+    else:  # one scale per row of (rows, block)
+        src, dst = blocks.reshape(-1, blocks.shape[-1]), out.view(-1, blocks.shape[-1])
+        s, z = scale.reshape(-1, 1), zero_point.reshape(-1, 1).to(blocks.dtype)
+        per_row = src.shape[1]
+    n = src.shape[0]
+    step = n if src.device.type != "cpu" else max(1, CHUNK_ELEMENTS // max(per_row, 1))
+    buf = torch.empty(min(step, n) * per_row, dtype=blocks.dtype, device=blocks.device)
+    for i in range(0, n, step):
+        x = src[i : i + step]
+        q = buf[: x.numel()].view(x.shape)
+        sc, zp = (s, z) if s.ndim == 0 else (s[i : i + step], z[i : i + step])
+        torch.div(x, sc, out=q).round_()
+        if shift:
+            q.add_(zp)
+        dst[i : i + step].copy_(q.clamp_(scheme.qmin, scheme.qmax))
+    return out
