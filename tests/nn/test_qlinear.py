@@ -132,3 +132,14 @@ def test_kernel_caches_stay_out_of_the_state_dict():
     assert len(layer._cache) >= 3 and set(layer.state_dict()) == keys
     layer.to(torch.float32)  # moving / casting drops derived weights
     assert not any(key[0] == "kernel" for key in layer._cache)
+
+
+def test_activation_quant_can_be_ruled_out():
+    fl, qt, _ = TestQLinearConformance().quantize(SCHEMES["b8-per_channel-sym"])
+    fast = QLinear.from_float(fl, qt)
+    exact = QLinear.from_float(fl, qt, allow_activation_quant=False)
+    assert fast.kernel_for(1, torch.float32) == "fbgemm"
+    for tokens in BATCHES:
+        for dtype in DTYPES:
+            assert not kernel_paths()[exact.kernel_for(tokens, dtype)].quantizes_activations
+    assert QLinear.from_config(exact.config()).allow_activation_quant is False

@@ -4,41 +4,59 @@ Every path is a :class:`KernelPath` in a registry. A path says which weight form
 run (``accepts``), builds its kernel-format weight once per layer (``prepare``, cached on the
 layer, never in the state dict, rebuilt after ``load_state_dict``/``.to()``), runs a 2-D
 ``(tokens, in_features)`` input (``run``), and lists the :class:`Case` s it serves under
-automatic dispatch. ``select`` walks the paths in ``priority`` order and takes the first
-whose cases match the layer's bits, the number of tokens (product of the input's leading
-dims) and the input dtype, and which accepts the layer's weight format; ``dense`` is the
-fallback that always runs.
+automatic dispatch. ``select`` takes, among the cases of all paths that match the layer's
+bits, the number of tokens (product of the input's leading dims), the input dtype and the
+CPU's features, the one of lowest ``priority`` whose path accepts the layer's weight
+format; ``dense`` is the fallback that always runs.
 
-Paths (tolerance = ``||y - ref|| / ||ref||`` against ``reference``, checked by tests/nn):
+Paths. Tolerance = bound on ``||y - ref|| / ||ref||`` against ``reference`` for float32
+and bfloat16 input, checked by tests/nn for every scheme at batch 1/8/64 (largest seen
+there on Gaussian inputs in brackets). Extra memory = what the cached kernel weight adds
+per weight element, on top of the packed codes.
 
-=============  ==========================================================  ==========
-path           what runs                                                  tolerance
-=============  ==========================================================  ==========
-reference      dequantize (float32) on every call, then ``F.linear`` in       exact
-               float32; no cache. The definition the others are tested
-               against.
-dense          cached dequantized weight in the input's dtype, then         fp32 1e-5,
-               ``F.linear``: any scheme; memory = a dense weight.           bf16 2e-2
-dense_bf16     cached bfloat16 dequantized weight; input cast to bf16        2e-2
-int4pack       ``torch._weight_int4pack_mm_for_cpu`` on bf16 activations     2e-2
-               (input cast to bf16 and back): uniform codes of <= 4 bits,
-               per-group (a multiple of 32 elements along in_features),
-               per-channel or per-tensor. The zero-point is folded into a
-               float offset per group: ``w = s * (c - 8) + s * (8 - z)``
-               (codes under 4 bits are shifted so that the offset is 0).
-int8pack       ``torch._weight_int8pack_mm`` on bf16 activations: uniform     2e-2
-               per-channel / per-tensor codes of any width; 8-bit
-               asymmetric codes use ``c - 128`` plus a rank-1 correction
-               ``sum(x) * s * (128 - z)``.
-fbgemm         ``torch.ops.quantized.linear_dynamic`` (W8A8: activations       6e-2
-               quantized per call to 8 bits, reduce_range); per-channel /
-               per-tensor uniform codes of any width; float32 compute.
-=============  ==========================================================  ==========
+==========  ====================================================  =========  ========
+path        what runs                                             tolerance  memory
+==========  ====================================================  =========  ========
+reference   dequantize (float32) on every call, then F.linear     exact      0
+            in float32; no cache. The definition.
+dense       cached float32 dequantized weight, F.linear in        exact      4 B
+            float32 (input cast up, output cast back)
+dense_bf16  cached bfloat16 dequantized weight, F.linear in bf16  1e-2       2 B
+                                                                  (3.2e-3)
+int4pack    ``torch._weight_int4pack_mm_for_cpu``, bf16           1e-2       0.5 B
+            activations: uniform codes of <= 4 bits, per-group    (3.6e-3)
+            (multiple of 32 along in_features), per-channel or
+            per-tensor. ``w = s*(c - 8) + offset`` with
+            ``offset = s*(8 - z)`` (codes under 4 bits are
+            shifted so that the offset is exactly 0).
+int8pack    ``torch._weight_int8pack_mm``, bf16 activations:      1e-2       1 B
+            uniform per-channel / per-tensor codes of any width;  (3.9e-3)
+            8-bit asymmetric uses ``c - 128`` plus the rank-1
+            correction ``sum(x) * s*(128 - z)``.
+fbgemm      ``torch.ops.quantized.linear_dynamic`` (W8A8: the     4e-2       1 B
+            input is quantized to 8 bits per call, reduce_range) (2.1e-2)
+            on one int8 scale per output row: per-row uniform
+            codes as they are, any other scheme (per-group,
+            codebooks) re-quantized from the dequantized weight
+            to symmetric int8 per row. Skipped by automatic
+            dispatch when ``layer.allow_activation_quant`` is
+            False.
+==========  ====================================================  =========  ========
 
-Automatic choice on this project's reference CPU (2 cores, AVX2; see
-benchmarks/weight_only_layers.py and benchmarks/results/weight_only_layers.json):
+Automatic choice (benchmarks/weight_only_layers.py, results in
+benchmarks/results/weight_only_layers.json; measured on the project's 2-core AVX2 CPU,
+where bf16 matmuls are emulated and slower than float32, int4pack is compute-bound at about
+fp32 speed, and fbgemm's AVX2 int8 kernels are 3-5x faster than fp32 at batch 1 and 8):
 
-AUTO_TABLE_PLACEHOLDER
+- any scheme, any batch, any dtype -> ``fbgemm`` (priority 20);
+- CPUs with avx512_bf16 (not measured here; the issue's figures for such a CPU: int4pack
+  0.45 ms vs fbgemm 0.58 ms at batch 1 on 4096x4096, fbgemm ahead from batch 16):
+  <= 4-bit codes with < 16 tokens -> ``int4pack`` (priority 10); bf16 input with >= 16
+  tokens and activation quantization ruled out -> ``dense_bf16`` (priority 30);
+- with ``allow_activation_quant=False``: <= 4-bit uniform codes with < 32 tokens ->
+  ``int4pack`` (60); per-row uniform codes with < 32 tokens -> ``int8pack`` (70);
+  everything else -> ``dense`` (larger batches are compute-bound, and float32 is the
+  fastest matmul on AVX2).
 
 How to add a path: write ``accepts(layer) -> str | None`` (why it cannot run the layer's
 weight format, or None), ``prepare(layer, dtype) -> state`` and ``run(layer, state, x) ->
@@ -64,6 +82,27 @@ from quantlens.errors import SchemeError, UnknownNameError
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
+def cpu_features() -> frozenset[str]:
+    """The CPU features the automatic choice can key on: ``avx2``, ``avx512``,
+    ``avx512_bf16``, ``amx`` (those torch reports for this machine)."""
+    global _FEATURES
+    if _FEATURES is None:
+        probes = {"avx2": "_is_avx2_supported", "avx512": "_is_avx512_supported",
+                  "avx512_bf16": "_is_avx512_bf16_supported", "amx": "_is_amx_tile_supported"}
+        found = set()
+        for name, fn in probes.items():
+            try:
+                if getattr(torch.cpu, fn)():
+                    found.add(name)
+            except (AttributeError, RuntimeError):
+                pass
+        _FEATURES = frozenset(found)
+    return _FEATURES
+
+
+_FEATURES: frozenset[str] | None = None
+
+
 @dataclass(frozen=True)
 class Case:
     """A situation a path serves under automatic dispatch.
@@ -72,15 +111,20 @@ class Case:
         bits: code widths served.
         tokens: ``(low, high)``: served when ``low <= tokens < high`` (``high`` None: no limit).
         dtypes: input dtypes served.
+        needs: CPU features (see :func:`cpu_features`) that must all be present.
+        priority: among all matching cases of all paths, the lowest wins.
     """
 
     bits: tuple[int, ...] = tuple(range(1, 9))
     tokens: tuple[int, int | None] = (1, None)
     dtypes: tuple[torch.dtype, ...] = FLOAT_DTYPES
+    needs: tuple[str, ...] = ()
+    priority: int = 50
 
     def matches(self, bits: int, tokens: int, dtype: torch.dtype) -> bool:
         low, high = self.tokens
-        return bits in self.bits and dtype in self.dtypes and low <= tokens and (high is None or tokens < high)
+        return (bits in self.bits and dtype in self.dtypes and low <= tokens
+                and (high is None or tokens < high) and cpu_features().issuperset(self.needs))
 
 
 @dataclass(frozen=True)
@@ -94,8 +138,9 @@ class KernelPath:
         run: ``(layer, state, x2d) -> y2d`` with ``x2d`` in ``compute_dtype``.
         compute_dtype: the dtype the path computes in (None: the input's).
         cases: when automatic dispatch picks it.
-        priority: lower is tried first.
         rtol: bound on ``||y - ref|| / ||ref||`` against the reference path.
+        quantizes_activations: the path rounds the input to integers (W8A8); automatic
+            dispatch skips it for layers with ``allow_activation_quant = False``.
     """
 
     name: str
@@ -104,8 +149,8 @@ class KernelPath:
     run: Callable[[nn.Module, Any, torch.Tensor], torch.Tensor]
     compute_dtype: torch.dtype | None = None
     cases: tuple[Case, ...] = ()
-    priority: int = 50
     rtol: float = 0.0
+    quantizes_activations: bool = False
 
 
 _PATHS: dict[str, KernelPath] = {}
@@ -119,8 +164,8 @@ def register_kernel(path: KernelPath) -> KernelPath:
 
 
 def kernel_paths() -> dict[str, KernelPath]:
-    """All registered paths by name, in priority order."""
-    return dict(sorted(_PATHS.items(), key=lambda kv: kv[1].priority))
+    """All registered paths by name."""
+    return dict(_PATHS)
 
 
 def get_kernel(name: str) -> KernelPath:
@@ -136,7 +181,8 @@ def why_not(layer: nn.Module, name: str) -> str | None:
 
 def select(layer: nn.Module, tokens: int, dtype: torch.dtype) -> KernelPath:
     """The path ``layer`` runs for ``tokens`` rows of ``dtype`` input: the forced one, else
-    the first path (by priority) with a matching case that accepts the layer's weight."""
+    the path of the lowest-priority matching case that accepts the layer's weight, else
+    the fallback ``dense``."""
     forced = layer.kernel
     if forced != "auto":
         reason = why_not(layer, forced)
@@ -145,9 +191,12 @@ def select(layer: nn.Module, tokens: int, dtype: torch.dtype) -> KernelPath:
                               "set layer.kernel = 'auto'")
         return _PATHS[forced]
     bits = layer.scheme.bits
-    for path in kernel_paths().values():
-        if any(c.matches(bits, tokens, dtype) for c in path.cases) and why_not(layer, path.name) is None:
-            return path
+    allow_aq = getattr(layer, "allow_activation_quant", True)
+    matches = [(case.priority, path.name) for path in _PATHS.values() for case in path.cases
+               if (allow_aq or not path.quantizes_activations) and case.matches(bits, tokens, dtype)]
+    for _, name in sorted(matches):
+        if why_not(layer, name) is None:
+            return _PATHS[name]
     return _PATHS[FALLBACK]
 
 
@@ -310,16 +359,28 @@ def _int8_run(layer, state, x):
 def _fbgemm_accepts(layer) -> str | None:
     if torch.backends.quantized.engine not in ("x86", "fbgemm"):
         return f"the quantized engine is {torch.backends.quantized.engine!r}, not x86/fbgemm"
-    return _uniform_per_row(layer)
+    return _on_cpu(layer)
+
+
+def _fbgemm_weight(layer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """int8 codes, float64 scales, int64 zero-points, one scale per output row. Per-row
+    uniform codes are used as they are; other schemes (per-group, codebooks) are the
+    dequantized weight re-quantized to symmetric int8 per row."""
+    if _uniform_per_row(layer) is None:
+        scale, zero = _row_scale_zero(layer)
+        codes = (layer.unsigned_codes().to(torch.int32) - 128).to(torch.int8)  # u - 128
+        return codes, scale.double(), (zero - 128).long()
+    weight = layer.dequantized_weight(torch.float32)
+    scale = (weight.abs().amax(dim=1) / 127).clamp(min=torch.finfo(torch.float32).tiny)
+    codes = torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8)
+    return codes, scale.double(), torch.zeros_like(scale, dtype=torch.long)
 
 
 def _fbgemm_prepare(layer, dtype):
-    scale, zero = _row_scale_zero(layer)
-    codes = (layer.unsigned_codes().to(torch.int32) - 128).to(torch.int8)  # u - 128 in int8
+    codes, scale, zero = _fbgemm_weight(layer)
     with warnings.catch_warnings():  # quantized dtypes are deprecated upstream, still the API
         warnings.simplefilter("ignore")
-        qweight = torch._make_per_channel_quantized_tensor(
-            codes, scale.double(), (zero - 128).long(), 0)
+        qweight = torch._make_per_channel_quantized_tensor(codes, scale, zero, 0)
         return torch.ops.quantized.linear_prepack(qweight, _bias(layer, torch.float32))
 
 
@@ -329,18 +390,22 @@ def _fbgemm_run(layer, state, x):
 
 # --- registry ------------------------------------------------------------------------------
 
+# Priorities come from benchmarks/weight_only_layers.py (see the module docstring).
+_LOW_BITS = (1, 2, 3, 4)
 register_kernel(KernelPath("reference", lambda layer: None, lambda layer, dtype: None, _reference_run,
-                           compute_dtype=torch.float32, priority=100))
+                           compute_dtype=torch.float32))
 register_kernel(KernelPath("dense", lambda layer: None, _dense_prepare, _dense_run,
-                           priority=90, rtol=1e-6))
+                           compute_dtype=torch.float32, rtol=1e-6))
 register_kernel(KernelPath("dense_bf16", lambda layer: None, _dense_prepare, _dense_run,
-                           compute_dtype=torch.bfloat16, priority=80, rtol=2e-2))
+                           compute_dtype=torch.bfloat16, rtol=1e-2,
+                           cases=(Case(tokens=(16, None), dtypes=(torch.bfloat16,), needs=("avx512_bf16",), priority=30),)))
 register_kernel(KernelPath("int4pack", _int4_accepts, _int4_prepare, _int4_run,
-                           compute_dtype=torch.bfloat16, priority=10, rtol=2e-2,
-                           cases=(Case(bits=(1, 2, 3, 4), tokens=(1, 16)),)))
+                           compute_dtype=torch.bfloat16, rtol=1e-2,
+                           cases=(Case(bits=_LOW_BITS, tokens=(1, 16), needs=("avx512_bf16",), priority=10),
+                                  Case(bits=_LOW_BITS, tokens=(1, 32), priority=60))))
 register_kernel(KernelPath("int8pack", _int8_accepts, _int8_prepare, _int8_run,
-                           compute_dtype=torch.bfloat16, priority=20, rtol=2e-2,
-                           cases=(Case(tokens=(1, 16), dtypes=(torch.bfloat16,)),)))
-register_kernel(KernelPath("fbgemm", _fbgemm_accepts, lambda layer, dtype: _fbgemm_prepare(layer, dtype),
-                           _fbgemm_run, compute_dtype=torch.float32, priority=30, rtol=6e-2,
-                           cases=(Case(dtypes=(torch.float32,)),)))
+                           compute_dtype=torch.bfloat16, rtol=1e-2,
+                           cases=(Case(tokens=(1, 32), priority=70),)))
+register_kernel(KernelPath("fbgemm", _fbgemm_accepts, _fbgemm_prepare, _fbgemm_run,
+                           compute_dtype=torch.float32, rtol=4e-2, quantizes_activations=True,
+                           cases=(Case(priority=20),)))

@@ -28,6 +28,9 @@ class QLinear(PackedWeight):
             per-tensor, per-channel (axis 0) or per-group (axis -1), uniform or codebook.
         device: where the buffers live.
         dtype: the bias dtype (default float32).
+        allow_activation_quant: let automatic dispatch pick paths that also round the
+            input to 8 bits (W8A8 ``fbgemm``, the fastest on AVX2 CPUs; larger error, see
+            :mod:`quantlens.nn.kernels`). False keeps activations in float.
 
     Buffers are zeros until :meth:`from_float` or ``load_state_dict`` fills them, so a
     checkpoint loads into ``QLinear(in, out, bias=..., scheme=...)`` built from its config.
@@ -41,8 +44,9 @@ class QLinear(PackedWeight):
     """
 
     def __init__(self, in_features: int, out_features: int, *, bias: bool, scheme: QScheme,
-                 device=None, dtype: torch.dtype = torch.float32) -> None:
+                 device=None, dtype: torch.dtype = torch.float32, allow_activation_quant: bool = True) -> None:
         super().__init__()
+        self.allow_activation_quant = bool(allow_activation_quant)
         self.in_features, self.out_features = int(in_features), int(out_features)
         self._init_weight((self.out_features, self.in_features), scheme, device)
         if bias:
@@ -53,13 +57,14 @@ class QLinear(PackedWeight):
         self._kernel = "auto"
 
     @classmethod
-    def from_float(cls, linear: nn.Linear, qweight: QTensor) -> "QLinear":
+    def from_float(cls, linear: nn.Linear, qweight: QTensor, *, allow_activation_quant: bool = True) -> "QLinear":
         """A QLinear holding ``qweight`` (``linear.weight`` quantized) and ``linear``'s bias.
 
         Args:
             linear: the float layer (left untouched).
             qweight: ``ql.quantize_tensor(linear.weight, scheme)`` or an algorithm's result
                 with the same shape.
+            allow_activation_quant: see the class docstring.
         Returns:
             A new QLinear on ``linear``'s device.
         """
@@ -68,7 +73,8 @@ class QLinear(PackedWeight):
         bias = linear.bias
         layer = cls(linear.in_features, linear.out_features, bias=bias is not None,
                     scheme=qweight.scheme, device=linear.weight.device,
-                    dtype=bias.dtype if bias is not None else torch.float32)
+                    dtype=bias.dtype if bias is not None else torch.float32,
+                    allow_activation_quant=allow_activation_quant)
         layer._load_qtensor(qweight)
         if bias is not None:
             with torch.no_grad():
@@ -79,12 +85,14 @@ class QLinear(PackedWeight):
     def from_config(cls, config: dict) -> "QLinear":
         """Rebuild an empty layer from :meth:`config` (for checkpoint loading)."""
         return cls(config["in_features"], config["out_features"], bias=config["bias"],
-                   scheme=QScheme.from_dict(config["scheme"]))
+                   scheme=QScheme.from_dict(config["scheme"]),
+                   allow_activation_quant=config.get("allow_activation_quant", True))
 
     def config(self) -> dict:
         """What it takes to rebuild this layer empty: JSON-ready."""
         return {"in_features": self.in_features, "out_features": self.out_features,
-                "bias": self.bias is not None, "scheme": self.scheme.to_dict()}
+                "bias": self.bias is not None, "scheme": self.scheme.to_dict(),
+                "allow_activation_quant": self.allow_activation_quant}
 
     @property
     def kernel(self) -> str:
