@@ -68,13 +68,13 @@ class LayerConformance:
     def test_packed_bytes_and_qweight_round_trip(self, scheme):
         _, qt, layer = self.quantize(scheme)
         assert layer.weight_packed.dtype == torch.uint8
-        assert layer.weight_packed.numel() == math.ceil(qt.data.numel() * scheme.bits / 8)
+        assert layer.weight_packed.numel() == math.ceil(qt.data.numel() * qt.scheme.bits / 8)
         back = layer.qweight()
         assert torch.equal(back.data, qt.data)
         assert torch.equal(back.scale, qt.scale)
         assert torch.equal(back.dequantize(), qt.dequantize())
         assert torch.equal(layer.dequantized_weight(), qt.dequantize())
-        assert scheme.describe() in repr(layer)
+        assert qt.scheme.describe() in repr(layer)
 
     @scheme_params()
     def test_state_dict_holds_plain_tensors_only(self, scheme):

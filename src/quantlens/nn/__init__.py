@@ -1,8 +1,9 @@
-"""Quantized modules built on the core layer: weight-only QLinear / QEmbedding and their
-kernel paths."""
+"""Quantized modules built on the core layer: weight-only QLinear / QEmbedding / QConv2d
+and the kernel paths QLinear runs on."""
 
 from quantlens.nn.kernels import KernelPath, force_kernel, kernel_paths, register_kernel
 from quantlens.nn.packed import PackedWeight
+from quantlens.nn.qconv import QConv2d
 from quantlens.nn.qembedding import QEmbedding
 from quantlens.nn.qlinear import QLinear
 from quantlens.nn.registry import quantized_class_for, quantized_classes, register_quantized
@@ -10,6 +11,7 @@ from quantlens.nn.registry import quantized_class_for, quantized_classes, regist
 __all__ = [
     "KernelPath",
     "PackedWeight",
+    "QConv2d",
     "QEmbedding",
     "QLinear",
     "force_kernel",

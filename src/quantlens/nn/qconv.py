@@ -1,0 +1,98 @@
+"""QConv2d: a weight-only quantized ``nn.Conv2d`` (dequantize once, then ``F.conv2d``)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from quantlens.core.qtensor import QTensor
+from quantlens.core.scheme import QScheme
+from quantlens.errors import InputError
+from quantlens.nn.packed import PackedWeight
+from quantlens.nn.registry import register_quantized
+
+
+@register_quantized(nn.Conv2d)
+class QConv2d(PackedWeight):
+    """A 2-D convolution whose weight ``(out, in / groups, kh, kw)`` is stored packed.
+
+    ``forward`` dequantizes the weight once into a float32 cache (dropped on
+    ``load_state_dict`` / ``.to()``; never in the state dict) and runs ``F.conv2d`` in
+    float32, so it matches the dequantize-then-convolve reference exactly; the saving is
+    on disk and in the state dict, not at run time. Set ``layer.kernel = "reference"`` to
+    dequantize on every call instead (no cache).
+
+    Args:
+        in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias:
+            as ``nn.Conv2d`` (``padding_mode="zeros"`` only).
+        scheme: per-channel (axis 0, one scale per output channel), per-group along an
+            axis, or per-tensor; uniform or codebook.
+
+    Example:
+        >>> conv = nn.Conv2d(16, 32, 3, padding=1)
+        >>> q = QConv2d.from_float(conv, ql.quantize_tensor(conv.weight.detach(), ql.QScheme(bits=4, granularity="per_channel")))
+        >>> q(torch.randn(1, 16, 8, 8)).shape
+        torch.Size([1, 32, 8, 8])
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, *, scheme: QScheme, stride=1,
+                 padding=0, dilation=1, groups: int = 1, bias: bool = True, device=None,
+                 dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        pair = nn.modules.utils._pair
+        self.in_channels, self.out_channels, self.groups = int(in_channels), int(out_channels), int(groups)
+        self.kernel_size, self.stride, self.dilation = pair(kernel_size), pair(stride), pair(dilation)
+        self.padding = padding if isinstance(padding, str) else pair(padding)
+        self._init_weight((self.out_channels, self.in_channels // self.groups, *self.kernel_size), scheme, device)
+        if bias:
+            self.bias = nn.Parameter(torch.zeros(self.out_channels, device=device, dtype=dtype), requires_grad=False)
+        else:
+            self.register_parameter("bias", None)
+        self.kernel = "auto"
+
+    @classmethod
+    def from_float(cls, conv: nn.Conv2d, qweight: QTensor) -> "QConv2d":
+        """A QConv2d holding ``qweight`` (``conv.weight`` quantized) and ``conv``'s bias."""
+        if not isinstance(conv, nn.Conv2d):
+            raise InputError(f"QConv2d.from_float needs an nn.Conv2d, got {type(conv).__name__}")
+        if conv.padding_mode != "zeros":
+            raise InputError(f"QConv2d supports padding_mode='zeros' only, got {conv.padding_mode!r}; skip this layer")
+        layer = cls.from_config({**_conv_config(conv), "scheme": qweight.scheme.to_dict()})
+        layer.to(conv.weight.device)
+        layer._load_qtensor(qweight)
+        if conv.bias is not None:
+            with torch.no_grad():
+                layer.bias.copy_(conv.bias.detach())
+        return layer
+
+    @classmethod
+    def from_config(cls, config: dict) -> "QConv2d":
+        """Rebuild an empty layer from :meth:`config` (for checkpoint loading)."""
+        cfg = dict(config)
+        scheme = QScheme.from_dict(cfg.pop("scheme"))
+        return cls(cfg.pop("in_channels"), cfg.pop("out_channels"), cfg.pop("kernel_size"), scheme=scheme, **cfg)
+
+    def config(self) -> dict:
+        """What it takes to rebuild this layer empty: JSON-ready."""
+        return {**_conv_config(self), "scheme": self.scheme.to_dict()}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernel == "reference":
+            weight = self.dequantized_weight(torch.float32)
+        else:
+            weight = self.cached(("kernel", "dense", torch.float32), lambda: self.dequantized_weight(torch.float32))
+        bias = None if self.bias is None else self.bias.float()
+        y = F.conv2d(x.float(), weight, bias, self.stride, self.padding, self.dilation, self.groups)
+        return y.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, {super().extra_repr()}")
+
+
+def _conv_config(conv) -> dict:
+    padding = conv.padding if isinstance(conv.padding, str) else list(conv.padding)
+    return {"in_channels": conv.in_channels, "out_channels": conv.out_channels,
+            "kernel_size": list(conv.kernel_size), "stride": list(conv.stride), "padding": padding,
+            "dilation": list(conv.dilation), "groups": conv.groups, "bias": conv.bias is not None}
