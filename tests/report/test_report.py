@@ -31,7 +31,7 @@ def test_markdown_has_every_row_and_the_failure(synthetic_report):
     md = synthetic_report.to_markdown()
     assert "| static | 98.50 (-0.50) |" in md
     assert "| qat | failed |" in md and "QAT needs labels" in md
-    assert "| 4.00 | 3.60 |" in md and "| 1.00 (4.00×) |" in md  # float: no ratio; static 4x smaller
+    assert "| 4.00 | 3.60 |" in md and "| 1.00 (4.00× smaller) |" in md  # float: no ratio; static 4x smaller
     assert "| 4.000 (5.500) | 2.50× |" in md  # median (p95) and speed-up
     assert "Command: `quantlens compare" in md
 

@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from quantlens.eval import size as _size
 from quantlens.methods.base import QuantConfig, get_method, methods
 
 log = logging.getLogger(__name__)
+_PACKAGE_DIR = str(Path(__file__).resolve().parents[1])
 
 
 @dataclass
@@ -216,6 +218,17 @@ def _summary_counts(row: Row, model: nn.Module) -> None:
         row.notes.extend(summary.notes)
 
 
+def _keep_warnings(row: Row, caught: list) -> None:
+    """quantlens' own warnings during quantization become the row's notes (shown in the
+    report instead of interleaved with the progress output); upstream deprecations are dropped."""
+    for w in caught:
+        if issubclass(w.category, DeprecationWarning) or not str(w.filename).startswith(_PACKAGE_DIR):
+            continue
+        text = f"warning: {w.message}"
+        if text not in row.notes and str(w.message) not in row.notes:
+            row.notes.append(text)
+
+
 def _error_text(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text[:300]}" if not isinstance(exc, QuantlensError) else text[:300]
@@ -309,11 +322,14 @@ def run_comparison(
                 row = Row(name, cfg.method, cfg.to_dict())
                 try:
                     start = time.perf_counter()
-                    qm = quantize_one(model, cfg, calib_data=calib_data, train_data=train_data,
-                                      example_inputs=example, qat_epochs=qat_epochs, progress=progress,
-                                      notes=row.notes)
+                    with warnings.catch_warnings(record=True) as caught:
+                        warnings.simplefilter("always")
+                        qm = quantize_one(model, cfg, calib_data=calib_data, train_data=train_data,
+                                          example_inputs=example, qat_epochs=qat_epochs, progress=progress,
+                                          notes=row.notes)
                     row.quantize_s = time.perf_counter() - start
                     _summary_counts(row, qm)
+                    _keep_warnings(row, caught)
                     measure_row(row, qm, reference, data, bench, metric=metric, reps=reps, warmup=warmup,
                                 threads=threads, memory=memory, progress=progress, workdir=workdir)
                     if on_model is not None:

@@ -242,6 +242,9 @@ class _Server:
             except OSError:
                 self.proc.kill()
         self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                pipe.close()
 
 
 _server: _Server | None = None  # started on first use, stopped at exit

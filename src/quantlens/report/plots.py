@@ -161,7 +161,7 @@ def plot_size(report: Report, path: Path) -> Path:
     base = report.baseline
     for x, r, d in zip(xs, rows, disk):
         if base and base.disk_bytes and r.disk_bytes and r is not base:
-            ax.annotate(f"{base.disk_bytes / r.disk_bytes:.1f}× smaller", (x - width / 2, d),
+            ax.annotate(tables.size_change(base.disk_bytes, r.disk_bytes), (x - width / 2, d),
                         textcoords="offset points", xytext=(0, 3), ha="center", fontsize=8)
     ax.set_xticks(xs, [r.name for r in rows])
     ax.set_ylabel("size (MB)")

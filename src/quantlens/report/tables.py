@@ -66,6 +66,11 @@ def _ratio(base: float | None, value: float | None) -> str:
     return f"{base / value:.2f}×"
 
 
+def size_change(base: int, value: int) -> str:
+    """``"2.89× smaller"`` or ``"1.05× larger"``."""
+    return f"{base / value:.2f}× smaller" if value <= base else f"{value / base:.2f}× larger"
+
+
 def cells(row: Row, base: Row | None) -> list[str]:
     """One table line for ``row``; ``base`` is the float row (for the deltas)."""
     if not row.ok:
@@ -75,8 +80,8 @@ def cells(row: Row, base: Row | None) -> list[str]:
     if q is not None and bq is not None and row is not base:
         acc += f" ({q - bq:+.2f})"
     disk = _mb(row.disk_bytes)
-    if base is not None and row is not base and _ratio(base.disk_bytes, row.disk_bytes):
-        disk += f" ({_ratio(base.disk_bytes, row.disk_bytes)})"
+    if base is not None and row is not base and base.disk_bytes and row.disk_bytes:
+        disk += f" ({size_change(base.disk_bytes, row.disk_bytes)})"
     latency = f"{_num(row.latency_ms, 3)} ({_num(row.latency_p95_ms, 3)})"
     speedup = "1.00×" if row is base else (_ratio(base.latency_ms, row.latency_ms) if base else "")
     items = f"{row.items_per_s:,.0f}" if row.items_per_s is not None else "–"
