@@ -7,7 +7,7 @@ from collections import OrderedDict
 
 import pytest
 import torch
-from conftest import make_mlp, swap_qlinear
+from analysis_helpers import make_mlp, swap_qlinear
 from torch import nn
 
 import quantlens as ql

@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import make_mlp
+from analysis_helpers import make_mlp
 from torch import nn
 
 import quantlens as ql

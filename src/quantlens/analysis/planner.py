@@ -134,24 +134,40 @@ class MixedPrecisionPlan:
 # --- candidates ----------------------------------------------------------------------------
 
 
-def _default_method() -> QuantConfig:
-    return get_method("weight_only").config_cls(bits=8)
+def _default_configs(candidates) -> dict[int, QuantConfig]:
+    """Weight-only presets per width (``w8`` per-channel, ``w4`` groups of 32, ``w2`` of 16)."""
+    from quantlens.eval.presets import PRESETS, make_config
+
+    cls = get_method("weight_only").config_cls
+    return {b: make_config(f"w{b}") if f"w{b}" in PRESETS else cls(bits=b, group_size=32)
+            for b in candidates if b is not None}
 
 
-def _candidate_configs(method: QuantConfig, candidates) -> dict[int | None, QuantConfig | None]:
+def _with_bits(method: QuantConfig, bits: int) -> QuantConfig:
+    """``method`` at another width; a ``symmetric`` left at its width-dependent default follows the width."""
+    names = {f.name for f in fields(method)}
+    if "symmetric" in names and getattr(method, "symmetric") == (method.bits >= 8):
+        return method.replace(bits=bits, symmetric=None)
+    return method.replace(bits=bits)
+
+
+def _candidate_configs(method: QuantConfig | None, candidates) -> dict[int | None, QuantConfig | None]:
     """``{bits: config}`` from most to least precise (None = float first)."""
     if not candidates:
         raise ConfigError("candidates is empty; give bit widths such as (8, 4, 2, None)")
-    has_bits = "bits" in {f.name for f in fields(method)}
-    out: dict[int | None, QuantConfig | None] = {}
-    if None in candidates:
-        out[None] = None
     for b in candidates:
         if b is not None and (not isinstance(b, int) or isinstance(b, bool) or b < 1):
             raise ConfigError(f"candidate {b!r} is not a bit width; give ints such as 8, 4, 2 (None = float)")
+    defaults = _default_configs(candidates) if method is None else {}
+    has_bits = method is None or "bits" in {f.name for f in fields(method)}
+    out: dict[int | None, QuantConfig | None] = {}
+    if None in candidates:
+        out[None] = None
     for b in sorted({c for c in candidates if c is not None}, reverse=True):
-        if has_bits:
-            out[b] = method.replace(bits=b)
+        if method is None:
+            out[b] = defaults[b]
+        elif has_bits:
+            out[b] = _with_bits(method, b)
         elif not any(v is not None for v in out.values()):
             out[b] = method  # a method without a bit width: "quantized" vs "float" only
     return out
@@ -233,8 +249,10 @@ def search_plan(
         min_sqnr_db: the budget when the metric is SQNR (default 30 dB).
         target_size: instead of an accuracy budget, a size budget in bytes of the whole
             model (weights and buffers in memory): the plan with the best accuracy that fits.
-        method: the method config whose bit width varies (default ``WeightOnly(bits=8)``);
-            its other settings (group size, skip, ...) are kept.
+        method: the method config whose bit width varies; its other settings (group size,
+            skip, ...) are kept. Default: the weight-only presets (8-bit per-channel, 4-bit
+            in groups of 32, 2-bit in groups of 16). A method without a bit width (Static)
+            plans which layers to keep in float.
         metric: see :mod:`quantlens.analysis.scoring`.
         max_batches: measure on the first ``max_batches`` batches (a subset).
         calib_data: calibration data for methods that calibrate (default: ``data``).
@@ -247,8 +265,8 @@ def search_plan(
     Raises:
         ConfigError: bad candidates, or a ``target_size`` below the smallest reachable size.
     """
-    method = method or _default_method()
     configs = _candidate_configs(method, candidates)
+    method = method or next(c for c in configs.values() if c is not None)
     levels = list(configs)
     ev = Evaluator(model, data, metric=metric, max_batches=max_batches)
     warn_small(ev.samples, "the mixed-precision plan")

@@ -1,10 +1,13 @@
-"""A minimal module-swapping weight-only method, so the analysis tests do not depend on the
-real methods: per-channel symmetric ``bits``-bit nn.Linear -> QLinear."""
+"""Helpers of the analysis tests: a small MLP, QLinear swapping, and a minimal module-swapping
+weight-only method (per-channel symmetric ``bits``-bit nn.Linear -> QLinear), so these tests
+do not depend on the real methods."""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 import quantlens as ql
@@ -12,6 +15,22 @@ from quantlens.methods import base
 from quantlens.nn import QLinear
 
 NAME = "toy_weight_only"
+
+
+def make_mlp(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 4)).eval()
+
+
+def swap_qlinear(model: nn.Module, names: dict[str, int], group_size: int | None = None) -> nn.Module:
+    """A copy of ``model`` with the Linear layers in ``names`` replaced by ``bits``-bit QLinear."""
+    out = copy.deepcopy(model)
+    for name, bits in names.items():
+        lin = out.get_submodule(name)
+        scheme = (ql.QScheme(bits=bits, granularity="per_group", group_size=group_size) if group_size
+                  else ql.QScheme(bits=bits, granularity="per_channel", axis=0))
+        out.set_submodule(name, QLinear.from_float(lin, ql.quantize_tensor(lin.weight.detach(), scheme)))
+    return out
 
 
 @dataclass(frozen=True)

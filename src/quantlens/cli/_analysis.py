@@ -1,0 +1,96 @@
+"""What the analysis commands (``debug``, ``sensitivity``, ``inspect``) share: resolving the
+model, the data and the method from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from quantlens import zoo
+from quantlens.errors import ConfigError, InputError, UnknownNameError
+from quantlens.methods.base import QuantConfig, config_from_dict
+
+
+@dataclass
+class Inputs:
+    """The resolved MODEL / --data / --calib-data arguments."""
+
+    model: object
+    zoo_name: str | None
+    data: object
+    calib: object
+
+
+def resolve_model(spec: str):
+    """``(model, zoo name or None)`` for a zoo name, a quantlens checkpoint folder, or any
+    spec ``quantlens.cli._models.resolve_model`` understands."""
+    if spec in zoo.list_models():
+        return zoo.load_model(spec), spec
+    path = Path(spec)
+    if path.is_dir() and (path / "quantlens.json").is_file():
+        import quantlens as ql
+
+        return ql.load(path), None
+    try:
+        from quantlens.cli._models import resolve_model as resolve_any
+    except ImportError:
+        raise UnknownNameError(f"unknown model {spec!r}; give a zoo model ({', '.join(zoo.list_models())}) "
+                               "or a quantlens checkpoint folder") from None
+    resolved = resolve_any(spec)
+    return getattr(resolved, "model", resolved), getattr(resolved, "zoo", None)
+
+
+def load_inputs(args: argparse.Namespace, *, need_data: bool = True) -> Inputs:
+    """Resolve ``args.model``, ``args.data`` (default: the zoo model's data set) and
+    ``args.calib_data`` (default: the data set's calib split, else the data)."""
+    from quantlens.cli._data import load_data
+
+    model, zoo_name = resolve_model(args.model)
+    spec = getattr(args, "data", None) or (zoo.default_dataset_for(zoo_name) if zoo_name else None)
+    if spec is None:
+        if need_data:
+            raise InputError("give --data for a model that is not from the zoo "
+                             "(a zoo data set, a .pt/.npz file or an image folder)")
+        return Inputs(model, zoo_name, None, None)
+    loaded = load_data(spec)
+    calib_spec = getattr(args, "calib_data", None)
+    calib = load_data(calib_spec).test if calib_spec else (loaded.calib or loaded.test)
+    return Inputs(model, zoo_name, loaded.test, calib)
+
+
+def method_config(args: argparse.Namespace, default: str = "w4") -> QuantConfig:
+    """The config from ``--config FILE.json`` or the ``--method`` preset name."""
+    if getattr(args, "config", None):
+        path = Path(args.config)
+        try:
+            return config_from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            raise InputError(f"config file {path} does not exist") from None
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path} is not valid JSON ({exc}); write it with config.to_dict()") from exc
+    from quantlens.eval.presets import make_config
+
+    return make_config(args.method or default)
+
+
+def add_common(parser: argparse.ArgumentParser, *, method: bool = True) -> None:
+    """MODEL, --data, --calib-data, --method/--config, --max-batches, --metric."""
+    from quantlens.eval.presets import PRESETS
+
+    parser.add_argument("model", help="zoo name, quantlens checkpoint folder, or Hugging Face folder / module:factory")
+    parser.add_argument("--data", help="zoo data set or .pt/.npz of tensors (default: the zoo model's data set)")
+    parser.add_argument("--calib-data", help="calibration data (default: the data set's calib split)")
+    if method:
+        parser.add_argument("--method", help=f"method preset: {', '.join(PRESETS)} (default w4)")
+        parser.add_argument("--config", help="a config JSON file (config.to_dict()) instead of --method")
+    parser.add_argument("--max-batches", type=int, default=None, help="measure on this many batches only (a subset)")
+    parser.add_argument("--metric", choices=("accuracy", "cosine", "agreement", "sqnr"),
+                        help="what to measure (default: accuracy with labels, cosine for embeddings, else SQNR)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+
+def check_positive(value: int | None, flag: str) -> None:
+    if value is not None and value < 1:
+        raise InputError(f"{flag} must be >= 1, got {value}")

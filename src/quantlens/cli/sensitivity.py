@@ -1,0 +1,41 @@
+"""``quantlens sensitivity MODEL``: rank the layers by what quantizing each one costs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from quantlens.cli._analysis import add_common, check_positive, load_inputs, method_config
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "sensitivity",
+        help="quantize one layer at a time and rank the layers by the metric's drop",
+        description="Quantize each layer of MODEL alone (or, with --reverse, all layers but one) with the "
+                    "method and rank the layers by the drop in accuracy (labels) or output SQNR.",
+    )
+    add_common(parser)
+    parser.add_argument("--reverse", action="store_true", help="quantize everything but one layer at a time")
+    parser.add_argument("--top", type=int, default=None, help="show only the N most sensitive layers")
+    parser.add_argument("--plot", help="write the bar chart to this PNG file")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from quantlens.analysis import sensitivity
+
+    check_positive(args.max_batches, "--max-batches")
+    check_positive(args.top, "--top")
+    config = method_config(args)
+    inputs = load_inputs(args)
+    result = sensitivity(inputs.model, inputs.data, config, metric=args.metric, reverse=args.reverse,
+                         max_batches=args.max_batches, calib_data=inputs.calib)
+    if args.top:
+        result.rows = result.rows[: args.top]
+    if args.plot:
+        from quantlens.report.analysis_plots import plot_sensitivity
+
+        plot_sensitivity(result, args.plot)
+    print(json.dumps(result.to_dict(), indent=2) if args.json else str(result))
+    return 0

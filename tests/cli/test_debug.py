@@ -1,0 +1,77 @@
+"""quantlens debug / sensitivity / inspect: thin commands over quantlens.analysis."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import quantlens as ql
+from quantlens import zoo
+from quantlens.cli import main
+from quantlens.methods import WeightOnly
+from quantlens.methods.base import config_from_dict
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():  # tiny models: more threads only contend on a shared machine
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_debug_prints_advice_and_writes_a_plan_quantize_applies(tmp_path, capsys):
+    plan_path = tmp_path / "plan.json"
+    code = main(["debug", "digits-cnn", "--method", "w2", "--max-batches", "2", "--candidates", "8,4,2,float",
+                 "--plan-out", str(plan_path), "--plots", str(tmp_path / "plots")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "WeightOnly: accuracy" in out and "fc" in out
+    assert "plan written to" in out
+    cfg = config_from_dict(json.loads(plan_path.read_text()))
+    qm = ql.quantize(zoo.load_model("digits-cnn"), cfg)  # the file is an ordinary config
+    assert qm.quantlens_config == cfg
+    assert (tmp_path / "plots" / "sensitivity.png").is_file() and (tmp_path / "plots" / "layer_sqnr.png").is_file()
+
+
+def test_debug_reports_plan_layers_missing_from_the_model(tmp_path, capsys):
+    bad = WeightOnly(bits=4, group_size=32, overrides={"encoder.layer.0.*": WeightOnly(bits=8)})
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(bad.to_dict()))
+    code = main(["debug", "digits-cnn", "--config", str(path), "--max-batches", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "'encoder.layer.0.*'" in err and "match no module" in err
+
+
+def test_sensitivity_command_json_and_plot(tmp_path, capsys):
+    code = main(["sensitivity", "digits-cnn", "--method", "w4", "--max-batches", "2", "--json",
+                 "--plot", str(tmp_path / "s.png")])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0 and data["metric"] == "accuracy" and data["rows"][0]["name"] == "fc"
+    assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_inspect_float_and_checkpoint(tmp_path, capsys):
+    qm = ql.quantize(zoo.load_model("digits-cnn"), WeightOnly(bits=4, group_size=32))
+    ql.save(qm, tmp_path / "ckpt")
+    assert main(["inspect", str(tmp_path / "ckpt"), "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["weights"]}
+    assert rows["fc"]["bits"] == 4 and rows["fc"]["kind"] == "QLinear"
+    assert rows["stem.0"]["bits"] == 32
+    assert rows["fc"]["bytes"] < 32 * 10 * 4
+    assert main(["inspect", "digits-cnn", "--data", "digits", "--max-batches", "1", "--observers", "minmax,percentile",
+                 "--plot", str(tmp_path / "h.png")]) == 0
+    out = capsys.readouterr().out
+    assert "activation ranges" in out and "block1.conv1" in out
+    assert (tmp_path / "h.png").is_file()
+
+
+def test_bad_arguments_are_one_line_errors(capsys):
+    assert main(["debug", "digits-cnn", "--candidates", "8,four"]) == 2
+    assert "not a bit width" in capsys.readouterr().err
+    assert main(["inspect", "digits-cnn", "--observers", "nope"]) == 2
+    assert "unknown observer" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["sensitivity"])
