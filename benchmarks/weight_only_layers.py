@@ -158,8 +158,8 @@ def bench_shape(k: int, n: int, args, bandwidth: float, peers_info: dict) -> lis
         x32 = torch.randn(batch, k)
         x16 = x32.bfloat16()
         variants = {  # label -> (callable, input dtype, weight bytes read, path)
-            "fp32": (lambda: F.linear(x32, w32, linear.bias), torch.float32, 4 * n * k, "float"),
-            "bf16": (lambda: F.linear(x16, w16, b16), torch.bfloat16, 2 * n * k, "float"),
+            "fp32": (lambda x=x32: F.linear(x, w32, linear.bias), torch.float32, 4 * n * k, "float"),
+            "bf16": (lambda x=x16: F.linear(x, w16, b16), torch.bfloat16, 2 * n * k, "float"),
         }
         for name, (_, paths) in OUR_SCHEMES.items():
             layer = layers[name]

@@ -8,6 +8,7 @@ from quantlens import QScheme, quantize_tensor
 from quantlens.errors import InputError
 from quantlens.nn import QConv2d, quantized_class_for
 
+
 class TestQConv2dConformance(LayerConformance):
     qcls = QConv2d
 

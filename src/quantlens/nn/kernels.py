@@ -43,10 +43,13 @@ fbgemm      ``torch.ops.quantized.linear_dynamic`` (W8A8: the     4e-2       1 B
             False.
 ==========  ====================================================  =========  ========
 
-Automatic choice (benchmarks/weight_only_layers.py, results in
-benchmarks/results/weight_only_layers.json; measured on the project's 2-core AVX2 CPU,
-where bf16 matmuls are emulated and slower than float32, int4pack is compute-bound at about
-fp32 speed, and fbgemm's AVX2 int8 kernels are 3-5x faster than fp32 at batch 1 and 8):
+Automatic choice (benchmarks/weight_only_layers.py; results in benchmarks/results/
+weight_only_layers*.json). Measured on the project's 2-core AVX2 CPU (no AVX-512, so bf16
+matmuls are emulated: dense_bf16 runs at 0.3x fp32 at batch 64), shared with other jobs,
+speed-up over fp32 in the same run, 4096x4096 / 4096x11008, int4 g128 and int8
+per-channel: fbgemm 1.6-3.5x at batch 1 (1 thread), 3.4-6.5x at batch 8, 1.6-2.2x at
+batch 64; int4pack 1.0-1.3x, 2.1x, 0.74-0.84x; int8pack 1.0-1.4x, 2.3-2.4x, 0.6-0.8x;
+dense 0.9-1.1x throughout. Hence:
 
 - any scheme, any batch, any dtype -> ``fbgemm`` (priority 20);
 - CPUs with avx512_bf16 (not measured here; the issue's figures for such a CPU: int4pack
@@ -201,11 +204,20 @@ def select(layer: nn.Module, tokens: int, dtype: torch.dtype) -> KernelPath:
 
 
 def run(layer: nn.Module, x2d: torch.Tensor, path: KernelPath | None = None) -> torch.Tensor:
-    """``layer``'s output for a 2-D input, through ``path`` (default: :func:`select`)."""
-    path = path or select(layer, x2d.shape[0], x2d.dtype)
-    compute = path.compute_dtype or x2d.dtype
-    state = layer.cached(("kernel", path.name, compute), lambda: path.prepare(layer, compute))
-    return path.run(layer, state, x2d.to(compute)).to(x2d.dtype)
+    """``layer``'s output for a 2-D input, through ``path`` (default: :func:`select`).
+
+    The choice and the prepared state are memoised per (tokens, dtype, forced kernel) in
+    the layer's cache, so a call costs one dict lookup besides the kernel itself."""
+    key = ("run", x2d.shape[0], x2d.dtype, layer.kernel, getattr(layer, "allow_activation_quant", True),
+           path.name if path else None)
+    hit = layer._cache.get(key)
+    if hit is None:
+        chosen = path or select(layer, x2d.shape[0], x2d.dtype)
+        compute = chosen.compute_dtype or x2d.dtype
+        state = layer.cached(("kernel", chosen.name, compute), lambda: chosen.prepare(layer, compute))
+        hit = layer._cache[key] = (chosen, compute, state)
+    chosen, compute, state = hit
+    return chosen.run(layer, state, x2d.to(compute)).to(x2d.dtype)
 
 
 @contextlib.contextmanager
@@ -277,7 +289,7 @@ INT4_GROUPS = (256, 128, 64, 32)  # group sizes the kernel takes, largest (fewes
 
 
 def _int4_group(layer) -> int | None:
-    s, (n, k) = layer.scheme, layer.weight_shape
+    s, k = layer.scheme, layer.weight_shape[1]
     span = s.group_size if s.granularity == "per_group" else k
     return next((g for g in INT4_GROUPS if span % g == 0 and k % g == 0), None)
 

@@ -52,7 +52,7 @@ class QConv2d(PackedWeight):
         self.kernel = "auto"
 
     @classmethod
-    def from_float(cls, conv: nn.Conv2d, qweight: QTensor) -> "QConv2d":
+    def from_float(cls, conv: nn.Conv2d, qweight: QTensor) -> QConv2d:
         """A QConv2d holding ``qweight`` (``conv.weight`` quantized) and ``conv``'s bias."""
         if not isinstance(conv, nn.Conv2d):
             raise InputError(f"QConv2d.from_float needs an nn.Conv2d, got {type(conv).__name__}")
@@ -67,7 +67,7 @@ class QConv2d(PackedWeight):
         return layer
 
     @classmethod
-    def from_config(cls, config: dict) -> "QConv2d":
+    def from_config(cls, config: dict) -> QConv2d:
         """Rebuild an empty layer from :meth:`config` (for checkpoint loading)."""
         cfg = dict(config)
         scheme = QScheme.from_dict(cfg.pop("scheme"))

@@ -55,7 +55,7 @@ class QEmbedding(PackedWeight):
         return super().unsupported_reason(scheme, weight_shape)
 
     @classmethod
-    def from_float(cls, embedding: nn.Embedding, qweight: QTensor) -> "QEmbedding":
+    def from_float(cls, embedding: nn.Embedding, qweight: QTensor) -> QEmbedding:
         """A QEmbedding holding ``qweight`` (``embedding.weight`` quantized)."""
         if not isinstance(embedding, nn.Embedding):
             raise InputError(f"QEmbedding.from_float needs an nn.Embedding, got {type(embedding).__name__}")
@@ -69,7 +69,7 @@ class QEmbedding(PackedWeight):
         return layer
 
     @classmethod
-    def from_config(cls, config: dict) -> "QEmbedding":
+    def from_config(cls, config: dict) -> QEmbedding:
         """Rebuild an empty layer from :meth:`config` (for checkpoint loading)."""
         return cls(config["num_embeddings"], config["embedding_dim"], padding_idx=config.get("padding_idx"),
                    scheme=QScheme.from_dict(config["scheme"]))

@@ -57,7 +57,7 @@ class QLinear(PackedWeight):
         self._kernel = "auto"
 
     @classmethod
-    def from_float(cls, linear: nn.Linear, qweight: QTensor, *, allow_activation_quant: bool = True) -> "QLinear":
+    def from_float(cls, linear: nn.Linear, qweight: QTensor, *, allow_activation_quant: bool = True) -> QLinear:
         """A QLinear holding ``qweight`` (``linear.weight`` quantized) and ``linear``'s bias.
 
         Args:
@@ -82,7 +82,7 @@ class QLinear(PackedWeight):
         return layer
 
     @classmethod
-    def from_config(cls, config: dict) -> "QLinear":
+    def from_config(cls, config: dict) -> QLinear:
         """Rebuild an empty layer from :meth:`config` (for checkpoint loading)."""
         return cls(config["in_features"], config["out_features"], bias=config["bias"],
                    scheme=QScheme.from_dict(config["scheme"]),
