@@ -120,3 +120,27 @@ def test_ctrl_c_keeps_the_rows_in_results_json(capsys, tmp_path, small_data, mon
     assert code == 130 and "interrupted" in err
     data = json.loads((out / "results.json").read_text())
     assert data["interrupted"] and [r["name"] for r in data["rows"]] == ["float"]
+
+
+def test_a_checkpoint_is_compared_with_the_float_model_it_came_from(capsys, tmp_path, small_data):
+    import quantlens as ql
+
+    calib = zoo.load_dataset("digits", "calib").inputs[:64]
+    qm = ql.quantize(zoo.load_model("digits-cnn"), ql.Static(observer="minmax", calib_batches=1), calib_data=calib)
+    ql.save(qm, tmp_path / "ckpt")
+    out = tmp_path / "r"
+    code, _, err = _run(capsys, str(tmp_path / "ckpt"), "--data", str(small_data), "--methods", "w8", "--reps", "1",
+                        "--no-memory", "--out", str(out))
+    assert code == 0, err
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [r["name"] for r in rows] == ["float", "checkpoint", "w8"]
+    assert rows[0]["accuracy"] > 95 and rows[1]["method"] == "static" and rows[1]["accuracy"] > 90
+
+
+def test_module_factory_models_get_memory_measured(capsys, tmp_path, small_data):
+    out = tmp_path / "r"
+    code, _, err = _run(capsys, "quantlens.zoo.models:DigitsCNN", "--data", str(small_data), "--methods", "w8",
+                        "--reps", "1", "--out", str(out))
+    assert code == 0, err
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert all(r["peak_memory_bytes"] is not None for r in rows), [r["notes"] for r in rows]

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from quantlens import zoo
-from quantlens.errors import InputError, QuantizationFailedError, UnknownNameError
+from quantlens.errors import InputError, QuantizationFailedError
 from quantlens.eval.presets import PRESETS, check_names, default_methods, make_config, sweep_configs
 from quantlens.report import Report, compare
 
@@ -75,18 +75,25 @@ def command_line(args: argparse.Namespace) -> str:
 
 
 def _resolve_model(spec: str):
-    """(model, zoo name or None)."""
-    try:
-        from quantlens.cli._models import resolve_model
-    except ImportError:
-        resolve_model = None
-    if spec in zoo.list_models():
-        return zoo.load_model(spec), spec
-    if resolve_model is None:
-        raise UnknownNameError(f"unknown model {spec!r}; valid zoo models: {', '.join(zoo.list_models())}")
-    resolved = resolve_model(spec)
-    model = getattr(resolved, "model", resolved)
-    return model, getattr(resolved, "zoo", None)
+    """``(float model, zoo name or None, extra rows)``; a quantlens checkpoint is compared
+    against the float model it was made from (when that can be rebuilt with its weights)."""
+    from quantlens.cli._models import resolve_model
+
+    resolved = resolve_model(spec, trust_code=True)  # the user named it on their own command line
+    model = resolved.model
+    if resolved.kind == "factory":  # lets checkpoints and child processes rebuild it
+        model.quantlens_source = {"kind": "factory", "path": spec, "kwargs": {}}
+    if resolved.kind != "checkpoint":
+        return model, resolved.zoo, {}
+    source = getattr(model, "quantlens_source", None) or {}
+    if source.get("zoo"):
+        return zoo.load_model(source["zoo"]), source["zoo"], {"checkpoint": model}
+    if source.get("kind") == "factory":
+        from quantlens.checkpoint import build_skeleton
+
+        return build_skeleton(source, trust_code=True), None, {"checkpoint": model}
+    raise InputError(f"{spec} holds a quantized model whose float weights quantlens cannot rebuild; "
+                     "give the float model (zoo name, Hugging Face folder or module:factory) as MODEL")
 
 
 def _configs(args: argparse.Namespace) -> dict:
@@ -149,7 +156,8 @@ def _run(args: argparse.Namespace, configs: dict) -> int:
     err = Console(stderr=True)
     out = Path(args.out)
     _check_out(out, args.force)
-    model, zoo_name = _resolve_model(args.model)
+    model, zoo_name, extra = _resolve_model(args.model)
+    configs = {**extra, **configs}
     data, calib, train = _data_for(args, zoo_name)
     _prepare_out(out)
     command = command_line(args)

@@ -262,7 +262,8 @@ def run_comparison(
 
     Args:
         model: the float model (left untouched).
-        configs: ``{row name: config}``.
+        configs: ``{row name: config}``; a value may also be a model already quantized by
+            quantlens (``ql.quantize`` / ``ql.load``), measured as it is.
         data: evaluation data (any form ``iter_batches`` accepts); its first batch is timed.
         calib_data: calibration data for Static (default: the first batches of ``data``, noted).
         train_data: labelled data QAT configs train on for ``qat_epochs``.
@@ -284,8 +285,9 @@ def run_comparison(
     if not isinstance(model, nn.Module):
         raise InputError(f"expected a torch.nn.Module, got {type(model).__name__}")
     for name, cfg in configs.items():
-        if not isinstance(cfg, QuantConfig):
-            raise InputError(f"method {name!r} maps to a {type(cfg).__name__}; give a config such as ql.Dynamic()")
+        if not isinstance(cfg, QuantConfig) and getattr(cfg, "quantlens_config", None) is None:
+            raise InputError(f"method {name!r} maps to a {type(cfg).__name__}; give a config such as ql.Dynamic() "
+                             "or a model returned by ql.quantize / ql.load")
     model.eval()
     bench = _latency.as_batch(example_inputs) if example_inputs is not None else first_batch(data)
     bench = Batch(bench.args, bench.kwargs)
@@ -319,15 +321,17 @@ def run_comparison(
             for i, (name, cfg) in enumerate(configs.items(), start=2):
                 if on_start:
                     on_start(name, i, total)
-                row = Row(name, cfg.method, cfg.to_dict())
+                given = None if isinstance(cfg, QuantConfig) else cfg  # an already quantized model
+                config = cfg if given is None else given.quantlens_config
+                row = Row(name, config.method, config.to_dict())
                 try:
                     start = time.perf_counter()
                     with warnings.catch_warnings(record=True) as caught:
                         warnings.simplefilter("always")
-                        qm = quantize_one(model, cfg, calib_data=calib_data, train_data=train_data,
-                                          example_inputs=example, qat_epochs=qat_epochs, progress=progress,
-                                          notes=row.notes)
-                    row.quantize_s = time.perf_counter() - start
+                        qm = given if given is not None else quantize_one(
+                            model, cfg, calib_data=calib_data, train_data=train_data, example_inputs=example,
+                            qat_epochs=qat_epochs, progress=progress, notes=row.notes)
+                    row.quantize_s = None if given is not None else time.perf_counter() - start
                     _summary_counts(row, qm)
                     _keep_warnings(row, caught)
                     measure_row(row, qm, reference, data, bench, metric=metric, reps=reps, warmup=warmup,

@@ -49,7 +49,7 @@ SWEEPS: dict[str, dict[str, Sequence]] = {
     "static": {"observer": ("minmax", "histogram", "percentile"), "per_channel": (True, False)},
     "weight_only": {"bits": (8, 4, 2), "group_size": (None, 32)},
     "qat": {"bits": (8, 4), "per_channel": (True, False)},
-    "dynamic": {"backend": ("x86", "qnnpack")},
+    "dynamic": {"per_channel": (True, False), "activations": ("per_token", "per_tensor")},
 }
 _SWEEP_ALIASES = {"w8": "weight_only", "w4": "weight_only", "w2": "weight_only", "qat4": "qat"}
 
