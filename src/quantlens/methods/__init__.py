@@ -4,11 +4,13 @@ Importing this package registers the built-in methods (see methods/base.py for h
 """
 
 from quantlens.methods.base import QuantConfig, QuantSummary, get_method, methods, register_method
+from quantlens.methods.dynamic import Dynamic
 from quantlens.methods.int8_graph import register_custom_module
 from quantlens.methods.qat import QAT, train_qat
 from quantlens.methods.static import Static
 
 __all__ = [
+    "Dynamic",
     "QAT",
     "QuantConfig",
     "QuantSummary",

@@ -438,3 +438,84 @@ def eager_convert(model: nn.Module) -> nn.Module:
     with quiet():
         return _tq().convert(model.eval(), inplace=True)
 
+
+
+# --- dynamic ---------------------------------------------------------------------------------
+# Dynamic LSTM / GRU for quantlens.methods.dynamic: torch.ao's DynamicQuantizedLSTM / GRU
+# (int8 or fp16 weights packed for fbgemm/qnnpack, activations quantized per step).
+# Their packed weights are ScriptObjects; dynamic_rnn_weights / dynamic_rnn_set_weights move
+# them to and from plain tensors so checkpoints stay pickle-free.
+
+
+def _dynamic_rnn_classes() -> dict[type, type]:
+    with quiet():
+        import torch.ao.nn.quantized.dynamic as nnqd
+    return {nn.LSTM: nnqd.LSTM, nn.GRU: nnqd.GRU}
+
+
+def dynamic_rnn_from_float(module: nn.Module, *, dtype: str, per_channel: bool) -> nn.Module:
+    """torch.ao's dynamic LSTM/GRU holding ``module``'s weights (``dtype`` "int8" | "float16")."""
+    tq = _tq()
+    if dtype == "float16":
+        qconfig = tq.float16_dynamic_qconfig
+    else:
+        qconfig = tq.per_channel_dynamic_qconfig if per_channel else tq.default_dynamic_qconfig
+    module.qconfig = qconfig
+    try:
+        with quiet():
+            return _dynamic_rnn_classes()[type(module)].from_float(module)
+    finally:
+        del module.qconfig
+
+
+def dynamic_rnn_empty(module: nn.Module, *, dtype: str) -> nn.Module:
+    """An untrained torch.ao dynamic LSTM/GRU with ``module``'s shape, for loading weights into."""
+    cls = _dynamic_rnn_classes()[type(module)]
+    with quiet():
+        return cls(module.input_size, module.hidden_size, module.num_layers, module.bias, module.batch_first,
+                   float(module.dropout), module.bidirectional,
+                   dtype=torch.qint8 if dtype == "int8" else torch.float16)
+
+
+def dynamic_rnn_weights(qrnn: nn.Module) -> dict[str, torch.Tensor]:
+    """The weights and biases of a torch.ao dynamic RNN as plain tensors.
+
+    int8 weights ``weight_ih_l0`` become ``weight_ih_l0`` (int8 codes), ``..._scale``
+    (float64, per channel) and ``..._zero_point`` (int64); fp16 weights stay fp16.
+    """
+    with quiet():
+        wb = qrnn._weight_bias()
+    out: dict[str, torch.Tensor] = {}
+    for name, w in wb["weight"].items():
+        if w.is_quantized:
+            out[name] = w.int_repr()
+            out[name + "_scale"] = w.q_per_channel_scales() if w.qscheme() == torch.per_channel_affine \
+                else torch.tensor([w.q_scale()], dtype=torch.float64)
+            out[name + "_zero_point"] = w.q_per_channel_zero_points() if w.qscheme() == torch.per_channel_affine \
+                else torch.tensor([w.q_zero_point()], dtype=torch.int64)
+        else:
+            out[name] = w.to(torch.float16)
+    out.update({name: b for name, b in wb["bias"].items() if b is not None})
+    return out
+
+
+def dynamic_rnn_set_weights(qrnn: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """Load :func:`dynamic_rnn_weights` output back into ``qrnn`` (repacks its weights)."""
+    weights, biases = {}, {}
+    for name, t in tensors.items():
+        if name.startswith("bias_"):
+            biases[name] = t
+        elif name.startswith("weight_") and not name.endswith(("_scale", "_zero_point")):
+            if t.dtype == torch.int8:
+                scale, zp = tensors[name + "_scale"], tensors[name + "_zero_point"]
+                with quiet():
+                    if scale.numel() == 1:
+                        t = torch._make_per_tensor_quantized_tensor(t, scale.item(), int(zp.item()))
+                    else:
+                        t = torch._make_per_channel_quantized_tensor(t, scale, zp, 0)
+            else:
+                t = t.float()
+            weights[name] = t
+    with quiet():
+        qrnn.set_weight_bias({**weights, **{n: biases.get(n) for n in
+                                            [w.replace("weight_", "bias_", 1) for w in weights]}})

@@ -1,0 +1,242 @@
+"""Dynamic quantization: int8 (or fp16) weights, activations quantized on the fly.
+
+No calibration data: each forward computes the activation ranges of the tokens it sees.
+Linear layers become :class:`quantlens.nn.dynamic_linear.DynamicLinear` (per-channel int8
+weights, per-token activation scales: the scheme that keeps transformer embeddings within
+cosine 0.995 of float); LSTM / GRU layers become :class:`DynamicRNN` (PyTorch's dynamic
+kernels, behind :mod:`quantlens.methods.backends.torch_ao`).
+
+Which float layer becomes which quantized one is a registry (:func:`register_dynamic_layer`),
+so supporting another layer type is one call, not an edit here.
+
+Example:
+    >>> qm = ql.quantize(model, ql.Dynamic())                      # int8, per-token
+    >>> qm = ql.quantize(model, ql.Dynamic(dtype="float16"))       # fp16 weights
+    >>> qm = ql.quantize(model, ql.Dynamic(modules=("lstm",)))     # only the recurrent layers
+    >>> print(qm.quantlens_summary)
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from quantlens.errors import ConfigError
+from quantlens.methods.base import QuantConfig, QuantContext, module_bytes, register_method
+from quantlens.methods.dynamic_rnn import DynamicRNN
+from quantlens.nn.dynamic_linear import ACTIVATIONS, DTYPES, DynamicLinear
+
+
+@dataclass(frozen=True)
+class Dynamic(QuantConfig):
+    """Dynamic quantization: weights stored int8 (or fp16), activations quantized per call.
+
+    Args:
+        dtype: ``"int8"`` (int8 weights and int8 GEMMs) or ``"float16"`` (fp16 weights,
+            float32 compute: half the size, float accuracy, no speed-up on CPU).
+        modules: which layer kinds to quantize, from ``"linear"``, ``"lstm"``, ``"gru"``
+            (and any kind added with :func:`register_dynamic_layer`).
+        per_channel: one weight scale per output channel (else one per tensor).
+        activations: ``"per_token"`` (one scale and zero-point per row of each Linear's
+            input: what transformers need) or ``"per_tensor"`` (one per call). LSTM/GRU
+            always use PyTorch's per-tensor activation quantization.
+        skip, overrides: see :class:`quantlens.methods.base.QuantConfig`.
+
+    Example:
+        >>> qm = ql.quantize(bert, ql.Dynamic(skip=("pooler.*",)))
+    """
+
+    dtype: str = "int8"
+    modules: tuple[str, ...] = ("linear", "lstm", "gru")
+    per_channel: bool = True
+    activations: str = "per_token"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        modules = (self.modules,) if isinstance(self.modules, str) else tuple(self.modules)
+        object.__setattr__(self, "modules", modules)
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"Dynamic dtype {self.dtype!r} is not supported; choose one of {', '.join(DTYPES)}")
+        if self.activations not in ACTIVATIONS:
+            raise ConfigError(f"Dynamic activations {self.activations!r} is not supported; choose one of "
+                              f"{', '.join(ACTIVATIONS)}")
+        unknown = [m for m in modules if m not in _LAYERS]
+        if unknown or not modules:
+            raise ConfigError(f"Dynamic modules {', '.join(map(repr, unknown)) or '()'} not supported; "
+                              f"choose from {', '.join(_LAYERS)}")
+
+
+# --- which float layer becomes which dynamic layer -------------------------------------------
+
+
+@dataclass(frozen=True)
+class DynamicLayer:
+    """How one kind of float layer is dynamically quantized.
+
+    Attributes:
+        kind: the name used in ``Dynamic(modules=...)``.
+        float_types: the float classes it replaces (exact type match: subclasses may
+            change ``forward``).
+        convert: ``convert(module, config) -> quantized module``.
+        empty: ``empty(module, config) -> quantized structure`` with placeholder weights.
+        detail: ``detail(config) -> str`` for the summary.
+    """
+
+    kind: str
+    float_types: tuple[type, ...]
+    convert: Callable[[nn.Module, Dynamic], nn.Module]
+    empty: Callable[[nn.Module, Dynamic], nn.Module]
+    detail: Callable[[Dynamic], str]
+
+
+_LAYERS: dict[str, DynamicLayer] = {}
+
+
+def register_dynamic_layer(layer: DynamicLayer) -> DynamicLayer:
+    """Teach ``Dynamic`` a new layer kind (usable in ``modules=`` by its ``kind`` name)."""
+    _LAYERS[layer.kind] = layer
+    return layer
+
+
+def _linear_kwargs(config: Dynamic) -> dict:
+    return {"dtype": config.dtype, "per_channel": config.per_channel, "activations": config.activations}
+
+
+def _linear_detail(config: Dynamic) -> str:
+    if config.dtype == "float16":
+        return "fp16 weights, fp32 compute"
+    weights = "per-channel" if config.per_channel else "per-tensor"
+    return f"int8 {weights} weights, {config.activations.replace('_', '-')} int8 activations"
+
+
+def _rnn_detail(config: Dynamic) -> str:
+    if config.dtype == "float16":
+        return "fp16 weights (PyTorch dynamic RNN)"
+    return f"int8 {'per-channel' if config.per_channel else 'per-tensor'} weights, per-tensor activations (PyTorch dynamic RNN)"
+
+
+register_dynamic_layer(DynamicLayer(
+    "linear", (nn.Linear,),
+    lambda m, c: DynamicLinear.from_float(m, **_linear_kwargs(c)),
+    lambda m, c: DynamicLinear(m.in_features, m.out_features, bias=m.bias is not None, **_linear_kwargs(c)),
+    _linear_detail))
+for _kind, _cls in (("lstm", nn.LSTM), ("gru", nn.GRU)):
+    register_dynamic_layer(DynamicLayer(
+        _kind, (_cls,),
+        lambda m, c: DynamicRNN.from_float(m, dtype=c.dtype, per_channel=c.per_channel),
+        lambda m, c: DynamicRNN.empty(m, dtype=c.dtype),
+        _rnn_detail))
+
+
+def _layer_for(module: nn.Module, config: Dynamic) -> DynamicLayer | None:
+    for kind in config.modules:
+        if type(module) in _LAYERS[kind].float_types:
+            return _LAYERS[kind]
+    return None
+
+
+def _any_layer_for(module: nn.Module) -> DynamicLayer | None:
+    return next((spec for spec in _LAYERS.values() if type(module) in spec.float_types), None)
+
+
+# --- apply / rebuild -------------------------------------------------------------------------
+
+
+def _targets(model: nn.Module, ctx: QuantContext) -> list[tuple[str, nn.Module, Dynamic, DynamicLayer]]:
+    """The (name, module, config, layer spec) of every module Dynamic replaces, outermost first."""
+    out, taken = [], []
+    for name, module in model.named_modules():
+        if any(name.startswith(t + ".") or t == "" for t in taken):
+            continue
+        config = ctx.config_for(name, Dynamic)
+        spec = _layer_for(module, config) if config is not None else None
+        if spec is not None:
+            out.append((name, module, config, spec))
+            taken.append(name)
+    return out
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> nn.Module:
+    """Put ``new`` at ``name`` in ``model``; the root (``name == ""``) is returned instead."""
+    if name == "":
+        return new
+    parent_name, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, attr, new)
+    return model
+
+
+def apply(model: nn.Module, ctx: QuantContext) -> nn.Module:
+    """Replace every selected Linear / LSTM / GRU (see :class:`Dynamic`) and record it."""
+    targets = _targets(model, ctx)
+    for name, module, config, spec in targets:
+        new = spec.convert(module, config)
+        ctx.summary.add(name or "(model)", module, "quantized", method="dynamic", detail=spec.detail(config),
+                        bytes_before=module_bytes(module), bytes_after=_state_bytes(new))
+        model = _replace(model, name, new)
+    if "" not in {t[0] for t in targets}:
+        _record_float_layers(model, ctx)
+    if isinstance(ctx.config, Dynamic):  # (mixed with another method, that method's layers count)
+        _warn_if_little(model, ctx, targets)
+    return model
+
+
+def _state_bytes(module: nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in module.state_dict().values())
+
+
+def _record_float_layers(model: nn.Module, ctx: QuantContext) -> None:
+    """Summary records for leaf layers with weights that Dynamic left in float, and why."""
+    for name, module in model.named_modules():
+        if list(module.children()) or not list(module.parameters(recurse=False)):
+            continue
+        if ctx.is_skipped(name):
+            ctx.summary.add(name, module, "skipped", reason="matched a skip pattern")
+        elif ctx.config_for(name, Dynamic) is None:
+            continue  # another method's layer: that method records it
+        elif _any_layer_for(module) is not None:
+            ctx.summary.add(name, module, "float", reason="its kind is not in Dynamic(modules=...)")
+        else:
+            hint = " (ql.Static quantizes convolutions)" if isinstance(module, nn.modules.conv._ConvNd) else ""
+            ctx.summary.add(name, module, "float", reason=f"Dynamic has no quantized {type(module).__name__}{hint}")
+
+
+def _heavy_float_params(model: nn.Module) -> dict[str, int]:
+    """Parameters of float leaf layers that multiply by a weight matrix (not lookups or norms)."""
+    out: dict[str, int] = {}
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if list(module.children()) or not isinstance(weight, nn.Parameter) or weight.dim() < 2:
+            continue
+        if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+            continue
+        out[type(module).__name__] = out.get(type(module).__name__, 0) + weight.numel()
+    return out
+
+
+def _warn_if_little(model: nn.Module, ctx: QuantContext, targets) -> None:
+    """Warn when the layers left float (convolutions, ...) outweigh the quantized ones."""
+    quantized = sum(p.numel() for _, module, _, _ in targets for p in module.parameters())
+    heavy = _heavy_float_params(model)
+    left = sum(heavy.values())
+    if not targets or left <= quantized:
+        return
+    names = ", ".join(t[0] or "(model)" for t in targets[:3]) + (", ..." if len(targets) > 3 else "")
+    text = (f"Dynamic quantized only {len(targets)} layer(s) ({names}), {100 * quantized / (quantized + left):.0f}% "
+            f"of the weight-matrix parameters; {', '.join(sorted(heavy))} stay float")
+    if any(k.startswith("Conv") for k in heavy):
+        text += " (convolutions cannot be dynamically quantized): use ql.Static with calibration data instead"
+    warnings.warn(text, UserWarning, stacklevel=3)
+    ctx.summary.note(text)
+
+
+def rebuild(model: nn.Module, ctx: QuantContext) -> nn.Module:
+    """Give a float skeleton the dynamic structure (placeholder weights) for loading a checkpoint."""
+    for name, module, config, spec in _targets(model, ctx):
+        model = _replace(model, name, spec.empty(module, config))
+    return model
+
+
+register_method("dynamic", Dynamic, apply=apply, rebuild=rebuild, order=60)

@@ -1,0 +1,113 @@
+"""DynamicRNN: a dynamically quantized LSTM / GRU whose state dict is plain tensors.
+
+The kernels are PyTorch's (torch.ao's ``DynamicQuantizedLSTM`` / ``GRU``: int8 weights per
+output channel, or fp16 weights; activations quantized per step). Their packed weights are
+TorchScript objects that a pickle-free checkpoint cannot hold, so this wrapper keeps the
+torch.ao module out of the module tree and saves / loads its weights as tensors
+(``weight_ih_l0`` int8 codes + ``weight_ih_l0_scale`` + ``weight_ih_l0_zero_point``, float
+biases). Every torch.ao call goes through :mod:`quantlens.methods.backends.torch_ao`.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+
+from quantlens.methods.backends import torch_ao
+
+RNN_TYPES = (nn.LSTM, nn.GRU)
+
+
+class DynamicRNN(nn.Module):
+    """An ``nn.LSTM`` / ``nn.GRU`` with int8 (or fp16) weights; same call signature and outputs.
+
+    Build it with :meth:`from_float` (quantize a trained layer) or :meth:`empty` (the
+    structure only, for ``load_state_dict``).
+
+    Example:
+        >>> q = DynamicRNN.from_float(nn.LSTM(8, 64, batch_first=True))
+        >>> out, (h, c) = q(torch.rand(2, 8, 8))
+    """
+
+    def __init__(self, qrnn: nn.Module, kind: str, dtype: str) -> None:
+        super().__init__()
+        object.__setattr__(self, "_qrnn", qrnn)  # not a child: its state dict holds ScriptObjects
+        self.kind, self.dtype = kind, dtype
+        self.input_size, self.hidden_size = qrnn.input_size, qrnn.hidden_size
+        self.num_layers, self.bidirectional, self.batch_first = qrnn.num_layers, qrnn.bidirectional, qrnn.batch_first
+
+    @classmethod
+    def from_float(cls, module: nn.Module, *, dtype: str = "int8", per_channel: bool = True) -> DynamicRNN:
+        """Quantize a float ``nn.LSTM`` / ``nn.GRU`` (left untouched)."""
+        with _quiet():
+            qrnn = torch_ao.dynamic_rnn_from_float(module, dtype=dtype, per_channel=per_channel)
+        return cls(qrnn, type(module).__name__.lower(), dtype)
+
+    @classmethod
+    def empty(cls, module: nn.Module, *, dtype: str = "int8") -> DynamicRNN:
+        """The quantized structure of ``module`` with placeholder weights."""
+        with _quiet():
+            qrnn = torch_ao.dynamic_rnn_empty(module, dtype=dtype)
+        return cls(qrnn, type(module).__name__.lower(), dtype)
+
+    def forward(self, x, hx=None):
+        return self._qrnn(x, hx)
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """The layer's weights and biases as plain tensors (what the state dict holds)."""
+        with _quiet():
+            return torch_ao.dynamic_rnn_weights(self._qrnn)
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars) -> None:
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        for name, tensor in self.weights().items():
+            destination[prefix + name] = tensor
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs) -> None:
+        expected = self.weights()
+        found = {name: state_dict[prefix + name] for name in expected if prefix + name in state_dict}
+        missing_keys.extend(prefix + name for name in expected if name not in found)
+        if len(found) == len(expected):
+            codes = [n for n in found if not n.endswith(("_scale", "_zero_point"))]  # (qparams may differ)
+            bad = [n for n in codes if found[n].shape != expected[n].shape or found[n].dtype != expected[n].dtype]
+            if bad:
+                error_msgs.append(f"{prefix}: tensors {', '.join(bad)} differ in shape or dtype from the model's")
+            else:
+                with _quiet():
+                    torch_ao.dynamic_rnn_set_weights(self._qrnn, found)
+        if strict:
+            own = {prefix + name for name in expected}
+            unexpected_keys.extend(k for k in state_dict if k.startswith(prefix) and k not in own
+                                   and "." not in k[len(prefix):])
+
+    def __deepcopy__(self, memo):
+        clone = DynamicRNN.empty(_float_twin(self), dtype=self.dtype)
+        with _quiet():
+            torch_ao.dynamic_rnn_set_weights(clone._qrnn, self.weights())
+        clone.train(self.training)
+        return clone
+
+    def extra_repr(self) -> str:
+        weights = "int8 per-channel" if self.dtype == "int8" else "float16"
+        return (f"{self.kind.upper()}({self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
+                f"bidirectional={self.bidirectional}, batch_first={self.batch_first}), {weights} weights")
+
+
+def _float_twin(layer: DynamicRNN) -> nn.Module:
+    q = layer._qrnn
+    cls = nn.LSTM if layer.kind == "lstm" else nn.GRU
+    return cls(q.input_size, q.hidden_size, q.num_layers, bias=q.bias, batch_first=q.batch_first,
+               dropout=float(q.dropout), bidirectional=q.bidirectional)
+
+
+class _quiet(warnings.catch_warnings):
+    """Silence PyTorch's quantized-tensor deprecation notices around torch.ao calls."""
+
+    def __enter__(self):
+        out = super().__enter__()
+        warnings.filterwarnings("ignore", message=r".*quantized tensor creation.*")
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        return out
