@@ -27,6 +27,12 @@ def _word_dtype(bits: int) -> torch.dtype:
     return torch.int32 if 8 * bits < 32 else torch.int64
 
 
+def _pad_to(flat: torch.Tensor, multiple: int) -> torch.Tensor:
+    """``flat`` padded with zeros to a multiple of ``multiple`` (no copy when it already is)."""
+    extra = -flat.numel() % multiple
+    return F.pad(flat, (0, extra)) if extra else flat.contiguous()
+
+
 def packed_nbytes(numel: int, bits: int) -> int:
     """Bytes that ``numel`` codes of ``bits`` bits take when packed."""
     return math.ceil(numel * bits / 8)
@@ -71,13 +77,13 @@ def pack(q: torch.Tensor, bits: int, *, signed: bool = False) -> torch.Tensor:
     nbytes = packed_nbytes(flat.numel(), bits)
     if 8 % bits == 0:
         per_byte = 8 // bits
-        codes = F.pad(flat.to(torch.uint8), (0, -flat.numel() % per_byte)).view(-1, per_byte)
+        codes = _pad_to(flat.to(torch.uint8), per_byte).view(-1, per_byte)
         out = codes[:, 0].clone()
         for i in range(1, per_byte):
             out |= codes[:, i] << (bits * i)
         return out[:nbytes]
     wide = _word_dtype(bits)
-    codes = F.pad(flat.to(wide), (0, -flat.numel() % 8)).view(-1, 8)
+    codes = _pad_to(flat.to(wide), 8).view(-1, 8)
     word = torch.empty(codes.shape[0], dtype=wide, device=codes.device).copy_(codes[:, 0])  # unit stride
     for i in range(1, 8):
         word |= codes[:, i] << (bits * i)
@@ -109,7 +115,7 @@ def unpack(packed: torch.Tensor, bits: int, shape, *, signed: bool = False) -> t
         codes = (flat[:, None] >> shifts).bitwise_and_(mask)  # (bytes, 8 // bits), one pass
     else:
         wide = _word_dtype(bits)
-        chunk = F.pad(flat, (0, -flat.numel() % bits)).view(-1, bits)
+        chunk = _pad_to(flat, bits).view(-1, bits)
         if _LITTLE_ENDIAN:  # lay each group of ``bits`` bytes into the low bytes of a word
             size = torch.empty((), dtype=wide).element_size()
             raw = torch.zeros(chunk.shape[0], size, dtype=torch.uint8, device=flat.device)

@@ -169,8 +169,9 @@ def quantize_tensor(
 
 # Elements per chunk of the CPU quantize loop (2 MB of float32). Working through a reused,
 # cache-sized buffer avoids allocating (and page-faulting) a float temporary the size of
-# the tensor and keeps the four in-place passes in cache: per-group 4-bit quantization of
-# a 4096x4096 matrix went from 2.6x to 1.4x a torch.round pass (1 thread).
+# the tensor and keeps the in-place passes in cache: per-group 4-bit quantization of a
+# 4096x4096 matrix went from 2.6x to 1.4-2x a torch.round pass (1 thread, best runs).
+# Each chunk is a few parallel regions: on an oversubscribed machine they wait on each other.
 CHUNK_ELEMENTS = 1 << 19
 
 
