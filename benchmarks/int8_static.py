@@ -1,7 +1,7 @@
 """Latency of static int8 CNNs: fp32 eager vs quantlens Static / QAT-converted (torch.ao
 x86 kernels) vs ONNX Runtime's own static quantization, on the same models in one run.
 
-Run: python benchmarks/int8_static.py [--threads 2] [--repeats 15] [--pt2e]
+Run: python benchmarks/int8_static.py [--threads 2] [--repeats 8] [--pt2e]
 Writes benchmarks/results/int8_static.json and prints a table.
 
 Cases: ResNet-18-shaped (zoo ``resnet18``, random weights, 224x224) at batch 1 and 8, and
@@ -15,7 +15,8 @@ Cases: ResNet-18-shaped (zoo ``resnet18``, random weights, 224x224) at batch 1 a
 - ``ort-s8s8``: ``quantize_static`` defaults (QDQ, int8 activations and weights per tensor);
 - ``pt2e-inductor`` (``--pt2e``): torchao PT2E + X86InductorQuantizer + ``torch.compile``.
 
-Every row: median and p95 over ``repeats`` timed calls after a warm-up, with PyTorch and
+Every row: median and p95 over ``repeats`` timed calls after a warm-up (variants
+interleaved call by call, so a busy machine slows them alike), with PyTorch and
 ONNX Runtime both limited to ``threads`` intra-op threads; ``speedup`` is fp32-eager time
 over the row's time. Synthetic inputs for ResNet (speed only); real digits for digits-cnn.
 """
@@ -25,12 +26,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import platform
 import statistics
 import tempfile
 import time
 import warnings
 from pathlib import Path
+
+# A shared machine: OpenMP threads that spin while waiting make 2-thread runs 2-6x slower
+# when other processes hold the cores. Must be set before torch starts its thread pool.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 import torch
@@ -42,17 +48,10 @@ RESULTS = Path(__file__).resolve().parent / "results" / "int8_static.json"
 CASES = [("resnet18", 1), ("resnet18", 8), ("digits-cnn", 256)]
 
 
-def timeit(fn, *, warmup: int, repeats: int) -> dict:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
+def summarize(times: list[float]) -> dict:
     ordered = sorted(times)
     p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    return {"median_ms": statistics.median(times) * 1e3, "p95_ms": p95 * 1e3, "repeats": repeats}
+    return {"median_ms": statistics.median(times) * 1e3, "p95_ms": p95 * 1e3, "repeats": len(times)}
 
 
 def data_for(name: str):
@@ -111,6 +110,7 @@ def ort_variants(model, calib, threads: int, tmp: Path) -> dict:
         quantize_static(str(fp32_path), str(paths[label]), Reader(), quant_format=QuantFormat.QDQ, **kwargs)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # same as OMP_WAIT_POLICY
     sessions = {k: ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"]) for k, p in paths.items()}
     return sessions
 
@@ -143,8 +143,10 @@ def batch_of(test: torch.Tensor, batch: int) -> torch.Tensor:
 
 
 def time_case(name, batch, x, variants, sessions, compiled, *, warmup: int, repeats: int) -> list[dict]:
-    """Rows for one (model, batch): every torch variant, the pt2e model, every ORT session."""
-    rows, base = [], None
+    """Rows for one (model, batch): every torch variant, the pt2e model, every ORT session.
+
+    Calls are interleaved (one timed call of each variant per round), so load from other
+    processes on a shared machine falls on every variant alike."""
     reps = repeats if batch <= 8 else max(5, repeats // 2)
     calls = {label: (lambda m=m: m(x)) for label, m in variants.items()}
     if compiled is not None:
@@ -152,20 +154,49 @@ def time_case(name, batch, x, variants, sessions, compiled, *, warmup: int, repe
     feed = {"x": x.numpy()}
     for label, sess in sessions.items():
         calls[label] = lambda sess=sess: torch.from_numpy(np.asarray(sess.run(None, feed)[0]))
+    times: dict[str, list[float]] = {label: [] for label in calls}
     with torch.inference_mode():
         ref = variants["fp32"](x).argmax(1)
-        for label, call in calls.items():
-            t = timeit(call, warmup=warmup, repeats=reps)
-            base = base or t["median_ms"]
-            agree = (call().argmax(1) == ref).float().mean().item()
-            rows.append({"model": name, "batch": batch, "variant": label, **t,
-                         "speedup": base / t["median_ms"], "top1_agreement": agree})
+        agree = {label: (call().argmax(1) == ref).float().mean().item() for label, call in calls.items()}
+        for _ in range(warmup):
+            for call in calls.values():
+                call()
+        for _ in range(reps):
+            for label, call in calls.items():
+                start = time.perf_counter()
+                call()
+                times[label].append(time.perf_counter() - start)
+    rows, base = [], None
+    for label, ts in times.items():
+        t = summarize(ts)
+        base = base or t["median_ms"]
+        rows.append({"model": name, "batch": batch, "variant": label, **t,
+                     "speedup": base / t["median_ms"], "top1_agreement": agree[label]})
     return rows
+
+
+def kernel_rows(repeats: int) -> list[dict]:
+    """One 3x3 conv (64->64 channels, batch 8, 56x56) in fp32 vs the int8 x86 kernel: the
+    ceiling for any whole-model int8 speedup on this CPU."""
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1).eval()
+    x = torch.rand(8, 64, 56, 56, generator=torch.Generator().manual_seed(0))
+    qconv = ql.quantize(conv, ql.Static(observer="minmax"), calib_data=[x])
+    calls = {"fp32": lambda: conv(x), "ql-static": lambda: qconv(x)}
+    times: dict[str, list[float]] = {k: [] for k in calls}
+    with torch.inference_mode():
+        for _ in range(repeats + 2):
+            for label, call in calls.items():
+                start = time.perf_counter()
+                call()
+                times[label].append(time.perf_counter() - start)
+    base = statistics.median(times["fp32"][2:])
+    return [{"model": "conv3x3-64", "batch": 8, "variant": k, **summarize(v[2:]),
+             "speedup": base / statistics.median(v[2:])} for k, v in times.items()]
 
 
 def run(threads: int, repeats: int, warmup: int, pt2e: bool, models: list[str] | None = None) -> dict:
     torch.set_num_threads(threads)
-    rows = []
+    rows = kernel_rows(repeats)
     with tempfile.TemporaryDirectory() as tmp_name:
         for name in dict.fromkeys(n for n, _ in CASES if models is None or n in models):
             model = zoo.load_model(name)
@@ -191,6 +222,8 @@ def run(threads: int, repeats: int, warmup: int, pt2e: bool, models: list[str] |
         "onnxruntime": __import__("onnxruntime").__version__,
         "machine": platform.machine(),
         "processor": platform.processor(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "load_average_at_start": os.getloadavg()[0],
         "rows": rows,
     }
 
@@ -211,7 +244,7 @@ def table(result: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--repeats", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--pt2e", action="store_true", help="also time torchao PT2E + torch.compile")
     parser.add_argument("--models", nargs="*", help="subset of: resnet18 digits-cnn")

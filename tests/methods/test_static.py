@@ -157,3 +157,13 @@ def test_two_phase_prepare_calibrate_convert(digits_cnn, digits):
     qm = ql.convert(observed)
     assert len(qm.quantlens_summary.quantized) == 7
     assert accuracy(digits_cnn, digits["test"]) - accuracy(qm, digits["test"]) <= 1.0
+
+
+def test_a_bare_layer_as_the_whole_model_is_quantized(tmp_path):
+    conv = nn.Conv2d(3, 8, 3).eval()
+    x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    qm = ql.quantize(conv, ql.Static(observer="minmax"), calib_data=[x])
+    assert [r.name for r in qm.quantlens_summary.quantized] == ["module"]
+    assert torch_ao.is_quantized_module(qm.module)
+    ql.save(qm, tmp_path / "conv")
+    assert torch.equal(ql.load(tmp_path / "conv", model=nn.Conv2d(3, 8, 3))(x), qm(x))

@@ -11,6 +11,7 @@ from int8_helpers import GatedNet, seeded
 from torch import nn
 
 import quantlens as ql
+import quantlens.methods
 from quantlens import zoo
 from quantlens.methods import fusion
 
@@ -158,7 +159,7 @@ def test_registered_custom_module_replacement_is_used(digits):
 
 
 def test_overrides_mix_static_trunk_with_a_dynamic_head(digits_cnn, digits):
-    dynamic = getattr(ql, "Dynamic", None)
+    dynamic = getattr(ql, "Dynamic", None) or getattr(quantlens.methods, "Dynamic", None)
     if dynamic is None:
         pytest.skip("ql.Dynamic is not available in this build")
     config = ql.Static(observer="minmax", overrides={"fc": dynamic()})

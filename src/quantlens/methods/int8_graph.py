@@ -127,6 +127,23 @@ def example_inputs(ctx: QuantContext, *, required: bool = True) -> tuple | None:
     return batch.args
 
 
+class LeafRoot(nn.Module):
+    """Holds a model that is one bare layer (``nn.Conv2d``, ``nn.Linear``) as child
+    ``module``, so graph capture quantizes a module call, not a functional op."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x):  # one named input: torch.fx cannot trace *args
+        return self.module(x)
+
+
+def wrap_leaf_root(model: nn.Module) -> nn.Module:
+    """``model`` itself, or a :class:`LeafRoot` around it when it has no children."""
+    return model if list(model.children()) else LeafRoot(model)
+
+
 # --- the plan: which module gets which qconfig -------------------------------------------------
 
 

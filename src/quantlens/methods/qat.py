@@ -92,6 +92,7 @@ def prepare(model: nn.Module, ctx: QuantContext) -> nn.Module:
     """Insert fake quantization (weights and activations) and fuse Conv+BN(+ReLU) for training."""
     cfg = _root(ctx.config)
     torch_ao.use_engine(cfg.backend)
+    model = int8_graph.wrap_leaf_root(model)
     example = int8_graph.example_inputs(ctx, required=False)
     desc = int8_graph.describe_inputs(example) if example is not None else None
     ctx.extra.update(int8_method="qat", float_layers=int8_graph.float_layers(model), example_desc=desc)

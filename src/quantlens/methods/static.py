@@ -95,7 +95,7 @@ def prepare(model: nn.Module, ctx: QuantContext) -> nn.Module:
     """Capture the graph, fuse and insert observers (graph mode), or the eager fallback."""
     cfg = _root(ctx)
     torch_ao.use_engine(cfg.backend)
-    model.eval()
+    model = int8_graph.wrap_leaf_root(model).eval()
     example = int8_graph.example_inputs(ctx)
     desc = int8_graph.describe_inputs(example)
     before = int8_graph.float_layers(model)
