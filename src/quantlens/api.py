@@ -178,9 +178,20 @@ def save(model: nn.Module, directory: str | os.PathLike, *, source: dict | None 
         "source": source or checkpoint.source_of(model),
         "example_inputs": getattr(model, "quantlens_example_inputs", None),
         "summary": summary.to_dict() if summary else None,
+        "layers": _layer_configs(model),
         "state": layout,
     }
     return checkpoint.write(directory, tensors, meta)
+
+
+def _layer_configs(model: nn.Module) -> dict:
+    """``{name: layer.config()}`` of the quantized layers that describe themselves (what
+    ``quantlens info`` lists; loading rebuilds from the method config, not from this)."""
+    return {
+        name: m.config()
+        for name, m in model.named_modules()
+        if hasattr(m, "scheme") and callable(getattr(m, "config", None))
+    }
 
 
 def load(

@@ -8,6 +8,7 @@ from quantlens.methods.dynamic import Dynamic
 from quantlens.methods.int8_graph import register_custom_module
 from quantlens.methods.qat import QAT, train_qat
 from quantlens.methods.static import Static
+from quantlens.methods.weight_only import WeightOnly
 
 __all__ = [
     "Dynamic",
@@ -20,4 +21,5 @@ __all__ = [
     "register_custom_module",
     "register_method",
     "train_qat",
+    "WeightOnly",
 ]

@@ -1,0 +1,94 @@
+"""MODEL arguments of the CLI: a zoo name, a quantlens checkpoint folder, a Hugging Face
+model folder, or ``package.module:factory``."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from quantlens import zoo
+from quantlens.checkpoint import META_FILE
+from quantlens.errors import InputError, UnknownNameError, require
+
+FORMS = "a zoo model ({zoo}), a quantlens checkpoint folder, a Hugging Face model folder, or module:factory"
+
+
+@dataclass
+class ResolvedModel:
+    """A model named on the command line.
+
+    Attributes:
+        model: the ``nn.Module`` (eval mode).
+        kind: ``"zoo"``, ``"checkpoint"``, ``"hf"`` or ``"factory"``.
+        zoo: the zoo name when ``kind == "zoo"``, else None.
+    """
+
+    model: nn.Module
+    kind: str
+    zoo: str | None = None
+
+
+def resolve_model(spec: str, *, trust_code: bool = False) -> ResolvedModel:
+    """Build the model that ``spec`` names.
+
+    Args:
+        spec: a zoo name (``minilm``), a folder written by ``ql.save``, a folder holding a
+            Hugging Face ``config.json`` (loaded offline with ``transformers.AutoModel``), or
+            ``package.module:factory`` (called with no arguments).
+        trust_code: let a checkpoint call a model factory outside quantlens / transformers.
+
+    Returns:
+        A :class:`ResolvedModel`.
+
+    Raises:
+        UnknownNameError: ``spec`` is none of these (the message lists the zoo names).
+
+    Example:
+        >>> resolve_model("digits-cnn").model(torch.rand(1, 1, 8, 8)).shape
+        torch.Size([1, 10])
+    """
+    forms = FORMS.format(zoo=", ".join(zoo.list_models()))
+    if spec in zoo.list_models():
+        return ResolvedModel(zoo.load_model(spec), "zoo", spec)
+    path = Path(spec)
+    if path.is_dir():
+        if (path / META_FILE).is_file():
+            import quantlens as ql
+
+            return ResolvedModel(ql.load(path, trust_code=trust_code), "checkpoint")
+        if (path / "config.json").is_file():
+            return ResolvedModel(_load_hf(path), "hf")
+        raise InputError(f"{path} is a folder with neither {META_FILE} nor config.json; give {forms}")
+    if ":" in spec and not path.exists():
+        return ResolvedModel(_call_factory(spec), "factory")
+    if path.exists():
+        raise InputError(f"{path} is a file; give {forms}")
+    raise UnknownNameError(f"unknown model {spec!r}; give {forms}")
+
+
+def _load_hf(path: Path) -> nn.Module:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    transformers = require("transformers", "hf")
+    try:
+        model = transformers.AutoModel.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"transformers cannot load {path}: {str(exc).splitlines()[0][:300]}") from exc
+    return model.eval()
+
+
+def _call_factory(spec: str) -> nn.Module:
+    module_name, _, attr = spec.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise InputError(f"cannot import {spec!r} ({exc}); give package.module:function on the Python path") from exc
+    model = factory()
+    if not isinstance(model, nn.Module):
+        raise InputError(f"{spec} returned a {type(model).__name__}, not a torch.nn.Module")
+    if getattr(model, "quantlens_source", None) is None:
+        model.quantlens_source = {"kind": "factory", "path": spec, "kwargs": {}}
+    return model.eval()

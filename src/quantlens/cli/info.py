@@ -1,0 +1,92 @@
+"""``quantlens info CKPT``: what a checkpoint holds, read from its ``quantlens.json`` (the
+weights file is only sized, never loaded)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from quantlens.checkpoint import META_FILE, WEIGHTS_FILE
+from quantlens.errors import CheckpointError
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "info", help="show what a quantlens checkpoint holds",
+        description="Print a checkpoint's method, config, per-layer schemes and bytes, size on disk and source.")
+    parser.add_argument("checkpoint", metavar="CKPT", type=Path)
+    parser.add_argument("--json", action="store_true", help="print quantlens.json's description as JSON")
+    parser.set_defaults(func=run)
+
+
+def read_meta(directory: Path) -> dict:
+    """``quantlens.json`` of ``directory``, validated (errors name the file)."""
+    meta_path = directory / META_FILE
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory} is not a directory; give the folder ql.save wrote")
+    if not meta_path.is_file():
+        raise CheckpointError(f"{meta_path} is missing; {directory} is not a quantlens checkpoint")
+    if not (directory / WEIGHTS_FILE).is_file():
+        raise CheckpointError(f"{directory / WEIGHTS_FILE} is missing; the checkpoint is incomplete")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{meta_path} is not valid JSON ({exc}); the file is truncated or corrupt") from exc
+    if not isinstance(meta, dict) or meta.get("format") != "quantlens":
+        raise CheckpointError(f"{meta_path} is not a quantlens checkpoint description")
+    return meta
+
+
+def describe_source(source: dict | None) -> str:
+    if not source:
+        return "none recorded (load with ql.load(dir, model=skeleton))"
+    if source.get("zoo"):
+        return f"zoo model {source['zoo']!r}"
+    if source.get("kind") == "hf":
+        cfg = source.get("config", {})
+        return f"Hugging Face {source.get('class')} ({cfg.get('model_type', '?')}), rebuilt from its config"
+    if source.get("kind") == "factory":
+        return f"factory {source.get('path')}"
+    return str(source.get("kind"))
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    meta = read_meta(args.checkpoint)
+    files = {p.name: p.stat().st_size for p in args.checkpoint.iterdir() if p.is_file()}
+    if args.json:
+        keep = {k: v for k, v in meta.items() if k != "state"}
+        print(json.dumps({**keep, "files": files}, indent=1))
+        return 0
+    console = Console() if Console().is_terminal else Console(width=160)
+    say = lambda text: console.print(text, markup=False, highlight=False)  # noqa: E731
+    say(f"checkpoint   {args.checkpoint}")
+    say(f"format       quantlens v{meta.get('format_version')} (written by quantlens {meta.get('quantlens_version')}, "
+        f"torch {meta.get('torch_version')})")
+    say(f"method       {meta.get('method')}")
+    config = {k: v for k, v in (meta.get("config") or {}).items() if k not in ("method", "version")}
+    say(f"config       {json.dumps(config)}")
+    say(f"source       {describe_source(meta.get('source'))}")
+    records = {r["name"]: r for r in (meta.get("summary") or {}).get("records", [])}
+    table = Table(show_edge=False, header_style="bold")
+    for col in ("layer", "type", "scheme / algorithm", "bytes before", "bytes after"):
+        table.add_column(col, justify="right" if col.startswith("bytes") else "left")
+    before = after = 0
+    for name, r in records.items():
+        if r["action"] != "quantized":
+            continue
+        before, after = before + r["bytes_before"], after + r["bytes_after"]
+        table.add_row(name or "(root)", r["kind"], r["detail"], f"{r['bytes_before']:,}", f"{r['bytes_after']:,}")
+    floats = [r for r in records.values() if r["action"] != "quantized"]
+    console.print(table)
+    if before:
+        say(f"quantized layers: {len(records) - len(floats)}, {before / 1e6:.2f} MB -> {after / 1e6:.2f} MB "
+            f"({before / max(after, 1):.2f}x smaller)")
+    for r in floats:
+        say(f"  float: {r['name'] or '(root)'} ({r['kind']}): {r['reason'] or r['action']}")
+    total = sum(files.values())
+    say("on disk      " + ", ".join(f"{n} {s / 1e6:.2f} MB" for n, s in sorted(files.items())) + f"; total {total / 1e6:.2f} MB")
+    return 0

@@ -1,0 +1,82 @@
+"""``quantlens quantize`` and ``quantlens info`` through ``quantlens.cli.main``."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import quantlens as ql
+from quantlens.cli import main
+from quantlens.nn import QLinear
+
+
+def make_mlp() -> nn.Module:
+    """A factory the CLI can call as ``test_quantize_cli:make_mlp``."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 32))
+
+
+FACTORY = f"{__name__}:make_mlp"
+
+
+def test_quantize_factory_model_then_info(tmp_path, capsys):
+    out = tmp_path / "ckpt"
+    assert main(["quantize", FACTORY, "--bits", "4", "--group-size", "32", "--algorithm", "hqq", "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "uint4 asym per_group(32), hqq" in text and "quantized 2 layer(s)" in text and "wrote" in text
+    meta = json.loads((out / "quantlens.json").read_text())
+    assert meta["config"]["algorithm"] == "hqq" and meta["source"]["path"] == FACTORY
+    assert set(meta["layers"]) == {"0", "2"}
+    loaded = ql.load(out, trust_code=True)
+    assert isinstance(loaded[0], QLinear)
+
+    assert main(["info", str(out)]) == 0
+    info = capsys.readouterr().out
+    for words in ("method       weight_only", '"bits": 4', "uint4 asym per_group(32), hqq", f"factory {FACTORY}",
+                  "model.safetensors", "total"):
+        assert words in info
+
+
+def test_group_size_none_and_config_file(tmp_path, capsys):
+    assert main(["quantize", FACTORY, "--bits", "8", "--group-size", "none", "-o", str(tmp_path / "a")]) == 0
+    assert "int8 sym per_channel(axis=0), rtn" in capsys.readouterr().out
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps(ql.quantize(make_mlp(), ql_weight_only(bits=2, group_size=64)).quantlens_config.to_dict()))
+    assert main(["quantize", FACTORY, "--config", str(cfg), "-o", str(tmp_path / "b")]) == 0
+    assert "uint2 asym per_group(64)" in capsys.readouterr().out
+
+
+def ql_weight_only(**kwargs):
+    from quantlens.methods.weight_only import WeightOnly
+
+    return WeightOnly(**kwargs)
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["quantize", "no-such-model", "-o", "X"], "unknown model 'no-such-model'"),
+    (["quantize", FACTORY, "--method", "nope", "-o", "X"], "unknown method 'nope'"),
+    (["quantize", FACTORY, "--bits", "9", "-o", "X"], "bits"),
+    (["quantize", "quantlens.nosuchmodule:make", "-o", "X"], "cannot import"),
+    (["info", "does-not-exist"], "is not a directory"),
+])
+def test_bad_input_prints_one_line_and_exits_2(tmp_path, capsys, argv, words):
+    argv = [a if a != "X" else str(tmp_path / "out") for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert words in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_model_lists_zoo_names(capsys):
+    assert main(["quantize", "nope", "-o", "x"]) == 2
+    assert "minilm" in capsys.readouterr().err
+
+
+def test_info_on_truncated_json_names_the_file(tmp_path, capsys):
+    out = tmp_path / "c"
+    assert main(["quantize", FACTORY, "-o", str(out), "--group-size", "32"]) == 0
+    (out / "quantlens.json").write_text('{"format": "quant')
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 2
+    assert "quantlens.json is not valid JSON" in capsys.readouterr().err

@@ -1,0 +1,262 @@
+"""WeightOnly on small hand-written models: config, layer selection, algorithms, checkpoints."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import quantlens as ql
+from quantlens.core.metrics import cosine_similarity
+from quantlens.errors import CheckpointError, ConfigError, NothingToQuantizeError
+from quantlens.methods.base import config_from_dict
+from quantlens.methods.gptq import collect_hessians, gptq_quantize
+from quantlens.methods.hqq import hqq_quantize
+from quantlens.methods.weight_only import WeightOnly
+from quantlens.nn import QEmbedding, QLinear
+
+from helpers import generator, random_tensor
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(50, 64)
+        self.up = nn.Linear(64, 128)
+        self.act = nn.GELU()
+        self.down = nn.Linear(128, 64)
+        self.head = nn.Linear(64, 32, bias=False)
+
+    def forward(self, ids):
+        return self.head(self.down(self.act(self.up(self.emb(ids)))))
+
+
+def tiny() -> Tiny:
+    torch.manual_seed(0)
+    return Tiny().eval()
+
+
+IDS = torch.randint(0, 50, (4, 16), generator=generator(1))
+
+
+# --- config ------------------------------------------------------------------------------
+
+
+def test_config_round_trips_through_json_with_modules_as_names():
+    cfg = WeightOnly(bits=4, group_size=64, modules=(nn.Linear, nn.Embedding), skip=["head"],
+                     overrides={"up": WeightOnly(bits=8, group_size=None)})
+    assert cfg.modules == ("linear", "embedding")
+    data = json.loads(json.dumps(cfg.to_dict()))
+    assert data["method"] == "weight_only" and data["modules"] == ["linear", "embedding"]
+    assert config_from_dict(data) == cfg
+
+
+def test_symmetric_defaults_to_asymmetric_below_8_bits():
+    assert WeightOnly(bits=4).symmetric is False
+    assert WeightOnly(bits=8).symmetric is True
+    assert WeightOnly(bits=4, symmetric=True).scheme_for((8, 128)).describe() == "int4 sym per_group(128)"
+    assert WeightOnly(bits=8, group_size=None).scheme_for((8, 128)).describe() == "int8 sym per_channel(axis=0)"
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(bits=9), "bits"),
+    (dict(algorithm="awq2"), "unknown algorithm"),
+    (dict(modules=(nn.LSTM,)), "cannot quantize"),
+    (dict(codebook="nf4", algorithm="gptq"), "uniform"),
+    (dict(group_size=0), "group_size"),
+])
+def test_bad_configs_raise_config_error(kwargs, words):
+    with pytest.raises(ConfigError, match=words):
+        WeightOnly(**kwargs)
+
+
+# --- apply -------------------------------------------------------------------------------
+
+
+def test_linear_only_by_default_and_model_left_untouched():
+    model = tiny()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    qm = ql.quantize(model, WeightOnly(bits=4, group_size=32))
+    assert isinstance(qm.up, QLinear) and isinstance(qm.head, QLinear) and isinstance(qm.emb, nn.Embedding)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert isinstance(model.up, nn.Linear)
+    s = qm.quantlens_summary
+    assert [r.name for r in s.quantized] == ["up", "down", "head"]
+    assert all(r.bytes_after < r.bytes_before / 4 for r in s.quantized)
+    cos = cosine_similarity(qm(IDS).flatten(), model(IDS).flatten())
+    assert cos > 0.99
+
+
+def test_embeddings_quantized_when_asked():
+    model = tiny()
+    qm = ql.quantize(model, WeightOnly(bits=4, group_size=32, modules=(nn.Linear, nn.Embedding)))
+    assert isinstance(qm.emb, QEmbedding)
+    assert "emb" in [r.name for r in qm.quantlens_summary.quantized]
+    assert cosine_similarity(qm(IDS).flatten(), model(IDS).flatten()) > 0.98
+
+
+def test_group_size_that_does_not_divide_is_skipped_with_reason():
+    model = nn.Sequential(nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 96), nn.Linear(96, 16))
+    qm = ql.quantize(model, WeightOnly(bits=4, group_size=128))
+    assert isinstance(qm[3], nn.Linear) and not isinstance(qm[3], QLinear)
+    (rec,) = qm.quantlens_summary.skipped
+    assert rec.name == "3" and rec.reason == "in_features 96 not divisible by group_size 128"
+    assert "in_features 96 not divisible by group_size 128" in str(qm.quantlens_summary)
+    assert qm(torch.randn(2, 256)).shape == (2, 16)
+
+
+def test_skip_and_overrides_give_per_layer_settings():
+    cfg = WeightOnly(bits=4, group_size=32, skip=["head"], overrides={"up": WeightOnly(bits=8, group_size=None)})
+    qm = ql.quantize(tiny(), cfg)
+    assert not isinstance(qm.head, QLinear)
+    assert qm.up.scheme.bits == 8 and qm.up.scheme.granularity == "per_channel"
+    assert qm.down.scheme.bits == 4
+    reasons = {r.name: r.reason for r in qm.quantlens_summary.skipped}
+    assert reasons == {"head": "matches a skip pattern"}
+
+
+def test_a_bare_linear_is_replaced_as_the_root():
+    lin = nn.Linear(64, 32)
+    q = ql.quantize(lin, WeightOnly(bits=8, group_size=None))
+    assert isinstance(q, QLinear) and q.quantlens_summary.quantized[0].name == ""
+    x = torch.randn(3, 64)
+    assert cosine_similarity(q(x).flatten(), lin(x).flatten()) > 0.9999
+
+
+def test_shared_module_is_replaced_everywhere():
+    shared = nn.Linear(64, 64)
+    model = nn.Sequential(shared, nn.ReLU(), shared)
+    qm = ql.quantize(model, WeightOnly(bits=4, group_size=64))
+    assert qm[0] is qm[2] and isinstance(qm[0], QLinear)
+
+
+def test_model_without_linear_raises_nothing_to_quantize():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU())
+    with pytest.raises(NothingToQuantizeError, match="Conv2d"):
+        ql.quantize(model, WeightOnly(bits=4))
+
+
+def test_gptq_needs_calibration_data():
+    with pytest.raises(ConfigError, match="calib_data"):
+        ql.quantize(tiny(), WeightOnly(bits=4, group_size=32, algorithm="gptq"))
+
+
+# --- algorithms --------------------------------------------------------------------------
+
+
+def _correlated_inputs(n=512, d=128, seed=0):
+    g = generator(seed)
+    mix = torch.randn(d, d, generator=g) / d**0.5
+    scales = torch.logspace(-1, 1, d)
+    return (torch.randn(n, d, generator=g) * scales) @ mix  # (n, d), strongly non-isotropic
+
+
+def test_gptq_beats_rtn_on_output_error():
+    lin = nn.Linear(128, 64)
+    x = _correlated_inputs()
+    scheme = WeightOnly(bits=4, group_size=32).scheme_for(lin.weight.shape)
+    H = collect_hessians(nn.Sequential(lin), ["0"], x)["0"]
+    w = lin.weight.detach()
+    err = {name: ((x @ (qt.dequantize() - w).T) ** 2).mean().item() for name, qt in {
+        "rtn": ql.quantize_tensor(w, scheme), "gptq": gptq_quantize(w, H, scheme)}.items()}
+    assert err["gptq"] < 0.7 * err["rtn"]
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+def test_hqq_beats_rtn_on_weight_error(bits):
+    w = random_tensor(64, 256, dist="laplace")
+    scheme = WeightOnly(bits=bits, group_size=64).scheme_for(w.shape)
+    rtn = (ql.quantize_tensor(w, scheme).dequantize() - w).abs().mean()
+    hq = hqq_quantize(w, scheme)
+    assert hq.data.dtype == torch.uint8 and hq.zero_point.dtype == torch.int32
+    assert (hq.dequantize() - w).abs().mean() < rtn
+
+
+def test_gptq_quantized_model_runs_and_embeddings_fall_back():
+    cfg = WeightOnly(bits=4, group_size=32, algorithm="gptq", modules=("linear", "embedding"))
+    qm = ql.quantize(tiny(), cfg, calib_data=[IDS])
+    assert "gptq does not apply to Embedding layers; they use hqq" in qm.quantlens_summary.notes
+    assert isinstance(qm.emb, QEmbedding) and qm(IDS).shape == (4, 16, 32)
+
+
+# --- checkpoints -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cfg", [
+    WeightOnly(bits=4, group_size=32, modules=("linear", "embedding")),
+    WeightOnly(bits=2, group_size=32, algorithm="hqq"),
+    WeightOnly(bits=8, group_size=None),
+    WeightOnly(bits=4, group_size=32, codebook="nf4"),
+])
+def test_save_load_into_a_skeleton_is_bit_identical(tmp_path, cfg):
+    qm = ql.quantize(tiny(), cfg)
+    ql.save(qm, tmp_path / "ckpt")
+    skeleton = Tiny()  # other random weights: they must not matter
+    loaded = ql.load(tmp_path / "ckpt", model=skeleton)
+    assert torch.equal(loaded(IDS), qm(IDS))
+    assert type(loaded.up) is QLinear and loaded.quantlens_config == cfg
+
+
+def test_load_without_source_or_skeleton_says_how(tmp_path):
+    ql.save(ql.quantize(tiny(), WeightOnly(bits=4, group_size=32)), tmp_path / "c")
+    with pytest.raises(CheckpointError, match="model="):
+        ql.load(tmp_path / "c")
+
+
+def test_skeleton_with_other_shapes_is_a_checkpoint_error(tmp_path):
+    ql.save(ql.quantize(tiny(), WeightOnly(bits=4, group_size=32)), tmp_path / "c")
+    wrong = nn.Sequential(nn.Linear(64, 32))
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        ql.load(tmp_path / "c", model=wrong)
+
+
+# --- bad checkpoints ---------------------------------------------------------------------
+
+
+@pytest.fixture()
+def saved(tmp_path):
+    return ql.save(ql.quantize(tiny(), WeightOnly(bits=4, group_size=32)), tmp_path / "c")
+
+
+def _break_missing(ckpt):
+    (ckpt / "model.safetensors").unlink()
+    return "model.safetensors is missing"
+
+
+def _break_truncated_weights(ckpt):
+    path = ckpt / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:100])
+    return "model.safetensors cannot be read"
+
+
+def _break_truncated_json(ckpt):
+    path = ckpt / "quantlens.json"
+    path.write_text(path.read_text()[:50])
+    return "quantlens.json is not valid JSON"
+
+
+def _break_newer_version(ckpt):
+    path = ckpt / "quantlens.json"
+    meta = json.loads(path.read_text())
+    meta["format_version"] = 99
+    path.write_text(json.dumps(meta))
+    return "quantlens.json has format version 99"
+
+
+@pytest.mark.parametrize("breaker", [_break_missing, _break_truncated_weights, _break_truncated_json,
+                                     _break_newer_version])
+def test_broken_checkpoints_raise_checkpoint_error_naming_the_file(saved, breaker):
+    words = breaker(saved)
+    with pytest.raises(CheckpointError, match=words):
+        ql.load(saved, model=Tiny())
+
+
+def test_load_never_unpickles(saved, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("torch.load called")
+
+    monkeypatch.setattr(torch, "load", refuse)
+    import pickle
+
+    monkeypatch.setattr(pickle, "loads", refuse)
+    assert isinstance(ql.load(saved, model=Tiny()).up, QLinear)
