@@ -46,7 +46,7 @@ class RowHistogram:
 
     def edges(self) -> torch.Tensor:
         """Bin edges, ``(R, bins + 1)``."""
-        steps = torch.arange(self.bins + 1, dtype=torch.float64) / self.bins
+        steps = torch.arange(self.bins + 1, dtype=torch.float64, device=self.lo.device) / self.bins
         return self.lo[:, None] + self.width[:, None] * steps
 
     def add(self, rows: torch.Tensor, bmin: torch.Tensor | None = None, bmax: torch.Tensor | None = None) -> None:
@@ -58,7 +58,7 @@ class RowHistogram:
         bmax = bmax.double().clamp(min=0.0)
         if self.counts is None:
             self.lo, self.hi = bmin, bmax
-            self.counts = torch.zeros(rows.shape[0], self.bins, dtype=torch.float64)
+            self.counts = torch.zeros(rows.shape[0], self.bins, dtype=torch.float64, device=rows.device)
         else:
             lo, hi = torch.minimum(self.lo, bmin), torch.maximum(self.hi, bmax)
             if bool((lo < self.lo).any() or (hi > self.hi).any()):
@@ -69,7 +69,7 @@ class RowHistogram:
         n_rows, bins = rows.shape[0], self.bins
         inv = (bins / self.width).to(rows.dtype)[:, None]
         idx = (rows - self.lo.to(rows.dtype)[:, None]).mul_(inv).floor_().clamp_(0, bins - 1).long()
-        idx += torch.arange(n_rows)[:, None] * bins
+        idx += torch.arange(n_rows, device=rows.device)[:, None] * bins
         counts = torch.bincount(idx.reshape(-1), minlength=n_rows * bins)
         return counts.reshape(n_rows, bins).double()
 
@@ -83,8 +83,8 @@ class RowHistogram:
         first = pos.floor().clamp(0, bins - 1)
         frac = (((first + 1) - pos) * (new_w / old_w)[:, None]).clamp(0.0, 1.0)
         second = (first + 1).clamp(max=bins - 1)
-        offset = torch.arange(n_rows)[:, None] * bins
-        out = torch.zeros(n_rows * bins, dtype=torch.float64)
+        offset = torch.arange(n_rows, device=lo.device)[:, None] * bins
+        out = torch.zeros(n_rows * bins, dtype=torch.float64, device=lo.device)
         out.index_add_(0, (first.long() + offset).reshape(-1), (self.counts * frac).reshape(-1))
         out.index_add_(0, (second.long() + offset).reshape(-1), (self.counts * (1 - frac)).reshape(-1))
         self.counts, self.lo, self.hi = out.reshape(n_rows, bins), lo, hi
@@ -158,7 +158,8 @@ def mse_search(
     """
     lo0, hi0 = hist.lo, hist.hi
     counts, edges = _coarse(hist, max_elems)
-    rows = torch.arange(lo0.shape[0])
+    dev = lo0.device
+    rows = torch.arange(lo0.shape[0], device=dev)
     step = max(1, chunk_elems // max(1, edges.numel()))
 
     def pick(lo_c: torch.Tensor, hi_c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -169,15 +170,15 @@ def mse_search(
         k = torch.cat(errors).argmin(dim=0)
         return lo_c[k, rows], hi_c[k, rows]
 
-    alphas = torch.logspace(-math.log10(hist.bins), 0, grid, dtype=torch.float64)  # (G,)
+    alphas = torch.logspace(-math.log10(hist.bins), 0, grid, dtype=torch.float64, device=dev)  # (G,)
     lo, hi = pick(alphas[:, None] * lo0, alphas[:, None] * hi0)
     best = torch.where(hi0 - lo0 > _EPS, (hi - lo) / (hi0 - lo0).clamp(min=_EPS), torch.ones_like(lo0))
     ratio = float(alphas[1] / alphas[0])
-    fine = torch.linspace(1 / ratio, ratio, refine, dtype=torch.float64)[:, None]
+    fine = torch.linspace(1 / ratio, ratio, refine, dtype=torch.float64, device=dev)[:, None]
     a = (best * fine).clamp(max=1.0)  # (refine, R)
     lo, hi = pick(torch.cat([lo[None], a * lo0]), torch.cat([hi[None], a * hi0]))
     if not scheme.symmetric:
-        ends = torch.linspace(0.6, 1.4, 2 * refine + 1, dtype=torch.float64)[:, None]
+        ends = torch.linspace(0.6, 1.4, 2 * refine + 1, dtype=torch.float64, device=dev)[:, None]
         lo, hi = pick(torch.maximum(ends * lo, lo0), hi.expand(ends.shape[0], -1))
         lo, hi = pick(lo.expand(ends.shape[0], -1), torch.minimum(ends * hi, hi0))
     return lo, hi
@@ -210,19 +211,20 @@ def kl_search(
     n_rows, bins = counts.shape
     if bins <= levels:
         return edges[:, -1]
-    zero = torch.zeros(n_rows, 1, dtype=torch.float64)
+    dev = counts.device
+    zero = torch.zeros(n_rows, 1, dtype=torch.float64, device=dev)
     h = counts.double()
     ch = torch.cat([zero, h.cumsum(1)], 1)  # (R, B + 1) prefix sums
     cnz = torch.cat([zero, (h > 0).double().cumsum(1)], 1)
     chl = torch.cat([zero, torch.xlogy(h, h).cumsum(1)], 1)
     total = ch[:, -1:].clamp(min=_EPS)  # (R, 1)
     stride = max(1, math.ceil(n_rows * (bins - levels + 1) * (levels + 1) / max_elems))
-    all_i = torch.arange(bins, levels - 1, -stride).flip(0)  # always includes i = B
+    all_i = torch.arange(bins, levels - 1, -stride, device=dev).flip(0)  # always includes i = B
     step = max(1, chunk_elems // (n_rows * (levels + 1)))
     kls = []
     for start in range(0, all_i.numel(), step):
         i = all_i[start : start + step]  # (K,)
-        k = torch.arange(levels + 1)
+        k = torch.arange(levels + 1, device=dev)
         bounds = torch.div(k[None] * i[:, None] + levels - 1, levels, rounding_mode="floor")  # (K, L + 1)
         cb, nb = ch[:, bounds], cnz[:, bounds]  # (R, K, L + 1)
         merged, filled = cb.diff(dim=-1), nb.diff(dim=-1)  # (R, K, L)

@@ -288,8 +288,8 @@ class EntropyObserver(_HistogramObserver):
         self.hist.add(rows.abs(), torch.zeros_like(bmin), torch.maximum(-bmin, bmax))
 
     def _range(self, scheme):
-        one_sided = (self.min_val >= 0) & torch.tensor(not scheme.symmetric)
-        threshold = torch.empty(self.min_val.shape[0], dtype=torch.float64)
+        one_sided = (self.min_val >= 0) & (not scheme.symmetric)
+        threshold = torch.empty(self.min_val.shape[0], dtype=torch.float64, device=self.min_val.device)
         edges = self.hist.edges()
         for flag in (False, True):
             rows = (one_sided == flag).nonzero().squeeze(1)
