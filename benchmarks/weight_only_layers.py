@@ -5,7 +5,9 @@ Run: python benchmarks/weight_only_layers.py [--shapes 4096x4096,4096x11008] [--
      [--repeats 15] [--threads 2] [--no-peers] [--bw-mb 1024] [--budget-s 1.0]
 Writes benchmarks/results/weight_only_layers.json and prints a table.
 
-Shapes are ``in_features x out_features``. Variants of one (shape, batch) are timed
+Shapes are ``in_features x out_features``. ``auto`` rows are what automatic dispatch
+picks with activations kept float (the default); ``auto+aq`` rows with
+``allow_activation_quant=True`` (W8A8 fbgemm allowed). Variants of one (shape, batch) are timed
 round-robin (one call of each per round, after a warm-up) so that load from other
 processes on a shared machine hits them alike; each row reports median and p95 and the
 ratio to float32 in the same run. At batch 1 the achieved weight-read bandwidth (weight
@@ -164,20 +166,23 @@ def bench_shape(k: int, n: int, args, bandwidth: float, peers_info: dict) -> lis
         for name, (_, paths) in OUR_SCHEMES.items():
             layer = layers[name]
             # float32 input through every path, then what auto-dispatch picks for each dtype
-            runs = [(p_, torch.float32, x32) for p_ in paths]
-            runs += [("auto", torch.float32, x32), ("auto", torch.bfloat16, x16)]
-            for path, dtype, xin in runs:
-                layer.kernel = "auto"
+            runs = [(p_, torch.float32, x32, False) for p_ in paths]
+            runs += [("auto", dt, xin, aq) for aq in (False, True) for dt, xin in
+                     ((torch.float32, x32), (torch.bfloat16, x16))]
+            for path, dtype, xin, aq in runs:
+                layer.kernel, layer.allow_activation_quant = "auto", aq
                 chosen = layer.kernel_for(batch, dtype) if path == "auto" else path
 
-                def fn(layer=layer, path=path, xin=xin):
-                    layer.kernel = path
+                def fn(layer=layer, path=path, xin=xin, aq=aq):
+                    layer.kernel, layer.allow_activation_quant = path, aq
                     return layer(xin)
 
                 fn()  # builds the path's cache
                 tag = "fp32" if dtype == torch.float32 else "bf16"
-                label = f"{name} {path if path != 'auto' else 'auto->' + chosen} [{tag} in]"
+                auto = ("auto+aq" if aq else "auto") + "->" + chosen
+                label = f"{name} {path if path != 'auto' else auto} [{tag} in]"
                 variants[label] = (fn, dtype, state_bytes(layer, chosen, dtype), chosen)
+
         for name, (module, dtype) in list(peers.items()):
             xin = x32 if dtype == torch.float32 else x16
             fn = (lambda m=module, xin=xin: m(xin))

@@ -66,8 +66,10 @@ def test_every_path_matches_the_reference(scheme, path_name):
 @pytest.mark.parametrize("scheme", [SCHEMES["b4-per_group-asym"], SCHEMES["b8-per_channel-sym"],
                                     SCHEMES["b2-per_channel-asym"], SCHEMES["nf4-g64"]],
                          ids=["b4g", "b8c", "b2c", "nf4"])
-def test_auto_dispatch_is_within_the_chosen_paths_tolerance(scheme):
-    _, _, layer = TestQLinearConformance().quantize(scheme)
+@pytest.mark.parametrize("allow_aq", [False, True])
+def test_auto_dispatch_is_within_the_chosen_paths_tolerance(scheme, allow_aq):
+    fl, qt, _ = TestQLinearConformance().quantize(scheme)
+    layer = QLinear.from_float(fl, qt, allow_activation_quant=allow_aq)
     for batch in BATCHES:
         x = random_tensor(batch, IN, seed=batch)
         ref = torch.nn.functional.linear(x, layer.dequantized_weight(), layer.bias)
@@ -136,10 +138,11 @@ def test_kernel_caches_stay_out_of_the_state_dict():
 
 def test_activation_quant_can_be_ruled_out():
     fl, qt, _ = TestQLinearConformance().quantize(SCHEMES["b8-per_channel-sym"])
-    fast = QLinear.from_float(fl, qt)
-    exact = QLinear.from_float(fl, qt, allow_activation_quant=False)
+    fast = QLinear.from_float(fl, qt, allow_activation_quant=True)
+    exact = QLinear.from_float(fl, qt)
     assert fast.kernel_for(1, torch.float32) == "fbgemm"
     for tokens in BATCHES:
         for dtype in DTYPES:
             assert not kernel_paths()[exact.kernel_for(tokens, dtype)].quantizes_activations
     assert QLinear.from_config(exact.config()).allow_activation_quant is False
+    assert QLinear.from_config(fast.config()).allow_activation_quant is True

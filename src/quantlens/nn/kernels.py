@@ -38,28 +38,34 @@ fbgemm      ``torch.ops.quantized.linear_dynamic`` (W8A8: the     4e-2       1 B
             on one int8 scale per output row: per-row uniform
             codes as they are, any other scheme (per-group,
             codebooks) re-quantized from the dequantized weight
-            to symmetric int8 per row. Skipped by automatic
-            dispatch when ``layer.allow_activation_quant`` is
-            False.
+            to symmetric int8 per row. Automatic dispatch uses
+            it only for layers with ``allow_activation_quant``
+            (off by default: outlier activations, as in BERT,
+            suffer; MiniLM int8 mean cosine 0.9995 -> 0.965).
 ==========  ====================================================  =========  ========
 
 Automatic choice (benchmarks/weight_only_layers.py; results in benchmarks/results/
 weight_only_layers*.json). Measured on the project's 2-core AVX2 CPU (no AVX-512, so bf16
-matmuls are emulated: dense_bf16 runs at 0.3x fp32 at batch 64), shared with other jobs,
-speed-up over fp32 in the same run, 4096x4096 / 4096x11008, int4 g128 and int8
+matmuls are emulated: dense_bf16 runs at 0.3x fp32 at batch 64), shared with other jobs
+(with 2 threads on an oversubscribed machine every multi-threaded int kernel hits a
+~20 ms floor, so batch-1 ratios are taken from the 1-thread run), speed-up over fp32 in the same run, 4096x4096 / 4096x11008, int4 g128 and int8
 per-channel: fbgemm 1.6-3.5x at batch 1 (1 thread), 3.4-6.5x at batch 8, 1.6-2.2x at
 batch 64; int4pack 1.0-1.3x, 2.1x, 0.74-0.84x; int8pack 1.0-1.4x, 2.3-2.4x, 0.6-0.8x;
 dense 0.9-1.1x throughout. Hence:
 
-- any scheme, any batch, any dtype -> ``fbgemm`` (priority 20);
+- activations kept float (the default): layers under 2M weights (the float32 weight fits
+  in cache: 1 thread, batch 1, 384x1536 fp32 0.077 ms vs int8pack 0.134 / int4pack
+  0.137; 1024x1024 0.129 vs 0.217 / 0.236; 2048x2048 1.30 vs 1.20 / 1.26) -> ``dense``
+  (priority 50); otherwise <= 4-bit uniform codes with < 32 tokens ->
+  ``int4pack`` (priority 60); per-row uniform codes with < 32 tokens -> ``int8pack``
+  (70); everything else (per-group 5..8-bit, codebooks, >= 32 tokens) -> ``dense``
+  (large batches are compute-bound, and float32 is the fastest matmul on AVX2);
+- layers with ``allow_activation_quant=True``: any scheme, batch and dtype -> ``fbgemm``
+  (priority 20);
 - CPUs with avx512_bf16 (not measured here; the issue's figures for such a CPU: int4pack
   0.45 ms vs fbgemm 0.58 ms at batch 1 on 4096x4096, fbgemm ahead from batch 16):
   <= 4-bit codes with < 16 tokens -> ``int4pack`` (priority 10); bf16 input with >= 16
-  tokens and activation quantization ruled out -> ``dense_bf16`` (priority 30);
-- with ``allow_activation_quant=False``: <= 4-bit uniform codes with < 32 tokens ->
-  ``int4pack`` (60); per-row uniform codes with < 32 tokens -> ``int8pack`` (70);
-  everything else -> ``dense`` (larger batches are compute-bound, and float32 is the
-  fastest matmul on AVX2).
+  tokens -> ``dense_bf16`` (priority 30).
 
 How to add a path: write ``accepts(layer) -> str | None`` (why it cannot run the layer's
 weight format, or None), ``prepare(layer, dtype) -> state`` and ``run(layer, state, x) ->
@@ -115,6 +121,7 @@ class Case:
         tokens: ``(low, high)``: served when ``low <= tokens < high`` (``high`` None: no limit).
         dtypes: input dtypes served.
         needs: CPU features (see :func:`cpu_features`) that must all be present.
+        numel: ``(low, high)`` range of the layer's weight elements (``high`` None: no limit).
         priority: among all matching cases of all paths, the lowest wins.
     """
 
@@ -122,12 +129,17 @@ class Case:
     tokens: tuple[int, int | None] = (1, None)
     dtypes: tuple[torch.dtype, ...] = FLOAT_DTYPES
     needs: tuple[str, ...] = ()
+    numel: tuple[int, int | None] = (0, None)
     priority: int = 50
 
-    def matches(self, bits: int, tokens: int, dtype: torch.dtype) -> bool:
-        low, high = self.tokens
-        return (bits in self.bits and dtype in self.dtypes and low <= tokens
-                and (high is None or tokens < high) and cpu_features().issuperset(self.needs))
+    def matches(self, bits: int, tokens: int, dtype: torch.dtype, numel: int = 0) -> bool:
+        return (bits in self.bits and dtype in self.dtypes and _within(tokens, self.tokens)
+                and _within(numel, self.numel) and cpu_features().issuperset(self.needs))
+
+
+def _within(value: int, bounds: tuple[int, int | None]) -> bool:
+    low, high = bounds
+    return low <= value and (high is None or value < high)
 
 
 @dataclass(frozen=True)
@@ -193,10 +205,10 @@ def select(layer: nn.Module, tokens: int, dtype: torch.dtype) -> KernelPath:
             raise SchemeError(f"kernel path {forced!r} cannot run {layer.scheme.describe()}: {reason}; "
                               "set layer.kernel = 'auto'")
         return _PATHS[forced]
-    bits = layer.scheme.bits
-    allow_aq = getattr(layer, "allow_activation_quant", True)
+    bits, numel = layer.scheme.bits, layer.weight_shape[0] * layer.weight_shape[1]
+    allow_aq = getattr(layer, "allow_activation_quant", False)
     matches = [(case.priority, path.name) for path in _PATHS.values() for case in path.cases
-               if (allow_aq or not path.quantizes_activations) and case.matches(bits, tokens, dtype)]
+               if (allow_aq or not path.quantizes_activations) and case.matches(bits, tokens, dtype, numel)]
     for _, name in sorted(matches):
         if why_not(layer, name) is None:
             return _PATHS[name]
@@ -208,7 +220,7 @@ def run(layer: nn.Module, x2d: torch.Tensor, path: KernelPath | None = None) -> 
 
     The choice and the prepared state are memoised per (tokens, dtype, forced kernel) in
     the layer's cache, so a call costs one dict lookup besides the kernel itself."""
-    key = ("run", x2d.shape[0], x2d.dtype, layer.kernel, getattr(layer, "allow_activation_quant", True),
+    key = ("run", x2d.shape[0], x2d.dtype, layer.kernel, getattr(layer, "allow_activation_quant", False),
            path.name if path else None)
     hit = layer._cache.get(key)
     if hit is None:
@@ -404,10 +416,12 @@ def _fbgemm_run(layer, state, x):
 
 # Priorities come from benchmarks/weight_only_layers.py (see the module docstring).
 _LOW_BITS = (1, 2, 3, 4)
+SMALL_LAYER = 2 * 2**20  # weight elements: below this a float32 weight stays in cache
 register_kernel(KernelPath("reference", lambda layer: None, lambda layer, dtype: None, _reference_run,
                            compute_dtype=torch.float32))
 register_kernel(KernelPath("dense", lambda layer: None, _dense_prepare, _dense_run,
-                           compute_dtype=torch.float32, rtol=1e-6))
+                           compute_dtype=torch.float32, rtol=1e-6,
+                           cases=(Case(numel=(0, SMALL_LAYER), priority=50),)))
 register_kernel(KernelPath("dense_bf16", lambda layer: None, _dense_prepare, _dense_run,
                            compute_dtype=torch.bfloat16, rtol=1e-2,
                            cases=(Case(tokens=(16, None), dtypes=(torch.bfloat16,), needs=("avx512_bf16",), priority=30),)))
