@@ -9,7 +9,8 @@
 3. *Choose and verify*: under an accuracy budget, the longest prefix of moves whose
    *measured* loss stays within it (probing the prediction first, then bisecting on
    measurements, since layer errors do not add exactly); under a size budget
-   (``target_size``), the shortest prefix whose measured size fits.
+   (``target_size``), the shortest prefix whose measured size fits, then the bytes left
+   under the target spent raising the layers that win back most loss per byte.
 
 The result is an ordinary config: the method at the most common bit width, ``overrides``
 for the layers at other widths and ``skip`` for those left in float, so ``ql.quantize``
@@ -206,6 +207,23 @@ def _state_after(moves, k: int, names) -> dict[str, int]:
     return state
 
 
+def _fill_slack(state: dict[str, int], loss: dict, size: dict, slack: int) -> dict[str, int]:
+    """Spend ``slack`` bytes raising layers back up (most loss won back per byte first)."""
+    while True:
+        best = None
+        for n, cur in state.items():
+            for j in range(cur):
+                added = size[n][j] - size[n][cur]
+                gain = loss[n][cur] - loss[n][j]
+                if 0 < added <= slack and gain > 0 and (best is None or gain / added > best[0]):
+                    best = (gain / added, n, j, added)
+        if best is None:
+            return state
+        _, n, j, added = best
+        state[n] = j
+        slack -= added
+
+
 def _build_config(method: QuantConfig, levels: list, configs: dict, state: dict, groups) -> QuantConfig:
     chosen = [levels[j] for j in state.values() if levels[j] is not None]
     base_bits = Counter(chosen).most_common(1)[0][0] if chosen else next(b for b in levels if b is not None)
@@ -306,17 +324,21 @@ def search_plan(
     def groups(name: str) -> list[str]:
         return first.groups.get(name, [name])
 
-    measured: dict[int, tuple[Score, int, QuantConfig]] = {}
+    measured: dict[tuple, tuple[Score, int, QuantConfig]] = {}
 
-    def measure(k: int):
-        if k not in measured:
-            cfg = _build_config(method, levels, configs, _state_after(moves, k, names), groups)
-            if all(levels[j] is None for j in _state_after(moves, k, names).values()):
-                measured[k] = (Score(ev.baseline, 0.0), float_bytes, cfg)
+    def measure_state(state: dict[str, int]):
+        key = tuple(state[n] for n in names)
+        if key not in measured:
+            cfg = _build_config(method, levels, configs, state, groups)
+            if all(levels[j] is None for j in state.values()):
+                measured[key] = (Score(ev.baseline, 0.0), float_bytes, cfg)
             else:
                 qm = quantize(model, cfg, calib_data=calib, calib_batches=max_batches, progress=False)
-                measured[k] = (ev.measure(qm), memory_bytes(qm)[0], cfg)
-        return measured[k]
+                measured[key] = (ev.measure(qm), memory_bytes(qm)[0], cfg)
+        return measured[key]
+
+    def measure(k: int):
+        return measure_state(_state_after(moves, k, names))
 
     n_moves = len(moves)
     start_bytes = float_bytes - sum(fbytes[n] - size[n][0] for n in names)  # every layer at its first level
@@ -328,8 +350,15 @@ def search_plan(
         k = next(i for i in range(n_moves + 1) if start_bytes - saved_after[i] <= target_size)
         while measure(k)[1] > target_size and k < n_moves:
             k += 1
-        chosen, budget = k, {"target_size": int(target_size)}
-        within = lambda i: measure(i)[1] <= target_size  # noqa: E731
+        budget = {"target_size": int(target_size)}
+        final = _state_after(moves, k, names)
+        slack = target_size - measure(k)[1]
+        refined = _fill_slack(dict(final), loss, size, slack)
+        if refined != final:
+            r_score, r_bytes, _ = measure_state(refined)
+            if r_bytes <= target_size and r_score.loss <= measure(k)[0].loss:
+                final = refined
+        ok = measure_state(final)[1] <= target_size
     else:
         if ev.metric.noise:
             db = DEFAULT_MIN_SQNR_DB if min_sqnr_db is None else min_sqnr_db
@@ -350,13 +379,13 @@ def search_plan(
         while hi - lo > 1 and len(measured) < MAX_MEASUREMENTS:
             mid = (lo + hi) // 2
             lo, hi = (mid, hi) if within(mid) else (lo, mid)
-        chosen = lo
-    score, nbytes, cfg = measure(chosen)
-    final = _state_after(moves, chosen, names)
+        final, ok = _state_after(moves, lo, names), within(lo)
+    score, nbytes, cfg = measure_state(final)
     layers = [LayerChoice(n, _kind(records, n), _params(modules, n), levels[final[n]], size[n][final[n]],
                           loss[n][final[n]]) for n in names]
+    predicted = sum(loss[n][final[n]] for n in names)
     plan = MixedPrecisionPlan(cfg, layers, ev.metric.name, ev.metric.unit, ev.metric.loss_unit, ev.baseline, budget,
-                              loss_after[chosen], score.value, score.loss, nbytes, float_bytes, within(chosen),
+                              predicted, score.value, score.loss, nbytes, float_bytes, ok,
                               measurements=len(measured), samples=ev.samples)
     if compare_uniform:
         for b, v in variants.items():
