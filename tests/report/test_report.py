@@ -71,3 +71,11 @@ def test_html_is_self_contained_and_ordered(synthetic_report, tmp_path):
     order = [html.index(s) for s in ("Recommendation.", "<table>", "<h2>Plots", "<h2>Environment", "<h2>Command")]
     assert order == sorted(order)
     assert "Use static" in html and "quantlens compare digits-cnn" in html and "Test CPU" in html
+
+
+def test_no_speed_up_means_keep_float_for_speed(synthetic_report):
+    for row in synthetic_report.rows[1:]:
+        if row.ok:
+            row.latency_ms = 50.0
+    text = synthetic_report.recommendation()
+    assert text.startswith("No method is faster than float") and "static is 4.0× smaller" in text

@@ -123,6 +123,14 @@ class Report:
             drop = self.accuracy_drop(closest)
             return (f"Keep the float model: no method stays within the {budget} accuracy budget "
                     f"(closest: {closest.name}, {drop:.2f} points lower). Try QAT or a gentler config.")
+        if self.objective == "latency" and base.latency_ms and best.latency_ms and best.latency_ms > base.latency_ms:
+            small = self.best(objective="size")
+            threads = best.threads or "?"
+            return (f"No method is faster than float here ({threads} thread(s)): keep the float model for speed. "
+                    f"To save space, {small.name} is {base.disk_bytes / small.disk_bytes:.1f}× smaller on disk "
+                    f"within the {budget} accuracy budget ({-self.accuracy_drop(small):+.2f} points)."
+                    if small is not None and base.disk_bytes and small.disk_bytes else
+                    f"No method is faster than float here ({threads} thread(s)): keep the float model.")
         parts = []
         if base.disk_bytes and best.disk_bytes:
             parts.append(f"{base.disk_bytes / best.disk_bytes:.1f}× smaller on disk")
