@@ -87,7 +87,7 @@ def cells(row: Row, base: Row | None) -> list[str]:
     items = f"{row.items_per_s:,.0f}" if row.items_per_s is not None else "–"
     notes = ""
     if row.layers_quantized is not None:
-        notes = f"{row.layers_quantized} layers quantized, {row.layers_float} float"
+        notes = f"layers: {row.layers_quantized} quantized, {row.layers_float} float"
     return [row.name, acc, _num(row.agreement, 1), _num(row.sqnr_db, 1), disk, _mb(row.memory_bytes),
             latency, speedup, items, _mb(row.peak_memory_bytes), notes]
 
