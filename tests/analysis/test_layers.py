@@ -10,7 +10,6 @@ import torch
 from analysis_helpers import make_mlp, swap_qlinear
 from torch import nn
 
-import quantlens as ql
 from quantlens.analysis import compare_layers
 from quantlens.errors import InputError
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 import torch
 from analysis_helpers import make_mlp
@@ -27,7 +25,7 @@ def test_forward_ranks_the_layer_that_hurts(toy_method):
         model[2].weight[:, 0] = 50.0
     res = sensitivity(model, _mlp_data(), toy_method(bits=2))
     assert res.metric == "sqnr" and res.strategy == "swap" and not res.reverse
-    assert [r.name for r in res.rows][0] == "2"
+    assert next(r.name for r in res.rows) == "2"
     assert {r.name for r in res.rows} == {"0", "2", "4"}
     assert res["2"].params == 64 * 64 + 64 and res["2"].bytes_saved > 0
     assert all(r.drop > 0 for r in res.rows)

@@ -147,7 +147,7 @@ def _default_configs(candidates) -> dict[int, QuantConfig]:
 def _with_bits(method: QuantConfig, bits: int) -> QuantConfig:
     """``method`` at another width; a ``symmetric`` left at its width-dependent default follows the width."""
     names = {f.name for f in fields(method)}
-    if "symmetric" in names and getattr(method, "symmetric") == (method.bits >= 8):
+    if "symmetric" in names and method.symmetric == (method.bits >= 8):
         return method.replace(bits=bits, symmetric=None)
     return method.replace(bits=bits)
 
@@ -367,7 +367,7 @@ def search_plan(
             if max_accuracy_drop < 0:
                 raise InputError(f"max_accuracy_drop must be >= 0, got {max_accuracy_drop}")
             limit, budget = float(max_accuracy_drop), {"max_drop": float(max_accuracy_drop)}
-        within = lambda i: measure(i)[0].loss <= limit + 1e-9  # noqa: E731
+        within = lambda i: measure(i)[0].loss <= limit + 1e-9
         guess = max(i for i in range(n_moves + 1) if loss_after[i] <= limit)
         lo, hi = 0, n_moves + 1  # lo: known within budget; hi: known over it
         if within(guess):

@@ -38,7 +38,7 @@ from quantlens.core.data import first_batch
 from quantlens.core.progress import track
 from quantlens.methods.base import QuantConfig
 
-__all__ = ["LayerSensitivity", "SensitivityResult", "MIN_SAMPLES", "escape", "sensitivity"]
+__all__ = ["MIN_SAMPLES", "LayerSensitivity", "SensitivityResult", "escape", "sensitivity"]
 
 MIN_SAMPLES = 100  # fewer samples than this: a warning (1 sample = 1% accuracy at 100)
 
@@ -118,8 +118,9 @@ class SensitivityResult:
         mode = "all quantized but the layer" if self.reverse else "only the layer quantized"
         head = (f"sensitivity ({mode}; {self.metric} on {self.samples} samples; float {self.baseline:.2f}{self.unit}, "
                 f"all quantized {self.full_value:.2f}{self.unit}, drop {self.full_drop:.3g} {self.loss_unit})")
-        lines = [head, f"{'#':>3} {'layer':<36} {'kind':<12} {'params':>9} {'KB saved':>9} "
-                       f"{self.metric:>10} {'drop':>9}"]
+        columns = (f"{'#':>3} {'layer':<36} {'kind':<12} {'params':>9} {'KB saved':>9} "
+                   f"{self.metric:>10} {'drop':>9}")
+        lines = [head, columns]
         for i, r in enumerate(self.rows, 1):
             lines.append(f"{i:>3} {r.name[:36]:<36} {r.kind[:12]:<12} {r.params:>9,} {r.bytes_saved / 1024:>9.1f} "
                          f"{r.value:>10.3f} {r.drop:>9.3g}")
@@ -136,13 +137,17 @@ def quantized_layers(q_model: nn.Module) -> list:
 
 
 def _swappable(model: nn.Module, q_model: nn.Module, names: list[str]) -> bool:
+    """Whether every quantized layer of ``q_model`` sits under the same name as in ``model``
+    (a module-replacing method), so one module can be swapped in at a time."""
     if isinstance(q_model, torch.fx.GraphModule) or type(q_model) is not type(model):
         return False
     try:
-        return all(type(q_model.get_submodule(n)) is not type(model.get_submodule(n)) or
-                   q_model.get_submodule(n) is not model.get_submodule(n) for n in names)
+        for name in names:
+            model.get_submodule(name)
+            q_model.get_submodule(name)
     except AttributeError:
         return False
+    return True
 
 
 class Variants:

@@ -16,7 +16,7 @@ from torch import nn
 from quantlens.analysis.layers import dequantized_weight, is_layer
 from quantlens.eval.size import memory_bytes
 
-__all__ = ["WeightStats", "inspect_weights", "format_weights"]
+__all__ = ["WeightStats", "format_weights", "inspect_weights"]
 
 
 @dataclass
@@ -103,8 +103,9 @@ def inspect_weights(model: nn.Module) -> list[WeightStats]:
 
 def format_weights(rows: list[WeightStats]) -> str:
     """A plain-text table of :func:`inspect_weights` rows with a total."""
-    lines = [f"{'layer':<40} {'kind':<14} {'shape':<14} {'bits':>4} {'KB':>9} {'min':>8} {'max':>8} "
-             f"{'std':>8} {'tail':>5}  scheme"]
+    header = (f"{'layer':<40} {'kind':<14} {'shape':<14} {'bits':>4} {'KB':>9} {'min':>8} {'max':>8} "
+              f"{'std':>8} {'tail':>5}  scheme")
+    lines = [header]
     for r in rows:
         shape = "x".join(map(str, r.shape))
         lines.append(f"{r.name[:40]:<40} {r.kind[:14]:<14} {shape[:14]:<14} {r.bits:>4} {r.bytes / 1024:>9.1f} "

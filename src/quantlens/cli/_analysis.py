@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from quantlens import zoo
-from quantlens.errors import ConfigError, InputError, UnknownNameError
+from quantlens.errors import ConfigError, InputError
 from quantlens.methods.base import QuantConfig, config_from_dict
 
 
@@ -24,22 +24,12 @@ class Inputs:
 
 
 def resolve_model(spec: str):
-    """``(model, zoo name or None)`` for a zoo name, a quantlens checkpoint folder, or any
-    spec ``quantlens.cli._models.resolve_model`` understands."""
-    if spec in zoo.list_models():
-        return zoo.load_model(spec), spec
-    path = Path(spec)
-    if path.is_dir() and (path / "quantlens.json").is_file():
-        import quantlens as ql
+    """``(model, zoo name or None)`` for a zoo name, a quantlens checkpoint folder, a Hugging
+    Face folder or ``module:factory`` (see :mod:`quantlens.cli._models`)."""
+    from quantlens.cli._models import resolve_model as resolve_any
 
-        return ql.load(path), None
-    try:
-        from quantlens.cli._models import resolve_model as resolve_any
-    except ImportError:
-        raise UnknownNameError(f"unknown model {spec!r}; give a zoo model ({', '.join(zoo.list_models())}) "
-                               "or a quantlens checkpoint folder") from None
     resolved = resolve_any(spec)
-    return getattr(resolved, "model", resolved), getattr(resolved, "zoo", None)
+    return resolved.model, resolved.zoo
 
 
 def load_inputs(args: argparse.Namespace, *, need_data: bool = True) -> Inputs:

@@ -49,7 +49,13 @@ def parse_candidates(text: str) -> tuple:
 
 def run(args: argparse.Namespace) -> int:
     import quantlens as ql
-    from quantlens.analysis import activation_ranges, advise, compare_layers, search_plan, sensitivity
+    from quantlens.analysis import (
+        activation_ranges,
+        advise,
+        compare_layers,
+        search_plan,
+        sensitivity,
+    )
     from quantlens.analysis.advice import problem_layers
     from quantlens.analysis.scoring import Evaluator
     from quantlens.methods.base import check_patterns

@@ -64,18 +64,20 @@ def quantize_activations(x2d: torch.Tensor, per_token: bool = True) -> tuple[tor
         per_token: one scale / zero-point per row (else one for the whole tensor).
 
     Returns:
-        ``(xs, s, z)``: ``xs = x / s + z`` ``(M, K)`` (``round(xs)`` is the code in [0, 127]),
+        ``(xs, s, z)``: ``xs = x * (1 / s) + z`` ``(M, K)`` (``round(xs)`` is the code in
+        [0, 127]),
         ``s`` and ``z`` ``(M, 1)`` or ``(1, 1)`` float32 (``z`` integer-valued).
     """
-    if per_token:
-        lo, hi = torch.aminmax(x2d, dim=-1, keepdim=True)  # (M, 1)
+    if per_token:  # (amin + amax: ~10x faster than aminmax(dim=-1) on CPU, measured)
+        lo, hi = x2d.amin(dim=-1, keepdim=True), x2d.amax(dim=-1, keepdim=True)  # (M, 1)
     else:
         lo, hi = (t.reshape(1, 1) for t in torch.aminmax(x2d))
     lo, hi = lo.clamp(max=0), hi.clamp(min=0)  # the range holds 0, so zero is exact
     # (ACT_LEVELS - 1) steps: x/s + round(-lo/s) <= 126.5 rounds to <= 127 without a clamp.
     s = ((hi - lo) / (ACT_LEVELS - 1)).clamp_min(_EPS)
-    z = torch.round(-lo / s)
-    return torch.addcdiv(z, x2d, s), s, z
+    inv = 1.0 / s
+    z = torch.round(-lo * inv)
+    return torch.addcmul(z, x2d, inv), s, z
 
 
 def quantize_weight(weight: torch.Tensor, per_channel: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -152,7 +154,7 @@ def _fbgemm_run(layer, state, x2d):
     packed, c = state
     xs, s, z = quantize_activations(x2d, layer.per_token)
     g = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(xs, 1.0, 0, packed)  # (M, N)
-    g = g.addr_(z.expand(x2d.shape[0], 1).squeeze(1), c, alpha=-1) if layer.per_token else g.sub_(z * c)
+    g = g.addr_(z.squeeze(1), c, alpha=-1) if layer.per_token else g.sub_(z * c)  # sum (q - z) W
     return torch.addcmul(layer.bias, g, s) if layer.bias is not None else g.mul_(s)
 
 

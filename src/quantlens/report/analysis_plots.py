@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from pathlib import Path
@@ -122,7 +123,7 @@ def plot_activation_histograms(report: RangeReport, path: str | os.PathLike, *, 
     for ax, stats in zip(axes.flat, chosen):
         edges, counts = stats.hist_edges, stats.hist_counts
         if counts:
-            widths = [b - a for a, b in zip(edges[:-1], edges[1:])]
+            widths = [b - a for a, b in itertools.pairwise(edges)]
             ax.bar(edges[:-1], [max(c, 0.5) for c in counts], width=widths, align="edge", color="0.6")
             ax.set_yscale("log")
         for r in stats.ranges:
