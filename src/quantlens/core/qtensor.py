@@ -167,11 +167,13 @@ def quantize_tensor(
     return QTensor(from_blocks(q, scheme, x.shape), scale, zero_point, scheme)
 
 
-# Elements per thread and chunk of the CPU quantize loop (2 MB of float32). Working through
-# a reused, cache-sized buffer avoids allocating (and page-faulting) a float temporary the
-# size of the tensor and keeps the in-place passes in cache: per-group 4-bit quantization
-# of a 4096x4096 matrix went from 2.6x to 1.4-1.6x a torch.round pass (1 thread). Each
-# chunk is a few parallel regions, so chunks grow with the thread count.
+# Elements per chunk of the single-threaded CPU quantize loop (2 MB of float32). Working
+# through a reused, cache-sized buffer avoids allocating (and page-faulting) a float
+# temporary the size of the tensor and keeps the in-place passes in cache: per-group 4-bit
+# quantization of a 4096x4096 matrix went from 2.6x to 1.45x a torch.round pass. With more
+# threads every chunk costs a few parallel regions that wait for their slowest thread; on a
+# shared 2-core machine that made it slower (5.8x vs 3.7x unchunked), so there it is one
+# region per pass.
 CHUNK_ELEMENTS = 1 << 19
 
 
@@ -185,8 +187,8 @@ def _rows(blocks: torch.Tensor, out: torch.Tensor, scale: torch.Tensor, zero_poi
         src, dst = blocks.reshape(-1, blocks.shape[-1]), out.view(-1, blocks.shape[-1])
         s, z = scale.reshape(-1, 1), zero_point.reshape(-1, 1).to(dtype)
         per_row = src.shape[1]
-    chunk = CHUNK_ELEMENTS * torch.get_num_threads()  # the same cache-sized share per thread
-    step = src.shape[0] if src.device.type != "cpu" else max(1, chunk // max(per_row, 1))
+    chunked = src.device.type == "cpu" and torch.get_num_threads() == 1
+    step = max(1, CHUNK_ELEMENTS // max(per_row, 1)) if chunked else src.shape[0]
     return src, dst, s, z, per_row, step
 
 
