@@ -99,7 +99,7 @@ def _quantizes_activations(config: QuantConfig) -> bool:
 
 def problem_layers(sens: SensitivityResult, *, top: int = 5) -> list:
     """The rows of ``sens`` that explain a real part of the drop (most sensitive first)."""
-    floor = max(0.2 * abs(sens.full_drop), 1e-9)
+    floor = max(0.1 * abs(sens.full_drop), 1e-9)
     return [r for r in sens.rows if r.drop >= floor][:top]
 
 

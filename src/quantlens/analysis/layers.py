@@ -13,8 +13,10 @@ effort and says what it could not match:
 
 Each layer also gets the SQNR of its *input* (the error it inherited) and the SQNR of the
 noise it adds itself, ``own_sqnr_db``: with relative noise powers ``n = 10^(-SQNR/10)``,
-``own = -10 log10(n_out - n_in)`` (noise from independent sources adds in power). The layer
-with the lowest ``own_sqnr_db`` is where the error jumps (:attr:`LayerComparison.jump`).
+``own = -10 log10(n_out - n_in)`` (noise from independent sources adds in power). The
+quantized layer with the lowest ``own_sqnr_db`` is where the error jumps
+(:attr:`LayerComparison.jump`); float layers (a BatchNorm after a quantized conv) can scale
+the relative noise they inherit but are not blamed for it.
 
 Example:
     >>> qm = ql.quantize(model, ql.Static(), calib_data=calib)
@@ -391,7 +393,9 @@ def compare_layers(float_model: nn.Module, q_model: nn.Module, inputs, *, max_ba
     if not layers:
         raise InputError("no layer of the quantized model matches a float module by name; "
                          "pass the float model that q_model was quantized from")
-    worst = min(layers, key=lambda x: x.own_sqnr_db)
+    quantized = [x for x in layers if x.weight_sqnr_db not in (None, math.inf)
+                 or x.kind != type(float_modules[pairs[x.name][0]]).__name__]
+    worst = min(quantized or layers, key=lambda x: x.own_sqnr_db)  # float layers only pass error on
     if worst.own_sqnr_db < math.inf:
         worst.jump = True
     return LayerComparison(layers, unmatched, fused, samples)
