@@ -4,8 +4,10 @@ Example:
     >>> import quantlens as ql
     >>> qm = ql.quantize(model, ql.WeightOnly(bits=4, group_size=128))
     >>> ql.save(qm, "out/"); qm = ql.load("out/")
+    >>> report = ql.compare(model, ["dynamic", "static", "w4"], data=test, calib_data=calib)
 """
 
+from quantlens import analysis, nn, testing, zoo
 from quantlens.api import __version__, convert, export, load, prepare, prepare_qat, quantize, save
 from quantlens.core import (
     Batch,
@@ -19,27 +21,40 @@ from quantlens.core import (
     unpack,
 )
 from quantlens.errors import QuantlensError
-from quantlens.methods.base import QuantConfig, QuantSummary
-from quantlens.methods.int8_graph import register_custom_module
-from quantlens.methods.qat import QAT, train_qat
-from quantlens.methods.static import Static
+from quantlens.methods import (
+    QAT,
+    Dynamic,
+    QuantConfig,
+    QuantSummary,
+    Static,
+    WeightOnly,
+    register_custom_module,
+    train_qat,
+)
+from quantlens.report import Report, compare
 
 __all__ = [
     "Batch",
+    "Dynamic",
     "QAT",
     "QScheme",
     "QTensor",
     "QuantConfig",
     "QuantSummary",
     "QuantlensError",
+    "Report",
     "Static",
+    "WeightOnly",
     "__version__",
+    "analysis",
+    "compare",
     "compute_qparams",
     "convert",
     "export",
     "fake_quantize",
     "iter_batches",
     "load",
+    "nn",
     "pack",
     "prepare",
     "prepare_qat",
@@ -47,6 +62,8 @@ __all__ = [
     "quantize_tensor",
     "register_custom_module",
     "save",
+    "testing",
     "train_qat",
     "unpack",
+    "zoo",
 ]

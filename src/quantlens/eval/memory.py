@@ -63,11 +63,11 @@ class ModelRef:
 
     @classmethod
     def checkpoint(cls, path) -> ModelRef:
-        return cls("checkpoint", str(path))
+        return cls("checkpoint", str(Path(path).resolve()))  # the child may run elsewhere
 
     @classmethod
     def float_dir(cls, path) -> ModelRef:
-        return cls("float", str(path))
+        return cls("float", str(Path(path).resolve()))
 
     @classmethod
     def factory(cls, spec: str) -> ModelRef:
