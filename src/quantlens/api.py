@@ -23,6 +23,7 @@ from quantlens.methods.base import (
     float_dtype_of,
     method_for_config,
 )
+from quantlens.methods.int8_graph import make_inputs
 
 __version__ = "0.1.0"
 
@@ -256,8 +257,6 @@ def export(model: nn.Module, path: str | os.PathLike, *, format: str = "torchscr
     model = model.eval()
     recorded = getattr(model, "quantlens_example_inputs", None)
     if example_inputs is None and recorded:
-        from quantlens.methods.int8_graph import make_inputs
-
         example_inputs = make_inputs(recorded)
     try:
         with warnings.catch_warnings():  # quantized ops read their scales as Python floats

@@ -6,7 +6,7 @@ How to add a method (see methods/weight_only.py for a complete one):
 2. Write ``apply(model, ctx) -> nn.Module`` that quantizes, in place, every module for which
    ``ctx.config_for(name)`` returns a config of your type, records each decision with
    ``ctx.summary.add(...)`` and returns the model (the same object or a new root).
-3. Write ``rebuild(model, config, ctx) -> nn.Module`` that gives a float skeleton the
+3. Write ``rebuild(model, ctx) -> nn.Module`` that gives a float skeleton the
    quantized *structure* (no calibration, no real weights needed) so a checkpoint's
    tensors can be loaded into it.
 4. Register: ``register_method("name", MyConfig, apply=apply, rebuild=rebuild, order=N)``.
