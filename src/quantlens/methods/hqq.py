@@ -45,10 +45,13 @@ ITERATIONS = 20
 
 def shrink_lp(x: torch.Tensor, beta: float, p: float = LP_NORM) -> torch.Tensor:
     """The proximal operator of ``||x||_p^p`` (generalised soft thresholding)."""
-    ax = x.abs()
-    if p == 1:
-        return torch.sign(x) * torch.relu(ax - 1.0 / beta)
-    return torch.sign(x) * torch.relu(ax - ax.clamp_min(1e-12).pow(p - 1) / beta)
+    return _shrink(x, x.abs(), beta, p)
+
+
+def _shrink(x: torch.Tensor, ax: torch.Tensor, beta: float, p: float) -> torch.Tensor:
+    """:func:`shrink_lp` given ``ax = |x|`` (overwritten)."""
+    threshold = ax.clamp_min(1e-12).pow_(p - 1).div_(beta) if p != 1 else 1.0 / beta
+    return ax.sub_(threshold).relu_().copysign_(x)
 
 
 def hqq_quantize(
@@ -86,17 +89,19 @@ def hqq_quantize(
     qmin, qmax = scheme.qmin, scheme.qmax
     best_s, best_z, best_err = s, z, float("inf")
     for _ in range(iterations):
-        W_q = torch.clamp(torch.round(blocks / s + z), qmin, qmax)
-        W_r = s * (W_q - z)
-        err = (blocks - W_r).abs().mean().item()
+        W_q = (blocks / s).add_(z).round_().clamp_(qmin, qmax)  # (..., n_scales, group)
+        residual = blocks - (W_q - z).mul_(s)  # W - Q_z^{-1}(Q_z(W))
+        magnitude = residual.abs()
+        err = magnitude.mean().item()
         if err >= best_err:
             break
         best_s, best_z, best_err = s, z, err
-        W_e = shrink_lp(blocks - W_r, beta, p)
-        target = blocks - W_e  # (..., n_scales, group)
+        # W - W_e, with W_e = shrink_p(residual): the part of W the grid should fit
+        target = blocks - _shrink(residual, magnitude, beta, p)
+        W_q_mean, target_mean = W_q.mean(-1, keepdim=True), target.mean(-1, keepdim=True)
         if not scheme.symmetric:
-            z = torch.clamp(torch.round((W_q - target / s).mean(-1, keepdim=True)), qmin, qmax)
-        d = W_q - z
+            z = (W_q_mean - target_mean / s).round_().clamp_(qmin, qmax)  # mean(W_q - (W - W_e) / s)
+        d = W_q.sub_(z)  # least squares for s: (W - W_e) ~ s (W_q - z)
         s = ((target * d).sum(-1, keepdim=True) / (d * d).sum(-1, keepdim=True).clamp_min(1e-12)).clamp_min(MIN_SCALE)
         beta *= kappa
     q = torch.clamp(torch.round(blocks / best_s + best_z), qmin, qmax).to(integer_dtype(scheme))

@@ -12,7 +12,8 @@ algorithm  what it does                                           needs
 ``hqq``    half-quadratic fit of scale and zero-point               nothing
            (:mod:`quantlens.methods.hqq`)
 ``gptq``   column-by-column rounding with error compensation        ``calib_data``
-           from input statistics (:mod:`quantlens.methods.gptq`)
+           from input statistics, columns in act-order
+           (:mod:`quantlens.methods.gptq`)
 =========  =====================================================  ==================
 
 GPTQ applies to Linear layers only (an embedding has no input activations); embeddings
@@ -81,7 +82,7 @@ def _collect_hessians(model: nn.Module, names: list[str], ctx: QuantContext) -> 
 
 register_algorithm(Algorithm("rtn", lambda w, scheme, _: quantize_tensor(w, scheme), codebooks=True))
 register_algorithm(Algorithm("hqq", lambda w, scheme, _: hqq.hqq_quantize(w, scheme)))
-register_algorithm(Algorithm("gptq", lambda w, scheme, h: gptq.gptq_quantize(w, h, scheme),
+register_algorithm(Algorithm("gptq", lambda w, scheme, h: gptq.gptq_quantize(w, h, scheme, act_order=True),
                              collect=_collect_hessians, kinds=("linear",), fallback="hqq"))
 
 
