@@ -167,3 +167,12 @@ def test_constant_and_zero_data():
         obs.update(torch.full((100,), 2.0))  # range grows from zero width
         lo, hi = obs.range()
         assert torch.isfinite(lo) and torch.isfinite(hi) and hi > 0, name
+
+
+def test_entropy_is_not_fooled_by_the_spike_of_exact_zeros_after_a_relu():
+    torch.manual_seed(0)
+    x = torch.relu(torch.randn(200_000))  # half of it exactly 0
+    obs = get_observer("entropy")
+    obs.update(x)
+    lo, hi = obs.range(QScheme(bits=8, symmetric=False))
+    assert float(hi) >= float(torch.quantile(x[x > 0][:100_000], 0.99))

@@ -40,7 +40,7 @@ def nearest(values: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
     with ``values`` ``(R, N)``. Uses the midpoints between levels, so it is O(N log K)."""
     mids = (levels[..., 1:] + levels[..., :-1]) / 2
     if mids.ndim == 1:
-        return torch.bucketize(values, mids)
+        return torch.bucketize(values.contiguous(), mids)
     return torch.searchsorted(mids.contiguous(), values.contiguous())
 
 

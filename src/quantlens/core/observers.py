@@ -291,11 +291,16 @@ class EntropyObserver(_HistogramObserver):
         one_sided = (self.min_val >= 0) & (not scheme.symmetric)
         threshold = torch.empty(self.min_val.shape[0], dtype=torch.float64, device=self.min_val.device)
         edges = self.hist.edges()
+        # The bin at 0 holds every exact zero (ReLU outputs, padding): 0 is always a level, so
+        # its spike says nothing about the range, yet it would push the search towards the
+        # smallest threshold. Flatten it to its neighbour's height, as TensorRT-style tools do.
+        counts = self.hist.counts.clone()
+        counts[:, 0] = torch.minimum(counts[:, 0], counts[:, 1])
         for flag in (False, True):
             rows = (one_sided == flag).nonzero().squeeze(1)
             if rows.numel():
                 levels = 1 << (scheme.bits if flag else scheme.bits - 1)
-                threshold[rows] = kl_search(self.hist.counts[rows], edges[rows], levels)
+                threshold[rows] = kl_search(counts[rows], edges[rows], levels)
         t = threshold.float()
         return torch.maximum(-t, self.min_val), torch.minimum(t, self.max_val)
 

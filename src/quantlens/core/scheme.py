@@ -98,9 +98,12 @@ class QScheme:
 
     def describe(self) -> str:
         """A short human-readable name, e.g. ``int4 asym per_group(64)``."""
-        kind = self.codebook or ("int" if self.signed else "uint") + str(self.bits)
-        if self.codebook:
-            kind = f"{self.codebook}{self.bits}"
+        if self.codebook == "nf4":
+            kind = "nf4"
+        elif self.codebook:
+            kind = f"{self.codebook}-{self.bits}bit"
+        else:
+            kind = f"{'int' if self.signed else 'uint'}{self.bits}"
         sym = "sym" if self.symmetric else "asym"
         gran = {
             "per_tensor": "per_tensor",
