@@ -111,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
     if plan is not None:
         print()
         print(plan)
-        print(f"plan written to {args.plan_out}: apply it with  quantlens quantize {args.model} --config {args.plan_out}")
+        print(f"plan written to {args.plan_out}: apply it with  quantlens quantize {args.model} "
+              f"--config {args.plan_out} -o QUANTIZED_DIR")
     return 0
 
 
