@@ -1,0 +1,247 @@
+"""Weight-only quantization of a whole model: MiniLM, quantlens vs torchao vs optimum-quanto.
+
+Run: python benchmarks/weight_only_model.py [--threads 2] [--budget 15] [--no-peers]
+Writes benchmarks/results/weight_only_model.json and prints a table.
+
+Model: all-MiniLM-L6-v2 (real pretrained weights, zoo ``minilm``), Linear layers quantized
+(embeddings stay float here so every variant quantizes the same layers).
+
+Variants:
+
+- ``fp32``: the float model;
+- ``ql-int8``: ``WeightOnly(bits=8, group_size=None)`` (per-channel, symmetric);
+- ``ql-int4-g128``: ``WeightOnly(bits=4, group_size=128)`` (round to nearest);
+- ``ql-int4-g64`` / ``-hqq`` / ``-gptq``: group 64 with round to nearest / HQQ / GPTQ (GPTQ:
+  32 calibration sentences, unpadded, disjoint from the evaluation set);
+- ``ql-2bit-g64`` / ``-hqq``: 2 bits, group 64, round to nearest / HQQ;
+- peers, where they install: torchao ``quantize_`` with ``Int8WeightOnlyConfig`` and the CPU
+  int4 prototype ``PrototypeInt4WeightOnlyConfig`` (group 128; needs a bfloat16 model), and
+  optimum-quanto ``quantize(weights=qint8 / qint4)`` + ``freeze``.
+
+Quality: mean cosine of mean-pooled embeddings vs fp32 over the zoo ``sentences`` set
+(252 sentences) and retrieval agreement (same nearest neighbour). Latency: batch 1 x seq 32
+and batch 8 x seq 128 of real text; calls interleaved round-robin (a busy machine slows all
+alike), median and p95, ``ratio`` = variant time / fp32 time. ``quant_s``: seconds to
+quantize the whole model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import time
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch
+
+import quantlens as ql
+from quantlens import zoo
+from quantlens.methods.weight_only import WeightOnly
+from quantlens.zoo import minilm, sentences
+
+RESULTS = Path(__file__).parent / "results" / "weight_only_model.json"
+SHAPES = ((1, 32), (8, 128))
+
+CONFIGS = {
+    "ql-int8": WeightOnly(bits=8, group_size=None),
+    "ql-int4-g128": WeightOnly(bits=4, group_size=128),
+    "ql-int4-g64": WeightOnly(bits=4, group_size=64),
+    "ql-int4-g64-hqq": WeightOnly(bits=4, group_size=64, algorithm="hqq"),
+    "ql-int4-g64-gptq": WeightOnly(bits=4, group_size=64, algorithm="gptq"),
+    "ql-2bit-g64": WeightOnly(bits=2, group_size=64),
+    "ql-2bit-g64-hqq": WeightOnly(bits=2, group_size=64, algorithm="hqq"),
+}
+
+
+def summarize(times: list[float]) -> dict:
+    ordered = sorted(times)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return {"median_ms": statistics.median(times) * 1e3, "p95_ms": p95 * 1e3, "repeats": len(times)}
+
+
+def interleaved(calls: dict, *, warmup: int, budget_s: float, min_rounds: int = 5) -> dict:
+    """Time every call round-robin until the budget is spent (at least ``min_rounds``)."""
+    times = {label: [] for label in calls}
+    with torch.no_grad():
+        for _ in range(warmup):
+            for call in calls.values():
+                call()
+        start = time.perf_counter()
+        rounds = 0
+        while rounds < min_rounds or time.perf_counter() - start < budget_s:
+            for label, call in calls.items():
+                t0 = time.perf_counter()
+                call()
+                times[label].append(time.perf_counter() - t0)
+            rounds += 1
+    return {label: summarize(ts) for label, ts in times.items()}
+
+
+def text_batch(batch: int, seq: int) -> dict[str, torch.Tensor]:
+    """Real sentences joined so every row fills ``seq`` tokens."""
+    texts = sentences.all_sentences()
+    per_row = max(1, seq // 10)
+    rows = [" ".join(texts[(i * per_row + j) % len(texts)] for j in range(per_row + 4)) for i in range(batch)]
+    return minilm.tokenize(rows, max_length=seq)
+
+
+def calibration() -> list[dict]:
+    tok = minilm.tokenizer()
+    return [dict(tok(s, return_tensors="pt")) for s in sentences.calibration_sentences()]
+
+
+def timed(build):
+    t0 = time.perf_counter()
+    model = build()
+    return model, time.perf_counter() - t0
+
+
+# --- peers -------------------------------------------------------------------------------------
+
+
+def torchao_variants(model) -> tuple[dict, dict]:
+    out, status = {}, {}
+    try:
+        import torchao
+        from torchao.quantization import Int8WeightOnlyConfig, quantize_
+        from torchao.prototype.quantization.int4.inference_workflow import PrototypeInt4WeightOnlyConfig
+    except Exception as exc:  # noqa: BLE001 - record any import failure
+        return out, {"torchao": f"not available: {type(exc).__name__}: {str(exc)[:200]}"}
+    status["torchao"] = f"installed {torchao.__version__}"
+    for label, make, dtype in (("ao-int8wo", Int8WeightOnlyConfig, torch.float32),
+                               ("ao-int4-proto-g128", lambda: PrototypeInt4WeightOnlyConfig(group_size=128), torch.bfloat16)):
+        try:
+            def build(make=make, dtype=dtype):
+                m = copy.deepcopy(model).to(dtype)
+                quantize_(m, make())
+                return m
+
+            m, secs = timed(build)
+            with torch.no_grad():
+                m(**text_batch(1, 32))
+            out[label] = (m, secs, dtype)
+            status[label] = "ok" + (" (bfloat16 model)" if dtype == torch.bfloat16 else "")
+        except Exception as exc:  # noqa: BLE001
+            status[label] = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
+    return out, status
+
+
+def quanto_variants(model) -> tuple[dict, dict]:
+    out, status = {}, {}
+    try:
+        import optimum.quanto as oq
+    except Exception as exc:  # noqa: BLE001
+        return out, {"optimum-quanto": f"not available: {type(exc).__name__}: {str(exc)[:200]}"}
+    status["optimum-quanto"] = "installed"
+    for label, qtype in (("quanto-int8", oq.qint8), ("quanto-int4", oq.qint4)):
+        try:
+            def build(qtype=qtype):
+                m = copy.deepcopy(model)
+                oq.quantize(m, weights=qtype)
+                oq.freeze(m)
+                return m
+
+            m, secs = timed(build)
+            out[label] = (m, secs, torch.float32)
+            status[label] = "ok"
+        except Exception as exc:  # noqa: BLE001
+            status[label] = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
+    return out, status
+
+
+# --- main ----------------------------------------------------------------------------------------
+
+
+@torch.no_grad()  # not inference_mode: optimum-quanto's int4 weights fail under it
+def embeddings(model, batches) -> torch.Tensor:
+    out = []
+    for batch in batches:
+        hidden = model(**batch).last_hidden_state.float()
+        out.append(minilm.mean_pool(hidden, batch["attention_mask"]))
+    return torch.cat(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--budget", type=float, default=15.0, help="seconds of timing per shape")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--no-peers", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore")
+
+    model = zoo.load_model("minilm")
+    eval_batches = zoo.load_dataset("sentences").batches(64)
+    reference = minilm.mean_pooled_embeddings(model, eval_batches)
+    variants = {"fp32": (model, 0.0, torch.float32)}
+    calib = calibration()
+    for label, cfg in CONFIGS.items():
+        qm, secs = timed(lambda cfg=cfg: ql.quantize(model, cfg, calib_data=calib if cfg.algorithm == "gptq" else None))
+        variants[label] = (qm, secs, torch.float32)
+    status = {}
+    if not args.no_peers:
+        for make in (torchao_variants, quanto_variants):
+            found, st = make(model)
+            variants.update(found)
+            status.update(st)
+
+    failed: list[str] = []
+    rows = {label: {"variant": label, "quant_s": round(secs, 3)} for label, (m, secs, _) in variants.items()}
+    for label, (m, _, _) in list(variants.items()):
+        try:
+            emb = embeddings(m, eval_batches)
+        except Exception as exc:  # noqa: BLE001 - a peer that cannot run this model
+            status[label] = f"failed to run: {type(exc).__name__}: {str(exc)[:200]}"
+            failed.append(label)
+            continue
+        rows[label]["cosine"] = minilm.mean_cosine(reference, emb)
+        rows[label]["retrieval_agreement"] = minilm.retrieval_agreement(reference, emb)
+        print(f"quality {label}: cosine {rows[label]['cosine']:.5f}", flush=True)
+    for label in failed:
+        del variants[label], rows[label]
+    for batch, seq in SHAPES:
+        inputs = text_batch(batch, seq)
+        calls = {label: (lambda m=m: m(**inputs)) for label, (m, _, _) in variants.items()}
+        stats = interleaved(calls, warmup=args.warmup, budget_s=args.budget)
+        base = stats["fp32"]["median_ms"]
+        for label, st in stats.items():
+            key = f"b{batch}_s{seq}"
+            rows[label][key] = {**{k: round(v, 3) for k, v in st.items()}, "ratio": round(st["median_ms"] / base, 3)}
+        print(f"timed batch {batch} x seq {seq}", flush=True)
+
+    result = {
+        "benchmark": "weight_only_model",
+        "model": "all-MiniLM-L6-v2 (Linear layers quantized)",
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "peers": status,
+        "rows": list(rows.values()),
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=1))
+    header = f"{'variant':22} {'quant s':>8} {'cosine':>8} {'retr':>6}"
+    for batch, seq in SHAPES:
+        header += f" {'b%d/s%d med ms' % (batch, seq):>15} {'p95':>8} {'ratio':>6}"
+    print(header)
+    for r in rows.values():
+        line = f"{r['variant']:22} {r['quant_s']:8.2f} {r['cosine']:8.5f} {r['retrieval_agreement']:6.3f}"
+        for batch, seq in SHAPES:
+            st = r[f"b{batch}_s{seq}"]
+            line += f" {st['median_ms']:15.2f} {st['p95_ms']:8.2f} {st['ratio']:6.2f}"
+        print(line)
+    for name, st in status.items():
+        print(f"peer {name}: {st}")
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
