@@ -110,8 +110,10 @@ def torchao_variants(model) -> tuple[dict, dict]:
     out, status = {}, {}
     try:
         import torchao
+        from torchao.prototype.quantization.int4.inference_workflow import (
+            PrototypeInt4WeightOnlyConfig,
+        )
         from torchao.quantization import Int8WeightOnlyConfig, quantize_
-        from torchao.prototype.quantization.int4.inference_workflow import PrototypeInt4WeightOnlyConfig
     except Exception as exc:  # noqa: BLE001 - record any import failure
         return out, {"torchao": f"not available: {type(exc).__name__}: {str(exc)[:200]}"}
     status["torchao"] = f"installed {torchao.__version__}"
@@ -209,7 +211,7 @@ def main() -> None:
         del variants[label], rows[label]
     for batch, seq in SHAPES:
         inputs = text_batch(batch, seq)
-        calls = {label: (lambda m=m: m(**inputs)) for label, (m, _, _) in variants.items()}
+        calls = {label: (lambda m=m, inputs=inputs: m(**inputs)) for label, (m, _, _) in variants.items()}
         stats = interleaved(calls, warmup=args.warmup, budget_s=args.budget)
         base = stats["fp32"]["median_ms"]
         for label, st in stats.items():
@@ -230,7 +232,7 @@ def main() -> None:
     RESULTS.write_text(json.dumps(result, indent=1))
     header = f"{'variant':22} {'quant s':>8} {'cosine':>8} {'retr':>6}"
     for batch, seq in SHAPES:
-        header += f" {'b%d/s%d med ms' % (batch, seq):>15} {'p95':>8} {'ratio':>6}"
+        header += f" {f'b{batch}/s{seq} med ms':>15} {'p95':>8} {'ratio':>6}"
     print(header)
     for r in rows.values():
         line = f"{r['variant']:22} {r['quant_s']:8.2f} {r['cosine']:8.5f} {r['retrieval_agreement']:6.3f}"

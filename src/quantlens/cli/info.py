@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({**keep, "files": files}, indent=1))
         return 0
     console = Console() if Console().is_terminal else Console(width=160)
-    say = lambda text: console.print(text, markup=False, highlight=False)  # noqa: E731
+    say = lambda text: console.print(text, markup=False, highlight=False)
     say(f"checkpoint   {args.checkpoint}")
     say(f"format       quantlens v{meta.get('format_version')} (written by quantlens {meta.get('quantlens_version')}, "
         f"torch {meta.get('torch_version')})")

@@ -31,11 +31,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from quantlens.core.scheme import QScheme
 from quantlens.core.qtensor import QTensor, quantize_tensor
+from quantlens.core.scheme import QScheme
 from quantlens.errors import ConfigError, SchemeError
 from quantlens.methods import gptq, hqq
-from quantlens.methods.base import QuantConfig, QuantContext, configs_in, module_bytes, register_method
+from quantlens.methods.base import (
+    QuantConfig,
+    QuantContext,
+    configs_in,
+    module_bytes,
+    register_method,
+)
 from quantlens.nn.registry import quantized_class_for, quantized_classes
 
 # --- algorithms ---------------------------------------------------------------------------
