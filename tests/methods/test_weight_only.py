@@ -259,3 +259,18 @@ def test_load_never_unpickles(saved, monkeypatch):
 
     monkeypatch.setattr(pickle, "loads", refuse)
     assert isinstance(ql.load(saved, model=Tiny()).up, QLinear)
+
+
+def test_conv2d_when_asked_per_channel_and_grouped_over_input_channels(tmp_path):
+    from quantlens.nn.qconv import QConv2d
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 8, 1)).eval()
+    x = torch.randn(2, 16, 8, 8)
+    for group in (None, 16):
+        qm = ql.quantize(model, WeightOnly(bits=8, group_size=group, modules=(nn.Conv2d,)))
+        assert isinstance(qm[0], QConv2d) and isinstance(qm[2], QConv2d)
+        assert cosine_similarity(qm(x).flatten(), model(x).flatten()) > 0.999
+    assert qm[0].scheme.axis == 1 and qm[0].scale.shape == (32, 3, 3, 1)
+    loaded = ql.load(ql.save(qm, tmp_path / "conv"), model=model)
+    assert torch.equal(loaded(x), qm(x))
