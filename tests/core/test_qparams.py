@@ -140,3 +140,17 @@ def test_chunked_quantize_is_exact(monkeypatch, chunk):
         b = to_blocks(x, scheme)
         q = (torch.round(b / reference.scale.unsqueeze(-1)) + reference.zero_point.unsqueeze(-1)).clamp(scheme.qmin, scheme.qmax)
         assert torch.equal(from_blocks(q, scheme, x.shape).to(chunked.data.dtype), chunked.data)
+
+
+def test_a_parameter_that_requires_grad_quantizes_on_every_thread_count():
+    weight = torch.nn.Parameter(torch.randn(64, 128))
+    scheme = QScheme(bits=4, symmetric=False, granularity="per_group", group_size=64)
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            qt = quantize_tensor(weight, scheme)
+            assert not qt.data.requires_grad
+            assert (qt.dequantize() - weight.detach()).abs().max() <= qt.scale.max()
+    finally:
+        torch.set_num_threads(before)

@@ -146,3 +146,12 @@ def test_activation_quant_can_be_ruled_out():
             assert not kernel_paths()[exact.kernel_for(tokens, dtype)].quantizes_activations
     assert QLinear.from_config(exact.config()).allow_activation_quant is False
     assert QLinear.from_config(fast.config()).allow_activation_quant is True
+
+
+def test_int4pack_turns_down_out_features_it_cannot_pack():
+    linear = torch.nn.Linear(256, 100)
+    scheme = QScheme(bits=4, symmetric=False, granularity="per_group", group_size=64)
+    layer = QLinear.from_float(linear, quantize_tensor(linear.weight, scheme))
+    layer.kernel = "int4pack"
+    with pytest.raises(Exception, match="multiple of 16"):
+        layer(torch.randn(1, 256))

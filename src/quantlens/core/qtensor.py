@@ -130,7 +130,7 @@ def quantize_tensor(
         [8, -12]
     """
     check_float(x)
-    blocks = to_blocks(x.float(), scheme)
+    blocks = to_blocks(x.detach().float(), scheme)  # integer codes carry no gradient
     expected = qparam_shape(x.shape, scheme)
     if scheme.codebook is not None:
         check_finite_float(x)

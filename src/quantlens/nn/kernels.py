@@ -318,6 +318,8 @@ def _int4_accepts(layer) -> str | None:
         return "it needs whole groups along in_features"
     if _int4_group(layer) is None:
         return f"it needs groups (or in_features) that are a multiple of {INT4_GROUPS[-1]}"
+    if layer.weight_shape[0] % 16:
+        return "it needs out_features that are a multiple of 16"
     return _on_cpu(layer)
 
 
