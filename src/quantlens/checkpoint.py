@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from quantlens.errors import CheckpointError, InputError
 
@@ -162,8 +164,6 @@ def build_skeleton(source: Mapping, *, trust_code: bool = False) -> torch.nn.Mod
 
 def write(directory: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
     """Write a checkpoint directory atomically; replace an existing checkpoint there."""
-    from safetensors.torch import save_file
-
     target = Path(directory)
     if target.exists() and not target.is_dir():
         raise InputError(f"{target} exists and is not a directory; choose another output path")
@@ -188,11 +188,8 @@ def write(directory: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: 
     return target
 
 
-def read(directory: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
-    """Read and validate a checkpoint directory; errors name the file and the problem."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
+def read_meta(directory: str | os.PathLike) -> dict:
+    """``quantlens.json`` of a checkpoint directory, validated; errors name the file."""
     root = Path(directory)
     if not root.is_dir():
         raise CheckpointError(f"{root} is not a directory; give the folder ql.save wrote")
@@ -211,6 +208,13 @@ def read(directory: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
         raise CheckpointError(
             f"{meta_path} has format version {version!r}, newer than this quantlens reads ({FORMAT_VERSION}); upgrade quantlens"
         )
+    return meta
+
+
+def read(directory: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
+    """Read and validate a checkpoint directory; errors name the file and the problem."""
+    meta = read_meta(directory)
+    weights_path = Path(directory) / WEIGHTS_FILE
     try:
         tensors = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError) as exc:

@@ -7,8 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from quantlens.checkpoint import META_FILE, WEIGHTS_FILE
-from quantlens.errors import CheckpointError
+from quantlens.checkpoint import read_meta
 
 
 def register(subparsers) -> None:
@@ -18,24 +17,6 @@ def register(subparsers) -> None:
     parser.add_argument("checkpoint", metavar="CKPT", type=Path)
     parser.add_argument("--json", action="store_true", help="print quantlens.json's description as JSON")
     parser.set_defaults(func=run)
-
-
-def read_meta(directory: Path) -> dict:
-    """``quantlens.json`` of ``directory``, validated (errors name the file)."""
-    meta_path = directory / META_FILE
-    if not directory.is_dir():
-        raise CheckpointError(f"{directory} is not a directory; give the folder ql.save wrote")
-    if not meta_path.is_file():
-        raise CheckpointError(f"{meta_path} is missing; {directory} is not a quantlens checkpoint")
-    if not (directory / WEIGHTS_FILE).is_file():
-        raise CheckpointError(f"{directory / WEIGHTS_FILE} is missing; the checkpoint is incomplete")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{meta_path} is not valid JSON ({exc}); the file is truncated or corrupt") from exc
-    if not isinstance(meta, dict) or meta.get("format") != "quantlens":
-        raise CheckpointError(f"{meta_path} is not a quantlens checkpoint description")
-    return meta
 
 
 def describe_source(source: dict | None) -> str:
