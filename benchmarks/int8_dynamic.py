@@ -33,7 +33,6 @@ import json
 import logging
 import os
 import platform
-import statistics
 import tempfile
 import time
 import warnings
@@ -44,6 +43,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning OpenMP threads h
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _timing import interleaved
 
 import quantlens as ql
 from quantlens import zoo
@@ -54,30 +54,6 @@ RESULTS = Path(__file__).resolve().parent / "results" / "int8_dynamic.json"
 MINILM_CASES = [(8, 128), (1, 32)]
 LSTM_CASES = [450, 1]
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-
-
-def summarize(times: list[float]) -> dict:
-    ordered = sorted(times)
-    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    return {"median_ms": statistics.median(times) * 1e3, "p95_ms": p95 * 1e3, "repeats": len(times)}
-
-
-def interleaved(calls: dict, *, warmup: int, budget_s: float, min_rounds: int = 5, max_rounds: int = 200) -> dict:
-    """Time every call round-robin until the budget is spent (at least ``min_rounds``)."""
-    times = {label: [] for label in calls}
-    with torch.inference_mode():
-        for _ in range(warmup):
-            for call in calls.values():
-                call()
-        start = time.perf_counter()
-        for rounds in range(max_rounds):
-            if rounds >= min_rounds and time.perf_counter() - start > budget_s:
-                break
-            for label, call in calls.items():
-                t0 = time.perf_counter()
-                call()
-                times[label].append(time.perf_counter() - t0)
-    return {label: summarize(ts) for label, ts in times.items()}
 
 
 def long_text_batch(batch: int, seq: int) -> dict[str, torch.Tensor]:

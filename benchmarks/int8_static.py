@@ -40,18 +40,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 import torch
+from _timing import summarize
 
 import quantlens as ql
 from quantlens import zoo
 
 RESULTS = Path(__file__).resolve().parent / "results" / "int8_static.json"
 CASES = [("resnet18", 1), ("resnet18", 8), ("digits-cnn", 256)]
-
-
-def summarize(times: list[float]) -> dict:
-    ordered = sorted(times)
-    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    return {"median_ms": statistics.median(times) * 1e3, "p95_ms": p95 * 1e3, "repeats": len(times)}
 
 
 def data_for(name: str):

@@ -32,7 +32,6 @@ import copy
 import json
 import os
 import platform
-import statistics
 import time
 import warnings
 from pathlib import Path
@@ -40,6 +39,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch
+from _timing import interleaved
 
 import quantlens as ql
 from quantlens import zoo
@@ -58,30 +58,6 @@ CONFIGS = {
     "ql-2bit-g64": WeightOnly(bits=2, group_size=64),
     "ql-2bit-g64-hqq": WeightOnly(bits=2, group_size=64, algorithm="hqq"),
 }
-
-
-def summarize(times: list[float]) -> dict:
-    ordered = sorted(times)
-    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    return {"median_ms": statistics.median(times) * 1e3, "p95_ms": p95 * 1e3, "repeats": len(times)}
-
-
-def interleaved(calls: dict, *, warmup: int, budget_s: float, min_rounds: int = 5) -> dict:
-    """Time every call round-robin until the budget is spent (at least ``min_rounds``)."""
-    times = {label: [] for label in calls}
-    with torch.no_grad():
-        for _ in range(warmup):
-            for call in calls.values():
-                call()
-        start = time.perf_counter()
-        rounds = 0
-        while rounds < min_rounds or time.perf_counter() - start < budget_s:
-            for label, call in calls.items():
-                t0 = time.perf_counter()
-                call()
-                times[label].append(time.perf_counter() - t0)
-            rounds += 1
-    return {label: summarize(ts) for label, ts in times.items()}
 
 
 def text_batch(batch: int, seq: int) -> dict[str, torch.Tensor]:

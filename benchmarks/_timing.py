@@ -1,0 +1,38 @@
+"""Timing shared by the benchmark scripts: round-robin rounds, median and p95."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+
+def summarize(times: list[float]) -> dict:
+    """Median and p95 of per-call times (seconds in, milliseconds out)."""
+    ordered = sorted(times)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return {"median_ms": statistics.median(times) * 1e3, "p95_ms": p95 * 1e3, "repeats": len(times)}
+
+
+def interleaved(
+    calls: dict, *, warmup: int, budget_s: float, min_rounds: int = 5, max_rounds: int = 200
+) -> dict:
+    """Time every call round-robin until the budget is spent (at least ``min_rounds``), so a
+    noisy neighbour slows every variant alike and the ratios stay meaningful.
+
+    Runs under ``no_grad`` (optimum-quanto's int4 fails under ``inference_mode``)."""
+    times: dict[str, list[float]] = {label: [] for label in calls}
+    with torch.no_grad():
+        for _ in range(warmup):
+            for call in calls.values():
+                call()
+        start = time.perf_counter()
+        for rounds in range(max_rounds):
+            if rounds >= min_rounds and time.perf_counter() - start > budget_s:
+                break
+            for label, call in calls.items():
+                t0 = time.perf_counter()
+                call()
+                times[label].append(time.perf_counter() - t0)
+    return {label: summarize(ts) for label, ts in times.items()}
