@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from quantlens.core.data import count_batches, iter_batches
+from quantlens.core.observers import get_observer
 from quantlens.core.progress import track
 from quantlens.errors import ConfigError, InputError
 from quantlens.methods import int8_graph
@@ -63,8 +64,6 @@ class QAT(QuantConfig):
             raise ConfigError(f"unknown backend {self.backend!r}; choose one of: {', '.join(torch_ao.BACKENDS)}")
         if not 2 <= self.wbits <= 8:
             raise ConfigError(f"weight bits must be 2..8 for int8 kernels, got {self.wbits}")
-        from quantlens.core.observers import get_observer
-
         get_observer(self.observer)
 
     @property

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from quantlens.core.observers import get_observer
 from quantlens.errors import ConfigError, QuantizationFailedError
 from quantlens.methods import fusion, int8_graph
 from quantlens.methods.backends import torch_ao
@@ -67,8 +68,6 @@ class Static(QuantConfig):
             raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.calib_batches is not None and self.calib_batches < 1:
             raise ConfigError(f"calib_batches must be >= 1 or None, got {self.calib_batches}")
-        from quantlens.core.observers import get_observer
-
         for name in (self.observer, self.weight_observer):
             get_observer(name)  # raises UnknownNameError listing the valid names
 
