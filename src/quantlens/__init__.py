@@ -34,9 +34,9 @@ from quantlens.methods import (
 from quantlens.report import Report, compare
 
 __all__ = [
+    "QAT",
     "Batch",
     "Dynamic",
-    "QAT",
     "QScheme",
     "QTensor",
     "QuantConfig",

@@ -262,7 +262,7 @@ def export(model: nn.Module, path: str | os.PathLike, *, format: str = "torchscr
         with warnings.catch_warnings():  # quantized ops read their scales as Python floats
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             scripted = torch.jit.trace(model, example_inputs) if example_inputs is not None else torch.jit.script(model)
-    except Exception as exc:  # noqa: BLE001 - TorchScript raises many types
+    except Exception as exc:
         raise InputError(f"TorchScript could not capture this model ({type(exc).__name__}: {str(exc)[:200]}); "
                          "pass example_inputs to trace it instead") from exc
     tmp = path.with_name(f".{path.name}.tmp")

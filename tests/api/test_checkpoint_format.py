@@ -54,7 +54,7 @@ def test_write_is_atomic_and_replaces_an_old_checkpoint(tmp_path):
     target = tmp_path / "ckpt"
     checkpoint.write(target, {"a": torch.ones(2)}, _meta())
     checkpoint.write(target, {"a": torch.zeros(3)}, _meta())
-    tensors, meta = checkpoint.read(target)
+    tensors, _meta_read = checkpoint.read(target)
     assert tensors["a"].tolist() == [0.0, 0.0, 0.0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # no staging leftovers
 

@@ -31,7 +31,7 @@ def test_dict_batches_are_keyword_arguments_and_labels_are_split_off():
     batch = {"input_ids": torch.ones(2, 4, dtype=torch.long), "labels": torch.tensor([0, 1])}
     (b,) = list(iter_batches([batch]))
     assert set(b.kwargs) == {"input_ids"} and b.labels.tolist() == [0, 1]
-    model = lambda input_ids: input_ids.sum()  # noqa: E731
+    model = lambda input_ids: input_ids.sum()
     assert b.run(model) == 8
 
 

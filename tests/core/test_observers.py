@@ -174,5 +174,5 @@ def test_entropy_is_not_fooled_by_the_spike_of_exact_zeros_after_a_relu():
     x = torch.relu(torch.randn(200_000))  # half of it exactly 0
     obs = get_observer("entropy")
     obs.update(x)
-    lo, hi = obs.range(QScheme(bits=8, symmetric=False))
+    _lo, hi = obs.range(QScheme(bits=8, symmetric=False))
     assert float(hi) >= float(torch.quantile(x[x > 0][:100_000], 0.99))

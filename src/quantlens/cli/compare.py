@@ -57,6 +57,9 @@ def register(subparsers) -> None:
     parser.add_argument("--sweep", nargs="?", const="auto", metavar="METHOD",
                         help="try a grid of one method's settings (default: the first --methods entry, "
                              "else static)")
+    parser.add_argument("--analysis", action="store_true",
+                        help="also rank the layers of the recommended method by sensitivity (quantize one at a "
+                             "time) and add sensitivity.png and a 'Where the error comes from' section")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     parser.set_defaults(func=run)
 
@@ -70,7 +73,7 @@ def command_line(args: argparse.Namespace) -> str:
             parts += [f"--{flag.replace('_', '-')}", str(value)]
     parts += ["--max-drop", f"{args.max_drop:g}", "--objective", args.objective, "--reps", str(args.reps),
               "--qat-epochs", str(args.qat_epochs), "--out", args.out]
-    parts += [f"--{f}" for f in ("no-memory", "force", "json") if getattr(args, f.replace("-", "_"))]
+    parts += [f"--{f}" for f in ("no-memory", "analysis", "force", "json") if getattr(args, f.replace("-", "_"), False)]
     return shlex.join(parts)
 
 
@@ -171,7 +174,8 @@ def _run(args: argparse.Namespace, configs: dict) -> int:
     report = compare(
         model, configs, data=data, calib_data=calib, train_data=train, max_accuracy_drop=args.max_drop,
         objective=args.objective, reps=args.reps, threads=args.threads, qat_epochs=args.qat_epochs,
-        memory=not args.no_memory, command=command, on_start=on_start, on_row=on_row,
+        memory=not args.no_memory, analysis=getattr(args, "analysis", False), command=command, on_start=on_start,
+        on_row=on_row,
     )
     write_all(report, out)
     if args.json:
@@ -185,6 +189,11 @@ def _run(args: argparse.Namespace, configs: dict) -> int:
         for line in failures(report.rows):
             console.print(f"[red]failed[/] {escape(line)}")
         console.print(f"[bold]{report.recommendation()}[/]")
+        if report.sensitivity and report.sensitivity.get("rows"):
+            top = report.sensitivity["rows"][0]
+            console.print(f"most sensitive layer of {escape(str(report.sensitivity['row']))}: "
+                          f"{escape(top['name'])} (drop {top['drop']:.3g} {report.sensitivity['loss_unit']}); "
+                          f"see {out / 'sensitivity.png'}")
         console.print(f"report: {out / 'report.html'}")
     if report.interrupted:
         err.print(f"interrupted: {len(report.rows)} row(s) kept in {out / 'results.json'}")

@@ -45,9 +45,9 @@ class Batch:
         first = self.args[0] if self.args else next(iter(self.kwargs.values()))
         return int(first.shape[0]) if isinstance(first, torch.Tensor) and first.ndim else 1
 
-    def to(self, dtype: torch.dtype) -> "Batch":
+    def to(self, dtype: torch.dtype) -> Batch:
         """A copy with floating-point inputs cast to ``dtype`` (integer ids are left alone)."""
-        cast = lambda t: t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t  # noqa: E731
+        cast = lambda t: t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t
         return Batch(tuple(cast(a) for a in self.args), {k: cast(v) for k, v in self.kwargs.items()}, self.labels)
 
 

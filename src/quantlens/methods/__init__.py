@@ -11,15 +11,15 @@ from quantlens.methods.static import Static
 from quantlens.methods.weight_only import WeightOnly
 
 __all__ = [
-    "Dynamic",
     "QAT",
+    "Dynamic",
     "QuantConfig",
     "QuantSummary",
     "Static",
+    "WeightOnly",
     "get_method",
     "methods",
     "register_custom_module",
     "register_method",
     "train_qat",
-    "WeightOnly",
 ]

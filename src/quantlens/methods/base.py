@@ -42,7 +42,7 @@ class QuantConfig:
     """
 
     skip: tuple[str, ...] = field(default=(), kw_only=True)
-    overrides: tuple[tuple[str, "QuantConfig"], ...] = field(default=(), kw_only=True)
+    overrides: tuple[tuple[str, QuantConfig], ...] = field(default=(), kw_only=True)
 
     def __post_init__(self) -> None:
         skip = (self.skip,) if isinstance(self.skip, str) else tuple(self.skip)
@@ -61,7 +61,7 @@ class QuantConfig:
     def method(self) -> str:
         return method_for_config(type(self)).name
 
-    def replace(self, **changes) -> "QuantConfig":
+    def replace(self, **changes) -> QuantConfig:
         """A copy with some fields changed."""
         return dataclasses.replace(self, **changes)
 

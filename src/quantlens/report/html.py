@@ -1,5 +1,6 @@
 """The report as one self-contained HTML file: recommendation and table first, then the
-plots (PNG embedded as base64), then the environment and the exact command."""
+plots (PNG embedded as base64), then where the error comes from (when the run had a
+sensitivity analysis), then the environment and the exact command."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from quantlens.report import tables
+from quantlens.report.analysis_plots import ANALYSIS_PLOT_FILES
+from quantlens.report.plots import PLOT_FILES, write_plots
 
 if TYPE_CHECKING:
     from quantlens.report.report import Report
@@ -52,6 +55,12 @@ _CAPTIONS = {
     "latency.png": "Median latency per batch; whiskers reach the 95th percentile.",
     "size.png": "Checkpoint bytes on disk and weight/buffer bytes in memory.",
     "layer_error.png": "Output SQNR of each layer vs float (accumulated) and the part each layer adds itself.",
+    # analysis plots (quantlens.report.analysis_plots.ANALYSIS_PLOT_FILES)
+    "sensitivity.png": "What quantizing each layer alone costs (everything else float), most sensitive on top; "
+                       "red bars cost more than a fifth of the whole model's drop.",
+    "layer_sqnr.png": "Layer-by-layer SQNR vs float along the network; the red line marks where the error jumps.",
+    "activation_ranges.png": "Activation histograms with the clipping range each observer would choose.",
+    "mixed_precision.png": "Size against measured drop of the mixed-precision plan and the uniform bit widths.",
 }
 
 
@@ -81,14 +90,43 @@ def _figures(paths: list[Path]) -> str:
 
 
 def _plots(report: Report, plot_dir: Path | None) -> str:
-    from quantlens.report.plots import PLOT_FILES, write_plots
-
     if plot_dir is not None:
         existing = [plot_dir / f for f in PLOT_FILES if (plot_dir / f).is_file()]
         if existing:
             return _figures(existing)
     with tempfile.TemporaryDirectory(prefix="quantlens-plots-") as tmp:
         return _figures(write_plots(report, Path(tmp)))
+
+
+def _analysis(report: Report, plot_dir: Path | None) -> str:
+    """The "Where the error comes from" section: the sensitivity ranking and its plots ("" without)."""
+    sens = report.sensitivity
+    if not sens:
+        return ""
+    files = list(ANALYSIS_PLOT_FILES.values())
+    existing = [plot_dir / f for f in files if (plot_dir / f).is_file()] if plot_dir is not None else []
+    if existing:
+        figures = _figures(existing)
+    else:
+        with tempfile.TemporaryDirectory(prefix="quantlens-plots-") as tmp:
+            paths = report.plot_analysis(tmp)
+            figures = _figures(paths) if paths else ""
+    rows = sens.get("rows", [])
+    loss = sens.get("loss_unit", "")
+    intro = (f"Per-layer sensitivity of <b>{_e(sens.get('row'))}</b> on {_e(sens.get('samples'))} samples: "
+             f"each layer quantized alone, the rest float; {_e(sens.get('metric'))} drop of the whole model "
+             f"{float(sens.get('full_drop', float('nan'))):.3g} {_e(loss)}.")
+    head = ("<table><thead><tr><th>#</th><th>layer</th><th>kind</th><th>params</th>"
+            f"<th>drop ({_e(loss)})</th></tr></thead><tbody>")
+    table = [head]
+    for i, r in enumerate(rows[:8], 1):
+        table.append(f"<tr><td>{i}</td><td>{_e(r.get('name'))}</td><td>{_e(r.get('kind'))}</td>"
+                     f"<td>{int(r.get('params', 0)):,}</td><td>{float(r.get('drop', float('nan'))):.3g}</td></tr>")
+    table.append("</tbody></table>")
+    notes = "".join(f"<li>{_e(n)}</li>" for n in sens.get("notes", []))
+    notes = f'<ul class="notes">{notes}</ul>' if notes else ""
+    return (f'<h2>Where the error comes from</h2><p class="sub">{intro}</p>'
+            f'{figures}<h3>Most sensitive layers</h3>{"".join(table)}{notes}')
 
 
 def _environment(report: Report) -> str:
@@ -162,6 +200,7 @@ def render_html(report: Report, *, plot_dir: Path | None = None) -> str:
 {_notes(report)}
 <h2>Plots</h2>
 {_plots(report, plot_dir)}
+{_analysis(report, plot_dir)}
 <h2>Environment</h2>
 {_environment(report)}
 <h2>Command</h2>

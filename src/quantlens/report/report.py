@@ -12,17 +12,24 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import fields
 from pathlib import Path
 
 from torch import nn
 
+from quantlens.analysis.sensitivity import LayerSensitivity, SensitivityResult, sensitivity
 from quantlens.errors import InputError
 from quantlens.eval.compare import Comparison, Row, run_comparison
 from quantlens.eval.latency import DEFAULT_REPS, DEFAULT_WARMUP
 from quantlens.eval.presets import check_names, make_config
-from quantlens.methods.base import QuantConfig
+from quantlens.methods.base import QuantConfig, config_from_dict
 from quantlens.report import tables
+from quantlens.report.analysis_plots import write_analysis_plots
+from quantlens.report.html import render_html
+from quantlens.report.layers import layer_errors as per_layer_errors
+from quantlens.report.plots import write_plots
 
 OBJECTIVES = ("latency", "size")
 
@@ -36,14 +43,17 @@ class Report:
         command: the command line that produced it (None from Python).
         interrupted: the run was stopped (Ctrl-C) before every method ran.
         max_accuracy_drop, objective: what :meth:`recommended` uses.
+        sensitivity: the per-layer sensitivity run of one method (``SensitivityResult.to_dict()``
+            plus ``"row"``, the row it explains), or None when the run had no analysis.
     """
 
     def __init__(self, comparison: Comparison, *, max_accuracy_drop: float = 1.0, objective: str = "latency",
-                 layer_errors: Mapping[str, list] | None = None):
+                 layer_errors: Mapping[str, list] | None = None, sensitivity: Mapping | None = None):
         self.comparison = comparison
         self.max_accuracy_drop = max_accuracy_drop
         self.objective = objective
         self.layer_errors = dict(layer_errors or {})
+        self.sensitivity = dict(sensitivity) if sensitivity else None
 
     # --- data ---------------------------------------------------------------------------------
 
@@ -164,6 +174,8 @@ class Report:
         data.update(recommended=best.name if best else None, recommendation=self.recommendation(),
                     max_accuracy_drop=self.max_accuracy_drop, objective=self.objective,
                     layer_errors=self.layer_errors)
+        if self.sensitivity is not None:
+            data["sensitivity"] = self.sensitivity
         return data
 
     def to_json(self, path: str | os.PathLike | None = None) -> str:
@@ -181,16 +193,20 @@ class Report:
         return text
 
     def plot(self, directory: str | os.PathLike) -> list[Path]:
-        """Write the PNG plots into ``directory``; returns their paths."""
-        from quantlens.report.plots import write_plots
+        """Write the PNG plots into ``directory`` (with ``sensitivity.png`` when the run had an
+        analysis); returns their paths."""
+        paths = write_plots(self, Path(directory))
+        return paths + self.plot_analysis(directory)
 
-        return write_plots(self, Path(directory))
+    def plot_analysis(self, directory: str | os.PathLike) -> list[Path]:
+        """Write the analysis PNGs (``sensitivity.png``) into ``directory``; [] without analysis."""
+        if not self.sensitivity:
+            return []
+        return write_analysis_plots(Path(directory), sensitivity=sensitivity_result(self.sensitivity))
 
     def to_html(self, path: str | os.PathLike, *, plot_dir: str | os.PathLike | None = None) -> Path:
         """Write one self-contained HTML file (plots embedded; from ``plot_dir`` when
         :meth:`plot` already wrote them there)."""
-        from quantlens.report.html import render_html
-
         _write_text(path, render_html(self, plot_dir=Path(plot_dir) if plot_dir is not None else None))
         return Path(path)
 
@@ -199,7 +215,8 @@ class Report:
         """A report read back from :meth:`to_json`."""
         data = json.loads(Path(path).read_text())
         return cls(Comparison.from_dict(data), max_accuracy_drop=data.get("max_accuracy_drop", 1.0),
-                   objective=data.get("objective", "latency"), layer_errors=data.get("layer_errors"))
+                   objective=data.get("objective", "latency"), layer_errors=data.get("layer_errors"),
+                   sensitivity=data.get("sensitivity"))
 
     def __repr__(self) -> str:
         best = self.recommended
@@ -207,6 +224,50 @@ class Report:
 
     def _repr_markdown_(self) -> str:  # notebooks
         return self.to_markdown()
+
+
+def sensitivity_result(data: Mapping):
+    """A :class:`~quantlens.analysis.SensitivityResult` rebuilt from its ``to_dict()`` (for plots)."""
+    names = {f.name for f in fields(SensitivityResult)} - {"rows", "config"}
+    config = None
+    if data.get("config"):
+        try:
+            config = config_from_dict(data["config"])
+        except Exception:  # noqa: BLE001 - the plot only shows the config's class name
+            config = None
+    rows = [LayerSensitivity(**r) for r in data.get("rows", [])]
+    return SensitivityResult(rows=rows, config=config, **{k: v for k, v in data.items() if k in names})
+
+
+def _analysis_target(report: Report, configs: Mapping[str, QuantConfig]) -> Row | None:
+    """The row whose error the analysis explains: the recommended one, else the closest to
+    the budget (the one a user wants to fix)."""
+    rows = [r for r in report.rows if r.ok and r.method != "float" and isinstance(configs.get(r.name), QuantConfig)]
+    best = report.recommended
+    if best is not None and best in rows:
+        return best
+    scored = [r for r in rows if report.accuracy_drop(r) is not None]
+    return min(scored, key=report.accuracy_drop) if scored else (rows[0] if rows else None)
+
+
+def _run_sensitivity(report: Report, model: nn.Module, configs: Mapping[str, QuantConfig], *, data, calib_data,
+                     metric, max_batches: int | None, progress: bool | None) -> dict | None:
+    """Per-layer sensitivity of the analysed row's config, as a dict; failures become a note."""
+    target = _analysis_target(report, configs)
+    if target is None:
+        return None
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = sensitivity(model, data, configs[target.name], metric=metric, max_batches=max_batches,
+                                 calib_data=calib_data, progress=progress)
+    except Exception as exc:  # noqa: BLE001 - the analysis must not lose the measured rows
+        target.notes.append(f"sensitivity not measured: {type(exc).__name__}: {str(exc)[:160]}")
+        return None
+    out = result.to_dict()
+    out["row"] = target.name
+    out["notes"] = list(out.get("notes", [])) + [str(w.message) for w in caught]
+    return out
 
 
 def _write_text(path: str | os.PathLike, text: str) -> None:
@@ -256,6 +317,8 @@ def compare(
     qat_epochs: int = 1,
     memory: bool = True,
     layer_errors: bool = True,
+    analysis: bool = False,
+    analysis_batches: int | None = 4,
     progress: bool | None = None,
     command: str | None = None,
     on_start: Callable | None = None,
@@ -276,6 +339,10 @@ def compare(
         objective: ``"latency"`` or ``"size"``: what the recommendation minimises.
         reps, warmup, threads: latency settings; memory: measure peak memory in child processes.
         layer_errors: record per-layer quantization error of each method (for the plot).
+        analysis: after the rows, run :func:`quantlens.analysis.sensitivity` for the
+            recommended method's config (else the one closest to the budget) and add its
+            ranking to the JSON and a "Where the error comes from" section to the HTML.
+        analysis_batches: batches of ``data`` the sensitivity run uses (None: all).
         progress: progress bars (default: when stderr is a terminal).
         command: the command line to record in the report.
         on_start, on_row: callbacks, see :func:`quantlens.eval.compare.run_comparison`.
@@ -294,11 +361,9 @@ def compare(
     errors: dict[str, list] = {}
     hook = None
     if layer_errors:
-        from quantlens.report.layers import layer_errors as compute
-
         def hook(row: Row, qmodel: nn.Module, batch) -> None:
             try:
-                errors[row.name] = compute(model, qmodel, [batch])
+                errors[row.name] = per_layer_errors(model, qmodel, [batch])
             except Exception as exc:  # noqa: BLE001 - a diagnostic plot must not fail the run
                 row.notes.append(f"per-layer error not measured: {type(exc).__name__}: {str(exc)[:120]}")
 
@@ -307,4 +372,12 @@ def compare(
         example_inputs=example_inputs, reps=reps, warmup=warmup, threads=threads, qat_epochs=qat_epochs,
         memory=memory, progress=progress, command=command, on_start=on_start, on_row=on_row, on_model=hook,
     )
-    return Report(comparison, max_accuracy_drop=max_accuracy_drop, objective=objective, layer_errors=errors)
+    report = Report(comparison, max_accuracy_drop=max_accuracy_drop, objective=objective, layer_errors=errors)
+    if analysis and not comparison.interrupted:
+        try:
+            report.sensitivity = _run_sensitivity(
+                report, model, configs, data=data, calib_data=calib_data if calib_data is not None else data,
+                metric=metric, max_batches=analysis_batches, progress=progress)
+        except KeyboardInterrupt:  # keep the measured rows
+            comparison.interrupted = True
+    return report
