@@ -144,3 +144,17 @@ def test_module_factory_models_get_memory_measured(capsys, tmp_path, small_data)
     assert code == 0, err
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert all(r["peak_memory_bytes"] is not None for r in rows), [r["notes"] for r in rows]
+
+
+def test_the_analysis_flag_writes_the_sensitivity_plot(capsys, tmp_path, small_data):
+    out = tmp_path / "report"
+    code, stdout, err = _run(capsys, "digits-cnn", "--data", str(small_data), "--calib-data", str(small_data),
+                             "--methods", "w8", "--reps", "1", "--no-memory", "--analysis", "--out", str(out))
+    assert code == 0, err
+    assert (out / "sensitivity.png").is_file()
+    data = json.loads((out / "results.json").read_text())
+    assert data["sensitivity"]["row"] == "w8" and data["sensitivity"]["rows"][0]["name"] == "fc"
+    assert "--analysis" in data["command"]
+    assert "most sensitive layer of w8" in stdout
+    page = (out / "report.html").read_text()
+    assert "Where the error comes from" in page and 'alt="sensitivity"' in page
