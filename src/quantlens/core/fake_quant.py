@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from quantlens.core.layout import from_blocks, qparam_shape, to_blocks
+from quantlens.core.qtensor import check_zero_point
 from quantlens.core.scheme import QScheme
 from quantlens.errors import InputError
 
@@ -59,6 +60,13 @@ def fake_quantize(
         raise InputError(f"scale has shape {tuple(scale.shape)} but this scheme and tensor need {expected}")
     if tuple(zero_point.shape) != tuple(scale.shape) and zero_point.numel() != 1:
         raise InputError(f"zero_point has shape {tuple(zero_point.shape)}, scale {tuple(scale.shape)}")
+    if not torch.compiler.is_compiling():  # data-dependent checks would break the graph
+        if not (torch.isfinite(scale).all() and (scale > 0).all()):
+            raise InputError("scale must be positive and finite everywhere; compute it with compute_qparams")
+        zero_point = check_zero_point(zero_point, scheme)
+        if x.numel() and not torch.isfinite(x.detach().amax() - x.detach().amin()):
+            raise InputError("the tensor to fake-quantize holds NaN/Inf value(s); check the inputs or the "
+                             "learning rate (training may have diverged)")
     scale = scale.reshape(()) if scale.numel() == 1 else scale
     zero_point = zero_point.to(x.dtype)
     zero_point = zero_point.reshape(()) if zero_point.numel() == 1 else zero_point

@@ -54,6 +54,8 @@ def compute_qparams(
         zero_point = torch.full_like(scale, mid, dtype=torch.int32)
     else:
         scale = (max_pos - min_neg) / (qmax - qmin)
+        if not torch.isfinite(scale).all():  # max - min overflowed float32: take the width in float64
+            scale = ((max_pos.double() - min_neg.double()) / (qmax - qmin)).float()
         scale = torch.clamp(scale, min=MIN_SCALE)
         zero_point = torch.clamp(qmin - torch.round(min_neg / scale), qmin, qmax).to(torch.int32)
     return torch.clamp(scale, min=MIN_SCALE), zero_point

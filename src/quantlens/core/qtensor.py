@@ -87,6 +87,18 @@ def check_finite_float(x: torch.Tensor, what: str = "tensor") -> None:
         check_finite_extremes(x.amin(), x.amax(), what=what)
 
 
+def check_zero_point(zero_point: torch.Tensor, scheme: QScheme) -> torch.Tensor:
+    """``zero_point`` as int32, after checking it holds whole numbers inside ``[qmin, qmax]``
+    (a zero-point outside the grid would clip every value to one end)."""
+    zero_point = torch.as_tensor(zero_point)
+    if zero_point.is_floating_point() and not torch.equal(zero_point, zero_point.round()):
+        raise InputError("zero_point must hold whole numbers (it is an integer level); round it first")
+    if zero_point.numel() and (zero_point.min() < scheme.qmin or zero_point.max() > scheme.qmax):
+        raise InputError(f"zero_point must lie in [{scheme.qmin}, {scheme.qmax}] for {scheme.describe()}, "
+                         f"got values from {zero_point.min().item():g} to {zero_point.max().item():g}")
+    return zero_point.to(torch.int32)
+
+
 def _check_qparam(t: torch.Tensor, expected: tuple[int, ...], name: str) -> torch.Tensor:
     t = torch.as_tensor(t)
     if t.numel() == 1 and expected == ():
@@ -130,6 +142,10 @@ def quantize_tensor(
         [8, -12]
     """
     check_float(x)
+    if x.numel() == 0:
+        raise InputError(f"cannot quantize an empty tensor (shape {tuple(x.shape)}): there is no range to map")
+    if zero_point is not None and scale is None:
+        raise InputError("zero_point was given without scale; pass both, or neither to use the tensor's range")
     blocks = to_blocks(x.detach().float(), scheme)  # integer codes carry no gradient
     expected = qparam_shape(x.shape, scheme)
     if scheme.codebook is not None:
@@ -153,7 +169,7 @@ def quantize_tensor(
         if zero_point is None:
             mid = 0 if scheme.signed or not scheme.symmetric else (scheme.qmax + 1) // 2
             zero_point = torch.full_like(scale, mid, dtype=torch.int32)
-        zero_point = _check_qparam(zero_point, expected, "zero_point").to(torch.int32)
+        zero_point = check_zero_point(_check_qparam(zero_point, expected, "zero_point"), scheme)
     elif observer is not None:
         observer.update(x)
         scale, zero_point = observer.qparams(scheme)

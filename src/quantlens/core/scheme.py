@@ -57,6 +57,12 @@ class QScheme:
             )
         if self.signed is None:
             object.__setattr__(self, "signed", self.symmetric)
+        if self.axis is not None:
+            if isinstance(self.axis, bool) or not isinstance(self.axis, int):
+                raise SchemeError(f"axis must be an integer (e.g. 0 or -1), got {self.axis!r}")
+            if self.granularity == "per_tensor":
+                raise SchemeError(f"axis={self.axis} has no meaning for granularity='per_tensor'; "
+                                  "drop it or use 'per_channel' / 'per_group'")
         if self.axis is None and self.granularity != "per_tensor":
             object.__setattr__(self, "axis", 0 if self.granularity == "per_channel" else -1)
         if self.granularity == "per_group":
@@ -76,6 +82,8 @@ class QScheme:
                 raise SchemeError(f"codebook must be None or one of {', '.join(CODEBOOKS)}, got {self.codebook!r}")
             if self.codebook == "nf4" and self.bits != 4:
                 raise SchemeError(f"the nf4 codebook has 16 levels: use bits=4, not {self.bits}")
+            if self.codebook == "log2" and self.bits < 2:
+                raise SchemeError("the log2 codebook needs bits >= 2 (one level for 0, one per sign)")
         elif self.symmetric and self.bits == 1:
             raise SchemeError(
                 "1-bit symmetric quantization has no level on each side of 0; use "
