@@ -10,7 +10,9 @@ import torch
 from analysis_helpers import make_mlp, swap_qlinear
 from torch import nn
 
-from quantlens.analysis import compare_layers
+import quantlens as ql
+from quantlens import zoo
+from quantlens.analysis import compare_layers, sensitivity
 from quantlens.errors import InputError
 
 
@@ -83,3 +85,78 @@ def test_unmatched_layers_are_reported():
 def test_nothing_matches_raises():
     with pytest.raises(InputError, match="no layer"):
         compare_layers(make_mlp(), nn.Sequential(nn.Identity()), torch.randn(4, 16))
+
+
+# --- QAT: prepared (fake-quant, training) and converted --------------------------------------
+
+
+@pytest.fixture(scope="module")
+def qat_prepared(digits_model, digits_calib):
+    qat = ql.prepare_qat(digits_model, ql.QAT())
+    with torch.no_grad():  # a few training-mode steps: observers and BatchNorm statistics move, as in training
+        for start in (0, 64):
+            qat(digits_calib[start:start + 64])
+    return qat
+
+
+def _snapshot(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_prepared_qat_folds_bn_like_the_fused_module_and_changes_nothing(digits_model, qat_prepared, digits_test):
+    assert qat_prepared.training
+    before, float_before = _snapshot(qat_prepared), _snapshot(digits_model)
+    modes = [m.training for m in qat_prepared.modules()]
+    result = compare_layers(digits_model, qat_prepared, digits_test[0][:128])
+    after = qat_prepared.state_dict()
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert changed == []  # observer ranges, BatchNorm statistics and fake-quant scales untouched
+    assert all(torch.equal(v, digits_model.state_dict()[k]) for k, v in float_before.items())
+    assert [m.training for m in qat_prepared.modules()] == modes and not digits_model.training
+    kinds = {r.name: r.kind for r in result.layers}
+    assert kinds["stem.0"] == "ConvBnReLU2d" and kinds["block1.conv2"] == "ConvBn2d"
+    for row in result.layers:  # the fake-quantized folded weight against the float folded weight
+        assert row.weight_sqnr_db > 35, row  # was 1.8-11 dB when the float side alone was folded
+        assert row.out_sqnr_db > 25 and row.quantized and row.isolated
+    assert result.jump is not None
+
+
+def test_converted_qat_model(digits_model, qat_prepared, digits_test):
+    converted = ql.convert(qat_prepared)
+    result = compare_layers(digits_model, converted, digits_test[0][:128])
+    assert [r.name for r in result.layers] == ["stem.0", "block1.conv1", "block1.conv2", "down.0", "block2.conv1",
+                                               "block2.conv2", "fc"]
+    assert result.fused["stem.0"] == ["stem.1", "stem.2"] and not result.unmatched
+    for row in result.layers:
+        assert row.weight_sqnr_db > 35 and row.out_sqnr_db > 20 and row.isolated
+        assert row.own_sqnr_db >= row.out_sqnr_db - 0.5  # alone a layer is no worse than with inherited error
+
+
+# --- own error measured in isolation ---------------------------------------------------------
+
+
+def test_isolated_own_error_puts_the_jump_where_sensitivity_does(digits_model):
+    # 2-bit per-channel weights on the unfused CNN. The old estimate (own noise = output noise
+    # minus input noise) gave 3 of 7 convs own = inf, because a conv's output SQNR can beat its
+    # input's, and put the jump on fc, which costs nothing alone. Fed the float input, every
+    # quantized layer has a finite own error and the worst one is the layer sensitivity blames.
+    test = zoo.load_dataset("digits", "test")
+    x, y = test.inputs, test.labels  # all 450 test images
+    cfg = ql.WeightOnly(bits=2, group_size=None, modules=("linear", "conv2d"))
+    result = compare_layers(digits_model, ql.quantize(digits_model, cfg), x, max_batches=None)
+    quantized = result.quantized
+    assert [r.name for r in quantized] == ["stem.0", "block1.conv1", "block1.conv2", "down.0", "block2.conv1",
+                                           "block2.conv2", "fc"]
+    assert all(math.isfinite(r.own_sqnr_db) and r.isolated for r in quantized)
+    assert all(r.own_sqnr_db == math.inf for r in result.layers if not r.quantized)  # float BatchNorms add nothing
+    assert [r.name for r in quantized if r.out_sqnr_db > r.in_sqnr_db]  # the case the old estimate got wrong
+    sens = sensitivity(digits_model, (x, y), cfg)
+    assert result.jump.name == sens.rows[0].name == "block1.conv1"
+    assert sens.rows[0].drop > 5.0 and sens["fc"].drop < 1.0
+    assert result.jump.own_sqnr_db == min(r.own_sqnr_db for r in quantized)
+
+
+def test_static_own_error_feeds_the_quantized_kernel_the_float_input(digits_model, digits_static, digits_test):
+    result = compare_layers(digits_model, digits_static, digits_test[0][:64])
+    for row in result.layers:  # int8 kernels called alone on the float input, quantized with their input's qparams
+        assert row.isolated and row.own_sqnr_db > row.out_sqnr_db - 0.5 and row.own_sqnr_db > 25

@@ -7,16 +7,27 @@ effort and says what it could not match:
 - fused modules (graph-mode Static/QAT fuse ``Conv -> BatchNorm -> ReLU`` into the module
   named after the Conv, e.g. ``"stem.0"``): the quantized output is compared with the float
   output of the last module fused into it (``"stem.2"``), and its weight with the float
-  weight with the BatchNorm folded in;
+  weight with the BatchNorm folded in (a prepared QAT ``ConvBn*`` module's weight is folded
+  with its own BatchNorm before it is fake-quantized, as its forward does);
 - wrapped modules (the eager fallback names a Conv ``"<name>.module"``): the suffix is dropped;
 - layers found on one side only are listed in :attr:`LayerComparison.unmatched`.
 
-Each layer also gets the SQNR of its *input* (the error it inherited) and the SQNR of the
-noise it adds itself, ``own_sqnr_db``: with relative noise powers ``n = 10^(-SQNR/10)``,
-``own = -10 log10(n_out - n_in)`` (noise from independent sources adds in power). The
-quantized layer with the lowest ``own_sqnr_db`` is where the error jumps
-(:attr:`LayerComparison.jump`); float layers (a BatchNorm after a quantized conv) can scale
-the relative noise they inherit but are not blamed for it.
+Two errors per layer:
+
+- *accumulated* (``out_sqnr_db``): the quantized model's output of the layer against the
+  float model's, so it includes every error inherited from the layers before it
+  (``in_sqnr_db`` is the SQNR of its input);
+- *own* (``own_sqnr_db``): the layer *isolated*: the quantized layer is fed the float
+  model's input to that layer (cached from the float run; quantized with the quantized
+  input's scale and zero-point when the kernel takes a quantized tensor) and its output
+  compared with the float layer's. It is the error this layer's quantization adds by itself,
+  the per-layer error NNCF- and Neural-Compressor-style tools report. Where the layer cannot
+  be called alone (several inputs), it is estimated from the noise powers instead,
+  ``-10 log10(10^(-out/10) - 10^(-in/10))``, and ``isolated`` is False.
+
+The quantized layer with the lowest own SQNR is where the error jumps
+(:attr:`LayerComparison.jump`). Both models run in eval mode and are left as they were
+(see :func:`~quantlens.analysis.modules.unchanged`).
 
 Example:
     >>> qm = ql.quantize(model, ql.Static(), calib_data=calib)
@@ -29,77 +40,27 @@ Example:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 from torch import nn
 
+from quantlens.analysis.modules import (
+    as_float,
+    dequantized_weight,
+    execution_order,
+    first_tensor,
+    float_weight,
+    fused_followers,
+    is_layer,
+    match_float_name,
+    unchanged,
+)
 from quantlens.core.data import iter_batches
 from quantlens.core.metrics import max_abs_error, mse
 from quantlens.errors import InputError
-from quantlens.methods.fusion import fold_bn_params
 
-__all__ = ["LayerComparison", "LayerError", "compare_layers", "dequantized_weight", "is_layer"]
-
-_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.Hardswish, nn.SiLU, nn.GELU, nn.Sigmoid, nn.Tanh, nn.LeakyReLU)
-_WRAPPER_SUFFIXES = (".module", "._orig_mod")
-
-
-# --- what a layer is and what its weight is -------------------------------------------------
-
-
-def dequantized_weight(module: nn.Module) -> torch.Tensor | None:
-    """The float weight a (quantized or float) layer computes with, or None if it has none.
-
-    Handles quantlens' packed layers (``dequantized_weight()``), PyTorch's quantized modules
-    (``weight()`` returning a quantized tensor), fake-quant (QAT) modules
-    (``weight_fake_quant(weight)``) and plain float layers.
-    """
-    with torch.no_grad():
-        if callable(getattr(module, "dequantized_weight", None)):
-            return module.dequantized_weight().float()
-        weight = getattr(module, "weight", None)
-        if callable(weight) and not isinstance(weight, torch.Tensor):
-            try:
-                weight = weight()
-            except (RuntimeError, TypeError):
-                return None
-        if not isinstance(weight, torch.Tensor):
-            return None
-        if weight.is_quantized:
-            return weight.dequantize().float()
-        fake = getattr(module, "weight_fake_quant", None)
-        if callable(fake):
-            weight = fake(weight)
-        return weight.detach().float()
-
-
-def is_layer(module: nn.Module) -> bool:
-    """Whether ``module`` is a layer with a weight (float, quantized or fake-quantized)."""
-    return callable(getattr(module, "dequantized_weight", None)) or getattr(module, "weight", None) is not None
-
-
-def first_tensor(value) -> torch.Tensor | None:
-    """The first tensor in a module's inputs or outputs (``last_hidden_state`` of HF outputs)."""
-    if isinstance(value, torch.Tensor):
-        return value
-    if hasattr(value, "last_hidden_state"):
-        return value.last_hidden_state
-    if isinstance(value, (tuple, list)):
-        for item in value:
-            found = first_tensor(item)
-            if found is not None:
-                return found
-    return None
-
-
-def as_float(t: torch.Tensor | None) -> torch.Tensor | None:
-    """A detached float copy of ``t`` (quantized tensors dequantized), None if not floating."""
-    if t is None:
-        return None
-    t = t.dequantize() if t.is_quantized else t
-    return t.detach().float().clone() if t.is_floating_point() else None
+__all__ = ["LayerComparison", "LayerError", "compare_layers"]
 
 
 # --- results ------------------------------------------------------------------------------
@@ -114,11 +75,16 @@ class LayerError:
         kind: its class there (``"QLinear"``, ``"ConvReLU2d"``, ...).
         float_name: the float module whose output it is compared with (differs when fused).
         in_sqnr_db: SQNR of its input: the error it inherited.
-        out_sqnr_db, out_cosine, out_max_abs: its output against the float output.
-        own_sqnr_db: SQNR of the noise it adds itself (see the module docstring).
+        out_sqnr_db, out_cosine, out_max_abs: its output against the float output
+            (accumulated error).
+        own_sqnr_db: SQNR of its output when fed the float input (its own error; see the
+            module docstring).
         weight_sqnr_db, weight_cosine, weight_max_abs: its dequantized weight against the
             float weight (None when it has none or the shapes differ).
         jump: True for the layer whose own quantization costs most.
+        quantized: whether the layer is quantized (False: a float layer, such as a
+            BatchNorm a weight-only method leaves alone, that only passes error on).
+        isolated: ``own_sqnr_db`` was measured in isolation (False: estimated).
     """
 
     name: str
@@ -133,6 +99,8 @@ class LayerError:
     weight_cosine: float | None = None
     weight_max_abs: float | None = None
     jump: bool = False
+    quantized: bool = True
+    isolated: bool = True
 
     @property
     def drop_db(self) -> float:
@@ -161,6 +129,11 @@ class LayerComparison:
         """The layer whose own quantization costs most (lowest ``own_sqnr_db``)."""
         return next((layer for layer in self.layers if layer.jump), None)
 
+    @property
+    def quantized(self) -> list[LayerError]:
+        """The quantized layers, in execution order."""
+        return [x for x in self.layers if x.quantized]
+
     def __getitem__(self, name: str) -> LayerError:
         for layer in self.layers:
             if layer.name == name:
@@ -172,6 +145,14 @@ class LayerComparison:
                 "fused": {k: list(v) for k, v in self.fused.items()}, "samples": self.samples,
                 "jump": self.jump.name if self.jump else None}
 
+    @classmethod
+    def from_dict(cls, data: dict) -> LayerComparison:
+        """Rebuild from :meth:`to_dict` (e.g. read back from a report's JSON)."""
+        names = {f.name for f in fields(LayerError)}
+        layers = [LayerError(**{k: v for k, v in row.items() if k in names}) for row in data.get("layers", [])]
+        return cls(layers, dict(data.get("unmatched", {})), {k: list(v) for k, v in data.get("fused", {}).items()},
+                   int(data.get("samples", 0)))
+
     def __str__(self) -> str:
         def f(v):
             return "-" if v is None else ("inf" if v == math.inf else f"{v:.1f}")
@@ -179,67 +160,12 @@ class LayerComparison:
         head = f"{'layer':<32} {'kind':<16} {'in dB':>7} {'out dB':>7} {'own dB':>7} {'cos':>7} {'w dB':>7}"
         lines = [head]
         for x in self.layers:
-            mark = "  <- error jumps here" if x.jump else ""
+            mark = "  <- error jumps here" if x.jump else ("" if x.isolated else "  (own: estimated)")
             lines.append(f"{x.name[:32]:<32} {x.kind[:16]:<16} {f(x.in_sqnr_db):>7} {f(x.out_sqnr_db):>7} "
                          f"{f(x.own_sqnr_db):>7} {x.out_cosine:>7.4f} {f(x.weight_sqnr_db):>7}{mark}")
         for name, why in self.unmatched.items():
             lines.append(f"unmatched {name}: {why}")
         return "\n".join(lines)
-
-
-# --- matching ------------------------------------------------------------------------------
-
-
-def _float_name(qname: str, float_modules: dict[str, nn.Module]) -> str | None:
-    if qname in float_modules:
-        return qname
-    for suffix in _WRAPPER_SUFFIXES:
-        if qname.endswith(suffix) and qname[: -len(suffix)] in float_modules:
-            return qname[: -len(suffix)]
-    return None
-
-
-def execution_order(model: nn.Module, batch) -> list[str]:
-    """Names of the leaf modules of ``model`` in the order one forward on ``batch`` calls them."""
-    order: list[str] = []
-    handles = [m.register_forward_hook(lambda mod, a, o, n=name: order.append(n))
-               for name, m in model.named_modules() if name and not list(m.children())]
-    try:
-        with torch.no_grad():
-            batch.run(model)
-    finally:
-        for h in handles:
-            h.remove()
-    seen: set[str] = set()
-    return [n for n in order if not (n in seen or seen.add(n))]
-
-
-def fused_followers(name: str, order: list[str], modules: dict[str, nn.Module], stop, *,
-                    activations: bool = True) -> list[str]:
-    """The BatchNorms (and activations) that run right after ``name`` in ``order`` (leaf
-    modules in execution order), up to the first name in ``stop``: what a graph-mode
-    quantizer fuses into the layer ``name``."""
-    if name not in order:
-        return []
-    out = []
-    for nxt in order[order.index(name) + 1:]:
-        mod = modules[nxt]
-        if nxt in stop:
-            break
-        if isinstance(mod, _BATCHNORMS) or (activations and isinstance(mod, _ACTIVATIONS)):
-            out.append(nxt)
-            continue
-        break
-    return out
-
-
-def _float_weight(fname: str, absorbed: list[str], float_modules) -> torch.Tensor | None:
-    module = float_modules[fname]
-    weight = dequantized_weight(module)
-    bns = [float_modules[n] for n in absorbed if isinstance(float_modules[n], _BATCHNORMS)]
-    if weight is not None and bns:
-        weight, _ = fold_bn_params(weight, getattr(module, "bias", None), bns[0])
-    return weight
 
 
 # --- accumulation ------------------------------------------------------------------------
@@ -251,6 +177,7 @@ class _Acc:
     def __init__(self) -> None:
         self.ref = self.approx = self.err = 0.0
         self.max_abs = 0.0
+        self.count = 0
 
     def add(self, ref: torch.Tensor, approx: torch.Tensor) -> None:
         n = ref.numel()
@@ -258,6 +185,7 @@ class _Acc:
         self.approx += mse(approx, torch.zeros_like(approx)) * n
         self.err += mse(ref, approx) * n
         self.max_abs = max(self.max_abs, max_abs_error(ref, approx))
+        self.count += 1
 
     def sqnr(self) -> float:
         if self.err == 0.0:
@@ -271,63 +199,27 @@ class _Acc:
         return max(-1.0, min(1.0, dot / math.sqrt(self.ref * self.approx)))
 
 
-def _own_sqnr(in_db: float, out_db: float) -> float:
+def _estimated_own_sqnr(in_db: float, out_db: float) -> float:
+    """Own noise from the noise powers, when the layer cannot be run alone."""
     noise_in = 0.0 if in_db == math.inf else 10.0 ** (-in_db / 10.0)
     noise_out = 0.0 if out_db == math.inf else 10.0 ** (-out_db / 10.0)
     added = noise_out - noise_in
     return math.inf if added <= 0 else -10.0 * math.log10(added)
 
 
-def _hook_all(model: nn.Module, names: dict[str, str], store: dict) -> list:
-    """Record ``(input, output)`` of the modules in ``names`` (module name -> key in store)."""
-
-    def hook(module, args, output, key):
-        store.setdefault(key, [None, None])
-        if key.startswith("in:"):
-            store[key][0] = as_float(first_tensor(args))
-        else:
-            store[key][1] = as_float(first_tensor(output))
-
-    modules = dict(model.named_modules())
-    return [modules[n].register_forward_hook(lambda m, a, o, k=k: hook(m, a, o, k)) for n, k in names.items()]
+# --- matching ------------------------------------------------------------------------------
 
 
-def compare_layers(float_model: nn.Module, q_model: nn.Module, inputs, *, max_batches: int | None = 4) -> LayerComparison:
-    """Compare every matched layer of ``q_model`` with ``float_model`` on ``inputs``.
-
-    Args:
-        float_model: the float original (left unchanged).
-        q_model: its quantized version (weight-only, dynamic, static, QAT, prepared or
-            converted).
-        inputs: any form :func:`quantlens.core.data.iter_batches` accepts.
-        max_batches: use at most this many batches (None: all).
-
-    Returns:
-        A :class:`LayerComparison`: per-layer output/weight SQNR, cosine, max abs error,
-        inherited vs own error, the layer where the error jumps, and what was not matched.
-
-    Raises:
-        InputError: no layer could be matched by name.
-
-    Example:
-        >>> result = compare_layers(model, ql.quantize(model, ql.WeightOnly(bits=4)), x)
-        >>> [(l.name, round(l.out_sqnr_db, 1)) for l in result.layers][:2]
-    """
-    float_modules = dict(float_model.named_modules())
-    q_modules = dict(q_model.named_modules())
-    q_names = set(q_modules)
-    batches = list(iter_batches(inputs, limit=max_batches))
-    if not batches:
-        raise InputError("compare_layers got no batch; pass at least one batch of inputs")
-    order = execution_order(float_model, batches[0])
+def _match(float_modules, q_modules, order) -> tuple[dict[str, tuple[str, list[str]]], dict[str, str]]:
+    """``{q name: (float name, float modules fused into it)}`` and ``{name: why unmatched}``."""
     rank = {n: i for i, n in enumerate(order)}
-
-    pairs: dict[str, tuple[str, list[str]]] = {}  # q name -> (float name, absorbed)
+    q_names = set(q_modules)
+    pairs: dict[str, tuple[str, list[str]]] = {}
     unmatched: dict[str, str] = {}
     for qname, qmod in q_modules.items():
         if not qname or not is_layer(qmod) or any(qname.startswith(p + ".") for p in pairs):
             continue
-        fname = _float_name(qname, float_modules)
+        fname = match_float_name(qname, float_modules)
         if fname is None:
             unmatched[qname] = "in the quantized model only (no float module of that name)"
             continue
@@ -341,61 +233,148 @@ def compare_layers(float_model: nn.Module, q_model: nn.Module, inputs, *, max_ba
     for qname in [q for q, (f, _) in pairs.items() if f not in rank]:
         unmatched[qname] = "not called by the forward pass"
         del pairs[qname]
+    return dict(sorted(pairs.items(), key=lambda kv: rank[kv[1][0]])), unmatched
 
-    accs = {q: (_Acc(), _Acc()) for q in pairs}
-    samples = 0
-    with torch.no_grad():
+
+# --- one batch -------------------------------------------------------------------------------
+
+
+def _record(model: nn.Module, where: dict[str, list[str]], store: dict, *, keep_input: bool = False) -> list:
+    """Hooks storing, per module name in ``where``, the float copy of its output under each
+    key ``"out:<q>"`` and of its input under ``"in:<q>"`` (with ``keep_input``, also the
+    single positional input tensor itself under ``"arg:<q>"``)."""
+
+    def hook(module, args, output, keys):
+        for key in keys:
+            if key.startswith("in:"):
+                store[key] = as_float(first_tensor(args))
+                if keep_input:
+                    store["arg:" + key[3:]] = args[0] if len(args) == 1 and isinstance(args[0], torch.Tensor) else None
+            else:
+                store[key] = as_float(first_tensor(output))
+
+    modules = dict(model.named_modules())
+    return [modules[n].register_forward_hook(lambda m, a, o, k=tuple(k): hook(m, a, o, k)) for n, k in where.items()]
+
+
+def _like(x: torch.Tensor, proto: torch.Tensor) -> torch.Tensor:
+    """The float tensor ``x`` in the form the quantized layer received ``proto``: quantized
+    with its scale and zero-point when it was a quantized tensor, else in its dtype."""
+    if proto.is_quantized:
+        if proto.qscheme() not in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+            raise TypeError("per-channel quantized input")
+        return torch.quantize_per_tensor(x, proto.q_scale(), proto.q_zero_point(), proto.dtype)
+    return x.to(proto.dtype)
+
+
+def _isolated(module: nn.Module, f_in: torch.Tensor | None, proto: torch.Tensor | None) -> torch.Tensor | None:
+    """``module``'s output on the float model's input, or None when it cannot run alone."""
+    if f_in is None or proto is None or f_in.shape != proto.shape:
+        return None
+    try:
+        return as_float(first_tensor(module(_like(f_in, proto))))
+    except (RuntimeError, TypeError, ValueError, NotImplementedError):
+        return None
+
+
+def _run_batch(fm, qm, q_modules, pairs, batch, accs) -> None:
+    f_where: dict[str, list[str]] = {}
+    q_where: dict[str, list[str]] = {}
+    for qname, (fname, absorbed) in pairs.items():
+        f_where.setdefault(absorbed[-1] if absorbed else fname, []).append(f"out:{qname}")
+        f_where.setdefault(fname, []).append(f"in:{qname}")
+        q_where.setdefault(qname, []).extend((f"out:{qname}", f"in:{qname}"))
+    f_store: dict = {}
+    q_store: dict = {}
+    handles = _record(fm, f_where, f_store) + _record(qm, q_where, q_store, keep_input=True)
+    try:
+        batch.run(fm)
+        batch.run(qm)
+    finally:
+        for h in handles:
+            h.remove()
+    for qname in pairs:
+        acc_in, acc_out, acc_own = accs[qname]
+        for acc, key in ((acc_in, f"in:{qname}"), (acc_out, f"out:{qname}")):
+            ref, got = f_store.get(key), q_store.get(key)
+            if ref is not None and got is not None and ref.shape == got.shape:
+                acc.add(ref, got)
+        ref = f_store.get(f"out:{qname}")
+        own = _isolated(q_modules[qname], f_store.get(f"in:{qname}"), q_store.get(f"arg:{qname}"))
+        if ref is not None and own is not None and own.shape == ref.shape:
+            acc_own.add(ref, own)
+
+
+# --- the entry point -------------------------------------------------------------------------
+
+
+def compare_layers(float_model: nn.Module, q_model: nn.Module, inputs, *, max_batches: int | None = 4) -> LayerComparison:
+    """Compare every matched layer of ``q_model`` with ``float_model`` on ``inputs``.
+
+    Args:
+        float_model: the float original.
+        q_model: its quantized version (weight-only, dynamic, static, QAT, prepared or
+            converted).
+        inputs: any form :func:`quantlens.core.data.iter_batches` accepts.
+        max_batches: use at most this many batches (None: all).
+
+    Returns:
+        A :class:`LayerComparison`: per-layer output/weight SQNR, cosine, max abs error,
+        accumulated vs own (isolated) error, the layer where the error jumps, and what was
+        not matched. Both models run in eval mode and are left unchanged (training flags,
+        observer ranges, BatchNorm statistics).
+
+    Raises:
+        InputError: no batch, or no layer could be matched by name.
+
+    Example:
+        >>> result = compare_layers(model, ql.quantize(model, ql.WeightOnly(bits=4)), x)
+        >>> [(l.name, round(l.own_sqnr_db, 1)) for l in result.layers][:2]
+    """
+    batches = list(iter_batches(inputs, limit=max_batches))
+    if not batches:
+        raise InputError("compare_layers got no batch; pass at least one batch of inputs")
+    with torch.no_grad(), unchanged(float_model) as fm, unchanged(q_model) as qm:
+        float_modules = dict(fm.named_modules())
+        q_modules = dict(qm.named_modules())
+        pairs, unmatched = _match(float_modules, q_modules, execution_order(fm, batches[0]))
+        accs = {q: (_Acc(), _Acc(), _Acc()) for q in pairs}
         for batch in batches:
-            f_store: dict = {}
-            q_store: dict = {}
-            f_hooks = {}
-            q_hooks = {}
-            for qname, (fname, absorbed) in pairs.items():
-                f_hooks[(absorbed[-1] if absorbed else fname)] = f"out:{qname}"
-                q_hooks[qname] = f"out:{qname}"
-            handles = _hook_all(float_model, f_hooks, f_store)
-            handles += _hook_all(float_model, {f: f"in:{q}" for q, (f, _) in pairs.items()}, f_store)
-            handles += _hook_all(q_model, q_hooks, q_store)
-            handles += _hook_all(q_model, {q: f"in:{q}" for q in pairs}, q_store)
-            try:
-                batch.run(float_model)
-                batch.run(q_model)
-            finally:
-                for h in handles:
-                    h.remove()
-            samples += batch.size
-            for qname in pairs:
-                for i, key in ((0, f"in:{qname}"), (1, f"out:{qname}")):
-                    ref = f_store.get(key, [None, None])[i]
-                    got = q_store.get(key, [None, None])[i]
-                    if ref is not None and got is not None and ref.shape == got.shape:
-                        accs[qname][i].add(ref, got)
+            _run_batch(fm, qm, q_modules, pairs, batch, accs)
+        layers, fused = _rows(pairs, accs, float_modules, q_modules, unmatched)
+    if not layers:
+        raise InputError("no layer of the quantized model matches a float module by name; "
+                         "pass the float model that q_model was quantized from")
+    return LayerComparison(layers, unmatched, fused, sum(b.size for b in batches))
 
+
+def _rows(pairs, accs, float_modules, q_modules, unmatched) -> tuple[list[LayerError], dict[str, list[str]]]:
     layers = []
     fused = {}
-    for qname, (fname, absorbed) in sorted(pairs.items(), key=lambda kv: rank[kv[1][0]]):
-        acc_in, acc_out = accs[qname]
-        if acc_out.ref == 0.0 and acc_out.err == 0.0 and acc_out.max_abs == 0.0 and acc_out.approx == 0.0:
+    for qname, (fname, absorbed) in pairs.items():
+        acc_in, acc_out, acc_own = accs[qname]
+        if acc_out.count == 0:
             unmatched.setdefault(qname, "outputs not comparable (shapes differ or not float)")
             continue
         if absorbed:
             fused[qname] = absorbed
         in_db, out_db = acc_in.sqnr(), acc_out.sqnr()
+        isolated = acc_own.count == acc_out.count
+        own_db = acc_own.sqnr() if isolated else _estimated_own_sqnr(in_db, out_db)
         row = LayerError(qname, type(q_modules[qname]).__name__, absorbed[-1] if absorbed else fname,
-                         in_db, out_db, acc_out.cosine(), acc_out.max_abs, _own_sqnr(in_db, out_db))
-        w_ref = _float_weight(fname, absorbed, float_modules)
+                         in_db, out_db, acc_out.cosine(), acc_out.max_abs, own_db, isolated=isolated)
+        w_ref = float_weight(fname, absorbed, float_modules)
         w_q = dequantized_weight(q_modules[qname])
         if w_ref is not None and w_q is not None and w_ref.shape == w_q.shape:
             wacc = _Acc()
             wacc.add(w_ref, w_q)
             row.weight_sqnr_db, row.weight_cosine, row.weight_max_abs = wacc.sqnr(), wacc.cosine(), wacc.max_abs
+        row.quantized = (row.weight_sqnr_db not in (None, math.inf)
+                         or row.kind != type(float_modules[fname]).__name__)
         layers.append(row)
-    if not layers:
-        raise InputError("no layer of the quantized model matches a float module by name; "
-                         "pass the float model that q_model was quantized from")
-    quantized = [x for x in layers if x.weight_sqnr_db not in (None, math.inf)
-                 or x.kind != type(float_modules[pairs[x.name][0]]).__name__]
-    worst = min(quantized or layers, key=lambda x: x.own_sqnr_db)  # float layers only pass error on
-    if worst.own_sqnr_db < math.inf:
-        worst.jump = True
-    return LayerComparison(layers, unmatched, fused, samples)
+    candidates = [x for x in layers if x.quantized] or layers  # float layers only pass error on
+    if candidates:
+        worst = min(candidates, key=lambda x: x.own_sqnr_db)
+        if worst.own_sqnr_db < math.inf:
+            worst.jump = True
+    return layers, fused

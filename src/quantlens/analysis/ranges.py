@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from quantlens.analysis.layers import as_float, first_tensor
+from quantlens.analysis.modules import as_float, first_tensor
 from quantlens.core.data import count_batches, iter_batches
 from quantlens.core.fake_quant import fake_quantize
 from quantlens.core.metrics import sqnr_db

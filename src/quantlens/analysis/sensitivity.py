@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from quantlens.analysis.layers import execution_order, fused_followers
+from quantlens.analysis.modules import execution_order, fused_followers
 from quantlens.analysis.scoring import Evaluator
 from quantlens.api import quantize
 from quantlens.core.data import first_batch

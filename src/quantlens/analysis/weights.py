@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from quantlens.analysis.layers import dequantized_weight, is_layer
+from quantlens.analysis.modules import dequantized_weight, is_layer
 from quantlens.eval.size import memory_bytes
 
 __all__ = ["WeightStats", "format_weights", "inspect_weights"]
