@@ -10,6 +10,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from quantlens.errors import InputError, UnknownNameError
+from quantlens.nn.kernels import cpu_features
 from quantlens.nn.dynamic_linear import (
     ACT_LEVELS,
     DynamicLinear,
@@ -49,14 +50,17 @@ def test_int8_paths_agree_and_track_float(activations, bias):
     assert _rel(outs["reference"], lin(x)) < 0.03
 
 
-def test_auto_picks_fbgemm_on_x86_cpu():
+def test_auto_picks_int_mm_with_vnni_else_fbgemm_on_x86_cpu():
     q = DynamicLinear.from_float(_layer())
-    if torch.backends.quantized.engine in ("x86", "fbgemm"):
+    fast_int8 = bool({"vnni", "amx"} & cpu_features())
+    if fast_int8:
+        assert q.kernel_for(torch.randn(2, 48)).name == "int_mm"
+    elif torch.backends.quantized.engine in ("x86", "fbgemm"):
         assert q.kernel_for(torch.randn(2, 48)).name == "fbgemm"
     old = torch.backends.quantized.engine
     try:
         torch.backends.quantized.engine = "qnnpack"
-        assert q.kernel_for(torch.randn(2, 48)).name == "reference"
+        assert q.kernel_for(torch.randn(2, 48)).name == ("int_mm" if fast_int8 else "reference")
         torch.testing.assert_close(q(torch.ones(2, 48)), q(torch.ones(2, 48)))
     finally:
         torch.backends.quantized.engine = old
@@ -151,3 +155,14 @@ def test_input_dtypes_shapes_and_errors():
     with pytest.raises(InputError):
         DynamicLinear.from_float(nn.Conv1d(4, 4, 1))
     assert "per-token" in repr(q)
+
+
+@pytest.mark.parametrize("shape", [(1, 47, 33), (5, 384, 1536), (64, 16, 8)])
+def test_int_mm_path_matches_the_reference_on_odd_shapes(shape):
+    m, k, n = shape
+    q = DynamicLinear.from_float(_layer(k, n))
+    x = _input(m, k)
+    q.kernel = "reference"
+    ref = q(x)
+    q.kernel = "int_mm"
+    torch.testing.assert_close(q(x), ref, atol=1e-5, rtol=1e-5)

@@ -93,11 +93,13 @@ FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 def cpu_features() -> frozenset[str]:
     """The CPU features the automatic choice can key on: ``avx2``, ``avx512``,
-    ``avx512_bf16``, ``amx`` (those torch reports for this machine)."""
+    ``avx512_bf16``, ``vnni`` (AVX512-VNNI int8 dot products), ``amx`` (those torch reports
+    for this machine)."""
     global _FEATURES
     if _FEATURES is None:
         probes = {"avx2": "_is_avx2_supported", "avx512": "_is_avx512_supported",
-                  "avx512_bf16": "_is_avx512_bf16_supported", "amx": "_is_amx_tile_supported"}
+                  "avx512_bf16": "_is_avx512_bf16_supported", "vnni": "_is_vnni_supported",
+                  "amx": "_is_amx_tile_supported"}
         found = set()
         for name, fn in probes.items():
             try:
