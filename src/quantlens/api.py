@@ -1,4 +1,4 @@
-"""The single entry points: quantize, prepare / convert, save, load, export."""
+"""The single entry points: quantize, prepare / convert, dequantize, save, load, export."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from torch import nn
 
 import quantlens.methods  # noqa: F401  (registers the built-in methods)
 from quantlens import checkpoint
-from quantlens.errors import CheckpointError, InputError, NothingToQuantizeError
+from quantlens.errors import CheckpointError, InputError, NothingToQuantizeError, QuantlensError
 from quantlens.methods.base import (
     QuantConfig,
     QuantContext,
@@ -22,6 +22,7 @@ from quantlens.methods.base import (
     configs_in,
     float_dtype_of,
     method_for_config,
+    state_bytes,
 )
 from quantlens.methods.int8_graph import make_inputs
 
@@ -77,7 +78,7 @@ def quantize(
         model: any ``nn.Module`` (a hand-written model, a Hugging Face transformer, ...).
         config: one method config (``ql.WeightOnly``, ``ql.Dynamic``, ``ql.Static``, ...),
             whose ``skip`` and ``overrides`` select layers and mix methods.
-        calib_data: batches for methods that calibrate (Static, GPTQ/AWQ weight-only):
+        calib_data: batches for methods that calibrate (Static, weight-only GPTQ):
             any form :func:`quantlens.core.data.iter_batches` accepts.
         inplace: modify ``model`` itself instead of a copy.
         example_inputs: inputs for graph capture when no calibration data is given.
@@ -86,7 +87,8 @@ def quantize(
 
     Returns:
         The quantized model. ``model.quantlens_summary`` says what was quantized, what was
-        left in float and why, and the bytes before and after.
+        left in float and why, and the bytes before and after (of the quantized layers and
+        of the whole model).
 
     Example:
         >>> qm = ql.quantize(model, ql.WeightOnly(bits=4, group_size=128))
@@ -94,8 +96,8 @@ def quantize(
     """
     _check_model(model, config)
     source = checkpoint.source_of(model)
+    summary = QuantSummary(model_bytes_before=state_bytes(model)[0])
     target = model if inplace else copy.deepcopy(model)
-    summary = QuantSummary()
     _to_float32(target, summary)
     ctx = QuantContext(config, summary, calib_data, example_inputs, progress, calib_batches)
     for method in _methods_of(config):
@@ -107,6 +109,7 @@ def quantize(
             + ("check skip/overrides, or " if config.skip or config.overrides else "")
             + "choose a method that supports these layers"
         )
+    summary.model_bytes_after = state_bytes(target)[0]
     return _finish(target, config, summary, source)
 
 
@@ -121,8 +124,8 @@ def prepare(model: nn.Module, config: QuantConfig, *, inplace: bool = False, exa
     if not methods:
         raise InputError(f"{type(config).__name__} is one-shot: call ql.quantize(model, config) instead of prepare")
     source = checkpoint.source_of(model)
+    summary = QuantSummary(model_bytes_before=state_bytes(model)[0])
     target = model if inplace else copy.deepcopy(model)
-    summary = QuantSummary()
     _to_float32(target, summary)
     ctx = QuantContext(config, summary, example_inputs=example_inputs)
     for method in methods:
@@ -147,7 +150,53 @@ def convert(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     target.__dict__.pop("quantlens_prepared", None)  # (a GraphModule's deepcopy has none)
     for method in _methods_of(ctx.config):
         target = method.convert(target, ctx) if method.convert is not None else method.apply(target, ctx)
+    ctx.summary.model_bytes_after = state_bytes(target)[0]
     return _finish(target, ctx.config, ctx.summary, source)
+
+
+def dequantize(model: nn.Module) -> nn.Module:
+    """A float copy of a quantized model: every quantized layer becomes the float layer it
+    replaced, holding the dequantized weights (what the quantized layer computes with).
+
+    This is how a checkpoint is re-quantized with another config (``quantlens quantize
+    CKPT``): the new rounding starts from already-rounded weights, so its error adds to the
+    old one; quantizing the original float model is more accurate. Only methods whose
+    layers keep a float activation path (weight-only) can be turned back.
+
+    Args:
+        model: a model returned by :func:`quantize`, :func:`convert` or :func:`load`.
+
+    Returns:
+        A new float model; it keeps the record of how to rebuild its skeleton, so the
+        result of quantizing it again saves and loads like the original.
+
+    Raises:
+        InputError: ``model`` is not a quantlens-quantized model, or a method it uses
+            (int8 dynamic, static, QAT) cannot be turned back into float.
+
+    Example:
+        >>> w8 = ql.load("minilm-w8/")
+        >>> w4 = ql.quantize(dequantize(w8), ql.WeightOnly(bits=4, group_size=128))
+    """
+    config = getattr(model, "quantlens_config", None)
+    if config is None:
+        raise InputError("this model was not quantized by quantlens; there is nothing to dequantize")
+    methods = _methods_of(config)
+    fixed = sorted(m.name for m in methods if m.dequantize is None)
+    if fixed:
+        raise InputError(
+            f"a {', '.join(fixed)} model cannot be turned back into float (its layers run on integer kernels); "
+            "start from the float model it was made from (zoo name, Hugging Face folder or module:factory)"
+        )
+    target = copy.deepcopy(model)
+    for method in methods:
+        target = method.dequantize(target)
+    for attr in ("quantlens_config", "quantlens_summary"):
+        target.__dict__.pop(attr, None)
+    source = getattr(model, "quantlens_source", None)
+    if source is not None:
+        target.quantlens_source = dict(source)
+    return target
 
 
 def save(model: nn.Module, directory: str | os.PathLike, *, source: dict | None = None) -> Path:
@@ -203,33 +252,59 @@ def load(
 ) -> nn.Module:
     """Load a checkpoint written by :func:`save`.
 
+    Without ``model``, the float skeleton is rebuilt from the checkpoint's source: a
+    Hugging Face config (a transformers model class built from it, no remote code) or a
+    zoo name. A checkpoint whose source is a ``module:function`` factory runs that
+    function, so it loads only with ``trust_code=True`` or a ``model=`` skeleton.
+
     Args:
         directory: the checkpoint folder.
         model: a float skeleton of the same architecture (required for plain nn.Modules
             whose checkpoint records no source; its weights are not used).
-        trust_code: allow calling a model factory outside quantlens/transformers that the
-            checkpoint names. Nothing is ever unpickled.
+        trust_code: allow calling the ``module:function`` factory the checkpoint names,
+            with the keyword arguments it records. Nothing is ever unpickled.
 
     Returns:
         The quantized model, giving bit-identical outputs to the one that was saved.
+
+    Raises:
+        CheckpointError: a file is missing, truncated, from a newer version, malformed,
+            does not fit the skeleton, or needs ``trust_code=True``; the message names the
+            file and the problem.
+
+    Example:
+        >>> qm = ql.load("out/")                       # Hugging Face or zoo model
+        >>> qm = ql.load("out/", model=MyNet())        # a plain nn.Module
     """
+    if model is not None and not isinstance(model, nn.Module):
+        raise InputError(f"model= must be a torch.nn.Module skeleton, got {type(model).__name__}")
     tensors, meta = checkpoint.read(directory)
-    config = config_from_dict(meta["config"])
+    meta_path = Path(directory) / checkpoint.META_FILE
+    try:
+        config = config_from_dict(meta["config"])
+    except QuantlensError as exc:
+        raise CheckpointError(f"{meta_path}: its 'config' cannot be used: {exc}") from exc
     if model is None:
         if meta.get("source") is None:
             raise CheckpointError(
                 f"{directory} does not record how to rebuild its model; pass model=<a float skeleton of the same architecture>"
             )
-        model = checkpoint.build_skeleton(meta["source"], trust_code=trust_code)
+        model = checkpoint.build_skeleton(meta["source"], trust_code=trust_code, origin=meta_path)
     else:
         model = copy.deepcopy(model)
     summary = QuantSummary()
     _to_float32(model, summary)
     example = meta.get("example_inputs")
     ctx = QuantContext(config, summary, example_inputs=example)
-    for method in _methods_of(config):
-        model = method.rebuild(model, ctx)
-    state = checkpoint.unflatten_state(tensors, meta["state"])
+    try:
+        for method in _methods_of(config):
+            model = method.rebuild(model, ctx)
+    except (RuntimeError, ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
+        raise CheckpointError(
+            f"{meta_path}: its {config.method} config does not fit the model ({type(exc).__name__}: "
+            f"{checkpoint.error_line(exc)}); pass the skeleton of the model that was saved"
+        ) from exc
+    state = checkpoint.unflatten_state(tensors, meta["state"], origin=meta_path)
     try:
         model.load_state_dict(state, strict=True)
     except (RuntimeError, KeyError, ValueError) as exc:

@@ -26,14 +26,16 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from quantlens.errors import CheckpointError, InputError
+from quantlens import zoo
+from quantlens.errors import CheckpointError, InputError, require
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "quantlens.json"
 _SEP = "::"
 _METADATA = _SEP + "metadata"  # per-module state-dict versions (quantized modules need them)
-_SAFE_FACTORY_PREFIXES = ("quantlens.", "transformers.")
+_REQUIRED = {"method": str, "config": dict, "state": dict}  # quantlens.json entries load cannot do without
+_KIND_NAMES = {str: "a string", dict: "an object"}
 
 
 # --- state dict <-> plain tensors ---------------------------------------------------------
@@ -78,13 +80,27 @@ def _flatten_value(key: str, value: Any, tensors: dict[str, torch.Tensor]) -> An
     )
 
 
-def unflatten_state(tensors: Mapping[str, torch.Tensor], layout: Mapping[str, Any]) -> dict[str, Any]:
-    """Inverse of :func:`flatten_state`."""
-    state = OrderedDict(
-        (key, _unflatten_value(key, entry, tensors)) for key, entry in layout.items() if key != _METADATA
-    )
+def unflatten_state(
+    tensors: Mapping[str, torch.Tensor], layout: Mapping[str, Any], *, origin: str | os.PathLike = META_FILE
+) -> dict[str, Any]:
+    """Inverse of :func:`flatten_state`; a malformed entry raises CheckpointError naming
+    ``origin`` (the ``quantlens.json`` the layout came from) and the entry."""
+    state = OrderedDict()
+    for key, entry in layout.items():
+        if key == _METADATA:
+            continue
+        try:
+            state[key] = _unflatten_value(key, entry, tensors)
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+            raise CheckpointError(
+                f"{origin}: state entry {key!r} is malformed ({type(exc).__name__}: {error_line(exc)}); "
+                "the file was edited or is from another version, save the checkpoint again"
+            ) from exc
     if _METADATA in layout:
-        state._metadata = OrderedDict(layout[_METADATA]["value"])  # read by load_state_dict
+        try:
+            state._metadata = OrderedDict(layout[_METADATA]["value"])  # read by load_state_dict
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{origin}: the state metadata entry is malformed; save the checkpoint again") from exc
     return state
 
 
@@ -116,6 +132,13 @@ def _tensor(tensors: Mapping[str, torch.Tensor], key: str) -> torch.Tensor:
 
 
 # --- skeleton sources ----------------------------------------------------------------------
+#
+# A checkpoint names how to rebuild its float skeleton, and loading must not run code the
+# file chose. Two kinds rebuild without the caller's opt-in because every call they make
+# is fixed here: a Hugging Face source builds a transformers model class from a config
+# (``AutoConfig.for_model``; no remote code), a zoo source calls ``zoo.load_model`` with a
+# registered zoo name. A factory source (``module:function`` with keyword arguments) runs
+# whatever it names, so it needs ``trust_code=True``.
 
 
 def source_of(model: torch.nn.Module) -> dict | None:
@@ -129,34 +152,114 @@ def source_of(model: torch.nn.Module) -> dict | None:
     return None
 
 
-def build_skeleton(source: Mapping, *, trust_code: bool = False) -> torch.nn.Module:
-    """A float model built from a recorded source (see :func:`source_of`)."""
-    kind = source.get("kind")
-    if kind == "hf":
-        transformers = importlib.import_module("transformers")
-        config_dict = dict(source["config"])
-        config = transformers.AutoConfig.for_model(config_dict.pop("model_type"), **config_dict)
-        model_cls = getattr(transformers, source["class"], None)
-        if model_cls is None:
-            raise CheckpointError(f"this transformers has no class {source['class']!r}; install a version that does")
+def build_skeleton(source: Mapping, *, trust_code: bool = False, origin: str | os.PathLike = META_FILE) -> torch.nn.Module:
+    """A float model built from a recorded source (see :func:`source_of`).
+
+    Args:
+        source: the ``"source"`` entry of ``quantlens.json``.
+        trust_code: allow a ``"factory"`` source, which imports and calls the function it
+            names with the keyword arguments it gives. Hugging Face and zoo sources never
+            need it.
+        origin: the file the source came from, named in error messages.
+
+    Returns:
+        The float skeleton (its weights are placeholders until a state dict is loaded).
+
+    Raises:
+        CheckpointError: the source is malformed, names a model this installation cannot
+            build, or is a factory and ``trust_code`` is False.
+    """
+    if not isinstance(source, Mapping):
+        raise CheckpointError(f"{origin}: 'source' is a {type(source).__name__}, not an object; pass model=skeleton")
+    if source.get("zoo") is not None:
+        model = _zoo_skeleton(source, origin)
+    elif source.get("kind") == "hf":
+        model = _hf_skeleton(source, origin)
+    elif source.get("kind") == "factory":
+        model = _factory_skeleton(source, origin, trust_code)
+    else:
+        raise CheckpointError(
+            f"{origin} does not say how to rebuild its model (source kind {source.get('kind')!r}); pass model=skeleton"
+        )
+    if not isinstance(model, torch.nn.Module):
+        raise CheckpointError(
+            f"{origin}: rebuilding the model gave a {type(model).__name__}, not a torch.nn.Module; pass model=skeleton"
+        )
+    return model
+
+
+def _zoo_skeleton(source: Mapping, origin) -> torch.nn.Module:
+    name = source["zoo"]
+    if not isinstance(name, str) or name not in zoo.list_models():
+        raise CheckpointError(
+            f"{origin} names zoo model {name!r}, which this quantlens does not have "
+            f"(zoo models: {', '.join(zoo.list_models())}); upgrade quantlens or pass model=skeleton"
+        )
+    return zoo.load_model(name, pretrained=False)
+
+
+def _hf_skeleton(source: Mapping, origin) -> torch.nn.Module:
+    transformers = require("transformers", "hf")
+    config_dict = source.get("config")
+    class_name = source.get("class")
+    if not isinstance(config_dict, Mapping) or not isinstance(class_name, str):
+        raise CheckpointError(f"{origin}: a Hugging Face source needs 'class' (a name) and 'config' (an object)")
+    config_dict = dict(config_dict)
+    model_type = config_dict.pop("model_type", None)
+    try:
+        config = transformers.AutoConfig.for_model(model_type, **config_dict)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise CheckpointError(
+            f"{origin}: this transformers ({transformers.__version__}) cannot build a config of model_type "
+            f"{model_type!r} ({error_line(exc)}); install a transformers that knows it, or pass model=skeleton"
+        ) from exc
+    model_cls = getattr(transformers, class_name, None)
+    if not (isinstance(model_cls, type) and issubclass(model_cls, transformers.PreTrainedModel)
+            and model_cls.__module__.startswith("transformers.models.")):
+        raise CheckpointError(
+            f"{origin}: {class_name!r} is not a model class of this transformers ({transformers.__version__}); "
+            "install a version that has it, or pass model=skeleton"
+        )
+    try:
         model = model_cls(config)
-        return model.eval()
-    if kind == "factory":
-        path = source["path"]
-        if not (trust_code or path.startswith(_SAFE_FACTORY_PREFIXES)):
-            raise CheckpointError(
-                f"the checkpoint rebuilds its model by calling {path!r}; pass trust_code=True if you "
-                "trust it, or pass model= with a skeleton you built"
-            )
-        module_name, _, attr = path.partition(":")
-        try:
-            factory = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise CheckpointError(f"cannot import the model factory {path!r}: {exc}") from exc
-        model = factory(**source.get("kwargs", {}))
+    except Exception as exc:  # a config the class rejects: any error type transformers raises
+        raise CheckpointError(
+            f"{origin}: transformers could not build {class_name} from the recorded config "
+            f"({type(exc).__name__}: {error_line(exc)}); pass model=skeleton"
+        ) from exc
+    return model.eval()
+
+
+def _factory_skeleton(source: Mapping, origin, trust_code: bool) -> torch.nn.Module:
+    path, kwargs = source.get("path"), source.get("kwargs", {})
+    if not isinstance(path, str) or ":" not in path or not isinstance(kwargs, Mapping):
+        raise CheckpointError(f"{origin}: a factory source needs 'path' ('module:function') and 'kwargs' (an object)")
+    if not trust_code:
+        raise CheckpointError(
+            f"{origin} rebuilds its model by calling {path!r}, which runs code the checkpoint names; "
+            "pass trust_code=True (quantlens CLI: --trust-code) if you trust it, or pass model= with a skeleton you built"
+        )
+    module_name, _, attr = path.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise CheckpointError(f"{origin}: cannot import the model factory {path!r}: {exc}") from exc
+    try:
+        model = factory(**kwargs)
+    except Exception as exc:  # the factory is user code: any error it raises
+        raise CheckpointError(
+            f"{origin}: calling the model factory {path!r} failed ({type(exc).__name__}: {error_line(exc)}); "
+            "pass model=skeleton"
+        ) from exc
+    if isinstance(model, torch.nn.Module):
         model.quantlens_source = dict(source)
-        return model
-    raise CheckpointError(f"the checkpoint does not say how to rebuild its model (source {kind!r}); pass model=skeleton")
+    return model
+
+
+def error_line(exc: BaseException) -> str:
+    """The first line of an exception's message (at most 300 characters), for one-line errors."""
+    lines = str(exc).strip().splitlines()
+    return lines[0][:300] if lines else type(exc).__name__
 
 
 # --- files -------------------------------------------------------------------------------
@@ -171,20 +274,22 @@ def write(directory: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: 
         raise InputError(f"{target} is a non-empty directory that is not a quantlens checkpoint; choose an empty or new path")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    old = None
     try:
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(staging / WEIGHTS_FILE))
         (staging / META_FILE).write_text(json.dumps(meta, indent=1, default=str))
-        old = None
         if target.exists():
             old = target.with_name(f".{target.name}.old")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(target, old)
         os.replace(staging, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
+        if old is not None and old.exists() and not target.exists():
+            os.replace(old, target)  # the previous checkpoint goes back where it was
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     return target
 
 
@@ -208,6 +313,16 @@ def read_meta(directory: str | os.PathLike) -> dict:
         raise CheckpointError(
             f"{meta_path} has format version {version!r}, newer than this quantlens reads ({FORMAT_VERSION}); upgrade quantlens"
         )
+    for key, kind in _REQUIRED.items():
+        if not isinstance(meta.get(key), kind):
+            found = "no" if key not in meta else f"a {type(meta[key]).__name__} as its"
+            raise CheckpointError(
+                f"{meta_path} has {found} {key!r} entry (expected {_KIND_NAMES[kind]}); the file is incomplete or "
+                "was edited, save the checkpoint again"
+            )
+    source = meta.get("source")
+    if source is not None and not isinstance(source, dict):
+        raise CheckpointError(f"{meta_path}: 'source' is a {type(source).__name__}, not an object; save the checkpoint again")
     return meta
 
 

@@ -2,6 +2,7 @@
 
 import json
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -47,7 +48,8 @@ def test_objects_that_need_pickle_are_refused():
 
 
 def _meta():
-    return {"format": "quantlens", "format_version": checkpoint.FORMAT_VERSION}
+    return {"format": "quantlens", "format_version": checkpoint.FORMAT_VERSION, "method": "weight_only",
+            "config": {"method": "weight_only"}, "state": {"a": {"kind": "tensor"}}}
 
 
 def test_write_is_atomic_and_replaces_an_old_checkpoint(tmp_path):
@@ -87,3 +89,52 @@ def test_factories_outside_quantlens_need_trust(tmp_path):
     source = {"kind": "factory", "path": "collections:OrderedDict"}
     with pytest.raises(CheckpointError, match="trust_code=True"):
         checkpoint.build_skeleton(source)
+
+
+def _interrupt_weights(monkeypatch):
+    """Make the next save_file write half a file, then fail as a full disk would."""
+    real = checkpoint.save_file
+
+    def half_then_fail(tensors, path, *args, **kwargs):
+        real(tensors, path, *args, **kwargs)
+        data = Path(path).read_bytes()
+        Path(path).write_bytes(data[: len(data) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "save_file", half_then_fail)
+
+
+def test_an_interrupted_first_save_leaves_nothing(tmp_path, monkeypatch):
+    _interrupt_weights(monkeypatch)
+    with pytest.raises(OSError, match="No space left"):
+        checkpoint.write(tmp_path / "ckpt", {"a": torch.ones(1000)}, _meta())
+    assert list(tmp_path.iterdir()) == []  # no target, no staging folder with half a file
+
+
+def test_an_interrupted_save_keeps_the_previous_checkpoint_whole(tmp_path, monkeypatch):
+    target = checkpoint.write(tmp_path / "ckpt", {"a": torch.arange(1000.0)}, _meta())
+    old_files = {p.name: p.read_bytes() for p in target.iterdir()}
+    _interrupt_weights(monkeypatch)
+    with pytest.raises(OSError):
+        checkpoint.write(target, {"a": torch.zeros(5000)}, _meta())
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == old_files
+    tensors, _ = checkpoint.read(target)
+    assert torch.equal(tensors["a"], torch.arange(1000.0))
+
+
+def test_a_failed_rename_puts_the_previous_checkpoint_back(tmp_path, monkeypatch):
+    target = checkpoint.write(tmp_path / "ckpt", {"a": torch.arange(10.0)}, _meta())
+    real = checkpoint.os.replace
+
+    def fail_on_staging(src, dst):
+        if str(src).endswith(".tmp"):  # the staging folder moving into place
+            raise OSError(5, "Input/output error")
+        return real(src, dst)
+
+    monkeypatch.setattr(checkpoint.os, "replace", fail_on_staging)
+    with pytest.raises(OSError, match="Input/output"):
+        checkpoint.write(target, {"a": torch.zeros(3)}, _meta())
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
+    assert checkpoint.read(target)[0]["a"].tolist() == list(range(10))

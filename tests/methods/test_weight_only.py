@@ -111,7 +111,35 @@ def test_skip_and_overrides_give_per_layer_settings():
     assert qm.up.scheme.bits == 8 and qm.up.scheme.granularity == "per_channel"
     assert qm.down.scheme.bits == 4
     reasons = {r.name: r.reason for r in qm.quantlens_summary.skipped}
-    assert reasons == {"head": "matches a skip pattern"}
+    assert reasons == {"head": "matches a skip pattern", "emb": "not in modules=(linear,)"}
+
+
+def test_summary_names_layers_that_were_never_candidates_and_whole_model_bytes():
+    class WithNorm(Tiny):
+        def __init__(self):
+            super().__init__()
+            self.norm = nn.LayerNorm(64)
+
+    torch.manual_seed(0)
+    model = WithNorm().eval()
+    qm = ql.quantize(model, WeightOnly(bits=4, group_size=32))
+    s = qm.quantlens_summary
+    floats = {r.name: (r.kind, r.action, r.reason) for r in s.skipped}
+    assert floats == {"emb": ("Embedding", "float", "not in modules=(linear,)"),
+                      "norm": ("LayerNorm", "float", "WeightOnly has no quantized layer of this kind")}
+    # whole model: every parameter and buffer, float ones included (fp32: 4 bytes each)
+    assert s.model_bytes_before == 4 * sum(p.numel() for p in model.parameters())
+    assert s.model_bytes_after == sum(t.numel() * t.element_size() for t in qm.state_dict().values())
+    float_bytes = 4 * (50 * 64 + 2 * 64)  # emb + norm, unchanged
+    quantized_after = sum(r.bytes_after for r in s.quantized)
+    assert s.model_bytes_after == float_bytes + quantized_after
+    text = str(s)
+    assert "quantized 3 layer(s), left 2 in float" in text
+    assert "  float (1): Embedding: not in modules=(linear,) [emb]" in text
+    assert "  float (1): LayerNorm: WeightOnly has no quantized layer of this kind [norm]" in text
+    before_mb, after_mb = s.model_bytes_before / 1e6, s.model_bytes_after / 1e6
+    assert f"whole model (parameters and buffers): {before_mb:.2f} MB -> {after_mb:.2f} MB" in text
+    assert [r.name for r in s.records] == ["emb", "up", "down", "head", "norm"]  # module order
 
 
 def test_a_bare_linear_is_replaced_as_the_root():

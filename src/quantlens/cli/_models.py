@@ -11,7 +11,7 @@ from pathlib import Path
 from torch import nn
 
 from quantlens import zoo
-from quantlens.checkpoint import META_FILE
+from quantlens.checkpoint import META_FILE, error_line
 from quantlens.errors import InputError, UnknownNameError, require
 
 FORMS = "a zoo model ({zoo}), a quantlens checkpoint folder, a Hugging Face model folder, or module:factory"
@@ -38,8 +38,10 @@ def resolve_model(spec: str, *, trust_code: bool = False) -> ResolvedModel:
     Args:
         spec: a zoo name (``minilm``), a folder written by ``ql.save``, a folder holding a
             Hugging Face ``config.json`` (loaded offline with ``transformers.AutoModel``), or
-            ``package.module:factory`` (called with no arguments).
-        trust_code: let a checkpoint call a model factory outside quantlens / transformers.
+            ``package.module:factory`` (called with no arguments; an error it raises
+            becomes an InputError).
+        trust_code: let a checkpoint rebuild its skeleton by calling the ``module:factory``
+            it records (Hugging Face and zoo checkpoints never need it).
 
     Returns:
         A :class:`ResolvedModel`.
@@ -86,7 +88,13 @@ def _call_factory(spec: str) -> nn.Module:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
         raise InputError(f"cannot import {spec!r} ({exc}); give package.module:function on the Python path") from exc
-    model = factory()
+    try:
+        model = factory()
+    except Exception as exc:  # the factory is the user's code: any error it raises
+        raise InputError(
+            f"calling {spec}() failed ({type(exc).__name__}: {error_line(exc)}); "
+            "give a function that builds the model with no arguments"
+        ) from exc
     if not isinstance(model, nn.Module):
         raise InputError(f"{spec} returned a {type(model).__name__}, not a torch.nn.Module")
     if getattr(model, "quantlens_source", None) is None:

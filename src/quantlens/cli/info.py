@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from quantlens.checkpoint import read_meta
+from quantlens.methods.base import QuantSummary
 
 
 def register(subparsers) -> None:
@@ -55,19 +56,18 @@ def run(args: argparse.Namespace) -> int:
     table = Table(show_edge=False, header_style="bold")
     for col in ("layer", "type", "scheme / algorithm", "bytes before", "bytes after"):
         table.add_column(col, justify="right" if col.startswith("bytes") else "left")
-    before = after = 0
     for name, r in records.items():
         if r["action"] != "quantized":
             continue
-        before, after = before + r["bytes_before"], after + r["bytes_after"]
         table.add_row(name or "(root)", r["kind"], r["detail"], f"{r['bytes_before']:,}", f"{r['bytes_after']:,}")
-    floats = [r for r in records.values() if r["action"] != "quantized"]
     console.print(table)
-    if before:
-        say(f"quantized layers: {len(records) - len(floats)}, {before / 1e6:.2f} MB -> {after / 1e6:.2f} MB "
-            f"({before / max(after, 1):.2f}x smaller)")
-    for r in floats:
-        say(f"  float: {r['name'] or '(root)'} ({r['kind']}): {r['reason'] or r['action']}")
+    try:
+        summary = QuantSummary.from_dict(meta["summary"]) if meta.get("summary") else None
+    except (TypeError, AttributeError, ValueError):
+        summary = None
+        say("summary      unreadable (quantlens.json was edited or is from another version)")
+    if summary is not None:
+        say(str(summary))
     total = sum(files.values())
     say("on disk      " + ", ".join(f"{n} {s / 1e6:.2f} MB" for n, s in sorted(files.items())) + f"; total {total / 1e6:.2f} MB")
     return 0

@@ -3,6 +3,12 @@
 MODEL is anything :func:`quantlens.cli._models.resolve_model` understands. The method is
 looked up in the method registry by name (``weight-only`` = ``weight_only``); flags fill
 the fields the method's config has, or ``--config FILE.json`` gives the whole config.
+
+A quantlens checkpoint as MODEL is re-quantized: its weight-only layers are turned back
+into float layers holding the dequantized weights (:func:`quantlens.api.dequantize`) and
+the new config is applied to those, with a warning that the two roundings' errors add
+up. Int8 (dynamic, static, QAT) checkpoints cannot be turned back; the error says to
+start from the float model.
 """
 
 from __future__ import annotations
@@ -10,8 +16,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
+from quantlens.core.scheme import QScheme
 from quantlens.errors import ConfigError, InputError
 from quantlens.methods.base import QuantSummary, config_from_dict, get_method
 
@@ -41,7 +49,8 @@ def register(subparsers) -> None:
     parser.add_argument("--config", type=Path, help="a config JSON (as in quantlens.json's 'config')")
     parser.add_argument("--calib-data", help="calibration data (zoo data set or .pt/.npz); default: the "
                         "zoo model's calib split")
-    parser.add_argument("--trust-code", action="store_true", help="allow module:factory models from checkpoints")
+    parser.add_argument("--trust-code", action="store_true",
+                        help="let a checkpoint given as MODEL rebuild its model by calling the module:factory it records")
     parser.set_defaults(func=run)
 
 
@@ -108,6 +117,20 @@ def render_summary(summary: QuantSummary, console) -> None:
     console.print(str(summary), markup=False, highlight=False)
 
 
+def _float_from_checkpoint(spec: str, quantized):
+    """The float model a checkpoint's quantized model dequantizes to, and the warning."""
+    from quantlens.api import dequantize
+
+    try:
+        model = dequantize(quantized)
+    except InputError as exc:
+        raise InputError(f"{spec} is a quantized checkpoint: {exc}") from exc
+    schemes = sorted({m.scheme.describe() for m in quantized.modules() if isinstance(getattr(m, "scheme", None), QScheme)})
+    warning = (f"{spec} is already quantized ({', '.join(schemes)}); its layers were dequantized and quantized "
+               "again, so the new rounding error adds to the old one; quantize the float model for the best accuracy")
+    return model, warning
+
+
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -116,13 +139,20 @@ def run(args: argparse.Namespace) -> int:
 
     config = build_config(args)
     resolved = resolve_model(args.model, trust_code=args.trust_code)
+    model, warning = resolved.model, None
+    if resolved.kind == "checkpoint":
+        model, warning = _float_from_checkpoint(args.model, model)
     needs_data = getattr(config, "algorithm", None) == "gptq" or config.method in ("static",)
     calib = _calib(args, resolved, config) if needs_data else None
     if needs_data and calib is None:
         raise InputError(f"{config.method} with these settings needs calibration data; pass --calib-data")
-    qm = ql.quantize(resolved.model, config, calib_data=calib)
+    qm = ql.quantize(model, config, calib_data=calib)
+    if warning:
+        qm.quantlens_summary.note(warning)
     out = ql.save(qm, args.out)
     console = Console() if Console().is_terminal else Console(width=160)
+    if warning:
+        print(f"quantlens quantize: warning: {warning}", file=sys.stderr)
     render_summary(qm.quantlens_summary, console)
     size = sum(p.stat().st_size for p in Path(out).iterdir() if p.is_file())
     console.print(f"wrote {out} ({size / 1e6:.2f} MB on disk)", markup=False, highlight=False)

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from quantlens import api, checkpoint
+from quantlens.methods.base import state_bytes
 
 
 @dataclass(frozen=True)
@@ -48,28 +49,6 @@ class SizeResult:
         return self.memory_bytes / 1e6
 
 
-def _tensor_bytes(value, seen: set) -> tuple[int, int]:
-    """(bytes, elements) of a state-dict value: a tensor, quantized tensor or a tuple of them."""
-    if isinstance(value, torch.Tensor):
-        if value.is_quantized:
-            extra = 0
-            if value.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
-                scales, zps = value.q_per_channel_scales(), value.q_per_channel_zero_points()
-                extra = scales.numel() * scales.element_size() + zps.numel() * zps.element_size()
-            else:
-                extra = 8 + 8  # one float64 scale + one int64 zero-point
-            return value.numel() * value.element_size() + extra, value.numel()
-        key = (value.untyped_storage().data_ptr(), value.storage_offset(), tuple(value.shape))
-        if value.numel() and key in seen:  # tied weights count once
-            return 0, 0
-        seen.add(key)
-        return value.numel() * value.element_size(), value.numel()
-    if isinstance(value, (tuple, list)):
-        parts = [_tensor_bytes(v, seen) for v in value]
-        return sum(p[0] for p in parts), sum(p[1] for p in parts)
-    return 0, 0
-
-
 def memory_bytes(model: nn.Module) -> tuple[int, int]:
     """Bytes and element count of a model's weights and buffers as held in memory.
 
@@ -83,13 +62,7 @@ def memory_bytes(model: nn.Module) -> tuple[int, int]:
         >>> memory_bytes(torch.nn.Linear(4, 2))
         (40, 10)
     """
-    seen: set = set()
-    total_bytes = total_elems = 0
-    for value in model.state_dict(keep_vars=True).values():
-        b, n = _tensor_bytes(value, seen)
-        total_bytes += b
-        total_elems += n
-    return total_bytes, total_elems
+    return state_bytes(model)
 
 
 def directory_bytes(path: str | os.PathLike) -> int:

@@ -11,6 +11,9 @@ How to add a method (see methods/weight_only.py for a complete one):
    tensors can be loaded into it.
 4. Register: ``register_method("name", MyConfig, apply=apply, rebuild=rebuild, order=N)``.
    Methods of one model run in ascending ``order`` (whole-graph methods first).
+5. Optionally give ``dequantize=fn`` (``fn(model) -> nn.Module``, in place): turn the
+   method's quantized layers back into float layers holding the dequantized weights, so
+   a checkpoint can be re-quantized with another config (``quantlens.api.dequantize``).
 """
 
 from __future__ import annotations
@@ -79,19 +82,36 @@ class QuantConfig:
 
 
 def config_from_dict(data: Mapping) -> QuantConfig:
-    """Rebuild a config from :meth:`QuantConfig.to_dict` output."""
+    """Rebuild a config from :meth:`QuantConfig.to_dict` output.
+
+    Raises:
+        ConfigError: ``data`` is not an object, is from a newer config version, or has
+            fields or values the method's config does not take.
+        UnknownNameError: ``data["method"]`` is not a registered method.
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"a config must be a JSON object with a 'method' key, got a {type(data).__name__}")
     data = dict(data)
     name = data.pop("method", None)
     version = data.pop("version", CONFIG_VERSION)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ConfigError(f"config version must be an integer, got {version!r}")
     if version > CONFIG_VERSION:
         raise ConfigError(f"config version {version} is newer than this quantlens understands ({CONFIG_VERSION}); upgrade quantlens")
+    if not isinstance(name, str):
+        raise ConfigError(f"a config needs a 'method' name (one of {', '.join(sorted(_METHODS))}), got {name!r}")
     cls = get_method(name).config_cls
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{cls.__name__} has no field(s) {', '.join(unknown)}; valid fields: {', '.join(sorted(known))}")
     data = {k: tuple(v) if isinstance(v, list) and k != "overrides" else v for k, v in data.items()}
-    return cls(**data)
+    try:
+        return cls(**data)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"{cls.__name__} cannot take these values ({exc})") from exc
 
 
 def resolve(config: QuantConfig, name: str) -> QuantConfig | None:
@@ -153,14 +173,32 @@ class LayerRecord:
 
 @dataclass
 class QuantSummary:
-    """The decisions of one ``ql.quantize`` call, layer by layer, plus notes."""
+    """The decisions of one ``ql.quantize`` call, layer by layer, plus notes.
+
+    Attributes:
+        records: one :class:`LayerRecord` per layer quantized, skipped or left in float
+            (every layer that holds weights, candidates of the method or not).
+        notes: model-wide remarks (casts, algorithm fallbacks, warnings).
+        model_bytes_before, model_bytes_after: bytes of the whole model's state (parameters,
+            buffers and packed quantized weights, tied tensors once) before and after
+            quantization; None where not measured.
+    """
 
     records: list[LayerRecord] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    model_bytes_before: int | None = None
+    model_bytes_after: int | None = None
 
     def add(self, name: str, module: nn.Module | str, action: str, **fields) -> None:
+        """Record what happened to one module (a second identical record, as two methods
+        of one config may make for a skipped layer, is dropped)."""
         kind = module if isinstance(module, str) else type(module).__name__
-        self.records.append(LayerRecord(name, kind, action, **fields))
+        record = LayerRecord(name, kind, action, **fields)
+        if action != "quantized" and any(
+            (r.name, r.action, r.reason) == (name, action, record.reason) for r in self.records
+        ):
+            return
+        self.records.append(record)
 
     def note(self, text: str) -> None:
         if text not in self.notes:
@@ -175,20 +213,36 @@ class QuantSummary:
         return [r for r in self.records if r.action != "quantized"]
 
     def to_dict(self) -> dict:
-        return {"records": [dataclasses.asdict(r) for r in self.records], "notes": list(self.notes)}
+        return {"records": [dataclasses.asdict(r) for r in self.records], "notes": list(self.notes),
+                "model_bytes_before": self.model_bytes_before, "model_bytes_after": self.model_bytes_after}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> QuantSummary:
+        """Inverse of :meth:`to_dict` (fields it does not know are ignored)."""
+        names = {f.name for f in dataclasses.fields(LayerRecord)}
+        records = [LayerRecord(**{k: v for k, v in r.items() if k in names}) for r in data.get("records", [])]
+        return cls(records, list(data.get("notes", [])), data.get("model_bytes_before"), data.get("model_bytes_after"))
 
     def __str__(self) -> str:
         before = sum(r.bytes_before for r in self.quantized)
         after = sum(r.bytes_after for r in self.quantized)
         lines = [f"quantized {len(self.quantized)} layer(s), left {len(self.skipped)} in float"]
+        if self.model_bytes_before is not None and self.model_bytes_after is not None:
+            lines.append(f"whole model (parameters and buffers): {_ratio(self.model_bytes_before, self.model_bytes_after)}")
         if before:
-            lines.append(f"quantized layers: {before / 1e6:.2f} MB -> {after / 1e6:.2f} MB ({before / max(after, 1):.2f}x smaller)")
-        reasons: dict[str, int] = {}
+            lines.append(f"quantized layers: {_ratio(before, after)}")
+        groups: dict[tuple[str, str], list[str]] = {}
         for r in self.skipped:
-            reasons[r.reason or r.action] = reasons.get(r.reason or r.action, 0) + 1
-        lines += [f"  float ({n}): {reason}" for reason, n in reasons.items()]
+            groups.setdefault((r.kind, r.reason or r.action), []).append(r.name or "(root)")
+        for (kind, reason), names in groups.items():
+            shown = ", ".join(names[:3]) + (f", ... ({len(names) - 3} more)" if len(names) > 3 else "")
+            lines.append(f"  float ({len(names)}): {kind}: {reason} [{shown}]")
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
+
+
+def _ratio(before: int, after: int) -> str:
+    return f"{before / 1e6:.2f} MB -> {after / 1e6:.2f} MB ({before / max(after, 1):.2f}x smaller)"
 
 
 # --- context and registry -----------------------------------------------------------------
@@ -226,20 +280,22 @@ class Method:
     order: int = 50
     prepare: Callable[[nn.Module, QuantContext], nn.Module] | None = None
     convert: Callable[[nn.Module, QuantContext], nn.Module] | None = None
+    dequantize: Callable[[nn.Module], nn.Module] | None = None
 
 
 _METHODS: dict[str, Method] = {}
 
 
 def register_method(
-    name: str, config_cls: type, *, apply, rebuild, order: int = 50, prepare=None, convert=None
+    name: str, config_cls: type, *, apply, rebuild, order: int = 50, prepare=None, convert=None, dequantize=None
 ) -> None:
     """Make ``ql.quantize`` dispatch ``config_cls`` to ``apply`` (see the module docstring).
 
     Two-phase methods (Static, QAT) also give ``prepare`` (insert observers / fake
     quantization) and ``convert`` (produce the quantized model), used by ``ql.prepare`` and
-    ``ql.convert``; their ``apply`` usually is prepare, calibrate, convert."""
-    _METHODS[name] = Method(name, config_cls, apply, rebuild, order, prepare, convert)
+    ``ql.convert``; their ``apply`` usually is prepare, calibrate, convert. Methods whose
+    layers can be turned back into float layers give ``dequantize``."""
+    _METHODS[name] = Method(name, config_cls, apply, rebuild, order, prepare, convert, dequantize)
 
 
 def get_method(name: str) -> Method:
@@ -264,6 +320,45 @@ def module_bytes(module: nn.Module) -> int:
     """Bytes of a module's own parameters and buffers (not its children's)."""
     tensors = list(module.parameters(recurse=False)) + list(module.buffers(recurse=False))
     return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def state_bytes(model: nn.Module) -> tuple[int, int]:
+    """Bytes and element count of everything in ``model``'s state dict: parameters, buffers
+    and the weights PyTorch's quantized modules keep in packed params (which
+    ``model.parameters()`` does not show), tied tensors once.
+
+    Example:
+        >>> state_bytes(torch.nn.Linear(4, 2))
+        (40, 10)
+    """
+    seen: set = set()
+    total_bytes = total_elems = 0
+    for value in model.state_dict(keep_vars=True).values():
+        b, n = _value_bytes(value, seen)
+        total_bytes += b
+        total_elems += n
+    return total_bytes, total_elems
+
+
+def _value_bytes(value, seen: set) -> tuple[int, int]:
+    """(bytes, elements) of a state-dict value: a tensor, quantized tensor or a tuple of them."""
+    if isinstance(value, torch.Tensor):
+        if value.is_quantized:
+            if value.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+                scales, zps = value.q_per_channel_scales(), value.q_per_channel_zero_points()
+                extra = scales.numel() * scales.element_size() + zps.numel() * zps.element_size()
+            else:
+                extra = 8 + 8  # one float64 scale + one int64 zero-point
+            return value.numel() * value.element_size() + extra, value.numel()
+        key = (value.untyped_storage().data_ptr(), value.storage_offset(), tuple(value.shape))
+        if value.numel() and key in seen:  # tied weights count once
+            return 0, 0
+        seen.add(key)
+        return value.numel() * value.element_size(), value.numel()
+    if isinstance(value, (tuple, list)):
+        parts = [_value_bytes(v, seen) for v in value]
+        return sum(p[0] for p in parts), sum(p[1] for p in parts)
+    return 0, 0
 
 
 def float_dtype_of(model: nn.Module) -> torch.dtype | None:

@@ -33,7 +33,7 @@ from torch import nn
 
 from quantlens.core.qtensor import QTensor, quantize_tensor
 from quantlens.core.scheme import QScheme
-from quantlens.errors import ConfigError, SchemeError
+from quantlens.errors import ConfigError, InputError, SchemeError
 from quantlens.methods import gptq, hqq
 from quantlens.methods.base import (
     QuantConfig,
@@ -41,7 +41,9 @@ from quantlens.methods.base import (
     configs_in,
     module_bytes,
     register_method,
+    resolve,
 )
+from quantlens.nn.packed import PackedWeight
 from quantlens.nn.registry import quantized_class_for, quantized_classes
 
 # --- algorithms ---------------------------------------------------------------------------
@@ -208,18 +210,22 @@ def _why_not(module: nn.Module, scheme: QScheme) -> str | None:
 
 
 def _plan(model: nn.Module, ctx: QuantContext) -> list[_Plan]:
-    """Decide, for every candidate layer, quantize (returned) or leave float (recorded)."""
+    """Decide, for every layer with weights, quantize (returned) or leave float (recorded)."""
     candidate_kinds = {k for c in configs_in(ctx.config) if isinstance(c, WeightOnly) for k in c.modules}
     plans = []
     for name, module in model.named_modules():
         qcls = quantized_class_for(module)
         if qcls is None or kind_name(type(module)) not in candidate_kinds:
+            _record_float(name, module, ctx)
             continue
         if ctx.is_skipped(name):
             ctx.summary.add(name, module, "skipped", method="weight_only", reason="matches a skip pattern")
             continue
         cfg = ctx.config_for(name, WeightOnly)
-        if cfg is None or kind_name(type(module)) not in cfg.modules:
+        if cfg is None:
+            continue  # another method's layer: that method records it
+        if kind_name(type(module)) not in cfg.modules:
+            _record_float(name, module, ctx)
             continue
         scheme = cfg.scheme_for(tuple(module.weight.shape))
         reason = _why_not(module, scheme)
@@ -232,6 +238,25 @@ def _plan(model: nn.Module, ctx: QuantContext) -> list[_Plan]:
             algorithm = ALGORITHMS[algorithm.fallback]
         plans.append(_Plan(name, module, cfg, scheme, algorithm))
     return plans
+
+
+def _record_float(name: str, module: nn.Module, ctx: QuantContext) -> None:
+    """Record a module holding weights of its own that WeightOnly leaves in float because
+    its kind is not selected (``modules=``) or has no weight-only layer."""
+    if not list(module.parameters(recurse=False)) or isinstance(module, PackedWeight):
+        return
+    cfg = resolve(ctx.config, name)
+    if cfg is None:
+        reason = "matches a skip pattern"
+    elif not isinstance(cfg, WeightOnly):
+        return  # another method's layer: that method records it
+    elif quantized_class_for(module) is not None:
+        reason = f"not in modules=({', '.join(cfg.modules)},)"
+    else:
+        reason = "WeightOnly has no quantized layer of this kind"
+    nbytes = module_bytes(module)
+    action = "skipped" if cfg is None else "float"
+    ctx.summary.add(name, module, action, method="weight_only", reason=reason, bytes_before=nbytes, bytes_after=nbytes)
 
 
 def _replace(model: nn.Module, replaced: dict[int, nn.Module]) -> nn.Module:
@@ -249,6 +274,8 @@ def _replace(model: nn.Module, replaced: dict[int, nn.Module]) -> nn.Module:
 def apply(model: nn.Module, ctx: QuantContext) -> nn.Module:
     """Replace every selected layer of ``model`` by its weight-only quantized layer (in place;
     returns the new root when ``model`` itself is such a layer)."""
+    first_record = len(ctx.summary.records)
+    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
     plans = _plan(model, ctx)
     stats: dict[str, Any] = {}
     for algorithm in {p.algorithm.name: p.algorithm for p in plans}.values():
@@ -268,6 +295,8 @@ def apply(model: nn.Module, ctx: QuantContext) -> nn.Module:
             detail=f"{p.scheme.describe()}, {p.algorithm.name}",
             bytes_before=module_bytes(p.module), bytes_after=module_bytes(new),
         )
+    ours = ctx.summary.records[first_record:]  # in the model's module order
+    ctx.summary.records[first_record:] = sorted(ours, key=lambda r: order.get(r.name, len(order)))
     return _replace(model, replaced)
 
 
@@ -290,4 +319,43 @@ def rebuild(model: nn.Module, ctx: QuantContext) -> nn.Module:
     return _replace(model, replaced)
 
 
-register_method("weight_only", WeightOnly, apply=apply, rebuild=rebuild, order=50)
+def _float_linear(q) -> nn.Linear:
+    return nn.utils.skip_init(nn.Linear, q.in_features, q.out_features, bias=q.bias is not None)
+
+
+def _float_embedding(q) -> nn.Embedding:
+    return nn.utils.skip_init(nn.Embedding, q.num_embeddings, q.embedding_dim, padding_idx=q.padding_idx)
+
+
+def _float_conv2d(q) -> nn.Conv2d:
+    cfg = {k: v for k, v in q.config().items() if k != "scheme"}
+    return nn.utils.skip_init(nn.Conv2d, **{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()})
+
+
+# float layer class -> an empty float layer shaped like a quantized one (weights filled after)
+_FLOAT_LAYERS: dict[type[nn.Module], Callable[[PackedWeight], nn.Module]] = {
+    nn.Linear: _float_linear, nn.Embedding: _float_embedding, nn.Conv2d: _float_conv2d,
+}
+
+
+def dequantize(model: nn.Module) -> nn.Module:
+    """Turn every weight-only layer of ``model`` back into the float layer it replaced, with
+    the dequantized weight (in place; returns the new root if the root is such a layer)."""
+    float_of = {q: f for f, q in quantized_classes().items()}
+    replaced: dict[int, nn.Module] = {}
+    for module in model.modules():
+        if not isinstance(module, PackedWeight) or id(module) in replaced:
+            continue
+        float_cls = float_of.get(type(module))
+        if float_cls not in _FLOAT_LAYERS:
+            raise InputError(f"quantlens cannot turn a {type(module).__name__} back into a float layer")
+        new = _FLOAT_LAYERS[float_cls](module)
+        with torch.no_grad():
+            new.weight.copy_(module.dequantized_weight(new.weight.dtype))
+            if getattr(module, "bias", None) is not None:
+                new.bias.copy_(module.bias)
+        replaced[id(module)] = new.to(module.weight_packed.device)
+    return _replace(model, replaced)
+
+
+register_method("weight_only", WeightOnly, apply=apply, rebuild=rebuild, dequantize=dequantize, order=50)
