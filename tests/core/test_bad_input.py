@@ -78,3 +78,41 @@ def test_range_order_and_shapes():
 def test_all_are_quantlens_errors():
     for exc in (InputError, SchemeError):
         assert issubclass(exc, QuantlensError) and issubclass(exc, ValueError)
+
+
+def test_fake_quantize_rejects_nan_and_non_positive_scales():
+    scheme = QScheme(bits=8)
+    with pytest.raises(InputError, match="NaN/Inf"):
+        fake_quantize(torch.tensor([float("nan"), 1.0]), torch.tensor(0.1), torch.tensor(0), scheme)
+    for scale in (0.0, -0.1, float("inf")):
+        with pytest.raises(InputError, match="positive and finite"):
+            fake_quantize(torch.tensor([1.0]), torch.tensor(scale), torch.tensor(0), scheme)
+
+
+def test_zero_points_must_be_whole_levels_inside_the_grid_and_come_with_a_scale():
+    scheme = QScheme(bits=8, symmetric=False)
+    x = torch.randn(4)
+    with pytest.raises(InputError, match="without scale"):
+        quantize_tensor(x, scheme, zero_point=torch.tensor(3))
+    with pytest.raises(InputError, match=r"\[0, 255\]"):
+        quantize_tensor(x, scheme, scale=torch.tensor(0.1), zero_point=torch.tensor(300))
+    with pytest.raises(InputError, match="whole numbers"):
+        quantize_tensor(x, scheme, scale=torch.tensor(0.1), zero_point=torch.tensor(2.7))
+    with pytest.raises(InputError, match=r"\[-8, 7\]"):
+        fake_quantize(x, torch.tensor(0.1), torch.tensor(9), QScheme(bits=4))
+
+
+def test_empty_tensor_and_bad_axes():
+    with pytest.raises(InputError, match="empty"):
+        quantize_tensor(torch.randn(0, 4), QScheme(bits=8))
+    with pytest.raises(SchemeError, match="axis must be an integer"):
+        QScheme(granularity="per_channel", axis="0")
+    with pytest.raises(SchemeError, match="per_tensor"):
+        QScheme(axis=1)
+
+
+def test_a_range_wider_than_float32_still_gives_a_finite_scale():
+    x = torch.tensor([-2e38, 0.0, 2e38])
+    qt = quantize_tensor(x, QScheme(bits=8, symmetric=False))
+    assert torch.isfinite(qt.scale).all() and torch.isfinite(qt.dequantize()).all()
+    assert (qt.dequantize() - x).abs().max() <= qt.scale.max() / 2 * 1.01

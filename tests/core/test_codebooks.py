@@ -5,6 +5,7 @@ from helpers import random_tensor
 from quantlens.core import QScheme, quantize_tensor
 from quantlens.core.codebooks import kmeans_levels, log2_levels, nf4_levels
 from quantlens.core.metrics import mse
+from quantlens.errors import SchemeError
 
 # Table from QLoRA (Dettmers et al., 2023), appendix / bitsandbytes' NF4 constant.
 QLORA_NF4 = [
@@ -42,7 +43,7 @@ def test_log2_levels_and_quantization():
     x = torch.tensor([8.0, 4.1, -2.0, 1.2, 0.0, 0.3])
     qt = quantize_tensor(x, QScheme(bits=3, codebook="log2"))
     assert qt.dequantize().tolist() == [8.0, 4.0, -2.0, 2.0, 0.0, 0.0]
-    with pytest.raises(Exception, match="bits >= 2"):
+    with pytest.raises(SchemeError, match="bits >= 2"):
         quantize_tensor(x, QScheme(bits=1, symmetric=False, codebook="log2"))
 
 

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from quantlens.core import QScheme, compute_qparams, pack, quantize_tensor, unpack
+from quantlens.core.layout import to_blocks
 
 FAST = settings(max_examples=60, deadline=None)
 finite = st.floats(min_value=-1e4, max_value=1e4, allow_nan=False, allow_infinity=False, width=32)
@@ -59,3 +60,33 @@ def test_pack_unpack_identity(bits, n, seed, signed):
     packed = pack(q, bits, signed=signed)
     assert packed.numel() == math.ceil(n * bits / 8)
     assert torch.equal(unpack(packed, bits, (n,), signed=signed).long(), q)
+
+
+@st.composite
+def blocked_cases(draw):
+    """A 2-D tensor with a per-channel or per-group scheme on either axis."""
+    rows, cols = draw(st.integers(1, 6)), draw(st.integers(1, 6)) * 4
+    values = draw(st.lists(finite, min_size=rows * cols, max_size=rows * cols))
+    axis = draw(st.sampled_from([0, 1, -1]))
+    bits = draw(st.integers(2, 8))
+    symmetric = draw(st.booleans())
+    if draw(st.booleans()):
+        scheme = QScheme(bits=bits, symmetric=symmetric, granularity="per_channel", axis=axis)
+    else:
+        length = rows if axis == 0 else cols
+        size = draw(st.sampled_from([d for d in (1, 2, 4, 8) if length % d == 0] or [1]))
+        scheme = QScheme(bits=bits, symmetric=symmetric, granularity="per_group", axis=axis, group_size=size)
+    return torch.tensor(values, dtype=torch.float32).reshape(rows, cols), scheme
+
+
+@FAST
+@given(blocked_cases())
+def test_blocked_schemes_stay_within_half_a_step_with_positive_finite_scales(case):
+    x, scheme = case
+    qt = quantize_tensor(x, scheme)
+    assert bool(torch.isfinite(qt.scale).all()) and bool((qt.scale > 0).all())
+    assert bool((qt.zero_point >= scheme.qmin).all()) and bool((qt.zero_point <= scheme.qmax).all())
+    err = to_blocks(x - qt.dequantize(), scheme)  # (..., elements sharing one scale)
+    step = qt.scale.reshape(err.shape[:-1]).unsqueeze(-1)
+    tol = step / 2 * (1 + 1e-5) + 4 * torch.finfo(torch.float32).eps * to_blocks(x, scheme).abs()
+    assert bool((err.abs() <= tol).all())  # each element within half of its own block's step

@@ -4,8 +4,9 @@ import pytest
 import torch
 from helpers import assert_similar, random_tensor
 
+import quantlens.core.qtensor as qtensor_module
 from quantlens.core import QScheme, compute_qparams, quantize_tensor
-from quantlens.core.layout import qparam_shape
+from quantlens.core.layout import from_blocks, qparam_shape, to_blocks
 
 SCHEMES = [
     QScheme(bits=8),
@@ -123,20 +124,15 @@ def test_given_qparams_and_nbytes():
 
 @pytest.mark.parametrize("chunk", [1, 7, 64, 1 << 19])
 def test_chunked_quantize_is_exact(monkeypatch, chunk):
-    import quantlens.core.qtensor as qtensor_module
-
     x = random_tensor(9, 40, seed=11, dist="laplace")
     for scheme in (QScheme(bits=4, symmetric=False, granularity="per_group", group_size=8),
                    QScheme(bits=8, symmetric=False), QScheme(bits=3, granularity="per_channel", axis=1)):
         reference = quantize_tensor(x, scheme)
         monkeypatch.setattr(qtensor_module, "CHUNK_ELEMENTS", chunk)
-        monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # chunks are single-threaded only
         chunked = quantize_tensor(x, scheme)
         monkeypatch.undo()
         assert torch.equal(chunked.data, reference.data)
         # the formula, unchunked: clip(round(x / s) + z, qmin, qmax)
-        from quantlens.core.layout import from_blocks, to_blocks
-
         b = to_blocks(x, scheme)
         q = (torch.round(b / reference.scale.unsqueeze(-1)) + reference.zero_point.unsqueeze(-1)).clamp(scheme.qmin, scheme.qmax)
         assert torch.equal(from_blocks(q, scheme, x.shape).to(chunked.data.dtype), chunked.data)

@@ -126,7 +126,7 @@ def test_backend_switch_sets_the_engine(digits_cnn, digits, backend):
 
 
 def test_missing_engine_lists_the_available_ones(digits_cnn, digits, monkeypatch):
-    monkeypatch.setattr(torch_ao, "available_engines", lambda: ["x86", "fbgemm"])
+    monkeypatch.setattr(torch_ao.engines, "available_engines", lambda: ["x86", "fbgemm"])
     with pytest.raises(BackendError, match=r"'qnnpack' is not available.*x86, fbgemm"):
         ql.quantize(digits_cnn, ql.Static(backend="qnnpack"), calib_data=digits["calib"].batches(64))
     with pytest.raises(ConfigError, match="unknown backend"):

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from quantlens.methods.backends import torch_ao
+
 # CPU flags (from /proc/cpuinfo) that decide which int8 / bf16 kernels run fast.
 X86_FEATURES = (
     "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16",
@@ -75,35 +77,11 @@ def cpu_info(cpuinfo: str | Path = "/proc/cpuinfo") -> dict:
 def _tiny_quantized_ops() -> str:
     """Run a quantized linear, conv and dynamic linear under the active engine; compare each
     to float. Returns a short summary or raises."""
-    from torch.ao.nn import quantized as nnq
-    from torch.ao.nn.quantized import dynamic as nnqd
-
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(2, 8, generator=g)
-    w = torch.randn(4, 8, generator=g) * 0.3
-    qx = torch.quantize_per_tensor(x, 1 / 255, 0, torch.quint8)
-    qw = torch.quantize_per_tensor(w, float(w.abs().max()) / 127, 0, torch.qint8)
-    linear = nnq.Linear(8, 4)
-    linear.set_weight_bias(qw, None)
-    linear.scale, linear.zero_point = 0.02, 128
-    err_linear = (linear(qx).dequantize() - x @ w.T).abs().max().item()
-
-    xc = torch.rand(1, 2, 6, 6, generator=g)
-    wc = torch.randn(3, 2, 3, 3, generator=g) * 0.3
-    conv = nnq.Conv2d(2, 3, 3)
-    conv.set_weight_bias(torch.quantize_per_tensor(wc, float(wc.abs().max()) / 127, 0, torch.qint8), None)
-    conv.scale, conv.zero_point = 0.05, 128
-    qxc = torch.quantize_per_tensor(xc, 1 / 255, 0, torch.quint8)
-    err_conv = (conv(qxc).dequantize() - torch.nn.functional.conv2d(xc, wc)).abs().max().item()
-
-    dyn = nnqd.Linear(8, 4)
-    dyn.set_weight_bias(qw, None)
-    # reduce_range=False: qnnpack ignores it anyway and warns when it is True
-    y_dyn = torch.ops.quantized.linear_dynamic(x, dyn._packed_params._packed_params, False)
-    err_dyn = (y_dyn - x @ w.T).abs().max().item()
-    worst = max(err_linear / 0.02, err_conv / 0.05, err_dyn / 0.02)
+    errors = torch_ao.quantized_op_errors()  # in output quantization steps
+    worst = max(errors.values())
     if worst > 3:  # more than a few output steps off: the engine runs but computes garbage
-        raise RuntimeError(f"wrong results (errors: linear {err_linear:.3g}, conv {err_conv:.3g}, dynamic {err_dyn:.3g})")
+        found = ", ".join(f"{name} {steps:.3g}" for name, steps in errors.items())
+        raise RuntimeError(f"wrong results (errors in output steps: {found})")
     return f"linear, conv2d and dynamic linear agree with float (max {worst:.2f} output steps)"
 
 

@@ -10,8 +10,6 @@ biases). Every torch.ao call goes through :mod:`quantlens.methods.backends.torch
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 from torch import nn
 
@@ -41,24 +39,29 @@ class DynamicRNN(nn.Module):
     @classmethod
     def from_float(cls, module: nn.Module, *, dtype: str = "int8", per_channel: bool = True) -> DynamicRNN:
         """Quantize a float ``nn.LSTM`` / ``nn.GRU`` (left untouched)."""
-        with _quiet():
-            qrnn = torch_ao.dynamic_rnn_from_float(module, dtype=dtype, per_channel=per_channel)
+        qrnn = torch_ao.dynamic_rnn_from_float(module, dtype=dtype, per_channel=per_channel)
         return cls(qrnn, type(module).__name__.lower(), dtype)
 
     @classmethod
     def empty(cls, module: nn.Module, *, dtype: str = "int8") -> DynamicRNN:
         """The quantized structure of ``module`` with placeholder weights."""
-        with _quiet():
-            qrnn = torch_ao.dynamic_rnn_empty(module, dtype=dtype)
+        qrnn = torch_ao.dynamic_rnn_empty(module, dtype=dtype)
         return cls(qrnn, type(module).__name__.lower(), dtype)
 
     def forward(self, x, hx=None):
         return self._qrnn(x, hx)
 
+    def torchscript_module(self) -> nn.Module:
+        """The module TorchScript captures in this layer's place (see
+        :mod:`quantlens.methods.backends.torchscript`): the torch.ao dynamic LSTM / GRU that
+        runs the forward. It is kept out of the module tree (its state dict holds packed
+        ScriptObjects), so the tracer would not find its packed weights; in an exported copy
+        it takes the wrapper's place and computes exactly the same outputs."""
+        return self._qrnn
+
     def weights(self) -> dict[str, torch.Tensor]:
         """The layer's weights and biases as plain tensors (what the state dict holds)."""
-        with _quiet():
-            return torch_ao.dynamic_rnn_weights(self._qrnn)
+        return torch_ao.dynamic_rnn_weights(self._qrnn)
 
     def _save_to_state_dict(self, destination, prefix, keep_vars) -> None:
         super()._save_to_state_dict(destination, prefix, keep_vars)
@@ -76,8 +79,7 @@ class DynamicRNN(nn.Module):
             if bad:
                 error_msgs.append(f"{prefix}: tensors {', '.join(bad)} differ in shape or dtype from the model's")
             else:
-                with _quiet():
-                    torch_ao.dynamic_rnn_set_weights(self._qrnn, found)
+                torch_ao.dynamic_rnn_set_weights(self._qrnn, found)
         if strict:
             own = {prefix + name for name in expected}
             unexpected_keys.extend(k for k in state_dict if k.startswith(prefix) and k not in own
@@ -85,8 +87,7 @@ class DynamicRNN(nn.Module):
 
     def __deepcopy__(self, memo):
         clone = DynamicRNN.empty(_float_twin(self), dtype=self.dtype)
-        with _quiet():
-            torch_ao.dynamic_rnn_set_weights(clone._qrnn, self.weights())
+        torch_ao.dynamic_rnn_set_weights(clone._qrnn, self.weights())
         clone.train(self.training)
         return clone
 
@@ -102,12 +103,3 @@ def _float_twin(layer: DynamicRNN) -> nn.Module:
     return cls(q.input_size, q.hidden_size, q.num_layers, bias=q.bias, batch_first=q.batch_first,
                dropout=float(q.dropout), bidirectional=q.bidirectional)
 
-
-class _quiet(warnings.catch_warnings):
-    """Silence PyTorch's quantized-tensor deprecation notices around torch.ao calls."""
-
-    def __enter__(self):
-        out = super().__enter__()
-        warnings.filterwarnings("ignore", message=r".*quantized tensor creation.*")
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        return out

@@ -1,0 +1,88 @@
+"""Dynamic LSTM / GRU: torch.ao's ``DynamicQuantizedLSTM`` / ``GRU``.
+
+int8 (per channel or per tensor) or fp16 weights packed for fbgemm/qnnpack, activations
+quantized per step. Their packed weights are ScriptObjects; :func:`dynamic_rnn_weights` /
+:func:`dynamic_rnn_set_weights` move them to and from plain tensors so checkpoints stay
+pickle-free. Used by :mod:`quantlens.methods.dynamic_rnn`. Tested on torch 2.13.0.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from quantlens.methods.backends.torch_ao._upstream import quiet, tq
+
+
+def _dynamic_rnn_classes() -> dict[type, type]:
+    with quiet():
+        import torch.ao.nn.quantized.dynamic as nnqd
+    return {nn.LSTM: nnqd.LSTM, nn.GRU: nnqd.GRU}
+
+
+def dynamic_rnn_from_float(module: nn.Module, *, dtype: str, per_channel: bool) -> nn.Module:
+    """torch.ao's dynamic LSTM/GRU holding ``module``'s weights (``dtype`` "int8" | "float16")."""
+    ao = tq()
+    if dtype == "float16":
+        qconfig = ao.float16_dynamic_qconfig
+    else:
+        qconfig = ao.per_channel_dynamic_qconfig if per_channel else ao.default_dynamic_qconfig
+    module.qconfig = qconfig
+    try:
+        with quiet():
+            return _dynamic_rnn_classes()[type(module)].from_float(module)
+    finally:
+        del module.qconfig
+
+
+def dynamic_rnn_empty(module: nn.Module, *, dtype: str) -> nn.Module:
+    """An untrained torch.ao dynamic LSTM/GRU with ``module``'s shape, for loading weights into."""
+    cls = _dynamic_rnn_classes()[type(module)]
+    with quiet():
+        return cls(module.input_size, module.hidden_size, module.num_layers, module.bias, module.batch_first,
+                   float(module.dropout), module.bidirectional,
+                   dtype=torch.qint8 if dtype == "int8" else torch.float16)
+
+
+def dynamic_rnn_weights(qrnn: nn.Module) -> dict[str, torch.Tensor]:
+    """The weights and biases of a torch.ao dynamic RNN as plain tensors.
+
+    int8 weights ``weight_ih_l0`` become ``weight_ih_l0`` (int8 codes), ``..._scale``
+    (float64, per channel) and ``..._zero_point`` (int64); fp16 weights stay fp16.
+    """
+    out: dict[str, torch.Tensor] = {}
+    with quiet():
+        wb = qrnn._weight_bias()
+        for name, w in wb["weight"].items():
+            if not w.is_quantized:
+                out[name] = w.to(torch.float16)
+                continue
+            out[name] = w.int_repr()
+            if w.qscheme() == torch.per_channel_affine:
+                out[name + "_scale"], out[name + "_zero_point"] = w.q_per_channel_scales(), w.q_per_channel_zero_points()
+            else:
+                out[name + "_scale"] = torch.tensor([w.q_scale()], dtype=torch.float64)
+                out[name + "_zero_point"] = torch.tensor([w.q_zero_point()], dtype=torch.int64)
+    out.update({name: b for name, b in wb["bias"].items() if b is not None})
+    return out
+
+
+def dynamic_rnn_set_weights(qrnn: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """Load :func:`dynamic_rnn_weights` output back into ``qrnn`` (repacks its weights)."""
+    weights, biases = {}, {}
+    with quiet():
+        for name, t in tensors.items():
+            if name.startswith("bias_"):
+                biases[name] = t
+            elif name.startswith("weight_") and not name.endswith(("_scale", "_zero_point")):
+                if t.dtype == torch.int8:
+                    scale, zp = tensors[name + "_scale"], tensors[name + "_zero_point"]
+                    if scale.numel() == 1:
+                        t = torch._make_per_tensor_quantized_tensor(t, scale.item(), int(zp.item()))
+                    else:
+                        t = torch._make_per_channel_quantized_tensor(t, scale, zp, 0)
+                else:
+                    t = t.float()
+                weights[name] = t
+        qrnn.set_weight_bias({**weights, **{w.replace("weight_", "bias_", 1): biases.get(w.replace("weight_", "bias_", 1))
+                                            for w in weights}})
