@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import os
-import warnings
 from pathlib import Path
 
 import torch
@@ -13,6 +12,7 @@ from torch import nn
 import quantlens.methods  # noqa: F401  (registers the built-in methods)
 from quantlens import checkpoint
 from quantlens.errors import CheckpointError, InputError, NothingToQuantizeError, QuantlensError
+from quantlens.methods.backends import torchscript
 from quantlens.methods.base import (
     QuantConfig,
     QuantContext,
@@ -319,28 +319,44 @@ def load(
 def export(model: nn.Module, path: str | os.PathLike, *, format: str = "torchscript", example_inputs=None) -> Path:
     """Export a quantized model for deployment.
 
+    Works for Static, QAT-converted and Dynamic models (DynamicLinear, LSTM, GRU); the
+    file loads with ``torch.jit.load`` and gives the same outputs as ``model``.
+
     Args:
-        model: a quantized model.
-        path: output file.
-        format: ``"torchscript"`` (traced when ``example_inputs`` are given or the model
-            records its input shapes, as Static/QAT models do; else scripted).
-        example_inputs: a tuple of example inputs for tracing.
+        model: a quantized model (left unchanged).
+        path: output file (written atomically).
+        format: ``"torchscript"``: traced when ``example_inputs`` are given or the model
+            records its input shapes (Static/QAT models do), else scripted.
+        example_inputs: a tuple of example positional inputs for tracing (a single tensor
+            is taken as a one-element tuple). Dynamic models with Linear layers need them:
+            DynamicLinear can be traced but not scripted. A traced model takes inputs of
+            the same rank (other batch sizes are fine).
+
+    Returns:
+        The written path.
+
+    Example:
+        >>> ql.export(qm, "model.pt", example_inputs=(x,))
+        >>> torch.jit.load("model.pt")(x)
     """
     if format != "torchscript":
         raise InputError(f"unknown export format {format!r}; supported: torchscript")
-    path = Path(path)
-    model = model.eval()
+    if isinstance(example_inputs, torch.Tensor):
+        example_inputs = (example_inputs,)
+    given = example_inputs is not None
     recorded = getattr(model, "quantlens_example_inputs", None)
-    if example_inputs is None and recorded:
+    if not given and recorded:
         example_inputs = make_inputs(recorded)
     try:
-        with warnings.catch_warnings():  # quantized ops read their scales as Python floats
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            scripted = torch.jit.trace(model, example_inputs) if example_inputs is not None else torch.jit.script(model)
+        scripted = torchscript.capture(model, tuple(example_inputs) if example_inputs is not None else None)
     except Exception as exc:
-        raise InputError(f"TorchScript could not capture this model ({type(exc).__name__}: {str(exc)[:200]}); "
-                         "pass example_inputs to trace it instead") from exc
-    tmp = path.with_name(f".{path.name}.tmp")
-    scripted.save(str(tmp))
-    os.replace(tmp, path)
-    return path
+        cause = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+        if example_inputs is None:
+            hint = "pass example_inputs=(x,) so it is traced instead of scripted"
+        elif given:
+            hint = "check that example_inputs are the positional inputs the model's forward takes"
+        else:
+            hint = "pass example_inputs=(x,) to trace it with inputs of your own"
+        how = "script" if example_inputs is None else "trace"
+        raise InputError(f"TorchScript could not {how} this model ({cause}); {hint}") from exc
+    return torchscript.save(scripted, path)
