@@ -302,3 +302,31 @@ def test_conv2d_when_asked_per_channel_and_grouped_over_input_channels(tmp_path)
     assert qm[0].scheme.axis == 1 and qm[0].scale.shape == (32, 3, 3, 1)
     loaded = ql.load(ql.save(qm, tmp_path / "conv"), model=model)
     assert torch.equal(loaded(x), qm(x))
+
+
+@pytest.mark.parametrize("cfg", [
+    WeightOnly(bits=4, group_size=32, modules=("linear", "embedding")),
+    WeightOnly(bits=8, group_size=None, modules=("linear", "embedding")),
+])
+def test_dequantize_gives_float_layers_and_requantizing_the_same_way_gives_the_same_codes(cfg):
+    from quantlens.api import dequantize
+
+    qm = ql.quantize(tiny(), cfg)
+    back = dequantize(qm)
+    assert type(back.up) is nn.Linear and type(back.emb) is nn.Embedding and isinstance(qm.up, QLinear)
+    assert torch.equal(back.up.weight, qm.up.dequantized_weight()) and torch.equal(back.up.bias, qm.up.bias)
+    assert torch.allclose(back(IDS), qm(IDS), atol=1e-5)
+    assert not hasattr(back, "quantlens_config")
+    again = ql.quantize(back, cfg)
+    for name in ("emb", "up", "down", "head"):
+        assert torch.equal(getattr(again, name).weight_packed, getattr(qm, name).weight_packed), name
+
+
+def test_dequantize_refuses_int8_and_float_models():
+    from quantlens.api import dequantize
+    from quantlens.errors import InputError
+
+    with pytest.raises(InputError, match="not quantized by quantlens"):
+        dequantize(tiny())
+    with pytest.raises(InputError, match="dynamic model cannot be turned back into float.*start from the float model"):
+        dequantize(ql.quantize(tiny(), ql.Dynamic()))

@@ -105,14 +105,25 @@ def hf_model(threads):
     return AutoModel.from_pretrained(str(minilm.model_dir()), local_files_only=True).eval()
 
 
-def test_int4_g128_checkpoint_is_small_and_rebuilds_from_hf_config(hf_model, tmp_path):
+def _fp32_bytes() -> int:
+    return (minilm.model_dir() / "model.safetensors").stat().st_size
+
+
+@pytest.fixture(scope="module")
+def int4_checkpoint(hf_model, tmp_path_factory):
+    """MiniLM int4 group-128 with embeddings: (quantized model, checkpoint dir, size / fp32)."""
     qm = ql.quantize(hf_model, WeightOnly(bits=4, group_size=128, modules=EMB))
+    out = ql.save(qm, tmp_path_factory.mktemp("w4") / "w4")
+    return qm, out, _dir_bytes(out) / _fp32_bytes()
+
+
+def test_int4_g128_checkpoint_is_small_and_rebuilds_from_hf_config(int4_checkpoint):
+    qm, out, ratio = int4_checkpoint
     assert isinstance(qm.embeddings.word_embeddings, QEmbedding)
-    out = ql.save(qm, tmp_path / "w4")
     meta = json.loads((out / "quantlens.json").read_text())
     assert meta["source"]["kind"] == "hf" and "state" in meta
-    ratio = _dir_bytes(out) / (minilm.model_dir() / "model.safetensors").stat().st_size
-    assert ratio <= 0.15  # measured 0.137; the target is 0.2
+    assert ratio <= 0.2  # the issue's target for the whole checkpoint vs fp32 model.safetensors
+    assert ratio <= 0.15  # measured 0.137: a regression guard
     loaded = ql.load(out)  # config alone: no original weights, no network
     assert type(loaded).__name__ == "BertModel"
     assert isinstance(loaded.encoder.layer[0].attention.self.query, QLinear)
@@ -123,14 +134,15 @@ def test_int4_g128_checkpoint_is_small_and_rebuilds_from_hf_config(hf_model, tmp
     assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("cfg, limit", [
-    (WeightOnly(bits=8, group_size=None, modules=EMB), 0.27),  # measured 0.254; target 0.3
-    (WeightOnly(bits=2, group_size=64, modules=EMB), 0.09),  # measured 0.084
-])
-def test_int8_and_2bit_checkpoint_sizes(hf_model, tmp_path, cfg, limit):
-    out = ql.save(ql.quantize(hf_model, cfg), tmp_path / "c")
-    ratio = _dir_bytes(out) / (minilm.model_dir() / "model.safetensors").stat().st_size
-    assert ratio <= limit
+def test_int8_checkpoint_is_at_most_03x_and_2bit_is_smaller_than_int4(hf_model, int4_checkpoint, tmp_path):
+    int8 = ql.save(ql.quantize(hf_model, WeightOnly(bits=8, group_size=None, modules=EMB)), tmp_path / "w8")
+    int8_ratio = _dir_bytes(int8) / _fp32_bytes()
+    assert int8_ratio <= 0.3  # the issue's target
+    assert int8_ratio <= 0.27  # measured 0.254: a regression guard
+    int2 = ql.save(ql.quantize(hf_model, WeightOnly(bits=2, group_size=64, modules=EMB)), tmp_path / "w2")
+    int2_ratio = _dir_bytes(int2) / _fp32_bytes()
+    assert int2_ratio < int4_checkpoint[2]  # the issue: 2-bit smaller still
+    assert int2_ratio <= 0.09  # measured 0.084: a regression guard
 
 
 def test_zoo_checkpoint_rebuilds_without_a_skeleton(model, tmp_path):
