@@ -4,6 +4,7 @@ eager fallback, torch.cat / residual models, backends and mixed-precision input.
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -167,3 +168,30 @@ def test_a_bare_layer_as_the_whole_model_is_quantized(tmp_path):
     assert torch_ao.is_quantized_module(qm.module)
     ql.save(qm, tmp_path / "conv")
     assert torch.equal(ql.load(tmp_path / "conv", model=nn.Conv2d(3, 8, 3))(x), qm(x))
+
+
+def _torch_ao_uses(path) -> list[str]:
+    """Imports of torch.ao / torch.quantization / torchao and ``torch.ao`` attribute uses in a file."""
+    import ast
+
+    upstream = ("torch.ao", "torch.quantization", "torchao")
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "torch":
+            names = [f"torch.{node.attr}"]
+        found += [f"{path.name}:{node.lineno} {n}" for n in names if n == "torch.ao" or n.startswith(upstream)]
+    return found
+
+
+def test_torch_ao_is_used_only_inside_the_backend_package():
+    package = Path(ql.__file__).parent
+    backends = package / "methods" / "backends"
+    outside = [use for path in sorted(package.rglob("*.py")) if backends not in path.parents
+               for use in _torch_ao_uses(path)]
+    assert not outside, outside
+    assert _torch_ao_uses(backends / "torch_ao" / "engines.py")  # the check does see them

@@ -1,8 +1,10 @@
 """Static / QAT int8 models: save/load bit-identical without pickle, TorchScript export,
-BatchNorm folding against the unfused model, custom modules and hybrid configs."""
+BatchNorm folding (Conv and Linear) against the unfused model, custom modules and hybrid
+configs (a Static conv trunk with Dynamic LSTM / Linear layers)."""
 
 from __future__ import annotations
 
+import copy
 import pickle
 
 import pytest
@@ -11,9 +13,10 @@ from int8_helpers import GatedNet, seeded
 from torch import nn
 
 import quantlens as ql
-import quantlens.methods
 from quantlens import zoo
 from quantlens.methods import fusion
+from quantlens.methods.dynamic_rnn import DynamicRNN
+from quantlens.nn.dynamic_linear import DynamicLinear
 
 
 @pytest.fixture
@@ -37,14 +40,18 @@ def test_static_save_load_is_bit_identical_without_pickle(digits_cnn, digits, tm
     assert loaded.quantlens_config == qm.quantlens_config
 
 
-def test_qat_save_load_is_bit_identical(digits_cnn, digits, tmp_path, no_pickle):
-    qat = ql.prepare_qat(digits_cnn, ql.QAT(bits=4))
+@pytest.mark.parametrize("bits", [8, 4])
+def test_qat_save_load_is_bit_identical(digits_cnn, digits, tmp_path, no_pickle, bits):
+    qat = ql.prepare_qat(digits_cnn, ql.QAT(bits=bits))
     ql.train_qat(qat, digits["train"].batches(64)[:4], epochs=1, lr=1e-4)
     qm = ql.convert(qat)
     ql.save(qm, tmp_path / "qat")
     loaded = ql.load(tmp_path / "qat")
+    assert loaded.quantlens_config == ql.QAT(bits=bits)
     x = digits["test"].inputs
     assert torch.equal(loaded(x), qm(x))
+    weights = [m.weight().int_repr() for m in loaded.modules() if callable(getattr(m, "weight", None))]
+    assert len(weights) == 7 and max(int(w.abs().max()) for w in weights) > (8 if bits == 8 else 0)
 
 
 def test_float_island_model_round_trips_with_a_given_skeleton(digits, tmp_path):
@@ -73,6 +80,52 @@ def _randomize_bn(model: nn.Module) -> nn.Module:
             m.weight.data.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
             m.bias.data.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
     return model.eval()
+
+
+def _randomize_bn1d(model: nn.Module) -> nn.Module:
+    gen = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm1d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=gen))
+            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+    return model.eval()
+
+
+class LinearBNNet(nn.Module):
+    """Linear-BN-ReLU and Linear-BN blocks over the flattened 8x8 digit, a Linear head."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.bn1, self.relu = nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU()
+        self.fc2, self.bn2 = nn.Linear(32, 16), nn.BatchNorm1d(16)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = self.relu(self.bn1(self.fc1(torch.flatten(x, 1))))
+        return self.head(self.bn2(self.fc2(x)))
+
+
+def test_linear_bn_relu_fusion_matches_the_unfused_model(digits):
+    model = _randomize_bn1d(seeded(LinearBNNet))
+    x = digits["test"].inputs
+    with torch.no_grad():
+        ref = model(x)
+    tol = 1e-5 * max(1.0, ref.abs().max().item())
+    folded = copy.deepcopy(model)  # the eager path's folding
+    assert fusion.fold_batchnorms(folded) == [("fc1", "bn1"), ("fc2", "bn2")]
+    # graph mode: the observed model (observers pass values through) is the fused float model
+    observed = ql.prepare(model, ql.Static(observer="minmax"), example_inputs=(x[:2],))
+    assert not any(isinstance(m, nn.BatchNorm1d) for m in observed.modules())
+    with torch.no_grad():
+        assert (folded(x) - ref).abs().max() <= tol
+        assert (observed(x) - ref).abs().max() <= tol
+    qm = ql.quantize(model, ql.Static(observer="minmax"), calib_data=digits["calib"].batches(64))
+    assert {r.name for r in qm.quantlens_summary.quantized} == {"fc1", "fc2", "head"}
+    assert not any(isinstance(m, nn.BatchNorm1d) for m in qm.modules())
+    with torch.no_grad():
+        assert torch.nn.functional.cosine_similarity(qm(x), ref, dim=-1).mean() > 0.99
 
 
 @pytest.mark.parametrize("name,shape", [("digits-cnn", (8, 1, 8, 8)), ("resnet18", (2, 3, 64, 64))])
@@ -159,12 +212,66 @@ def test_registered_custom_module_replacement_is_used(digits):
 
 
 def test_overrides_mix_static_trunk_with_a_dynamic_head(digits_cnn, digits):
-    dynamic = getattr(ql, "Dynamic", None) or getattr(quantlens.methods, "Dynamic", None)
-    if dynamic is None:
-        pytest.skip("ql.Dynamic is not available in this build")
-    config = ql.Static(observer="minmax", overrides={"fc": dynamic()})
+    config = ql.Static(observer="minmax", overrides={"fc": ql.Dynamic()})
     qm = ql.quantize(digits_cnn, config, calib_data=digits["calib"].batches(64))
     methods = {r.name: r.method for r in qm.quantlens_summary.quantized}
     assert methods.get("stem.0") == "static" and methods.get("fc") == "dynamic"
     x = digits["test"].inputs
     assert (qm(x).argmax(1) == digits["test"].labels).float().mean() > 0.97
+
+
+class ConvLSTM(nn.Module):
+    """A Conv-BN-ReLU trunk over the 8x8 digit; its 8 rows (8 channels x 8 columns each) are
+    the time steps of an LSTM; the last hidden state goes through a Linear head."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn, self.relu = nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU()
+        self.rnn = nn.LSTM(64, 32, batch_first=True)
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x):  # (B, 1, 8, 8)
+        f = self.relu(self.bn(self.conv(x)))  # (B, C=8, H=8, W=8)
+        out, _ = self.rnn(f.permute(0, 2, 1, 3).flatten(2))  # (B, T=8, C*W=64) -> (B, T, 32)
+        return self.fc(out[:, -1])  # (B, 10)
+
+
+@pytest.fixture(scope="module")
+def conv_lstm(digits):
+    """ConvLSTM trained for a few epochs on the digits training split."""
+    threads = torch.get_num_threads()
+    with torch.random.fork_rng(devices=[]):
+        torch.set_num_threads(1)
+        torch.manual_seed(0)
+        model = ConvLSTM()
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        x, y = digits["train"].inputs, digits["train"].labels
+        for _ in range(8):
+            order = torch.randperm(len(x))
+            for i in range(0, len(x), 64):
+                idx = order[i : i + 64]
+                loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+    torch.set_num_threads(threads)
+    return model.eval()
+
+
+def test_static_conv_trunk_with_a_dynamic_lstm_head_quantizes_saves_and_loads(conv_lstm, digits, tmp_path):
+    config = ql.Static(observer="minmax", overrides={"rnn": ql.Dynamic(), "fc": ql.Dynamic()})
+    qm = ql.quantize(conv_lstm, config, calib_data=digits["calib"].batches(64))
+    methods = {r.name: r.method for r in qm.quantlens_summary.quantized}
+    assert methods == {"conv": "static", "rnn": "dynamic", "fc": "dynamic"}
+    assert isinstance(qm.rnn, DynamicRNN) and isinstance(qm.fc, DynamicLinear)
+    x, labels = digits["test"].inputs, digits["test"].labels
+    with torch.no_grad():
+        ref, out = conv_lstm(x), qm(x)
+    float_acc, q_acc = ((t.argmax(1) == labels).float().mean().item() for t in (ref, out))
+    assert float_acc >= 0.95 and float_acc - q_acc <= 0.01
+    assert torch.nn.functional.cosine_similarity(out, ref, dim=-1).mean() > 0.999
+    ql.save(qm, tmp_path / "hybrid")
+    loaded = ql.load(tmp_path / "hybrid", model=ConvLSTM())
+    assert isinstance(loaded.rnn, DynamicRNN) and isinstance(loaded.fc, DynamicLinear)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), out)
