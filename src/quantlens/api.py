@@ -313,7 +313,21 @@ def load(
             f"{Path(directory) / checkpoint.WEIGHTS_FILE} does not fit the model: {' '.join(first[:3])[:400]}"
         ) from exc
     model.eval()
-    return _finish(model, config, summary, meta.get("source"))
+    return _finish(model, config, _saved_summary(meta, summary), meta.get("source"))
+
+
+def _saved_summary(meta: dict, rebuilt: QuantSummary) -> QuantSummary:
+    """The summary ``quantize`` wrote into the checkpoint (what was quantized and why), with
+    the notes of loading added; the rebuild's own records where the file has none."""
+    try:
+        saved = QuantSummary.from_dict(meta["summary"]) if isinstance(meta.get("summary"), dict) else None
+    except (TypeError, AttributeError, ValueError):
+        saved = None
+    if saved is None:
+        return rebuilt
+    for text in rebuilt.notes:
+        saved.note(text)
+    return saved
 
 
 def export(model: nn.Module, path: str | os.PathLike, *, format: str = "torchscript", example_inputs=None) -> Path:

@@ -34,8 +34,9 @@ def test_quantize_factory_model_then_info(tmp_path, capsys):
     assert main(["info", str(out)]) == 0
     info = capsys.readouterr().out
     for words in ("method       weight_only", '"bits": 4', "uint4 asym per_group(32), hqq", f"factory {FACTORY}",
-                  "model.safetensors", "total"):
+                  "model.safetensors", "total", "whole model (parameters and buffers): 0.05 MB -> 0.01 MB (5.72x smaller)"):
         assert words in info
+    assert "quantized 2 layer(s), left 0 in float" in str(loaded.quantlens_summary)  # the saved summary
 
 
 def test_group_size_none_and_config_file(tmp_path, capsys):
@@ -45,6 +46,14 @@ def test_group_size_none_and_config_file(tmp_path, capsys):
     cfg.write_text(json.dumps(ql.quantize(make_mlp(), ql_weight_only(bits=2, group_size=64)).quantlens_config.to_dict()))
     assert main(["quantize", FACTORY, "--config", str(cfg), "-o", str(tmp_path / "b")]) == 0
     assert "uint2 asym per_group(64)" in capsys.readouterr().out
+
+
+def test_a_config_file_from_a_newer_quantlens_names_the_file(tmp_path, capsys):
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"method": "weight_only", "version": 2, "bits": 4}))
+    assert main(["quantize", FACTORY, "--config", str(cfg), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"{cfg}: config version 2 is newer" in err and len(err.strip().splitlines()) == 1
 
 
 def ql_weight_only(**kwargs):

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from quantlens.core.scheme import QScheme
-from quantlens.errors import ConfigError, InputError
+from quantlens.errors import ConfigError, InputError, QuantlensError
 from quantlens.methods.base import QuantSummary, config_from_dict, get_method
 
 # flag -> config field it sets (only if the method's config has that field)
@@ -72,7 +72,10 @@ def build_config(args: argparse.Namespace):
             raise InputError(f"cannot read the config {args.config}: {exc}") from exc
         if not isinstance(data, dict):
             raise InputError(f"{args.config} must hold a JSON object with a 'method' key")
-        return config_from_dict(data)
+        try:
+            return config_from_dict(data)
+        except QuantlensError as exc:
+            raise ConfigError(f"{args.config}: {exc}") from exc
     method = get_method(args.method.replace("-", "_"))
     fields = {f.name for f in dataclasses.fields(method.config_cls)}
     kwargs = {}
