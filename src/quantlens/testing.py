@@ -22,7 +22,7 @@ from quantlens.core.data import iter_batches
 from quantlens.core.metrics import cosine_similarity, max_abs_error, sqnr_db
 from quantlens.errors import InputError
 
-__all__ = ["assert_quantized_close"]
+__all__ = ["agreement", "assert_quantized_close"]
 
 
 def _outputs(out) -> list[torch.Tensor]:
@@ -43,6 +43,22 @@ def _names(out) -> list[str]:
     if isinstance(out, dict) or hasattr(out, "keys"):
         return [f"output[{k!r}]" for k in out if isinstance(out[k], torch.Tensor)]
     return [f"output[{i}]" for i, _ in enumerate(_outputs(out))]
+
+
+def agreement(reference: torch.Tensor, output: torch.Tensor) -> float:
+    """% of predictions of ``output`` that match ``reference``'s: argmax over the last
+    dimension, or, with one value per prediction (last dimension 1, or 1-D), its sign
+    (``> 0``: a binary classifier's single logit). NaN for a 0-d tensor.
+
+    Example:
+        >>> agreement(torch.tensor([[0.5], [-1.0]]), torch.tensor([[0.4], [0.2]]))
+        50.0
+    """
+    if reference.ndim == 0:
+        return math.nan
+    if reference.ndim == 1 or reference.shape[-1] == 1:
+        return 100.0 * float(((reference > 0) == (output > 0)).float().mean())
+    return 100.0 * float((reference.argmax(-1) == output.argmax(-1)).float().mean())
 
 
 @torch.inference_mode()
@@ -67,7 +83,9 @@ def assert_quantized_close(
         inputs: a tensor, ``(inputs, labels)``, a list of batches, a DataLoader... (labels are ignored).
         min_sqnr_db: lowest allowed signal-to-quantization-noise ratio, dB (about 6 dB per bit).
         min_cosine: lowest allowed cosine similarity of the flattened outputs.
-        min_agreement: lowest allowed % of samples whose argmax (last dim) matches float's.
+        min_agreement: lowest allowed % of predictions that match float's: the argmax over
+            the last dimension; for a single value per prediction (last dimension 1, or a
+            1-D output), its sign: the decision of a binary classifier with one logit.
         atol: largest allowed absolute difference of any element.
 
     Returns:
@@ -75,7 +93,8 @@ def assert_quantized_close(
 
     Raises:
         AssertionError: a tolerance is not met.
-        InputError: no tolerance given, or the models' outputs differ in number or shape.
+        InputError: no tolerance given, the models' outputs differ in number or shape, or
+            ``min_agreement`` is given for a 0-d (scalar) output.
 
     Example:
         >>> assert_quantized_close(model, qm, x, min_sqnr_db=20, min_agreement=99)
@@ -107,12 +126,18 @@ def assert_quantized_close(
     results: dict[str, dict[str, float]] = {}
     failures: list[tuple[float, str]] = []  # (how far past the threshold, message)
     for i, name in enumerate(names[: len(refs)]):
-        f, q = torch.cat(refs[i]), torch.cat(outs[i])
+        scalar = refs[i][0].ndim == 0  # one number per batch (a loss, a score): no predictions
+        join = torch.stack if scalar else torch.cat
+        f, q = join(refs[i]), join(outs[i])
         m = {"sqnr_db": sqnr_db(f, q), "cosine": cosine_similarity(f, q), "max_abs_error": max_abs_error(f, q),
-             "agreement": 100.0 * float((f.argmax(-1) == q.argmax(-1)).float().mean()) if f.ndim >= 1 and f.shape[-1] > 1 else math.nan}
+             "agreement": math.nan if scalar else agreement(f, q)}
+        if min_agreement is not None and scalar:
+            raise InputError(f"{name}: min_agreement needs predictions to compare, but the output is a scalar; "
+                             "use min_sqnr_db, min_cosine or atol for it")
         results[name] = m
         checks = (("SQNR", m["sqnr_db"], min_sqnr_db, ">=", " dB"), ("cosine similarity", m["cosine"], min_cosine, ">=", ""),
-                  ("argmax agreement", m["agreement"], min_agreement, ">=", " %"),
+                  ("sign agreement" if f.ndim == 1 or f.shape[-1] == 1 else "argmax agreement", m["agreement"],
+                   min_agreement, ">=", " %"),
                   ("max abs error", m["max_abs_error"], atol, "<=", ""))
         for metric, value, limit, op, unit in checks:
             if limit is None or (isinstance(value, float) and math.isnan(value)):

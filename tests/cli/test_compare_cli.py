@@ -153,7 +153,9 @@ def test_the_analysis_flag_writes_the_sensitivity_plot(capsys, tmp_path, small_d
     assert code == 0, err
     assert (out / "sensitivity.png").is_file()
     data = json.loads((out / "results.json").read_text())
-    assert data["sensitivity"]["row"] == "w8" and data["sensitivity"]["rows"][0]["name"] == "fc"
+    ranked = {r["name"] for r in data["sensitivity"]["rows"]}
+    assert data["sensitivity"]["row"] == "w8"  # w8 covers the CNN's convolutions: all 7 layers are ranked
+    assert ranked == {"stem.0", "block1.conv1", "block1.conv2", "down.0", "block2.conv1", "block2.conv2", "fc"}
     assert "--analysis" in data["command"]
     assert "most sensitive layer of w8" in stdout
     page = (out / "report.html").read_text()

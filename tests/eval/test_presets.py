@@ -1,8 +1,18 @@
 import pytest
+import torch
 
 import quantlens as ql
-from quantlens.errors import UnknownNameError
-from quantlens.eval.presets import PRESETS, check_names, default_methods, make_config, sweep_configs
+from quantlens import zoo
+from quantlens.errors import ConfigError, UnknownNameError
+from quantlens.eval.presets import (
+    PRESETS,
+    check_names,
+    default_methods,
+    engines_here,
+    make_config,
+    parse_grid,
+    sweep_configs,
+)
 
 
 def test_unknown_method_lists_the_valid_ones():
@@ -19,11 +29,53 @@ def test_presets_build_their_configs():
     assert set(default_methods()) <= set(PRESETS)
 
 
-def test_sweep_is_the_product_of_the_grid():
+def test_weight_only_presets_cover_the_convolutions_of_a_cnn():
+    cnn, lstm = zoo.load_model("digits-cnn"), zoo.load_model("digits-lstm")
+    assert make_config("w8").modules == ("linear",)  # no model: the preset as listed
+    assert make_config("w8", lstm) == ql.WeightOnly(bits=8, group_size=None)
+    assert make_config("w4", lstm) == ql.WeightOnly(bits=4, group_size=32)
+    assert make_config("w8", cnn) == ql.WeightOnly(bits=8, group_size=None, modules=("linear", "conv2d"))
+    assert make_config("w4", cnn) == ql.WeightOnly(bits=4, group_size=None, modules=("linear", "conv2d"))
+    assert make_config("static", cnn) == ql.Static()
+    summary = ql.quantize(cnn, make_config("w4", cnn)).quantlens_summary
+    assert len(summary.quantized) == 7  # 6 Conv2d + fc (Linear-only: just fc)
+
+
+def test_sweep_is_the_product_of_the_grid_and_varies_the_backend():
     configs = sweep_configs("static")
-    assert len(configs) == 6
-    assert configs["observer=minmax,per_channel=False"] == ql.Static(observer="minmax", per_channel=False)
+    assert len(configs) == 3 * 2 * len(engines_here())
+    assert set(engines_here()) <= set(torch.backends.quantized.supported_engines)
+    assert configs["observer=minmax,per_channel=False,backend=x86"] == ql.Static(observer="minmax", per_channel=False)
+    assert {c.backend for c in sweep_configs("qat").values()} == set(engines_here())
     custom = sweep_configs("static", {"backend": ("x86", "qnnpack")})
     assert [c.backend for c in custom.values()] == ["x86", "qnnpack"]
     with pytest.raises(UnknownNameError, match="sweepable"):
         sweep_configs("nope")
+
+
+def test_parse_grid_reads_cli_entries():
+    grid = parse_grid(["observer=minmax,mse", "per_channel=true,false", "backend=x86,onednn"], "static")
+    assert grid == {"observer": ("minmax", "mse"), "per_channel": (True, False), "backend": ("x86", "onednn")}
+    configs = sweep_configs("static", grid)
+    assert len(configs) == 8 and configs["observer=mse,per_channel=False,backend=onednn"].backend == "onednn"
+    w = parse_grid(["bits=8,4", "group_size=none,16", "modules=linear+conv2d"], "w4")
+    assert w == {"bits": (8, 4), "group_size": (None, 16), "modules": (("linear", "conv2d"),)}
+
+
+@pytest.mark.parametrize("tokens, match", [
+    (["observer"], "not key=value"),
+    (["observer="], "not key=value"),
+    (["bits=8,4"], "Static has no setting 'bits'; settings: .*backend"),
+    (["observer=minmax", "observer=mse"], "given twice"),
+])
+def test_parse_grid_errors_are_one_line(tokens, match):
+    with pytest.raises(ConfigError, match=match) as info:
+        parse_grid(tokens, "static")
+    assert "\n" not in str(info.value)
+
+
+def test_a_bad_grid_value_names_the_combination():
+    with pytest.raises(ConfigError, match=r"sweep setting backend=arm: unknown backend 'arm'"):
+        sweep_configs("static", parse_grid(["backend=arm"], "static"))
+    with pytest.raises(ConfigError, match=r"observer=nope.*minmax"):
+        sweep_configs("static", {"observer": ("nope",)})

@@ -45,3 +45,36 @@ def test_agreement_and_atol():
 def test_needs_a_tolerance():
     with pytest.raises(InputError, match="tolerance"):
         assert_quantized_close(TwoHeads(), TwoHeads(), torch.randn(2, 8))
+
+
+class OneLogit(nn.Module):
+    """A binary classifier with a single logit; ``flip`` negates the logits of the last quarter."""
+
+    def __init__(self, flip: bool = False):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = nn.Linear(8, 1)
+        self.flip = flip
+
+    def forward(self, x):
+        y = self.lin(x)
+        if self.flip:
+            y = torch.cat([y[: 3 * len(y) // 4], -y[3 * len(y) // 4:]])
+        return y
+
+
+def test_agreement_of_a_single_logit_is_its_sign():
+    x = torch.randn(64, 8)
+    result = assert_quantized_close(OneLogit(), OneLogit(), x, min_agreement=100.0)
+    assert result["output"]["agreement"] == 100.0
+    with pytest.raises(AssertionError, match=r"sign agreement 75 % is not >= 90 %"):
+        assert_quantized_close(OneLogit(), OneLogit(flip=True), x, min_agreement=90.0)
+
+
+def test_agreement_of_a_scalar_output_is_an_error():
+    class Mean(nn.Module):
+        def forward(self, x):
+            return x.mean()
+
+    with pytest.raises(InputError, match="min_agreement.*scalar"):
+        assert_quantized_close(Mean(), Mean(), [torch.randn(4, 8)], min_agreement=99.0)

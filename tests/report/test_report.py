@@ -22,7 +22,7 @@ def test_best_respects_the_budget_and_the_objective(synthetic_report):
 def test_recommendation_says_what_it_buys_and_costs(synthetic_report):
     text = synthetic_report.recommendation()
     assert text.startswith("Use static")
-    assert "4.0× smaller" in text and "2.50× faster" in text and "-0.50 points" in text
+    assert "4.00× smaller" in text and "2.50× faster" in text and "(0.50 points lower)" in text
     keep = Report(synthetic_report.comparison, max_accuracy_drop=0.1).recommendation()
     assert keep.startswith("Keep the float model") and "dynamic" in keep
 
@@ -41,11 +41,39 @@ def test_csv_and_json_round_trip(synthetic_report, tmp_path):
     lines = text.strip().splitlines()
     assert len(lines) == 6 and lines[0].startswith("name,method,status")
     synthetic_report.to_json(tmp_path / "r.json")
-    data = json.loads((tmp_path / "r.json").read_text())
+    data = _strict_json((tmp_path / "r.json").read_text())
     assert data["recommended"] == "static" and len(data["rows"]) == 5
+    assert data["rows"][0]["sqnr_db"] is None and data["non_finite"] == {"/rows/0/sqnr_db": "inf"}
     again = Report.from_json(tmp_path / "r.json")
     assert [r.name for r in again.rows] == [r.name for r in synthetic_report.rows]
-    assert math.isinf(again.rows[0].sqnr_db) and again.recommended.name == "static"
+    assert math.isinf(again.rows[0].sqnr_db) and again.rows[1].sqnr_db == 25.0
+    assert again.recommended.name == "static"
+    assert again.rows[4].sqnr_db is None  # the failed row: not measured stays None
+
+
+def _strict_json(text: str):
+    def reject(name):
+        raise AssertionError(f"not valid JSON: {name}")
+
+    return json.loads(text, parse_constant=reject)
+
+
+def test_json_is_strict_everywhere_and_layer_infinities_come_back(synthetic_report, tmp_path):
+    synthetic_report.layer_errors["static"][0]["own_sqnr_db"] = float("inf")
+    synthetic_report.rows[2].sqnr_db = float("nan")
+    text = synthetic_report.to_json(tmp_path / "r.json")
+    data = _strict_json(text)
+    assert data["non_finite"]["/layer_errors/static/0/own_sqnr_db"] == "inf"
+    assert data["non_finite"]["/rows/2/sqnr_db"] == "nan"
+    again = Report.from_json(tmp_path / "r.json")
+    assert math.isinf(again.layer_errors["static"][0]["own_sqnr_db"]) and math.isnan(again.rows[2].sqnr_db)
+
+
+def test_json_written_by_an_older_version_with_bare_infinity_still_reads(synthetic_report, tmp_path):
+    data = synthetic_report.to_dict()
+    (tmp_path / "old.json").write_text(json.dumps(data, default=str, allow_nan=True))
+    assert "Infinity" in (tmp_path / "old.json").read_text()
+    assert math.isinf(Report.from_json(tmp_path / "old.json").rows[0].sqnr_db)
 
 
 def test_pareto_front():

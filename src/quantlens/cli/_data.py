@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from quantlens import zoo
-from quantlens.errors import InputError, UnknownNameError, require
+from quantlens.errors import InputError, MissingDependencyError, UnknownNameError, require
 
 INPUT_KEYS = ("inputs", "input", "x", "data", "images")
 LABEL_KEYS = ("labels", "label", "y", "targets")
@@ -79,11 +79,30 @@ def load_npz(path: Path) -> object:
 
 
 def load_image_folder(path: Path, batch_size: int = 64):
-    """An ImageFolder (one sub-folder per class) as a DataLoader of (images, labels)."""
-    require("torchvision", "vision")
-    from torchvision import datasets, transforms
+    """An ImageFolder (one sub-folder per class) as a DataLoader of (images, labels).
 
-    dataset = datasets.ImageFolder(str(path), transform=transforms.ToTensor())
+    Raises:
+        MissingDependencyError: torchvision is not installed (one line naming the extra).
+        InputError: torchvision cannot be imported, or the folder holds no class sub-folders
+            with images.
+    """
+    try:
+        require("torchvision", "vision")
+        from torchvision import datasets, transforms
+    except MissingDependencyError as exc:
+        raise MissingDependencyError(
+            f"{path} is a folder, read as an image folder, which needs torchvision (not installed); "
+            "install it with: pip install 'quantlens[vision]' (or give a .pt/.npz file of tensors)"
+        ) from exc
+    except Exception as exc:  # an installed torchvision built for another torch fails on import
+        raise InputError(f"torchvision is installed but cannot be imported ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:120] if str(exc) else ''}); reinstall it to match torch "
+                         "with: pip install 'quantlens[vision]'") from exc
+    try:
+        dataset = datasets.ImageFolder(str(path), transform=transforms.ToTensor())
+    except (FileNotFoundError, OSError) as exc:
+        raise InputError(f"{path} is not an image folder ({str(exc).splitlines()[0][:160]}); give one "
+                         "sub-folder of images per class, or a .pt/.npz file of tensors") from exc
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
 
 

@@ -8,6 +8,7 @@ digits test split, writing into ``./quantlens-report/``.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 from pathlib import Path
 
@@ -15,7 +16,15 @@ import torch
 
 from quantlens import zoo
 from quantlens.errors import InputError, QuantizationFailedError
-from quantlens.eval.presets import PRESETS, check_names, default_methods, make_config, sweep_configs
+from quantlens.eval.compare import reference_outputs
+from quantlens.eval.presets import (
+    PRESETS,
+    check_names,
+    default_methods,
+    make_config,
+    parse_grid,
+    sweep_configs,
+)
 from quantlens.report import Report, compare
 
 DEFAULT_MODEL = "digits-cnn"
@@ -56,7 +65,11 @@ def register(subparsers) -> None:
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
     parser.add_argument("--sweep", nargs="?", const="auto", metavar="METHOD",
                         help="try a grid of one method's settings (default: the first --methods entry, "
-                             "else static)")
+                             "else static); the default grids vary observer, per-channel and backend (static), "
+                             "bits and group size (w4), bits, per-channel and backend (qat)")
+    parser.add_argument("--grid", nargs="+", metavar="KEY=V1,V2",
+                        help="the sweep's grid instead of the default, e.g. --grid observer=minmax,mse "
+                             "per_channel=true,false backend=x86,onednn (implies --sweep)")
     parser.add_argument("--analysis", action="store_true",
                         help="also rank the layers of the recommended method by sensitivity (quantize one at a "
                              "time) and add sensitivity.png and a 'Where the error comes from' section")
@@ -71,6 +84,8 @@ def command_line(args: argparse.Namespace) -> str:
         value = getattr(args, flag)
         if value is not None:
             parts += [f"--{flag.replace('_', '-')}", str(value)]
+    if getattr(args, "grid", None):
+        parts += ["--grid", *args.grid]
     parts += ["--max-drop", f"{args.max_drop:g}", "--objective", args.objective, "--reps", str(args.reps),
               "--qat-epochs", str(args.qat_epochs), "--out", args.out]
     parts += [f"--{f}" for f in ("no-memory", "analysis", "force", "json") if getattr(args, f.replace("-", "_"), False)]
@@ -99,31 +114,74 @@ def _resolve_model(spec: str):
                      "give the float model (zoo name, Hugging Face folder or module:factory) as MODEL")
 
 
-def _configs(args: argparse.Namespace) -> dict:
+def _method_names(args: argparse.Namespace) -> list[str] | None:
+    """The --methods names, checked (bad names fail before anything slow runs)."""
     names = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
     if names is not None:
         check_names(names)
         if not names:
             raise InputError("--methods is empty; give names such as dynamic,static,w4")
-    if args.sweep:
-        target = names[0] if (args.sweep == "auto" and names) else ("static" if args.sweep == "auto" else args.sweep)
-        return sweep_configs(target)
-    return {n: make_config(n) for n in (names or default_methods())}
+    return names
+
+
+def _sweep_target(args: argparse.Namespace, names: list[str] | None) -> str | None:
+    if not args.sweep and not getattr(args, "grid", None):
+        return None
+    if args.sweep in (None, "auto"):
+        return names[0] if names else "static"
+    return args.sweep
+
+
+def _configs(args: argparse.Namespace, model=None) -> dict:
+    """The configs to compare: --methods presets (or the defaults), or the --sweep grid;
+    weight-only presets cover ``model``'s convolutions (:func:`make_config`)."""
+    names = _method_names(args)
+    target = _sweep_target(args, names)
+    if target is not None:
+        grid = parse_grid(args.grid, target) if getattr(args, "grid", None) else None
+        return sweep_configs(target, grid, model=model)
+    return {n: make_config(n, model) for n in (names or default_methods())}
 
 
 def _check_out(out: Path, force: bool) -> None:
+    """Fail now, before anything slow, if ``out`` cannot become the report folder."""
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file; give a folder")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise InputError(f"{out} already exists and is not empty; pass --force to overwrite it, or --out another folder")
+    parent = out if out.is_dir() else out.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"--out {out}: {parent} is not a folder, so the report folder cannot be created there; "
+                         "give a folder path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"--out {out}: no permission to write in {parent}; give a folder you can write to")
 
 
-def _prepare_out(out: Path) -> None:
-    """Create ``out``; remove the files an earlier report left there (only those)."""
-    if out.is_dir():
-        for name in (*OUTPUT_FILES, *(p.name for p in out.glob("*.png"))):
-            (out / name).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
+def _prepare_out(out: Path) -> bool:
+    """Create ``out``; remove the files an earlier report left there (only those).
+
+    Returns:
+        Whether ``out`` was created now (so an empty one can be removed again).
+    """
+    created = not out.exists()
+    try:
+        if out.is_dir():
+            for name in (*OUTPUT_FILES, *(p.name for p in out.glob("*.png"))):
+                (out / name).unlink(missing_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"--out {out}: cannot create the report folder ({exc.strerror or exc}); "
+                         "give a folder you can write to") from exc
+    return created
+
+
+def _remove_if_empty(out: Path) -> None:
+    try:
+        out.rmdir()  # only succeeds when empty
+    except OSError:
+        pass
 
 
 def _data_for(args, zoo_name):
@@ -143,26 +201,35 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--threads must be >= 1, got {args.threads}")
     if args.reps < 1:
         raise InputError(f"--reps must be >= 1, got {args.reps}")
-    configs = _configs(args)  # bad names fail before anything slow runs
+    _configs(args)  # bad names and grids fail before anything slow runs
+    _check_out(Path(args.out), args.force)
     threads_before = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
-        return _run(args, configs)
+        return _run(args)
     finally:
         torch.set_num_threads(threads_before)
 
 
-def _run(args: argparse.Namespace, configs: dict) -> int:
+def _run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    model, zoo_name, extra = _resolve_model(args.model)
+    configs = {**extra, **_configs(args, model)}
+    data, calib, train = _data_for(args, zoo_name)
+    reference_outputs(model, data, limit=1)  # data that does not fit fails before --out is touched
+    created = _prepare_out(out)
+    try:
+        return _compare_into(args, out, model, configs, data, calib, train)
+    finally:
+        if created:
+            _remove_if_empty(out)  # an error or Ctrl-C before the first row leaves no empty folder
+
+
+def _compare_into(args: argparse.Namespace, out: Path, model, configs: dict, data, calib, train) -> int:
     from rich.console import Console
 
     console = Console() if Console().is_terminal else Console(width=140)
     err = Console(stderr=True)
-    out = Path(args.out)
-    _check_out(out, args.force)
-    model, zoo_name, extra = _resolve_model(args.model)
-    configs = {**extra, **configs}
-    data, calib, train = _data_for(args, zoo_name)
-    _prepare_out(out)
     command = command_line(args)
 
     def on_start(name: str, index: int, total: int) -> None:
@@ -177,6 +244,9 @@ def _run(args: argparse.Namespace, configs: dict) -> int:
         memory=not args.no_memory, analysis=getattr(args, "analysis", False), command=command, on_start=on_start,
         on_row=on_row,
     )
+    if not report.rows:  # Ctrl-C before the float row was measured: nothing to report
+        err.print("interrupted before the first row was measured; nothing written")
+        return 130
     write_all(report, out)
     if args.json:
         print(report.to_json())
@@ -185,7 +255,7 @@ def _run(args: argparse.Namespace, configs: dict) -> int:
 
         from quantlens.report.tables import failures, to_rich
 
-        console.print(to_rich(report.rows, title="quantlens compare"))
+        console.print(to_rich(report.rows, title="quantlens compare", task=report.task))
         for line in failures(report.rows):
             console.print(f"[red]failed[/] {escape(line)}")
         console.print(f"[bold]{report.recommendation()}[/]")

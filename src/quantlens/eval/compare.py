@@ -68,6 +68,7 @@ class Row:
     quantize_s: float | None = None
     layers_quantized: int | None = None
     layers_float: int | None = None
+    float_kinds: dict[str, int] | None = None  # layer kind -> how many stayed float
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -134,10 +135,12 @@ def _shapes(batch: Batch) -> str:
     return ", ".join(parts)
 
 
-def reference_outputs(model: nn.Module, data) -> _quality.Outputs:
-    """Float outputs over ``data``; a shape mismatch becomes an InputError naming both shapes."""
+def reference_outputs(model: nn.Module, data, *, limit: int | None = None) -> _quality.Outputs:
+    """Float outputs over ``data`` (its first ``limit`` batches); a shape mismatch becomes
+    an InputError naming both shapes. ``limit=1`` checks that the data fits the model
+    before anything slow (or any file) is started."""
     try:
-        return _quality.collect_outputs(model, data)
+        return _quality.collect_outputs(model, data, limit=limit)
     except QuantlensError:
         raise
     except (RuntimeError, ValueError, TypeError, IndexError) as exc:
@@ -179,6 +182,8 @@ def measure_row(row: Row, model: nn.Module, reference: _quality.Outputs, data, b
         _size.save_for_size(model, saved)
         size = _size.measure_size(model, saved_dir=saved)
     except (QuantlensError, RuntimeError, ValueError) as exc:  # unsaveable: in-memory size only
+        if interrupted_by(exc):
+            raise KeyboardInterrupt from exc
         row.notes.append(f"not saved, no disk size: {str(exc).splitlines()[0][:200]}")
         mem, elems = _size.memory_bytes(model)
         size, saved = _size.SizeResult(0, mem, elems), None
@@ -207,15 +212,67 @@ def measure_row(row: Row, model: nn.Module, reference: _quality.Outputs, data, b
                 m = _memory.measure_peak_memory(ref, bench, threads=threads)
                 row.peak_memory_bytes, row.model_memory_bytes = m.inference_bytes, m.model_bytes
             except QuantlensError as exc:
+                if interrupted_by(exc):
+                    raise KeyboardInterrupt from exc
                 row.notes.append(f"peak memory not measured: {exc}")
     return row
 
 
-def _summary_counts(row: Row, model: nn.Module) -> None:
+# Layers with weights a method could turn into integers; one that its summary does not
+# mention stayed float without a word (e.g. Conv2d under a Linear-only WeightOnly).
+WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
+                 nn.ConvTranspose3d, nn.LSTM, nn.GRU, nn.RNN, nn.Embedding, nn.EmbeddingBag)
+
+
+def _not_handled(config: QuantConfig | None, kind: str) -> str:
+    modules = getattr(config, "modules", None)
+    name = type(config).__name__ if config is not None else "the method"
+    if modules:
+        return f"not in {name}'s modules={tuple(modules)!r}"
+    return f"{name} does not quantize {kind} layers"
+
+
+def float_layers(float_model: nn.Module, q_model: nn.Module) -> list[dict]:
+    """The layers ``q_model`` left in float: those its summary reports as float or skipped
+    (with their reason), plus every weight layer (Linear, Conv, RNN, Embedding) of
+    ``float_model`` the summary does not mention at all.
+
+    Returns:
+        ``[{"name", "kind", "reason"}, ...]`` in module order.
+    """
+    summary = getattr(q_model, "quantlens_summary", None)
+    if summary is None:
+        return []
+    quantized = [r.name for r in summary.quantized]
+    out = [{"name": r.name, "kind": r.kind, "reason": r.reason or r.action} for r in summary.skipped]
+    mentioned = {r.name for r in summary.records}
+    config = getattr(q_model, "quantlens_config", None)
+    for name, module in float_model.named_modules():
+        if not isinstance(module, WEIGHT_LAYERS) or name in mentioned:
+            continue
+        if any(q == name or q.startswith(name + ".") or name.startswith(q + ".") for q in quantized):
+            continue  # quantized as itself, its wrapped child or inside a quantized parent
+        kind = type(module).__name__
+        out.append({"name": name, "kind": kind, "reason": _not_handled(config, kind)})
+    return out
+
+
+def _summary_counts(row: Row, float_model: nn.Module, model: nn.Module) -> None:
+    """Quantized / float layer counts and the summary's notes; one note per reason layers stayed float."""
     summary = getattr(model, "quantlens_summary", None)
-    if summary is not None:
-        row.layers_quantized, row.layers_float = len(summary.quantized), len(summary.skipped)
-        row.notes.extend(summary.notes)
+    if summary is None:
+        return
+    left = float_layers(float_model, model)
+    row.layers_quantized, row.layers_float = len(summary.quantized), len(left)
+    row.float_kinds = {}
+    by_reason: dict[tuple[str, str], list[str]] = {}
+    for layer in left:
+        row.float_kinds[layer["kind"]] = row.float_kinds.get(layer["kind"], 0) + 1
+        by_reason.setdefault((layer["kind"], layer["reason"]), []).append(layer["name"])
+    for (kind, reason), names in by_reason.items():
+        shown = ", ".join(names[:6]) + (f", … ({len(names) - 6} more)" if len(names) > 6 else "")
+        row.notes.append(f"{len(names)} {kind} left float ({reason}): {shown}")
+    row.notes.extend(summary.notes)
 
 
 def _keep_warnings(row: Row, caught: list) -> None:
@@ -227,6 +284,23 @@ def _keep_warnings(row: Row, caught: list) -> None:
         text = f"warning: {w.message}"
         if text not in row.notes and str(w.message) not in row.notes:
             row.notes.append(text)
+
+
+def interrupted_by(exc: BaseException) -> bool:
+    """Whether a KeyboardInterrupt is anywhere in ``exc``'s chain (``__cause__`` /
+    ``__context__``): a Ctrl-C that a library caught and re-raised as another error (torch
+    does, e.g. in lazy imports during graph capture) is still a Ctrl-C."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        seen.add(id(e))
+        todo += [e.__cause__, e.__context__]
+    return False
 
 
 def _error_text(exc: BaseException) -> str:
@@ -332,16 +406,23 @@ def run_comparison(
                             model, cfg, calib_data=calib_data, train_data=train_data, example_inputs=example,
                             qat_epochs=qat_epochs, progress=progress, notes=row.notes)
                     row.quantize_s = None if given is not None else time.perf_counter() - start
-                    _summary_counts(row, qm)
+                    _summary_counts(row, model, qm)
                     _keep_warnings(row, caught)
                     measure_row(row, qm, reference, data, bench, metric=metric, reps=reps, warmup=warmup,
                                 threads=threads, memory=memory, progress=progress, workdir=workdir)
                     if on_model is not None:
                         on_model(row, qm, bench)
                 except Exception as exc:
+                    if interrupted_by(exc):
+                        raise KeyboardInterrupt from exc
                     log.debug("method %s failed", name, exc_info=True)
                     row.status, row.error = "failed", _error_text(exc)
                 finish(row)
+        except Exception as exc:  # the float row: its errors are the run's, unless they wrap a Ctrl-C
+            if not interrupted_by(exc):
+                raise
+            comparison.interrupted = True
+            log.warning("interrupted: keeping the %d row(s) measured so far", len(comparison.rows))
         except KeyboardInterrupt:
             comparison.interrupted = True
             log.warning("interrupted: keeping the %d row(s) measured so far", len(comparison.rows))

@@ -4,7 +4,17 @@
 and ``--sweep`` and ``ql.compare`` with a list of names all read this table. A preset whose
 method is not registered in this install is reported as unavailable, not silently dropped.
 
-To add a preset: one line in :data:`PRESETS`. To change what ``--sweep`` tries: :data:`SWEEPS`.
+Given the model (``make_config("w8", model)``, as ``ql.compare`` and ``quantlens compare``
+do), a weight-only preset also covers the model's ``Conv2d`` layers when it has any
+(``WeightOnly`` defaults to Linear only, which would leave a CNN's convolutions in float and
+its checkpoint no smaller); ``w4`` then uses one scale per output channel, since channel
+counts such as 1 or 16 do not divide into groups of 32. The config each row used is
+recorded in full in ``results.json``.
+
+To add a preset: one line in :data:`PRESETS`. To change what ``--sweep`` tries: :data:`SWEEPS`
+(or pass ``grid=``; :func:`parse_grid` reads the CLI's ``--grid key=v1,v2 ...``). The
+``backend`` axis of the static and QAT grids lists the quantized engines this torch build
+has (:func:`engines_here`).
 
 Example:
     >>> make_config("w4")
@@ -20,35 +30,55 @@ import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from quantlens.errors import ConfigError, UnknownNameError
+import torch
+from torch import nn
+
+from quantlens.errors import ConfigError, QuantlensError, UnknownNameError
 from quantlens.methods.base import QuantConfig, get_method, methods
 
 
 @dataclass(frozen=True)
 class Preset:
-    """A short name for a method config: the registry name, its settings, one line of help."""
+    """A short name for a method config: the registry name, its settings, one line of help,
+    and the settings that replace them for a model with convolutions (``conv_settings``)."""
 
     method: str
     settings: Mapping = field(default_factory=dict)
     help: str = ""
+    conv_settings: Mapping = field(default_factory=dict)
 
+
+_CONV = ("linear", "conv2d")
 
 PRESETS: dict[str, Preset] = {
     "dynamic": Preset("dynamic", {}, "int8 weights, activations quantized on the fly (CPU serving)"),
     "static": Preset("static", {}, "int8 weights and activations, ranges from calibration data"),
     "qat": Preset("qat", {}, "int8 quantization-aware training (fine-tunes on train data)"),
     "qat4": Preset("qat", {"bits": 4}, "QAT with 4-bit weights on int8 kernels"),
-    "w8": Preset("weight_only", {"bits": 8, "group_size": None}, "weight-only int8, per output channel"),
-    "w4": Preset("weight_only", {"bits": 4, "group_size": 32}, "weight-only 4-bit, groups of 32"),
-    "w2": Preset("weight_only", {"bits": 2, "group_size": 16}, "weight-only 2-bit, groups of 16"),
+    "w8": Preset("weight_only", {"bits": 8, "group_size": None}, "weight-only int8, per output channel "
+                 "(Linear, and Conv2d in a CNN)", {"modules": _CONV}),
+    "w4": Preset("weight_only", {"bits": 4, "group_size": 32}, "weight-only 4-bit, groups of 32 (in a CNN: "
+                 "Linear and Conv2d, per output channel)", {"modules": _CONV, "group_size": None}),
+    "w2": Preset("weight_only", {"bits": 2, "group_size": 16}, "weight-only 2-bit, groups of 16 (Conv2d too in "
+                 "a CNN)", {"modules": _CONV}),
 }
 
 DEFAULT_METHODS = ("dynamic", "static", "qat", "w8", "w4")
 
+SWEEP_ENGINES = ("x86", "onednn", "qnnpack")  # fbgemm: x86's predecessor, same kernels on x86 CPUs
+
+
+def engines_here() -> tuple[str, ...]:
+    """The quantized engines of :data:`SWEEP_ENGINES` this torch build has."""
+    supported = set(torch.backends.quantized.supported_engines)
+    return tuple(e for e in SWEEP_ENGINES if e in supported) or ("x86",)
+
+
 SWEEPS: dict[str, dict[str, Sequence]] = {
-    "static": {"observer": ("minmax", "histogram", "percentile"), "per_channel": (True, False)},
+    "static": {"observer": ("minmax", "histogram", "percentile"), "per_channel": (True, False),
+               "backend": engines_here()},
     "weight_only": {"bits": (8, 4, 2), "group_size": (None, 32)},
-    "qat": {"bits": (8, 4), "per_channel": (True, False)},
+    "qat": {"bits": (8, 4), "per_channel": (True, False), "backend": engines_here()},
     "dynamic": {"per_channel": (True, False), "activations": ("per_token", "per_tensor")},
 }
 _SWEEP_ALIASES = {"w8": "weight_only", "w4": "weight_only", "w2": "weight_only", "qat4": "qat"}
@@ -82,8 +112,28 @@ def _build(method: str, settings: Mapping) -> QuantConfig:
     return cls(**settings)
 
 
-def make_config(name: str) -> QuantConfig:
+def has_convolutions(model: nn.Module | None) -> bool:
+    """Whether ``model`` has a ``Conv2d`` layer (weight-only presets then cover them)."""
+    return model is not None and any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def preset_settings(name: str, model: nn.Module | None = None) -> dict:
+    """The settings preset ``name`` uses for ``model`` (see the module docstring)."""
+    check_names([name])
+    preset = PRESETS[name]
+    settings = dict(preset.settings)
+    if preset.conv_settings and has_convolutions(model):
+        settings.update(preset.conv_settings)
+    return settings
+
+
+def make_config(name: str, model: nn.Module | None = None) -> QuantConfig:
     """The config a short name stands for (``"w4"`` -> ``WeightOnly(bits=4, group_size=32)``).
+
+    Args:
+        name: a preset name (:data:`PRESETS`).
+        model: the model it is for; a weight-only preset then covers its convolutions
+            too (see the module docstring). None: the preset as listed.
 
     Raises:
         UnknownNameError: not a preset (the message lists them), or its method is not
@@ -96,7 +146,7 @@ def make_config(name: str) -> QuantConfig:
             f"method {name!r} ({preset.method}) is not available in this install; "
             f"available: {', '.join(n for n in PRESETS if available(n))}"
         )
-    return _build(preset.method, preset.settings)
+    return _build(preset.method, preset_settings(name, model))
 
 
 def sweep_method(name: str) -> str:
@@ -107,24 +157,90 @@ def sweep_method(name: str) -> str:
     return method
 
 
-def sweep_configs(name: str, grid: Mapping[str, Sequence] | None = None) -> dict[str, QuantConfig]:
+def _value(text: str):
+    """One ``--grid`` value: true/false, none, an int, a float, ``a+b`` (a tuple), else the text."""
+    if "+" in text:
+        return tuple(_value(t) for t in text.split("+") if t)
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_grid(tokens: Sequence[str], name: str) -> dict[str, tuple]:
+    """A sweep grid from ``key=v1,v2`` tokens (the CLI's ``--grid``), checked against the
+    settings of the config ``name`` (a method or preset) sweeps.
+
+    Values: ``true``/``false``, ``none``, numbers, ``linear+conv2d`` for a tuple, else text.
+
+    Raises:
+        ConfigError: a token without ``=`` or values, a setting the config does not have
+            (the message lists those it has), or one given twice.
+
+    Example:
+        >>> parse_grid(["observer=minmax,mse", "per_channel=true,false"], "static")
+        {'observer': ('minmax', 'mse'), 'per_channel': (True, False)}
+    """
+    cls = get_method(sweep_method(name)).config_cls
+    settable = [f.name for f in dataclasses.fields(cls) if f.name not in ("method", "version")]
+    grid: dict[str, tuple] = {}
+    for token in tokens:
+        key, eq, values = token.partition("=")
+        key = key.strip().replace("-", "_")
+        parts = [v.strip() for v in values.split(",") if v.strip()]
+        if not eq or not key or not parts:
+            raise ConfigError(f"--grid entry {token!r} is not key=value1,value2; e.g. observer=minmax,mse")
+        if key not in settable:
+            raise ConfigError(f"--grid: {cls.__name__} has no setting {key!r}; settings: {', '.join(settable)}")
+        if key in grid:
+            raise ConfigError(f"--grid: {key} is given twice; put all its values in one entry ({key}=a,b)")
+        grid[key] = tuple(_value(v) for v in parts)
+    if not grid:
+        raise ConfigError("--grid is empty; give entries such as observer=minmax,mse per_channel=true,false")
+    return grid
+
+
+def sweep_configs(name: str, grid: Mapping[str, Sequence] | None = None,
+                  model: nn.Module | None = None) -> dict[str, QuantConfig]:
     """Every combination of ``grid`` (default :data:`SWEEPS`) for one method, by label.
 
     Args:
         name: a method (``"static"``, ``"weight_only"``) or a preset of it (``"w4"``).
         grid: ``{setting: values}``; settings the config does not have raise ConfigError.
+        model: the model swept (a weight-only sweep then covers its convolutions too).
 
     Returns:
-        ``{"observer=minmax,per_channel=True": Static(...), ...}`` in grid order.
+        ``{"observer=minmax,per_channel=True,backend=x86": Static(...), ...}`` in grid order.
+
+    Raises:
+        ConfigError: a setting the config does not have, or a combination it rejects (the
+            message names the combination).
     """
     method = sweep_method(name)
     if method not in methods():
         raise UnknownNameError(f"method {method!r} is not available in this install")
     grid = dict(grid if grid is not None else SWEEPS[method])
-    base = dict(PRESETS[name].settings) if name in PRESETS else {}
+    if name in PRESETS:
+        base = preset_settings(name, model)
+    elif method == "weight_only" and has_convolutions(model):
+        base = {"modules": _CONV}
+    else:
+        base = {}
     out: dict[str, QuantConfig] = {}
     for values in itertools.product(*grid.values()):
         settings = dict(zip(grid, values))
-        label = ",".join(f"{k}={v}" for k, v in settings.items())
-        out[label] = _build(method, {**base, **settings})
+        label = ",".join(f"{k}={'+'.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in settings.items())
+        try:
+            out[label] = _build(method, {**base, **settings})
+        except QuantlensError as exc:
+            raise ConfigError(f"sweep setting {label}: {exc}") from exc
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"sweep setting {label}: {type(exc).__name__}: {exc}") from exc
     return out

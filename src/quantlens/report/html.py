@@ -49,12 +49,14 @@ details summary { cursor: pointer; color: #1f5fbf; margin-top: 10px; }
 """
 
 _CAPTIONS = {
-    "accuracy_vs_size.png": "Accuracy against checkpoint size. The dashed line is the accuracy budget.",
-    "accuracy_vs_latency.png": "Accuracy against median latency; the green step line is the Pareto front "
-                               "(no other method is both faster and more accurate).",
+    "accuracy_vs_size.png": "Accuracy against checkpoint size. The dotted line is the accuracy budget; the "
+                            "recommended method is outlined in black.",
+    "accuracy_vs_latency.png": "Accuracy against median latency; grey rings (joined by a dashed step line) mark "
+                               "the Pareto front: no other method is both faster and more accurate.",
     "latency.png": "Median latency per batch; whiskers reach the 95th percentile.",
     "size.png": "Checkpoint bytes on disk and weight/buffer bytes in memory.",
-    "layer_error.png": "Output SQNR of each layer vs float (accumulated) and the part each layer adds itself.",
+    "layer_error.png": "Output SQNR of each layer vs float (accumulated) and the part each layer adds itself; "
+                       "hatched bars are infinite SQNR (the output equals float's).",
     # analysis plots (quantlens.report.analysis_plots.ANALYSIS_PLOT_FILES)
     "sensitivity.png": "What quantizing each layer alone costs (everything else float), most sensitive on top; "
                        "red bars cost more than a fifth of the whole model's drop.",
@@ -69,7 +71,7 @@ def _e(value) -> str:
 
 
 def _table(report: Report) -> str:
-    headers, lines = tables.table(report.rows)
+    headers, lines = tables.table(report.rows, report.task)
     best = report.recommended
     out = ["<table><thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in headers) + "</tr></thead><tbody>"]
     for row, line in zip(report.rows, lines):

@@ -6,8 +6,12 @@
 - ``size.png``: checkpoint and in-memory weight size bars;
 - ``layer_error.png``: per-layer output SQNR of the recommended method.
 
-Every plot has a title, axis units and a legend; float is a black square, the recommended
-method a star.
+Every method keeps one colour and one marker across the plots (float: a black square);
+the recommended one is outlined and named in bold. Point labels are placed so that they do
+not overlap (:mod:`quantlens.report.label_layout`); points that coincide share one label;
+with long names (a sweep) or many rows the points are numbered and the legend names them.
+The legends sit outside the axes, so they never hide a point. A plot without data is not
+written.
 """
 
 from __future__ import annotations
@@ -19,12 +23,19 @@ from typing import TYPE_CHECKING
 from quantlens.errors import require
 from quantlens.eval.compare import Row
 from quantlens.report import tables
+from quantlens.report.label_layout import place_labels
 
 if TYPE_CHECKING:
     from quantlens.report.report import Report
 
 DPI = 110
 PLOT_FILES = ("accuracy_vs_size.png", "accuracy_vs_latency.png", "latency.png", "size.png", "layer_error.png")
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+           "#bcbd22", "#393b79", "#ad494a", "#637939", "#7b4173", "#3182bd", "#e6550d", "#31a354")
+MARKERS = ("o", "^", "D", "v", "P", "X", "h", "<", ">", "p", "d", "8")
+PARETO_COLOR = "#555555"
+NUMBERED_NAME_LENGTH = 12  # longer names (or more rows than MAX_NAMED) are numbered
+MAX_NAMED = 8
 
 
 def _plt():
@@ -50,125 +61,228 @@ def pareto_front(points: list[tuple[float, float, str]]) -> list[tuple[float, fl
     return front
 
 
-def _colors(rows: list[Row]) -> dict[str, str]:
-    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf",
-               "#bcbd22", "#7f7f7f"]
+def styles(rows: list[Row]) -> dict[str, tuple[str, str]]:
+    """``{row name: (colour, marker)}``: float a black square, every other row its own
+    colour and marker, the same in every plot."""
     out, i = {}, 0
     for r in rows:
         if r.method == "float":
-            out[r.name] = "#000000"
+            out[r.name] = ("#000000", "s")
         else:
-            out[r.name] = palette[i % len(palette)]
+            out[r.name] = (PALETTE[i % len(PALETTE)], MARKERS[i % len(MARKERS)])
             i += 1
     return out
 
 
-def _scatter(ax, rows, x_of, report: Report, colors) -> list[tuple[float, float, str]]:
+def numbered(rows: list[Row]) -> bool:
+    """Whether the plots label points with numbers (long names or many rows)."""
+    return len(rows) > MAX_NAMED or any(len(r.name) > NUMBERED_NAME_LENGTH for r in rows)
+
+
+def _tags(rows: list[Row]) -> dict[str, str]:
+    """What each point is labelled with: its name, or its number in :func:`numbered` mode."""
+    if numbered(rows):
+        return {r.name: str(i) for i, r in enumerate(rows, 1)}
+    return {r.name: r.name for r in rows}
+
+
+def _legend_name(r: Row, tag: str, best: Row | None, use_numbers: bool) -> str:
+    name = f"{tag}  {r.name}" if use_numbers else r.name
+    return name + (" (recommended)" if best is not None and r.name == best.name else "")
+
+
+def _legend_outside(ax, **kwargs) -> None:
+    handles, _ = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, frameon=False, **kwargs)
+
+
+def _width(report: Report, base: float = 8.6) -> float:
+    """Figure width (inches) that leaves the axes about 6 inches next to the legend."""
+    longest = max((len(r.name) + (4 if numbered(report.rows) else 0) for r in report.rows if r.ok), default=0)
+    return max(base, min(6.6 + 0.075 * (longest + 16), 13.0))
+
+
+def _size_scale(rows: list[Row]) -> tuple[float, str]:
+    biggest = max(((r.disk_bytes or r.memory_bytes or 0) for r in rows), default=0)
+    return (1e3, "kB") if biggest < 1e6 else (1e6, "MB") if biggest < 1e9 else (1e9, "GB")
+
+
+def _groups(ax, items: list[tuple[float, float, Row]], px: float = 5.0) -> list[list[tuple[float, float, Row]]]:
+    """Points closer than ``px`` pixels on screen, grouped (they share one label)."""
+    groups: list[list] = []
+    for item in items:
+        x, y = ax.transData.transform((item[0], item[1]))
+        for g in groups:
+            gx, gy = ax.transData.transform((g[0][0], g[0][1]))
+            if abs(gx - x) < px and abs(gy - y) < px:
+                g.append(item)
+                break
+        else:
+            groups.append([item])
+    return groups
+
+
+def _scatter(fig, ax, rows: list[Row], x_of, report: Report, *, pareto: bool) -> None:
+    """Quality against ``x_of(row)``: markers, budget line, Pareto rings, legend, labels."""
     best = report.recommended
-    points = []
-    for r in rows:
-        x, y = x_of(r), tables.quality(r)
-        if x is None or y is None:
-            continue
-        points.append((x, y, r.name))
-        is_float, is_best = r.method == "float", best is not None and r.name == best.name
-        marker, size = ("s", 90) if is_float else (("*", 320) if is_best else ("o", 80))
-        label = r.name + (" (float)" if is_float else "") + (" (recommended)" if is_best else "")
-        ax.scatter([x], [y], s=size, marker=marker, color=colors[r.name], label=label, zorder=3,
-                   edgecolors="black" if is_best else "none", linewidths=0.8)
-        ax.annotate(r.name, (x, y), textcoords="offset points", xytext=(6, 5), fontsize=8)
-    ax.margins(x=0.12, y=0.12)
-    return points
+    style, tags = styles(report.rows), _tags([r for r in report.rows if r.ok])
+    use_numbers = numbered([r for r in report.rows if r.ok])
+    items = [(x_of(r), tables.quality(r), r) for r in rows]
+    items = [(x, y, r) for x, y, r in items if x is not None and y is not None]
+    if pareto:
+        front = pareto_front([(x, y, r.name) for x, y, r in items])
+        if len(front) >= 2:
+            ax.step([p[0] for p in front], [p[1] for p in front], where="post", color=PARETO_COLOR,
+                    linestyle="--", linewidth=1.2, zorder=2)
+        ax.scatter([p[0] for p in front], [p[1] for p in front], s=330, facecolors="none",
+                   edgecolors=PARETO_COLOR, linewidths=1.3, zorder=2,
+                   label="Pareto front" if len(front) >= 2 else "Pareto front (this point alone)" if front else None)
+    for x, y, r in items:
+        color, marker = style[r.name]
+        is_best = best is not None and r.name == best.name
+        ax.scatter([x], [y], s=150 if is_best else 75, marker=marker, color=color, zorder=3,
+                   edgecolors="black" if is_best else "white", linewidths=1.6 if is_best else 0.6,
+                   label=_legend_name(r, tags[r.name], best, use_numbers))
+    _quality_axis(ax, rows, report)
+    ax.margins(x=0.14, y=0.16)
+    ax.grid(True, alpha=0.3)
+    _legend_outside(ax)
+    fig.tight_layout()
+    ax.set_xlim(ax.get_xlim())
+    ax.set_ylim(ax.get_ylim())
+    groups = _groups(ax, items)
+    for g in groups:  # coinciding points: draw the ones underneath as larger rings so each shows
+        for k, (x, y, r) in enumerate(g[:-1]):
+            ax.scatter([x], [y], s=75 + 90 * (len(g) - 1 - k), facecolors="none", edgecolors=style[r.name][0],
+                       linewidths=1.8, zorder=3)
+    place_labels(ax, [(g[0][0], g[0][1]) for g in groups],
+                 [" = ".join(tags[r.name] for _, _, r in g) for g in groups],
+                 bold=[any(best is not None and r.name == best.name for _, _, r in g) for g in groups])
 
 
 def _quality_axis(ax, rows, report: Report) -> None:
-    label = tables.quality_label(rows)
+    label = tables.quality_label(rows, report.task)
     ax.set_ylabel(label)
     base = report.baseline
     bq = tables.quality(base) if base else None
     if bq is not None and "%" in label:
-        ax.axhline(bq - report.max_accuracy_drop, color="#999999", linestyle="--", linewidth=1,
-                   label=f"float − {report.max_accuracy_drop:g} pt budget")
-    ax.grid(True, alpha=0.3)
+        ax.axhline(bq - report.max_accuracy_drop, color="#999999", linestyle=":", linewidth=1.2,
+                   label=f"budget: float − {report.max_accuracy_drop:g} point(s)", zorder=1)
 
 
-def _legend(ax) -> None:
-    ax.legend(fontsize=8, loc="best", framealpha=0.85)
-
-
-def plot_accuracy_vs_size(report: Report, path: Path) -> Path:
+def plot_accuracy_vs_size(report: Report, path: Path) -> Path | None:
+    rows = [r for r in report.rows if r.ok and (r.disk_bytes or r.memory_bytes) and tables.quality(r) is not None]
+    if not rows:
+        return None
     plt = _plt()
-    rows = [r for r in report.rows if r.ok]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    _scatter(ax, rows, lambda r: (r.disk_bytes or r.memory_bytes or 0) / 1e6 or None, report, _colors(report.rows))
-    _quality_axis(ax, rows, report)
-    ax.set_xlabel("checkpoint size on disk (MB)")
+    scale, unit = _size_scale(rows)
+    fig, ax = plt.subplots(figsize=(_width(report), 4.8), dpi=DPI)
+    ax.set_xlabel(f"checkpoint size on disk ({unit})")
     ax.set_title("Accuracy vs size (up and left is better)")
-    _legend(ax)
-    return _save(fig, path, plt)
+    _scatter(fig, ax, rows, lambda r: (r.disk_bytes or r.memory_bytes) / scale, report, pareto=False)
+    return _save(fig, path, plt, layout=False)
 
 
-def plot_accuracy_vs_latency(report: Report, path: Path) -> Path:
+def plot_accuracy_vs_latency(report: Report, path: Path) -> Path | None:
+    rows = [r for r in report.rows if r.ok and r.latency_ms is not None and tables.quality(r) is not None]
+    if not rows:
+        return None
     plt = _plt()
-    rows = [r for r in report.rows if r.ok]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    points = _scatter(ax, rows, lambda r: r.latency_ms, report, _colors(report.rows))
-    front = pareto_front(points)
-    if len(front) >= 1:
-        ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="#2ca02c", alpha=0.6,
-                linewidth=2, label="Pareto front", zorder=2)
-    _quality_axis(ax, rows, report)
+    fig, ax = plt.subplots(figsize=(_width(report), 4.8), dpi=DPI)
     batch = next((r.batch_size for r in rows if r.batch_size), None)
     ax.set_xlabel(f"median latency per batch of {batch} (ms)" if batch else "median latency (ms)")
     ax.set_title("Accuracy vs latency (up and left is better)")
-    _legend(ax)
-    return _save(fig, path, plt)
+    _scatter(fig, ax, rows, lambda r: r.latency_ms, report, pareto=True)
+    return _save(fig, path, plt, layout=False)
 
 
-def plot_latency(report: Report, path: Path) -> Path:
-    plt = _plt()
+def _bar_labels(report: Report, rows: list[Row]) -> tuple[list[str], bool]:
+    """Category labels of the bar plots (with the scatter plots' numbers when those are
+    numbered) and whether the bars lie horizontally (long names, many rows)."""
+    ok = [r for r in report.rows if r.ok]
+    if not numbered(ok):
+        return [r.name for r in rows], False
+    tags = _tags(ok)
+    return [f"{r.name}  {tags[r.name]}" for r in rows], True
+
+
+def plot_latency(report: Report, path: Path) -> Path | None:
     rows = [r for r in report.rows if r.ok and r.latency_ms is not None]
-    colors = _colors(report.rows)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    names = [r.name for r in rows]
+    if not rows:
+        return None
+    plt = _plt()
+    style = styles(report.rows)
+    names, horizontal = _bar_labels(report, rows)
     med = [r.latency_ms for r in rows]
     upper = [max((r.latency_p95_ms or r.latency_ms) - r.latency_ms, 0) for r in rows]
-    ax.bar(names, med, color=[colors[n] for n in names], label="median")
-    ax.errorbar(names, med, yerr=[[0] * len(med), upper], fmt="none", ecolor="black", capsize=5, label="p95")
-    for i, (v, up) in enumerate(zip(med, upper)):
-        ax.annotate(f"{v:.2f} ms", (i, v + up), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=8)
-    ax.margins(y=0.12)
+    colors = [style[r.name][0] for r in rows]
     threads = next((r.threads for r in rows if r.threads), None)
     batch = next((r.batch_size for r in rows if r.batch_size), None)
-    ax.set_ylabel("latency per batch (ms)")
-    ax.set_title(f"Latency: median with p95 whisker (batch {batch}, {threads} thread(s); lower is better)")
-    ax.grid(True, axis="y", alpha=0.3)
-    _legend(ax)
-    fig.autofmt_xdate(rotation=20)
+    if horizontal:
+        fig, ax = plt.subplots(figsize=(_width(report), max(3.2, 0.34 * len(rows) + 1.6)), dpi=DPI)
+        ys = list(range(len(rows)))
+        ax.barh(ys, med, color=colors, label="median")
+        ax.errorbar(med, ys, xerr=[[0] * len(med), upper], fmt="none", ecolor="black", capsize=3, label="p95")
+        for y, (v, up) in enumerate(zip(med, upper)):
+            ax.annotate(f"{v:.2f} ms", (v + up, y), textcoords="offset points", xytext=(4, 0), va="center", fontsize=8)
+        ax.set_yticks(ys, names, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel("latency per batch (ms)")
+        ax.margins(x=0.15)
+        ax.grid(True, axis="x", alpha=0.3)
+    else:
+        fig, ax = plt.subplots(figsize=(8.6, 4.6), dpi=DPI)
+        ax.bar(names, med, color=colors, label="median")
+        ax.errorbar(names, med, yerr=[[0] * len(med), upper], fmt="none", ecolor="black", capsize=5, label="p95")
+        for i, (v, up) in enumerate(zip(med, upper)):
+            ax.annotate(f"{v:.2f} ms", (i, v + up), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=8)
+        ax.set_ylabel("latency per batch (ms)")
+        ax.margins(y=0.12)
+        ax.grid(True, axis="y", alpha=0.3)
+    ax.set_title(f"Latency: median bar, p95 whisker (batch {batch}, {threads} thread(s); lower is better)",
+                 fontsize=11)
+    _legend_outside(ax)
     return _save(fig, path, plt)
 
 
-def plot_size(report: Report, path: Path) -> Path:
+def plot_size(report: Report, path: Path) -> Path | None:
+    rows = [r for r in report.rows if r.ok and (r.disk_bytes or r.memory_bytes)]
+    if not rows:
+        return None
     plt = _plt()
-    rows = [r for r in report.rows if r.ok]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    xs = list(range(len(rows)))
+    scale, unit = _size_scale(rows)
+    names, horizontal = _bar_labels(report, rows)
+    pos = list(range(len(rows)))
     width = 0.4
-    disk = [(r.disk_bytes or 0) / 1e6 for r in rows]
-    mem = [(r.memory_bytes or 0) / 1e6 for r in rows]
-    ax.bar([x - width / 2 for x in xs], disk, width, label="checkpoint on disk", color="#1f77b4")
-    ax.bar([x + width / 2 for x in xs], mem, width, label="weights + buffers in memory", color="#ff7f0e")
+    disk = [(r.disk_bytes or 0) / scale for r in rows]
+    mem = [(r.memory_bytes or 0) / scale for r in rows]
     base = report.baseline
-    for x, r, d in zip(xs, rows, disk):
-        if base and base.disk_bytes and r.disk_bytes and r is not base:
-            ax.annotate(tables.size_change(base.disk_bytes, r.disk_bytes), (x - width / 2, d),
-                        textcoords="offset points", xytext=(0, 3), ha="center", fontsize=8)
-    ax.set_xticks(xs, [r.name for r in rows])
-    ax.set_ylabel("size (MB)")
+    changes = [tables.size_change(base.disk_bytes, r.disk_bytes)
+               if base and base.disk_bytes and r.disk_bytes and r is not base else "" for r in rows]
+    if horizontal:
+        fig, ax = plt.subplots(figsize=(_width(report), max(3.2, 0.42 * len(rows) + 1.6)), dpi=DPI)
+        ax.barh([p - width / 2 for p in pos], disk, width, label="checkpoint on disk", color="#1f77b4")
+        ax.barh([p + width / 2 for p in pos], mem, width, label="weights + buffers in memory", color="#ff7f0e")
+        for p, d, text in zip(pos, disk, changes):
+            ax.annotate(text, (d, p - width / 2), textcoords="offset points", xytext=(4, 0), va="center", fontsize=8)
+        ax.set_yticks(pos, names, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel(f"size ({unit})")
+        ax.margins(x=0.22)
+        ax.grid(True, axis="x", alpha=0.3)
+    else:
+        fig, ax = plt.subplots(figsize=(8.6, 4.6), dpi=DPI)
+        ax.bar([p - width / 2 for p in pos], disk, width, label="checkpoint on disk", color="#1f77b4")
+        ax.bar([p + width / 2 for p in pos], mem, width, label="weights + buffers in memory", color="#ff7f0e")
+        for p, d, m, text in zip(pos, disk, mem, changes):
+            ax.annotate(text, (p, max(d, m)), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=8)
+        ax.set_xticks(pos, names)
+        ax.set_ylabel(f"size ({unit})")
+        ax.margins(y=0.1)
+        ax.grid(True, axis="y", alpha=0.3)
     ax.set_title("Model size (lower is better)")
-    ax.grid(True, axis="y", alpha=0.3)
-    _legend(ax)
-    fig.autofmt_xdate(rotation=20)
+    _legend_outside(ax)
     return _save(fig, path, plt)
 
 
@@ -180,41 +294,60 @@ def layer_error_row(report: Report) -> str | None:
     return next((name for name, layers in report.layer_errors.items() if layers), None)
 
 
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
 def plot_layer_error(report: Report, path: Path) -> Path | None:
+    """Per-layer SQNR bars; an infinite SQNR (the layer's output is exact: it adds no error)
+    is a hatched bar to the right edge labelled so, a missing one says "not measured"."""
     name = layer_error_row(report)
     if name is None:
         return None
     plt = _plt()
     layers = report.layer_errors[name]
-    cap = 80.0
-
-    def clip(v):
-        return cap if v is None or math.isinf(v) else min(v, cap)
-
-    labels = [f"{x['name']} ({x['kind']})" for x in layers]
-    out = [clip(x["out_sqnr_db"]) for x in layers]
-    own = [clip(x["own_sqnr_db"]) for x in layers]
-    fig, ax = plt.subplots(figsize=(7, max(3.0, 0.32 * len(layers) + 1.6)))
+    series = (("out_sqnr_db", "output SQNR (accumulated)", "#1f77b4", -0.2),
+              ("own_sqnr_db", "own SQNR (added by this layer)", "#ff7f0e", 0.2))
+    finite = [x[key] for x in layers for key, *_ in series if _finite(x.get(key))]
+    edge = max(max(finite, default=0.0) * 1.25, 10.0)
+    fig, ax = plt.subplots(figsize=(8.6, max(3.2, 0.36 * len(layers) + 1.8)), dpi=DPI)
     ys = list(range(len(layers)))
-    ax.barh([y - 0.2 for y in ys], out, 0.4, label="output SQNR (accumulated)", color="#1f77b4")
-    ax.barh([y + 0.2 for y in ys], own, 0.4, label="own SQNR (added by this layer)", color="#ff7f0e")
+    for key, label, color, shift in series:
+        vals = [x.get(key) for x in layers]
+        ax.barh([y + shift for y, v in zip(ys, vals) if _finite(v)], [v for v in vals if _finite(v)], 0.4,
+                color=color, label=label)
+        inf_ys = [y + shift for y, v in zip(ys, vals) if isinstance(v, float) and math.isinf(v) and v > 0]
+        if inf_ys:
+            ax.barh(inf_ys, [edge] * len(inf_ys), 0.4, color="white", edgecolor=color, hatch="///", linewidth=0.8,
+                    label=f"{label.split(' (')[0]}: ∞, exact (no added error)")
+            for y in inf_ys:
+                ax.annotate("∞ exact", (edge, y), textcoords="offset points", xytext=(-4, 0), ha="right",
+                            va="center", fontsize=7, color="#333333",
+                            bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none"})
+        for y, v in zip(ys, vals):
+            if not _finite(v) and not (isinstance(v, float) and math.isinf(v) and v > 0):
+                ax.annotate("not measured", (0, y + shift), textcoords="offset points", xytext=(3, 0),
+                            va="center", fontsize=7, color="#777777")
     for y, x in zip(ys, layers):
         if x.get("jump"):
-            ax.annotate("← error jumps here", (own[y], y + 0.2), textcoords="offset points", xytext=(4, -3),
-                        fontsize=8, color="#d62728")
-    ax.set_yticks(ys, labels, fontsize=8)
+            own = x.get("own_sqnr_db")
+            at = own if _finite(own) else edge
+            ax.annotate("← error jumps here", (at, y + 0.2), textcoords="offset points", xytext=(4, 0), va="center",
+                        fontsize=8, color="#d62728", fontweight="bold")
+    ax.set_yticks(ys, [f"{x['name']} ({x['kind']})" for x in layers], fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel(f"SQNR vs float (dB, higher is better; capped at {cap:.0f})")
-    ax.set_title(f"Per-layer quantization error: {name}")
+    ax.set_xlim(0, edge * (1.18 if any(x.get("jump") for x in layers) else 1.02))
+    ax.set_xlabel("SQNR vs float (dB, higher is better)")
+    best = report.recommended
+    ax.set_title(f"Per-layer quantization error: {name}" + (" (recommended)" if best and best.name == name else ""))
     ax.grid(True, axis="x", alpha=0.3)
-    ax.set_xlim(0, cap * 1.08 if max(out + own, default=0) >= cap else max(out + own, default=1) * 1.3)
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14 - 0.6 / max(len(layers), 1)), ncol=2,
-              frameon=False)
+    _legend_outside(ax)
     return _save(fig, path, plt)
 
 
-def _save(fig, path: Path, plt) -> Path:
-    fig.tight_layout()
+def _save(fig, path: Path, plt, layout: bool = True) -> Path:
+    if layout:
+        fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI)
     plt.close(fig)

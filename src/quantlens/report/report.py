@@ -10,7 +10,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -21,7 +20,7 @@ from torch import nn
 
 from quantlens.analysis.sensitivity import LayerSensitivity, SensitivityResult, sensitivity
 from quantlens.errors import InputError
-from quantlens.eval.compare import Comparison, Row, run_comparison
+from quantlens.eval.compare import Comparison, Row, interrupted_by, run_comparison
 from quantlens.eval.latency import DEFAULT_REPS, DEFAULT_WARMUP
 from quantlens.eval.presets import check_names, make_config
 from quantlens.methods.base import QuantConfig, config_from_dict
@@ -123,6 +122,8 @@ class Report:
         """One or two sentences: what to use and what it buys and costs."""
         base, best = self.baseline, self.recommended
         budget = f"{self.max_accuracy_drop:g}-point"
+        if not self.rows and self.interrupted:
+            return "Interrupted before the first model was measured: nothing to recommend."
         if base is None:
             return "The float model could not be measured, so nothing can be recommended."
         if best is None:
@@ -132,33 +133,42 @@ class Report:
             closest = min(tried, key=lambda r: self.accuracy_drop(r) if self.accuracy_drop(r) is not None else 1e9)
             drop = self.accuracy_drop(closest)
             return (f"Keep the float model: no method stays within the {budget} accuracy budget "
-                    f"(closest: {closest.name}, {drop:.2f} points lower). Try QAT or a gentler config.")
+                    f"(closest: {closest.name}, {tables.points_change(-drop)}). Try QAT or a gentler config.")
         if self.objective == "latency" and base.latency_ms and best.latency_ms and best.latency_ms > base.latency_ms:
             small = self.best(objective="size")
             threads = best.threads or "?"
             return (f"No method is faster than float here ({threads} thread(s)): keep the float model for speed. "
                     f"To save space, {small.name} is {base.disk_bytes / small.disk_bytes:.1f}× smaller on disk "
-                    f"within the {budget} accuracy budget ({-self.accuracy_drop(small):+.2f} points)."
+                    f"within the {budget} accuracy budget ({self._quality_name()} "
+                    f"{tables.points_change(-self.accuracy_drop(small))})."
                     if small is not None and base.disk_bytes and small.disk_bytes else
                     f"No method is faster than float here ({threads} thread(s)): keep the float model.")
         parts = []
         if base.disk_bytes and best.disk_bytes:
-            parts.append(f"{base.disk_bytes / best.disk_bytes:.1f}× smaller on disk")
+            parts.append(f"{tables.size_change(base.disk_bytes, best.disk_bytes)} on disk")
         if base.latency_ms and best.latency_ms:
             ratio = base.latency_ms / best.latency_ms
             parts.append(f"{ratio:.2f}× faster" if ratio >= 1 else f"{1 / ratio:.2f}× slower")
         q, bq = tables.quality(best), tables.quality(base)
-        label = tables.quality_label(self.rows).split(" (")[0]
-        acc = f"{label} {q:.2f}% vs {bq:.2f}% float ({q - bq:+.2f} points)" if q is not None else ""
+        acc = (f"{self._quality_name()} {q:.2f}% vs {bq:.2f}% float ({tables.points_change(q - bq)})"
+               if q is not None and bq is not None else "")
         goal = "fastest" if self.objective == "latency" else "smallest"
-        return (f"Use {best.name}: {', '.join(parts)}; {acc}. It is the {goal} method within the "
-                f"{budget} accuracy budget.")
+        body = "; ".join(p for p in (", ".join(parts), acc) if p)
+        return f"Use {best.name}: {body}. It is the {goal} method within the {budget} accuracy budget."
+
+    @property
+    def task(self) -> str | None:
+        """``"classification"``, ``"embedding"`` or ``"outputs"`` (what the quality column means)."""
+        return self.comparison.settings.get("task")
+
+    def _quality_name(self) -> str:
+        return tables.quality_label(self.rows, self.task).split(" (")[0]
 
     # --- outputs ------------------------------------------------------------------------------
 
     def to_markdown(self) -> str:
         """The recommendation and the table as Markdown."""
-        lines = ["# quantlens comparison", "", f"**{self.recommendation()}**", "", tables.to_markdown(self.rows)]
+        lines = ["# quantlens comparison", "", f"**{self.recommendation()}**", "", tables.to_markdown(self.rows, self.task)]
         if self.interrupted:
             lines += ["", "_Interrupted: only the rows above were measured._"]
         failed = [r for r in self.rows if not r.ok]
@@ -179,8 +189,13 @@ class Report:
         return data
 
     def to_json(self, path: str | os.PathLike | None = None) -> str:
-        """All rows, settings and environment as JSON; written to ``path`` when given."""
-        text = json.dumps(self.to_dict(), indent=1, default=str, allow_nan=True)
+        """All rows, settings and environment as strict JSON; written to ``path`` when given.
+
+        Non-finite numbers (the float row's SQNR against itself is infinite) are written as
+        ``null`` and listed by JSON Pointer under ``"non_finite"``
+        (:func:`quantlens.report.tables.to_json_text`); :meth:`from_json` restores them.
+        """
+        text = tables.to_json_text(self.to_dict())
         if path is not None:
             _write_text(path, text)
         return text
@@ -213,7 +228,7 @@ class Report:
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> Report:
         """A report read back from :meth:`to_json`."""
-        data = json.loads(Path(path).read_text())
+        data = tables.from_json_text(Path(path).read_text(encoding="utf-8"))
         return cls(Comparison.from_dict(data), max_accuracy_drop=data.get("max_accuracy_drop", 1.0),
                    objective=data.get("objective", "latency"), layer_errors=data.get("layer_errors"),
                    sensitivity=data.get("sensitivity"))
@@ -278,11 +293,12 @@ def _write_text(path: str | os.PathLike, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _configs(methods) -> dict[str, QuantConfig]:
+def _configs(methods, model: nn.Module | None = None) -> dict[str, QuantConfig]:
+    """``{row name: config}`` from what ``compare`` accepts; preset names are made for ``model``."""
     if isinstance(methods, QuantConfig):
         return {methods.method: methods}
     if isinstance(methods, Mapping):
-        return {str(k): (make_config(v) if isinstance(v, str) else v) for k, v in methods.items()}
+        return {str(k): (make_config(v, model) if isinstance(v, str) else v) for k, v in methods.items()}
     if isinstance(methods, str):
         methods = [m.strip() for m in methods.split(",") if m.strip()]
     if isinstance(methods, Sequence):
@@ -291,7 +307,7 @@ def _configs(methods) -> dict[str, QuantConfig]:
         out = {}
         for m in methods:
             if isinstance(m, str):
-                out[m] = make_config(m)
+                out[m] = make_config(m, model)
             elif isinstance(m, QuantConfig):
                 out[m.method if m.method not in out else f"{m.method}-{len(out)}"] = m
             else:
@@ -329,7 +345,9 @@ def compare(
     Args:
         model: the float model (left untouched).
         methods: ``{name: config}``, a list of configs and/or preset names (``"dynamic"``,
-            ``"static"``, ``"qat"``, ``"w8"``, ``"w4"``, ...), or ``"dynamic,w4"``.
+            ``"static"``, ``"qat"``, ``"w8"``, ``"w4"``, ...), or ``"dynamic,w4"``; weight-only
+            presets also cover the model's Conv2d layers when it has any (see
+            :func:`quantlens.eval.presets.make_config`).
         data: evaluation data in any form ``iter_batches`` accepts; labels give accuracy.
         calib_data: calibration data (Static); default: the evaluation data (noted).
         train_data: labelled data QAT configs fine-tune on for ``qat_epochs`` epochs.
@@ -357,14 +375,16 @@ def compare(
     """
     if objective not in OBJECTIVES:
         raise InputError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
-    configs = _configs(methods)
+    configs = _configs(methods, model)
     errors: dict[str, list] = {}
     hook = None
     if layer_errors:
         def hook(row: Row, qmodel: nn.Module, batch) -> None:
             try:
                 errors[row.name] = per_layer_errors(model, qmodel, [batch])
-            except Exception as exc:  # noqa: BLE001 - a diagnostic plot must not fail the run
+            except Exception as exc:  # a diagnostic plot must not fail the run
+                if interrupted_by(exc):
+                    raise KeyboardInterrupt from exc
                 row.notes.append(f"per-layer error not measured: {type(exc).__name__}: {str(exc)[:120]}")
 
     comparison = run_comparison(

@@ -1,14 +1,20 @@
-"""The comparison as a table: one header, one line per row, as text cells.
+"""The comparison as a table: one header, one line per row, as text cells; and as JSON.
 
 Every output (terminal, Markdown, HTML, CSV) reads :func:`table`, so they show the same
 columns and the same rounding. Accuracy is shown with its change vs float in points, sizes
 in MB with the ratio to float, latency as median / p95 ms with the speed-up over float.
+
+:func:`to_json_text` writes strict JSON (no ``Infinity``/``NaN``, which ``JSON.parse`` and
+most parsers reject): a non-finite number is written as ``null`` and its place is listed
+under ``"non_finite"`` as a JSON Pointer (RFC 6901), e.g. ``{"/rows/0/sqnr_db": "inf"}``
+(the float row's SQNR against itself is infinite). :func:`from_json_text` puts them back.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 from collections.abc import Sequence
 
@@ -35,9 +41,13 @@ def quality(row: Row) -> float | None:
     return None
 
 
-def quality_label(rows: Sequence[Row]) -> str:
-    """What :func:`quality` means for these rows, for axis labels."""
+def quality_label(rows: Sequence[Row], task: str | None = None) -> str:
+    """What :func:`quality` means for these rows, for axis labels; ``task`` is the
+    comparison's ``settings["task"]`` (``"embedding"``: the "accuracy" is the cosine
+    similarity of each embedding to the float model's)."""
     ok = [r for r in rows if r.ok]
+    if task == "embedding" and any(r.accuracy is not None for r in ok):
+        return "similarity to float (%)"
     if any(r.accuracy is not None for r in ok):
         return "accuracy (%)"
     if any(r.metric is not None for r in ok):
@@ -60,6 +70,35 @@ def _num(value: float | None, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
+def signed_points(delta: float) -> str:
+    """A change in points for a table cell: ``"+0.22"``, ``"-0.50"``, and ``"0.00"`` for
+    anything that rounds to zero (never ``"-0.00"``)."""
+    return "0.00" if abs(delta) < 0.005 else f"{delta:+.2f}"
+
+
+def points_change(delta: float) -> str:
+    """A change in points for a sentence: ``"0.22 points higher"``, ``"0.50 points lower"``,
+    or ``"no change"`` when it rounds to zero.
+
+    Example:
+        >>> points_change(-0.004), points_change(0.2222), points_change(-1.5)
+        ('no change', '0.22 points higher', '1.50 points lower')
+    """
+    if abs(delta) < 0.005:
+        return "no change"
+    return f"{abs(delta):.2f} points {'higher' if delta > 0 else 'lower'}"
+
+
+def quality_header(rows: Sequence[Row], task: str | None = None) -> str:
+    """The table's first number column: ``"accuracy %"``, ``"similarity %"`` for embeddings
+    (cosine to float), ``"metric"``, or ``"agreement % (no labels)"``."""
+    if not any(r.ok for r in rows):
+        return HEADERS[1]
+    label = quality_label(rows, task)
+    return {"accuracy (%)": "accuracy %", "similarity to float (%)": "similarity %",
+            "agreement with float (%)": "agreement % (no labels)"}.get(label, label)
+
+
 def _ratio(base: float | None, value: float | None) -> str:
     if not base or not value:
         return ""
@@ -78,7 +117,7 @@ def cells(row: Row, base: Row | None) -> list[str]:
     q, bq = quality(row), quality(base) if base else None
     acc = _num(q)
     if q is not None and bq is not None and row is not base:
-        acc += f" ({q - bq:+.2f})"
+        acc += f" ({signed_points(q - bq)})"
     disk = _mb(row.disk_bytes)
     if base is not None and row is not base and base.disk_bytes and row.disk_bytes:
         disk += f" ({size_change(base.disk_bytes, row.disk_bytes)})"
@@ -88,19 +127,23 @@ def cells(row: Row, base: Row | None) -> list[str]:
     notes = ""
     if row.layers_quantized is not None:
         notes = f"layers: {row.layers_quantized} quantized, {row.layers_float} float"
+        if row.float_kinds:
+            notes += " (" + ", ".join(f"{n} {kind}" for kind, n in row.float_kinds.items()) + ")"
     return [row.name, acc, _num(row.agreement, 1), _num(row.sqnr_db, 1), disk, _mb(row.memory_bytes),
             latency, speedup, items, _mb(row.peak_memory_bytes), notes]
 
 
-def table(rows: Sequence[Row]) -> tuple[tuple[str, ...], list[list[str]]]:
-    """``(headers, lines)`` of the comparison table."""
+def table(rows: Sequence[Row], task: str | None = None) -> tuple[tuple[str, ...], list[list[str]]]:
+    """``(headers, lines)`` of the comparison table; ``task`` (the comparison's
+    ``settings["task"]``) names the quality column honestly (``"similarity %"`` for embeddings)."""
     base = next((r for r in rows if r.method == "float" and r.ok), None)
-    return HEADERS, [cells(r, base) for r in rows]
+    headers = (HEADERS[0], quality_header(rows, task), *HEADERS[2:])
+    return headers, [cells(r, base) for r in rows]
 
 
-def to_markdown(rows: Sequence[Row]) -> str:
+def to_markdown(rows: Sequence[Row], task: str | None = None) -> str:
     """The table as GitHub-flavoured Markdown."""
-    headers, lines = table(rows)
+    headers, lines = table(rows, task)
     esc = lambda s: s.replace("|", "\\|")
     out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     out += ["| " + " | ".join(esc(c) for c in line) + " |" for line in lines]
@@ -121,13 +164,13 @@ TERMINAL_COLUMNS = ("method", "accuracy %", "agreement %", "SQNR dB", "disk MB",
                     "speed-up", "peak mem MB")
 
 
-def to_rich(rows: Sequence[Row], title: str | None = None):
+def to_rich(rows: Sequence[Row], title: str | None = None, task: str | None = None):
     """The table as a ``rich.table.Table`` for the terminal (the widest columns left out;
     failed rows show their error under the table, see :func:`failures`)."""
     from rich.table import Table
 
-    headers, lines = table(rows)
-    keep = [headers.index(h) for h in TERMINAL_COLUMNS]
+    headers, lines = table(rows, task)
+    keep = [HEADERS.index(h) for h in TERMINAL_COLUMNS]
     t = Table(title=title)
     for i in keep:
         t.add_column(headers[i], justify="left" if i == 0 else "right", no_wrap=True)
@@ -139,3 +182,59 @@ def to_rich(rows: Sequence[Row], title: str | None = None):
 def failures(rows: Sequence[Row]) -> list[str]:
     """``"name: error"`` for each failed row."""
     return [f"{r.name}: {r.error}" for r in rows if not r.ok]
+
+
+# --- JSON -----------------------------------------------------------------------------------
+
+NON_FINITE_KEY = "non_finite"
+_NON_FINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
+
+
+def _escape_pointer(key) -> str:
+    return str(key).replace("~", "~0").replace("/", "~1")
+
+
+def _strict(value, pointer: str, found: dict[str, str]):
+    """``value`` with every non-finite float replaced by None, its pointer noted in ``found``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        found[pointer] = "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+        return None
+    if isinstance(value, dict):
+        return {k: _strict(v, f"{pointer}/{_escape_pointer(k)}", found) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v, f"{pointer}/{i}", found) for i, v in enumerate(value)]
+    return value
+
+
+def to_json_text(data: dict) -> str:
+    """``data`` as strict JSON (see the module docstring for how ``inf``/``nan`` are kept).
+
+    Example:
+        >>> json.loads(to_json_text({"rows": [{"sqnr_db": float("inf")}]}))
+        {'rows': [{'sqnr_db': None}], 'non_finite': {'/rows/0/sqnr_db': 'inf'}}
+    """
+    found: dict[str, str] = {}
+    clean = _strict(data, "", found)
+    if found:
+        clean[NON_FINITE_KEY] = found
+    return json.dumps(clean, indent=1, default=str, allow_nan=False)
+
+
+def from_json_text(text: str) -> dict:
+    """The dict :func:`to_json_text` wrote, with its non-finite numbers restored (files an
+    older quantlens wrote with bare ``Infinity``/``NaN`` are read too)."""
+    data = json.loads(text)
+    for pointer, kind in (data.pop(NON_FINITE_KEY, None) or {}).items():
+        parts = [p.replace("~1", "/").replace("~0", "~") for p in pointer.split("/")[1:]]
+        if not parts or kind not in _NON_FINITE:
+            continue
+        parent = data
+        try:
+            for part in parts[:-1]:
+                parent = parent[int(part)] if isinstance(parent, list) else parent[part]
+            last = int(parts[-1]) if isinstance(parent, list) else parts[-1]
+            if parent[last] is None:
+                parent[last] = _NON_FINITE[kind]
+        except (KeyError, IndexError, ValueError, TypeError):
+            continue  # a pointer that does not resolve: leave the null
+    return data
