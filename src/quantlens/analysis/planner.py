@@ -2,7 +2,8 @@
 
 1. *Measure*: for every candidate bit width ``b`` and every layer ``L``, the loss with only
    ``L`` quantized at ``b`` (:mod:`~quantlens.analysis.sensitivity`; the float model runs
-   once) and the bytes ``L`` takes at ``b``.
+   once) and the bytes ``L`` takes at ``b`` (a :class:`~quantlens.analysis.plan_search.LayerTable`,
+   reusable for another budget with ``table=``).
 2. *Greedy*: start with every layer at its most precise candidate; repeatedly take the move
    (one layer down to a less precise candidate) with the least predicted loss per byte
    saved, until every layer sits at its least precise candidate. This orders all moves.
@@ -11,6 +12,17 @@
    measurements, since layer errors do not add exactly); under a size budget
    (``target_size``), the shortest prefix whose measured size fits, then the bytes left
    under the target spent raising the layers that win back most loss per byte.
+4. *Finish by measurement*: a prefix can stop at a move that breaks the budget while later,
+   cheaper moves would still fit (a float layer that costs nothing at 8 bits). Under an
+   accuracy budget the planner tries every single move that saves bytes (float -> 8, 8 -> 4,
+   ...), most promising first, takes the first whose measured loss stays within the budget,
+   and repeats until a whole round is refused (``plan.complete``) or ``polish``
+   measurements are spent. Under a size budget it tries the single moves that add
+   precision within the target and takes those that measurably lower the loss.
+
+Layers whose quantized variants leave the outputs bit-identical to float (a pooler under a
+mean-pooled embedding) do not reach the metric: they are listed in ``plan.unused`` and put
+at the least precise width, a saving that is free for this metric only.
 
 The result is an ordinary config: the method at the most common bit width, ``overrides``
 for the layers at other widths and ``skip`` for those left in float, so ``ql.quantize``
@@ -20,30 +32,41 @@ Example:
     >>> plan = search_plan(model, (x, y), max_accuracy_drop=0.5, method=ql.WeightOnly(bits=8))
     >>> print(plan)                           # per-layer bits, predicted and measured drop, size
     >>> qm = ql.quantize(model, plan.config)
+    >>> smaller = search_plan(model, (x, y), max_accuracy_drop=1.0, method=..., table=plan.table)
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 
 from torch import nn
 
+from quantlens.analysis.plan_search import (
+    LayerTable,
+    Search,
+    build_config,
+    candidate_configs,
+    fill_slack,
+    greedy_moves,
+    single_moves,
+    state_after,
+)
 from quantlens.analysis.scoring import Evaluator, Score
-from quantlens.analysis.sensitivity import Variants, escape, warn_small
+from quantlens.analysis.sensitivity import Variants, warn_small
 from quantlens.api import quantize
 from quantlens.core.data import first_batch
 from quantlens.core.progress import track
 from quantlens.errors import ConfigError, InputError
 from quantlens.eval.size import memory_bytes
-from quantlens.methods.base import QuantConfig, get_method
+from quantlens.methods.base import QuantConfig
 
-__all__ = ["LayerChoice", "MixedPrecisionPlan", "UniformPoint", "plan_mixed_precision", "search_plan"]
+__all__ = ["LayerChoice", "LayerTable", "MixedPrecisionPlan", "UniformPoint", "plan_mixed_precision", "search_plan"]
 
 DEFAULT_MIN_SQNR_DB = 30.0
-MAX_MEASUREMENTS = 8
+MAX_MEASUREMENTS = 8  # bisection measurements of step 3
+DEFAULT_POLISH = 64  # measurements step 4 may spend
 
 
 @dataclass
@@ -77,13 +100,19 @@ class MixedPrecisionPlan:
         layers: per-layer choices.
         metric, unit, loss_unit: the metric (see :mod:`quantlens.analysis.scoring`).
         baseline: the float model's metric value.
-        budget: ``{"max_drop": ...}`` or ``{"target_size": ...}`` (drop in ``loss_unit``).
+        budget: ``{"max_drop": ...}``, ``{"min_sqnr_db": ...}`` or ``{"target_size": ...}``.
         predicted_drop: the sum of the per-layer losses of the choice.
         measured_value, measured_drop: the plan's metric when quantized and run.
         size_bytes, float_bytes: measured model bytes of the plan and of the float model.
         met_budget: whether the measured plan is within the budget.
         uniform: uniform-bit-width points measured on the same data, for comparison.
         measurements: number of full-model evaluations spent verifying.
+        samples: samples measured on.
+        table: the per-layer measurements (``search_plan(..., table=plan.table)`` reuses them).
+        final_moves: moves the measured finishing pass took, ``(layer, from bits, to bits)``.
+        complete: the finishing pass ended with a round in which every single move was
+            measured and refused (no single move left that fits the budget).
+        unused: layers that do not reach the metric (outputs bit-identical when quantized).
     """
 
     config: QuantConfig
@@ -102,15 +131,21 @@ class MixedPrecisionPlan:
     uniform: list[UniformPoint] = field(default_factory=list)
     measurements: int = 0
     samples: int = 0
+    table: LayerTable | None = None
+    final_moves: list[tuple[str, int | None, int | None]] = field(default_factory=list)
+    complete: bool = False
+    unused: list[str] = field(default_factory=list)
 
     @property
     def bits(self) -> dict[str, int | None]:
         return {c.name: c.bits for c in self.layers}
 
     def to_dict(self) -> dict:
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("config", "layers", "uniform")}
+        skip = ("config", "layers", "uniform", "table")
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
         out.update(config=self.config.to_dict(), layers=[asdict(c) for c in self.layers],
-                   uniform=[asdict(u) for u in self.uniform])
+                   uniform=[asdict(u) for u in self.uniform], final_moves=[list(m) for m in self.final_moves],
+                   table=self.table.to_dict() if self.table is not None else None)
         return out
 
     def __str__(self) -> str:
@@ -126,117 +161,38 @@ class MixedPrecisionPlan:
         lines.append(f"plan: {self.size_bytes / 1e6:.3f} MB (float {self.float_bytes / 1e6:.3f} MB), "
                      f"{self.metric} {self.measured_value:.3f}{self.unit}, drop {self.measured_drop:.3g} "
                      f"{self.loss_unit} measured ({self.predicted_drop:.3g} predicted): {verdict} the budget")
+        if self.final_moves:
+            lines.append("finishing pass took: " + ", ".join(f"{n} {bits(a)} -> {bits(b)}"
+                                                             for n, a, b in self.final_moves))
+        if self.unused:
+            lines.append(f"do not reach the {self.metric} metric (outputs unchanged when quantized), so their "
+                         f"saving is free here only: {', '.join(self.unused)}")
         for u in self.uniform:
             lines.append(f"uniform {bits(u.bits)}: {u.size_bytes / 1e6:.3f} MB, {self.metric} {u.value:.3f}"
                          f"{self.unit}, drop {u.drop:.3g} {self.loss_unit}")
         return "\n".join(lines)
 
 
-# --- candidates ----------------------------------------------------------------------------
+# --- measuring ------------------------------------------------------------------------------
 
 
-def _default_configs(candidates) -> dict[int, QuantConfig]:
-    """Weight-only presets per width (``w8`` per-channel, ``w4`` groups of 32, ``w2`` of 16)."""
-    from quantlens.eval.presets import PRESETS, make_config
-
-    cls = get_method("weight_only").config_cls
-    return {b: make_config(f"w{b}") if f"w{b}" in PRESETS else cls(bits=b, group_size=32)
-            for b in candidates if b is not None}
-
-
-def _with_bits(method: QuantConfig, bits: int) -> QuantConfig:
-    """``method`` at another width; a ``symmetric`` left at its width-dependent default follows the width."""
-    names = {f.name for f in fields(method)}
-    if "symmetric" in names and method.symmetric == (method.bits >= 8):
-        return method.replace(bits=bits, symmetric=None)
-    return method.replace(bits=bits)
-
-
-def _candidate_configs(method: QuantConfig | None, candidates) -> dict[int | None, QuantConfig | None]:
-    """``{bits: config}`` from most to least precise (None = float first)."""
-    if not candidates:
-        raise ConfigError("candidates is empty; give bit widths such as (8, 4, 2, None)")
-    for b in candidates:
-        if b is not None and (not isinstance(b, int) or isinstance(b, bool) or b < 1):
-            raise ConfigError(f"candidate {b!r} is not a bit width; give ints such as 8, 4, 2 (None = float)")
-    defaults = _default_configs(candidates) if method is None else {}
-    has_bits = method is None or "bits" in {f.name for f in fields(method)}
-    out: dict[int | None, QuantConfig | None] = {}
-    if None in candidates:
-        out[None] = None
-    for b in sorted({c for c in candidates if c is not None}, reverse=True):
-        if method is None:
-            out[b] = defaults[b]
-        elif has_bits:
-            out[b] = _with_bits(method, b)
-        elif not any(v is not None for v in out.values()):
-            out[b] = method  # a method without a bit width: "quantized" vs "float" only
-    return out
-
-
-# --- greedy ordering -------------------------------------------------------------------------
-
-
-def _greedy_moves(levels: list, loss: dict, size: dict, names: list[str]) -> list[tuple[str, int]]:
-    """Every move ``(layer, level index)`` in greedy order (least loss per byte saved first)."""
-    state = {n: 0 for n in names}
-    moves = []
-    while True:
-        best = None
-        for n in names:
-            cur = state[n]
-            for j in range(cur + 1, len(levels)):
-                saved = size[n][cur] - size[n][j]
-                if saved <= 0:
-                    continue
-                ratio = max(loss[n][j] - loss[n][cur], 0.0) / saved
-                key = (ratio, -saved, n)
-                if best is None or key < best[0]:
-                    best = (key, n, j)
-        if best is None:
-            return moves
-        _, n, j = best
-        state[n] = j
-        moves.append((n, j))
-
-
-def _state_after(moves, k: int, names) -> dict[str, int]:
-    state = {n: 0 for n in names}
-    for n, j in moves[:k]:
-        state[n] = j
-    return state
-
-
-def _fill_slack(state: dict[str, int], loss: dict, size: dict, slack: int) -> dict[str, int]:
-    """Spend ``slack`` bytes raising layers back up (most loss won back per byte first)."""
-    while True:
-        best = None
-        for n, cur in state.items():
-            for j in range(cur):
-                added = size[n][j] - size[n][cur]
-                gain = loss[n][cur] - loss[n][j]
-                if 0 < added <= slack and gain > 0 and (best is None or gain / added > best[0]):
-                    best = (gain / added, n, j, added)
-        if best is None:
-            return state
-        _, n, j, added = best
-        state[n] = j
-        slack -= added
-
-
-def _build_config(method: QuantConfig, levels: list, configs: dict, state: dict, groups) -> QuantConfig:
-    chosen = [levels[j] for j in state.values() if levels[j] is not None]
-    base_bits = Counter(chosen).most_common(1)[0][0] if chosen else next(b for b in levels if b is not None)
-    base = configs[base_bits]
-    skip = list(method.skip)
-    overrides = list(method.overrides)
-    for name, j in state.items():
-        bits = levels[j]
-        if bits is None:
-            skip += [escape(m) for m in groups(name)]
-        elif bits != base_bits:
-            overrides.append((escape(name), configs[bits].replace(skip=(), overrides=())))
-    return base.replace(skip=tuple(skip), overrides=tuple(overrides))
+def _measure_table(model, variants, ev: Evaluator, levels, names, records, fbytes, progress) -> LayerTable:
+    loss = {n: [0.0] * len(levels) for n in names}
+    size = {n: [fbytes[n]] * len(levels) for n in names}
+    same = {n: True for n in names}
+    jobs = [(n, j) for n in names for j, b in enumerate(levels) if b is not None and n in records[b]]
+    work = copy.deepcopy(model) if any(v.strategy == "swap" for v in variants.values()) else None
+    for n, j in track(jobs, "measuring layers", enabled=progress):
+        v = variants[levels[j]]
+        size[n][j] = records[levels[j]][n].bytes_after
+        if v.strategy == "swap":
+            with v.swapped(work, n, v.full) as variant:
+                score = ev.measure(variant)
+        else:
+            score = ev.measure(v.only({n}))
+        loss[n][j] = score.loss
+        same[n] = same[n] and score.identical
+    return LayerTable(list(levels), loss, size, [n for n in names if same[n]])
 
 
 # --- the entry points ------------------------------------------------------------------------
@@ -255,6 +211,9 @@ def search_plan(
     max_batches: int | None = None,
     calib_data=None,
     compare_uniform: bool = True,
+    polish: int = DEFAULT_POLISH,
+    table: LayerTable | None = None,
+    evaluator: Evaluator | None = None,
     progress: bool | None = None,
 ) -> MixedPrecisionPlan:
     """Plan per-layer precision and verify it by measuring (see the module docstring).
@@ -275,18 +234,23 @@ def search_plan(
         max_batches: measure on the first ``max_batches`` batches (a subset).
         calib_data: calibration data for methods that calibrate (default: ``data``).
         compare_uniform: also measure every uniform bit width, for comparison.
+        polish: measurements the finishing pass (step 4) may spend; 0 skips it.
+        table: per-layer measurements of an earlier plan with the same model, data, method
+            and candidates (``plan.table``): skips step 1.
+        evaluator: a ready :class:`~quantlens.analysis.scoring.Evaluator` (cached float outputs).
         progress: show a progress bar.
 
     Returns:
         A :class:`MixedPrecisionPlan` (``.config`` is what :func:`plan_mixed_precision` returns).
 
     Raises:
-        ConfigError: bad candidates, or a ``target_size`` below the smallest reachable size.
+        ConfigError: bad candidates, a ``target_size`` below the smallest reachable size, or
+            a ``table`` measured for other candidates or layers.
     """
-    configs = _candidate_configs(method, candidates)
+    configs = candidate_configs(method, candidates)
     method = method or next(c for c in configs.values() if c is not None)
     levels = list(configs)
-    ev = Evaluator(model, data, metric=metric, max_batches=max_batches)
+    ev = evaluator or Evaluator(model, data, metric=metric, max_batches=max_batches)
     warn_small(ev.samples, "the mixed-precision plan")
     calib = calib_data if calib_data is not None else data
     batch = first_batch(data)
@@ -298,26 +262,17 @@ def search_plan(
     float_bytes = memory_bytes(model)[0]
     modules = dict(model.named_modules())
     fbytes = {n: next(r[n].bytes_before for r in records.values() if n in r) for n in names}
+    if table is None:
+        table = _measure_table(model, variants, ev, levels, names, records, fbytes, progress)
+    else:
+        table.check(levels, names)
+    loss, size = table.loss, table.size
+    unused = set(table.identical)  # measured loss 0 at every width: the greedy order lowers them first
 
-    loss = {n: [0.0] * len(levels) for n in names}
-    size = {n: [fbytes[n]] * len(levels) for n in names}
-    jobs = [(n, j) for n in names for j, b in enumerate(levels) if b is not None and n in records[b]]
-    work = copy.deepcopy(model) if any(v.strategy == "swap" for v in variants.values()) else None
-    for n, j in track(jobs, "measuring layers", enabled=progress):
-        v = variants[levels[j]]
-        size[n][j] = records[levels[j]][n].bytes_after
-        if v.strategy == "swap":
-            with v.swapped(work, n, v.full) as variant:
-                loss[n][j] = ev.measure(variant).loss
-        else:
-            loss[n][j] = ev.measure(v.only({n})).loss
-
-    moves = _greedy_moves(levels, loss, size, names)
-    saved_after = [0]
+    moves = greedy_moves(table)
     loss_after = [0.0]
     state = {n: 0 for n in names}
     for n, j in moves:
-        saved_after.append(saved_after[-1] + size[n][state[n]] - size[n][j])
         loss_after.append(loss_after[-1] + loss[n][j] - loss[n][state[n]])
         state[n] = j
 
@@ -329,35 +284,45 @@ def search_plan(
     def measure_state(state: dict[str, int]):
         key = tuple(state[n] for n in names)
         if key not in measured:
-            cfg = _build_config(method, levels, configs, state, groups)
+            cfg = build_config(method, levels, configs, state, groups)
             if all(levels[j] is None for j in state.values()):
-                measured[key] = (Score(ev.baseline, 0.0), float_bytes, cfg)
+                measured[key] = (Score(ev.baseline, 0.0, True), float_bytes, cfg)
             else:
                 qm = quantize(model, cfg, calib_data=calib, calib_batches=max_batches, progress=False)
                 measured[key] = (ev.measure(qm), memory_bytes(qm)[0], cfg)
         return measured[key]
 
     def measure(k: int):
-        return measure_state(_state_after(moves, k, names))
+        return measure_state(state_after(moves, k, names))
+
+    def predicted_bytes(state) -> int:
+        return float_bytes - sum(fbytes[n] - size[n][state[n]] for n in names)
 
     n_moves = len(moves)
-    start_bytes = float_bytes - sum(fbytes[n] - size[n][0] for n in names)  # every layer at its first level
+    search = Search(budget=max(0, polish))
     if target_size is not None:
-        smallest = start_bytes - saved_after[-1]
+        smallest = predicted_bytes(state_after(moves, n_moves, names))
         if target_size < smallest:
             raise ConfigError(f"target_size {target_size:,} bytes is below the smallest size these candidates reach "
                               f"(about {smallest:,} bytes); raise it or add lower bit widths")
-        k = next(i for i in range(n_moves + 1) if start_bytes - saved_after[i] <= target_size)
+        k = next(i for i in range(n_moves + 1) if predicted_bytes(state_after(moves, i, names)) <= target_size)
         while measure(k)[1] > target_size and k < n_moves:
             k += 1
         budget = {"target_size": int(target_size)}
-        final = _state_after(moves, k, names)
-        slack = target_size - measure(k)[1]
-        refined = _fill_slack(dict(final), loss, size, slack)
+        final = state_after(moves, k, names)
+        refined = fill_slack(final, table, target_size - measure(k)[1])
         if refined != final:
             r_score, r_bytes, _ = measure_state(refined)
             if r_bytes <= target_size and r_score.loss <= measure(k)[0].loss:
                 final = refined
+
+        def fits_better(trial, current) -> bool:
+            score, nbytes, _ = measure_state(trial)
+            return nbytes <= target_size and score.loss < measure_state(current)[0].loss
+
+        if measure_state(final)[1] <= target_size:
+            final = search.run(final, lambda s: [t for t in single_moves(s, table, cheaper=False)
+                                                 if predicted_bytes(t) <= target_size], fits_better)
         ok = measure_state(final)[1] <= target_size
     else:
         if ev.metric.noise:
@@ -379,14 +344,19 @@ def search_plan(
         while hi - lo > 1 and len(measured) < MAX_MEASUREMENTS:
             mid = (lo + hi) // 2
             lo, hi = (mid, hi) if within(mid) else (lo, mid)
-        final, ok = _state_after(moves, lo, names), within(lo)
+        final, ok = state_after(moves, lo, names), within(lo)
+        if ok:
+            final = search.run(final, lambda s: single_moves(s, table, cheaper=True),
+                               lambda trial, _: measure_state(trial)[0].loss <= limit + 1e-9)
     score, nbytes, cfg = measure_state(final)
     layers = [LayerChoice(n, _kind(records, n), _params(modules, n), levels[final[n]], size[n][final[n]],
                           loss[n][final[n]]) for n in names]
     predicted = sum(loss[n][final[n]] for n in names)
     plan = MixedPrecisionPlan(cfg, layers, ev.metric.name, ev.metric.unit, ev.metric.loss_unit, ev.baseline, budget,
                               predicted, score.value, score.loss, nbytes, float_bytes, ok,
-                              measurements=len(measured), samples=ev.samples)
+                              measurements=len(measured), samples=ev.samples, table=table,
+                              final_moves=[(n, levels[a], levels[b]) for n, a, b in search.taken],
+                              complete=search.complete, unused=[n for n in names if n in unused])
     if compare_uniform:
         for b, v in variants.items():
             s = ev.measure(v.full)

@@ -113,10 +113,15 @@ def resolve_metric(metric: str | Callable | Metric | None, reference: Outputs) -
 
 @dataclass(frozen=True)
 class Score:
-    """One measurement: the metric's value and its loss against the float model."""
+    """One measurement: the metric's value and its loss against the float model.
+
+    ``identical`` is True when the variant's outputs equal the float outputs bit for bit
+    (the quantized layers do not reach what the metric sees, e.g. a pooler under a
+    mean-pooled embedding)."""
 
     value: float
     loss: float
+    identical: bool = False
 
 
 class Evaluator:
@@ -153,4 +158,4 @@ class Evaluator:
             raise InputError(f"the variant's outputs {tuple(out.values.shape)} differ in shape from the float "
                              f"model's {tuple(self.reference.values.shape)}")
         value = self.metric.fn(self.reference, out)
-        return Score(value, self.metric.loss(self.baseline, value))
+        return Score(value, self.metric.loss(self.baseline, value), torch.equal(out.values, self.reference.values))
