@@ -41,29 +41,16 @@ def _export_silently(model, path, **kwargs):
     return out
 
 
-# DynamicLinear's int_mm path (auto on CPUs with VNNI/AMX) writes its float result into the
-# int32 GEMM output through ``acc.view(torch.float32)``; torch.jit.trace (torch 2.13) cannot
-# record ``Tensor.view(dtype)`` ("We don't have an op for aten::view ... Argument types:
-# Tensor, int"). Strict: once that path traces, these cases pass and the marker must go.
-_INT_MM_BLOCKER = "DynamicLinear's int_mm path uses Tensor.view(dtype), which torch.jit.trace cannot record"
-
-
-def _mark_untraceable_paths(request, layers, x) -> None:
-    if any(layer.kernel_for(x).name == "int_mm" for layer in layers):
-        request.applymarker(pytest.mark.xfail(strict=True, raises=InputError, reason=_INT_MM_BLOCKER))
-
-
 def _accuracy(out: torch.Tensor, labels: torch.Tensor) -> float:
     return (out.argmax(1) == labels).float().mean().item()
 
 
 @pytest.mark.parametrize("head_kernel", ["auto", "fbgemm"])
-def test_dynamic_lstm_model_traces_and_loads_with_equal_outputs(head_kernel, digits_seq, tmp_path, request):
+def test_dynamic_lstm_model_traces_and_loads_with_equal_outputs(head_kernel, digits_seq, tmp_path):
     model = zoo.load_model("digits-lstm")
     qm = ql.quantize(model, ql.Dynamic())  # the LSTM and the Linear head
     assert isinstance(qm.rnn, DynamicRNN) and isinstance(qm.fc, DynamicLinear)
     qm.fc.kernel = head_kernel
-    _mark_untraceable_paths(request, [qm.fc], torch.zeros(2, 64))
     path = _export_silently(qm, tmp_path / "lstm.pt", example_inputs=zoo.example_inputs("digits-lstm"))
     loaded = torch.jit.load(str(path))
     x = digits_seq.inputs  # 450 sequences: another batch size than the 2 it was traced with
@@ -95,7 +82,7 @@ _PATHS = [(k.dtype, name) for name, k in dynamic_kernels().items()]
 
 
 @pytest.mark.parametrize("dtype,kernel", [("int8", "auto"), ("float16", "auto"), *_PATHS])
-def test_dynamic_linear_mlp_traces_on_every_kernel_path(dtype, kernel, tmp_path, request):
+def test_dynamic_linear_mlp_traces_on_every_kernel_path(dtype, kernel, tmp_path):
     digits = zoo.load_dataset("digits", "test").inputs.flatten(1)  # (450, 64)
     qm = ql.quantize(_mlp(), ql.Dynamic(dtype=dtype))
     layers = [m for m in qm.modules() if isinstance(m, DynamicLinear)]
@@ -105,7 +92,6 @@ def test_dynamic_linear_mlp_traces_on_every_kernel_path(dtype, kernel, tmp_path,
         reason = dynamic_kernels()[kernel].accepts(layer, digits) if kernel != "auto" else None
         if reason is not None:
             pytest.skip(f"kernel path {kernel!r} does not run here: {reason}")
-    _mark_untraceable_paths(request, layers, digits)
     path = _export_silently(qm, tmp_path / "mlp.pt", example_inputs=digits[:3])  # a bare tensor is accepted
     loaded = torch.jit.load(str(path))
     with torch.no_grad():

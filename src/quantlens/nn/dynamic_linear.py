@@ -23,11 +23,10 @@ and whose ``auto`` rule holds for this machine):
 path       what runs                                                               auto when
 =========  ======================================================================  =========
 int_mm     ``torch._int_mm`` (int8 x int8 -> int32, exact) on the codes ``q``      CUDA (M >
-           in [0, 127], then ``s * (ws * acc - z * c) + b`` in two in-place        16, K, N %
-           passes over the output. On CPUs without VNNI/AMX PyTorch runs it as     8 == 0), or
-           a plain loop (about 1 GOP/s measured on an AVX2 EPYC); with             a CPU with
-           AVX512-VNNI it is the fastest path (MiniLM shapes: 2.4-3x fp32, vs      VNNI / AMX
-           1.5-2x for fbgemm, see benchmarks/int8_dynamic.py)
+           in [0, 127], then ``s * (ws * acc - z * c) + b``. On CPUs without       16, K, N %
+           VNNI/AMX PyTorch runs it as a plain loop (about 1 GOP/s measured on     8 == 0), or
+           an AVX2 EPYC); with AVX512-VNNI it is the fastest int8 GEMM here        a CPU with
+           (see benchmarks/int8_dynamic.py)                                        VNNI / AMX
 fbgemm     ``quantized::linear_with_input_q_dq_qweight_dq_output_fp32`` on the     CPU, x86 /
            per-token-scaled input (scale 1, zero-point 0: the op rounds, the       fbgemm
            int8 GEMM is exact), then ``s * (g - z c) + b``                         engine
@@ -188,8 +187,7 @@ def _int_mm_run(layer, state, x2d):
     wt, c = state
     q, s, z = _codes(x2d, layer.per_token)  # q in [0, 127]: already an int8 value
     acc = torch._int_mm(q.to(torch.int8), wt)  # (M, N) int32, exact
-    # y = s * (ws * acc - z * c) + b, reusing acc's memory for the float result
-    y = torch.mul(acc, layer.weight_scale, out=acc.view(torch.float32))
+    y = torch.mul(acc, layer.weight_scale)  # y = s * (ws * acc - z * c) + b
     y.addr_(z.reshape(-1).expand(y.shape[0]), c, alpha=-1)
     y.mul_(s)
     return y.add_(layer.bias) if layer.bias is not None else y
