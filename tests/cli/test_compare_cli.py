@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +13,13 @@ import torch
 from quantlens import zoo
 from quantlens.cli import main
 from quantlens.eval import presets
+
+
+def strict_json(text: str):
+    def reject(name):
+        raise AssertionError(f"not valid JSON: {name}")
+
+    return json.loads(text, parse_constant=reject)
 
 
 def _run(capsys, *argv):
@@ -43,6 +52,34 @@ def test_data_of_the_wrong_shape_names_both_shapes(capsys, tmp_path):
     code, _, err = _run(capsys, "digits-cnn", "--data", str(path), "--methods", "static", "--out", str(tmp_path / "o"))
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "(8, 3, 5, 5)" in err and "(N, 1, H, W)" in err
+    assert not (tmp_path / "o").exists()  # checked before the output folder is created
+
+
+@pytest.mark.parametrize("under", ["a-file", "/dev/null"])
+def test_out_below_a_file_is_a_one_line_error(capsys, tmp_path, under):
+    parent = tmp_path / under if under == "a-file" else Path(under)
+    if under == "a-file":
+        parent.write_text("not a folder")
+    code, _, err = _run(capsys, "--out", str(parent / "x"), "--methods", "static")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert f"--out {parent / 'x'}" in err and "not a folder" in err
+
+
+def test_an_image_folder_without_torchvision_says_which_extra(capsys, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # import torchvision raises ImportError
+    (tmp_path / "images" / "cat").mkdir(parents=True)
+    code, _, err = _run(capsys, "digits-cnn", "--data", str(tmp_path / "images"), "--out", str(tmp_path / "o"))
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "torchvision" in err and "pip install 'quantlens[vision]'" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_bad_grid_is_a_one_line_error(capsys, tmp_path):
+    for grid, expected in ((["bits=8,4"], "Static has no setting 'bits'"), (["observer"], "key=value"),
+                           (["backend=arm"], "unknown backend 'arm'")):
+        code, _, err = _run(capsys, "--sweep", "static", "--grid", *grid, "--out", str(tmp_path / "o"))
+        assert code == 2 and len(err.strip().splitlines()) == 1 and expected in err, err
+    assert not (tmp_path / "o").exists()
 
 
 def test_existing_output_folder_needs_force(capsys, tmp_path):
@@ -79,23 +116,29 @@ def test_a_run_writes_every_output(capsys, tmp_path, small_data):
     assert code == 0, stdout
     for name in ("report.html", "report.md", "results.json", "results.csv", "accuracy_vs_latency.png", "size.png"):
         assert (out / name).is_file(), name
-    data = json.loads((out / "results.json").read_text())
+    data = strict_json((out / "results.json").read_text())  # valid JSON: no Infinity (float's SQNR)
     assert [r["name"] for r in data["rows"]] == ["float", "static"]
+    assert data["rows"][0]["sqnr_db"] is None and data["non_finite"]["/rows/0/sqnr_db"] == "inf"
     assert data["command"].startswith("quantlens compare digits-cnn --data")
     assert "static" in stdout and ("Use static" in stdout or "Keep the float" in stdout)
     code, stdout, _ = _run(capsys, "digits-cnn", "--data", str(small_data), "--methods", "static", "--reps", "1",
                            "--no-memory", "--out", str(out), "--force", "--json")
-    assert code == 0 and json.loads(stdout)["rows"][1]["name"] == "static"
+    assert code == 0 and strict_json(stdout)["rows"][1]["name"] == "static"
 
 
-def test_sweep_reports_one_row_per_setting(capsys, tmp_path, small_data, monkeypatch):
-    monkeypatch.setitem(presets.SWEEPS, "static", {"observer": ("minmax",), "per_channel": (True, False)})
+def test_sweep_grid_from_the_command_line_varies_the_backend(capsys, tmp_path, small_data):
     out = tmp_path / "sweep"
-    code, _, _ = _run(capsys, "digits-cnn", "--data", str(small_data), "--sweep", "static", "--reps", "1",
-                      "--no-memory", "--out", str(out))
-    assert code == 0
-    names = [r["name"] for r in json.loads((out / "results.json").read_text())["rows"]]
-    assert names == ["float", "observer=minmax,per_channel=True", "observer=minmax,per_channel=False"]
+    code, _, err = _run(capsys, "digits-cnn", "--data", str(small_data), "--sweep", "static", "--grid",
+                        "observer=minmax", "per_channel=true,false", "backend=x86,qnnpack", "--reps", "1",
+                        "--no-memory", "--out", str(out))
+    assert code == 0, err
+    data = strict_json((out / "results.json").read_text())
+    assert [r["name"] for r in data["rows"]] == [
+        "float", "observer=minmax,per_channel=True,backend=x86", "observer=minmax,per_channel=True,backend=qnnpack",
+        "observer=minmax,per_channel=False,backend=x86", "observer=minmax,per_channel=False,backend=qnnpack"]
+    assert [r["config"]["backend"] for r in data["rows"][1:]] == ["x86", "qnnpack", "x86", "qnnpack"]
+    assert all(r["status"] == "ok" and r["accuracy"] > 90 for r in data["rows"]), [r["error"] for r in data["rows"]]
+    assert "--grid observer=minmax per_channel=true,false backend=x86,qnnpack" in data["command"]
 
 
 def test_a_failing_method_exits_1_but_keeps_the_report(capsys, tmp_path, small_data, monkeypatch):
@@ -120,6 +163,39 @@ def test_ctrl_c_keeps_the_rows_in_results_json(capsys, tmp_path, small_data, mon
     assert code == 130 and "interrupted" in err
     data = json.loads((out / "results.json").read_text())
     assert data["interrupted"] and [r["name"] for r in data["rows"]] == ["float"]
+
+
+def test_ctrl_c_wrapped_in_another_error_inside_a_method_stops_the_run(capsys, tmp_path, small_data, monkeypatch):
+    from quantlens.eval import compare as compare_mod
+
+    def interrupted_import(*args, **kwargs):  # torch re-raises a Ctrl-C in a lazy import as another error
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as exc:
+            raise RuntimeError("import of torch._dynamo failed") from exc
+
+    monkeypatch.setattr(compare_mod, "quantize_one", interrupted_import)
+    out = tmp_path / "r"
+    code, _, err = _run(capsys, "digits-cnn", "--data", str(small_data), "--methods", "qat,static", "--reps", "1",
+                        "--no-memory", "--out", str(out))
+    assert code == 130 and "interrupted" in err and "failed" not in err
+    data = strict_json((out / "results.json").read_text())
+    assert data["interrupted"] and [r["name"] for r in data["rows"]] == ["float"]
+
+
+def test_ctrl_c_during_the_float_row_writes_nothing(capsys, tmp_path, small_data, monkeypatch, recwarn):
+    from quantlens.eval import compare as compare_mod
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(compare_mod, "measure_row", interrupt)
+    out = tmp_path / "r"
+    code, _, err = _run(capsys, "digits-cnn", "--data", str(small_data), "--methods", "static", "--reps", "1",
+                        "--no-memory", "--out", str(out))
+    assert code == 130 and "nothing written" in err and len(err.strip().splitlines()) <= 2
+    assert not out.exists()
+    assert not [w for w in recwarn if "artists" in str(w.message)]
 
 
 def test_a_checkpoint_is_compared_with_the_float_model_it_came_from(capsys, tmp_path, small_data):

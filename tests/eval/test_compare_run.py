@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 
@@ -62,3 +64,63 @@ def test_qat_trains_when_train_data_is_given(digits_model, digits_test):
     qat = comparison.rows[1]
     assert qat.ok, qat.error
     assert any("QAT: 1 epoch" in n for n in qat.notes)
+
+
+def _wrapped_interrupt(via: str):
+    """What torch does when Ctrl-C lands in a lazy import: another error, the interrupt in its chain."""
+    def raiser(*args, **kwargs):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as exc:
+            if via == "cause":
+                raise RuntimeError("failed to import torch._dynamo") from exc
+            raise ql.QuantlensError("graph capture failed")  # __context__ only
+    return raiser
+
+
+@pytest.mark.parametrize("via", ["cause", "context"])
+def test_a_ctrl_c_wrapped_in_another_error_stops_the_run(digits_model, digits_test, monkeypatch, via):
+    started = []
+    monkeypatch.setattr(compare_mod, "quantize_one", _wrapped_interrupt(via))
+    comparison = run_comparison(digits_model, {"qat": ql.QAT(), "static": FAST_STATIC}, data=digits_test,
+                                reps=1, warmup=0, memory=False, on_start=lambda n, i, t: started.append(n))
+    assert comparison.interrupted and [r.name for r in comparison.rows] == ["float"]
+    assert started == ["float", "qat"]  # static never started
+
+
+def test_interrupted_by_walks_cause_and_context():
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise ValueError("inner") from None  # __cause__ None, __context__ still the interrupt
+    except ValueError as exc:
+        wrapped = exc
+    assert compare_mod.interrupted_by(wrapped)
+    assert not compare_mod.interrupted_by(RuntimeError("plain"))
+
+
+def test_float_layers_are_counted_with_the_reason(digits_model, digits_test):
+    comparison = run_comparison(
+        digits_model, {"linear-only": ql.WeightOnly(bits=8, group_size=None), "dynamic": ql.Dynamic()},
+        data=digits_test, reps=1, warmup=0, memory=False)
+    w8, dynamic = comparison.rows[1:]
+    for row in (w8, dynamic):
+        assert (row.layers_quantized, row.layers_float) == (1, 12)
+        assert row.float_kinds == {"Conv2d": 6, "BatchNorm2d": 6}
+    assert any(n.startswith("6 Conv2d left float (") and "linear" in n for n in w8.notes), w8.notes
+
+
+def test_weight_layers_a_summary_does_not_mention_count_as_float(digits_model):
+    from quantlens.methods.base import QuantSummary
+
+    q = copy.deepcopy(digits_model)
+    q.quantlens_summary = QuantSummary()
+    q.quantlens_summary.add("fc", "Linear", "quantized")
+    q.quantlens_summary.add("stem.1", "BatchNorm2d", "float", reason="no quantized BatchNorm2d")
+    q.quantlens_config = ql.WeightOnly(bits=8, group_size=None)
+    left = compare_mod.float_layers(digits_model, q)
+    assert [x["name"] for x in left] == ["stem.1", "stem.0", "block1.conv1", "block1.conv2", "down.0",
+                                         "block2.conv1", "block2.conv2"]
+    assert left[0]["reason"] == "no quantized BatchNorm2d"
+    assert left[1] == {"name": "stem.0", "kind": "Conv2d", "reason": "not in WeightOnly's modules=('linear',)"}

@@ -107,3 +107,37 @@ def test_no_speed_up_means_keep_float_for_speed(synthetic_report):
             row.latency_ms = 50.0
     text = synthetic_report.recommendation()
     assert text.startswith("No method is faster than float") and "static is 4.0× smaller" in text
+
+
+def test_tiny_changes_read_zero_and_gains_read_as_gains(synthetic_report):
+    static = synthetic_report.row("static")
+    static.accuracy = 99.0 - 1e-4  # rounds to -0.00
+    md = synthetic_report.to_markdown()
+    assert "| static | 99.00 (0.00) |" in md and "-0.00" not in md
+    assert "(no change)" in synthetic_report.recommendation()
+    static.accuracy = 99.25
+    assert "(0.25 points higher)" in synthetic_report.recommendation()
+    assert "| static | 99.25 (+0.25) |" in synthetic_report.to_markdown()
+
+
+def test_embedding_quality_is_labelled_similarity(synthetic_report, tmp_path):
+    synthetic_report.comparison.settings["task"] = "embedding"
+    md = synthetic_report.to_markdown()
+    assert "| method | similarity % |" in md and "accuracy %" not in md
+    assert "similarity to float 98.50% vs 99.00% float" in synthetic_report.recommendation()
+    page = synthetic_report.to_html(tmp_path / "r.html").read_text()
+    assert "<th>similarity %</th>" in page and "<th>accuracy %</th>" not in page
+
+
+def test_a_report_without_rows_writes_no_plot_and_no_warning(tmp_path):
+    import warnings
+
+    from quantlens.eval.compare import Comparison
+
+    empty = Report(Comparison([], {}, None, {}, interrupted=True))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib's "No artists with labels" would fail here
+        assert empty.plot(tmp_path) == []
+        page = empty.to_html(tmp_path / "r.html").read_text()
+    assert "Interrupted before the first model was measured" in page
+    assert "nothing to recommend" in empty.to_markdown()
