@@ -56,13 +56,15 @@ def test_size_budget_beats_uniform_at_equal_size(toy_method, mlp_data):
 
 def test_config_round_trips_and_reports_unknown_layers(toy_method, mlp_data):
     model = _deep_mlp()
-    cfg = plan_mixed_precision(model, mlp_data, method=toy_method(bits=8), candidates=(8, 2), min_sqnr_db=15)
+    # 4 bits or float: the fragile layer "2" stays float (a skip), the others go to 4 bits
+    cfg = plan_mixed_precision(model, mlp_data, method=toy_method(bits=8), candidates=(8, 4, None), min_sqnr_db=15)
+    assert cfg.skip == ("2",) and cfg.bits == 4
     again = config_from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert again == cfg
-    other = nn.Sequential(nn.Linear(64, 4))
-    if cfg.overrides or cfg.skip:
-        with pytest.raises(ConfigError, match="match no module"):
-            ql.quantize(other, cfg)
+    other = nn.Sequential(nn.Linear(64, 4))  # has a module "0" but no "2"
+    with pytest.raises(ConfigError, match="match no module") as info:
+        ql.quantize(other, cfg)
+    assert "'2'" in str(info.value)
 
 
 def test_single_layer_model_and_bad_budgets(toy_method):
@@ -74,3 +76,31 @@ def test_single_layer_model_and_bad_budgets(toy_method):
         search_plan(model, x, method=toy_method(bits=8), candidates=(8, 4), target_size=10)
     with pytest.raises(ConfigError, match="not a bit width"):
         search_plan(model, x, method=toy_method(bits=8), candidates=(8, "four"))
+
+
+class _SideBranch(nn.Module):
+    """A model that computes a branch it never returns (like a pooler under mean pooling)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.main = nn.Linear(64, 8)
+        self.side = nn.Linear(64, 8)
+
+    def forward(self, x):
+        self.side(x)
+        return self.main(x)
+
+
+def test_layers_that_do_not_reach_the_outputs_are_reported_and_tables_are_reused(toy_method, mlp_data):
+    model = _SideBranch().eval()
+    plan = search_plan(model, mlp_data, method=toy_method(bits=8), candidates=(8, 4, 2, None), min_sqnr_db=30,
+                       compare_uniform=False)
+    assert plan.unused == ["side"] and plan.bits["side"] == 2  # free to lower: the outputs never see it
+    assert plan.table.loss["side"] == [0.0] * 4 and plan.table.loss["main"][3] > 0
+    assert "do not reach" in str(plan) and plan.to_dict()["table"]["identical"] == ["side"]
+    again = search_plan(model, mlp_data, method=toy_method(bits=8), candidates=(8, 4, 2, None), min_sqnr_db=30,
+                        compare_uniform=False, table=plan.table)
+    assert again.bits == plan.bits and again.measured_drop == plan.measured_drop
+    with pytest.raises(ConfigError, match="reuse a table only"):
+        search_plan(model, mlp_data, method=toy_method(bits=8), candidates=(8, 4), table=plan.table)

@@ -36,6 +36,30 @@ def test_debug_prints_advice_and_writes_a_plan_quantize_applies(tmp_path, capsys
     assert (tmp_path / "plots" / "sensitivity.png").is_file() and (tmp_path / "plots" / "layer_sqnr.png").is_file()
 
 
+def test_quantize_applies_the_plan_debug_wrote(tmp_path, capsys):
+    method = tmp_path / "method.json"  # the convolutions too, per output channel
+    method.write_text(json.dumps(WeightOnly(bits=4, group_size=None, modules=("linear", "conv2d")).to_dict()))
+    plan_path = tmp_path / "plan.json"
+    assert main(["debug", "digits-cnn", "--config", str(method), "--max-batches", "2", "--candidates", "8,4,2,float",
+                 "--max-drop", "0.5", "--plan-out", str(plan_path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    planned = {c["name"]: c["bits"] for c in report["plan"]["layers"]}
+    assert len(set(planned.values())) > 1  # a real mix of widths
+    cfg = config_from_dict(json.loads(plan_path.read_text()))
+    assert cfg.overrides or cfg.skip
+    out = tmp_path / "ckpt"
+    assert main(["quantize", "digits-cnn", "--config", str(plan_path), "-o", str(out)]) == 0
+    capsys.readouterr()
+    qm = ql.load(out)
+    assert qm.quantlens_config == cfg
+    for name, bits in planned.items():  # every layer stored at the width the plan chose
+        module = qm.get_submodule(name)
+        if bits is None:
+            assert type(module).__name__ in ("Conv2d", "Linear")
+        else:
+            assert module.scheme.bits == bits, name
+
+
 def test_debug_reports_plan_layers_missing_from_the_model(tmp_path, capsys):
     bad = WeightOnly(bits=4, group_size=32, overrides={"encoder.layer.0.*": WeightOnly(bits=8)})
     path = tmp_path / "bad.json"
