@@ -7,6 +7,7 @@ from torch import nn
 
 import quantlens as ql
 from quantlens.analysis import advise, apply_advice, compare_layers, sensitivity
+from quantlens.analysis.advice import MIN_NOISE_PERCENT, MIN_OBSERVER_GAIN_DB
 from quantlens.analysis.layers import LayerComparison, LayerError
 from quantlens.analysis.ranges import ActivationStats, ObserverRange, RangeReport
 from quantlens.analysis.sensitivity import LayerSensitivity, SensitivityResult
@@ -67,3 +68,40 @@ def test_weight_only_fragile_layer_gets_more_bits(toy_method):
     assert resolve(fixed, "2").bits == 8 and resolve(fixed, "0").bits == 4
     better = sensitivity(model, x, fixed)
     assert better.full_drop < sens.full_drop
+
+
+def test_sqnr_metric_advice_needs_a_meaningful_noise_floor():
+    # Static on a single Linear: 32 dB output SQNR (0.06% noise power) is not a problem to fix
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 4)).eval()
+    x = torch.randn(256, 16, generator=torch.Generator().manual_seed(0))
+    cfg = ql.Static(observer="minmax")
+    sens = sensitivity(model, x, cfg)
+    assert sens.metric == "sqnr" and 0.0 < sens.full_drop < MIN_NOISE_PERCENT
+    assert advise(cfg, sens) == []
+    # calibrated on data with one huge value: min-max spends the 8-bit input grid on it
+    spiky = x.clone()
+    spiky[0, 0] = 2_000.0
+    sens = sensitivity(model, x, cfg, calib_data=spiky)
+    assert sens.full_drop > 10 * MIN_NOISE_PERCENT
+    tips = advise(cfg, sens)
+    assert [t.layer for t in tips] == ["0"]
+
+
+def test_accuracy_drop_below_the_floor_gives_no_advice():
+    sens = _sens([("a", 10_000, 0.15), ("b", 10_000, 0.05)], 0.18)  # under MIN_DROP_POINTS
+    assert advise(ql.Static(), sens) == []
+    sens = _sens([("a", 10_000, 0.15), ("b", 10_000, 0.4)], 0.5)
+    assert [t.layer for t in advise(ql.Static(), sens)] == ["b"]
+
+
+def test_observer_tip_needs_a_measured_gain_not_just_an_outlier_ratio():
+    cfg = ql.Static(observer="minmax")
+    sens = _sens([("a", 10_000, 1.0), ("b", 10_000, 0.9)], 2.0)
+    layers = LayerComparison([_layer("a", 45.0, 30.0), _layer("b", 45.0, 30.0)])
+    # both layers have 25x outliers; only b's best observer measures above MIN_OBSERVER_GAIN_DB
+    ranges = RangeReport([_act("a", "percentile", 25.0, 0.1), _act("b", "percentile", 25.0, MIN_OBSERVER_GAIN_DB + 0.5)],
+                         64, 8, "input")
+    tips = {t.layer: t for t in advise(cfg, sens, layers=layers, ranges=ranges)}
+    assert tips["a"].action != "observer"
+    assert tips["b"].action == "observer" and "+1.5 dB" in tips["b"].evidence

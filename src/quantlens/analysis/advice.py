@@ -8,13 +8,20 @@ first match wins per layer:
 
 1. weight error dominates and the config has a narrower width to leave: *raise its bits*;
 2. weight error dominates under per-tensor weights: *switch to per-channel*;
-3. the activations are heavy-tailed and another observer measures better: *use that
-   observer* (percentile / MSE / entropy), for methods that quantize activations;
+3. another observer's range measures at least :data:`MIN_OBSERVER_GAIN_DB` better on the
+   layer's activations than the configured one: *use that observer* (percentile / MSE /
+   entropy), for methods that quantize activations;
 4. the layer is small (under 5% of the parameters): *skip it* (keep it in float);
 5. otherwise: *raise its bits* if possible, else *skip it*;
 
 and once for the whole model: when no single layer accounts for most of the drop (the
 loss is spread), *QAT* for int8 methods.
+
+Advice only fires for effects that matter. A layer is a problem layer when quantizing it
+alone costs at least a tenth of the whole model's drop *and* at least an absolute floor:
+:data:`MIN_DROP_POINTS` points of accuracy / cosine / agreement, or
+:data:`MIN_NOISE_PERCENT` % noise power under the SQNR metric (an SQNR of 30 dB, the
+planner's default budget). A whole model whose drop is below the floor gets no advice.
 
 Each :class:`Advice` carries an ``override`` config (or a skip) so the suggestions can be
 applied with :func:`apply_advice`.
@@ -40,6 +47,11 @@ NEXT_BITS = {1: 2, 2: 4, 3: 4, 4: 8, 5: 8, 6: 8, 7: 8}
 SMALL_LAYER = 0.05  # share of the parameters under which skipping a layer is cheap
 WEIGHT_DOMINATES_DB = 3.0  # weight SQNR this far below the layer's own output SQNR: the weights are to blame
 SPREAD = 0.3  # the worst layer explains less than this share of the drop: the loss is spread
+RELATIVE_FLOOR = 0.1  # a problem layer explains at least this share of the whole model's drop
+MIN_DROP_POINTS = 0.2  # ... and costs at least this many points of accuracy / cosine / agreement
+MIN_NOISE_PERCENT = 0.1  # ... or, under the SQNR metric, this much noise power (% of the signal; 30 dB)
+MIN_OBSERVER_GAIN_DB = 1.0  # the observer tip needs at least this measured SQNR gain on the activations
+_FLOORS = {"points": MIN_DROP_POINTS, "% noise": MIN_NOISE_PERCENT}
 
 
 @dataclass
@@ -97,9 +109,15 @@ def _quantizes_activations(config: QuantConfig) -> bool:
     return _has(config, "observer")
 
 
+def significance_floor(loss_unit: str) -> float:
+    """The smallest loss worth advice in ``loss_unit`` (0 for a user metric of unknown scale)."""
+    return _FLOORS.get(loss_unit, 0.0)
+
+
 def problem_layers(sens: SensitivityResult, *, top: int = 5) -> list:
-    """The rows of ``sens`` that explain a real part of the drop (most sensitive first)."""
-    floor = max(0.1 * abs(sens.full_drop), 1e-9)
+    """The rows of ``sens`` that explain a real part of the drop and cost at least the
+    absolute floor (most sensitive first; see the module docstring)."""
+    floor = max(RELATIVE_FLOOR * abs(sens.full_drop), significance_floor(sens.loss_unit), 1e-9)
     return [r for r in sens.rows if r.drop >= floor][:top]
 
 
@@ -146,9 +164,10 @@ def advise(
         elif weight_bad and _has(config, "per_channel") and not config.per_channel:
             out.append(Advice(row.name, "per_channel", "switch its weights to per-channel scales",
                               cost + w_note, config.replace(skip=(), overrides=(), per_channel=True)))
-        elif (act is not None and _quantizes_activations(config) and act.heavy_tailed
-              and act.best_observer not in (None, getattr(config, "observer", None))):
-            gain = act.range_of(act.best_observer).sqnr_db - _observer_sqnr(act, config.observer)
+        elif (act is not None and _quantizes_activations(config)
+              and act.best_observer not in (None, getattr(config, "observer", None))
+              and _observer_gain(act, config.observer) >= MIN_OBSERVER_GAIN_DB):
+            gain = _observer_gain(act, config.observer)
             out.append(Advice(row.name, "observer", f"use the {act.best_observer} observer for its activations",
                               f"{cost}; its inputs reach {act.outlier_ratio:.1f}x their p99.9, "
                               f"{act.best_observer} range gives +{gain:.1f} dB",
@@ -161,18 +180,24 @@ def advise(
                               skip=tuple(escape(m) for m in group)))
         else:
             out.append(Advice(row.name, "raise_bits", f"raise its bits to {_bits(raised)} (override)", cost, raised))
-    if rows and sens.full_drop > 0 and rows[0].drop < SPREAD * sens.full_drop and _quantizes_activations(config):
+    worst = max((r.drop for r in sens.rows), default=0.0)
+    if (sens.full_drop >= max(significance_floor(unit), 1e-9) and worst < SPREAD * sens.full_drop
+            and _quantizes_activations(config)):
         out.append(Advice("", "qat", "the loss is spread over many layers: fine-tune with quantization-aware "
                                      "training (ql.QAT)",
-                          f"the worst layer explains {100 * rows[0].drop / sens.full_drop:.0f}% of the drop"))
+                          f"the worst layer explains {100 * worst / sens.full_drop:.0f}% of the drop of "
+                          f"{sens.full_drop:.3g} {unit}"))
     return out
 
 
-def _observer_sqnr(act, name: str) -> float:
+def _observer_gain(act, name: str) -> float:
+    """dB the best observer's range gains over ``name``'s (over min-max when ``name`` was not
+    measured; over 0 dB when neither was)."""
     try:
-        return act.range_of(name).sqnr_db
+        current = act.range_of(name).sqnr_db
     except KeyError:
-        return act.range_of("minmax").sqnr_db if any(r.observer == "minmax" for r in act.ranges) else 0.0
+        current = act.range_of("minmax").sqnr_db if any(r.observer == "minmax" for r in act.ranges) else 0.0
+    return act.range_of(act.best_observer).sqnr_db - current
 
 
 def apply_advice(config: QuantConfig, advice: list[Advice]) -> QuantConfig:
