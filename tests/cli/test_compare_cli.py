@@ -236,3 +236,21 @@ def test_the_analysis_flag_writes_the_sensitivity_plot(capsys, tmp_path, small_d
     assert "most sensitive layer of w8" in stdout
     page = (out / "report.html").read_text()
     assert "Where the error comes from" in page and 'alt="sensitivity"' in page
+
+
+def test_ctrl_c_while_start_up_imports_torch_is_one_line_exit_130():
+    import subprocess
+
+    # a Ctrl-C that lands while `import torch` runs (the first seconds of every command)
+    code = ("import sys\n"
+            "class Interrupt:\n"
+            "    @staticmethod\n"
+            "    def find_spec(name, *args):\n"
+            "        if name == 'torch':\n"
+            "            raise KeyboardInterrupt\n"
+            "sys.meta_path.insert(0, Interrupt)\n"
+            "import quantlens_launcher\n"
+            "sys.exit(quantlens_launcher.main(['compare']))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.strip() == "quantlens: interrupted"
