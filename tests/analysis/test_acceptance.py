@@ -81,7 +81,7 @@ def test_digits_cnn_finishing_pass_leaves_no_single_move_that_fits(digits_model,
     # later moves (stem.0 float -> 8-bit, ...) still fit; the finishing pass takes them.
     budget = 0.5
     common = {"method": DIGITS_METHOD, "candidates": (8, 4, 2, None), "max_accuracy_drop": budget,
-                  "table": digits_first.table, "compare_uniform": False}
+              "table": digits_first.table, "compare_uniform": False}
     prefix = search_plan(digits_model, digits_full, polish=0, **common)
     plan = search_plan(digits_model, digits_full, **common)
     assert prefix.met_budget and plan.met_budget and plan.measured_drop <= budget
