@@ -29,6 +29,7 @@ from quantlens.eval import latency as _latency
 from quantlens.eval import memory as _memory
 from quantlens.eval import quality as _quality
 from quantlens.eval import size as _size
+from quantlens.eval.interrupts import InterruptWatch, interrupted_by
 from quantlens.methods.base import QuantConfig, get_method, methods
 
 log = logging.getLogger(__name__)
@@ -286,23 +287,6 @@ def _keep_warnings(row: Row, caught: list) -> None:
             row.notes.append(text)
 
 
-def interrupted_by(exc: BaseException) -> bool:
-    """Whether a KeyboardInterrupt is anywhere in ``exc``'s chain (``__cause__`` /
-    ``__context__``): a Ctrl-C that a library caught and re-raised as another error (torch
-    does, e.g. in lazy imports during graph capture) is still a Ctrl-C."""
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        e = todo.pop()
-        if e is None or id(e) in seen:
-            continue
-        if isinstance(e, KeyboardInterrupt):
-            return True
-        seen.add(id(e))
-        todo += [e.__cause__, e.__context__]
-    return False
-
-
 def _error_text(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text[:300]}" if not isinstance(exc, QuantlensError) else text[:300]
@@ -383,7 +367,7 @@ def run_comparison(
         if on_row is not None:
             on_row(row, comparison)
 
-    with tempfile.TemporaryDirectory(prefix="quantlens-compare-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="quantlens-compare-") as tmp, InterruptWatch() as watch:
         workdir = Path(tmp)
         try:
             if on_start:
@@ -392,6 +376,8 @@ def run_comparison(
             measure_row(row, model, reference, data, bench, metric=metric, reps=reps, warmup=warmup,
                         threads=threads, memory=memory, progress=progress, workdir=workdir, memory_ref=float_ref)
             finish(row)
+            if watch.requested:
+                raise KeyboardInterrupt
             for i, (name, cfg) in enumerate(configs.items(), start=2):
                 if on_start:
                     on_start(name, i, total)
@@ -413,13 +399,15 @@ def run_comparison(
                     if on_model is not None:
                         on_model(row, qm, bench)
                 except Exception as exc:
-                    if interrupted_by(exc):
+                    if watch.requested or interrupted_by(exc):  # a Ctrl-C a dependency wrapped or swallowed
                         raise KeyboardInterrupt from exc
                     log.debug("method %s failed", name, exc_info=True)
                     row.status, row.error = "failed", _error_text(exc)
                 finish(row)
+                if watch.requested:  # swallowed inside a row that still finished: stop after it
+                    raise KeyboardInterrupt
         except Exception as exc:  # the float row: its errors are the run's, unless they wrap a Ctrl-C
-            if not interrupted_by(exc):
+            if not (watch.requested or interrupted_by(exc)):
                 raise
             comparison.interrupted = True
             log.warning("interrupted: keeping the %d row(s) measured so far", len(comparison.rows))

@@ -20,7 +20,8 @@ from torch import nn
 
 from quantlens.analysis.sensitivity import LayerSensitivity, SensitivityResult, sensitivity
 from quantlens.errors import InputError
-from quantlens.eval.compare import Comparison, Row, interrupted_by, run_comparison
+from quantlens.eval.compare import Comparison, Row, run_comparison
+from quantlens.eval.interrupts import interrupted_by
 from quantlens.eval.latency import DEFAULT_REPS, DEFAULT_WARMUP
 from quantlens.eval.presets import check_names, make_config
 from quantlens.methods.base import QuantConfig, config_from_dict
