@@ -36,9 +36,9 @@ td:first-child, th:first-child, td:last-child, th:last-child { text-align: left;
 td:last-child { white-space: normal; color: #5b6475; }
 tr.best td { background: #e8f5e9; font-weight: 600; } tr.failed td { color: #c62828; }
 tr.float td { background: #f3f4f6; }
-.plots { display: grid; grid-template-columns: repeat(auto-fill, minmax(540px, 1fr)); gap: 16px; }
+.plots { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(100%, 760px), 1fr)); gap: 16px; }
 figure { margin: 0; background: white; padding: 10px; border-radius: 6px; box-shadow: 0 1px 2px rgba(0,0,0,.08); }
-figure img { width: 100%; height: auto; display: block; }
+figure img { max-width: 100%; height: auto; display: block; margin: 0 auto; }
 figcaption { font-size: 13px; color: #5b6475; margin-top: 6px; }
 dl { display: grid; grid-template-columns: 220px 1fr; gap: 4px 14px; background: white; padding: 14px;
      border-radius: 6px; font-size: 14px; }
@@ -60,8 +60,11 @@ _CAPTIONS = {
     # analysis plots (quantlens.report.analysis_plots.ANALYSIS_PLOT_FILES)
     "sensitivity.png": "What quantizing each layer alone costs (everything else float), most sensitive on top; "
                        "red bars cost more than a fifth of the whole model's drop.",
-    "layer_sqnr.png": "Layer-by-layer SQNR vs float along the network; the red line marks where the error jumps.",
-    "activation_ranges.png": "Activation histograms with the clipping range each observer would choose.",
+    "layer_sqnr.png": "Layer-by-layer SQNR of the quantized layers vs float: the accumulated output error, each "
+                      "layer's own error (fed the float model's input) and its weight error; hollow markers on "
+                      "the top edge are exact. The red band marks where the error jumps.",
+    "activation_ranges.png": "Activation histograms of the float model on calibration data with the clipping "
+                             "range each observer would choose and the SQNR it gives.",
     "mixed_precision.png": "Size against measured drop of the mixed-precision plan and the uniform bit widths.",
 }
 
@@ -127,8 +130,19 @@ def _analysis(report: Report, plot_dir: Path | None) -> str:
     table.append("</tbody></table>")
     notes = "".join(f"<li>{_e(n)}</li>" for n in sens.get("notes", []))
     notes = f'<ul class="notes">{notes}</ul>' if notes else ""
-    return (f'<h2>Where the error comes from</h2><p class="sub">{intro}</p>'
+    return (f'<h2>Where the error comes from</h2><p class="sub">{intro}{_jump(sens)}</p>'
             f'{figures}<h3>Most sensitive layers</h3>{"".join(table)}{notes}')
+
+
+def _jump(sens: dict) -> str:
+    """A sentence naming the layer where the error jumps ("" without a layer-by-layer run)."""
+    layers = sens.get("layers") or {}
+    name = layers.get("jump")
+    row = next((x for x in layers.get("layers", []) if x.get("name") == name), None)
+    if row is None or row.get("own_sqnr_db") is None:
+        return ""
+    return (f" Layer by layer, the error jumps at <b>{_e(name)}</b> ({_e(row.get('kind'))}): alone it reaches "
+            f"{float(row['own_sqnr_db']):.1f} dB SQNR, the lowest of the quantized layers.")
 
 
 def _environment(report: Report) -> str:

@@ -14,8 +14,8 @@ import math
 from collections.abc import Sequence
 
 _ANGLES = (35, -35, 145, -145, 90, -90, 0, 180, 60, -60, 120, -120)
-_RADII = (9, 16, 26, 40, 58, 80)  # pixels from the point to the label's nearest corner
-MARKER_RADIUS_PX = 9.0
+_GAPS = (0, 7, 17, 31, 49, 71)  # pixels beyond the marker's clearance to the label's nearest corner
+MARKER_RADIUS_PX = 13.0  # half the size a label keeps clear around every point (marker and ring)
 
 
 def _overlap(a: tuple, b: tuple) -> float:
@@ -43,7 +43,8 @@ def _box_at(x: float, y: float, w: float, h: float, angle: float, radius: float)
 
 
 def place_labels(ax, points: Sequence[tuple[float, float]], labels: Sequence[str], *,
-                 fontsize: float = 8.5, bold: Sequence[bool] | None = None) -> list:
+                 fontsize: float = 8.5, bold: Sequence[bool] | None = None,
+                 marker_radius: float = MARKER_RADIUS_PX) -> list:
     """Annotate ``points`` (data coordinates) with ``labels`` without overlaps.
 
     Call it after the figure's layout is final (``tight_layout``) and the axis limits are
@@ -55,6 +56,7 @@ def place_labels(ax, points: Sequence[tuple[float, float]], labels: Sequence[str
         labels: the texts.
         fontsize: label font size (points).
         bold: per label, whether to draw it bold (e.g. the recommended one).
+        marker_radius: pixels around every point that no label may cover.
 
     Returns:
         The annotation artists.
@@ -64,7 +66,7 @@ def place_labels(ax, points: Sequence[tuple[float, float]], labels: Sequence[str
     frame_box = ax.get_window_extent(renderer)
     frame = (frame_box.x0 + 2, frame_box.y0 + 2, frame_box.x1 - 2, frame_box.y1 - 2)
     pixels = [tuple(ax.transData.transform(p)) for p in points]
-    r = MARKER_RADIUS_PX
+    r = marker_radius
     obstacles = [(x - r, y - r, x + r, y + r) for x, y in pixels]
     placed: list[tuple] = []
     to_points = 72.0 / fig.dpi
@@ -76,7 +78,7 @@ def place_labels(ax, points: Sequence[tuple[float, float]], labels: Sequence[str
         probe.remove()
         w, h = extent.width + 4, extent.height + 2
         best = None
-        for radius in _RADII:
+        for radius in (r + gap for gap in _GAPS):
             for angle in _ANGLES:
                 box, dx, dy, ha, va = _box_at(x, y, w, h, angle, radius)
                 cost = (sum(_overlap(box, o) for o in placed) * 4
@@ -88,7 +90,7 @@ def place_labels(ax, points: Sequence[tuple[float, float]], labels: Sequence[str
                 break
         _, box, dx, dy, ha, va, radius = best
         placed.append(box)
-        arrow = {"arrowstyle": "-", "color": "#777777", "lw": 0.7, "shrinkA": 0, "shrinkB": 4} if radius > 16 else None
+        arrow = {"arrowstyle": "-", "color": "#777777", "lw": 0.7, "shrinkA": 0, "shrinkB": 4} if radius > r + 8 else None
         artists.append(ax.annotate(text, points[i], xytext=(dx * to_points, dy * to_points),
                                    textcoords="offset points", ha=ha, va=va, fontsize=fontsize,
                                    fontweight=weight, arrowprops=arrow, zorder=5,

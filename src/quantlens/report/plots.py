@@ -152,10 +152,11 @@ def _scatter(fig, ax, rows: list[Row], x_of, report: Report, *, pareto: bool) ->
     ax.set_xlim(ax.get_xlim())
     ax.set_ylim(ax.get_ylim())
     groups = _groups(ax, items)
-    for g in groups:  # coinciding points: draw the ones underneath as larger rings so each shows
+    for g in groups:  # coinciding points: the ones underneath get a larger outline of their marker
         for k, (x, y, r) in enumerate(g[:-1]):
-            ax.scatter([x], [y], s=75 + 90 * (len(g) - 1 - k), facecolors="none", edgecolors=style[r.name][0],
-                       linewidths=1.8, zorder=3)
+            color, marker = style[r.name]
+            ax.scatter([x], [y], s=190 + 120 * (len(g) - 2 - k), marker=marker, facecolors="none",
+                       edgecolors=color, linewidths=1.6, zorder=4)
     place_labels(ax, [(g[0][0], g[0][1]) for g in groups],
                  [" = ".join(tags[r.name] for _, _, r in g) for g in groups],
                  bold=[any(best is not None and r.name == best.name for _, _, r in g) for g in groups])
