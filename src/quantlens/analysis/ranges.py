@@ -137,6 +137,17 @@ class RangeReport:
         return {"samples": self.samples, "bits": self.bits, "where": self.where,
                 "layers": [asdict(x) for x in self.layers]}
 
+    @classmethod
+    def from_dict(cls, data: dict) -> RangeReport:
+        """Rebuild from :meth:`to_dict` (percentile keys may come back from JSON as strings)."""
+        layers = []
+        for row in data.get("layers", []):
+            row = dict(row)
+            row["percentiles"] = {float(k): v for k, v in row.get("percentiles", {}).items()}
+            row["ranges"] = [ObserverRange(**r) for r in row.get("ranges", [])]
+            layers.append(ActivationStats(**row))
+        return cls(layers, int(data.get("samples", 0)), int(data.get("bits", 8)), data.get("where", "input"))
+
     def __str__(self) -> str:
         lines = [f"activation ranges ({self.where}s, {self.samples} samples, {self.bits}-bit)",
                  f"{'layer':<36} {'min':>9} {'max':>9} {'p99.99':>9} {'outlier x':>9} {'best':>10} {'gain dB':>7}"]

@@ -11,22 +11,26 @@ Example:
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import fields
 from pathlib import Path
 
 from torch import nn
 
-from quantlens.analysis.sensitivity import LayerSensitivity, SensitivityResult, sensitivity
 from quantlens.errors import InputError
 from quantlens.eval.compare import Comparison, Row, run_comparison
 from quantlens.eval.interrupts import interrupted_by
 from quantlens.eval.latency import DEFAULT_REPS, DEFAULT_WARMUP
 from quantlens.eval.presets import check_names, make_config
-from quantlens.methods.base import QuantConfig, config_from_dict
+from quantlens.methods.base import QuantConfig
 from quantlens.report import tables
 from quantlens.report.analysis_plots import write_analysis_plots
+from quantlens.report.compare_analysis import (
+    LayerRecorder,
+    layer_result,
+    range_result,
+    run_analysis,
+    sensitivity_result,
+)
 from quantlens.report.html import render_html
 from quantlens.report.layers import layer_errors as per_layer_errors
 from quantlens.report.plots import write_plots
@@ -215,10 +219,13 @@ class Report:
         return paths + self.plot_analysis(directory)
 
     def plot_analysis(self, directory: str | os.PathLike) -> list[Path]:
-        """Write the analysis PNGs (``sensitivity.png``) into ``directory``; [] without analysis."""
+        """Write the analysis PNGs into ``directory`` (``sensitivity.png``, and
+        ``layer_sqnr.png`` / ``activation_ranges.png`` when the analysis has them); [] without
+        analysis."""
         if not self.sensitivity:
             return []
-        return write_analysis_plots(Path(directory), sensitivity=sensitivity_result(self.sensitivity))
+        return write_analysis_plots(Path(directory), sensitivity=sensitivity_result(self.sensitivity),
+                                    layers=layer_result(self.sensitivity), ranges=range_result(self.sensitivity))
 
     def to_html(self, path: str | os.PathLike, *, plot_dir: str | os.PathLike | None = None) -> Path:
         """Write one self-contained HTML file (plots embedded; from ``plot_dir`` when
@@ -240,50 +247,6 @@ class Report:
 
     def _repr_markdown_(self) -> str:  # notebooks
         return self.to_markdown()
-
-
-def sensitivity_result(data: Mapping):
-    """A :class:`~quantlens.analysis.SensitivityResult` rebuilt from its ``to_dict()`` (for plots)."""
-    names = {f.name for f in fields(SensitivityResult)} - {"rows", "config"}
-    config = None
-    if data.get("config"):
-        try:
-            config = config_from_dict(data["config"])
-        except Exception:  # noqa: BLE001 - the plot only shows the config's class name
-            config = None
-    rows = [LayerSensitivity(**r) for r in data.get("rows", [])]
-    return SensitivityResult(rows=rows, config=config, **{k: v for k, v in data.items() if k in names})
-
-
-def _analysis_target(report: Report, configs: Mapping[str, QuantConfig]) -> Row | None:
-    """The row whose error the analysis explains: the recommended one, else the closest to
-    the budget (the one a user wants to fix)."""
-    rows = [r for r in report.rows if r.ok and r.method != "float" and isinstance(configs.get(r.name), QuantConfig)]
-    best = report.recommended
-    if best is not None and best in rows:
-        return best
-    scored = [r for r in rows if report.accuracy_drop(r) is not None]
-    return min(scored, key=report.accuracy_drop) if scored else (rows[0] if rows else None)
-
-
-def _run_sensitivity(report: Report, model: nn.Module, configs: Mapping[str, QuantConfig], *, data, calib_data,
-                     metric, max_batches: int | None, progress: bool | None) -> dict | None:
-    """Per-layer sensitivity of the analysed row's config, as a dict; failures become a note."""
-    target = _analysis_target(report, configs)
-    if target is None:
-        return None
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            result = sensitivity(model, data, configs[target.name], metric=metric, max_batches=max_batches,
-                                 calib_data=calib_data, progress=progress)
-    except Exception as exc:  # noqa: BLE001 - the analysis must not lose the measured rows
-        target.notes.append(f"sensitivity not measured: {type(exc).__name__}: {str(exc)[:160]}")
-        return None
-    out = result.to_dict()
-    out["row"] = target.name
-    out["notes"] = list(out.get("notes", [])) + [str(w.message) for w in caught]
-    return out
 
 
 def _write_text(path: str | os.PathLike, text: str) -> None:
@@ -358,9 +321,11 @@ def compare(
         objective: ``"latency"`` or ``"size"``: what the recommendation minimises.
         reps, warmup, threads: latency settings; memory: measure peak memory in child processes.
         layer_errors: record per-layer quantization error of each method (for the plot).
-        analysis: after the rows, run :func:`quantlens.analysis.sensitivity` for the
-            recommended method's config (else the one closest to the budget) and add its
-            ranking to the JSON and a "Where the error comes from" section to the HTML.
+        analysis: explain the recommended method (else the one closest to the budget): its
+            per-layer sensitivity, its layer-by-layer error (on the model the comparison
+            measured) and, for methods that quantize activations, the activation ranges,
+            in the JSON (``"sensitivity"``), as PNGs and as a "Where the error comes from"
+            section of the HTML (see :mod:`quantlens.report.compare_analysis`).
         analysis_batches: batches of ``data`` the sensitivity run uses (None: all).
         progress: progress bars (default: when stderr is a terminal).
         command: the command line to record in the report.
@@ -388,17 +353,19 @@ def compare(
                     raise KeyboardInterrupt from exc
                 row.notes.append(f"per-layer error not measured: {type(exc).__name__}: {str(exc)[:120]}")
 
+    recorder = LayerRecorder(model, then=hook) if analysis else None  # each row's layer-by-layer error
     comparison = run_comparison(
         model, configs, data=data, calib_data=calib_data, train_data=train_data, metric=metric,
         example_inputs=example_inputs, reps=reps, warmup=warmup, threads=threads, qat_epochs=qat_epochs,
-        memory=memory, progress=progress, command=command, on_start=on_start, on_row=on_row, on_model=hook,
+        memory=memory, progress=progress, command=command, on_start=on_start, on_row=on_row,
+        on_model=recorder or hook,
     )
     report = Report(comparison, max_accuracy_drop=max_accuracy_drop, objective=objective, layer_errors=errors)
     if analysis and not comparison.interrupted:
         try:
-            report.sensitivity = _run_sensitivity(
+            report.sensitivity = run_analysis(
                 report, model, configs, data=data, calib_data=calib_data if calib_data is not None else data,
-                metric=metric, max_batches=analysis_batches, progress=progress)
+                metric=metric, max_batches=analysis_batches, progress=progress, layers=recorder.results)
         except KeyboardInterrupt:  # keep the measured rows
             comparison.interrupted = True
     return report
