@@ -172,10 +172,15 @@ def to_rich(rows: Sequence[Row], title: str | None = None, task: str | None = No
     headers, lines = table(rows, task)
     keep = [HEADERS.index(h) for h in TERMINAL_COLUMNS]
     t = Table(title=title)
-    for i in keep:
-        t.add_column(headers[i], justify="left" if i == 0 else "right", no_wrap=True)
+    for i in keep:  # long names (a sweep's) wrap; the numbers never do
+        if i == 0:
+            t.add_column(headers[i], justify="left", overflow="fold", max_width=32)
+        else:
+            t.add_column(headers[i], justify="right", no_wrap=True)
     for row, line in zip(rows, lines):
-        t.add_row(*(line[i] for i in keep), style=None if row.ok else "red")
+        cells_shown = [line[i] for i in keep]
+        cells_shown[0] = cells_shown[0].replace(",", ", ")  # a sweep label wraps between its settings
+        t.add_row(*cells_shown, style=None if row.ok else "red")
     return t
 
 
