@@ -75,3 +75,20 @@ def test_static_uses_requantize_with_fused_groups():
     assert res.rows[0].drop >= res.rows[-1].drop > 0
     # one layer quantized costs less than all of them
     assert res.full_drop > res.rows[0].drop
+
+
+def test_a_layer_the_outputs_never_see_is_noted(toy_method):
+    class SideBranch(nn.Module):  # computes a branch it never returns, like a pooler under mean pooling
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.main, self.side = nn.Linear(16, 4), nn.Linear(16, 4)
+
+        def forward(self, x):
+            self.side(x)
+            return self.main(x)
+
+    res = sensitivity(SideBranch().eval(), _mlp_data(), toy_method(bits=2))
+    assert res["side"].drop == 0.0 and res["main"].drop > 0
+    assert any(n.startswith("side: the outputs are bit-identical") for n in res.notes)
+    assert not any(n.startswith("main") for n in res.notes)

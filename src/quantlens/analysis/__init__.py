@@ -9,7 +9,12 @@
 
 from quantlens.analysis.advice import Advice, advise, apply_advice
 from quantlens.analysis.layers import LayerComparison, LayerError, compare_layers
-from quantlens.analysis.planner import MixedPrecisionPlan, plan_mixed_precision, search_plan
+from quantlens.analysis.planner import (
+    LayerTable,
+    MixedPrecisionPlan,
+    plan_mixed_precision,
+    search_plan,
+)
 from quantlens.analysis.ranges import ActivationStats, RangeReport, activation_ranges
 from quantlens.analysis.scoring import Evaluator, Metric
 from quantlens.analysis.sensitivity import LayerSensitivity, SensitivityResult, sensitivity
@@ -21,6 +26,7 @@ __all__ = [
     "LayerComparison",
     "LayerError",
     "LayerSensitivity",
+    "LayerTable",
     "Metric",
     "MixedPrecisionPlan",
     "RangeReport",

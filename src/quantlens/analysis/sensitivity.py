@@ -272,6 +272,7 @@ def sensitivity(
                         calib_batches=max_batches, example_batch=batch)
     full = ev.measure(variants.full)
     rows = []
+    unseen: list[str] = []  # quantized alone, the outputs stay bit-identical: the metric never sees them
     work = copy.deepcopy(model) if variants.strategy == "swap" and not reverse else variants.full
     for rec in track(variants.records, "sensitivity", enabled=progress):
         name = rec.name
@@ -283,12 +284,17 @@ def sensitivity(
             keep = set(variants.names) - {name} if reverse else {name}
             score = ev.measure(variants.only(keep))
         drop = full.loss - score.loss if reverse else score.loss
+        if score.identical and not reverse:
+            unseen.append(name)
         rows.append(LayerSensitivity(name, rec.kind, _params(model, name), rec.bytes_before, rec.bytes_after,
                                      score.value, drop))
     rows.sort(key=lambda r: (-r.drop if not math.isnan(r.drop) else math.inf, r.name))
     notes = []
     if len(rows) == 1:
         notes.append("the model has a single quantizable layer: its drop is the whole model's")
+    if unseen:
+        notes.append(f"{', '.join(unseen)}: the outputs are bit-identical with only this layer quantized, so it does "
+                     f"not reach the {ev.metric.name} metric (its drop of 0 says nothing about other uses)")
     return SensitivityResult(rows, ev.metric.name, ev.metric.unit, ev.metric.loss_unit, ev.baseline, full.value,
                              full.loss, ev.samples, reverse, variants.strategy, config, notes,
                              {n: g for n, g in variants.groups.items() if len(g) > 1})

@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     if args.plan_out:
         plan = search_plan(model, inputs.data, candidates=candidates, max_accuracy_drop=args.max_drop,
                            min_sqnr_db=args.min_sqnr_db, method=config, metric=args.metric,
-                           max_batches=args.max_batches, calib_data=inputs.calib)
+                           max_batches=args.max_batches, calib_data=inputs.calib, evaluator=ev)
         _write_json(Path(args.plan_out), plan.config.to_dict())
     if args.plots:
         from quantlens.report.analysis_plots import write_analysis_plots
@@ -102,8 +102,8 @@ def run(args: argparse.Namespace) -> int:
           f"quantized (drop {sens.full_drop:.3g} {sens.loss_unit}; {sens.samples} samples)")
     if layers.jump is not None:
         j = layers.jump
-        print(f"error jumps at {j.name} ({j.kind}): output SQNR {j.out_sqnr_db:.1f} dB, "
-              f"input {j.in_sqnr_db:.1f} dB, own noise {j.own_sqnr_db:.1f} dB")
+        print(f"error jumps at {j.name} ({j.kind}): alone (fed the float input) {j.own_sqnr_db:.1f} dB SQNR, "
+              f"in the quantized model {j.out_sqnr_db:.1f} dB (input {j.in_sqnr_db:.1f} dB)")
     if not tips:
         print("no single layer stands out; the quantized model is close to float on this data")
     for tip in tips:
