@@ -160,3 +160,15 @@ def test_static_own_error_feeds_the_quantized_kernel_the_float_input(digits_mode
     result = compare_layers(digits_model, digits_static, digits_test[0][:64])
     for row in result.layers:  # int8 kernels called alone on the float input, quantized with their input's qparams
         assert row.isolated and row.own_sqnr_db > row.out_sqnr_db - 0.5 and row.own_sqnr_db > 25
+
+
+def test_token_id_inputs_are_fed_as_they_are():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(64, 32), nn.Linear(32, 32)).eval()
+    qm = ql.quantize(model, ql.WeightOnly(bits=4, group_size=32, modules=("linear", "embedding")))
+    ids = torch.randint(0, 64, (16, 10), generator=torch.Generator().manual_seed(0))
+    result = compare_layers(model, qm, ids)
+    emb, lin = result.layers
+    assert emb.kind != "Embedding" and emb.isolated and lin.isolated  # the ids reach the quantized table alone
+    assert emb.own_sqnr_db == pytest.approx(emb.out_sqnr_db)  # nothing before it: alone = in the model
+    assert math.isfinite(emb.own_sqnr_db) and lin.own_sqnr_db > lin.out_sqnr_db

@@ -241,15 +241,19 @@ def _match(float_modules, q_modules, order) -> tuple[dict[str, tuple[str, list[s
 
 def _record(model: nn.Module, where: dict[str, list[str]], store: dict, *, keep_input: bool = False) -> list:
     """Hooks storing, per module name in ``where``, the float copy of its output under each
-    key ``"out:<q>"`` and of its input under ``"in:<q>"`` (with ``keep_input``, also the
-    single positional input tensor itself under ``"arg:<q>"``)."""
+    key ``"out:<q>"`` and of its input under ``"in:<q>"``; under ``"arg:<q>"`` the single
+    positional input tensor itself (with ``keep_input``) or a copy of it when it is not
+    floating point (token ids, which a float copy cannot stand for)."""
 
     def hook(module, args, output, keys):
+        single = args[0] if len(args) == 1 and isinstance(args[0], torch.Tensor) else None
         for key in keys:
             if key.startswith("in:"):
                 store[key] = as_float(first_tensor(args))
                 if keep_input:
-                    store["arg:" + key[3:]] = args[0] if len(args) == 1 and isinstance(args[0], torch.Tensor) else None
+                    store["arg:" + key[3:]] = single
+                elif single is not None and not single.is_floating_point() and not single.is_quantized:
+                    store["arg:" + key[3:]] = single.clone()
             else:
                 store[key] = as_float(first_tensor(output))
 
@@ -263,7 +267,7 @@ def _like(x: torch.Tensor, proto: torch.Tensor) -> torch.Tensor:
     if proto.is_quantized:
         if proto.qscheme() not in (torch.per_tensor_affine, torch.per_tensor_symmetric):
             raise TypeError("per-channel quantized input")
-        return torch.quantize_per_tensor(x, proto.q_scale(), proto.q_zero_point(), proto.dtype)
+        return torch.quantize_per_tensor(x.float(), proto.q_scale(), proto.q_zero_point(), proto.dtype)
     return x.to(proto.dtype)
 
 
@@ -300,7 +304,8 @@ def _run_batch(fm, qm, q_modules, pairs, batch, accs) -> None:
             if ref is not None and got is not None and ref.shape == got.shape:
                 acc.add(ref, got)
         ref = f_store.get(f"out:{qname}")
-        own = _isolated(q_modules[qname], f_store.get(f"in:{qname}"), q_store.get(f"arg:{qname}"))
+        f_in = f_store.get(f"arg:{qname}", f_store.get(f"in:{qname}"))
+        own = _isolated(q_modules[qname], f_in, q_store.get(f"arg:{qname}"))
         if ref is not None and own is not None and own.shape == ref.shape:
             acc_own.add(ref, own)
 
