@@ -73,7 +73,11 @@ def test_sensitivity_command_json_and_plot(tmp_path, capsys):
     code = main(["sensitivity", "digits-cnn", "--method", "w4", "--max-batches", "2", "--json",
                  "--plot", str(tmp_path / "s.png")])
     data = json.loads(capsys.readouterr().out)
-    assert code == 0 and data["metric"] == "accuracy" and data["rows"][0]["name"] == "fc"
+    assert code == 0 and data["metric"] == "accuracy"
+    # the preset is made for the model, as in quantlens compare: a CNN's convolutions are measured too
+    assert {r["name"] for r in data["rows"]} == {"stem.0", "block1.conv1", "block1.conv2", "down.0", "block2.conv1",
+                                                 "block2.conv2", "fc"}
+    assert [r["drop"] for r in data["rows"]] == sorted((r["drop"] for r in data["rows"]), reverse=True)
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
 
 

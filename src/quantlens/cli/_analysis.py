@@ -50,8 +50,10 @@ def load_inputs(args: argparse.Namespace, *, need_data: bool = True) -> Inputs:
     return Inputs(model, zoo_name, loaded.test, calib)
 
 
-def method_config(args: argparse.Namespace, default: str = "w4") -> QuantConfig:
-    """The config from ``--config FILE.json`` or the ``--method`` preset name."""
+def method_config(args: argparse.Namespace, default: str = "w4", model=None) -> QuantConfig:
+    """The config from ``--config FILE.json`` or the ``--method`` preset name (made for
+    ``model`` when given: a weight-only preset then covers a CNN's convolutions too, as in
+    ``quantlens compare``)."""
     if getattr(args, "config", None):
         path = Path(args.config)
         try:
@@ -62,7 +64,7 @@ def method_config(args: argparse.Namespace, default: str = "w4") -> QuantConfig:
             raise ConfigError(f"{path} is not valid JSON ({exc}); write it with config.to_dict()") from exc
     from quantlens.eval.presets import make_config
 
-    return make_config(args.method or default)
+    return make_config(args.method or default, model)
 
 
 def add_common(parser: argparse.ArgumentParser, *, method: bool = True) -> None:

@@ -63,8 +63,9 @@ def run(args: argparse.Namespace) -> int:
     check_positive(args.max_batches, "--max-batches")
     check_positive(args.top, "--top")
     candidates = parse_candidates(args.candidates)
-    config = method_config(args)
+    method_config(args)  # a bad --method or --config fails before the model loads
     inputs = load_inputs(args)
+    config = method_config(args, model=inputs.model)
     model = inputs.model
     check_patterns(config, model)  # a config file naming absent layers fails here, by name
 

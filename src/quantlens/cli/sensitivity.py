@@ -27,8 +27,9 @@ def run(args: argparse.Namespace) -> int:
 
     check_positive(args.max_batches, "--max-batches")
     check_positive(args.top, "--top")
-    config = method_config(args)
+    method_config(args)  # a bad --method or --config fails before the model loads
     inputs = load_inputs(args)
+    config = method_config(args, model=inputs.model)
     result = sensitivity(inputs.model, inputs.data, config, metric=args.metric, reverse=args.reverse,
                          max_batches=args.max_batches, calib_data=inputs.calib)
     if args.top:
