@@ -120,7 +120,8 @@ def test_a_run_writes_every_output(capsys, tmp_path, small_data):
     assert [r["name"] for r in data["rows"]] == ["float", "static"]
     assert data["rows"][0]["sqnr_db"] is None and data["non_finite"]["/rows/0/sqnr_db"] == "inf"
     assert data["command"].startswith("quantlens compare digits-cnn --data")
-    assert "static" in stdout and ("Use static" in stdout or "Keep the float" in stdout)
+    # which sentence depends on the timings of this (shared) machine; each names the outcome
+    assert "static" in stdout and any(s in stdout for s in ("Use static", "Keep the float", "No method is faster"))
     code, stdout, _ = _run(capsys, "digits-cnn", "--data", str(small_data), "--methods", "static", "--reps", "1",
                            "--no-memory", "--out", str(out), "--force", "--json")
     assert code == 0 and strict_json(stdout)["rows"][1]["name"] == "static"

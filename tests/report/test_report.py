@@ -107,6 +107,7 @@ def test_no_speed_up_means_keep_float_for_speed(synthetic_report):
             row.latency_ms = 50.0
     text = synthetic_report.recommendation()
     assert text.startswith("No method is faster than float") and "static is 4.0× smaller" in text
+    assert text.endswith("(accuracy: 0.50 points lower).")
 
 
 def test_tiny_changes_read_zero_and_gains_read_as_gains(synthetic_report):

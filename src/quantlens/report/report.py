@@ -144,7 +144,7 @@ class Report:
             threads = best.threads or "?"
             return (f"No method is faster than float here ({threads} thread(s)): keep the float model for speed. "
                     f"To save space, {small.name} is {base.disk_bytes / small.disk_bytes:.1f}× smaller on disk "
-                    f"within the {budget} accuracy budget ({self._quality_name()} "
+                    f"within the {budget} accuracy budget ({self._quality_name()}: "
                     f"{tables.points_change(-self.accuracy_drop(small))})."
                     if small is not None and base.disk_bytes and small.disk_bytes else
                     f"No method is faster than float here ({threads} thread(s)): keep the float model.")
