@@ -38,7 +38,9 @@ import time
 import warnings
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning OpenMP threads hurt on a shared machine
+from _threads import FLAG, HELP, ort_spinning, set_wait_policy
+
+set_wait_policy()
 
 import numpy as np
 import torch
@@ -119,7 +121,7 @@ def minilm_ort_sessions(model, threads: int, tmp: Path) -> dict:
         quantize_dynamic(str(fp32_path), str(paths[label]), per_channel=per_channel, weight_type=QuantType.QInt8)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.intra_op.allow_spinning", ort_spinning())
     return {k: ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"]) for k, p in paths.items()}
 
 
@@ -218,6 +220,7 @@ def print_table(rows: list[dict]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(FLAG, action="store_true", help=HELP)
     parser.add_argument("--budget", type=float, default=25.0, help="seconds of timed rounds per MiniLM case")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--skip-ort", action="store_true")
@@ -228,6 +231,7 @@ def main() -> None:
     result = {
         "benchmark": "int8_dynamic",
         "threads": args.threads,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default (spin, then sleep)"),
         "torch": torch.__version__,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "quantized_engine": torch.backends.quantized.engine,

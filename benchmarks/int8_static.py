@@ -41,9 +41,9 @@ import types
 import warnings
 from pathlib import Path
 
-# A shared machine: OpenMP threads that spin while waiting make 2-thread runs 2-6x slower
-# when other processes hold the cores. Must be set before torch starts its thread pool.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from _threads import FLAG, HELP, ort_spinning, set_wait_policy
+
+set_wait_policy()  # before torch starts its thread pool
 
 import numpy as np
 import torch
@@ -112,7 +112,7 @@ def ort_variants(model, calib, threads: int, tmp: Path) -> dict:
         quantize_static(str(fp32_path), str(paths[label]), Reader(), quant_format=QuantFormat.QDQ, **kwargs)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # same as OMP_WAIT_POLICY
+    opts.add_session_config_entry("session.intra_op.allow_spinning", ort_spinning())
     sessions = {k: ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"]) for k, p in paths.items()}
     return sessions
 
@@ -243,7 +243,7 @@ def run(threads: int, repeats: int, warmup: int, pt2e: bool, models: list[str] |
         "onnxruntime": __import__("onnxruntime").__version__,
         "machine": platform.machine(),
         "processor": platform.processor(),
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default (spin, then sleep)"),
         "load_average_at_start": os.getloadavg()[0],
         "rows": rows,
     }
@@ -265,6 +265,7 @@ def table(result: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(FLAG, action="store_true", help=HELP)
     parser.add_argument("--repeats", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--no-pt2e", action="store_true", help="skip torchao PT2E + torch.compile")

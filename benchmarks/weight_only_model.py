@@ -36,7 +36,9 @@ import time
 import warnings
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from _threads import FLAG, HELP, set_wait_policy
+
+set_wait_policy()  # before torch starts its thread pool
 
 import torch
 from _timing import interleaved
@@ -149,6 +151,7 @@ def embeddings(model, batches) -> torch.Tensor:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(FLAG, action="store_true", help=HELP)
     parser.add_argument("--budget", type=float, default=15.0, help="seconds of timing per shape")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--no-peers", action="store_true")
@@ -199,6 +202,7 @@ def main() -> None:
         "benchmark": "weight_only_model",
         "model": "all-MiniLM-L6-v2 (Linear layers quantized)",
         "threads": args.threads,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default (spin, then sleep)"),
         "torch": torch.__version__,
         "machine": platform.machine(),
         "peers": status,
