@@ -10,13 +10,13 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from quantlens.errors import InputError, UnknownNameError
-from quantlens.nn.kernels import cpu_features
 from quantlens.nn.dynamic_linear import (
     ACT_LEVELS,
     DynamicLinear,
     quantize_activations,
     quantize_weight,
 )
+from quantlens.nn.kernels import cpu_features
 
 INT8_PATHS = ("fbgemm", "int_mm", "reference")
 

@@ -7,7 +7,7 @@ from torch import nn
 from quantlens import QScheme, quantize_tensor
 from quantlens.errors import InputError, SchemeError, UnknownNameError
 from quantlens.nn import QLinear, force_kernel, kernel_paths, quantized_class_for
-from quantlens.nn.kernels import select
+from quantlens.nn.kernels import cpu_features, select
 
 IN, OUT = 512, 256
 BATCHES = (1, 8, 64)
@@ -155,3 +155,21 @@ def test_int4pack_turns_down_out_features_it_cannot_pack():
     layer.kernel = "int4pack"
     with pytest.raises(Exception, match="multiple of 16"):
         layer(torch.randn(1, 256))
+
+
+def test_automatic_choice_on_a_large_layer_follows_the_documented_rules():
+    lin = nn.Linear(2048, 2048)  # 4M weights: above the small-layer rule
+    def layer(**scheme):
+        return QLinear.from_float(lin, quantize_tensor(lin.weight.detach(), QScheme(**scheme)))
+
+    int4 = layer(bits=4, symmetric=False, granularity="per_group", group_size=128)
+    int8 = layer(bits=8, granularity="per_channel", axis=0)
+    nf4 = layer(bits=4, granularity="per_group", group_size=64, codebook="nf4")
+    if "avx512_bf16" in cpu_features():
+        expected = {(int4, 1): "int4pack", (int4, 15): "int4pack", (int4, 16): "dense_bf16",
+                    (int8, 1): "int8pack", (int8, 64): "dense_bf16", (nf4, 1): "dense", (nf4, 64): "dense_bf16"}
+    else:
+        expected = {(int4, 1): "int4pack", (int4, 31): "int4pack", (int4, 32): "dense",
+                    (int8, 1): "int8pack", (int8, 64): "dense", (nf4, 1): "dense", (nf4, 64): "dense"}
+    chosen = {key: key[0].kernel_for(key[1], torch.float32) for key in expected}
+    assert chosen == expected

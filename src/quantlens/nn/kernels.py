@@ -45,27 +45,35 @@ fbgemm      ``torch.ops.quantized.linear_dynamic`` (W8A8: the     4e-2       1 B
 ==========  ====================================================  =========  ========
 
 Automatic choice (benchmarks/weight_only_layers.py; results in benchmarks/results/
-weight_only_layers*.json). Measured on the project's 2-core AVX2 CPU (no AVX-512, so bf16
-matmuls are emulated: dense_bf16 runs at 0.3x fp32 at batch 64), shared with other jobs
-(with 2 threads on an oversubscribed machine every multi-threaded int kernel hits a
-~20 ms floor, so batch-1 ratios are taken from the 1-thread run), speed-up over fp32 in the same run, 4096x4096 / 4096x11008, int4 g128 and int8
-per-channel: fbgemm 1.6-3.5x at batch 1 (1 thread), 3.4-6.5x at batch 8, 1.6-2.2x at
-batch 64; int4pack 1.0-1.3x, 2.1x, 0.74-0.84x; int8pack 1.0-1.4x, 2.3-2.4x, 0.6-0.8x;
-dense 0.9-1.1x throughout. Hence:
+weight_only_layers*.json: speed-up over float32 in the same run, 2 threads).
 
-- activations kept float (the default): layers under 2M weights (the float32 weight fits
-  in cache: 1 thread, batch 1, 384x1536 fp32 0.077 ms vs int8pack 0.134 / int4pack
-  0.137; 1024x1024 0.129 vs 0.217 / 0.236; 2048x2048 1.30 vs 1.20 / 1.26) -> ``dense``
-  (priority 50); otherwise <= 4-bit uniform codes with < 32 tokens ->
-  ``int4pack`` (priority 60); per-row uniform codes with < 32 tokens -> ``int8pack``
-  (70); everything else (per-group 5..8-bit, codebooks, >= 32 tokens) -> ``dense``
-  (large batches are compute-bound, and float32 is the fastest matmul on AVX2);
-- layers with ``allow_activation_quant=True``: any scheme, batch and dtype -> ``fbgemm``
-  (priority 20);
-- CPUs with avx512_bf16 (not measured here; the issue's figures for such a CPU: int4pack
-  0.45 ms vs fbgemm 0.58 ms at batch 1 on 4096x4096, fbgemm ahead from batch 16):
-  <= 4-bit codes with < 16 tokens -> ``int4pack`` (priority 10); bf16 input with >= 16
-  tokens -> ``dense_bf16`` (priority 30).
+CPUs with avx512_bf16 (measured on a 2-core AVX-512 EPYC; int4 g128 / int8 per-channel):
+4096x4096 and 4096x11008 at 1 token: int4pack 5.9-6.4x, int8pack 3.6-4.2x (dense_bf16
+1.4-1.9x, dense 1.0x); at 8 tokens: int4pack 3.7-5.9x, int8pack 4.1-5.1x, dense_bf16
+2.9-4.8x; at 64 tokens: int4pack 1.4-1.9x, dense_bf16 2.7-4.0x. MiniLM's 384x1536 at 1
+token: int4pack 5.6x, int8pack 5.0x vs dense 1.2-1.8x; at 32 and 1024 tokens dense_bf16
+1.2-1.8x vs dense 0.8-1.1x (bf16 compute keeps MiniLM int8 at mean cosine 0.99979 vs
+0.99980 in float32). Hence:
+
+- < 16 tokens: <= 4-bit uniform codes -> ``int4pack`` (priority 10); per-row uniform codes
+  -> ``int8pack`` (25), whatever the layer's size;
+- >= 16 tokens, any float input -> ``dense_bf16`` (30).
+
+Other CPUs (measured on a 2-core AVX2 EPYC, no bf16 instructions, so bf16 matmuls are
+emulated: dense_bf16 runs at 0.3x fp32 at batch 64; batch-1 ratios from a 1-thread run):
+fbgemm 1.6-3.5x at batch 1, 3.4-6.5x at batch 8, 1.6-2.2x at batch 64; int4pack 1.0-1.3x,
+2.1x, 0.74-0.84x; int8pack 1.0-1.4x, 2.3-2.4x, 0.6-0.8x; dense 0.9-1.1x throughout. Hence:
+
+- layers under 2M weights (the float32 weight fits in cache: 384x1536 at batch 1, fp32
+  0.077 ms vs int8pack 0.134 / int4pack 0.137) -> ``dense`` (priority 50); otherwise
+  <= 4-bit uniform codes with < 32 tokens -> ``int4pack`` (60); per-row uniform codes
+  with < 32 tokens -> ``int8pack`` (70); everything else (per-group 5..8-bit, codebooks,
+  >= 32 tokens) -> ``dense`` (float32 is the fastest matmul there).
+
+Everywhere, layers with ``allow_activation_quant=True``: any scheme, batch and dtype ->
+``fbgemm`` (priority 20) unless int4pack serves the batch (1-15 tokens on avx512_bf16
+CPUs: 0.6 vs 1.2 ms on 4096x4096); W8A8 is 2-15x float32 from 8 tokens up on both CPUs
+and beats int8pack at 1 token on large layers (4096x11008: 1.7 vs 2.1 ms).
 
 How to add a path: write ``accepts(layer) -> str | None`` (why it cannot run the layer's
 weight format, or None), ``prepare(layer, dtype) -> state`` and ``run(layer, state, x) ->
@@ -428,14 +436,15 @@ register_kernel(KernelPath("dense", lambda layer: None, _dense_prepare, _dense_r
                            cases=(Case(numel=(0, SMALL_LAYER), priority=50),)))
 register_kernel(KernelPath("dense_bf16", lambda layer: None, _dense_prepare, _dense_run,
                            compute_dtype=torch.bfloat16, rtol=1e-2,
-                           cases=(Case(tokens=(16, None), dtypes=(torch.bfloat16,), needs=("avx512_bf16",), priority=30),)))
+                           cases=(Case(tokens=(16, None), needs=("avx512_bf16",), priority=30),)))
 register_kernel(KernelPath("int4pack", _int4_accepts, _int4_prepare, _int4_run,
                            compute_dtype=torch.bfloat16, rtol=1e-2,
                            cases=(Case(bits=_LOW_BITS, tokens=(1, 16), needs=("avx512_bf16",), priority=10),
                                   Case(bits=_LOW_BITS, tokens=(1, 32), priority=60))))
 register_kernel(KernelPath("int8pack", _int8_accepts, _int8_prepare, _int8_run,
                            compute_dtype=torch.bfloat16, rtol=1e-2,
-                           cases=(Case(tokens=(1, 32), priority=70),)))
+                           cases=(Case(tokens=(1, 16), needs=("avx512_bf16",), priority=25),
+                                  Case(tokens=(1, 32), priority=70))))
 register_kernel(KernelPath("fbgemm", _fbgemm_accepts, _fbgemm_prepare, _fbgemm_run,
                            compute_dtype=torch.float32, rtol=4e-2, quantizes_activations=True,
                            cases=(Case(priority=20),)))
