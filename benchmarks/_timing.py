@@ -16,12 +16,23 @@ def summarize(times: list[float]) -> dict:
 
 
 def interleaved(
-    calls: dict, *, warmup: int, budget_s: float, min_rounds: int = 5, max_rounds: int = 200
+    calls: dict, *, warmup: int, budget_s: float, min_rounds: int = 5, max_rounds: int = 200,
+    runtimes: dict[str, str] | None = None,
 ) -> dict:
     """Time every call round-robin until the budget is spent (at least ``min_rounds``), so a
     noisy neighbour slows every variant alike and the ratios stay meaningful.
 
+    ``runtimes`` maps a label to the runtime that executes it (default: one runtime).
+    Idle worker threads of one runtime spin for a while after its call (OpenMP and ONNX
+    Runtime both do by default), which would slow the next call if another runtime ran it;
+    so within a round each runtime's calls run together, after one untimed call of its
+    own that lets the previous runtime's threads go idle.
+
     Runs under ``no_grad`` (optimum-quanto's int4 fails under ``inference_mode``)."""
+    runtimes = runtimes or {}
+    groups: dict[str, list[str]] = {}
+    for label in calls:
+        groups.setdefault(runtimes.get(label, "torch"), []).append(label)
     times: dict[str, list[float]] = {label: [] for label in calls}
     with torch.no_grad():
         for _ in range(warmup):
@@ -31,8 +42,11 @@ def interleaved(
         for rounds in range(max_rounds):
             if rounds >= min_rounds and time.perf_counter() - start > budget_s:
                 break
-            for label, call in calls.items():
-                t0 = time.perf_counter()
-                call()
-                times[label].append(time.perf_counter() - t0)
+            for labels in groups.values():
+                if len(groups) > 1:
+                    calls[labels[0]]()  # settle: the other runtime's threads stop spinning
+                for label in labels:
+                    t0 = time.perf_counter()
+                    calls[label]()
+                    times[label].append(time.perf_counter() - t0)
     return {label: summarize(ts) for label, ts in times.items()}

@@ -17,7 +17,8 @@ MiniLM (all-MiniLM-L6-v2, real pretrained weights) variants:
 Quality: mean cosine of mean-pooled, normalised sentence embeddings vs fp32 PyTorch over the
 zoo ``sentences`` set (252 real sentences). Latency: batch 8 x seq 128 and batch 1 x seq 32
 of real text (sentences joined to fill the length), median and p95. Calls are interleaved
-(one timed call of each variant per round) so a busy machine slows every variant alike;
+(one timed call of each variant per round, PyTorch and ONNX Runtime calls grouped) so a
+busy machine slows every variant alike;
 each case gets a time budget (``--budget`` seconds), at least 5 rounds. ``speedup`` is fp32
 PyTorch time over the row's time.
 
@@ -153,7 +154,7 @@ def minilm_rows(threads: int, budget: float, warmup: int, use_ort: bool) -> list
         inputs = long_text_batch(batch, seq)
         calls = {label: (lambda m=m, inputs=inputs: m(**inputs)) for label, m in variants.items()}
         calls |= {label: ort_call(sess, inputs) for label, sess in sessions.items()}
-        stats = interleaved(calls, warmup=warmup, budget_s=budget)
+        stats = interleaved(calls, warmup=warmup, budget_s=budget, runtimes={label: "onnxruntime" for label in sessions})
         base = stats["fp32"]["median_ms"]
         ort_best = min((stats[k]["median_ms"] for k in ("ort-dynamic", "ort-dynamic-pc") if k in stats), default=None)
         for label, s in stats.items():

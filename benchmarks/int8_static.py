@@ -47,7 +47,7 @@ set_wait_policy()  # before torch starts its thread pool
 
 import numpy as np
 import torch
-from _timing import summarize
+from _timing import interleaved, summarize
 
 import quantlens as ql
 from quantlens import zoo
@@ -134,8 +134,9 @@ def _one_relu_per_call(model):
     return model
 
 
-def pt2e_variant(model, calib):
-    """torchao PT2E + X86InductorQuantizer + torch.compile (None and a reason if it fails)."""
+def pt2e_variant(model, calib, batches: list[int]):
+    """torchao PT2E + X86InductorQuantizer + torch.compile, compiled and run once at every
+    batch size the cases time (None and a reason if any of it fails)."""
     try:
         import torch._inductor.config as inductor_config
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
@@ -152,7 +153,8 @@ def pt2e_variant(model, calib):
         compiled = torch.compile(converted)
         start = time.perf_counter()
         with torch.no_grad():
-            compiled(calib[:1])
+            for batch in batches:
+                compiled(batch_of(calib, batch))
         return compiled, time.perf_counter() - start, None
     except Exception as exc:  # noqa: BLE001 - report any failure as a row note
         return None, 0.0, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
@@ -166,8 +168,8 @@ def batch_of(test: torch.Tensor, batch: int) -> torch.Tensor:
 def time_case(name, batch, x, variants, sessions, compiled, *, warmup: int, repeats: int) -> list[dict]:
     """Rows for one (model, batch): every torch variant, the pt2e model, every ORT session.
 
-    Calls are interleaved (one timed call of each variant per round), so load from other
-    processes on a shared machine falls on every variant alike."""
+    Calls are interleaved (one timed call of each variant per round, PyTorch and ONNX
+    Runtime calls grouped), so load from other processes falls on every variant alike."""
     reps = repeats if batch <= 8 else max(5, repeats // 2)
     calls = {label: (lambda m=m: m(x)) for label, m in variants.items()}
     if compiled is not None:
@@ -175,21 +177,13 @@ def time_case(name, batch, x, variants, sessions, compiled, *, warmup: int, repe
     feed = {"x": x.numpy()}
     for label, sess in sessions.items():
         calls[label] = lambda sess=sess: torch.from_numpy(np.asarray(sess.run(None, feed)[0]))
-    times: dict[str, list[float]] = {label: [] for label in calls}
     with torch.inference_mode():
         ref = variants["fp32"](x).argmax(1)
         agree = {label: (call().argmax(1) == ref).float().mean().item() for label, call in calls.items()}
-        for _ in range(warmup):
-            for call in calls.values():
-                call()
-        for _ in range(reps):
-            for label, call in calls.items():
-                start = time.perf_counter()
-                call()
-                times[label].append(time.perf_counter() - start)
+    stats = interleaved(calls, warmup=warmup, budget_s=0.0, min_rounds=reps, max_rounds=reps,
+                        runtimes={label: "onnxruntime" for label in sessions})
     rows, base = [], None
-    for label, ts in times.items():
-        t = summarize(ts)
+    for label, t in stats.items():
         base = base or t["median_ms"]
         rows.append({"model": name, "batch": batch, "variant": label, **t,
                      "speedup": base / t["median_ms"], "top1_agreement": agree[label]})
@@ -230,7 +224,7 @@ def run(threads: int, repeats: int, warmup: int, pt2e: bool, models: list[str] |
             sessions = ort_variants(model, calib, threads, tmp)
             compiled = None
             if pt2e:
-                compiled, compile_s, error = pt2e_variant(model, calib)
+                compiled, compile_s, error = pt2e_variant(model, calib, [b for n, b in CASES if n == name])
                 rows.append({"model": name, "variant": "pt2e-compile", "seconds": compile_s, "error": error})
             for case_name, batch in CASES:
                 if case_name == name:
