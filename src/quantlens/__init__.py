@@ -8,7 +8,17 @@ Example:
 """
 
 from quantlens import analysis, nn, testing, zoo
-from quantlens.api import __version__, convert, export, load, prepare, prepare_qat, quantize, save
+from quantlens.api import (
+    __version__,
+    convert,
+    dequantize,
+    export,
+    load,
+    prepare,
+    prepare_qat,
+    quantize,
+    save,
+)
 from quantlens.core import (
     Batch,
     QScheme,
@@ -50,6 +60,7 @@ __all__ = [
     "compare",
     "compute_qparams",
     "convert",
+    "dequantize",
     "export",
     "fake_quantize",
     "iter_batches",

@@ -152,3 +152,18 @@ def test_an_int8_dynamic_checkpoint_says_to_start_from_the_float_model(tmp_path,
     err = capsys.readouterr().err
     assert "cannot be turned back into float" in err and "start from the float model" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", [["compare", "--methods", "w8", "--reps", "1", "--no-memory"], ["inspect"],
+                                     ["sensitivity", "--method", "w8"]])
+def test_every_command_needs_trust_for_a_factory_checkpoint(tmp_path, capsys, command):
+    ckpt = tmp_path / "w8"
+    assert main(["quantize", FACTORY, "--bits", "8", "--group-size", "none", "-o", str(ckpt)]) == 0
+    capsys.readouterr()
+    out = ["--out", str(tmp_path / "report")] if command[0] == "compare" else []
+    assert main([command[0], str(ckpt), *command[1:], *out]) == 2
+    err = capsys.readouterr().err
+    assert "--trust-code" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "report").exists()
+    if command[0] == "inspect":  # with the flag the checkpoint opens
+        assert main(["inspect", str(ckpt), "--trust-code"]) == 0

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from quantlens import zoo
+from quantlens.cli._models import add_trust_code
 from quantlens.errors import ConfigError, InputError
 from quantlens.methods.base import QuantConfig, config_from_dict
 
@@ -23,12 +24,12 @@ class Inputs:
     calib: object
 
 
-def resolve_model(spec: str):
+def resolve_model(spec: str, *, trust_code: bool = False):
     """``(model, zoo name or None)`` for a zoo name, a quantlens checkpoint folder, a Hugging
     Face folder or ``module:factory`` (see :mod:`quantlens.cli._models`)."""
     from quantlens.cli._models import resolve_model as resolve_any
 
-    resolved = resolve_any(spec)
+    resolved = resolve_any(spec, trust_code=trust_code)
     return resolved.model, resolved.zoo
 
 
@@ -37,7 +38,7 @@ def load_inputs(args: argparse.Namespace, *, need_data: bool = True) -> Inputs:
     ``args.calib_data`` (default: the data set's calib split, else the data)."""
     from quantlens.cli._data import load_data
 
-    model, zoo_name = resolve_model(args.model)
+    model, zoo_name = resolve_model(args.model, trust_code=getattr(args, "trust_code", False))
     spec = getattr(args, "data", None) or (zoo.default_dataset_for(zoo_name) if zoo_name else None)
     if spec is None:
         if need_data:
@@ -72,6 +73,7 @@ def add_common(parser: argparse.ArgumentParser, *, method: bool = True) -> None:
     from quantlens.eval.presets import PRESETS
 
     parser.add_argument("model", help="zoo name, quantlens checkpoint folder, or Hugging Face folder / module:factory")
+    add_trust_code(parser)
     parser.add_argument("--data", help="zoo data set or .pt/.npz of tensors (default: the zoo model's data set)")
     parser.add_argument("--calib-data", help="calibration data (default: the data set's calib split)")
     if method:

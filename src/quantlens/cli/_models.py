@@ -100,3 +100,9 @@ def _call_factory(spec: str) -> nn.Module:
     if getattr(model, "quantlens_source", None) is None:
         model.quantlens_source = {"kind": "factory", "path": spec, "kwargs": {}}
     return model.eval()
+
+
+def add_trust_code(parser) -> None:
+    """The ``--trust-code`` flag of every command that takes a MODEL."""
+    parser.add_argument("--trust-code", action="store_true",
+                        help="let a checkpoint given as MODEL rebuild its model by calling the module:factory it records")

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from quantlens import zoo
+from quantlens.cli._models import add_trust_code
 from quantlens.errors import InputError, QuantizationFailedError
 from quantlens.eval.compare import reference_outputs
 from quantlens.eval.presets import (
@@ -45,6 +46,7 @@ def register(subparsers) -> None:
     parser.add_argument("model", nargs="?", default=DEFAULT_MODEL,
                         help="zoo name, Hugging Face model folder, quantlens checkpoint, or module:factory "
                              f"(default: {DEFAULT_MODEL})")
+    add_trust_code(parser)
     parser.add_argument("--data", help="zoo data set, .pt/.npz of tensors (inputs, optional labels), or an "
                                        "image folder (default: the zoo model's data set)")
     parser.add_argument("--calib-data", help="calibration data (default: the zoo set's calib split, else --data)")
@@ -88,16 +90,16 @@ def command_line(args: argparse.Namespace) -> str:
         parts += ["--grid", *args.grid]
     parts += ["--max-drop", f"{args.max_drop:g}", "--objective", args.objective, "--reps", str(args.reps),
               "--qat-epochs", str(args.qat_epochs), "--out", args.out]
-    parts += [f"--{f}" for f in ("no-memory", "analysis", "force", "json") if getattr(args, f.replace("-", "_"), False)]
+    parts += [f"--{f}" for f in ("no-memory", "analysis", "trust-code", "force", "json") if getattr(args, f.replace("-", "_"), False)]
     return shlex.join(parts)
 
 
-def _resolve_model(spec: str):
+def _resolve_model(spec: str, *, trust_code: bool = False):
     """``(float model, zoo name or None, extra rows)``; a quantlens checkpoint is compared
     against the float model it was made from (when that can be rebuilt with its weights)."""
     from quantlens.cli._models import resolve_model
 
-    resolved = resolve_model(spec, trust_code=True)  # the user named it on their own command line
+    resolved = resolve_model(spec, trust_code=trust_code)
     model = resolved.model
     if resolved.kind == "factory":  # lets checkpoints and child processes rebuild it
         model.quantlens_source = {"kind": "factory", "path": spec, "kwargs": {}}
@@ -109,7 +111,7 @@ def _resolve_model(spec: str):
     if source.get("kind") == "factory":
         from quantlens.checkpoint import build_skeleton
 
-        return build_skeleton(source, trust_code=True), None, {"checkpoint": model}
+        return build_skeleton(source, trust_code=trust_code), None, {"checkpoint": model}
     raise InputError(f"{spec} holds a quantized model whose float weights quantlens cannot rebuild; "
                      "give the float model (zoo name, Hugging Face folder or module:factory) as MODEL")
 
@@ -213,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    model, zoo_name, extra = _resolve_model(args.model)
+    model, zoo_name, extra = _resolve_model(args.model, trust_code=args.trust_code)
     configs = {**extra, **_configs(args, model)}
     data, calib, train = _data_for(args, zoo_name)
     reference_outputs(model, data, limit=1)  # data that does not fit fails before --out is touched

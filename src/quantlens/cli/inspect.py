@@ -7,6 +7,7 @@ import argparse
 import json
 
 from quantlens.cli._analysis import check_positive, load_inputs
+from quantlens.cli._models import add_trust_code
 
 
 def register(subparsers) -> None:
@@ -18,6 +19,7 @@ def register(subparsers) -> None:
                     "range and the clipping range every observer chooses.",
     )
     parser.add_argument("model", help="zoo name, quantlens checkpoint folder, or Hugging Face folder / module:factory")
+    add_trust_code(parser)
     parser.add_argument("--data", help="calibration data for activation ranges (zoo data set or .pt/.npz)")
     parser.add_argument("--max-batches", type=int, default=4, help="batches for activation ranges (default 4)")
     parser.add_argument("--observers", default="minmax,percentile,mse",

@@ -19,6 +19,7 @@ import json
 import sys
 from pathlib import Path
 
+from quantlens.cli._models import add_trust_code
 from quantlens.core.scheme import QScheme
 from quantlens.errors import ConfigError, InputError, QuantlensError
 from quantlens.methods.base import QuantSummary, config_from_dict, get_method
@@ -49,8 +50,7 @@ def register(subparsers) -> None:
     parser.add_argument("--config", type=Path, help="a config JSON (as in quantlens.json's 'config')")
     parser.add_argument("--calib-data", help="calibration data (zoo data set or .pt/.npz); default: the "
                         "zoo model's calib split")
-    parser.add_argument("--trust-code", action="store_true",
-                        help="let a checkpoint given as MODEL rebuild its model by calling the module:factory it records")
+    add_trust_code(parser)
     parser.set_defaults(func=run)
 
 
