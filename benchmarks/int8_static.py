@@ -1,7 +1,7 @@
 """Latency of static int8 CNNs: fp32 eager vs quantlens Static / QAT-converted (torch.ao
 x86 kernels) vs ONNX Runtime's own static quantization, on the same models in one run.
 
-Run: python benchmarks/int8_static.py [--threads 2] [--repeats 8] [--no-pt2e]
+Run: python benchmarks/int8_static.py [--threads 2] [--repeats 30] [--no-pt2e]
 Writes benchmarks/results/int8_static.json and prints a table.
 
 Cases: ResNet-18-shaped (zoo ``resnet18``, random weights, 224x224) at batch 1 and 8, and
@@ -260,7 +260,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(FLAG, action="store_true", help=HELP)
-    parser.add_argument("--repeats", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--no-pt2e", action="store_true", help="skip torchao PT2E + torch.compile")
     parser.add_argument("--models", nargs="*", help="subset of: resnet18 digits-cnn")
