@@ -11,16 +11,6 @@ from torch import nn
 from quantlens import zoo
 
 
-@pytest.fixture
-def one_thread():
-    """The CI machine is small and shared: int8 kernels and observers run on one thread."""
-    threads, engine = torch.get_num_threads(), torch.backends.quantized.engine
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.backends.quantized.engine = engine
-
-
 @pytest.fixture(scope="module")
 def digits():
     return {split: zoo.load_dataset("digits", split) for split in ("train", "test", "calib")}
