@@ -17,17 +17,12 @@ import os
 import sys
 
 FLAG = "--passive-threads"
-HELP = "idle OpenMP/ONNX Runtime threads sleep instead of spinning (for a busy machine)"
+HELP = "idle PyTorch (OpenMP) threads sleep instead of spinning (for a busy machine)"
+ORT_SPINNING = "0"  # ONNX Runtime's session.intra_op.allow_spinning: off, see above
 
 
-def set_wait_policy() -> bool:
+def set_wait_policy() -> None:
     """Set ``OMP_WAIT_POLICY=PASSIVE`` when the command line has ``--passive-threads``;
-    call before importing torch. Returns whether threads are passive."""
+    call before importing torch."""
     if FLAG in sys.argv[1:]:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-    return os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
-
-
-def ort_spinning() -> str:
-    """ONNX Runtime's ``session.intra_op.allow_spinning`` value: off (see the module docstring)."""
-    return "0"

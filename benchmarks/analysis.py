@@ -37,6 +37,7 @@ from quantlens import quantize, zoo
 from quantlens.analysis import search_plan, sensitivity
 from quantlens.analysis.scoring import Evaluator
 from quantlens.analysis.sensitivity import Variants
+from quantlens.core.data import count_batches
 from quantlens.eval.presets import make_config
 from quantlens.eval.quality import collect_outputs
 from quantlens.eval.size import memory_bytes
@@ -105,12 +106,6 @@ def seconds_stats(times: list[float]) -> dict:
     return {"median_s": s["median_ms"] / 1e3, "p95_s": s["p95_ms"] / 1e3, "repeats": s["repeats"]}
 
 
-def n_batches(data) -> int:
-    from quantlens.core.data import iter_batches
-
-    return sum(1 for _ in iter_batches(data))
-
-
 # --- cases ---------------------------------------------------------------------------------------
 
 
@@ -135,7 +130,7 @@ def naive_sensitivity(model: nn.Module, data, config) -> int:
 def scaling(rows: list[dict], repeats: int) -> None:
     config = make_config("w4")
     x = torch.randn(256, 256, generator=torch.Generator().manual_seed(0))
-    per_pass = n_batches(x)
+    per_pass = count_batches(x)
     for depth in DEPTHS:
         model = mlp(depth)
         cases = {"cached": lambda m=model: sensitivity(m, x, config, evaluator=Evaluator(m, x, metric="sqnr"),
@@ -156,7 +151,7 @@ def digits(rows: list[dict], repeats: int) -> None:
     model = zoo.load_model("digits-cnn")
     test = zoo.load_dataset("digits", "test")
     data = (test.inputs, test.labels)  # 450 images
-    per_pass = n_batches(data)
+    per_pass = count_batches(data)
     method = WeightOnly(bits=4, group_size=None, modules=("linear", "conv2d"))
     u4_size = memory_bytes(quantize(model, method))[0]
     cases = {
@@ -193,7 +188,7 @@ def minilm_data() -> list[dict]:
 def minilm(rows: list[dict]) -> None:
     model = zoo.load_model("minilm")
     data = minilm_data()
-    per_pass = n_batches(data)
+    per_pass = count_batches(data)
     method = WeightOnly(bits=4, group_size=32, skip=("pooler.*",))  # the mean-pooled embedding never sees it
     res, seconds, calls = run_case(lambda: sensitivity(model, data, method, progress=False))
     once = seconds_stats([seconds])

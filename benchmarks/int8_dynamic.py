@@ -39,7 +39,7 @@ import time
 import warnings
 from pathlib import Path
 
-from _threads import FLAG, HELP, ort_spinning, set_wait_policy
+from _threads import FLAG, HELP, ORT_SPINNING, set_wait_policy
 
 set_wait_policy()
 
@@ -122,7 +122,7 @@ def minilm_ort_sessions(model, threads: int, tmp: Path) -> dict:
         quantize_dynamic(str(fp32_path), str(paths[label]), per_channel=per_channel, weight_type=QuantType.QInt8)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", ort_spinning())
+    opts.add_session_config_entry("session.intra_op.allow_spinning", ORT_SPINNING)
     return {k: ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"]) for k, p in paths.items()}
 
 

@@ -41,7 +41,7 @@ import types
 import warnings
 from pathlib import Path
 
-from _threads import FLAG, HELP, ort_spinning, set_wait_policy
+from _threads import FLAG, HELP, ORT_SPINNING, set_wait_policy
 
 set_wait_policy()  # before torch starts its thread pool
 
@@ -112,7 +112,7 @@ def ort_variants(model, calib, threads: int, tmp: Path) -> dict:
         quantize_static(str(fp32_path), str(paths[label]), Reader(), quant_format=QuantFormat.QDQ, **kwargs)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", ort_spinning())
+    opts.add_session_config_entry("session.intra_op.allow_spinning", ORT_SPINNING)
     sessions = {k: ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"]) for k, p in paths.items()}
     return sessions
 
