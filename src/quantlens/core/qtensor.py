@@ -186,8 +186,8 @@ def quantize_tensor(
 # Elements per chunk of the CPU quantize loop (2 MB of float32). Working through a reused,
 # cache-sized buffer avoids allocating (and page-faulting) a float temporary the size of the
 # tensor and keeps the in-place passes in cache. Per-group 4-bit quantization of a 4096x4096
-# matrix, as a multiple of one torch.round pass over it (AVX-512 EPYC, interleaved runs):
-# 2 threads 0.59x chunked vs 1.61x in one region per pass; 1 thread 0.71x.
+# matrix takes 0.71x a torch.round pass over it (benchmarks/core.py, 2 threads, AVX-512
+# EPYC); one region per pass, the tensor at a time, took 1.61x in an interleaved run there.
 CHUNK_ELEMENTS = 1 << 19
 
 
