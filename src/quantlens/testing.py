@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from quantlens.core.data import iter_batches
-from quantlens.core.metrics import cosine_similarity, max_abs_error, sqnr_db
+from quantlens.core.metrics import cosine_similarity, max_abs_error, prediction_rule, sqnr_db
+from quantlens.core.metrics import prediction_agreement as agreement
 from quantlens.errors import InputError
 
 __all__ = ["agreement", "assert_quantized_close"]
@@ -43,22 +44,6 @@ def _names(out) -> list[str]:
     if isinstance(out, dict) or hasattr(out, "keys"):
         return [f"output[{k!r}]" for k in out if isinstance(out[k], torch.Tensor)]
     return [f"output[{i}]" for i, _ in enumerate(_outputs(out))]
-
-
-def agreement(reference: torch.Tensor, output: torch.Tensor) -> float:
-    """% of predictions of ``output`` that match ``reference``'s: argmax over the last
-    dimension, or, with one value per prediction (last dimension 1, or 1-D), its sign
-    (``> 0``: a binary classifier's single logit). NaN for a 0-d tensor.
-
-    Example:
-        >>> agreement(torch.tensor([[0.5], [-1.0]]), torch.tensor([[0.4], [0.2]]))
-        50.0
-    """
-    if reference.ndim == 0:
-        return math.nan
-    if reference.ndim == 1 or reference.shape[-1] == 1:
-        return 100.0 * float(((reference > 0) == (output > 0)).float().mean())
-    return 100.0 * float((reference.argmax(-1) == output.argmax(-1)).float().mean())
 
 
 @torch.inference_mode()
@@ -136,8 +121,7 @@ def assert_quantized_close(
                              "use min_sqnr_db, min_cosine or atol for it")
         results[name] = m
         checks = (("SQNR", m["sqnr_db"], min_sqnr_db, ">=", " dB"), ("cosine similarity", m["cosine"], min_cosine, ">=", ""),
-                  ("sign agreement" if f.ndim == 1 or f.shape[-1] == 1 else "argmax agreement", m["agreement"],
-                   min_agreement, ">=", " %"),
+                  (f"{prediction_rule(f)} agreement", m["agreement"], min_agreement, ">=", " %"),
                   ("max abs error", m["max_abs_error"], atol, "<=", ""))
         for metric, value, limit, op, unit in checks:
             if limit is None or (isinstance(value, float) and math.isnan(value)):

@@ -3,7 +3,14 @@ import math
 import pytest
 import torch
 
-from quantlens.core.metrics import cosine_similarity, max_abs_error, mse, sqnr_db
+from quantlens.core.metrics import (
+    cosine_similarity,
+    max_abs_error,
+    mse,
+    prediction_agreement,
+    prediction_rule,
+    sqnr_db,
+)
 from quantlens.errors import InputError
 
 
@@ -45,3 +52,16 @@ def test_mixed_dtypes_and_errors():
         mse([1.0], torch.zeros(1))
     with pytest.raises(InputError, match="out of range"):
         cosine_similarity(ref, ref, dim=3)
+
+
+def test_prediction_agreement_is_argmax_or_the_sign_of_a_single_value():
+    logits = torch.tensor([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
+    flipped = logits.clone()
+    flipped[0] = torch.tensor([0.9, 0.1])
+    assert prediction_rule(logits) == "argmax" and prediction_agreement(logits, flipped) == 75.0
+    single = torch.tensor([[0.5], [-1.0], [2.0], [-0.1]])  # one logit per sample: its sign is the decision
+    assert prediction_rule(single) == prediction_rule(single[:, 0]) == "sign"
+    assert prediction_agreement(single, single * 0.5) == 100.0  # argmax of one value would always agree
+    assert prediction_agreement(single, torch.tensor([[0.4], [0.2], [1.0], [0.3]])) == 50.0
+    assert prediction_agreement(single[:, 0], -single[:, 0]) == 0.0
+    assert math.isnan(prediction_agreement(torch.tensor(1.0), torch.tensor(1.0)))

@@ -19,7 +19,7 @@ import torch
 
 from quantlens.errors import InputError
 
-__all__ = ["cosine_similarity", "max_abs_error", "mse", "sqnr_db"]
+__all__ = ["cosine_similarity", "max_abs_error", "mse", "prediction_agreement", "prediction_rule", "sqnr_db"]
 
 
 def _pair(reference: torch.Tensor, approximation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,3 +125,33 @@ def cosine_similarity(
     if out_shape is None:
         return float(cos[0])
     return cos.reshape(out_shape)
+
+
+def prediction_rule(outputs: torch.Tensor) -> str:
+    """How a prediction is read from ``outputs``: ``"sign"`` when there is one value per
+    prediction (last dimension 1, or a 1-D tensor: a binary classifier's single logit, ``> 0``),
+    else ``"argmax"`` over the last dimension.
+
+    Example:
+        >>> prediction_rule(torch.zeros(8, 1)), prediction_rule(torch.zeros(8, 10))
+        ('sign', 'argmax')
+    """
+    return "sign" if outputs.ndim == 1 or outputs.shape[-1] == 1 else "argmax"
+
+
+def prediction_agreement(reference: torch.Tensor, approximation: torch.Tensor) -> float:
+    """% of the predictions of ``approximation`` that match ``reference``'s, read by
+    :func:`prediction_rule` (argmax over the last dimension, or the sign of a single value).
+    NaN for a 0-d tensor (no predictions).
+
+    Example:
+        >>> prediction_agreement(torch.tensor([[0.1, 0.9], [0.8, 0.2]]), torch.tensor([[0.3, 0.7], [0.4, 0.6]]))
+        50.0
+        >>> prediction_agreement(torch.tensor([[0.5], [-1.0]]), torch.tensor([[0.4], [0.2]]))
+        50.0
+    """
+    if reference.ndim == 0:
+        return math.nan
+    if prediction_rule(reference) == "sign":
+        return 100.0 * float(((reference > 0) == (approximation > 0)).float().mean())
+    return 100.0 * float((reference.argmax(-1) == approximation.argmax(-1)).float().mean())

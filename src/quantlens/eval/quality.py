@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from quantlens.core.data import Batch, iter_batches
-from quantlens.core.metrics import cosine_similarity, sqnr_db
+from quantlens.core.metrics import cosine_similarity, prediction_agreement, sqnr_db
 from quantlens.errors import InputError
 
 
@@ -133,11 +133,6 @@ def top1_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
         raise InputError(f"top-1 accuracy needs (N, classes) outputs and (N,) labels, got {tuple(logits.shape)} "
                          f"and {tuple(labels.shape)}; pass metric= for other tasks")
     return 100.0 * float((logits.argmax(-1) == labels).float().mean())
-
-
-def prediction_agreement(reference: torch.Tensor, outputs: torch.Tensor) -> float:
-    """% of samples whose argmax (last dim) matches the reference's."""
-    return 100.0 * float((reference.argmax(-1) == outputs.argmax(-1)).float().mean())
 
 
 def _user_metric(metric: Callable, outputs: Outputs) -> float:
