@@ -15,6 +15,7 @@ import logging
 import tempfile
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -227,10 +228,9 @@ def _summary_counts(row: Row, float_model: nn.Module, model: nn.Module) -> None:
         return
     left = float_layers(float_model, model)
     row.layers_quantized, row.layers_float = len(summary.quantized), len(left)
-    row.float_kinds = {}
+    row.float_kinds = dict(Counter(layer["kind"] for layer in left))
     by_reason: dict[tuple[str, str], list[str]] = {}
     for layer in left:
-        row.float_kinds[layer["kind"]] = row.float_kinds.get(layer["kind"], 0) + 1
         by_reason.setdefault((layer["kind"], layer["reason"]), []).append(layer["name"])
     for (kind, reason), names in by_reason.items():
         shown = ", ".join(names[:6]) + (f", … ({len(names) - 6} more)" if len(names) > 6 else "")
