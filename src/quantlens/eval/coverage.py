@@ -3,8 +3,10 @@
 
 The method's summary (``model.quantlens_summary``) lists the layers it quantized and those
 it left float with a reason; :func:`float_layers` adds every layer with weights (Linear,
-Conv, RNN, Embedding) that the summary does not mention at all, so a layer kind a config
-silently ignores (Conv2d under a Linear-only WeightOnly) is still counted.
+Conv, RNN, Embedding) that the summary does not mention at all, so such a layer is still
+counted: one that Static or QAT graph capture dropped because ``forward`` never calls it,
+or any layer under a method registered elsewhere that records only what it quantized.
+(The built-in methods record every other layer they leave float themselves.)
 
 Example:
     >>> [x["kind"] for x in float_layers(model, ql.quantize(model, ql.WeightOnly(bits=8)))][:1]
@@ -18,7 +20,7 @@ from torch import nn
 from quantlens.methods.base import QuantConfig
 
 # Layers with weights a method could turn into integers; one that its summary does not
-# mention stayed float without a word (e.g. Conv2d under a Linear-only WeightOnly).
+# mention stayed float without a word.
 WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
                  nn.ConvTranspose3d, nn.LSTM, nn.GRU, nn.RNN, nn.Embedding, nn.EmbeddingBag)
 
