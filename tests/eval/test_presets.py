@@ -1,9 +1,9 @@
 import pytest
-import torch
 
 import quantlens as ql
 from quantlens import zoo
 from quantlens.errors import ConfigError, UnknownNameError
+from quantlens.eval import presets
 from quantlens.eval.presets import (
     PRESETS,
     check_names,
@@ -44,13 +44,23 @@ def test_weight_only_presets_cover_the_convolutions_of_a_cnn():
 def test_sweep_is_the_product_of_the_grid_and_varies_the_backend():
     configs = sweep_configs("static")
     assert len(configs) == 3 * 2 * len(engines_here())
-    assert set(engines_here()) <= set(torch.backends.quantized.supported_engines)
-    assert configs["observer=minmax,per_channel=False,backend=x86"] == ql.Static(observer="minmax", per_channel=False)
+    engine = engines_here()[0]
+    assert configs[f"observer=minmax,per_channel=False,backend={engine}"] == ql.Static(
+        observer="minmax", per_channel=False, backend=engine)
     assert {c.backend for c in sweep_configs("qat").values()} == set(engines_here())
     custom = sweep_configs("static", {"backend": ("x86", "qnnpack")})
     assert [c.backend for c in custom.values()] == ["x86", "qnnpack"]
     with pytest.raises(UnknownNameError, match="sweepable"):
         sweep_configs("nope")
+
+
+def test_the_swept_engines_are_those_this_build_has_in_backend_order_without_fbgemm(monkeypatch):
+    monkeypatch.setattr(presets, "available_engines", lambda: ["qnnpack", "fbgemm", "onednn", "x86"])
+    assert engines_here() == ("x86", "onednn", "qnnpack")
+    monkeypatch.setattr(presets, "available_engines", lambda: ["fbgemm", "qnnpack"])
+    assert engines_here() == ("qnnpack",)
+    monkeypatch.setattr(presets, "available_engines", list)
+    assert engines_here() == ("x86",)  # none reported: the default backend
 
 
 def test_parse_grid_reads_cli_entries():

@@ -30,10 +30,10 @@ import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-import torch
 from torch import nn
 
 from quantlens.errors import ConfigError, QuantlensError, UnknownNameError
+from quantlens.methods.backends.torch_ao import BACKENDS, available_engines
 from quantlens.methods.base import QuantConfig, get_method, methods
 
 
@@ -65,13 +65,14 @@ PRESETS: dict[str, Preset] = {
 
 DEFAULT_METHODS = ("dynamic", "static", "qat", "w8", "w4")
 
-SWEEP_ENGINES = ("x86", "onednn", "qnnpack")  # fbgemm: x86's predecessor, same kernels on x86 CPUs
+# the Static/QAT backends, less fbgemm: x86's predecessor, the same kernels on x86 CPUs
+SWEEP_ENGINES = tuple(b for b in BACKENDS if b != "fbgemm")
 
 
 def engines_here() -> tuple[str, ...]:
-    """The quantized engines of :data:`SWEEP_ENGINES` this torch build has."""
-    supported = set(torch.backends.quantized.supported_engines)
-    return tuple(e for e in SWEEP_ENGINES if e in supported) or ("x86",)
+    """The quantized engines of :data:`SWEEP_ENGINES` this torch build has (``("x86",)`` if none)."""
+    here = available_engines()
+    return tuple(e for e in SWEEP_ENGINES if e in here) or ("x86",)
 
 
 SWEEPS: dict[str, dict[str, Sequence]] = {
