@@ -153,6 +153,14 @@ def test_modules_skip_and_overrides_select_layers():
     assert mixed.fc.dtype == "float16" and mixed.rnn.dtype == "int8"
 
 
+def test_a_skipped_layer_is_recorded_once_when_methods_are_mixed():
+    model = nn.Sequential(*[nn.Linear(16, 16) for _ in range(4)])
+    config = Dynamic(skip=("3",), overrides={"0": ql.WeightOnly(bits=8, group_size=None)})
+    summary = ql.quantize(model, config).quantlens_summary
+    assert [r.name for r in summary.skipped] == ["3"]
+    assert str(summary).splitlines()[0] == "quantized 3 layer(s), left 1 in float"
+
+
 def test_float16_weights(tmp_path):
     model = zoo.load_model("digits-lstm")
     qm = ql.quantize(model, Dynamic(dtype="float16"))

@@ -220,6 +220,13 @@ def test_overrides_mix_static_trunk_with_a_dynamic_head(digits_cnn, digits):
     assert (qm(x).argmax(1) == digits["test"].labels).float().mean() > 0.97
 
 
+def test_a_layer_skipped_under_static_and_weight_only_is_recorded_once(digits):
+    model = nn.Sequential(nn.Flatten(), *[nn.Linear(64, 64) for _ in range(4)])
+    config = ql.Static(observer="minmax", skip=("4",), overrides={"1": ql.WeightOnly(bits=8, group_size=None)})
+    summary = ql.quantize(model, config, calib_data=digits["calib"].batches(64)).quantlens_summary
+    assert [r.name for r in summary.skipped if r.kind == "Linear"] == ["4"]
+
+
 class ConvLSTM(nn.Module):
     """A Conv-BN-ReLU trunk over the 8x8 digit; its 8 rows (8 channels x 8 columns each) are
     the time steps of an LSTM; the last hidden state goes through a Linear head."""

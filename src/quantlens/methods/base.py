@@ -5,7 +5,8 @@ How to add a method (see methods/weight_only.py for a complete one):
 1. Write a frozen dataclass deriving :class:`QuantConfig` (all fields with defaults).
 2. Write ``apply(model, ctx) -> nn.Module`` that quantizes, in place, every module for which
    ``ctx.config_for(name)`` returns a config of your type, records each decision with
-   ``ctx.summary.add(...)`` and returns the model (the same object or a new root).
+   ``ctx.summary.add(...)`` (a module a skip pattern leaves in float with
+   ``ctx.record_skip(...)``) and returns the model (the same object or a new root).
 3. Write ``rebuild(model, ctx) -> nn.Module`` that gives a float skeleton the
    quantized *structure* (no calibration, no real weights needed) so a checkpoint's
    tensors can be loaded into it.
@@ -30,6 +31,9 @@ from torch import nn
 from quantlens.errors import ConfigError, UnknownNameError
 
 CONFIG_VERSION = 1
+
+SKIP_REASON = "matches a skip pattern"
+"""The summary reason of a module that a ``skip`` pattern leaves in float."""
 
 
 @dataclass(frozen=True)
@@ -190,15 +194,9 @@ class QuantSummary:
     model_bytes_after: int | None = None
 
     def add(self, name: str, module: nn.Module | str, action: str, **fields) -> None:
-        """Record what happened to one module (a second identical record, as two methods
-        of one config may make for a skipped layer, is dropped)."""
+        """Record what happened to one module (a skip: :meth:`QuantContext.record_skip`)."""
         kind = module if isinstance(module, str) else type(module).__name__
-        record = LayerRecord(name, kind, action, **fields)
-        if action != "quantized" and any(
-            (r.name, r.action, r.reason) == (name, action, record.reason) for r in self.records
-        ):
-            return
-        self.records.append(record)
+        self.records.append(LayerRecord(name, kind, action, **fields))
 
     def note(self, text: str) -> None:
         if text not in self.notes:
@@ -269,6 +267,12 @@ class QuantContext:
 
     def is_skipped(self, name: str) -> bool:
         return resolve(self.config, name) is None
+
+    def record_skip(self, name: str, module: nn.Module | str, **fields) -> None:
+        """Record that a skip pattern leaves module ``name`` in float, once: every method of
+        a mixed config sees the skipped modules, the first to report one records it."""
+        if not any(r.name == name and r.reason == SKIP_REASON for r in self.summary.records):
+            self.summary.add(name, module, "skipped", reason=SKIP_REASON, **fields)
 
 
 @dataclass(frozen=True)

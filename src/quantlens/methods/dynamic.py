@@ -193,7 +193,7 @@ def _record_float_layers(model: nn.Module, ctx: QuantContext) -> None:
         if list(module.children()) or not list(module.parameters(recurse=False)):
             continue
         if ctx.is_skipped(name):
-            ctx.summary.add(name, module, "skipped", reason="matched a skip pattern")
+            ctx.record_skip(name, module)
         elif ctx.config_for(name, Dynamic) is None:
             continue  # another method's layer: that method records it
         elif _any_layer_for(module) is not None:

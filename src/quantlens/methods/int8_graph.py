@@ -17,7 +17,14 @@ from quantlens.core.data import count_batches, first_batch, iter_batches, to_bat
 from quantlens.core.progress import track
 from quantlens.errors import ConfigError, InputError, QuantizationFailedError
 from quantlens.methods.backends import torch_ao
-from quantlens.methods.base import QuantConfig, QuantContext, configs_in, module_bytes, resolve
+from quantlens.methods.base import (
+    SKIP_REASON,
+    QuantConfig,
+    QuantContext,
+    configs_in,
+    module_bytes,
+    resolve,
+)
 
 _CUSTOM_MODULES: dict[type, tuple[type, type, type]] = {}
 
@@ -193,7 +200,7 @@ def make_plan(model: nn.Module, config: QuantConfig, cls: type) -> Plan:
         plan.module_configs.append((name, None))
         plan.leaves.append(name)
         if cfg is None:
-            plan.reasons[name] = "skipped by a skip pattern"
+            plan.reasons[name] = SKIP_REASON
             if not list(module.children()):
                 _make_island(module)
         else:
@@ -290,9 +297,10 @@ def summarize(ctx: QuantContext, before: dict[str, tuple[str, int]], converted: 
         owner = next((p for p in plan.reasons if name == p or name.startswith(p + ".")), None)
         if any(name == p or name.startswith(p + ".") for p in plan.other_method):
             continue
-        if owner is not None:
-            action = "skipped" if plan.reasons[owner].startswith("skipped") else "float"
-            ctx.summary.add(name, kind, action, reason=plan.reasons[owner], bytes_before=nbytes, bytes_after=nbytes)
+        if owner is not None and plan.reasons[owner] == SKIP_REASON:
+            ctx.record_skip(name, kind, bytes_before=nbytes, bytes_after=nbytes)
+        elif owner is not None:
+            ctx.summary.add(name, kind, "float", reason=plan.reasons[owner], bytes_before=nbytes, bytes_after=nbytes)
         elif name not in modules:
             fused.append(name)
         elif torch_ao.is_quantized_module(modules[name]) or isinstance(modules[name], custom):

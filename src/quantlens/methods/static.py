@@ -28,7 +28,14 @@ from quantlens.core.observers import get_observer
 from quantlens.errors import ConfigError, QuantizationFailedError
 from quantlens.methods import fusion, int8_graph
 from quantlens.methods.backends import torch_ao
-from quantlens.methods.base import QuantConfig, QuantContext, configs_in, register_method, resolve
+from quantlens.methods.base import (
+    SKIP_REASON,
+    QuantConfig,
+    QuantContext,
+    configs_in,
+    register_method,
+    resolve,
+)
 
 MODES = ("auto", "fx", "eager")
 
@@ -165,7 +172,7 @@ def _eager_prepare(model: nn.Module, ctx: QuantContext, cfg: Static) -> nn.Modul
             continue
         if floated(name):
             if resolve(ctx.config, name) is None:
-                reasons[name] = "skipped by a skip pattern"
+                reasons[name] = SKIP_REASON
         elif isinstance(module, torch_ao.EAGER_TYPES):
             targets.append(name)
     ctx.extra["float_layers"] = int8_graph.float_layers(model)

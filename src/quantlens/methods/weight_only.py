@@ -219,7 +219,7 @@ def _plan(model: nn.Module, ctx: QuantContext) -> list[_Plan]:
             _record_float(name, module, ctx)
             continue
         if ctx.is_skipped(name):
-            ctx.summary.add(name, module, "skipped", method="weight_only", reason="matches a skip pattern")
+            ctx.record_skip(name, module, method="weight_only")
             continue
         cfg = ctx.config_for(name, WeightOnly)
         if cfg is None:
@@ -246,17 +246,17 @@ def _record_float(name: str, module: nn.Module, ctx: QuantContext) -> None:
     if not list(module.parameters(recurse=False)) or isinstance(module, PackedWeight):
         return
     cfg = resolve(ctx.config, name)
+    nbytes = module_bytes(module)
     if cfg is None:
-        reason = "matches a skip pattern"
-    elif not isinstance(cfg, WeightOnly):
+        ctx.record_skip(name, module, method="weight_only", bytes_before=nbytes, bytes_after=nbytes)
+        return
+    if not isinstance(cfg, WeightOnly):
         return  # another method's layer: that method records it
-    elif quantized_class_for(module) is not None:
+    if quantized_class_for(module) is not None:
         reason = f"not in modules=({', '.join(cfg.modules)},)"
     else:
         reason = "WeightOnly has no quantized layer of this kind"
-    nbytes = module_bytes(module)
-    action = "skipped" if cfg is None else "float"
-    ctx.summary.add(name, module, action, method="weight_only", reason=reason, bytes_before=nbytes, bytes_after=nbytes)
+    ctx.summary.add(name, module, "float", method="weight_only", reason=reason, bytes_before=nbytes, bytes_after=nbytes)
 
 
 def _replace(model: nn.Module, replaced: dict[int, nn.Module]) -> nn.Module:
