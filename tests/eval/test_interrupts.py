@@ -2,7 +2,9 @@
 
 import signal
 
-from quantlens.eval.interrupts import InterruptWatch, interrupted_by
+import pytest
+
+from quantlens.eval.interrupts import InterruptWatch, interrupted_by, raise_if_interrupted
 
 
 def test_interrupted_by_walks_cause_and_context():
@@ -21,6 +23,15 @@ def test_interrupted_by_walks_cause_and_context():
     loop = RuntimeError("loop")
     loop.__context__ = loop
     assert not interrupted_by(loop)
+
+
+def test_raise_if_interrupted_turns_a_wrapped_ctrl_c_back_into_one():
+    wrapped = RuntimeError("import of torch._dynamo failed")
+    wrapped.__cause__ = KeyboardInterrupt()
+    with pytest.raises(KeyboardInterrupt) as info:
+        raise_if_interrupted(wrapped)
+    assert info.value.__cause__ is wrapped
+    raise_if_interrupted(RuntimeError("plain"))  # not an interrupt: returns, the caller handles it
 
 
 def test_the_watch_sees_a_swallowed_sigint_and_restores_the_handler():

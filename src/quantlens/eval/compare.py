@@ -31,7 +31,7 @@ from quantlens.eval import memory as _memory
 from quantlens.eval import quality as _quality
 from quantlens.eval import size as _size
 from quantlens.eval.coverage import float_layers
-from quantlens.eval.interrupts import InterruptWatch, interrupted_by
+from quantlens.eval.interrupts import InterruptWatch, interrupted_by, raise_if_interrupted
 from quantlens.methods.base import QuantConfig, get_method, methods
 
 log = logging.getLogger(__name__)
@@ -185,8 +185,7 @@ def measure_row(row: Row, model: nn.Module, reference: _quality.Outputs, data, b
         _size.save_for_size(model, saved)
         size = _size.measure_size(model, saved_dir=saved)
     except (QuantlensError, RuntimeError, ValueError) as exc:  # unsaveable: in-memory size only
-        if interrupted_by(exc):
-            raise KeyboardInterrupt from exc
+        raise_if_interrupted(exc)
         row.notes.append(f"not saved, no disk size: {str(exc).splitlines()[0][:200]}")
         mem, elems = _size.memory_bytes(model)
         size, saved = _size.SizeResult(0, mem, elems), None
@@ -215,8 +214,7 @@ def measure_row(row: Row, model: nn.Module, reference: _quality.Outputs, data, b
                 m = _memory.measure_peak_memory(ref, bench, threads=threads)
                 row.peak_memory_bytes, row.model_memory_bytes = m.inference_bytes, m.model_bytes
             except QuantlensError as exc:
-                if interrupted_by(exc):
-                    raise KeyboardInterrupt from exc
+                raise_if_interrupted(exc)
                 row.notes.append(f"peak memory not measured: {exc}")
     return row
 
@@ -368,12 +366,9 @@ def run_comparison(
                 finish(row)
                 if watch.requested:  # swallowed inside a row that still finished: stop after it
                     raise KeyboardInterrupt
-        except Exception as exc:  # the float row: its errors are the run's, unless they wrap a Ctrl-C
+        except (Exception, KeyboardInterrupt) as exc:  # a Ctrl-C, or an error wrapping one, ends the run
             if not (watch.requested or interrupted_by(exc)):
                 raise
-            comparison.interrupted = True
-            log.warning("interrupted: keeping the %d row(s) measured so far", len(comparison.rows))
-        except KeyboardInterrupt:
             comparison.interrupted = True
             log.warning("interrupted: keeping the %d row(s) measured so far", len(comparison.rows))
     return comparison

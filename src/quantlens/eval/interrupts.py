@@ -7,7 +7,8 @@ interrupt there can come back as another error (the KeyboardInterrupt in its
 leaving only a half-imported module that fails later. Either way the user asked to stop,
 so the comparison must stop, not record a "failed" row and go on.
 
-- :func:`interrupted_by` finds a KeyboardInterrupt anywhere in an exception's chain;
+- :func:`interrupted_by` finds a KeyboardInterrupt anywhere in an exception's chain, and
+  :func:`raise_if_interrupted` turns such an exception back into a KeyboardInterrupt;
 - :class:`InterruptWatch` notes every SIGINT while a comparison runs (then lets Python
   raise KeyboardInterrupt as usual), so a swallowed one is still seen.
 
@@ -42,6 +43,21 @@ def interrupted_by(exc: BaseException) -> bool:
     return False
 
 
+def raise_if_interrupted(exc: BaseException) -> None:
+    """Raise KeyboardInterrupt (from ``exc``) when ``exc`` wraps a Ctrl-C (:func:`interrupted_by`);
+    else return, and the caller handles ``exc`` as the error it is.
+
+    Example:
+        >>> try:
+        ...     draw_diagnostic()
+        ... except Exception as exc:
+        ...     raise_if_interrupted(exc)
+        ...     notes.append(f"not drawn: {exc}")
+    """
+    if interrupted_by(exc):
+        raise KeyboardInterrupt from exc
+
+
 class InterruptWatch:
     """Context manager that records SIGINTs (``requested``) and then hands each to the
     handler that was installed before (Python's: raise KeyboardInterrupt).
@@ -57,11 +73,7 @@ class InterruptWatch:
 
     def _handle(self, signum, frame) -> None:
         self.requested = True
-        previous = self._previous
-        if callable(previous):
-            previous(signum, frame)
-        else:
-            raise KeyboardInterrupt
+        self._previous(signum, frame)
 
     def __enter__(self) -> InterruptWatch:  # noqa: PYI034 - typing.Self needs Python 3.11
         if threading.current_thread() is threading.main_thread():
@@ -77,4 +89,4 @@ class InterruptWatch:
             self._previous = None
 
 
-__all__ = ["InterruptWatch", "interrupted_by"]
+__all__ = ["InterruptWatch", "interrupted_by", "raise_if_interrupted"]

@@ -18,7 +18,7 @@ from torch import nn
 
 from quantlens.errors import InputError
 from quantlens.eval.compare import Comparison, Row, run_comparison
-from quantlens.eval.interrupts import interrupted_by
+from quantlens.eval.interrupts import raise_if_interrupted
 from quantlens.eval.latency import DEFAULT_REPS, DEFAULT_WARMUP
 from quantlens.eval.presets import check_names, make_config
 from quantlens.methods.base import QuantConfig
@@ -348,9 +348,8 @@ def compare(
         def hook(row: Row, qmodel: nn.Module, batch) -> None:
             try:
                 errors[row.name] = per_layer_errors(model, qmodel, [batch])
-            except Exception as exc:  # a diagnostic plot must not fail the run
-                if interrupted_by(exc):
-                    raise KeyboardInterrupt from exc
+            except Exception as exc:  # noqa: BLE001 - a diagnostic plot must not fail the run (a Ctrl-C re-raised)
+                raise_if_interrupted(exc)
                 row.notes.append(f"per-layer error not measured: {type(exc).__name__}: {str(exc)[:120]}")
 
     recorder = LayerRecorder(model, then=hook) if analysis else None  # each row's layer-by-layer error
