@@ -53,3 +53,13 @@ def test_conv_options_and_errors():
     assert quantized_class_for(conv) is QConv2d
     with pytest.raises(InputError, match="padding_mode"):
         QConv2d.from_float(nn.Conv2d(2, 2, 3, padding_mode="reflect"), qt)
+
+
+def test_to_float_gives_the_conv_it_computes_with():
+    conv = nn.Conv2d(8, 4, (3, 1), stride=2, padding=1, dilation=2, groups=2)
+    layer = QConv2d.from_float(conv, quantize_tensor(conv.weight.detach(), QScheme(bits=4, granularity="per_channel")))
+    back = layer.to_float()
+    assert type(back) is nn.Conv2d and repr(back) == repr(conv)
+    assert torch.equal(back.weight, layer.dequantized_weight()) and torch.equal(back.bias, layer.bias)
+    x = random_tensor(1, 8, 9, 9)
+    assert torch.equal(back(x), layer(x))

@@ -56,3 +56,11 @@ def test_bad_input():
         QEmbedding(VOCAB, DIM, scheme=QScheme(bits=4, granularity="per_channel", axis=1))
     assert quantized_class_for(nn.Embedding) is QEmbedding
     assert layer(torch.zeros(0, dtype=torch.long)).shape == (0, DIM)
+
+
+def test_to_float_gives_the_dequantized_table():
+    emb = nn.Embedding(VOCAB, DIM, padding_idx=0)
+    layer = QEmbedding.from_float(emb, quantize_tensor(emb.weight.detach(), SCHEMES["b4-per_group-asym"]))
+    back = layer.to_float()
+    assert type(back) is nn.Embedding and repr(back) == repr(emb)
+    assert torch.equal(back.weight, layer.dequantized_weight())

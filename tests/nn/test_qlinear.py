@@ -173,3 +173,13 @@ def test_automatic_choice_on_a_large_layer_follows_the_documented_rules():
                     (int8, 1): "int8pack", (int8, 64): "dense", (nf4, 1): "dense", (nf4, 64): "dense"}
     chosen = {key: key[0].kernel_for(key[1], torch.float32) for key in expected}
     assert chosen == expected
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_to_float_gives_the_linear_it_computes_with(bias):
+    lin = nn.Linear(IN, OUT, bias=bias)
+    layer = QLinear.from_float(lin, quantize_tensor(lin.weight.detach(), SCHEMES["b4-per_group-asym"]))
+    back = layer.to_float()
+    assert type(back) is nn.Linear and (back.in_features, back.out_features) == (IN, OUT)
+    assert torch.equal(back.weight, layer.dequantized_weight())
+    assert (back.bias is None) == (not bias) and (not bias or torch.equal(back.bias, layer.bias))

@@ -319,42 +319,17 @@ def rebuild(model: nn.Module, ctx: QuantContext) -> nn.Module:
     return _replace(model, replaced)
 
 
-def _float_linear(q) -> nn.Linear:
-    return nn.utils.skip_init(nn.Linear, q.in_features, q.out_features, bias=q.bias is not None)
-
-
-def _float_embedding(q) -> nn.Embedding:
-    return nn.utils.skip_init(nn.Embedding, q.num_embeddings, q.embedding_dim, padding_idx=q.padding_idx)
-
-
-def _float_conv2d(q) -> nn.Conv2d:
-    cfg = {k: v for k, v in q.config().items() if k != "scheme"}
-    return nn.utils.skip_init(nn.Conv2d, **{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()})
-
-
-# float layer class -> an empty float layer shaped like a quantized one (weights filled after)
-_FLOAT_LAYERS: dict[type[nn.Module], Callable[[PackedWeight], nn.Module]] = {
-    nn.Linear: _float_linear, nn.Embedding: _float_embedding, nn.Conv2d: _float_conv2d,
-}
-
-
 def dequantize(model: nn.Module) -> nn.Module:
     """Turn every weight-only layer of ``model`` back into the float layer it replaced, with
-    the dequantized weight (in place; returns the new root if the root is such a layer)."""
-    float_of = {q: f for f, q in quantized_classes().items()}
+    the dequantized weight, through each layer's ``to_float()`` (in place; returns the new root
+    if the root is such a layer)."""
     replaced: dict[int, nn.Module] = {}
     for module in model.modules():
         if not isinstance(module, PackedWeight) or id(module) in replaced:
             continue
-        float_cls = float_of.get(type(module))
-        if float_cls not in _FLOAT_LAYERS:
+        if not hasattr(module, "to_float"):
             raise InputError(f"quantlens cannot turn a {type(module).__name__} back into a float layer")
-        new = _FLOAT_LAYERS[float_cls](module)
-        with torch.no_grad():
-            new.weight.copy_(module.dequantized_weight(new.weight.dtype))
-            if getattr(module, "bias", None) is not None:
-                new.bias.copy_(module.bias)
-        replaced[id(module)] = new.to(module.weight_packed.device)
+        replaced[id(module)] = module.to_float()
     return _replace(model, replaced)
 
 

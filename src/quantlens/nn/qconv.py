@@ -66,6 +66,17 @@ class QConv2d(PackedWeight):
                 layer.bias.copy_(conv.bias.detach())
         return layer
 
+    def to_float(self) -> nn.Conv2d:
+        """An ``nn.Conv2d`` holding the dequantized weight and the bias, on this layer's device."""
+        conv = nn.utils.skip_init(nn.Conv2d, self.in_channels, self.out_channels, self.kernel_size,
+                                  stride=self.stride, padding=self.padding, dilation=self.dilation,
+                                  groups=self.groups, bias=self.bias is not None, device=self.weight_packed.device)
+        with torch.no_grad():
+            conv.weight.copy_(self.dequantized_weight(conv.weight.dtype))
+            if self.bias is not None:
+                conv.bias.copy_(self.bias)
+        return conv
+
     @classmethod
     def from_config(cls, config: dict) -> QConv2d:
         """Rebuild an empty layer from :meth:`config` (for checkpoint loading)."""

@@ -68,6 +68,14 @@ class QEmbedding(PackedWeight):
         layer._load_qtensor(qweight)
         return layer
 
+    def to_float(self) -> nn.Embedding:
+        """An ``nn.Embedding`` holding the dequantized table, on this layer's device."""
+        embedding = nn.utils.skip_init(nn.Embedding, self.num_embeddings, self.embedding_dim,
+                                       padding_idx=self.padding_idx, device=self.weight_packed.device)
+        with torch.no_grad():
+            embedding.weight.copy_(self.dequantized_weight(embedding.weight.dtype))
+        return embedding
+
     @classmethod
     def from_config(cls, config: dict) -> QEmbedding:
         """Rebuild an empty layer from :meth:`config` (for checkpoint loading)."""

@@ -83,6 +83,17 @@ class QLinear(PackedWeight):
                 layer.bias.copy_(bias.detach())
         return layer
 
+    def to_float(self) -> nn.Linear:
+        """An ``nn.Linear`` holding the dequantized weight and the bias (what ``from_float``
+        was given, up to rounding), on this layer's device."""
+        linear = nn.utils.skip_init(nn.Linear, self.in_features, self.out_features, bias=self.bias is not None,
+                                    device=self.weight_packed.device)
+        with torch.no_grad():
+            linear.weight.copy_(self.dequantized_weight(linear.weight.dtype))
+            if self.bias is not None:
+                linear.bias.copy_(self.bias)
+        return linear
+
     @classmethod
     def from_config(cls, config: dict) -> QLinear:
         """Rebuild an empty layer from :meth:`config` (for checkpoint loading)."""
