@@ -8,6 +8,8 @@ import base64
 import html
 import json
 import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -94,13 +96,21 @@ def _figures(paths: list[Path]) -> str:
     return '<div class="plots">' + "\n".join(figures) + "</div>"
 
 
-def _plots(report: Report, plot_dir: Path | None) -> str:
-    if plot_dir is not None:
-        existing = [plot_dir / f for f in PLOT_FILES if (plot_dir / f).is_file()]
-        if existing:
-            return _figures(existing)
+@contextmanager
+def _pngs(plot_dir: Path | None, files: Iterable[str], draw: Callable[[Path], list[Path]]) -> Iterator[list[Path]]:
+    """The PNGs ``files`` that ``plot_dir`` already holds, else those ``draw(folder)`` renders
+    into a temporary folder (removed on exit)."""
+    existing = [plot_dir / f for f in files if (plot_dir / f).is_file()] if plot_dir is not None else []
+    if existing:
+        yield existing
+        return
     with tempfile.TemporaryDirectory(prefix="quantlens-plots-") as tmp:
-        return _figures(write_plots(report, Path(tmp)))
+        yield draw(Path(tmp))
+
+
+def _plots(report: Report, plot_dir: Path | None) -> str:
+    with _pngs(plot_dir, PLOT_FILES, lambda folder: write_plots(report, folder)) as paths:
+        return _figures(paths)
 
 
 def _analysis(report: Report, plot_dir: Path | None) -> str:
@@ -108,14 +118,8 @@ def _analysis(report: Report, plot_dir: Path | None) -> str:
     sens = report.sensitivity
     if not sens:
         return ""
-    files = list(ANALYSIS_PLOT_FILES.values())
-    existing = [plot_dir / f for f in files if (plot_dir / f).is_file()] if plot_dir is not None else []
-    if existing:
-        figures = _figures(existing)
-    else:
-        with tempfile.TemporaryDirectory(prefix="quantlens-plots-") as tmp:
-            paths = report.plot_analysis(tmp)
-            figures = _figures(paths) if paths else ""
+    with _pngs(plot_dir, ANALYSIS_PLOT_FILES.values(), report.plot_analysis) as paths:
+        figures = _figures(paths) if paths else ""
     rows = sens.get("rows", [])
     loss = sens.get("loss_unit", "")
     intro = (f"Per-layer sensitivity of <b>{_e(sens.get('row'))}</b> on {_e(sens.get('samples'))} samples: "
