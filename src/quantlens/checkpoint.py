@@ -27,7 +27,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from quantlens import zoo
-from quantlens.errors import CheckpointError, InputError, require
+from quantlens.errors import CheckpointError, InputError, error_line, require
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -239,27 +239,44 @@ def _factory_skeleton(source: Mapping, origin, trust_code: bool) -> torch.nn.Mod
             f"{origin} rebuilds its model by calling {path!r}, which runs code the checkpoint names; "
             "pass trust_code=True (quantlens CLI: --trust-code) if you trust it, or pass model= with a skeleton you built"
         )
-    module_name, _, attr = path.partition(":")
-    try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise CheckpointError(f"{origin}: cannot import the model factory {path!r}: {exc}") from exc
-    try:
-        model = factory(**kwargs)
-    except Exception as exc:  # the factory is user code: any error it raises
-        raise CheckpointError(
-            f"{origin}: calling the model factory {path!r} failed ({type(exc).__name__}: {error_line(exc)}); "
-            "pass model=skeleton"
-        ) from exc
+    model = call_factory(path, kwargs, CheckpointError, name=f"the model factory {path!r}",
+                         hint="pass model=skeleton", origin=origin)
     if isinstance(model, torch.nn.Module):
         model.quantlens_source = dict(source)
     return model
 
 
-def error_line(exc: BaseException) -> str:
-    """The first line of an exception's message (at most 300 characters), for one-line errors."""
-    lines = str(exc).strip().splitlines()
-    return lines[0][:300] if lines else type(exc).__name__
+def call_factory(path: str, kwargs: Mapping, error_cls: type[Exception], *, name: str, hint: str,
+                 origin: str | os.PathLike | None = None) -> Any:
+    """Import the function ``path`` names (``"package.module:function"``) and call it with
+    ``kwargs``; a failure to import it or any error the call raises becomes one ``error_cls``
+    on one line.
+
+    Args:
+        path: ``"package.module:function"``.
+        kwargs: the keyword arguments of the call.
+        error_cls: the error raised on failure (a :class:`~quantlens.errors.QuantlensError`).
+        name: how the message names the call (``"make()"``, ``"the model factory 'pkg:make'"``).
+        hint: what to do about it, the end of the message.
+        origin: the file the path came from, the start of the message.
+
+    Returns:
+        Whatever the function returns.
+
+    Example:
+        >>> call_factory("torch.nn:Identity", {}, InputError, name="torch.nn:Identity()", hint="give another")
+        Identity()
+    """
+    where = f"{origin}: " if origin is not None else ""
+    module_name, _, attr = path.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise error_cls(f"{where}cannot import {path!r} ({type(exc).__name__}: {error_line(exc)}); {hint}") from exc
+    try:
+        return factory(**kwargs)
+    except Exception as exc:  # the factory is user code: any error it raises
+        raise error_cls(f"{where}calling {name} failed ({type(exc).__name__}: {error_line(exc)}); {hint}") from exc
 
 
 # --- files -------------------------------------------------------------------------------

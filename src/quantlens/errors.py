@@ -55,6 +55,18 @@ class QuantizationFailedError(QuantlensError):
     exit_code = 1
 
 
+def error_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (at most ``limit`` characters), for one-line
+    errors; the exception's type name when the message is empty.
+
+    Example:
+        >>> error_line(ValueError("bad shape\\nmore detail"))
+        'bad shape'
+    """
+    lines = str(exc).strip().splitlines()
+    return lines[0][:limit] if lines else type(exc).__name__
+
+
 def require(module: str, extra: str):
     """Import an optional dependency, or raise a MissingDependencyError naming the extra."""
     import importlib

@@ -3,7 +3,6 @@ model folder, or ``package.module:factory``."""
 
 from __future__ import annotations
 
-import importlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 from torch import nn
 
 from quantlens import zoo
-from quantlens.checkpoint import META_FILE, error_line
+from quantlens.checkpoint import META_FILE, call_factory
 from quantlens.errors import InputError, UnknownNameError, require
 
 FORMS = "a zoo model ({zoo}), a quantlens checkpoint folder, a Hugging Face model folder, or module:factory"
@@ -83,18 +82,8 @@ def _load_hf(path: Path) -> nn.Module:
 
 
 def _call_factory(spec: str) -> nn.Module:
-    module_name, _, attr = spec.partition(":")
-    try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise InputError(f"cannot import {spec!r} ({exc}); give package.module:function on the Python path") from exc
-    try:
-        model = factory()
-    except Exception as exc:  # the factory is the user's code: any error it raises
-        raise InputError(
-            f"calling {spec}() failed ({type(exc).__name__}: {error_line(exc)}); "
-            "give a function that builds the model with no arguments"
-        ) from exc
+    model = call_factory(spec, {}, InputError, name=f"{spec}()",
+                         hint="give package.module:function on the Python path, one that builds the model with no arguments")
     if not isinstance(model, nn.Module):
         raise InputError(f"{spec} returned a {type(model).__name__}, not a torch.nn.Module")
     if getattr(model, "quantlens_source", None) is None:

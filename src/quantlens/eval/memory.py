@@ -161,10 +161,9 @@ def _load_model(ref: dict) -> torch.nn.Module:
         model.load_state_dict(load_file(str(root / checkpoint.WEIGHTS_FILE)), strict=False)
         return model.eval()
     if ref["kind"] == "factory":
-        import importlib
-
-        module, _, attr = ref["target"].partition(":")
-        return getattr(importlib.import_module(module), attr)().eval()
+        target = ref["target"]
+        hint = "ModelRef.factory takes a package.module:function that builds the model with no arguments"
+        return checkpoint.call_factory(target, {}, InputError, name=f"{target}()", hint=hint).eval()
     raise InputError(f"unknown model reference kind {ref['kind']!r}")
 
 
