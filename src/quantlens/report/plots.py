@@ -17,6 +17,7 @@ written.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -79,28 +80,40 @@ def numbered(rows: list[Row]) -> bool:
     return len(rows) > MAX_NAMED or any(len(r.name) > NUMBERED_NAME_LENGTH for r in rows)
 
 
-def _tags(rows: list[Row]) -> dict[str, str]:
-    """What each point is labelled with: its name, or its number in :func:`numbered` mode."""
-    if numbered(rows):
-        return {r.name: str(i) for i, r in enumerate(rows, 1)}
-    return {r.name: r.name for r in rows}
+@dataclass(frozen=True)
+class _Labels:
+    """How every plot of a report names its measured rows (computed once per plot with
+    :meth:`of`): ``tags`` maps a row name to its point label, the name itself or, when
+    ``numbered`` (:func:`numbered`), its number."""
 
+    tags: dict[str, str]
+    numbered: bool
 
-def _legend_name(r: Row, tag: str, best: Row | None, use_numbers: bool) -> str:
-    name = f"{tag}  {r.name}" if use_numbers else r.name
-    return name + (" (recommended)" if best is not None and r.name == best.name else "")
+    @classmethod
+    def of(cls, report: Report) -> _Labels:
+        ok = [r for r in report.rows if r.ok]
+        use_numbers = numbered(ok)
+        return cls({r.name: str(i) if use_numbers else r.name for i, r in enumerate(ok, 1)}, use_numbers)
+
+    def legend(self, r: Row, best: Row | None) -> str:
+        name = f"{self.tags[r.name]}  {r.name}" if self.numbered else r.name
+        return name + (" (recommended)" if best is not None and r.name == best.name else "")
+
+    def bar_names(self, rows: list[Row]) -> list[str]:
+        """Category labels of the bar plots, with the scatter plots' numbers when numbered
+        (the bars then lie horizontally)."""
+        return [f"{r.name}  {self.tags[r.name]}" if self.numbered else r.name for r in rows]
+
+    def width(self, base: float = 8.6) -> float:
+        """Figure width (inches) that leaves the axes about 6 inches next to the legend."""
+        longest = max((len(name) + (4 if self.numbered else 0) for name in self.tags), default=0)
+        return max(base, min(6.6 + 0.075 * (longest + 16), 13.0))
 
 
 def _legend_outside(ax, **kwargs) -> None:
     handles, _ = ax.get_legend_handles_labels()
     if handles:
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, frameon=False, **kwargs)
-
-
-def _width(report: Report, base: float = 8.6) -> float:
-    """Figure width (inches) that leaves the axes about 6 inches next to the legend."""
-    longest = max((len(r.name) + (4 if numbered(report.rows) else 0) for r in report.rows if r.ok), default=0)
-    return max(base, min(6.6 + 0.075 * (longest + 16), 13.0))
 
 
 def _size_scale(rows: list[Row]) -> tuple[float, str]:
@@ -123,11 +136,10 @@ def _groups(ax, items: list[tuple[float, float, Row]], px: float = 5.0) -> list[
     return groups
 
 
-def _scatter(fig, ax, rows: list[Row], x_of, report: Report, *, pareto: bool) -> None:
+def _scatter(fig, ax, rows: list[Row], x_of, report: Report, labels: _Labels, *, pareto: bool) -> None:
     """Quality against ``x_of(row)``: markers, budget line, Pareto rings, legend, labels."""
     best = report.recommended
-    style, tags = styles(report.rows), _tags([r for r in report.rows if r.ok])
-    use_numbers = numbered([r for r in report.rows if r.ok])
+    style, tags = styles(report.rows), labels.tags
     items = [(x_of(r), tables.quality(r), r) for r in rows]
     items = [(x, y, r) for x, y, r in items if x is not None and y is not None]
     if pareto:
@@ -143,7 +155,7 @@ def _scatter(fig, ax, rows: list[Row], x_of, report: Report, *, pareto: bool) ->
         is_best = best is not None and r.name == best.name
         ax.scatter([x], [y], s=150 if is_best else 75, marker=marker, color=color, zorder=3,
                    edgecolors="black" if is_best else "white", linewidths=1.6 if is_best else 0.6,
-                   label=_legend_name(r, tags[r.name], best, use_numbers))
+                   label=labels.legend(r, best))
     _quality_axis(ax, rows, report)
     ax.margins(x=0.14, y=0.16)
     ax.grid(True, alpha=0.3)
@@ -178,10 +190,11 @@ def plot_accuracy_vs_size(report: Report, path: Path) -> Path | None:
         return None
     plt = _plt()
     scale, unit = _size_scale(rows)
-    fig, ax = plt.subplots(figsize=(_width(report), 4.8), dpi=DPI)
+    labels = _Labels.of(report)
+    fig, ax = plt.subplots(figsize=(labels.width(), 4.8), dpi=DPI)
     ax.set_xlabel(f"checkpoint size on disk ({unit})")
     ax.set_title("Accuracy vs size (up and left is better)")
-    _scatter(fig, ax, rows, lambda r: (r.disk_bytes or r.memory_bytes) / scale, report, pareto=False)
+    _scatter(fig, ax, rows, lambda r: (r.disk_bytes or r.memory_bytes) / scale, report, labels, pareto=False)
     return _save(fig, path, plt, layout=False)
 
 
@@ -190,22 +203,58 @@ def plot_accuracy_vs_latency(report: Report, path: Path) -> Path | None:
     if not rows:
         return None
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(_width(report), 4.8), dpi=DPI)
+    labels = _Labels.of(report)
+    fig, ax = plt.subplots(figsize=(labels.width(), 4.8), dpi=DPI)
     batch = next((r.batch_size for r in rows if r.batch_size), None)
     ax.set_xlabel(f"median latency per batch of {batch} (ms)" if batch else "median latency (ms)")
     ax.set_title("Accuracy vs latency (up and left is better)")
-    _scatter(fig, ax, rows, lambda r: r.latency_ms, report, pareto=True)
+    _scatter(fig, ax, rows, lambda r: r.latency_ms, report, labels, pareto=True)
     return _save(fig, path, plt, layout=False)
 
 
-def _bar_labels(report: Report, rows: list[Row]) -> tuple[list[str], bool]:
-    """Category labels of the bar plots (with the scatter plots' numbers when those are
-    numbered) and whether the bars lie horizontally (long names, many rows)."""
-    ok = [r for r in report.rows if r.ok]
-    if not numbered(ok):
-        return [r.name for r in rows], False
-    tags = _tags(ok)
-    return [f"{r.name}  {tags[r.name]}" for r in rows], True
+class _Bars:
+    """A bar plot whose bars lie horizontally (names down the left: long or numbered names,
+    the figure as wide as the scatter plots and as tall as the rows need) or stand up;
+    every call takes ``(position, value)`` and draws along the right axis."""
+
+    def __init__(self, plt, labels: _Labels, n: int, row_height: float):
+        self.horizontal = labels.numbered
+        size = (labels.width(), max(3.2, row_height * n + 1.6)) if self.horizontal else (8.6, 4.6)
+        self.fig, self.ax = plt.subplots(figsize=size, dpi=DPI)
+
+    def bars(self, pos, values, width: float = 0.8, **kwargs) -> None:
+        (self.ax.barh if self.horizontal else self.ax.bar)(pos, values, width, **kwargs)
+
+    def whiskers(self, pos, values, upper, **kwargs) -> None:
+        """Error bars from each value up to ``value + upper``."""
+        err = [[0] * len(values), upper]
+        if self.horizontal:
+            self.ax.errorbar(values, pos, xerr=err, **kwargs)
+        else:
+            self.ax.errorbar(pos, values, yerr=err, **kwargs)
+
+    def note(self, text: str, pos: float, value: float, offset: float) -> None:
+        """``text`` ``offset`` points past the end of a bar."""
+        if self.horizontal:
+            self.ax.annotate(text, (value, pos), textcoords="offset points", xytext=(offset, 0), va="center",
+                             fontsize=8)
+        else:
+            self.ax.annotate(text, (pos, value), textcoords="offset points", xytext=(0, offset), ha="center",
+                             fontsize=8)
+
+    def axes(self, pos, names: list[str], label: str, margin: float) -> None:
+        """Category ticks, the value axis' label, its margin and grid (horizontal: first row on top)."""
+        ax = self.ax
+        if self.horizontal:
+            ax.set_yticks(pos, names, fontsize=8)
+            ax.invert_yaxis()
+            ax.set_xlabel(label)
+            ax.margins(x=margin)
+        else:
+            ax.set_xticks(pos, names)
+            ax.set_ylabel(label)
+            ax.margins(y=margin)
+        ax.grid(True, axis="x" if self.horizontal else "y", alpha=0.3)
 
 
 def plot_latency(report: Report, path: Path) -> Path | None:
@@ -214,37 +263,22 @@ def plot_latency(report: Report, path: Path) -> Path | None:
         return None
     plt = _plt()
     style = styles(report.rows)
-    names, horizontal = _bar_labels(report, rows)
+    labels = _Labels.of(report)
+    pos = list(range(len(rows)))
     med = [r.latency_ms for r in rows]
     upper = [max((r.latency_p95_ms or r.latency_ms) - r.latency_ms, 0) for r in rows]
-    colors = [style[r.name][0] for r in rows]
     threads = next((r.threads for r in rows if r.threads), None)
     batch = next((r.batch_size for r in rows if r.batch_size), None)
-    if horizontal:
-        fig, ax = plt.subplots(figsize=(_width(report), max(3.2, 0.34 * len(rows) + 1.6)), dpi=DPI)
-        ys = list(range(len(rows)))
-        ax.barh(ys, med, color=colors, label="median")
-        ax.errorbar(med, ys, xerr=[[0] * len(med), upper], fmt="none", ecolor="black", capsize=3, label="p95")
-        for y, (v, up) in enumerate(zip(med, upper)):
-            ax.annotate(f"{v:.2f} ms", (v + up, y), textcoords="offset points", xytext=(4, 0), va="center", fontsize=8)
-        ax.set_yticks(ys, names, fontsize=8)
-        ax.invert_yaxis()
-        ax.set_xlabel("latency per batch (ms)")
-        ax.margins(x=0.15)
-        ax.grid(True, axis="x", alpha=0.3)
-    else:
-        fig, ax = plt.subplots(figsize=(8.6, 4.6), dpi=DPI)
-        ax.bar(names, med, color=colors, label="median")
-        ax.errorbar(names, med, yerr=[[0] * len(med), upper], fmt="none", ecolor="black", capsize=5, label="p95")
-        for i, (v, up) in enumerate(zip(med, upper)):
-            ax.annotate(f"{v:.2f} ms", (i, v + up), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=8)
-        ax.set_ylabel("latency per batch (ms)")
-        ax.margins(y=0.12)
-        ax.grid(True, axis="y", alpha=0.3)
-    ax.set_title(f"Latency: median bar, p95 whisker (batch {batch}, {threads} thread(s); lower is better)",
-                 fontsize=11)
-    _legend_outside(ax)
-    return _save(fig, path, plt)
+    plot = _Bars(plt, labels, len(rows), row_height=0.34)
+    plot.bars(pos, med, color=[style[r.name][0] for r in rows], label="median")
+    plot.whiskers(pos, med, upper, fmt="none", ecolor="black", capsize=3 if plot.horizontal else 5, label="p95")
+    for p, v, up in zip(pos, med, upper):
+        plot.note(f"{v:.2f} ms", p, v + up, offset=4)
+    plot.axes(pos, labels.bar_names(rows), "latency per batch (ms)", margin=0.15 if plot.horizontal else 0.12)
+    plot.ax.set_title(f"Latency: median bar, p95 whisker (batch {batch}, {threads} thread(s); lower is better)",
+                      fontsize=11)
+    _legend_outside(plot.ax)
+    return _save(plot.fig, path, plt)
 
 
 def plot_size(report: Report, path: Path) -> Path | None:
@@ -253,7 +287,7 @@ def plot_size(report: Report, path: Path) -> Path | None:
         return None
     plt = _plt()
     scale, unit = _size_scale(rows)
-    names, horizontal = _bar_labels(report, rows)
+    labels = _Labels.of(report)
     pos = list(range(len(rows)))
     width = 0.4
     disk = [(r.disk_bytes or 0) / scale for r in rows]
@@ -261,30 +295,18 @@ def plot_size(report: Report, path: Path) -> Path | None:
     base = report.baseline
     changes = [tables.size_change(base.disk_bytes, r.disk_bytes)
                if base and base.disk_bytes and r.disk_bytes and r is not base else "" for r in rows]
-    if horizontal:
-        fig, ax = plt.subplots(figsize=(_width(report), max(3.2, 0.42 * len(rows) + 1.6)), dpi=DPI)
-        ax.barh([p - width / 2 for p in pos], disk, width, label="checkpoint on disk", color="#1f77b4")
-        ax.barh([p + width / 2 for p in pos], mem, width, label="weights + buffers in memory", color="#ff7f0e")
-        for p, d, text in zip(pos, disk, changes):
-            ax.annotate(text, (d, p - width / 2), textcoords="offset points", xytext=(4, 0), va="center", fontsize=8)
-        ax.set_yticks(pos, names, fontsize=8)
-        ax.invert_yaxis()
-        ax.set_xlabel(f"size ({unit})")
-        ax.margins(x=0.22)
-        ax.grid(True, axis="x", alpha=0.3)
-    else:
-        fig, ax = plt.subplots(figsize=(8.6, 4.6), dpi=DPI)
-        ax.bar([p - width / 2 for p in pos], disk, width, label="checkpoint on disk", color="#1f77b4")
-        ax.bar([p + width / 2 for p in pos], mem, width, label="weights + buffers in memory", color="#ff7f0e")
-        for p, d, m, text in zip(pos, disk, mem, changes):
-            ax.annotate(text, (p, max(d, m)), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=8)
-        ax.set_xticks(pos, names)
-        ax.set_ylabel(f"size ({unit})")
-        ax.margins(y=0.1)
-        ax.grid(True, axis="y", alpha=0.3)
-    ax.set_title("Model size (lower is better)")
-    _legend_outside(ax)
-    return _save(fig, path, plt)
+    plot = _Bars(plt, labels, len(rows), row_height=0.42)
+    plot.bars([p - width / 2 for p in pos], disk, width, label="checkpoint on disk", color="#1f77b4")
+    plot.bars([p + width / 2 for p in pos], mem, width, label="weights + buffers in memory", color="#ff7f0e")
+    for p, d, m, text in zip(pos, disk, mem, changes):
+        if plot.horizontal:  # beside the disk bar
+            plot.note(text, p - width / 2, d, offset=4)
+        else:  # above the pair
+            plot.note(text, p, max(d, m), offset=3)
+    plot.axes(pos, labels.bar_names(rows), f"size ({unit})", margin=0.22 if plot.horizontal else 0.1)
+    plot.ax.set_title("Model size (lower is better)")
+    _legend_outside(plot.ax)
+    return _save(plot.fig, path, plt)
 
 
 def layer_error_row(report: Report) -> str | None:
