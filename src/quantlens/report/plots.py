@@ -175,7 +175,7 @@ def _scatter(fig, ax, rows: list[Row], x_of, report: Report, labels: _Labels, *,
 
 
 def _quality_axis(ax, rows, report: Report) -> None:
-    label = tables.quality_label(rows, report.task)
+    label, _ = tables.quality_names(rows, report.task)
     ax.set_ylabel(label)
     base = report.baseline
     bq = tables.quality(base) if base else None

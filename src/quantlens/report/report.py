@@ -167,7 +167,7 @@ class Report:
         return self.comparison.settings.get("task")
 
     def _quality_name(self) -> str:
-        return tables.quality_label(self.rows, self.task).split(" (")[0]
+        return tables.quality_names(self.rows, self.task)[0].split(" (")[0]
 
     # --- outputs ------------------------------------------------------------------------------
 

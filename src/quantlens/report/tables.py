@@ -41,18 +41,21 @@ def quality(row: Row) -> float | None:
     return None
 
 
-def quality_label(rows: Sequence[Row], task: str | None = None) -> str:
-    """What :func:`quality` means for these rows, for axis labels; ``task`` is the
-    comparison's ``settings["task"]`` (``"embedding"``: the "accuracy" is the cosine
-    similarity of each embedding to the float model's)."""
+def quality_names(rows: Sequence[Row], task: str | None = None) -> tuple[str, str]:
+    """What :func:`quality` means for these rows: ``(axis label, table header)``, e.g.
+    ``("accuracy (%)", "accuracy %")``, ``("similarity to float (%)", "similarity %")`` for
+    embeddings (``task``, the comparison's ``settings["task"]``, is ``"embedding"``: the
+    "accuracy" is the cosine similarity of each embedding to the float model's),
+    ``("metric", "metric")`` or ``("agreement with float (%)", "agreement % (no labels)")``.
+    Without a measured row the header is ``"accuracy %"``."""
     ok = [r for r in rows if r.ok]
     if task == "embedding" and any(r.accuracy is not None for r in ok):
-        return "similarity to float (%)"
+        return "similarity to float (%)", "similarity %"
     if any(r.accuracy is not None for r in ok):
-        return "accuracy (%)"
+        return "accuracy (%)", "accuracy %"
     if any(r.metric is not None for r in ok):
-        return "metric"
-    return "agreement with float (%)"
+        return "metric", "metric"
+    return "agreement with float (%)", "agreement % (no labels)" if ok else HEADERS[1]
 
 
 def _mb(value: int | None) -> str:
@@ -87,16 +90,6 @@ def points_change(delta: float) -> str:
     if abs(delta) < 0.005:
         return "no change"
     return f"{abs(delta):.2f} points {'higher' if delta > 0 else 'lower'}"
-
-
-def quality_header(rows: Sequence[Row], task: str | None = None) -> str:
-    """The table's first number column: ``"accuracy %"``, ``"similarity %"`` for embeddings
-    (cosine to float), ``"metric"``, or ``"agreement % (no labels)"``."""
-    if not any(r.ok for r in rows):
-        return HEADERS[1]
-    label = quality_label(rows, task)
-    return {"accuracy (%)": "accuracy %", "similarity to float (%)": "similarity %",
-            "agreement with float (%)": "agreement % (no labels)"}.get(label, label)
 
 
 def _ratio(base: float | None, value: float | None) -> str:
@@ -137,7 +130,7 @@ def table(rows: Sequence[Row], task: str | None = None) -> tuple[tuple[str, ...]
     """``(headers, lines)`` of the comparison table; ``task`` (the comparison's
     ``settings["task"]``) names the quality column honestly (``"similarity %"`` for embeddings)."""
     base = next((r for r in rows if r.method == "float" and r.ok), None)
-    headers = (HEADERS[0], quality_header(rows, task), *HEADERS[2:])
+    headers = (HEADERS[0], quality_names(rows, task)[1], *HEADERS[2:])
     return headers, [cells(r, base) for r in rows]
 
 
