@@ -11,7 +11,13 @@ from torch import nn
 
 import quantlens.methods  # noqa: F401  (registers the built-in methods)
 from quantlens import checkpoint
-from quantlens.errors import CheckpointError, InputError, NothingToQuantizeError, QuantlensError
+from quantlens.errors import (
+    CheckpointError,
+    InputError,
+    NothingToQuantizeError,
+    QuantlensError,
+    error_line,
+)
 from quantlens.methods.backends import torchscript
 from quantlens.methods.base import (
     QuantConfig,
@@ -302,7 +308,7 @@ def load(
     except (RuntimeError, ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
         raise CheckpointError(
             f"{meta_path}: its {config.method} config does not fit the model ({type(exc).__name__}: "
-            f"{checkpoint.error_line(exc)}); pass the skeleton of the model that was saved"
+            f"{error_line(exc)}); pass the skeleton of the model that was saved"
         ) from exc
     state = checkpoint.unflatten_state(tensors, meta["state"], origin=meta_path)
     try:

@@ -10,7 +10,13 @@ from pathlib import Path
 import torch
 
 from quantlens import zoo
-from quantlens.errors import InputError, MissingDependencyError, UnknownNameError, require
+from quantlens.errors import (
+    InputError,
+    MissingDependencyError,
+    UnknownNameError,
+    error_line,
+    require,
+)
 
 INPUT_KEYS = ("inputs", "input", "x", "data", "images")
 LABEL_KEYS = ("labels", "label", "y", "targets")
@@ -52,7 +58,7 @@ def load_pt(path: Path) -> object:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise InputError(f"{path} cannot be read as tensors ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
+        raise InputError(f"{path} cannot be read as tensors ({type(exc).__name__}: {error_line(exc, 160)}); "
                          "save it with torch.save({'inputs': x, 'labels': y}, path)") from exc
     if isinstance(obj, torch.Tensor):
         return obj
@@ -96,12 +102,12 @@ def load_image_folder(path: Path, batch_size: int = 64):
         ) from exc
     except Exception as exc:  # an installed torchvision built for another torch fails on import
         raise InputError(f"torchvision is installed but cannot be imported ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0][:120] if str(exc) else ''}); reinstall it to match torch "
+                         f"{error_line(exc, 120)}); reinstall it to match torch "
                          "with: pip install 'quantlens[vision]'") from exc
     try:
         dataset = datasets.ImageFolder(str(path), transform=transforms.ToTensor())
-    except (FileNotFoundError, OSError) as exc:
-        raise InputError(f"{path} is not an image folder ({str(exc).splitlines()[0][:160]}); give one "
+    except OSError as exc:
+        raise InputError(f"{path} is not an image folder ({error_line(exc, 160)}); give one "
                          "sub-folder of images per class, or a .pt/.npz file of tensors") from exc
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
 

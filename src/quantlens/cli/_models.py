@@ -11,7 +11,7 @@ from torch import nn
 
 from quantlens import zoo
 from quantlens.checkpoint import META_FILE, call_factory
-from quantlens.errors import InputError, UnknownNameError, require
+from quantlens.errors import InputError, UnknownNameError, error_line, require
 
 FORMS = "a zoo model ({zoo}), a quantlens checkpoint folder, a Hugging Face model folder, or module:factory"
 
@@ -77,7 +77,7 @@ def _load_hf(path: Path) -> nn.Module:
     try:
         model = transformers.AutoModel.from_pretrained(str(path), local_files_only=True)
     except (OSError, ValueError) as exc:
-        raise InputError(f"transformers cannot load {path}: {str(exc).splitlines()[0][:300]}") from exc
+        raise InputError(f"transformers cannot load {path}: {error_line(exc)}") from exc
     return model.eval()
 
 

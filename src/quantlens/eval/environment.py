@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from quantlens.errors import error_line
 from quantlens.methods.backends import torch_ao
 
 # CPU flags (from /proc/cpuinfo) that decide which int8 / bf16 kernels run fast.
@@ -106,7 +107,7 @@ def engine_info(*, check: bool = True) -> dict:
                         detail = _tiny_quantized_ops()
                     works[engine] = {"ok": True, "detail": detail}
                 except Exception as exc:  # noqa: BLE001 - any failure means "does not work here"
-                    works[engine] = {"ok": False, "detail": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
+                    works[engine] = {"ok": False, "detail": f"{type(exc).__name__}: {error_line(exc, 200)}"}
                 works[engine]["seconds"] = round(time.perf_counter() - start, 4)
         finally:
             quantized.engine = active
@@ -133,7 +134,7 @@ def extras_info(*, import_check: bool = False) -> dict:
                 entry["imports"] = True
             except Exception as exc:  # noqa: BLE001 - a broken install is what we report
                 entry["imports"] = False
-                entry["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+                entry["error"] = f"{type(exc).__name__}: {error_line(exc, 200)}"
         out[module] = entry
     return out
 

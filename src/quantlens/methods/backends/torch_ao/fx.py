@@ -13,6 +13,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from quantlens.errors import error_line
 from quantlens.methods.backends.torch_ao._upstream import quiet
 from quantlens.methods.backends.torch_ao.observers import CoreFakeQuantize
 
@@ -60,7 +61,7 @@ def _trace_error(module: nn.Module, leaves: set[int]) -> str | None:
     try:
         _Tracer().trace(module)
     except Exception as exc:  # noqa: BLE001 - tracing fails with many exception types
-        return f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+        return f"{type(exc).__name__}: {error_line(exc, 160)}"
     return None
 
 
