@@ -71,7 +71,7 @@ def _row(name, method, acc, disk, lat):
                batch_size=64, threads=1, accuracy=acc, agreement=100.0)
 
 
-def test_accuracy_vs_size_styles_and_coinciding_points(synthetic_report, figures, tmp_path):
+def test_accuracy_vs_size_styles_and_coinciding_points(figures, tmp_path):
     rows = [_row("float", "float", 99.33, 118_000, 2.0), _row("dynamic", "dynamic", 99.33, 124_000, 1.8),
             _row("w8", "weight_only", 99.33, 121_000, 1.7), _row("w4", "weight_only", 99.33, 121_000, 2.5),
             _row("static", "static", 99.0, 41_000, 0.8)]
