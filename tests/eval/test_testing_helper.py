@@ -9,10 +9,10 @@ from quantlens.testing import assert_quantized_close
 
 
 class TwoHeads(nn.Module):
-    def __init__(self, noise_b: float = 0.0):
+    def __init__(self, noise_b: float = 0.0, out_features: int = 4):
         super().__init__()
         torch.manual_seed(0)
-        self.lin = nn.Linear(8, 4)
+        self.lin = nn.Linear(8, out_features)
         self.noise_b = noise_b
 
     def forward(self, x):
@@ -47,13 +47,11 @@ def test_needs_a_tolerance():
         assert_quantized_close(TwoHeads(), TwoHeads(), torch.randn(2, 8))
 
 
-class OneLogit(nn.Module):
+class OneLogit(TwoHeads):
     """A binary classifier with a single logit; ``flip`` negates the logits of the last quarter."""
 
     def __init__(self, flip: bool = False):
-        super().__init__()
-        torch.manual_seed(0)
-        self.lin = nn.Linear(8, 1)
+        super().__init__(out_features=1)
         self.flip = flip
 
     def forward(self, x):
