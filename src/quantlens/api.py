@@ -325,10 +325,7 @@ def load(
 def _saved_summary(meta: dict, rebuilt: QuantSummary) -> QuantSummary:
     """The summary ``quantize`` wrote into the checkpoint (what was quantized and why), with
     the notes of loading added; the rebuild's own records where the file has none."""
-    try:
-        saved = QuantSummary.from_dict(meta["summary"]) if isinstance(meta.get("summary"), dict) else None
-    except (TypeError, AttributeError, ValueError):
-        saved = None
+    saved = checkpoint.read_summary(meta)
     if saved is None:
         return rebuilt
     for text in rebuilt.notes:

@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from quantlens import zoo
 from quantlens.errors import CheckpointError, InputError, error_line, require
+from quantlens.methods.base import QuantSummary
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -352,3 +353,16 @@ def read(directory: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{weights_path} cannot be read ({exc}); the file is truncated or corrupt") from exc
     return tensors, meta
+
+
+def read_summary(meta: Mapping) -> QuantSummary | None:
+    """The summary ``ql.quantize`` wrote into ``quantlens.json`` (what was quantized, what
+    was left in float and why), or None where the file records none or one this quantlens
+    cannot read (edited, or from another version)."""
+    data = meta.get("summary")
+    if not isinstance(data, Mapping):
+        return None
+    try:
+        return QuantSummary.from_dict(data)
+    except (TypeError, AttributeError, ValueError):
+        return None

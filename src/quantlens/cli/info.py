@@ -7,8 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from quantlens.checkpoint import read_meta
-from quantlens.methods.base import QuantSummary
+from quantlens.checkpoint import read_meta, read_summary
 
 
 def register(subparsers) -> None:
@@ -52,22 +51,17 @@ def run(args: argparse.Namespace) -> int:
     config = {k: v for k, v in (meta.get("config") or {}).items() if k not in ("method", "version")}
     say(f"config       {json.dumps(config)}")
     say(f"source       {describe_source(meta.get('source'))}")
-    records = {r["name"]: r for r in (meta.get("summary") or {}).get("records", [])}
+    summary = read_summary(meta)
     table = Table(show_edge=False, header_style="bold")
     for col in ("layer", "type", "scheme / algorithm", "bytes before", "bytes after"):
         table.add_column(col, justify="right" if col.startswith("bytes") else "left")
-    for name, r in records.items():
-        if r["action"] != "quantized":
-            continue
-        table.add_row(name or "(root)", r["kind"], r["detail"], f"{r['bytes_before']:,}", f"{r['bytes_after']:,}")
+    for r in summary.quantized if summary is not None else []:
+        table.add_row(r.name or "(root)", r.kind, r.detail, f"{r.bytes_before:,}", f"{r.bytes_after:,}")
     console.print(table)
-    try:
-        summary = QuantSummary.from_dict(meta["summary"]) if meta.get("summary") else None
-    except (TypeError, AttributeError, ValueError):
-        summary = None
-        say("summary      unreadable (quantlens.json was edited or is from another version)")
     if summary is not None:
         say(str(summary))
+    elif meta.get("summary"):
+        say("summary      unreadable (quantlens.json was edited or is from another version)")
     total = sum(files.values())
     say("on disk      " + ", ".join(f"{n} {s / 1e6:.2f} MB" for n, s in sorted(files.items())) + f"; total {total / 1e6:.2f} MB")
     return 0
