@@ -27,7 +27,7 @@ from quantlens.methods.backends.torch_ao.engines import REDUCE_RANGE
 from quantlens.nn.fake_quant import FakeQuantize
 
 
-def _scheme(dtype: torch.dtype, qscheme: torch.qscheme, quant_min: int, quant_max: int, ch_axis: int) -> QScheme:
+def _scheme(qscheme: torch.qscheme, quant_min: int, quant_max: int, ch_axis: int) -> QScheme:
     levels = quant_max - quant_min + 1
     bits = levels.bit_length() - 1
     if 1 << bits != levels:
@@ -49,6 +49,17 @@ def _default_range(dtype: torch.dtype, reduce_range: bool) -> tuple[int, int]:
     if reduce_range:
         lo, hi = lo // 2, hi // 2
     return lo, hi
+
+
+def _take_range_args(module: nn.Module, dtype: torch.dtype, qscheme: torch.qscheme, quant_min: int | None,
+                     quant_max: int | None, ch_axis: int, reduce_range: bool) -> QScheme:
+    """Set the range attributes torch.ao reads on an observer or fake-quant module
+    (``qscheme``, ``ch_axis``, ``quant_min``, ``quant_max``: the whole range of ``dtype``,
+    halved with ``reduce_range``, where none is given) and return their QScheme."""
+    if quant_min is None or quant_max is None:
+        quant_min, quant_max = _default_range(dtype, reduce_range)
+    module.qscheme, module.ch_axis, module.quant_min, module.quant_max = qscheme, ch_axis, quant_min, quant_max
+    return _scheme(qscheme, quant_min, quant_max, ch_axis)
 
 
 def _observer_base():
@@ -85,13 +96,9 @@ class CoreObserver(_ObserverBase):
         **kwargs,
     ) -> None:
         super().__init__(dtype=dtype, is_dynamic=is_dynamic)
-        if quant_min is None or quant_max is None:
-            quant_min, quant_max = _default_range(dtype, reduce_range)
-        self.method, self.qscheme, self.ch_axis = method, qscheme, ch_axis
-        self.quant_min, self.quant_max = quant_min, quant_max
-        self.scheme = _scheme(dtype, qscheme, quant_min, quant_max, ch_axis)
-        axis = ch_axis if self.scheme.granularity == "per_channel" else None
-        self.observer = get_observer(method, axis=axis, **kwargs)
+        self.method = method
+        self.scheme = _take_range_args(self, dtype, qscheme, quant_min, quant_max, ch_axis, reduce_range)
+        self.observer = get_observer(method, axis=self.scheme.axis, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.numel():
@@ -127,14 +134,12 @@ class CoreFakeQuantize(_FakeQuantizeBase):
         **kwargs,
     ) -> None:
         super().__init__()
-        if quant_min is None or quant_max is None:
-            quant_min, quant_max = _default_range(dtype, reduce_range)
-        self.dtype, self.qscheme, self.ch_axis = dtype, qscheme, ch_axis
-        self.quant_min, self.quant_max, self.is_dynamic = quant_min, quant_max, False
-        self.fq = FakeQuantize(_scheme(dtype, qscheme, quant_min, quant_max, ch_axis), observer, track=track, **kwargs)
+        self.dtype, self.is_dynamic = dtype, False
+        scheme = _take_range_args(self, dtype, qscheme, quant_min, quant_max, ch_axis, reduce_range)
+        self.fq = FakeQuantize(scheme, observer, track=track, **kwargs)
         # torch.ao reads the range attributes of a fake-quant's observer when checking backends
         self.activation_post_process = types.SimpleNamespace(
-            dtype=dtype, qscheme=qscheme, quant_min=quant_min, quant_max=quant_max, ch_axis=ch_axis,
+            dtype=dtype, qscheme=qscheme, quant_min=self.quant_min, quant_max=self.quant_max, ch_axis=ch_axis,
             eps=torch.tensor([torch.finfo(torch.float32).eps]), is_dynamic=False,
         )
 
