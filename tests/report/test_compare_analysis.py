@@ -90,6 +90,28 @@ def test_weight_only_analysis_has_no_activation_ranges():
     assert "ranges" not in report.sensitivity  # weight-only quantizes no activation
 
 
+def test_each_row_is_compared_layer_by_layer_once_for_the_analysis_and_the_layer_plot(monkeypatch):
+    from quantlens.analysis import compare_layers
+    from quantlens.report import compare_analysis, layers
+
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(args[1])
+        return compare_layers(*args, **kwargs)
+
+    monkeypatch.setattr(compare_analysis, "compare_layers", counted)
+    monkeypatch.setattr(layers, "compare_layers", counted)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 3)).eval()
+    x = torch.randn(128, 64, generator=torch.Generator().manual_seed(0))
+    report = compare(model, ["w4"], data=(x, model(x).argmax(-1)), reps=1, warmup=0, memory=False,
+                     analysis=True, analysis_batches=2)
+    assert len(calls) == 1  # the w4 row's model, compared once
+    assert [e["name"] for e in report.layer_errors["w4"]] == ["0", "2"]
+    assert report.layer_errors["w4"] == layers.error_rows(compare_analysis.layer_result(report.sensitivity))
+
+
 def test_without_the_flag_nothing_is_added(tmp_path):
     model = torch.nn.Sequential(torch.nn.Linear(4, 3))
     report = compare(model, ["w8"], data=(torch.rand(16, 4), torch.randint(0, 3, (16,))), reps=1, warmup=0,

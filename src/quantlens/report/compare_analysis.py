@@ -22,7 +22,7 @@ Example:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import fields
 
 from torch import nn
@@ -35,6 +35,7 @@ from quantlens.errors import QuantlensError
 from quantlens.eval.compare import Row
 from quantlens.eval.interrupts import interrupted_by
 from quantlens.methods.base import QuantConfig, config_from_dict
+from quantlens.report.layers import error_rows
 
 __all__ = ["RANGE_BATCHES", "RANGE_OBSERVERS", "LayerRecorder", "analysis_target", "layer_result", "range_result",
            "run_analysis", "sensitivity_result"]
@@ -46,22 +47,29 @@ RANGE_BATCHES = 2  # calibration batches the activation ranges are collected on
 class LayerRecorder:
     """An ``on_model`` callback for :func:`~quantlens.eval.compare.run_comparison` that keeps
     ``compare_layers(float_model, quantized, [batch]).to_dict()`` per row name (in
-    :attr:`results`), after calling ``then`` (another callback) if given."""
+    :attr:`results`) and, given ``errors`` (the report's ``layer_errors``), the same
+    comparison as :func:`~quantlens.report.layers.error_rows` there: one comparison per row
+    serves both."""
 
-    def __init__(self, float_model: nn.Module, then: Callable | None = None) -> None:
+    def __init__(self, float_model: nn.Module, errors: dict[str, list] | None = None) -> None:
         self.float_model = float_model
-        self.then = then
+        self.errors = errors
         self.results: dict[str, dict] = {}
 
     def __call__(self, row: Row, qmodel: nn.Module, batch) -> None:
-        if self.then is not None:
-            self.then(row, qmodel, batch)
         try:
-            self.results[row.name] = compare_layers(self.float_model, qmodel, [batch]).to_dict()
+            result = compare_layers(self.float_model, qmodel, [batch])
         except Exception as exc:  # a diagnostic must not fail the run
             if interrupted_by(exc):
                 raise KeyboardInterrupt from exc
-            row.notes.append(f"layer-by-layer error not measured: {type(exc).__name__}: {str(exc)[:120]}")
+            why = f"{type(exc).__name__}: {str(exc)[:120]}"
+            if self.errors is not None:
+                row.notes.append(f"per-layer error not measured: {why}")
+            row.notes.append(f"layer-by-layer error not measured: {why}")
+            return
+        if self.errors is not None:
+            self.errors[row.name] = error_rows(result)
+        self.results[row.name] = result.to_dict()
 
 
 def analysis_target(report, configs: Mapping[str, QuantConfig]) -> Row | None:

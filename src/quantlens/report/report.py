@@ -352,7 +352,8 @@ def compare(
                 raise_if_interrupted(exc)
                 row.notes.append(f"per-layer error not measured: {type(exc).__name__}: {str(exc)[:120]}")
 
-    recorder = LayerRecorder(model, then=hook) if analysis else None  # each row's layer-by-layer error
+    # each row's layer-by-layer error, measured once for the analysis and the layer_errors plot
+    recorder = LayerRecorder(model, errors=errors if layer_errors else None) if analysis else None
     comparison = run_comparison(
         model, configs, data=data, calib_data=calib_data, train_data=train_data, metric=metric,
         example_inputs=example_inputs, reps=reps, warmup=warmup, threads=threads, qat_epochs=qat_epochs,
