@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
@@ -9,7 +10,8 @@ import torch
 
 import quantlens as ql
 from quantlens import zoo
-from quantlens.cli import main
+from quantlens.cli import _analysis, main
+from quantlens.eval import presets
 from quantlens.methods import WeightOnly
 from quantlens.methods.base import config_from_dict
 
@@ -67,6 +69,20 @@ def test_debug_reports_plan_layers_missing_from_the_model(tmp_path, capsys):
     code = main(["debug", "digits-cnn", "--config", str(path), "--max-batches", "1"])
     err = capsys.readouterr().err
     assert code == 2 and "'encoder.layer.0.*'" in err and "match no module" in err
+
+
+def test_the_config_file_is_read_once_and_a_preset_is_made_for_the_model(tmp_path, monkeypatch):
+    path = tmp_path / "w4.json"
+    path.write_text(json.dumps(WeightOnly(bits=4).to_dict()))
+    reads, made = [], []
+    monkeypatch.setattr(_analysis, "config_from_dict", lambda d: reads.append(d) or config_from_dict(d))
+    loaded = _analysis.Inputs(torch.nn.Conv2d(1, 1, 1), None, None, None)
+    monkeypatch.setattr(_analysis, "load_inputs", lambda args: loaded)
+    inputs, cfg = _analysis.inputs_and_config(argparse.Namespace(config=str(path), method=None))
+    assert inputs is loaded and cfg == WeightOnly(bits=4) and len(reads) == 1
+    monkeypatch.setattr(presets, "make_config", lambda name, model=None: made.append(model) or WeightOnly(bits=4))
+    _analysis.inputs_and_config(argparse.Namespace(config=None, method="w4"))
+    assert made == [None, loaded.model]  # checked before the model loads, then made for it
 
 
 def test_sensitivity_command_json_and_plot(tmp_path, capsys):

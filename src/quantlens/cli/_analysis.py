@@ -68,6 +68,24 @@ def method_config(args: argparse.Namespace, default: str = "w4", model=None) -> 
     return make_config(args.method or default, model)
 
 
+def inputs_and_config(args: argparse.Namespace) -> tuple[Inputs, QuantConfig]:
+    """:func:`load_inputs` and :func:`method_config` for one command: a bad ``--method`` or
+    ``--config`` fails before the model loads, a ``--config`` file is read once, and a
+    ``--method`` preset is made for the loaded model.
+
+    Returns:
+        ``(inputs, config)``.
+
+    Example:
+        >>> inputs, config = inputs_and_config(args)
+    """
+    config = method_config(args)  # a bad --method or --config fails before the model loads
+    inputs = load_inputs(args)
+    if not getattr(args, "config", None):
+        config = method_config(args, model=inputs.model)
+    return inputs, config
+
+
 def add_common(parser: argparse.ArgumentParser, *, method: bool = True) -> None:
     """MODEL, --data, --calib-data, --method/--config, --max-batches, --metric."""
     from quantlens.eval.presets import PRESETS

@@ -8,7 +8,7 @@ import argparse
 import json
 from pathlib import Path
 
-from quantlens.cli._analysis import add_common, check_positive, load_inputs, method_config
+from quantlens.cli._analysis import add_common, check_positive, inputs_and_config
 from quantlens.errors import InputError
 
 
@@ -63,9 +63,7 @@ def run(args: argparse.Namespace) -> int:
     check_positive(args.max_batches, "--max-batches")
     check_positive(args.top, "--top")
     candidates = parse_candidates(args.candidates)
-    method_config(args)  # a bad --method or --config fails before the model loads
-    inputs = load_inputs(args)
-    config = method_config(args, model=inputs.model)
+    inputs, config = inputs_and_config(args)
     model = inputs.model
     check_patterns(config, model)  # a config file naming absent layers fails here, by name
 

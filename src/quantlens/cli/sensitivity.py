@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from quantlens.cli._analysis import add_common, check_positive, load_inputs, method_config
+from quantlens.cli._analysis import add_common, check_positive, inputs_and_config
 
 
 def register(subparsers) -> None:
@@ -27,9 +27,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_positive(args.max_batches, "--max-batches")
     check_positive(args.top, "--top")
-    method_config(args)  # a bad --method or --config fails before the model loads
-    inputs = load_inputs(args)
-    config = method_config(args, model=inputs.model)
+    inputs, config = inputs_and_config(args)
     result = sensitivity(inputs.model, inputs.data, config, metric=args.metric, reverse=args.reverse,
                          max_batches=args.max_batches, calib_data=inputs.calib)
     if args.top:
