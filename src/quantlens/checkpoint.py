@@ -182,10 +182,6 @@ def build_skeleton(source: Mapping, *, trust_code: bool = False, origin: str | o
         raise CheckpointError(
             f"{origin} does not say how to rebuild its model (source kind {source.get('kind')!r}); pass model=skeleton"
         )
-    if not isinstance(model, torch.nn.Module):
-        raise CheckpointError(
-            f"{origin}: rebuilding the model gave a {type(model).__name__}, not a torch.nn.Module; pass model=skeleton"
-        )
     return model
 
 
@@ -242,8 +238,11 @@ def _factory_skeleton(source: Mapping, origin, trust_code: bool) -> torch.nn.Mod
         )
     model = call_factory(path, kwargs, CheckpointError, name=f"the model factory {path!r}",
                          hint="pass model=skeleton", origin=origin)
-    if isinstance(model, torch.nn.Module):
-        model.quantlens_source = dict(source)
+    if not isinstance(model, torch.nn.Module):
+        raise CheckpointError(
+            f"{origin}: rebuilding the model gave a {type(model).__name__}, not a torch.nn.Module; pass model=skeleton"
+        )
+    model.quantlens_source = dict(source)
     return model
 
 

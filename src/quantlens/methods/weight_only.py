@@ -36,6 +36,7 @@ from quantlens.core.scheme import QScheme
 from quantlens.errors import ConfigError, InputError, SchemeError
 from quantlens.methods import gptq, hqq
 from quantlens.methods.base import (
+    SKIP_REASON,
     QuantConfig,
     QuantContext,
     configs_in,
@@ -199,6 +200,18 @@ class _Plan:
     algorithm: Algorithm = field(default=None)
 
 
+@dataclass
+class _Left:
+    """One layer left in float, and why (its summary record)."""
+
+    name: str
+    module: nn.Module
+    action: str  # "skipped" | "float"
+    reason: str
+    detail: str = ""
+    nbytes: int = 0  # recorded as its bytes before and after
+
+
 def _why_not(module: nn.Module, scheme: QScheme) -> str | None:
     shape = tuple(module.weight.shape)
     if getattr(module, "max_norm", None) is not None:
@@ -209,54 +222,62 @@ def _why_not(module: nn.Module, scheme: QScheme) -> str | None:
     return quantized_class_for(module).unsupported_reason(scheme, shape)
 
 
-def _plan(model: nn.Module, ctx: QuantContext) -> list[_Plan]:
-    """Decide, for every layer with weights, quantize (returned) or leave float (recorded)."""
+def _plan(model: nn.Module, ctx: QuantContext) -> list[_Plan | _Left]:
+    """Decide, for every layer with weights, in module order: quantize it (a :class:`_Plan`)
+    or leave it in float (a :class:`_Left`)."""
     candidate_kinds = {k for c in configs_in(ctx.config) if isinstance(c, WeightOnly) for k in c.modules}
-    plans = []
+    out: list[_Plan | _Left] = []
     for name, module in model.named_modules():
-        qcls = quantized_class_for(module)
-        if qcls is None or kind_name(type(module)) not in candidate_kinds:
-            _record_float(name, module, ctx)
+        kind = kind_name(type(module))
+        cfg = resolve(ctx.config, name)
+        if (quantized_class_for(module) is None or kind not in candidate_kinds
+                or (isinstance(cfg, WeightOnly) and kind not in cfg.modules)):
+            left = _left_float(name, module, cfg)
+            if left is not None:
+                out.append(left)
             continue
-        if ctx.is_skipped(name):
-            ctx.record_skip(name, module, method="weight_only")
-            continue
-        cfg = ctx.config_for(name, WeightOnly)
         if cfg is None:
-            continue  # another method's layer: that method records it
-        if kind_name(type(module)) not in cfg.modules:
-            _record_float(name, module, ctx)
+            out.append(_Left(name, module, "skipped", SKIP_REASON))
             continue
+        if not isinstance(cfg, WeightOnly):
+            continue  # another method's layer: that method records it
         scheme = cfg.scheme_for(tuple(module.weight.shape))
         reason = _why_not(module, scheme)
         if reason:
-            ctx.summary.add(name, module, "skipped", method="weight_only", detail=scheme.describe(), reason=reason)
+            out.append(_Left(name, module, "skipped", reason, detail=scheme.describe()))
             continue
         algorithm = ALGORITHMS[cfg.algorithm]
-        if algorithm.kinds is not None and kind_name(type(module)) not in algorithm.kinds:
+        if algorithm.kinds is not None and kind not in algorithm.kinds:
             ctx.summary.note(f"{algorithm.name} does not apply to {type(module).__name__} layers; they use {algorithm.fallback}")
             algorithm = ALGORITHMS[algorithm.fallback]
-        plans.append(_Plan(name, module, cfg, scheme, algorithm))
-    return plans
+        out.append(_Plan(name, module, cfg, scheme, algorithm))
+    return out
 
 
-def _record_float(name: str, module: nn.Module, ctx: QuantContext) -> None:
-    """Record a module holding weights of its own that WeightOnly leaves in float because
-    its kind is not selected (``modules=``) or has no weight-only layer."""
+def _left_float(name: str, module: nn.Module, cfg: QuantConfig | None) -> _Left | None:
+    """A module holding weights of its own that WeightOnly leaves in float because a skip
+    pattern matches it, its kind is not selected (``modules=``) or has no weight-only layer;
+    None for a module without weights or another method's."""
     if not list(module.parameters(recurse=False)) or isinstance(module, PackedWeight):
-        return
-    cfg = resolve(ctx.config, name)
+        return None
     nbytes = module_bytes(module)
     if cfg is None:
-        ctx.record_skip(name, module, method="weight_only", bytes_before=nbytes, bytes_after=nbytes)
-        return
+        return _Left(name, module, "skipped", SKIP_REASON, nbytes=nbytes)
     if not isinstance(cfg, WeightOnly):
-        return  # another method's layer: that method records it
+        return None  # another method's layer: that method records it
     if quantized_class_for(module) is not None:
         reason = f"not in modules=({', '.join(cfg.modules)},)"
     else:
         reason = "WeightOnly has no quantized layer of this kind"
-    ctx.summary.add(name, module, "float", method="weight_only", reason=reason, bytes_before=nbytes, bytes_after=nbytes)
+    return _Left(name, module, "float", reason, nbytes=nbytes)
+
+
+def _record_left(left: _Left, ctx: QuantContext) -> None:
+    fields = {"method": "weight_only", "detail": left.detail, "bytes_before": left.nbytes, "bytes_after": left.nbytes}
+    if left.reason == SKIP_REASON:
+        ctx.record_skip(left.name, left.module, **fields)
+    else:
+        ctx.summary.add(left.name, left.module, left.action, reason=left.reason, **fields)
 
 
 def _replace(model: nn.Module, replaced: dict[int, nn.Module]) -> nn.Module:
@@ -274,16 +295,18 @@ def _replace(model: nn.Module, replaced: dict[int, nn.Module]) -> nn.Module:
 def apply(model: nn.Module, ctx: QuantContext) -> nn.Module:
     """Replace every selected layer of ``model`` by its weight-only quantized layer (in place;
     returns the new root when ``model`` itself is such a layer)."""
-    first_record = len(ctx.summary.records)
-    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
-    plans = _plan(model, ctx)
+    decisions = _plan(model, ctx)
+    plans = [d for d in decisions if isinstance(d, _Plan)]
     stats: dict[str, Any] = {}
     for algorithm in {p.algorithm.name: p.algorithm for p in plans}.values():
         if algorithm.collect is not None:
             names = [p.name for p in plans if p.algorithm is algorithm]
             stats.update(algorithm.collect(model, names, ctx))
     replaced: dict[int, nn.Module] = {}
-    for p in plans:
+    for p in decisions:  # recorded in the model's module order
+        if isinstance(p, _Left):
+            _record_left(p, ctx)
+            continue
         if id(p.module) in replaced:
             continue
         weight = p.module.weight.detach()
@@ -295,8 +318,6 @@ def apply(model: nn.Module, ctx: QuantContext) -> nn.Module:
             detail=f"{p.scheme.describe()}, {p.algorithm.name}",
             bytes_before=module_bytes(p.module), bytes_after=module_bytes(new),
         )
-    ours = ctx.summary.records[first_record:]  # in the model's module order
-    ctx.summary.records[first_record:] = sorted(ours, key=lambda r: order.get(r.name, len(order)))
     return _replace(model, replaced)
 
 
@@ -305,6 +326,9 @@ def rebuild(model: nn.Module, ctx: QuantContext) -> nn.Module:
     a checkpoint's tensors load into it."""
     replaced: dict[int, nn.Module] = {}
     for p in _plan(model, ctx):
+        if isinstance(p, _Left):
+            _record_left(p, ctx)
+            continue
         if id(p.module) in replaced:
             continue
         qcls = quantized_class_for(p.module)
