@@ -269,11 +269,15 @@ def search_plan(
     loss, size = table.loss, table.size
     unused = set(table.identical)  # measured loss 0 at every width: the greedy order lowers them first
 
+    def predicted_bytes(state) -> int:
+        return float_bytes - sum(fbytes[n] - size[n][state[n]] for n in names)
+
     moves = greedy_moves(table)
-    loss_after = [0.0]
     state = {n: 0 for n in names}
+    loss_after, bytes_after = [0.0], [predicted_bytes(state)]  # running totals after each prefix of moves
     for n, j in moves:
         loss_after.append(loss_after[-1] + loss[n][j] - loss[n][state[n]])
+        bytes_after.append(bytes_after[-1] + size[n][j] - size[n][state[n]])
         state[n] = j
 
     def groups(name: str) -> list[str]:
@@ -295,17 +299,14 @@ def search_plan(
     def measure(k: int):
         return measure_state(state_after(moves, k, names))
 
-    def predicted_bytes(state) -> int:
-        return float_bytes - sum(fbytes[n] - size[n][state[n]] for n in names)
-
     n_moves = len(moves)
     search = Search(budget=max(0, polish))
     if target_size is not None:
-        smallest = predicted_bytes(state_after(moves, n_moves, names))
+        smallest = bytes_after[n_moves]
         if target_size < smallest:
             raise ConfigError(f"target_size {target_size:,} bytes is below the smallest size these candidates reach "
                               f"(about {smallest:,} bytes); raise it or add lower bit widths")
-        k = next(i for i in range(n_moves + 1) if predicted_bytes(state_after(moves, i, names)) <= target_size)
+        k = next(i for i in range(n_moves + 1) if bytes_after[i] <= target_size)
         while measure(k)[1] > target_size and k < n_moves:
             k += 1
         budget = {"target_size": int(target_size)}
