@@ -160,9 +160,10 @@ def convert(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     return _finish(target, ctx.config, ctx.summary, source)
 
 
-def dequantize(model: nn.Module) -> nn.Module:
-    """A float copy of a quantized model: every quantized layer becomes the float layer it
-    replaced, holding the dequantized weights (what the quantized layer computes with).
+def dequantize(model: nn.Module, *, inplace: bool = False) -> nn.Module:
+    """A float copy of a quantized model (or the model itself, ``inplace``): every quantized
+    layer becomes the float layer it replaced, holding the dequantized weights (what the
+    quantized layer computes with).
 
     This is how a checkpoint is re-quantized with another config (``quantlens quantize
     CKPT``): the new rounding starts from already-rounded weights, so its error adds to the
@@ -171,10 +172,13 @@ def dequantize(model: nn.Module) -> nn.Module:
 
     Args:
         model: a model returned by :func:`quantize`, :func:`convert` or :func:`load`.
+        inplace: turn ``model`` itself back (it is no longer a quantized model then)
+            instead of a copy.
 
     Returns:
-        A new float model; it keeps the record of how to rebuild its skeleton, so the
-        result of quantizing it again saves and loads like the original.
+        The float model (a new one unless ``inplace``); it keeps the record of how to
+        rebuild its skeleton, so the result of quantizing it again saves and loads like the
+        original.
 
     Raises:
         InputError: ``model`` is not a quantlens-quantized model, or a method it uses
@@ -194,12 +198,12 @@ def dequantize(model: nn.Module) -> nn.Module:
             f"a {', '.join(fixed)} model cannot be turned back into float (its layers run on integer kernels); "
             "start from the float model it was made from (zoo name, Hugging Face folder or module:factory)"
         )
-    target = copy.deepcopy(model)
+    source = getattr(model, "quantlens_source", None)
+    target = model if inplace else copy.deepcopy(model)
     for method in methods:
         target = method.dequantize(target)
     for attr in ("quantlens_config", "quantlens_summary"):
         target.__dict__.pop(attr, None)
-    source = getattr(model, "quantlens_source", None)
     if source is not None:
         target.quantlens_source = dict(source)
     return target

@@ -323,6 +323,14 @@ def test_dequantize_gives_float_layers_and_requantizing_the_same_way_gives_the_s
         assert torch.equal(getattr(again, name).weight_packed, getattr(qm, name).weight_packed), name
 
 
+def test_dequantize_inplace_turns_the_model_itself_back():
+    qm = ql.quantize(tiny(), WeightOnly(bits=4, group_size=32))
+    expected = dequantize(qm)
+    back = dequantize(qm, inplace=True)
+    assert back is qm and type(qm.up) is nn.Linear and not hasattr(qm, "quantlens_config")
+    assert torch.equal(back.up.weight, expected.up.weight)
+
+
 def test_dequantize_refuses_int8_and_float_models():
     from quantlens.api import dequantize
     from quantlens.errors import InputError

@@ -121,14 +121,15 @@ def render_summary(summary: QuantSummary, console) -> None:
 
 
 def _float_from_checkpoint(spec: str, quantized):
-    """The float model a checkpoint's quantized model dequantizes to, and the warning."""
+    """The float model a checkpoint's quantized model dequantizes to (in place: the CLI
+    loaded it and uses it for nothing else), and the warning."""
     from quantlens.api import dequantize
 
+    schemes = sorted({m.scheme.describe() for m in quantized.modules() if isinstance(getattr(m, "scheme", None), QScheme)})
     try:
-        model = dequantize(quantized)
+        model = dequantize(quantized, inplace=True)
     except InputError as exc:
         raise InputError(f"{spec} is a quantized checkpoint: {exc}") from exc
-    schemes = sorted({m.scheme.describe() for m in quantized.modules() if isinstance(getattr(m, "scheme", None), QScheme)})
     warning = (f"{spec} is already quantized ({', '.join(schemes)}); its layers were dequantized and quantized "
                "again, so the new rounding error adds to the old one; quantize the float model for the best accuracy")
     return model, warning
@@ -149,7 +150,8 @@ def run(args: argparse.Namespace) -> int:
     calib = _calib(args, resolved, config) if needs_data else None
     if needs_data and calib is None:
         raise InputError(f"{config.method} with these settings needs calibration data; pass --calib-data")
-    qm = ql.quantize(model, config, calib_data=calib)
+    # a dequantized checkpoint is a model of our own: quantize it without another copy
+    qm = ql.quantize(model, config, calib_data=calib, inplace=resolved.kind == "checkpoint")
     if warning:
         qm.quantlens_summary.note(warning)
     out = ql.save(qm, args.out)
