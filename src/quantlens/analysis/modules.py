@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from quantlens.methods.fusion import fold_bn_params
+from quantlens.methods.fusion import BATCHNORMS, bn_scale, fold_bn_params
 
 __all__ = [
     "BATCHNORMS",
@@ -32,18 +32,11 @@ __all__ = [
     "unchanged",
 ]
 
-BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.Hardswish, nn.SiLU, nn.GELU, nn.Sigmoid, nn.Tanh, nn.LeakyReLU)
 WRAPPER_SUFFIXES = (".module", "._orig_mod")
 
 
 # --- weights --------------------------------------------------------------------------------
-
-
-def _bn_factor(bn: nn.Module) -> torch.Tensor:
-    """``γ / √(σ² + ε)`` per channel: what folding ``bn`` multiplies a weight's rows by."""
-    gamma = bn.weight if bn.weight is not None else torch.ones_like(bn.running_var)
-    return gamma / torch.sqrt(bn.running_var + bn.eps)
 
 
 def dequantized_weight(module: nn.Module) -> torch.Tensor | None:
@@ -72,7 +65,7 @@ def dequantized_weight(module: nn.Module) -> torch.Tensor | None:
         if isinstance(fake, nn.Module):
             bn = getattr(module, "bn", None)
             if isinstance(bn, BATCHNORMS) and bn.running_var is not None:  # fused QAT ConvBn*: fold, then quantize
-                weight = weight * _bn_factor(bn).reshape(-1, *([1] * (weight.ndim - 1)))
+                weight = weight * bn_scale(bn).reshape(-1, *([1] * (weight.ndim - 1)))
             weight = copy.deepcopy(fake)(weight)  # a copy: its observer must not move
         return weight.detach().float()
 

@@ -24,7 +24,25 @@ from torch import nn
 from quantlens.errors import InputError
 
 FOLDABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def bn_scale(bn: nn.modules.batchnorm._BatchNorm, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``γ / √(σ² + ε)`` per channel, ``(C,)``: what folding ``bn`` multiplies a weight's rows by.
+
+    Args:
+        bn: a BatchNorm with running statistics.
+        dtype: compute in this dtype (None: the running variance's, as the BatchNorm does).
+
+    Returns:
+        The per-channel scale.
+
+    Example:
+        >>> w_folded = conv.weight * bn_scale(bn).reshape(-1, 1, 1, 1)
+    """
+    var = bn.running_var if dtype is None else bn.running_var.to(dtype)
+    gamma = bn.weight.to(var.dtype) if bn.weight is not None else torch.ones_like(var)
+    return gamma / torch.sqrt(var + bn.eps)
 
 
 @torch.no_grad()
@@ -45,11 +63,10 @@ def fold_bn_params(
         raise InputError("cannot fold a BatchNorm without running statistics (track_running_stats=False)")
     if bn.num_features != weight.shape[0]:
         raise InputError(f"BatchNorm has {bn.num_features} channels but the layer has {weight.shape[0]} outputs")
-    mean, var = bn.running_mean.double(), bn.running_var.double()
-    gamma = bn.weight.double() if bn.weight is not None else torch.ones_like(mean)
+    mean = bn.running_mean.double()
     beta = bn.bias.double() if bn.bias is not None else torch.zeros_like(mean)
     b = bias.double() if bias is not None else torch.zeros_like(mean)
-    factor = gamma / torch.sqrt(var + bn.eps)  # γ / √(σ² + ε), (C_out,)
+    factor = bn_scale(bn, torch.float64)  # γ / √(σ² + ε), (C_out,)
     w_folded = weight.double() * factor.reshape(-1, *([1] * (weight.ndim - 1)))
     b_folded = (b - mean) * factor + beta
     return w_folded.to(weight.dtype), b_folded.to(weight.dtype)
@@ -80,7 +97,7 @@ def find_pairs(model: nn.Module) -> list[tuple[str, str]]:
     modules = dict(model.named_modules())
     pairs = []
     for node in graph.nodes:
-        if node.op != "call_module" or not isinstance(modules.get(node.target), _BATCHNORMS):
+        if node.op != "call_module" or not isinstance(modules.get(node.target), BATCHNORMS):
             continue
         src = node.args[0] if node.args else None
         if (
@@ -100,7 +117,7 @@ def _sequential_pairs(model: nn.Module) -> list[tuple[str, str]]:
         if isinstance(module, nn.Sequential):
             children = list(module.named_children())
             for (n1, m1), (n2, m2) in itertools.pairwise(children):
-                if isinstance(m1, FOLDABLE) and isinstance(m2, _BATCHNORMS):
+                if isinstance(m1, FOLDABLE) and isinstance(m2, BATCHNORMS):
                     prefix = f"{name}." if name else ""
                     pairs.append((prefix + n1, prefix + n2))
     return pairs
