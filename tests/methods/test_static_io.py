@@ -51,7 +51,10 @@ def test_qat_save_load_is_bit_identical(digits_cnn, digits, tmp_path, no_pickle,
     x = digits["test"].inputs
     assert torch.equal(loaded(x), qm(x))
     weights = [m.weight().int_repr() for m in loaded.modules() if callable(getattr(m, "weight", None))]
-    assert len(weights) == 7 and max(int(w.abs().max()) for w in weights) > (8 if bits == 8 else 0)
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1  # 4 bits: codes in [-8, 7]
+    assert len(weights) == 7 and all(lo <= int(w.min()) and int(w.max()) <= hi for w in weights)
+    assert all(int(w.abs().max()) > 0 for w in weights)
+    assert bits != 8 or max(int(w.abs().max()) for w in weights) > 8  # 8 bits use more than 4
 
 
 def test_float_island_model_round_trips_with_a_given_skeleton(digits, tmp_path):
