@@ -7,7 +7,7 @@ from torch import nn
 
 import quantlens as ql
 from quantlens.analysis import advise, apply_advice, compare_layers, sensitivity
-from quantlens.analysis.advice import MIN_NOISE_PERCENT, MIN_OBSERVER_GAIN_DB
+from quantlens.analysis.advice import MIN_NOISE_PERCENT, MIN_OBSERVER_GAIN_DB, quantizes_activations
 from quantlens.analysis.layers import LayerComparison, LayerError
 from quantlens.analysis.ranges import ActivationStats, ObserverRange, RangeReport
 from quantlens.analysis.sensitivity import LayerSensitivity, SensitivityResult
@@ -105,3 +105,8 @@ def test_observer_tip_needs_a_measured_gain_not_just_an_outlier_ratio():
     tips = {t.layer: t for t in advise(cfg, sens, layers=layers, ranges=ranges)}
     assert tips["a"].action != "observer"
     assert tips["b"].action == "observer" and "+1.5 dB" in tips["b"].evidence
+
+
+def test_only_methods_with_an_activation_observer_count_as_quantizing_activations():
+    assert quantizes_activations(ql.Static()) and quantizes_activations(ql.QAT())
+    assert not quantizes_activations(ql.WeightOnly()) and not quantizes_activations(ql.Dynamic())

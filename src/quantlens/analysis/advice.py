@@ -41,7 +41,7 @@ from quantlens.analysis.ranges import RangeReport
 from quantlens.analysis.sensitivity import SensitivityResult, escape
 from quantlens.methods.base import QuantConfig
 
-__all__ = ["Advice", "advise", "apply_advice"]
+__all__ = ["Advice", "advise", "apply_advice", "quantizes_activations"]
 
 NEXT_BITS = {1: 2, 2: 4, 3: 4, 4: 8, 5: 8, 6: 8, 7: 8}
 SMALL_LAYER = 0.05  # share of the parameters under which skipping a layer is cheap
@@ -105,7 +105,15 @@ def _raise_bits(config: QuantConfig) -> QuantConfig | None:
     return config.replace(skip=(), overrides=(), **changes)
 
 
-def _quantizes_activations(config: QuantConfig) -> bool:
+def quantizes_activations(config: QuantConfig) -> bool:
+    """Whether ``config``'s method quantizes activations with calibrated ranges (it has an
+    activation ``observer``: Static, QAT; Dynamic takes each batch's range at run time), so
+    activation ranges and observer advice apply.
+
+    Example:
+        >>> quantizes_activations(ql.Static()), quantizes_activations(ql.WeightOnly())
+        (True, False)
+    """
     return _has(config, "observer")
 
 
@@ -164,7 +172,7 @@ def advise(
         elif weight_bad and _has(config, "per_channel") and not config.per_channel:
             out.append(Advice(row.name, "per_channel", "switch its weights to per-channel scales",
                               cost + w_note, config.replace(skip=(), overrides=(), per_channel=True)))
-        elif (act is not None and _quantizes_activations(config)
+        elif (act is not None and quantizes_activations(config)
               and act.best_observer not in (None, getattr(config, "observer", None))
               and _observer_gain(act, config.observer) >= MIN_OBSERVER_GAIN_DB):
             gain = _observer_gain(act, config.observer)
@@ -182,7 +190,7 @@ def advise(
             out.append(Advice(row.name, "raise_bits", f"raise its bits to {_bits(raised)} (override)", cost, raised))
     worst = max((r.drop for r in sens.rows), default=0.0)
     if (sens.full_drop >= max(significance_floor(unit), 1e-9) and worst < SPREAD * sens.full_drop
-            and _quantizes_activations(config)):
+            and quantizes_activations(config)):
         out.append(Advice("", "qat", "the loss is spread over many layers: fine-tune with quantization-aware "
                                      "training (ql.QAT)",
                           f"the worst layer explains {100 * worst / sens.full_drop:.0f}% of the drop of "

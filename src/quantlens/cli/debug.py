@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         search_plan,
         sensitivity,
     )
-    from quantlens.analysis.advice import problem_layers
+    from quantlens.analysis.advice import problem_layers, quantizes_activations
     from quantlens.analysis.scoring import Evaluator
     from quantlens.methods.base import check_patterns
 
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     qm = ql.quantize(model, config, calib_data=inputs.calib, progress=False)
     layers = compare_layers(model, qm, inputs.data, max_batches=2)
     ranges = None
-    if "observer" in {f for f in type(config).__dataclass_fields__}:  # the method quantizes activations
+    if quantizes_activations(config):
         names = [r.name for r in problem_layers(sens, top=args.top)]
         modules = dict(model.named_modules())
         names = [n for n in names if n in modules]

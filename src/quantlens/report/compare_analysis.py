@@ -27,6 +27,7 @@ from dataclasses import fields
 
 from torch import nn
 
+from quantlens.analysis.advice import quantizes_activations
 from quantlens.analysis.layers import LayerComparison, compare_layers
 from quantlens.analysis.ranges import RangeReport, activation_ranges
 from quantlens.analysis.sensitivity import LayerSensitivity, SensitivityResult, sensitivity
@@ -120,7 +121,7 @@ def run_analysis(report, model: nn.Module, configs: Mapping[str, QuantConfig], *
     out["notes"] = list(out.get("notes", [])) + [str(w.message) for w in caught]
     if layers and target.name in layers:
         out["layers"] = layers[target.name]
-    if "observer" in {f.name for f in fields(config)}:
+    if quantizes_activations(config):
         try:
             ranges = activation_ranges(model, calib_data, observers=_observers(config), max_batches=RANGE_BATCHES,
                                        progress=progress)
