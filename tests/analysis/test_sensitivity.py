@@ -10,6 +10,7 @@ from torch import nn
 import quantlens as ql
 from quantlens.analysis import sensitivity
 from quantlens.analysis.scoring import Evaluator
+from quantlens.analysis.sensitivity import SensitivityResult
 
 
 def _mlp_data(n=256, seed=0):
@@ -32,6 +33,8 @@ def test_forward_ranks_the_layer_that_hurts(toy_method):
     text = str(res)
     assert "sensitivity" in text and "2" in text
     assert res.to_dict()["rows"][0]["name"] == "2"
+    back = SensitivityResult.from_dict(res.to_dict())
+    assert back.to_dict() == res.to_dict() and back.config == res.config and back["2"] == res["2"]
 
 
 def test_reverse_mode_and_float_runs_once(toy_method):

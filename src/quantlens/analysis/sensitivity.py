@@ -26,7 +26,7 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 from torch import nn
@@ -36,7 +36,7 @@ from quantlens.analysis.scoring import Evaluator
 from quantlens.api import quantize
 from quantlens.core.data import first_batch
 from quantlens.core.progress import track
-from quantlens.methods.base import QuantConfig
+from quantlens.methods.base import QuantConfig, config_from_dict
 
 __all__ = ["MIN_SAMPLES", "LayerSensitivity", "SensitivityResult", "escape", "sensitivity"]
 
@@ -113,6 +113,20 @@ class SensitivityResult:
         out["rows"] = [asdict(r) for r in self.rows]
         out["config"] = self.config.to_dict() if self.config is not None else None
         return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SensitivityResult:
+        """Rebuild from :meth:`to_dict` (e.g. read back from a report's JSON); a config that
+        no longer reads back (an unregistered method) becomes None."""
+        names = {f.name for f in fields(cls)} - {"rows", "config"}
+        config = None
+        if data.get("config"):
+            try:
+                config = config_from_dict(data["config"])
+            except Exception:  # noqa: BLE001 - the result stands without its config (plots show its name only)
+                config = None
+        rows = [LayerSensitivity(**r) for r in data.get("rows", [])]
+        return cls(rows=rows, config=config, **{k: v for k, v in data.items() if k in names})
 
     def __str__(self) -> str:
         mode = "all quantized but the layer" if self.reverse else "only the layer quantized"

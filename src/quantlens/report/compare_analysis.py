@@ -23,19 +23,18 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
-from dataclasses import fields
 
 from torch import nn
 
 from quantlens.analysis.advice import quantizes_activations
 from quantlens.analysis.layers import LayerComparison, compare_layers
 from quantlens.analysis.ranges import RangeReport, activation_ranges
-from quantlens.analysis.sensitivity import LayerSensitivity, SensitivityResult, sensitivity
+from quantlens.analysis.sensitivity import SensitivityResult, sensitivity
 from quantlens.core.observers import get_observer
 from quantlens.errors import QuantlensError
 from quantlens.eval.compare import Row
 from quantlens.eval.interrupts import interrupted_by
-from quantlens.methods.base import QuantConfig, config_from_dict
+from quantlens.methods.base import QuantConfig
 from quantlens.report.layers import error_rows
 
 __all__ = ["RANGE_BATCHES", "RANGE_OBSERVERS", "LayerRecorder", "analysis_target", "layer_result", "range_result",
@@ -135,15 +134,7 @@ def run_analysis(report, model: nn.Module, configs: Mapping[str, QuantConfig], *
 
 def sensitivity_result(data: Mapping) -> SensitivityResult:
     """A :class:`~quantlens.analysis.SensitivityResult` rebuilt from its ``to_dict()`` (for plots)."""
-    names = {f.name for f in fields(SensitivityResult)} - {"rows", "config"}
-    config = None
-    if data.get("config"):
-        try:
-            config = config_from_dict(data["config"])
-        except Exception:  # noqa: BLE001 - the plot only shows the config's class name
-            config = None
-    rows = [LayerSensitivity(**r) for r in data.get("rows", [])]
-    return SensitivityResult(rows=rows, config=config, **{k: v for k, v in data.items() if k in names})
+    return SensitivityResult.from_dict(data)
 
 
 def layer_result(data: Mapping) -> LayerComparison | None:
