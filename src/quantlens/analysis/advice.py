@@ -174,8 +174,7 @@ def advise(
                               cost + w_note, config.replace(skip=(), overrides=(), per_channel=True)))
         elif (act is not None and quantizes_activations(config)
               and act.best_observer not in (None, getattr(config, "observer", None))
-              and _observer_gain(act, config.observer) >= MIN_OBSERVER_GAIN_DB):
-            gain = _observer_gain(act, config.observer)
+              and (gain := _observer_gain(act, config.observer)) >= MIN_OBSERVER_GAIN_DB):
             out.append(Advice(row.name, "observer", f"use the {act.best_observer} observer for its activations",
                               f"{cost}; its inputs reach {act.outlier_ratio:.1f}x their p99.9, "
                               f"{act.best_observer} range gives +{gain:.1f} dB",
