@@ -7,17 +7,23 @@ from torch import nn
 
 import quantlens as ql
 from quantlens.analysis import advise, apply_advice, compare_layers, sensitivity
-from quantlens.analysis.advice import MIN_NOISE_PERCENT, MIN_OBSERVER_GAIN_DB, quantizes_activations
+from quantlens.analysis.advice import (
+    MIN_DROP_POINTS,
+    MIN_NOISE_PERCENT,
+    MIN_OBSERVER_GAIN_DB,
+    quantizes_activations,
+)
 from quantlens.analysis.layers import LayerComparison, LayerError
 from quantlens.analysis.ranges import ActivationStats, ObserverRange, RangeReport
+from quantlens.analysis.scoring import METRICS, Metric
 from quantlens.analysis.sensitivity import LayerSensitivity, SensitivityResult
 from quantlens.methods.base import resolve
 
 
-def _sens(rows, full_drop, groups=None):
+def _sens(rows, full_drop, groups=None, min_loss=METRICS["accuracy"].min_loss):
     rows = [LayerSensitivity(n, "Conv2d", p, p * 4, p, 90.0, d) for n, p, d in rows]
     return SensitivityResult(rows, "accuracy", "%", "points", 99.0, 99.0 - full_drop, full_drop, 450, False,
-                             "requantize", None, [], groups or {})
+                             "requantize", None, [], groups or {}, min_loss)
 
 
 def _layer(name, w_db, out_db):
@@ -93,6 +99,15 @@ def test_accuracy_drop_below_the_floor_gives_no_advice():
     assert advise(ql.Static(), sens) == []
     sens = _sens([("a", 10_000, 0.15), ("b", 10_000, 0.4)], 0.5)
     assert [t.layer for t in advise(ql.Static(), sens)] == ["b"]
+
+
+def test_the_floor_is_the_metrics_not_its_units():
+    assert [METRICS[m].min_loss for m in ("accuracy", "cosine", "agreement", "sqnr")] == [MIN_DROP_POINTS] * 3 + [
+        MIN_NOISE_PERCENT]
+    user = Metric("mine", "%", lambda ref, out: 0.0)  # a user metric in %: "points" lost, but of unknown scale
+    assert user.loss_unit == "points" and user.min_loss == 0.0
+    sens = _sens([("a", 10_000, 0.15), ("b", 10_000, 0.05)], 0.18, min_loss=user.min_loss)
+    assert [t.layer for t in advise(ql.Static(), sens)] == ["a", "b"]  # no 0.2-point floor
 
 
 def test_observer_tip_needs_a_measured_gain_not_just_an_outlier_ratio():

@@ -9,7 +9,7 @@ from torch import nn
 
 import quantlens as ql
 from quantlens.analysis import sensitivity
-from quantlens.analysis.scoring import Evaluator
+from quantlens.analysis.scoring import METRICS, Evaluator
 from quantlens.analysis.sensitivity import SensitivityResult
 
 
@@ -26,6 +26,7 @@ def test_forward_ranks_the_layer_that_hurts(toy_method):
         model[2].weight[:, 0] = 50.0
     res = sensitivity(model, _mlp_data(), toy_method(bits=2))
     assert res.metric == "sqnr" and res.strategy == "swap" and not res.reverse
+    assert res.min_loss == METRICS["sqnr"].min_loss
     assert next(r.name for r in res.rows) == "2"
     assert {r.name for r in res.rows} == {"0", "2", "4"}
     assert res["2"].params == 64 * 64 + 64 and res["2"].bytes_saved > 0

@@ -18,10 +18,12 @@ and once for the whole model: when no single layer accounts for most of the drop
 loss is spread), *QAT* for int8 methods.
 
 Advice only fires for effects that matter. A layer is a problem layer when quantizing it
-alone costs at least a tenth of the whole model's drop *and* at least an absolute floor:
+alone costs at least a tenth of the whole model's drop *and* at least an absolute floor,
+the metric's ``min_loss`` (carried by the :class:`SensitivityResult`):
 :data:`MIN_DROP_POINTS` points of accuracy / cosine / agreement, or
 :data:`MIN_NOISE_PERCENT` % noise power under the SQNR metric (an SQNR of 30 dB, the
-planner's default budget). A whole model whose drop is below the floor gets no advice.
+planner's default budget); a user metric, of unknown scale, has none. A whole model whose
+drop is below the floor gets no advice.
 
 Each :class:`Advice` carries an ``override`` config (or a skip) so the suggestions can be
 applied with :func:`apply_advice`.
@@ -38,20 +40,19 @@ from dataclasses import dataclass, fields
 
 from quantlens.analysis.layers import LayerComparison
 from quantlens.analysis.ranges import RangeReport
+from quantlens.analysis.scoring import MIN_DROP_POINTS, MIN_NOISE_PERCENT
 from quantlens.analysis.sensitivity import SensitivityResult, escape
 from quantlens.methods.base import QuantConfig
 
-__all__ = ["Advice", "advise", "apply_advice", "quantizes_activations"]
+__all__ = ["MIN_DROP_POINTS", "MIN_NOISE_PERCENT", "Advice", "advise", "apply_advice", "quantizes_activations"]
 
 NEXT_BITS = {1: 2, 2: 4, 3: 4, 4: 8, 5: 8, 6: 8, 7: 8}
 SMALL_LAYER = 0.05  # share of the parameters under which skipping a layer is cheap
 WEIGHT_DOMINATES_DB = 3.0  # weight SQNR this far below the layer's own output SQNR: the weights are to blame
 SPREAD = 0.3  # the worst layer explains less than this share of the drop: the loss is spread
 RELATIVE_FLOOR = 0.1  # a problem layer explains at least this share of the whole model's drop
-MIN_DROP_POINTS = 0.2  # ... and costs at least this many points of accuracy / cosine / agreement
-MIN_NOISE_PERCENT = 0.1  # ... or, under the SQNR metric, this much noise power (% of the signal; 30 dB)
+# ... and at least the metric's min_loss: MIN_DROP_POINTS or MIN_NOISE_PERCENT (from scoring)
 MIN_OBSERVER_GAIN_DB = 1.0  # the observer tip needs at least this measured SQNR gain on the activations
-_FLOORS = {"points": MIN_DROP_POINTS, "% noise": MIN_NOISE_PERCENT}
 
 
 @dataclass
@@ -117,15 +118,10 @@ def quantizes_activations(config: QuantConfig) -> bool:
     return _has(config, "observer")
 
 
-def significance_floor(loss_unit: str) -> float:
-    """The smallest loss worth advice in ``loss_unit`` (0 for a user metric of unknown scale)."""
-    return _FLOORS.get(loss_unit, 0.0)
-
-
 def problem_layers(sens: SensitivityResult, *, top: int = 5) -> list:
     """The rows of ``sens`` that explain a real part of the drop and cost at least the
     absolute floor (most sensitive first; see the module docstring)."""
-    floor = max(RELATIVE_FLOOR * abs(sens.full_drop), significance_floor(sens.loss_unit), 1e-9)
+    floor = max(RELATIVE_FLOOR * abs(sens.full_drop), sens.min_loss, 1e-9)
     return [r for r in sens.rows if r.drop >= floor][:top]
 
 
@@ -188,7 +184,7 @@ def advise(
         else:
             out.append(Advice(row.name, "raise_bits", f"raise its bits to {_bits(raised)} (override)", cost, raised))
     worst = max((r.drop for r in sens.rows), default=0.0)
-    if (sens.full_drop >= max(significance_floor(unit), 1e-9) and worst < SPREAD * sens.full_drop
+    if (sens.full_drop >= max(sens.min_loss, 1e-9) and worst < SPREAD * sens.full_drop
             and quantizes_activations(config)):
         out.append(Advice("", "qat", "the loss is spread over many layers: fine-tune with quantization-aware "
                                      "training (ql.QAT)",

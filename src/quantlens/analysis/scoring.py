@@ -38,7 +38,10 @@ from quantlens.core.metrics import cosine_similarity, sqnr_db
 from quantlens.errors import InputError
 from quantlens.eval.quality import Outputs, collect_outputs, prediction_agreement, top1_accuracy
 
-__all__ = ["METRICS", "Evaluator", "Metric", "Score", "resolve_metric"]
+__all__ = ["METRICS", "MIN_DROP_POINTS", "MIN_NOISE_PERCENT", "Evaluator", "Metric", "Score", "resolve_metric"]
+
+MIN_DROP_POINTS = 0.2  # the smallest loss worth advice in points of accuracy / cosine / agreement
+MIN_NOISE_PERCENT = 0.1  # ... and under the SQNR metric, in % noise power of the signal (30 dB)
 
 
 @dataclass(frozen=True)
@@ -50,12 +53,16 @@ class Metric:
         unit: ``"%"`` or ``"dB"``.
         fn: ``fn(reference, outputs) -> value`` on :class:`~quantlens.eval.quality.Outputs`.
         noise: the loss is linear noise power (``sqnr``) instead of ``baseline - value``.
+        min_loss: the smallest loss worth advice (:func:`~quantlens.analysis.advise`):
+            :data:`MIN_DROP_POINTS` for the built-in % metrics, :data:`MIN_NOISE_PERCENT`
+            for ``sqnr``, 0 for a user metric of unknown scale.
     """
 
     name: str
     unit: str
     fn: Callable[[Outputs, Outputs], float]
     noise: bool = False
+    min_loss: float = 0.0
 
     def loss(self, baseline: float, value: float) -> float:
         """How much worse ``value`` is than ``baseline``, on a scale that adds across layers."""
@@ -88,10 +95,10 @@ def _sqnr(ref: Outputs, out: Outputs) -> float:
 
 
 METRICS: dict[str, Metric] = {
-    "accuracy": Metric("accuracy", "%", _accuracy),
-    "cosine": Metric("cosine", "%", _cosine),
-    "agreement": Metric("agreement", "%", _agreement),
-    "sqnr": Metric("sqnr", "dB", _sqnr, noise=True),
+    "accuracy": Metric("accuracy", "%", _accuracy, min_loss=MIN_DROP_POINTS),
+    "cosine": Metric("cosine", "%", _cosine, min_loss=MIN_DROP_POINTS),
+    "agreement": Metric("agreement", "%", _agreement, min_loss=MIN_DROP_POINTS),
+    "sqnr": Metric("sqnr", "dB", _sqnr, noise=True, min_loss=MIN_NOISE_PERCENT),
 }
 
 

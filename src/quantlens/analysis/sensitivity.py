@@ -81,7 +81,8 @@ class SensitivityResult:
     """A ranked sensitivity table (most sensitive first) and how it was measured.
 
     ``groups`` maps a layer to the modules fused into it (graph methods), which a skip of
-    the layer must cover too."""
+    the layer must cover too; ``min_loss`` is the metric's smallest loss worth advice
+    (:attr:`~quantlens.analysis.scoring.Metric.min_loss`)."""
 
     rows: list[LayerSensitivity]
     metric: str
@@ -96,6 +97,7 @@ class SensitivityResult:
     config: QuantConfig | None = None
     notes: list[str] = field(default_factory=list)
     groups: dict[str, list[str]] = field(default_factory=dict)
+    min_loss: float = 0.0
 
     def __getitem__(self, name: str) -> LayerSensitivity:
         for row in self.rows:
@@ -311,4 +313,4 @@ def sensitivity(
                      f"not reach the {ev.metric.name} metric (its drop of 0 says nothing about other uses)")
     return SensitivityResult(rows, ev.metric.name, ev.metric.unit, ev.metric.loss_unit, ev.baseline, full.value,
                              full.loss, ev.samples, reverse, variants.strategy, config, notes,
-                             {n: g for n, g in variants.groups.items() if len(g) > 1})
+                             {n: g for n, g in variants.groups.items() if len(g) > 1}, ev.metric.min_loss)
