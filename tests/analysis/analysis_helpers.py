@@ -1,4 +1,5 @@
-"""Helpers of the analysis tests: a small MLP, QLinear swapping, and a minimal module-swapping
+"""Helpers of the analysis tests: a small MLP, a model with an unused branch, QLinear swapping,
+and a minimal module-swapping
 weight-only method (per-channel symmetric ``bits``-bit nn.Linear -> QLinear), so these tests
 do not depend on the real methods."""
 
@@ -20,6 +21,20 @@ NAME = "toy_weight_only"
 def make_mlp(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 4)).eval()
+
+
+class SideBranch(nn.Module):
+    """A model that computes a branch it never returns (like a pooler under mean pooling)."""
+
+    def __init__(self, in_features: int = 16, out_features: int = 4) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.main = nn.Linear(in_features, out_features)
+        self.side = nn.Linear(in_features, out_features)
+
+    def forward(self, x):
+        self.side(x)
+        return self.main(x)
 
 
 def swap_qlinear(model: nn.Module, names: dict[str, int], group_size: int | None = None) -> nn.Module:

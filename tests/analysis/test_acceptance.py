@@ -46,9 +46,13 @@ def digits_full():
 @pytest.fixture(scope="module")
 def digits_first(digits_model, digits_full):
     """One plan (1-point budget) with its table and the uniform points, reused by the runs below."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    return search_plan(digits_model, digits_full, method=DIGITS_METHOD, candidates=(8, 4, 2, None),
-                       max_accuracy_drop=1.0)
+    try:
+        return search_plan(digits_model, digits_full, method=DIGITS_METHOD, candidates=(8, 4, 2, None),
+                           max_accuracy_drop=1.0)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _uniform(plan, bits):
@@ -127,15 +131,19 @@ def minilm():
         model = zoo.load_model("minilm")
     except Exception as exc:  # noqa: BLE001 - the model package is optional
         pytest.skip(f"MiniLM not available: {exc}")
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    inputs = {k: v[:MINILM_SENTENCES] for k, v in zoo.load_dataset("sentences", "test").inputs.items()}
-    lengths = inputs["attention_mask"].sum(1)
-    order = torch.argsort(lengths, stable=True)  # batches of similar length, each cut to its longest sentence:
-    data = []  # padding changes no real token's output, so this only saves time
-    for start in range(0, MINILM_SENTENCES, 26):
-        idx = order[start:start + 26]
-        data.append({k: v[idx][:, : int(lengths[idx].max())] for k, v in inputs.items()})
-    return model, data, Evaluator(model, data)  # the float outputs, computed once for every run
+    try:
+        inputs = {k: v[:MINILM_SENTENCES] for k, v in zoo.load_dataset("sentences", "test").inputs.items()}
+        lengths = inputs["attention_mask"].sum(1)
+        order = torch.argsort(lengths, stable=True)  # batches of similar length, each cut to its longest sentence:
+        data = []  # padding changes no real token's output, so this only saves time
+        for start in range(0, MINILM_SENTENCES, 26):
+            idx = order[start:start + 26]
+            data.append({k: v[idx][:, : int(lengths[idx].max())] for k, v in inputs.items()})
+        return model, data, Evaluator(model, data)  # the float outputs, computed once for every run
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.mark.slow

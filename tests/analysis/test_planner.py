@@ -6,10 +6,11 @@ import json
 
 import pytest
 import torch
+from analysis_helpers import SideBranch
 from torch import nn
 
 import quantlens as ql
-from quantlens.analysis import plan_mixed_precision, search_plan
+from quantlens.analysis import plan_mixed_precision, planner, search_plan
 from quantlens.errors import ConfigError
 from quantlens.methods.base import config_from_dict, resolve
 
@@ -78,27 +79,18 @@ def test_single_layer_model_and_bad_budgets(toy_method):
         search_plan(model, x, method=toy_method(bits=8), candidates=(8, "four"))
 
 
-class _SideBranch(nn.Module):
-    """A model that computes a branch it never returns (like a pooler under mean pooling)."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.main = nn.Linear(64, 8)
-        self.side = nn.Linear(64, 8)
-
-    def forward(self, x):
-        self.side(x)
-        return self.main(x)
-
-
-def test_layers_that_do_not_reach_the_outputs_are_reported_and_tables_are_reused(toy_method, mlp_data):
-    model = _SideBranch().eval()
+def test_layers_that_do_not_reach_the_outputs_are_reported_and_tables_are_reused(toy_method, mlp_data, monkeypatch):
+    model = SideBranch(64, 8).eval()
     plan = search_plan(model, mlp_data, method=toy_method(bits=8), candidates=(8, 4, 2, None), min_sqnr_db=30,
                        compare_uniform=False)
     assert plan.unused == ["side"] and plan.bits["side"] == 2  # free to lower: the outputs never see it
     assert plan.table.loss["side"] == [0.0] * 4 and plan.table.loss["main"][3] > 0
     assert "do not reach" in str(plan) and plan.to_dict()["table"]["identical"] == ["side"]
+
+    def measured_again(*args, **kwargs):
+        raise AssertionError("the table given was measured again")
+
+    monkeypatch.setattr(planner, "_measure_table", measured_again)
     again = search_plan(model, mlp_data, method=toy_method(bits=8), candidates=(8, 4, 2, None), min_sqnr_db=30,
                         compare_uniform=False, table=plan.table)
     assert again.bits == plan.bits and again.measured_drop == plan.measured_drop

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from analysis_helpers import make_mlp
+from analysis_helpers import SideBranch, make_mlp
 from torch import nn
 
 import quantlens as ql
@@ -82,16 +82,6 @@ def test_static_uses_requantize_with_fused_groups():
 
 
 def test_a_layer_the_outputs_never_see_is_noted(toy_method):
-    class SideBranch(nn.Module):  # computes a branch it never returns, like a pooler under mean pooling
-        def __init__(self):
-            super().__init__()
-            torch.manual_seed(0)
-            self.main, self.side = nn.Linear(16, 4), nn.Linear(16, 4)
-
-        def forward(self, x):
-            self.side(x)
-            return self.main(x)
-
     res = sensitivity(SideBranch().eval(), _mlp_data(), toy_method(bits=2))
     assert res["side"].drop == 0.0 and res["main"].drop > 0
     assert any(n.startswith("side: the outputs are bit-identical") for n in res.notes)
