@@ -47,13 +47,15 @@ fbgemm      ``torch.ops.quantized.linear_dynamic`` (W8A8: the     4e-2       1 B
 Automatic choice (benchmarks/weight_only_layers.py; results in benchmarks/results/
 weight_only_layers*.json: speed-up over float32 in the same run, 2 threads).
 
-CPUs with avx512_bf16 (measured on a 2-core AVX-512 EPYC; int4 g128 / int8 per-channel):
-4096x4096 and 4096x11008 at 1 token: int4pack 5.9-6.4x, int8pack 3.6-4.2x (dense_bf16
-1.4-1.9x, dense 1.0x); at 8 tokens: int4pack 3.7-5.9x, int8pack 4.1-5.1x, dense_bf16
-2.9-4.8x; at 64 tokens: int4pack 1.4-1.9x, dense_bf16 2.7-4.0x. MiniLM's 384x1536 at 1
-token: int4pack 5.6x, int8pack 5.0x vs dense 1.2-1.8x; at 32 and 1024 tokens dense_bf16
-1.2-1.8x vs dense 0.8-1.1x (bf16 compute keeps MiniLM int8 at mean cosine 0.99979 vs
-0.99980 in float32). Hence:
+CPUs with avx512_bf16 (measured on a 2-core AVX-512 EPYC, weight_only_layers.json;
+int4 g128 / int8 per-channel, fp32 input): 4096x4096 and 4096x11008 at 1 token: int4pack
+4.8-6.9x, int8pack 4.0-5.0x (dense_bf16 1.7-2.0x, dense 0.8-1.2x); at 8 tokens: int4pack
+3.6-6.7x, int8pack 3.3-5.8x, dense_bf16 2.9-5.5x; at 64 tokens: int4pack 1.4-2.3x,
+int8pack 1.3-2.0x, dense_bf16 2.9-5.1x. MiniLM's shapes (weight_only_layers_minilm.json):
+384x1536 and 1536x384 at 1 token: int4pack 2.6-4.9x, int8pack 2.6-4.8x vs dense 0.9-1.0x;
+384x384 at 1 token: int4pack and int8pack 0.8x (its 0.6 MB float weight stays in L2); at 32
+and 1024 tokens dense_bf16 1.0-1.9x vs dense 0.9-1.0x. bf16 compute keeps MiniLM int8 at
+mean embedding cosine 0.99979 vs 0.99980 in float32. Hence:
 
 - < 16 tokens: <= 4-bit uniform codes -> ``int4pack`` (priority 10); per-row uniform codes
   -> ``int8pack`` (25), whatever the layer's size;
@@ -72,8 +74,9 @@ fbgemm 1.6-3.5x at batch 1, 3.4-6.5x at batch 8, 1.6-2.2x at batch 64; int4pack 
 
 Everywhere, layers with ``allow_activation_quant=True``: any scheme, batch and dtype ->
 ``fbgemm`` (priority 20) unless int4pack serves the batch (1-15 tokens on avx512_bf16
-CPUs: 0.6 vs 1.2 ms on 4096x4096); W8A8 is 2-15x float32 from 8 tokens up on both CPUs
-and beats int8pack at 1 token on large layers (4096x11008: 1.7 vs 2.1 ms).
+CPUs: 0.72 vs 0.79 ms on 4096x4096, 1.80 vs 1.93 ms on 4096x11008). W8A8 runs at 6.5-15.6x
+float32 at 8 tokens and 5.4-9.2x at 64 on the AVX-512 CPU (3.4-6.5x and 1.6-2.2x on AVX2),
+and beats int8pack at 1 token (4096x11008: 2.05 vs 2.50 ms).
 
 How to add a path: write ``accepts(layer) -> str | None`` (why it cannot run the layer's
 weight format, or None), ``prepare(layer, dtype) -> state`` and ``run(layer, state, x) ->
