@@ -8,7 +8,8 @@ tens of microseconds per parallel region.
 
 ONNX Runtime's pool never spins here: its threads would keep spinning while PyTorch runs
 in the same process (measured: with a spinning 2-thread ORT session in the same run,
-digits-cnn's float PyTorch row took 23.7 ms instead of 2.8 ms, and its p95 doubled), and without spinning ORT itself ran as fast or faster.
+digits-cnn's float PyTorch row took 23.7 ms instead of 2.8 ms, p95 59.8 ms), and without
+spinning ORT itself ran as fast or faster.
 """
 
 from __future__ import annotations
