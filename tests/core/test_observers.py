@@ -16,7 +16,7 @@ from quantlens.core.observers import (
 )
 from quantlens.errors import InputError, SchemeError, UnknownNameError
 
-NAMES = ["minmax", "moving_average", "percentile", "mse", "entropy", "meanstd"]
+NAMES = ["minmax", "moving_average", "percentile", "mse", "entropy", "meanstd", "auto"]
 
 
 def _calibrate(obs, x, n_batches=8):
@@ -36,6 +36,25 @@ def test_registry():
     assert get_observer("percentile", percentile=99.0, axis=1).axis == 1
     with pytest.raises(UnknownNameError, match="choose one of: minmax, moving_average, percentile"):
         get_observer("minmix")
+
+
+def test_auto_observer_answers_with_the_chosen_candidate():
+    x = heavy_tailed(1 << 16, seed=2)
+    auto = _calibrate(get_observer("auto"), x)
+    scheme = QScheme(bits=8, symmetric=False)
+    assert auto.choice == "mse" and set(auto.observers) == {"mse", "entropy", "percentile", "minmax"}
+    ranges = {}
+    for name in auto.observers:
+        alone = _calibrate(get_observer(name), x)
+        auto.choice = name
+        assert torch.equal(torch.stack(auto.range(scheme)), torch.stack(alone.range(scheme))), name
+        ranges[name] = auto.range(scheme)
+    assert ranges["minmax"][1] == x.max() and ranges["entropy"][1] < 0.5 * x.max()  # they really differ
+    auto.choice = "meanstd"
+    with pytest.raises(InputError, match="not one of"):
+        auto.range(scheme)
+    with pytest.raises(InputError, match="other observers"):
+        get_observer("auto", candidates=("auto",))
 
 
 @pytest.mark.parametrize("dist", ["laplace", "student_t"])

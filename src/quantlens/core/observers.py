@@ -344,3 +344,39 @@ class MeanStdObserver(Observer):
         lo = torch.maximum((self.mean - self.k * std).float(), self.min_val)
         hi = torch.minimum((self.mean + self.k * std).float(), self.max_val)
         return lo, hi
+
+
+@register_observer("auto")
+class AutoObserver(Observer):
+    """Watches the data with several observers at once and answers with the one chosen
+    (``choice``), so a caller can measure what each would cost downstream and keep the best
+    (Static int8 picks, per layer, the one whose int8 output is closest to float).
+
+    Args:
+        candidates: observer names, the first is the choice until one is set.
+        axis: see :class:`Observer`.
+
+    Example:
+        >>> obs = AutoObserver(); obs.update(torch.randn(1000)); obs.choice = "entropy"
+        >>> obs.range() == obs.observers["entropy"].range()
+        True
+    """
+
+    CANDIDATES = ("mse", "entropy", "percentile", "minmax")
+
+    def __init__(self, candidates: tuple[str, ...] = CANDIDATES, axis: int | None = None) -> None:
+        super().__init__(axis)
+        if not candidates or "auto" in candidates:
+            raise InputError(f"AutoObserver needs one or more other observers, got {candidates!r}")
+        self.observers = {name: get_observer(name, axis=axis) for name in candidates}
+        self.choice = next(iter(self.observers))
+
+    def update(self, x: torch.Tensor) -> None:
+        super().update(x)  # checks and the running min/max
+        for obs in self.observers.values():
+            obs.update(x)
+
+    def _range(self, scheme):
+        if self.choice not in self.observers:
+            raise InputError(f"choice {self.choice!r} is not one of {', '.join(self.observers)}")
+        return self.observers[self.choice].range(scheme)
