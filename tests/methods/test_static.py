@@ -106,15 +106,36 @@ def test_untraceable_custom_module_runs_in_float_between_dequant_and_quant(digit
     assert (qm(x) - model(x)).abs().max() < 0.1 * model(x).abs().max()
 
 
-def test_eager_fallback_when_the_forward_itself_cannot_be_traced(digits):
+def test_regions_when_the_forward_itself_cannot_be_traced(digits):
     model = seeded(BranchyNet)
     qm = ql.quantize(model, ql.Static(observer="minmax"), calib_data=digits["calib"].batches(64))
-    assert any("eager fallback" in n for n in qm.quantlens_summary.notes)
+    assert any("captured 2 region(s)" in n for n in qm.quantlens_summary.notes)
     assert {r.name for r in qm.quantlens_summary.quantized} == {"conv.module", "fc.module"}
     x = digits["test"].inputs[:64]
     assert (qm(x) - model(x)).abs().max() < 0.05 * model(x).abs().max()
+    eager = ql.quantize(model, ql.Static(observer="minmax", mode="eager"), calib_data=digits["calib"].batches(64))
+    assert {r.name for r in eager.quantlens_summary.quantized} == {"conv.module", "fc.module"}
+    assert (eager(x) - model(x)).abs().max() < 0.05 * model(x).abs().max()
+
+
+class _FunctionalBranchy(nn.Module):
+    """Control flow in forward and no Conv/Linear module: no graph, no region."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(10, 64, generator=torch.Generator().manual_seed(0)))
+        self.act = nn.ReLU()
+
+    def forward(self, x):
+        x = self.act(torch.flatten(x, 1))
+        if x.sum() > 0:
+            x = x + 1
+        return torch.nn.functional.linear(x, self.weight)
+
+
+def test_mode_fx_refuses_a_model_with_neither_graph_nor_region(digits):
     with pytest.raises(QuantizationFailedError, match="cannot capture.*mode='auto'"):
-        ql.quantize(model, ql.Static(mode="fx"), calib_data=digits["calib"].batches(64))
+        ql.quantize(_FunctionalBranchy(), ql.Static(mode="fx"), calib_data=digits["calib"].batches(64))
 
 
 @pytest.mark.parametrize("backend", ["qnnpack", "onednn", "fbgemm", "x86"])

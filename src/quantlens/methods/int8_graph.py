@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from quantlens.core.data import count_batches, first_batch, iter_batches, to_batch
+from quantlens.core.data import Batch, count_batches, first_batch, iter_batches, to_batch
 from quantlens.core.progress import track
 from quantlens.errors import ConfigError, InputError, QuantizationFailedError
 from quantlens.methods.backends import torch_ao
@@ -83,39 +83,47 @@ def _attach_custom_qconfigs(model: nn.Module, mapping) -> list[tuple[type, type,
 # --- example inputs --------------------------------------------------------------------------
 
 
-def describe_inputs(args: tuple) -> dict:
-    """A JSON-able description (shapes with batch 1, dtypes) of positional inputs."""
-    out = []
-    for a in args:
-        if not isinstance(a, torch.Tensor):
-            raise InputError(f"graph capture needs tensor inputs, got a {type(a).__name__}")
-        out.append({"shape": [1, *a.shape[1:]] if a.ndim else [], "dtype": str(a.dtype).removeprefix("torch.")})
-    return {"args": out}
+def _spec(t) -> dict:
+    if not isinstance(t, torch.Tensor):
+        raise InputError(f"graph capture needs tensor inputs, got a {type(t).__name__}")
+    return {"shape": [1, *t.shape[1:]] if t.ndim else [], "dtype": str(t.dtype).removeprefix("torch.")}
+
+
+def describe_inputs(args: tuple, kwargs: dict | None = None) -> dict:
+    """A JSON-able description (shapes with batch 1, dtypes) of positional and keyword inputs."""
+    out: dict = {"args": [_spec(a) for a in args]}
+    if kwargs:
+        out["kwargs"] = {k: _spec(v) for k, v in kwargs.items()}
+    return out
+
+
+def _make(spec: dict, gen: torch.Generator) -> torch.Tensor:
+    dtype = getattr(torch, spec["dtype"])
+    if dtype.is_floating_point:
+        return torch.rand(spec["shape"], generator=gen).to(dtype)
+    return torch.zeros(spec["shape"], dtype=dtype)
+
+
+def make_batch(desc: dict) -> Batch:
+    """A batch of the described inputs: uniform [0, 1) floats, zeros for integers."""
+    gen = torch.Generator().manual_seed(0)
+    args = tuple(_make(spec, gen) for spec in desc["args"])
+    return Batch(args, {k: _make(spec, gen) for k, spec in desc.get("kwargs", {}).items()})
 
 
 def make_inputs(desc: dict) -> tuple:
-    """Inputs of the described shapes: uniform [0, 1) floats, zeros for integers."""
-    gen = torch.Generator().manual_seed(0)
-    out = []
-    for spec in desc["args"]:
-        dtype = getattr(torch, spec["dtype"])
-        if dtype.is_floating_point:
-            out.append(torch.rand(spec["shape"], generator=gen).to(dtype))
-        else:
-            out.append(torch.zeros(spec["shape"], dtype=dtype))
-    return tuple(out)
+    """Positional inputs of the described shapes (see :func:`make_batch`)."""
+    return make_batch(desc).args
 
 
-def example_inputs(ctx: QuantContext, *, required: bool = True) -> tuple | None:
-    """Positional example inputs: ``ctx.example_inputs`` (tuple or recorded description),
-    else the first calibration batch, else None when not ``required``."""
+def example_batch(ctx: QuantContext, *, required: bool = True) -> Batch | None:
+    """Example inputs: ``ctx.example_inputs`` (a tuple, a tensor, a dict of tensors or a
+    recorded description), else the first calibration batch, else None when not ``required``."""
     ex = ctx.example_inputs
-    if isinstance(ex, dict):
-        return make_inputs(ex)
-    if isinstance(ex, torch.Tensor):
-        return (ex,)
+    if isinstance(ex, dict) and isinstance(ex.get("args"), list):
+        return make_batch(ex)
     if ex is not None:
-        return tuple(ex)
+        return to_batch(ex).to(torch.float32)
     if ctx.calib_data is None:
         if not required:
             return None
@@ -126,12 +134,8 @@ def example_inputs(ctx: QuantContext, *, required: bool = True) -> tuple | None:
         if first is None:
             raise InputError("calib_data yielded no batch; give at least one batch of inputs")
         ctx.calib_data = itertools.chain([first], data)
-        batch = to_batch(first).to(torch.float32)
-    else:
-        batch = first_batch(data).to(torch.float32)
-    if batch.kwargs:
-        raise InputError("Static/QAT capture positional inputs; give batches as tensors, not dicts of tensors")
-    return batch.args
+        return to_batch(first).to(torch.float32)
+    return first_batch(data).to(torch.float32)
 
 
 class LeafRoot(nn.Module):
@@ -179,18 +183,20 @@ class Plan:
         return torch_ao.make_qconfig_mapping(self.backend, qc(self.global_config), entries, qat=qat)
 
 
-def make_plan(model: nn.Module, config: QuantConfig, cls: type) -> Plan:
-    """Resolve ``config`` for every module: ``cls`` configs get qconfigs, the rest float."""
+def make_plan(model: nn.Module, config: QuantConfig, cls: type, *, prefix: str = "") -> Plan:
+    """Resolve ``config`` for every module: ``cls`` configs get qconfigs, the rest float.
+    ``prefix``: the name of ``model`` inside the whole model (a captured region)."""
     ours = [c for c in configs_in(config) if isinstance(c, cls)]
     backends = {c.backend for c in ours}
     if len(backends) != 1:
         raise ConfigError(f"one model can use one quantized engine; these configs ask for {sorted(backends)}")
-    root = resolve(config, "")
+    full = lambda name: f"{prefix}.{name}".strip(".")  # noqa: E731
+    root = resolve(config, prefix)
     plan = Plan(backends.pop(), root if isinstance(root, cls) else None)
     for name, module in model.named_modules():
         if not name:
             continue
-        cfg, parent = resolve(config, name), resolve(config, name.rpartition(".")[0])
+        cfg, parent = resolve(config, full(name)), resolve(config, full(name.rpartition(".")[0]))
         if isinstance(cfg, cls):
             if cfg is not parent:
                 plan.module_configs.append((name, cfg))

@@ -28,8 +28,8 @@ from torch import nn
 from quantlens.core.data import count_batches, iter_batches
 from quantlens.core.observers import get_observer
 from quantlens.core.progress import track
-from quantlens.errors import ConfigError, InputError
-from quantlens.methods import int8_graph
+from quantlens.errors import ConfigError, InputError, QuantizationFailedError
+from quantlens.methods import int8_graph, int8_regions
 from quantlens.methods.backends import torch_ao
 from quantlens.methods.base import QuantConfig, QuantContext, configs_in, register_method, resolve
 
@@ -92,13 +92,26 @@ def prepare(model: nn.Module, ctx: QuantContext) -> nn.Module:
     cfg = _root(ctx.config)
     torch_ao.use_engine(cfg.backend)
     model = int8_graph.wrap_leaf_root(model)
-    example = int8_graph.example_inputs(ctx, required=False)
-    desc = int8_graph.describe_inputs(example) if example is not None else None
+    batch = int8_graph.example_batch(ctx, required=False)
+    desc = int8_graph.describe_inputs(batch.args, batch.kwargs) if batch is not None else None
     ctx.extra.update(int8_method="qat", float_layers=int8_graph.float_layers(model), example_desc=desc)
     plan = int8_graph.make_plan(model, ctx.config, QAT)
     model.train()
-    prepared = int8_graph.capture(model, plan, plan.mapping(_qconfig, qat=True), example or (), qat=True)
-    ctx.extra["plan"] = plan
+    example = int8_regions.keyword_root(model, batch) if batch is not None else ()
+    try:
+        prepared = int8_graph.capture(model, plan, plan.mapping(_qconfig, qat=True), example, qat=True)
+    except QuantizationFailedError as exc:
+        int8_regions.plain_root(model)
+        if batch is None:
+            raise QuantizationFailedError(f"{exc}; pass example_inputs=... so QAT can capture its traceable regions") from exc
+        regions = int8_regions.capture_regions(model, batch, ctx.config, QAT, _qconfig, qat=True)
+        if not regions:
+            raise
+        ctx.extra["regions"] = regions
+        ctx.summary.note(int8_regions.regions_note(regions, exc))
+        prepared = model.train()
+    else:
+        ctx.extra["plan"] = plan
     if desc is None:  # ql.prepare_qat(model, config) without inputs: learn the shapes in training
         int8_graph.record_inputs_on_first_call(prepared, ctx)
     else:
@@ -113,8 +126,14 @@ def convert(model: nn.Module, ctx: QuantContext) -> nn.Module:
     cfg = _root(ctx.config)
     torch_ao.use_engine(cfg.backend)
     desc = ctx.extra.get("example_desc") or getattr(model, "quantlens_example_inputs", None)
-    converted = torch_ao.convert(model, backend=cfg.backend, custom_modules=int8_graph.custom_modules())
-    int8_graph.summarize(ctx, ctx.extra["float_layers"], converted, ctx.extra["plan"], _detail(cfg))
+    regions, before = ctx.extra.get("regions"), ctx.extra["float_layers"]
+    if regions:
+        plan = int8_regions.convert_regions(model.eval(), regions, ctx.config, QAT, int8_graph.custom_modules())
+        before, converted = int8_regions.rename_layers(before, regions), model
+    else:
+        plan = ctx.extra["plan"]
+        converted = torch_ao.convert(model, backend=cfg.backend, custom_modules=int8_graph.custom_modules())
+    int8_graph.summarize(ctx, before, converted, plan, _detail(cfg))
     int8_graph.preserve(converted, quantlens_example_inputs=desc)
     return converted
 
@@ -132,7 +151,7 @@ def rebuild(model: nn.Module, ctx: QuantContext) -> nn.Module:
     prepared = prepare(model, ctx)
     prepared.eval()
     with torch.no_grad(), torch_ao.quiet():
-        prepared(*int8_graph.make_inputs(ctx.extra["example_desc"]))
+        int8_graph.make_batch(ctx.extra["example_desc"]).run(prepared)
     return convert(prepared, ctx)
 
 

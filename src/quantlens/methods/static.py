@@ -26,7 +26,8 @@ from torch import nn
 
 from quantlens.core.observers import get_observer
 from quantlens.errors import ConfigError, QuantizationFailedError
-from quantlens.methods import fusion, int8_graph
+from quantlens.core.data import Batch
+from quantlens.methods import fusion, int8_choice, int8_graph, int8_regions
 from quantlens.methods.backends import torch_ao
 from quantlens.methods.base import (
     SKIP_REASON,
@@ -47,8 +48,11 @@ class Static(QuantConfig):
     Args:
         backend: quantized engine: ``"x86"``, ``"fbgemm"``, ``"onednn"`` or ``"qnnpack"``.
         observer: activation range estimator from ``quantlens.core.observers``:
-            ``"histogram"`` (= ``"mse"``), ``"minmax"``, ``"moving_average"``,
-            ``"percentile"``, ``"entropy"``, ``"meanstd"``.
+            ``"auto"`` (default: per captured graph or region, whichever of mse, entropy,
+            percentile and minmax gives the output closest to float on the first
+            calibration batch; see :mod:`quantlens.methods.int8_choice`), ``"histogram"``
+            (= ``"mse"``), ``"minmax"``, ``"moving_average"``, ``"percentile"``,
+            ``"entropy"``, ``"meanstd"``.
         weight_observer: weight range estimator (per output channel with ``per_channel``).
         per_channel: one weight scale per output channel (else one per tensor).
         fuse: fold BatchNorm and fuse ReLU into the preceding Conv/Linear. Graph mode always
@@ -60,7 +64,7 @@ class Static(QuantConfig):
     """
 
     backend: str = "x86"
-    observer: str = "histogram"
+    observer: str = "auto"
     weight_observer: str = "minmax"
     per_channel: bool = True
     fuse: bool = True
@@ -98,19 +102,30 @@ def _detail(cfg: Static) -> str:
 
 
 def prepare(model: nn.Module, ctx: QuantContext) -> nn.Module:
-    """Capture the graph, fuse and insert observers (graph mode), or the eager fallback."""
+    """Capture the graph, fuse and insert observers (graph mode): the whole model, else its
+    traceable regions (:mod:`quantlens.methods.int8_regions`), else the eager fallback."""
     cfg = _root(ctx)
     torch_ao.use_engine(cfg.backend)
     model = int8_graph.wrap_leaf_root(model).eval()
-    example = int8_graph.example_inputs(ctx)
-    desc = int8_graph.describe_inputs(example)
+    batch = int8_graph.example_batch(ctx)
+    desc = int8_graph.describe_inputs(batch.args, batch.kwargs)
     before = int8_graph.float_layers(model)
-    ctx.extra.update(int8_method="static", float_layers=before, example_desc=desc)
+    ctx.extra.update(int8_method="static", float_layers=before, example_desc=desc, example_batch=batch)
     if cfg.mode != "eager":
         plan = int8_graph.make_plan(model, ctx.config, Static)
+        example = int8_regions.keyword_root(model, batch)
         try:
             prepared = int8_graph.capture(model, plan, plan.mapping(_qconfig, qat=False), example, qat=False)
         except QuantizationFailedError as exc:
+            int8_regions.plain_root(model)
+            if cfg.fuse:
+                _fold(model, ctx)
+            regions = int8_regions.capture_regions(model, batch, ctx.config, Static, _qconfig, qat=False)
+            if regions:
+                ctx.extra["regions"] = regions
+                ctx.summary.note(int8_regions.regions_note(regions, exc))
+                int8_graph.preserve(model, quantlens_example_inputs=desc)
+                return model
             if cfg.mode == "fx":
                 raise QuantizationFailedError(f"{exc}; use mode='auto' for the eager fallback") from exc
             ctx.summary.note(f"graph capture failed ({str(exc)[:160]}); used the layer-wise eager fallback")
@@ -125,15 +140,57 @@ def convert(model: nn.Module, ctx: QuantContext) -> nn.Module:
     """Turn an observed (calibrated) model into int8 kernels and record the summary."""
     cfg = _root(ctx)
     torch_ao.use_engine(cfg.backend)
-    plan = ctx.extra.get("plan")
-    if plan is None:  # eager fallback
+    plan, regions = ctx.extra.get("plan"), ctx.extra.get("regions")
+    measure = not ctx.extra.get("rebuilding")  # a skeleton's random batch measures nothing
+    before = ctx.extra["float_layers"]
+    custom = int8_graph.custom_modules()
+    to_int8 = lambda m: torch_ao.convert(m, backend=cfg.backend, custom_modules=custom)  # noqa: E731
+    choices: dict[str, int8_choice.Choice] = {}
+    if regions:
+        for region in regions if measure else ():
+            got = int8_choice.choose(model.get_submodule(region.name), Batch(region.example), to_int8)
+            if got is not None:
+                choices[region.name] = got
+        plan = int8_regions.convert_regions(model, regions, ctx.config, Static, custom, choices, _float_reason)
+        before = int8_regions.rename_layers(before, regions)
+        choices = {r.name + (".module" if r.leaf else ""): choices[r.name] for r in regions if r.name in choices}
+        converted = model
+    elif plan is None:  # eager fallback
         converted = torch_ao.eager_convert(model)
         plan = int8_graph.Plan(cfg.backend, cfg, reasons=ctx.extra.get("eager_reasons", {}))
     else:
-        converted = torch_ao.convert(model, backend=cfg.backend, custom_modules=int8_graph.custom_modules())
-    int8_graph.summarize(ctx, ctx.extra["float_layers"], converted, plan, _detail(cfg))
+        if measure and "example_batch" in ctx.extra:
+            got = int8_choice.choose(model, ctx.extra["example_batch"], to_int8)
+            choices = {"": got} if got is not None else {}
+        converted = torch_ao.convert(model, backend=cfg.backend, custom_modules=custom)
+    int8_graph.summarize(ctx, before, converted, plan, _detail(cfg))
+    _record_choices(ctx, choices)
     int8_graph.preserve(converted, quantlens_example_inputs=ctx.extra["example_desc"])
     return converted
+
+
+def _float_reason(choice: int8_choice.Choice) -> str:
+    return (f"int8 output SQNR {choice.sqnr_db:.1f} dB on the first calibration batch (best observer: "
+            f"{choice.observer}), below {int8_choice.MIN_SQNR_DB:g} dB; left float")
+
+
+def _record_choices(ctx: QuantContext, choices: dict[str, int8_choice.Choice]) -> None:
+    """Name the observer ``"auto"`` chose for each quantized layer and what it measured."""
+    if not choices:
+        return
+    for record in ctx.summary.quantized:
+        prefix = max((p for p in choices if not p or record.name == p or record.name.startswith(f"{p}.")),
+                     key=len, default=None)
+        if prefix is not None and not choices[prefix].keep_float:
+            got = choices[prefix]
+            scores = ", ".join(f"{k} {v:.1f}" for k, v in got.scores.items())
+            record.detail = record.detail.replace("auto activations", f"{got.observer} activations") + \
+                f" (auto: int8 output SQNR in dB {scores})"
+    kept = [c.observer for c in choices.values() if not c.keep_float]
+    counts = ", ".join(f"{name} x{kept.count(name)}" for name in dict.fromkeys(kept))
+    floated = sum(c.keep_float for c in choices.values())
+    ctx.summary.note(f"observer='auto' chose by the output SQNR it measured: {counts}"
+                     + (f"; {floated} graph(s) left float below {int8_choice.MIN_SQNR_DB:g} dB" if floated else ""))
 
 
 def apply(model: nn.Module, ctx: QuantContext) -> nn.Module:
@@ -148,13 +205,23 @@ def apply(model: nn.Module, ctx: QuantContext) -> nn.Module:
 def rebuild(model: nn.Module, ctx: QuantContext) -> nn.Module:
     """The int8 structure of a float skeleton, from the recorded example input shapes (the
     observers see one random batch; the checkpoint's tensors replace every value)."""
+    ctx.extra["rebuilding"] = True
     prepared = prepare(model, ctx)
     with torch.no_grad(), torch_ao.quiet():
-        prepared(*int8_graph.make_inputs(ctx.extra["example_desc"]))
+        int8_graph.make_batch(ctx.extra["example_desc"]).run(prepared)
     return convert(prepared, ctx)
 
 
 # --- eager fallback --------------------------------------------------------------------------
+
+
+def _fold(model: nn.Module, ctx: QuantContext) -> None:
+    """Fold the BatchNorms that follow a Static Conv/Linear (the graph-mode fusion's job,
+    for the paths without a whole-model graph)."""
+    folded = fusion.fold_batchnorms(model, keep=lambda name: not isinstance(resolve(ctx.config, name), Static))
+    if folded:
+        ctx.summary.note("folded BatchNorm into the layer before it: " + ", ".join(b for _, b in folded))
+        ctx.extra["float_layers"] = int8_graph.float_layers(model)
 
 
 def _eager_prepare(model: nn.Module, ctx: QuantContext, cfg: Static) -> nn.Module:
@@ -163,9 +230,7 @@ def _eager_prepare(model: nn.Module, ctx: QuantContext, cfg: Static) -> nn.Modul
 
     reasons = {}
     if cfg.fuse:
-        folded = fusion.fold_batchnorms(model, keep=floated)
-        if folded:
-            ctx.summary.note("folded BatchNorm into the layer before it: " + ", ".join(b for _, b in folded))
+        _fold(model, ctx)
     targets = []
     for name, module in model.named_modules():
         if not name or list(module.children()):

@@ -99,9 +99,10 @@ class CoreObserver(_ObserverBase):
         self.method = method
         self.scheme = _take_range_args(self, dtype, qscheme, quant_min, quant_max, ch_axis, reduce_range)
         self.observer = get_observer(method, axis=self.scheme.axis, **kwargs)
+        self.observing = True  # False: pass tensors through without updating the range
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.numel():
+        if x.numel() and self.observing:
             self.observer.update(x.detach().float())
         return x
 

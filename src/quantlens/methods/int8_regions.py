@@ -1,0 +1,275 @@
+"""Graph capture by regions, for models whose own ``forward`` torch.fx cannot trace.
+
+A Hugging Face transformer builds its masks, caches and outputs in Python that torch.fx
+cannot follow, but the blocks it is made of trace well. When the root cannot be captured,
+Static and QAT capture *regions* instead. The model runs once on the example batch with a
+hook on every module, recording how each is called. A region is an outermost module that
+
+- torch.fx traces (itself and everything under it);
+- is called with tensors only, each bound to a parameter without a default, and takes no
+  other parameter (no optional arguments, no ``*args`` / ``**kwargs``): the graph traced
+  from that call is then the graph of every call;
+- holds a Conv/Linear layer that the config quantizes.
+
+Each region is captured, observed (or fake-quantized) and converted on its own, in place of
+the module; tensors cross its boundary in float (a Quant at each input, a DeQuant at each
+output). Everything between regions runs in float as written: in a BERT-style encoder the
+Q/K/V projections, the attention output, the feed-forward block and the pooler become int8,
+and the attention math (masks, softmax, the matmuls of activations) stays float.
+
+Example:
+    >>> found = find_regions(model, batch, ctx.config, Static)   # {"encoder.layer.0.intermediate": ...}
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import keyword as keyword_module
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from quantlens.core.data import Batch
+from quantlens.errors import InputError
+from quantlens.methods.backends import torch_ao
+from quantlens.methods.base import SKIP_REASON, QuantConfig, module_bytes, resolve
+from quantlens.methods.int8_choice import Choice, measure, strip_observers
+from quantlens.methods.int8_graph import LeafRoot, Plan, capture, make_plan
+
+
+def keyword_root(model: nn.Module, batch: Batch) -> tuple:
+    """Let graph capture take keyword inputs: for a batch with keyword inputs (a tokenized
+    dict), give ``model`` a same-named subclass whose ``forward`` takes exactly the batch's
+    inputs as named parameters and passes them on by keyword, so torch.fx sees them as the
+    graph's inputs and every other argument at its default. Returns the positional example
+    inputs in that order. :func:`plain_root` undoes it.
+    """
+    if not batch.kwargs:
+        return batch.args
+    cls = type(model)
+    try:
+        bound = inspect.signature(model.forward).bind(*batch.args, **batch.kwargs)
+    except TypeError as exc:
+        raise InputError(f"the batch does not fit {cls.__name__}.forward ({exc}); give the inputs it takes") from exc
+    params = inspect.signature(model.forward).parameters
+    names, keyword = [], []
+    for name, value in bound.arguments.items():
+        kind = params[name].kind
+        if kind is inspect.Parameter.VAR_POSITIONAL:
+            raise InputError(f"{cls.__name__}.forward takes *{name}; give its inputs by name (a dict batch)")
+        entries = value.items() if kind is inspect.Parameter.VAR_KEYWORD else [(name, value)]
+        for key, _ in entries:
+            if not key.isidentifier() or keyword_module.iskeyword(key):
+                raise InputError(f"input name {key!r} is not a Python identifier; rename that key of the batch")
+            names.append(key)
+            keyword.append(kind is not inspect.Parameter.POSITIONAL_ONLY)
+    call = ", ".join(f"{n}={n}" if kw else n for n, kw in zip(names, keyword))
+    source = f"def forward(self, {', '.join(names)}):\n    return _forward(self, {call})\n"
+    scope: dict = {"_forward": cls.forward}
+    exec(compile(source, f"<quantlens keyword root of {cls.__name__}>", "exec"), scope)  # noqa: S102 - names checked above
+    model.__class__ = type(cls.__name__, (cls,), {"forward": scope["forward"], "_quantlens_keyword_root": cls,
+                                                   "__module__": cls.__module__})
+    values = {**dict(zip(list(bound.arguments)[: len(batch.args)], batch.args)), **batch.kwargs}
+    return tuple(values[n] for n in names)
+
+
+def plain_root(model: nn.Module) -> nn.Module:
+    """Undo :func:`keyword_root` (the model's own class again)."""
+    base = type(model).__dict__.get("_quantlens_keyword_root")
+    if base is not None:
+        model.__class__ = base
+    return model
+
+
+@dataclass
+class Region:
+    """One captured region: its module name, example inputs and plan."""
+
+    name: str
+    example: tuple
+    plan: Plan
+    leaf: bool  # a bare layer, captured inside a LeafRoot (its layer is ``name + ".module"``)
+
+
+def _strict_call(module: nn.Module, args: tuple, kwargs: dict) -> bool:
+    """True when ``module`` is called with tensors bound to all of its parameters, none of
+    which has a default (so one traced call stands for every call)."""
+    try:
+        sig = inspect.signature(module.forward)
+        bound = sig.bind(*args, **kwargs)
+    except (TypeError, ValueError):
+        return False
+    for param in sig.parameters.values():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD) or param.default is not param.empty:
+            return False
+    return all(isinstance(v, torch.Tensor) and v.is_floating_point() for v in bound.arguments.values())
+
+
+def record_calls(model: nn.Module, batch: Batch) -> dict[str, tuple | None]:
+    """Run ``model`` once on ``batch``; ``{module name: positional inputs}`` of every module
+    called only in the strict form :func:`_strict_call` accepts (None for the others)."""
+    calls: dict[str, tuple | None] = {}
+    handles = []
+    for name, module in model.named_modules():
+        def hook(mod, args, kwargs, name=name):
+            if _strict_call(mod, args, kwargs):
+                bound = inspect.signature(mod.forward).bind(*args, **kwargs)
+                calls.setdefault(name, tuple(bound.arguments.values()))
+            else:
+                calls[name] = None
+        handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
+    try:
+        with torch.no_grad(), torch_ao.quiet():
+            batch.run(model)
+    finally:
+        for h in handles:
+            h.remove()
+    return {n: (None if a is None else tuple(t.detach() for t in a)) for n, a in calls.items()}
+
+
+def find_regions(model: nn.Module, batch: Batch, config: QuantConfig, cls: type) -> tuple[list[tuple[str, tuple]], dict[str, str]]:
+    """The regions of ``model`` (outermost first) and the modules torch.fx cannot trace.
+
+    Returns:
+        ``([(region name, example inputs)], {untraceable module name: error})``.
+    """
+    calls = record_calls(model, batch)
+    bad = torch_ao.find_untraceable(model)
+    modules = dict(model.named_modules())
+
+    def has_target(name: str, module: nn.Module) -> bool:
+        prefix = f"{name}." if name else ""
+        return any(
+            isinstance(m, torch_ao.EAGER_TYPES) and isinstance(resolve(config, prefix + n if n else name), cls)
+            for n, m in module.named_modules()
+        )
+
+    found: list[tuple[str, tuple]] = []
+
+    def visit(name: str, module: nn.Module) -> None:
+        if not has_target(name, module):
+            return
+        clean = not any(b == name or b.startswith(f"{name}.") or not name for b in bad)
+        if name and clean and calls.get(name) is not None:
+            found.append((name, calls[name]))
+            return
+        for child, sub in module.named_children():
+            visit(f"{name}.{child}" if name else child, sub)
+
+    visit("", modules[""])
+    return found, bad
+
+
+def capture_regions(
+    model: nn.Module,
+    batch: Batch,
+    config: QuantConfig,
+    cls: type,
+    make_qconfig: Callable[[QuantConfig], object],
+    *,
+    qat: bool,
+) -> list[Region]:
+    """Capture every region of ``model`` in place (each becomes a prepared GraphModule).
+
+    Returns:
+        The captured regions (empty when none was found; the model is then unchanged).
+    """
+    found, _ = find_regions(model, batch, config, cls)
+    regions = []
+    for name, example in found:
+        module = model.get_submodule(name)
+        leaf = not list(module.children())
+        root = LeafRoot(module) if leaf else module
+        plan = make_plan(root, config, cls, prefix=name + (".module" if leaf else ""))
+        _layers_only(root, plan)
+        prepared = capture(root, plan, plan.mapping(make_qconfig, qat=qat), example, qat=qat)
+        _set(model, name, prepared)
+        regions.append(Region(name, example, plan, leaf))
+    return regions
+
+
+def _layers_only(root: nn.Module, plan: Plan) -> None:
+    """Give the region's qconfig to its Conv/Linear layers only (what fuses into them, such
+    as BatchNorm and ReLU, goes along): adds, LayerNorms and the like between them stay
+    float, as in the rest of the model; BERT-style residual streams with outlier channels
+    lose too much on one per-tensor int8 grid."""
+    def config_of(name: str) -> QuantConfig | None:
+        owners = [(n, c) for n, c in plan.module_configs if name == n or name.startswith(f"{n}.")]
+        return max(owners, key=lambda e: len(e[0]))[1] if owners else plan.global_config
+
+    layers = [(n, config_of(n)) for n, m in root.named_modules() if n and isinstance(m, torch_ao.EAGER_TYPES)]
+    plan.global_config = None
+    plan.module_configs = [(n, None) for n, _ in plan.module_configs] + [(n, c) for n, c in layers if c is not None]
+
+
+def convert_regions(model: nn.Module, regions: list[Region], config: QuantConfig, cls: type, custom_modules,
+                    choices: dict[str, Choice] | None = None, float_reason=str) -> Plan:
+    """Convert every captured region in place; one :class:`Plan` over the whole model for
+    the summary (its float reasons under the regions' full names).
+
+    A region with an observer choice (``choices``, by region name) has its int8 output
+    measured; below the threshold it stays float without its observers, with
+    ``float_reason(choice)`` as the reason."""
+    choices = choices or {}
+    merged = Plan(regions[0].plan.backend, None)
+    inside = tuple(f"{r.name}." for r in regions)
+    for name, module in model.named_modules():
+        if not name or list(module.children()) or name.startswith(inside) or not module_bytes(module):
+            continue
+        cfg = resolve(config, name)
+        if cfg is None:
+            merged.reasons[name] = SKIP_REASON
+        elif not isinstance(cfg, cls):
+            merged.other_method.add(name)
+        else:
+            merged.reasons[name] = OUTSIDE_REASON
+    backend = merged.backend
+    for region in regions:
+        prefix = region.name + (".module" if region.leaf else "")
+        prepared = model.get_submodule(region.name)
+        choice = choices.get(region.name)
+        backup = copy.deepcopy(prepared) if choice is not None else None
+        converted = torch_ao.convert(prepared, backend=backend, custom_modules=custom_modules)
+        if choice is not None:
+            measure(choice, converted, Batch(region.example))
+        if choice is not None and choice.keep_float:
+            converted = strip_observers(backup)
+            merged.reasons[prefix] = float_reason(choice)
+        _set(model, region.name, converted)
+        merged.reasons.update({_join(prefix, n): why for n, why in region.plan.reasons.items()})
+        merged.other_method.update(_join(prefix, n) for n in region.plan.other_method)
+    return merged
+
+
+def rename_layers(before: dict, regions: list[Region]) -> dict:
+    """Float layer names as they read after capture: a bare-layer region's layer sits at
+    ``name + ".module"`` (inside its LeafRoot)."""
+    leaves = {r.name for r in regions if r.leaf}
+    return {(f"{n}.module" if n in leaves else n): v for n, v in before.items()}
+
+
+OUTSIDE_REASON = (
+    "outside every region torch.fx can capture (an enclosing forward cannot be traced, or the "
+    "layer is called with optional arguments); runs in float"
+)
+"""The summary reason of a Conv/Linear that no region holds."""
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if name else prefix
+
+
+def _set(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, attr = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, attr, module)
+
+
+def regions_note(regions: list[Region], exc: Exception) -> str:
+    """The summary note of a regional capture."""
+    shown = ", ".join(r.name for r in regions[:4]) + (", ..." if len(regions) > 4 else "")
+    return (f"the model's forward cannot be captured whole ({str(exc)[:160]}); captured {len(regions)} "
+            f"region(s) with torch.fx instead ({shown}), float between them")
