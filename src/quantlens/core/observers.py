@@ -370,13 +370,18 @@ class AutoObserver(Observer):
             raise InputError(f"AutoObserver needs one or more other observers, got {candidates!r}")
         self.observers = {name: get_observer(name, axis=axis) for name in candidates}
         self.choice = next(iter(self.observers))
+        self._ranges: dict = {}  # (choice, scheme) -> range, until the next update
 
     def update(self, x: torch.Tensor) -> None:
         super().update(x)  # checks and the running min/max
         for obs in self.observers.values():
             obs.update(x)
+        self._ranges.clear()
 
     def _range(self, scheme):
         if self.choice not in self.observers:
             raise InputError(f"choice {self.choice!r} is not one of {', '.join(self.observers)}")
-        return self.observers[self.choice].range(scheme)
+        key = (self.choice, scheme)
+        if key not in self._ranges:
+            self._ranges[key] = self.observers[self.choice].range(scheme)
+        return self._ranges[key]
