@@ -184,18 +184,19 @@ def capture_regions(
         leaf = not list(module.children())
         root = LeafRoot(module) if leaf else module
         plan = make_plan(root, config, cls, prefix=name + (".module" if leaf else ""))
-        _layers_only(root, plan)
+        layers_only(root, plan)
         prepared = capture(root, plan, plan.mapping(make_qconfig, qat=qat), example, qat=qat)
         _set(model, name, prepared)
         regions.append(Region(name, example, plan, leaf))
     return regions
 
 
-def _layers_only(root: nn.Module, plan: Plan) -> None:
-    """Give the region's qconfig to its Conv/Linear layers only (what fuses into them, such
-    as BatchNorm and ReLU, goes along): adds, LayerNorms and the like between them stay
-    float, as in the rest of the model; BERT-style residual streams with outlier channels
-    lose too much on one per-tensor int8 grid."""
+def layers_only(root: nn.Module, plan: Plan) -> None:
+    """Give the plan's qconfigs to Conv/Linear layers only (what fuses into them, such as
+    BatchNorm and ReLU, goes along): adds, multiplications, LayerNorms and the like between
+    them stay float. For regions and for models fed integer inputs (token ids, masks):
+    BERT-style residual streams with outlier channels lose too much on one per-tensor int8
+    grid, and integer masks reach elementwise ops that int8 kernels cannot take."""
     def config_of(name: str) -> QuantConfig | None:
         owners = [(n, c) for n, c in plan.module_configs if name == n or name.startswith(f"{n}.")]
         return max(owners, key=lambda e: len(e[0]))[1] if owners else plan.global_config
@@ -203,6 +204,12 @@ def _layers_only(root: nn.Module, plan: Plan) -> None:
     layers = [(n, config_of(n)) for n, m in root.named_modules() if n and isinstance(m, torch_ao.EAGER_TYPES)]
     plan.global_config = None
     plan.module_configs = [(n, None) for n, _ in plan.module_configs] + [(n, c) for n, c in layers if c is not None]
+
+
+def has_integer_inputs(batch: Batch) -> bool:
+    """True when a batch holds integer tensors (token ids, attention masks)."""
+    return any(isinstance(t, torch.Tensor) and not t.is_floating_point()
+               for t in (*batch.args, *batch.kwargs.values()))
 
 
 def convert_regions(model: nn.Module, regions: list[Region], config: QuantConfig, cls: type, custom_modules,

@@ -97,6 +97,8 @@ def prepare(model: nn.Module, ctx: QuantContext) -> nn.Module:
     ctx.extra.update(int8_method="qat", float_layers=int8_graph.float_layers(model), example_desc=desc)
     plan = int8_graph.make_plan(model, ctx.config, QAT)
     model.train()
+    if batch is not None and int8_regions.has_integer_inputs(batch):
+        int8_regions.layers_only(model, plan)
     example = int8_regions.keyword_root(model, batch) if batch is not None else ()
     try:
         prepared = int8_graph.capture(model, plan, plan.mapping(_qconfig, qat=True), example, qat=True)
@@ -249,7 +251,7 @@ def train_qat(
                 value.backward()
                 optimizer.step()
                 loss_sum += float(value.detach()) * batch.size
-                if out.ndim == 2 and batch.labels.ndim == 1:
+                if isinstance(out, torch.Tensor) and out.ndim == 2 and batch.labels.ndim == 1:
                     correct += int((out.argmax(-1) == batch.labels).sum())
                 total += batch.size
         row = {"epoch": epoch + 1, "train_loss": loss_sum / max(total, 1), "train_accuracy": correct / max(total, 1),

@@ -113,6 +113,7 @@ def prepare(model: nn.Module, ctx: QuantContext) -> nn.Module:
     ctx.extra.update(int8_method="static", float_layers=before, example_desc=desc, example_batch=batch)
     if cfg.mode != "eager":
         plan = int8_graph.make_plan(model, ctx.config, Static)
+        _token_inputs(model, plan, batch, ctx)
         example = int8_regions.keyword_root(model, batch)
         try:
             prepared = int8_graph.capture(model, plan, plan.mapping(_qconfig, qat=False), example, qat=False)
@@ -213,6 +214,15 @@ def rebuild(model: nn.Module, ctx: QuantContext) -> nn.Module:
 
 
 # --- eager fallback --------------------------------------------------------------------------
+
+
+def _token_inputs(model: nn.Module, plan: int8_graph.Plan, batch: Batch, ctx: QuantContext) -> None:
+    """Integer inputs (token ids, masks): int8 for Conv/Linear layers only (see
+    :func:`quantlens.methods.int8_regions.layers_only`)."""
+    if int8_regions.has_integer_inputs(batch):
+        int8_regions.layers_only(model, plan)
+        ctx.summary.note("integer inputs (token ids / masks): only Conv/Linear layers run int8; "
+                         "the ops between them (attention math, residual adds, norms) stay float")
 
 
 def _fold(model: nn.Module, ctx: QuantContext) -> None:
