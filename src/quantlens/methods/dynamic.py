@@ -28,6 +28,7 @@ from quantlens.errors import ConfigError
 from quantlens.methods.base import QuantConfig, QuantContext, module_bytes, register_method
 from quantlens.methods.dynamic_rnn import DynamicRNN
 from quantlens.nn.dynamic_linear import ACTIVATIONS, DTYPES, DynamicLinear
+from quantlens.nn.registry import standard_class, subclass_reason
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,8 @@ class DynamicLayer:
 
     Attributes:
         kind: the name used in ``Dynamic(modules=...)``.
-        float_types: the float classes it replaces (exact type match: subclasses may
-            change ``forward``).
+        float_types: the float classes it replaces (and their subclasses that keep the
+            base's ``forward``: :func:`quantlens.nn.registry.standard_class`).
         convert: ``convert(module, config) -> quantized module``.
         empty: ``empty(module, config) -> quantized structure`` with placeholder weights.
         detail: ``detail(config) -> str`` for the summary.
@@ -133,13 +134,17 @@ for _kind, _cls in (("lstm", nn.LSTM), ("gru", nn.GRU)):
 
 def _layer_for(module: nn.Module, config: Dynamic) -> DynamicLayer | None:
     for kind in config.modules:
-        if type(module) in _LAYERS[kind].float_types:
+        if standard_class(module, _LAYERS[kind].float_types) is not None:
             return _LAYERS[kind]
     return None
 
 
 def _any_layer_for(module: nn.Module) -> DynamicLayer | None:
-    return next((spec for spec in _LAYERS.values() if type(module) in spec.float_types), None)
+    return next((spec for spec in _LAYERS.values() if standard_class(module, spec.float_types) is not None), None)
+
+
+def _all_float_types() -> tuple[type, ...]:
+    return tuple(t for spec in _LAYERS.values() for t in spec.float_types)
 
 
 # --- apply / rebuild -------------------------------------------------------------------------
@@ -198,6 +203,8 @@ def _record_float_layers(model: nn.Module, ctx: QuantContext) -> None:
             continue  # another method's layer: that method records it
         elif _any_layer_for(module) is not None:
             ctx.summary.add(name, module, "float", reason="its kind is not in Dynamic(modules=...)")
+        elif (why := subclass_reason(module, _all_float_types())) is not None:
+            ctx.summary.add(name, module, "float", reason=why)
         else:
             hint = " (ql.Static quantizes convolutions)" if isinstance(module, nn.modules.conv._ConvNd) else ""
             ctx.summary.add(name, module, "float", reason=f"Dynamic has no quantized {type(module).__name__}{hint}")

@@ -17,6 +17,7 @@ from quantlens.core.data import Batch, count_batches, first_batch, iter_batches,
 from quantlens.core.progress import track
 from quantlens.errors import ConfigError, InputError, QuantizationFailedError
 from quantlens.methods.backends import torch_ao
+from quantlens.nn.registry import standard_class, subclass_reason
 from quantlens.methods.base import (
     SKIP_REASON,
     QuantConfig,
@@ -211,7 +212,31 @@ def make_plan(model: nn.Module, config: QuantConfig, cls: type, *, prefix: str =
                 _make_island(module)
         else:
             plan.other_method.add(name)
+    for name, why in standardize_subclasses(model, lambda n: isinstance(resolve(config, full(n)), cls)).items():
+        plan.module_configs.append((name, None))
+        plan.leaves.append(name)
+        plan.reasons[name] = why
     return plan
+
+
+def standardize_subclasses(model: nn.Module, ours: Callable[[str], bool]) -> dict[str, str]:
+    """Let torch.ao (which matches exact types) quantize a model's own subclasses of its
+    layers: one that keeps the base's computation (``class FalconLinear(nn.Linear)``) is
+    turned into the base class in place (the model is quantize's own copy; its attributes
+    stay). Returns ``{name: reason}`` for the subclasses that override ``forward`` and must
+    stay float. ``ours(name)``: whether the module is this method's.
+    """
+    types = torch_ao.quantizable_types()
+    floated = {}
+    for name, module in model.named_modules():
+        if not name or not ours(name) or any(name.startswith(f"{f}.") for f in floated):
+            continue
+        base = standard_class(module, types)
+        if base is not None and base is not type(module):
+            module.__class__ = base
+        elif (why := subclass_reason(module, types)) is not None:
+            floated[name] = why
+    return floated
 
 
 def _make_island(module: nn.Module) -> None:

@@ -38,6 +38,7 @@ from quantlens.methods.backends import torch_ao
 from quantlens.methods.base import SKIP_REASON, QuantConfig, module_bytes, resolve
 from quantlens.methods.int8_choice import Choice, measure, strip_observers
 from quantlens.methods.int8_graph import LeafRoot, Plan, capture, make_plan
+from quantlens.nn.registry import standard_class
 
 
 def keyword_root(model: nn.Module, batch: Batch) -> tuple:
@@ -143,7 +144,8 @@ def find_regions(model: nn.Module, batch: Batch, config: QuantConfig, cls: type)
     def has_target(name: str, module: nn.Module) -> bool:
         prefix = f"{name}." if name else ""
         return any(
-            isinstance(m, torch_ao.EAGER_TYPES) and isinstance(resolve(config, prefix + n if n else name), cls)
+            standard_class(m, torch_ao.EAGER_TYPES) is not None
+            and isinstance(resolve(config, prefix + n if n else name), cls)
             for n, m in module.named_modules()
         )
 
@@ -201,7 +203,7 @@ def layers_only(root: nn.Module, plan: Plan) -> None:
         owners = [(n, c) for n, c in plan.module_configs if name == n or name.startswith(f"{n}.")]
         return max(owners, key=lambda e: len(e[0]))[1] if owners else plan.global_config
 
-    layers = [(n, config_of(n)) for n, m in root.named_modules() if n and isinstance(m, torch_ao.EAGER_TYPES)]
+    layers = [(n, config_of(n)) for n, m in root.named_modules() if n and type(m) in torch_ao.EAGER_TYPES]
     plan.global_config = None
     plan.module_configs = [(n, None) for n, _ in plan.module_configs] + [(n, c) for n, c in layers if c is not None]
 

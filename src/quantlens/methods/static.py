@@ -242,15 +242,15 @@ def _eager_prepare(model: nn.Module, ctx: QuantContext, cfg: Static) -> nn.Modul
     if cfg.fuse:
         _fold(model, ctx)
     targets = []
+    reasons.update(int8_graph.standardize_subclasses(model, lambda name: not floated(name)))
     for name, module in model.named_modules():
-        if not name or list(module.children()):
+        if not name or list(module.children()) or name in reasons:
             continue
         if floated(name):
             if resolve(ctx.config, name) is None:
                 reasons[name] = SKIP_REASON
         elif isinstance(module, torch_ao.EAGER_TYPES):
             targets.append(name)
-    ctx.extra["float_layers"] = int8_graph.float_layers(model)
     for name, (_, nbytes) in ctx.extra["float_layers"].items():
         if nbytes and name not in targets and name not in reasons:
             reasons[name] = "eager fallback quantizes Conv/Linear layers only"

@@ -45,7 +45,7 @@ from quantlens.methods.base import (
     resolve,
 )
 from quantlens.nn.packed import PackedWeight
-from quantlens.nn.registry import quantized_class_for, quantized_classes
+from quantlens.nn.registry import quantized_class_for, quantized_classes, standard_class, subclass_reason
 
 # --- algorithms ---------------------------------------------------------------------------
 
@@ -217,7 +217,8 @@ def _why_not(module: nn.Module, scheme: QScheme) -> str | None:
     if getattr(module, "max_norm", None) is not None:
         return "max_norm renormalizes the weight on lookup"
     if scheme.granularity == "per_group" and shape[scheme.axis] % scheme.group_size:
-        label = {nn.Linear: "in_features", nn.Embedding: "embedding_dim"}.get(type(module), "input channels")
+        label = {nn.Linear: "in_features", nn.Embedding: "embedding_dim"}.get(
+            standard_class(module, quantized_classes()), "input channels")
         return f"{label} {shape[scheme.axis]} not divisible by group_size {scheme.group_size}"
     return quantized_class_for(module).unsupported_reason(scheme, shape)
 
@@ -228,7 +229,7 @@ def _plan(model: nn.Module, ctx: QuantContext) -> list[_Plan | _Left]:
     candidate_kinds = {k for c in configs_in(ctx.config) if isinstance(c, WeightOnly) for k in c.modules}
     out: list[_Plan | _Left] = []
     for name, module in model.named_modules():
-        kind = kind_name(type(module))
+        kind = kind_name(standard_class(module, quantized_classes()) or type(module))  # FalconLinear -> "linear"
         cfg = resolve(ctx.config, name)
         if (quantized_class_for(module) is None or kind not in candidate_kinds
                 or (isinstance(cfg, WeightOnly) and kind not in cfg.modules)):
@@ -268,7 +269,7 @@ def _left_float(name: str, module: nn.Module, cfg: QuantConfig | None) -> _Left 
     if quantized_class_for(module) is not None:
         reason = f"not in modules=({', '.join(cfg.modules)},)"
     else:
-        reason = "WeightOnly has no quantized layer of this kind"
+        reason = subclass_reason(module, quantized_classes()) or "WeightOnly has no quantized layer of this kind"
     return _Left(name, module, "float", reason, nbytes=nbytes)
 
 

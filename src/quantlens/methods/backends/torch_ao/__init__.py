@@ -49,6 +49,7 @@ from quantlens.methods.backends.torch_ao.fx import (
     freeze_observers,
     is_quantized_module,
     prepare,
+    quantizable_types,
 )
 from quantlens.methods.backends.torch_ao.observers import (
     CoreFakeQuantize,
@@ -79,6 +80,7 @@ __all__ = [
     "make_qconfig",
     "make_qconfig_mapping",
     "prepare",
+    "quantizable_types",
     "quantized_op_errors",
     "quiet",
     "use_engine",

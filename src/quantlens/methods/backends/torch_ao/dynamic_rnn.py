@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from quantlens.methods.backends.torch_ao._upstream import quiet, tq
+from quantlens.nn.registry import standard_class
 
 
 def _dynamic_rnn_classes() -> dict[type, type]:
@@ -27,17 +28,22 @@ def dynamic_rnn_from_float(module: nn.Module, *, dtype: str, per_channel: bool) 
         qconfig = ao.float16_dynamic_qconfig
     else:
         qconfig = ao.per_channel_dynamic_qconfig if per_channel else ao.default_dynamic_qconfig
-    module.qconfig = qconfig
+    classes = _dynamic_rnn_classes()
+    base = standard_class(module, classes)  # a subclass keeping the base's forward runs as the base
+    own, module.qconfig = type(module), qconfig
+    module.__class__ = base  # torch.ao checks the exact type
     try:
         with quiet():
-            return _dynamic_rnn_classes()[type(module)].from_float(module)
+            return classes[base].from_float(module)
     finally:
+        module.__class__ = own
         del module.qconfig
 
 
 def dynamic_rnn_empty(module: nn.Module, *, dtype: str) -> nn.Module:
     """An untrained torch.ao dynamic LSTM/GRU with ``module``'s shape, for loading weights into."""
-    cls = _dynamic_rnn_classes()[type(module)]
+    classes = _dynamic_rnn_classes()
+    cls = classes[standard_class(module, classes)]
     with quiet():
         return cls(module.input_size, module.hidden_size, module.num_layers, module.bias, module.batch_first,
                    float(module.dropout), module.bidirectional,

@@ -109,6 +109,17 @@ def convert(model: torch.fx.GraphModule, *, backend: str, custom_modules: Iterab
     return out.eval()
 
 
+def quantizable_types() -> tuple[type, ...]:
+    """The ``torch.nn`` classes torch.ao's static and QAT module mappings replace (it
+    matches exact types), plus the ReLU its fusion patterns name."""
+    with quiet():
+        from torch.ao.quantization import quantization_mappings as qm
+
+        keys = set(qm.get_default_static_quant_module_mappings()) | set(qm.get_default_qat_module_mappings())
+    keys.add(nn.ReLU)
+    return tuple(k for k in keys if isinstance(k, type) and k.__module__.startswith("torch.nn.modules"))
+
+
 def is_quantized_module(module: nn.Module) -> bool:
     """True for modules of torch's quantized kernels (static or dynamic)."""
     return type(module).__module__.startswith(("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized"))
