@@ -44,15 +44,14 @@ class Choice:
     Attributes:
         observer: the candidate kept.
         scores: int8 output SQNR (dB) of each candidate.
-        reference: the float output on the measuring batch (flattened).
-        sqnr_db: the int8 output SQNR of the kept candidate (:func:`measure` re-measures
-            the final graph).
+        sqnr_db: the int8 output SQNR of the kept candidate.
+        converted: the kept candidate's int8 graph (the caller's converted model).
     """
 
     observer: str
     scores: dict[str, float] = field(default_factory=dict)
-    reference: torch.Tensor | None = None
     sqnr_db: float | None = None
+    converted: nn.Module | None = field(default=None, repr=False)
 
     @property
     def keep_float(self) -> bool:
@@ -99,6 +98,7 @@ def choose(prepared: nn.Module, batch: Batch, convert: Callable[[nn.Module], nn.
         m.observing = False
     scores: dict[str, float] = {}
     seen: dict[tuple, str] = {}
+    best, best_graph = "", None
     try:
         with torch.no_grad(), torch_ao.quiet():
             ref = _flat(batch.run(prepared.eval()))
@@ -110,22 +110,16 @@ def choose(prepared: nn.Module, batch: Batch, convert: Callable[[nn.Module], nn.
                     scores[name] = scores[seen[key]]
                     continue
                 seen[key] = name
-                score = sqnr_db(ref, _flat(batch.run(convert(copy.deepcopy(prepared)))))
+                graph = convert(copy.deepcopy(prepared))
+                score = sqnr_db(ref, _flat(batch.run(graph)))
                 scores[name] = -math.inf if math.isnan(score) else score
+                if best_graph is None or scores[name] > scores[best]:
+                    best, best_graph = name, graph
     finally:
         for m in autos:
             m.observing = True
-    best = max(scores, key=scores.get)
-    for m in autos:
-        m.observer.choice = best
-    return Choice(best, scores, ref, scores[best])
-
-
-def measure(choice: Choice, converted: nn.Module, batch: Batch) -> float:
-    """The int8 output SQNR of ``converted`` against the float reference; stored on ``choice``."""
-    with torch.no_grad(), torch_ao.quiet():
-        choice.sqnr_db = sqnr_db(choice.reference, _flat(batch.run(converted)))
-    return choice.sqnr_db
+            m.observer.choice = best or m.observer.choice
+    return Choice(best, scores, scores[best], best_graph)
 
 
 def strip_observers(prepared: nn.Module) -> nn.Module:

@@ -23,7 +23,6 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import inspect
 import keyword as keyword_module
 from collections.abc import Callable
@@ -36,7 +35,7 @@ from quantlens.core.data import Batch
 from quantlens.errors import InputError
 from quantlens.methods.backends import torch_ao
 from quantlens.methods.base import SKIP_REASON, QuantConfig, module_bytes, resolve
-from quantlens.methods.int8_choice import Choice, measure, strip_observers
+from quantlens.methods.int8_choice import Choice, strip_observers
 from quantlens.methods.int8_graph import LeafRoot, Plan, capture, make_plan
 from quantlens.nn.registry import standard_class
 
@@ -219,8 +218,8 @@ def convert_regions(model: nn.Module, regions: list[Region], config: QuantConfig
     """Convert every captured region in place; one :class:`Plan` over the whole model for
     the summary (its float reasons under the regions' full names).
 
-    A region with an observer choice (``choices``, by region name) has its int8 output
-    measured; below the threshold it stays float without its observers, with
+    A region with an observer choice (``choices``, by region name) keeps the int8 graph the
+    choice measured, or, below the SQNR floor, stays float without its observers, with
     ``float_reason(choice)`` as the reason."""
     choices = choices or {}
     merged = Plan(regions[0].plan.backend, None)
@@ -238,15 +237,14 @@ def convert_regions(model: nn.Module, regions: list[Region], config: QuantConfig
     backend = merged.backend
     for region in regions:
         prefix = region.name + (".module" if region.leaf else "")
-        prepared = model.get_submodule(region.name)
-        choice = choices.get(region.name)
-        backup = copy.deepcopy(prepared) if choice is not None else None
-        converted = torch_ao.convert(prepared, backend=backend, custom_modules=custom_modules)
-        if choice is not None:
-            measure(choice, converted, Batch(region.example))
+        prepared, choice = model.get_submodule(region.name), choices.get(region.name)
         if choice is not None and choice.keep_float:
-            converted = strip_observers(backup)
+            converted = strip_observers(prepared)
             merged.reasons[prefix] = float_reason(choice)
+        elif choice is not None and choice.converted is not None:
+            converted, choice.converted = choice.converted, None  # measured: the one to keep
+        else:
+            converted = torch_ao.convert(prepared, backend=backend, custom_modules=custom_modules)
         _set(model, region.name, converted)
         merged.reasons.update({_join(prefix, n): why for n, why in region.plan.reasons.items()})
         merged.other_method.update(_join(prefix, n) for n in region.plan.other_method)

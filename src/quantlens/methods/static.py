@@ -160,10 +160,10 @@ def convert(model: nn.Module, ctx: QuantContext) -> nn.Module:
         converted = torch_ao.eager_convert(model)
         plan = int8_graph.Plan(cfg.backend, cfg, reasons=ctx.extra.get("eager_reasons", {}))
     else:
-        if measure and "example_batch" in ctx.extra:
-            got = int8_choice.choose(model, ctx.extra["example_batch"], to_int8)
-            choices = {"": got} if got is not None else {}
-        converted = torch_ao.convert(model, backend=cfg.backend, custom_modules=custom)
+        got = int8_choice.choose(model, ctx.extra["example_batch"], to_int8) if (
+            measure and "example_batch" in ctx.extra) else None
+        choices = {"": got} if got is not None else {}
+        converted = got.converted if got is not None else to_int8(model)
     int8_graph.summarize(ctx, before, converted, plan, _detail(cfg))
     _record_choices(ctx, choices)
     int8_graph.preserve(converted, quantlens_example_inputs=ctx.extra["example_desc"])
