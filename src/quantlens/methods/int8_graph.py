@@ -332,8 +332,9 @@ def summarize(ctx: QuantContext, before: dict[str, tuple[str, int]], converted: 
             ctx.record_skip(name, kind, bytes_before=nbytes, bytes_after=nbytes)
         elif owner is not None:
             ctx.summary.add(name, kind, "float", reason=plan.reasons[owner], bytes_before=nbytes, bytes_after=nbytes)
-        elif name not in modules:
-            fused.append(name)
+        elif name not in modules:  # folded into a fused module, or a Python module traced through
+            if isinstance(getattr(nn, kind, None), type):  # torch.fx fuses only torch.nn layers
+                fused.append(name)
         elif torch_ao.is_quantized_module(modules[name]) or isinstance(modules[name], custom):
             after = sum(_state_bytes(v) for v in modules[name].state_dict().values())
             ctx.summary.add(name, kind, "quantized", method=ctx_method(ctx), detail=detail,

@@ -192,6 +192,11 @@ def capture_regions(
     return regions
 
 
+LAYERS_ONLY_REASON = ("int8 here covers the Conv/Linear layers only (a captured region, or a model fed "
+                      "integer inputs); runs in float between them")
+"""The summary reason of the other layers with weights (LayerNorm, ...) under :func:`layers_only`."""
+
+
 def layers_only(root: nn.Module, plan: Plan) -> None:
     """Give the plan's qconfigs to Conv/Linear layers only (what fuses into them, such as
     BatchNorm and ReLU, goes along): adds, multiplications, LayerNorms and the like between
@@ -203,6 +208,10 @@ def layers_only(root: nn.Module, plan: Plan) -> None:
         return max(owners, key=lambda e: len(e[0]))[1] if owners else plan.global_config
 
     layers = [(n, config_of(n)) for n, m in root.named_modules() if n and type(m) in torch_ao.EAGER_TYPES]
+    for n, m in root.named_modules():
+        own = n and not list(m.children()) and type(m) not in torch_ao.EAGER_TYPES and module_bytes(m)
+        if own and config_of(n) is not None and not any(n == p or n.startswith(f"{p}.") for p in plan.reasons):
+            plan.reasons[n] = LAYERS_ONLY_REASON
     plan.global_config = None
     plan.module_configs = [(n, None) for n, _ in plan.module_configs] + [(n, c) for n, c in layers if c is not None]
 
