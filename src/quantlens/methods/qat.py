@@ -29,7 +29,7 @@ from quantlens.core.data import count_batches, iter_batches
 from quantlens.core.observers import get_observer
 from quantlens.core.progress import track
 from quantlens.errors import ConfigError, InputError
-from quantlens.methods import int8_graph
+from quantlens.methods import int8_check, int8_graph
 from quantlens.methods.backends import torch_ao
 from quantlens.methods.base import QuantConfig, QuantContext, configs_in, register_method, resolve
 
@@ -94,7 +94,7 @@ def prepare(model: nn.Module, ctx: QuantContext) -> nn.Module:
     model = int8_graph.wrap_leaf_root(model)
     example = int8_graph.example_inputs(ctx, required=False)
     desc = int8_graph.describe_inputs(example) if example is not None else None
-    ctx.extra.update(int8_method="qat", float_layers=int8_graph.float_layers(model), example_desc=desc)
+    ctx.extra.update(int8_method="qat", float_layers=int8_graph.float_layers(model), example_desc=desc, example=example)
     plan = int8_graph.make_plan(model, ctx.config, QAT)
     model.train()
     prepared = int8_graph.capture(model, plan, plan.mapping(_qconfig, qat=True), example or (), qat=True)
@@ -114,6 +114,8 @@ def convert(model: nn.Module, ctx: QuantContext) -> nn.Module:
     torch_ao.use_engine(cfg.backend)
     desc = ctx.extra.get("example_desc") or getattr(model, "quantlens_example_inputs", None)
     converted = torch_ao.convert(model, backend=cfg.backend, custom_modules=int8_graph.custom_modules())
+    int8_graph.preserve(converted, quantlens_example_inputs=desc)
+    int8_check.check_converted(converted, ctx)
     int8_graph.summarize(ctx, ctx.extra["float_layers"], converted, ctx.extra["plan"], _detail(cfg))
     int8_graph.preserve(converted, quantlens_example_inputs=desc)
     return converted

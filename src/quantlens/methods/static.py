@@ -26,7 +26,7 @@ from torch import nn
 
 from quantlens.core.observers import get_observer
 from quantlens.errors import ConfigError, QuantizationFailedError
-from quantlens.methods import fusion, int8_graph
+from quantlens.methods import fusion, int8_check, int8_graph
 from quantlens.methods.backends import torch_ao
 from quantlens.methods.base import (
     SKIP_REASON,
@@ -105,7 +105,7 @@ def prepare(model: nn.Module, ctx: QuantContext) -> nn.Module:
     example = int8_graph.example_inputs(ctx)
     desc = int8_graph.describe_inputs(example)
     before = int8_graph.float_layers(model)
-    ctx.extra.update(int8_method="static", float_layers=before, example_desc=desc)
+    ctx.extra.update(int8_method="static", float_layers=before, example_desc=desc, example=example)
     if cfg.mode != "eager":
         plan = int8_graph.make_plan(model, ctx.config, Static)
         try:
@@ -131,6 +131,7 @@ def convert(model: nn.Module, ctx: QuantContext) -> nn.Module:
         plan = int8_graph.Plan(cfg.backend, cfg, reasons=ctx.extra.get("eager_reasons", {}))
     else:
         converted = torch_ao.convert(model, backend=cfg.backend, custom_modules=int8_graph.custom_modules())
+    int8_check.check_converted(converted, ctx)
     int8_graph.summarize(ctx, ctx.extra["float_layers"], converted, plan, _detail(cfg))
     int8_graph.preserve(converted, quantlens_example_inputs=ctx.extra["example_desc"])
     return converted
