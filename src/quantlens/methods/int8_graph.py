@@ -264,6 +264,17 @@ def calibrate(model: nn.Module, ctx: QuantContext, limit: int | None) -> int:
     return n
 
 
+def to_kernel_host(model: nn.Module, summary) -> nn.Module:
+    """Move a prepared model to CPU float32 (in place) before converting: PyTorch's int8
+    kernels run there, whatever ``.to()`` the training loop applied; noted in ``summary``."""
+    places = {(p.device.type, p.dtype) for p in itertools.chain(model.parameters(), model.buffers()) if p.is_floating_point()}
+    moved = sorted(f"{d} {str(t).removeprefix('torch.')}" for d, t in places if (d, t) != ("cpu", torch.float32))
+    if moved:
+        model.to(device="cpu", dtype=torch.float32)
+        summary.note(f"moved from {', '.join(moved)} to cpu float32 for the int8 kernels")
+    return model
+
+
 # --- summary ---------------------------------------------------------------------------------
 
 

@@ -113,6 +113,7 @@ def convert(model: nn.Module, ctx: QuantContext) -> nn.Module:
     cfg = _root(ctx.config)
     torch_ao.use_engine(cfg.backend)
     desc = ctx.extra.get("example_desc") or getattr(model, "quantlens_example_inputs", None)
+    int8_graph.to_kernel_host(model, ctx.summary)
     converted = torch_ao.convert(model, backend=cfg.backend, custom_modules=int8_graph.custom_modules())
     int8_graph.preserve(converted, quantlens_example_inputs=desc)
     int8_check.check_converted(converted, ctx)

@@ -126,6 +126,7 @@ def convert(model: nn.Module, ctx: QuantContext) -> nn.Module:
     cfg = _root(ctx)
     torch_ao.use_engine(cfg.backend)
     plan = ctx.extra.get("plan")
+    int8_graph.to_kernel_host(model, ctx.summary)
     if plan is None:  # eager fallback
         converted = torch_ao.eager_convert(model)
         plan = int8_graph.Plan(cfg.backend, cfg, reasons=ctx.extra.get("eager_reasons", {}))

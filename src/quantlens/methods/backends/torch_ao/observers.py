@@ -155,6 +155,25 @@ class CoreFakeQuantize(_FakeQuantizeBase):
             return scale.reshape(()), zero_point.reshape(())
         return scale, zero_point
 
+    # A freshly prepared model loads a trained one's state_dict: per-channel scales take
+    # their trained shape, and the range statistics (plain tensors and numbers, so that
+    # ``torch.load(weights_only=True)`` reads them) come along as extra state.
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for name in ("scale", "zero_point"):
+            value = state_dict.get(f"{prefix}fq.{name}")
+            if isinstance(value, torch.Tensor):
+                getattr(self.fq, name).resize_(value.shape)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def get_extra_state(self) -> dict:
+        stats = {k: v for k, v in vars(self.fq.observer).items() if isinstance(v, (torch.Tensor, int, float, bool, str))}
+        return {"observed": bool(self.fq.observed), "observer": stats}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.fq.observed = bool(state.get("observed", False))
+        for key, value in state.get("observer", {}).items():
+            setattr(self.fq.observer, key, value)
+
 
 # --- qconfigs --------------------------------------------------------------------------------
 
