@@ -155,24 +155,22 @@ class CoreFakeQuantize(_FakeQuantizeBase):
             return scale.reshape(()), zero_point.reshape(())
         return scale, zero_point
 
-    # A freshly prepared model loads a trained one's state_dict: per-channel scales take
-    # their trained shape, and the range statistics (plain tensors and numbers, so that
-    # ``torch.load(weights_only=True)`` reads them) come along as extra state.
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        for name in ("scale", "zero_point"):
-            value = state_dict.get(f"{prefix}fq.{name}")
-            if isinstance(value, torch.Tensor):
-                getattr(self.fq, name).resize_(value.shape)
+        """A freshly prepared model loading a trained one's ``state_dict``: per-channel
+        scales take their trained shape, and a loaded activation range (per tensor, kept
+        across batches) seeds the observer, so training goes on from it."""
+        scale, zero_point = state_dict.get(f"{prefix}fq.scale"), state_dict.get(f"{prefix}fq.zero_point")
+        if isinstance(scale, torch.Tensor) and isinstance(zero_point, torch.Tensor):
+            self.fq.scale.resize_(scale.shape)
+            self.fq.zero_point.resize_(zero_point.shape)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-    def get_extra_state(self) -> dict:
-        stats = {k: v for k, v in vars(self.fq.observer).items() if isinstance(v, (torch.Tensor, int, float, bool, str))}
-        return {"observed": bool(self.fq.observed), "observer": stats}
-
-    def set_extra_state(self, state: dict) -> None:
-        self.fq.observed = bool(state.get("observed", False))
-        for key, value in state.get("observer", {}).items():
-            setattr(self.fq.observer, key, value)
+        if not isinstance(scale, torch.Tensor) or (scale.numel() == 1 and float(scale) == 1.0 and int(zero_point) == 0):
+            return  # never observed (the initial scale 1, zero point 0)
+        self.fq.observed = True
+        if self.fq.axis is None and self.fq.track == "running":
+            scheme, s, z = self.fq.scheme, float(scale), int(zero_point)
+            self.fq.observer = get_observer(self.fq.observer_name, axis=None, **self.fq.observer_kwargs)
+            self.fq.observer.update(torch.tensor([(scheme.qmin - z) * s, (scheme.qmax - z) * s]))
 
 
 # --- qconfigs --------------------------------------------------------------------------------
