@@ -9,6 +9,11 @@ statistics ``μ``, ``σ²``), the folded layer computes the same function with
 The graph-mode int8 path lets torch.fx do the same fusion (Conv+BN(+ReLU), Linear+BN);
 these functions serve the eager fallback and anyone who wants a folded float model.
 
+``nn.SyncBatchNorm`` (what ``convert_sync_batchnorm`` puts in a distributed training
+script) is the same function in eval mode: it folds like BatchNorm here, and
+:func:`plain_batchnorms` / :func:`sync_batchnorms_back` let the graph-mode fusion patterns,
+which match BatchNorm1d/2d/3d exactly, see it as one.
+
 Example:
     >>> folded = fold_batchnorms(model.eval())   # [("stem.0", "stem.1"), ...]
 """
@@ -24,7 +29,16 @@ from torch import nn
 from quantlens.errors import InputError
 
 FOLDABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+_PLAIN = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+# normalizations over each input's own statistics: nothing to fold, Static/QAT keep them float
+PER_SAMPLE_NORMS = (nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
+
+
+def norm_reason(module: nn.Module) -> str:
+    """Why Static/QAT leave a GroupNorm/LayerNorm/InstanceNorm in float (summary text)."""
+    return ("normalizes with each input's own statistics, so unlike BatchNorm nothing folds into the layer "
+            f"before it; {type(module).__name__} runs in float between DeQuant/Quant")
 
 
 def bn_scale(bn: nn.modules.batchnorm._BatchNorm, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -145,3 +159,97 @@ def fold_batchnorms(model: nn.Module, *, keep: Callable[[str], bool] = lambda na
         setattr(parent, attr, nn.Identity())
         done.append((layer_name, bn_name))
     return done
+
+
+def _bn_dims(model: nn.Module, example: tuple | None) -> dict[str, int]:
+    """Spatial dimensions (1, 2, 3) of each SyncBatchNorm: from its input on ``example``
+    (one eval-mode forward), else from the Conv/Linear before it, else 2."""
+    syncs = {n: m for n, m in model.named_modules() if type(m) is nn.SyncBatchNorm}
+    dims: dict[str, int] = {}
+    if example is not None:
+        hooks = [m.register_forward_pre_hook(
+            lambda mod, args, name=n: dims.setdefault(name, max(1, min(3, args[0].ndim - 2))))
+            for n, m in syncs.items()]
+        was_training = model.training
+        try:
+            with torch.no_grad():
+                model.eval()(*example)
+        except Exception:  # noqa: BLE001 - the graph capture reports a failing forward itself
+            pass
+        finally:
+            model.train(was_training)
+            for h in hooks:
+                h.remove()
+    modules = dict(model.named_modules())
+    for layer, bn in find_pairs(model):
+        weight = getattr(modules[layer], "weight", None)
+        if bn in syncs and bn not in dims and weight is not None:
+            dims[bn] = max(1, weight.ndim - 2)
+    return {n: dims.get(n, 2) for n in syncs}
+
+
+def plain_batchnorms(model: nn.Module, example: tuple | None = None) -> dict[str, nn.SyncBatchNorm]:
+    """Replace every ``nn.SyncBatchNorm`` by the BatchNorm1d/2d/3d its input needs, sharing
+    the same parameter and buffer tensors (in place).
+
+    Args:
+        model: the float model.
+        example: example positional inputs that tell 1d/2d/3d apart (else the layer before
+            each SyncBatchNorm tells).
+
+    Returns:
+        ``{name: the original SyncBatchNorm}``; each remembers its dimension for
+        :func:`sync_batchnorms_back` / :func:`plain_batchnorms` later.
+
+    Example:
+        >>> syncs = plain_batchnorms(model, (x,))   # {"features.1": SyncBatchNorm(...)}
+    """
+    originals = {}
+    for name, dim in _bn_dims(model, example).items():
+        sync = model.get_submodule(name)
+        sync._quantlens_bn_dim = dim
+        _replace(model, name, _as_plain(sync, dim))
+        originals[name] = sync
+    return originals
+
+
+def _as_plain(sync: nn.SyncBatchNorm, dim: int) -> nn.Module:
+    bn = _PLAIN[dim](sync.num_features, sync.eps, sync.momentum, sync.affine, sync.track_running_stats)
+    for key in ("weight", "bias"):
+        setattr(bn, key, getattr(sync, key))
+    for key in ("running_mean", "running_var", "num_batches_tracked"):
+        setattr(bn, key, getattr(sync, key))
+    return bn.train(sync.training)
+
+
+def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, attr, module)
+
+
+def sync_batchnorms_back(model: nn.Module, originals: dict[str, nn.SyncBatchNorm]) -> list[str]:
+    """Put the SyncBatchNorms of :func:`plain_batchnorms` back wherever their tensors now
+    live (a fused QAT Conv+BN's ``bn`` included), so training stays synchronised.
+
+    Returns:
+        The names of the modules that are SyncBatchNorm again.
+    """
+    by_stats = {id(s.running_mean): s for s in originals.values() if s.running_mean is not None}
+    back = []
+    for name, module in list(model.named_modules()):
+        sync = by_stats.get(id(getattr(module, "running_mean", None)))
+        if name and isinstance(module, BATCHNORMS) and sync is not None and module is not sync:
+            sync.train(module.training)
+            _replace(model, name, sync)
+            back.append(name)
+    return back
+
+
+def unsync_batchnorms(model: nn.Module) -> list[str]:
+    """Replace the SyncBatchNorms left in a prepared model by plain BatchNorms sharing their
+    tensors (in place), so converting folds them; returns their names."""
+    names = [n for n, m in model.named_modules() if type(m) is nn.SyncBatchNorm]
+    for name in names:
+        sync = model.get_submodule(name)
+        _replace(model, name, _as_plain(sync, getattr(sync, "_quantlens_bn_dim", 2)))
+    return names

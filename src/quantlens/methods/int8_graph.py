@@ -16,6 +16,7 @@ from torch import nn
 from quantlens.core.data import count_batches, first_batch, iter_batches, to_batch
 from quantlens.core.progress import track
 from quantlens.errors import ConfigError, InputError, QuantizationFailedError
+from quantlens.methods import fusion
 from quantlens.methods.backends import torch_ao
 from quantlens.methods.base import (
     SKIP_REASON,
@@ -191,6 +192,10 @@ def make_plan(model: nn.Module, config: QuantConfig, cls: type) -> Plan:
         if not name:
             continue
         cfg, parent = resolve(config, name), resolve(config, name.rpartition(".")[0])
+        if isinstance(cfg, cls) and isinstance(module, fusion.PER_SAMPLE_NORMS):
+            plan.module_configs.append((name, None))
+            plan.reasons[name] = fusion.norm_reason(module)
+            continue
         if isinstance(cfg, cls):
             if cfg is not parent:
                 plan.module_configs.append((name, cfg))

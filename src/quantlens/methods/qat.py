@@ -29,7 +29,7 @@ from quantlens.core.data import count_batches, iter_batches
 from quantlens.core.observers import get_observer
 from quantlens.core.progress import track
 from quantlens.errors import ConfigError, InputError
-from quantlens.methods import int8_check, int8_graph
+from quantlens.methods import fusion, int8_check, int8_graph
 from quantlens.methods.backends import torch_ao
 from quantlens.methods.base import QuantConfig, QuantContext, configs_in, register_method, resolve
 
@@ -95,9 +95,14 @@ def prepare(model: nn.Module, ctx: QuantContext) -> nn.Module:
     example = int8_graph.example_inputs(ctx, required=False)
     desc = int8_graph.describe_inputs(example) if example is not None else None
     ctx.extra.update(int8_method="qat", float_layers=int8_graph.float_layers(model), example_desc=desc, example=example)
+    syncs = fusion.plain_batchnorms(model, example)
     plan = int8_graph.make_plan(model, ctx.config, QAT)
     model.train()
     prepared = int8_graph.capture(model, plan, plan.mapping(_qconfig, qat=True), example or (), qat=True)
+    if syncs:
+        back = fusion.sync_batchnorms_back(prepared, syncs)
+        ctx.summary.note(f"{len(syncs)} SyncBatchNorm layer(s) fused like BatchNorm; they stay SyncBatchNorm while "
+                         f"training ({', '.join(back)}) and fold at convert")
     ctx.extra["plan"] = plan
     if desc is None:  # ql.prepare_qat(model, config) without inputs: learn the shapes in training
         int8_graph.record_inputs_on_first_call(prepared, ctx)
@@ -114,6 +119,7 @@ def convert(model: nn.Module, ctx: QuantContext) -> nn.Module:
     torch_ao.use_engine(cfg.backend)
     desc = ctx.extra.get("example_desc") or getattr(model, "quantlens_example_inputs", None)
     int8_graph.to_kernel_host(model, ctx.summary)
+    fusion.unsync_batchnorms(model)
     converted = torch_ao.convert(model, backend=cfg.backend, custom_modules=int8_graph.custom_modules())
     int8_graph.preserve(converted, quantlens_example_inputs=desc)
     int8_check.check_converted(converted, ctx)

@@ -106,6 +106,9 @@ def prepare(model: nn.Module, ctx: QuantContext) -> nn.Module:
     desc = int8_graph.describe_inputs(example)
     before = int8_graph.float_layers(model)
     ctx.extra.update(int8_method="static", float_layers=before, example_desc=desc, example=example)
+    syncs = fusion.plain_batchnorms(model, example)
+    if syncs:
+        ctx.summary.note(f"{len(syncs)} SyncBatchNorm layer(s) fused and folded as BatchNorm (the same function in eval mode)")
     if cfg.mode != "eager":
         plan = int8_graph.make_plan(model, ctx.config, Static)
         try:
@@ -180,7 +183,9 @@ def _eager_prepare(model: nn.Module, ctx: QuantContext, cfg: Static) -> nn.Modul
     ctx.extra["float_layers"] = int8_graph.float_layers(model)
     for name, (_, nbytes) in ctx.extra["float_layers"].items():
         if nbytes and name not in targets and name not in reasons:
-            reasons[name] = "eager fallback quantizes Conv/Linear layers only"
+            module = model.get_submodule(name)
+            reasons[name] = (fusion.norm_reason(module) if isinstance(module, fusion.PER_SAMPLE_NORMS)
+                             else "eager fallback quantizes Conv/Linear layers only")
     ctx.extra["eager_reasons"] = reasons
     torch_ao.eager_wrap(model, targets)
     prepared = torch_ao.eager_prepare(model, _qconfig(cfg), targets)
