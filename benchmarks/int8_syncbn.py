@@ -100,8 +100,9 @@ def run(threads: int, repeats: int, warmup: int) -> dict:
 
 
 def table(result: dict) -> str:
-    lines = [f"{'model':<11}{'batch':>6}  {'variant':<10}{'median ms':>10}{'p95 ms':>9}"
-             f"{'vs int8':>9}{'float BN':>9}{'cosine':>9}"]
+    header = (f"{'model':<11}{'batch':>6}  {'variant':<10}{'median ms':>10}{'p95 ms':>9}"
+              f"{'vs int8':>9}{'float BN':>9}{'cosine':>9}")
+    lines = [header]
     for r in result["rows"]:
         lines.append(f"{r['model']:<11}{r['batch']:>6}  {r['variant']:<10}{r['median_ms']:>10.2f}{r['p95_ms']:>9.2f}"
                      f"{r['vs_plain_int8']:>8.2f}x{r['float_batchnorms']:>9}{r['cosine_vs_fp32']:>9.4f}")

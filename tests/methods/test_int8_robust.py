@@ -266,3 +266,15 @@ def test_ddp_wrapped_qat_model_trains_and_its_module_converts():
     _train_steps(twin)  # one rank averages nothing: DDP trains exactly like the plain loop
     with torch.no_grad():
         assert_similar(qm(_x(seed=7)), _converted_output(twin), atol=1e-5, rtol=1e-4)
+
+
+def test_eager_first_run_failure_names_the_innermost_module():
+    class Fails(nn.Module):
+        def forward(self, x):
+            if x.is_quantized:
+                raise RuntimeError("no kernel")
+            raise RuntimeError("this layer always fails")
+
+    model = nn.Sequential(nn.Linear(4, 4), nn.Sequential(nn.ReLU(), Fails()))
+    with pytest.raises(QuantizationFailedError, match=r"first run in module '1\.1' \(Fails\): this layer always fails"):
+        int8_check.first_run(model, (torch.zeros(2, 4),), QuantSummary())

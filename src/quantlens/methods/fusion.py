@@ -174,7 +174,7 @@ def _bn_dims(model: nn.Module, example: tuple | None) -> dict[str, int]:
         try:
             with torch.no_grad():
                 model.eval()(*example)
-        except Exception:  # noqa: BLE001 - the graph capture reports a failing forward itself
+        except Exception:  # noqa: BLE001, S110 - the graph capture reports a failing forward itself
             pass
         finally:
             model.train(was_training)

@@ -80,7 +80,7 @@ def first_run(model: nn.Module, inputs: tuple | None, summary: QuantSummary) -> 
         if failure is None:
             return
         node, values, exc = failure
-        if node is None or not _repair(model, node, values, exc, summary):
+        if not isinstance(node, torch.fx.Node) or not _repair(model, node, values, exc, summary):
             where = _where(model, node)
             raise QuantizationFailedError(
                 f"the int8 model fails at its first run in {where}: {error_line(exc, 200)}; "
@@ -123,11 +123,7 @@ def _run(model: nn.Module, inputs: tuple):
     """None if the model runs, else ``(failing node or None, node values, exception)``."""
     with torch.no_grad(), torch_ao.quiet():
         if not isinstance(model, torch.fx.GraphModule):
-            try:
-                model(*inputs)
-            except Exception as exc:  # noqa: BLE001 - any failure is reported as such
-                return None, {}, exc
-            return None
+            return _run_eager(model, inputs)
         rec = _Recorder(model)
         try:
             rec.run(*inputs)
@@ -136,10 +132,35 @@ def _run(model: nn.Module, inputs: tuple):
     return None
 
 
-def _where(model: nn.Module, node: torch.fx.Node | None) -> str:
-    """``op 'view' (module 'features.3', graph node 'view_1')`` for a node."""
-    if node is None:
-        return "the model's forward"
+def _run_eager(model: nn.Module, inputs: tuple):
+    """None if the model runs, else ``(name of the innermost module that raised, {}, exception)``."""
+    names = {id(m): n for n, m in model.named_modules()}
+    entered: list[str] = []  # the modules running now, outermost first
+
+    def pre(module, args):
+        entered.append(names.get(id(module), ""))
+
+    def post(module, args, output):
+        entered.pop()
+
+    handles = [h for m in model.modules() for h in (m.register_forward_pre_hook(pre), m.register_forward_hook(post))]
+    try:
+        model(*inputs)
+    except Exception as exc:  # noqa: BLE001 - any failure is reported as such
+        return (entered[-1] if entered else None), {}, exc
+    finally:
+        for h in handles:
+            h.remove()
+    return None
+
+
+def _where(model: nn.Module, node: torch.fx.Node | str | None) -> str:
+    """``op 'view' (module 'features.3', graph node 'view_1')`` for a node; ``module 'x'``
+    for the name of an eager-mode module."""
+    if node is None or node == "":
+        return "the model's own forward"
+    if isinstance(node, str):
+        return f"module {node!r} ({type(model.get_submodule(node)).__name__})"
     stack = node.meta.get("nn_module_stack") or {}
     owner = next(reversed(stack.values()), None) if stack else None
     module = node.target if node.op == "call_module" else (owner[0] if owner else "")
