@@ -19,6 +19,7 @@ import quantlens as ql
 from quantlens.errors import QuantizationFailedError
 from quantlens.methods import int8_check
 from quantlens.methods.base import QuantSummary
+from quantlens.methods.fusion import SyncedBatchNorm
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -143,7 +144,7 @@ def test_qat_keeps_sync_batchnorm_while_training_and_folds_it_at_convert():
     sync = nn.SyncBatchNorm.convert_sync_batchnorm(_seeded(Net))
     x = _x()
     qat = ql.prepare_qat(sync, ql.QAT(), example_inputs=(x,))
-    syncs = [n for n, m in qat.named_modules() if isinstance(m, nn.SyncBatchNorm)]
+    syncs = [n for n, m in qat.named_modules() if isinstance(m, SyncedBatchNorm)]
     assert syncs == ["conv1.bn", "conv2.bn", "fc.bn"]  # inside the fused QAT Conv/Linear+BN
     before = qat.get_submodule("conv1.bn").running_mean.clone()
     opt = torch.optim.SGD(qat.parameters(), lr=0.01)
@@ -247,22 +248,29 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_ddp_wrapped_qat_model_trains_and_its_module_converts():
+@pytest.mark.parametrize("sync", [False, True], ids=["batchnorm", "syncbatchnorm"])
+def test_ddp_wrapped_qat_model_trains_and_its_module_converts(sync):
     dist = torch.distributed
     if not dist.is_available():
         pytest.skip("torch.distributed is not built in")
+
+    def model():
+        net = _seeded(Net)
+        return nn.SyncBatchNorm.convert_sync_batchnorm(net) if sync else net
+
     timeout = datetime.timedelta(seconds=30)  # every collective gives up instead of hanging
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1,
                             timeout=timeout)
-    try:
-        qat = ql.prepare_qat(_seeded(Net), ql.QAT(), example_inputs=(_x(),))
+    try:  # on CPU, torch's own SyncBatchNorm refuses to train here; quantlens' synchronises
+        qat = ql.prepare_qat(model(), ql.QAT(), example_inputs=(_x(),))
         ddp = nn.parallel.DistributedDataParallel(qat)
         _train_steps(ddp)
         qm = ql.convert(ddp.module)
     finally:
         dist.destroy_process_group()
     assert {r.name for r in qm.quantlens_summary.quantized} == {"conv1", "conv2", "fc"}
-    twin = ql.prepare_qat(_seeded(Net), ql.QAT(), example_inputs=(_x(),))
+    assert _float_batchnorms(qm) == []
+    twin = ql.prepare_qat(model(), ql.QAT(), example_inputs=(_x(),))
     _train_steps(twin)  # one rank averages nothing: DDP trains exactly like the plain loop
     with torch.no_grad():
         assert_similar(qm(_x(seed=7)), _converted_output(twin), atol=1e-5, rtol=1e-4)

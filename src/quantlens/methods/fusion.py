@@ -28,8 +28,66 @@ from torch import nn
 
 from quantlens.errors import InputError
 
+
+class _SumOverGroup(torch.autograd.Function):
+    """All-reduce (sum) over a process group; the gradient is summed over it too."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, group) -> torch.Tensor:
+        ctx.group = group
+        out = x.clone()
+        torch.distributed.all_reduce(out, group=group)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad = grad.clone()
+        torch.distributed.all_reduce(grad, group=ctx.group)
+        return grad, None
+
+
+class SyncedBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """A SyncBatchNorm for QAT training: ``nn.SyncBatchNorm``'s forward, and on CPU (gloo)
+    its own synchronisation, where PyTorch's refuses to train once a process group exists
+    ("expected input tensor to be on GPU") and DistributedDataParallel refuses to wrap it
+    ("SyncBatchNorm layers only work with GPU modules"), so it is no subclass of it.
+
+    On CPU in training with a process group, the batch statistics are summed over the
+    group (a differentiable all-reduce of per-channel sums, sums of squares and counts),
+    normalize the batch and update the running statistics (unbiased variance, as
+    BatchNorm does).
+
+    Example:
+        >>> sync.__class__ = SyncedBatchNorm   # an nn.SyncBatchNorm, tensors untouched
+    """
+
+    process_group = None
+    _check_input_dim = nn.SyncBatchNorm._check_input_dim
+    _check_non_zero_input_channels = nn.SyncBatchNorm._check_non_zero_input_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dist = torch.distributed
+        if not (self.training and x.device.type == "cpu" and dist.is_available() and dist.is_initialized()):
+            return nn.SyncBatchNorm.forward(self, x)
+        c, dims = x.shape[1], [0, *range(2, x.ndim)]
+        count = x.new_tensor([x.numel() / c])
+        stats = _SumOverGroup.apply(torch.cat([x.sum(dims), x.square().sum(dims), count]), self.process_group)
+        n = stats[-1]
+        mean = stats[:c] / n
+        var = (stats[c:2 * c] / n - mean.square()).clamp_min(0)  # (C,), biased: normalizes the batch
+        if self.track_running_stats and self.running_mean is not None:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.lerp_(mean.detach(), m)
+                self.running_var.lerp_(var.detach() * n / (n - 1).clamp_min(1), m)
+        shape = (1, c) + (1,) * (x.ndim - 2)
+        y = (x - mean.reshape(shape)) * torch.rsqrt(var.reshape(shape) + self.eps)
+        return y * self.weight.reshape(shape) + self.bias.reshape(shape) if self.affine else y
+
+
 FOLDABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, SyncedBatchNorm)
 _PLAIN = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 # normalizations over each input's own statistics: nothing to fold, Static/QAT keep them float
 PER_SAMPLE_NORMS = (nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
@@ -164,7 +222,7 @@ def fold_batchnorms(model: nn.Module, *, keep: Callable[[str], bool] = lambda na
 def _bn_dims(model: nn.Module, example: tuple | None) -> dict[str, int]:
     """Spatial dimensions (1, 2, 3) of each SyncBatchNorm: from its input on ``example``
     (one eval-mode forward), else from the Conv/Linear before it, else 2."""
-    syncs = {n: m for n, m in model.named_modules() if type(m) is nn.SyncBatchNorm}
+    syncs = {n: m for n, m in model.named_modules() if isinstance(m, (nn.SyncBatchNorm, SyncedBatchNorm))}
     dims: dict[str, int] = {}
     if example is not None:
         hooks = [m.register_forward_pre_hook(
@@ -229,7 +287,8 @@ def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
 
 def sync_batchnorms_back(model: nn.Module, originals: dict[str, nn.SyncBatchNorm]) -> list[str]:
     """Put the SyncBatchNorms of :func:`plain_batchnorms` back wherever their tensors now
-    live (a fused QAT Conv+BN's ``bn`` included), so training stays synchronised.
+    live (a fused QAT Conv+BN's ``bn`` included), so training stays synchronised; each
+    becomes a :class:`SyncedBatchNorm`, which synchronises on CPU too.
 
     Returns:
         The names of the modules that are SyncBatchNorm again.
@@ -239,6 +298,7 @@ def sync_batchnorms_back(model: nn.Module, originals: dict[str, nn.SyncBatchNorm
     for name, module in list(model.named_modules()):
         sync = by_stats.get(id(getattr(module, "running_mean", None)))
         if name and isinstance(module, BATCHNORMS) and sync is not None and module is not sync:
+            sync.__class__ = SyncedBatchNorm
             sync.train(module.training)
             _replace(model, name, sync)
             back.append(name)
@@ -248,7 +308,7 @@ def sync_batchnorms_back(model: nn.Module, originals: dict[str, nn.SyncBatchNorm
 def unsync_batchnorms(model: nn.Module) -> list[str]:
     """Replace the SyncBatchNorms left in a prepared model by plain BatchNorms sharing their
     tensors (in place), so converting folds them; returns their names."""
-    names = [n for n, m in model.named_modules() if type(m) is nn.SyncBatchNorm]
+    names = [n for n, m in model.named_modules() if isinstance(m, (nn.SyncBatchNorm, SyncedBatchNorm))]
     for name in names:
         sync = model.get_submodule(name)
         _replace(model, name, _as_plain(sync, getattr(sync, "_quantlens_bn_dim", 2)))

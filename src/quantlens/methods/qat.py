@@ -101,8 +101,8 @@ def prepare(model: nn.Module, ctx: QuantContext) -> nn.Module:
     prepared = int8_graph.capture(model, plan, plan.mapping(_qconfig, qat=True), example or (), qat=True)
     if syncs:
         back = fusion.sync_batchnorms_back(prepared, syncs)
-        ctx.summary.note(f"{len(syncs)} SyncBatchNorm layer(s) fused like BatchNorm; they stay SyncBatchNorm while "
-                         f"training ({', '.join(back)}) and fold at convert")
+        ctx.summary.note(f"{len(syncs)} SyncBatchNorm layer(s) fused like BatchNorm; they synchronise while training "
+                         f"(on CPU too: {', '.join(back)}) and fold at convert")
     ctx.extra["plan"] = plan
     if desc is None:  # ql.prepare_qat(model, config) without inputs: learn the shapes in training
         int8_graph.record_inputs_on_first_call(prepared, ctx)
