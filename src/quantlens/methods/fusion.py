@@ -224,7 +224,7 @@ def _bn_dims(model: nn.Module, example: tuple | None) -> dict[str, int]:
     (one eval-mode forward), else from the Conv/Linear before it, else 2."""
     syncs = {n: m for n, m in model.named_modules() if isinstance(m, (nn.SyncBatchNorm, SyncedBatchNorm))}
     dims: dict[str, int] = {}
-    if example is not None:
+    if syncs and example is not None:
         hooks = [m.register_forward_pre_hook(
             lambda mod, args, name=n: dims.setdefault(name, max(1, min(3, args[0].ndim - 2))))
             for n, m in syncs.items()]
