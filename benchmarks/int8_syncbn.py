@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import platform
 import warnings
@@ -32,6 +31,7 @@ from _threads import FLAG, HELP, set_wait_policy
 set_wait_policy()  # before torch starts its thread pool
 
 import torch
+from _results import write_results
 from _timing import interleaved
 from torch import nn
 
@@ -118,7 +118,7 @@ def main() -> None:
     args = parser.parse_args()
     result = run(args.threads, args.repeats, args.warmup)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    write_results(RESULTS, result)
     print(table(result))
     print(f"wrote {RESULTS}")
 
