@@ -125,6 +125,7 @@ def convert(model: nn.Module, ctx: QuantContext) -> nn.Module:
     """Turn an observed (calibrated) model into int8 kernels and record the summary."""
     cfg = _root(ctx)
     torch_ao.use_engine(cfg.backend)
+    int8_graph.require_calibrated(model)
     plan = ctx.extra.get("plan")
     if plan is None:  # eager fallback
         converted = torch_ao.eager_convert(model)
