@@ -86,12 +86,16 @@ def assert_quantized_close(
     """
     if all(t is None for t in (min_sqnr_db, min_cosine, min_agreement, atol)):
         raise InputError("give at least one tolerance: min_sqnr_db, min_cosine, min_agreement or atol")
+    for name, value, lo, hi in (("min_sqnr_db", min_sqnr_db, -math.inf, math.inf), ("min_cosine", min_cosine, -1, 1),
+                                ("min_agreement", min_agreement, 0, 100), ("atol", atol, 0, math.inf)):
+        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and lo <= value <= hi):
+            raise InputError(f"{name} must be a finite number in [{lo:g}, {hi:g}], got {value!r}")
     refs: list[list[torch.Tensor]] = []
     outs: list[list[torch.Tensor]] = []
     names: list[str] = []
     for model in (float_model, q_model):
         model.eval()
-    for batch in iter_batches(inputs):
+    for batch in iter_batches(inputs, what="inputs"):
         f_out, q_out = batch.run(float_model), batch.run(q_model)
         f_list, q_list = _outputs(f_out), _outputs(q_out)
         if len(f_list) != len(q_list):
