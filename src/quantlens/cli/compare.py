@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from quantlens import zoo
+from quantlens.cli._args import float_in, int_in, max_threads
 from quantlens.cli._models import add_trust_code
 from quantlens.errors import InputError, QuantizationFailedError
 from quantlens.eval.compare import reference_outputs
@@ -53,17 +54,17 @@ def register(subparsers) -> None:
     parser.add_argument("--train-data", help="labelled data for QAT (default: the zoo set's train split)")
     parser.add_argument("--methods", help=f"comma-separated: {', '.join(PRESETS)} "
                                           f"(default: {','.join(default_methods())})")
-    parser.add_argument("--max-drop", type=float, default=1.0,
+    parser.add_argument("--max-drop", type=float_in(0, 100), default=1.0,
                         help="accuracy points the recommendation may lose vs float (default 1.0)")
     parser.add_argument("--objective", choices=("latency", "size"), default="latency",
                         help="what the recommendation minimises (default latency)")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default ./{DEFAULT_OUT})")
     parser.add_argument("--force", action="store_true", help="overwrite the output folder if it exists")
-    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+    parser.add_argument("--threads", type=int_in(1, max_threads()), default=DEFAULT_THREADS,
                         help=f"torch threads for the whole run and the timings (default {DEFAULT_THREADS}: "
                              "the most repeatable; raise it to measure multi-threaded serving)")
-    parser.add_argument("--reps", type=int, default=DEFAULT_REPS, help=f"timed calls per model (default {DEFAULT_REPS})")
-    parser.add_argument("--qat-epochs", type=int, default=1, help="QAT fine-tuning epochs (default 1)")
+    parser.add_argument("--reps", type=int_in(1), default=DEFAULT_REPS, help=f"timed calls per model (default {DEFAULT_REPS})")
+    parser.add_argument("--qat-epochs", type=int_in(1), default=1, help="QAT fine-tuning epochs (default 1)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
     parser.add_argument("--sweep", nargs="?", const="auto", metavar="METHOD",
                         help="try a grid of one method's settings (default: the first --methods entry, "
