@@ -25,7 +25,7 @@ from torch import nn
 
 from quantlens import api
 from quantlens.core.data import Batch, first_batch
-from quantlens.errors import InputError, QuantlensError
+from quantlens.errors import InputError, QuantlensError, check_number
 from quantlens.eval import latency as _latency
 from quantlens.eval import memory as _memory
 from quantlens.eval import quality as _quality
@@ -302,6 +302,10 @@ def run_comparison(
     """
     if not isinstance(model, nn.Module):
         raise InputError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    check_number("reps", reps, 1, integer=True)
+    check_number("warmup", warmup, 0, integer=True)
+    check_number("threads", threads, 1, integer=True)
+    check_number("qat_epochs", qat_epochs, 1, integer=True)
     for name, cfg in configs.items():
         if not isinstance(cfg, QuantConfig) and getattr(cfg, "quantlens_config", None) is None:
             raise InputError(f"method {name!r} maps to a {type(cfg).__name__}; give a config such as ql.Dynamic() "
