@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from quantlens.core import QScheme, compute_qparams, fake_quantize, pack, quantize_tensor, unpack
 from quantlens.core.layout import qparam_shape
+from quantlens.core.observers import get_observer
 from quantlens.errors import QuantlensError
 
 FEW = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -175,6 +176,23 @@ def test_unpack_bad_shape_is_an_error(shape, bits):
     out = _outcome(unpack, packed, bits, shape)
     if out is not None:
         assert out.numel() * bits <= 16 and tuple(out.shape) == tuple(shape if not isinstance(shape, int) else (shape,))
+
+
+OBSERVERS = ("minmax", "moving_average", "percentile", "mse", "entropy", "meanstd")
+
+
+@FEW
+@given(st.lists(float_tensors(), min_size=1, max_size=3), st.sampled_from(OBSERVERS), st.sampled_from([None, 0]),
+       st.integers(2, 8))
+def test_observers_finite_or_error(batches, name, axis, bits):
+    """Every observer, fed batches of any values, gives finite positive scales or an error."""
+    observer = get_observer(name, axis=axis)
+    fed = [b for b in batches if _outcome(lambda b=b: observer.update(b) or True) and b.numel()]
+    granularity = "per_tensor" if axis is None else "per_channel"
+    params = _outcome(observer.qparams, QScheme(bits=bits, granularity=granularity))
+    if params is not None:
+        assert fed and all(_input_finite(b) for b in fed)
+        assert _finite(params[0]) and bool((params[0] > 0).all())
 
 
 @pytest.mark.parametrize("value", [[1.0, 2.0], 3, "x", None, {"a": 1}])

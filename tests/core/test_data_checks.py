@@ -69,3 +69,19 @@ def test_check_finite_custom_error():
     with pytest.raises(QuantizationFailedError, match="out holds 1 NaN/Inf value.*; retry"):
         check_finite(torch.tensor([0.0, float("inf")]), "out", fix="retry", error=QuantizationFailedError)
     check_finite(torch.tensor([1, 2]), "ints are not checked")
+
+
+@pytest.mark.parametrize("kwargs, words", [({"batch_size": 0}, "batch_size must be an integer >= 1, got 0"),
+                                           ({"batch_size": -1}, "batch_size"), ({"limit": -1}, "limit must be")])
+def test_batch_size_and_limit_range_checked(kwargs, words):
+    with pytest.raises(InputError, match=words):
+        list(iter_batches(X, **kwargs))
+
+
+def test_observer_refuses_meta_and_float64_beyond_float32():
+    from quantlens.core.observers import get_observer
+
+    with pytest.raises(InputError, match="meta device"):
+        get_observer("minmax").update(torch.ones(3, device="meta"))
+    with pytest.raises(InputError, match="beyond float32's range"):
+        get_observer("minmax").update(torch.tensor([1e300], dtype=torch.float64))

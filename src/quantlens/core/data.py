@@ -25,7 +25,7 @@ from itertools import islice
 
 import torch
 
-from quantlens.errors import InputError, QuantlensError, error_line
+from quantlens.errors import InputError, QuantlensError, check_number, error_line
 
 DEFAULT_BATCH_SIZE = 64
 _OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)  # out of memory is not an input mistake
@@ -176,6 +176,8 @@ def iter_batches(
         [4, 4, 2]
     """
     check_source(data, what)
+    check_number("batch_size", batch_size, 1, integer=True)
+    check_number("limit", limit, 0, integer=True)
     whole = data if isinstance(data, torch.Tensor) else data[0] if isinstance(data, tuple) and _is_pair(data) else None
     if whole is not None:  # one tensor: checked once, positions in it
         check_batch(Batch(args=(whole,)), what)
@@ -217,6 +219,7 @@ def run_batch(model: torch.nn.Module, batch: Batch, what: str = "data"):
 
 def count_batches(data, *, batch_size: int = DEFAULT_BATCH_SIZE) -> int | None:
     """Number of batches ``iter_batches`` will yield, when it can be known without iterating."""
+    check_number("batch_size", batch_size, 1, integer=True)
     if isinstance(data, torch.Tensor):
         return -(-data.shape[0] // batch_size)
     if isinstance(data, tuple) and _is_pair(data):
