@@ -159,9 +159,11 @@ def test_failures_of_ours_map_to_exit_codes(monkeypatch, capsys, raised, code, w
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and words in err
 
 
-def test_debug_shows_the_traceback(tmp_path):
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_shows_the_traceback(tmp_path, where):
+    argv = ["quantize", "no-such-model", "-o", str(tmp_path / "out")]
     with pytest.raises(UnknownNameError):
-        main(["--debug", "quantize", "no-such-model", "-o", str(tmp_path / "out")])
+        main(["--debug", *argv] if where == "before" else [*argv, "--debug"])
 
 
 @pytest.mark.slow
