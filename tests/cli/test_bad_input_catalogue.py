@@ -103,7 +103,11 @@ def _one_error_line(err: str) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("argv, code, words", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+SLOW = {"quantize-static-wrong-calib"}  # graph capture and calibration run before the model rejects it
+
+
+@pytest.mark.parametrize("argv, code, words", [
+    pytest.param(*c[1:], id=c[0], marks=[pytest.mark.slow] if c[0] in SLOW else []) for c in CASES])
 def test_bad_input_catalogue(files, tmp_path, capsys, argv, code, words):
     out = tmp_path / "out"
     argv = _fill(argv, files, out)
