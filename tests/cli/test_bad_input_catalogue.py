@@ -59,6 +59,8 @@ CASES = [
     ("compare-threads-zero", [*C, "--threads", "0"], 2, "--threads"),
     ("compare-reps-zero", [*C, "--reps", "0"], 2, "--reps"),
     ("compare-qat-epochs-negative", [*C, "--qat-epochs", "-1"], 2, "--qat-epochs: must be an integer >= 1"),
+    ("compare-nan-calib-data", [*C, "--calib-data", "{d}/nan.pt"], 2, "calib_data holds 512 NaN/Inf"),
+    ("compare-empty-train-data", [*C, "--train-data", "{d}/empty.pt"], 2, "train_data has no samples"),
     ("compare-long-data", [*C, "--data", "y" * 5000], 2, "(5002 characters)"),
     ("compare-unknown-method", [*C[:2], "--methods", "w9"], 2, "w9"),
     ("quantize-static-wrong-calib", ["quantize", "digits-cnn", "--method", "static", "--calib-data",

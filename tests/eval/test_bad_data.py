@@ -25,6 +25,14 @@ def test_compare_refuses_nan_and_empty_data(digits_model, data, words):
         ql.compare(digits_model, ["w8"], data=data, memory=False)
 
 
+@pytest.mark.parametrize("kwargs, words", [({"calib_data": NAN_DATA}, "calib_data holds 512 NaN/Inf"),
+                                           ({"train_data": EMPTY_DATA}, "train_data has no samples"),
+                                           ({"calib_data": 5}, r"a int \(calib_data\)")])
+def test_compare_checks_calib_and_train_data_before_any_row(digits_model, digits_test, kwargs, words):
+    with pytest.raises(InputError, match=words):  # not a failed row after the others were measured
+        run_comparison(digits_model, {"w8": ql.WeightOnly(bits=8)}, data=digits_test, memory=False, **kwargs)
+
+
 def test_sensitivity_refuses_nan_data(digits_model):
     with pytest.raises(InputError, match="NaN/Inf"):
         ql.analysis.sensitivity(digits_model, NAN_DATA, ql.Dynamic())
