@@ -180,3 +180,12 @@ def test_threads_huge_in_a_real_process():
                           check=False, capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_recorded_command_of_a_non_utf8_out_is_utf8():
+    """compare --out with undecodable bytes crashed writing report.md (UnicodeEncodeError)."""
+    from quantlens.cli import build_parser
+
+    args = build_parser().parse_args(["compare", "--out", "rep\udce9"])
+    line = compare_cli.command_line(args)
+    assert "rep\\xe9" in line and line.encode("utf-8")

@@ -92,7 +92,9 @@ def command_line(args: argparse.Namespace) -> str:
     parts += ["--max-drop", f"{args.max_drop:g}", "--objective", args.objective, "--reps", str(args.reps),
               "--qat-epochs", str(args.qat_epochs), "--out", args.out]
     parts += [f"--{f}" for f in ("no-memory", "analysis", "trust-code", "force", "json") if getattr(args, f.replace("-", "_"), False)]
-    return shlex.join(parts)
+    # a name that is not UTF-8 (undecodable bytes arrive as surrogates) is written as \xNN,
+    # so the report files that record the command can be written as UTF-8
+    return os.fsencode(shlex.join(parts)).decode("utf-8", "backslashreplace")
 
 
 def _resolve_model(spec: str, *, trust_code: bool = False):
