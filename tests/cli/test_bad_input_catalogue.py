@@ -189,3 +189,20 @@ def test_recorded_command_of_a_non_utf8_out_is_utf8():
     args = build_parser().parse_args(["compare", "--out", "rep\udce9"])
     line = compare_cli.command_line(args)
     assert "rep\\xe9" in line and line.encode("utf-8")
+
+
+def test_a_torch_that_cannot_be_imported_is_one_line_exit_1():
+    code = ("import sys\n"
+            "class Broken:\n"
+            "    @staticmethod\n"
+            "    def find_spec(name, *args):\n"
+            "        if name == 'torch':\n"
+            "            raise ImportError('libtorch_cpu.so: cannot open shared object file', name='torch')\n"
+            "sys.meta_path.insert(0, Broken)\n"
+            "import quantlens_launcher\n"
+            "sys.exit(quantlens_launcher.main(['compare']))\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.startswith("quantlens: error: cannot import torch (libtorch_cpu.so")
+    assert len(done.stderr.strip().splitlines()) == 1
