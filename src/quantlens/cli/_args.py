@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -54,6 +55,30 @@ def path_kind(path: Path) -> str | None:
         return "other" if path.exists() else None
     except (OSError, ValueError):  # ENAMETOOLONG, an embedded NUL byte
         return None
+
+
+def check_out_folder(out: Path, flag: str) -> None:
+    """Fail now, before anything slow, if ``out`` cannot become the folder a command writes:
+    it is a file, a link to nowhere, under a file, or in a folder we cannot write to.
+
+    Raises:
+        InputError: naming ``flag``, the path and what to do.
+    """
+    name = shorten(out)
+    if out.is_symlink() and path_kind(out) is None:
+        raise InputError(f"{flag} {name} is a link to {shorten(os.readlink(out))}, which does not exist; "
+                         "create that folder or remove the link")
+    kind = path_kind(out)
+    if kind not in (None, "dir"):
+        raise InputError(f"{flag} {name} is a file; give a folder")
+    parent = out if kind == "dir" else out.absolute().parent
+    while path_kind(parent) is None and parent != parent.parent:
+        parent = parent.parent
+    if path_kind(parent) != "dir":
+        raise InputError(f"{flag} {name}: {shorten(parent)} is not a folder, so the folder cannot be created "
+                         "there; give a folder path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{flag} {name}: no permission to write in {shorten(parent)}; give a folder you can write to")
 
 
 def int_in(lo: int, hi: int | None = None):
@@ -104,8 +129,6 @@ def float_in(lo: float = -math.inf, hi: float = math.inf):
 def max_threads() -> int:
     """The largest ``--threads`` accepted: 4x the CPUs here, at least 64 (OpenMP crashes the
     process when asked for tens of thousands)."""
-    import os
-
     return max(64, 4 * (os.cpu_count() or 1))
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from quantlens import zoo
-from quantlens.cli._args import float_in, int_in, max_threads
+from quantlens.cli._args import check_out_folder, float_in, int_in, max_threads, path_kind, shorten
 from quantlens.cli._models import add_trust_code
 from quantlens.errors import InputError, QuantizationFailedError
 from quantlens.eval.compare import reference_outputs
@@ -150,18 +150,10 @@ def _configs(args: argparse.Namespace, model=None) -> dict:
 
 def _check_out(out: Path, force: bool) -> None:
     """Fail now, before anything slow, if ``out`` cannot become the report folder."""
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} is a file; give a folder")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise InputError(f"{out} already exists and is not empty; pass --force to overwrite it, or --out another folder")
-    parent = out if out.is_dir() else out.absolute().parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise InputError(f"--out {out}: {parent} is not a folder, so the report folder cannot be created there; "
-                         "give a folder path")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"--out {out}: no permission to write in {parent}; give a folder you can write to")
+    check_out_folder(out, "--out")
+    if path_kind(out) == "dir" and any(out.iterdir()) and not force:
+        raise InputError(f"{shorten(out)} already exists and is not empty; pass --force to overwrite it, "
+                         "or --out another folder")
 
 
 def _prepare_out(out: Path) -> bool:

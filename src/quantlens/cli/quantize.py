@@ -18,7 +18,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from quantlens.cli._args import int_in, read_json, shorten
+from quantlens.cli._args import check_out_folder, int_in, read_json, shorten
 from quantlens.cli._models import add_trust_code
 from quantlens.core.scheme import QScheme
 from quantlens.errors import ConfigError, InputError, QuantlensError
@@ -138,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
     import quantlens as ql
     from quantlens.cli._models import resolve_model
 
+    check_out_folder(Path(args.out), "-o")
     config = build_config(args)
     resolved = resolve_model(args.model, trust_code=args.trust_code)
     model, warning = resolved.model, None
