@@ -47,6 +47,10 @@ def _check_model(model, config) -> None:
         raise InputError(
             f"expected a quantlens config such as ql.WeightOnly(bits=4) or ql.Dynamic(), got {type(config).__name__}"
         )
+    meta = next((n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta), None)
+    if meta is not None:
+        raise InputError(f"the model's {meta} is on the meta device and holds no values; load its weights first "
+                         "(e.g. model.to_empty(device='cpu') then load_state_dict, or from_pretrained without device_map='meta')")
     check_patterns(config, model)
 
 

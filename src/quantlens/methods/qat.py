@@ -120,6 +120,7 @@ def convert(model: nn.Module, ctx: QuantContext) -> nn.Module:
     desc = ctx.extra.get("example_desc") or getattr(model, "quantlens_example_inputs", None)
     int8_graph.to_kernel_host(model, ctx.summary)
     fusion.unsync_batchnorms(model)
+    int8_graph.require_calibrated(model)
     converted = torch_ao.convert(model, backend=cfg.backend, custom_modules=int8_graph.custom_modules())
     int8_graph.preserve(converted, quantlens_example_inputs=desc)
     int8_check.check_converted(converted, ctx)
@@ -164,7 +165,7 @@ def evaluate(model: nn.Module, data, loss_fn=None) -> dict:
     model.eval()
     total, correct, loss_sum = 0, 0, 0.0
     with torch.no_grad(), torch_ao.quiet():
-        for batch in iter_batches(data):
+        for batch in iter_batches(data, what="eval_data"):
             if batch.labels is None:
                 raise InputError("evaluation data needs labels: give (inputs, labels) batches")
             out = batch.to(torch.float32).run(model)
@@ -227,7 +228,7 @@ def train_qat(
             torch_ao.freeze_bn(model)
             bn_frozen = True
         total, correct, loss_sum = 0, 0, 0.0
-        batches = track(iter_batches(train_data), f"QAT epoch {epoch + 1}/{epochs}",
+        batches = track(iter_batches(train_data, what="train_data"), f"QAT epoch {epoch + 1}/{epochs}",
                         total=count_batches(train_data), enabled=progress)
         with torch_ao.quiet():
             for batch in batches:

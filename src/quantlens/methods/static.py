@@ -128,6 +128,7 @@ def convert(model: nn.Module, ctx: QuantContext) -> nn.Module:
     """Turn an observed (calibrated) model into int8 kernels and record the summary."""
     cfg = _root(ctx)
     torch_ao.use_engine(cfg.backend)
+    int8_graph.require_calibrated(model)
     plan = ctx.extra.get("plan")
     int8_graph.to_kernel_host(model, ctx.summary)
     if plan is None:  # eager fallback
