@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import json
 import platform
 import re
 import time
@@ -30,6 +29,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from _results import write_results
 from _timing import summarize
 from torch import nn
 
@@ -247,7 +247,7 @@ def main() -> None:
     out = {"threads": args.threads, "torch": torch.__version__, "machine": platform.machine(),
            "processor": platform.processor(), "repeats": args.repeats, "rows": rows}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    write_results(RESULTS, out, indent=2)
     text = markdown(out)
     update_doc(text)
     print(text)

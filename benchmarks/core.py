@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
+from _results import write_results
 
 from quantlens.core import QScheme, pack, quantize_tensor, unpack
 
@@ -145,7 +145,7 @@ def main() -> None:
     args = parser.parse_args()
     result = run(args.size, args.repeats, args.warmup, args.threads)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    write_results(args.out, result, indent=2)
     print_table(result)
     print(f"wrote {args.out}")
 

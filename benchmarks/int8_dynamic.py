@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import logging
 import os
 import platform
@@ -46,6 +45,7 @@ set_wait_policy()
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _results import write_results
 from _timing import interleaved
 
 import quantlens as ql
@@ -243,7 +243,7 @@ def main() -> None:
         "rows": rows,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=1))
+    write_results(RESULTS, result)
     print_table(rows)
     print(f"wrote {RESULTS} ({result['seconds']:.0f} s)")
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import logging
 import os
 import platform
@@ -47,6 +46,7 @@ set_wait_policy()  # before torch starts its thread pool
 
 import numpy as np
 import torch
+from _results import write_results
 from _timing import interleaved, summarize
 
 import quantlens as ql
@@ -267,7 +267,7 @@ def main() -> None:
     args = parser.parse_args()
     result = run(args.threads, args.repeats, args.warmup, not args.no_pt2e, args.models)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=1))
+    write_results(RESULTS, result)
     print(table(result))
 
 

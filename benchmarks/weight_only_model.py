@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import platform
 import time
@@ -41,6 +40,7 @@ from _threads import FLAG, HELP, set_wait_policy
 set_wait_policy()  # before torch starts its thread pool
 
 import torch
+from _results import write_results
 from _timing import interleaved
 
 import quantlens as ql
@@ -209,7 +209,7 @@ def main() -> None:
         "rows": list(rows.values()),
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=1))
+    write_results(RESULTS, result)
     header = f"{'variant':22} {'quant s':>8} {'cosine':>8} {'retr':>6}"
     for batch, seq in SHAPES:
         header += f" {f'b{batch}/s{seq} med ms':>15} {'p95':>8} {'ratio':>6}"

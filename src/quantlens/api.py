@@ -47,6 +47,10 @@ def _check_model(model, config) -> None:
         raise InputError(
             f"expected a quantlens config such as ql.WeightOnly(bits=4) or ql.Dynamic(), got {type(config).__name__}"
         )
+    meta = next((n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta), None)
+    if meta is not None:
+        raise InputError(f"the model's {meta} is on the meta device and holds no values; load its weights first "
+                         "(e.g. model.to_empty(device='cpu') then load_state_dict, or from_pretrained without device_map='meta')")
     check_patterns(config, model)
 
 
@@ -63,7 +67,7 @@ def _finish(model: nn.Module, config: QuantConfig, summary: QuantSummary, source
     if source is not None:
         model.quantlens_source = source
     if isinstance(model, torch.fx.GraphModule):  # copy.deepcopy of a GraphModule keeps only these
-        keep = {k: v for k, v in vars(model).items() if k.startswith("quantlens_") and k != "quantlens_prepared"}
+        keep = {k: v for k, v in vars(model).items() if k.startswith("quantlens_")}
         model.meta.setdefault("_user_preserved_attributes", {}).update(keep)
     return model
 
@@ -152,8 +156,11 @@ def convert(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     if ctx is None:
         raise InputError("this model was not prepared by ql.prepare / ql.prepare_qat; prepare it first")
     source = getattr(model, "quantlens_source", None)
+    ctx = copy.deepcopy(ctx)  # converting a copy every epoch must not add to one summary
     target = model if inplace else copy.deepcopy(model)
-    target.__dict__.pop("quantlens_prepared", None)  # (a GraphModule's deepcopy has none)
+    target.__dict__.pop("quantlens_prepared", None)
+    if isinstance(target, torch.fx.GraphModule):
+        target.meta.get("_user_preserved_attributes", {}).pop("quantlens_prepared", None)
     for method in _methods_of(ctx.config):
         target = method.convert(target, ctx) if method.convert is not None else method.apply(target, ctx)
     ctx.summary.model_bytes_after = state_bytes(target)[0]

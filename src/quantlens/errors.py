@@ -7,6 +7,8 @@ what was wrong and how to fix it. The CLI prints the message on one line and exi
 
 from __future__ import annotations
 
+import math
+
 
 class QuantlensError(Exception):
     """Base class of every error quantlens raises on purpose."""
@@ -65,6 +67,28 @@ def error_line(exc: BaseException, limit: int = 300) -> str:
     """
     lines = str(exc).strip().splitlines()
     return lines[0][:limit] if lines else type(exc).__name__
+
+
+def check_number(name: str, value, lo: float = -math.inf, hi: float = math.inf, *, integer: bool = False):
+    """``value`` after checking it is a finite number (an integer with ``integer=True``) in
+    ``[lo, hi]``; None passes through. Raises :class:`InputError` naming ``name`` otherwise.
+
+    Example:
+        >>> check_number("reps", 5, 1, integer=True)
+        5
+    """
+    if value is None:
+        return None
+    kinds = (int,) if integer else (int, float)
+    ok = isinstance(value, kinds) and not isinstance(value, bool)
+    if ok and not integer:
+        ok = math.isfinite(value)
+    if not ok or not lo <= value <= hi:
+        kind = "an integer" if integer else "a finite number"
+        span = (f"from {lo:g} to {hi:g}" if math.isfinite(lo) and math.isfinite(hi)
+                else f">= {lo:g}" if math.isfinite(lo) else f"<= {hi:g}" if math.isfinite(hi) else "")
+        raise InputError(f"{name} must be {kind} {span}, got {value!r}".replace("  ", " ").replace(" ,", ","))
+    return value
 
 
 def require(module: str, extra: str):

@@ -21,7 +21,7 @@ from torch import nn
 from quantlens.core.data import iter_batches
 from quantlens.core.metrics import cosine_similarity, max_abs_error, prediction_rule, sqnr_db
 from quantlens.core.metrics import prediction_agreement as agreement
-from quantlens.errors import InputError
+from quantlens.errors import InputError, check_number
 
 __all__ = ["agreement", "assert_quantized_close"]
 
@@ -86,12 +86,16 @@ def assert_quantized_close(
     """
     if all(t is None for t in (min_sqnr_db, min_cosine, min_agreement, atol)):
         raise InputError("give at least one tolerance: min_sqnr_db, min_cosine, min_agreement or atol")
+    check_number("min_sqnr_db", min_sqnr_db)
+    check_number("min_cosine", min_cosine, -1, 1)
+    check_number("min_agreement", min_agreement, 0, 100)
+    check_number("atol", atol, 0)
     refs: list[list[torch.Tensor]] = []
     outs: list[list[torch.Tensor]] = []
     names: list[str] = []
     for model in (float_model, q_model):
         model.eval()
-    for batch in iter_batches(inputs):
+    for batch in iter_batches(inputs, what="inputs"):
         f_out, q_out = batch.run(float_model), batch.run(q_model)
         f_list, q_list = _outputs(f_out), _outputs(q_out)
         if len(f_list) != len(q_list):

@@ -117,5 +117,6 @@ def test_bad_arguments_are_one_line_errors(capsys):
     assert "not a bit width" in capsys.readouterr().err
     assert main(["inspect", "digits-cnn", "--observers", "nope"]) == 2
     assert "unknown observer" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["sensitivity"])
+    assert main(["sensitivity"]) == 2  # a usage error: one line, no usage block
+    err = capsys.readouterr().err
+    assert "required: model" in err and len(err.strip().splitlines()) == 1

@@ -116,3 +116,76 @@ def test_a_range_wider_than_float32_still_gives_a_finite_scale():
     qt = quantize_tensor(x, QScheme(bits=8, symmetric=False))
     assert torch.isfinite(qt.scale).all() and torch.isfinite(qt.dequantize()).all()
     assert (qt.dequantize() - x).abs().max() <= qt.scale.max() / 2 * 1.01
+
+
+# --- regressions: values float32 cannot hold, and the wrong kind of argument ------------------
+
+NF4 = QScheme(bits=4, codebook="nf4")
+
+
+@pytest.mark.parametrize("scale", [-1.0, 0.0, float("nan"), float("inf")])
+def test_codebook_scale_must_be_positive_and_finite(scale):
+    with pytest.raises(InputError, match="scale must be positive and finite"):
+        quantize_tensor(torch.randn(4), NF4, scale=torch.tensor(scale))
+
+
+def test_asymmetric_extremes_dequantize_finite():
+    x = torch.tensor([-3.4e38, 3.4e38])
+    out = quantize_tensor(x, QScheme(bits=8, symmetric=False)).dequantize()
+    assert torch.isfinite(out).all() and out[0] < -3.3e38 and out[1] > 3.3e38
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_float16_extremes_dequantize_to_float16_finite(symmetric):
+    x = torch.tensor([-65504.0, 65504.0], dtype=torch.float16)
+    out = quantize_tensor(x, QScheme(bits=8, symmetric=symmetric)).dequantize(torch.float16)
+    assert out.dtype == torch.float16 and torch.isfinite(out).all()
+    assert out[0] == -65504 and out[1] > 65000
+
+
+def test_fake_quantize_extremes_stay_finite():
+    scheme = QScheme(bits=8, symmetric=False)
+    x = torch.tensor([-3.4e38, 3.4e38])
+    scale, zp = compute_qparams(x.min(), x.max(), scheme)
+    assert torch.isfinite(fake_quantize(x, scale, zp, scheme)).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int8, torch.bool])
+def test_dequantize_to_a_non_float_dtype(dtype):
+    with pytest.raises(InputError, match="dequantize returns floats"):
+        quantize_tensor(torch.randn(4), QScheme(bits=8)).dequantize(dtype)
+
+
+def test_float64_beyond_float32_is_refused():
+    with pytest.raises(InputError, match="beyond float32's range"):
+        quantize_tensor(torch.tensor([1e300, 1.0], dtype=torch.float64), QScheme(bits=8))
+
+
+def test_meta_tensor():
+    with pytest.raises(InputError, match="meta device"):
+        quantize_tensor(torch.randn(4, device="meta"), QScheme(bits=8))
+    with pytest.raises(InputError, match="meta"):
+        pack(torch.zeros(4, dtype=torch.uint8, device="meta"), bits=2)
+
+
+def test_scheme_from_dict_unknown_key():
+    with pytest.raises(SchemeError, match="unknown QScheme key.*'foo'.*valid keys: bits"):
+        QScheme.from_dict({"bits": 8, "foo": 1})
+    with pytest.raises(SchemeError, match="dict"):
+        QScheme.from_dict([8])
+    assert QScheme.from_dict(QScheme(bits=4).to_dict()) == QScheme(bits=4)
+
+
+def test_lists_to_fake_quantize_and_pack():
+    with pytest.raises(InputError, match="got list"):
+        fake_quantize([1.0, 2.0], torch.tensor(0.1), torch.tensor(0), QScheme(bits=8))
+    with pytest.raises(InputError, match="got list"):
+        pack([1, 2], bits=2)
+    with pytest.raises(InputError, match="scheme must be a QScheme"):
+        quantize_tensor(torch.randn(3), {"bits": 8})
+
+
+@pytest.mark.parametrize("shape", [(-1, 4), "ab", None, (2.0,), (True,)])
+def test_unpack_bad_shape(shape):
+    with pytest.raises(InputError, match="shape must be a sequence of non-negative integers"):
+        unpack(torch.zeros(2, dtype=torch.uint8), bits=4, shape=shape)

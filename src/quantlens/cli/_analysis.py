@@ -4,13 +4,12 @@ model, the data and the method from the command line."""
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 from quantlens import zoo
+from quantlens.cli._args import int_in, read_json, shorten
 from quantlens.cli._models import add_trust_code
-from quantlens.errors import ConfigError, InputError
+from quantlens.errors import InputError
 from quantlens.methods.base import QuantConfig, config_from_dict
 
 
@@ -56,13 +55,10 @@ def method_config(args: argparse.Namespace, default: str = "w4", model=None) -> 
     ``model`` when given: a weight-only preset then covers a CNN's convolutions too, as in
     ``quantlens compare``)."""
     if getattr(args, "config", None):
-        path = Path(args.config)
-        try:
-            return config_from_dict(json.loads(path.read_text(encoding="utf-8")))
-        except FileNotFoundError:
-            raise InputError(f"config file {path} does not exist") from None
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path} is not valid JSON ({exc}); write it with config.to_dict()") from exc
+        data = read_json(args.config)
+        if not isinstance(data, dict):
+            raise InputError(f"{shorten(args.config)} must hold a JSON object with a 'method' key")
+        return config_from_dict(data)
     from quantlens.eval.presets import make_config
 
     return make_config(args.method or default, model)
@@ -97,7 +93,7 @@ def add_common(parser: argparse.ArgumentParser, *, method: bool = True) -> None:
     if method:
         parser.add_argument("--method", help=f"method preset: {', '.join(PRESETS)} (default w4)")
         parser.add_argument("--config", help="a config JSON file (config.to_dict()) instead of --method")
-    parser.add_argument("--max-batches", type=int, default=None, help="measure on this many batches only (a subset)")
+    parser.add_argument("--max-batches", type=int_in(1), default=None, help="measure on this many batches only (a subset)")
     parser.add_argument("--metric", choices=("accuracy", "cosine", "agreement", "sqnr"),
                         help="what to measure (default: accuracy with labels, cosine for embeddings, else SQNR)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")

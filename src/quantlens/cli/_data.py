@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from quantlens import zoo
+from quantlens.cli._args import path_kind, shorten
 from quantlens.errors import (
     InputError,
     MissingDependencyError,
@@ -77,11 +78,20 @@ def load_npz(path: Path) -> object:
         arrays = dict(np.load(path, allow_pickle=False))
     except (ValueError, OSError) as exc:
         raise InputError(f"{path} is not a readable .npz of arrays ({exc})") from exc
-    inputs = torch.from_numpy(_pick(arrays, INPUT_KEYS, "inputs", path, True))
+    inputs = _tensor(_pick(arrays, INPUT_KEYS, "inputs", path, True), "inputs", path)
     if inputs.dtype == torch.float64:
         inputs = inputs.float()
     labels = _pick(arrays, LABEL_KEYS, "labels", path, False)
-    return _pair(inputs, None if labels is None else torch.from_numpy(labels))
+    return _pair(inputs, None if labels is None else _tensor(labels, "labels", path))
+
+
+def _tensor(array, what: str, path: Path) -> torch.Tensor:
+    """A numpy array as a tensor; strings, objects and other dtypes torch lacks are refused."""
+    try:
+        return torch.from_numpy(array)
+    except TypeError:
+        raise InputError(f"{shorten(path)}: the {what} array has dtype {array.dtype}, which is not numbers; "
+                         "save numeric arrays (float32 inputs, integer labels)") from None
 
 
 def load_image_folder(path: Path, batch_size: int = 64):
@@ -119,16 +129,18 @@ def load_data(spec: str) -> LoadedData:
         UnknownNameError: neither a file/folder nor a zoo data set (lists the zoo names).
     """
     path = Path(spec)
-    if path.is_file():
+    kind = path_kind(path)
+    if kind == "file":
         loader = {".pt": load_pt, ".pth": load_pt, ".npz": load_npz}.get(path.suffix.lower())
         if loader is None:
-            raise InputError(f"{path}: unsupported data file type {path.suffix!r}; give a .pt or .npz of tensors")
+            raise InputError(f"{shorten(path)}: unsupported data file type {shorten(path.suffix, 20)!r}; "
+                             "give a .pt or .npz of tensors")
         return LoadedData(loader(path), description=str(path))
-    if path.is_dir():
+    if kind == "dir":
         return LoadedData(load_image_folder(path), description=f"image folder {path}")
     if spec not in zoo.list_datasets():
         raise UnknownNameError(
-            f"unknown data {spec!r}: not a file or folder, and not a zoo data set; "
+            f"unknown data {shorten(repr(spec))}: not a file or folder, and not a zoo data set; "
             f"valid zoo data sets: {', '.join(zoo.list_datasets())} (or a .pt/.npz file, or an image folder)"
         )
     test = zoo.load_dataset(spec, "test")

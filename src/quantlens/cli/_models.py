@@ -11,8 +11,10 @@ from torch import nn
 
 from quantlens import zoo
 from quantlens.checkpoint import META_FILE, call_factory
+from quantlens.cli._args import path_kind, shorten
 from quantlens.errors import InputError, UnknownNameError, error_line, require
 
+MAX_FACTORY = 1000  # characters: no module:function name is longer
 FORMS = "a zoo model ({zoo}), a quantlens checkpoint folder, a Hugging Face model folder, or module:factory"
 
 
@@ -56,19 +58,20 @@ def resolve_model(spec: str, *, trust_code: bool = False) -> ResolvedModel:
     if spec in zoo.list_models():
         return ResolvedModel(zoo.load_model(spec), "zoo", spec)
     path = Path(spec)
-    if path.is_dir():
+    kind = path_kind(path)
+    if kind == "dir":
         if (path / META_FILE).is_file():
             import quantlens as ql
 
             return ResolvedModel(ql.load(path, trust_code=trust_code), "checkpoint")
         if (path / "config.json").is_file():
             return ResolvedModel(_load_hf(path), "hf")
-        raise InputError(f"{path} is a folder with neither {META_FILE} nor config.json; give {forms}")
-    if ":" in spec and not path.exists():
+        raise InputError(f"{shorten(path)} is a folder with neither {META_FILE} nor config.json; give {forms}")
+    if ":" in spec and kind is None and len(spec) <= MAX_FACTORY:
         return ResolvedModel(_call_factory(spec), "factory")
-    if path.exists():
-        raise InputError(f"{path} is a file; give {forms}")
-    raise UnknownNameError(f"unknown model {spec!r}; give {forms}")
+    if kind is not None:
+        raise InputError(f"{shorten(path)} is a file; give {forms}")
+    raise UnknownNameError(f"unknown model {shorten(repr(spec))}; give {forms}")
 
 
 def _load_hf(path: Path) -> nn.Module:

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from quantlens import zoo
+from quantlens.cli._args import check_out_folder, float_in, int_in, max_threads, path_kind, shorten
 from quantlens.cli._models import add_trust_code
 from quantlens.errors import InputError, QuantizationFailedError
 from quantlens.eval.compare import reference_outputs
@@ -53,17 +54,17 @@ def register(subparsers) -> None:
     parser.add_argument("--train-data", help="labelled data for QAT (default: the zoo set's train split)")
     parser.add_argument("--methods", help=f"comma-separated: {', '.join(PRESETS)} "
                                           f"(default: {','.join(default_methods())})")
-    parser.add_argument("--max-drop", type=float, default=1.0,
+    parser.add_argument("--max-drop", type=float_in(0, 100), default=1.0,
                         help="accuracy points the recommendation may lose vs float (default 1.0)")
     parser.add_argument("--objective", choices=("latency", "size"), default="latency",
                         help="what the recommendation minimises (default latency)")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default ./{DEFAULT_OUT})")
     parser.add_argument("--force", action="store_true", help="overwrite the output folder if it exists")
-    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+    parser.add_argument("--threads", type=int_in(1, max_threads()), default=DEFAULT_THREADS,
                         help=f"torch threads for the whole run and the timings (default {DEFAULT_THREADS}: "
                              "the most repeatable; raise it to measure multi-threaded serving)")
-    parser.add_argument("--reps", type=int, default=DEFAULT_REPS, help=f"timed calls per model (default {DEFAULT_REPS})")
-    parser.add_argument("--qat-epochs", type=int, default=1, help="QAT fine-tuning epochs (default 1)")
+    parser.add_argument("--reps", type=int_in(1), default=DEFAULT_REPS, help=f"timed calls per model (default {DEFAULT_REPS})")
+    parser.add_argument("--qat-epochs", type=int_in(1), default=1, help="QAT fine-tuning epochs (default 1)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
     parser.add_argument("--sweep", nargs="?", const="auto", metavar="METHOD",
                         help="try a grid of one method's settings (default: the first --methods entry, "
@@ -91,7 +92,9 @@ def command_line(args: argparse.Namespace) -> str:
     parts += ["--max-drop", f"{args.max_drop:g}", "--objective", args.objective, "--reps", str(args.reps),
               "--qat-epochs", str(args.qat_epochs), "--out", args.out]
     parts += [f"--{f}" for f in ("no-memory", "analysis", "trust-code", "force", "json") if getattr(args, f.replace("-", "_"), False)]
-    return shlex.join(parts)
+    # a name that is not UTF-8 (undecodable bytes arrive as surrogates) is written as \xNN,
+    # so the report files that record the command can be written as UTF-8
+    return os.fsencode(shlex.join(parts)).decode("utf-8", "backslashreplace")
 
 
 def _resolve_model(spec: str, *, trust_code: bool = False):
@@ -147,18 +150,10 @@ def _configs(args: argparse.Namespace, model=None) -> dict:
 
 def _check_out(out: Path, force: bool) -> None:
     """Fail now, before anything slow, if ``out`` cannot become the report folder."""
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} is a file; give a folder")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise InputError(f"{out} already exists and is not empty; pass --force to overwrite it, or --out another folder")
-    parent = out if out.is_dir() else out.absolute().parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise InputError(f"--out {out}: {parent} is not a folder, so the report folder cannot be created there; "
-                         "give a folder path")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"--out {out}: no permission to write in {parent}; give a folder you can write to")
+    check_out_folder(out, "--out")
+    if path_kind(out) == "dir" and any(out.iterdir()) and not force:
+        raise InputError(f"{shorten(out)} already exists and is not empty; pass --force to overwrite it, "
+                         "or --out another folder")
 
 
 def _prepare_out(out: Path) -> bool:

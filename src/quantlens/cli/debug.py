@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from quantlens.cli._analysis import add_common, check_positive, inputs_and_config
+from quantlens.cli._args import float_in, int_in
 from quantlens.errors import InputError
 
 
@@ -21,10 +22,10 @@ def register(subparsers) -> None:
                     "its bits, per-channel weights, a percentile/MSE observer, skip it, or QAT.",
     )
     add_common(parser)
-    parser.add_argument("--top", type=int, default=5, help="at most this many problem layers (default 5)")
-    parser.add_argument("--max-drop", type=float, default=1.0,
+    parser.add_argument("--top", type=int_in(1), default=5, help="at most this many problem layers (default 5)")
+    parser.add_argument("--max-drop", type=float_in(0, 100), default=1.0,
                         help="accuracy (or cosine) points the plan may lose (default 1.0)")
-    parser.add_argument("--min-sqnr-db", type=float, default=None,
+    parser.add_argument("--min-sqnr-db", type=float_in(-200, 400), default=None,
                         help="the plan's budget when the metric is SQNR (default 30 dB)")
     parser.add_argument("--candidates", default="8,4,2,float",
                         help="bit widths the plan may choose per layer (default 8,4,2,float)")

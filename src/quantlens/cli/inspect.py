@@ -7,6 +7,7 @@ import argparse
 import json
 
 from quantlens.cli._analysis import check_positive, load_inputs
+from quantlens.cli._args import int_in
 from quantlens.cli._models import add_trust_code
 
 
@@ -21,7 +22,7 @@ def register(subparsers) -> None:
     parser.add_argument("model", help="zoo name, quantlens checkpoint folder, or Hugging Face folder / module:factory")
     add_trust_code(parser)
     parser.add_argument("--data", help="calibration data for activation ranges (zoo data set or .pt/.npz)")
-    parser.add_argument("--max-batches", type=int, default=4, help="batches for activation ranges (default 4)")
+    parser.add_argument("--max-batches", type=int_in(1), default=4, help="batches for activation ranges (default 4)")
     parser.add_argument("--observers", default="minmax,percentile,mse",
                         help="observers whose clipping ranges to show (default minmax,percentile,mse)")
     parser.add_argument("--plot", help="write the activation histograms with clipping ranges to this PNG file")

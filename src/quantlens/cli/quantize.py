@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
+from quantlens.cli._args import check_out_folder, int_in, read_json, shorten
 from quantlens.cli._models import add_trust_code
 from quantlens.core.scheme import QScheme
 from quantlens.errors import ConfigError, InputError, QuantlensError
@@ -40,14 +40,14 @@ def register(subparsers) -> None:
     parser.add_argument("model", metavar="MODEL")
     parser.add_argument("-o", "--out", required=True, help="checkpoint folder to write")
     parser.add_argument("--method", default="weight-only", help="registered method name (default weight-only)")
-    parser.add_argument("--bits", type=int)
+    parser.add_argument("--bits", type=int_in(1, 8))
     parser.add_argument("--group-size", type=_group_size, default=_UNSET, help="elements per scale, or 'none' for per-channel")
     parser.add_argument("--algorithm", help="weight-only algorithm: rtn, hqq or gptq")
     parser.add_argument("--symmetric", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--codebook", help="nf4, log2 or kmeans")
     parser.add_argument("--embeddings", action="store_true", help="quantize nn.Embedding tables too")
     parser.add_argument("--skip", action="append", help="module name pattern left in float (repeatable)")
-    parser.add_argument("--config", type=Path, help="a config JSON (as in quantlens.json's 'config')")
+    parser.add_argument("--config", help="a config JSON (as in quantlens.json's 'config')")
     parser.add_argument("--calib-data", help="calibration data (zoo data set or .pt/.npz); default: the "
                         "zoo model's calib split")
     add_trust_code(parser)
@@ -66,16 +66,13 @@ def _group_size(text: str) -> int | None:
 def build_config(args: argparse.Namespace):
     """The config the flags (or ``--config``) describe."""
     if args.config is not None:
-        try:
-            data = json.loads(args.config.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise InputError(f"cannot read the config {args.config}: {exc}") from exc
+        data = read_json(args.config)
         if not isinstance(data, dict):
-            raise InputError(f"{args.config} must hold a JSON object with a 'method' key")
+            raise InputError(f"{shorten(args.config)} must hold a JSON object with a 'method' key")
         try:
             return config_from_dict(data)
         except QuantlensError as exc:
-            raise ConfigError(f"{args.config}: {exc}") from exc
+            raise ConfigError(f"{shorten(args.config)}: {exc}") from exc
     method = get_method(args.method.replace("-", "_"))
     fields = {f.name for f in dataclasses.fields(method.config_cls)}
     kwargs = {}
@@ -141,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
     import quantlens as ql
     from quantlens.cli._models import resolve_model
 
+    check_out_folder(Path(args.out), "-o")
     config = build_config(args)
     resolved = resolve_model(args.model, trust_code=args.trust_code)
     model, warning = resolved.model, None

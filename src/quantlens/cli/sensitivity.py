@@ -6,6 +6,7 @@ import argparse
 import json
 
 from quantlens.cli._analysis import add_common, check_positive, inputs_and_config
+from quantlens.cli._args import int_in
 
 
 def register(subparsers) -> None:
@@ -17,7 +18,7 @@ def register(subparsers) -> None:
     )
     add_common(parser)
     parser.add_argument("--reverse", action="store_true", help="quantize everything but one layer at a time")
-    parser.add_argument("--top", type=int, default=None, help="show only the N most sensitive layers")
+    parser.add_argument("--top", type=int_in(1), default=None, help="show only the N most sensitive layers")
     parser.add_argument("--plot", help="write the bar chart to this PNG file")
     parser.set_defaults(func=run)
 

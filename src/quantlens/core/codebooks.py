@@ -88,7 +88,9 @@ def quantize_blocks(
     k-means)."""
     if scale is None:
         scale = blocks.abs().amax(dim=-1).clamp(min=MIN_SCALE)
-    normalized = blocks / scale.unsqueeze(-1)
+    # values beyond a given (clipping) scale take the outermost level; clamping also keeps
+    # x / s finite when a tiny scale would overflow it (k-means would fit inf/NaN levels)
+    normalized = (blocks / scale.unsqueeze(-1)).clamp_(-1.0, 1.0)
     if scheme.codebook == "kmeans":
         rows = normalized.reshape(normalized.shape[0], -1) if scheme.granularity == "per_channel" else normalized.reshape(1, -1)
         levels = levels_for(scheme, rows)

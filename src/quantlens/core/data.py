@@ -11,6 +11,10 @@ Accepted forms (for ``data``, ``calib_data`` and ``train_data`` arguments):
 
 A ``"labels"`` or ``"label"`` key of a dict batch becomes the batch's labels and is not
 passed to the model.
+
+Data that would give a silently wrong answer is refused with an :class:`InputError`: no
+batch at all, a batch of zero samples, or NaN/Inf in a floating-point input (the message
+gives the count and the position of the first bad value).
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ from itertools import islice
 
 import torch
 
-from quantlens.errors import InputError
+from quantlens.errors import InputError, QuantlensError, check_number, error_line
 
 DEFAULT_BATCH_SIZE = 64
+_OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)  # out of memory is not an input mistake
 _LABEL_KEYS = ("labels", "label")
 
 
@@ -86,40 +91,135 @@ def to_batch(item) -> Batch:
     )
 
 
-def iter_batches(data, *, batch_size: int = DEFAULT_BATCH_SIZE, limit: int | None = None) -> Iterator[Batch]:
-    """Yield :class:`Batch` objects from any accepted data form.
+_CLEAN = "clean or drop those samples (quantized results on them would be meaningless)"
+
+
+def check_finite(t: torch.Tensor, what: str = "data", where: str = "", fix: str = _CLEAN,
+                 error: type[QuantlensError] = InputError) -> None:
+    """Raise ``error`` if the floating-point tensor ``t`` holds NaN or Inf, giving how many
+    and where the first one is (``where`` names the batch, e.g. ``" in batch 3"``; ``fix``
+    says what to do).
+
+    Example:
+        >>> check_finite(torch.tensor([1.0, float("nan")]), "calib_data")
+        Traceback (most recent call last):
+        ...
+        quantlens.errors.InputError: calib_data holds 1 NaN/Inf value(s); the first is nan at index (1,); ...
+    """
+    if not isinstance(t, torch.Tensor) or not t.is_floating_point() or t.is_meta or not t.numel():
+        return
+    finite = torch.isfinite(t)
+    if bool(finite.all()):
+        return
+    bad = ~finite
+    first = tuple(int(i) for i in bad.nonzero()[0])
+    raise error(f"{what} holds {int(bad.sum())} NaN/Inf value(s){where}; the first is {float(t[first])} "
+                f"at index {first}; {fix}")
+
+
+def check_batch(batch: Batch, what: str = "data", index: int | None = None) -> Batch:
+    """``batch`` after checking it has samples and finite floating-point inputs.
+
+    Raises:
+        InputError: an input has zero samples, or holds NaN/Inf (count and first position).
+    """
+    where = "" if index is None else f" in batch {index}"
+    for name, t in [(f"input {i}", a) for i, a in enumerate(batch.args)] + list(batch.kwargs.items()):
+        if isinstance(t, torch.Tensor):
+            if t.ndim and t.shape[0] == 0:
+                raise InputError(f"{what}{where} has no samples ({name} has shape {tuple(t.shape)}); "
+                                 "give at least one sample per batch")
+            check_finite(t, what, where)
+    return batch
+
+
+def check_source(data, what: str = "data") -> None:
+    """Raise :class:`InputError` unless ``data`` is one of the accepted forms (see the module
+    docstring); a tensor needs a first (sample) dimension."""
+    if data is None:
+        raise InputError(f"no {what} given; pass a tensor, an (inputs, labels) pair, a list of batches or a DataLoader")
+    if isinstance(data, torch.Tensor):
+        if data.ndim == 0:
+            raise InputError(f"{what} is a 0-d tensor; give a batch with a first (sample) dimension")
+    elif isinstance(data, (str, bytes)) or not isinstance(data, (Iterable, Mapping)):
+        raise InputError(
+            f"cannot read batches from a {type(data).__name__} ({what}); give a tensor, an (inputs, labels) "
+            "pair, a list of batches, a DataLoader, or an iterable of dicts of tensors"
+        )
+
+
+def is_one_shot(data, what: str = "data") -> bool:
+    """Whether ``data`` is an iterator that iterating consumes (a generator), after checking
+    it is an accepted form."""
+    check_source(data, what)
+    return not isinstance(data, (torch.Tensor, Mapping)) and iter(data) is data
+
+
+def iter_batches(
+    data, *, batch_size: int = DEFAULT_BATCH_SIZE, limit: int | None = None, what: str = "data"
+) -> Iterator[Batch]:
+    """Yield :class:`Batch` objects from any accepted data form, each checked (see the
+    module docstring).
 
     Args:
         data: see the module docstring.
         batch_size: batch size used when ``data`` is a single tensor or an (inputs, labels) pair.
         limit: stop after this many batches.
+        what: the argument's name in error messages (``"calib_data"``, ...).
+
+    Raises:
+        InputError: ``data`` is not an accepted form, yields no batch, has an empty batch or
+            holds NaN/Inf.
 
     Example:
         >>> [b.size for b in iter_batches(torch.zeros(10, 3), batch_size=4)]
         [4, 4, 2]
     """
-    if data is None:
-        raise InputError("no data given; pass a tensor, an (inputs, labels) pair, a list of batches or a DataLoader")
-    if isinstance(data, torch.Tensor):
-        if data.ndim == 0:
-            raise InputError("data is a 0-d tensor; give a batch with a first (sample) dimension")
-        batches = (Batch(args=(chunk,)) for chunk in data.split(batch_size))
-    elif isinstance(data, tuple) and _is_pair(data):
-        batches = (Batch(args=(x,), labels=y) for x, y in zip(data[0].split(batch_size), data[1].split(batch_size)))
+    check_source(data, what)
+    check_number("batch_size", batch_size, 1, integer=True)
+    check_number("limit", limit, 0, integer=True)
+    whole = data if isinstance(data, torch.Tensor) else data[0] if isinstance(data, tuple) and _is_pair(data) else None
+    if whole is not None:  # one tensor: checked once, positions in it
+        check_batch(Batch(args=(whole,)), what)
+        pieces = data.split(batch_size) if whole is data else zip(data[0].split(batch_size), data[1].split(batch_size))
+        batches = (Batch(args=(p,)) if whole is data else Batch(args=(p[0],), labels=p[1]) for p in pieces)
     elif isinstance(data, Mapping):
-        batches = iter([_from_mapping(data)])
-    elif isinstance(data, Iterable) and not isinstance(data, (str, bytes)):
-        batches = (to_batch(item) for item in data)
+        batches = (check_batch(b, what) for b in [_from_mapping(data)])
     else:
+        batches = (check_batch(to_batch(item), what, i) for i, item in enumerate(data))
+    n = 0
+    for batch in islice(batches, limit):
+        n += 1
+        yield batch
+    if n == 0 and limit != 0:
+        raise InputError(f"{what} is empty: it yielded no batch; give at least one batch of inputs")
+
+
+def describe_inputs(batch: Batch) -> str:
+    """The shapes and dtypes of a batch's inputs, e.g. ``(8, 8) float32``."""
+    parts = [f"{tuple(a.shape)} {str(a.dtype).removeprefix('torch.')}" for a in batch.args if isinstance(a, torch.Tensor)]
+    parts += [f"{k}={tuple(v.shape)} {str(v.dtype).removeprefix('torch.')}"
+              for k, v in batch.kwargs.items() if isinstance(v, torch.Tensor)]
+    return ", ".join(parts) or "none"
+
+
+def run_batch(model: torch.nn.Module, batch: Batch, what: str = "data"):
+    """``batch.run(model)``, where the model rejecting the inputs (a shape or dtype it
+    cannot take) becomes an :class:`InputError` naming ``what`` and the inputs' shapes."""
+    try:
+        return batch.run(model)
+    except (QuantlensError, _OOM):
+        raise
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
         raise InputError(
-            f"cannot read batches from a {type(data).__name__}; give a tensor, an (inputs, labels) "
-            "pair, a list of batches, a DataLoader, or an iterable of dicts of tensors"
-        )
-    yield from islice(batches, limit)
+            f"the model cannot run on {what} (inputs {describe_inputs(batch)}: {error_line(exc, 160)}); "
+            "give inputs of the shape and dtype the model takes"
+        ) from exc
 
 
 def count_batches(data, *, batch_size: int = DEFAULT_BATCH_SIZE) -> int | None:
     """Number of batches ``iter_batches`` will yield, when it can be known without iterating."""
+    check_number("batch_size", batch_size, 1, integer=True)
     if isinstance(data, torch.Tensor):
         return -(-data.shape[0] // batch_size)
     if isinstance(data, tuple) and _is_pair(data):
@@ -129,8 +229,8 @@ def count_batches(data, *, batch_size: int = DEFAULT_BATCH_SIZE) -> int | None:
     return len(data) if hasattr(data, "__len__") else None
 
 
-def first_batch(data) -> Batch:
+def first_batch(data, what: str = "data") -> Batch:
     """The first batch of ``data`` (to trace a model or build example inputs)."""
-    for batch in iter_batches(data, limit=1):
+    for batch in iter_batches(data, limit=1, what=what):
         return batch
-    raise InputError("the data is empty: it yielded no batch")
+    raise InputError(f"{what} is empty: it yielded no batch")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from quantlens.core.layout import from_blocks, qparam_shape, to_blocks
-from quantlens.core.qtensor import check_zero_point
+from quantlens.core.qtensor import check_float, check_scheme_type, check_zero_point
 from quantlens.core.scheme import QScheme
 from quantlens.errors import InputError
 
@@ -15,10 +15,14 @@ class _RoundClampSTE(torch.autograd.Function):
     where ``round(x / s) + z`` lies inside ``[qmin, qmax]`` and 0 where it was clipped."""
 
     @staticmethod
-    def forward(x, scale, zero_point, qmin, qmax):
+    def forward(x, scale, zero_point, qmin, qmax, saturate=False):
         q = torch.round(x / scale) + zero_point
         inside = (q >= qmin) & (q <= qmax)
-        return (torch.clamp(q, qmin, qmax) - zero_point) * scale, inside
+        out = (torch.clamp(q, qmin, qmax) - zero_point) * scale
+        if saturate:  # s * (q - z) may leave the dtype's range: keep it finite
+            info = torch.finfo(out.dtype)
+            out = out.clamp(info.min, info.max)
+        return out, inside
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -28,7 +32,7 @@ class _RoundClampSTE(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad, _grad_inside):
         (inside,) = ctx.saved_tensors
-        return grad * inside, None, None, None, None
+        return grad * inside, None, None, None, None, None
 
 
 def fake_quantize(
@@ -51,6 +55,8 @@ def fake_quantize(
         >>> fake_quantize(torch.tensor([1.5, -2.3]), torch.tensor(0.2), torch.tensor(0), QScheme(bits=8))
         tensor([ 1.6000, -2.4000])
     """
+    check_float(x, "tensor to fake-quantize")
+    check_scheme_type(scheme)
     if scheme.codebook is not None:
         raise InputError("fake_quantize supports uniform schemes only; drop the codebook for QAT")
     expected = qparam_shape(x.shape, scheme)
@@ -64,14 +70,17 @@ def fake_quantize(
         if not (torch.isfinite(scale).all() and (scale > 0).all()):
             raise InputError("scale must be positive and finite everywhere; compute it with compute_qparams")
         zero_point = check_zero_point(zero_point, scheme)
-        if x.numel() and not torch.isfinite(x.detach().amax() - x.detach().amin()):
+        if x.numel() and not (torch.isfinite(x.detach().amax()) and torch.isfinite(x.detach().amin())):
             raise InputError("the tensor to fake-quantize holds NaN/Inf value(s); check the inputs or the "
                              "learning rate (training may have diverged)")
     scale = scale.reshape(()) if scale.numel() == 1 else scale
     zero_point = zero_point.to(x.dtype)
     zero_point = zero_point.reshape(()) if zero_point.numel() == 1 else zero_point
+    saturate = False
+    if not torch.compiler.is_compiling() and scale.numel():
+        saturate = float(scale.detach().abs().max()) * (scheme.levels - 1) * 1.001 >= torch.finfo(x.dtype).max
     blocks = to_blocks(x, scheme)
     out, _ = _RoundClampSTE.apply(
-        blocks, scale.unsqueeze(-1), zero_point.unsqueeze(-1), scheme.qmin, scheme.qmax
+        blocks, scale.unsqueeze(-1), zero_point.unsqueeze(-1), scheme.qmin, scheme.qmax, saturate
     )
     return from_blocks(out, scheme, x.shape)

@@ -41,6 +41,7 @@ import torch
 from quantlens.core.histogram import RowHistogram, kl_search, mse_search
 from quantlens.core.layout import normalize_axis
 from quantlens.core.qparams import compute_qparams
+from quantlens.core.qtensor import check_finite_float
 from quantlens.core.scheme import QScheme
 from quantlens.errors import InputError, SchemeError, UnknownNameError
 
@@ -100,8 +101,12 @@ class Observer:
         """Fold the batch ``x`` (a float tensor, finite) into the statistics."""
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
             raise InputError(f"observers take float tensors, got {getattr(x, 'dtype', type(x).__name__)}")
+        if x.is_meta:
+            raise InputError("observers need values: this batch is on the meta device; run real data")
         if x.numel() == 0:
             return
+        if x.dtype == torch.float64:  # beyond float32's range it would turn into inf below
+            check_finite_float(x, "batch")
         rows = self._rows(x.detach().float())
         if self.min_val is not None and rows.shape[0] != self.min_val.shape[0]:
             raise InputError(

@@ -60,6 +60,11 @@ def pack(q: torch.Tensor, bits: int, *, signed: bool = False) -> torch.Tensor:
         [57]
     """
     _check_bits(bits)
+    if not isinstance(q, torch.Tensor):
+        raise InputError(f"pack needs an integer torch.Tensor, got {type(q).__name__}; "
+                         "convert it with torch.as_tensor(..., dtype=torch.uint8)")
+    if q.is_meta:
+        raise InputError("pack got a meta tensor, which holds no values; pack real codes")
     if q.dtype not in _INT_DTYPES:
         raise InputError(f"pack needs an integer tensor, got dtype {q.dtype}; quantize it first")
     lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
@@ -94,12 +99,32 @@ def pack(q: torch.Tensor, bits: int, *, signed: bool = False) -> torch.Tensor:
     return out.reshape(-1)[:nbytes]
 
 
+def _check_shape(shape) -> tuple[int, ...]:
+    """``shape`` as a tuple of non-negative ints, or an InputError saying what is wrong."""
+    if isinstance(shape, int) and not isinstance(shape, bool):
+        shape = (shape,)
+    try:
+        dims = tuple(shape)
+    except TypeError:
+        dims = None
+    if dims is None or isinstance(shape, (str, bytes)) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in dims
+    ):
+        raise InputError(f"shape must be a sequence of non-negative integers (like q.shape), got {shape!r:.80}")
+    return dims
+
+
 def unpack(packed: torch.Tensor, bits: int, shape, *, signed: bool = False) -> torch.Tensor:
     """Inverse of :func:`pack`: the codes, reshaped to ``shape``.
 
     Returns a uint8 tensor (int8 with ``signed=True``).
     """
     _check_bits(bits)
+    if not isinstance(packed, torch.Tensor):
+        raise InputError(f"unpack needs the uint8 tensor pack() returned, got {type(packed).__name__}")
+    if packed.is_meta:
+        raise InputError("unpack got a meta tensor, which holds no values; unpack real packed bytes")
+    shape = _check_shape(shape)
     if packed.dtype != torch.uint8:
         raise InputError(f"unpack needs the uint8 tensor pack() returned, got dtype {packed.dtype}")
     numel = math.prod(shape)

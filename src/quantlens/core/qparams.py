@@ -7,9 +7,28 @@ import torch
 from quantlens.core.scheme import QScheme
 from quantlens.errors import InputError
 
+FLOAT32_MAX = torch.finfo(torch.float32).max
+
 # The smallest scale we hand out: a zero-width range (an all-zero tensor) still gets a
 # finite, positive scale, so quantizing and dequantizing it is exact and never inf/NaN.
 MIN_SCALE = torch.finfo(torch.float32).eps
+
+
+def _as_range(value, name: str) -> torch.Tensor:
+    """``value`` as a float32 tensor on a real device (float64 beyond float32's range refused)."""
+    try:
+        t = torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise InputError(f"{name} must be a number or a tensor of numbers, got {type(value).__name__}") from exc
+    if t.is_meta:
+        raise InputError(f"{name} is on the meta device and holds no values; compute the range from real data")
+    if t.is_complex() or t.dtype == torch.bool:
+        raise InputError(f"{name} must be real numbers, got dtype {t.dtype}")
+    if t.dtype == torch.float64 and t.numel() and bool((t.abs() > FLOAT32_MAX).any() & t.isfinite().any()):
+        finite = t[t.isfinite()]
+        if finite.numel() and float(finite.abs().max()) > FLOAT32_MAX:
+            raise InputError(f"{name} lies beyond float32's range (±{FLOAT32_MAX:.4g}); rescale the tensor first")
+    return t.to(torch.float32)
 
 
 def compute_qparams(
@@ -36,8 +55,9 @@ def compute_qparams(
         >>> round(s.item(), 6), z.item()
         (0.015686, 64)
     """
-    min_val = torch.as_tensor(min_val, dtype=torch.float32)
-    max_val = torch.as_tensor(max_val, dtype=torch.float32)
+    if not isinstance(scheme, QScheme):
+        raise InputError(f"scheme must be a QScheme, got {type(scheme).__name__}; build one with QScheme(bits=...)")
+    min_val, max_val = _as_range(min_val, "min_val"), _as_range(max_val, "max_val")
     if min_val.shape != max_val.shape:
         raise InputError(f"min_val shape {tuple(min_val.shape)} != max_val shape {tuple(max_val.shape)}")
     if not (torch.isfinite(min_val).all() and torch.isfinite(max_val).all()):

@@ -39,12 +39,35 @@ class QTensor:
         return self.data.shape
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """The float tensor these levels stand for: ``s * (q - z)`` (or ``s * codebook[q]``)."""
+        """The float tensor these levels stand for: ``s * (q - z)`` (or ``s * codebook[q]``).
+
+        Args:
+            dtype: a floating-point dtype. Values beyond its range saturate to its largest
+                finite value (``s * (q - z)`` of a float32 range near ±3.4e38, or a float16
+                range near ±65504, would otherwise round to ±inf).
+
+        Returns:
+            A tensor of ``dtype`` in the shape of ``data``.
+
+        Raises:
+            InputError: ``dtype`` is not a floating-point dtype.
+
+        Example:
+            >>> quantize_tensor(torch.tensor([1.5, -2.3]), QScheme(bits=8), scale=torch.tensor(0.2)).dequantize()
+            tensor([ 1.6000, -2.4000])
+        """
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise InputError(f"dequantize returns floats: pass a floating-point dtype such as "
+                             f"torch.float32, not {dtype}")
+        work = dtype if not _may_overflow(self, dtype) else torch.float32
         q = to_blocks(self.data, self.scheme)
         if self.codebook is not None:
-            x = codebooks.lookup(q, self.codebook.to(dtype)).mul_(self.scale.to(dtype).unsqueeze(-1))
+            x = codebooks.lookup(q, self.codebook.to(work)).mul_(self.scale.to(work).unsqueeze(-1))
         else:
-            x = dequantize_blocks(q, self.scale.to(dtype), self.zero_point, dtype)
+            x = dequantize_blocks(q, self.scale.to(work), self.zero_point, work)
+        if work is not dtype or _may_overflow(self, torch.float32):
+            info = torch.finfo(dtype)
+            x = x.clamp_(info.min, info.max).to(dtype)
         return from_blocks(x, self.scheme, self.data.shape)
 
     @property
@@ -60,17 +83,49 @@ class QTensor:
         return total
 
 
+def _may_overflow(qt: QTensor, dtype: torch.dtype) -> bool:
+    """Whether ``s * (q - z)`` can leave ``dtype``'s finite range (``|q - z| <= 2^bits - 1``;
+    a codebook level is at most 1 in magnitude)."""
+    if not qt.scale.numel():
+        return False
+    span = 1 if qt.codebook is not None else qt.scheme.levels - 1
+    return float(qt.scale.detach().abs().max()) * span * 1.001 >= torch.finfo(dtype).max
+
+
 def integer_dtype(scheme: QScheme) -> torch.dtype:
     """The smallest torch integer dtype that holds the scheme's levels."""
     return torch.int8 if scheme.signed and scheme.codebook is None else torch.uint8
 
 
+FLOAT32_MAX = torch.finfo(torch.float32).max
+
+
 def check_float(x: torch.Tensor, what: str = "tensor") -> None:
-    """Raise :class:`InputError` unless ``x`` is a floating-point tensor."""
+    """Raise :class:`InputError` unless ``x`` is a floating-point tensor with data (not on
+    the ``meta`` device)."""
     if not isinstance(x, torch.Tensor):
-        raise InputError(f"expected a torch.Tensor to quantize, got {type(x).__name__}")
+        raise InputError(f"expected a torch.Tensor as the {what}, got {type(x).__name__}; "
+                         "convert it with torch.as_tensor(..., dtype=torch.float32)")
     if not x.is_floating_point():
         raise InputError(f"expected a floating-point {what}, got dtype {x.dtype}; convert it with .float()")
+    if x.is_meta:
+        raise InputError(f"the {what} is on the meta device and holds no values; "
+                         "load real weights (e.g. model.to_empty(device='cpu') and load_state_dict) first")
+
+
+def check_scheme_type(scheme) -> None:
+    """Raise :class:`InputError` unless ``scheme`` is a :class:`QScheme`."""
+    if not isinstance(scheme, QScheme):
+        raise InputError(f"scheme must be a QScheme, got {type(scheme).__name__}; "
+                         "build one with QScheme(bits=...) or QScheme.from_dict(d)")
+
+
+def check_float32_range(lo: torch.Tensor, hi: torch.Tensor, dtype: torch.dtype, what: str = "tensor") -> None:
+    """Raise :class:`InputError` if a float64 tensor's extremes ``lo``/``hi`` lie beyond
+    float32's range (quantlens computes scales in float32)."""
+    if dtype == torch.float64 and (float(lo.min()) < -FLOAT32_MAX or float(hi.max()) > FLOAT32_MAX):
+        raise InputError(f"the {what} holds values beyond float32's range (±{FLOAT32_MAX:.4g}); "
+                         "rescale it before quantizing")
 
 
 def check_finite_extremes(lo: torch.Tensor, hi: torch.Tensor, what: str = "tensor") -> None:
@@ -84,7 +139,9 @@ def check_finite_float(x: torch.Tensor, what: str = "tensor") -> None:
     """Raise :class:`InputError` unless ``x`` is a finite floating-point tensor."""
     check_float(x, what)
     if x.numel():
-        check_finite_extremes(x.amin(), x.amax(), what=what)
+        lo, hi = x.amin(), x.amax()
+        check_finite_extremes(lo, hi, what=what)
+        check_float32_range(lo, hi, x.dtype, what=what)
 
 
 def check_zero_point(zero_point: torch.Tensor, scheme: QScheme) -> torch.Tensor:
@@ -109,6 +166,12 @@ def _check_qparam(t: torch.Tensor, expected: tuple[int, ...], name: str) -> torc
             "compute it with compute_qparams over the same granularity"
         )
     return t
+
+
+def _check_scale(scale: torch.Tensor) -> torch.Tensor:
+    if not (torch.isfinite(scale).all() and (scale > 0).all()):
+        raise InputError("scale must be positive and finite everywhere; compute it with compute_qparams")
+    return scale
 
 
 def quantize_tensor(
@@ -142,16 +205,19 @@ def quantize_tensor(
         [8, -12]
     """
     check_float(x)
+    check_scheme_type(scheme)
     if x.numel() == 0:
         raise InputError(f"cannot quantize an empty tensor (shape {tuple(x.shape)}): there is no range to map")
     if zero_point is not None and scale is None:
         raise InputError("zero_point was given without scale; pass both, or neither to use the tensor's range")
+    if x.dtype == torch.float64:  # beyond float32's range it would turn into inf below
+        check_finite_float(x)
     blocks = to_blocks(x.detach().float(), scheme)  # integer codes carry no gradient
     expected = qparam_shape(x.shape, scheme)
     if scheme.codebook is not None:
         check_finite_float(x)
         if scale is not None:
-            scale = _check_qparam(scale, expected, "scale").float()
+            scale = _check_scale(_check_qparam(scale, expected, "scale").float())
         elif observer is not None:  # the observer's (clipping) range sets the absmax scale
             observer.update(x)
             observer.check_scheme(scheme)
@@ -163,9 +229,7 @@ def quantize_tensor(
         return QTensor(from_blocks(q, scheme, x.shape), scale, zero_point, scheme, levels)
     if scale is not None:
         check_finite_float(x)
-        scale = _check_qparam(scale, expected, "scale").float()
-        if not (torch.isfinite(scale).all() and (scale > 0).all()):
-            raise InputError("scale must be positive and finite everywhere")
+        scale = _check_scale(_check_qparam(scale, expected, "scale").float())
         if zero_point is None:
             mid = 0 if scheme.signed or not scheme.symmetric else (scheme.qmax + 1) // 2
             zero_point = torch.full_like(scale, mid, dtype=torch.int32)
@@ -178,6 +242,7 @@ def quantize_tensor(
     else:
         lo, hi = block_minmax(blocks)  # NaN/Inf propagate into the extremes: no extra pass
         check_finite_extremes(lo, hi)
+        check_float32_range(lo, hi, x.dtype)
         scale, zero_point = compute_qparams(lo.reshape(expected), hi.reshape(expected), scheme)
     q = quantize_blocks(blocks, scale, zero_point, scheme)
     return QTensor(from_blocks(q, scheme, x.shape), scale, zero_point, scheme)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Literal
 
 from quantlens.errors import SchemeError
@@ -125,4 +125,20 @@ class QScheme:
 
     @classmethod
     def from_dict(cls, data: dict) -> QScheme:
+        """The scheme :meth:`to_dict` wrote.
+
+        Raises:
+            SchemeError: ``data`` is not a dict, or holds a key QScheme does not have.
+
+        Example:
+            >>> QScheme.from_dict({"bits": 4, "symmetric": False}).qmax
+            15
+        """
+        if not isinstance(data, dict):
+            raise SchemeError(f"a scheme is a dict of QScheme fields, got {type(data).__name__}")
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(str(k) for k in data if k not in known)
+        if unknown:
+            raise SchemeError(f"unknown QScheme key(s) {', '.join(map(repr, unknown))}; "
+                              f"valid keys: {', '.join(known)}")
         return cls(**data)

@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from quantlens import api
-from quantlens.core.data import Batch, first_batch
-from quantlens.errors import InputError, QuantlensError
+from quantlens.core.data import Batch, first_batch, is_one_shot
+from quantlens.errors import InputError, QuantlensError, check_number
 from quantlens.eval import latency as _latency
 from quantlens.eval import memory as _memory
 from quantlens.eval import quality as _quality
@@ -302,6 +302,13 @@ def run_comparison(
     """
     if not isinstance(model, nn.Module):
         raise InputError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    check_number("reps", reps, 1, integer=True)
+    check_number("warmup", warmup, 0, integer=True)
+    check_number("threads", threads, 1, integer=True)
+    check_number("qat_epochs", qat_epochs, 1, integer=True)
+    for what, extra in (("calib_data", calib_data), ("train_data", train_data)):
+        if extra is not None and not is_one_shot(extra, what):
+            first_batch(extra, what)  # bad, empty or NaN data fails now, not as a failed row later
     for name, cfg in configs.items():
         if not isinstance(cfg, QuantConfig) and getattr(cfg, "quantlens_config", None) is None:
             raise InputError(f"method {name!r} maps to a {type(cfg).__name__}; give a config such as ql.Dynamic() "

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from quantlens.core.data import Batch, iter_batches
+from quantlens.core.data import Batch, check_finite, iter_batches
 from quantlens.core.metrics import cosine_similarity, prediction_agreement, sqnr_db
-from quantlens.errors import InputError
+from quantlens.errors import InputError, QuantizationFailedError
 
 
 @dataclass
@@ -156,6 +156,11 @@ def measure_quality(
         A :class:`QualityResult`.
     """
     ref, out = reference.values, outputs.values
+    check_finite(ref, "the float model's output", fix="check the model and the data: with no finite "
+                 "reference there is nothing to compare against")
+    check_finite(out, "the quantized model's output", error=QuantizationFailedError,
+                 fix="this configuration breaks the model; try more bits, a clipping observer, or skip "
+                 "the layer that overflows")
     if ref.shape != out.shape:
         raise InputError(f"outputs differ in shape from the float model's: {tuple(out.shape)} vs {tuple(ref.shape)}")
     accuracy = agreement = None

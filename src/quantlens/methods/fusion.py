@@ -9,6 +9,11 @@ statistics ``μ``, ``σ²``), the folded layer computes the same function with
 The graph-mode int8 path lets torch.fx do the same fusion (Conv+BN(+ReLU), Linear+BN);
 these functions serve the eager fallback and anyone who wants a folded float model.
 
+``nn.SyncBatchNorm`` (what ``convert_sync_batchnorm`` puts in a distributed training
+script) is the same function in eval mode: it folds like BatchNorm here, and
+:func:`plain_batchnorms` / :func:`sync_batchnorms_back` let the graph-mode fusion patterns,
+which match BatchNorm1d/2d/3d exactly, see it as one.
+
 Example:
     >>> folded = fold_batchnorms(model.eval())   # [("stem.0", "stem.1"), ...]
 """
@@ -23,8 +28,75 @@ from torch import nn
 
 from quantlens.errors import InputError
 
+
+class _SumOverGroup(torch.autograd.Function):
+    """All-reduce (sum) over a process group; the gradient is summed over it too."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, group) -> torch.Tensor:
+        ctx.group = group
+        out = x.clone()
+        torch.distributed.all_reduce(out, group=group)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad = grad.clone()
+        torch.distributed.all_reduce(grad, group=ctx.group)
+        return grad, None
+
+
+class SyncedBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """A SyncBatchNorm for QAT training: ``nn.SyncBatchNorm``'s forward, and on CPU (gloo)
+    its own synchronisation, where PyTorch's refuses to train once a process group exists
+    ("expected input tensor to be on GPU") and DistributedDataParallel refuses to wrap it
+    ("SyncBatchNorm layers only work with GPU modules"), so it is no subclass of it.
+
+    On CPU in training with a process group, the batch statistics are summed over the
+    group (a differentiable all-reduce of per-channel sums, sums of squares and counts),
+    normalize the batch and update the running statistics (unbiased variance, as
+    BatchNorm does).
+
+    Example:
+        >>> sync.__class__ = SyncedBatchNorm   # an nn.SyncBatchNorm, tensors untouched
+    """
+
+    process_group = None
+    _check_input_dim = nn.SyncBatchNorm._check_input_dim
+    _check_non_zero_input_channels = nn.SyncBatchNorm._check_non_zero_input_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dist = torch.distributed
+        if not (self.training and x.device.type == "cpu" and dist.is_available() and dist.is_initialized()):
+            return nn.SyncBatchNorm.forward(self, x)
+        c, dims = x.shape[1], [0, *range(2, x.ndim)]
+        count = x.new_tensor([x.numel() / c])
+        stats = _SumOverGroup.apply(torch.cat([x.sum(dims), x.square().sum(dims), count]), self.process_group)
+        n = stats[-1]
+        mean = stats[:c] / n
+        var = (stats[c:2 * c] / n - mean.square()).clamp_min(0)  # (C,), biased: normalizes the batch
+        if self.track_running_stats and self.running_mean is not None:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.lerp_(mean.detach(), m)
+                self.running_var.lerp_(var.detach() * n / (n - 1).clamp_min(1), m)
+        shape = (1, c) + (1,) * (x.ndim - 2)
+        y = (x - mean.reshape(shape)) * torch.rsqrt(var.reshape(shape) + self.eps)
+        return y * self.weight.reshape(shape) + self.bias.reshape(shape) if self.affine else y
+
+
 FOLDABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, SyncedBatchNorm)
+_PLAIN = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+# normalizations over each input's own statistics: nothing to fold, Static/QAT keep them float
+PER_SAMPLE_NORMS = (nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
+
+
+def norm_reason(module: nn.Module) -> str:
+    """Why Static/QAT leave a GroupNorm/LayerNorm/InstanceNorm in float (summary text)."""
+    return ("normalizes with each input's own statistics, so unlike BatchNorm nothing folds into the layer "
+            f"before it; {type(module).__name__} runs in float between DeQuant/Quant")
 
 
 def bn_scale(bn: nn.modules.batchnorm._BatchNorm, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -145,3 +217,99 @@ def fold_batchnorms(model: nn.Module, *, keep: Callable[[str], bool] = lambda na
         setattr(parent, attr, nn.Identity())
         done.append((layer_name, bn_name))
     return done
+
+
+def _bn_dims(model: nn.Module, example: tuple | None) -> dict[str, int]:
+    """Spatial dimensions (1, 2, 3) of each SyncBatchNorm: from its input on ``example``
+    (one eval-mode forward), else from the Conv/Linear before it, else 2."""
+    syncs = {n: m for n, m in model.named_modules() if isinstance(m, (nn.SyncBatchNorm, SyncedBatchNorm))}
+    dims: dict[str, int] = {}
+    if syncs and example is not None:
+        hooks = [m.register_forward_pre_hook(
+            lambda mod, args, name=n: dims.setdefault(name, max(1, min(3, args[0].ndim - 2))))
+            for n, m in syncs.items()]
+        was_training = model.training
+        try:
+            with torch.no_grad():
+                model.eval()(*example)
+        except Exception:  # noqa: BLE001, S110 - the graph capture reports a failing forward itself
+            pass
+        finally:
+            model.train(was_training)
+            for h in hooks:
+                h.remove()
+    modules = dict(model.named_modules())
+    for layer, bn in find_pairs(model):
+        weight = getattr(modules[layer], "weight", None)
+        if bn in syncs and bn not in dims and weight is not None:
+            dims[bn] = max(1, weight.ndim - 2)
+    return {n: dims.get(n, 2) for n in syncs}
+
+
+def plain_batchnorms(model: nn.Module, example: tuple | None = None) -> dict[str, nn.SyncBatchNorm]:
+    """Replace every ``nn.SyncBatchNorm`` by the BatchNorm1d/2d/3d its input needs, sharing
+    the same parameter and buffer tensors (in place).
+
+    Args:
+        model: the float model.
+        example: example positional inputs that tell 1d/2d/3d apart (else the layer before
+            each SyncBatchNorm tells).
+
+    Returns:
+        ``{name: the original SyncBatchNorm}``; each remembers its dimension for
+        :func:`sync_batchnorms_back` / :func:`plain_batchnorms` later.
+
+    Example:
+        >>> syncs = plain_batchnorms(model, (x,))   # {"features.1": SyncBatchNorm(...)}
+    """
+    originals = {}
+    for name, dim in _bn_dims(model, example).items():
+        sync = model.get_submodule(name)
+        sync._quantlens_bn_dim = dim
+        _replace(model, name, _as_plain(sync, dim))
+        originals[name] = sync
+    return originals
+
+
+def _as_plain(sync: nn.SyncBatchNorm, dim: int) -> nn.Module:
+    bn = _PLAIN[dim](sync.num_features, sync.eps, sync.momentum, sync.affine, sync.track_running_stats)
+    for key in ("weight", "bias"):
+        setattr(bn, key, getattr(sync, key))
+    for key in ("running_mean", "running_var", "num_batches_tracked"):
+        setattr(bn, key, getattr(sync, key))
+    return bn.train(sync.training)
+
+
+def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, attr, module)
+
+
+def sync_batchnorms_back(model: nn.Module, originals: dict[str, nn.SyncBatchNorm]) -> list[str]:
+    """Put the SyncBatchNorms of :func:`plain_batchnorms` back wherever their tensors now
+    live (a fused QAT Conv+BN's ``bn`` included), so training stays synchronised; each
+    becomes a :class:`SyncedBatchNorm`, which synchronises on CPU too.
+
+    Returns:
+        The names of the modules that are SyncBatchNorm again.
+    """
+    by_stats = {id(s.running_mean): s for s in originals.values() if s.running_mean is not None}
+    back = []
+    for name, module in list(model.named_modules()):
+        sync = by_stats.get(id(getattr(module, "running_mean", None)))
+        if name and isinstance(module, BATCHNORMS) and sync is not None and module is not sync:
+            sync.__class__ = SyncedBatchNorm
+            sync.train(module.training)
+            _replace(model, name, sync)
+            back.append(name)
+    return back
+
+
+def unsync_batchnorms(model: nn.Module) -> list[str]:
+    """Replace the SyncBatchNorms left in a prepared model by plain BatchNorms sharing their
+    tensors (in place), so converting folds them; returns their names."""
+    names = [n for n, m in model.named_modules() if isinstance(m, (nn.SyncBatchNorm, SyncedBatchNorm))]
+    for name in names:
+        sync = model.get_submodule(name)
+        _replace(model, name, _as_plain(sync, getattr(sync, "_quantlens_bn_dim", 2)))
+    return names

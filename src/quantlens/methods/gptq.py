@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from quantlens.core.data import iter_batches
+from quantlens.core.data import iter_batches, run_batch
 from quantlens.core.progress import track
 from quantlens.core.qparams import compute_qparams
 from quantlens.core.qtensor import QTensor, integer_dtype
@@ -68,8 +68,9 @@ def collect_hessians(
     model.eval()
     try:
         batches = 0
-        for batch in track(iter_batches(calib_data, limit=limit), "GPTQ calibration", enabled=progress):
-            batch.run(model)
+        for batch in track(iter_batches(calib_data, limit=limit, what="calib_data"), "GPTQ calibration",
+                           enabled=progress):
+            run_batch(model, batch, "calib_data")
             batches += 1
     finally:
         for h in handles:

@@ -7,15 +7,26 @@ The torch.ao calls themselves are in :mod:`quantlens.methods.backends.torch_ao`.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from quantlens.core.data import Batch, count_batches, first_batch, iter_batches, to_batch
+from quantlens.core.data import (
+    Batch,
+    check_batch,
+    count_batches,
+    first_batch,
+    is_one_shot,
+    iter_batches,
+    run_batch,
+    to_batch,
+)
 from quantlens.core.progress import track
 from quantlens.errors import ConfigError, InputError, QuantizationFailedError
+from quantlens.methods import fusion
 from quantlens.methods.backends import torch_ao
 from quantlens.nn.registry import standard_class, subclass_reason
 from quantlens.methods.base import (
@@ -123,20 +134,24 @@ def example_batch(ctx: QuantContext, *, required: bool = True) -> Batch | None:
     ex = ctx.example_inputs
     if isinstance(ex, dict) and isinstance(ex.get("args"), list):
         return make_batch(ex)
-    if ex is not None:
+    if isinstance(ex, torch.Tensor):
+        return Batch(args=(ex,))
+    if isinstance(ex, Mapping):  # keyword inputs (a tokenized batch)
         return to_batch(ex).to(torch.float32)
+    if ex is not None:  # positional inputs, all of them (never read as (inputs, labels))
+        return Batch(args=tuple(ex))
     if ctx.calib_data is None:
         if not required:
             return None
         raise InputError("graph capture needs example inputs: pass calib_data=... or example_inputs=(x,)")
     data = ctx.calib_data
-    if iter(data) is data:  # a one-shot iterator (generator): put its first batch back
+    if is_one_shot(data, "calib_data"):  # a one-shot iterator (generator): put its first batch back
         first = next(data, None)
         if first is None:
             raise InputError("calib_data yielded no batch; give at least one batch of inputs")
         ctx.calib_data = itertools.chain([first], data)
-        return to_batch(first).to(torch.float32)
-    return first_batch(data).to(torch.float32)
+        return check_batch(to_batch(first), "calib_data", 0).to(torch.float32)
+    return first_batch(data, "calib_data").to(torch.float32)
 
 
 class LeafRoot(nn.Module):
@@ -198,6 +213,10 @@ def make_plan(model: nn.Module, config: QuantConfig, cls: type, *, prefix: str =
         if not name:
             continue
         cfg, parent = resolve(config, full(name)), resolve(config, full(name.rpartition(".")[0]))
+        if isinstance(cfg, cls) and isinstance(module, fusion.PER_SAMPLE_NORMS):
+            plan.module_configs.append((name, None))
+            plan.reasons[name] = fusion.norm_reason(module)
+            continue
         if isinstance(cfg, cls):
             if cfg is not parent:
                 plan.module_configs.append((name, cfg))
@@ -287,12 +306,50 @@ def calibrate(model: nn.Module, ctx: QuantContext, limit: int | None) -> int:
     n = 0
     model.eval()
     with torch.no_grad(), torch_ao.quiet():
-        for batch in track(iter_batches(ctx.calib_data, limit=limit), "calibrating", total=total, enabled=ctx.progress):
-            batch.to(torch.float32).run(model)
+        for batch in track(iter_batches(ctx.calib_data, limit=limit, what="calib_data"), "calibrating",
+                           total=total, enabled=ctx.progress):
+            run_batch(model, batch.to(torch.float32), "calib_data")
             n += 1
     if n == 0:
         raise InputError("calib_data yielded no batch; give at least one batch of inputs")
     return n
+
+
+def to_kernel_host(model: nn.Module, summary) -> nn.Module:
+    """Move a prepared model to CPU float32 (in place) before converting: PyTorch's int8
+    kernels run there, whatever ``.to()`` the training loop applied; noted in ``summary``."""
+    places = {(p.device.type, p.dtype) for p in itertools.chain(model.parameters(), model.buffers()) if p.is_floating_point()}
+    moved = sorted(f"{d} {str(t).removeprefix('torch.')}" for d, t in places if (d, t) != ("cpu", torch.float32))
+    if moved:
+        model.to(device="cpu", dtype=torch.float32)
+        summary.note(f"moved from {', '.join(moved)} to cpu float32 for the int8 kernels")
+    return model
+
+
+def require_calibrated(model: nn.Module) -> None:
+    """Before converting: raise :class:`InputError` if no activation observer of ``model``
+    saw data (converting would give every activation a scale of 1.0); warn naming the ones
+    that saw none when only some did (a branch the calibration data never took)."""
+    empty, total = [], 0
+    for name, module in model.named_modules():
+        if "activation_post_process" not in name:
+            continue
+        if isinstance(module, torch_ao.CoreObserver):
+            seen = module.observer.min_val is not None
+        elif isinstance(module, torch_ao.CoreFakeQuantize):
+            seen = module.fq.observed
+        else:
+            continue
+        total += 1
+        if not seen:
+            empty.append(name)
+    if total and len(empty) == total:
+        raise InputError("the prepared model saw no calibration data, so every activation range is unknown; "
+                         "run calibration batches through it (or train it) before ql.convert")
+    if empty:
+        warnings.warn(f"{len(empty)} of {total} activation observer(s) saw no data ({', '.join(empty[:3])}"
+                      f"{', ...' if len(empty) > 3 else ''}); their ranges default to a scale of 1.0. "
+                      "Calibrate on data that reaches every branch", stacklevel=3)
 
 
 # --- summary ---------------------------------------------------------------------------------

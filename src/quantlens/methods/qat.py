@@ -29,7 +29,7 @@ from quantlens.core.data import count_batches, iter_batches
 from quantlens.core.observers import get_observer
 from quantlens.core.progress import track
 from quantlens.errors import ConfigError, InputError, QuantizationFailedError
-from quantlens.methods import int8_graph, int8_regions
+from quantlens.methods import fusion, int8_check, int8_graph, int8_regions
 from quantlens.methods.backends import torch_ao
 from quantlens.methods.base import QuantConfig, QuantContext, configs_in, register_method, resolve
 
@@ -94,7 +94,10 @@ def prepare(model: nn.Module, ctx: QuantContext) -> nn.Module:
     model = int8_graph.wrap_leaf_root(model)
     batch = int8_graph.example_batch(ctx, required=False)
     desc = int8_graph.describe_inputs(batch.args, batch.kwargs) if batch is not None else None
-    ctx.extra.update(int8_method="qat", float_layers=int8_graph.float_layers(model), example_desc=desc)
+    positional = batch.args if batch is not None and not batch.kwargs else None
+    ctx.extra.update(int8_method="qat", float_layers=int8_graph.float_layers(model), example_desc=desc,
+                     example=batch if batch is not None and batch.kwargs else positional)
+    syncs = fusion.plain_batchnorms(model, positional)
     plan = int8_graph.make_plan(model, ctx.config, QAT)
     model.train()
     if batch is not None and int8_regions.has_integer_inputs(batch):
@@ -114,6 +117,12 @@ def prepare(model: nn.Module, ctx: QuantContext) -> nn.Module:
         prepared = model.train()
     else:
         ctx.extra["plan"] = plan
+        if batch is not None:
+            ctx.extra["example"] = example  # positional, in the graph's input order
+    if syncs:
+        back = fusion.sync_batchnorms_back(prepared, syncs)
+        ctx.summary.note(f"{len(syncs)} SyncBatchNorm layer(s) fused like BatchNorm; they synchronise while training "
+                         f"(on CPU too: {', '.join(back)}) and fold at convert")
     if desc is None:  # ql.prepare_qat(model, config) without inputs: learn the shapes in training
         int8_graph.record_inputs_on_first_call(prepared, ctx)
     else:
@@ -128,6 +137,9 @@ def convert(model: nn.Module, ctx: QuantContext) -> nn.Module:
     cfg = _root(ctx.config)
     torch_ao.use_engine(cfg.backend)
     desc = ctx.extra.get("example_desc") or getattr(model, "quantlens_example_inputs", None)
+    int8_graph.to_kernel_host(model, ctx.summary)
+    fusion.unsync_batchnorms(model)
+    int8_graph.require_calibrated(model)
     regions, before = ctx.extra.get("regions"), ctx.extra["float_layers"]
     if regions:
         plan = int8_regions.convert_regions(model.eval(), regions, ctx.config, QAT, int8_graph.custom_modules())
@@ -135,8 +147,9 @@ def convert(model: nn.Module, ctx: QuantContext) -> nn.Module:
     else:
         plan = ctx.extra["plan"]
         converted = torch_ao.convert(model, backend=cfg.backend, custom_modules=int8_graph.custom_modules())
-    int8_graph.summarize(ctx, before, converted, plan, _detail(cfg))
     int8_graph.preserve(converted, quantlens_example_inputs=desc)
+    int8_check.check_converted(converted, ctx)
+    int8_graph.summarize(ctx, before, converted, plan, _detail(cfg))
     return converted
 
 
@@ -176,7 +189,7 @@ def evaluate(model: nn.Module, data, loss_fn=None) -> dict:
     model.eval()
     total, correct, loss_sum = 0, 0, 0.0
     with torch.no_grad(), torch_ao.quiet():
-        for batch in iter_batches(data):
+        for batch in iter_batches(data, what="eval_data"):
             if batch.labels is None:
                 raise InputError("evaluation data needs labels: give (inputs, labels) batches")
             out = batch.to(torch.float32).run(model)
@@ -239,7 +252,7 @@ def train_qat(
             torch_ao.freeze_bn(model)
             bn_frozen = True
         total, correct, loss_sum = 0, 0, 0.0
-        batches = track(iter_batches(train_data), f"QAT epoch {epoch + 1}/{epochs}",
+        batches = track(iter_batches(train_data, what="train_data"), f"QAT epoch {epoch + 1}/{epochs}",
                         total=count_batches(train_data), enabled=progress)
         with torch_ao.quiet():
             for batch in batches:

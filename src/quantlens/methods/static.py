@@ -27,7 +27,7 @@ from torch import nn
 from quantlens.core.observers import get_observer
 from quantlens.errors import ConfigError, QuantizationFailedError
 from quantlens.core.data import Batch
-from quantlens.methods import fusion, int8_choice, int8_graph, int8_regions
+from quantlens.methods import fusion, int8_check, int8_choice, int8_graph, int8_regions
 from quantlens.methods.backends import torch_ao
 from quantlens.methods.base import (
     SKIP_REASON,
@@ -110,7 +110,12 @@ def prepare(model: nn.Module, ctx: QuantContext) -> nn.Module:
     batch = int8_graph.example_batch(ctx)
     desc = int8_graph.describe_inputs(batch.args, batch.kwargs)
     before = int8_graph.float_layers(model)
-    ctx.extra.update(int8_method="static", float_layers=before, example_desc=desc, example_batch=batch)
+    # the first-run check after converting runs this: positional inputs, or the whole batch
+    ctx.extra.update(int8_method="static", float_layers=before, example_desc=desc, example_batch=batch,
+                     example=batch if batch.kwargs else batch.args)
+    syncs = fusion.plain_batchnorms(model, None if batch.kwargs else batch.args)
+    if syncs:
+        ctx.summary.note(f"{len(syncs)} SyncBatchNorm layer(s) fused and folded as BatchNorm (the same function in eval mode)")
     if cfg.mode != "eager":
         plan = int8_graph.make_plan(model, ctx.config, Static)
         _token_inputs(model, plan, batch, ctx)
@@ -131,7 +136,7 @@ def prepare(model: nn.Module, ctx: QuantContext) -> nn.Module:
                 raise QuantizationFailedError(f"{exc}; use mode='auto' for the eager fallback") from exc
             ctx.summary.note(f"graph capture failed ({str(exc)[:160]}); used the layer-wise eager fallback")
             return _eager_prepare(model, ctx, cfg)
-        ctx.extra["plan"] = plan
+        ctx.extra.update(plan=plan, example=example)  # positional, in the graph's input order
         int8_graph.preserve(prepared, quantlens_example_inputs=desc)
         return prepared
     return _eager_prepare(model, ctx, cfg)
@@ -141,15 +146,24 @@ def convert(model: nn.Module, ctx: QuantContext) -> nn.Module:
     """Turn an observed (calibrated) model into int8 kernels and record the summary."""
     cfg = _root(ctx)
     torch_ao.use_engine(cfg.backend)
+    int8_graph.require_calibrated(model)
+    int8_graph.to_kernel_host(model, ctx.summary)
     plan, regions = ctx.extra.get("plan"), ctx.extra.get("regions")
     measure = not ctx.extra.get("rebuilding")  # a skeleton's random batch measures nothing
     before = ctx.extra["float_layers"]
     custom = int8_graph.custom_modules()
-    to_int8 = lambda m: torch_ao.convert(m, backend=cfg.backend, custom_modules=custom)  # noqa: E731
+
+    def to_int8(observed: nn.Module, example) -> nn.Module:  # converted, repaired where its first run fails
+        converted = torch_ao.convert(observed, backend=cfg.backend, custom_modules=custom)
+        int8_check.contiguous_views(converted, ctx.summary)
+        int8_check.first_run(converted, example, ctx.summary)
+        return converted
+
     choices: dict[str, int8_choice.Choice] = {}
     if regions:
         for region in regions if measure else ():
-            got = int8_choice.choose(model.get_submodule(region.name), Batch(region.example), to_int8)
+            got = int8_choice.choose(model.get_submodule(region.name), Batch(region.example),
+                                     lambda m, ex=region.example: to_int8(m, ex))
             if got is not None:
                 choices[region.name] = got
         plan = int8_regions.convert_regions(model, regions, ctx.config, Static, custom, choices, _float_reason)
@@ -160,10 +174,12 @@ def convert(model: nn.Module, ctx: QuantContext) -> nn.Module:
         converted = torch_ao.eager_convert(model)
         plan = int8_graph.Plan(cfg.backend, cfg, reasons=ctx.extra.get("eager_reasons", {}))
     else:
-        got = int8_choice.choose(model, ctx.extra["example_batch"], to_int8) if (
+        got = int8_choice.choose(model, ctx.extra["example_batch"], lambda m: to_int8(m, ctx.extra["example"])) if (
             measure and "example_batch" in ctx.extra) else None
         choices = {"": got} if got is not None else {}
-        converted = got.converted if got is not None else to_int8(model)
+        converted = got.converted if got is not None else torch_ao.convert(model, backend=cfg.backend,
+                                                                            custom_modules=custom)
+    int8_check.check_converted(converted, ctx)
     int8_graph.summarize(ctx, before, converted, plan, _detail(cfg))
     _record_choices(ctx, choices)
     int8_graph.preserve(converted, quantlens_example_inputs=ctx.extra["example_desc"])
@@ -253,7 +269,9 @@ def _eager_prepare(model: nn.Module, ctx: QuantContext, cfg: Static) -> nn.Modul
             targets.append(name)
     for name, (_, nbytes) in ctx.extra["float_layers"].items():
         if nbytes and name not in targets and name not in reasons:
-            reasons[name] = "eager fallback quantizes Conv/Linear layers only"
+            module = model.get_submodule(name)
+            reasons[name] = (fusion.norm_reason(module) if isinstance(module, fusion.PER_SAMPLE_NORMS)
+                             else "eager fallback quantizes Conv/Linear layers only")
     ctx.extra["eager_reasons"] = reasons
     torch_ao.eager_wrap(model, targets)
     prepared = torch_ao.eager_prepare(model, _qconfig(cfg), targets)

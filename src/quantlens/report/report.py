@@ -16,7 +16,7 @@ from pathlib import Path
 
 from torch import nn
 
-from quantlens.errors import InputError
+from quantlens.errors import InputError, check_number
 from quantlens.eval.compare import Comparison, Row, run_comparison
 from quantlens.eval.interrupts import raise_if_interrupted
 from quantlens.eval.latency import DEFAULT_REPS, DEFAULT_WARMUP
@@ -54,7 +54,7 @@ class Report:
     def __init__(self, comparison: Comparison, *, max_accuracy_drop: float = 1.0, objective: str = "latency",
                  layer_errors: Mapping[str, list] | None = None, sensitivity: Mapping | None = None):
         self.comparison = comparison
-        self.max_accuracy_drop = max_accuracy_drop
+        self.max_accuracy_drop = check_number("max_accuracy_drop", max_accuracy_drop, 0, 100)
         self.objective = objective
         self.layer_errors = dict(layer_errors or {})
         self.sensitivity = dict(sensitivity) if sensitivity else None
@@ -107,6 +107,7 @@ class Report:
             The row, or None when no method is within the budget (keep float).
         """
         max_drop = self.max_accuracy_drop if max_accuracy_drop is None else max_accuracy_drop
+        check_number("max_accuracy_drop", max_drop, 0, 100)
         objective = objective or self.objective
         if objective not in OBJECTIVES:
             raise InputError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import torch
 from torch import nn
 
 from quantlens.methods.backends.torch_ao._upstream import quiet, tq
@@ -16,15 +17,28 @@ from quantlens.methods.backends.torch_ao._upstream import quiet, tq
 EAGER_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
+def _contiguous_output(module: nn.Module, args: tuple, output):
+    """Forward hook of an eager island: its float output made contiguous. An int8
+    convolution returns channels-last tensors, and the float code after the island
+    (``x.view(x.size(0), -1)``) expects the layout the float layer gave."""
+    return output.contiguous() if isinstance(output, torch.Tensor) else output
+
+
+def _island(module: nn.Module) -> nn.Module:
+    wrapper = tq().QuantWrapper(module)
+    wrapper.register_forward_hook(_contiguous_output)
+    return wrapper
+
+
 def eager_wrap(model: nn.Module, names: Iterable[str]) -> list[str]:
     """Wrap the named Conv/Linear modules in ``QuantStub -> layer -> DeQuantStub``
-    (torch.ao ``QuantWrapper``): each becomes an int8 island with float in between."""
-    ao = tq()
+    (torch.ao ``QuantWrapper``, output made contiguous): each becomes an int8 island
+    with float in between."""
     wrapped = []
     for name in names:
         parent_name, _, attr = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, attr, ao.QuantWrapper(getattr(parent, attr)))
+        setattr(parent, attr, _island(getattr(parent, attr)))
         wrapped.append(name)
     return wrapped
 

@@ -156,6 +156,23 @@ class CoreFakeQuantize(_FakeQuantizeBase):
             return scale.reshape(()), zero_point.reshape(())
         return scale, zero_point
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """A freshly prepared model loading a trained one's ``state_dict``: per-channel
+        scales take their trained shape, and a loaded activation range (per tensor, kept
+        across batches) seeds the observer, so training goes on from it."""
+        scale, zero_point = state_dict.get(f"{prefix}fq.scale"), state_dict.get(f"{prefix}fq.zero_point")
+        if isinstance(scale, torch.Tensor) and isinstance(zero_point, torch.Tensor):
+            self.fq.scale.resize_(scale.shape)
+            self.fq.zero_point.resize_(zero_point.shape)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if not isinstance(scale, torch.Tensor) or (scale.numel() == 1 and float(scale) == 1.0 and int(zero_point) == 0):
+            return  # never observed (the initial scale 1, zero point 0)
+        self.fq.observed = True
+        if self.fq.axis is None and self.fq.track == "running":
+            scheme, s, z = self.fq.scheme, float(scale), int(zero_point)
+            self.fq.observer = get_observer(self.fq.observer_name, axis=None, **self.fq.observer_kwargs)
+            self.fq.observer.update(torch.tensor([(scheme.qmin - z) * s, (scheme.qmax - z) * s]))
+
 
 # --- qconfigs --------------------------------------------------------------------------------
 
