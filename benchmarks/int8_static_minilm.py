@@ -59,7 +59,7 @@ def main() -> None:
             "choices": next((n for n in summary.notes if n.startswith("observer='auto'")), None),
         })
     out = {
-        "benchmark": "int8_static_minilm", "threads": args.threads, "torch": torch.__version__,
+        "benchmark": "int8_static_minilm", "date": time.strftime("%Y-%m-%d"), "threads": args.threads, "torch": torch.__version__,
         "machine": platform.machine(), "load_average_at_start": os.getloadavg()[0],
         "calibration_sentences": len(texts), "eval_sentences": len(reference), "rows": rows,
     }
