@@ -221,14 +221,26 @@ def save(model: nn.Module, directory: str | os.PathLike, *, source: dict | None 
 
     Args:
         model: a model returned by :func:`quantize` or :func:`convert`.
-        directory: the checkpoint folder (written atomically; an existing checkpoint there
-            is replaced).
+        directory: the checkpoint folder. Only its ``model.safetensors`` and
+            ``quantlens.json`` are replaced (staged beside it and renamed into place under an
+            advisory lock; a concurrent save waits); other files there and a symlinked folder
+            stay as they are. ``quantlens.json`` records the SHA-256 of the weights. Tied or
+            shared tensors are written once and load back tied.
         source: how to rebuild the float skeleton when the model does not record it:
             ``{"kind": "factory", "path": "pkg.module:make_model", "kwargs": {...}}``.
             Hugging Face models and zoo models record it themselves.
 
     Returns:
         The checkpoint directory.
+
+    Raises:
+        InputError: the model was not quantized by quantlens, or ``directory`` is a file or
+            a folder of other files with no checkpoint.
+        CheckpointError: the write failed (disk full, no permission); an earlier checkpoint
+            there is unchanged.
+
+    Example:
+        >>> ql.save(qm, "out/")   # out/model.safetensors, out/quantlens.json
     """
     config = getattr(model, "quantlens_config", None)
     if config is None:
@@ -279,15 +291,17 @@ def load(
         model: a float skeleton of the same architecture (required for plain nn.Modules
             whose checkpoint records no source; its weights are not used).
         trust_code: allow calling the ``module:function`` factory the checkpoint names,
-            with the keyword arguments it records. Nothing is ever unpickled.
+            with the keyword arguments it records. Nothing is ever unpickled. Without it the
+            loaded model does not carry such a source either (it records the skeleton's own,
+            if any), so nothing that re-saves or re-loads it calls the factory later.
 
     Returns:
         The quantized model, giving bit-identical outputs to the one that was saved.
 
     Raises:
         CheckpointError: a file is missing, truncated, from a newer version, malformed,
-            does not fit the skeleton, or needs ``trust_code=True``; the message names the
-            file and the problem.
+            does not fit the skeleton, does not match the SHA-256 recorded at save time, or
+            needs ``trust_code=True``; the message names the file and the problem.
 
     Example:
         >>> qm = ql.load("out/")                       # Hugging Face or zoo model
@@ -308,7 +322,10 @@ def load(
             )
         model = checkpoint.build_skeleton(meta["source"], trust_code=trust_code, origin=meta_path)
     else:
+        skeleton_source = checkpoint.source_of(model)
         model = copy.deepcopy(model)
+        if _is_factory(meta.get("source")) and not trust_code:
+            meta["source"] = skeleton_source  # never carry a factory the caller did not trust
     summary = QuantSummary()
     _to_float32(model, summary)
     example = meta.get("example_inputs")
@@ -331,6 +348,10 @@ def load(
         ) from exc
     model.eval()
     return _finish(model, config, _saved_summary(meta, summary), meta.get("source"))
+
+
+def _is_factory(source) -> bool:
+    return isinstance(source, dict) and source.get("zoo") is None and source.get("kind") == "factory"
 
 
 def _saved_summary(meta: dict, rebuilt: QuantSummary) -> QuantSummary:
