@@ -264,12 +264,14 @@ def save(model: nn.Module, directory: str | os.PathLike, *, source: dict | None 
 
 
 def _layer_configs(model: nn.Module) -> dict:
-    """``{name: layer.config()}`` of the quantized layers that describe themselves (what
-    ``quantlens info`` lists; loading rebuilds from the method config, not from this)."""
+    """``{name: {"class": ..., **layer.config()}}`` of quantlens' own quantized layers (what
+    ``quantlens info`` and ``inspect`` read a checkpoint's layers from without the model;
+    loading rebuilds from the method config, not from this)."""
     return {
-        name: m.config()
+        name: {"class": type(m).__name__, **m.config()}
         for name, m in model.named_modules()
-        if hasattr(m, "scheme") and callable(getattr(m, "config", None))
+        if type(m).__module__.startswith("quantlens.nn.") and callable(getattr(m, "config", None))
+        and callable(getattr(type(m), "from_config", None))
     }
 
 
