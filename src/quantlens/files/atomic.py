@@ -46,7 +46,8 @@ try:
 except ImportError:  # Windows: no advisory locks, writers are not serialised
     fcntl = None
 
-__all__ = ["LOCK_TIMEOUT_S", "STAGING_TAG", "locked", "pending_file", "resolve_target", "update_directory"]
+__all__ = ["LOCK_TIMEOUT_S", "STAGING_TAG", "locked", "pending_file", "resolve_target", "update_directory",
+           "write_text_atomic"]
 
 LOCK_TIMEOUT_S = 600.0
 STAGING_TAG = ".quantlens-staging-"
@@ -205,6 +206,36 @@ def resolve_target(target: str | os.PathLike, error: type[QuantlensError]) -> Pa
     if path.exists() and not path.is_dir():
         raise error(f"{path} exists and is not a directory; choose another output path")
     return path.resolve()
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through a uniquely named temporary file beside it,
+    renamed into place: a reader sees the old file or the new one, two writers never share
+    a temporary name, and the file gets the permissions the umask gives.
+
+    Example:
+        >>> write_text_atomic("out/results.json", "{}")
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp made it 0600
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def update_directory(target: str | os.PathLike, write: Callable[[Path], None], order: Iterable[str], *,
