@@ -165,8 +165,8 @@ def test_an_int8_dynamic_checkpoint_says_to_start_from_the_float_model(tmp_path,
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("command", [["compare", "--methods", "w8", "--reps", "1", "--no-memory"], ["inspect"],
-                                     ["sensitivity", "--method", "w8"]])
+@pytest.mark.parametrize("command", [["compare", "--methods", "w8", "--reps", "1", "--no-memory"],
+                                     ["inspect", "--plot", "ranges.png"], ["sensitivity", "--method", "w8"]])
 def test_every_command_needs_trust_for_a_factory_checkpoint(tmp_path, capsys, command):
     ckpt = tmp_path / "w8"
     assert main(["quantize", FACTORY, "--bits", "8", "--group-size", "none", "-o", str(ckpt)]) == 0
@@ -176,5 +176,6 @@ def test_every_command_needs_trust_for_a_factory_checkpoint(tmp_path, capsys, co
     err = capsys.readouterr().err
     assert "--trust-code" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "report").exists()
-    if command[0] == "inspect":  # with the flag the checkpoint opens
+    if command[0] == "inspect":  # weights need no model (read from the files); with the flag the model opens
+        assert main(["inspect", str(ckpt)]) == 0
         assert main(["inspect", str(ckpt), "--trust-code"]) == 0
