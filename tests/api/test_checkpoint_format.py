@@ -141,3 +141,9 @@ def test_a_failed_rename_puts_the_previous_checkpoint_back(tmp_path, monkeypatch
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
     assert {p.name: p.read_bytes() for p in target.iterdir()} == old_files
     assert checkpoint.read(target)[0]["a"].tolist() == list(range(10))
+
+
+def test_a_meta_tensor_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(CheckpointError, match="'a' is on the meta device"):
+        checkpoint.write(tmp_path / "c", {"a": torch.empty(3, device="meta")}, _meta())
+    assert list(tmp_path.iterdir()) == []

@@ -156,8 +156,11 @@ def _dedupe(tensors: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor
     aliases: dict[str, str] = {}
     seen: dict[tuple, str] = {}
     for key, t in tensors.items():
+        if t.device.type == "meta":
+            raise CheckpointError(f"tensor {key!r} is on the meta device (it has no data to save); load the "
+                                  "model's real weights (e.g. model.to_empty + load_state_dict) before ql.save")
         ident = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
-        if t.numel() and t.device.type != "meta" and ident in seen:
+        if t.numel() and ident in seen:
             aliases[key] = seen[ident]
             continue
         seen[ident] = key
