@@ -233,3 +233,9 @@ def test_tied_and_shared_weights_save_once_and_load_tied(tmp_path):
     ids = torch.arange(10).reshape(2, 5)
     assert torch.equal(loaded(ids), qm(ids))
     assert loaded.head.weight is loaded.emb.weight and loaded.again is loaded.body
+
+
+def test_info_of_a_path_too_long_for_the_file_system_is_one_line(capsys):
+    assert main(["info", "x" * 5000]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "File name too long" in err and len(err) < 300

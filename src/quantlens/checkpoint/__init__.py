@@ -227,12 +227,17 @@ def _depth_ok(value: Any) -> bool:
 def read_meta(directory: str | os.PathLike) -> dict:
     """``quantlens.json`` of a checkpoint directory, validated; errors name the file."""
     root = Path(directory)
-    if not root.is_dir():
-        raise CheckpointError(f"{root} is not a directory; give the folder ql.save wrote")
-    meta_path, weights_path = root / META_FILE, root / WEIGHTS_FILE
-    for path in (meta_path, weights_path):
-        if not path.is_file():
-            raise CheckpointError(f"{path} is missing; the checkpoint is incomplete, save it again")
+    try:
+        if not root.is_dir():
+            raise CheckpointError(f"{root} is not a directory; give the folder ql.save wrote")
+        meta_path, weights_path = root / META_FILE, root / WEIGHTS_FILE
+        for path in (meta_path, weights_path):
+            if not path.is_file():
+                raise CheckpointError(f"{path} is missing; the checkpoint is incomplete, save it again")
+    except OSError as exc:  # a name too long for the file system, a folder we may not enter
+        shown = str(root) if len(str(root)) <= 80 else str(root)[:77] + "..."
+        raise CheckpointError(f"{shown} cannot be opened ({exc.strerror or error_line(exc)}); "
+                              "give the folder ql.save wrote") from exc
     return read_meta_file(meta_path)
 
 
