@@ -182,8 +182,13 @@ def test_earlier_debris_is_cleaned_and_a_cut_off_swap_completed(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [".c.notmine.tmp", "c"]
 
 
-def test_a_save_killed_between_its_two_renames_reads_as_the_new_one(tmp_path):
-    ckpt = checkpoint.write(tmp_path / "c", {"a": torch.zeros(1000)}, _plain_meta(0))
+@pytest.mark.parametrize("first", [False, True], ids=["over an old one", "the first save"])
+def test_a_save_killed_between_its_two_renames_reads_as_the_new_one(tmp_path, first):
+    ckpt = tmp_path / "c"
+    if first:
+        ckpt.mkdir()
+    else:
+        checkpoint.write(ckpt, {"a": torch.zeros(1000)}, _plain_meta(0))
     pid = os.fork()
     if pid == 0:  # the writer: killed right after the weights moved in
         real = atomic.os.replace
@@ -197,7 +202,8 @@ def test_a_save_killed_between_its_two_renames_reads_as_the_new_one(tmp_path):
         checkpoint.write(ckpt, {"a": torch.ones(1000)}, _plain_meta(1))
         os._exit(0)
     assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 9
-    assert json.loads((ckpt / checkpoint.META_FILE).read_text())["version"] == 0  # torn on disk ...
+    on_disk = ckpt / checkpoint.META_FILE  # torn on disk ...
+    assert not on_disk.exists() if first else json.loads(on_disk.read_text())["version"] == 0
     tensors, meta = checkpoint.read(ckpt)  # ... read as the new checkpoint, whole
     assert meta["version"] == 1 and torch.equal(tensors["a"], torch.ones(1000))
     checkpoint.write(tmp_path / "c", {"a": torch.full((5,), 2.0)}, _plain_meta(2))  # completes it, then saves

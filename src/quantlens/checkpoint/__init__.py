@@ -186,7 +186,7 @@ def write(directory: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: 
     """
     target = Path(directory)
     real = resolve_target(target, InputError)
-    if real.is_dir() and not (real / META_FILE).exists() and any(
+    if real.is_dir() and not (real / META_FILE).exists() and pending_file(real, META_FILE) is None and any(
             not p.name.startswith(STAGING_TAG) for p in real.iterdir()):
         raise InputError(f"{target} is a non-empty directory that is not a quantlens checkpoint; choose an empty or new path")
     unique, aliases = _dedupe(tensors)
@@ -230,7 +230,7 @@ def read_meta(directory: str | os.PathLike) -> dict:
     try:
         if not root.is_dir():
             raise CheckpointError(f"{root} is not a directory; give the folder ql.save wrote")
-        meta_path, weights_path = root / META_FILE, root / WEIGHTS_FILE
+        meta_path, weights_path = _files(root)
         for path in (meta_path, weights_path):
             if not path.is_file():
                 raise CheckpointError(f"{path} is missing; the checkpoint is incomplete, save it again")
@@ -239,6 +239,13 @@ def read_meta(directory: str | os.PathLike) -> dict:
         raise CheckpointError(f"{shown} cannot be opened ({exc.strerror or error_line(exc)}); "
                               "give the folder ql.save wrote") from exc
     return read_meta_file(meta_path)
+
+
+def _files(root: Path) -> tuple[Path, Path]:
+    """``quantlens.json`` and ``model.safetensors`` of ``root``; one that a first save killed
+    mid-move has not put there yet is read where that save left it (the next save moves it)."""
+    paths = [root / META_FILE, root / WEIGHTS_FILE]
+    return tuple(p if p.is_file() else (pending_file(root, p.name) or p) for p in paths)
 
 
 def read_meta_file(meta_path: Path) -> dict:
@@ -321,8 +328,11 @@ def read(directory: str | os.PathLike, *, verify: bool = True) -> tuple[dict[str
             its recorded SHA-256 (the message names the file).
     """
     root = Path(directory)
-    meta_path, weights_path = root / META_FILE, root / WEIGHTS_FILE
     for attempt in range(_READ_TRIES):
+        try:
+            meta_path, weights_path = _files(root)
+        except OSError:  # read_meta says what is wrong with the folder
+            meta_path, weights_path = root / META_FILE, root / WEIGHTS_FILE
         before = _stamp(meta_path, weights_path)
         meta = read_meta(root)
         expected = recorded_hash(meta, meta_path) if verify else None

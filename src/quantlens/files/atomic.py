@@ -57,10 +57,20 @@ _MARKER = ".swap"  # in a staging directory: the names being moved, written befo
 @contextlib.contextmanager
 def locked(directory: Path, *, timeout: float = LOCK_TIMEOUT_S,
            error: type[QuantlensError] = QuantlensError) -> Iterator[None]:
-    """Hold an exclusive advisory lock on ``directory`` (an existing directory).
+    """Hold an exclusive advisory lock on ``directory`` (an existing directory) while the
+    ``with`` block runs; other processes' ``locked(directory)`` wait for it.
+
+    Args:
+        directory: the directory to lock (its inode: a symlink to it locks the same).
+        timeout: seconds to wait for another holder before giving up.
+        error: the error class raised when the wait times out.
 
     Raises:
         ``error``: another process held the lock for ``timeout`` seconds.
+
+    Example:
+        >>> with locked(Path("out")):
+        ...     ...  # no other quantlens writer changes out/ meanwhile
     """
     if fcntl is None:
         yield
