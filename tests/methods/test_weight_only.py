@@ -255,7 +255,7 @@ def _break_missing(ckpt):
 def _break_truncated_weights(ckpt):
     path = ckpt / "model.safetensors"
     path.write_bytes(path.read_bytes()[:100])
-    return "model.safetensors cannot be read"
+    return "model.safetensors does not match the SHA-256"  # the digest catches the truncation first
 
 
 def _break_truncated_json(ckpt):
