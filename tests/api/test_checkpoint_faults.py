@@ -72,7 +72,7 @@ def test_kill_9_at_random_points_of_a_save_leaves_the_old_or_the_new(tmp_path):
     rng = random.Random(0)
     seen = set()
     _filled(range(1, 21))
-    for _kill in range(10):
+    for _kill in range(6):
         def writer():
             for j in range(1000):
                 _save(target, 1 + j % 20)

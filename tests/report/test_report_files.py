@@ -77,11 +77,11 @@ def test_ctrl_c_while_writing_leaves_the_previous_report_whole(tmp_path, synthet
     _version(synthetic_report, "first").save(out)
     rng = random.Random(0)
     interrupted = 0
-    for attempt in range(4):
+    for attempt in range(3):
         pid = _fork(lambda a=attempt: [_version(synthetic_report, f"run{a}x{i}").save(out) for i in range(50)])
         time.sleep(rng.uniform(0.05, 0.6))
         os.kill(pid, signal.SIGINT)
         interrupted += _exit_code(pid) == 130
         assert _whole(out)  # every file from one run: the one before, or one that finished
         assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]
-    assert interrupted == 4
+    assert interrupted == 3
