@@ -51,13 +51,14 @@ def _whole_version(target) -> int:
 def _fork(work) -> int:
     pid = os.fork()
     if pid == 0:
-        code = 0
+        code = 1
         try:
-            code = work() or 0
+            result = work()
+            code = result if isinstance(result, int) else 0
         except BaseException:  # noqa: BLE001 - the child's result is its exit code
             code = 1
         finally:
-            os._exit(code)
+            os._exit(code)  # never returns into the parent's code
     return pid
 
 
@@ -118,7 +119,7 @@ def test_concurrent_writers_take_turns_and_readers_never_see_a_mix(tmp_path):
     target = tmp_path / "ckpt"
     _save(target, 0)
     _filled(w * 100 + j for w in (1, 2) for j in range(1, 16))
-    writers = [_fork(lambda w=w: [_save(target, w * 100 + j) for j in range(1, 16)] and 0) for w in (1, 2)]
+    writers = [_fork(lambda w=w: [_save(target, w * 100 + j) for j in range(1, 16)]) for w in (1, 2)]
     reads, versions, codes = 0, set(), {}
     while len(codes) < len(writers) and reads < 5000:
         versions.add(_whole_version(target))
