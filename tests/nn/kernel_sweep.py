@@ -3,15 +3,12 @@
 Every kernel path of the weight-only layers (:mod:`quantlens.nn.kernels`) and of
 :class:`DynamicLinear` runs input widths 1-130 at 1-17 tokens (and a 3-D input), for every
 scheme below: a path either declines the layer (forcing it raises a ``QuantlensError``) or
-returns the right numbers. :func:`in_child` runs one sweep in a forked process, so that a
+returns the right numbers. ``helpers.in_child`` runs one sweep in a forked process, so that a
 kernel that crashes the process fails the test instead of killing the run.
 """
 
 from __future__ import annotations
 
-import faulthandler
-import multiprocessing
-import traceback
 from collections.abc import Callable
 
 import torch
@@ -145,34 +142,3 @@ def sweep_dynamic(path: str) -> list[str]:
         layer.kernel = path
         bad += _check(layer, ref_fn, k, bound, label)
     return bad
-
-
-def _child(fn: Callable[[str], list[str]], path: str, conn) -> None:
-    faulthandler.disable()  # a crash is reported by the exit code, not a traceback dump
-    torch.set_num_threads(1)
-    try:
-        conn.send(fn(path))
-    except Exception:  # noqa: BLE001  (reported to the parent, which fails the test with it)
-        conn.send([traceback.format_exc()])
-    conn.close()
-
-
-def in_child(fn: Callable[[str], list[str]], path: str, timeout: float = 120.0) -> tuple[int | None, list[str]]:
-    """``fn(path)`` in a forked process: its exit code (negative: killed by that signal)
-    and its failures (empty if it died before reporting)."""
-    ctx = multiprocessing.get_context("fork")
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(fn, path, child))
-    proc.start()
-    child.close()
-    failures: list[str] = []
-    if parent.poll(timeout):
-        try:
-            failures = parent.recv()
-        except EOFError:  # the child died before reporting
-            pass
-    proc.join(timeout)
-    if proc.exitcode is None:
-        proc.kill()
-        proc.join()
-    return proc.exitcode, failures

@@ -7,11 +7,11 @@ the test with its signal instead of ending the run.
 """
 
 import dataclasses
-import signal
 
 import pytest
 import torch
-from kernel_sweep import in_child, sweep_dynamic, sweep_weight_only
+from helpers import child_verdict, in_child
+from kernel_sweep import sweep_dynamic, sweep_weight_only
 from torch import nn
 
 from quantlens.nn import QLinear, kernel_paths, kernels
@@ -24,22 +24,16 @@ def _params(names, slow=()):
     return [pytest.param(n, marks=pytest.mark.slow) if n in slow else n for n in names]
 
 
-def _verdict(code, failures) -> str:
-    if code and code < 0:
-        return f"the sweep died of {signal.Signals(-code).name}"
-    return f"exit code {code}; " + "; ".join(failures[:5]) + (f" ... ({len(failures)} failures)" if failures else "")
-
-
 @pytest.mark.parametrize("path", _params([*kernel_paths(), "auto"], _SLOW))
 def test_weight_only_path_runs_every_width_and_batch(path):
     code, failures = in_child(sweep_weight_only, path)
-    assert code == 0 and not failures, _verdict(code, failures)
+    assert code == 0 and not failures, child_verdict(code, failures)
 
 
 @pytest.mark.parametrize("path", _params(dynamic_kernels()))
 def test_dynamic_path_runs_every_width_and_batch(path):
     code, failures = in_child(sweep_dynamic, path)
-    assert code == 0 and not failures, _verdict(code, failures)
+    assert code == 0 and not failures, child_verdict(code, failures)
 
 
 def test_the_sweep_catches_a_path_that_kills_the_process(monkeypatch):

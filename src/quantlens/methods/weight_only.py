@@ -132,9 +132,14 @@ class WeightOnly(QuantConfig):
 
     Args:
         bits: code width, 1 to 8 (2, 3, 4 and 8 are the usual ones).
-        group_size: elements per scale along the input dimension (per-group), or None for
-            one scale per output channel (per-channel). Layers whose input dimension the
-            group size does not divide stay float, with the reason in the summary.
+        group_size: elements per scale along the input dimension (per-group), None for one
+            scale per output channel (per-channel), or ``"auto"`` (the default): per-channel
+            at 8 bits, groups of 128 below. Any layer is quantized whatever its input size
+            ``k`` (:func:`fit_group`): if ``k < group_size`` the layer gets one group per
+            row (per-channel, the same thing); if ``group_size`` does not divide ``k``, the
+            largest divisor of ``k`` between ``group_size / 2`` and ``group_size`` is used,
+            and if there is none, one group per row. The layer's summary record says which
+            group size it got and why.
         symmetric: a zero-point fixed at 0 (True) or fitted per group (False). Default:
             symmetric at 8 bits, asymmetric below (measured better on MiniLM at 4 bits).
         codebook: None for uniform levels, or ``"nf4"`` / ``"log2"`` / ``"kmeans"``.
@@ -150,7 +155,7 @@ class WeightOnly(QuantConfig):
     """
 
     bits: int = 4
-    group_size: int | None = 128
+    group_size: int | str | None = "auto"
     symmetric: bool | None = None
     codebook: str | None = None
     algorithm: str = "rtn"
@@ -160,6 +165,13 @@ class WeightOnly(QuantConfig):
         super().__post_init__()
         if self.symmetric is None:
             object.__setattr__(self, "symmetric", isinstance(self.bits, int) and self.bits >= 8)
+        if self.group_size == "auto":
+            eight = isinstance(self.bits, int) and self.bits >= 8
+            object.__setattr__(self, "group_size", None if eight else DEFAULT_GROUP_SIZE)
+        if self.group_size is not None and (isinstance(self.group_size, bool) or not isinstance(self.group_size, int)
+                                            or self.group_size < 1):
+            raise ConfigError(f"group_size must be a positive integer, None (per-channel) or 'auto', "
+                              f"got {self.group_size!r}")
         object.__setattr__(self, "modules", _normalize_modules(self.modules))
         if self.algorithm not in ALGORITHMS:
             raise ConfigError(f"unknown algorithm {self.algorithm!r}; valid: {', '.join(sorted(ALGORITHMS))}")
@@ -173,17 +185,56 @@ class WeightOnly(QuantConfig):
     def scheme_for(self, shape: tuple[int, ...] | torch.Size) -> QScheme:
         """The :class:`QScheme` of a weight of ``shape``: per-channel along the first axis
         (output channels / embedding rows), or per-group along the input axis (the last one
-        of a Linear or Embedding weight, axis 1 (input channels) of a 4-D conv weight).
+        of a Linear or Embedding weight, axis 1 (input channels) of a 4-D conv weight),
+        with the group size :func:`fit_group` gives for that axis.
 
         Example:
             >>> WeightOnly(bits=4, group_size=64).scheme_for((384, 384)).describe()
             'uint4 asym per_group(64)'
+            >>> WeightOnly(bits=4, group_size=128).scheme_for((32, 20)).describe()
+            'uint4 asym per_channel(axis=0)'
         """
-        if self.group_size is None:
+        axis = 1 if len(shape) > 2 else -1
+        group = None if self.group_size is None else fit_group(int(shape[axis]), self.group_size)
+        if group is None:
             return QScheme(bits=self.bits, symmetric=self.symmetric, granularity="per_channel", axis=0,
                            codebook=self.codebook)
         return QScheme(bits=self.bits, symmetric=self.symmetric, granularity="per_group",
-                       axis=1 if len(shape) > 2 else -1, group_size=self.group_size, codebook=self.codebook)
+                       axis=axis, group_size=group, codebook=self.codebook)
+
+
+DEFAULT_GROUP_SIZE = 128
+"""The group size of ``WeightOnly(group_size="auto")`` below 8 bits."""
+
+
+def fit_group(length: int, group_size: int) -> int | None:
+    """The group size a weight axis of ``length`` elements gets when ``group_size`` is asked
+    for: ``group_size`` if it divides ``length``; None (one group per row, i.e. per-channel)
+    if ``length < group_size``; else the largest divisor of ``length`` in
+    ``[group_size / 2, group_size]`` (as many scales as asked for, up to twice as many); else
+    None (a prime-like length would otherwise need tiny groups that cost more than the codes).
+
+    Example:
+        >>> fit_group(384, 128), fit_group(64, 128), fit_group(200, 128), fit_group(131, 128)
+        (128, None, 100, None)
+    """
+    if length % group_size == 0:
+        return group_size
+    if length < group_size:
+        return None
+    return next((g for g in range(group_size, (group_size + 1) // 2 - 1, -1) if length % g == 0), None)
+
+
+def group_choice(config: WeightOnly, shape: tuple[int, ...], scheme: QScheme) -> str:
+    """Why ``scheme`` differs from the group size ``config`` asks for (for the summary), or ""."""
+    if config.group_size is None or (scheme.granularity == "per_group" and scheme.group_size == config.group_size):
+        return ""
+    length = shape[1]
+    if scheme.granularity == "per_group":
+        return f"group_size {config.group_size} does not divide {length}: groups of {scheme.group_size}"
+    if length < config.group_size:
+        return f"input size {length} < group_size {config.group_size}: one group per row"
+    return f"no group size in [{(config.group_size + 1) // 2}, {config.group_size}] divides {length}: one group per row"
 
 
 # --- apply / rebuild ----------------------------------------------------------------------
@@ -198,6 +249,7 @@ class _Plan:
     config: WeightOnly
     scheme: QScheme
     algorithm: Algorithm = field(default=None)
+    choice: str = ""  # why the scheme's group size differs from the config's, for the summary
 
 
 @dataclass
@@ -216,9 +268,6 @@ def _why_not(module: nn.Module, scheme: QScheme) -> str | None:
     shape = tuple(module.weight.shape)
     if getattr(module, "max_norm", None) is not None:
         return "max_norm renormalizes the weight on lookup"
-    if scheme.granularity == "per_group" and shape[scheme.axis] % scheme.group_size:
-        label = {nn.Linear: "in_features", nn.Embedding: "embedding_dim"}.get(type(module), "input channels")
-        return f"{label} {shape[scheme.axis]} not divisible by group_size {scheme.group_size}"
     return quantized_class_for(module).unsupported_reason(scheme, shape)
 
 
@@ -250,7 +299,7 @@ def _plan(model: nn.Module, ctx: QuantContext) -> list[_Plan | _Left]:
         if algorithm.kinds is not None and kind not in algorithm.kinds:
             ctx.summary.note(f"{algorithm.name} does not apply to {type(module).__name__} layers; they use {algorithm.fallback}")
             algorithm = ALGORITHMS[algorithm.fallback]
-        out.append(_Plan(name, module, cfg, scheme, algorithm))
+        out.append(_Plan(name, module, cfg, scheme, algorithm, group_choice(cfg, tuple(module.weight.shape), scheme)))
     return out
 
 
@@ -315,9 +364,14 @@ def apply(model: nn.Module, ctx: QuantContext) -> nn.Module:
         replaced[id(p.module)] = new
         ctx.summary.add(
             p.name, p.module, "quantized", method="weight_only",
-            detail=f"{p.scheme.describe()}, {p.algorithm.name}",
+            detail=f"{p.scheme.describe()}, {p.algorithm.name}" + (f" ({p.choice})" if p.choice else ""),
             bytes_before=module_bytes(p.module), bytes_after=module_bytes(new),
         )
+    refit = [p for p in plans if p.choice]
+    if refit:
+        sizes = sorted({str(p.config.group_size) for p in refit})
+        ctx.summary.note(f"group_size {'/'.join(sizes)} does not fit {len(refit)} layer(s); they use one group per "
+                         "row or a smaller group that divides their input size (see each layer's detail)")
     return _replace(model, replaced)
 
 
