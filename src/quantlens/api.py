@@ -353,6 +353,8 @@ def load(
     _to_float32(model, summary)
     example = meta.get("example_inputs")
     ctx = QuantContext(config, summary, example_inputs=example)
+    if isinstance(meta.get("layers"), dict):  # per-layer schemes as saved (rebuilds may follow them)
+        ctx.extra["saved_layers"] = meta["layers"]
     try:
         for method in _methods_of(config):
             model = method.rebuild(model, ctx)

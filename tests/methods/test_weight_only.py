@@ -261,6 +261,23 @@ def test_save_load_into_a_skeleton_is_bit_identical(tmp_path, cfg):
     assert type(loaded.up) is QLinear and loaded.quantlens_config == cfg
 
 
+def test_a_checkpoint_that_left_a_layer_float_loads_as_it_was_saved(tmp_path):
+    """Before group sizes were fitted, layers the group did not divide stayed float: such a
+    checkpoint records the layers it quantized, and loading follows that list and schemes."""
+    model = nn.Sequential(nn.Linear(256, 64), nn.ReLU(), nn.Linear(64, 96), nn.Linear(96, 8))
+    qm = ql.quantize(model, WeightOnly(bits=4, group_size=128, skip=["3"]))
+    ql.save(qm, tmp_path / "c")
+    meta_path = tmp_path / "c" / "quantlens.json"
+    meta = json.loads(meta_path.read_text())
+    meta["config"]["skip"] = []  # as an older quantlens wrote it: no skip, layer 3 float
+    meta_path.write_text(json.dumps(meta))
+    loaded = ql.load(tmp_path / "c", model=nn.Sequential(nn.Linear(256, 64), nn.ReLU(), nn.Linear(64, 96),
+                                                         nn.Linear(96, 8)))
+    assert type(loaded[3]) is nn.Linear and loaded[2].scheme == qm[2].scheme
+    x = torch.randn(3, 256)
+    assert torch.equal(loaded(x), qm(x))
+
+
 def test_load_without_source_or_skeleton_says_how(tmp_path):
     ql.save(ql.quantize(tiny(), WeightOnly(bits=4, group_size=32)), tmp_path / "c")
     with pytest.raises(CheckpointError, match="model="):

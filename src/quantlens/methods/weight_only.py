@@ -377,14 +377,24 @@ def apply(model: nn.Module, ctx: QuantContext) -> nn.Module:
 
 def rebuild(model: nn.Module, ctx: QuantContext) -> nn.Module:
     """Give a float skeleton the quantized structure ``apply`` produced (empty buffers), so
-    a checkpoint's tensors load into it."""
+    a checkpoint's tensors load into it. Where the checkpoint lists its quantized layers
+    (``ctx.extra["saved_layers"]``: name -> layer config), their saved schemes are used and a
+    layer it does not list stays float (a checkpoint written when that layer's group size
+    did not fit)."""
     replaced: dict[int, nn.Module] = {}
+    saved = ctx.extra.get("saved_layers")
     for p in _plan(model, ctx):
         if isinstance(p, _Left):
             _record_left(p, ctx)
             continue
         if id(p.module) in replaced:
             continue
+        if saved is not None:
+            if p.name not in saved:
+                _record_left(_Left(p.name, p.module, "float", "float in the checkpoint"), ctx)
+                continue
+            if isinstance(saved[p.name].get("scheme"), dict):
+                p.scheme = QScheme.from_dict(saved[p.name]["scheme"])
         qcls = quantized_class_for(p.module)
         if isinstance(p.module, nn.Linear):
             new = qcls(p.module.in_features, p.module.out_features, bias=p.module.bias is not None, scheme=p.scheme)
