@@ -28,9 +28,9 @@ from quantlens.methods.base import (
     configs_in,
     float_dtype_of,
     method_for_config,
-    quantized_modules,
     state_bytes,
 )
+from quantlens.methods.guards import refuse_quantized, restore_modes, train_modes
 from quantlens.methods.int8_graph import make_inputs
 
 __version__ = "0.1.0"
@@ -49,35 +49,6 @@ def _check_model(model, config) -> None:
             f"expected a quantlens config such as ql.WeightOnly(bits=4) or ql.Dynamic(), got {type(config).__name__}"
         )
     check_patterns(config, model)
-
-
-def _refuse_quantized(model: nn.Module) -> None:
-    """Raise InputError if ``model`` is prepared or already quantized: quantizing it again
-    would find nothing new and report the old layers as newly quantized, or stack errors."""
-    if getattr(model, "quantlens_prepared", None) is not None:
-        raise InputError("this model is prepared (ql.prepare / ql.prepare_qat): finish it with ql.convert(model) "
-                         "instead of quantizing it again")
-    config = getattr(model, "quantlens_config", None)
-    found = quantized_modules(model)
-    if config is None and not found:
-        return
-    what = (f"by {type(config).__name__}" if config is not None else
-            f"{len(found)} quantized module(s): {', '.join(found[:3])}{', ...' if len(found) > 3 else ''}")
-    raise InputError(f"this model is already quantized ({what}); quantize the float model instead (one config "
-                     "mixes methods with overrides=...), or turn a weight-only model back with ql.dequantize first")
-
-
-def _modes(model: nn.Module) -> dict[str, bool]:
-    return {name: m.training for name, m in model.named_modules()}
-
-
-def _restore_modes(model: nn.Module, modes: dict[str, bool]) -> None:
-    """Give every module of ``model`` the train/eval mode the module of the same name had in
-    the model the caller gave (new modules inside a replaced one: the root's mode)."""
-    model.train(modes[""])
-    for name, module in model.named_modules():
-        if name in modes:
-            module.training = modes[name]
 
 
 def _to_float32(model: nn.Module, summary: QuantSummary) -> None:
@@ -139,8 +110,8 @@ def quantize(
         >>> print(qm.quantlens_summary)
     """
     _check_model(model, config)
-    _refuse_quantized(model)
-    modes = _modes(model)
+    refuse_quantized(model)
+    modes = train_modes(model)
     source = checkpoint.source_of(model)
     summary = QuantSummary(model_bytes_before=state_bytes(model)[0])
     target = model if inplace else copy.deepcopy(model)
@@ -156,7 +127,7 @@ def quantize(
             + "choose a method that supports these layers"
         )
     summary.model_bytes_after = state_bytes(target)[0]
-    _restore_modes(target, modes)
+    restore_modes(target, modes)
     return _finish(target, config, summary, source)
 
 
@@ -168,7 +139,7 @@ def prepare(model: nn.Module, config: QuantConfig, *, inplace: bool = False, exa
     calibration (Static), train for QAT.
     """
     _check_model(model, config)
-    _refuse_quantized(model)
+    refuse_quantized(model)
     methods = [m for m in _methods_of(config) if m.prepare is not None]
     if not methods:
         raise InputError(f"{type(config).__name__} is one-shot: call ql.quantize(model, config) instead of prepare")
@@ -196,14 +167,14 @@ def convert(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     ctx = getattr(model, "quantlens_prepared", None)
     if ctx is None:
         raise InputError("this model was not prepared by ql.prepare / ql.prepare_qat; prepare it first")
-    modes = _modes(model)
+    modes = train_modes(model)
     source = getattr(model, "quantlens_source", None)
     target = model if inplace else copy.deepcopy(model)
     target.__dict__.pop("quantlens_prepared", None)  # (a GraphModule's deepcopy has none)
     for method in _methods_of(ctx.config):
         target = method.convert(target, ctx) if method.convert is not None else method.apply(target, ctx)
     ctx.summary.model_bytes_after = state_bytes(target)[0]
-    _restore_modes(target, modes)
+    restore_modes(target, modes)
     return _finish(target, ctx.config, ctx.summary, source)
 
 

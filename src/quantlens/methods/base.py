@@ -320,31 +320,6 @@ def methods() -> dict[str, Method]:
     return dict(_METHODS)
 
 
-# Packages whose modules are quantized layers, observers or fake quantization (quantlens's
-# own and PyTorch's), and the float helpers among them that a float model may hold.
-_QUANTIZED_PACKAGES = ("quantlens.nn.", "quantlens.methods.dynamic_rnn", "torch.ao.nn.quantized", "torch.ao.nn.qat",
-                       "torch.ao.nn.intrinsic.quantized", "torch.ao.nn.intrinsic.qat", "torch.ao.quantization.",
-                       "torch.nn.quantized", "torch.nn.qat", "torch.nn.intrinsic.quantized", "torch.nn.intrinsic.qat")
-_FLOAT_HELPERS = ("QuantStub", "DeQuantStub", "QuantWrapper", "FloatFunctional")
-
-
-def quantized_modules(model: nn.Module) -> list[str]:
-    """Names of the modules of ``model`` that are already quantized: quantlens's quantized
-    and fake-quant layers, PyTorch's quantized / QAT modules, observers (QuantStub,
-    DeQuantStub and FloatFunctional, which float models hold, are not counted).
-
-    Example:
-        >>> quantized_modules(ql.quantize(nn.Sequential(nn.Linear(16, 16)), ql.WeightOnly(bits=8)))
-        ['0']
-    """
-    out = []
-    for name, module in model.named_modules():
-        cls = type(module)
-        if cls.__module__.startswith(_QUANTIZED_PACKAGES) and cls.__name__ not in _FLOAT_HELPERS:
-            out.append(name or "(root)")
-    return out
-
-
 def module_bytes(module: nn.Module) -> int:
     """Bytes of a module's own parameters and buffers (not its children's)."""
     tensors = list(module.parameters(recurse=False)) + list(module.buffers(recurse=False))

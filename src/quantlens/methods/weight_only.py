@@ -44,6 +44,7 @@ from quantlens.methods.base import (
     register_method,
     resolve,
 )
+from quantlens.methods.group_size import DEFAULT_GROUP_SIZE, fit_group, group_choice
 from quantlens.nn.packed import PackedWeight
 from quantlens.nn.registry import quantized_class_for, quantized_classes
 
@@ -135,7 +136,7 @@ class WeightOnly(QuantConfig):
         group_size: elements per scale along the input dimension (per-group), None for one
             scale per output channel (per-channel), or ``"auto"`` (the default): per-channel
             at 8 bits, groups of 128 below. Any layer is quantized whatever its input size
-            ``k`` (:func:`fit_group`): if ``k < group_size`` the layer gets one group per
+            ``k`` (:func:`~quantlens.methods.group_size.fit_group`): if ``k < group_size`` the layer gets one group per
             row (per-channel, the same thing); if ``group_size`` does not divide ``k``, the
             largest divisor of ``k`` between ``group_size / 2`` and ``group_size`` is used,
             and if there is none, one group per row. The layer's summary record says which
@@ -203,40 +204,6 @@ class WeightOnly(QuantConfig):
                        axis=axis, group_size=group, codebook=self.codebook)
 
 
-DEFAULT_GROUP_SIZE = 128
-"""The group size of ``WeightOnly(group_size="auto")`` below 8 bits."""
-
-
-def fit_group(length: int, group_size: int) -> int | None:
-    """The group size a weight axis of ``length`` elements gets when ``group_size`` is asked
-    for: ``group_size`` if it divides ``length``; None (one group per row, i.e. per-channel)
-    if ``length < group_size``; else the largest divisor of ``length`` in
-    ``[group_size / 2, group_size]`` (as many scales as asked for, up to twice as many); else
-    None (a prime-like length would otherwise need tiny groups that cost more than the codes).
-
-    Example:
-        >>> fit_group(384, 128), fit_group(64, 128), fit_group(200, 128), fit_group(131, 128)
-        (128, None, 100, None)
-    """
-    if length % group_size == 0:
-        return group_size
-    if length < group_size:
-        return None
-    return next((g for g in range(group_size, (group_size + 1) // 2 - 1, -1) if length % g == 0), None)
-
-
-def group_choice(config: WeightOnly, shape: tuple[int, ...], scheme: QScheme) -> str:
-    """Why ``scheme`` differs from the group size ``config`` asks for (for the summary), or ""."""
-    if config.group_size is None or (scheme.granularity == "per_group" and scheme.group_size == config.group_size):
-        return ""
-    length = shape[1]
-    if scheme.granularity == "per_group":
-        return f"group_size {config.group_size} does not divide {length}: groups of {scheme.group_size}"
-    if length < config.group_size:
-        return f"input size {length} < group_size {config.group_size}: one group per row"
-    return f"no group size in [{(config.group_size + 1) // 2}, {config.group_size}] divides {length}: one group per row"
-
-
 # --- apply / rebuild ----------------------------------------------------------------------
 
 
@@ -299,7 +266,8 @@ def _plan(model: nn.Module, ctx: QuantContext) -> list[_Plan | _Left]:
         if algorithm.kinds is not None and kind not in algorithm.kinds:
             ctx.summary.note(f"{algorithm.name} does not apply to {type(module).__name__} layers; they use {algorithm.fallback}")
             algorithm = ALGORITHMS[algorithm.fallback]
-        out.append(_Plan(name, module, cfg, scheme, algorithm, group_choice(cfg, tuple(module.weight.shape), scheme)))
+        length = module.weight.shape[1]  # the grouped axis: in_features / embedding_dim / input channels
+        out.append(_Plan(name, module, cfg, scheme, algorithm, group_choice(cfg.group_size, length, scheme)))
     return out
 
 

@@ -50,7 +50,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from quantlens.errors import InputError, UnknownNameError
-from quantlens.nn.kernels import Shapes, cpu_features
+from quantlens.nn.kernels import cpu_features
+from quantlens.nn.shapes import Shapes
 
 ACT_LEVELS = 127  # activations use q in [0, 127]: 7 bits, no int16 pair overflow on AVX2
 WEIGHT_QMAX = 127
@@ -112,7 +113,7 @@ class DynamicKernel:
         run: ``run(layer, state, x2d) -> y2d`` float32.
         auto: ``auto(x2d) -> bool``: whether ``"auto"`` may pick it for this input on this
             machine (None: always; a path is always usable when forced and ``accepts`` agrees).
-        shapes: the weight shapes it runs (:class:`quantlens.nn.kernels.Shapes`, checked
+        shapes: the weight shapes it runs (:class:`quantlens.nn.shapes.Shapes`, checked
             before ``accepts``; swept by tests/nn/test_kernel_shapes.py).
     """
 
