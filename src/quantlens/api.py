@@ -30,6 +30,7 @@ from quantlens.methods.base import (
     method_for_config,
     state_bytes,
 )
+from quantlens.methods.guards import refuse_quantized, restore_modes, train_modes
 from quantlens.methods.int8_graph import make_inputs
 
 __version__ = "0.1.0"
@@ -96,15 +97,25 @@ def quantize(
         progress: show progress bars (default: when stderr is a terminal).
 
     Returns:
-        The quantized model. ``model.quantlens_summary`` says what was quantized, what was
-        left in float and why, and the bytes before and after (of the quantized layers and
-        of the whole model).
+        The quantized model, in the train/eval mode ``model`` was in (module by module),
+        whatever the method: methods calibrate in eval mode inside, and a model given in
+        train mode comes back in train mode, like any ``nn.Module`` transform (weight-only
+        and dynamic layers keep dropout active then; the int8 graphs of Static and QAT
+        compute as in eval mode whatever the flag); call ``.eval()`` for inference. ``model.quantlens_summary`` says what was
+        quantized, what was left in float and why, and the bytes before and after (of the
+        quantized layers and of the whole model).
+
+    Raises:
+        InputError: ``model`` is already quantized (by quantlens or PyTorch) or prepared:
+            quantize the float model, or ``dequantize`` a weight-only one first.
 
     Example:
         >>> qm = ql.quantize(model, ql.WeightOnly(bits=4, group_size=128))
         >>> print(qm.quantlens_summary)
     """
     _check_model(model, config)
+    refuse_quantized(model)
+    modes = train_modes(model)
     source = checkpoint.source_of(model)
     summary = QuantSummary(model_bytes_before=state_bytes(model)[0])
     target = model if inplace else copy.deepcopy(model)
@@ -120,6 +131,7 @@ def quantize(
             + "choose a method that supports these layers"
         )
     summary.model_bytes_after = state_bytes(target)[0]
+    restore_modes(target, modes)
     return _finish(target, config, summary, source)
 
 
@@ -127,9 +139,11 @@ def prepare(model: nn.Module, config: QuantConfig, *, inplace: bool = False, exa
     """First half of a two-phase method (Static, QAT): insert observers / fake quantization.
 
     Run calibration batches (Static) or train (QAT) on the returned model, then call
-    :func:`convert`.
+    :func:`convert`. The prepared model is in the mode its method works in: eval for
+    calibration (Static), train for QAT.
     """
     _check_model(model, config)
+    refuse_quantized(model)
     methods = [m for m in _methods_of(config) if m.prepare is not None]
     if not methods:
         raise InputError(f"{type(config).__name__} is one-shot: call ql.quantize(model, config) instead of prepare")
@@ -151,10 +165,13 @@ def prepare_qat(model: nn.Module, config: QuantConfig, **kwargs) -> nn.Module:
 
 def convert(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     """Second half of a two-phase method: turn a prepared (calibrated / trained) model into
-    the quantized one."""
+    the quantized one, in the train/eval mode ``model`` is in (as :func:`quantize` does: a
+    model converted straight after training is in train mode; ``ql.convert(qat.eval())``
+    for inference)."""
     ctx = getattr(model, "quantlens_prepared", None)
     if ctx is None:
         raise InputError("this model was not prepared by ql.prepare / ql.prepare_qat; prepare it first")
+    modes = train_modes(model)
     source = getattr(model, "quantlens_source", None)
     ctx = copy.deepcopy(ctx)  # converting a copy every epoch must not add to one summary
     target = model if inplace else copy.deepcopy(model)
@@ -164,6 +181,7 @@ def convert(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     for method in _methods_of(ctx.config):
         target = method.convert(target, ctx) if method.convert is not None else method.apply(target, ctx)
     ctx.summary.model_bytes_after = state_bytes(target)[0]
+    restore_modes(target, modes)
     return _finish(target, ctx.config, ctx.summary, source)
 
 
@@ -332,6 +350,8 @@ def load(
     _to_float32(model, summary)
     example = meta.get("example_inputs")
     ctx = QuantContext(config, summary, example_inputs=example)
+    if isinstance(meta.get("layers"), dict):  # per-layer schemes as saved (rebuilds may follow them)
+        ctx.extra["saved_layers"] = meta["layers"]
     try:
         for method in _methods_of(config):
             model = method.rebuild(model, ctx)
