@@ -53,6 +53,7 @@ def test_a_module_in_its_own_mode_keeps_it():
 def test_convert_returns_the_mode_of_the_prepared_model():
     prepared = ql.prepare_qat(small_cnn(), ql.QAT())
     assert prepared.training  # prepared for training
+    prepared(CALIB[0])  # a training step sees data: its ranges are set
     assert ql.convert(prepared).training
     assert not ql.convert(prepared.eval()).training
 
