@@ -153,8 +153,12 @@ class _Mark(torch.autograd.Function):
 
     @staticmethod
     def symbolic(g, x, key, session):
+        info = session.layers[key][1]
+        # a dim equal to the input's at the same place (batch, sequence) stays symbolic, so
+        # the exporter cannot fold the shapes computed from it into constants
+        sizes = [None if i < len(info.in_shape) and d == info.in_shape[i] else d for i, d in enumerate(info.out_shape)]
         y = g.op(f"{DOMAIN}::Layer", x, key_i=key)
-        y.setType(x.type().with_dtype(torch.float32).with_sizes(list(session.layers[key][1].out_shape)))
+        y.setType(x.type().with_dtype(torch.float32).with_sizes(sizes))
         return y
 
 
