@@ -108,7 +108,7 @@ class OnnxBuilder:
         if isinstance(array, torch.Tensor):
             array = array.detach().cpu().numpy()
         name = self.name(hint)
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        self.initializers.append(numpy_helper.from_array(np.array(array, order="C"), name))  # (keeps 0-d)
         return name
 
     def const_packed(self, hint: str, elem_type: int, dims, raw: bytes) -> str:

@@ -37,13 +37,21 @@ def is_torch_quantized(module: nn.Module) -> bool:
     return type(module).__module__.startswith(_QUANTIZED_PREFIXES)
 
 
-# float equivalents of the quantized functional ops: target -> (fn, number of tensor args)
+# float equivalents of the quantized functional ops: target -> (fn, number of tensor args,
+# whether a ReLU follows). A ReLU before a Q whose zero-point is the type's minimum is left
+# out, as quantize_static does: the Q clamps at zero already, and ONNX Runtime fuses
+# DQ -> Add -> Q into QLinearAdd only without it.
 _FUNCTIONAL = {
-    torch.ops.quantized.add: (operator.add, 2),
-    torch.ops.quantized.add_relu: (lambda a, b: F.relu(a + b), 2),
-    torch.ops.quantized.mul: (operator.mul, 2),
-    torch.ops.quantized.mul_relu: (lambda a, b: F.relu(a * b), 2),
+    torch.ops.quantized.add: (operator.add, 2, False),
+    torch.ops.quantized.add_relu: (operator.add, 2, True),
+    torch.ops.quantized.mul: (operator.mul, 2, False),
+    torch.ops.quantized.mul_relu: (operator.mul, 2, True),
 }
+
+
+def relu_is_implied(zero_point: int, dtype: torch.dtype) -> bool:
+    """Whether quantizing to ``(zero_point, dtype)`` clamps negatives to zero by itself."""
+    return zero_point == (0 if dtype == torch.quint8 else -128)
 
 
 class QDQ(nn.Module):
@@ -118,7 +126,7 @@ def _bias(b: OnnxBuilder, bias: torch.Tensor | None, in_scale: float, w_scale: n
 
 
 def _finish(b: OnnxBuilder, out: str, module: nn.Module, relu: bool, y: str) -> None:
-    if relu:
+    if relu and not relu_is_implied(int(module.zero_point), torch.quint8):
         out = b.op("Relu", [out])
     _qdq(b, out, float(module.scale), int(module.zero_point), torch.quint8, y)
 
@@ -243,8 +251,10 @@ def rewrite(model: torch.fx.GraphModule, args: tuple, kwargs: dict, session: _Se
             if node.target not in _FUNCTIONAL:
                 raise InputError(f"the int8 op {node.target} at {node.name!r} has no ONNX form here; "
                                  "leave that part in float or export with format='torchscript'")
-            fn, n_tensors = _FUNCTIONAL[node.target]
+            fn, n_tensors, relu = _FUNCTIONAL[node.target]
             new = graph.call_function(fn, tuple(env[a] for a in node.args[:n_tensors]))
+            if relu and not relu_is_implied(*_qparams(value)[1:]):
+                new = graph.call_function(F.relu, (new,))
             env[node] = qdq_after(node, new, value)
         elif node.op == "call_function" and node.target is torch.quantize_per_channel:
             raise InputError(f"{node.name!r} quantizes an activation per channel; ONNX export handles per-tensor")
