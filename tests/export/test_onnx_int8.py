@@ -43,6 +43,7 @@ def test_static_digits_cnn_in_onnx_runtime_matches_the_int8_model(static_model, 
     assert abs(ours - theirs) <= 0.2 and agree >= 0.995, (ours, theirs, agree)
 
 
+@pytest.mark.slow
 def test_qat_digits_cnn_in_onnx_runtime_matches_the_int8_model(digits, tmp_path):
     model = zoo.load_model("digits-cnn")
     qat = ql.prepare_qat(model, ql.QAT(), example_inputs=zoo.example_inputs("digits-cnn"))
