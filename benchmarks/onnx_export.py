@@ -35,11 +35,11 @@ from _threads import ORT_SPINNING, set_wait_policy
 
 set_wait_policy()
 
-import torch  # noqa: E402
-from _timing import interleaved  # noqa: E402
+import torch
+from _timing import interleaved
 
-import quantlens as ql  # noqa: E402
-from quantlens import zoo  # noqa: E402
+import quantlens as ql
+from quantlens import zoo
 
 RESULTS = Path(__file__).parent / "results" / "onnx_export.json"
 
@@ -54,7 +54,12 @@ def _session(path: Path, threads: int):
 
 
 def _ort_static(fp32: Path, calib: torch.Tensor, tmp: Path) -> Path:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Reader(CalibrationDataReader):

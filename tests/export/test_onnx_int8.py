@@ -5,10 +5,11 @@ and ONNX Runtime fusing the QDQ groups into its int8 kernels."""
 from __future__ import annotations
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import pytest
 import torch
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
 from onnx import numpy_helper
 
 import quantlens as ql

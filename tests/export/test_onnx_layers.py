@@ -4,11 +4,13 @@ holds packed codes, and layers with no ONNX form are refused by name."""
 
 from __future__ import annotations
 
-import onnx
 import pytest
 import torch
 from helpers import random_tensor
 from torch import nn
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
 
 import quantlens as ql
 from quantlens.errors import InputError

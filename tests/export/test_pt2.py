@@ -29,7 +29,7 @@ def test_program_loads_and_matches(config, tmp_path):
     path = ql.export(qm, tmp_path / "m.pt2", format="pt2", example_inputs=(random_tensor(2, 64),))
     program = torch.export.load(str(path))
     targets = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
-    assert all(t.startswith("aten.") or t.startswith("<built-in") for t in targets), targets  # no quantlens ops
+    assert all(t.startswith(("aten.", "<built-in")) for t in targets), targets  # no quantlens ops
     x = random_tensor(5, 64, seed=1)  # another batch size
     for layer in qm.modules():
         if isinstance(layer, QLinear):

@@ -1,11 +1,14 @@
 """Deployment formats: ONNX (QDQ, MatMulNBits, integer ops), torch.export (pt2), TorchScript.
 
-One writer per format, looked up by name (:data:`WRITERS`); :func:`export` is what
-``ql.export`` calls. :func:`load_runner` runs an exported file in its runtime and
-:func:`check` measures how it agrees with the model it came from.
+One writer module per format (``onnx_writer``, ``pt2``, ``torchscript``), each with
+``write(model, path, inputs, ...) -> Path``; :func:`export` is what ``ql.export`` calls.
+:func:`load_runner` runs an exported file in its runtime and :func:`check` measures how it
+agrees with the model it came from (``quantlens export --check``; a comparison row can
+call the exported file the same way).
 
-To add a format: write ``write(model, path, inputs, **options) -> Path`` in a module here
-and register it in :data:`WRITERS` (and its suffix in ``runtime.SUFFIXES``).
+Example:
+    >>> path = export(qm, "m.onnx", format="onnx", example_inputs=(x,))
+    >>> print(check(qm, path, example_inputs_of(qm, (test_x,))))
 """
 
 from __future__ import annotations

@@ -140,7 +140,7 @@ class _Mark(torch.autograd.Function):
     """Runs the layer; exports as ``quantlens.Layer(key)`` with the traced output type."""
 
     @staticmethod
-    def forward(ctx, x, key, session):  # noqa: D401 - autograd signature
+    def forward(ctx, x, key, session):
         module, info = session.layers[key]
         state = torch._C._get_tracing_state()  # the tracer records this call as one node,
         torch._C._set_tracing_state(None)      # not what the layer does inside (int8 tensors)
@@ -195,7 +195,7 @@ def _quiet():
 
 
 def trace_to_onnx(wrapper: nn.Module, args: tuple, input_names: list[str], output_names: list[str],
-                  dynamic_axes: dict) -> "onnx.ModelProto":  # noqa: F821
+                  dynamic_axes: dict) -> onnx.ModelProto:  # noqa: F821
     """Run PyTorch's TorchScript-based ONNX exporter on ``wrapper`` (in eval mode, no grad)."""
     import onnx
 

@@ -159,8 +159,8 @@ def _linear(layer: Int8Layer, b: OnnxBuilder, x: str, y: str, info: LayerInfo, r
 
 def _int8_builders() -> dict[type, tuple]:
     from torch.ao.nn import intrinsic as _  # noqa: F401  (registers the intrinsic packages)
-    from torch.ao.nn.intrinsic import quantized as nniq
     from torch.ao.nn import quantized as nnq
+    from torch.ao.nn.intrinsic import quantized as nniq
 
     return {nnq.Conv1d: (_conv, False), nnq.Conv2d: (_conv, False), nnq.Conv3d: (_conv, False),
             nniq.ConvReLU1d: (_conv, True), nniq.ConvReLU2d: (_conv, True), nniq.ConvReLU3d: (_conv, True),

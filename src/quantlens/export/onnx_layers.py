@@ -253,7 +253,7 @@ def _dynamic_linear(module: DynamicLinear, b: OnnxBuilder, x: str, y: str, info:
         out = b.op("MatMul", [x, w])
         b.op("Add" if bias else "Identity", [out, *bias], out=y)
         return
-    f32 = lambda v: np.array(v, dtype=np.float32)  # noqa: E731
+    f32 = lambda v: np.array(v, dtype=np.float32)
     zero = b.const("zero", f32(0.0))
     reduce = {"keepdims": 1}
     axes = [b.const("axes", np.array([-1], dtype=np.int64))] if module.per_token else []

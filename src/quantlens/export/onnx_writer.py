@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from quantlens.errors import InputError, error_line, require
-from quantlens.export import onnx_int8, onnx_layers  # noqa: F401  (registers the builders)
+from quantlens.export import onnx_int8, onnx_layers
 from quantlens.export.inputs import ExampleInputs, Flat, flatten_outputs
 from quantlens.export.onnx_graph import (
     LayerInfo,
@@ -98,7 +98,7 @@ def write(model: nn.Module, path: str | os.PathLike, inputs: ExampleInputs, *, w
         proto = trace_to_onnx(Flat(target, inputs), inputs.tensors, inputs.names, out_names, axes)
     except InputError:
         raise
-    except Exception as exc:  # noqa: BLE001 - the exporter fails with many exception types
+    except Exception as exc:
         raise InputError(f"the ONNX exporter could not trace this model ({type(exc).__name__}: "
                          f"{error_line(exc, 200)}); check example_inputs") from exc
     rewrite_marks(proto, session)

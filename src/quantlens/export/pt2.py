@@ -156,7 +156,7 @@ def write(model: nn.Module, path: str | os.PathLike, inputs: ExampleInputs) -> P
     try:
         with torch.no_grad():
             program = torch.export.export(flat, tuple(inputs.tensors), dynamic_shapes=(dims,))  # (*tensors)
-    except Exception as exc:  # noqa: BLE001 - torch.export fails with many exception types
+    except Exception as exc:
         raise InputError(f"torch.export could not capture this model ({type(exc).__name__}: "
                          f"{error_line(exc, 200)}); check example_inputs") from exc
     path = Path(path)

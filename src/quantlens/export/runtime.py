@@ -157,7 +157,7 @@ def check(model: nn.Module, path: str | os.PathLike, inputs: ExampleInputs, *, f
     run = load_runner(path, fmt, threads=threads)
     try:
         outs = run(*inputs.tensors)
-    except Exception as exc:  # noqa: BLE001 - each runtime fails with its own types
+    except Exception as exc:
         raise InputError(f"the exported {fmt} file failed to run on the sample inputs: {error_line(exc)}") from exc
     with torch.inference_mode():
         refs = flatten_outputs(inputs.call(model, inputs.tensors))[1]

@@ -25,7 +25,7 @@ def write(model: nn.Module, path: str | os.PathLike, inputs: ExampleInputs | Non
     example = tuple(inputs.tensors) if inputs is not None else None
     try:
         scripted = torchscript.capture(model, example)
-    except Exception as exc:  # noqa: BLE001 - torch.jit fails with many exception types
+    except Exception as exc:
         cause = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
         if example is None:
             hint = "pass example_inputs=(x,) so it is traced instead of scripted"
