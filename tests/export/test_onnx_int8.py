@@ -98,3 +98,12 @@ def test_a_prepared_model_is_refused(tmp_path):
     with pytest.raises(InputError, match="convert"):
         ql.export(prepared, tmp_path / "p.onnx", format="onnx")
     assert not list(tmp_path.iterdir())
+
+
+def test_the_eager_fallback_exports_too(digits, tmp_path):
+    calib = zoo.load_dataset("digits", "calib").inputs[:64]
+    qm = ql.quantize(zoo.load_model("digits-cnn"), ql.Static(mode="eager"), calib_data=calib)
+    path = ql.export(qm, tmp_path / "eager.onnx", format="onnx", example_inputs=digits.inputs[:2])
+    ours, theirs, agree = _accuracy_and_agreement(qm, path, digits)
+    assert abs(ours - theirs) <= 0.2 and agree >= 0.995, (ours, theirs, agree)
+    assert [n.op_type for n in onnx.load(str(path)).graph.node].count("QuantizeLinear") >= 7  # 7 int8 islands

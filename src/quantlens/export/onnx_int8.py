@@ -265,3 +265,42 @@ def rewrite(model: torch.fx.GraphModule, args: tuple, kwargs: dict, session: _Se
     out.graph.eliminate_dead_code()
     out.recompile()
     return out
+
+
+# --- eager-mode int8 models (Static's layer-wise fallback) --------------------------------------
+
+
+def record_int8_inputs(model: nn.Module, run) -> dict[int, tuple[float, int, torch.dtype]]:
+    """``{id(module): input qparams}`` of every int8 module with an ONNX form, from one
+    ``run()`` of the model (eager-mode models: their Quant/DeQuant are modules)."""
+    builders, found, hooks = _int8_builders(), {}, []
+    for module in model.modules():
+        if type(module) in builders:
+            def hook(m, args):
+                qp = _qparams(args[0]) if args else None
+                if qp is not None:
+                    found[id(m)] = qp
+            hooks.append(module.register_forward_pre_hook(hook))
+    try:
+        with torch.no_grad():
+            run()
+    finally:
+        for h in hooks:
+            h.remove()
+    return found
+
+
+def eager_replacement(module: nn.Module, name: str, int8_inputs: dict, session: _Session) -> nn.Module | None:
+    """The export stand-in of one eager-mode int8 module, or None if it is not one:
+    ``Quantize`` -> a Q/DQ pair, ``DeQuantize`` -> identity, an int8 layer -> its marker."""
+    from torch.ao.nn import quantized as nnq
+
+    if isinstance(module, nnq.Quantize):
+        return mark(QDQ(float(module.scale), int(module.zero_point), module.dtype), LayerInfo(name), session)
+    if isinstance(module, nnq.DeQuantize):
+        return nn.Identity()
+    if type(module) in _int8_builders():
+        if id(module) not in int8_inputs:
+            raise InputError(f"layer {name!r} did not run on the example inputs; ONNX export needs its input scale")
+        return mark(Int8Layer(module, *int8_inputs[id(module)]), LayerInfo(name), session)
+    return None

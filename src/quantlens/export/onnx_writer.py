@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -32,23 +33,36 @@ from quantlens.nn.dynamic_linear import DynamicLinear
 from quantlens.nn.packed import PackedWeight
 
 
+def _observer_types() -> tuple[type, ...]:
+    with warnings.catch_warnings():  # torch.ao.quantization's deprecation notice
+        warnings.simplefilter("ignore")
+        from torch.ao.quantization import FakeQuantizeBase, ObserverBase
+    return FakeQuantizeBase, ObserverBase
+
+
 def _quantized_kind(module: nn.Module) -> str | None:
     """Why ``module`` is a quantized layer that needs a builder, or None for float layers."""
     if onnx_int8.is_torch_quantized(module):
         return "a PyTorch int8 module"
     if isinstance(module, (PackedWeight, DynamicLinear, DynamicRNN)):
         return "a quantlens quantized layer"
-    if "fake" in type(module).__name__.lower() or type(module).__module__.startswith("torch.ao.quantization"):
+    if type(module).__name__.endswith(("FakeQuantize", "Observer")) or isinstance(module, _observer_types()):
         return "a fake-quantization / observer module (call ql.convert first)"
     return None
 
 
-def mark_layers(model: nn.Module, session: _Session, weight_op: str) -> nn.Module:
-    """Swap every layer with an ONNX builder for its marker; refuse quantized layers without."""
+def mark_layers(model: nn.Module, session: _Session, weight_op: str, int8_inputs: dict | None = None) -> nn.Module:
+    """Swap every layer with an ONNX builder for its marker; refuse quantized layers without.
+
+    ``int8_inputs``: input qparams of eager-mode int8 layers (:func:`onnx_int8.record_int8_inputs`).
+    """
 
     def swap(module: nn.Module, name: str) -> nn.Module | None:
         if isinstance(module, LayerMark):
             return None
+        eager = onnx_int8.eager_replacement(module, name, int8_inputs or {}, session)
+        if eager is not None:
+            return eager
         if builder_for(module) is not None:
             return mark(module, LayerInfo(name, extra={"weight_op": weight_op}), session)
         kind = _quantized_kind(module)
@@ -86,7 +100,10 @@ def write(model: nn.Module, path: str | os.PathLike, inputs: ExampleInputs, *, w
     kwargs = dict(zip(inputs.names, inputs.tensors)) if inputs.keyword else {}
     if onnx_int8.has_int8_graph(target):
         target = onnx_int8.rewrite(target, args, kwargs, session, set())
-    target = mark_layers(target, session, weight_op)
+        int8_inputs = {}
+    else:
+        int8_inputs = onnx_int8.record_int8_inputs(target, lambda: inputs.call(target, inputs.tensors))
+    target = mark_layers(target, session, weight_op, int8_inputs)
     with torch.no_grad():
         out_names, outs = flatten_outputs(inputs.call(target, inputs.tensors))
     axes = inputs.dynamic_axes()
