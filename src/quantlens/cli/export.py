@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     if samples is None:
         raise InputError("--check needs sample inputs: use a zoo model, or a checkpoint of one")
     try:
-        result = check(model, path, example_inputs_of(model, samples), format=args.format)
+        result = check(model, path, example_inputs_of(model, samples), format=args.format, repeats=5)
     except QuantlensError:
         raise
     except (RuntimeError, ValueError) as exc:

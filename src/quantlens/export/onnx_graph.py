@@ -129,7 +129,7 @@ class OnnxBuilder:
         return out
 
 
-class _Session:
+class Session:
     """The marked layers of one export, by key."""
 
     def __init__(self) -> None:
@@ -165,7 +165,7 @@ class _Mark(torch.autograd.Function):
 class LayerMark(nn.Module):
     """Stands in for one quantized layer during export (see the module docstring)."""
 
-    def __init__(self, module: nn.Module, key: int, session: _Session) -> None:
+    def __init__(self, module: nn.Module, key: int, session: Session) -> None:
         super().__init__()
         self.module, self.key = module, key
         object.__setattr__(self, "_session", session)  # not a submodule, not in state
@@ -176,7 +176,7 @@ class LayerMark(nn.Module):
         return _Mark.apply(x, self.key, self._session)
 
 
-def mark(module: nn.Module, info: LayerInfo, session: _Session) -> LayerMark:
+def mark(module: nn.Module, info: LayerInfo, session: Session) -> LayerMark:
     """Register ``module`` in ``session`` and return its marker."""
     session.layers.append((module, info))
     return LayerMark(module, len(session.layers) - 1, session)
@@ -207,7 +207,7 @@ def trace_to_onnx(wrapper: nn.Module, args: tuple, input_names: list[str], outpu
     return onnx.load_from_string(buffer.getvalue())
 
 
-def rewrite_marks(model_proto, session: _Session) -> None:
+def rewrite_marks(model_proto, session: Session) -> None:
     """Replace every ``quantlens.Layer`` placeholder by its layer's subgraph (in place)."""
     from onnx import helper
 

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from quantlens.errors import InputError
-from quantlens.export.onnx_graph import LayerInfo, OnnxBuilder, _Session, mark, register_onnx_layer
+from quantlens.export.onnx_graph import LayerInfo, OnnxBuilder, Session, mark, register_onnx_layer
 
 _QUANTIZED_PREFIXES = ("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized", "torch.nn.quantized")
 
@@ -208,7 +208,7 @@ def _qparams(value) -> tuple[float, int, torch.dtype] | None:
     return None
 
 
-def rewrite(model: torch.fx.GraphModule, args: tuple, kwargs: dict, session: _Session,
+def rewrite(model: torch.fx.GraphModule, args: tuple, kwargs: dict, session: Session,
             marked: set[int]) -> torch.fx.GraphModule:
     """The float twin of a converted int8 graph (see the module docstring); the int8
     modules it marks are added to ``marked`` (by id)."""
@@ -290,7 +290,7 @@ def record_int8_inputs(model: nn.Module, run) -> dict[int, tuple[float, int, tor
     return found
 
 
-def eager_replacement(module: nn.Module, name: str, int8_inputs: dict, session: _Session) -> nn.Module | None:
+def eager_replacement(module: nn.Module, name: str, int8_inputs: dict, session: Session) -> nn.Module | None:
     """The export stand-in of one eager-mode int8 module, or None if it is not one:
     ``Quantize`` -> a Q/DQ pair, ``DeQuantize`` -> identity, an int8 layer -> its marker."""
     from torch.ao.nn import quantized as nnq

@@ -20,7 +20,7 @@ from quantlens.export.inputs import ExampleInputs, Flat, flatten_outputs
 from quantlens.export.onnx_graph import (
     LayerInfo,
     LayerMark,
-    _Session,
+    Session,
     builder_for,
     check_model,
     mark,
@@ -51,7 +51,7 @@ def _quantized_kind(module: nn.Module) -> str | None:
     return None
 
 
-def mark_layers(model: nn.Module, session: _Session, weight_op: str, int8_inputs: dict | None = None) -> nn.Module:
+def mark_layers(model: nn.Module, session: Session, weight_op: str, int8_inputs: dict | None = None) -> nn.Module:
     """Swap every layer with an ONNX builder for its marker; refuse quantized layers without.
 
     ``int8_inputs``: input qparams of eager-mode int8 layers (:func:`onnx_int8.record_int8_inputs`).
@@ -95,7 +95,7 @@ def write(model: nn.Module, path: str | os.PathLike, inputs: ExampleInputs, *, w
     if getattr(model, "quantlens_prepared", None) is not None:
         raise InputError("this model is prepared for calibration/QAT, not converted; call ql.convert(model) first")
     target = copy.deepcopy(model).eval()
-    session = _Session()
+    session = Session()
     args = inputs.tensors if not inputs.keyword else ()
     kwargs = dict(zip(inputs.names, inputs.tensors)) if inputs.keyword else {}
     if onnx_int8.has_int8_graph(target):
