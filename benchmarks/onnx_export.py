@@ -23,7 +23,6 @@ Every row: median and p95 over interleaved calls (so a busy machine slows them a
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
@@ -36,6 +35,7 @@ from _threads import ORT_SPINNING, set_wait_policy
 set_wait_policy()
 
 import torch
+from _results import write_results
 from _timing import interleaved
 
 import quantlens as ql
@@ -150,7 +150,7 @@ def main() -> None:
               "processor": platform.processor(), "cpus": os.cpu_count(),
               "load_average_at_start": os.getloadavg()[0], "rows": rows}
     RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    write_results(RESULTS, result)
     print(f"{'part':<17}{'variant':<17}{'thr':>4}{'median ms':>11}{'p95 ms':>9}{'ratio':>7}  extra")
     for r in rows:
         ratio = r.get("ratio_to_ort_u8s8_pc", r.get("ratio_to_ort_fp32"))
