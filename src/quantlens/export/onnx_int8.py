@@ -28,13 +28,13 @@ from torch import nn
 
 from quantlens.errors import InputError
 from quantlens.export.onnx_graph import LayerInfo, OnnxBuilder, Session, mark, register_onnx_layer
-
-_QUANTIZED_PREFIXES = ("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized", "torch.nn.quantized")
+from quantlens.methods.backends.torch_ao.fx import is_quantized_module
+from quantlens.methods.backends.torch_ao.int8_modules import int8_layer_kinds, quant_stub_types
 
 
 def is_torch_quantized(module: nn.Module) -> bool:
     """True for modules of PyTorch's int8 kernels (static, dynamic, intrinsic)."""
-    return type(module).__module__.startswith(_QUANTIZED_PREFIXES)
+    return is_quantized_module(module)
 
 
 # float equivalents of the quantized functional ops: target -> (fn, number of tensor args,
@@ -157,14 +157,11 @@ def _linear(layer: Int8Layer, b: OnnxBuilder, x: str, y: str, info: LayerInfo, r
     _finish(b, out, m, relu, y)
 
 
-def _int8_builders() -> dict[type, tuple]:
-    from torch.ao.nn import intrinsic as _  # noqa: F401  (registers the intrinsic packages)
-    from torch.ao.nn import quantized as nnq
-    from torch.ao.nn.intrinsic import quantized as nniq
+_KIND_BUILDERS = {"conv": _conv, "linear": _linear}
 
-    return {nnq.Conv1d: (_conv, False), nnq.Conv2d: (_conv, False), nnq.Conv3d: (_conv, False),
-            nniq.ConvReLU1d: (_conv, True), nniq.ConvReLU2d: (_conv, True), nniq.ConvReLU3d: (_conv, True),
-            nnq.Linear: (_linear, False), nniq.LinearReLU: (_linear, True)}
+
+def _int8_builders() -> dict[type, tuple]:
+    return {cls: (_KIND_BUILDERS[kind], relu) for cls, (kind, relu) in int8_layer_kinds().items()}
 
 
 @register_onnx_layer(Int8Layer)
@@ -208,10 +205,9 @@ def _qparams(value) -> tuple[float, int, torch.dtype] | None:
     return None
 
 
-def rewrite(model: torch.fx.GraphModule, args: tuple, kwargs: dict, session: Session,
-            marked: set[int]) -> torch.fx.GraphModule:
-    """The float twin of a converted int8 graph (see the module docstring); the int8
-    modules it marks are added to ``marked`` (by id)."""
+def rewrite(model: torch.fx.GraphModule, args: tuple, kwargs: dict, session: Session) -> torch.fx.GraphModule:
+    """The float twin of a converted int8 graph (see the module docstring), its int8
+    modules and Q/DQ pairs registered as markers in ``session``."""
     values = _record(model, args, kwargs)
     builders = _int8_builders()
     graph, env, count = torch.fx.Graph(), {}, [0]
@@ -241,7 +237,6 @@ def rewrite(model: torch.fx.GraphModule, args: tuple, kwargs: dict, session: Ses
             module = modules[node.target]
             qp = _qparams(values[node.args[0]])
             layer = Int8Layer(module, *qp)
-            marked.add(id(module))
             env[node] = graph.call_module(add_module(mark(layer, LayerInfo(node.target), session), "int8"),
                                           (env[node.args[0]],))
         elif node.op == "call_module" and is_torch_quantized(modules[node.target]):
@@ -293,11 +288,10 @@ def record_int8_inputs(model: nn.Module, run) -> dict[int, tuple[float, int, tor
 def eager_replacement(module: nn.Module, name: str, int8_inputs: dict, session: Session) -> nn.Module | None:
     """The export stand-in of one eager-mode int8 module, or None if it is not one:
     ``Quantize`` -> a Q/DQ pair, ``DeQuantize`` -> identity, an int8 layer -> its marker."""
-    from torch.ao.nn import quantized as nnq
-
-    if isinstance(module, nnq.Quantize):
+    quantize, dequantize = quant_stub_types()
+    if isinstance(module, quantize):
         return mark(QDQ(float(module.scale), int(module.zero_point), module.dtype), LayerInfo(name), session)
-    if isinstance(module, nnq.DeQuantize):
+    if isinstance(module, dequantize):
         return nn.Identity()
     if type(module) in _int8_builders():
         if id(module) not in int8_inputs:

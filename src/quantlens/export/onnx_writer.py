@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import os
-import warnings
 from pathlib import Path
 
 import torch
@@ -28,16 +27,10 @@ from quantlens.export.onnx_graph import (
     save_model,
     trace_to_onnx,
 )
+from quantlens.methods.backends.torch_ao.int8_modules import observer_types
 from quantlens.methods.dynamic_rnn import DynamicRNN
 from quantlens.nn.dynamic_linear import DynamicLinear
 from quantlens.nn.packed import PackedWeight
-
-
-def _observer_types() -> tuple[type, ...]:
-    with warnings.catch_warnings():  # torch.ao.quantization's deprecation notice
-        warnings.simplefilter("ignore")
-        from torch.ao.quantization import FakeQuantizeBase, ObserverBase
-    return FakeQuantizeBase, ObserverBase
 
 
 def _quantized_kind(module: nn.Module) -> str | None:
@@ -46,7 +39,7 @@ def _quantized_kind(module: nn.Module) -> str | None:
         return "a PyTorch int8 module"
     if isinstance(module, (PackedWeight, DynamicLinear, DynamicRNN)):
         return "a quantlens quantized layer"
-    if type(module).__name__.endswith(("FakeQuantize", "Observer")) or isinstance(module, _observer_types()):
+    if type(module).__name__.endswith(("FakeQuantize", "Observer")) or isinstance(module, observer_types()):
         return "a fake-quantization / observer module (call ql.convert first)"
     return None
 
@@ -99,7 +92,7 @@ def write(model: nn.Module, path: str | os.PathLike, inputs: ExampleInputs, *, w
     args = inputs.tensors if not inputs.keyword else ()
     kwargs = dict(zip(inputs.names, inputs.tensors)) if inputs.keyword else {}
     if onnx_int8.has_int8_graph(target):
-        target = onnx_int8.rewrite(target, args, kwargs, session, set())
+        target = onnx_int8.rewrite(target, args, kwargs, session)
         int8_inputs = {}
     else:
         int8_inputs = onnx_int8.record_int8_inputs(target, lambda: inputs.call(target, inputs.tensors))
