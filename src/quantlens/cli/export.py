@@ -64,7 +64,7 @@ def _quantized(args, resolved):
                         qat_epochs=1, progress=False, notes=[])
 
 
-def _example(resolved, model):
+def _example(resolved):
     from quantlens import zoo
 
     if resolved.zoo is None:
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"cannot write {args.out}: the folder {args.out.parent} does not exist; create it first")
     resolved = resolve_model(args.model, trust_code=args.trust_code)
     model = _quantized(args, resolved)
-    example = _example(resolved, model)
+    example = _example(resolved)
     path = ql.export(model, args.out, format=args.format, example_inputs=example, weight_op=args.weight_op)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB, {args.format})")
     if not args.check:
