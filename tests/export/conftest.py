@@ -1,4 +1,4 @@
-"""Fixtures of the export tests: digits data, exported-file helpers."""
+"""Fixtures of the export tests: the digits test split."""
 
 import pytest
 
