@@ -18,7 +18,7 @@ from quantlens.errors import (
     QuantlensError,
     error_line,
 )
-from quantlens.methods.backends import torchscript
+from quantlens.export import export as export_model
 from quantlens.methods.base import (
     QuantConfig,
     QuantContext,
@@ -31,7 +31,6 @@ from quantlens.methods.base import (
     state_bytes,
 )
 from quantlens.methods.guards import refuse_quantized, restore_modes, train_modes
-from quantlens.methods.int8_graph import make_inputs
 
 __version__ = "0.1.0"
 
@@ -387,47 +386,45 @@ def _saved_summary(meta: dict, rebuilt: QuantSummary) -> QuantSummary:
     return saved
 
 
-def export(model: nn.Module, path: str | os.PathLike, *, format: str = "torchscript", example_inputs=None) -> Path:
+def export(model: nn.Module, path: str | os.PathLike, *, format: str = "torchscript", example_inputs=None,
+           weight_op: str = "auto") -> Path:
     """Export a quantized model for deployment.
 
-    Works for Static, QAT-converted and Dynamic models (DynamicLinear, LSTM, GRU); the
-    file loads with ``torch.jit.load`` and gives the same outputs as ``model``.
+    ``format="onnx"`` (needs ``pip install 'quantlens[onnx]'``):
+
+    - Static / QAT int8: a QDQ graph as ONNX Runtime's ``quantize_static`` writes it (int8
+      per-channel weights, int32 biases, the model's own activation scales and zero-points
+      as QuantizeLinear/DequantizeLinear pairs), which ONNX Runtime runs on its int8 kernels;
+    - Dynamic int8: per-token activation scales computed in the graph and ``MatMulInteger``;
+    - weight-only: packed codes in ``MatMulNBits`` (Linear), ``DequantizeLinear`` (Conv2d,
+      UINT4 up to 4 bits) and ``Gather`` of packed rows (Embedding).
+
+    A layer with no ONNX form raises an error naming it; the graph is never silently float.
+    ``format="pt2"``: a ``torch.export`` program (weight-only and dynamic models) that runs
+    with PyTorch alone. ``format="torchscript"``: Static, QAT and Dynamic models, loaded with
+    ``torch.jit.load``.
 
     Args:
         model: a quantized model (left unchanged).
-        path: output file (written atomically).
-        format: ``"torchscript"``: traced when ``example_inputs`` are given or the model
-            records its input shapes (Static/QAT models do), else scripted.
-        example_inputs: a tuple of example positional inputs for tracing (a single tensor
-            is taken as a one-element tuple). Dynamic models with Linear layers need them:
-            DynamicLinear can be traced but not scripted. A traced model takes inputs of
-            the same rank (other batch sizes are fine).
+        path: output file (written atomically; its folder must exist).
+        format: ``"onnx"``, ``"pt2"`` or ``"torchscript"``.
+        example_inputs: a tensor, a tuple of positional tensors, or a dict of keyword
+            tensors (a tokenized Hugging Face batch). ONNX and pt2 need them unless the model
+            records its input shapes (Static/QAT models do); their batch axis (and the
+            sequence axis of integer inputs) stays dynamic. TorchScript traces with them
+            (scripts without); a traced model takes inputs of the same rank.
+        weight_op: ONNX form of weight-only Linear layers: ``"auto"`` (MatMulNBits where the
+            scheme allows), ``"matmulnbits"`` or ``"dequantize"`` (DequantizeLinear + MatMul).
 
     Returns:
         The written path.
 
+    Raises:
+        InputError: bad path or inputs, or a layer the format cannot express (named).
+        MissingDependencyError: ``onnx`` is not installed (the message names the extra).
+
     Example:
-        >>> ql.export(qm, "model.pt", example_inputs=(x,))
-        >>> torch.jit.load("model.pt")(x)
+        >>> ql.export(qm, "model.onnx", format="onnx", example_inputs=(x,))
+        >>> ql.export(qm, "model.pt", example_inputs=(x,)); torch.jit.load("model.pt")(x)
     """
-    if format != "torchscript":
-        raise InputError(f"unknown export format {format!r}; supported: torchscript")
-    if isinstance(example_inputs, torch.Tensor):
-        example_inputs = (example_inputs,)
-    given = example_inputs is not None
-    recorded = getattr(model, "quantlens_example_inputs", None)
-    if not given and recorded:
-        example_inputs = make_inputs(recorded)
-    try:
-        scripted = torchscript.capture(model, tuple(example_inputs) if example_inputs is not None else None)
-    except Exception as exc:
-        cause = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
-        if example_inputs is None:
-            hint = "pass example_inputs=(x,) so it is traced instead of scripted"
-        elif given:
-            hint = "check that example_inputs are the positional inputs the model's forward takes"
-        else:
-            hint = "pass example_inputs=(x,) to trace it with inputs of your own"
-        how = "script" if example_inputs is None else "trace"
-        raise InputError(f"TorchScript could not {how} this model ({cause}); {hint}") from exc
-    return torchscript.save(scripted, path)
+    return export_model(model, path, format=format, example_inputs=example_inputs, weight_op=weight_op)
