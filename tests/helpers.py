@@ -7,7 +7,11 @@ this folder on sys.path).
 
 from __future__ import annotations
 
+import faulthandler
 import json
+import multiprocessing
+import traceback
+from collections.abc import Callable
 
 import torch
 
@@ -108,3 +112,48 @@ def interrupter(via: str | None = None):
                 raise RuntimeError("failed to import torch._dynamo") from exc
             raise QuantlensError("graph capture failed")  # __context__ only
     return raiser
+
+
+def _child(fn: Callable[..., list[str]], args: tuple, conn) -> None:
+    faulthandler.disable()  # a crash is reported by the exit code, not a traceback dump
+    torch.set_num_threads(1)
+    try:
+        conn.send(fn(*args))
+    except Exception:  # noqa: BLE001  (reported to the parent, which fails the test with it)
+        conn.send([traceback.format_exc()])
+    conn.close()
+
+
+def in_child(fn: Callable[..., list[str]], *args, timeout: float = 120.0) -> tuple[int | None, list[str]]:
+    """``fn(*args)`` (which returns a list of failures) in a forked process, so that code
+    that kills its process (a segfaulting kernel) fails a test instead of ending the run.
+
+    Returns:
+        ``(exit code, failures)``: the exit code is negative when a signal killed the child
+        (``-11``: SIGSEGV), and the failures are empty if it died before reporting.
+    """
+    ctx = multiprocessing.get_context("fork")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(fn, args, child))
+    proc.start()
+    child.close()
+    failures: list[str] = []
+    if parent.poll(timeout):
+        try:
+            failures = parent.recv()
+        except EOFError:  # the child died before reporting
+            pass
+    proc.join(timeout)
+    if proc.exitcode is None:
+        proc.kill()
+        proc.join()
+    return proc.exitcode, failures
+
+
+def child_verdict(code: int | None, failures: list[str]) -> str:
+    """A one-line account of an :func:`in_child` run, for an assertion message."""
+    import signal
+
+    if code is not None and code < 0:
+        return f"the child died of {signal.Signals(-code).name}"
+    return f"exit code {code}; " + "; ".join(failures[:5]) + (f" ... ({len(failures)} failures)" if failures else "")

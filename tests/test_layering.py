@@ -7,7 +7,8 @@ import quantlens
 
 PACKAGE = Path(quantlens.__file__).parent
 # top to bottom, as in the README's layout
-LAYERS = ["errors", "core", "testing", "zoo", "nn", "methods", "checkpoint", "api", "eval", "analysis",
+LAYERS = ["errors", "files", "core", "testing", "zoo", "nn", "methods", "checkpoint", "export", "api", "eval",
+          "analysis",
           "report", "cli"]
 
 

@@ -18,7 +18,7 @@ from quantlens.errors import (
     QuantlensError,
     error_line,
 )
-from quantlens.methods.backends import torchscript
+from quantlens.export import export as export_model
 from quantlens.methods.base import (
     QuantConfig,
     QuantContext,
@@ -30,7 +30,7 @@ from quantlens.methods.base import (
     method_for_config,
     state_bytes,
 )
-from quantlens.methods.int8_graph import make_inputs
+from quantlens.methods.guards import refuse_quantized, restore_modes, train_modes
 
 __version__ = "0.1.0"
 
@@ -96,15 +96,25 @@ def quantize(
         progress: show progress bars (default: when stderr is a terminal).
 
     Returns:
-        The quantized model. ``model.quantlens_summary`` says what was quantized, what was
-        left in float and why, and the bytes before and after (of the quantized layers and
-        of the whole model).
+        The quantized model, in the train/eval mode ``model`` was in (module by module),
+        whatever the method: methods calibrate in eval mode inside, and a model given in
+        train mode comes back in train mode, like any ``nn.Module`` transform (weight-only
+        and dynamic layers keep dropout active then; the int8 graphs of Static and QAT
+        compute as in eval mode whatever the flag); call ``.eval()`` for inference. ``model.quantlens_summary`` says what was
+        quantized, what was left in float and why, and the bytes before and after (of the
+        quantized layers and of the whole model).
+
+    Raises:
+        InputError: ``model`` is already quantized (by quantlens or PyTorch) or prepared:
+            quantize the float model, or ``dequantize`` a weight-only one first.
 
     Example:
         >>> qm = ql.quantize(model, ql.WeightOnly(bits=4, group_size=128))
         >>> print(qm.quantlens_summary)
     """
     _check_model(model, config)
+    refuse_quantized(model)
+    modes = train_modes(model)
     source = checkpoint.source_of(model)
     summary = QuantSummary(model_bytes_before=state_bytes(model)[0])
     target = model if inplace else copy.deepcopy(model)
@@ -120,6 +130,7 @@ def quantize(
             + "choose a method that supports these layers"
         )
     summary.model_bytes_after = state_bytes(target)[0]
+    restore_modes(target, modes)
     return _finish(target, config, summary, source)
 
 
@@ -127,9 +138,11 @@ def prepare(model: nn.Module, config: QuantConfig, *, inplace: bool = False, exa
     """First half of a two-phase method (Static, QAT): insert observers / fake quantization.
 
     Run calibration batches (Static) or train (QAT) on the returned model, then call
-    :func:`convert`.
+    :func:`convert`. The prepared model is in the mode its method works in: eval for
+    calibration (Static), train for QAT.
     """
     _check_model(model, config)
+    refuse_quantized(model)
     methods = [m for m in _methods_of(config) if m.prepare is not None]
     if not methods:
         raise InputError(f"{type(config).__name__} is one-shot: call ql.quantize(model, config) instead of prepare")
@@ -151,10 +164,13 @@ def prepare_qat(model: nn.Module, config: QuantConfig, **kwargs) -> nn.Module:
 
 def convert(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     """Second half of a two-phase method: turn a prepared (calibrated / trained) model into
-    the quantized one."""
+    the quantized one, in the train/eval mode ``model`` is in (as :func:`quantize` does: a
+    model converted straight after training is in train mode; ``ql.convert(qat.eval())``
+    for inference)."""
     ctx = getattr(model, "quantlens_prepared", None)
     if ctx is None:
         raise InputError("this model was not prepared by ql.prepare / ql.prepare_qat; prepare it first")
+    modes = train_modes(model)
     source = getattr(model, "quantlens_source", None)
     ctx = copy.deepcopy(ctx)  # converting a copy every epoch must not add to one summary
     target = model if inplace else copy.deepcopy(model)
@@ -164,6 +180,7 @@ def convert(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     for method in _methods_of(ctx.config):
         target = method.convert(target, ctx) if method.convert is not None else method.apply(target, ctx)
     ctx.summary.model_bytes_after = state_bytes(target)[0]
+    restore_modes(target, modes)
     return _finish(target, ctx.config, ctx.summary, source)
 
 
@@ -221,14 +238,26 @@ def save(model: nn.Module, directory: str | os.PathLike, *, source: dict | None 
 
     Args:
         model: a model returned by :func:`quantize` or :func:`convert`.
-        directory: the checkpoint folder (written atomically; an existing checkpoint there
-            is replaced).
+        directory: the checkpoint folder. Only its ``model.safetensors`` and
+            ``quantlens.json`` are replaced (staged beside it and renamed into place under an
+            advisory lock; a concurrent save waits); other files there and a symlinked folder
+            stay as they are. ``quantlens.json`` records the SHA-256 of the weights. Tied or
+            shared tensors are written once and load back tied.
         source: how to rebuild the float skeleton when the model does not record it:
             ``{"kind": "factory", "path": "pkg.module:make_model", "kwargs": {...}}``.
             Hugging Face models and zoo models record it themselves.
 
     Returns:
         The checkpoint directory.
+
+    Raises:
+        InputError: the model was not quantized by quantlens, or ``directory`` is a file or
+            a folder of other files with no checkpoint.
+        CheckpointError: the write failed (disk full, no permission); an earlier checkpoint
+            there is unchanged.
+
+    Example:
+        >>> ql.save(qm, "out/")   # out/model.safetensors, out/quantlens.json
     """
     config = getattr(model, "quantlens_config", None)
     if config is None:
@@ -252,12 +281,14 @@ def save(model: nn.Module, directory: str | os.PathLike, *, source: dict | None 
 
 
 def _layer_configs(model: nn.Module) -> dict:
-    """``{name: layer.config()}`` of the quantized layers that describe themselves (what
-    ``quantlens info`` lists; loading rebuilds from the method config, not from this)."""
+    """``{name: {"class": ..., **layer.config()}}`` of quantlens' own quantized layers (what
+    ``quantlens info`` and ``inspect`` read a checkpoint's layers from without the model;
+    loading rebuilds from the method config, not from this)."""
     return {
-        name: m.config()
+        name: {"class": type(m).__name__, **m.config()}
         for name, m in model.named_modules()
-        if hasattr(m, "scheme") and callable(getattr(m, "config", None))
+        if type(m).__module__.startswith("quantlens.nn.") and callable(getattr(m, "config", None))
+        and callable(getattr(type(m), "from_config", None))
     }
 
 
@@ -279,15 +310,17 @@ def load(
         model: a float skeleton of the same architecture (required for plain nn.Modules
             whose checkpoint records no source; its weights are not used).
         trust_code: allow calling the ``module:function`` factory the checkpoint names,
-            with the keyword arguments it records. Nothing is ever unpickled.
+            with the keyword arguments it records. Nothing is ever unpickled. Without it the
+            loaded model does not carry such a source either (it records the skeleton's own,
+            if any), so nothing that re-saves or re-loads it calls the factory later.
 
     Returns:
         The quantized model, giving bit-identical outputs to the one that was saved.
 
     Raises:
         CheckpointError: a file is missing, truncated, from a newer version, malformed,
-            does not fit the skeleton, or needs ``trust_code=True``; the message names the
-            file and the problem.
+            does not fit the skeleton, does not match the SHA-256 recorded at save time, or
+            needs ``trust_code=True``; the message names the file and the problem.
 
     Example:
         >>> qm = ql.load("out/")                       # Hugging Face or zoo model
@@ -308,11 +341,16 @@ def load(
             )
         model = checkpoint.build_skeleton(meta["source"], trust_code=trust_code, origin=meta_path)
     else:
+        skeleton_source = checkpoint.source_of(model)
         model = copy.deepcopy(model)
+        if _is_factory(meta.get("source")) and not trust_code:
+            meta["source"] = skeleton_source  # never carry a factory the caller did not trust
     summary = QuantSummary()
     _to_float32(model, summary)
     example = meta.get("example_inputs")
     ctx = QuantContext(config, summary, example_inputs=example)
+    if isinstance(meta.get("layers"), dict):  # per-layer schemes as saved (rebuilds may follow them)
+        ctx.extra["saved_layers"] = meta["layers"]
     try:
         for method in _methods_of(config):
             model = method.rebuild(model, ctx)
@@ -333,6 +371,10 @@ def load(
     return _finish(model, config, _saved_summary(meta, summary), meta.get("source"))
 
 
+def _is_factory(source) -> bool:
+    return isinstance(source, dict) and source.get("zoo") is None and source.get("kind") == "factory"
+
+
 def _saved_summary(meta: dict, rebuilt: QuantSummary) -> QuantSummary:
     """The summary ``quantize`` wrote into the checkpoint (what was quantized and why), with
     the notes of loading added; the rebuild's own records where the file has none."""
@@ -344,47 +386,45 @@ def _saved_summary(meta: dict, rebuilt: QuantSummary) -> QuantSummary:
     return saved
 
 
-def export(model: nn.Module, path: str | os.PathLike, *, format: str = "torchscript", example_inputs=None) -> Path:
+def export(model: nn.Module, path: str | os.PathLike, *, format: str = "torchscript", example_inputs=None,
+           weight_op: str = "auto") -> Path:
     """Export a quantized model for deployment.
 
-    Works for Static, QAT-converted and Dynamic models (DynamicLinear, LSTM, GRU); the
-    file loads with ``torch.jit.load`` and gives the same outputs as ``model``.
+    ``format="onnx"`` (needs ``pip install 'quantlens[onnx]'``):
+
+    - Static / QAT int8: a QDQ graph as ONNX Runtime's ``quantize_static`` writes it (int8
+      per-channel weights, int32 biases, the model's own activation scales and zero-points
+      as QuantizeLinear/DequantizeLinear pairs), which ONNX Runtime runs on its int8 kernels;
+    - Dynamic int8: per-token activation scales computed in the graph and ``MatMulInteger``;
+    - weight-only: packed codes in ``MatMulNBits`` (Linear), ``DequantizeLinear`` (Conv2d,
+      UINT4 up to 4 bits) and ``Gather`` of packed rows (Embedding).
+
+    A layer with no ONNX form raises an error naming it; the graph is never silently float.
+    ``format="pt2"``: a ``torch.export`` program (weight-only and dynamic models) that runs
+    with PyTorch alone. ``format="torchscript"``: Static, QAT and Dynamic models, loaded with
+    ``torch.jit.load``.
 
     Args:
         model: a quantized model (left unchanged).
-        path: output file (written atomically).
-        format: ``"torchscript"``: traced when ``example_inputs`` are given or the model
-            records its input shapes (Static/QAT models do), else scripted.
-        example_inputs: a tuple of example positional inputs for tracing (a single tensor
-            is taken as a one-element tuple). Dynamic models with Linear layers need them:
-            DynamicLinear can be traced but not scripted. A traced model takes inputs of
-            the same rank (other batch sizes are fine).
+        path: output file (written atomically; its folder must exist).
+        format: ``"onnx"``, ``"pt2"`` or ``"torchscript"``.
+        example_inputs: a tensor, a tuple of positional tensors, or a dict of keyword
+            tensors (a tokenized Hugging Face batch). ONNX and pt2 need them unless the model
+            records its input shapes (Static/QAT models do); their batch axis (and the
+            sequence axis of integer inputs) stays dynamic. TorchScript traces with them
+            (scripts without); a traced model takes inputs of the same rank.
+        weight_op: ONNX form of weight-only Linear layers: ``"auto"`` (MatMulNBits where the
+            scheme allows), ``"matmulnbits"`` or ``"dequantize"`` (DequantizeLinear + MatMul).
 
     Returns:
         The written path.
 
+    Raises:
+        InputError: bad path or inputs, or a layer the format cannot express (named).
+        MissingDependencyError: ``onnx`` is not installed (the message names the extra).
+
     Example:
-        >>> ql.export(qm, "model.pt", example_inputs=(x,))
-        >>> torch.jit.load("model.pt")(x)
+        >>> ql.export(qm, "model.onnx", format="onnx", example_inputs=(x,))
+        >>> ql.export(qm, "model.pt", example_inputs=(x,)); torch.jit.load("model.pt")(x)
     """
-    if format != "torchscript":
-        raise InputError(f"unknown export format {format!r}; supported: torchscript")
-    if isinstance(example_inputs, torch.Tensor):
-        example_inputs = (example_inputs,)
-    given = example_inputs is not None
-    recorded = getattr(model, "quantlens_example_inputs", None)
-    if not given and recorded:
-        example_inputs = make_inputs(recorded)
-    try:
-        scripted = torchscript.capture(model, tuple(example_inputs) if example_inputs is not None else None)
-    except Exception as exc:
-        cause = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
-        if example_inputs is None:
-            hint = "pass example_inputs=(x,) so it is traced instead of scripted"
-        elif given:
-            hint = "check that example_inputs are the positional inputs the model's forward takes"
-        else:
-            hint = "pass example_inputs=(x,) to trace it with inputs of your own"
-        how = "script" if example_inputs is None else "trace"
-        raise InputError(f"TorchScript could not {how} this model ({cause}); {hint}") from exc
-    return torchscript.save(scripted, path)
+    return export_model(model, path, format=format, example_inputs=example_inputs, weight_op=weight_op)

@@ -9,6 +9,7 @@ import torch
 
 from quantlens import checkpoint
 from quantlens.errors import CheckpointError, InputError
+from quantlens.files import atomic
 
 
 def _quantized_state():
@@ -92,21 +93,21 @@ def test_factories_outside_quantlens_need_trust(tmp_path):
 
 
 def _interrupt_weights(monkeypatch):
-    """Make the next save_file write half a file, then fail as a full disk would."""
-    real = checkpoint.save_file
+    """Make the next weights file come out half written, then fail as a full disk would."""
+    real = checkpoint.write_tensors
 
-    def half_then_fail(tensors, path, *args, **kwargs):
-        real(tensors, path, *args, **kwargs)
+    def half_then_fail(path, tensors, *args, **kwargs):
+        real(path, tensors, *args, **kwargs)
         data = Path(path).read_bytes()
         Path(path).write_bytes(data[: len(data) // 2])
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(checkpoint, "save_file", half_then_fail)
+    monkeypatch.setattr(checkpoint, "write_tensors", half_then_fail)
 
 
 def test_an_interrupted_first_save_leaves_nothing(tmp_path, monkeypatch):
     _interrupt_weights(monkeypatch)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(CheckpointError, match="No space left.*unchanged"):
         checkpoint.write(tmp_path / "ckpt", {"a": torch.ones(1000)}, _meta())
     assert list(tmp_path.iterdir()) == []  # no target, no staging folder with half a file
 
@@ -115,7 +116,7 @@ def test_an_interrupted_save_keeps_the_previous_checkpoint_whole(tmp_path, monke
     target = checkpoint.write(tmp_path / "ckpt", {"a": torch.arange(1000.0)}, _meta())
     old_files = {p.name: p.read_bytes() for p in target.iterdir()}
     _interrupt_weights(monkeypatch)
-    with pytest.raises(OSError):
+    with pytest.raises(CheckpointError):
         checkpoint.write(target, {"a": torch.zeros(5000)}, _meta())
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
     assert {p.name: p.read_bytes() for p in target.iterdir()} == old_files
@@ -125,16 +126,24 @@ def test_an_interrupted_save_keeps_the_previous_checkpoint_whole(tmp_path, monke
 
 def test_a_failed_rename_puts_the_previous_checkpoint_back(tmp_path, monkeypatch):
     target = checkpoint.write(tmp_path / "ckpt", {"a": torch.arange(10.0)}, _meta())
-    real = checkpoint.os.replace
+    old_files = {p.name: p.read_bytes() for p in target.iterdir()}
+    real = atomic.os.replace
 
-    def fail_on_staging(src, dst):
-        if str(src).endswith(".tmp"):  # the staging folder moving into place
+    def fail_on_the_second_file(src, dst):
+        if Path(dst).name == checkpoint.META_FILE:  # the weights have moved in already
             raise OSError(5, "Input/output error")
         return real(src, dst)
 
-    monkeypatch.setattr(checkpoint.os, "replace", fail_on_staging)
-    with pytest.raises(OSError, match="Input/output"):
+    monkeypatch.setattr(atomic.os, "replace", fail_on_the_second_file)
+    with pytest.raises(CheckpointError, match="Input/output"):
         checkpoint.write(target, {"a": torch.zeros(3)}, _meta())
     monkeypatch.undo()
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == old_files
     assert checkpoint.read(target)[0]["a"].tolist() == list(range(10))
+
+
+def test_a_meta_tensor_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(CheckpointError, match="'a' is on the meta device"):
+        checkpoint.write(tmp_path / "c", {"a": torch.empty(3, device="meta")}, _meta())
+    assert list(tmp_path.iterdir()) == []

@@ -13,7 +13,7 @@ from torch import nn
 
 import quantlens as ql
 from quantlens import zoo
-from quantlens.errors import InputError
+from quantlens.errors import InputError, UnknownNameError
 from quantlens.methods.dynamic_rnn import DynamicRNN
 from quantlens.nn.dynamic_linear import DynamicLinear, dynamic_kernels
 
@@ -99,6 +99,6 @@ def test_hints_name_example_inputs_only_when_they_were_not_given(digits_seq, tmp
     with pytest.raises(InputError, match=r"could not trace.*positional inputs") as wrong:
         ql.export(lstm, tmp_path / "b.pt", example_inputs=(digits_seq.inputs[0],))  # (8, 8): no batch dim
     assert "pass example_inputs" not in str(wrong.value)
-    with pytest.raises(InputError, match="supported: torchscript"):
-        ql.export(lstm, tmp_path / "c.onnx", format="onnx")
+    with pytest.raises(UnknownNameError, match="supported: onnx, pt2, torchscript"):
+        ql.export(lstm, tmp_path / "c.tflite", format="tflite")
     assert not list(tmp_path.iterdir())  # nothing written on failure

@@ -69,6 +69,12 @@ def ql_weight_only(**kwargs):
     (["quantize", "quantlens.nosuchmodule:make", "-o", "X"], "cannot import"),
     (["quantize", "torch.nn:Conv2d", "-o", "X"], "calling torch.nn:Conv2d() failed (TypeError"),
     (["info", "does-not-exist"], "is not a directory"),
+    (["quantize", FACTORY, "--modules", "linear,lstm", "-o", "X"], "WeightOnly cannot quantize 'lstm' layers"),
+    (["quantize", FACTORY, "--method", "static", "--modules", "linear", "-o", "X"], "--modules does not apply"),
+    (["quantize", FACTORY, "--method", "dynamic", "--epochs", "2", "-o", "X"],
+     "--epochs applies only to --method qat (this is 'dynamic')"),
+    (["quantize", FACTORY, "--method", "qat", "--epochs", "0", "-o", "X"], "--epochs must be >= 1"),
+    (["quantize", FACTORY, "--method", "qat", "-o", "X"], "--method qat trains the model: pass --train-data"),
 ])
 def test_bad_input_prints_one_line_and_exits_2(tmp_path, capsys, argv, words):
     argv = [a if a != "X" else str(tmp_path / "out") for a in argv]
@@ -165,8 +171,8 @@ def test_an_int8_dynamic_checkpoint_says_to_start_from_the_float_model(tmp_path,
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("command", [["compare", "--methods", "w8", "--reps", "1", "--no-memory"], ["inspect"],
-                                     ["sensitivity", "--method", "w8"]])
+@pytest.mark.parametrize("command", [["compare", "--methods", "w8", "--reps", "1", "--no-memory"],
+                                     ["inspect", "--plot", "ranges.png"], ["sensitivity", "--method", "w8"]])
 def test_every_command_needs_trust_for_a_factory_checkpoint(tmp_path, capsys, command):
     ckpt = tmp_path / "w8"
     assert main(["quantize", FACTORY, "--bits", "8", "--group-size", "none", "-o", str(ckpt)]) == 0
@@ -176,5 +182,43 @@ def test_every_command_needs_trust_for_a_factory_checkpoint(tmp_path, capsys, co
     err = capsys.readouterr().err
     assert "--trust-code" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "report").exists()
-    if command[0] == "inspect":  # with the flag the checkpoint opens
+    if command[0] == "inspect":  # weights need no model (read from the files); with the flag the model opens
+        assert main(["inspect", str(ckpt)]) == 0
         assert main(["inspect", str(ckpt), "--trust-code"]) == 0
+
+
+def test_zoo_cnn_with_the_defaults_and_with_modules(tmp_path, capsys):
+    assert main(["quantize", "digits-cnn", "-o", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    assert "quantized 1 layer(s)" in out and "one group per row" in out  # fc: 32 inputs < group 128
+    assert main(["quantize", "digits-cnn", "--bits", "8", "--modules", "linear,conv2d", "-o", str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out
+    assert "quantized 7 layer(s)" in out and "Conv2d: not in modules" not in out
+    meta = json.loads((tmp_path / "b" / "quantlens.json").read_text())
+    assert meta["config"]["modules"] == ["linear", "conv2d"] and meta["config"]["group_size"] is None
+
+
+@pytest.mark.slow
+def test_qat_trains_from_flags_with_a_line_per_epoch(tmp_path, capsys):
+    g = torch.Generator().manual_seed(0)
+    data = tmp_path / "train.pt"
+    torch.save({"inputs": torch.randn(128, 64, generator=g), "labels": torch.randint(0, 32, (128,), generator=g)}, data)
+    argv = ["quantize", FACTORY, "--method", "qat", "--train-data", str(data), "--epochs", "2", "--lr", "0.05",
+            "-o", str(tmp_path / "q")]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "QAT training for 2 epoch(s) at lr 0.05" in captured.err
+    losses = [float(line.split("train loss ")[1].split(",")[0]) for line in captured.err.splitlines() if "epoch " in line
+              and "train loss" in line]
+    assert len(losses) == 2 and losses[1] < losses[0]  # it trained
+    assert "QAT: 2 epoch(s) at lr 0.05" in captured.out and "quantized 2 layer(s)" in captured.out
+    assert json.loads((tmp_path / "q" / "quantlens.json").read_text())["config"]["method"] == "qat"
+
+
+def test_qat_refuses_unlabelled_training_data(tmp_path, capsys):
+    data = tmp_path / "x.pt"
+    torch.save(torch.randn(32, 64), data)
+    assert main(["quantize", FACTORY, "--method", "qat", "--train-data", str(data), "-o", str(tmp_path / "q")]) == 2
+    err = capsys.readouterr().err
+    assert "the training data has no labels" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "q").exists()

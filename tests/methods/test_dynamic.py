@@ -203,3 +203,33 @@ def test_config_round_trip_and_errors():
         Dynamic(modules=("conv",))
     with pytest.raises(ConfigError, match="per_token"):
         Dynamic(activations="per_row")
+
+
+@pytest.mark.parametrize("dtype, name", [(torch.float16, "float16"), (torch.int8, "int8"), (torch.qint8, "int8")])
+def test_torch_dtypes_are_taken_like_their_names(dtype, name):
+    config = Dynamic(dtype=dtype)
+    assert config.dtype == name and config_from_dict(config.to_dict()) == config
+    lin = nn.Sequential(nn.Linear(16, 8))
+    qm = ql.quantize(lin, config)
+    assert qm[0].dtype == name
+
+
+def test_backend_is_validated_and_sets_the_engine():
+    with pytest.raises(ConfigError, match="unknown backend 'cuda'"):
+        Dynamic(backend="cuda")
+    with pytest.raises(ConfigError, match="torch.int8 or torch.float16"):
+        Dynamic(dtype=torch.float32)
+    engines = [e for e in torch.backends.quantized.supported_engines if e in ("qnnpack", "x86", "fbgemm", "onednn")]
+    before = torch.backends.quantized.engine
+    try:
+        for engine in engines:
+            config = Dynamic(backend=engine)
+            assert config_from_dict(config.to_dict()) == config
+            torch.manual_seed(0)
+            model = nn.Sequential(nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 4))
+            qm = ql.quantize(model, config)
+            assert torch.backends.quantized.engine == engine
+            x = torch.randn(3, 32)
+            assert F.cosine_similarity(qm(x).flatten(), model(x).flatten(), dim=0) > 0.99
+    finally:
+        torch.backends.quantized.engine = before

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from helpers import generator, random_tensor
+from helpers import child_verdict, generator, in_child, random_tensor
 from torch import nn
 
 import quantlens as ql
@@ -96,14 +96,49 @@ def test_embeddings_quantized_when_asked():
     assert cosine_similarity(qm(IDS).flatten(), model(IDS).flatten()) > 0.98
 
 
-def test_group_size_that_does_not_divide_is_skipped_with_reason():
-    model = nn.Sequential(nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 96), nn.Linear(96, 16))
+def test_a_group_size_that_does_not_fit_falls_back_and_says_so():
+    model = nn.Sequential(nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 96), nn.Linear(96, 16), nn.Linear(200, 8),
+                          nn.Linear(131, 8))
     qm = ql.quantize(model, WeightOnly(bits=4, group_size=128))
-    assert isinstance(qm[3], nn.Linear) and not isinstance(qm[3], QLinear)
-    (rec,) = qm.quantlens_summary.skipped
-    assert rec.name == "3" and rec.reason == "in_features 96 not divisible by group_size 128"
-    assert "in_features 96 not divisible by group_size 128" in str(qm.quantlens_summary)
-    assert qm(torch.randn(2, 256)).shape == (2, 16)
+    assert all(isinstance(qm[i], QLinear) for i in (0, 2, 3, 4, 5)) and not qm.quantlens_summary.skipped
+    schemes = {i: qm[i].scheme for i in (0, 2, 3, 4, 5)}
+    assert schemes[0].group_size == 128 and schemes[2].group_size == 128  # divides: as asked
+    assert schemes[3].granularity == "per_channel"  # 96 < 128: one group per row
+    assert schemes[4].granularity == "per_group" and schemes[4].group_size == 100  # 200 = 2 x 100
+    assert schemes[5].granularity == "per_channel"  # 131 is prime: no group in [64, 128]
+    details = {r.name: r.detail for r in qm.quantlens_summary.records}
+    assert details["3"] == "uint4 asym per_channel(axis=0), rtn (input size 96 < group_size 128: one group per row)"
+    assert details["4"].endswith("(group_size 128 does not divide 200: groups of 100)")
+    assert "no group size in [64, 128] divides 131" in details["5"]
+    assert "does not fit 3 layer(s)" in str(qm.quantlens_summary)
+    x = torch.randn(2, 256)
+    assert qm[:4](x).shape == (2, 16)
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+def test_defaults_quantize_a_small_linear(bits):
+    model = nn.Sequential(nn.Linear(64, 64))
+    qm = ql.quantize(model, WeightOnly(bits=bits))
+    assert isinstance(qm[0], QLinear)
+    assert qm[0].scheme.granularity == "per_channel"  # 8 bits: the default; below: 64 < 128
+    x = torch.randn(4, 64)
+    assert cosine_similarity(qm(x).flatten(), model(x).flatten()) > {2: 0.8, 3: 0.95, 4: 0.98, 8: 0.9999}[bits]
+
+
+def test_group_size_auto_is_per_channel_at_8_bits_and_128_below():
+    assert WeightOnly(bits=8).group_size is None and WeightOnly(bits=4).group_size == 128
+    assert WeightOnly(bits=2, group_size="auto").group_size == 128
+    assert WeightOnly(bits=8, group_size=64).group_size == 64
+    for cfg in (WeightOnly(bits=8), WeightOnly(bits=3)):
+        assert config_from_dict(cfg.to_dict()) == cfg
+
+
+def test_two_bit_mlp_quantizes_every_layer_and_sensitivity_sees_them():
+    model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 256)).eval()
+    qm = ql.quantize(model, WeightOnly(bits=2))
+    assert [r.name for r in qm.quantlens_summary.quantized] == ["0", "2"]
+    result = ql.analysis.sensitivity(model, torch.randn(128, 64), WeightOnly(bits=2), metric="cosine")
+    assert {r.name for r in result.rows} == {"0", "2"}
 
 
 def test_skip_and_overrides_give_per_layer_settings():
@@ -226,6 +261,23 @@ def test_save_load_into_a_skeleton_is_bit_identical(tmp_path, cfg):
     assert type(loaded.up) is QLinear and loaded.quantlens_config == cfg
 
 
+def test_a_checkpoint_that_left_a_layer_float_loads_as_it_was_saved(tmp_path):
+    """Before group sizes were fitted, layers the group did not divide stayed float: such a
+    checkpoint records the layers it quantized, and loading follows that list and schemes."""
+    model = nn.Sequential(nn.Linear(256, 64), nn.ReLU(), nn.Linear(64, 96), nn.Linear(96, 8))
+    qm = ql.quantize(model, WeightOnly(bits=4, group_size=128, skip=["3"]))
+    ql.save(qm, tmp_path / "c")
+    meta_path = tmp_path / "c" / "quantlens.json"
+    meta = json.loads(meta_path.read_text())
+    meta["config"]["skip"] = []  # as an older quantlens wrote it: no skip, layer 3 float
+    meta_path.write_text(json.dumps(meta))
+    loaded = ql.load(tmp_path / "c", model=nn.Sequential(nn.Linear(256, 64), nn.ReLU(), nn.Linear(64, 96),
+                                                         nn.Linear(96, 8)))
+    assert type(loaded[3]) is nn.Linear and loaded[2].scheme == qm[2].scheme
+    x = torch.randn(3, 256)
+    assert torch.equal(loaded(x), qm(x))
+
+
 def test_load_without_source_or_skeleton_says_how(tmp_path):
     ql.save(ql.quantize(tiny(), WeightOnly(bits=4, group_size=32)), tmp_path / "c")
     with pytest.raises(CheckpointError, match="model="):
@@ -255,7 +307,7 @@ def _break_missing(ckpt):
 def _break_truncated_weights(ckpt):
     path = ckpt / "model.safetensors"
     path.write_bytes(path.read_bytes()[:100])
-    return "model.safetensors cannot be read"
+    return "model.safetensors does not match the SHA-256"  # the digest catches the truncation first
 
 
 def _break_truncated_json(ckpt):
@@ -339,3 +391,37 @@ def test_dequantize_refuses_int8_and_float_models():
         dequantize(tiny())
     with pytest.raises(InputError, match="dynamic model cannot be turned back into float.*start from the float model"):
         dequantize(ql.quantize(tiny(), ql.Dynamic()))
+
+
+ODD_SETTINGS = [{"bits": b, "group_size": g} for b in (8, 4, 3, 2) for g in ("auto", None, 32, 16, 5)] + [
+    {"bits": 4, "algorithm": "hqq"}, {"bits": 2, "algorithm": "hqq", "group_size": 16},
+    {"bits": 4, "codebook": "nf4"}, {"bits": 8, "symmetric": False},
+    {"bits": 4, "symmetric": True, "group_size": None}]
+
+
+def _odd_width_sweep() -> list[str]:
+    """The odd-width model at every batch 1..17 (and 3-D, bf16) under every setting."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 32), nn.GELU(), nn.Linear(32, 6)).eval()
+    x = torch.randn(17, 20)
+    bad = []
+    for settings in ODD_SETTINGS:
+        qm = ql.quantize(model, WeightOnly(**settings))
+        if len(qm.quantlens_summary.quantized) != 2:
+            bad.append(f"{settings}: quantized {len(qm.quantlens_summary.quantized)} of 2 layers")
+        floor = 0.9 if settings["bits"] >= 3 else 0.5
+        for m in range(1, 18):
+            cos = cosine_similarity(qm(x[:m]).flatten(), model(x[:m]).flatten())
+            if not cos > floor:
+                bad.append(f"{settings} batch {m}: cosine {cos:.3f}")
+        y3 = qm(x[:15].reshape(3, 5, 20).bfloat16())
+        if y3.shape != (3, 5, 6) or y3.dtype != torch.bfloat16:
+            bad.append(f"{settings} 3-D bf16: {tuple(y3.shape)} {y3.dtype}")
+    return bad
+
+
+def test_the_odd_width_model_runs_at_every_batch_with_every_setting():
+    """Linear(20, 32) -> Linear(32, 6): widths no packed kernel takes; it used to segfault at
+    batch 6 (int8pack in bf16). Run in a child so that a crash fails the test."""
+    code, failures = in_child(_odd_width_sweep)
+    assert code == 0 and not failures, child_verdict(code, failures)

@@ -16,7 +16,7 @@ from torch import nn
 from quantlens.analysis.modules import dequantized_weight, is_layer
 from quantlens.eval.size import memory_bytes
 
-__all__ = ["WeightStats", "format_weights", "inspect_weights"]
+__all__ = ["WeightStats", "format_weights", "inspect_weights", "weight_stats"]
 
 
 @dataclass
@@ -50,7 +50,8 @@ class WeightStats:
         return asdict(self)
 
 
-def _storage(module: nn.Module, weight: torch.Tensor) -> tuple[int, str]:
+def storage(module: nn.Module, weight: torch.Tensor) -> tuple[int, str]:
+    """``(bits per weight, scheme description)`` of how ``module`` stores ``weight``."""
     scheme = getattr(module, "scheme", None)
     if scheme is not None and hasattr(scheme, "bits"):
         return int(scheme.bits), scheme.describe() if hasattr(scheme, "describe") else str(scheme)
@@ -87,18 +88,21 @@ def inspect_weights(model: nn.Module) -> list[WeightStats]:
         w = dequantized_weight(module)
         if w is None or w.numel() == 0:
             continue
-        bits, scheme = _storage(module, w)
-        flat = w.reshape(-1).double()
-        absw = flat.abs()
-        sample = absw if absw.numel() <= 1_000_000 else absw[torch.randperm(absw.numel())[:1_000_000]]
-        p999 = float(torch.quantile(sample, 0.999))
-        extreme = float(absw.max())
-        ratio = extreme / p999 if p999 > 0 else (1.0 if extreme == 0 else math.inf)
-        nbytes = memory_bytes(module)[0]
-        out.append(WeightStats(name, type(module).__name__, tuple(w.shape), bits, scheme, nbytes, float(flat.min()),
-                               float(flat.max()), float(flat.mean()), float(flat.std()) if flat.numel() > 1 else 0.0,
-                               ratio))
+        bits, scheme = storage(module, w)
+        out.append(weight_stats(name, type(module).__name__, w, bits, scheme, memory_bytes(module)[0]))
     return out
+
+
+def weight_stats(name: str, kind: str, w: torch.Tensor, bits: int, scheme: str, nbytes: int) -> WeightStats:
+    """The :class:`WeightStats` of one layer's (dequantized) weight ``w``."""
+    flat = w.reshape(-1).double()
+    absw = flat.abs()
+    sample = absw if absw.numel() <= 1_000_000 else absw[torch.randperm(absw.numel())[:1_000_000]]
+    p999 = float(torch.quantile(sample, 0.999))
+    extreme = float(absw.max())
+    ratio = extreme / p999 if p999 > 0 else (1.0 if extreme == 0 else math.inf)
+    return WeightStats(name, kind, tuple(w.shape), bits, scheme, nbytes, float(flat.min()), float(flat.max()),
+                       float(flat.mean()), float(flat.std()) if flat.numel() > 1 else 0.0, ratio)
 
 
 def format_weights(rows: list[WeightStats]) -> str:

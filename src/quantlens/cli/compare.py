@@ -33,7 +33,6 @@ DEFAULT_MODEL = "digits-cnn"
 DEFAULT_OUT = "quantlens-report"
 DEFAULT_REPS = 20
 DEFAULT_THREADS = 1
-OUTPUT_FILES = ("report.html", "report.md", "results.json", "results.csv")
 
 
 def register(subparsers) -> None:
@@ -157,16 +156,13 @@ def _check_out(out: Path, force: bool) -> None:
 
 
 def _prepare_out(out: Path) -> bool:
-    """Create ``out``; remove the files an earlier report left there (only those).
+    """Create ``out`` (an earlier report there stays until the new one replaces it whole).
 
     Returns:
         Whether ``out`` was created now (so an empty one can be removed again).
     """
     created = not out.exists()
     try:
-        if out.is_dir():
-            for name in (*OUTPUT_FILES, *(p.name for p in out.glob("*.png"))):
-                (out / name).unlink(missing_ok=True)
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"--out {out}: cannot create the report folder ({exc.strerror or exc}); "
@@ -275,12 +271,9 @@ def _compare_into(args: argparse.Namespace, out: Path, model, configs: dict, dat
 
 
 def write_all(report: Report, out: Path) -> None:
-    """report.html, report.md, results.json, results.csv and the PNG plots into ``out``."""
-    report.to_json(out / "results.json")
-    report.to_csv(out / "results.csv")
-    (out / "report.md").write_text(report.to_markdown(), encoding="utf-8")
-    report.plot(out)
-    report.to_html(out / "report.html", plot_dir=out)
+    """report.html, report.md, results.json, results.csv and the PNG plots into ``out``,
+    whole or not at all (:meth:`Report.save`)."""
+    report.save(out)
 
 
 __all__ = ["command_line", "register", "run", "write_all"]

@@ -9,6 +9,11 @@ into float layers holding the dequantized weights (:func:`quantlens.api.dequanti
 the new config is applied to those, with a warning that the two roundings' errors add
 up. Int8 (dynamic, static, QAT) checkpoints cannot be turned back; the error says to
 start from the float model.
+
+``--method qat`` trains: the model is prepared (``ql.prepare_qat``), trained for
+``--epochs`` at ``--lr`` on ``--train-data`` (default: the zoo model's train split) with a
+line per epoch on stderr (``ql.train_qat``), then converted (``ql.convert``); without
+labelled training data it refuses with one line.
 """
 
 from __future__ import annotations
@@ -45,13 +50,31 @@ def register(subparsers) -> None:
     parser.add_argument("--algorithm", help="weight-only algorithm: rtn, hqq or gptq")
     parser.add_argument("--symmetric", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--codebook", help="nf4, log2 or kmeans")
+    parser.add_argument("--modules", type=_modules, help="layer kinds to quantize, comma-separated: "
+                        "linear,conv2d,embedding (weight-only), linear,lstm,gru (dynamic)")
     parser.add_argument("--embeddings", action="store_true", help="quantize nn.Embedding tables too")
     parser.add_argument("--skip", action="append", help="module name pattern left in float (repeatable)")
     parser.add_argument("--config", help="a config JSON (as in quantlens.json's 'config')")
     parser.add_argument("--calib-data", help="calibration data (zoo data set or .pt/.npz); default: the "
                         "zoo model's calib split")
+    parser.add_argument("--train-data", help="QAT: labelled training data (zoo data set or .pt/.npz with "
+                        "inputs and labels); default: the zoo model's train split")
+    parser.add_argument("--epochs", type=int, help=f"QAT: training epochs (default {QAT_EPOCHS})")
+    parser.add_argument("--lr", type=float, help=f"QAT: learning rate of SGD with momentum 0.9 (default {QAT_LR})")
     add_trust_code(parser)
     parser.set_defaults(func=run)
+
+
+QAT_EPOCHS = 1
+QAT_LR = 1e-3
+_QAT_FLAGS = ("train_data", "epochs", "lr")
+
+
+def _modules(text: str) -> tuple[str, ...]:
+    kinds = tuple(k.strip().lower() for k in text.split(",") if k.strip())
+    if not kinds:
+        raise argparse.ArgumentTypeError("--modules needs at least one layer kind, e.g. linear,conv2d")
+    return kinds
 
 
 def _group_size(text: str) -> int | None:
@@ -83,11 +106,62 @@ def build_config(args: argparse.Namespace):
         if _FIELDS.get(flag, flag) not in fields:
             raise ConfigError(f"--{flag.replace('_', '-')} does not apply to method {method.name!r}")
         kwargs[_FIELDS.get(flag, flag)] = tuple(value) if flag == "skip" else value
-    if args.embeddings:
+    if args.modules is not None or args.embeddings:
         if "modules" not in fields:
-            raise ConfigError(f"--embeddings does not apply to method {method.name!r}")
-        kwargs["modules"] = ("linear", "embedding")
+            flag = "--modules" if args.modules is not None else "--embeddings"
+            raise ConfigError(f"{flag} does not apply to method {method.name!r}")
+        modules = args.modules if args.modules is not None else ("linear",)
+        kwargs["modules"] = modules + (("embedding",) if args.embeddings and "embedding" not in modules else ())
     return method.config_cls(**kwargs)
+
+
+def _check_qat_flags(args: argparse.Namespace, config) -> None:
+    given = [f"--{f.replace('_', '-')}" for f in _QAT_FLAGS if getattr(args, f, None) is not None]
+    if given and config.method != "qat":
+        verb = "applies" if len(given) == 1 else "apply"
+        raise ConfigError(f"{', '.join(given)} {verb} only to --method qat (this is {config.method!r})")
+    if args.epochs is not None and args.epochs < 1:
+        raise InputError(f"--epochs must be >= 1, got {args.epochs}")
+    if args.lr is not None and not args.lr > 0:
+        raise InputError(f"--lr must be > 0, got {args.lr}")
+
+
+def _train_data(args, resolved):
+    from quantlens import zoo
+    from quantlens.cli._data import load_data
+
+    if args.train_data:
+        loaded = load_data(args.train_data)
+        return loaded.train or loaded.test
+    if resolved.zoo is not None:
+        return zoo.load_dataset(zoo.default_dataset_for(resolved.zoo), "train").batches(64)
+    return None
+
+
+def _quantize_qat(args, resolved, model, config):
+    """Prepare, train (a line per epoch on stderr) and convert; the converted model."""
+    import quantlens as ql
+    from quantlens.core.data import first_batch
+
+    train = _train_data(args, resolved)
+    if train is None:
+        raise InputError("--method qat trains the model: pass --train-data DATA (a zoo data set or a .pt/.npz "
+                         "file with inputs and labels)")
+    batch = first_batch(train)
+    if batch.labels is None:
+        raise InputError("--method qat trains on labelled data, but the training data has no labels; give a "
+                         ".pt/.npz file with 'inputs' and 'labels' (or a zoo data set with labels)")
+    epochs, lr = args.epochs or QAT_EPOCHS, args.lr or QAT_LR
+    prepared = ql.prepare_qat(model, config, example_inputs=batch.args or None)
+    print(f"quantlens quantize: QAT training for {epochs} epoch(s) at lr {lr:g}", file=sys.stderr)
+    history = ql.train_qat(prepared, train, epochs=epochs, lr=lr)
+    for h in history:
+        acc = f", accuracy {100 * h['train_accuracy']:.1f}%" if h.get("train_accuracy") is not None else ""
+        print(f"quantlens quantize: epoch {h['epoch']}/{epochs}: train loss {h['train_loss']:.4f}{acc}",
+              file=sys.stderr)
+    qm = ql.convert(prepared.eval())
+    qm.quantlens_summary.note(f"QAT: {epochs} epoch(s) at lr {lr:g}, final train loss {history[-1]['train_loss']:.4f}")
+    return qm
 
 
 def _calib(args, resolved, config):
@@ -140,16 +214,20 @@ def run(args: argparse.Namespace) -> int:
 
     check_out_folder(Path(args.out), "-o")
     config = build_config(args)
+    _check_qat_flags(args, config)
     resolved = resolve_model(args.model, trust_code=args.trust_code)
     model, warning = resolved.model, None
     if resolved.kind == "checkpoint":
         model, warning = _float_from_checkpoint(args.model, model)
-    needs_data = getattr(config, "algorithm", None) == "gptq" or config.method in ("static",)
-    calib = _calib(args, resolved, config) if needs_data else None
-    if needs_data and calib is None:
-        raise InputError(f"{config.method} with these settings needs calibration data; pass --calib-data")
-    # a dequantized checkpoint is a model of our own: quantize it without another copy
-    qm = ql.quantize(model, config, calib_data=calib, inplace=resolved.kind == "checkpoint")
+    if config.method == "qat":
+        qm = _quantize_qat(args, resolved, model, config)
+    else:
+        needs_data = getattr(config, "algorithm", None) == "gptq" or config.method in ("static",)
+        calib = _calib(args, resolved, config) if needs_data else None
+        if needs_data and calib is None:
+            raise InputError(f"{config.method} with these settings needs calibration data; pass --calib-data")
+        # a dequantized checkpoint is a model of our own: quantize it without another copy
+        qm = ql.quantize(model, config, calib_data=calib, inplace=resolved.kind == "checkpoint")
     if warning:
         qm.quantlens_summary.note(warning)
     out = ql.save(qm, args.out)

@@ -203,10 +203,11 @@ def measure_row(row: Row, model: nn.Module, reference: _quality.Outputs, data, b
         ref = memory_ref
         if ref is None and saved is not None:
             is_float = getattr(model, "quantlens_config", None) is None
+            # written here from the caller's model, whose source the caller gave (see ModelRef)
             if not is_float:
-                ref = _memory.ModelRef.checkpoint(saved)
+                ref = _memory.ModelRef.checkpoint(saved, trust_code=True)
             elif (saved / "source.json").exists():
-                ref = _memory.ModelRef.float_dir(saved)
+                ref = _memory.ModelRef.float_dir(saved, trust_code=True)
         if ref is None:
             row.notes.append("peak memory not measured: the model records no way to rebuild it in a child process")
         else:

@@ -56,18 +56,31 @@ _PROC_STATUS = Path("/proc/self/status")
 class ModelRef:
     """How a child process gets the model: ``kind`` is ``"checkpoint"`` (a ``ql.save``
     directory), ``"float"`` (a directory from :func:`quantlens.eval.size.save_for_size`
-    with ``source.json``) or ``"factory"`` (``"module:function"``, called with no arguments)."""
+    with ``source.json``) or ``"factory"`` (``"module:function"``, called with no arguments:
+    the caller named it, so it runs).
+
+    ``trust_code`` is what :func:`quantlens.load`'s is: a checkpoint or float directory whose
+    source is a ``module:function`` factory is rebuilt by calling it only when True. ``ql.compare``
+    sets it for the directories it writes itself from the caller's models (their sources came
+    from the caller, never from an untrusted file: ``ql.load`` drops a factory it was not
+    allowed to call).
+
+    Example:
+        >>> measure_peak_memory(ModelRef.checkpoint("ckpt/"), x)                    # HF / zoo source
+        >>> measure_peak_memory(ModelRef.checkpoint("ckpt/", trust_code=True), x)   # a factory
+    """
 
     kind: str
     target: str
+    trust_code: bool = False
 
     @classmethod
-    def checkpoint(cls, path) -> ModelRef:
-        return cls("checkpoint", str(Path(path).resolve()))  # the child may run elsewhere
+    def checkpoint(cls, path, *, trust_code: bool = False) -> ModelRef:
+        return cls("checkpoint", str(Path(path).resolve()), trust_code)  # the child may run elsewhere
 
     @classmethod
-    def float_dir(cls, path) -> ModelRef:
-        return cls("float", str(Path(path).resolve()))
+    def float_dir(cls, path, *, trust_code: bool = False) -> ModelRef:
+        return cls("float", str(Path(path).resolve()), trust_code)
 
     @classmethod
     def factory(cls, spec: str) -> ModelRef:
@@ -150,14 +163,15 @@ def _release_freed() -> None:
 def _load_model(ref: dict) -> torch.nn.Module:
     from quantlens import api, checkpoint
 
+    trust = ref.get("trust_code") is True
     if ref["kind"] == "checkpoint":
-        return api.load(ref["target"], trust_code=True)
+        return api.load(ref["target"], trust_code=trust)
     if ref["kind"] == "float":
         from safetensors.torch import load_file
 
         root = Path(ref["target"])
         source = json.loads((root / "source.json").read_text())
-        model = checkpoint.build_skeleton(source, trust_code=True)
+        model = checkpoint.build_skeleton(source, trust_code=trust, origin=root / "source.json")
         model.load_state_dict(load_file(str(root / checkpoint.WEIGHTS_FILE)), strict=False)
         return model.eval()
     if ref["kind"] == "factory":
@@ -293,7 +307,7 @@ def measure_peak_memory(
     with tempfile.TemporaryDirectory(prefix="quantlens-mem-") as tmp:
         inputs_path = os.path.join(tmp, "inputs.safetensors")
         save_batch(batch, inputs_path)
-        job = {"ref": {"kind": ref.kind, "target": ref.target}, "inputs": inputs_path, "reps": reps, "threads": threads}
+        job = {"ref": {"kind": ref.kind, "target": ref.target, "trust_code": ref.trust_code}, "inputs": inputs_path, "reps": reps, "threads": threads}
         try:
             result = _get_server().request(job, timeout)
         except KeyboardInterrupt:

@@ -22,13 +22,23 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from quantlens.errors import ConfigError
-from quantlens.methods.base import QuantConfig, QuantContext, module_bytes, register_method
+from quantlens.methods.backends import torch_ao
+from quantlens.methods.base import (
+    QuantConfig,
+    QuantContext,
+    configs_in,
+    module_bytes,
+    register_method,
+)
 from quantlens.methods.dynamic_rnn import DynamicRNN
 from quantlens.nn.dynamic_linear import ACTIVATIONS, DTYPES, DynamicLinear
 from quantlens.nn.registry import standard_class, subclass_reason
+
+_TORCH_DTYPES = {torch.int8: "int8", torch.qint8: "int8", torch.float16: "float16"}
 
 
 @dataclass(frozen=True)
@@ -37,7 +47,15 @@ class Dynamic(QuantConfig):
 
     Args:
         dtype: ``"int8"`` (int8 weights and int8 GEMMs) or ``"float16"`` (fp16 weights,
-            float32 compute: half the size, float accuracy, no speed-up on CPU).
+            float32 compute: half the size, float accuracy, no speed-up on CPU); the torch
+            dtypes ``torch.int8`` / ``torch.qint8`` / ``torch.float16`` are taken too and
+            stored as these names (so the config still round-trips to JSON).
+        backend: the quantized engine to run on (``"x86"``, ``"fbgemm"``, ``"onednn"``,
+            ``"qnnpack"``), set as ``torch.backends.quantized.engine`` when the model is
+            quantized or loaded, as ``ql.Static`` does; None (default) keeps the active
+            engine. Linear layers run PyTorch's int8 GEMM on VNNI/AMX CPUs whatever the
+            engine, fbgemm's kernel under x86/fbgemm, else a float reference; LSTM / GRU
+            run the engine's dynamic kernels.
         modules: which layer kinds to quantize, from ``"linear"``, ``"lstm"``, ``"gru"``
             (and any kind added with :func:`register_dynamic_layer`).
         per_channel: one weight scale per output channel (else one per tensor).
@@ -54,9 +72,18 @@ class Dynamic(QuantConfig):
     modules: tuple[str, ...] = ("linear", "lstm", "gru")
     per_channel: bool = True
     activations: str = "per_token"
+    backend: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if isinstance(self.dtype, torch.dtype):
+            if self.dtype not in _TORCH_DTYPES:
+                raise ConfigError(f"Dynamic dtype {self.dtype} is not supported; choose torch.int8 or torch.float16 "
+                                  f"(or one of {', '.join(DTYPES)})")
+            object.__setattr__(self, "dtype", _TORCH_DTYPES[self.dtype])
+        if self.backend is not None and self.backend not in torch_ao.BACKENDS:
+            raise ConfigError(f"unknown backend {self.backend!r} for Dynamic; choose one of: "
+                              f"{', '.join(torch_ao.BACKENDS)} (or None for the active engine)")
         modules = (self.modules,) if isinstance(self.modules, str) else tuple(self.modules)
         object.__setattr__(self, "modules", modules)
         if self.dtype not in DTYPES:
@@ -173,8 +200,18 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> nn.Module:
     return model
 
 
+def _use_backend(ctx: QuantContext) -> None:
+    """Switch to the engine the Dynamic configs ask for (one per model)."""
+    backends = {c.backend for c in configs_in(ctx.config) if isinstance(c, Dynamic) and c.backend is not None}
+    if len(backends) > 1:
+        raise ConfigError(f"one model can use one quantized engine; these Dynamic configs ask for {sorted(backends)}")
+    if backends:
+        torch_ao.use_engine(backends.pop())
+
+
 def apply(model: nn.Module, ctx: QuantContext) -> nn.Module:
     """Replace every selected Linear / LSTM / GRU (see :class:`Dynamic`) and record it."""
+    _use_backend(ctx)
     targets = _targets(model, ctx)
     for name, module, config, spec in targets:
         new = spec.convert(module, config)
@@ -241,6 +278,7 @@ def _warn_if_little(model: nn.Module, ctx: QuantContext, targets) -> None:
 
 def rebuild(model: nn.Module, ctx: QuantContext) -> nn.Module:
     """Give a float skeleton the dynamic structure (placeholder weights) for loading a checkpoint."""
+    _use_backend(ctx)
     for name, module, config, spec in _targets(model, ctx):
         model = _replace(model, name, spec.empty(module, config))
     return model

@@ -44,6 +44,7 @@ from quantlens.methods.base import (
     register_method,
     resolve,
 )
+from quantlens.methods.group_size import DEFAULT_GROUP_SIZE, fit_group, group_choice
 from quantlens.nn.packed import PackedWeight
 from quantlens.nn.registry import quantized_class_for, quantized_classes, standard_class, subclass_reason
 
@@ -132,9 +133,14 @@ class WeightOnly(QuantConfig):
 
     Args:
         bits: code width, 1 to 8 (2, 3, 4 and 8 are the usual ones).
-        group_size: elements per scale along the input dimension (per-group), or None for
-            one scale per output channel (per-channel). Layers whose input dimension the
-            group size does not divide stay float, with the reason in the summary.
+        group_size: elements per scale along the input dimension (per-group), None for one
+            scale per output channel (per-channel), or ``"auto"`` (the default): per-channel
+            at 8 bits, groups of 128 below. Any layer is quantized whatever its input size
+            ``k`` (:func:`~quantlens.methods.group_size.fit_group`): if ``k < group_size`` the layer gets one group per
+            row (per-channel, the same thing); if ``group_size`` does not divide ``k``, the
+            largest divisor of ``k`` between ``group_size / 2`` and ``group_size`` is used,
+            and if there is none, one group per row. The layer's summary record says which
+            group size it got and why.
         symmetric: a zero-point fixed at 0 (True) or fitted per group (False). Default:
             symmetric at 8 bits, asymmetric below (measured better on MiniLM at 4 bits).
         codebook: None for uniform levels, or ``"nf4"`` / ``"log2"`` / ``"kmeans"``.
@@ -150,7 +156,7 @@ class WeightOnly(QuantConfig):
     """
 
     bits: int = 4
-    group_size: int | None = 128
+    group_size: int | str | None = "auto"
     symmetric: bool | None = None
     codebook: str | None = None
     algorithm: str = "rtn"
@@ -160,6 +166,13 @@ class WeightOnly(QuantConfig):
         super().__post_init__()
         if self.symmetric is None:
             object.__setattr__(self, "symmetric", isinstance(self.bits, int) and self.bits >= 8)
+        if self.group_size == "auto":
+            eight = isinstance(self.bits, int) and self.bits >= 8
+            object.__setattr__(self, "group_size", None if eight else DEFAULT_GROUP_SIZE)
+        if self.group_size is not None and (isinstance(self.group_size, bool) or not isinstance(self.group_size, int)
+                                            or self.group_size < 1):
+            raise ConfigError(f"group_size must be a positive integer, None (per-channel) or 'auto', "
+                              f"got {self.group_size!r}")
         object.__setattr__(self, "modules", _normalize_modules(self.modules))
         if self.algorithm not in ALGORITHMS:
             raise ConfigError(f"unknown algorithm {self.algorithm!r}; valid: {', '.join(sorted(ALGORITHMS))}")
@@ -173,17 +186,22 @@ class WeightOnly(QuantConfig):
     def scheme_for(self, shape: tuple[int, ...] | torch.Size) -> QScheme:
         """The :class:`QScheme` of a weight of ``shape``: per-channel along the first axis
         (output channels / embedding rows), or per-group along the input axis (the last one
-        of a Linear or Embedding weight, axis 1 (input channels) of a 4-D conv weight).
+        of a Linear or Embedding weight, axis 1 (input channels) of a 4-D conv weight),
+        with the group size :func:`fit_group` gives for that axis.
 
         Example:
             >>> WeightOnly(bits=4, group_size=64).scheme_for((384, 384)).describe()
             'uint4 asym per_group(64)'
+            >>> WeightOnly(bits=4, group_size=128).scheme_for((32, 20)).describe()
+            'uint4 asym per_channel(axis=0)'
         """
-        if self.group_size is None:
+        axis = 1 if len(shape) > 2 else -1
+        group = None if self.group_size is None else fit_group(int(shape[axis]), self.group_size)
+        if group is None:
             return QScheme(bits=self.bits, symmetric=self.symmetric, granularity="per_channel", axis=0,
                            codebook=self.codebook)
         return QScheme(bits=self.bits, symmetric=self.symmetric, granularity="per_group",
-                       axis=1 if len(shape) > 2 else -1, group_size=self.group_size, codebook=self.codebook)
+                       axis=axis, group_size=group, codebook=self.codebook)
 
 
 # --- apply / rebuild ----------------------------------------------------------------------
@@ -198,6 +216,7 @@ class _Plan:
     config: WeightOnly
     scheme: QScheme
     algorithm: Algorithm = field(default=None)
+    choice: str = ""  # why the scheme's group size differs from the config's, for the summary
 
 
 @dataclass
@@ -216,10 +235,6 @@ def _why_not(module: nn.Module, scheme: QScheme) -> str | None:
     shape = tuple(module.weight.shape)
     if getattr(module, "max_norm", None) is not None:
         return "max_norm renormalizes the weight on lookup"
-    if scheme.granularity == "per_group" and shape[scheme.axis] % scheme.group_size:
-        label = {nn.Linear: "in_features", nn.Embedding: "embedding_dim"}.get(
-            standard_class(module, quantized_classes()), "input channels")
-        return f"{label} {shape[scheme.axis]} not divisible by group_size {scheme.group_size}"
     return quantized_class_for(module).unsupported_reason(scheme, shape)
 
 
@@ -251,7 +266,8 @@ def _plan(model: nn.Module, ctx: QuantContext) -> list[_Plan | _Left]:
         if algorithm.kinds is not None and kind not in algorithm.kinds:
             ctx.summary.note(f"{algorithm.name} does not apply to {type(module).__name__} layers; they use {algorithm.fallback}")
             algorithm = ALGORITHMS[algorithm.fallback]
-        out.append(_Plan(name, module, cfg, scheme, algorithm))
+        length = module.weight.shape[1]  # the grouped axis: in_features / embedding_dim / input channels
+        out.append(_Plan(name, module, cfg, scheme, algorithm, group_choice(cfg.group_size, length, scheme)))
     return out
 
 
@@ -316,22 +332,37 @@ def apply(model: nn.Module, ctx: QuantContext) -> nn.Module:
         replaced[id(p.module)] = new
         ctx.summary.add(
             p.name, p.module, "quantized", method="weight_only",
-            detail=f"{p.scheme.describe()}, {p.algorithm.name}",
+            detail=f"{p.scheme.describe()}, {p.algorithm.name}" + (f" ({p.choice})" if p.choice else ""),
             bytes_before=module_bytes(p.module), bytes_after=module_bytes(new),
         )
+    refit = [p for p in plans if p.choice]
+    if refit:
+        sizes = sorted({str(p.config.group_size) for p in refit})
+        ctx.summary.note(f"group_size {'/'.join(sizes)} does not fit {len(refit)} layer(s); they use one group per "
+                         "row or a smaller group that divides their input size (see each layer's detail)")
     return _replace(model, replaced)
 
 
 def rebuild(model: nn.Module, ctx: QuantContext) -> nn.Module:
     """Give a float skeleton the quantized structure ``apply`` produced (empty buffers), so
-    a checkpoint's tensors load into it."""
+    a checkpoint's tensors load into it. Where the checkpoint lists its quantized layers
+    (``ctx.extra["saved_layers"]``: name -> layer config), their saved schemes are used and a
+    layer it does not list stays float (a checkpoint written when that layer's group size
+    did not fit)."""
     replaced: dict[int, nn.Module] = {}
+    saved = ctx.extra.get("saved_layers")
     for p in _plan(model, ctx):
         if isinstance(p, _Left):
             _record_left(p, ctx)
             continue
         if id(p.module) in replaced:
             continue
+        if saved is not None:
+            if p.name not in saved:
+                _record_left(_Left(p.name, p.module, "float", "float in the checkpoint"), ctx)
+                continue
+            if isinstance(saved[p.name].get("scheme"), dict):
+                p.scheme = QScheme.from_dict(saved[p.name]["scheme"])
         qcls = quantized_class_for(p.module)
         if isinstance(p.module, nn.Linear):
             new = qcls(p.module.in_features, p.module.out_features, bias=p.module.bias is not None, scheme=p.scheme)

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +51,7 @@ from torch import nn
 
 from quantlens.errors import InputError, UnknownNameError
 from quantlens.nn.kernels import cpu_features
+from quantlens.nn.shapes import Shapes
 
 ACT_LEVELS = 127  # activations use q in [0, 127]: 7 bits, no int16 pair overflow on AVX2
 WEIGHT_QMAX = 127
@@ -112,6 +113,8 @@ class DynamicKernel:
         run: ``run(layer, state, x2d) -> y2d`` float32.
         auto: ``auto(x2d) -> bool``: whether ``"auto"`` may pick it for this input on this
             machine (None: always; a path is always usable when forced and ``accepts`` agrees).
+        shapes: the weight shapes it runs (:class:`quantlens.nn.shapes.Shapes`, checked
+            before ``accepts``; swept by tests/nn/test_kernel_shapes.py).
     """
 
     name: str
@@ -120,6 +123,11 @@ class DynamicKernel:
     prepare: Callable[[DynamicLinear], object]
     run: Callable[[DynamicLinear, object, torch.Tensor], torch.Tensor]
     auto: Callable[[torch.Tensor], bool] | None = None
+    shapes: Shapes = field(default_factory=Shapes)
+
+    def why_not(self, layer: DynamicLinear, x2d: torch.Tensor) -> str | None:
+        """Why this path cannot run ``layer`` on ``x2d`` (its shapes, then ``accepts``), or None."""
+        return self.shapes.reason(layer.out_features, layer.in_features) or self.accepts(layer, x2d)
 
 
 _KERNELS: dict[str, DynamicKernel] = {}
@@ -203,8 +211,9 @@ def _fp16_prepare(layer):
     return torch.ops.quantized.linear_prepack_fp16(layer.weight.float(), layer.bias)
 
 
+# torch._int_mm on CPU (torch 2.13) returns wrong sums for K = 1 at any M, N >= 2.
 register_dynamic_kernel(DynamicKernel(
-    "int_mm", "int8", _int_mm_accepts, _int_mm_prepare, _int_mm_run, auto=_int_mm_auto))
+    "int_mm", "int8", _int_mm_accepts, _int_mm_prepare, _int_mm_run, auto=_int_mm_auto, shapes=Shapes(min_in=2)))
 register_dynamic_kernel(DynamicKernel("fbgemm", "int8", _x86_engine, _fbgemm_prepare, _fbgemm_run))
 register_dynamic_kernel(DynamicKernel("reference", "int8", lambda layer, x: None, lambda layer: None, _reference_run))
 register_dynamic_kernel(DynamicKernel(
@@ -316,7 +325,7 @@ class DynamicLinear(nn.Module):
         """The path a forward on ``x2d`` ``(M, K)`` takes."""
         if self._kernel != "auto":
             path = _KERNELS[self._kernel]
-            reason = path.accepts(self, x2d)
+            reason = path.why_not(self, x2d)
             if reason:
                 raise InputError(f"kernel path {path.name!r} cannot run this layer: {reason}; set layer.kernel = 'auto'")
             return path
@@ -325,7 +334,7 @@ class DynamicLinear(nn.Module):
                 continue
             if path.auto is not None and not path.auto(x2d):
                 continue
-            if path.accepts(self, x2d) is None:
+            if path.why_not(self, x2d) is None:
                 return path
         raise InputError(f"no kernel path runs a {self.dtype} DynamicLinear on {x2d.device.type}")
 

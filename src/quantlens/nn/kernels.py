@@ -26,13 +26,16 @@ dense_bf16  cached bfloat16 dequantized weight, F.linear in bf16  1e-2       2 B
 int4pack    ``torch._weight_int4pack_mm_for_cpu``, bf16           1e-2       0.5 B
             activations: uniform codes of <= 4 bits, per-group    (3.6e-3)
             (multiple of 32 along in_features), per-channel or
-            per-tensor. ``w = s*(c - 8) + offset`` with
+            per-tensor; in_features a multiple of 32,
+            out_features of 16. ``w = s*(c - 8) + offset`` with
             ``offset = s*(8 - z)`` (codes under 4 bits are
             shifted so that the offset is exactly 0).
 int8pack    ``torch._weight_int8pack_mm``, bf16 activations:      1e-2       1 B
             uniform per-channel / per-tensor codes of any width;  (3.9e-3)
-            8-bit asymmetric uses ``c - 128`` plus the rank-1
-            correction ``sum(x) * s*(128 - z)``.
+            in_features a multiple of 16 (torch 2.13 segfaults
+            or returns wrong numbers for any other width, at
+            every batch). 8-bit asymmetric uses ``c - 128``
+            plus the rank-1 correction ``sum(x) * s*(128 - z)``.
 fbgemm      ``torch.ops.quantized.linear_dynamic`` (W8A8: the     4e-2       1 B
             input is quantized to 8 bits per call, reduce_range) (2.1e-2)
             on one int8 scale per output row: per-row uniform
@@ -78,8 +81,10 @@ CPUs: 0.72 vs 0.79 ms on 4096x4096, 1.80 vs 1.93 ms on 4096x11008). W8A8 runs at
 float32 at 8 tokens and 5.4-9.2x at 64 on the AVX-512 CPU (3.4-6.5x and 1.6-2.2x on AVX2),
 and beats int8pack at 1 token (4096x11008: 2.05 vs 2.50 ms).
 
-How to add a path: write ``accepts(layer) -> str | None`` (why it cannot run the layer's
-weight format, or None), ``prepare(layer, dtype) -> state`` and ``run(layer, state, x) ->
+How to add a path: declare the shapes the underlying op runs (:class:`Shapes`; the sweep in
+tests/nn/test_kernel_shapes.py runs every registered path over widths 1-130 at 1-17 tokens
+in a child process, so that a crash fails the test), write
+``accepts(layer) -> str | None`` (why it cannot run the layer's weight format, or None), ``prepare(layer, dtype) -> state`` and ``run(layer, state, x) ->
 y`` (``x`` already in the path's compute dtype, ``y`` with bias added), then
 ``register_kernel(KernelPath(...))`` with the cases it should win. Force a path with
 ``layer.kernel = "name"`` or, for a whole model, ``with force_kernel(model, "name"):``.
@@ -90,7 +95,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -98,6 +103,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from quantlens.errors import SchemeError, UnknownNameError
+from quantlens.nn.shapes import Shapes
 
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -169,6 +175,7 @@ class KernelPath:
         rtol: bound on ``||y - ref|| / ||ref||`` against the reference path.
         quantizes_activations: the path rounds the input to integers (W8A8); automatic
             dispatch skips it for layers with ``allow_activation_quant = False``.
+        shapes: the weight shapes it runs (checked before ``accepts``).
     """
 
     name: str
@@ -179,6 +186,7 @@ class KernelPath:
     cases: tuple[Case, ...] = ()
     rtol: float = 0.0
     quantizes_activations: bool = False
+    shapes: Shapes = field(default_factory=Shapes)
 
 
 _PATHS: dict[str, KernelPath] = {}
@@ -203,8 +211,11 @@ def get_kernel(name: str) -> KernelPath:
 
 
 def why_not(layer: nn.Module, name: str) -> str | None:
-    """Why path ``name`` cannot run ``layer`` (cached per layer), or None if it can."""
-    return layer.cached(("accepts", name), lambda: get_kernel(name).accepts(layer))
+    """Why path ``name`` cannot run ``layer`` (its declared shapes, then ``accepts``; cached
+    per layer), or None if it can."""
+    path = get_kernel(name)
+    n, k = layer.weight_shape[0], layer.weight_shape[1]
+    return layer.cached(("accepts", name), lambda: path.shapes.reason(n, k) or path.accepts(layer))
 
 
 def select(layer: nn.Module, tokens: int, dtype: torch.dtype) -> KernelPath:
@@ -331,8 +342,6 @@ def _int4_accepts(layer) -> str | None:
         return "it needs whole groups along in_features"
     if _int4_group(layer) is None:
         return f"it needs groups (or in_features) that are a multiple of {INT4_GROUPS[-1]}"
-    if layer.weight_shape[0] % 16:
-        return "it needs out_features that are a multiple of 16"
     return _on_cpu(layer)
 
 
@@ -441,11 +450,11 @@ register_kernel(KernelPath("dense_bf16", lambda layer: None, _dense_prepare, _de
                            compute_dtype=torch.bfloat16, rtol=1e-2,
                            cases=(Case(tokens=(16, None), needs=("avx512_bf16",), priority=30),)))
 register_kernel(KernelPath("int4pack", _int4_accepts, _int4_prepare, _int4_run,
-                           compute_dtype=torch.bfloat16, rtol=1e-2,
+                           compute_dtype=torch.bfloat16, rtol=1e-2, shapes=Shapes(in_multiple=32, out_multiple=16),
                            cases=(Case(bits=_LOW_BITS, tokens=(1, 16), needs=("avx512_bf16",), priority=10),
                                   Case(bits=_LOW_BITS, tokens=(1, 32), priority=60))))
 register_kernel(KernelPath("int8pack", _int8_accepts, _int8_prepare, _int8_run,
-                           compute_dtype=torch.bfloat16, rtol=1e-2,
+                           compute_dtype=torch.bfloat16, rtol=1e-2, shapes=Shapes(in_multiple=16),
                            cases=(Case(tokens=(1, 16), needs=("avx512_bf16",), priority=25),
                                   Case(tokens=(1, 32), priority=70))))
 register_kernel(KernelPath("fbgemm", _fbgemm_accepts, _fbgemm_prepare, _fbgemm_run,

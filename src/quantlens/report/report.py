@@ -21,9 +21,10 @@ from quantlens.eval.compare import Comparison, Row, run_comparison
 from quantlens.eval.interrupts import raise_if_interrupted
 from quantlens.eval.latency import DEFAULT_REPS, DEFAULT_WARMUP
 from quantlens.eval.presets import check_names, make_config
+from quantlens.files import update_directory, write_text_atomic
 from quantlens.methods.base import QuantConfig
 from quantlens.report import tables
-from quantlens.report.analysis_plots import write_analysis_plots
+from quantlens.report.analysis_plots import ANALYSIS_PLOT_FILES, write_analysis_plots
 from quantlens.report.compare_analysis import (
     LayerRecorder,
     layer_result,
@@ -33,9 +34,11 @@ from quantlens.report.compare_analysis import (
 )
 from quantlens.report.html import render_html
 from quantlens.report.layers import layer_errors as per_layer_errors
-from quantlens.report.plots import write_plots
+from quantlens.report.plots import PLOT_FILES, write_plots
 
 OBJECTIVES = ("latency", "size")
+
+REPORT_FILES = ("results.json", "results.csv", "report.md", *PLOT_FILES, *ANALYSIS_PLOT_FILES.values(), "report.html")
 
 
 class Report:
@@ -234,6 +237,38 @@ class Report:
         _write_text(path, render_html(self, plot_dir=Path(plot_dir) if plot_dir is not None else None))
         return Path(path)
 
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write the whole report into ``directory``: ``results.json``, ``results.csv``,
+        ``report.md``, the PNG plots and ``report.html``.
+
+        The files are rendered into a staging folder beside ``directory`` and moved in
+        together under a lock (:func:`quantlens.files.update_directory`): an error or Ctrl-C
+        while rendering leaves the previous report there whole, two runs writing to one folder
+        take turns, and the other files in the folder are left alone (plots an earlier report
+        had and this one has not are removed).
+
+        Returns:
+            The real (symlink-resolved) folder.
+
+        Raises:
+            InputError: the folder cannot be written (the message says why).
+
+        Example:
+            >>> report.save("quantlens-report")
+        """
+        def stage(folder: Path) -> None:
+            self.to_json(folder / "results.json")
+            self.to_csv(folder / "results.csv")
+            _write_text(folder / "report.md", self.to_markdown())
+            self.plot(folder)
+            self.to_html(folder / "report.html", plot_dir=folder)
+
+        try:
+            return update_directory(directory, stage, REPORT_FILES, stale=REPORT_FILES, error=InputError)
+        except OSError as exc:
+            raise InputError(f"cannot write the report into {directory} ({exc.strerror or exc}); give a folder you "
+                             "can write to (a report that was there is unchanged)") from exc
+
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> Report:
         """A report read back from :meth:`to_json`."""
@@ -251,11 +286,8 @@ class Report:
 
 
 def _write_text(path: str | os.PathLike, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, text)
 
 
 def _configs(methods, model: nn.Module | None = None) -> dict[str, QuantConfig]:

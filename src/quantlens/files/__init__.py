@@ -1,0 +1,8 @@
+"""Files on disk: safetensors written and read with their SHA-256 (:mod:`.tensorfile`) and
+directories whose quantlens-owned files are replaced whole or not at all (:mod:`.atomic`).
+Checkpoints and report folders are written through them."""
+
+from quantlens.files.atomic import locked, update_directory, write_text_atomic
+from quantlens.files.tensorfile import read_tensors, write_tensors
+
+__all__ = ["locked", "read_tensors", "update_directory", "write_tensors", "write_text_atomic"]
