@@ -31,8 +31,6 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -46,7 +44,7 @@ set_wait_policy()  # before torch starts its thread pool
 
 import numpy as np
 import torch
-from _results import write_results
+from _results import run_info, write_results
 from _timing import interleaved, summarize
 
 import quantlens as ql
@@ -231,14 +229,8 @@ def run(threads: int, repeats: int, warmup: int, pt2e: bool, models: list[str] |
                     x = batch_of(test, batch)
                     rows += time_case(name, batch, x, variants, sessions, compiled, warmup=warmup, repeats=repeats)
     return {
-        "benchmark": "int8_static",
-        "threads": threads,
-        "torch": torch.__version__,
+        **run_info("int8_static", threads),
         "onnxruntime": __import__("onnxruntime").__version__,
-        "machine": platform.machine(),
-        "processor": platform.processor(),
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default (spin, then sleep)"),
-        "load_average_at_start": os.getloadavg()[0],
         "rows": rows,
     }
 

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
-import platform
 import warnings
 from pathlib import Path
 
@@ -31,7 +29,7 @@ from _threads import FLAG, HELP, set_wait_policy
 set_wait_policy()  # before torch starts its thread pool
 
 import torch
-from _results import write_results
+from _results import run_info, write_results
 from _timing import interleaved
 from torch import nn
 
@@ -88,13 +86,7 @@ def run(threads: int, repeats: int, warmup: int) -> dict:
         for name, batch in CASES:
             rows += time_case(name, batch, warmup=warmup, repeats=repeats)
     return {
-        "benchmark": "int8_syncbn",
-        "threads": threads,
-        "torch": torch.__version__,
-        "machine": platform.machine(),
-        "processor": platform.processor(),
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default (spin, then sleep)"),
-        "load_average_at_start": os.getloadavg()[0],
+        **run_info("int8_syncbn", threads),
         "rows": rows,
     }
 

@@ -7,7 +7,7 @@ from pathlib import Path
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
-import performance_page  # noqa: E402
+import performance_page
 
 
 def test_committed_page_matches_the_committed_results():
