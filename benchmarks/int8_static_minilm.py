@@ -16,13 +16,11 @@ in it; the load average is recorded.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import torch
+from _results import run_info, write_results
 
 import quantlens as ql
 from quantlens.zoo import load_dataset, load_model, minilm, sentences
@@ -36,6 +34,7 @@ def main() -> None:
     parser.add_argument("--observers", default="histogram,entropy,auto")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    info = run_info("int8_static_minilm", args.threads)  # the load average before the run
     model = load_model("minilm")
     texts = sentences.calibration_sentences()
     calib = [minilm.tokenize(texts[i:i + 8]) for i in range(0, len(texts), 8)]
@@ -58,12 +57,8 @@ def main() -> None:
             "quantize_s": seconds,
             "choices": next((n for n in summary.notes if n.startswith("observer='auto'")), None),
         })
-    out = {
-        "benchmark": "int8_static_minilm", "date": time.strftime("%Y-%m-%d"), "threads": args.threads, "torch": torch.__version__,
-        "machine": platform.machine(), "load_average_at_start": os.getloadavg()[0],
-        "calibration_sentences": len(texts), "eval_sentences": len(reference), "rows": rows,
-    }
-    RESULTS.write_text(json.dumps(out, indent=1) + "\n")
+    write_results(RESULTS, {**info, "calibration_sentences": len(texts), "eval_sentences": len(reference),
+                            "rows": rows})
     print(f"{'observer':<10} {'cosine':>7} {'agree':>6} {'Linear int8':>12} {'quantize s':>11}")
     for r in rows:
         print(f"{r['observer']:<10} {r['cosine']:7.4f} {r['agreement']:6.3f} "
