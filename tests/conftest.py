@@ -21,3 +21,13 @@ def one_thread():
     yield
     torch.set_num_threads(threads)
     torch.backends.quantized.engine = engine
+
+
+@pytest.fixture(autouse=True)
+def _restore_quantized_engine():
+    """Quantizing for a backend switches PyTorch's global quantized engine (the int8 model
+    needs it to run); put it back after every test so that the next test on this worker
+    sees the default, whatever the order xdist gives them."""
+    engine = torch.backends.quantized.engine
+    yield
+    torch.backends.quantized.engine = engine

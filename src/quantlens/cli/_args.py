@@ -19,9 +19,9 @@ from pathlib import Path
 
 from quantlens.errors import ConfigError, InputError, error_line
 
-# A path or name longer than this is not one the file system can hold; messages quote
-# at most SHOWN characters of it.
-SHOWN = 80
+# Messages quote at most SHOWN characters of a path or name: enough for the deep paths
+# real projects (and temporary folders) have, short enough to keep an error on one line.
+SHOWN = 200
 
 
 def shorten(text: str, limit: int = SHOWN) -> str:
