@@ -10,9 +10,9 @@ Columns are the methods, each through the public API with its defaults:
 
 - ``dynamic``: ``ql.quantize(m, ql.Dynamic())``
 - ``static``: ``ql.quantize(m, ql.Static(), calib_data=batches)``
-- ``qat``: ``ql.prepare_qat(m, ql.QAT())``, the calibration batches run forward in training
-  mode and one backward pass (gradients flow, no optimizer step: the weights stay those
-  of the float model), then ``ql.convert``
+- ``qat``: ``ql.prepare_qat(m, ql.QAT(), example_inputs=first batch)``, the calibration
+  batches run forward in training mode and one backward pass (gradients flow, no optimizer
+  step: the weights stay those of the float model), then ``ql.convert``
 - ``w8`` / ``w4``: ``ql.quantize(m, ql.WeightOnly(bits=8 | 4))``
 - ``w4-gptq``: ``ql.WeightOnly(bits=4, algorithm="gptq")`` with the calibration batches
 - ``w2-hqq``: ``ql.WeightOnly(bits=2, algorithm="hqq")``
@@ -82,7 +82,8 @@ def quantize(method: str, model, case):
     if method == "static":
         return ql.quantize(model, ql.Static(), calib_data=calib)
     if method == "qat":
-        qat = ql.prepare_qat(model, ql.QAT())
+        first = calib[0]  # the example for graph capture, in the form the batches have
+        qat = ql.prepare_qat(model, ql.QAT(), example_inputs=first if isinstance(first, dict) else (first,))
         qat.train()
         for batch in calib:
             out = cc.main_output(case, cc.run(qat, batch))
