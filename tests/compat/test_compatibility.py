@@ -88,3 +88,14 @@ def test_a_broken_model_is_reported_broken(references, monkeypatch):
     monkeypatch.setattr(compatibility, "quantize", nan_model)
     cell = compatibility.run_cell(cc.CASES["squeezenet"], "static", float_model, reference)
     assert (cell.status, cell.message) == ("broken", "the output has NaN or inf values")
+
+
+def test_the_docs_page_is_generated_from_the_committed_results():
+    import json
+
+    import compat_docs
+
+    result = json.loads(compatibility.RESULTS.read_text())
+    assert compatibility.DOCS.read_text() == compat_docs.render(result)
+    assert {c["model"] for c in result["cells"]} == set(cc.CASES)
+    assert {c["method"] for c in result["cells"]} == set(compatibility.METHODS)
