@@ -24,7 +24,7 @@ def _cell(cell: dict | None, notes: dict[str, int]) -> str:
 def target_misses(result: dict) -> list[str]:
     """The cells that miss the target: any failure, and the declines of a method that should
     run (dynamic, w8, w4 everywhere; static on vision models and encoders)."""
-    families = result["families"]
+    families = {m["name"]: m["family"] for m in result["models"]}
     misses = []
     for c in result["cells"]:
         static_target = c["method"] == "static" and families.get(c["model"]) in STATIC_FAMILIES
@@ -36,16 +36,17 @@ def target_misses(result: dict) -> list[str]:
 
 def render(result: dict) -> str:
     """The Markdown page."""
-    env, methods = result["environment"], result["methods"]
+    methods = result["methods"]
+    families = {m["name"]: m["family"] for m in result["models"]}
     cells = {(c["model"], c["method"]): c for c in result["cells"]}
-    models = [m for m in result["models"] if any((m, x) in cells for x in methods)]
+    models = [m for m in families if any((m, x) in cells for x in methods)]
     counts: dict[str, int] = {}
     for c in result["cells"]:
         counts[c["status"]] = counts.get(c["status"], 0) + 1
     notes: dict[str, int] = {}
     rows = [f"| model | family | {' | '.join(methods)} |", "|---|---|" + "---|" * len(methods)]
     for m in models:
-        rows.append(f"| {m} | {result['families'].get(m, '')} | "
+        rows.append(f"| {m} | {families[m]} | "
                     + " | ".join(_cell(cells.get((m, x)), notes) for x in methods) + " |")
     misses = target_misses(result)
     lines = [
@@ -67,11 +68,12 @@ def render(result: dict) -> str:
         "the table); ERROR, BROKEN (returned a model that fails at first inference or outputs",
         "NaN), CRASH and TIMEOUT are bugs.",
         "",
-        f"Regenerate: `{result['command']}` (about ten minutes on two cores; `--only bert,t5` and",
-        "`--methods dynamic,w4` run a part and keep the other cells of the previous run).",
+        f"Regenerate: `{result['command']}` (12 minutes on a shared two-core machine, one child",
+        "process per model; `--only bert,t5` and `--methods dynamic,w4` run a part and keep the",
+        "other cells of the previous run).",
         "",
-        f"Measured {env['date']} with torch {env['torch']}, transformers {env['transformers']},",
-        f"Python {env['python']} ({env['machine']}).",
+        (f"Measured {result['date']} with torch {result['torch']}, transformers "
+         f"{result['versions']['transformers']}, Python {result['versions']['python']} ({result['machine']})."),
         "",
         "Counts: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         + f" (of {len(result['cells'])} cells).",

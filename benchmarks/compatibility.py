@@ -35,7 +35,6 @@ crash and a new child carries on with the model's remaining methods.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import platform
@@ -247,11 +246,12 @@ def counts(cells: list[dict]) -> dict[str, int]:
 
 
 def environment() -> dict:
+    """The run's software and machine (the date is stamped by ``write_results``)."""
     import torch
     import transformers
 
-    return {"date": datetime.date.today().isoformat(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "python": platform.python_version(),
+    return {"benchmark": "compatibility matrix", "torch": torch.__version__,
+            "versions": {"transformers": transformers.__version__, "python": platform.python_version()},
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"}
 
 
@@ -280,6 +280,7 @@ def main(argv: list[str] | None = None) -> None:
     methods = [m for m in args.methods.split(",") if m]
     if args.child:
         return child(args.child, methods, args.threads)
+    from _results import write_results
     from compat_docs import write_docs
 
     if args.docs_only:
@@ -301,12 +302,11 @@ def main(argv: list[str] | None = None) -> None:
         cells += row
     partial = args.only or len(methods) < len(METHODS)
     previous = json.loads(RESULTS.read_text()) if partial and RESULTS.is_file() else None
-    result = {"environment": environment(), "methods": list(METHODS), "models": list(cc.CASES),
-              "families": {n: c.family for n, c in cc.CASES.items()},
-              "command": "python benchmarks/compatibility.py", "cells": merge(previous, cells)}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=1) + "\n")
-    write_docs(result, DOCS)
+    result = {**environment(), "command": "python benchmarks/compatibility.py", "methods": list(METHODS),
+              "models": [{"name": n, "family": c.family} for n, c in cc.CASES.items()],
+              "cells": merge(previous, cells)}
+    write_results(RESULTS, result)  # stamps the date, regenerates docs/performance.md
+    write_docs(json.loads(RESULTS.read_text()), DOCS)
     print(f"counts: {counts(result['cells'])}; wrote {RESULTS.relative_to(HERE.parent)} and "
           f"{DOCS.relative_to(HERE.parent)}")
     return None
