@@ -14,7 +14,9 @@ def _cell(cell: dict | None, notes: dict[str, int]) -> str:
     if cell is None:
         return ""
     if cell["status"] == "runs":
-        return f"{cell['cosine']:.4f}"
+        if cell.get("quantized") is None:
+            return f"{cell['cosine']:.4f}"
+        return f"{cell['cosine']:.4f} ({cell['quantized']}/{cell['quantized'] + cell['left_float']})"
     key = f"{cell['status']}: {cell['message']}"
     notes.setdefault(key, len(notes) + 1)
     label = f"**{cell['status'].upper()}**" if cell["status"] in FAILURES else cell["status"]
@@ -64,13 +66,15 @@ def render(result: dict) -> str:
         "",
         "A number is the cosine similarity of the quantized model's main output (hidden states,",
         "logits or embeddings) with the float model's, on a held-out batch of another batch size",
-        "than calibration. `declined` is quantlens refusing with a one-line reason (listed below",
-        "the table); ERROR, BROKEN (returned a model that fails at first inference or outputs",
-        "NaN), CRASH and TIMEOUT are bugs.",
+        "than calibration; `(q/n)` after it: q layers quantized of the n weight-holding layers",
+        "the method's summary lists (Dynamic lists only the layers it quantizes). `declined`",
+        "is quantlens refusing with a one-line reason (listed below the table); ERROR, BROKEN",
+        "(returned a model that fails at first inference or outputs NaN), CRASH and TIMEOUT",
+        "are bugs.",
         "",
-        f"Regenerate: `{result['command']}` (12 minutes on a shared two-core machine, one child",
-        "process per model; `--only bert,t5` and `--methods dynamic,w4` run a part and keep the",
-        "other cells of the previous run).",
+        f"Regenerate: `{result['command']}` (12 minutes on a shared two-core machine,",
+        "one child process per model; `--only bert,t5` and `--methods dynamic,w4` run a part",
+        "and keep the other cells of the previous run).",
         "",
         (f"Measured {result['date']} with torch {result['torch']}, transformers "
          f"{result['versions']['transformers']}, Python {result['versions']['python']} ({result['machine']})."),
