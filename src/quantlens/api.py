@@ -19,6 +19,7 @@ from quantlens.errors import (
     error_line,
 )
 from quantlens.export import export as export_model
+from quantlens.methods import linear_like
 from quantlens.methods.base import (
     QuantConfig,
     QuantContext,
@@ -59,6 +60,11 @@ def _to_float32(model: nn.Module, summary: QuantSummary) -> None:
     if dtype in (torch.float16, torch.bfloat16):
         model.float()
         summary.note(f"the model's weights were {str(dtype).removeprefix('torch.')}; cast to float32 for quantization")
+
+
+def _linear_like_to_linear(model: nn.Module, summary: QuantSummary) -> None:
+    for text in linear_like.notes(linear_like.make_linear(model)):
+        summary.note(text)
 
 
 def _finish(model: nn.Module, config: QuantConfig, summary: QuantSummary, source) -> nn.Module:
@@ -119,6 +125,7 @@ def quantize(
     summary = QuantSummary(model_bytes_before=state_bytes(model)[0])
     target = model if inplace else copy.deepcopy(model)
     _to_float32(target, summary)
+    _linear_like_to_linear(target, summary)
     ctx = QuantContext(config, summary, calib_data, example_inputs, progress, calib_batches)
     for method in _methods_of(config):
         target = method.apply(target, ctx)
@@ -150,6 +157,7 @@ def prepare(model: nn.Module, config: QuantConfig, *, inplace: bool = False, exa
     summary = QuantSummary(model_bytes_before=state_bytes(model)[0])
     target = model if inplace else copy.deepcopy(model)
     _to_float32(target, summary)
+    _linear_like_to_linear(target, summary)
     ctx = QuantContext(config, summary, example_inputs=example_inputs)
     for method in methods:
         target = method.prepare(target, ctx)
@@ -347,6 +355,7 @@ def load(
             meta["source"] = skeleton_source  # never carry a factory the caller did not trust
     summary = QuantSummary()
     _to_float32(model, summary)
+    _linear_like_to_linear(model, summary)
     example = meta.get("example_inputs")
     ctx = QuantContext(config, summary, example_inputs=example)
     if isinstance(meta.get("layers"), dict):  # per-layer schemes as saved (rebuilds may follow them)

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from quantlens.methods import linear_like
 from quantlens.methods.fusion import BATCHNORMS, bn_scale, fold_bn_params
 
 __all__ = [
@@ -59,6 +60,7 @@ def dequantized_weight(module: nn.Module) -> torch.Tensor | None:
                 return None
         if not isinstance(weight, torch.Tensor):
             return None
+        weight = linear_like.linear_weight(module, weight)  # (out, in), as the quantized Linear's
         if weight.is_quantized:
             return weight.dequantize().float()
         fake = getattr(module, "weight_fake_quant", None)

@@ -135,6 +135,26 @@ class PackedWeight(nn.Module):
         """The float weight the codes stand for, computed in float32 and cast to ``dtype``."""
         return self.qweight().dequantize(torch.float32).to(dtype)
 
+    def weight(self) -> torch.Tensor:
+        """The dequantized float32 weight, as a method (PyTorch's quantized modules have
+        ``weight()`` too).
+
+        Model code reads ``layer.weight`` of the layers it calls: Hugging Face's T5 and
+        mT5 feed-forward blocks check ``isinstance(self.wo.weight, torch.Tensor)`` and
+        ``self.wo.weight.dtype`` before casting their activations. A method there makes the
+        check false (no cast: the layer takes float activations), as it does for int8
+        layers; without the attribute the forward would raise AttributeError.
+
+        Returns:
+            ``self.dequantized_weight()``, a new tensor of ``weight_shape``.
+
+        Example:
+            >>> q = QLinear.from_float(nn.Linear(128, 8), ql.quantize_tensor(w, scheme))
+            >>> q.weight().shape
+            torch.Size([8, 128])
+        """
+        return self.dequantized_weight()
+
     def unsigned_codes(self) -> torch.Tensor:
         """The stored codes as uint8 in ``[0, 2^bits)`` (signed codes keep their offset)."""
         return unpack(self.weight_packed, self.scheme.bits, self.weight_shape)
