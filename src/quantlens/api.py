@@ -135,6 +135,8 @@ def quantize(
             f"{type(config).__name__} found no layer to quantize in this model (its layers: {', '.join(kinds) or 'none'}); "
             + ("check skip/overrides, or " if config.skip or config.overrides else "")
             + "choose a method that supports these layers"
+            + "".join(f" ({r.name or '(model)'}: {r.reason})" for r in summary.records[:1]
+                      if r.action == "float" and r.reason)
         )
     summary.model_bytes_after = state_bytes(target)[0]
     restore_modes(target, modes)

@@ -41,7 +41,7 @@ def _accuracy(out: torch.Tensor, labels: torch.Tensor) -> float:
 @pytest.mark.parametrize("head_kernel", ["auto", "fbgemm"])
 def test_dynamic_lstm_model_traces_and_loads_with_equal_outputs(head_kernel, digits_seq, tmp_path):
     model = zoo.load_model("digits-lstm")
-    qm = ql.quantize(model, ql.Dynamic())  # the LSTM and the Linear head
+    qm = ql.quantize(model, ql.Dynamic(min_rnn_hidden=0))  # the LSTM and the Linear head
     assert isinstance(qm.rnn, DynamicRNN) and isinstance(qm.fc, DynamicLinear)
     qm.fc.kernel = head_kernel
     path = _export_silently(qm, tmp_path / "lstm.pt", example_inputs=zoo.example_inputs("digits-lstm"))
@@ -57,7 +57,7 @@ def test_dynamic_lstm_model_traces_and_loads_with_equal_outputs(head_kernel, dig
 
 @pytest.mark.parametrize("name", ["digits-lstm", "digits-gru"])
 def test_dynamic_rnn_alone_is_scripted_without_example_inputs(name, digits_seq, tmp_path):
-    qm = ql.quantize(zoo.load_model(name), ql.Dynamic(modules=(name.split("-")[1],)))
+    qm = ql.quantize(zoo.load_model(name), ql.Dynamic(modules=(name.split("-")[1],), min_rnn_hidden=0))
     assert isinstance(qm.rnn, DynamicRNN) and isinstance(qm.fc, nn.Linear)
     loaded = torch.jit.load(str(_export_silently(qm, tmp_path / "rnn.pt")))
     assert isinstance(loaded, torch.jit.RecursiveScriptModule)
@@ -95,7 +95,7 @@ def test_hints_name_example_inputs_only_when_they_were_not_given(digits_seq, tmp
     qm = ql.quantize(_mlp(), ql.Dynamic())
     with pytest.raises(InputError, match=r"could not script.*pass example_inputs="):
         ql.export(qm, tmp_path / "a.pt")
-    lstm = ql.quantize(zoo.load_model("digits-lstm"), ql.Dynamic())
+    lstm = ql.quantize(zoo.load_model("digits-lstm"), ql.Dynamic(min_rnn_hidden=0))
     with pytest.raises(InputError, match=r"could not trace.*positional inputs") as wrong:
         ql.export(lstm, tmp_path / "b.pt", example_inputs=(digits_seq.inputs[0],))  # (8, 8): no batch dim
     assert "pass example_inputs" not in str(wrong.value)

@@ -114,7 +114,7 @@ def test_a_codebook_layer_is_refused_by_name(tmp_path):
 def test_a_dynamic_lstm_is_refused_by_name(tmp_path):
     from quantlens import zoo
 
-    qm = ql.quantize(zoo.load_model("digits-lstm"), ql.Dynamic())
+    qm = ql.quantize(zoo.load_model("digits-lstm"), ql.Dynamic(min_rnn_hidden=0))
     with pytest.raises(InputError, match="'rnn'.*no ONNX form"):
         ql.export(qm, tmp_path / "l.onnx", format="onnx", example_inputs=zoo.example_inputs("digits-lstm"))
 

@@ -3,6 +3,7 @@ summaries and warnings, checkpoints."""
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import pytest
@@ -82,7 +83,7 @@ def test_minilm_save_load_bit_identical(minilm, tmp_path):
 def test_zoo_rnn_within_cosine_0_99_and_keeps_accuracy(name):
     model = zoo.load_model(name)
     test = zoo.load_dataset("digits-seq", "test")
-    qm = ql.quantize(model, Dynamic())
+    qm = ql.quantize(model, Dynamic(min_rnn_hidden=0))  # int8 even where it is slower
     assert isinstance(qm.rnn, DynamicRNN) and isinstance(qm.fc, DynamicLinear)
     with torch.inference_mode():
         ref, out = model(test.inputs), qm(test.inputs)
@@ -93,7 +94,7 @@ def test_zoo_rnn_within_cosine_0_99_and_keeps_accuracy(name):
 
 
 def test_lstm_save_load_bit_identical_from_zoo_source(tmp_path):
-    qm = ql.quantize(zoo.load_model("digits-lstm"), Dynamic())
+    qm = ql.quantize(zoo.load_model("digits-lstm"), Dynamic(min_rnn_hidden=0))
     x = zoo.load_dataset("digits-seq", "test").inputs[:64]
     ql.save(qm, tmp_path / "lstm")
     loaded = ql.load(tmp_path / "lstm")  # rebuilt from the zoo name, no skeleton passed
@@ -102,7 +103,7 @@ def test_lstm_save_load_bit_identical_from_zoo_source(tmp_path):
 
 
 def test_lstm_state_dict_is_plain_tensors():
-    qm = ql.quantize(zoo.load_model("digits-lstm"), Dynamic())
+    qm = ql.quantize(zoo.load_model("digits-lstm"), Dynamic(min_rnn_hidden=0))
     state = qm.state_dict()
     assert all(isinstance(v, torch.Tensor) and not v.is_quantized for v in state.values())
     assert state["rnn.weight_ih_l0"].dtype == torch.int8
@@ -127,7 +128,7 @@ def test_bare_linear_is_quantized_and_round_trips(tmp_path):
 def test_bare_bidirectional_two_layer_rnn_round_trips(cls, tmp_path):
     torch.manual_seed(0)
     rnn = cls(8, 16, num_layers=2, bidirectional=True)
-    qm = ql.quantize(rnn, Dynamic())
+    qm = ql.quantize(rnn, Dynamic(min_rnn_hidden=0))
     assert isinstance(qm, DynamicRNN)
     x = torch.randn(5, 3, 8)
     out, ref = qm(x)[0], rnn(x)[0]
@@ -143,13 +144,13 @@ def test_bare_bidirectional_two_layer_rnn_round_trips(cls, tmp_path):
 
 def test_modules_skip_and_overrides_select_layers():
     model = zoo.load_model("digits-lstm")
-    only_rnn = ql.quantize(model, Dynamic(modules=("lstm",)))
+    only_rnn = ql.quantize(model, Dynamic(modules=("lstm",), min_rnn_hidden=0))
     assert isinstance(only_rnn.rnn, DynamicRNN) and type(only_rnn.fc) is nn.Linear
     assert any(r.name == "fc" and "modules" in r.reason for r in only_rnn.quantlens_summary.skipped)
     skipped = ql.quantize(model, Dynamic(skip=("rnn",)))
     assert type(skipped.rnn) is nn.LSTM and isinstance(skipped.fc, DynamicLinear)
     assert any(r.name == "rnn" and r.action == "skipped" for r in skipped.quantlens_summary.records)
-    mixed = ql.quantize(model, Dynamic(overrides={"fc": Dynamic(dtype="float16")}))
+    mixed = ql.quantize(model, Dynamic(min_rnn_hidden=0, overrides={"fc": Dynamic(dtype="float16")}))
     assert mixed.fc.dtype == "float16" and mixed.rnn.dtype == "int8"
 
 
@@ -188,9 +189,11 @@ def test_rebuild_gives_the_quantized_structure():
     from quantlens.methods.dynamic import rebuild
 
     skeleton = zoo.load_model("digits-lstm", pretrained=False)
-    rebuilt = rebuild(skeleton, QuantContext(Dynamic(), QuantSummary()))
-    assert isinstance(rebuilt.rnn, DynamicRNN) and isinstance(rebuilt.fc, DynamicLinear)
-    assert set(rebuilt.state_dict()) == set(ql.quantize(zoo.load_model("digits-lstm"), Dynamic()).state_dict())
+    for config in (Dynamic(min_rnn_hidden=0), Dynamic()):
+        rebuilt = rebuild(copy.deepcopy(skeleton), QuantContext(config, QuantSummary()))
+        assert isinstance(rebuilt.fc, DynamicLinear)
+        assert isinstance(rebuilt.rnn, DynamicRNN if config.min_rnn_hidden == 0 else nn.LSTM)
+        assert set(rebuilt.state_dict()) == set(ql.quantize(zoo.load_model("digits-lstm"), config).state_dict())
 
 
 def test_config_round_trip_and_errors():

@@ -62,6 +62,13 @@ class Dynamic(QuantConfig):
         activations: ``"per_token"`` (one scale and zero-point per row of each Linear's
             input: what transformers need) or ``"per_tensor"`` (one per call). LSTM/GRU
             always use PyTorch's per-tensor activation quantization.
+        min_rnn_hidden: int8 LSTM / GRU layers with a smaller ``hidden_size`` stay float32,
+            recorded with the reason in ``quantlens_summary``: PyTorch's dynamic int8 RNN
+            quantizes the hidden state at every step and runs an unfused cell, which costs
+            more than small int8 GEMMs save, so it is slower than the fused float kernel
+            (``benchmarks/results/int8_rnn.json``). None (default): the sizes from
+            which int8 measured faster, :data:`RNN_MIN_HIDDEN` (LSTM 192, GRU 128);
+            0 quantizes every LSTM / GRU. fp16 RNNs (a size saving) are always converted.
         skip, overrides: see :class:`quantlens.methods.base.QuantConfig`.
 
     Example:
@@ -73,6 +80,7 @@ class Dynamic(QuantConfig):
     per_channel: bool = True
     activations: str = "per_token"
     backend: str | None = None
+    min_rnn_hidden: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -91,6 +99,10 @@ class Dynamic(QuantConfig):
         if self.activations not in ACTIVATIONS:
             raise ConfigError(f"Dynamic activations {self.activations!r} is not supported; choose one of "
                               f"{', '.join(ACTIVATIONS)}")
+        if self.min_rnn_hidden is not None and (isinstance(self.min_rnn_hidden, bool)
+                                                or not isinstance(self.min_rnn_hidden, int) or self.min_rnn_hidden < 0):
+            raise ConfigError(f"Dynamic min_rnn_hidden must be None or an integer >= 0 (0 quantizes every LSTM/GRU), "
+                              f"got {self.min_rnn_hidden!r}")
         unknown = [m for m in modules if m not in _LAYERS]
         if unknown or not modules:
             raise ConfigError(f"Dynamic modules {', '.join(map(repr, unknown)) or '()'} not supported; "
@@ -111,6 +123,9 @@ class DynamicLayer:
         convert: ``convert(module, config) -> quantized module``.
         empty: ``empty(module, config) -> quantized structure`` with placeholder weights.
         detail: ``detail(config) -> str`` for the summary.
+        keep_float: ``keep_float(module, config) -> reason | None``: a reason to leave this
+            layer float (int8 would be slower), or None to quantize it. Deterministic (the
+            layer's shape and the config only), so a checkpoint rebuilds the same structure.
     """
 
     kind: str
@@ -118,6 +133,7 @@ class DynamicLayer:
     convert: Callable[[nn.Module, Dynamic], nn.Module]
     empty: Callable[[nn.Module, Dynamic], nn.Module]
     detail: Callable[[Dynamic], str]
+    keep_float: Callable[[nn.Module, Dynamic], str | None] | None = None
 
 
 _LAYERS: dict[str, DynamicLayer] = {}
@@ -151,12 +167,36 @@ register_dynamic_layer(DynamicLayer(
     lambda m, c: DynamicLinear.from_float(m, **_linear_kwargs(c)),
     lambda m, c: DynamicLinear(m.in_features, m.out_features, bias=m.bias is not None, **_linear_kwargs(c)),
     _linear_detail))
+
+#: Hidden sizes from which PyTorch's dynamic int8 LSTM / GRU measured faster than float32
+#: (1 and 2 threads, batch 1 and 64, AVX-512 VNNI; LSTM 128: 0.98x at batch 1). Below them
+#: the fused float cell wins: the GEMMs are small and cache-resident, and int8 adds a
+#: quantization of the hidden state at every step.
+RNN_MIN_HIDDEN = {"lstm": 192, "gru": 128}
+_SLOWER = "int8 would be slower"
+
+
+def _rnn_keep_float(module: nn.Module, config: Dynamic) -> str | None:
+    """Why an int8 LSTM / GRU this small stays float (None: quantize it)."""
+    kind = "lstm" if isinstance(module, nn.LSTM) else "gru"
+    least = RNN_MIN_HIDDEN[kind] if config.min_rnn_hidden is None else config.min_rnn_hidden
+    if config.dtype != "int8" or module.hidden_size >= least:
+        return None
+    return (f"{_SLOWER}: hidden size {module.hidden_size} < {least}, where PyTorch's dynamic int8 "
+            f"{kind.upper()} (per-step activation quantization, unfused cell) runs slower than the float one; "
+            f"Dynamic(min_rnn_hidden=0) quantizes it anyway")
+
+
 for _kind, _cls in (("lstm", nn.LSTM), ("gru", nn.GRU)):
     register_dynamic_layer(DynamicLayer(
         _kind, (_cls,),
         lambda m, c: DynamicRNN.from_float(m, dtype=c.dtype, per_channel=c.per_channel),
         lambda m, c: DynamicRNN.empty(m, dtype=c.dtype),
-        _rnn_detail))
+        _rnn_detail, keep_float=_rnn_keep_float))
+
+
+def _keep_float_reason(module: nn.Module, config: Dynamic, spec: DynamicLayer) -> str | None:
+    return spec.keep_float(module, config) if spec.keep_float is not None else None
 
 
 def _layer_for(module: nn.Module, config: Dynamic) -> DynamicLayer | None:
@@ -185,7 +225,7 @@ def _targets(model: nn.Module, ctx: QuantContext) -> list[tuple[str, nn.Module, 
             continue
         config = ctx.config_for(name, Dynamic)
         spec = _layer_for(module, config) if config is not None else None
-        if spec is not None:
+        if spec is not None and _keep_float_reason(module, config, spec) is None:
             out.append((name, module, config, spec))
             taken.append(name)
     return out
@@ -220,6 +260,10 @@ def apply(model: nn.Module, ctx: QuantContext) -> nn.Module:
         model = _replace(model, name, new)
     if "" not in {t[0] for t in targets}:
         _record_float_layers(model, ctx)
+    slow = [r.name for r in ctx.summary.records if r.action == "float" and r.reason.startswith(_SLOWER)]
+    if slow:
+        ctx.summary.note(f"{', '.join(slow)} left float because int8 would be slower there; what remains quantized "
+                         f"may not make the model faster (ql.compare measures it)")
     if isinstance(ctx.config, Dynamic):  # (mixed with another method, that method's layers count)
         _warn_if_little(model, ctx, targets)
     return model
@@ -236,8 +280,10 @@ def _record_float_layers(model: nn.Module, ctx: QuantContext) -> None:
             continue
         if ctx.is_skipped(name):
             ctx.record_skip(name, module)
-        elif ctx.config_for(name, Dynamic) is None:
+        elif (config := ctx.config_for(name, Dynamic)) is None:
             continue  # another method's layer: that method records it
+        elif (spec := _layer_for(module, config)) is not None and (why := _keep_float_reason(module, config, spec)):
+            ctx.summary.add(name, module, "float", reason=why)
         elif _any_layer_for(module) is not None:
             ctx.summary.add(name, module, "float", reason="its kind is not in Dynamic(modules=...)")
         elif (why := subclass_reason(module, _all_float_types())) is not None:

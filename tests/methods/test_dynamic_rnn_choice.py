@@ -1,0 +1,75 @@
+"""Dynamic int8 keeps an LSTM / GRU float where PyTorch's int8 RNN is slower (small hidden
+sizes), records why, and quantizes larger ones; the choice survives save / load."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import cosine_similarity, random_tensor
+from torch import nn
+
+import quantlens as ql
+from quantlens import zoo
+from quantlens.errors import ConfigError, NothingToQuantizeError
+from quantlens.methods.base import config_from_dict
+from quantlens.methods.dynamic import RNN_MIN_HIDDEN, Dynamic
+from quantlens.methods.dynamic_rnn import DynamicRNN
+from quantlens.nn.dynamic_linear import DynamicLinear
+
+
+@pytest.mark.parametrize("name,cls,least", [("digits-lstm", nn.LSTM, 192), ("digits-gru", nn.GRU, 128)])
+def test_zoo_rnn_stays_float_with_the_reason_in_the_summary(name, cls, least):
+    model = zoo.load_model(name)
+    qm = ql.quantize(model, Dynamic())
+    assert type(qm.rnn) is cls and isinstance(qm.fc, DynamicLinear)
+    summary = qm.quantlens_summary
+    (record,) = [r for r in summary.records if r.name == "rnn"]
+    assert record.action == "float"
+    assert f"hidden size 64 < {least}" in record.reason and "int8 would be slower" in record.reason
+    assert "min_rnn_hidden=0" in record.reason
+    assert any(n.startswith("rnn left float because int8 would be slower") for n in summary.notes)
+    assert [r.name for r in summary.quantized] == ["fc"]
+    test = zoo.load_dataset("digits-seq", "test")
+    with torch.inference_mode():
+        ref, out = model(test.inputs), qm(test.inputs)
+    assert cosine_similarity(out, ref) > 0.9999  # only the 64x10 head is int8
+    assert (out.argmax(1) == ref.argmax(1)).float().mean() >= 0.99
+
+
+@pytest.mark.parametrize("cls,hidden", [(nn.LSTM, RNN_MIN_HIDDEN["lstm"]), (nn.GRU, RNN_MIN_HIDDEN["gru"])])
+def test_rnn_at_the_threshold_is_int8_and_close_to_float(cls, hidden):
+    torch.manual_seed(0)
+    rnn = cls(32, hidden, batch_first=True).eval()
+    qm = ql.quantize(rnn, Dynamic())
+    assert isinstance(qm, DynamicRNN) and qm.quantlens_summary.quantized[0].name == "(model)"
+    x = random_tensor(4, 6, 32, seed=1)
+    with torch.inference_mode():
+        assert cosine_similarity(qm(x)[0], rnn(x)[0]) > 0.999
+    with pytest.raises(NothingToQuantizeError, match=rf"\(model\): int8 would be slower: hidden size {hidden - 1} <"):
+        ql.quantize(cls(32, hidden - 1, batch_first=True), Dynamic())  # a bare layer: nothing worth quantizing
+
+
+def test_min_rnn_hidden_moves_the_threshold_and_fp16_is_always_converted():
+    lstm = nn.LSTM(8, 16)
+    assert isinstance(ql.quantize(lstm, Dynamic(min_rnn_hidden=16)), DynamicRNN)
+    with pytest.raises(NothingToQuantizeError, match="hidden size 16 < 17"):
+        ql.quantize(lstm, Dynamic(min_rnn_hidden=17))
+    assert isinstance(ql.quantize(lstm, Dynamic(dtype="float16")), DynamicRNN)  # a size saving, no speed claim
+
+
+def test_default_choice_round_trips_through_a_checkpoint(tmp_path):
+    qm = ql.quantize(zoo.load_model("digits-lstm"), Dynamic())
+    ql.save(qm, tmp_path / "lstm")
+    loaded = ql.load(tmp_path / "lstm")
+    assert type(loaded.rnn) is nn.LSTM and isinstance(loaded.fc, DynamicLinear)
+    x = zoo.load_dataset("digits-seq", "test").inputs[:32]
+    with torch.inference_mode():
+        assert torch.equal(loaded(x), qm(x))
+
+
+def test_min_rnn_hidden_config_round_trip_and_errors():
+    cfg = Dynamic(min_rnn_hidden=0)
+    assert config_from_dict(cfg.to_dict()) == cfg
+    for bad in (-1, 1.5, True, "64"):
+        with pytest.raises(ConfigError, match="min_rnn_hidden must be None or an integer >= 0"):
+            Dynamic(min_rnn_hidden=bad)
