@@ -20,7 +20,8 @@ from quantlens.nn.dynamic_linear import DynamicLinear
 @pytest.mark.parametrize("name,cls,least", [("digits-lstm", nn.LSTM, 192), ("digits-gru", nn.GRU, 128)])
 def test_zoo_rnn_stays_float_with_the_reason_in_the_summary(name, cls, least):
     model = zoo.load_model(name)
-    qm = ql.quantize(model, Dynamic())
+    with pytest.warns(UserWarning, match=r"only 1 layer\(s\) \(fc\).*rnn: int8 would be slower.*keep the float model"):
+        qm = ql.quantize(model, Dynamic())
     assert type(qm.rnn) is cls and isinstance(qm.fc, DynamicLinear)
     summary = qm.quantlens_summary
     (record,) = [r for r in summary.records if r.name == "rnn"]

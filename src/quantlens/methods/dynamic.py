@@ -265,7 +265,7 @@ def apply(model: nn.Module, ctx: QuantContext) -> nn.Module:
         ctx.summary.note(f"{', '.join(slow)} left float because int8 would be slower there; what remains quantized "
                          f"may not make the model faster (ql.compare measures it)")
     if isinstance(ctx.config, Dynamic):  # (mixed with another method, that method's layers count)
-        _warn_if_little(model, ctx, targets)
+        _warn_if_little(model, ctx, targets, slow)
     return model
 
 
@@ -297,17 +297,17 @@ def _heavy_float_params(model: nn.Module) -> dict[str, int]:
     """Parameters of float leaf layers that multiply by a weight matrix (not lookups or norms)."""
     out: dict[str, int] = {}
     for module in model.modules():
-        weight = getattr(module, "weight", None)
-        if list(module.children()) or not isinstance(weight, nn.Parameter) or weight.dim() < 2:
+        if list(module.children()) or isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
             continue
-        if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
-            continue
-        out[type(module).__name__] = out.get(type(module).__name__, 0) + weight.numel()
+        matrices = sum(p.numel() for p in module.parameters(recurse=False) if p.dim() >= 2)  # (LSTM: weight_ih_l0, ...)
+        if matrices:
+            out[type(module).__name__] = out.get(type(module).__name__, 0) + matrices
     return out
 
 
-def _warn_if_little(model: nn.Module, ctx: QuantContext, targets) -> None:
-    """Warn when the layers left float (convolutions, ...) outweigh the quantized ones."""
+def _warn_if_little(model: nn.Module, ctx: QuantContext, targets, slow: list[str]) -> None:
+    """Warn when the layers left float (convolutions, RNNs where int8 is slower, ...) outweigh
+    the quantized ones."""
     quantized = sum(p.numel() for _, module, _, _ in targets for p in module.parameters())
     heavy = _heavy_float_params(model)
     left = sum(heavy.values())
@@ -318,6 +318,9 @@ def _warn_if_little(model: nn.Module, ctx: QuantContext, targets) -> None:
             f"of the weight-matrix parameters; {', '.join(sorted(heavy))} stay float")
     if any(k.startswith("Conv") for k in heavy):
         text += " (convolutions cannot be dynamically quantized): use ql.Static with calibration data instead"
+    elif slow:
+        text += (f" ({', '.join(slow)}: int8 would be slower, see quantlens_summary): the rest alone is unlikely to "
+                 f"be faster than float; keep the float model for speed, or ql.compare to measure")
     warnings.warn(text, UserWarning, stacklevel=3)
     ctx.summary.note(text)
 
