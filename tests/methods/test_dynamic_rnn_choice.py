@@ -59,7 +59,8 @@ def test_min_rnn_hidden_moves_the_threshold_and_fp16_is_always_converted():
 
 
 def test_default_choice_round_trips_through_a_checkpoint(tmp_path):
-    qm = ql.quantize(zoo.load_model("digits-lstm"), Dynamic())
+    with pytest.warns(UserWarning, match="keep the float model for speed"):
+        qm = ql.quantize(zoo.load_model("digits-lstm"), Dynamic())
     ql.save(qm, tmp_path / "lstm")
     loaded = ql.load(tmp_path / "lstm")
     assert type(loaded.rnn) is nn.LSTM and isinstance(loaded.fc, DynamicLinear)
@@ -74,3 +75,22 @@ def test_min_rnn_hidden_config_round_trip_and_errors():
     for bad in (-1, 1.5, True, "64"):
         with pytest.raises(ConfigError, match="min_rnn_hidden must be None or an integer >= 0"):
             Dynamic(min_rnn_hidden=bad)
+
+
+def test_a_config_saved_before_min_rnn_hidden_existed_loads_as_int8_rnn(tmp_path):
+    import json
+
+    qm = ql.quantize(zoo.load_model("digits-gru"), Dynamic(min_rnn_hidden=0))
+    ql.save(qm, tmp_path / "old")
+    meta_path = tmp_path / "old" / "quantlens.json"
+    meta = json.loads(meta_path.read_text())
+    text = json.dumps(meta)
+    assert '"min_rnn_hidden": 0' in text
+    meta_path.write_text(text.replace('"min_rnn_hidden": 0, ', "").replace(', "min_rnn_hidden": 0', ""))
+    assert "min_rnn_hidden" not in meta_path.read_text()
+    loaded = ql.load(tmp_path / "old")
+    assert isinstance(loaded.rnn, DynamicRNN)
+    x = zoo.load_dataset("digits-seq", "test").inputs[:16]
+    with torch.inference_mode():
+        assert torch.equal(loaded(x), qm(x))
+    assert config_from_dict({"method": "dynamic"}).min_rnn_hidden == 0

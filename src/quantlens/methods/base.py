@@ -110,6 +110,7 @@ def config_from_dict(data: Mapping) -> QuantConfig:
     if unknown:
         raise ConfigError(f"{cls.__name__} has no field(s) {', '.join(unknown)}; valid fields: {', '.join(sorted(known))}")
     data = {k: tuple(v) if isinstance(v, list) and k != "overrides" else v for k, v in data.items()}
+    data = {**getattr(cls, "MISSING_FIELD_VALUES", {}), **data}  # dicts written before a field existed
     try:
         return cls(**data)
     except (TypeError, ValueError) as exc:

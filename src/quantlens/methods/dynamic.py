@@ -21,6 +21,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -81,6 +82,10 @@ class Dynamic(QuantConfig):
     activations: str = "per_token"
     backend: str | None = None
     min_rnn_hidden: int | None = None
+
+    #: A config dict without ``min_rnn_hidden`` (a checkpoint saved before the field existed)
+    #: quantized every LSTM / GRU; loading it must rebuild the same structure.
+    MISSING_FIELD_VALUES: ClassVar[dict[str, Any]] = {"min_rnn_hidden": 0}
 
     def __post_init__(self) -> None:
         super().__post_init__()
