@@ -17,7 +17,7 @@ from quantlens.methods.dynamic_rnn import DynamicRNN
 from quantlens.nn.dynamic_linear import DynamicLinear
 
 
-@pytest.mark.parametrize("name,cls,least", [("digits-lstm", nn.LSTM, 192), ("digits-gru", nn.GRU, 128)])
+@pytest.mark.parametrize("name,cls,least", [("digits-lstm", nn.LSTM, 384), ("digits-gru", nn.GRU, 128)])
 def test_zoo_rnn_stays_float_with_the_reason_in_the_summary(name, cls, least):
     model = zoo.load_model(name)
     with pytest.warns(UserWarning, match=r"only 1 layer\(s\) \(fc\).*rnn: int8 would be slower.*keep the float model"):

@@ -68,7 +68,7 @@ class Dynamic(QuantConfig):
             quantizes the hidden state at every step and runs an unfused cell, which costs
             more than small int8 GEMMs save, so it is slower than the fused float kernel
             (``benchmarks/results/int8_rnn.json``). None (default): the sizes from
-            which int8 measured faster, :data:`RNN_MIN_HIDDEN` (LSTM 192, GRU 128);
+            which int8 measured faster, :data:`RNN_MIN_HIDDEN` (LSTM 384, GRU 128);
             0 quantizes every LSTM / GRU. fp16 RNNs (a size saving) are always converted.
         skip, overrides: see :class:`quantlens.methods.base.QuantConfig`.
 
@@ -174,10 +174,11 @@ register_dynamic_layer(DynamicLayer(
     _linear_detail))
 
 #: Hidden sizes from which PyTorch's dynamic int8 LSTM / GRU measured faster than float32
-#: (1 and 2 threads, batch 1 and 64, AVX-512 VNNI; LSTM 128: 0.98x at batch 1). Below them
-#: the fused float cell wins: the GEMMs are small and cache-resident, and int8 adds a
-#: quantization of the hidden state at every step.
-RNN_MIN_HIDDEN = {"lstm": 192, "gru": 128}
+#: at batch 1 and at batch 450 alike (1 thread, AVX-512 VNNI; an LSTM of 256 was 1.7x at
+#: batch 1 but 0.8-1.07x at batch 450, one of 384 1.4x there). Below them the fused float
+#: cell wins: the GEMMs are small and cache-resident, and int8 adds a quantization of the
+#: hidden state at every step.
+RNN_MIN_HIDDEN = {"lstm": 384, "gru": 128}
 _SLOWER = "int8 would be slower"
 
 
