@@ -3,8 +3,9 @@
 No calibration data: each forward computes the activation ranges of the tokens it sees.
 Linear layers become :class:`quantlens.nn.dynamic_linear.DynamicLinear` (per-channel int8
 weights, per-token activation scales: the scheme that keeps transformer embeddings within
-cosine 0.995 of float); LSTM / GRU layers become :class:`DynamicRNN` (PyTorch's dynamic
-kernels, behind :mod:`quantlens.methods.backends.torch_ao`).
+cosine 0.995 of float); LSTM / GRU layers wide enough for int8 to beat float become
+:class:`DynamicRNN` (PyTorch's dynamic kernels, behind :mod:`quantlens.methods.backends.torch_ao`);
+narrower ones stay float with the reason in the summary (``Dynamic.min_rnn_hidden``).
 
 Which float layer becomes which quantized one is a registry (:func:`register_dynamic_layer`),
 so supporting another layer type is one call, not an edit here.
