@@ -88,6 +88,10 @@ class QuantConfig:
 def config_from_dict(data: Mapping) -> QuantConfig:
     """Rebuild a config from :meth:`QuantConfig.to_dict` output.
 
+    A field missing from ``data`` takes the value the config class lists in its
+    ``MISSING_FIELD_VALUES`` class attribute (what configs saved before the field existed
+    meant), else the field's default.
+
     Raises:
         ConfigError: ``data`` is not an object, is from a newer config version, or has
             fields or values the method's config does not take.
