@@ -1,5 +1,6 @@
 """Helpers every test layer shares: seeded random tensors, ``assert_similar``, strict JSON
-reading and stand-ins for a Ctrl-C.
+reading, stand-ins for a Ctrl-C, and ``run_ranks`` (a gloo process group of spawned
+processes on 127.0.0.1).
 
 Import them as ``from helpers import assert_similar, random_tensor`` (tests/conftest.py puts
 this folder on sys.path).
@@ -7,9 +8,13 @@ this folder on sys.path).
 
 from __future__ import annotations
 
+import datetime
 import faulthandler
 import json
 import multiprocessing
+import queue
+import socket
+import time
 import traceback
 from collections.abc import Callable
 
@@ -157,3 +162,50 @@ def child_verdict(code: int | None, failures: list[str]) -> str:
     if code is not None and code < 0:
         return f"the child died of {signal.Signals(-code).name}"
     return f"exit code {code}; " + "; ".join(failures[:5]) + (f" ... ({len(failures)} failures)" if failures else "")
+
+
+def _rank_main(fn: Callable, rank: int, world: int, port: int, args: tuple, results) -> None:
+    torch.set_num_threads(1)
+    dist = torch.distributed
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=30))
+    try:
+        results.put((rank, True, fn(rank, world, *args)))
+    except Exception as exc:  # noqa: BLE001  (reported to the parent, which asserts on it)
+        results.put((rank, False, f"{type(exc).__name__}: {exc}"))
+    finally:
+        dist.destroy_process_group()
+
+
+def run_ranks(fn: Callable, world: int, *args, timeout: float = 60.0) -> list[tuple[bool, object]]:
+    """``fn(rank, world, *args)`` in ``world`` spawned processes joined in a gloo process
+    group on a free port of 127.0.0.1 (``fn`` must be importable: a module-level function of a
+    test module). Every wait is bounded by ``timeout``; processes still alive then are killed.
+
+    Returns:
+        Per rank, ``(True, what fn returned)`` (plain Python values travel best), ``(False,
+        "ErrorType: message")`` if it raised, or ``(False, "no result")`` if it died or hung.
+    """
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ctx = multiprocessing.get_context("spawn")  # fork would inherit the parent's OpenMP pool
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_rank_main, args=(fn, rank, world, port, args, results), daemon=True)
+             for rank in range(world)]
+    for proc in procs:
+        proc.start()
+    got: dict[int, tuple[bool, object]] = {}
+    deadline = time.monotonic() + timeout
+    while len(got) < world and time.monotonic() < deadline:
+        try:
+            rank, ok, value = results.get(timeout=max(0.1, deadline - time.monotonic()))
+        except queue.Empty:
+            break
+        got[rank] = (ok, value)
+    for proc in procs:
+        proc.join(max(0.1, deadline - time.monotonic()))
+        if proc.is_alive():
+            proc.kill()
+            proc.join(5)
+    return [got.get(rank, (False, "no result")) for rank in range(world)]

@@ -57,6 +57,13 @@ class QuantizationFailedError(QuantlensError):
     exit_code = 1
 
 
+class DistributedError(QuantlensError):
+    """A collective across the ranks of a process group failed or timed out (another rank
+    failed or never reached it)."""
+
+    exit_code = 1
+
+
 def error_line(exc: BaseException, limit: int = 300) -> str:
     """The first line of an exception's message (at most ``limit`` characters), for one-line
     errors; the exception's type name when the message is empty.

@@ -62,7 +62,7 @@ class RowHistogram:
         else:
             lo, hi = torch.minimum(self.lo, bmin), torch.maximum(self.hi, bmax)
             if bool((lo < self.lo).any() or (hi > self.hi).any()):
-                self._rebin(lo, hi)
+                self.rebin(lo, hi)
         self.counts += self._count(rows)
 
     def _count(self, rows: torch.Tensor) -> torch.Tensor:
@@ -73,8 +73,9 @@ class RowHistogram:
         counts = torch.bincount(idx.reshape(-1), minlength=n_rows * bins)
         return counts.reshape(n_rows, bins).double()
 
-    def _rebin(self, lo: torch.Tensor, hi: torch.Tensor) -> None:
-        """Move the counts onto the wider ranges ``[lo, hi]`` (each row contains its old one)."""
+    def rebin(self, lo: torch.Tensor, hi: torch.Tensor) -> None:
+        """Move the counts onto the wider ranges ``[lo, hi]`` (each row contains its old one):
+        each old bin's count is split between the new bins it overlaps."""
         n_rows, bins = self.counts.shape
         old_w = self.width / bins  # (R,)
         new_w = (hi - lo).clamp(min=_EPS) / bins

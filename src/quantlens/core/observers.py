@@ -7,6 +7,9 @@ Every observer has the same three methods:
   and entropy observers use ``scheme``; without one they assume signed 8-bit);
 - ``qparams(scheme) -> (scale, zero_point)``: that range through :func:`compute_qparams`.
 
+Under ``torch.distributed``, ``sync()`` merges every rank's statistics so each rank holds
+what one observer over all ranks' data would (see :mod:`quantlens.core.distributed`).
+
 ``axis=None`` observes per tensor (scalars out); ``axis=k`` observes per channel along
 dimension ``k`` (one value per channel, for ``granularity="per_channel"`` schemes).
 
@@ -22,7 +25,8 @@ name               class                       range
 =================  ==========================  ==============================================
 
 How to add one: subclass :class:`Observer`, implement ``_update_rows(rows)`` (``rows`` is
-``(channels, values)``, float32) and ``_range(scheme)``, then decorate the class with
+``(channels, values)``, float32), ``_range(scheme)`` and, when it keeps more than the running
+min/max, ``_sync_rows(rows, timeout)`` (merge its statistics across ranks), then decorate the class with
 ``@register_observer("name")``.
 
 Example:
@@ -38,6 +42,14 @@ from collections.abc import Callable
 
 import torch
 
+from quantlens.core.distributed import (
+    all_reduce,
+    is_distributed,
+    merge_extremes,
+    merge_histogram,
+    merge_moments,
+    weighted_average,
+)
 from quantlens.core.histogram import RowHistogram, kl_search, mse_search
 from quantlens.core.layout import normalize_axis
 from quantlens.core.qparams import compute_qparams
@@ -136,6 +148,42 @@ class Observer:
     def _update_rows(self, rows: torch.Tensor, bmin: torch.Tensor, bmax: torch.Tensor) -> None:
         """Subclass hook: fold ``rows`` ``(R, N)`` with per-row ``bmin``/``bmax`` in."""
 
+    # -- across processes ------------------------------------------------------------------
+    def sync(self, *, timeout: float | None = None) -> None:
+        """Merge the statistics of every rank of the process group into each rank's observer,
+        so that all hold what one observer would after seeing every rank's data: min/max by
+        all-reduce MIN/MAX, histograms re-binned to the common range and summed, running
+        averages combined by their counts. A collective: every rank must call it, on the
+        same observers in the same order. Outside a process group it does nothing.
+
+        Args:
+            timeout: seconds to wait for the other ranks (see :mod:`quantlens.core.distributed`).
+
+        Raises:
+            DistributedError: another rank failed or did not call it in time.
+            InputError: the ranks saw different numbers of channels.
+
+        Example:
+            >>> obs = MinMaxObserver(); obs.update(torch.tensor([1.0, 3.0])); obs.sync()  # no group: no-op
+        """
+        if not is_distributed():
+            return
+        n = 0 if self.min_val is None else int(self.min_val.shape[0])
+        rows = all_reduce(torch.tensor([n, -n if n else -(1 << 40)], dtype=torch.float64), "max", timeout=timeout)
+        n_max, n_min = int(rows[0]), -int(rows[1])
+        if n_max == 0:
+            return  # no rank saw data
+        if n_min != n_max:
+            raise InputError(f"the ranks saw {n_min} and {n_max} channel(s) along axis {self.axis}; "
+                             "every rank must observe the same tensor")
+        self._sync_rows(n_max, timeout)
+        inf = torch.full((n_max,), float("inf"))
+        lo, hi = merge_extremes(inf if n == 0 else self.min_val, -inf if n == 0 else self.max_val, timeout=timeout)
+        self.min_val, self.max_val = lo.float(), hi.float()
+
+    def _sync_rows(self, rows: int, timeout: float | None) -> None:
+        """Subclass hook: merge the statistics kept beyond min/max over ``rows`` rows."""
+
     # -- results ---------------------------------------------------------------------------
     def range(self, scheme: QScheme | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The clipping range ``(min, max)``: scalars per tensor, ``(channels,)`` per channel."""
@@ -208,8 +256,10 @@ class MovingAverageMinMaxObserver(Observer):
         self.averaging_constant = float(averaging_constant)
         self.avg_min: torch.Tensor | None = None
         self.avg_max: torch.Tensor | None = None
+        self.batches = 0  # the weight of this average when ranks are merged
 
     def _update_rows(self, rows, bmin, bmax) -> None:
+        self.batches += 1
         if self.avg_min is None:
             self.avg_min, self.avg_max = bmin.clone(), bmax.clone()
         else:
@@ -219,6 +269,11 @@ class MovingAverageMinMaxObserver(Observer):
 
     def _range(self, scheme):
         return self.avg_min, self.avg_max
+
+    def _sync_rows(self, rows, timeout) -> None:
+        local = torch.zeros(2, rows) if self.avg_min is None else torch.stack([self.avg_min, self.avg_max])
+        avg, total = weighted_average(local, self.batches, timeout=timeout)
+        self.avg_min, self.avg_max, self.batches = avg[0].float(), avg[1].float(), int(total)
 
 
 class _HistogramObserver(Observer):
@@ -232,6 +287,9 @@ class _HistogramObserver(Observer):
 
     def _update_rows(self, rows, bmin, bmax) -> None:
         self.hist.add(rows, bmin, bmax)
+
+    def _sync_rows(self, rows, timeout) -> None:
+        merge_histogram(self.hist, rows, timeout=timeout)
 
 
 @register_observer("percentile")
@@ -344,6 +402,12 @@ class MeanStdObserver(Observer):
         self.m2 = self.m2 + bm2 + delta.square() * (self.count * n / total)
         self.count = total
 
+    def _sync_rows(self, rows, timeout) -> None:
+        zeros = torch.zeros(rows, dtype=torch.float64)
+        mean, m2 = (zeros, zeros) if self.mean is None else (self.mean, self.m2)
+        count, self.mean, self.m2 = merge_moments(self.count, mean, m2, timeout=timeout)
+        self.count = int(count)
+
     def _range(self, scheme):
         std = (self.m2 / max(self.count, 1)).sqrt()
         lo = torch.maximum((self.mean - self.k * std).float(), self.min_val)
@@ -381,6 +445,11 @@ class AutoObserver(Observer):
         super().update(x)  # checks and the running min/max
         for obs in self.observers.values():
             obs.update(x)
+        self._ranges.clear()
+
+    def _sync_rows(self, rows, timeout) -> None:
+        for obs in self.observers.values():
+            obs.sync(timeout=timeout)
         self._ranges.clear()
 
     def _range(self, scheme):

@@ -24,6 +24,7 @@ from quantlens.core.data import (
     run_batch,
     to_batch,
 )
+from quantlens.core import distributed
 from quantlens.core.progress import track
 from quantlens.errors import ConfigError, InputError, QuantizationFailedError
 from quantlens.methods import fusion
@@ -313,6 +314,22 @@ def calibrate(model: nn.Module, ctx: QuantContext, limit: int | None) -> int:
     if n == 0:
         raise InputError("calib_data yielded no batch; give at least one batch of inputs")
     return n
+
+
+def sync_observers(model: nn.Module) -> int:
+    """Merge the statistics of every quantlens observer in ``model`` over the ranks of the
+    process group, in module order (the same on every rank), so that every rank converts
+    with the same quantization parameters. Outside a process group it does nothing.
+
+    Returns:
+        The number of observers merged (0 outside a group).
+    """
+    if not distributed.is_distributed():
+        return 0
+    observers = [m for _, m in model.named_modules() if isinstance(m, torch_ao.CoreObserver)]
+    for module in observers:
+        module.sync()
+    return len(observers)
 
 
 def to_kernel_host(model: nn.Module, summary) -> nn.Module:

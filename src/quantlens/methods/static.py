@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from quantlens.core import distributed
 from quantlens.core.observers import get_observer
 from quantlens.errors import ConfigError, QuantizationFailedError
 from quantlens.core.data import Batch
@@ -60,6 +61,10 @@ class Static(QuantConfig):
             BatchNorms of the eager fallback as separate layers.
         calib_batches: stop calibration after this many batches (None: all).
         mode: ``"auto"`` (graph mode, eager fallback), ``"fx"`` or ``"eager"``.
+        sync: under ``torch.distributed`` (a process group initialised, e.g. by ``torchrun``),
+            merge every rank's observer statistics before converting, so that each rank
+            converts with the parameters one process over all ranks' data would choose;
+            False keeps each rank's own. Nothing changes outside a process group.
         skip, overrides: see :class:`QuantConfig`; skipped layers stay float.
     """
 
@@ -70,6 +75,7 @@ class Static(QuantConfig):
     fuse: bool = True
     calib_batches: int | None = None
     mode: str = "auto"
+    sync: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -146,6 +152,9 @@ def convert(model: nn.Module, ctx: QuantContext) -> nn.Module:
     """Turn an observed (calibrated) model into int8 kernels and record the summary."""
     cfg = _root(ctx)
     torch_ao.use_engine(cfg.backend)
+    rebuilding = ctx.extra.get("rebuilding")  # a load: one rank may load alone, nothing to merge
+    if cfg.sync and not rebuilding and int8_graph.sync_observers(model):
+        ctx.summary.note(f"observer statistics merged over {distributed.world_size()} ranks")
     int8_graph.require_calibrated(model)
     int8_graph.to_kernel_host(model, ctx.summary)
     plan, regions = ctx.extra.get("plan"), ctx.extra.get("regions")

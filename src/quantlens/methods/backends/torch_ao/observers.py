@@ -106,6 +106,11 @@ class CoreObserver(_ObserverBase):
             self.observer.update(x.detach().float())
         return x
 
+    def sync(self, *, timeout: float | None = None) -> None:
+        """Merge this observer's statistics over the ranks of the process group (a collective;
+        nothing outside a group): see :meth:`quantlens.core.observers.Observer.sync`."""
+        self.observer.sync(timeout=timeout)
+
     @torch.jit.export
     def calculate_qparams(self):
         if self.observer.min_val is None:  # never saw data: an identity-ish grid, like torch.ao

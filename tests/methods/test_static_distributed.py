@@ -1,0 +1,87 @@
+"""Static calibration under torch.distributed: ranks that each see part of the calibration
+set convert with the quantization parameters of one process that saw all of it.
+
+Each test spawns a gloo process group on 127.0.0.1 (``helpers.run_ranks``)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import quantlens as ql
+from helpers import run_ranks
+from quantlens import zoo
+
+pytestmark = pytest.mark.slow  # each test starts 2-3 Python processes
+
+
+def _calib_batches() -> list[torch.Tensor]:
+    return list(zoo.load_dataset("digits", split="calib").inputs.split(32))  # 8 batches of (32, 1, 8, 8)
+
+
+def _qparams(model: torch.nn.Module) -> dict[str, list[float]]:
+    """Every scale and zero point of an int8 model (activations and weights), as floats."""
+    out = {}
+    for key, value in model.state_dict().items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        if value.is_quantized:
+            per_channel = value.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric)
+            out[key + ":scale"] = (value.q_per_channel_scales() if per_channel else torch.tensor([value.q_scale()])).tolist()
+        elif "scale" in key or "zero_point" in key:
+            out[key] = value.double().flatten().tolist()
+    return out
+
+
+def _quantize(batches: list[torch.Tensor], observer: str, sync: bool = True) -> dict[str, list[float]]:
+    config = ql.Static(observer=observer, sync=sync)
+    return _qparams(ql.quantize(zoo.load_model("digits-cnn"), config, calib_data=batches))
+
+
+def _static_rank(rank: int, world: int, observer: str, bounds: list[int], sync: bool = True):
+    return _quantize(_calib_batches()[bounds[rank]:bounds[rank + 1]], observer, sync)
+
+
+def _assert_ranks_agree(results: list) -> dict[str, list[float]]:
+    for ok, value in results:
+        assert ok, value
+    first = results[0][1]
+    for _, other in results[1:]:
+        assert other == first  # bit for bit: every rank converts to the same int8 model
+    return first
+
+
+def _max_rel_diff(a: dict[str, list[float]], b: dict[str, list[float]]) -> float:
+    assert a.keys() == b.keys()
+    worst = 0.0
+    for key in a:
+        if "zero_point" in key:
+            continue
+        x, y = torch.tensor(a[key]), torch.tensor(b[key])
+        worst = max(worst, float(((x - y).abs() / y.abs().clamp(min=1e-12)).max()))
+    return worst
+
+
+def test_minmax_on_two_ranks_equals_one_process_on_all_data(one_thread):
+    whole = _quantize(_calib_batches(), "minmax")
+    merged = _assert_ranks_agree(run_ranks(_static_rank, 2, "minmax", [0, 4, 8]))
+    assert merged == whole
+    # without merging, rank 0 keeps the ranges of its own half, which differ from the whole
+    alone = run_ranks(_static_rank, 2, "minmax", [0, 4, 8], False)
+    assert alone[0][0] and alone[0][1] != whole
+
+
+@pytest.mark.parametrize("observer", ["histogram", "entropy"])
+def test_histogram_observers_on_two_ranks_within_one_percent(one_thread, observer):
+    whole = _quantize(_calib_batches(), observer)
+    merged = _assert_ranks_agree(run_ranks(_static_rank, 2, observer, [0, 4, 8]))
+    assert _max_rel_diff(merged, whole) < 0.01
+
+
+def test_uneven_split_over_three_ranks(one_thread):
+    whole = _quantize(_calib_batches(), "minmax")
+    merged = _assert_ranks_agree(run_ranks(_static_rank, 3, "minmax", [0, 1, 3, 8]))
+    assert merged == whole
+    hist_whole = _quantize(_calib_batches(), "histogram")
+    hist = _assert_ranks_agree(run_ranks(_static_rank, 3, "histogram", [0, 1, 3, 8]))
+    assert _max_rel_diff(hist, hist_whole) < 0.01
