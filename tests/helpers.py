@@ -189,7 +189,7 @@ def run_ranks(fn: Callable, world: int, *args, timeout: float = 60.0) -> list[tu
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    ctx = multiprocessing.get_context("spawn")  # fork would inherit the parent's OpenMP pool
+    ctx = multiprocessing.get_context("fork")  # no re-import; each rank runs torch on one thread
     results = ctx.Queue()
     procs = [ctx.Process(target=_rank_main, args=(fn, rank, world, port, args, results), daemon=True)
              for rank in range(world)]

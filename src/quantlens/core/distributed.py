@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 
 import torch
 
@@ -68,6 +69,13 @@ def default_timeout() -> float:
     return value
 
 
+def _detail(exc: BaseException) -> str:
+    """The first sentence of a backend error, without gloo's source-location prefix."""
+    line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    line = re.sub(r"^\[[^\]]*\]\s*", "", line)
+    return line.split(". ")[0].rstrip(".")[:160]
+
+
 def all_reduce(tensor: torch.Tensor, op: str, *, timeout: float | None = None) -> torch.Tensor:
     """Reduce ``tensor`` in place over every rank (``op``: ``"sum"``, ``"min"``, ``"max"``).
 
@@ -105,9 +113,9 @@ def all_reduce(tensor: torch.Tensor, op: str, *, timeout: float | None = None) -
         work.wait(timeout=datetime.timedelta(seconds=seconds))
     except Exception as exc:  # noqa: BLE001  (gloo/nccl raise RuntimeError and subclasses)
         raise DistributedError(
-            f"rank {dist.get_rank()} of {dist.get_world_size()}: merging statistics failed or waited over "
-            f"{seconds:g} s for the other ranks (one of them failed or never reached this step; see its "
-            f"error): {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
+            f"rank {dist.get_rank()} of {dist.get_world_size()}: merging statistics across ranks failed "
+            f"({_detail(exc)}); another rank failed or did not reach this step within {seconds:g} s: "
+            "see that rank's error"
         ) from exc
     if work_tensor is not tensor:
         tensor.copy_(work_tensor)
