@@ -80,6 +80,30 @@ def test_histogram_observers_on_two_ranks_within_one_percent(one_thread, observe
     assert _max_rel_diff(merged, whole) < 0.01
 
 
+def test_auto_observer_keeps_one_choice_on_every_rank(one_thread):
+    # each rank scores the candidates on its own first batch; the scores are averaged over
+    # the ranks, so all keep the same candidate and convert to the same model
+    whole = _quantize(_calib_batches(), "auto")
+    merged = _assert_ranks_agree(run_ranks(_static_rank, 2, "auto", [0, 4, 8]))
+    assert _max_rel_diff(merged, whole) < 0.01
+
+
+def _scores_rank(rank: int, world: int):
+    from quantlens.methods.int8_choice import _merged_scores
+
+    local = [{"mse": 10.0, "minmax": 5.0}, {"mse": 0.0, "minmax": 8.0}, {"mse": float("-inf"), "minmax": 9.0}]
+    return _merged_scores(local[rank])
+
+
+def test_auto_scores_are_averaged_over_ranks(one_thread):
+    # rank 0 alone would keep mse (10 > 5); over the ranks minmax wins (-inf counts as -1000 dB)
+    results = run_ranks(_scores_rank, 3)
+    for ok, value in results:
+        assert ok and value == results[0][1], value
+    scores, best = results[0][1]
+    assert best == "minmax" and scores == pytest.approx({"mse": (10.0 - 1000.0) / 3, "minmax": 22.0 / 3})
+
+
 def test_uneven_split_over_three_ranks(one_thread):
     whole = _quantize(_calib_batches(), "minmax")
     merged = _assert_ranks_agree(run_ranks(_static_rank, 3, "minmax", [0, 1, 3, 8]))

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from quantlens.core import distributed
 from quantlens.core.data import Batch
 from quantlens.core.metrics import sqnr_db
 from quantlens.methods.backends import torch_ao
@@ -78,7 +79,8 @@ def _flat(output) -> torch.Tensor:
     return torch.cat([t.detach().float().reshape(-1) for t in leaves]) if leaves else torch.zeros(0)
 
 
-def choose(prepared: nn.Module, batch: Batch, convert: Callable[[nn.Module], nn.Module]) -> Choice | None:
+def choose(prepared: nn.Module, batch: Batch, convert: Callable[[nn.Module], nn.Module], *,
+           merge_ranks: bool = False) -> Choice | None:
     """Set every ``"auto"`` observer of ``prepared`` (calibrated) to the candidate whose
     int8 graph (``convert`` of a copy) gives the output closest to float on ``batch``; None
     when it has no such observer. Candidates giving the same ranges are run once.
@@ -87,6 +89,8 @@ def choose(prepared: nn.Module, batch: Batch, convert: Callable[[nn.Module], nn.
         prepared: an observed graph after calibration.
         batch: the inputs to measure on.
         convert: turns a copy of ``prepared`` into its int8 graph.
+        merge_ranks: under ``torch.distributed``, score each candidate by its SQNR averaged
+            over the ranks (each measures on its own batch), so that all keep the same one.
 
     Returns:
         The :class:`Choice` (observer kept, the SQNR of each candidate, the float output).
@@ -115,11 +119,28 @@ def choose(prepared: nn.Module, batch: Batch, convert: Callable[[nn.Module], nn.
                 scores[name] = -math.inf if math.isnan(score) else score
                 if best_graph is None or scores[name] > scores[best]:
                     best, best_graph = name, graph
+            if merge_ranks and distributed.is_distributed():
+                local = best
+                scores, best = _merged_scores(scores)
+                if best != local:
+                    for m in autos:
+                        m.observer.choice = best
+                    best_graph = convert(copy.deepcopy(prepared))
     finally:
         for m in autos:
             m.observing = True
             m.observer.choice = best or m.observer.choice
     return Choice(best, scores, scores[best], best_graph)
+
+
+def _merged_scores(scores: dict[str, float]) -> tuple[dict[str, float], str]:
+    """Every candidate's SQNR averaged over the ranks (-inf and NaN count as -1000 dB, inf as
+    1000 dB) and the first best one: the same on every rank."""
+    names = list(scores)
+    local = torch.tensor([scores[n] for n in names], dtype=torch.float64).nan_to_num(-1e3, 1e3, -1e3)
+    merged = distributed.all_reduce(local.clamp(-1e3, 1e3), "sum") / distributed.world_size()
+    out = dict(zip(names, merged.tolist()))
+    return out, names[int(merged.argmax())]  # argmax: the first maximum, as the local rule
 
 
 def strip_observers(prepared: nn.Module) -> nn.Module:

@@ -172,7 +172,7 @@ def convert(model: nn.Module, ctx: QuantContext) -> nn.Module:
     if regions:
         for region in regions if measure else ():
             got = int8_choice.choose(model.get_submodule(region.name), Batch(region.example),
-                                     lambda m, ex=region.example: to_int8(m, ex))
+                                     lambda m, ex=region.example: to_int8(m, ex), merge_ranks=cfg.sync)
             if got is not None:
                 choices[region.name] = got
         plan = int8_regions.convert_regions(model, regions, ctx.config, Static, custom, choices, _float_reason)
@@ -183,7 +183,8 @@ def convert(model: nn.Module, ctx: QuantContext) -> nn.Module:
         converted = torch_ao.eager_convert(model)
         plan = int8_graph.Plan(cfg.backend, cfg, reasons=ctx.extra.get("eager_reasons", {}))
     else:
-        got = int8_choice.choose(model, ctx.extra["example_batch"], lambda m: to_int8(m, ctx.extra["example"])) if (
+        got = int8_choice.choose(model, ctx.extra["example_batch"], lambda m: to_int8(m, ctx.extra["example"]),
+                                 merge_ranks=cfg.sync) if (
             measure and "example_batch" in ctx.extra) else None
         choices = {"": got} if got is not None else {}
         converted = got.converted if got is not None else torch_ao.convert(model, backend=cfg.backend,
