@@ -25,6 +25,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from quantlens.core import distributed
 from quantlens.core.data import iter_batches, run_batch
 from quantlens.core.progress import track
 from quantlens.core.qparams import compute_qparams
@@ -38,7 +39,8 @@ PERCDAMP = 0.01
 
 @torch.no_grad()
 def collect_hessians(
-    model: nn.Module, names: list[str], calib_data, *, limit: int | None = None, progress: bool | None = None
+    model: nn.Module, names: list[str], calib_data, *, limit: int | None = None, progress: bool | None = None,
+    sync: bool = True,
 ) -> dict[str, torch.Tensor]:
     """``H = 2 X X^T / n`` of the inputs of the named Linear layers over ``calib_data``.
 
@@ -47,6 +49,9 @@ def collect_hessians(
         names: module names of ``nn.Linear`` layers.
         calib_data: any form :func:`quantlens.core.data.iter_batches` accepts.
         limit: stop after this many batches.
+        sync: under ``torch.distributed``, sum ``X X^T`` and the sample counts over the ranks
+            (each ran its own share of ``calib_data``), so that every rank gets the Hessians of
+            all the data; nothing changes outside a process group.
 
     Returns:
         ``{name: H}`` with ``H`` float32 ``(in_features, in_features)``.
@@ -78,6 +83,13 @@ def collect_hessians(
         model.train(was_training)
     if not batches:
         raise InputError("calib_data yielded no batch; GPTQ needs a few batches of real inputs")
+    if sync and distributed.is_distributed():
+        for n in names:  # the same order on every rank; a layer this rank never ran adds zeros
+            width = modules[n].in_features
+            total = sums.get(n, torch.zeros(width, width, dtype=torch.float64))
+            sums[n] = distributed.all_reduce(torch.as_tensor(total, dtype=torch.float64), "sum")
+            counts[n] = int(distributed.all_reduce(torch.tensor([float(counts.get(n, 0))]), "sum"))
+        sums = {n: s for n, s in sums.items() if counts[n]}
     return {n: (2 * sums[n] / counts[n]).float() for n in sums}
 
 

@@ -87,7 +87,9 @@ def register_algorithm(algorithm: Algorithm) -> Algorithm:
 def _collect_hessians(model: nn.Module, names: list[str], ctx: QuantContext) -> dict[str, Any]:
     if ctx.calib_data is None:
         raise ConfigError("algorithm='gptq' needs calibration data: ql.quantize(model, config, calib_data=batches)")
-    return gptq.collect_hessians(model, names, ctx.calib_data, limit=ctx.calib_batches, progress=ctx.progress)
+    sync = not isinstance(ctx.config, WeightOnly) or ctx.config.sync
+    return gptq.collect_hessians(model, names, ctx.calib_data, limit=ctx.calib_batches, progress=ctx.progress,
+                                 sync=sync)
 
 
 register_algorithm(Algorithm("rtn", lambda w, scheme, _: quantize_tensor(w, scheme), codebooks=True))
@@ -148,6 +150,9 @@ class WeightOnly(QuantConfig):
             module docstring.
         modules: which layers to quantize: nn classes or their names, e.g.
             ``(nn.Linear, nn.Embedding)`` or ``("linear", "embedding")``. Default Linear only.
+        sync: with ``algorithm="gptq"`` under ``torch.distributed``, sum the Hessians and
+            sample counts over the ranks (each calibrates on its share); False keeps each
+            rank's own. Nothing changes outside a process group.
         skip, overrides: see :class:`~quantlens.methods.base.QuantConfig`.
 
     Example:
@@ -161,6 +166,7 @@ class WeightOnly(QuantConfig):
     codebook: str | None = None
     algorithm: str = "rtn"
     modules: tuple[str, ...] = ("linear",)
+    sync: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
