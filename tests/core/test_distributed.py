@@ -6,8 +6,8 @@ import time
 
 import pytest
 import torch
-
 from helpers import heavy_tailed, run_ranks
+
 from quantlens.core import distributed
 from quantlens.core.observers import AutoObserver, get_observer
 from quantlens.errors import DistributedError, InputError

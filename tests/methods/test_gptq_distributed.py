@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import random_tensor, run_ranks
 from torch import nn
 
 import quantlens as ql
-from helpers import random_tensor, run_ranks
 
 
 def _model() -> nn.Module:

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import run_ranks
 
 import quantlens as ql
-from helpers import run_ranks
 from quantlens import zoo
 
 pytestmark = pytest.mark.slow  # each test starts 2-3 Python processes
@@ -54,10 +54,10 @@ def _assert_ranks_agree(results: list) -> dict[str, list[float]]:
 def _max_rel_diff(a: dict[str, list[float]], b: dict[str, list[float]]) -> float:
     assert a.keys() == b.keys()
     worst = 0.0
-    for key in a:
+    for key, value in a.items():
         if "zero_point" in key:
             continue
-        x, y = torch.tensor(a[key]), torch.tensor(b[key])
+        x, y = torch.tensor(value), torch.tensor(b[key])
         worst = max(worst, float(((x - y).abs() / y.abs().clamp(min=1e-12)).max()))
     return worst
 

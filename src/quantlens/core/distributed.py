@@ -111,7 +111,7 @@ def all_reduce(tensor: torch.Tensor, op: str, *, timeout: float | None = None) -
     try:
         work = dist.all_reduce(work_tensor, op=reduce_op, async_op=True)
         work.wait(timeout=datetime.timedelta(seconds=seconds))
-    except Exception as exc:  # noqa: BLE001  (gloo/nccl raise RuntimeError and subclasses)
+    except Exception as exc:  # gloo and nccl raise RuntimeError and its subclasses
         raise DistributedError(
             f"rank {dist.get_rank()} of {dist.get_world_size()}: merging statistics across ranks failed "
             f"({_detail(exc)}); another rank failed or did not reach this step within {seconds:g} s: "

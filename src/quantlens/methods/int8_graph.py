@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from quantlens.core import distributed
 from quantlens.core.data import (
     Batch,
     check_batch,
@@ -24,7 +25,6 @@ from quantlens.core.data import (
     run_batch,
     to_batch,
 )
-from quantlens.core import distributed
 from quantlens.core.progress import track
 from quantlens.errors import ConfigError, InputError, QuantizationFailedError
 from quantlens.methods import fusion
