@@ -23,7 +23,7 @@ from quantlens.export import onnx_writer, pt2, torchscript
 from quantlens.export.inputs import ExampleInputs, example_inputs_of
 from quantlens.export.onnx_layers import WEIGHT_OPS
 from quantlens.export.runtime import ExportCheck, check, format_of, load_runner
-from quantlens.methods.int8_graph import make_inputs
+from quantlens.methods.int8_inputs import make_inputs
 
 FORMATS = ("onnx", "pt2", "torchscript")
 

@@ -30,7 +30,7 @@ from quantlens.core.data import Batch
 from quantlens.errors import QuantizationFailedError, error_line
 from quantlens.methods.backends import torch_ao
 from quantlens.methods.base import QuantContext, QuantSummary
-from quantlens.methods.int8_graph import make_batch, make_inputs
+from quantlens.methods.int8_inputs import make_batch, make_inputs
 
 MAX_REPAIRS = 8
 

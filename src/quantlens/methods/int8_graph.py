@@ -1,5 +1,6 @@
-"""What Static and QAT share: the per-layer plan, graph capture with float islands, example
-inputs that a checkpoint can record, calibration, custom modules and the summary.
+"""What Static and QAT share: the per-layer plan, graph capture with float islands,
+calibration, custom modules and the summary (their example inputs are in
+:mod:`quantlens.methods.int8_inputs`).
 
 The torch.ao calls themselves are in :mod:`quantlens.methods.backends.torch_ao`.
 """
@@ -8,28 +9,18 @@ from __future__ import annotations
 
 import itertools
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from quantlens.core import distributed
-from quantlens.core.data import (
-    Batch,
-    check_batch,
-    count_batches,
-    first_batch,
-    is_one_shot,
-    iter_batches,
-    run_batch,
-    to_batch,
-)
+from quantlens.core.data import count_batches, iter_batches, run_batch
 from quantlens.core.progress import track
 from quantlens.errors import ConfigError, InputError, QuantizationFailedError
 from quantlens.methods import fusion
 from quantlens.methods.backends import torch_ao
-from quantlens.nn.registry import standard_class, subclass_reason
 from quantlens.methods.base import (
     SKIP_REASON,
     QuantConfig,
@@ -38,6 +29,8 @@ from quantlens.methods.base import (
     module_bytes,
     resolve,
 )
+from quantlens.methods.int8_inputs import describe_inputs
+from quantlens.nn.registry import standard_class, subclass_reason
 
 _CUSTOM_MODULES: dict[type, tuple[type, type, type]] = {}
 
@@ -93,68 +86,6 @@ def _attach_custom_qconfigs(model: nn.Module, mapping) -> list[tuple[type, type,
     return [(f, _observed_adapter(o), q) for f, o, q in _CUSTOM_MODULES.values()]
 
 
-# --- example inputs --------------------------------------------------------------------------
-
-
-def _spec(t) -> dict:
-    if not isinstance(t, torch.Tensor):
-        raise InputError(f"graph capture needs tensor inputs, got a {type(t).__name__}")
-    return {"shape": [1, *t.shape[1:]] if t.ndim else [], "dtype": str(t.dtype).removeprefix("torch.")}
-
-
-def describe_inputs(args: tuple, kwargs: dict | None = None) -> dict:
-    """A JSON-able description (shapes with batch 1, dtypes) of positional and keyword inputs."""
-    out: dict = {"args": [_spec(a) for a in args]}
-    if kwargs:
-        out["kwargs"] = {k: _spec(v) for k, v in kwargs.items()}
-    return out
-
-
-def _make(spec: dict, gen: torch.Generator) -> torch.Tensor:
-    dtype = getattr(torch, spec["dtype"])
-    if dtype.is_floating_point:
-        return torch.rand(spec["shape"], generator=gen).to(dtype)
-    return torch.zeros(spec["shape"], dtype=dtype)
-
-
-def make_batch(desc: dict) -> Batch:
-    """A batch of the described inputs: uniform [0, 1) floats, zeros for integers."""
-    gen = torch.Generator().manual_seed(0)
-    args = tuple(_make(spec, gen) for spec in desc["args"])
-    return Batch(args, {k: _make(spec, gen) for k, spec in desc.get("kwargs", {}).items()})
-
-
-def make_inputs(desc: dict) -> tuple:
-    """Positional inputs of the described shapes (see :func:`make_batch`)."""
-    return make_batch(desc).args
-
-
-def example_batch(ctx: QuantContext, *, required: bool = True) -> Batch | None:
-    """Example inputs: ``ctx.example_inputs`` (a tuple, a tensor, a dict of tensors or a
-    recorded description), else the first calibration batch, else None when not ``required``."""
-    ex = ctx.example_inputs
-    if isinstance(ex, dict) and isinstance(ex.get("args"), list):
-        return make_batch(ex)
-    if isinstance(ex, torch.Tensor):
-        return Batch(args=(ex,))
-    if isinstance(ex, Mapping):  # keyword inputs (a tokenized batch)
-        return to_batch(ex).to(torch.float32)
-    if ex is not None:  # positional inputs, all of them (never read as (inputs, labels))
-        return Batch(args=tuple(ex))
-    if ctx.calib_data is None:
-        if not required:
-            return None
-        raise InputError("graph capture needs example inputs: pass calib_data=... or example_inputs=(x,)")
-    data = ctx.calib_data
-    if is_one_shot(data, "calib_data"):  # a one-shot iterator (generator): put its first batch back
-        first = next(data, None)
-        if first is None:
-            raise InputError("calib_data yielded no batch; give at least one batch of inputs")
-        ctx.calib_data = itertools.chain([first], data)
-        return check_batch(to_batch(first), "calib_data", 0).to(torch.float32)
-    return first_batch(data, "calib_data").to(torch.float32)
-
-
 class LeafRoot(nn.Module):
     """Holds a model that is one bare layer (``nn.Conv2d``, ``nn.Linear``) as child
     ``module``, so graph capture quantizes a module call, not a functional op."""
@@ -207,7 +138,7 @@ def make_plan(model: nn.Module, config: QuantConfig, cls: type, *, prefix: str =
     backends = {c.backend for c in ours}
     if len(backends) != 1:
         raise ConfigError(f"one model can use one quantized engine; these configs ask for {sorted(backends)}")
-    full = lambda name: f"{prefix}.{name}".strip(".")  # noqa: E731
+    full = lambda name: f"{prefix}.{name}".strip(".")
     root = resolve(config, prefix)
     plan = Plan(backends.pop(), root if isinstance(root, cls) else None)
     for name, module in model.named_modules():

@@ -29,7 +29,7 @@ from quantlens.core.data import count_batches, iter_batches
 from quantlens.core.observers import get_observer
 from quantlens.core.progress import track
 from quantlens.errors import ConfigError, InputError, QuantizationFailedError
-from quantlens.methods import fusion, int8_check, int8_graph, int8_regions
+from quantlens.methods import fusion, int8_check, int8_graph, int8_inputs, int8_regions
 from quantlens.methods.backends import torch_ao
 from quantlens.methods.base import QuantConfig, QuantContext, configs_in, register_method, resolve
 
@@ -92,8 +92,8 @@ def prepare(model: nn.Module, ctx: QuantContext) -> nn.Module:
     cfg = _root(ctx.config)
     torch_ao.use_engine(cfg.backend)
     model = int8_graph.wrap_leaf_root(model)
-    batch = int8_graph.example_batch(ctx, required=False)
-    desc = int8_graph.describe_inputs(batch.args, batch.kwargs) if batch is not None else None
+    batch = int8_inputs.example_batch(ctx, required=False)
+    desc = int8_inputs.describe_inputs(batch.args, batch.kwargs) if batch is not None else None
     positional = batch.args if batch is not None and not batch.kwargs else None
     ctx.extra.update(int8_method="qat", float_layers=int8_graph.float_layers(model), example_desc=desc,
                      example=batch if batch is not None and batch.kwargs else positional)
@@ -166,7 +166,7 @@ def rebuild(model: nn.Module, ctx: QuantContext) -> nn.Module:
     prepared = prepare(model, ctx)
     prepared.eval()
     with torch.no_grad(), torch_ao.quiet():
-        int8_graph.make_batch(ctx.extra["example_desc"]).run(prepared)
+        int8_inputs.make_batch(ctx.extra["example_desc"]).run(prepared)
     return convert(prepared, ctx)
 
 

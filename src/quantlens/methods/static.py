@@ -28,7 +28,7 @@ from quantlens.core import distributed
 from quantlens.core.observers import get_observer
 from quantlens.errors import ConfigError, QuantizationFailedError
 from quantlens.core.data import Batch
-from quantlens.methods import fusion, int8_check, int8_choice, int8_graph, int8_regions
+from quantlens.methods import fusion, int8_check, int8_choice, int8_graph, int8_inputs, int8_regions
 from quantlens.methods.backends import torch_ao
 from quantlens.methods.base import (
     SKIP_REASON,
@@ -113,8 +113,8 @@ def prepare(model: nn.Module, ctx: QuantContext) -> nn.Module:
     cfg = _root(ctx)
     torch_ao.use_engine(cfg.backend)
     model = int8_graph.wrap_leaf_root(model).eval()
-    batch = int8_graph.example_batch(ctx)
-    desc = int8_graph.describe_inputs(batch.args, batch.kwargs)
+    batch = int8_inputs.example_batch(ctx)
+    desc = int8_inputs.describe_inputs(batch.args, batch.kwargs)
     before = int8_graph.float_layers(model)
     # the first-run check after converting runs this: positional inputs, or the whole batch
     ctx.extra.update(int8_method="static", float_layers=before, example_desc=desc, example_batch=batch,
@@ -235,7 +235,7 @@ def rebuild(model: nn.Module, ctx: QuantContext) -> nn.Module:
     ctx.extra["rebuilding"] = True
     prepared = prepare(model, ctx)
     with torch.no_grad(), torch_ao.quiet():
-        int8_graph.make_batch(ctx.extra["example_desc"]).run(prepared)
+        int8_inputs.make_batch(ctx.extra["example_desc"]).run(prepared)
     return convert(prepared, ctx)
 
 

@@ -1,0 +1,79 @@
+"""Example inputs for Static and QAT graph capture: taken from ``example_inputs`` or the
+first calibration batch, described as JSON (shapes with batch 1, dtypes) so a checkpoint can
+record them, and made again from that description.
+
+Example:
+    >>> desc = describe_inputs((torch.randn(4, 3, 32, 32),))   # {"args": [{"shape": [1, 3, 32, 32], ...}]}
+    >>> make_batch(desc).args[0].shape
+    torch.Size([1, 3, 32, 32])
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+
+import torch
+
+from quantlens.core.data import Batch, check_batch, first_batch, is_one_shot, to_batch
+from quantlens.errors import InputError
+from quantlens.methods.base import QuantContext
+
+
+def _spec(t) -> dict:
+    if not isinstance(t, torch.Tensor):
+        raise InputError(f"graph capture needs tensor inputs, got a {type(t).__name__}")
+    return {"shape": [1, *t.shape[1:]] if t.ndim else [], "dtype": str(t.dtype).removeprefix("torch.")}
+
+
+def describe_inputs(args: tuple, kwargs: dict | None = None) -> dict:
+    """A JSON-able description (shapes with batch 1, dtypes) of positional and keyword inputs."""
+    out: dict = {"args": [_spec(a) for a in args]}
+    if kwargs:
+        out["kwargs"] = {k: _spec(v) for k, v in kwargs.items()}
+    return out
+
+
+def _make(spec: dict, gen: torch.Generator) -> torch.Tensor:
+    dtype = getattr(torch, spec["dtype"])
+    if dtype.is_floating_point:
+        return torch.rand(spec["shape"], generator=gen).to(dtype)
+    return torch.zeros(spec["shape"], dtype=dtype)
+
+
+def make_batch(desc: dict) -> Batch:
+    """A batch of the described inputs: uniform [0, 1) floats, zeros for integers."""
+    gen = torch.Generator().manual_seed(0)
+    args = tuple(_make(spec, gen) for spec in desc["args"])
+    return Batch(args, {k: _make(spec, gen) for k, spec in desc.get("kwargs", {}).items()})
+
+
+def make_inputs(desc: dict) -> tuple:
+    """Positional inputs of the described shapes (see :func:`make_batch`)."""
+    return make_batch(desc).args
+
+
+def example_batch(ctx: QuantContext, *, required: bool = True) -> Batch | None:
+    """Example inputs: ``ctx.example_inputs`` (a tuple, a tensor, a dict of tensors or a
+    recorded description), else the first calibration batch, else None when not ``required``."""
+    ex = ctx.example_inputs
+    if isinstance(ex, dict) and isinstance(ex.get("args"), list):
+        return make_batch(ex)
+    if isinstance(ex, torch.Tensor):
+        return Batch(args=(ex,))
+    if isinstance(ex, Mapping):  # keyword inputs (a tokenized batch)
+        return to_batch(ex).to(torch.float32)
+    if ex is not None:  # positional inputs, all of them (never read as (inputs, labels))
+        return Batch(args=tuple(ex))
+    if ctx.calib_data is None:
+        if not required:
+            return None
+        raise InputError("graph capture needs example inputs: pass calib_data=... or example_inputs=(x,)")
+    data = ctx.calib_data
+    if is_one_shot(data, "calib_data"):  # a one-shot iterator (generator): put its first batch back
+        first = next(data, None)
+        if first is None:
+            raise InputError("calib_data yielded no batch; give at least one batch of inputs")
+        ctx.calib_data = itertools.chain([first], data)
+        return check_batch(to_batch(first), "calib_data", 0).to(torch.float32)
+    return first_batch(data, "calib_data").to(torch.float32)
