@@ -206,12 +206,18 @@ def _make_island(module: nn.Module) -> None:
 _ISLANDS: dict[type, type] = {}
 
 
-def capture(model: nn.Module, plan: Plan, mapping, example: tuple, *, qat: bool) -> torch.fx.GraphModule:
+def capture(model: nn.Module, plan: Plan, mapping, example: tuple, *, qat: bool,
+            keep_islands: Callable[[dict[str, str]], bool] | None = None) -> torch.fx.GraphModule:
     """FX-prepare ``model``; modules torch.fx cannot trace become float islands.
 
+    Args:
+        keep_islands: given ``{untraceable module: error}``, whether to capture the model
+            with those modules as float islands (None: always); when it says no, this raises
+            as for an untraceable root, so the caller can capture by regions instead.
+
     Raises:
-        QuantizationFailedError: the model's own forward cannot be traced (the caller may
-            fall back to eager mode).
+        QuantizationFailedError: the model's own forward cannot be traced, or
+            ``keep_islands`` refused its islands (the caller may fall back).
     """
     kwargs = {"backend": plan.backend, "qat": qat, "custom_modules": _attach_custom_qconfigs(model, mapping)}
     try:
@@ -221,6 +227,10 @@ def capture(model: nn.Module, plan: Plan, mapping, example: tuple, *, qat: bool)
         if not bad or "" in bad:
             why = bad.get("", f"{type(first).__name__}: {first}")
             raise QuantizationFailedError(f"torch.fx cannot capture this model's forward ({why[:300]})") from first
+        if keep_islands is not None and not keep_islands(bad):
+            name, why = next(iter(bad.items()))
+            raise QuantizationFailedError(f"torch.fx cannot trace {len(bad)} module(s) holding layers to quantize, "
+                                          f"such as {name} ({why[:200]})") from first
     for name, why in bad.items():
         plan.leaves.append(name)
         plan.reasons[name] = f"its forward cannot be traced by torch.fx ({why}); runs in float"

@@ -164,6 +164,40 @@ def find_regions(model: nn.Module, batch: Batch, config: QuantConfig, cls: type)
     return found, bad
 
 
+def regions_cover_more(model: nn.Module, batch: Batch, config: QuantConfig, cls: type, bad: dict[str, str]) -> bool:
+    """Whether capturing ``model`` by regions makes more of its Conv/Linear layers int8 than
+    one graph of the whole model in which the untraceable modules ``bad`` run as float islands.
+
+    A Hugging Face decoder layer (its attention takes optional arguments and ``**kwargs``)
+    cannot be traced, yet the root traces around it: one whole-model graph would then leave
+    every block float and quantize only the head, while regions reach the projections and the
+    MLP inside each block. An untraceable module that holds no such layer (a gate, a custom
+    op) costs the whole graph nothing, and it is kept.
+
+    Args:
+        model: the float model (before capture).
+        batch: the example batch (run once to record how each module is called).
+        bad: ``{untraceable module name: error}`` from the whole-model capture.
+
+    Returns:
+        True when regions hold strictly more of the layers ``config`` gives to ``cls``.
+
+    Example:
+        >>> regions_cover_more(llama, batch, ql.Static(), Static, {"model.layers.0": "..."})
+        True
+    """
+    def within(name: str, owners) -> bool:
+        return any(name == p or name.startswith(f"{p}.") for p in owners)
+
+    targets = [n for n, m in model.named_modules()
+               if n and standard_class(m, torch_ao.EAGER_TYPES) is not None and isinstance(resolve(config, n), cls)]
+    whole = sum(not within(n, bad) for n in targets)
+    if whole == len(targets):
+        return False
+    found, _ = find_regions(model, batch, config, cls)
+    return sum(within(n, [r for r, _ in found]) for n in targets) > whole
+
+
 def capture_regions(
     model: nn.Module,
     batch: Batch,

@@ -104,7 +104,10 @@ def prepare(model: nn.Module, ctx: QuantContext) -> nn.Module:
         int8_regions.layers_only(model, plan)
     example = int8_regions.keyword_root(model, batch) if batch is not None else ()
     try:
-        prepared = int8_graph.capture(model, plan, plan.mapping(_qconfig, qat=True), example, qat=True)
+        keep = None if batch is None else (
+            lambda bad: not int8_regions.regions_cover_more(model, batch, ctx.config, QAT, bad))
+        prepared = int8_graph.capture(model, plan, plan.mapping(_qconfig, qat=True), example, qat=True,
+                                      keep_islands=keep)
     except QuantizationFailedError as exc:
         int8_regions.plain_root(model)
         if batch is None:

@@ -127,7 +127,9 @@ def prepare(model: nn.Module, ctx: QuantContext) -> nn.Module:
         _token_inputs(model, plan, batch, ctx)
         example = int8_regions.keyword_root(model, batch)
         try:
-            prepared = int8_graph.capture(model, plan, plan.mapping(_qconfig, qat=False), example, qat=False)
+            prepared = int8_graph.capture(model, plan, plan.mapping(_qconfig, qat=False), example, qat=False,
+                                          keep_islands=lambda bad: not int8_regions.regions_cover_more(
+                                              model, batch, ctx.config, Static, bad))
         except QuantizationFailedError as exc:
             int8_regions.plain_root(model)
             if cfg.fuse:

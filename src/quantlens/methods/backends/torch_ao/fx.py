@@ -40,8 +40,9 @@ def find_untraceable(model: nn.Module, leaves: Iterable[str] = ()) -> dict[str, 
 
     def visit(module: nn.Module, prefix: str) -> None:
         name = prefix.rstrip(".")
-        if name in given or (name and torch.fx.Tracer().is_leaf_module(module, name)):
-            return  # torch.nn's own layers are never traced into
+        if name in given or (name and torch.fx.Tracer().is_leaf_module(module, name)
+                             and not isinstance(module, (nn.ModuleList, nn.ModuleDict))):
+            return  # torch.nn's own layers are never traced into (its containers are never called)
         for name, child in module.named_children():
             visit(child, f"{prefix}{name}.")
         ids = {id(m) for n, m in model.named_modules() if n in found or n in given}
