@@ -4,6 +4,8 @@ leave the blocks float. Regions inside the blocks are captured instead."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from helpers import generator
@@ -28,7 +30,7 @@ class GatedBlock(nn.Module):
     def forward(self, x):
         if bool(x.abs().max() > 1e3):  # data-dependent: torch.fx cannot trace this forward
             x = x / 1e3
-        x = x + self.proj(x)
+        x = x + self.proj(x)[..., : self.proj.out_features]  # reads an attribute of its layer
         return x + self.mlp(x)
 
 
@@ -43,7 +45,7 @@ class GatedDecoder(nn.Module):
     def forward(self, x):
         for block in self.blocks:
             x = block(x)
-        return self.head(x)
+        return self.head(x.to(self.head.weight.dtype))  # as ViT casts to its projection's dtype
 
 
 def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -61,9 +63,11 @@ def test_blocks_that_cannot_be_traced_are_captured_by_regions_not_left_float():
     qm = ql.quantize(model, ql.Static(observer="minmax"), calib_data=calib)
     assert len(_quantized_linears(qm)) == 7  # 2 blocks x (proj + 2 MLP) + head, not the head alone
     assert any("region(s)" in n for n in qm.quantlens_summary.notes)
+    assert qm.head.weight.shape == model.head.weight.shape and qm.blocks[0].proj.out_features == HIDDEN
     x = torch.randn(3, SEQ, HIDDEN, generator=generator(9))
     with torch.no_grad():
         assert _cosine(qm(x), model(x)) > 0.99
+        assert torch.equal(copy.deepcopy(qm)(x), qm(x))
 
 
 def test_an_untraceable_module_without_layers_keeps_the_whole_graph():

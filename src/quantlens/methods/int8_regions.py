@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import inspect
+import itertools
 import keyword as keyword_module
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from quantlens.errors import InputError
 from quantlens.methods.backends import torch_ao
 from quantlens.methods.base import SKIP_REASON, QuantConfig, module_bytes, resolve
 from quantlens.methods.int8_choice import Choice, strip_observers
-from quantlens.methods.int8_graph import LeafRoot, Plan, capture, make_plan
+from quantlens.methods.int8_graph import LeafRoot, Plan, capture, make_plan, preserve
 from quantlens.nn.registry import standard_class
 
 
@@ -313,9 +314,32 @@ def _join(prefix: str, name: str) -> str:
 
 
 def _set(model: nn.Module, name: str, module: nn.Module) -> None:
+    """Put ``module`` at ``name``, answering the attributes the module it replaces had (see
+    :func:`_face`): models read them (ViT casts its pixels to
+    ``projection.weight.dtype``; Whisper reads ``conv1.stride``)."""
     parent_name, _, attr = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
+    face = _face(getattr(parent, attr))
+    face = {k: v for k, v in face.items() if not hasattr(module, k) or k in getattr(module, "_quantlens_face", ())}
+    if face:
+        preserve(module, _quantlens_face=tuple(face), **face)
     setattr(parent, attr, module)
+
+
+def _face(module: nn.Module) -> dict:
+    """The plain attributes of a module a region replaces (``stride``, ``in_features``, a
+    ``config``) and stand-ins for its own weights: a tensor of the weight's shape, dtype and
+    device that holds one zero (expanded), so ``.weight.dtype`` / ``.shape`` / ``.device``
+    read as before while the float values are gone. A region keeps its float module's face
+    through convert."""
+    given = getattr(module, "_quantlens_face", None)
+    if given is not None:
+        return {k: getattr(module, k) for k in given}
+    face = {k: v for k, v in vars(module).items() if not k.startswith("_") and k != "training"}
+    for k, t in itertools.chain(module.named_parameters(recurse=False), module.named_buffers(recurse=False)):
+        if t is not None:
+            face[k] = torch.zeros((), dtype=t.dtype, device=t.device).expand(t.shape)
+    return face
 
 
 def regions_note(regions: list[Region], exc: Exception) -> str:
