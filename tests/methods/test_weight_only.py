@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from helpers import child_verdict, generator, in_child, random_tensor
+from helpers import assert_similar, child_verdict, generator, in_child, random_tensor
 from torch import nn
 
 import quantlens as ql
@@ -194,10 +194,30 @@ def test_shared_module_is_replaced_everywhere():
     assert qm[0] is qm[2] and isinstance(qm[0], QLinear)
 
 
-def test_model_without_linear_raises_nothing_to_quantize():
+def test_model_without_linear_quantizes_its_convolutions_by_default():
+    """SqueezeNet-style: a 1x1 conv classifier, no Linear layer at all."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Conv2d(16, 10, 1), nn.AdaptiveAvgPool2d(1)).eval()
+    qm = ql.quantize(model, WeightOnly(bits=8))
+    summary = qm.quantlens_summary
+    assert [r.name for r in summary.quantized] == ["0", "2"]
+    assert any("no Linear layer" in n and "conv2d" in n for n in summary.notes)
+    x = torch.randn(2, 3, 8, 8)
+    assert_similar(qm(x), model(x), min_sqnr_db=30, min_cosine=0.999)
+    assert WeightOnly().modules is None and WeightOnly(modules="linear").modules == ("linear",)
+
+
+def test_explicit_modules_stay_strict():
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU())
     with pytest.raises(NothingToQuantizeError, match="Conv2d"):
-        ql.quantize(model, WeightOnly(bits=4))
+        ql.quantize(model, WeightOnly(bits=4, modules=("linear",)))
+
+
+def test_a_model_with_linear_layers_keeps_its_convolutions_float_by_default():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4 * 36, 10))
+    records = {r.name: r for r in ql.quantize(model, WeightOnly(bits=8)).quantlens_summary.records}
+    assert records["2"].action == "quantized" and records["0"].action == "float"
+    assert records["0"].reason == "not in modules=(linear,)"
 
 
 def test_gptq_needs_calibration_data():

@@ -18,6 +18,8 @@ from __future__ import annotations
 from torch import nn
 
 from quantlens.methods.base import QuantConfig
+from quantlens.methods.layer_kinds import default_modules
+from quantlens.methods.weight_only import WeightOnly
 
 # Layers with weights a method could turn into integers; one that its summary does not
 # mention stayed float without a word.
@@ -25,8 +27,10 @@ WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d,
                  nn.ConvTranspose3d, nn.LSTM, nn.GRU, nn.RNN, nn.Embedding, nn.EmbeddingBag)
 
 
-def _not_handled(config: QuantConfig | None, kind: str) -> str:
+def _not_handled(config: QuantConfig | None, kind: str, model: nn.Module) -> str:
     modules = getattr(config, "modules", None)
+    if modules is None and isinstance(config, WeightOnly):
+        modules = default_modules(model)  # WeightOnly's default for this model
     name = type(config).__name__ if config is not None else "the method"
     if modules:
         return f"not in {name}'s modules={tuple(modules)!r}"
@@ -54,7 +58,7 @@ def float_layers(float_model: nn.Module, q_model: nn.Module) -> list[dict]:
         if any(q == name or q.startswith(name + ".") or name.startswith(q + ".") for q in quantized):
             continue  # quantized as itself, its wrapped child or inside a quantized parent
         kind = type(module).__name__
-        out.append({"name": name, "kind": kind, "reason": _not_handled(config, kind)})
+        out.append({"name": name, "kind": kind, "reason": _not_handled(config, kind, float_model)})
     return out
 
 

@@ -45,8 +45,19 @@ from quantlens.methods.base import (
     resolve,
 )
 from quantlens.methods.group_size import DEFAULT_GROUP_SIZE, fit_group, group_choice
+from quantlens.methods.layer_kinds import (
+    DEFAULT_MODULES,
+    default_modules,
+    kind_name,
+    normalize_modules,
+)
 from quantlens.nn.packed import PackedWeight
-from quantlens.nn.registry import quantized_class_for, quantized_classes, standard_class, subclass_reason
+from quantlens.nn.registry import (
+    quantized_class_for,
+    quantized_classes,
+    standard_class,
+    subclass_reason,
+)
 
 # --- algorithms ---------------------------------------------------------------------------
 
@@ -101,34 +112,6 @@ register_algorithm(Algorithm("gptq", lambda w, scheme, h: gptq.gptq_quantize(w, 
 # --- config -------------------------------------------------------------------------------
 
 
-def kind_name(cls: type) -> str:
-    """The JSON name of a float layer class: ``nn.Linear`` -> ``"linear"``."""
-    return cls.__name__.lower()
-
-
-def _kinds() -> dict[str, type[nn.Module]]:
-    return {kind_name(f): f for f in quantized_classes()}
-
-
-def _normalize_modules(modules) -> tuple[str, ...]:
-    if isinstance(modules, (str, type)):
-        modules = (modules,)
-    kinds = _kinds()
-    out = []
-    for m in modules:
-        name = kind_name(m) if isinstance(m, type) else str(m).lower()
-        if name not in kinds:
-            raise ConfigError(
-                f"WeightOnly cannot quantize {m!r} layers; modules may name: "
-                f"{', '.join(sorted(kinds))} (or their nn classes)"
-            )
-        if name not in out:
-            out.append(name)
-    if not out:
-        raise ConfigError("modules is empty; give at least one layer kind, e.g. modules=(nn.Linear,)")
-    return tuple(out)
-
-
 @dataclass(frozen=True)
 class WeightOnly(QuantConfig):
     """Weight-only quantization: weights in ``bits`` bits, activations in float.
@@ -149,7 +132,11 @@ class WeightOnly(QuantConfig):
         algorithm: ``"rtn"``, ``"hqq"`` or ``"gptq"`` (needs ``calib_data``); see the
             module docstring.
         modules: which layers to quantize: nn classes or their names, e.g.
-            ``(nn.Linear, nn.Embedding)`` or ``("linear", "embedding")``. Default Linear only.
+            ``(nn.Linear, nn.Embedding)`` or ``("linear", "embedding")``; given, only those
+            kinds (a model with none of them is refused). None (the default): the Linear
+            layers, or, in a model without any Linear layer but with convolutions (a CNN
+            whose classifier is a 1x1 conv, such as SqueezeNet), its Conv2d layers, which the
+            summary says.
         sync: with ``algorithm="gptq"`` under ``torch.distributed``, sum the Hessians and
             sample counts over the ranks (each calibrates on its share); False keeps each
             rank's own. Nothing changes outside a process group.
@@ -165,7 +152,7 @@ class WeightOnly(QuantConfig):
     symmetric: bool | None = None
     codebook: str | None = None
     algorithm: str = "rtn"
-    modules: tuple[str, ...] = ("linear",)
+    modules: tuple[str, ...] | None = None
     sync: bool = True
 
     def __post_init__(self) -> None:
@@ -179,7 +166,8 @@ class WeightOnly(QuantConfig):
                                             or self.group_size < 1):
             raise ConfigError(f"group_size must be a positive integer, None (per-channel) or 'auto', "
                               f"got {self.group_size!r}")
-        object.__setattr__(self, "modules", _normalize_modules(self.modules))
+        if self.modules is not None:
+            object.__setattr__(self, "modules", normalize_modules(self.modules))
         if self.algorithm not in ALGORITHMS:
             raise ConfigError(f"unknown algorithm {self.algorithm!r}; valid: {', '.join(sorted(ALGORITHMS))}")
         if self.codebook is not None and not ALGORITHMS[self.algorithm].codebooks:
@@ -247,14 +235,20 @@ def _why_not(module: nn.Module, scheme: QScheme) -> str | None:
 def _plan(model: nn.Module, ctx: QuantContext) -> list[_Plan | _Left]:
     """Decide, for every layer with weights, in module order: quantize it (a :class:`_Plan`)
     or leave it in float (a :class:`_Left`)."""
-    candidate_kinds = {k for c in configs_in(ctx.config) if isinstance(c, WeightOnly) for k in c.modules}
+    default = default_modules(model)
+    kinds_of = lambda c: default if c.modules is None else c.modules
+    ours = [c for c in configs_in(ctx.config) if isinstance(c, WeightOnly)]
+    candidate_kinds = {k for c in ours for k in kinds_of(c)}
+    if default != DEFAULT_MODULES and any(c.modules is None for c in ours):
+        ctx.summary.note(f"this model has no Linear layer: WeightOnly quantizes its {', '.join(default)} layers "
+                         "(pass modules=... to choose the layer kinds)")
     out: list[_Plan | _Left] = []
     for name, module in model.named_modules():
         kind = kind_name(standard_class(module, quantized_classes()) or type(module))  # FalconLinear -> "linear"
         cfg = resolve(ctx.config, name)
         if (quantized_class_for(module) is None or kind not in candidate_kinds
-                or (isinstance(cfg, WeightOnly) and kind not in cfg.modules)):
-            left = _left_float(name, module, cfg)
+                or (isinstance(cfg, WeightOnly) and kind not in kinds_of(cfg))):
+            left = _left_float(name, module, cfg, default)
             if left is not None:
                 out.append(left)
             continue
@@ -277,7 +271,7 @@ def _plan(model: nn.Module, ctx: QuantContext) -> list[_Plan | _Left]:
     return out
 
 
-def _left_float(name: str, module: nn.Module, cfg: QuantConfig | None) -> _Left | None:
+def _left_float(name: str, module: nn.Module, cfg: QuantConfig | None, default: tuple[str, ...]) -> _Left | None:
     """A module holding weights of its own that WeightOnly leaves in float because a skip
     pattern matches it, its kind is not selected (``modules=``) or has no weight-only layer;
     None for a module without weights or another method's."""
@@ -289,7 +283,8 @@ def _left_float(name: str, module: nn.Module, cfg: QuantConfig | None) -> _Left 
     if not isinstance(cfg, WeightOnly):
         return None  # another method's layer: that method records it
     if quantized_class_for(module) is not None:
-        reason = f"not in modules=({', '.join(cfg.modules)},)"
+        kinds = default if cfg.modules is None else cfg.modules
+        reason = f"not in modules=({', '.join(kinds)},)"
     else:
         reason = subclass_reason(module, quantized_classes()) or "WeightOnly has no quantized layer of this kind"
     return _Left(name, module, "float", reason, nbytes=nbytes)
