@@ -110,8 +110,10 @@ def _strict_call(module: nn.Module, args: tuple, kwargs: dict) -> bool:
 
 
 def record_calls(model: nn.Module, batch: Batch) -> dict[str, tuple | None]:
-    """Run ``model`` once on ``batch``; ``{module name: positional inputs}`` of every module
-    called only in the strict form :func:`_strict_call` accepts (None for the others)."""
+    """Run ``model`` once on ``batch`` in eval mode (a QAT model's BatchNorm statistics stay
+    as they were; each module's mode is restored); ``{module name: positional inputs}`` of
+    every module called only in the strict form :func:`_strict_call` accepts (None for the
+    others)."""
     calls: dict[str, tuple | None] = {}
     handles = []
     for name, module in model.named_modules():
@@ -122,12 +124,15 @@ def record_calls(model: nn.Module, batch: Batch) -> dict[str, tuple | None]:
             else:
                 calls[name] = None
         handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
+    modes = [(m, m.training) for m in model.modules()]
     try:
         with torch.no_grad(), torch_ao.quiet():
-            batch.run(model)
+            batch.run(model.eval())
     finally:
         for h in handles:
             h.remove()
+        for m, training in modes:
+            m.training = training
     return {n: (None if a is None else tuple(t.detach() for t in a)) for n, a in calls.items()}
 
 
