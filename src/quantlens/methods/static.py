@@ -25,9 +25,9 @@ import torch
 from torch import nn
 
 from quantlens.core import distributed
+from quantlens.core.data import Batch
 from quantlens.core.observers import get_observer
 from quantlens.errors import ConfigError, QuantizationFailedError
-from quantlens.core.data import Batch
 from quantlens.methods import fusion, int8_check, int8_choice, int8_graph, int8_inputs, int8_regions
 from quantlens.methods.backends import torch_ao
 from quantlens.methods.base import (
