@@ -23,10 +23,13 @@ Example:
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
 from quantlens.core.data import Batch
+from quantlens.core.metrics import cosine_similarity
 from quantlens.errors import QuantizationFailedError, error_line
 from quantlens.methods.backends import torch_ao
 from quantlens.methods.base import QuantContext, QuantSummary
@@ -103,6 +106,52 @@ def check_converted(model: nn.Module, ctx: QuantContext) -> None:
     elif example is None and desc is not None:
         example = tuple(torch.cat([t, t]) if t.ndim else t for t in make_inputs(desc))
     first_run(model, example, ctx.summary)
+    check_agreement(model, example, ctx.extra.get("float_reference"), ctx.summary)
+
+
+AGREEMENT_FLOOR = 0.9
+"""Below this cosine between the int8 and the float output on the example batch, converting
+warns and says so in the summary: the model runs, but some layers lose too much."""
+
+
+def output_of(model: nn.Module, inputs: tuple | Batch) -> torch.Tensor | None:
+    """The first tensor ``model`` returns for ``inputs`` (a tensor, or the first one in a
+    tuple, list or dict of outputs, such as a Hugging Face output's ``logits``), as float32;
+    None when the model does not run on them (the steps after say why, in their words)."""
+    try:
+        with torch.no_grad(), torch_ao.quiet():
+            out = inputs.run(model) if isinstance(inputs, Batch) else model(*inputs)
+    except Exception:  # noqa: BLE001
+        return None
+    return _first_tensor(out)
+
+
+def _first_tensor(value) -> torch.Tensor | None:
+    if isinstance(value, torch.Tensor):
+        return (value.dequantize() if value.is_quantized else value).detach().float()
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, (tuple, list)) else ()
+    for item in items:
+        found = _first_tensor(item)
+        if found is not None:
+            return found
+    return None
+
+
+def check_agreement(model: nn.Module, inputs, reference: torch.Tensor | None, summary: QuantSummary) -> None:
+    """Compare the int8 model's output on ``inputs`` with the float model's ``reference``;
+    below :data:`AGREEMENT_FLOOR` cosine, warn and note it in ``summary``."""
+    if reference is None or inputs is None:
+        return
+    out = output_of(model, inputs)
+    if out is None or out.shape != reference.shape or not torch.isfinite(reference).all():
+        return
+    cosine = float(cosine_similarity(reference, out))
+    if cosine < AGREEMENT_FLOOR:
+        message = (f"the int8 model's output agrees with float at cosine {cosine:.3f} on the example batch "
+                   f"(below {AGREEMENT_FLOOR}): some layers lose too much; find them with quantlens "
+                   "sensitivity (or ql.analysis.sensitivity) and leave them in float with skip=[...]")
+        summary.note(message)
+        warnings.warn(message, stacklevel=4)
 
 
 # --- running and locating --------------------------------------------------------------------

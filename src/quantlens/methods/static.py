@@ -118,7 +118,8 @@ def prepare(model: nn.Module, ctx: QuantContext) -> nn.Module:
     before = int8_graph.float_layers(model)
     # the first-run check after converting runs this: positional inputs, or the whole batch
     ctx.extra.update(int8_method="static", float_layers=before, example_desc=desc, example_batch=batch,
-                     example=batch if batch.kwargs else batch.args)
+                     example=batch if batch.kwargs else batch.args,
+                     float_reference=int8_check.output_of(model, batch))
     syncs = fusion.plain_batchnorms(model, None if batch.kwargs else batch.args)
     if syncs:
         ctx.summary.note(f"{len(syncs)} SyncBatchNorm layer(s) fused and folded as BatchNorm (the same function in eval mode)")
