@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from quantlens.core.data import first_tensor
 from quantlens.methods import linear_like
 from quantlens.methods.fusion import BATCHNORMS, bn_scale, fold_bn_params
 
@@ -89,20 +90,6 @@ def float_weight(name: str, absorbed: list[str], float_modules: dict[str, nn.Mod
 
 
 # --- tensors ----------------------------------------------------------------------------------
-
-
-def first_tensor(value) -> torch.Tensor | None:
-    """The first tensor in a module's inputs or outputs (``last_hidden_state`` of HF outputs)."""
-    if isinstance(value, torch.Tensor):
-        return value
-    if hasattr(value, "last_hidden_state"):
-        return value.last_hidden_state
-    if isinstance(value, (tuple, list)):
-        for item in value:
-            found = first_tensor(item)
-            if found is not None:
-                return found
-    return None
 
 
 def as_float(t: torch.Tensor | None) -> torch.Tensor | None:

@@ -234,3 +234,22 @@ def first_batch(data, what: str = "data") -> Batch:
     for batch in iter_batches(data, limit=1, what=what):
         return batch
     raise InputError(f"{what} is empty: it yielded no batch")
+
+
+def first_tensor(value) -> torch.Tensor | None:
+    """The first tensor in a model's inputs or outputs: the value itself, else the first one
+    found in a tuple, list or dict, depth first (a Hugging Face output is a dict: its
+    ``last_hidden_state`` or ``logits``); None if there is none.
+
+    Example:
+        >>> first_tensor({"loss": None, "logits": (torch.ones(1), torch.zeros(1))})
+        tensor([1.])
+    """
+    if isinstance(value, torch.Tensor):
+        return value
+    items = value.values() if isinstance(value, Mapping) else value if isinstance(value, (tuple, list)) else ()
+    for item in items:
+        found = first_tensor(item)
+        if found is not None:
+            return found
+    return None

@@ -28,7 +28,7 @@ import warnings
 import torch
 from torch import nn
 
-from quantlens.core.data import Batch
+from quantlens.core.data import Batch, first_tensor
 from quantlens.core.metrics import cosine_similarity
 from quantlens.errors import QuantizationFailedError, error_line
 from quantlens.methods.backends import torch_ao
@@ -123,18 +123,10 @@ def output_of(model: nn.Module, inputs: tuple | Batch) -> torch.Tensor | None:
             out = inputs.run(model) if isinstance(inputs, Batch) else model(*inputs)
     except Exception:  # noqa: BLE001
         return None
-    return _first_tensor(out)
-
-
-def _first_tensor(value) -> torch.Tensor | None:
-    if isinstance(value, torch.Tensor):
-        return (value.dequantize() if value.is_quantized else value).detach().float()
-    items = value.values() if isinstance(value, dict) else value if isinstance(value, (tuple, list)) else ()
-    for item in items:
-        found = _first_tensor(item)
-        if found is not None:
-            return found
-    return None
+    found = first_tensor(out)
+    if found is None:
+        return None
+    return (found.dequantize() if found.is_quantized else found).detach().float()
 
 
 def check_agreement(model: nn.Module, inputs, reference: torch.Tensor | None, summary: QuantSummary) -> None:
