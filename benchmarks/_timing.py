@@ -16,7 +16,12 @@ def summarize(times: list[float]) -> dict:
 
 
 def interleaved(
-    calls: dict, *, warmup: int, budget_s: float, min_rounds: int = 5, max_rounds: int = 200,
+    calls: dict,
+    *,
+    warmup: int,
+    budget_s: float,
+    min_rounds: int = 5,
+    max_rounds: int = 200,
     runtimes: dict[str, str] | None = None,
 ) -> dict:
     """Time every call round-robin until the budget is spent (at least ``min_rounds``), so a

@@ -133,18 +133,37 @@ def scaling(rows: list[dict], repeats: int) -> None:
     per_pass = count_batches(x)
     for depth in DEPTHS:
         model = mlp(depth)
-        cases = {"cached": lambda m=model: sensitivity(m, x, config, evaluator=Evaluator(m, x, metric="sqnr"),
-                                                       progress=False),
-                 "naive": lambda m=model: naive_sensitivity(m, x, config)}
+        cases = {
+            "cached": lambda m=model: sensitivity(
+                m, x, config, evaluator=Evaluator(m, x, metric="sqnr"), progress=False
+            ),
+            "naive": lambda m=model: naive_sensitivity(m, x, config),
+        }
         done = repeated(cases, repeats)
         res, cached, calls = done["cached"]
         _, naive, naive_calls = done["naive"]
         n = len(res.rows)
-        rows.append({"case": f"mlp depth {depth}", "what": "sensitivity w4 (cached float)", "layers": n, **cached,
-                     "model_calls": calls, "passes": calls / per_pass})
-        rows.append({"case": f"mlp depth {depth}", "what": "sensitivity w4 (float rerun per layer)", "layers": n,
-                     **naive, "model_calls": naive_calls, "passes": naive_calls / per_pass,
-                     "x_cached": naive["median_s"] / cached["median_s"]})
+        rows.append(
+            {
+                "case": f"mlp depth {depth}",
+                "what": "sensitivity w4 (cached float)",
+                "layers": n,
+                **cached,
+                "model_calls": calls,
+                "passes": calls / per_pass,
+            }
+        )
+        rows.append(
+            {
+                "case": f"mlp depth {depth}",
+                "what": "sensitivity w4 (float rerun per layer)",
+                "layers": n,
+                **naive,
+                "model_calls": naive_calls,
+                "passes": naive_calls / per_pass,
+                "x_cached": naive["median_s"] / cached["median_s"],
+            }
+        )
 
 
 def digits(rows: list[dict], repeats: int) -> None:
@@ -156,31 +175,57 @@ def digits(rows: list[dict], repeats: int) -> None:
     u4_size = memory_bytes(quantize(model, method))[0]
     cases = {
         "sensitivity": lambda: sensitivity(model, data, method, progress=False),
-        "planner": lambda: search_plan(model, data, method=method, candidates=(8, 4, 2), target_size=u4_size),
+        "planner": lambda: search_plan(
+            model, data, method=method, candidates=(8, 4, 2), target_size=u4_size
+        ),
     }
     done = repeated(cases, repeats)
     res, stats, calls = done["sensitivity"]
-    rows.append({"case": "digits-cnn", "what": "sensitivity w4 per-channel (6 Conv2d + Linear)",
-                 "layers": len(res.rows), **stats, "model_calls": calls, "passes": calls / per_pass})
+    rows.append(
+        {
+            "case": "digits-cnn",
+            "what": "sensitivity w4 per-channel (6 Conv2d + Linear)",
+            "layers": len(res.rows),
+            **stats,
+            "model_calls": calls,
+            "passes": calls / per_pass,
+        }
+    )
     plan, stats, calls = done["planner"]
-    rows.append(_plan_row("digits-cnn", "planner 8/4/2 at the size of uniform w4", plan, stats, calls, per_pass))
+    rows.append(
+        _plan_row(
+            "digits-cnn", "planner 8/4/2 at the size of uniform w4", plan, stats, calls, per_pass
+        )
+    )
 
 
 def _plan_row(case: str, what: str, plan, stats: dict, calls: int, per_pass: int) -> dict:
     u4 = next(u for u in plan.uniform if u.bits == 4)
-    return {"case": case, "what": what, "layers": len(plan.layers), **stats, "model_calls": calls,
-            "passes": calls / per_pass, "plan_drop": plan.measured_drop, "plan_size_mb": plan.size_bytes / 1e6,
-            "uniform_w4_drop": u4.drop, "uniform_w4_size_mb": u4.size_bytes / 1e6, "bits": plan.bits}
+    return {
+        "case": case,
+        "what": what,
+        "layers": len(plan.layers),
+        **stats,
+        "model_calls": calls,
+        "passes": calls / per_pass,
+        "plan_drop": plan.measured_drop,
+        "plan_size_mb": plan.size_bytes / 1e6,
+        "uniform_w4_drop": u4.drop,
+        "uniform_w4_size_mb": u4.size_bytes / 1e6,
+        "bits": plan.bits,
+    }
 
 
 def minilm_data() -> list[dict]:
     """104 test sentences in 4 batches of similar length, each cut to its longest sentence."""
-    inputs = {k: v[:MINILM_SENTENCES] for k, v in zoo.load_dataset("sentences", "test").inputs.items()}
+    inputs = {
+        k: v[:MINILM_SENTENCES] for k, v in zoo.load_dataset("sentences", "test").inputs.items()
+    }
     lengths = inputs["attention_mask"].sum(1)
     order = torch.argsort(lengths, stable=True)
     batches = []
     for start in range(0, MINILM_SENTENCES, 26):
-        idx = order[start:start + 26]
+        idx = order[start : start + 26]
         batches.append({k: v[idx][:, : int(lengths[idx].max())] for k, v in inputs.items()})
     return batches
 
@@ -189,16 +234,35 @@ def minilm(rows: list[dict]) -> None:
     model = zoo.load_model("minilm")
     data = minilm_data()
     per_pass = count_batches(data)
-    method = WeightOnly(bits=4, group_size=32, skip=("pooler.*",))  # the mean-pooled embedding never sees it
+    method = WeightOnly(
+        bits=4, group_size=32, skip=("pooler.*",)
+    )  # the mean-pooled embedding never sees it
     res, seconds, calls = run_case(lambda: sensitivity(model, data, method, progress=False))
     once = seconds_stats([seconds])
-    rows.append({"case": "minilm", "what": f"sensitivity w4 ({MINILM_SENTENCES} sentences, one run)",
-                 "layers": len(res.rows), **once, "model_calls": calls, "passes": calls / per_pass})
+    rows.append(
+        {
+            "case": "minilm",
+            "what": f"sensitivity w4 ({MINILM_SENTENCES} sentences, one run)",
+            "layers": len(res.rows),
+            **once,
+            "model_calls": calls,
+            "passes": calls / per_pass,
+        }
+    )
     u4_size = memory_bytes(quantize(model, method))[0]
-    plan, seconds, calls = run_case(lambda: search_plan(model, data, method=method, candidates=(8, 4, 2),
-                                                        target_size=u4_size))
-    rows.append(_plan_row("minilm", "planner 8/4/2 at the size of uniform w4 (one run)", plan,
-                          seconds_stats([seconds]), calls, per_pass))
+    plan, seconds, calls = run_case(
+        lambda: search_plan(model, data, method=method, candidates=(8, 4, 2), target_size=u4_size)
+    )
+    rows.append(
+        _plan_row(
+            "minilm",
+            "planner 8/4/2 at the size of uniform w4 (one run)",
+            plan,
+            seconds_stats([seconds]),
+            calls,
+            per_pass,
+        )
+    )
 
 
 # --- output --------------------------------------------------------------------------------------
@@ -206,19 +270,32 @@ def minilm(rows: list[dict]) -> None:
 
 def markdown(out: dict) -> str:
     """The documentation's table of this run (what docs/analysis.md quotes)."""
-    lines = [(f"Measured by `python benchmarks/analysis.py` ({out['threads']} thread(s), torch {out['torch']}, "
-             f"{out['machine']}); written to `benchmarks/results/analysis.json`."), "",
-             "| case | what | layers | median s | p95 s | runs | model calls | passes over the data |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        (
+            f"Measured by `python benchmarks/analysis.py` ({out['threads']} thread(s), torch {out['torch']}, "
+            f"{out['machine']}); written to `benchmarks/results/analysis.json`."
+        ),
+        "",
+        "| case | what | layers | median s | p95 s | runs | model calls | passes over the data |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in out["rows"]:
-        lines.append(f"| {r['case']} | {r['what']} | {r['layers']} | {r['median_s']:.2f} | {r['p95_s']:.2f} | "
-                     f"{r['repeats']} | {r['model_calls']} | {r['passes']:.1f} |")
+        lines.append(
+            f"| {r['case']} | {r['what']} | {r['layers']} | {r['median_s']:.2f} | {r['p95_s']:.2f} | "
+            f"{r['repeats']} | {r['model_calls']} | {r['passes']:.1f} |"
+        )
     plans = [r for r in out["rows"] if "plan_drop" in r]
     if plans:
-        lines += ["", "| case | plan at the size of uniform 4-bit | uniform 4-bit |", "|---|---|---|"]
+        lines += [
+            "",
+            "| case | plan at the size of uniform 4-bit | uniform 4-bit |",
+            "|---|---|---|",
+        ]
         for r in plans:
-            lines.append(f"| {r['case']} | {r['plan_size_mb']:.4f} MB, drop {r['plan_drop']:.3f} | "
-                         f"{r['uniform_w4_size_mb']:.4f} MB, drop {r['uniform_w4_drop']:.3f} |")
+            lines.append(
+                f"| {r['case']} | {r['plan_size_mb']:.4f} MB, drop {r['plan_drop']:.3f} | "
+                f"{r['uniform_w4_size_mb']:.4f} MB, drop {r['uniform_w4_drop']:.3f} |"
+            )
     return "\n".join(lines)
 
 
@@ -228,13 +305,17 @@ def update_doc(text: str) -> None:
     doc = DOC.read_text(encoding="utf-8")
     pattern = re.compile(re.escape(DOC_START) + ".*?" + re.escape(DOC_END), re.DOTALL)
     if pattern.search(doc):
-        DOC.write_text(pattern.sub(lambda _: f"{DOC_START}\n{text}\n{DOC_END}", doc), encoding="utf-8")
+        DOC.write_text(
+            pattern.sub(lambda _: f"{DOC_START}\n{text}\n{DOC_END}", doc), encoding="utf-8"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=5, help="runs of each short case (default 5)")
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="runs of each short case (default 5)"
+    )
     parser.add_argument("--skip-minilm", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -244,8 +325,14 @@ def main() -> None:
     digits(rows, args.repeats)
     if not args.skip_minilm:
         minilm(rows)
-    out = {"threads": args.threads, "torch": torch.__version__, "machine": platform.machine(),
-           "processor": platform.processor(), "repeats": args.repeats, "rows": rows}
+    out = {
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "repeats": args.repeats,
+        "rows": rows,
+    }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     write_results(RESULTS, out, indent=2)
     text = markdown(out)

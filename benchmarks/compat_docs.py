@@ -16,7 +16,9 @@ def _cell(cell: dict | None, notes: dict[str, int]) -> str:
     if cell["status"] == "runs":
         if cell.get("quantized") is None:
             return f"{cell['cosine']:.4f}"
-        return f"{cell['cosine']:.4f} ({cell['quantized']}/{cell['quantized'] + cell['left_float']})"
+        return (
+            f"{cell['cosine']:.4f} ({cell['quantized']}/{cell['quantized'] + cell['left_float']})"
+        )
     key = f"{cell['status']}: {cell['message']}"
     notes.setdefault(key, len(notes) + 1)
     label = f"**{cell['status'].upper()}**" if cell["status"] in FAILURES else cell["status"]
@@ -48,8 +50,11 @@ def render(result: dict) -> str:
     notes: dict[str, int] = {}
     rows = [f"| model | family | {' | '.join(methods)} |", "|---|---|" + "---|" * len(methods)]
     for m in models:
-        rows.append(f"| {m} | {families[m]} | "
-                    + " | ".join(_cell(cells.get((m, x)), notes) for x in methods) + " |")
+        rows.append(
+            f"| {m} | {families[m]} | "
+            + " | ".join(_cell(cells.get((m, x)), notes) for x in methods)
+            + " |"
+        )
     misses = target_misses(result)
     lines = [
         "# Compatibility matrix",
@@ -76,15 +81,20 @@ def render(result: dict) -> str:
         "one child process per model; `--only bert,t5` and `--methods dynamic,w4` run a part",
         "and keep the other cells of the previous run).",
         "",
-        (f"Measured {result['date']} with torch {result['torch']}, transformers "
-         f"{result['versions']['transformers']}, Python {result['versions']['python']} ({result['machine']})."),
+        (
+            f"Measured {result['date']} with torch {result['torch']}, transformers "
+            f"{result['versions']['transformers']}, Python {result['versions']['python']} ({result['machine']})."
+        ),
         "",
-        "Counts: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        "Counts: "
+        + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         + f" (of {len(result['cells'])} cells).",
         "",
         "Target: every cell runs or declines with a reason; dynamic, w8 and w4 run on every model;",
         "static runs on every vision model and every encoder. "
-        + ("Met." if not misses else f"Missed by {len(misses)} cell(s): " + "; ".join(misses) + "."),
+        + (
+            "Met." if not misses else f"Missed by {len(misses)} cell(s): " + "; ".join(misses) + "."
+        ),
         "",
         *rows,
         "",

@@ -82,7 +82,9 @@ def quantize(method: str, model, case):
         return ql.quantize(model, ql.Static(), calib_data=calib)
     if method == "qat":
         first = calib[0]  # the example for graph capture, in the form the batches have
-        qat = ql.prepare_qat(model, ql.QAT(), example_inputs=first if isinstance(first, dict) else (first,))
+        qat = ql.prepare_qat(
+            model, ql.QAT(), example_inputs=first if isinstance(first, dict) else (first,)
+        )
         qat.train()
         for batch in calib:
             out = cc.main_output(case, cc.run(qat, batch))
@@ -172,13 +174,28 @@ def run_model(name: str, methods: list[str], threads: int, timeout: float) -> li
     cells: list[Cell] = []
     todo = list(methods)
     while todo:
-        cmd = [sys.executable, __file__, "--child", name, "--methods", ",".join(todo), "--threads", str(threads)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            name,
+            "--methods",
+            ",".join(todo),
+            "--threads",
+            str(threads),
+        ]
         started, deadline = None, time.monotonic() + timeout
         env = {**os.environ, "PYTHONPATH": _pythonpath()}
         t0 = time.perf_counter()
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env,
-                                  timeout=max(1.0, deadline - time.monotonic()))
+            proc = subprocess.run(
+                cmd,
+                capture_output=True,
+                text=True,
+                check=False,
+                env=env,
+                timeout=max(1.0, deadline - time.monotonic()),
+            )
             stdout, stderr, rc = proc.stdout, proc.stderr, proc.returncode
         except subprocess.TimeoutExpired as exc:
             stdout = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
@@ -186,7 +203,7 @@ def run_model(name: str, methods: list[str], threads: int, timeout: float) -> li
         for line in stdout.splitlines():
             if not line.startswith(MARK):
                 continue
-            msg = json.loads(line[len(MARK):])
+            msg = json.loads(line[len(MARK) :])
             if "start" in msg:
                 started = msg["start"]
             else:
@@ -195,14 +212,21 @@ def run_model(name: str, methods: list[str], threads: int, timeout: float) -> li
                 started = None
         if started is None and todo:  # died before starting a cell: building the model failed
             why = _last_line(stderr) if rc is not None else f"timed out after {timeout:.0f} s"
-            cells += [Cell(name, m, "error", message=f"the float model could not be built: {why}") for m in todo]
+            cells += [
+                Cell(name, m, "error", message=f"the float model could not be built: {why}")
+                for m in todo
+            ]
             break
         if started is not None:
             seconds = round(time.perf_counter() - t0, 2)
             if rc is None:
-                cells.append(Cell(name, started, "timeout", message=f"over {timeout:.0f} s", seconds=seconds))
+                cells.append(
+                    Cell(name, started, "timeout", message=f"over {timeout:.0f} s", seconds=seconds)
+                )
             else:
-                cells.append(Cell(name, started, "crash", message=_exit_reason(rc, stderr), seconds=seconds))
+                cells.append(
+                    Cell(name, started, "crash", message=_exit_reason(rc, stderr), seconds=seconds)
+                )
             todo.remove(started)
     order = {m: i for i, m in enumerate(methods)}
     return sorted(cells, key=lambda c: order[c.method])
@@ -232,7 +256,11 @@ def _exit_reason(rc: int, stderr: str) -> str:
 def cell_text(cell: dict) -> str:
     """A short table entry: ``0.9987 (12/14)`` or ``declined`` / the failure kind."""
     if cell["status"] == "runs":
-        layers = f" ({cell['quantized']} q, {cell['left_float']} f)" if cell.get("quantized") is not None else ""
+        layers = (
+            f" ({cell['quantized']} q, {cell['left_float']} f)"
+            if cell.get("quantized") is not None
+            else ""
+        )
         return f"{cell['cosine']:.4f}{layers}"
     return cell["status"].upper() if cell["status"] in FAILURES else cell["status"]
 
@@ -250,9 +278,12 @@ def environment() -> dict:
     import torch
     import transformers
 
-    return {"benchmark": "compatibility matrix", "torch": torch.__version__,
-            "versions": {"transformers": transformers.__version__, "python": platform.python_version()},
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"}
+    return {
+        "benchmark": "compatibility matrix",
+        "torch": torch.__version__,
+        "versions": {"transformers": transformers.__version__, "python": platform.python_version()},
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+    }
 
 
 def print_row(name: str, cells: list[Cell], methods: list[str]) -> None:
@@ -271,10 +302,16 @@ def merge(previous: dict | None, cells: list[Cell]) -> list[dict]:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", help="comma-separated model names (default: all)")
-    ap.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {','.join(METHODS)}")
+    ap.add_argument(
+        "--methods", default=",".join(METHODS), help=f"comma-separated, from {','.join(METHODS)}"
+    )
     ap.add_argument("--threads", type=int, default=1, help="torch threads per child process")
-    ap.add_argument("--timeout", type=float, default=300.0, help="seconds per model (its child processes)")
-    ap.add_argument("--docs-only", action="store_true", help="regenerate docs/compatibility.md from the JSON")
+    ap.add_argument(
+        "--timeout", type=float, default=300.0, help="seconds per model (its child processes)"
+    )
+    ap.add_argument(
+        "--docs-only", action="store_true", help="regenerate docs/compatibility.md from the JSON"
+    )
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
@@ -292,8 +329,10 @@ def main(argv: list[str] | None = None) -> None:
     names = args.only.split(",") if args.only else list(cc.CASES)
     unknown += [n for n in names if n not in cc.CASES]
     if unknown:
-        sys.exit(f"unknown model or method: {', '.join(unknown)}; models: {', '.join(cc.CASES)}; "
-                 f"methods: {', '.join(METHODS)}")
+        sys.exit(
+            f"unknown model or method: {', '.join(unknown)}; models: {', '.join(cc.CASES)}; "
+            f"methods: {', '.join(METHODS)}"
+        )
     print(f"{'model':<16} " + " ".join(f"{m:>22}" for m in methods), flush=True)
     cells: list[Cell] = []
     for name in names:
@@ -302,13 +341,19 @@ def main(argv: list[str] | None = None) -> None:
         cells += row
     partial = args.only or len(methods) < len(METHODS)
     previous = json.loads(RESULTS.read_text()) if partial and RESULTS.is_file() else None
-    result = {**environment(), "command": "python benchmarks/compatibility.py", "methods": list(METHODS),
-              "models": [{"name": n, "family": c.family} for n, c in cc.CASES.items()],
-              "cells": merge(previous, cells)}
+    result = {
+        **environment(),
+        "command": "python benchmarks/compatibility.py",
+        "methods": list(METHODS),
+        "models": [{"name": n, "family": c.family} for n, c in cc.CASES.items()],
+        "cells": merge(previous, cells),
+    }
     write_results(RESULTS, result)  # stamps the date, regenerates docs/performance.md
     write_docs(json.loads(RESULTS.read_text()), DOCS)
-    print(f"counts: {counts(result['cells'])}; wrote {RESULTS.relative_to(HERE.parent)} and "
-          f"{DOCS.relative_to(HERE.parent)}")
+    print(
+        f"counts: {counts(result['cells'])}; wrote {RESULTS.relative_to(HERE.parent)} and "
+        f"{DOCS.relative_to(HERE.parent)}"
+    )
     return None
 
 

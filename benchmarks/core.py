@@ -35,7 +35,12 @@ GRANULARITIES = {
 def _stats(times: list[float]) -> dict:
     times = sorted(times)
     p95 = times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
-    return {"median_s": statistics.median(times), "p95_s": p95, "min_s": times[0], "repeats": len(times)}
+    return {
+        "median_s": statistics.median(times),
+        "p95_s": p95,
+        "min_s": times[0],
+        "repeats": len(times),
+    }
 
 
 def timeit(fn, *, warmup: int, repeats: int, baseline=None) -> dict:
@@ -73,23 +78,53 @@ def run(size: int, repeats: int, warmup: int, threads: int) -> dict:
     def baseline():
         return torch.round(x)
 
-    rows = [row("torch.round (baseline)", "round", timeit(baseline, warmup=warmup, repeats=repeats), nbytes)]
+    rows = [
+        row(
+            "torch.round (baseline)",
+            "round",
+            timeit(baseline, warmup=warmup, repeats=repeats),
+            nbytes,
+        )
+    ]
     for bits in (8, 4):
         for gname, kw in GRANULARITIES.items():
             scheme = QScheme(bits=bits, symmetric=False, **kw)
             label = f"int{bits} asym {gname}"
             quant = functools.partial(quantize_tensor, x, scheme)
-            rows.append(row(label, "quantize", timeit(quant, warmup=warmup, repeats=repeats, baseline=baseline), nbytes))
+            rows.append(
+                row(
+                    label,
+                    "quantize",
+                    timeit(quant, warmup=warmup, repeats=repeats, baseline=baseline),
+                    nbytes,
+                )
+            )
             deq = quant().dequantize
-            rows.append(row(label, "dequantize", timeit(deq, warmup=warmup, repeats=repeats, baseline=baseline), nbytes))
+            rows.append(
+                row(
+                    label,
+                    "dequantize",
+                    timeit(deq, warmup=warmup, repeats=repeats, baseline=baseline),
+                    nbytes,
+                )
+            )
     for bits, numel in ((2, 64 * 2**20), (4, size * size), (3, size * size)):
         codes = torch.randint(0, 1 << bits, (numel,), dtype=torch.uint8)
         label = f"{numel / 2**20:.0f}M {bits}-bit codes"
-        rows.append(row(label, "pack", timeit(functools.partial(pack, codes, bits), warmup=warmup, repeats=repeats), numel))
+        rows.append(
+            row(
+                label,
+                "pack",
+                timeit(functools.partial(pack, codes, bits), warmup=warmup, repeats=repeats),
+                numel,
+            )
+        )
         packed = pack(codes, bits)
         unpack_fn = functools.partial(unpack, packed, bits, codes.shape)
         rows.append(row(label, "unpack", timeit(unpack_fn, warmup=warmup, repeats=repeats), numel))
-    group4 = next(r for r in rows if r["name"] == "int4 asym per_group_128" and r["op"] == "quantize")
+    group4 = next(
+        r for r in rows if r["name"] == "int4 asym per_group_128" and r["op"] == "quantize"
+    )
     return {
         "benchmark": "core",
         "torch": torch.__version__,
@@ -111,13 +146,22 @@ def print_table(result: dict) -> None:
         Console = None
     headers = ["case", "op", "median ms", "p95 ms", "min ms", "GB/s", "x round", "x round (best)"]
     lines = [
-        [r["name"], r["op"], f"{r['median_s'] * 1e3:.1f}", f"{r['p95_s'] * 1e3:.1f}", f"{r['min_s'] * 1e3:.1f}",
-         f"{r['gb_per_s']:.2f}", f"{r['vs_round']:.2f}" if "vs_round" in r else "",
-         f"{r['vs_round_best']:.2f}" if "vs_round_best" in r else ""]
+        [
+            r["name"],
+            r["op"],
+            f"{r['median_s'] * 1e3:.1f}",
+            f"{r['p95_s'] * 1e3:.1f}",
+            f"{r['min_s'] * 1e3:.1f}",
+            f"{r['gb_per_s']:.2f}",
+            f"{r['vs_round']:.2f}" if "vs_round" in r else "",
+            f"{r['vs_round_best']:.2f}" if "vs_round_best" in r else "",
+        ]
         for r in result["rows"]
     ]
-    title = (f"core, {result['matrix'][0]}x{result['matrix'][1]} fp32, {result['threads']} threads, "
-             f"torch {result['torch']}")
+    title = (
+        f"core, {result['matrix'][0]}x{result['matrix'][1]} fp32, {result['threads']} threads, "
+        f"torch {result['torch']}"
+    )
     if Console is None:
         print(title)
         for line in [headers, *lines]:

@@ -63,7 +63,10 @@ def long_text_batch(batch: int, seq: int) -> dict[str, torch.Tensor]:
     """Real sentences joined so every row fills ``seq`` tokens."""
     sentences = zoo.load_dataset("sentences").extra["texts"]
     per_row = max(1, seq // 10)
-    texts = [" ".join(sentences[(i * per_row + j) % len(sentences)] for j in range(per_row + 4)) for i in range(batch)]
+    texts = [
+        " ".join(sentences[(i * per_row + j) % len(sentences)] for j in range(per_row + 4))
+        for i in range(batch)
+    ]
     return minilm.tokenize(texts, max_length=seq)
 
 
@@ -78,9 +81,14 @@ def minilm_torch_variants(model) -> dict:
         return {
             "fp32": model,
             "ql-dynamic": ql.quantize(model, Dynamic()),
-            "ao-per-tensor": quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8),
-            "ao-per-channel": quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear: per_channel_dynamic_qconfig},
-                                               dtype=torch.qint8),
+            "ao-per-tensor": quantize_dynamic(
+                copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8
+            ),
+            "ao-per-channel": quantize_dynamic(
+                copy.deepcopy(model),
+                {torch.nn.Linear: per_channel_dynamic_qconfig},
+                dtype=torch.qint8,
+            ),
         }
 
 
@@ -92,8 +100,9 @@ class _Encoder(torch.nn.Module):
         self.model = model
 
     def forward(self, input_ids, attention_mask, token_type_ids):
-        return self.model(input_ids=input_ids, attention_mask=attention_mask,
-                          token_type_ids=token_type_ids).last_hidden_state
+        return self.model(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+        ).last_hidden_state
 
 
 def minilm_ort_sessions(model, threads: int, tmp: Path) -> dict:
@@ -102,11 +111,21 @@ def minilm_ort_sessions(model, threads: int, tmp: Path) -> dict:
 
     fp32_path = tmp / "minilm.onnx"
     example = tuple(long_text_batch(2, 16)[k] for k in INPUTS)
-    axes = {k: {0: "batch", 1: "seq"} for k in INPUTS} | {"last_hidden_state": {0: "batch", 1: "seq"}}
+    axes = {k: {0: "batch", 1: "seq"} for k in INPUTS} | {
+        "last_hidden_state": {0: "batch", 1: "seq"}
+    }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(_Encoder(model).eval(), example, str(fp32_path), dynamo=False, input_names=list(INPUTS),
-                          output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=17)
+        torch.onnx.export(
+            _Encoder(model).eval(),
+            example,
+            str(fp32_path),
+            dynamo=False,
+            input_names=list(INPUTS),
+            output_names=["last_hidden_state"],
+            dynamic_axes=axes,
+            opset_version=17,
+        )
     logging.getLogger().setLevel(logging.ERROR)  # quantize_dynamic logs advice on the root logger
     try:  # ORT's recommended pre-processing (shape inference + graph optimization) first
         from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -119,11 +138,16 @@ def minilm_ort_sessions(model, threads: int, tmp: Path) -> dict:
     paths = {"ort-fp32": fp32_path}
     for label, per_channel in (("ort-dynamic", False), ("ort-dynamic-pc", True)):
         paths[label] = tmp / f"{label}.onnx"
-        quantize_dynamic(str(fp32_path), str(paths[label]), per_channel=per_channel, weight_type=QuantType.QInt8)
+        quantize_dynamic(
+            str(fp32_path), str(paths[label]), per_channel=per_channel, weight_type=QuantType.QInt8
+        )
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
     opts.add_session_config_entry("session.intra_op.allow_spinning", ORT_SPINNING)
-    return {k: ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"]) for k, p in paths.items()}
+    return {
+        k: ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
+        for k, p in paths.items()
+    }
 
 
 def ort_call(sess, batch: dict):
@@ -143,24 +167,47 @@ def minilm_rows(threads: int, budget: float, warmup: int, use_ort: bool) -> list
     quality = {}
     for label, m in variants.items():
         emb = minilm.mean_pooled_embeddings(m, sentences)
-        quality[label] = {"mean_cosine": minilm.mean_cosine(ref, emb), "min_cosine":
-                          F.cosine_similarity(ref, emb, dim=-1).min().item()}
+        quality[label] = {
+            "mean_cosine": minilm.mean_cosine(ref, emb),
+            "min_cosine": F.cosine_similarity(ref, emb, dim=-1).min().item(),
+        }
     for label, sess in sessions.items():
-        emb = torch.cat([minilm.mean_pool(ort_call(sess, b)(), b["attention_mask"]) for b in sentences])
-        quality[label] = {"mean_cosine": minilm.mean_cosine(ref, emb), "min_cosine":
-                          F.cosine_similarity(ref, emb, dim=-1).min().item()}
+        emb = torch.cat(
+            [minilm.mean_pool(ort_call(sess, b)(), b["attention_mask"]) for b in sentences]
+        )
+        quality[label] = {
+            "mean_cosine": minilm.mean_cosine(ref, emb),
+            "min_cosine": F.cosine_similarity(ref, emb, dim=-1).min().item(),
+        }
     rows = []
     for batch, seq in MINILM_CASES:
         inputs = long_text_batch(batch, seq)
         calls = {label: (lambda m=m, inputs=inputs: m(**inputs)) for label, m in variants.items()}
         calls |= {label: ort_call(sess, inputs) for label, sess in sessions.items()}
-        stats = interleaved(calls, warmup=warmup, budget_s=budget, runtimes={label: "onnxruntime" for label in sessions})
+        stats = interleaved(
+            calls,
+            warmup=warmup,
+            budget_s=budget,
+            runtimes={label: "onnxruntime" for label in sessions},
+        )
         base = stats["fp32"]["median_ms"]
-        ort_best = min((stats[k]["median_ms"] for k in ("ort-dynamic", "ort-dynamic-pc") if k in stats), default=None)
+        ort_best = min(
+            (stats[k]["median_ms"] for k in ("ort-dynamic", "ort-dynamic-pc") if k in stats),
+            default=None,
+        )
         for label, s in stats.items():
-            rows.append({"model": "minilm", "batch": batch, "seq": seq, "variant": label, **s,
-                         "speedup": base / s["median_ms"],
-                         "vs_ort_best_int8": ort_best / s["median_ms"] if ort_best else None, **quality[label]})
+            rows.append(
+                {
+                    "model": "minilm",
+                    "batch": batch,
+                    "seq": seq,
+                    "variant": label,
+                    **s,
+                    "speedup": base / s["median_ms"],
+                    "vs_ort_best_int8": ort_best / s["median_ms"] if ort_best else None,
+                    **quality[label],
+                }
+            )
     return rows
 
 
@@ -177,22 +224,40 @@ def lstm_rows(budget: float, warmup: int) -> list[dict]:
         variants = {
             "fp32": model,
             "ql-dynamic": ql.quantize(model, Dynamic()),
-            "ao-per-channel": quantize_dynamic(copy.deepcopy(model), {torch.nn.LSTM: per_channel_dynamic_qconfig,
-                                                                      torch.nn.Linear: per_channel_dynamic_qconfig},
-                                               dtype=torch.qint8),
+            "ao-per-channel": quantize_dynamic(
+                copy.deepcopy(model),
+                {
+                    torch.nn.LSTM: per_channel_dynamic_qconfig,
+                    torch.nn.Linear: per_channel_dynamic_qconfig,
+                },
+                dtype=torch.qint8,
+            ),
         }
     with torch.inference_mode():
         logits = {label: m(test.inputs) for label, m in variants.items()}
     rows = []
     for batch in LSTM_CASES:
         x = test.inputs[:batch]
-        stats = interleaved({label: (lambda m=m, x=x: m(x)) for label, m in variants.items()}, warmup=warmup,
-                            budget_s=budget / 4)
+        stats = interleaved(
+            {label: (lambda m=m, x=x: m(x)) for label, m in variants.items()},
+            warmup=warmup,
+            budget_s=budget / 4,
+        )
         base = stats["fp32"]["median_ms"]
         for label, s in stats.items():
-            rows.append({"model": "digits-lstm", "batch": batch, "variant": label, **s, "speedup": base / s["median_ms"],
-                         "accuracy": (logits[label].argmax(1) == test.labels).float().mean().item(),
-                         "logit_cosine": F.cosine_similarity(logits["fp32"], logits[label], dim=-1).mean().item()})
+            rows.append(
+                {
+                    "model": "digits-lstm",
+                    "batch": batch,
+                    "variant": label,
+                    **s,
+                    "speedup": base / s["median_ms"],
+                    "accuracy": (logits[label].argmax(1) == test.labels).float().mean().item(),
+                    "logit_cosine": F.cosine_similarity(logits["fp32"], logits[label], dim=-1)
+                    .mean()
+                    .item(),
+                }
+            )
     return rows
 
 
@@ -202,7 +267,9 @@ def cpu_int8_features() -> list[str]:
         flags = Path("/proc/cpuinfo").read_text().split()
     except OSError:
         return []
-    return sorted({f for f in flags if f in ("avx2", "avx512_vnni", "avx_vnni", "amx_int8", "avx512bw")})
+    return sorted(
+        {f for f in flags if f in ("avx2", "avx512_vnni", "avx_vnni", "amx_int8", "avx512bw")}
+    )
 
 
 def print_table(rows: list[dict]) -> None:
@@ -214,21 +281,27 @@ def print_table(rows: list[dict]) -> None:
         vs_ort = f"{r['vs_ort_best_int8']:.2f}x" if r.get("vs_ort_best_int8") else ""
         quality = r.get("mean_cosine", r.get("logit_cosine"))
         extra = f" acc {r['accuracy']:.3f}" if "accuracy" in r else ""
-        print(f"{r['model']:12} {shape:>7} {r['variant']:15} {r['median_ms']:10.2f} {r['p95_ms']:9.2f} "
-              f"{r['speedup']:7.2f}x {vs_ort:>7} {quality:9.5f}{extra}")
+        print(
+            f"{r['model']:12} {shape:>7} {r['variant']:15} {r['median_ms']:10.2f} {r['p95_ms']:9.2f} "
+            f"{r['speedup']:7.2f}x {vs_ort:>7} {quality:9.5f}{extra}"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(FLAG, action="store_true", help=HELP)
-    parser.add_argument("--budget", type=float, default=25.0, help="seconds of timed rounds per MiniLM case")
+    parser.add_argument(
+        "--budget", type=float, default=25.0, help="seconds of timed rounds per MiniLM case"
+    )
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--skip-ort", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     started, load_before = time.perf_counter(), os.getloadavg()[0]
-    rows = minilm_rows(args.threads, args.budget, args.warmup, not args.skip_ort) + lstm_rows(args.budget, args.warmup)
+    rows = minilm_rows(args.threads, args.budget, args.warmup, not args.skip_ort) + lstm_rows(
+        args.budget, args.warmup
+    )
     result = {
         "benchmark": "int8_dynamic",
         "threads": args.threads,

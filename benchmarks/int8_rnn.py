@@ -93,10 +93,15 @@ def variants(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
             "fp32": model,
             "ql-dynamic": ql.quantize(model, ql.Dynamic()),
             "ql-int8-rnn": ql.quantize(model, ql.Dynamic(min_rnn_hidden=0)),
-            "ao-per-channel": quantize_dynamic(copy.deepcopy(model), {torch.nn.LSTM: per_channel_dynamic_qconfig,
-                                                                      torch.nn.GRU: per_channel_dynamic_qconfig,
-                                                                      torch.nn.Linear: per_channel_dynamic_qconfig},
-                                               dtype=torch.qint8),
+            "ao-per-channel": quantize_dynamic(
+                copy.deepcopy(model),
+                {
+                    torch.nn.LSTM: per_channel_dynamic_qconfig,
+                    torch.nn.GRU: per_channel_dynamic_qconfig,
+                    torch.nn.Linear: per_channel_dynamic_qconfig,
+                },
+                dtype=torch.qint8,
+            ),
         }
 
 
@@ -109,7 +114,9 @@ def rnn_path(qm: torch.nn.Module) -> str:
     return "int8" if record.action == "quantized" else f"float ({record.reason.split(';')[0]})"
 
 
-def model_rows(name: str, model: torch.nn.Module, trained: bool, budget: float, warmup: int) -> list[dict]:
+def model_rows(
+    name: str, model: torch.nn.Module, trained: bool, budget: float, warmup: int
+) -> list[dict]:
     test = zoo.load_dataset("digits-seq", "test")
     vs = variants(model)
     with torch.inference_mode():
@@ -119,15 +126,28 @@ def model_rows(name: str, model: torch.nn.Module, trained: bool, budget: float, 
         with busy_core(load == "busy-core"):
             for batch in BATCHES:
                 x = test.inputs[:batch]
-                stats = interleaved({label: (lambda m=m, x=x: m(x)) for label, m in vs.items()}, warmup=warmup,
-                                    budget_s=budget)
+                stats = interleaved(
+                    {label: (lambda m=m, x=x: m(x)) for label, m in vs.items()},
+                    warmup=warmup,
+                    budget_s=budget,
+                )
                 base = stats["fp32"]["median_ms"]
                 for label, s in stats.items():
-                    row = {"model": name, "load": load, "batch": batch, "variant": label, **s,
-                           "speedup": base / s["median_ms"],
-                           "logit_cosine": F.cosine_similarity(logits["fp32"], logits[label], dim=-1).mean().item()}
+                    row = {
+                        "model": name,
+                        "load": load,
+                        "batch": batch,
+                        "variant": label,
+                        **s,
+                        "speedup": base / s["median_ms"],
+                        "logit_cosine": F.cosine_similarity(logits["fp32"], logits[label], dim=-1)
+                        .mean()
+                        .item(),
+                    }
                     if trained:
-                        row["accuracy"] = (logits[label].argmax(1) == test.labels).float().mean().item()
+                        row["accuracy"] = (
+                            (logits[label].argmax(1) == test.labels).float().mean().item()
+                        )
                     if label.startswith("ql-"):
                         row["rnn_path"] = rnn_path(vs[label])
                     rows.append(row)
@@ -139,15 +159,19 @@ def print_table(rows: list[dict]) -> None:
     print(head)
     print("-" * len(head))
     for r in rows:
-        print(f"{r['model']:12} {r['load']:9} {r['batch']:5} {r['variant']:15} {r['median_ms']:10.3f} "
-              f"{r['p95_ms']:8.3f} {r['speedup']:7.2f}x {r['logit_cosine']:8.5f}  {r.get('rnn_path', '')[:40]}")
+        print(
+            f"{r['model']:12} {r['load']:9} {r['batch']:5} {r['variant']:15} {r['median_ms']:10.3f} "
+            f"{r['p95_ms']:8.3f} {r['speedup']:7.2f}x {r['logit_cosine']:8.5f}  {r.get('rnn_path', '')[:40]}"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(FLAG, action="store_true", help=HELP)
-    parser.add_argument("--budget", type=float, default=2.0, help="seconds of timed rounds per case")
+    parser.add_argument(
+        "--budget", type=float, default=2.0, help="seconds of timed rounds per case"
+    )
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()

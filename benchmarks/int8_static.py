@@ -64,7 +64,9 @@ def data_for(name: str):
 
 def torch_variants(name: str, model, calib) -> dict:
     out = {"fp32": model}
-    out["ql-static"] = ql.quantize(model, ql.Static(backend="x86", observer="histogram"), calib_data=calib.split(8))
+    out["ql-static"] = ql.quantize(
+        model, ql.Static(backend="x86", observer="histogram"), calib_data=calib.split(8)
+    )
     out["ql-qat"] = ql.quantize(model, ql.QAT(backend="x86"), calib_data=calib.split(8))
     return out
 
@@ -81,8 +83,16 @@ def ort_variants(model, calib, threads: int, tmp: Path) -> dict:
     fp32_path = tmp / "model.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (calib[:1],), str(fp32_path), dynamo=False, input_names=["x"], output_names=["y"],
-                          dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}}, opset_version=17)
+        torch.onnx.export(
+            model,
+            (calib[:1],),
+            str(fp32_path),
+            dynamo=False,
+            input_names=["x"],
+            output_names=["y"],
+            dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
+            opset_version=17,
+        )
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -102,16 +112,25 @@ def ort_variants(model, calib, threads: int, tmp: Path) -> dict:
         logging.getLogger(__name__).warning("ORT pre-processing skipped: %s", exc)
     paths = {"ort-fp32": fp32_path}
     settings = {
-        "ort-u8s8-pc": {"activation_type": QuantType.QUInt8, "weight_type": QuantType.QInt8, "per_channel": True},
+        "ort-u8s8-pc": {
+            "activation_type": QuantType.QUInt8,
+            "weight_type": QuantType.QInt8,
+            "per_channel": True,
+        },
         "ort-s8s8": {},  # quantize_static's defaults: QDQ, int8 activations and weights, per tensor
     }
     for label, kwargs in settings.items():
         paths[label] = tmp / f"{label}.onnx"
-        quantize_static(str(fp32_path), str(paths[label]), Reader(), quant_format=QuantFormat.QDQ, **kwargs)
+        quantize_static(
+            str(fp32_path), str(paths[label]), Reader(), quant_format=QuantFormat.QDQ, **kwargs
+        )
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
     opts.add_session_config_entry("session.intra_op.allow_spinning", ORT_SPINNING)
-    sessions = {k: ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"]) for k, p in paths.items()}
+    sessions = {
+        k: ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
+        for k, p in paths.items()
+    }
     return sessions
 
 
@@ -140,9 +159,13 @@ def pt2e_variant(model, calib, batches: list[int]):
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
         from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
 
-        quantizer = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config())
+        quantizer = xiq.X86InductorQuantizer().set_global(
+            xiq.get_default_x86_inductor_quantization_config()
+        )
         batch = torch.export.Dim("batch")
-        exported = torch.export.export(_one_relu_per_call(model), (calib[:2],), dynamic_shapes=({0: batch},))
+        exported = torch.export.export(
+            _one_relu_per_call(model), (calib[:2],), dynamic_shapes=({0: batch},)
+        )
         prepared = prepare_pt2e(exported.module(), quantizer)
         for b in calib.split(8):
             prepared(b)
@@ -155,7 +178,11 @@ def pt2e_variant(model, calib, batches: list[int]):
                 compiled(batch_of(calib, batch))
         return compiled, time.perf_counter() - start, None
     except Exception as exc:  # noqa: BLE001 - report any failure as a row note
-        return None, 0.0, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        return (
+            None,
+            0.0,
+            f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}",
+        )
 
 
 def batch_of(test: torch.Tensor, batch: int) -> torch.Tensor:
@@ -163,7 +190,9 @@ def batch_of(test: torch.Tensor, batch: int) -> torch.Tensor:
     return test.repeat(reps, *([1] * (test.ndim - 1)))[:batch]
 
 
-def time_case(name, batch, x, variants, sessions, compiled, *, warmup: int, repeats: int) -> list[dict]:
+def time_case(
+    name, batch, x, variants, sessions, compiled, *, warmup: int, repeats: int
+) -> list[dict]:
     """Rows for one (model, batch): every torch variant, the pt2e model, every ORT session.
 
     Calls are interleaved (one timed call of each variant per round, PyTorch and ONNX
@@ -177,14 +206,30 @@ def time_case(name, batch, x, variants, sessions, compiled, *, warmup: int, repe
         calls[label] = lambda sess=sess: torch.from_numpy(np.asarray(sess.run(None, feed)[0]))
     with torch.inference_mode():
         ref = variants["fp32"](x).argmax(1)
-        agree = {label: (call().argmax(1) == ref).float().mean().item() for label, call in calls.items()}
-    stats = interleaved(calls, warmup=warmup, budget_s=0.0, min_rounds=reps, max_rounds=reps,
-                        runtimes={label: "onnxruntime" for label in sessions})
+        agree = {
+            label: (call().argmax(1) == ref).float().mean().item() for label, call in calls.items()
+        }
+    stats = interleaved(
+        calls,
+        warmup=warmup,
+        budget_s=0.0,
+        min_rounds=reps,
+        max_rounds=reps,
+        runtimes={label: "onnxruntime" for label in sessions},
+    )
     rows, base = [], None
     for label, t in stats.items():
         base = base or t["median_ms"]
-        rows.append({"model": name, "batch": batch, "variant": label, **t,
-                     "speedup": base / t["median_ms"], "top1_agreement": agree[label]})
+        rows.append(
+            {
+                "model": name,
+                "batch": batch,
+                "variant": label,
+                **t,
+                "speedup": base / t["median_ms"],
+                "top1_agreement": agree[label],
+            }
+        )
     return rows
 
 
@@ -203,11 +248,21 @@ def kernel_rows(repeats: int) -> list[dict]:
                 call()
                 times[label].append(time.perf_counter() - start)
     base = statistics.median(times["fp32"][2:])
-    return [{"model": "conv3x3-64", "batch": 8, "variant": k, **summarize(v[2:]),
-             "speedup": base / statistics.median(v[2:])} for k, v in times.items()]
+    return [
+        {
+            "model": "conv3x3-64",
+            "batch": 8,
+            "variant": k,
+            **summarize(v[2:]),
+            "speedup": base / statistics.median(v[2:]),
+        }
+        for k, v in times.items()
+    ]
 
 
-def run(threads: int, repeats: int, warmup: int, pt2e: bool, models: list[str] | None = None) -> dict:
+def run(
+    threads: int, repeats: int, warmup: int, pt2e: bool, models: list[str] | None = None
+) -> dict:
     torch.set_num_threads(threads)
     rows = kernel_rows(repeats)
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -216,18 +271,30 @@ def run(threads: int, repeats: int, warmup: int, pt2e: bool, models: list[str] |
             calib, test = data_for(name)
             started = time.perf_counter()
             variants = torch_variants(name, model, calib)
-            rows.append({"model": name, "variant": "ql-quantize-time", "seconds": time.perf_counter() - started})
+            rows.append(
+                {
+                    "model": name,
+                    "variant": "ql-quantize-time",
+                    "seconds": time.perf_counter() - started,
+                }
+            )
             tmp = Path(tmp_name) / name
             tmp.mkdir()
             sessions = ort_variants(model, calib, threads, tmp)
             compiled = None
             if pt2e:
-                compiled, compile_s, error = pt2e_variant(model, calib, [b for n, b in CASES if n == name])
-                rows.append({"model": name, "variant": "pt2e-compile", "seconds": compile_s, "error": error})
+                compiled, compile_s, error = pt2e_variant(
+                    model, calib, [b for n, b in CASES if n == name]
+                )
+                rows.append(
+                    {"model": name, "variant": "pt2e-compile", "seconds": compile_s, "error": error}
+                )
             for case_name, batch in CASES:
                 if case_name == name:
                     x = batch_of(test, batch)
-                    rows += time_case(name, batch, x, variants, sessions, compiled, warmup=warmup, repeats=repeats)
+                    rows += time_case(
+                        name, batch, x, variants, sessions, compiled, warmup=warmup, repeats=repeats
+                    )
     return {
         **run_info("int8_static", threads),
         "onnxruntime": __import__("onnxruntime").__version__,
@@ -236,15 +303,19 @@ def run(threads: int, repeats: int, warmup: int, pt2e: bool, models: list[str] |
 
 
 def table(result: dict) -> str:
-    lines = [f"{'model':<11}{'batch':>6}  {'variant':<15}{'median ms':>10}{'p95 ms':>9}{'speedup':>9}{'agree':>7}"]
+    lines = [
+        f"{'model':<11}{'batch':>6}  {'variant':<15}{'median ms':>10}{'p95 ms':>9}{'speedup':>9}{'agree':>7}"
+    ]
     for r in result["rows"]:
         if "median_ms" not in r:
             note = f"failed: {r['error'][:70]}" if r.get("error") else f"{r['seconds']:.1f} s"
             lines.append(f"{r['model']:<11}{'':>6}  {r['variant']:<15} {note}")
             continue
         agree = f"{r['top1_agreement']:.3f}" if "top1_agreement" in r else "-"
-        lines.append(f"{r['model']:<11}{r['batch']:>6}  {r['variant']:<15}{r['median_ms']:>10.2f}"
-                     f"{r['p95_ms']:>9.2f}{r['speedup']:>8.2f}x{agree:>7}")
+        lines.append(
+            f"{r['model']:<11}{r['batch']:>6}  {r['variant']:<15}{r['median_ms']:>10.2f}"
+            f"{r['p95_ms']:>9.2f}{r['speedup']:>8.2f}x{agree:>7}"
+        )
     return "\n".join(lines)
 
 

@@ -37,7 +37,7 @@ def main() -> None:
     info = run_info("int8_static_minilm", args.threads)  # the load average before the run
     model = load_model("minilm")
     texts = sentences.calibration_sentences()
-    calib = [minilm.tokenize(texts[i:i + 8]) for i in range(0, len(texts), 8)]
+    calib = [minilm.tokenize(texts[i : i + 8]) for i in range(0, len(texts), 8)]
     test = load_dataset("sentences").batches(64)
     reference = minilm.mean_pooled_embeddings(model, test)
     n_linear = sum(isinstance(m, torch.nn.Linear) for m in model.modules())
@@ -48,21 +48,34 @@ def main() -> None:
         seconds = time.perf_counter() - start
         emb = minilm.mean_pooled_embeddings(qm, test)
         summary = qm.quantlens_summary
-        rows.append({
-            "observer": observer,
-            "cosine": minilm.mean_cosine(reference, emb),
-            "agreement": minilm.retrieval_agreement(reference, emb),
-            "linear_int8": sum(r.kind == "Linear" for r in summary.quantized),
-            "linear_total": n_linear,
-            "quantize_s": seconds,
-            "choices": next((n for n in summary.notes if n.startswith("observer='auto'")), None),
-        })
-    write_results(RESULTS, {**info, "calibration_sentences": len(texts), "eval_sentences": len(reference),
-                            "rows": rows})
+        rows.append(
+            {
+                "observer": observer,
+                "cosine": minilm.mean_cosine(reference, emb),
+                "agreement": minilm.retrieval_agreement(reference, emb),
+                "linear_int8": sum(r.kind == "Linear" for r in summary.quantized),
+                "linear_total": n_linear,
+                "quantize_s": seconds,
+                "choices": next(
+                    (n for n in summary.notes if n.startswith("observer='auto'")), None
+                ),
+            }
+        )
+    write_results(
+        RESULTS,
+        {
+            **info,
+            "calibration_sentences": len(texts),
+            "eval_sentences": len(reference),
+            "rows": rows,
+        },
+    )
     print(f"{'observer':<10} {'cosine':>7} {'agree':>6} {'Linear int8':>12} {'quantize s':>11}")
     for r in rows:
-        print(f"{r['observer']:<10} {r['cosine']:7.4f} {r['agreement']:6.3f} "
-              f"{r['linear_int8']:>5}/{r['linear_total']:<6} {r['quantize_s']:11.1f}")
+        print(
+            f"{r['observer']:<10} {r['cosine']:7.4f} {r['agreement']:6.3f} "
+            f"{r['linear_int8']:>5}/{r['linear_total']:<6} {r['quantize_s']:11.1f}"
+        )
 
 
 if __name__ == "__main__":

@@ -51,8 +51,11 @@ def data_for(name: str, batch: int) -> tuple[list[torch.Tensor], torch.Tensor]:
 
 def float_batchnorms(model: nn.Module) -> int:
     """BatchNorm modules that are not int8 kernels (torch's quantized BatchNorm subclasses it)."""
-    return sum(isinstance(m, nn.modules.batchnorm._BatchNorm)
-               and not type(m).__module__.startswith("torch.ao.nn.quantized") for m in model.modules())
+    return sum(
+        isinstance(m, nn.modules.batchnorm._BatchNorm)
+        and not type(m).__module__.startswith("torch.ao.nn.quantized")
+        for m in model.modules()
+    )
 
 
 def time_case(name: str, batch: int, *, warmup: int, repeats: int) -> list[dict]:
@@ -68,14 +71,30 @@ def time_case(name: str, batch: int, *, warmup: int, repeats: int) -> list[dict]
     }
     with torch.no_grad():
         ref = model(x)
-        cosine = {k: torch.nn.functional.cosine_similarity(m(x).flatten(), ref.flatten(), 0).item()
-                  for k, m in variants.items()}
-    stats = interleaved({k: (lambda m=m: m(x)) for k, m in variants.items()}, warmup=warmup, budget_s=0.0,
-                        min_rounds=repeats, max_rounds=repeats)
+        cosine = {
+            k: torch.nn.functional.cosine_similarity(m(x).flatten(), ref.flatten(), 0).item()
+            for k, m in variants.items()
+        }
+    stats = interleaved(
+        {k: (lambda m=m: m(x)) for k, m in variants.items()},
+        warmup=warmup,
+        budget_s=0.0,
+        min_rounds=repeats,
+        max_rounds=repeats,
+    )
     base = stats["int8"]["median_ms"]
-    return [{"model": name, "batch": batch, "variant": k, **t, "vs_plain_int8": t["median_ms"] / base,
-             "float_batchnorms": float_batchnorms(variants[k]), "cosine_vs_fp32": cosine[k]}
-            for k, t in stats.items()]
+    return [
+        {
+            "model": name,
+            "batch": batch,
+            "variant": k,
+            **t,
+            "vs_plain_int8": t["median_ms"] / base,
+            "float_batchnorms": float_batchnorms(variants[k]),
+            "cosine_vs_fp32": cosine[k],
+        }
+        for k, t in stats.items()
+    ]
 
 
 def run(threads: int, repeats: int, warmup: int) -> dict:
@@ -92,12 +111,16 @@ def run(threads: int, repeats: int, warmup: int) -> dict:
 
 
 def table(result: dict) -> str:
-    header = (f"{'model':<11}{'batch':>6}  {'variant':<10}{'median ms':>10}{'p95 ms':>9}"
-              f"{'vs int8':>9}{'float BN':>9}{'cosine':>9}")
+    header = (
+        f"{'model':<11}{'batch':>6}  {'variant':<10}{'median ms':>10}{'p95 ms':>9}"
+        f"{'vs int8':>9}{'float BN':>9}{'cosine':>9}"
+    )
     lines = [header]
     for r in result["rows"]:
-        lines.append(f"{r['model']:<11}{r['batch']:>6}  {r['variant']:<10}{r['median_ms']:>10.2f}{r['p95_ms']:>9.2f}"
-                     f"{r['vs_plain_int8']:>8.2f}x{r['float_batchnorms']:>9}{r['cosine_vs_fp32']:>9.4f}")
+        lines.append(
+            f"{r['model']:<11}{r['batch']:>6}  {r['variant']:<10}{r['median_ms']:>10.2f}{r['p95_ms']:>9.2f}"
+            f"{r['vs_plain_int8']:>8.2f}x{r['float_batchnorms']:>9}{r['cosine_vs_fp32']:>9.4f}"
+        )
     return "\n".join(lines)
 
 

@@ -73,8 +73,15 @@ def _ort_static(fp32: Path, calib: torch.Tensor, tmp: Path) -> Path:
     pre = tmp / "fp32.pre.onnx"
     quant_pre_process(str(fp32), str(pre))
     out = tmp / "ort-u8s8-pc.onnx"
-    quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    quantize_static(
+        str(pre),
+        str(out),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
     return out
 
 
@@ -83,8 +90,10 @@ def resnet(tmp: Path, repeats: int, budget: float) -> list[dict]:
     calib = zoo.load_dataset("random-224", "calib").inputs[:8]
     x = zoo.load_dataset("random-224", "test").inputs[:1]
     qm = ql.quantize(model, ql.Static(backend="x86"), calib_data=calib.split(1))
-    paths = {"ort-fp32": ql.export(model, tmp / "fp32.onnx", format="onnx", example_inputs=(x,)),
-             "ql-static-onnx": ql.export(qm, tmp / "ql.onnx", format="onnx", example_inputs=(x,))}
+    paths = {
+        "ort-fp32": ql.export(model, tmp / "fp32.onnx", format="onnx", example_inputs=(x,)),
+        "ql-static-onnx": ql.export(qm, tmp / "ql.onnx", format="onnx", example_inputs=(x,)),
+    }
     paths["ort-u8s8-pc"] = _ort_static(paths["ort-fp32"], calib, tmp)
     feed = x.numpy()
     with torch.no_grad():
@@ -94,14 +103,24 @@ def resnet(tmp: Path, repeats: int, budget: float) -> list[dict]:
         sessions = {k: _session(p, threads) for k, p in paths.items()}
         names = {k: s.get_inputs()[0].name for k, s in sessions.items()}
         calls = {k: (lambda s=s, n=names[k]: s.run(None, {n: feed})) for k, s in sessions.items()}
-        timed = interleaved(calls, warmup=3, budget_s=budget, min_rounds=repeats, max_rounds=repeats)
+        timed = interleaved(
+            calls, warmup=3, budget_s=budget, min_rounds=repeats, max_rounds=repeats
+        )
         base = timed["ort-u8s8-pc"]["median_ms"]
         for label, t in timed.items():
             top = torch.from_numpy(calls[label]()[0]).argmax(1)
-            rows.append({"part": "resnet18 static", "variant": label, "threads": threads, "batch": 1, **t,
-                         "ratio_to_ort_u8s8_pc": t["median_ms"] / base,
-                         "top1_equals_quantlens": bool((top == ref).all()),
-                         "file_mb": os.path.getsize(paths[label]) / 1e6})
+            rows.append(
+                {
+                    "part": "resnet18 static",
+                    "variant": label,
+                    "threads": threads,
+                    "batch": 1,
+                    **t,
+                    "ratio_to_ort_u8s8_pc": t["median_ms"] / base,
+                    "top1_equals_quantlens": bool((top == ref).all()),
+                    "file_mb": os.path.getsize(paths[label]) / 1e6,
+                }
+            )
     return rows
 
 
@@ -115,9 +134,13 @@ def minilm(tmp: Path, repeats: int, budget: float) -> list[dict]:
     example = tokenize(all_sentences()[:2], max_length=16)
     batch = tokenize(all_sentences()[:8])
     args = (batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-    paths = {"ort-fp32": ql.export(model, tmp / "m-fp32.onnx", format="onnx", example_inputs=example)}
+    paths = {
+        "ort-fp32": ql.export(model, tmp / "m-fp32.onnx", format="onnx", example_inputs=example)
+    }
     for op in ("matmulnbits", "dequantize"):
-        paths[f"w4-{op}"] = ql.export(qm, tmp / f"m-{op}.onnx", format="onnx", example_inputs=example, weight_op=op)
+        paths[f"w4-{op}"] = ql.export(
+            qm, tmp / f"m-{op}.onnx", format="onnx", example_inputs=example, weight_op=op
+        )
     runners = {k: load_runner(p, threads=1) for k, p in paths.items()}
     calls = {k: (lambda r=r: r(*args)) for k, r in runners.items()}
     timed = interleaved(calls, warmup=2, budget_s=budget, min_rounds=repeats, max_rounds=repeats)
@@ -127,17 +150,32 @@ def minilm(tmp: Path, repeats: int, budget: float) -> list[dict]:
     rows = []
     for label, t in timed.items():
         out = runners[label](enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])[0]
-        cos = torch.nn.functional.cosine_similarity(ref, mean_pool(out, enc["attention_mask"])).mean().item()
-        rows.append({"part": "minilm w4 g128", "variant": label, "threads": 1, "batch": 8, **t,
-                     "ratio_to_ort_fp32": t["median_ms"] / timed["ort-fp32"]["median_ms"],
-                     "cosine_vs_quantlens_w4": cos, "file_mb": os.path.getsize(paths[label]) / 1e6})
+        cos = (
+            torch.nn.functional.cosine_similarity(ref, mean_pool(out, enc["attention_mask"]))
+            .mean()
+            .item()
+        )
+        rows.append(
+            {
+                "part": "minilm w4 g128",
+                "variant": label,
+                "threads": 1,
+                "batch": 8,
+                **t,
+                "ratio_to_ort_fp32": t["median_ms"] / timed["ort-fp32"]["median_ms"],
+                "cosine_vs_quantlens_w4": cos,
+                "file_mb": os.path.getsize(paths[label]) / 1e6,
+            }
+        )
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=30)
-    parser.add_argument("--budget", type=float, default=20.0, help="seconds of timing per part and thread count")
+    parser.add_argument(
+        "--budget", type=float, default=20.0, help="seconds of timing per part and thread count"
+    )
     parser.add_argument("--no-minilm", action="store_true")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
@@ -145,19 +183,30 @@ def main() -> None:
         rows = resnet(Path(tmp), args.repeats, args.budget)
         if not args.no_minilm:
             rows += minilm(Path(tmp), args.repeats, args.budget)
-    result = {"benchmark": "onnx_export", "torch": torch.__version__,
-              "onnxruntime": __import__("onnxruntime").__version__, "machine": platform.machine(),
-              "processor": platform.processor(), "cpus": os.cpu_count(),
-              "load_average_at_start": os.getloadavg()[0], "rows": rows}
+    result = {
+        "benchmark": "onnx_export",
+        "torch": torch.__version__,
+        "onnxruntime": __import__("onnxruntime").__version__,
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "cpus": os.cpu_count(),
+        "load_average_at_start": os.getloadavg()[0],
+        "rows": rows,
+    }
     RESULTS.parent.mkdir(exist_ok=True)
     write_results(RESULTS, result)
     print(f"{'part':<17}{'variant':<17}{'thr':>4}{'median ms':>11}{'p95 ms':>9}{'ratio':>7}  extra")
     for r in rows:
         ratio = r.get("ratio_to_ort_u8s8_pc", r.get("ratio_to_ort_fp32"))
-        extra = (f"top1 = quantlens: {r['top1_equals_quantlens']}" if "top1_equals_quantlens" in r
-                 else f"cosine {r['cosine_vs_quantlens_w4']:.5f}")
-        print(f"{r['part']:<17}{r['variant']:<17}{r['threads']:>4}{r['median_ms']:>11.2f}{r['p95_ms']:>9.2f}"
-              f"{ratio:>7.2f}  {extra}, {r['file_mb']:.1f} MB")
+        extra = (
+            f"top1 = quantlens: {r['top1_equals_quantlens']}"
+            if "top1_equals_quantlens" in r
+            else f"cosine {r['cosine_vs_quantlens_w4']:.5f}"
+        )
+        print(
+            f"{r['part']:<17}{r['variant']:<17}{r['threads']:>4}{r['median_ms']:>11.2f}{r['p95_ms']:>9.2f}"
+            f"{ratio:>7.2f}  {extra}, {r['file_mb']:.1f} MB"
+        )
 
 
 if __name__ == "__main__":

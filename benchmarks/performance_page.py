@@ -34,8 +34,21 @@ ratios are measured inside one run, which is what to compare across machines).
 """
 
 # Keys describing the run rather than a measured figure, shown on the section's first lines.
-META_KEYS = ("date", "benchmark", "model", "machine", "processor", "platform", "cpu_capability",
-             "threads", "omp_wait_policy", "quantized_engine", "torch", "onnxruntime", "versions")
+META_KEYS = (
+    "date",
+    "benchmark",
+    "model",
+    "machine",
+    "processor",
+    "platform",
+    "cpu_capability",
+    "threads",
+    "omp_wait_policy",
+    "quantized_engine",
+    "torch",
+    "onnxruntime",
+    "versions",
+)
 
 
 def _number(value: float) -> str:
@@ -75,7 +88,9 @@ def _flatten(data: dict, prefix: str = "") -> dict:
 
 def writer_script(stem: str) -> str:
     """The benchmark script whose name is the longest prefix of a results file's stem."""
-    scripts = sorted((p.stem for p in (ROOT / "benchmarks").glob("[!_]*.py")), key=len, reverse=True)
+    scripts = sorted(
+        (p.stem for p in (ROOT / "benchmarks").glob("[!_]*.py")), key=len, reverse=True
+    )
     found = next((s for s in scripts if stem == s or stem.startswith(s + "_")), None)
     return f"benchmarks/{found}.py" if found else "(no script found)"
 
@@ -95,17 +110,26 @@ def section(path: Path) -> list[str]:
     """The page section for one results file."""
     data = json.loads(path.read_text(encoding="utf-8"))
     flat = _flatten({k: v for k, v in data.items() if k != "rows"})
-    meta = [f"{k}: {cell(v)}" for k, v in flat.items()
-            if k.split(".")[0] in META_KEYS and v not in ("", None) and not isinstance(v, list)]
+    meta = [
+        f"{k}: {cell(v)}"
+        for k, v in flat.items()
+        if k.split(".")[0] in META_KEYS and v not in ("", None) and not isinstance(v, list)
+    ]
     written = f"Written by `{writer_script(path.stem)}` to `benchmarks/results/{path.name}`."
     lines = [f"## {path.stem}", "", written, ""]
     if "date" not in data:
         lines += ["Run date not recorded in the file.", ""]
     lines += ["Run: " + "; ".join(meta) + ".", ""] if meta else []
-    scalars = {k: v for k, v in flat.items()
-               if k.split(".")[0] not in META_KEYS and isinstance(v, (int, float, str, bool))}
-    lists = {k: v for k, v in data.items() if k != "rows" and isinstance(v, list)
-             and v and all(isinstance(r, dict) for r in v)}
+    scalars = {
+        k: v
+        for k, v in flat.items()
+        if k.split(".")[0] not in META_KEYS and isinstance(v, (int, float, str, bool))
+    }
+    lists = {
+        k: v
+        for k, v in data.items()
+        if k != "rows" and isinstance(v, list) and v and all(isinstance(r, dict) for r in v)
+    }
     if scalars:
         lines += ["| setting or summary | value |", "|---|---|"]
         lines += [f"| {k} | {cell(v)} |" for k, v in scalars.items()] + [""]
@@ -152,7 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         current = PAGE.read_text(encoding="utf-8") if PAGE.exists() else ""
         if current != text:
-            print(f"{PAGE.relative_to(ROOT)} is out of date: run python benchmarks/performance_page.py")
+            print(
+                f"{PAGE.relative_to(ROOT)} is out of date: run python benchmarks/performance_page.py"
+            )
             return 1
         return 0
     write(text)

@@ -36,10 +36,14 @@ from quantlens.nn import QLinear
 
 RESULTS = Path(__file__).resolve().parent / "results" / "weight_only_layers.json"
 OUR_SCHEMES = {  # name -> (scheme, forced paths to time besides auto)
-    "ql int4 g128": (QScheme(bits=4, symmetric=False, granularity="per_group", group_size=128),
-                     ("int4pack", "fbgemm", "dense_bf16", "dense")),
-    "ql int8 channel": (QScheme(bits=8, granularity="per_channel"),
-                        ("int8pack", "fbgemm", "dense_bf16", "dense")),
+    "ql int4 g128": (
+        QScheme(bits=4, symmetric=False, granularity="per_group", group_size=128),
+        ("int4pack", "fbgemm", "dense_bf16", "dense"),
+    ),
+    "ql int8 channel": (
+        QScheme(bits=8, granularity="per_channel"),
+        ("int8pack", "fbgemm", "dense_bf16", "dense"),
+    ),
 }
 
 
@@ -89,6 +93,7 @@ def peer_layers(linear: nn.Linear, group_size: int) -> tuple[dict, dict]:
             model = copy.deepcopy(linear).to(dtype)
             quantize_(model, config_factory())
             return model, dtype
+
         return build
 
     def quanto(qtype_name):
@@ -99,6 +104,7 @@ def peer_layers(linear: nn.Linear, group_size: int) -> tuple[dict, dict]:
             oq.quantize(model, weights=getattr(oq, qtype_name))
             oq.freeze(model)
             return model, torch.float32
+
         return build
 
     def int8_config():
@@ -138,8 +144,11 @@ def time_round_robin(fns: dict, *, warmup: int, repeats: int, budget_s: float) -
     out = {}
     for k, ts in samples.items():
         ts.sort()
-        out[k] = {"median_s": statistics.median(ts), "p95_s": ts[min(len(ts) - 1, round(0.95 * (len(ts) - 1)))],
-                  "n": len(ts)}
+        out[k] = {
+            "median_s": statistics.median(ts),
+            "p95_s": ts[min(len(ts) - 1, round(0.95 * (len(ts) - 1)))],
+            "n": len(ts),
+        }
     return out
 
 
@@ -148,8 +157,10 @@ def bench_shape(k: int, n: int, args, bandwidth: float, peers_info: dict) -> lis
     linear = nn.Linear(k, n)
     w32 = linear.weight.detach()
     w16, b16 = w32.bfloat16(), linear.bias.detach().bfloat16()
-    layers = {name: QLinear.from_float(linear, quantize_tensor(w32, scheme))
-              for name, (scheme, _) in OUR_SCHEMES.items()}
+    layers = {
+        name: QLinear.from_float(linear, quantize_tensor(w32, scheme))
+        for name, (scheme, _) in OUR_SCHEMES.items()
+    }
     peers, failed = ({}, {}) if args.no_peers else peer_layers(linear, 128)
     for name, err in failed.items():
         peers_info.setdefault(name, err)
@@ -160,15 +171,23 @@ def bench_shape(k: int, n: int, args, bandwidth: float, peers_info: dict) -> lis
         x32 = torch.randn(batch, k)
         x16 = x32.bfloat16()
         variants = {  # label -> (callable, input dtype, weight bytes read, path)
-            "fp32": (lambda x=x32: F.linear(x, w32, linear.bias), torch.float32, 4 * n * k, "float"),
+            "fp32": (
+                lambda x=x32: F.linear(x, w32, linear.bias),
+                torch.float32,
+                4 * n * k,
+                "float",
+            ),
             "bf16": (lambda x=x16: F.linear(x, w16, b16), torch.bfloat16, 2 * n * k, "float"),
         }
         for name, (_, paths) in OUR_SCHEMES.items():
             layer = layers[name]
             # float32 input through every path, then what auto-dispatch picks for each dtype
             runs = [(p_, torch.float32, x32, False) for p_ in paths]
-            runs += [("auto", dt, xin, aq) for aq in (False, True) for dt, xin in
-                     ((torch.float32, x32), (torch.bfloat16, x16))]
+            runs += [
+                ("auto", dt, xin, aq)
+                for aq in (False, True)
+                for dt, xin in ((torch.float32, x32), (torch.bfloat16, x16))
+            ]
             for path, dtype, xin, aq in runs:
                 layer.kernel, layer.allow_activation_quant = "auto", aq
                 chosen = layer.kernel_for(batch, dtype) if path == "auto" else path
@@ -185,27 +204,41 @@ def bench_shape(k: int, n: int, args, bandwidth: float, peers_info: dict) -> lis
 
         for name, (module, dtype) in list(peers.items()):
             xin = x32 if dtype == torch.float32 else x16
-            fn = (lambda m=module, xin=xin: m(xin))
+            fn = lambda m=module, xin=xin: m(xin)
             try:
                 with torch.no_grad():
                     tic = time.perf_counter()
                     fn()
                     log(f"  {name} first call {time.perf_counter() - tic:.2f}s")
             except Exception as exc:  # noqa: BLE001 - a peer failing is a result, recorded
-                peers_info[name] = f"forward failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                peers_info[name] = (
+                    f"forward failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                )
                 del peers[name]
                 continue
             variants[name] = (fn, dtype, None, "peer")
         log(f"{k}x{n} batch {batch}: timing {len(variants)} variants")
         with torch.no_grad():
-            timings = time_round_robin({k_: v[0] for k_, v in variants.items()}, warmup=args.warmup,
-                                       repeats=args.repeats, budget_s=args.budget_s)
+            timings = time_round_robin(
+                {k_: v[0] for k_, v in variants.items()},
+                warmup=args.warmup,
+                repeats=args.repeats,
+                budget_s=args.budget_s,
+            )
         base = timings["fp32"]["median_s"]
         for label, (_, dtype, nbytes, path) in variants.items():
             t = timings[label]
-            row = {"shape": f"{k}x{n}", "batch": batch, "variant": label, "path": path,
-                   "input_dtype": str(dtype).removeprefix("torch."), "median_ms": t["median_s"] * 1e3,
-                   "p95_ms": t["p95_s"] * 1e3, "n": t["n"], "speedup_vs_fp32": base / t["median_s"]}
+            row = {
+                "shape": f"{k}x{n}",
+                "batch": batch,
+                "variant": label,
+                "path": path,
+                "input_dtype": str(dtype).removeprefix("torch."),
+                "median_ms": t["median_s"] * 1e3,
+                "p95_ms": t["p95_s"] * 1e3,
+                "n": t["n"],
+                "speedup_vs_fp32": base / t["median_s"],
+            }
             if nbytes and batch == 1:
                 row["weight_bytes"] = nbytes
                 row["bandwidth_fraction"] = nbytes / t["median_s"] / bandwidth
@@ -214,13 +247,19 @@ def bench_shape(k: int, n: int, args, bandwidth: float, peers_info: dict) -> lis
 
 
 def print_table(result: dict) -> None:
-    print(f"read bandwidth {result['machine']['read_bandwidth_gb_s']:.1f} GB/s, "
-          f"threads {result['machine']['threads']}, {result['machine']['cpu_capability']}")
-    print(f"{'shape':<11}{'batch':>6}  {'variant':<52}{'median ms':>10}{'p95 ms':>9}{'x fp32':>8}{'BW frac':>9}")
+    print(
+        f"read bandwidth {result['machine']['read_bandwidth_gb_s']:.1f} GB/s, "
+        f"threads {result['machine']['threads']}, {result['machine']['cpu_capability']}"
+    )
+    print(
+        f"{'shape':<11}{'batch':>6}  {'variant':<52}{'median ms':>10}{'p95 ms':>9}{'x fp32':>8}{'BW frac':>9}"
+    )
     for r in result["rows"]:
         bw = f"{r['bandwidth_fraction']:.2f}" if "bandwidth_fraction" in r else ""
-        print(f"{r['shape']:<11}{r['batch']:>6}  {r['variant']:<52}{r['median_ms']:>10.3f}"
-              f"{r['p95_ms']:>9.3f}{r['speedup_vs_fp32']:>8.2f}{bw:>9}")
+        print(
+            f"{r['shape']:<11}{r['batch']:>6}  {r['variant']:<52}{r['median_ms']:>10.3f}"
+            f"{r['p95_ms']:>9.3f}{r['speedup_vs_fp32']:>8.2f}{bw:>9}"
+        )
     for name, status in result["peers"].items():
         print(f"peer {name}: {status}")
 
@@ -232,7 +271,9 @@ def main(argv=None) -> dict:
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--budget-s", type=float, default=0.6, help="rough seconds per variant per batch")
+    p.add_argument(
+        "--budget-s", type=float, default=0.6, help="rough seconds per variant per batch"
+    )
     p.add_argument("--bw-mb", type=int, default=1024)
     p.add_argument("--no-peers", action="store_true")
     p.add_argument("--out", default=str(RESULTS))
@@ -252,10 +293,16 @@ def main(argv=None) -> dict:
         except Exception as exc:  # noqa: BLE001
             versions[mod] = f"not installed ({type(exc).__name__})"
     result = {
-        "machine": {"threads": args.threads, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-                    "platform": platform.platform(), "read_bandwidth_gb_s": bandwidth / 1e9, "versions": versions},
+        "machine": {
+            "threads": args.threads,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "platform": platform.platform(),
+            "read_bandwidth_gb_s": bandwidth / 1e9,
+            "versions": versions,
+        },
         "args": {k: v for k, v in vars(args).items() if k != "out"},
-        "peers": peers_info, "rows": rows,
+        "peers": peers_info,
+        "rows": rows,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -66,7 +66,10 @@ def text_batch(batch: int, seq: int) -> dict[str, torch.Tensor]:
     """Real sentences joined so every row fills ``seq`` tokens."""
     texts = sentences.all_sentences()
     per_row = max(1, seq // 10)
-    rows = [" ".join(texts[(i * per_row + j) % len(texts)] for j in range(per_row + 4)) for i in range(batch)]
+    rows = [
+        " ".join(texts[(i * per_row + j) % len(texts)] for j in range(per_row + 4))
+        for i in range(batch)
+    ]
     return minilm.tokenize(rows, max_length=seq)
 
 
@@ -95,9 +98,16 @@ def torchao_variants(model) -> tuple[dict, dict]:
     except Exception as exc:  # noqa: BLE001 - record any import failure
         return out, {"torchao": f"not available: {type(exc).__name__}: {str(exc)[:200]}"}
     status["torchao"] = f"installed {torchao.__version__}"
-    for label, make, dtype in (("ao-int8wo", Int8WeightOnlyConfig, torch.float32),
-                               ("ao-int4-proto-g128", lambda: PrototypeInt4WeightOnlyConfig(group_size=128), torch.bfloat16)):
+    for label, make, dtype in (
+        ("ao-int8wo", Int8WeightOnlyConfig, torch.float32),
+        (
+            "ao-int4-proto-g128",
+            lambda: PrototypeInt4WeightOnlyConfig(group_size=128),
+            torch.bfloat16,
+        ),
+    ):
         try:
+
             def build(make=make, dtype=dtype):
                 m = copy.deepcopy(model).to(dtype)
                 quantize_(m, make())
@@ -122,6 +132,7 @@ def quanto_variants(model) -> tuple[dict, dict]:
     status["optimum-quanto"] = "installed"
     for label, qtype in (("quanto-int8", oq.qint8), ("quanto-int4", oq.qint4)):
         try:
+
             def build(qtype=qtype):
                 m = copy.deepcopy(model)
                 oq.quantize(m, weights=qtype)
@@ -165,7 +176,11 @@ def main() -> None:
     variants = {"fp32": (model, 0.0, torch.float32)}
     calib = calibration()
     for label, cfg in CONFIGS.items():
-        qm, secs = timed(lambda cfg=cfg: ql.quantize(model, cfg, calib_data=calib if cfg.algorithm == "gptq" else None))
+        qm, secs = timed(
+            lambda cfg=cfg: ql.quantize(
+                model, cfg, calib_data=calib if cfg.algorithm == "gptq" else None
+            )
+        )
         variants[label] = (qm, secs, torch.float32)
     status = {}
     if not args.no_peers:
@@ -175,7 +190,10 @@ def main() -> None:
             status.update(st)
 
     failed: list[str] = []
-    rows = {label: {"variant": label, "quant_s": round(secs, 3)} for label, (m, secs, _) in variants.items()}
+    rows = {
+        label: {"variant": label, "quant_s": round(secs, 3)}
+        for label, (m, secs, _) in variants.items()
+    }
     for label, (m, _, _) in list(variants.items()):
         try:
             emb = embeddings(m, eval_batches)
@@ -190,12 +208,17 @@ def main() -> None:
         del variants[label], rows[label]
     for batch, seq in SHAPES:
         inputs = text_batch(batch, seq)
-        calls = {label: (lambda m=m, inputs=inputs: m(**inputs)) for label, (m, _, _) in variants.items()}
+        calls = {
+            label: (lambda m=m, inputs=inputs: m(**inputs)) for label, (m, _, _) in variants.items()
+        }
         stats = interleaved(calls, warmup=args.warmup, budget_s=args.budget)
         base = stats["fp32"]["median_ms"]
         for label, st in stats.items():
             key = f"b{batch}_s{seq}"
-            rows[label][key] = {**{k: round(v, 3) for k, v in st.items()}, "ratio": round(st["median_ms"] / base, 3)}
+            rows[label][key] = {
+                **{k: round(v, 3) for k, v in st.items()},
+                "ratio": round(st["median_ms"] / base, 3),
+            }
         print(f"timed batch {batch} x seq {seq}", flush=True)
 
     result = {

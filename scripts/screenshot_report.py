@@ -19,9 +19,16 @@ from pathlib import Path
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--hide-scrollbars", "--disable-dev-shm-usage",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--disable-dev-shm-usage",
 )
 
 
@@ -30,8 +37,15 @@ def find_browser() -> str | None:
     return next((path for name in BROWSERS if (path := shutil.which(name))), None)
 
 
-def screenshot(html_path: str | os.PathLike, out_png: str | os.PathLike, *, width: int = 1280,
-               height: int = 2000, timeout: float = 90.0, browser: str | None = None) -> Path:
+def screenshot(
+    html_path: str | os.PathLike,
+    out_png: str | os.PathLike,
+    *,
+    width: int = 1280,
+    height: int = 2000,
+    timeout: float = 90.0,
+    browser: str | None = None,
+) -> Path:
     """Screenshot ``html_path`` (a local file) into ``out_png`` with headless Chromium.
 
     Raises:
@@ -39,16 +53,32 @@ def screenshot(html_path: str | os.PathLike, out_png: str | os.PathLike, *, widt
     """
     browser = browser or find_browser()
     if browser is None:
-        raise FileNotFoundError(f"no Chromium-family browser found (looked for {', '.join(BROWSERS)})")
+        raise FileNotFoundError(
+            f"no Chromium-family browser found (looked for {', '.join(BROWSERS)})"
+        )
     html_path, out_png = Path(html_path).resolve(), Path(out_png).resolve()
     out_png.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(prefix="quantlens-chromium-") as profile:
-        cmd = [browser, *FLAGS, f"--user-data-dir={profile}", f"--screenshot={out_png}",
-               f"--window-size={width},{height}", html_path.as_uri()]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False,
-                              env={**os.environ, "HOME": profile})
+        cmd = [
+            browser,
+            *FLAGS,
+            f"--user-data-dir={profile}",
+            f"--screenshot={out_png}",
+            f"--window-size={width},{height}",
+            html_path.as_uri(),
+        ]
+        proc = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            env={**os.environ, "HOME": profile},
+        )
     if not out_png.is_file():
-        raise FileNotFoundError(f"the browser wrote no screenshot (exit {proc.returncode}): {proc.stderr[-500:]}")
+        raise FileNotFoundError(
+            f"the browser wrote no screenshot (exit {proc.returncode}): {proc.stderr[-500:]}"
+        )
     return out_png
 
 

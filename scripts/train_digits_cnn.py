@@ -36,7 +36,9 @@ def shift(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Move each (B, 1, H, W) image by up to one pixel in each direction, zero-filled."""
     h, w = x.shape[-2:]
     padded = F.pad(x, (1, 1, 1, 1))
-    views = torch.stack([padded[..., dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)], 1)  # (B, 9, 1, H, W)
+    views = torch.stack(
+        [padded[..., dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)], 1
+    )  # (B, 9, 1, H, W)
     pick = torch.randint(0, 9, (x.shape[0],), generator=gen)
     return views[torch.arange(x.shape[0]), pick]
 
@@ -77,14 +79,20 @@ def train(name: str, epochs: int | None = None) -> float:
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     save_file(state, str(path))
     train_acc = accuracy(model, train_set)
-    print(f"{name:12s} epochs {epochs:3d}  train {train_acc:.4f}  test {acc:.4f}  -> {Path(path).name}")
+    print(
+        f"{name:12s} epochs {epochs:3d}  train {train_acc:.4f}  test {acc:.4f}  -> {Path(path).name}"
+    )
     return acc
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", choices=[*RECIPES, "all"], default="all")
-    parser.add_argument("--epochs", type=int, default=None, help="override the recipe's epoch count")
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="override the recipe's epoch count"
+    )
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

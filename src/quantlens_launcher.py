@@ -23,8 +23,11 @@ def main(argv: list[str] | None = None) -> int:
         if "--debug" in (sys.argv[1:] if argv is None else argv):
             raise
         line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        print(f"quantlens: error: cannot import {exc.name or 'a dependency'} ({line}); reinstall it "
-              "(bash scripts/setup.sh, or pip install quantlens); --debug shows the traceback", file=sys.stderr)
+        print(
+            f"quantlens: error: cannot import {exc.name or 'a dependency'} ({line}); reinstall it "
+            "(bash scripts/setup.sh, or pip install quantlens); --debug shows the traceback",
+            file=sys.stderr,
+        )
         return 1
     try:
         return cli_main(argv)

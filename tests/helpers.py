@@ -29,8 +29,13 @@ def generator(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def random_tensor(*shape: int, seed: int = 0, dist: str = "normal", scale: float = 1.0,
-                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def random_tensor(
+    *shape: int,
+    seed: int = 0,
+    dist: str = "normal",
+    scale: float = 1.0,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
     """A seeded random tensor.
 
     Args:
@@ -55,8 +60,13 @@ def random_tensor(*shape: int, seed: int = 0, dist: str = "normal", scale: float
     return (x * scale).to(dtype)
 
 
-def heavy_tailed(n: int, *, seed: int = 0, dist: str = "laplace",
-                 outliers: tuple[float, ...] = (40.0, -50.0, 60.0, -80.0)) -> torch.Tensor:
+def heavy_tailed(
+    n: int,
+    *,
+    seed: int = 0,
+    dist: str = "laplace",
+    outliers: tuple[float, ...] = (40.0, -50.0, 60.0, -80.0),
+) -> torch.Tensor:
     """``n`` heavy-tailed samples (Laplace or Student-t) with a few large outliers planted
     at seeded random positions: the case where clipping observers should beat min-max."""
     x = random_tensor(n, seed=seed, dist=dist)
@@ -65,9 +75,16 @@ def heavy_tailed(n: int, *, seed: int = 0, dist: str = "laplace",
     return x
 
 
-def assert_similar(actual: torch.Tensor, expected: torch.Tensor, *, atol: float = 1e-6,
-                   rtol: float = 1e-5, min_sqnr_db: float | None = None,
-                   min_cosine: float | None = None, msg: str = "") -> None:
+def assert_similar(
+    actual: torch.Tensor,
+    expected: torch.Tensor,
+    *,
+    atol: float = 1e-6,
+    rtol: float = 1e-5,
+    min_sqnr_db: float | None = None,
+    min_cosine: float | None = None,
+    msg: str = "",
+) -> None:
     """Assert two tensors agree, with a message that says by how much they do not.
 
     By default element-wise (``|a - e| <= atol + rtol * |e|``). With ``min_sqnr_db`` and/or
@@ -76,7 +93,9 @@ def assert_similar(actual: torch.Tensor, expected: torch.Tensor, *, atol: float 
     """
     actual, expected = torch.as_tensor(actual), torch.as_tensor(expected)
     prefix = f"{msg}: " if msg else ""
-    assert actual.shape == expected.shape, f"{prefix}shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    assert actual.shape == expected.shape, (
+        f"{prefix}shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    )
     a, e = actual.detach().double(), expected.detach().double()
     if min_sqnr_db is not None or min_cosine is not None:
         if min_sqnr_db is not None:
@@ -97,6 +116,7 @@ def assert_similar(actual: torch.Tensor, expected: torch.Tensor, *, atol: float 
 
 def strict_json(text: str):
     """``json.loads`` that fails on ``Infinity``/``NaN`` (what ``JSON.parse`` and most parsers reject)."""
+
     def reject(name):
         raise AssertionError(f"not valid JSON: {name}")
 
@@ -107,6 +127,7 @@ def interrupter(via: str | None = None):
     """A stand-in for a function a Ctrl-C lands in: it raises KeyboardInterrupt, or, with
     ``via``, what torch does when the Ctrl-C lands in a lazy import: another error with the
     interrupt as its ``__cause__`` (``"cause"``) or only as its ``__context__`` (``"context"``)."""
+
     def raiser(*args, **kwargs):
         if via is None:
             raise KeyboardInterrupt
@@ -116,6 +137,7 @@ def interrupter(via: str | None = None):
             if via == "cause":
                 raise RuntimeError("failed to import torch._dynamo") from exc
             raise QuantlensError("graph capture failed")  # __context__ only
+
     return raiser
 
 
@@ -129,7 +151,9 @@ def _child(fn: Callable[..., list[str]], args: tuple, conn) -> None:
     conn.close()
 
 
-def in_child(fn: Callable[..., list[str]], *args, timeout: float = 120.0) -> tuple[int | None, list[str]]:
+def in_child(
+    fn: Callable[..., list[str]], *args, timeout: float = 120.0
+) -> tuple[int | None, list[str]]:
     """``fn(*args)`` (which returns a list of failures) in a forked process, so that code
     that kills its process (a segfaulting kernel) fails a test instead of ending the run.
 
@@ -161,14 +185,23 @@ def child_verdict(code: int | None, failures: list[str]) -> str:
 
     if code is not None and code < 0:
         return f"the child died of {signal.Signals(-code).name}"
-    return f"exit code {code}; " + "; ".join(failures[:5]) + (f" ... ({len(failures)} failures)" if failures else "")
+    return (
+        f"exit code {code}; "
+        + "; ".join(failures[:5])
+        + (f" ... ({len(failures)} failures)" if failures else "")
+    )
 
 
 def _rank_main(fn: Callable, rank: int, world: int, port: int, args: tuple, results) -> None:
     torch.set_num_threads(1)
     dist = torch.distributed
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
-                            timeout=datetime.timedelta(seconds=30))
+    dist.init_process_group(
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=world,
+        timeout=datetime.timedelta(seconds=30),
+    )
     try:
         results.put((rank, True, fn(rank, world, *args)))
     except Exception as exc:  # noqa: BLE001  (reported to the parent, which asserts on it)
@@ -191,8 +224,10 @@ def run_ranks(fn: Callable, world: int, *args, timeout: float = 60.0) -> list[tu
         port = sock.getsockname()[1]
     ctx = multiprocessing.get_context("fork")  # no re-import; each rank runs torch on one thread
     results = ctx.Queue()
-    procs = [ctx.Process(target=_rank_main, args=(fn, rank, world, port, args, results), daemon=True)
-             for rank in range(world)]
+    procs = [
+        ctx.Process(target=_rank_main, args=(fn, rank, world, port, args, results), daemon=True)
+        for rank in range(world)
+    ]
     for proc in procs:
         proc.start()
     got: dict[int, tuple[bool, object]] = {}

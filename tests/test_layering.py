@@ -7,9 +7,22 @@ import quantlens
 
 PACKAGE = Path(quantlens.__file__).parent
 # top to bottom, as in the README's layout
-LAYERS = ["errors", "files", "core", "testing", "zoo", "nn", "methods", "checkpoint", "export", "api", "eval",
-          "analysis",
-          "report", "cli"]
+LAYERS = [
+    "errors",
+    "files",
+    "core",
+    "testing",
+    "zoo",
+    "nn",
+    "methods",
+    "checkpoint",
+    "export",
+    "api",
+    "eval",
+    "analysis",
+    "report",
+    "cli",
+]
 
 
 def _part(path: Path) -> str:
@@ -19,7 +32,11 @@ def _part(path: Path) -> str:
 def _imported_parts(path: Path) -> set[str]:
     found = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):  # function bodies too
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "quantlens":
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.module.split(".")[0] == "quantlens"
+        ):
             parts = node.module.split(".")
             found |= {parts[1]} if len(parts) > 1 else {alias.name for alias in node.names}
         elif isinstance(node, ast.Import):
@@ -35,7 +52,10 @@ def test_every_part_imports_only_from_the_parts_above_it():
             continue
         assert part in LAYERS, f"{path.relative_to(PACKAGE)} is in no layer; add it to LAYERS"
         allowed = set(LAYERS[: LAYERS.index(part) + 1])
-        wrong += [f"{path.relative_to(PACKAGE)} imports quantlens.{p}" for p in _imported_parts(path) - allowed]
+        wrong += [
+            f"{path.relative_to(PACKAGE)} imports quantlens.{p}"
+            for p in _imported_parts(path) - allowed
+        ]
     assert not wrong, "imports against the layer order:\n" + "\n".join(wrong)
 
 

@@ -37,7 +37,9 @@ __version__ = "0.1.0"
 
 
 def _methods_of(config: QuantConfig):
-    found = {method_for_config(type(c)).name: method_for_config(type(c)) for c in configs_in(config)}
+    found = {
+        method_for_config(type(c)).name: method_for_config(type(c)) for c in configs_in(config)
+    }
     return sorted(found.values(), key=lambda m: m.order)
 
 
@@ -48,10 +50,14 @@ def _check_model(model, config) -> None:
         raise InputError(
             f"expected a quantlens config such as ql.WeightOnly(bits=4) or ql.Dynamic(), got {type(config).__name__}"
         )
-    meta = next((n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta), None)
+    meta = next(
+        (n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta), None
+    )
     if meta is not None:
-        raise InputError(f"the model's {meta} is on the meta device and holds no values; load its weights first "
-                         "(e.g. model.to_empty(device='cpu') then load_state_dict, or from_pretrained without device_map='meta')")
+        raise InputError(
+            f"the model's {meta} is on the meta device and holds no values; load its weights first "
+            "(e.g. model.to_empty(device='cpu') then load_state_dict, or from_pretrained without device_map='meta')"
+        )
     check_patterns(config, model)
 
 
@@ -59,7 +65,9 @@ def _to_float32(model: nn.Module, summary: QuantSummary) -> None:
     dtype = float_dtype_of(model)
     if dtype in (torch.float16, torch.bfloat16):
         model.float()
-        summary.note(f"the model's weights were {str(dtype).removeprefix('torch.')}; cast to float32 for quantization")
+        summary.note(
+            f"the model's weights were {str(dtype).removeprefix('torch.')}; cast to float32 for quantization"
+        )
 
 
 def _linear_like_to_linear(model: nn.Module, summary: QuantSummary) -> None:
@@ -135,15 +143,20 @@ def quantize(
             f"{type(config).__name__} found no layer to quantize in this model (its layers: {', '.join(kinds) or 'none'}); "
             + ("check skip/overrides, or " if config.skip or config.overrides else "")
             + "choose a method that supports these layers"
-            + "".join(f" ({r.name or '(model)'}: {r.reason})" for r in summary.records[:1]
-                      if r.action == "float" and r.reason)
+            + "".join(
+                f" ({r.name or '(model)'}: {r.reason})"
+                for r in summary.records[:1]
+                if r.action == "float" and r.reason
+            )
         )
     summary.model_bytes_after = state_bytes(target)[0]
     restore_modes(target, modes)
     return _finish(target, config, summary, source)
 
 
-def prepare(model: nn.Module, config: QuantConfig, *, inplace: bool = False, example_inputs=None) -> nn.Module:
+def prepare(
+    model: nn.Module, config: QuantConfig, *, inplace: bool = False, example_inputs=None
+) -> nn.Module:
     """First half of a two-phase method (Static, QAT): insert observers / fake quantization.
 
     Run calibration batches (Static) or train (QAT) on the returned model, then call
@@ -154,7 +167,9 @@ def prepare(model: nn.Module, config: QuantConfig, *, inplace: bool = False, exa
     refuse_quantized(model)
     methods = [m for m in _methods_of(config) if m.prepare is not None]
     if not methods:
-        raise InputError(f"{type(config).__name__} is one-shot: call ql.quantize(model, config) instead of prepare")
+        raise InputError(
+            f"{type(config).__name__} is one-shot: call ql.quantize(model, config) instead of prepare"
+        )
     source = checkpoint.source_of(model)
     summary = QuantSummary(model_bytes_before=state_bytes(model)[0])
     target = model if inplace else copy.deepcopy(model)
@@ -179,7 +194,9 @@ def convert(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     for inference)."""
     ctx = getattr(model, "quantlens_prepared", None)
     if ctx is None:
-        raise InputError("this model was not prepared by ql.prepare / ql.prepare_qat; prepare it first")
+        raise InputError(
+            "this model was not prepared by ql.prepare / ql.prepare_qat; prepare it first"
+        )
     modes = train_modes(model)
     source = getattr(model, "quantlens_source", None)
     ctx = copy.deepcopy(ctx)  # converting a copy every epoch must not add to one summary
@@ -188,7 +205,9 @@ def convert(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     if isinstance(target, torch.fx.GraphModule):
         target.meta.get("_user_preserved_attributes", {}).pop("quantlens_prepared", None)
     for method in _methods_of(ctx.config):
-        target = method.convert(target, ctx) if method.convert is not None else method.apply(target, ctx)
+        target = (
+            method.convert(target, ctx) if method.convert is not None else method.apply(target, ctx)
+        )
     ctx.summary.model_bytes_after = state_bytes(target)[0]
     restore_modes(target, modes)
     return _finish(target, ctx.config, ctx.summary, source)
@@ -224,7 +243,9 @@ def dequantize(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     """
     config = getattr(model, "quantlens_config", None)
     if config is None:
-        raise InputError("this model was not quantized by quantlens; there is nothing to dequantize")
+        raise InputError(
+            "this model was not quantized by quantlens; there is nothing to dequantize"
+        )
     methods = _methods_of(config)
     fixed = sorted(m.name for m in methods if m.dequantize is None)
     if fixed:
@@ -271,7 +292,9 @@ def save(model: nn.Module, directory: str | os.PathLike, *, source: dict | None 
     """
     config = getattr(model, "quantlens_config", None)
     if config is None:
-        raise InputError("this model was not quantized by quantlens; call ql.quantize first, then ql.save")
+        raise InputError(
+            "this model was not quantized by quantlens; call ql.quantize first, then ql.save"
+        )
     tensors, layout = checkpoint.flatten_state(model.state_dict())
     summary = getattr(model, "quantlens_summary", None)
     meta = {
@@ -297,7 +320,8 @@ def _layer_configs(model: nn.Module) -> dict:
     return {
         name: {"class": type(m).__name__, **m.config()}
         for name, m in model.named_modules()
-        if type(m).__module__.startswith("quantlens.nn.") and callable(getattr(m, "config", None))
+        if type(m).__module__.startswith("quantlens.nn.")
+        and callable(getattr(m, "config", None))
         and callable(getattr(type(m), "from_config", None))
     }
 
@@ -360,7 +384,9 @@ def load(
     _linear_like_to_linear(model, summary)
     example = meta.get("example_inputs")
     ctx = QuantContext(config, summary, example_inputs=example)
-    if isinstance(meta.get("layers"), dict):  # per-layer schemes as saved (rebuilds may follow them)
+    if isinstance(
+        meta.get("layers"), dict
+    ):  # per-layer schemes as saved (rebuilds may follow them)
         ctx.extra["saved_layers"] = meta["layers"]
     try:
         for method in _methods_of(config):
@@ -383,7 +409,9 @@ def load(
 
 
 def _is_factory(source) -> bool:
-    return isinstance(source, dict) and source.get("zoo") is None and source.get("kind") == "factory"
+    return (
+        isinstance(source, dict) and source.get("zoo") is None and source.get("kind") == "factory"
+    )
 
 
 def _saved_summary(meta: dict, rebuilt: QuantSummary) -> QuantSummary:
@@ -397,8 +425,14 @@ def _saved_summary(meta: dict, rebuilt: QuantSummary) -> QuantSummary:
     return saved
 
 
-def export(model: nn.Module, path: str | os.PathLike, *, format: str = "torchscript", example_inputs=None,
-           weight_op: str = "auto") -> Path:
+def export(
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    format: str = "torchscript",
+    example_inputs=None,
+    weight_op: str = "auto",
+) -> Path:
     """Export a quantized model for deployment.
 
     ``format="onnx"`` (needs ``pip install 'quantlens[onnx]'``):
@@ -438,4 +472,6 @@ def export(model: nn.Module, path: str | os.PathLike, *, format: str = "torchscr
         >>> ql.export(qm, "model.onnx", format="onnx", example_inputs=(x,))
         >>> ql.export(qm, "model.pt", example_inputs=(x,)); torch.jit.load("model.pt")(x)
     """
-    return export_model(model, path, format=format, example_inputs=example_inputs, weight_op=weight_op)
+    return export_model(
+        model, path, format=format, example_inputs=example_inputs, weight_op=weight_op
+    )

@@ -76,7 +76,9 @@ def error_line(exc: BaseException, limit: int = 300) -> str:
     return lines[0][:limit] if lines else type(exc).__name__
 
 
-def check_number(name: str, value, lo: float = -math.inf, hi: float = math.inf, *, integer: bool = False):
+def check_number(
+    name: str, value, lo: float = -math.inf, hi: float = math.inf, *, integer: bool = False
+):
     """``value`` after checking it is a finite number (an integer with ``integer=True``) in
     ``[lo, hi]``; None passes through. Raises :class:`InputError` naming ``name`` otherwise.
 
@@ -92,9 +94,18 @@ def check_number(name: str, value, lo: float = -math.inf, hi: float = math.inf, 
         ok = math.isfinite(value)
     if not ok or not lo <= value <= hi:
         kind = "an integer" if integer else "a finite number"
-        span = (f"from {lo:g} to {hi:g}" if math.isfinite(lo) and math.isfinite(hi)
-                else f">= {lo:g}" if math.isfinite(lo) else f"<= {hi:g}" if math.isfinite(hi) else "")
-        raise InputError(f"{name} must be {kind} {span}, got {value!r}".replace("  ", " ").replace(" ,", ","))
+        span = (
+            f"from {lo:g} to {hi:g}"
+            if math.isfinite(lo) and math.isfinite(hi)
+            else f">= {lo:g}"
+            if math.isfinite(lo)
+            else f"<= {hi:g}"
+            if math.isfinite(hi)
+            else ""
+        )
+        raise InputError(
+            f"{name} must be {kind} {span}, got {value!r}".replace("  ", " ").replace(" ,", ",")
+        )
     return value
 
 

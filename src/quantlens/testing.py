@@ -85,7 +85,9 @@ def assert_quantized_close(
         >>> assert_quantized_close(model, qm, x, min_sqnr_db=20, min_agreement=99)
     """
     if all(t is None for t in (min_sqnr_db, min_cosine, min_agreement, atol)):
-        raise InputError("give at least one tolerance: min_sqnr_db, min_cosine, min_agreement or atol")
+        raise InputError(
+            "give at least one tolerance: min_sqnr_db, min_cosine, min_agreement or atol"
+        )
     check_number("min_sqnr_db", min_sqnr_db)
     check_number("min_cosine", min_cosine, -1, 1)
     check_number("min_agreement", min_agreement, 0, 100)
@@ -99,12 +101,16 @@ def assert_quantized_close(
         f_out, q_out = batch.run(float_model), batch.run(q_model)
         f_list, q_list = _outputs(f_out), _outputs(q_out)
         if len(f_list) != len(q_list):
-            raise InputError(f"the float model returns {len(f_list)} tensor(s), the quantized one {len(q_list)}")
+            raise InputError(
+                f"the float model returns {len(f_list)} tensor(s), the quantized one {len(q_list)}"
+            )
         names = names or _names(f_out)
         for i, (f, q) in enumerate(zip(f_list, q_list)):
             q = q.dequantize() if q.is_quantized else q
             if f.shape != q.shape:
-                raise InputError(f"{names[i]}: float shape {tuple(f.shape)} != quantized shape {tuple(q.shape)}")
+                raise InputError(
+                    f"{names[i]}: float shape {tuple(f.shape)} != quantized shape {tuple(q.shape)}"
+                )
             if len(refs) <= i:
                 refs.append([])
                 outs.append([])
@@ -118,25 +124,44 @@ def assert_quantized_close(
         scalar = refs[i][0].ndim == 0  # one number per batch (a loss, a score): no predictions
         join = torch.stack if scalar else torch.cat
         f, q = join(refs[i]), join(outs[i])
-        m = {"sqnr_db": sqnr_db(f, q), "cosine": cosine_similarity(f, q), "max_abs_error": max_abs_error(f, q),
-             "agreement": math.nan if scalar else agreement(f, q)}
+        m = {
+            "sqnr_db": sqnr_db(f, q),
+            "cosine": cosine_similarity(f, q),
+            "max_abs_error": max_abs_error(f, q),
+            "agreement": math.nan if scalar else agreement(f, q),
+        }
         if min_agreement is not None and scalar:
-            raise InputError(f"{name}: min_agreement needs predictions to compare, but the output is a scalar; "
-                             "use min_sqnr_db, min_cosine or atol for it")
+            raise InputError(
+                f"{name}: min_agreement needs predictions to compare, but the output is a scalar; "
+                "use min_sqnr_db, min_cosine or atol for it"
+            )
         results[name] = m
-        checks = (("SQNR", m["sqnr_db"], min_sqnr_db, ">=", " dB"), ("cosine similarity", m["cosine"], min_cosine, ">=", ""),
-                  (f"{prediction_rule(f)} agreement", m["agreement"], min_agreement, ">=", " %"),
-                  ("max abs error", m["max_abs_error"], atol, "<=", ""))
+        checks = (
+            ("SQNR", m["sqnr_db"], min_sqnr_db, ">=", " dB"),
+            ("cosine similarity", m["cosine"], min_cosine, ">=", ""),
+            (f"{prediction_rule(f)} agreement", m["agreement"], min_agreement, ">=", " %"),
+            ("max abs error", m["max_abs_error"], atol, "<=", ""),
+        )
         for metric, value, limit, op, unit in checks:
             if limit is None or (isinstance(value, float) and math.isnan(value)):
                 continue
             ok = value >= limit if op == ">=" else value <= limit
             if not ok:
-                gap = (limit - value) / (abs(limit) or 1) if op == ">=" else (value - limit) / (abs(limit) or 1)
-                failures.append((gap, f"{name}: {metric} {value:.4g}{unit} is not {op} {limit:g}{unit}"))
+                gap = (
+                    (limit - value) / (abs(limit) or 1)
+                    if op == ">="
+                    else (value - limit) / (abs(limit) or 1)
+                )
+                failures.append(
+                    (gap, f"{name}: {metric} {value:.4g}{unit} is not {op} {limit:g}{unit}")
+                )
     if failures:
         failures.sort(key=lambda f: -f[0])
         worst = failures[0][1]
-        more = f" (and {len(failures) - 1} more: {'; '.join(m for _, m in failures[1:4])})" if len(failures) > 1 else ""
+        more = (
+            f" (and {len(failures) - 1} more: {'; '.join(m for _, m in failures[1:4])})"
+            if len(failures) > 1
+            else ""
+        )
         raise AssertionError(f"quantized model not close to float: worst {worst}{more}")
     return results

@@ -20,7 +20,9 @@ NAME = "toy_weight_only"
 
 def make_mlp(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 4)).eval()
+    return nn.Sequential(
+        nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 4)
+    ).eval()
 
 
 class SideBranch(nn.Module):
@@ -37,14 +39,21 @@ class SideBranch(nn.Module):
         return self.main(x)
 
 
-def swap_qlinear(model: nn.Module, names: dict[str, int], group_size: int | None = None) -> nn.Module:
+def swap_qlinear(
+    model: nn.Module, names: dict[str, int], group_size: int | None = None
+) -> nn.Module:
     """A copy of ``model`` with the Linear layers in ``names`` replaced by ``bits``-bit QLinear."""
     out = copy.deepcopy(model)
     for name, bits in names.items():
         lin = out.get_submodule(name)
-        scheme = (ql.QScheme(bits=bits, granularity="per_group", group_size=group_size) if group_size
-                  else ql.QScheme(bits=bits, granularity="per_channel", axis=0))
-        out.set_submodule(name, QLinear.from_float(lin, ql.quantize_tensor(lin.weight.detach(), scheme)))
+        scheme = (
+            ql.QScheme(bits=bits, granularity="per_group", group_size=group_size)
+            if group_size
+            else ql.QScheme(bits=bits, granularity="per_channel", axis=0)
+        )
+        out.set_submodule(
+            name, QLinear.from_float(lin, ql.quantize_tensor(lin.weight.detach(), scheme))
+        )
     return out
 
 
@@ -64,8 +73,14 @@ def _apply(model, ctx):
         scheme = ql.QScheme(bits=cfg.bits, granularity="per_channel", axis=0)
         q = QLinear.from_float(module, ql.quantize_tensor(module.weight.detach(), scheme))
         model.set_submodule(name, q)
-        ctx.summary.add(name, module, "quantized", method=NAME, bytes_before=base.module_bytes(module),
-                        bytes_after=q.packed_nbytes + (0 if q.bias is None else q.bias.numel() * 4))
+        ctx.summary.add(
+            name,
+            module,
+            "quantized",
+            method=NAME,
+            bytes_before=base.module_bytes(module),
+            bytes_after=q.packed_nbytes + (0 if q.bias is None else q.bias.numel() * 4),
+        )
     return model
 
 

@@ -22,8 +22,22 @@ from quantlens.methods.base import resolve
 
 def _sens(rows, full_drop, groups=None, min_loss=METRICS["accuracy"].min_loss):
     rows = [LayerSensitivity(n, "Conv2d", p, p * 4, p, 90.0, d) for n, p, d in rows]
-    return SensitivityResult(rows, "accuracy", "%", "points", 99.0, 99.0 - full_drop, full_drop, 450, False,
-                             "requantize", None, [], groups or {}, min_loss)
+    return SensitivityResult(
+        rows,
+        "accuracy",
+        "%",
+        "points",
+        99.0,
+        99.0 - full_drop,
+        full_drop,
+        450,
+        False,
+        "requantize",
+        None,
+        [],
+        groups or {},
+        min_loss,
+    )
 
 
 def _layer(name, w_db, out_db):
@@ -31,16 +45,26 @@ def _layer(name, w_db, out_db):
 
 
 def _act(name, best, ratio, gain):
-    ranges = [ObserverRange("minmax", -1, 50, 20.0, 0.0), ObserverRange(best, -1, 5, 20.0 + gain, 0.001)]
+    ranges = [
+        ObserverRange("minmax", -1, 50, 20.0, 0.0),
+        ObserverRange(best, -1, 5, 20.0 + gain, 0.001),
+    ]
     return ActivationStats(name, "Conv2d", 1000, -1, 50, 0, 1, {}, ratio, 0.01, [], [], ranges)
 
 
 def test_static_rules_per_channel_observer_skip_and_qat():
     cfg = ql.Static(per_channel=False, observer="minmax")
-    sens = _sens([("a", 10_000, 1.0), ("b", 10_000, 0.9), ("c", 100, 0.8), ("d", 10_000, 0.01)], 4.0,
-                 groups={"c": ["c", "c_bn"]})
-    layers = LayerComparison([_layer("a", 15.0, 30.0), _layer("b", 45.0, 30.0), _layer("c", 45.0, 30.0)])
-    ranges = RangeReport([_act("b", "percentile", 25.0, 6.0), _act("c", "mse", 1.0, 0.1)], 64, 8, "input")
+    sens = _sens(
+        [("a", 10_000, 1.0), ("b", 10_000, 0.9), ("c", 100, 0.8), ("d", 10_000, 0.01)],
+        4.0,
+        groups={"c": ["c", "c_bn"]},
+    )
+    layers = LayerComparison(
+        [_layer("a", 15.0, 30.0), _layer("b", 45.0, 30.0), _layer("c", 45.0, 30.0)]
+    )
+    ranges = RangeReport(
+        [_act("b", "percentile", 25.0, 6.0), _act("c", "mse", 1.0, 0.1)], 64, 8, "input"
+    )
     tips = advise(cfg, sens, layers=layers, ranges=ranges)
     by_layer = {t.layer: t for t in tips}
     assert [t.layer for t in tips] == ["a", "b", "c", ""]  # "d" explains too little to be a problem
@@ -59,7 +83,9 @@ def test_static_rules_per_channel_observer_skip_and_qat():
 
 def test_weight_only_fragile_layer_gets_more_bits(toy_method):
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 4)).eval()
+    model = nn.Sequential(
+        nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 4)
+    ).eval()
     with torch.no_grad():
         model[0].bias[0] = -1e3
         model[2].weight[:, 0] = 1.0
@@ -102,9 +128,12 @@ def test_accuracy_drop_below_the_floor_gives_no_advice():
 
 
 def test_the_floor_is_the_metrics_not_its_units():
-    assert [METRICS[m].min_loss for m in ("accuracy", "cosine", "agreement", "sqnr")] == [MIN_DROP_POINTS] * 3 + [
-        MIN_NOISE_PERCENT]
-    user = Metric("mine", "%", lambda ref, out: 0.0)  # a user metric in %: "points" lost, but of unknown scale
+    assert [METRICS[m].min_loss for m in ("accuracy", "cosine", "agreement", "sqnr")] == [
+        MIN_DROP_POINTS
+    ] * 3 + [MIN_NOISE_PERCENT]
+    user = Metric(
+        "mine", "%", lambda ref, out: 0.0
+    )  # a user metric in %: "points" lost, but of unknown scale
     assert user.loss_unit == "points" and user.min_loss == 0.0
     sens = _sens([("a", 10_000, 0.15), ("b", 10_000, 0.05)], 0.18, min_loss=user.min_loss)
     assert [t.layer for t in advise(ql.Static(), sens)] == ["a", "b"]  # no 0.2-point floor
@@ -115,8 +144,15 @@ def test_observer_tip_needs_a_measured_gain_not_just_an_outlier_ratio():
     sens = _sens([("a", 10_000, 1.0), ("b", 10_000, 0.9)], 2.0)
     layers = LayerComparison([_layer("a", 45.0, 30.0), _layer("b", 45.0, 30.0)])
     # both layers have 25x outliers; only b's best observer measures above MIN_OBSERVER_GAIN_DB
-    ranges = RangeReport([_act("a", "percentile", 25.0, 0.1), _act("b", "percentile", 25.0, MIN_OBSERVER_GAIN_DB + 0.5)],
-                         64, 8, "input")
+    ranges = RangeReport(
+        [
+            _act("a", "percentile", 25.0, 0.1),
+            _act("b", "percentile", 25.0, MIN_OBSERVER_GAIN_DB + 0.5),
+        ],
+        64,
+        8,
+        "input",
+    )
     tips = {t.layer: t for t in advise(cfg, sens, layers=layers, ranges=ranges)}
     assert tips["a"].action != "observer"
     assert tips["b"].action == "observer" and "+1.5 dB" in tips["b"].evidence

@@ -34,7 +34,9 @@ def test_weight_only_mlp_inherited_and_own_error():
 def test_jump_is_the_worse_layer_not_the_first():
     model = make_mlp()
     qm = swap_qlinear(model, {"0": 8, "2": 2, "4": 8})
-    result = compare_layers(model, qm, torch.randn(32, 16, generator=torch.Generator().manual_seed(1)))
+    result = compare_layers(
+        model, qm, torch.randn(32, 16, generator=torch.Generator().manual_seed(1))
+    )
     assert result.jump.name == "2"
     assert result["0"].out_sqnr_db > result["2"].out_sqnr_db
     assert 0.9 < result["4"].out_cosine <= 1.0
@@ -44,7 +46,15 @@ def test_jump_is_the_worse_layer_not_the_first():
 def test_static_fused_layers_are_matched(digits_model, digits_static, digits_test):
     result = compare_layers(digits_model, digits_static, digits_test[0][:64])
     names = [r.name for r in result.layers]
-    assert names == ["stem.0", "block1.conv1", "block1.conv2", "down.0", "block2.conv1", "block2.conv2", "fc"]
+    assert names == [
+        "stem.0",
+        "block1.conv1",
+        "block1.conv2",
+        "down.0",
+        "block2.conv1",
+        "block2.conv2",
+        "fc",
+    ]
     assert result.fused["stem.0"] == ["stem.1", "stem.2"]
     assert result["stem.0"].float_name == "stem.2"
     assert result["block1.conv2"].float_name == "block1.bn2"  # the ReLU after the add is not fused
@@ -93,9 +103,11 @@ def test_nothing_matches_raises():
 @pytest.fixture(scope="module")
 def qat_prepared(digits_model, digits_calib):
     qat = ql.prepare_qat(digits_model, ql.QAT())
-    with torch.no_grad():  # a few training-mode steps: observers and BatchNorm statistics move, as in training
+    with (
+        torch.no_grad()
+    ):  # a few training-mode steps: observers and BatchNorm statistics move, as in training
         for start in (0, 64):
-            qat(digits_calib[start:start + 64])
+            qat(digits_calib[start : start + 64])
     return qat
 
 
@@ -103,7 +115,9 @@ def _snapshot(model):
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-def test_prepared_qat_folds_bn_like_the_fused_module_and_changes_nothing(digits_model, qat_prepared, digits_test):
+def test_prepared_qat_folds_bn_like_the_fused_module_and_changes_nothing(
+    digits_model, qat_prepared, digits_test
+):
     assert qat_prepared.training
     before, float_before = _snapshot(qat_prepared), _snapshot(digits_model)
     modes = [m.training for m in qat_prepared.modules()]
@@ -124,12 +138,21 @@ def test_prepared_qat_folds_bn_like_the_fused_module_and_changes_nothing(digits_
 def test_converted_qat_model(digits_model, qat_prepared, digits_test):
     converted = ql.convert(qat_prepared)
     result = compare_layers(digits_model, converted, digits_test[0][:128])
-    assert [r.name for r in result.layers] == ["stem.0", "block1.conv1", "block1.conv2", "down.0", "block2.conv1",
-                                               "block2.conv2", "fc"]
+    assert [r.name for r in result.layers] == [
+        "stem.0",
+        "block1.conv1",
+        "block1.conv2",
+        "down.0",
+        "block2.conv1",
+        "block2.conv2",
+        "fc",
+    ]
     assert result.fused["stem.0"] == ["stem.1", "stem.2"] and not result.unmatched
     for row in result.layers:
         assert row.weight_sqnr_db > 35 and row.out_sqnr_db > 20 and row.isolated
-        assert row.own_sqnr_db >= row.out_sqnr_db - 0.5  # alone a layer is no worse than with inherited error
+        assert (
+            row.own_sqnr_db >= row.out_sqnr_db - 0.5
+        )  # alone a layer is no worse than with inherited error
 
 
 # --- own error measured in isolation ---------------------------------------------------------
@@ -145,19 +168,34 @@ def test_isolated_own_error_puts_the_jump_where_sensitivity_does(digits_model):
     cfg = ql.WeightOnly(bits=2, group_size=None, modules=("linear", "conv2d"))
     result = compare_layers(digits_model, ql.quantize(digits_model, cfg), x, max_batches=None)
     quantized = result.quantized
-    assert [r.name for r in quantized] == ["stem.0", "block1.conv1", "block1.conv2", "down.0", "block2.conv1",
-                                           "block2.conv2", "fc"]
+    assert [r.name for r in quantized] == [
+        "stem.0",
+        "block1.conv1",
+        "block1.conv2",
+        "down.0",
+        "block2.conv1",
+        "block2.conv2",
+        "fc",
+    ]
     assert all(math.isfinite(r.own_sqnr_db) and r.isolated for r in quantized)
-    assert all(r.own_sqnr_db == math.inf for r in result.layers if not r.quantized)  # float BatchNorms add nothing
-    assert [r.name for r in quantized if r.out_sqnr_db > r.in_sqnr_db]  # the case the old estimate got wrong
+    assert all(
+        r.own_sqnr_db == math.inf for r in result.layers if not r.quantized
+    )  # float BatchNorms add nothing
+    assert [
+        r.name for r in quantized if r.out_sqnr_db > r.in_sqnr_db
+    ]  # the case the old estimate got wrong
     sens = sensitivity(digits_model, (x, y), cfg)
     assert result.jump.name == sens.rows[0].name == "block1.conv1"
     assert sens.rows[0].drop > 5.0 and sens["fc"].drop < 1.0
 
 
-def test_static_own_error_feeds_the_quantized_kernel_the_float_input(digits_model, digits_static, digits_test):
+def test_static_own_error_feeds_the_quantized_kernel_the_float_input(
+    digits_model, digits_static, digits_test
+):
     result = compare_layers(digits_model, digits_static, digits_test[0][:64])
-    for row in result.layers:  # int8 kernels called alone on the float input, quantized with their input's qparams
+    for row in (
+        result.layers
+    ):  # int8 kernels called alone on the float input, quantized with their input's qparams
         assert row.isolated and row.own_sqnr_db > row.out_sqnr_db - 0.5 and row.own_sqnr_db > 25
 
 
@@ -168,6 +206,10 @@ def test_token_id_inputs_are_fed_as_they_are():
     ids = torch.randint(0, 64, (16, 10), generator=torch.Generator().manual_seed(0))
     result = compare_layers(model, qm, ids)
     emb, lin = result.layers
-    assert emb.kind != "Embedding" and emb.isolated and lin.isolated  # the ids reach the quantized table alone
-    assert emb.own_sqnr_db == pytest.approx(emb.out_sqnr_db)  # nothing before it: alone = in the model
+    assert (
+        emb.kind != "Embedding" and emb.isolated and lin.isolated
+    )  # the ids reach the quantized table alone
+    assert emb.own_sqnr_db == pytest.approx(
+        emb.out_sqnr_db
+    )  # nothing before it: alone = in the model
     assert math.isfinite(emb.own_sqnr_db) and lin.own_sqnr_db > lin.out_sqnr_db

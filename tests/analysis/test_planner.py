@@ -17,8 +17,12 @@ from quantlens.methods.base import config_from_dict, resolve
 
 def _deep_mlp():
     torch.manual_seed(0)
-    model = nn.Sequential(*[m for _ in range(4) for m in (nn.Linear(64, 64), nn.ReLU())], nn.Linear(64, 4)).eval()
-    with torch.no_grad():  # layer "2" is fragile: a huge weight on an always-dead input sets every row's scale
+    model = nn.Sequential(
+        *[m for _ in range(4) for m in (nn.Linear(64, 64), nn.ReLU())], nn.Linear(64, 4)
+    ).eval()
+    with (
+        torch.no_grad()
+    ):  # layer "2" is fragile: a huge weight on an always-dead input sets every row's scale
         model[0].bias[0] = -1e3
         model[2].weight[:, 0] = 50.0
     return model
@@ -31,7 +35,9 @@ def mlp_data():
 
 def test_accuracy_budget_is_met_and_fragile_layer_keeps_more_bits(toy_method, mlp_data):
     model = _deep_mlp()
-    plan = search_plan(model, mlp_data, method=toy_method(bits=8), candidates=(8, 4, 2, None), min_sqnr_db=20)
+    plan = search_plan(
+        model, mlp_data, method=toy_method(bits=8), candidates=(8, 4, 2, None), min_sqnr_db=20
+    )
     assert plan.metric == "sqnr" and plan.budget == {"min_sqnr_db": 20}
     assert plan.met_budget and plan.measured_value >= 20
     assert plan.bits["2"] in (8, None)  # the fragile layer is not pushed to 4/2 bits
@@ -47,10 +53,18 @@ def test_accuracy_budget_is_met_and_fragile_layer_keeps_more_bits(toy_method, ml
 
 def test_size_budget_beats_uniform_at_equal_size(toy_method, mlp_data):
     model = _deep_mlp()
-    first = search_plan(model, mlp_data, method=toy_method(bits=8), candidates=(8, 4, 2), min_sqnr_db=10)
+    first = search_plan(
+        model, mlp_data, method=toy_method(bits=8), candidates=(8, 4, 2), min_sqnr_db=10
+    )
     u4 = next(u for u in first.uniform if u.bits == 4)
-    plan = search_plan(model, mlp_data, method=toy_method(bits=8), candidates=(8, 4, 2), target_size=u4.size_bytes,
-                       compare_uniform=False)
+    plan = search_plan(
+        model,
+        mlp_data,
+        method=toy_method(bits=8),
+        candidates=(8, 4, 2),
+        target_size=u4.size_bytes,
+        compare_uniform=False,
+    )
     assert plan.size_bytes <= u4.size_bytes and plan.met_budget
     assert plan.measured_value >= u4.value  # at most the size of uniform 4-bit, at least its SQNR
 
@@ -58,7 +72,9 @@ def test_size_budget_beats_uniform_at_equal_size(toy_method, mlp_data):
 def test_config_round_trips_and_reports_unknown_layers(toy_method, mlp_data):
     model = _deep_mlp()
     # 4 bits or float: the fragile layer "2" stays float (a skip), the others go to 4 bits
-    cfg = plan_mixed_precision(model, mlp_data, method=toy_method(bits=8), candidates=(8, 4, None), min_sqnr_db=15)
+    cfg = plan_mixed_precision(
+        model, mlp_data, method=toy_method(bits=8), candidates=(8, 4, None), min_sqnr_db=15
+    )
     assert cfg.skip == ("2",) and cfg.bits == 4
     again = config_from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert again == cfg
@@ -79,11 +95,21 @@ def test_single_layer_model_and_bad_budgets(toy_method):
         search_plan(model, x, method=toy_method(bits=8), candidates=(8, "four"))
 
 
-def test_layers_that_do_not_reach_the_outputs_are_reported_and_tables_are_reused(toy_method, mlp_data, monkeypatch):
+def test_layers_that_do_not_reach_the_outputs_are_reported_and_tables_are_reused(
+    toy_method, mlp_data, monkeypatch
+):
     model = SideBranch(64, 8).eval()
-    plan = search_plan(model, mlp_data, method=toy_method(bits=8), candidates=(8, 4, 2, None), min_sqnr_db=30,
-                       compare_uniform=False)
-    assert plan.unused == ["side"] and plan.bits["side"] == 2  # free to lower: the outputs never see it
+    plan = search_plan(
+        model,
+        mlp_data,
+        method=toy_method(bits=8),
+        candidates=(8, 4, 2, None),
+        min_sqnr_db=30,
+        compare_uniform=False,
+    )
+    assert (
+        plan.unused == ["side"] and plan.bits["side"] == 2
+    )  # free to lower: the outputs never see it
     assert plan.table.loss["side"] == [0.0] * 4 and plan.table.loss["main"][3] > 0
     assert "do not reach" in str(plan) and plan.to_dict()["table"]["identical"] == ["side"]
 
@@ -91,8 +117,15 @@ def test_layers_that_do_not_reach_the_outputs_are_reported_and_tables_are_reused
         raise AssertionError("the table given was measured again")
 
     monkeypatch.setattr(planner, "_measure_table", measured_again)
-    again = search_plan(model, mlp_data, method=toy_method(bits=8), candidates=(8, 4, 2, None), min_sqnr_db=30,
-                        compare_uniform=False, table=plan.table)
+    again = search_plan(
+        model,
+        mlp_data,
+        method=toy_method(bits=8),
+        candidates=(8, 4, 2, None),
+        min_sqnr_db=30,
+        compare_uniform=False,
+        table=plan.table,
+    )
     assert again.bits == plan.bits and again.measured_drop == plan.measured_drop
     with pytest.raises(ConfigError, match="reuse a table only"):
         search_plan(model, mlp_data, method=toy_method(bits=8), candidates=(8, 4), table=plan.table)

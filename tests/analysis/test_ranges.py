@@ -33,14 +33,18 @@ def test_heavy_tailed_layer_prefers_a_clipping_observer():
 
 def test_gaussian_layer_is_not_heavy_tailed():
     x = torch.randn(256, 64, generator=torch.Generator().manual_seed(0))
-    stats = activation_ranges(nn.Sequential(nn.Linear(64, 8)).eval(), x, observers=("minmax", "percentile"))["0"]
+    stats = activation_ranges(
+        nn.Sequential(nn.Linear(64, 8)).eval(), x, observers=("minmax", "percentile")
+    )["0"]
     assert stats.outlier_ratio < 3 and not stats.heavy_tailed
     assert [r.observer for r in stats.ranges] == ["minmax", "percentile"]
     assert stats.range_of("minmax").clipped == 0.0
 
 
 def test_digits_cnn_layers_in_execution_order(digits_model, digits_calib):
-    report = activation_ranges(digits_model, digits_calib, max_batches=1, where="output", observers=("minmax",))
+    report = activation_ranges(
+        digits_model, digits_calib, max_batches=1, where="output", observers=("minmax",)
+    )
     assert next(x.name for x in report.layers) == "stem.0" and report.layers[-1].name == "fc"
     assert len(report.layers) == 7 and report.samples == 64 and report.where == "output"
 

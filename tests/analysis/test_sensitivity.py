@@ -21,7 +21,9 @@ def _mlp_data(n=256, seed=0):
 
 def test_forward_ranks_the_layer_that_hurts(toy_method):
     model = make_mlp()
-    with torch.no_grad():  # make layer "2" fragile: a huge weight on a dead input sets every row's scale
+    with (
+        torch.no_grad()
+    ):  # make layer "2" fragile: a huge weight on a dead input sets every row's scale
         model[0].bias[0] = -1e3  # hidden unit 0 is always 0 after the ReLU
         model[2].weight[:, 0] = 50.0
     res = sensitivity(model, _mlp_data(), toy_method(bits=2))
@@ -65,9 +67,16 @@ def test_small_data_warns_with_sample_count(toy_method):
 
 def _tiny_cnn():
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
-                         nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
-                         nn.Flatten(), nn.Linear(4 * 8 * 8, 10)).eval()
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Conv2d(4, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * 8 * 8, 10),
+    ).eval()
 
 
 def test_static_uses_requantize_with_fused_groups():

@@ -21,8 +21,14 @@ SIZE = 1 << 18  # float32 elements: 1 MB a save
 
 
 def _meta(version: int) -> dict:
-    return {"format": "quantlens", "format_version": checkpoint.FORMAT_VERSION, "method": "weight_only",
-            "config": {"method": "weight_only"}, "state": {"a": {"kind": "tensor"}}, "version": version}
+    return {
+        "format": "quantlens",
+        "format_version": checkpoint.FORMAT_VERSION,
+        "method": "weight_only",
+        "config": {"method": "weight_only"},
+        "state": {"a": {"kind": "tensor"}},
+        "version": version,
+    }
 
 
 _FILLED: dict[int, torch.Tensor] = {}
@@ -44,7 +50,9 @@ def _save(target, version: int):
 def _whole_version(target) -> int:
     tensors, meta = checkpoint.read(target)
     values = tensors["a"].unique().tolist()
-    assert values == [float(meta["version"])], f"a mix: version {meta['version']} with values {values[:5]}"
+    assert values == [float(meta["version"])], (
+        f"a mix: version {meta['version']} with values {values[:5]}"
+    )
     return meta["version"]
 
 
@@ -74,9 +82,11 @@ def test_kill_9_at_random_points_of_a_save_leaves_the_old_or_the_new(tmp_path):
     seen = set()
     _filled(range(1, 21))
     for _kill in range(6):
+
         def writer():
             for j in range(1000):
                 _save(target, 1 + j % 20)
+
         pid = _fork(writer)
         time.sleep(rng.uniform(0.0, 0.25))
         os.kill(pid, signal.SIGKILL)
@@ -96,7 +106,9 @@ def test_a_full_disk_keeps_the_old_checkpoint_and_says_so_in_one_line(tmp_path):
 
     def fill_the_disk():
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a signal
-        resource.setrlimit(resource.RLIMIT_FSIZE, (SIZE, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+        resource.setrlimit(
+            resource.RLIMIT_FSIZE, (SIZE, resource.getrlimit(resource.RLIMIT_FSIZE)[1])
+        )
         try:
             _save(target, 2)  # 1 MB: over the limit
         except CheckpointError as exc:
@@ -119,7 +131,9 @@ def test_concurrent_writers_take_turns_and_readers_never_see_a_mix(tmp_path):
     target = tmp_path / "ckpt"
     _save(target, 0)
     _filled(w * 100 + j for w in (1, 2) for j in range(1, 16))
-    writers = [_fork(lambda w=w: [_save(target, w * 100 + j) for j in range(1, 16)]) for w in (1, 2)]
+    writers = [
+        _fork(lambda w=w: [_save(target, w * 100 + j) for j in range(1, 16)]) for w in (1, 2)
+    ]
     reads, versions, codes = 0, set(), {}
     while len(codes) < len(writers) and reads < 5000:
         versions.add(_whole_version(target))

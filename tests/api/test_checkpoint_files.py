@@ -27,8 +27,11 @@ def _mlp() -> nn.Module:
 
 
 def _save(path):
-    return ql.save(ql.quantize(_mlp(), WeightOnly(bits=4, group_size=32)), path, source={
-        "kind": "factory", "path": f"{__name__}:_mlp", "kwargs": {}})
+    return ql.save(
+        ql.quantize(_mlp(), WeightOnly(bits=4, group_size=32)),
+        path,
+        source={"kind": "factory", "path": f"{__name__}:_mlp", "kwargs": {}},
+    )
 
 
 def _meta(ckpt):
@@ -45,7 +48,10 @@ def test_the_sha256_is_recorded_and_the_file_stays_safetensors(tmp_path):
     ckpt = _save(tmp_path / "c")
     weights = ckpt / checkpoint.WEIGHTS_FILE
     entry = _meta(ckpt)["files"][checkpoint.WEIGHTS_FILE]
-    assert entry == {"sha256": hashlib.sha256(weights.read_bytes()).hexdigest(), "bytes": weights.stat().st_size}
+    assert entry == {
+        "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+        "bytes": weights.stat().st_size,
+    }
     ours, _ = checkpoint.read(ckpt)
     theirs = load_file(str(weights))  # the safetensors library reads what we wrote
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
@@ -113,13 +119,26 @@ def _deep_state(ckpt):  # parses, but nests far deeper than quantlens writes
 
 CORRUPTIONS = {
     "truncated weights": (_truncate, r"model\.safetensors does not match"),
-    "truncated weights, no digest": (_truncate_unrecorded, r"model\.safetensors is not a readable safetensors file"),
-    "flipped byte": (lambda c: _flip(c / checkpoint.WEIGHTS_FILE), r"model\.safetensors does not match"),
-    "flipped header byte": (lambda c: _flip(c / checkpoint.WEIGHTS_FILE, c.joinpath(checkpoint.WEIGHTS_FILE)
-                                            .stat().st_size - 20), r"model\.safetensors does not match"),
+    "truncated weights, no digest": (
+        _truncate_unrecorded,
+        r"model\.safetensors is not a readable safetensors file",
+    ),
+    "flipped byte": (
+        lambda c: _flip(c / checkpoint.WEIGHTS_FILE),
+        r"model\.safetensors does not match",
+    ),
+    "flipped header byte": (
+        lambda c: _flip(
+            c / checkpoint.WEIGHTS_FILE, c.joinpath(checkpoint.WEIGHTS_FILE).stat().st_size - 20
+        ),
+        r"model\.safetensors does not match",
+    ),
     "edited JSON": (_edit_json, r"quantlens\.json is not valid JSON"),
     "edited digest": (_edit_digest, r"quantlens\.json: its 'files' entry has no SHA-256"),
-    "missing weights": (lambda c: (c / checkpoint.WEIGHTS_FILE).unlink(), r"model\.safetensors is missing"),
+    "missing weights": (
+        lambda c: (c / checkpoint.WEIGHTS_FILE).unlink(),
+        r"model\.safetensors is missing",
+    ),
     "missing JSON": (lambda c: (c / checkpoint.META_FILE).unlink(), r"quantlens\.json is missing"),
     "deep nesting": (_deep_list, r"quantlens\.json is nested too deeply"),
     "deep state": (_deep_state, r"quantlens\.json is nested deeper than 64 levels"),
@@ -152,8 +171,13 @@ def test_saving_keeps_a_users_files_symlinks_and_siblings(tmp_path):
     (tmp_path / ".real.old").write_text("also mine")
     _save(link)
     assert link.is_symlink() and sorted(p.name for p in real.iterdir()) == [
-        "model.safetensors", "notes.txt", "quantlens.json"]
-    assert (real / "notes.txt").read_text() == "mine" and (tmp_path / ".real.old").read_text() == "also mine"
+        "model.safetensors",
+        "notes.txt",
+        "quantlens.json",
+    ]
+    assert (real / "notes.txt").read_text() == "mine" and (
+        tmp_path / ".real.old"
+    ).read_text() == "also mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == [".link.old", ".real.old", "link", "real"]
     assert isinstance(ql.load(link, trust_code=True)[0], ql.nn.QLinear)
 
@@ -206,14 +230,22 @@ def test_a_save_killed_between_its_two_renames_reads_as_the_new_one(tmp_path, fi
     assert not on_disk.exists() if first else json.loads(on_disk.read_text())["version"] == 0
     tensors, meta = checkpoint.read(ckpt)  # ... read as the new checkpoint, whole
     assert meta["version"] == 1 and torch.equal(tensors["a"], torch.ones(1000))
-    checkpoint.write(tmp_path / "c", {"a": torch.full((5,), 2.0)}, _plain_meta(2))  # completes it, then saves
+    checkpoint.write(
+        tmp_path / "c", {"a": torch.full((5,), 2.0)}, _plain_meta(2)
+    )  # completes it, then saves
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]
     assert checkpoint.read(ckpt)[1]["version"] == 2
 
 
 def _plain_meta(version):
-    return {"format": "quantlens", "format_version": checkpoint.FORMAT_VERSION, "method": "weight_only",
-            "config": {"method": "weight_only"}, "state": {"a": {"kind": "tensor"}}, "version": version}
+    return {
+        "format": "quantlens",
+        "format_version": checkpoint.FORMAT_VERSION,
+        "method": "weight_only",
+        "config": {"method": "weight_only"},
+        "state": {"a": {"kind": "tensor"}},
+        "version": version,
+    }
 
 
 class _Tied(nn.Module):
@@ -233,8 +265,12 @@ class _Tied(nn.Module):
 def test_tied_and_shared_weights_save_once_and_load_tied(tmp_path):
     qm = ql.quantize(_Tied(), WeightOnly(bits=8, group_size=None, skip=["emb", "head"]))
     ckpt = ql.save(qm, tmp_path / "t")
-    assert _meta(ckpt)["aliases"] == {"head.weight": "emb.weight", "again.weight_packed": "body.weight_packed",
-                                      "again.scale": "body.scale", "again.bias": "body.bias"}
+    assert _meta(ckpt)["aliases"] == {
+        "head.weight": "emb.weight",
+        "again.weight_packed": "body.weight_packed",
+        "again.scale": "body.scale",
+        "again.bias": "body.bias",
+    }
     loaded = ql.load(ckpt, model=_Tied())
     ids = torch.arange(10).reshape(2, 5)
     assert torch.equal(loaded(ids), qm(ids))

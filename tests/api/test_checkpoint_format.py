@@ -36,7 +36,10 @@ def test_flatten_then_unflatten_gives_the_state_back():
     json.dumps(layout)  # the layout is JSON-ready
     back = checkpoint.unflatten_state(tensors, layout)
     assert torch.equal(back["w"], state["w"])
-    assert torch.equal(back["q"].int_repr(), state["q"].int_repr()) and back["q"].q_scale() == state["q"].q_scale()
+    assert (
+        torch.equal(back["q"].int_repr(), state["q"].int_repr())
+        and back["q"].q_scale() == state["q"].q_scale()
+    )
     qc, none = back["packed"]
     assert none is None and torch.equal(qc.int_repr(), state["packed"][0].int_repr())
     assert torch.equal(qc.q_per_channel_scales(), state["packed"][0].q_per_channel_scales())
@@ -49,8 +52,13 @@ def test_objects_that_need_pickle_are_refused():
 
 
 def _meta():
-    return {"format": "quantlens", "format_version": checkpoint.FORMAT_VERSION, "method": "weight_only",
-            "config": {"method": "weight_only"}, "state": {"a": {"kind": "tensor"}}}
+    return {
+        "format": "quantlens",
+        "format_version": checkpoint.FORMAT_VERSION,
+        "method": "weight_only",
+        "config": {"method": "weight_only"},
+        "state": {"a": {"kind": "tensor"}},
+    }
 
 
 def test_write_is_atomic_and_replaces_an_old_checkpoint(tmp_path):
@@ -78,7 +86,9 @@ def test_read_names_the_broken_file(tmp_path):
     (target / checkpoint.META_FILE).write_text('{"format": "quantl')
     with pytest.raises(CheckpointError, match="quantlens.json.*not valid JSON"):
         checkpoint.read(target)
-    (target / checkpoint.META_FILE).write_text(json.dumps({"format": "quantlens", "format_version": 99}))
+    (target / checkpoint.META_FILE).write_text(
+        json.dumps({"format": "quantlens", "format_version": 99})
+    )
     with pytest.raises(CheckpointError, match="newer"):
         checkpoint.read(target)
     (target / checkpoint.META_FILE).unlink()

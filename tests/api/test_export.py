@@ -44,7 +44,9 @@ def test_dynamic_lstm_model_traces_and_loads_with_equal_outputs(head_kernel, dig
     qm = ql.quantize(model, ql.Dynamic(min_rnn_hidden=0))  # the LSTM and the Linear head
     assert isinstance(qm.rnn, DynamicRNN) and isinstance(qm.fc, DynamicLinear)
     qm.fc.kernel = head_kernel
-    path = _export_silently(qm, tmp_path / "lstm.pt", example_inputs=zoo.example_inputs("digits-lstm"))
+    path = _export_silently(
+        qm, tmp_path / "lstm.pt", example_inputs=zoo.example_inputs("digits-lstm")
+    )
     loaded = torch.jit.load(str(path))
     x = digits_seq.inputs  # 450 sequences: another batch size than the 2 it was traced with
     with torch.no_grad():
@@ -52,12 +54,16 @@ def test_dynamic_lstm_model_traces_and_loads_with_equal_outputs(head_kernel, dig
     assert torch.equal(loaded(x), expected)
     assert _accuracy(expected, digits_seq.labels) >= 0.97
     assert isinstance(qm.rnn, DynamicRNN)  # the caller's model keeps its own layers
-    assert not any(n.startswith(".") for n in (p.name for p in tmp_path.iterdir()))  # no temp file left
+    assert not any(
+        n.startswith(".") for n in (p.name for p in tmp_path.iterdir())
+    )  # no temp file left
 
 
 @pytest.mark.parametrize("name", ["digits-lstm", "digits-gru"])
 def test_dynamic_rnn_alone_is_scripted_without_example_inputs(name, digits_seq, tmp_path):
-    qm = ql.quantize(zoo.load_model(name), ql.Dynamic(modules=(name.split("-")[1],), min_rnn_hidden=0))
+    qm = ql.quantize(
+        zoo.load_model(name), ql.Dynamic(modules=(name.split("-")[1],), min_rnn_hidden=0)
+    )
     assert isinstance(qm.rnn, DynamicRNN) and isinstance(qm.fc, nn.Linear)
     loaded = torch.jit.load(str(_export_silently(qm, tmp_path / "rnn.pt")))
     assert isinstance(loaded, torch.jit.RecursiveScriptModule)
@@ -85,7 +91,9 @@ def test_dynamic_linear_mlp_traces_on_every_kernel_path(dtype, kernel, tmp_path)
         reason = dynamic_kernels()[kernel].accepts(layer, digits) if kernel != "auto" else None
         if reason is not None:
             pytest.skip(f"kernel path {kernel!r} does not run here: {reason}")
-    path = _export_silently(qm, tmp_path / "mlp.pt", example_inputs=digits[:3])  # a bare tensor is accepted
+    path = _export_silently(
+        qm, tmp_path / "mlp.pt", example_inputs=digits[:3]
+    )  # a bare tensor is accepted
     loaded = torch.jit.load(str(path))
     with torch.no_grad():
         assert torch.equal(loaded(digits), qm(digits))
@@ -97,7 +105,9 @@ def test_hints_name_example_inputs_only_when_they_were_not_given(digits_seq, tmp
         ql.export(qm, tmp_path / "a.pt")
     lstm = ql.quantize(zoo.load_model("digits-lstm"), ql.Dynamic(min_rnn_hidden=0))
     with pytest.raises(InputError, match=r"could not trace.*positional inputs") as wrong:
-        ql.export(lstm, tmp_path / "b.pt", example_inputs=(digits_seq.inputs[0],))  # (8, 8): no batch dim
+        ql.export(
+            lstm, tmp_path / "b.pt", example_inputs=(digits_seq.inputs[0],)
+        )  # (8, 8): no batch dim
     assert "pass example_inputs" not in str(wrong.value)
     with pytest.raises(UnknownNameError, match="supported: onnx, pt2, torchscript"):
         ql.export(lstm, tmp_path / "c.tflite", format="tflite")

@@ -20,7 +20,9 @@ def _mlp() -> nn.Module:
 
 
 def _save(tmp_path, *, source=None, name="ckpt"):
-    return ql.save(ql.quantize(_mlp(), WeightOnly(bits=4, group_size=32)), tmp_path / name, source=source)
+    return ql.save(
+        ql.quantize(_mlp(), WeightOnly(bits=4, group_size=32)), tmp_path / name, source=source
+    )
 
 
 def _edit(ckpt, change) -> None:
@@ -37,19 +39,33 @@ def test_a_factory_that_would_run_a_local_python_file_is_refused(tmp_path, monke
     evil = tmp_path / "evil"
     evil.mkdir()
     marker = tmp_path / "code-ran"
-    (evil / "payload.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\nclass Payload:\n    pass\n")
+    (evil / "payload.py").write_text(
+        f"open({str(marker)!r}, 'w').write('ran')\nclass Payload:\n    pass\n"
+    )
     ckpt = _save(tmp_path)
-    _edit(ckpt, lambda m: m.update(source={
-        "kind": "factory",
-        "path": "transformers.dynamic_module_utils:get_class_from_dynamic_module",
-        "kwargs": {"class_reference": "payload.Payload", "pretrained_model_name_or_path": str(evil),
-                   "local_files_only": True},
-    }))
+    _edit(
+        ckpt,
+        lambda m: m.update(
+            source={
+                "kind": "factory",
+                "path": "transformers.dynamic_module_utils:get_class_from_dynamic_module",
+                "kwargs": {
+                    "class_reference": "payload.Payload",
+                    "pretrained_model_name_or_path": str(evil),
+                    "local_files_only": True,
+                },
+            }
+        ),
+    )
     before = sorted(p.name for p in tmp_path.rglob("*"))
-    with pytest.raises(CheckpointError, match=r"quantlens\.json rebuilds its model by calling .*trust_code=True"):
+    with pytest.raises(
+        CheckpointError, match=r"quantlens\.json rebuilds its model by calling .*trust_code=True"
+    ):
         ql.load(ckpt)
     assert not marker.exists() and not modules_cache.exists()
-    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written anywhere under tmp_path
+    assert (
+        sorted(p.name for p in tmp_path.rglob("*")) == before
+    )  # nothing written anywhere under tmp_path
 
 
 def test_every_factory_path_needs_trust_even_inside_quantlens(tmp_path):
@@ -65,7 +81,11 @@ def test_every_factory_path_needs_trust_even_inside_quantlens(tmp_path):
 def test_a_trusted_factory_gets_its_keyword_arguments(tmp_path):
     torch.manual_seed(0)
     lin = nn.Linear(64, 8)
-    source = {"kind": "factory", "path": "torch.nn:Linear", "kwargs": {"in_features": 64, "out_features": 8}}
+    source = {
+        "kind": "factory",
+        "path": "torch.nn:Linear",
+        "kwargs": {"in_features": 64, "out_features": 8},
+    }
     qm = ql.quantize(lin, WeightOnly(bits=4, group_size=32))
     loaded = ql.load(ql.save(qm, tmp_path / "c", source=source), trust_code=True)
     x = torch.randn(3, 64)
@@ -111,32 +131,55 @@ def _malformed_state_entry(meta):
     return r"quantlens\.json: state entry '0\.scale' is malformed"
 
 
-@pytest.mark.parametrize("breaker", [_no_state, _newer_config, _unknown_zoo_name, _factory_returns_no_module,
-                                     _factory_raises, _malformed_state_entry])
+@pytest.mark.parametrize(
+    "breaker",
+    [
+        _no_state,
+        _newer_config,
+        _unknown_zoo_name,
+        _factory_returns_no_module,
+        _factory_raises,
+        _malformed_state_entry,
+    ],
+)
 def test_broken_descriptions_raise_checkpoint_error_naming_the_file(tmp_path, breaker):
     ckpt = _save(tmp_path)
     words = []
     _edit(ckpt, lambda m: words.append(breaker(m)))
     with pytest.raises(CheckpointError, match=words[0]) as info:
-        ql.load(ckpt, model=_mlp() if breaker in (_no_state, _newer_config, _malformed_state_entry) else None,
-                trust_code=True)
+        ql.load(
+            ckpt,
+            model=_mlp() if breaker in (_no_state, _newer_config, _malformed_state_entry) else None,
+            trust_code=True,
+        )
     assert str(ckpt / "quantlens.json") in str(info.value)
 
 
 def _hf_source(meta, **change):
     transformers = pytest.importorskip("transformers")
-    config = transformers.BertConfig(hidden_size=64, num_hidden_layers=1, num_attention_heads=2,
-                                     intermediate_size=128, vocab_size=100).to_dict()
+    config = transformers.BertConfig(
+        hidden_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=128,
+        vocab_size=100,
+    ).to_dict()
     meta["source"] = {"kind": "hf", "class": "BertModel", "config": config}
     for key, value in change.items():
         (meta["source"]["config"] if key == "model_type" else meta["source"])[key] = value
 
 
-@pytest.mark.parametrize("change, words", [
-    ({"model_type": "no-such-architecture"}, "cannot build a config of model_type 'no-such-architecture'"),
-    ({"class": "pipeline"}, "'pipeline' is not a model class of this transformers"),
-    ({"class": "AutoModel"}, "'AutoModel' is not a model class of this transformers"),
-])
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (
+            {"model_type": "no-such-architecture"},
+            "cannot build a config of model_type 'no-such-architecture'",
+        ),
+        ({"class": "pipeline"}, "'pipeline' is not a model class of this transformers"),
+        ({"class": "AutoModel"}, "'AutoModel' is not a model class of this transformers"),
+    ],
+)
 def test_hugging_face_sources_only_build_model_classes_from_a_config(tmp_path, change, words):
     ckpt = _save(tmp_path)
     _edit(ckpt, lambda m: _hf_source(m, **change))

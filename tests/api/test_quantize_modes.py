@@ -13,13 +13,24 @@ import quantlens as ql
 from quantlens.errors import InputError
 
 CALIB = [torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(i)) for i in range(2)]
-CONFIGS = {"weight_only": ql.WeightOnly(bits=8), "dynamic": ql.Dynamic(), "static": ql.Static(), "qat": ql.QAT()}
+CONFIGS = {
+    "weight_only": ql.WeightOnly(bits=8),
+    "dynamic": ql.Dynamic(),
+    "static": ql.Static(),
+    "qat": ql.QAT(),
+}
 
 
 def small_cnn() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Dropout(0.5),
-                         nn.Linear(8 * 6 * 6, 4))
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Dropout(0.5),
+        nn.Linear(8 * 6 * 6, 4),
+    )
 
 
 def _quantize(model, config):
@@ -28,8 +39,13 @@ def _quantize(model, config):
         return ql.quantize(model, config, calib_data=CALIB)
 
 
-@pytest.mark.parametrize("method", [m if m in ("weight_only", "dynamic") else pytest.param(m, marks=pytest.mark.slow)
-                                    for m in CONFIGS])
+@pytest.mark.parametrize(
+    "method",
+    [
+        m if m in ("weight_only", "dynamic") else pytest.param(m, marks=pytest.mark.slow)
+        for m in CONFIGS
+    ],
+)
 @pytest.mark.parametrize("training", [True, False])
 def test_every_method_returns_the_mode_it_was_given(method, training):
     model = small_cnn().train(training)
@@ -68,7 +84,9 @@ def _quantized(method: str) -> nn.Module:
 def test_an_already_quantized_model_is_refused(first, second):
     qm = copy.deepcopy(_quantized(first))
     name = type(CONFIGS[first]).__name__
-    with pytest.raises(InputError, match=f"already quantized \\(by {name}\\); quantize the float model"):
+    with pytest.raises(
+        InputError, match=f"already quantized \\(by {name}\\); quantize the float model"
+    ):
         _quantize(qm, CONFIGS[second])
     del qm.quantlens_config  # without the record, its quantized modules still say so
     with pytest.raises(InputError, match=r"already quantized \(\d+ quantized module\(s\)"):

@@ -25,7 +25,11 @@ def evil(tmp_path):
     marker = tmp_path / "MARKER"
     ckpt = ql.save(ql.quantize(_mlp(), WeightOnly(bits=4, group_size=32)), tmp_path / "evil")
     meta = json.loads((ckpt / "quantlens.json").read_text())
-    meta["source"] = {"kind": "factory", "path": "os:system", "kwargs": {"command": f"touch {marker}"}}
+    meta["source"] = {
+        "kind": "factory",
+        "path": "os:system",
+        "kwargs": {"command": f"touch {marker}"},
+    }
     (ckpt / "quantlens.json").write_text(json.dumps(meta))
     return ckpt, marker
 
@@ -57,16 +61,19 @@ def test_inspecting_the_files_runs_nothing(evil):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("command, code, says", [
-    (["info", "{ckpt}"], 0, "factory os:system"),
-    (["info", "{ckpt}", "--verify"], 0, "verified"),
-    (["inspect", "{ckpt}"], 0, "2 layers"),
-    (["inspect", "{ckpt}", "--data", "{data}"], 2, "trust_code"),
-    (["quantize", "{ckpt}", "--bits", "8", "-o", "{out}"], 2, "trust_code"),
-    (["compare", "{ckpt}", "--data", "{data}", "--out", "{out}"], 2, "trust_code"),
-    (["sensitivity", "{ckpt}", "--data", "{data}", "--method", "w8"], 2, "trust_code"),
-    (["debug", "{ckpt}", "--data", "{data}", "--method", "w8"], 2, "trust_code"),
-])
+@pytest.mark.parametrize(
+    "command, code, says",
+    [
+        (["info", "{ckpt}"], 0, "factory os:system"),
+        (["info", "{ckpt}", "--verify"], 0, "verified"),
+        (["inspect", "{ckpt}"], 0, "2 layers"),
+        (["inspect", "{ckpt}", "--data", "{data}"], 2, "trust_code"),
+        (["quantize", "{ckpt}", "--bits", "8", "-o", "{out}"], 2, "trust_code"),
+        (["compare", "{ckpt}", "--data", "{data}", "--out", "{out}"], 2, "trust_code"),
+        (["sensitivity", "{ckpt}", "--data", "{data}", "--method", "w8"], 2, "trust_code"),
+        (["debug", "{ckpt}", "--data", "{data}", "--method", "w8"], 2, "trust_code"),
+    ],
+)
 def test_every_command_runs_nothing_without_trust_code(evil, tmp_path, capsys, command, code, says):
     ckpt, marker = evil
     data = tmp_path / "x.pt"
@@ -98,9 +105,18 @@ def test_memory_measurement_runs_nothing_without_trust_code(evil, tmp_path):
     with pytest.raises(QuantizationFailedError, match="trust_code"):
         measure_peak_memory(ModelRef.float_dir(float_dir), x)
     # compare measures the memory of a model loaded with a skeleton: it carries no factory
-    report = ql.compare(_mlp(), {"ckpt": ql.load(ckpt, model=_mlp())}, data=x, reps=2, warmup=1,
-                        layer_errors=False, progress=False)
+    report = ql.compare(
+        _mlp(),
+        {"ckpt": ql.load(ckpt, model=_mlp())},
+        data=x,
+        reps=2,
+        warmup=1,
+        layer_errors=False,
+        progress=False,
+    )
     row = report.rows[-1]
     assert row.ok and row.peak_memory_bytes is None
-    assert any("peak memory not measured" in n and "does not record how to rebuild" in n for n in row.notes)
+    assert any(
+        "peak memory not measured" in n and "does not record how to rebuild" in n for n in row.notes
+    )
     assert not marker.exists()

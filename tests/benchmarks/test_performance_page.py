@@ -15,11 +15,20 @@ def test_committed_page_matches_the_committed_results():
 
 
 def test_a_results_file_becomes_a_section_with_its_date_machine_and_rows(tmp_path):
-    (tmp_path / "int8_static.json").write_text(json.dumps({
-        "date": "2026-12-06", "threads": 2, "torch": "2.13.0", "speedup_b8": 5.0512,
-        "rows": [{"model": "resnet18", "median_ms": 7.12345, "p95_ms": 8.0},
-                 {"model": "digits|cnn", "median_ms": 0.5, "extra": {"a": 1}}],
-    }))
+    (tmp_path / "int8_static.json").write_text(
+        json.dumps(
+            {
+                "date": "2026-12-06",
+                "threads": 2,
+                "torch": "2.13.0",
+                "speedup_b8": 5.0512,
+                "rows": [
+                    {"model": "resnet18", "median_ms": 7.12345, "p95_ms": 8.0},
+                    {"model": "digits|cnn", "median_ms": 0.5, "extra": {"a": 1}},
+                ],
+            }
+        )
+    )
     (tmp_path / "undated_1thread.json").write_text(json.dumps({"rows": [{"x": 1e-7}]}))
     page = performance_page.render(tmp_path)
     assert "## int8_static" in page and "`benchmarks/int8_static.py`" in page

@@ -55,32 +55,115 @@ CASES = [
     ("compare-max-drop-nan", [*C, "--max-drop", "nan"], 2, "--max-drop: must be a finite number"),
     ("compare-max-drop-negative", [*C, "--max-drop", "-1"], 2, "--max-drop"),
     ("compare-max-drop-text", [*C, "--max-drop", "lots"], 2, "expected a number"),
-    ("compare-threads-huge", [*C, "--threads", "100000"], 2, "--threads: must be an integer from 1"),
+    (
+        "compare-threads-huge",
+        [*C, "--threads", "100000"],
+        2,
+        "--threads: must be an integer from 1",
+    ),
     ("compare-threads-zero", [*C, "--threads", "0"], 2, "--threads"),
     ("compare-reps-zero", [*C, "--reps", "0"], 2, "--reps"),
-    ("compare-qat-epochs-negative", [*C, "--qat-epochs", "-1"], 2, "--qat-epochs: must be an integer >= 1"),
-    ("compare-nan-calib-data", [*C, "--calib-data", "{d}/nan.pt"], 2, "calib_data holds 512 NaN/Inf"),
-    ("compare-empty-train-data", [*C, "--train-data", "{d}/empty.pt"], 2, "train_data has no samples"),
+    (
+        "compare-qat-epochs-negative",
+        [*C, "--qat-epochs", "-1"],
+        2,
+        "--qat-epochs: must be an integer >= 1",
+    ),
+    (
+        "compare-nan-calib-data",
+        [*C, "--calib-data", "{d}/nan.pt"],
+        2,
+        "calib_data holds 512 NaN/Inf",
+    ),
+    (
+        "compare-empty-train-data",
+        [*C, "--train-data", "{d}/empty.pt"],
+        2,
+        "train_data has no samples",
+    ),
     ("compare-long-data", [*C, "--data", "y" * 5000], 2, "(5002 characters)"),
     ("compare-unknown-method", [*C[:2], "--methods", "w9"], 2, "w9"),
-    ("quantize-static-wrong-calib", ["quantize", "digits-cnn", "--method", "static", "--calib-data",
-                                     "{d}/wrong.pt", "-o", "{out}"], 2, "cannot run on calib_data"),
-    ("quantize-static-nan-calib", ["quantize", "digits-cnn", "--method", "static", "--calib-data",
-                                   "{d}/nan.pt", "-o", "{out}"], 2, "calib_data holds 512 NaN/Inf"),
-    ("quantize-static-empty-calib", ["quantize", "digits-cnn", "--method", "static", "--calib-data",
-                                     "{d}/empty.pt", "-o", "{out}"], 2, "calib_data has no samples"),
-    ("quantize-gptq-wrong-calib", ["quantize", MLP, "--algorithm", "gptq", "--group-size", "32", "--calib-data", "{d}/wrong_mlp.pt",
-                                   "-o", "{out}"],
-     2, "cannot run on calib_data"),
+    (
+        "quantize-static-wrong-calib",
+        [
+            "quantize",
+            "digits-cnn",
+            "--method",
+            "static",
+            "--calib-data",
+            "{d}/wrong.pt",
+            "-o",
+            "{out}",
+        ],
+        2,
+        "cannot run on calib_data",
+    ),
+    (
+        "quantize-static-nan-calib",
+        [
+            "quantize",
+            "digits-cnn",
+            "--method",
+            "static",
+            "--calib-data",
+            "{d}/nan.pt",
+            "-o",
+            "{out}",
+        ],
+        2,
+        "calib_data holds 512 NaN/Inf",
+    ),
+    (
+        "quantize-static-empty-calib",
+        [
+            "quantize",
+            "digits-cnn",
+            "--method",
+            "static",
+            "--calib-data",
+            "{d}/empty.pt",
+            "-o",
+            "{out}",
+        ],
+        2,
+        "calib_data has no samples",
+    ),
+    (
+        "quantize-gptq-wrong-calib",
+        [
+            "quantize",
+            MLP,
+            "--algorithm",
+            "gptq",
+            "--group-size",
+            "32",
+            "--calib-data",
+            "{d}/wrong_mlp.pt",
+            "-o",
+            "{out}",
+        ],
+        2,
+        "cannot run on calib_data",
+    ),
     ("quantize-deep-config", [*Q, "--config", "{d}/deep.json"], 2, "nested too deeply"),
     ("quantize-latin1-config", [*Q, "--config", "{d}/latin.json"], 2, "is not UTF-8"),
     ("quantize-list-config", [*Q, "--config", "{d}/list.json"], 2, "JSON object"),
     ("quantize-broken-config", [*Q, "--config", "{d}/broken.json"], 2, "not valid JSON"),
     ("quantize-missing-config", [*Q, "--config", "{d}/none.json"], 2, "does not exist"),
-    ("quantize-non-utf8-config-name", [*Q, "--config", "{d}/\udce9.json"], 2, "\\udce9.json does not exist"),
+    (
+        "quantize-non-utf8-config-name",
+        [*Q, "--config", "{d}/\udce9.json"],
+        2,
+        "\\udce9.json does not exist",
+    ),
     ("quantize-folder-as-config", [*Q, "--config", "{d}"], 2, "cannot read the config"),
     ("quantize-long-model-5k", ["quantize", "x" * 5000, "-o", "{out}"], 2, "(5002 characters)"),
-    ("quantize-long-model-100k", ["quantize", "x" * 100_000, "-o", "{out}"], 2, "(100002 characters)"),
+    (
+        "quantize-long-model-100k",
+        ["quantize", "x" * 100_000, "-o", "{out}"],
+        2,
+        "(100002 characters)",
+    ),
     ("quantize-bits-99", [*Q, "--bits", "99"], 2, "--bits: must be an integer from 1 to 8"),
     ("quantize-out-under-file", [*Q, "-o", "{d}/afile/sub"], 2, "afile is not a folder"),
     ("quantize-out-is-a-file", [*Q, "-o", "{d}/afile"], 2, "afile is a file"),
@@ -88,10 +171,24 @@ CASES = [
     ("quantize-out-too-long", [*Q, "-o", "{d}/" + "z" * 300], 2, "characters)"),
     ("quantize-no-out", ["quantize", "digits-cnn"], 2, "-o/--out"),
     ("debug-top-negative", ["debug", "digits-cnn", "--data", "digits", "--top", "-3"], 2, "--top"),
-    ("debug-min-sqnr-inf", ["debug", "digits-cnn", "--data", "digits", "--min-sqnr-db", "inf"], 2, "--min-sqnr-db"),
-    ("sensitivity-nan-data", ["sensitivity", "digits-cnn", "--data", "{d}/nan.pt", "--method", "w8"], 2,
-     "NaN/Inf"),
-    ("sensitivity-max-batches-zero", ["sensitivity", "digits-cnn", "--max-batches", "0"], 2, "--max-batches"),
+    (
+        "debug-min-sqnr-inf",
+        ["debug", "digits-cnn", "--data", "digits", "--min-sqnr-db", "inf"],
+        2,
+        "--min-sqnr-db",
+    ),
+    (
+        "sensitivity-nan-data",
+        ["sensitivity", "digits-cnn", "--data", "{d}/nan.pt", "--method", "w8"],
+        2,
+        "NaN/Inf",
+    ),
+    (
+        "sensitivity-max-batches-zero",
+        ["sensitivity", "digits-cnn", "--max-batches", "0"],
+        2,
+        "--max-batches",
+    ),
     ("unknown-command", ["frobnicate"], 2, "invalid choice"),
 ]
 
@@ -107,11 +204,18 @@ def _one_error_line(err: str) -> str:
     return lines[0]
 
 
-SLOW = {"quantize-static-wrong-calib"}  # graph capture and calibration run before the model rejects it
+SLOW = {
+    "quantize-static-wrong-calib"
+}  # graph capture and calibration run before the model rejects it
 
 
-@pytest.mark.parametrize("argv, code, words", [
-    pytest.param(*c[1:], id=c[0], marks=[pytest.mark.slow] if c[0] in SLOW else []) for c in CASES])
+@pytest.mark.parametrize(
+    "argv, code, words",
+    [
+        pytest.param(*c[1:], id=c[0], marks=[pytest.mark.slow] if c[0] in SLOW else [])
+        for c in CASES
+    ],
+)
 def test_bad_input_catalogue(files, tmp_path, capsys, argv, code, words):
     out = tmp_path / "out"
     argv = _fill(argv, files, out)
@@ -131,7 +235,9 @@ def test_dangling_symlink_out(files, capsys, command):
     assert "dangling is a link to" in line and "which does not exist" in line
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes into read-only folders")
+@pytest.mark.skipif(
+    os.name != "posix" or os.geteuid() == 0, reason="root writes into read-only folders"
+)
 def test_read_only_parent(tmp_path, capsys):
     parent = tmp_path / "ro"
     parent.mkdir()
@@ -149,13 +255,24 @@ def test_non_utf8_out_is_written_and_printed(tmp_path, capsys):
     assert os.path.isdir(out) and "\\udce9out" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("raised, code, words", [
-    (RuntimeError("something\nbroke"), 1, "internal error (RuntimeError: something); rerun with --debug"),
-    (OSError(errno.ENOSPC, "No space left on device", "/x/y"), 1, "No space left on device: /x/y"),
-    (PermissionError(errno.EACCES, "Permission denied", "/x/y"), 2, "Permission denied: /x/y"),
-    (MemoryError(), 1, "out of memory"),
-    (KeyboardInterrupt(), 130, "interrupted"),
-])
+@pytest.mark.parametrize(
+    "raised, code, words",
+    [
+        (
+            RuntimeError("something\nbroke"),
+            1,
+            "internal error (RuntimeError: something); rerun with --debug",
+        ),
+        (
+            OSError(errno.ENOSPC, "No space left on device", "/x/y"),
+            1,
+            "No space left on device: /x/y",
+        ),
+        (PermissionError(errno.EACCES, "Permission denied", "/x/y"), 2, "Permission denied: /x/y"),
+        (MemoryError(), 1, "out of memory"),
+        (KeyboardInterrupt(), 130, "interrupted"),
+    ],
+)
 def test_failures_of_ours_map_to_exit_codes(monkeypatch, capsys, raised, code, words):
     def fail(args):
         raise raised
@@ -177,8 +294,14 @@ def test_debug_shows_the_traceback(tmp_path, where):
 def test_threads_huge_in_a_real_process():
     """--threads 100000 segfaulted (exit 139) once torch started that many OpenMP threads."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.run([sys.executable, "-m", "quantlens", "compare", "--threads", "100000"],
-                          check=False, capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "quantlens", "compare", "--threads", "100000"],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
@@ -193,17 +316,26 @@ def test_recorded_command_of_a_non_utf8_out_is_utf8():
 
 
 def test_a_torch_that_cannot_be_imported_is_one_line_exit_1():
-    code = ("import sys\n"
-            "class Broken:\n"
-            "    @staticmethod\n"
-            "    def find_spec(name, *args):\n"
-            "        if name == 'torch':\n"
-            "            raise ImportError('libtorch_cpu.so: cannot open shared object file', name='torch')\n"
-            "sys.meta_path.insert(0, Broken)\n"
-            "import quantlens_launcher\n"
-            "sys.exit(quantlens_launcher.main(['compare']))\n")
+    code = (
+        "import sys\n"
+        "class Broken:\n"
+        "    @staticmethod\n"
+        "    def find_spec(name, *args):\n"
+        "        if name == 'torch':\n"
+        "            raise ImportError('libtorch_cpu.so: cannot open shared object file', name='torch')\n"
+        "sys.meta_path.insert(0, Broken)\n"
+        "import quantlens_launcher\n"
+        "sys.exit(quantlens_launcher.main(['compare']))\n"
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, env=env, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert done.returncode == 1
     assert done.stderr.startswith("quantlens: error: cannot import torch (libtorch_cpu.so")
     assert len(done.stderr.strip().splitlines()) == 1

@@ -26,8 +26,22 @@ def _one_thread():  # tiny models: more threads only contend on a shared machine
 
 def test_debug_prints_advice_and_writes_a_plan_quantize_applies(tmp_path, capsys):
     plan_path = tmp_path / "plan.json"
-    code = main(["debug", "digits-cnn", "--method", "w2", "--max-batches", "2", "--candidates", "8,4,2,float",
-                 "--plan-out", str(plan_path), "--plots", str(tmp_path / "plots")])
+    code = main(
+        [
+            "debug",
+            "digits-cnn",
+            "--method",
+            "w2",
+            "--max-batches",
+            "2",
+            "--candidates",
+            "8,4,2,float",
+            "--plan-out",
+            str(plan_path),
+            "--plots",
+            str(tmp_path / "plots"),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "WeightOnly: accuracy" in out and "fc" in out
@@ -35,15 +49,37 @@ def test_debug_prints_advice_and_writes_a_plan_quantize_applies(tmp_path, capsys
     cfg = config_from_dict(json.loads(plan_path.read_text()))
     qm = ql.quantize(zoo.load_model("digits-cnn"), cfg)  # the file is an ordinary config
     assert qm.quantlens_config == cfg
-    assert (tmp_path / "plots" / "sensitivity.png").is_file() and (tmp_path / "plots" / "layer_sqnr.png").is_file()
+    assert (tmp_path / "plots" / "sensitivity.png").is_file() and (
+        tmp_path / "plots" / "layer_sqnr.png"
+    ).is_file()
 
 
 def test_quantize_applies_the_plan_debug_wrote(tmp_path, capsys):
     method = tmp_path / "method.json"  # the convolutions too, per output channel
-    method.write_text(json.dumps(WeightOnly(bits=4, group_size=None, modules=("linear", "conv2d")).to_dict()))
+    method.write_text(
+        json.dumps(WeightOnly(bits=4, group_size=None, modules=("linear", "conv2d")).to_dict())
+    )
     plan_path = tmp_path / "plan.json"
-    assert main(["debug", "digits-cnn", "--config", str(method), "--max-batches", "2", "--candidates", "8,4,2,float",
-                 "--max-drop", "0.5", "--plan-out", str(plan_path), "--json"]) == 0
+    assert (
+        main(
+            [
+                "debug",
+                "digits-cnn",
+                "--config",
+                str(method),
+                "--max-batches",
+                "2",
+                "--candidates",
+                "8,4,2,float",
+                "--max-drop",
+                "0.5",
+                "--plan-out",
+                str(plan_path),
+                "--json",
+            ]
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     planned = {c["name"]: c["bits"] for c in report["plan"]["layers"]}
     assert len(set(planned.values())) > 1  # a real mix of widths
@@ -75,25 +111,49 @@ def test_the_config_file_is_read_once_and_a_preset_is_made_for_the_model(tmp_pat
     path = tmp_path / "w4.json"
     path.write_text(json.dumps(WeightOnly(bits=4).to_dict()))
     reads, made = [], []
-    monkeypatch.setattr(_analysis, "config_from_dict", lambda d: reads.append(d) or config_from_dict(d))
+    monkeypatch.setattr(
+        _analysis, "config_from_dict", lambda d: reads.append(d) or config_from_dict(d)
+    )
     loaded = _analysis.Inputs(torch.nn.Conv2d(1, 1, 1), None, None, None)
     monkeypatch.setattr(_analysis, "load_inputs", lambda args: loaded)
     inputs, cfg = _analysis.inputs_and_config(argparse.Namespace(config=str(path), method=None))
     assert inputs is loaded and cfg == WeightOnly(bits=4) and len(reads) == 1
-    monkeypatch.setattr(presets, "make_config", lambda name, model=None: made.append(model) or WeightOnly(bits=4))
+    monkeypatch.setattr(
+        presets, "make_config", lambda name, model=None: made.append(model) or WeightOnly(bits=4)
+    )
     _analysis.inputs_and_config(argparse.Namespace(config=None, method="w4"))
     assert made == [None, loaded.model]  # checked before the model loads, then made for it
 
 
 def test_sensitivity_command_json_and_plot(tmp_path, capsys):
-    code = main(["sensitivity", "digits-cnn", "--method", "w4", "--max-batches", "2", "--json",
-                 "--plot", str(tmp_path / "s.png")])
+    code = main(
+        [
+            "sensitivity",
+            "digits-cnn",
+            "--method",
+            "w4",
+            "--max-batches",
+            "2",
+            "--json",
+            "--plot",
+            str(tmp_path / "s.png"),
+        ]
+    )
     data = json.loads(capsys.readouterr().out)
     assert code == 0 and data["metric"] == "accuracy"
     # the preset is made for the model, as in quantlens compare: a CNN's convolutions are measured too
-    assert {r["name"] for r in data["rows"]} == {"stem.0", "block1.conv1", "block1.conv2", "down.0", "block2.conv1",
-                                                 "block2.conv2", "fc"}
-    assert [r["drop"] for r in data["rows"]] == sorted((r["drop"] for r in data["rows"]), reverse=True)
+    assert {r["name"] for r in data["rows"]} == {
+        "stem.0",
+        "block1.conv1",
+        "block1.conv2",
+        "down.0",
+        "block2.conv1",
+        "block2.conv2",
+        "fc",
+    }
+    assert [r["drop"] for r in data["rows"]] == sorted(
+        (r["drop"] for r in data["rows"]), reverse=True
+    )
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -105,8 +165,23 @@ def test_inspect_float_and_checkpoint(tmp_path, capsys):
     assert rows["fc"]["bits"] == 4 and rows["fc"]["kind"] == "QLinear"
     assert rows["stem.0"]["bits"] == 32
     assert rows["fc"]["bytes"] < 32 * 10 * 4
-    assert main(["inspect", "digits-cnn", "--data", "digits", "--max-batches", "1", "--observers", "minmax,percentile",
-                 "--plot", str(tmp_path / "h.png")]) == 0
+    assert (
+        main(
+            [
+                "inspect",
+                "digits-cnn",
+                "--data",
+                "digits",
+                "--max-batches",
+                "1",
+                "--observers",
+                "minmax,percentile",
+                "--plot",
+                str(tmp_path / "h.png"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "activation ranges" in out and "block1.conv1" in out
     assert (tmp_path / "h.png").is_file()

@@ -9,7 +9,9 @@ def test_doctor_json_parses_and_lists_engines(capsys):
     assert main(["doctor", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["engines"]["active"] == torch.backends.quantized.engine
-    assert info["engines"]["supported"] and set(info["engines"]["works"]) == set(info["engines"]["supported"])
+    assert info["engines"]["supported"] and set(info["engines"]["works"]) == set(
+        info["engines"]["supported"]
+    )
     assert "transformers" in info["extras"] and "avx2" in json.dumps(info["cpu"])
 
 

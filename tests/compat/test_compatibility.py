@@ -25,7 +25,15 @@ import compatibility
 # the lowest cosine with the float output each method must keep on these random-weight
 # models: below the lowest the full matrix measured over all its models (docs/compatibility.md:
 # >= 0.999 at 8 bits, 0.96-1.0 at 4 bits, 0.64-0.95 at 2 bits), far above a broken model's
-FLOORS = {"dynamic": 0.99, "static": 0.98, "qat": 0.98, "w8": 0.995, "w4": 0.9, "w4-gptq": 0.9, "w2-hqq": 0.4}
+FLOORS = {
+    "dynamic": 0.99,
+    "static": 0.98,
+    "qat": 0.98,
+    "w8": 0.995,
+    "w4": 0.9,
+    "w4-gptq": 0.9,
+    "w2-hqq": 0.4,
+}
 
 CELLS = [
     ("squeezenet", "static"),  # Fire modules: torch.cat of two branches
@@ -61,7 +69,9 @@ def test_cell_runs_close_to_float_or_declines(references, model, method):
     cell = compatibility.run_cell(cc.CASES[model], method, float_model, reference)
     assert cell.status in ("runs", "declined"), f"{model} / {method}: {cell.status}: {cell.message}"
     if cell.status == "runs":
-        assert cell.cosine >= FLOORS[method], f"{model} / {method}: cosine {cell.cosine} < {FLOORS[method]}"
+        assert cell.cosine >= FLOORS[method], (
+            f"{model} / {method}: cosine {cell.cosine} < {FLOORS[method]}"
+        )
         assert cell.quantized, f"{model} / {method} ran but quantized no layer"
     else:
         assert cell.message and "\n" not in cell.message

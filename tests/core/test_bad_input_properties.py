@@ -27,8 +27,25 @@ DEQUANT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 def _specials(dtype: torch.dtype) -> list[float]:
     info = torch.finfo(dtype)
-    return [0.0, -0.0, 1.0, -1.0, info.max, -info.max, info.tiny, -info.tiny, info.tiny / 4,
-            3.4e38, -3.4e38, 65504.0, -65504.0, 1e-40, math.nan, math.inf, -math.inf]
+    return [
+        0.0,
+        -0.0,
+        1.0,
+        -1.0,
+        info.max,
+        -info.max,
+        info.tiny,
+        -info.tiny,
+        info.tiny / 4,
+        3.4e38,
+        -3.4e38,
+        65504.0,
+        -65504.0,
+        1e-40,
+        math.nan,
+        math.inf,
+        -math.inf,
+    ]
 
 
 @st.composite
@@ -68,8 +85,14 @@ def schemes(draw):
         kwargs["axis"] = draw(st.sampled_from([0, -1]))
     if granularity == "per_group":
         kwargs.update(group_size=draw(st.integers(1, 4)), pad=draw(st.booleans()))
-    return QScheme(bits=bits, symmetric=symmetric, signed=draw(st.booleans()), granularity=granularity,
-                   codebook=codebook, **kwargs)
+    return QScheme(
+        bits=bits,
+        symmetric=symmetric,
+        signed=draw(st.booleans()),
+        granularity=granularity,
+        codebook=codebook,
+        **kwargs,
+    )
 
 
 def _finite(x: torch.Tensor) -> bool:
@@ -141,7 +164,9 @@ def test_compute_qparams_finite_or_error(lo, hi, scheme):
 @FEW
 @given(float_tensors(), schemes(), st.data())
 def test_fake_quantize_finite_or_error(x, scheme, data):
-    scheme = QScheme(bits=scheme.bits, symmetric=scheme.symmetric, signed=scheme.signed)  # uniform, per tensor
+    scheme = QScheme(
+        bits=scheme.bits, symmetric=scheme.symmetric, signed=scheme.signed
+    )  # uniform, per tensor
     if data.draw(st.booleans()) and x.is_floating_point() and _finite(x) and x.numel():
         params = _outcome(compute_qparams, x.float().amin(), x.float().amax(), scheme)
         if params is None:
@@ -168,22 +193,35 @@ def test_pack_unpack_round_trip_or_error(q, bits, signed):
 
 
 @FEW
-@given(st.one_of(st.none(), st.text(max_size=3), st.lists(st.integers(-3, 3), max_size=3),
-                 st.integers(-3, 3), st.tuples(st.floats(allow_nan=True), st.integers(0, 3))),
-       st.integers(1, 8))
+@given(
+    st.one_of(
+        st.none(),
+        st.text(max_size=3),
+        st.lists(st.integers(-3, 3), max_size=3),
+        st.integers(-3, 3),
+        st.tuples(st.floats(allow_nan=True), st.integers(0, 3)),
+    ),
+    st.integers(1, 8),
+)
 def test_unpack_bad_shape_is_an_error(shape, bits):
     packed = torch.zeros(2, dtype=torch.uint8)
     out = _outcome(unpack, packed, bits, shape)
     if out is not None:
-        assert out.numel() * bits <= 16 and tuple(out.shape) == tuple(shape if not isinstance(shape, int) else (shape,))
+        assert out.numel() * bits <= 16 and tuple(out.shape) == tuple(
+            shape if not isinstance(shape, int) else (shape,)
+        )
 
 
 OBSERVERS = ("minmax", "moving_average", "percentile", "mse", "entropy", "meanstd")
 
 
 @FEW
-@given(st.lists(float_tensors(), min_size=1, max_size=3), st.sampled_from(OBSERVERS), st.sampled_from([None, 0]),
-       st.integers(2, 8))
+@given(
+    st.lists(float_tensors(), min_size=1, max_size=3),
+    st.sampled_from(OBSERVERS),
+    st.sampled_from([None, 0]),
+    st.integers(2, 8),
+)
 def test_observers_finite_or_error(batches, name, axis, bits):
     """Every observer, fed batches of any values, gives finite positive scales or an error."""
     observer = get_observer(name, axis=axis)
@@ -198,7 +236,10 @@ def test_observers_finite_or_error(batches, name, axis, bits):
 @pytest.mark.parametrize("value", [[1.0, 2.0], 3, "x", None, {"a": 1}])
 def test_non_tensors_are_errors(value):
     scheme = QScheme(bits=8)
-    for fn, args in ((quantize_tensor, (value, scheme)), (fake_quantize, (value, torch.tensor(0.1), 0, scheme)),
-                     (pack, (value, 2))):
+    for fn, args in (
+        (quantize_tensor, (value, scheme)),
+        (fake_quantize, (value, torch.tensor(0.1), 0, scheme)),
+        (pack, (value, 2)),
+    ):
         with pytest.raises(QuantlensError):
             fn(*args)

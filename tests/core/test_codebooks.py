@@ -9,22 +9,39 @@ from quantlens.errors import SchemeError
 
 # Table from QLoRA (Dettmers et al., 2023), appendix / bitsandbytes' NF4 constant.
 QLORA_NF4 = [
-    -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
-    -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
-    0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
-    0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0,
+    -1.0,
+    -0.6961928009986877,
+    -0.5250730514526367,
+    -0.39491748809814453,
+    -0.28444138169288635,
+    -0.18477343022823334,
+    -0.09105003625154495,
+    0.0,
+    0.07958029955625534,
+    0.16093020141124725,
+    0.24611230194568634,
+    0.33791524171829224,
+    0.44070982933044434,
+    0.5626170039176941,
+    0.7229568362236023,
+    1.0,
 ]
 
 
 def test_nf4_levels_match_qlora():
     levels = nf4_levels()
     assert levels.shape == (16,)
-    assert torch.allclose(levels.double(), torch.tensor(QLORA_NF4, dtype=torch.float64), atol=1e-6, rtol=0)
+    assert torch.allclose(
+        levels.double(), torch.tensor(QLORA_NF4, dtype=torch.float64), atol=1e-6, rtol=0
+    )
 
 
 def test_nf4_beats_uniform_int4_on_gaussian_weights():
     w = random_tensor(256, 256, seed=7)
-    for gran in [{"granularity": "per_channel", "axis": 0}, {"granularity": "per_group", "group_size": 64}]:
+    for gran in [
+        {"granularity": "per_channel", "axis": 0},
+        {"granularity": "per_group", "group_size": 64},
+    ]:
         nf4 = quantize_tensor(w, QScheme(bits=4, codebook="nf4", **gran)).dequantize()
         int4 = quantize_tensor(w, QScheme(bits=4, symmetric=True, **gran)).dequantize()
         assert mse(w, nf4) < 0.8 * mse(w, int4), gran

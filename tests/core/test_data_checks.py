@@ -15,14 +15,20 @@ def test_nan_count_and_first_position_in_a_tensor():
     bad = X.clone()
     bad[7, 2] = float("nan")
     bad[9, 0] = -float("inf")
-    with pytest.raises(InputError, match=r"^data holds 2 NaN/Inf value\(s\); the first is nan at index \(7, 2\); clean"):
+    with pytest.raises(
+        InputError,
+        match=r"^data holds 2 NaN/Inf value\(s\); the first is nan at index \(7, 2\); clean",
+    ):
         list(iter_batches(bad, batch_size=4))  # checked as a whole: positions in the tensor
 
 
 def test_nan_in_a_later_batch_of_a_list_names_the_batch():
     bad = X[:4].clone()
     bad[3, 1] = float("inf")
-    with pytest.raises(InputError, match=r"calib_data holds 1 NaN/Inf value\(s\) in batch 2; the first is inf at index \(3, 1\)"):
+    with pytest.raises(
+        InputError,
+        match=r"calib_data holds 1 NaN/Inf value\(s\) in batch 2; the first is inf at index \(3, 1\)",
+    ):
         list(iter_batches([X[:4], (X[:4], torch.zeros(4)), bad], what="calib_data"))
 
 
@@ -35,16 +41,19 @@ def test_nan_in_dict_batches_and_pairs():
     assert len(list(iter_batches({"input_ids": torch.ones(2, 3, dtype=torch.long)}))) == 1
 
 
-@pytest.mark.parametrize("data, words", [
-    (torch.empty(0, 8), r"data has no samples \(input 0 has shape \(0, 8\)\)"),
-    ([], "data is empty: it yielded no batch"),
-    (iter([]), "data is empty"),
-    ([torch.empty(0, 3)], r"data in batch 0 has no samples"),
-    (torch.tensor(1.0), "0-d tensor"),
-    (5, "cannot read batches from a int"),
-    ("data.pt", "cannot read batches from a str"),
-    (None, "no data given"),
-])
+@pytest.mark.parametrize(
+    "data, words",
+    [
+        (torch.empty(0, 8), r"data has no samples \(input 0 has shape \(0, 8\)\)"),
+        ([], "data is empty: it yielded no batch"),
+        (iter([]), "data is empty"),
+        ([torch.empty(0, 3)], r"data in batch 0 has no samples"),
+        (torch.tensor(1.0), "0-d tensor"),
+        (5, "cannot read batches from a int"),
+        ("data.pt", "cannot read batches from a str"),
+        (None, "no data given"),
+    ],
+)
 def test_empty_and_unreadable_data(data, words):
     with pytest.raises(InputError, match=words):
         list(iter_batches(data))
@@ -61,18 +70,29 @@ def test_first_batch_names_the_argument():
 
 def test_run_batch_turns_a_shape_mismatch_into_one_line():
     batch = first_batch(torch.rand(2, 5))
-    with pytest.raises(InputError, match=r"the model cannot run on calib_data \(inputs \(2, 5\) float32: .*\); give inputs"):
+    with pytest.raises(
+        InputError,
+        match=r"the model cannot run on calib_data \(inputs \(2, 5\) float32: .*\); give inputs",
+    ):
         run_batch(nn.Linear(3, 2), batch, "calib_data")
 
 
 def test_check_finite_custom_error():
     with pytest.raises(QuantizationFailedError, match="out holds 1 NaN/Inf value.*; retry"):
-        check_finite(torch.tensor([0.0, float("inf")]), "out", fix="retry", error=QuantizationFailedError)
+        check_finite(
+            torch.tensor([0.0, float("inf")]), "out", fix="retry", error=QuantizationFailedError
+        )
     check_finite(torch.tensor([1, 2]), "ints are not checked")
 
 
-@pytest.mark.parametrize("kwargs, words", [({"batch_size": 0}, "batch_size must be an integer >= 1, got 0"),
-                                           ({"batch_size": -1}, "batch_size"), ({"limit": -1}, "limit must be")])
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"batch_size": 0}, "batch_size must be an integer >= 1, got 0"),
+        ({"batch_size": -1}, "batch_size"),
+        ({"limit": -1}, "limit must be"),
+    ],
+)
 def test_batch_size_and_limit_range_checked(kwargs, words):
     with pytest.raises(InputError, match=words):
         list(iter_batches(X, **kwargs))

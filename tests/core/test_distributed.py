@@ -16,7 +16,9 @@ NAMES = ("minmax", "moving_average", "percentile", "mse", "meanstd", "auto")
 
 
 def _batches() -> list[torch.Tensor]:
-    return list(heavy_tailed(6 * 4096, seed=3).reshape(6, 8, 512).unbind(0))  # 6 batches of (8, 512)
+    return list(
+        heavy_tailed(6 * 4096, seed=3).reshape(6, 8, 512).unbind(0)
+    )  # 6 batches of (8, 512)
 
 
 def _observe(batches: list[torch.Tensor], axis: int | None) -> dict[str, object]:
@@ -37,7 +39,7 @@ def _summary(observers: dict[str, object]) -> dict[str, list[float]]:
 
 
 def _rank(rank: int, world: int, bounds: list[int], axis: int | None) -> dict[str, list[float]]:
-    observers = _observe(_batches()[bounds[rank]:bounds[rank + 1]], axis)
+    observers = _observe(_batches()[bounds[rank] : bounds[rank + 1]], axis)
     for obs in observers.values():
         obs.sync()
     return _summary(observers)
@@ -46,7 +48,11 @@ def _rank(rank: int, world: int, bounds: list[int], axis: int | None) -> dict[st
 def test_outside_a_group_nothing_changes(monkeypatch):
     t = torch.tensor([1.0, -2.0])
     assert distributed.all_reduce(t, "min") is t and t.tolist() == [1.0, -2.0]
-    assert not distributed.is_distributed() and distributed.world_size() == 1 and distributed.rank() == 0
+    assert (
+        not distributed.is_distributed()
+        and distributed.world_size() == 1
+        and distributed.rank() == 0
+    )
     obs = get_observer("mse")
     obs.update(torch.arange(10.0))
     before = obs.hist.counts.clone()
@@ -72,13 +78,18 @@ def test_three_uneven_ranks_one_empty_merge_to_one_process(one_thread, axis):
     whole = _summary(_observe(batches, axis))
     assert merged["minmax"] == whole["minmax"]  # exact
     assert merged["meanstd:count"] == whole["meanstd:count"]
-    assert merged["mse:total"] == pytest.approx(whole["mse:total"], rel=1e-12)  # re-binning keeps every count
+    assert merged["mse:total"] == pytest.approx(
+        whole["mse:total"], rel=1e-12
+    )  # re-binning keeps every count
     for name in ("meanstd", "percentile", "mse", "auto"):
         for got, want in zip(merged[name], whole[name]):
             got, want = torch.tensor(got), torch.tensor(want)
             assert ((got - want).abs() / want.abs()).max() < 0.01, name
     # moving averages combine by their batch counts: 1 batch on rank 0, 5 on rank 2
-    parts = [_observe(batches[:1], axis)["moving_average"], _observe(batches[1:], axis)["moving_average"]]
+    parts = [
+        _observe(batches[:1], axis)["moving_average"],
+        _observe(batches[1:], axis)["moving_average"],
+    ]
     expected = (parts[0].avg_max * 1 + parts[1].avg_max * 5) / 6
     assert merged["moving_average:batches"] == [6.0]
     assert torch.allclose(torch.tensor(merged["moving_average"][1]), expected, rtol=1e-6)
@@ -88,7 +99,11 @@ def _auto_rank(rank: int, world: int) -> list:
     obs = AutoObserver(candidates=("mse", "minmax"))
     obs.update(_batches()[rank])
     obs.sync()
-    return [obs.min_val.tolist(), obs.observers["minmax"].range()[1].tolist(), obs.observers["mse"].hist.counts.sum().item()]
+    return [
+        obs.min_val.tolist(),
+        obs.observers["minmax"].range()[1].tolist(),
+        obs.observers["mse"].hist.counts.sum().item(),
+    ]
 
 
 @pytest.mark.slow

@@ -37,14 +37,18 @@ def test_ste_per_channel_gradcheck_shape():
 
 def test_codebook_rejected():
     with pytest.raises(InputError, match="uniform schemes only"):
-        fake_quantize(torch.zeros(4), torch.tensor(1.0), torch.tensor(0), QScheme(bits=4, codebook="nf4"))
+        fake_quantize(
+            torch.zeros(4), torch.tensor(1.0), torch.tensor(0), QScheme(bits=4, codebook="nf4")
+        )
 
 
 def test_runs_under_torch_compile():
     # aot_eager traces forward and backward through dynamo + AOTAutograd in ~3 s; the
     # inductor backend compiles C++ and takes ~20 s here, too slow for a unit test.
     scheme = QScheme(bits=4, symmetric=False)
-    compiled = torch.compile(lambda x, s, z: fake_quantize(x, s, z, scheme), backend="aot_eager", fullgraph=True)
+    compiled = torch.compile(
+        lambda x, s, z: fake_quantize(x, s, z, scheme), backend="aot_eager", fullgraph=True
+    )
     x = torch.linspace(-1, 1, 9, requires_grad=True)
     x_ref = x.detach().clone().requires_grad_()
     y = compiled(x, torch.tensor(0.1), torch.tensor(8))

@@ -21,7 +21,9 @@ def test_values():
     assert max_abs_error(ref, approx) == pytest.approx(0.5)
     assert sqnr_db(ref, approx) == pytest.approx(10 * math.log10(25 / 0.25))
     assert cosine_similarity(ref, ref * 2) == pytest.approx(1.0)
-    assert cosine_similarity(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])) == pytest.approx(0.0)
+    assert cosine_similarity(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])) == pytest.approx(
+        0.0
+    )
 
 
 def test_identical_and_zero():
@@ -59,9 +61,13 @@ def test_prediction_agreement_is_argmax_or_the_sign_of_a_single_value():
     flipped = logits.clone()
     flipped[0] = torch.tensor([0.9, 0.1])
     assert prediction_rule(logits) == "argmax" and prediction_agreement(logits, flipped) == 75.0
-    single = torch.tensor([[0.5], [-1.0], [2.0], [-0.1]])  # one logit per sample: its sign is the decision
+    single = torch.tensor(
+        [[0.5], [-1.0], [2.0], [-0.1]]
+    )  # one logit per sample: its sign is the decision
     assert prediction_rule(single) == prediction_rule(single[:, 0]) == "sign"
-    assert prediction_agreement(single, single * 0.5) == 100.0  # argmax of one value would always agree
+    assert (
+        prediction_agreement(single, single * 0.5) == 100.0
+    )  # argmax of one value would always agree
     assert prediction_agreement(single, torch.tensor([[0.4], [0.2], [1.0], [0.3]])) == 50.0
     assert prediction_agreement(single[:, 0], -single[:, 0]) == 0.0
     assert math.isnan(prediction_agreement(torch.tensor(1.0), torch.tensor(1.0)))

@@ -42,14 +42,21 @@ def test_auto_observer_answers_with_the_chosen_candidate():
     x = heavy_tailed(1 << 16, seed=2)
     auto = _calibrate(get_observer("auto"), x)
     scheme = QScheme(bits=8, symmetric=False)
-    assert auto.choice == "mse" and set(auto.observers) == {"mse", "entropy", "percentile", "minmax"}
+    assert auto.choice == "mse" and set(auto.observers) == {
+        "mse",
+        "entropy",
+        "percentile",
+        "minmax",
+    }
     ranges = {}
     for name in auto.observers:
         alone = _calibrate(get_observer(name), x)
         auto.choice = name
         assert torch.equal(torch.stack(auto.range(scheme)), torch.stack(alone.range(scheme))), name
         ranges[name] = auto.range(scheme)
-    assert ranges["minmax"][1] == x.max() and ranges["entropy"][1] < 0.5 * x.max()  # they really differ
+    assert (
+        ranges["minmax"][1] == x.max() and ranges["entropy"][1] < 0.5 * x.max()
+    )  # they really differ
     auto.choice = "meanstd"
     with pytest.raises(InputError, match="not one of"):
         auto.range(scheme)
@@ -62,7 +69,9 @@ def test_clipping_beats_minmax_on_heavy_tails(dist):
     # 2^20 heavy-tailed samples with four outliers at 40..80: min-max spends the grid on the
     # outliers; at 8 bits clipping wins only while outliers are this rare (~4 per million).
     x = heavy_tailed(1 << 20, seed=1, dist=dist)
-    observers = {name: _calibrate(get_observer(name), x) for name in ("minmax", "mse", "percentile")}
+    observers = {
+        name: _calibrate(get_observer(name), x) for name in ("minmax", "mse", "percentile")
+    }
     for bits in (4, 8):
         for symmetric in (True, False):
             scheme = QScheme(bits=bits, symmetric=symmetric)
@@ -107,7 +116,10 @@ def test_percentile_matches_exact_quantile():
     x = random_tensor(200_000, seed=6, dist="laplace")
     obs = _calibrate(PercentileObserver(percentile=99.0), x)
     lo, hi = obs.range()
-    exact_hi, exact_lo = torch.quantile(x[:100_000], 0.99).item(), torch.quantile(x[:100_000], 0.01).item()
+    exact_hi, exact_lo = (
+        torch.quantile(x[:100_000], 0.99).item(),
+        torch.quantile(x[:100_000], 0.01).item(),
+    )
     assert hi.item() == pytest.approx(exact_hi, rel=0.05)
     assert lo.item() == pytest.approx(exact_lo, rel=0.05)
 
@@ -151,7 +163,10 @@ def test_per_channel_conv_activations(name):
 
 
 def test_per_channel_agrees_with_per_tensor_on_each_channel():
-    x = random_tensor(4, 3, 500, seed=2, dist="laplace") * torch.tensor([1.0, 2.0, 3.0])[None, :, None]
+    x = (
+        random_tensor(4, 3, 500, seed=2, dist="laplace")
+        * torch.tensor([1.0, 2.0, 3.0])[None, :, None]
+    )
     scheme_pc = QScheme(bits=4, granularity="per_channel", axis=1)
     _lo_pc, hi_pc = _calibrate(get_observer("mse", axis=1), x, 2).range(scheme_pc)
     for c in range(3):

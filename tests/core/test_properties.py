@@ -75,7 +75,9 @@ def blocked_cases(draw):
     else:
         length = rows if axis == 0 else cols
         size = draw(st.sampled_from([d for d in (1, 2, 4, 8) if length % d == 0] or [1]))
-        scheme = QScheme(bits=bits, symmetric=symmetric, granularity="per_group", axis=axis, group_size=size)
+        scheme = QScheme(
+            bits=bits, symmetric=symmetric, granularity="per_group", axis=axis, group_size=size
+        )
     return torch.tensor(values, dtype=torch.float32).reshape(rows, cols), scheme
 
 

@@ -22,7 +22,9 @@ def test_zero_exactly_representable(scheme, lo, hi):
     scale, zp = compute_qparams(torch.tensor(lo), torch.tensor(hi), scheme)
     assert scale > 0 and torch.isfinite(scale)
     assert scheme.qmin <= zp <= scheme.qmax
-    assert quantize_tensor(torch.zeros(3), scheme, scale=scale, zero_point=zp).dequantize().eq(0).all()
+    assert (
+        quantize_tensor(torch.zeros(3), scheme, scale=scale, zero_point=zp).dequantize().eq(0).all()
+    )
 
 
 @pytest.mark.parametrize("scheme", SCHEMES, ids=lambda s: s.describe())
@@ -73,7 +75,9 @@ CASES = [
 @pytest.mark.parametrize("shape, granularity, axis, group", CASES)
 @pytest.mark.parametrize("symmetric", [True, False])
 def test_granularity_any_axis_any_rank(shape, granularity, axis, group, symmetric):
-    scheme = QScheme(bits=8, symmetric=symmetric, granularity=granularity, axis=axis, group_size=group)
+    scheme = QScheme(
+        bits=8, symmetric=symmetric, granularity=granularity, axis=axis, group_size=group
+    )
     x = random_tensor(*shape, seed=len(shape))
     qt = quantize_tensor(x, scheme)
     assert qt.data.shape == x.shape
@@ -106,7 +110,9 @@ def test_per_group_matches_manual_reshape():
     x = random_tensor(4, 12, seed=4)
     scheme = QScheme(bits=4, symmetric=False, granularity="per_group", group_size=4)
     qt = quantize_tensor(x, scheme)
-    ref = quantize_tensor(x.reshape(12, 4), QScheme(bits=4, symmetric=False, granularity="per_channel", axis=0))
+    ref = quantize_tensor(
+        x.reshape(12, 4), QScheme(bits=4, symmetric=False, granularity="per_channel", axis=0)
+    )
     assert torch.equal(qt.data, ref.data.reshape(4, 12))
     assert_similar(qt.scale.reshape(-1), ref.scale)
 
@@ -125,8 +131,11 @@ def test_given_qparams_and_nbytes():
 @pytest.mark.parametrize("chunk", [1, 7, 64, 1 << 19])
 def test_chunked_quantize_is_exact(monkeypatch, chunk):
     x = random_tensor(9, 40, seed=11, dist="laplace")
-    for scheme in (QScheme(bits=4, symmetric=False, granularity="per_group", group_size=8),
-                   QScheme(bits=8, symmetric=False), QScheme(bits=3, granularity="per_channel", axis=1)):
+    for scheme in (
+        QScheme(bits=4, symmetric=False, granularity="per_group", group_size=8),
+        QScheme(bits=8, symmetric=False),
+        QScheme(bits=3, granularity="per_channel", axis=1),
+    ):
         reference = quantize_tensor(x, scheme)
         monkeypatch.setattr(qtensor_module, "CHUNK_ELEMENTS", chunk)
         chunked = quantize_tensor(x, scheme)
@@ -134,7 +143,9 @@ def test_chunked_quantize_is_exact(monkeypatch, chunk):
         assert torch.equal(chunked.data, reference.data)
         # the formula, unchunked: clip(round(x / s) + z, qmin, qmax)
         b = to_blocks(x, scheme)
-        q = (torch.round(b / reference.scale.unsqueeze(-1)) + reference.zero_point.unsqueeze(-1)).clamp(scheme.qmin, scheme.qmax)
+        q = (
+            torch.round(b / reference.scale.unsqueeze(-1)) + reference.zero_point.unsqueeze(-1)
+        ).clamp(scheme.qmin, scheme.qmax)
         assert torch.equal(from_blocks(q, scheme, x.shape).to(chunked.data.dtype), chunked.data)
 
 

@@ -15,7 +15,10 @@ def test_bits_out_of_range(bits):
     [
         ({"granularity": "per_group"}, "per_group needs group_size"),
         ({"granularity": "per_group", "group_size": 0}, "positive integer"),
-        ({"granularity": "per_channel", "group_size": 64}, "only applies to granularity='per_group'"),
+        (
+            {"granularity": "per_channel", "group_size": 64},
+            "only applies to granularity='per_group'",
+        ),
         ({"granularity": "per_row"}, "granularity must be one of"),
         ({"pad": True}, "pad=True only applies"),
         ({"bits": 1}, "1-bit symmetric"),

@@ -25,4 +25,6 @@ def digits_test():
 def digits_static(digits_model):
     """A fast Static int8 model: min-max ranges from one calibration batch."""
     calib = zoo.load_dataset("digits", "calib").inputs[:64]
-    return ql.quantize(digits_model, ql.Static(observer="minmax", calib_batches=1), calib_data=calib)
+    return ql.quantize(
+        digits_model, ql.Static(observer="minmax", calib_batches=1), calib_data=calib
+    )

@@ -11,7 +11,9 @@ def test_environment_info_is_json_ready_and_complete():
     assert info["torch"] == torch.__version__
     engines = info["engines"]
     assert engines["active"] == torch.backends.quantized.engine
-    assert set(engines["supported"]) == {e for e in torch.backends.quantized.supported_engines if e != "none"}
+    assert set(engines["supported"]) == {
+        e for e in torch.backends.quantized.supported_engines if e != "none"
+    }
     assert set(engines["works"]) == set(engines["supported"])
     assert all(isinstance(w["ok"], bool) and w["detail"] for w in engines["works"].values())
     assert set(info["extras"]) == set(EXTRAS)
@@ -34,11 +36,17 @@ def test_x86_engine_works_here():
 
 def test_cpu_features_from_cpuinfo(tmp_path, monkeypatch):
     fake = tmp_path / "cpuinfo"
-    fake.write_text("model name\t: Test CPU\nflags\t\t: fpu sse avx2 avx512f avx512_vnni amx_int8\n")
+    fake.write_text(
+        "model name\t: Test CPU\nflags\t\t: fpu sse avx2 avx512f avx512_vnni amx_int8\n"
+    )
     monkeypatch.setattr("platform.machine", lambda: "x86_64")
     info = cpu_info(fake)
     assert info["model"] == "Test CPU"
-    assert info["features"]["avx2"] and info["features"]["avx512_vnni"] and info["features"]["amx_int8"]
+    assert (
+        info["features"]["avx2"]
+        and info["features"]["avx512_vnni"]
+        and info["features"]["amx_int8"]
+    )
     assert not info["features"]["amx_tile"] and not info["features"]["avx_vnni"]
     assert cpu_info(tmp_path / "missing")["features"]["avx2"] is False
 

@@ -36,8 +36,12 @@ def test_accepts_labelled_pairs_and_kwargs_batches():
             return input_ids.float() * attention_mask
 
     ids = torch.ones(3, 5, dtype=torch.long)
-    assert measure_latency(KW(), [{"input_ids": ids, "attention_mask": ids}], reps=2).batch_size == 3
-    assert measure_latency(nn.Linear(4, 2), (torch.rand(6, 4), torch.zeros(6)), reps=2).batch_size == 6
+    assert (
+        measure_latency(KW(), [{"input_ids": ids, "attention_mask": ids}], reps=2).batch_size == 3
+    )
+    assert (
+        measure_latency(nn.Linear(4, 2), (torch.rand(6, 4), torch.zeros(6)), reps=2).batch_size == 6
+    )
 
 
 def test_bad_settings_are_input_errors():

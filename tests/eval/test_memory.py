@@ -10,7 +10,9 @@ from quantlens.eval.memory import ModelRef, measure_peak_memory
 
 def test_inference_memory_tracks_the_activation_size():
     small = measure_peak_memory(ModelRef.factory("torch.nn:ReLU"), torch.randn(4, 64), reps=1)
-    big = measure_peak_memory(ModelRef.factory("torch.nn:ReLU"), torch.randn(2048, 4096), reps=2)  # 33.5 MB out
+    big = measure_peak_memory(
+        ModelRef.factory("torch.nn:ReLU"), torch.randn(2048, 4096), reps=2
+    )  # 33.5 MB out
     assert small.method in ("VmHWM", "ru_maxrss")
     assert big.inference_bytes > 25e6
     assert big.inference_bytes < 120e6

@@ -31,11 +31,17 @@ def test_presets_build_their_configs():
 
 def test_weight_only_presets_cover_the_convolutions_of_a_cnn():
     cnn, lstm = zoo.load_model("digits-cnn"), zoo.load_model("digits-lstm")
-    assert make_config("w8").modules is None  # no model: the preset as listed (WeightOnly's default)
+    assert (
+        make_config("w8").modules is None
+    )  # no model: the preset as listed (WeightOnly's default)
     assert make_config("w8", lstm) == ql.WeightOnly(bits=8, group_size=None)
     assert make_config("w4", lstm) == ql.WeightOnly(bits=4, group_size=32)
-    assert make_config("w8", cnn) == ql.WeightOnly(bits=8, group_size=None, modules=("linear", "conv2d"))
-    assert make_config("w4", cnn) == ql.WeightOnly(bits=4, group_size=None, modules=("linear", "conv2d"))
+    assert make_config("w8", cnn) == ql.WeightOnly(
+        bits=8, group_size=None, modules=("linear", "conv2d")
+    )
+    assert make_config("w4", cnn) == ql.WeightOnly(
+        bits=4, group_size=None, modules=("linear", "conv2d")
+    )
     assert make_config("static", cnn) == ql.Static()
     summary = ql.quantize(cnn, make_config("w4", cnn)).quantlens_summary
     assert len(summary.quantized) == 7  # 6 Conv2d + fc (Linear-only: just fc)
@@ -46,7 +52,8 @@ def test_sweep_is_the_product_of_the_grid_and_varies_the_backend():
     assert len(configs) == 3 * 2 * len(engines_here())
     engine = engines_here()[0]
     assert configs[f"observer=minmax,per_channel=False,backend={engine}"] == ql.Static(
-        observer="minmax", per_channel=False, backend=engine)
+        observer="minmax", per_channel=False, backend=engine
+    )
     assert {c.backend for c in sweep_configs("qat").values()} == set(engines_here())
     custom = sweep_configs("static", {"backend": ("x86", "qnnpack")})
     assert [c.backend for c in custom.values()] == ["x86", "qnnpack"]
@@ -55,7 +62,9 @@ def test_sweep_is_the_product_of_the_grid_and_varies_the_backend():
 
 
 def test_the_swept_engines_are_those_this_build_has_in_backend_order_without_fbgemm(monkeypatch):
-    monkeypatch.setattr(presets, "available_engines", lambda: ["qnnpack", "fbgemm", "onednn", "x86"])
+    monkeypatch.setattr(
+        presets, "available_engines", lambda: ["qnnpack", "fbgemm", "onednn", "x86"]
+    )
     assert engines_here() == ("x86", "onednn", "qnnpack")
     monkeypatch.setattr(presets, "available_engines", lambda: ["fbgemm", "qnnpack"])
     assert engines_here() == ("qnnpack",)
@@ -64,20 +73,32 @@ def test_the_swept_engines_are_those_this_build_has_in_backend_order_without_fbg
 
 
 def test_parse_grid_reads_cli_entries():
-    grid = parse_grid(["observer=minmax,mse", "per_channel=true,false", "backend=x86,onednn"], "static")
-    assert grid == {"observer": ("minmax", "mse"), "per_channel": (True, False), "backend": ("x86", "onednn")}
+    grid = parse_grid(
+        ["observer=minmax,mse", "per_channel=true,false", "backend=x86,onednn"], "static"
+    )
+    assert grid == {
+        "observer": ("minmax", "mse"),
+        "per_channel": (True, False),
+        "backend": ("x86", "onednn"),
+    }
     configs = sweep_configs("static", grid)
-    assert len(configs) == 8 and configs["observer=mse,per_channel=False,backend=onednn"].backend == "onednn"
+    assert (
+        len(configs) == 8
+        and configs["observer=mse,per_channel=False,backend=onednn"].backend == "onednn"
+    )
     w = parse_grid(["bits=8,4", "group_size=none,16", "modules=linear+conv2d"], "w4")
     assert w == {"bits": (8, 4), "group_size": (None, 16), "modules": (("linear", "conv2d"),)}
 
 
-@pytest.mark.parametrize("tokens, match", [
-    (["observer"], "not key=value"),
-    (["observer="], "not key=value"),
-    (["bits=8,4"], "Static has no setting 'bits'; settings: .*backend"),
-    (["observer=minmax", "observer=mse"], "given twice"),
-])
+@pytest.mark.parametrize(
+    "tokens, match",
+    [
+        (["observer"], "not key=value"),
+        (["observer="], "not key=value"),
+        (["bits=8,4"], "Static has no setting 'bits'; settings: .*backend"),
+        (["observer=minmax", "observer=mse"], "given twice"),
+    ],
+)
 def test_parse_grid_errors_are_one_line(tokens, match):
     with pytest.raises(ConfigError, match=match) as info:
         parse_grid(tokens, "static")

@@ -26,7 +26,9 @@ def test_classification_quality_against_float():
     y = model(x).argmax(-1)
     ref = collect_outputs(model, (x, y))
     noisy = nn.Linear(8, 3)
-    noisy.load_state_dict({k: v + 0.01 * torch.randn_like(v) for k, v in model.state_dict().items()})
+    noisy.load_state_dict(
+        {k: v + 0.01 * torch.randn_like(v) for k, v in model.state_dict().items()}
+    )
     q = measure_quality(ref, collect_outputs(noisy, (x, y)))
     assert q.kind == "logits"
     assert q.accuracy > 90 and q.agreement > 90
@@ -39,7 +41,9 @@ def test_user_metric_without_labels():
     model = nn.Linear(4, 1)
     x = torch.randn(10, 4)
     ref = collect_outputs(model, x)
-    q = measure_quality(ref, ref, metric=lambda out, labels: float(out.mean()) if labels is None else -1.0)
+    q = measure_quality(
+        ref, ref, metric=lambda out, labels: float(out.mean()) if labels is None else -1.0
+    )
     assert q.accuracy is None and q.metric == pytest.approx(float(model(x).mean()), rel=1e-5)
 
 

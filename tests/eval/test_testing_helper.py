@@ -22,7 +22,9 @@ class TwoHeads(nn.Module):
 
 def test_passes_and_returns_the_metrics():
     x = torch.randn(16, 8)
-    result = assert_quantized_close(TwoHeads(), TwoHeads(noise_b=1e-4), x, min_sqnr_db=30, min_cosine=0.999)
+    result = assert_quantized_close(
+        TwoHeads(), TwoHeads(noise_b=1e-4), x, min_sqnr_db=30, min_cosine=0.999
+    )
     assert set(result) == {"output[0]", "output[1]"}
     assert result["output[0]"]["sqnr_db"] == float("inf")
 
@@ -57,7 +59,7 @@ class OneLogit(TwoHeads):
     def forward(self, x):
         y = self.lin(x)
         if self.flip:
-            y = torch.cat([y[: 3 * len(y) // 4], -y[3 * len(y) // 4:]])
+            y = torch.cat([y[: 3 * len(y) // 4], -y[3 * len(y) // 4 :]])
         return y
 
 

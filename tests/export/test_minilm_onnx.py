@@ -37,7 +37,9 @@ def _cosine(qm, path, enc) -> float:
     runner = load_runner(path, threads=1)
     with torch.inference_mode():
         ref = _embeddings(lambda **kw: qm(**kw).last_hidden_state, enc)
-    out = _embeddings(lambda **kw: runner(kw["input_ids"], kw["attention_mask"], kw["token_type_ids"])[0], enc)
+    out = _embeddings(
+        lambda **kw: runner(kw["input_ids"], kw["attention_mask"], kw["token_type_ids"])[0], enc
+    )
     assert len(out) >= 200
     return F.cosine_similarity(ref, out).mean().item()
 

@@ -23,7 +23,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def static_model():
     model = zoo.load_model("digits-cnn")
-    return ql.quantize(model, ql.Static(), calib_data=zoo.load_dataset("digits", "calib").batches(64))
+    return ql.quantize(
+        model, ql.Static(), calib_data=zoo.load_dataset("digits", "calib").batches(64)
+    )
 
 
 def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -65,14 +67,24 @@ def test_the_graph_carries_the_quantlens_scales_and_int8_weights(static_model, t
     assert inits[first_q.input[2]] == static_model.stem_0_input_zero_point_0.item()
     assert inits[first_q.input[2]].dtype == np.uint8 and inits[first_q.input[1]].ndim == 0
     conv = static_model.get_submodule("block1.conv2")
-    weight_dq = [n for n in graph.node if n.op_type == "DequantizeLinear" and n.name.startswith("block1.conv2/")
-                 and inits.get(n.input[0]) is not None and inits[n.input[0]].dtype == np.int8]
+    weight_dq = [
+        n
+        for n in graph.node
+        if n.op_type == "DequantizeLinear"
+        and n.name.startswith("block1.conv2/")
+        and inits.get(n.input[0]) is not None
+        and inits[n.input[0]].dtype == np.int8
+    ]
     assert len(weight_dq) == 1
     dq = weight_dq[0]
     np.testing.assert_array_equal(inits[dq.input[0]], conv.weight().int_repr().numpy())
-    np.testing.assert_array_equal(inits[dq.input[1]], conv.weight().q_per_channel_scales().float().numpy())
+    np.testing.assert_array_equal(
+        inits[dq.input[1]], conv.weight().q_per_channel_scales().float().numpy()
+    )
     assert next(a.i for a in dq.attribute if a.name == "axis") == 0
-    assert not [i for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT and len(i.dims) == 4]
+    assert not [
+        i for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT and len(i.dims) == 4
+    ]
 
 
 def test_onnx_runtime_runs_the_convolutions_and_adds_on_int8_kernels(static_model, tmp_path):
@@ -94,7 +106,9 @@ def test_batch_axis_is_dynamic(static_model, digits, tmp_path):
 
 
 def test_a_prepared_model_is_refused(tmp_path):
-    prepared = ql.prepare(zoo.load_model("digits-cnn"), ql.Static(), example_inputs=zoo.example_inputs("digits-cnn"))
+    prepared = ql.prepare(
+        zoo.load_model("digits-cnn"), ql.Static(), example_inputs=zoo.example_inputs("digits-cnn")
+    )
     with pytest.raises(InputError, match="convert"):
         ql.export(prepared, tmp_path / "p.onnx", format="onnx")
     assert not list(tmp_path.iterdir())
@@ -106,4 +120,6 @@ def test_the_eager_fallback_exports_too(digits, tmp_path):
     path = ql.export(qm, tmp_path / "eager.onnx", format="onnx", example_inputs=digits.inputs[:2])
     ours, theirs, agree = _accuracy_and_agreement(qm, path, digits)
     assert abs(ours - theirs) <= 0.2 and agree >= 0.995, (ours, theirs, agree)
-    assert [n.op_type for n in onnx.load(str(path)).graph.node].count("QuantizeLinear") >= 7  # 7 int8 islands
+    assert [n.op_type for n in onnx.load(str(path)).graph.node].count(
+        "QuantizeLinear"
+    ) >= 7  # 7 int8 islands

@@ -49,7 +49,9 @@ def _roundtrip(qm, tmp_path, name="m.onnx", **kwargs):
 
 @pytest.mark.parametrize("bits,group", [(8, None), (4, 32), (4, 16), (2, 16)])
 @pytest.mark.parametrize("weight_op", ["auto", "dequantize"])
-def test_weight_only_forms_compute_what_the_quantlens_layers_compute(bits, group, weight_op, tmp_path):
+def test_weight_only_forms_compute_what_the_quantlens_layers_compute(
+    bits, group, weight_op, tmp_path
+):
     cfg = ql.WeightOnly(bits=bits, group_size=group, modules=("linear", "embedding"))
     qm = ql.quantize(_Net(), cfg)
     path, ref, out = _roundtrip(qm, tmp_path, weight_op=weight_op)
@@ -67,10 +69,17 @@ def test_the_file_holds_packed_codes(tmp_path):
     qm = ql.quantize(_Net(), ql.WeightOnly(bits=4, group_size=32, modules=("linear", "embedding")))
     path, _, _ = _roundtrip(qm, tmp_path, "w4.onnx")
     ratio = path.stat().st_size / float_path.stat().st_size
-    assert ratio < 0.22, ratio  # 4-bit codes + one scale and zero-point per 32 (float: 0.125 + 0.039)
+    assert ratio < 0.22, (
+        ratio
+    )  # 4-bit codes + one scale and zero-point per 32 (float: 0.125 + 0.039)
     graph = onnx.load(str(path)).graph
-    assert not [i for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT and len(i.dims) == 2
-                and i.dims[0] * i.dims[1] >= 64 * 64]
+    assert not [
+        i
+        for i in graph.initializer
+        if i.data_type == onnx.TensorProto.FLOAT
+        and len(i.dims) == 2
+        and i.dims[0] * i.dims[1] >= 64 * 64
+    ]
 
 
 def test_dynamic_linear_keeps_per_token_scales(tmp_path):
@@ -116,7 +125,9 @@ def test_a_dynamic_lstm_is_refused_by_name(tmp_path):
 
     qm = ql.quantize(zoo.load_model("digits-lstm"), ql.Dynamic(min_rnn_hidden=0))
     with pytest.raises(InputError, match="'rnn'.*no ONNX form"):
-        ql.export(qm, tmp_path / "l.onnx", format="onnx", example_inputs=zoo.example_inputs("digits-lstm"))
+        ql.export(
+            qm, tmp_path / "l.onnx", format="onnx", example_inputs=zoo.example_inputs("digits-lstm")
+        )
 
 
 def test_missing_onnx_names_the_extra(monkeypatch, tmp_path):
@@ -126,4 +137,9 @@ def test_missing_onnx_names_the_extra(monkeypatch, tmp_path):
 
     monkeypatch.setitem(sys.modules, "onnx", None)
     with pytest.raises(MissingDependencyError, match=r"pip install 'quantlens\[onnx\]'"):
-        ql.export(ql.quantize(_Net(), ql.Dynamic()), tmp_path / "m.onnx", format="onnx", example_inputs=(_ids(1, 2),))
+        ql.export(
+            ql.quantize(_Net(), ql.Dynamic()),
+            tmp_path / "m.onnx",
+            format="onnx",
+            example_inputs=(_ids(1, 2),),
+        )

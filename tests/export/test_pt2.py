@@ -21,9 +21,16 @@ def _mlp() -> nn.Module:
     return nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
 
 
-@pytest.mark.parametrize("config", [ql.WeightOnly(bits=4, group_size=32), ql.WeightOnly(bits=2, group_size=16),
-                                    ql.WeightOnly(bits=4, group_size=32, codebook="nf4"), ql.Dynamic()],
-                         ids=["w4", "w2", "nf4", "dynamic"])
+@pytest.mark.parametrize(
+    "config",
+    [
+        ql.WeightOnly(bits=4, group_size=32),
+        ql.WeightOnly(bits=2, group_size=16),
+        ql.WeightOnly(bits=4, group_size=32, codebook="nf4"),
+        ql.Dynamic(),
+    ],
+    ids=["w4", "w2", "nf4", "dynamic"],
+)
 def test_program_loads_and_matches(config, tmp_path):
     qm = ql.quantize(_mlp(), config)
     path = ql.export(qm, tmp_path / "m.pt2", format="pt2", example_inputs=(random_tensor(2, 64),))
@@ -48,7 +55,11 @@ def test_the_program_keeps_the_packed_codes(tmp_path):
 
 
 def test_int8_static_models_are_refused(tmp_path):
-    qm = ql.quantize(zoo.load_model("digits-cnn"), ql.Static(), calib_data=zoo.load_dataset("digits", "calib").inputs[:64])
+    qm = ql.quantize(
+        zoo.load_model("digits-cnn"),
+        ql.Static(),
+        calib_data=zoo.load_dataset("digits", "calib").inputs[:64],
+    )
     with pytest.raises(InputError, match="format='onnx' or 'torchscript'"):
         ql.export(qm, tmp_path / "s.pt2", format="pt2")
     assert not list(tmp_path.iterdir())

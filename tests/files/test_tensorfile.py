@@ -17,12 +17,17 @@ from quantlens.files.tensorfile import DigestMismatchError
 def _tensors():
     g = torch.Generator().manual_seed(0)
     return {
-        "f32": torch.randn(3, 5, generator=g), "bf16": torch.randn(7, generator=g).bfloat16(),
-        "f16": torch.randn(2, 3, generator=g).half(), "f64": torch.randn(4, generator=g).double(),
+        "f32": torch.randn(3, 5, generator=g),
+        "bf16": torch.randn(7, generator=g).bfloat16(),
+        "f16": torch.randn(2, 3, generator=g).half(),
+        "f64": torch.randn(4, generator=g).double(),
         "i8": torch.randint(-128, 127, (9,), dtype=torch.int8, generator=g),
         "u8": torch.randint(0, 255, (3, 3), dtype=torch.uint8, generator=g),
-        "i64": torch.arange(5), "bool": torch.tensor([True, False, True]),
-        "scalar": torch.tensor(2.5), "empty": torch.zeros(0, 4), "strided": torch.randn(6, 4, generator=g).t(),
+        "i64": torch.arange(5),
+        "bool": torch.tensor([True, False, True]),
+        "scalar": torch.tensor(2.5),
+        "empty": torch.zeros(0, 4),
+        "strided": torch.randn(6, 4, generator=g).t(),
     }
 
 
@@ -34,14 +39,22 @@ def test_every_dtype_round_trips_and_the_digest_is_the_files(tmp_path):
     back, found = read_tensors(path, sha256=digest)
     assert found == digest
     for name, t in tensors.items():
-        assert back[name].dtype == t.dtype and back[name].shape == t.shape and torch.equal(back[name], t), name
+        assert (
+            back[name].dtype == t.dtype
+            and back[name].shape == t.shape
+            and torch.equal(back[name], t)
+        ), name
     theirs = load_file(str(path))
     assert all(torch.equal(theirs[k], t) for k, t in tensors.items())
 
 
 def test_a_file_the_safetensors_library_wrote_reads_back(tmp_path):
     path = tmp_path / "theirs.safetensors"
-    tensors = {"odd": torch.arange(3, dtype=torch.uint8), "f32": torch.randn(5), "i16": torch.arange(3, dtype=torch.int16)}
+    tensors = {
+        "odd": torch.arange(3, dtype=torch.uint8),
+        "f32": torch.randn(5),
+        "i16": torch.arange(3, dtype=torch.int16),
+    }
     save_file(tensors, str(path))
     back, _ = read_tensors(path)
     assert all(torch.equal(back[k], t) for k, t in tensors.items())
@@ -53,7 +66,9 @@ def test_a_changed_byte_is_a_digest_mismatch(tmp_path):
     data = bytearray(path.read_bytes())
     data[-1] ^= 0x40
     path.write_bytes(bytes(data))
-    with pytest.raises(DigestMismatchError, match=r"t\.safetensors does not match the SHA-256") as info:
+    with pytest.raises(
+        DigestMismatchError, match=r"t\.safetensors does not match the SHA-256"
+    ) as info:
         read_tensors(path, sha256=digest)
     assert info.value.found == hashlib.sha256(bytes(data)).hexdigest()
 
@@ -63,13 +78,19 @@ def _with_header(path, header: dict, data: bytes = b"\0" * 16):
     path.write_bytes(struct.pack("<Q", len(head)) + head + data)
 
 
-@pytest.mark.parametrize("header, why", [
-    ({"a": {"dtype": "F32", "shape": [100], "data_offsets": [0, 400]}}, "points outside the file"),
-    ({"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 16]}}, "wrong size"),
-    ({"a": {"dtype": "F32", "shape": [-4], "data_offsets": [0, 16]}}, "negative dimension"),
-    ({"a": {"dtype": "X9", "shape": [4], "data_offsets": [0, 16]}}, "malformed"),
-    ({"a": "not an entry"}, "malformed"),
-])
+@pytest.mark.parametrize(
+    "header, why",
+    [
+        (
+            {"a": {"dtype": "F32", "shape": [100], "data_offsets": [0, 400]}},
+            "points outside the file",
+        ),
+        ({"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 16]}}, "wrong size"),
+        ({"a": {"dtype": "F32", "shape": [-4], "data_offsets": [0, 16]}}, "negative dimension"),
+        ({"a": {"dtype": "X9", "shape": [4], "data_offsets": [0, 16]}}, "malformed"),
+        ({"a": "not an entry"}, "malformed"),
+    ],
+)
 def test_a_hostile_header_is_one_error(tmp_path, header, why):
     path = tmp_path / "h.safetensors"
     _with_header(path, header)

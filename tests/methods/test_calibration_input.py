@@ -18,17 +18,29 @@ def mlp() -> nn.Module:
     return nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 32))
 
 
-@pytest.mark.parametrize("calib, words", [
-    (torch.empty(0, 1, 8, 8), r"calib_data has no samples \(input 0 has shape \(0, 1, 8, 8\)\)"),
-    (torch.empty(0, 8), "calib_data has no samples"),
-    ([], "calib_data is empty: it yielded no batch"),
-    (torch.full((4, 1, 8, 8), float("nan")), r"calib_data holds 256 NaN/Inf value\(s\); the first is nan at index \(0, 0, 0, 0\)"),
-    (torch.rand(4, 8), r"cannot run on calib_data \(inputs \(4, 8\) float32: Expected 3D"),
-    (torch.randint(0, 3, (4, 1, 8, 8)), r"cannot run on calib_data \(inputs \(4, 1, 8, 8\) int64"),
-    (5, "cannot read batches from a int \\(calib_data\\)"),
-    (torch.tensor(1.0), "calib_data is a 0-d tensor"),
-    ("digits", "cannot read batches from a str"),
-])
+@pytest.mark.parametrize(
+    "calib, words",
+    [
+        (
+            torch.empty(0, 1, 8, 8),
+            r"calib_data has no samples \(input 0 has shape \(0, 1, 8, 8\)\)",
+        ),
+        (torch.empty(0, 8), "calib_data has no samples"),
+        ([], "calib_data is empty: it yielded no batch"),
+        (
+            torch.full((4, 1, 8, 8), float("nan")),
+            r"calib_data holds 256 NaN/Inf value\(s\); the first is nan at index \(0, 0, 0, 0\)",
+        ),
+        (torch.rand(4, 8), r"cannot run on calib_data \(inputs \(4, 8\) float32: Expected 3D"),
+        (
+            torch.randint(0, 3, (4, 1, 8, 8)),
+            r"cannot run on calib_data \(inputs \(4, 1, 8, 8\) int64",
+        ),
+        (5, "cannot read batches from a int \\(calib_data\\)"),
+        (torch.tensor(1.0), "calib_data is a 0-d tensor"),
+        ("digits", "cannot read batches from a str"),
+    ],
+)
 def test_static_refuses_bad_calib_data(digits_cnn, calib, words):
     with pytest.raises(InputError, match=words):
         ql.quantize(digits_cnn, ql.Static(), calib_data=calib)
@@ -44,11 +56,18 @@ def test_gptq_nan_calib_data_is_one_line():
     with pytest.raises(InputError, match=r"calib_data holds 512 NaN/Inf"):
         ql.quantize(mlp(), ql.WeightOnly(bits=4, group_size=32, algorithm="gptq"), calib_data=nan)
     with pytest.raises(InputError, match=r"cannot run on calib_data \(inputs \(8, 3\)"):
-        ql.quantize(mlp(), ql.WeightOnly(bits=4, group_size=32, algorithm="gptq"), calib_data=torch.rand(8, 3))
+        ql.quantize(
+            mlp(),
+            ql.WeightOnly(bits=4, group_size=32, algorithm="gptq"),
+            calib_data=torch.rand(8, 3),
+        )
 
 
-@pytest.mark.parametrize("config", [ql.WeightOnly(bits=4, group_size=32), ql.Dynamic(), ql.Static()],
-                         ids=["weight-only", "dynamic", "static"])
+@pytest.mark.parametrize(
+    "config",
+    [ql.WeightOnly(bits=4, group_size=32), ql.Dynamic(), ql.Static()],
+    ids=["weight-only", "dynamic", "static"],
+)
 def test_meta_model_is_one_line(config):
     model = mlp().to("meta")
     with pytest.raises(InputError, match=r"the model's 0.weight is on the meta device"):

@@ -150,7 +150,9 @@ def test_modules_skip_and_overrides_select_layers():
     skipped = ql.quantize(model, Dynamic(skip=("rnn",)))
     assert type(skipped.rnn) is nn.LSTM and isinstance(skipped.fc, DynamicLinear)
     assert any(r.name == "rnn" and r.action == "skipped" for r in skipped.quantlens_summary.records)
-    mixed = ql.quantize(model, Dynamic(min_rnn_hidden=0, overrides={"fc": Dynamic(dtype="float16")}))
+    mixed = ql.quantize(
+        model, Dynamic(min_rnn_hidden=0, overrides={"fc": Dynamic(dtype="float16")})
+    )
     assert mixed.fc.dtype == "float16" and mixed.rnn.dtype == "int8"
 
 
@@ -193,7 +195,9 @@ def test_rebuild_gives_the_quantized_structure():
         rebuilt = rebuild(copy.deepcopy(skeleton), QuantContext(config, QuantSummary()))
         assert isinstance(rebuilt.fc, DynamicLinear)
         assert isinstance(rebuilt.rnn, DynamicRNN if config.min_rnn_hidden == 0 else nn.LSTM)
-        assert set(rebuilt.state_dict()) == set(ql.quantize(zoo.load_model("digits-lstm"), config).state_dict())
+        assert set(rebuilt.state_dict()) == set(
+            ql.quantize(zoo.load_model("digits-lstm"), config).state_dict()
+        )
 
 
 def test_config_round_trip_and_errors():
@@ -208,7 +212,9 @@ def test_config_round_trip_and_errors():
         Dynamic(activations="per_row")
 
 
-@pytest.mark.parametrize("dtype, name", [(torch.float16, "float16"), (torch.int8, "int8"), (torch.qint8, "int8")])
+@pytest.mark.parametrize(
+    "dtype, name", [(torch.float16, "float16"), (torch.int8, "int8"), (torch.qint8, "int8")]
+)
 def test_torch_dtypes_are_taken_like_their_names(dtype, name):
     config = Dynamic(dtype=dtype)
     assert config.dtype == name and config_from_dict(config.to_dict()) == config
@@ -222,7 +228,11 @@ def test_backend_is_validated_and_sets_the_engine():
         Dynamic(backend="cuda")
     with pytest.raises(ConfigError, match="torch.int8 or torch.float16"):
         Dynamic(dtype=torch.float32)
-    engines = [e for e in torch.backends.quantized.supported_engines if e in ("qnnpack", "x86", "fbgemm", "onednn")]
+    engines = [
+        e
+        for e in torch.backends.quantized.supported_engines
+        if e in ("qnnpack", "x86", "fbgemm", "onednn")
+    ]
     before = torch.backends.quantized.engine
     try:
         for engine in engines:

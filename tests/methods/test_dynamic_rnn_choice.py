@@ -17,10 +17,15 @@ from quantlens.methods.dynamic_rnn import DynamicRNN
 from quantlens.nn.dynamic_linear import DynamicLinear
 
 
-@pytest.mark.parametrize("name,cls,least", [("digits-lstm", nn.LSTM, 384), ("digits-gru", nn.GRU, 128)])
+@pytest.mark.parametrize(
+    "name,cls,least", [("digits-lstm", nn.LSTM, 384), ("digits-gru", nn.GRU, 128)]
+)
 def test_zoo_rnn_stays_float_with_the_reason_in_the_summary(name, cls, least):
     model = zoo.load_model(name)
-    with pytest.warns(UserWarning, match=r"only 1 layer\(s\) \(fc\).*rnn: int8 would be slower.*keep the float model"):
+    with pytest.warns(
+        UserWarning,
+        match=r"only 1 layer\(s\) \(fc\).*rnn: int8 would be slower.*keep the float model",
+    ):
         qm = ql.quantize(model, Dynamic())
     assert type(qm.rnn) is cls and isinstance(qm.fc, DynamicLinear)
     summary = qm.quantlens_summary
@@ -37,7 +42,9 @@ def test_zoo_rnn_stays_float_with_the_reason_in_the_summary(name, cls, least):
     assert (out.argmax(1) == ref.argmax(1)).float().mean() >= 0.99
 
 
-@pytest.mark.parametrize("cls,hidden", [(nn.LSTM, RNN_MIN_HIDDEN["lstm"]), (nn.GRU, RNN_MIN_HIDDEN["gru"])])
+@pytest.mark.parametrize(
+    "cls,hidden", [(nn.LSTM, RNN_MIN_HIDDEN["lstm"]), (nn.GRU, RNN_MIN_HIDDEN["gru"])]
+)
 def test_rnn_at_the_threshold_is_int8_and_close_to_float(cls, hidden):
     torch.manual_seed(0)
     rnn = cls(32, hidden, batch_first=True).eval()
@@ -46,8 +53,13 @@ def test_rnn_at_the_threshold_is_int8_and_close_to_float(cls, hidden):
     x = random_tensor(4, 6, 32, seed=1)
     with torch.inference_mode():
         assert cosine_similarity(qm(x)[0], rnn(x)[0]) > 0.999
-    with pytest.raises(NothingToQuantizeError, match=rf"\(model\): int8 would be slower: hidden size {hidden - 1} <"):
-        ql.quantize(cls(32, hidden - 1, batch_first=True), Dynamic())  # a bare layer: nothing worth quantizing
+    with pytest.raises(
+        NothingToQuantizeError,
+        match=rf"\(model\): int8 would be slower: hidden size {hidden - 1} <",
+    ):
+        ql.quantize(
+            cls(32, hidden - 1, batch_first=True), Dynamic()
+        )  # a bare layer: nothing worth quantizing
 
 
 def test_min_rnn_hidden_moves_the_threshold_and_fp16_is_always_converted():
@@ -55,7 +67,9 @@ def test_min_rnn_hidden_moves_the_threshold_and_fp16_is_always_converted():
     assert isinstance(ql.quantize(lstm, Dynamic(min_rnn_hidden=16)), DynamicRNN)
     with pytest.raises(NothingToQuantizeError, match="hidden size 16 < 17"):
         ql.quantize(lstm, Dynamic(min_rnn_hidden=17))
-    assert isinstance(ql.quantize(lstm, Dynamic(dtype="float16")), DynamicRNN)  # a size saving, no speed claim
+    assert isinstance(
+        ql.quantize(lstm, Dynamic(dtype="float16")), DynamicRNN
+    )  # a size saving, no speed claim
 
 
 def test_default_choice_round_trips_through_a_checkpoint(tmp_path):
@@ -86,7 +100,9 @@ def test_a_config_saved_before_min_rnn_hidden_existed_loads_as_int8_rnn(tmp_path
     meta = json.loads(meta_path.read_text())
     text = json.dumps(meta)
     assert '"min_rnn_hidden": 0' in text
-    meta_path.write_text(text.replace('"min_rnn_hidden": 0, ', "").replace(', "min_rnn_hidden": 0', ""))
+    meta_path.write_text(
+        text.replace('"min_rnn_hidden": 0, ', "").replace(', "min_rnn_hidden": 0', "")
+    )
     assert "min_rnn_hidden" not in meta_path.read_text()
     loaded = ql.load(tmp_path / "old")
     assert isinstance(loaded.rnn, DynamicRNN)

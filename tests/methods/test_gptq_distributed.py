@@ -21,13 +21,17 @@ def _batches() -> list[torch.Tensor]:
 
 
 def _gptq(batches: list[torch.Tensor], sync: bool = True) -> list:
-    qm = ql.quantize(_model(), ql.WeightOnly(bits=4, group_size=32, algorithm="gptq", sync=sync), calib_data=batches)
+    qm = ql.quantize(
+        _model(),
+        ql.WeightOnly(bits=4, group_size=32, algorithm="gptq", sync=sync),
+        calib_data=batches,
+    )
     with torch.no_grad():
         return qm(random_tensor(8, 64, seed=9)).tolist()
 
 
 def _rank(rank: int, world: int, bounds: list[int], sync: bool) -> list:
-    return _gptq(_batches()[bounds[rank]:bounds[rank + 1]], sync)
+    return _gptq(_batches()[bounds[rank] : bounds[rank + 1]], sync)
 
 
 @pytest.mark.slow

@@ -43,7 +43,11 @@ def test_an_int8_model_far_from_float_is_said_to_be():
         reference = model(calib[0])
     qm, warned = _quantize(model, calib)
     with torch.no_grad():
-        cosine = float(torch.nn.functional.cosine_similarity(reference.flatten(), qm(calib[0]).flatten(), dim=0))
+        cosine = float(
+            torch.nn.functional.cosine_similarity(
+                reference.flatten(), qm(calib[0]).flatten(), dim=0
+            )
+        )
     assert cosine < int8_check.AGREEMENT_FLOOR
     assert len(warned) == 1 and "skip=[...]" in warned[0]
     assert any("agrees with float" in n for n in qm.quantlens_summary.notes)

@@ -76,8 +76,12 @@ def _x(n: int = 32, seed: int = 0) -> torch.Tensor:
 
 def _float_batchnorms(model: nn.Module) -> list[str]:
     """BatchNorms that are not int8 kernels (torch's quantized BatchNorm subclasses BatchNorm)."""
-    return [n for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-            and not type(m).__module__.startswith("torch.ao.nn.quantized")]
+    return [
+        n
+        for n, m in model.named_modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        and not type(m).__module__.startswith("torch.ao.nn.quantized")
+    ]
 
 
 # --- the first run ----------------------------------------------------------------------------
@@ -96,10 +100,14 @@ def test_an_op_without_int8_kernel_is_repaired_to_float_and_noted():
 
 
 def test_a_view_that_still_fails_is_made_contiguous_at_the_first_run(monkeypatch):
-    monkeypatch.setattr(int8_check, "contiguous_views", lambda model, summary: 0)  # no proactive fix
+    monkeypatch.setattr(
+        int8_check, "contiguous_views", lambda model, summary: 0
+    )  # no proactive fix
     model = _seeded(Net)
     qm = ql.quantize(model, ql.Static(), calib_data=_x())
-    assert any("op 'view'" in n and "inputs made contiguous" in n for n in qm.quantlens_summary.notes)
+    assert any(
+        "op 'view'" in n and "inputs made contiguous" in n for n in qm.quantlens_summary.notes
+    )
     with torch.no_grad():
         assert_similar(qm(_x(seed=1)), model(_x(seed=1)), min_cosine=0.99)
 
@@ -116,7 +124,9 @@ def test_first_run_raises_a_quantlens_error_when_no_repair_helps():
         node = gm.graph.call_module("broken", (out.args[0],))
     out.args = (node,)
     gm.recompile()
-    with pytest.raises(QuantizationFailedError, match=r"first run in op 'broken' \(module 'broken'"):
+    with pytest.raises(
+        QuantizationFailedError, match=r"first run in op 'broken' \(module 'broken'"
+    ):
         int8_check.first_run(gm, (torch.zeros(2, 3),), QuantSummary())
 
 
@@ -133,7 +143,9 @@ def test_sync_batchnorm_model_quantizes_like_its_plain_twin(mode):
     q_sync = ql.quantize(sync, ql.Static(mode=mode), calib_data=calib)
     assert _float_batchnorms(q_sync) == [] == _float_batchnorms(q_plain)
     assert not any(isinstance(m, nn.SyncBatchNorm) for m in q_sync.modules())
-    assert [r.name for r in q_sync.quantlens_summary.quantized] == [r.name for r in q_plain.quantlens_summary.quantized]
+    assert [r.name for r in q_sync.quantlens_summary.quantized] == [
+        r.name for r in q_plain.quantlens_summary.quantized
+    ]
     with torch.no_grad():
         assert torch.equal(q_sync(x), q_plain(x))
         assert_similar(q_sync(x), sync(x), min_cosine=0.99)
@@ -167,7 +179,10 @@ def test_group_layer_and_instance_norms_stay_float_with_the_reason():
         def __init__(self):
             super().__init__()
             self.conv1, self.gn = nn.Conv2d(1, 8, 3, padding=1), nn.GroupNorm(2, 8)
-            self.conv2, self.inorm = nn.Conv2d(8, 8, 3, padding=1), nn.InstanceNorm2d(8, affine=True)
+            self.conv2, self.inorm = (
+                nn.Conv2d(8, 8, 3, padding=1),
+                nn.InstanceNorm2d(8, affine=True),
+            )
             self.fc, self.ln, self.head = nn.Linear(8 * 64, 16), nn.LayerNorm(16), nn.Linear(16, 4)
 
         def forward(self, x):
@@ -180,7 +195,9 @@ def test_group_layer_and_instance_norms_stay_float_with_the_reason():
         floats = {r.name: r.reason for r in qm.quantlens_summary.records if r.action == "float"}
         assert set(floats) == {"gn", "inorm", "ln"}, config
         assert all("each input's own statistics" in why for why in floats.values())
-        quantized = {r.name.removesuffix(".module") for r in qm.quantlens_summary.quantized}  # eager: the island's
+        quantized = {
+            r.name.removesuffix(".module") for r in qm.quantlens_summary.quantized
+        }  # eager: the island's
         assert quantized == {"conv1", "conv2", "fc", "head"}
         with torch.no_grad():
             assert_similar(qm(_x(seed=1)), model(_x(seed=1)), min_cosine=0.99)
@@ -259,8 +276,9 @@ def test_ddp_wrapped_qat_model_trains_and_its_module_converts(sync):
         return nn.SyncBatchNorm.convert_sync_batchnorm(net) if sync else net
 
     timeout = datetime.timedelta(seconds=30)  # every collective gives up instead of hanging
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1,
-                            timeout=timeout)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1, timeout=timeout
+    )
     try:  # on CPU, torch's own SyncBatchNorm refuses to train here; quantlens' synchronises
         qat = ql.prepare_qat(model(), ql.QAT(), example_inputs=(_x(),))
         ddp = nn.parallel.DistributedDataParallel(qat)
@@ -284,5 +302,8 @@ def test_eager_first_run_failure_names_the_innermost_module():
             raise RuntimeError("this layer always fails")
 
     model = nn.Sequential(nn.Linear(4, 4), nn.Sequential(nn.ReLU(), Fails()))
-    with pytest.raises(QuantizationFailedError, match=r"first run in module '1\.1' \(Fails\): this layer always fails"):
+    with pytest.raises(
+        QuantizationFailedError,
+        match=r"first run in module '1\.1' \(Fails\): this layer always fails",
+    ):
         int8_check.first_run(model, (torch.zeros(2, 4),), QuantSummary())

@@ -162,11 +162,15 @@ def test_tutorial_models_int8_agree_with_float_after_training_on_digits(trained,
         for method, mode in WAYS[:2]:
             qm = _int8(model, method, mode, backend, calib)
             agree = _agreement(qm, model, test)
-            assert agree >= 95, f"{cls.__name__} {method} {mode} {backend}: {agree:.1f} % argmax agreement"
+            assert agree >= 95, (
+                f"{cls.__name__} {method} {mode} {backend}: {agree:.1f} % argmax agreement"
+            )
         # QAT: prepare, one short epoch of training, convert; the int8 model must agree with
         # the float model it was fine-tuned from and with its own fake-quant self
         qat = ql.prepare_qat(model, ql.QAT(backend=backend), example_inputs=(calib[:2],))
-        ql.train_qat(qat, (digits["train"].inputs, digits["train"].labels), epochs=1, lr=1e-3, progress=False)
+        ql.train_qat(
+            qat, (digits["train"].inputs, digits["train"].labels), epochs=1, lr=1e-3, progress=False
+        )
         qm = ql.convert(qat)
         assert _agreement(qm, model, test) >= 95, f"{cls.__name__} qat {backend}"
         assert _agreement(qm, qat.eval(), test) >= 95, f"{cls.__name__} qat {backend} vs fake-quant"

@@ -44,13 +44,17 @@ def test_make_linear_computes_the_same_function():
     assert_similar(model(x), expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("config", [ql.WeightOnly(bits=8, group_size=None), ql.Dynamic()], ids=["w8", "dynamic"])
+@pytest.mark.parametrize(
+    "config", [ql.WeightOnly(bits=8, group_size=None), ql.Dynamic()], ids=["w8", "dynamic"]
+)
 def test_every_conv1d_is_quantized_and_the_caller_keeps_its_model(config, one_thread):
     model = TwoConv1D().eval()
     x = random_tensor(4, 32)
     qm = ql.quantize(model, config)
     assert len(qm.quantlens_summary.quantized) == 3
-    assert any("made 3 Hugging Face Conv1D layer(s) nn.Linear" in n for n in qm.quantlens_summary.notes)
+    assert any(
+        "made 3 Hugging Face Conv1D layer(s) nn.Linear" in n for n in qm.quantlens_summary.notes
+    )
     assert type(model.c_fc).__name__ == "Conv1D"  # not in place
     assert_similar(qm(x), model(x), min_cosine=0.999)
 

@@ -18,6 +18,7 @@ def _shuffled(data, seed: int, batch_size: int = 64):
     x, y = data.inputs[order], data.labels[order]
     return [(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size)]
 
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -25,12 +26,19 @@ def test_qat_int8_loses_at_most_0_3_points(digits_cnn, digits):
     float_acc = accuracy(digits_cnn, digits["test"])
     qat = ql.prepare_qat(digits_cnn, ql.QAT(backend="x86"))
     torch.manual_seed(0)
-    history = ql.train_qat(qat, _shuffled(digits["train"], 0), epochs=1, lr=1e-3,
-                           eval_data=digits["test"].as_pair())
+    history = ql.train_qat(
+        qat, _shuffled(digits["train"], 0), epochs=1, lr=1e-3, eval_data=digits["test"].as_pair()
+    )
     qm = ql.convert(qat)
     assert float_acc - accuracy(qm, digits["test"]) <= 0.3
     assert len(qm.quantlens_summary.quantized) == 7
-    assert set(history[0]) >= {"epoch", "train_loss", "train_accuracy", "eval_loss", "eval_accuracy"}
+    assert set(history[0]) >= {
+        "epoch",
+        "train_loss",
+        "train_accuracy",
+        "eval_loss",
+        "eval_accuracy",
+    }
 
 
 def test_qat_4bit_weights_lose_at_most_1_5_points_and_use_16_levels(digits_cnn, digits):
@@ -55,7 +63,9 @@ def test_qat_training_recovers_what_3bit_post_training_quantization_loses(digits
     them back: the training, not the grid, makes the difference."""
     float_acc = accuracy(digits_cnn, digits["test"])
     config = ql.QAT(bits=3)
-    ptq = ql.quantize(digits_cnn, config, calib_data=digits["calib"].batches(64))  # same config, no training
+    ptq = ql.quantize(
+        digits_cnn, config, calib_data=digits["calib"].batches(64)
+    )  # same config, no training
     ptq_acc = accuracy(ptq, digits["test"])
     qat = ql.prepare_qat(digits_cnn, config, example_inputs=(digits["train"].inputs[:1],))
     torch.manual_seed(0)

@@ -24,8 +24,11 @@ def test_digits_cnn_static_int8_loses_at_most_half_a_point(digits_cnn, digits):
     assert float_acc >= 97.0
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # torch.ao's deprecation noise never reaches users
-        qm = ql.quantize(digits_cnn, ql.Static(backend="x86", observer="histogram", per_channel=True),
-                         calib_data=digits["calib"].batches(64))
+        qm = ql.quantize(
+            digits_cnn,
+            ql.Static(backend="x86", observer="histogram", per_channel=True),
+            calib_data=digits["calib"].batches(64),
+        )
     assert float_acc - accuracy(qm, digits["test"]) <= 0.5
     summary = qm.quantlens_summary
     assert len(summary.quantized) == 7 and not summary.skipped  # 6 convs + fc, BN/ReLU fused
@@ -36,10 +39,16 @@ def test_digits_cnn_static_int8_loses_at_most_half_a_point(digits_cnn, digits):
 
 @pytest.mark.parametrize("observer", ["mse", "minmax", "percentile", "moving_average", "meanstd"])
 def test_core_observers_drive_calibration(digits_cnn, digits, observer):
-    observed = ql.prepare(digits_cnn, ql.Static(observer=observer), example_inputs=(digits["calib"].inputs[:1],))
+    observed = ql.prepare(
+        digits_cnn, ql.Static(observer=observer), example_inputs=(digits["calib"].inputs[:1],)
+    )
     adapters = [m for m in observed.modules() if isinstance(m, torch_ao.CoreObserver)]
-    assert adapters and all(type(m.observer).name == observer for m in adapters if m.scheme.granularity == "per_tensor")
-    qm = ql.quantize(digits_cnn, ql.Static(observer=observer), calib_data=digits["calib"].batches(64))
+    assert adapters and all(
+        type(m.observer).name == observer for m in adapters if m.scheme.granularity == "per_tensor"
+    )
+    qm = ql.quantize(
+        digits_cnn, ql.Static(observer=observer), calib_data=digits["calib"].batches(64)
+    )
     assert accuracy(digits_cnn, digits["test"]) - accuracy(qm, digits["test"]) <= 1.0
     scale = qm.stem_0_input_scale_0.item()
     assert 0 < scale < 1.0 / 100  # pixels in [0, 1] on a 7-bit (reduce_range) grid
@@ -53,7 +62,9 @@ def test_calibration_stops_after_n_batches(digits_cnn, digits):
             seen.append(1)
             yield b
 
-    qm = ql.quantize(digits_cnn, ql.Static(observer="minmax", calib_batches=2), calib_data=batches())
+    qm = ql.quantize(
+        digits_cnn, ql.Static(observer="minmax", calib_batches=2), calib_data=batches()
+    )
     assert len(seen) == 2
     assert any("2 batch" in n for n in qm.quantlens_summary.notes)
     seen.clear()
@@ -62,8 +73,11 @@ def test_calibration_stops_after_n_batches(digits_cnn, digits):
 
 
 def test_skip_keeps_a_batchnorm_and_the_head_in_float(digits_cnn, digits):
-    qm = ql.quantize(digits_cnn, ql.Static(observer="minmax", skip=["stem.1", "fc"]),
-                     calib_data=digits["calib"].batches(64))
+    qm = ql.quantize(
+        digits_cnn,
+        ql.Static(observer="minmax", skip=["stem.1", "fc"]),
+        calib_data=digits["calib"].batches(64),
+    )
     bn = qm.get_submodule("stem.1")
     assert isinstance(bn, nn.BatchNorm2d) and not torch_ao.is_quantized_module(bn)
     assert isinstance(qm.fc, nn.Linear) and not torch_ao.is_quantized_module(qm.fc)
@@ -88,7 +102,10 @@ def test_resnet18_shaped_quantizes_with_no_edits():
 def test_cat_model_quantizes_with_no_edits(digits):
     model = zoo.load_model("cat-cnn")
     qm = ql.quantize(model, ql.Static(observer="minmax"), calib_data=digits["calib"].batches(64))
-    assert "torch.cat" in qm.code and "dequantize" not in qm.code.split("torch.cat")[0].split("quantize_per_tensor")[-1]
+    assert (
+        "torch.cat" in qm.code
+        and "dequantize" not in qm.code.split("torch.cat")[0].split("quantize_per_tensor")[-1]
+    )
     assert len(qm.quantlens_summary.quantized) == 5 and not qm.quantlens_summary.skipped
     assert accuracy(model, digits["test"]) - accuracy(qm, digits["test"]) <= 1.0
 
@@ -113,7 +130,9 @@ def test_regions_when_the_forward_itself_cannot_be_traced(digits):
     assert {r.name for r in qm.quantlens_summary.quantized} == {"conv.module", "fc.module"}
     x = digits["test"].inputs[:64]
     assert (qm(x) - model(x)).abs().max() < 0.05 * model(x).abs().max()
-    eager = ql.quantize(model, ql.Static(observer="minmax", mode="eager"), calib_data=digits["calib"].batches(64))
+    eager = ql.quantize(
+        model, ql.Static(observer="minmax", mode="eager"), calib_data=digits["calib"].batches(64)
+    )
     assert {r.name for r in eager.quantlens_summary.quantized} == {"conv.module", "fc.module"}
     assert (eager(x) - model(x)).abs().max() < 0.05 * model(x).abs().max()
 
@@ -135,14 +154,20 @@ class _FunctionalBranchy(nn.Module):
 
 def test_mode_fx_refuses_a_model_with_neither_graph_nor_region(digits):
     with pytest.raises(QuantizationFailedError, match="cannot capture.*mode='auto'"):
-        ql.quantize(_FunctionalBranchy(), ql.Static(mode="fx"), calib_data=digits["calib"].batches(64))
+        ql.quantize(
+            _FunctionalBranchy(), ql.Static(mode="fx"), calib_data=digits["calib"].batches(64)
+        )
 
 
 @pytest.mark.parametrize("backend", ["qnnpack", "onednn", "fbgemm", "x86"])
 def test_backend_switch_sets_the_engine(digits_cnn, digits, backend):
     if backend not in torch_ao.available_engines():
         pytest.skip(f"{backend} not in this build")
-    qm = ql.quantize(digits_cnn, ql.Static(backend=backend, observer="minmax"), calib_data=digits["calib"].batches(64))
+    qm = ql.quantize(
+        digits_cnn,
+        ql.Static(backend=backend, observer="minmax"),
+        calib_data=digits["calib"].batches(64),
+    )
     assert torch.backends.quantized.engine == backend
     assert accuracy(digits_cnn, digits["test"]) - accuracy(qm, digits["test"]) <= 1.0
 
@@ -150,7 +175,9 @@ def test_backend_switch_sets_the_engine(digits_cnn, digits, backend):
 def test_missing_engine_lists_the_available_ones(digits_cnn, digits, monkeypatch):
     monkeypatch.setattr(torch_ao.engines, "available_engines", lambda: ["x86", "fbgemm"])
     with pytest.raises(BackendError, match=r"'qnnpack' is not available.*x86, fbgemm"):
-        ql.quantize(digits_cnn, ql.Static(backend="qnnpack"), calib_data=digits["calib"].batches(64))
+        ql.quantize(
+            digits_cnn, ql.Static(backend="qnnpack"), calib_data=digits["calib"].batches(64)
+        )
     with pytest.raises(ConfigError, match="unknown backend"):
         ql.Static(backend="tpu")
 
@@ -172,7 +199,9 @@ def test_half_precision_weights_are_accepted(digits_cnn, digits, dtype):
 
 
 def test_two_phase_prepare_calibrate_convert(digits_cnn, digits):
-    observed = ql.prepare(digits_cnn, ql.Static(observer="minmax"), example_inputs=(digits["calib"].inputs[:1],))
+    observed = ql.prepare(
+        digits_cnn, ql.Static(observer="minmax"), example_inputs=(digits["calib"].inputs[:1],)
+    )
     with torch.no_grad():
         for x, _ in digits["calib"].batches(64):
             observed(x)
@@ -203,16 +232,28 @@ def _torch_ao_uses(path) -> list[str]:
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
-        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "torch":
+        elif (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "torch"
+        ):
             names = [f"torch.{node.attr}"]
-        found += [f"{path.name}:{node.lineno} {n}" for n in names if n == "torch.ao" or n.startswith(upstream)]
+        found += [
+            f"{path.name}:{node.lineno} {n}"
+            for n in names
+            if n == "torch.ao" or n.startswith(upstream)
+        ]
     return found
 
 
 def test_torch_ao_is_used_only_inside_the_backend_package():
     package = Path(ql.__file__).parent
     backends = package / "methods" / "backends"
-    outside = [use for path in sorted(package.rglob("*.py")) if backends not in path.parents
-               for use in _torch_ao_uses(path)]
+    outside = [
+        use
+        for path in sorted(package.rglob("*.py"))
+        if backends not in path.parents
+        for use in _torch_ao_uses(path)
+    ]
     assert not outside, outside
     assert _torch_ao_uses(backends / "torch_ao" / "engines.py")  # the check does see them

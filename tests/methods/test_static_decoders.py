@@ -25,7 +25,9 @@ class GatedBlock(nn.Module):
     def __init__(self):
         super().__init__()
         self.proj = nn.Linear(HIDDEN, HIDDEN)
-        self.mlp = nn.Sequential(nn.Linear(HIDDEN, 2 * HIDDEN), nn.GELU(), nn.Linear(2 * HIDDEN, HIDDEN))
+        self.mlp = nn.Sequential(
+            nn.Linear(HIDDEN, 2 * HIDDEN), nn.GELU(), nn.Linear(2 * HIDDEN, HIDDEN)
+        )
 
     def forward(self, x):
         if bool(x.abs().max() > 1e3):  # data-dependent: torch.fx cannot trace this forward
@@ -63,7 +65,9 @@ def test_blocks_that_cannot_be_traced_are_captured_by_regions_not_left_float():
     qm = ql.quantize(model, ql.Static(observer="minmax"), calib_data=calib)
     assert len(_quantized_linears(qm)) == 7  # 2 blocks x (proj + 2 MLP) + head, not the head alone
     assert any("region(s)" in n for n in qm.quantlens_summary.notes)
-    assert qm.head.weight.shape == model.head.weight.shape and qm.blocks[0].proj.out_features == HIDDEN
+    assert (
+        qm.head.weight.shape == model.head.weight.shape and qm.blocks[0].proj.out_features == HIDDEN
+    )
     x = torch.randn(3, SEQ, HIDDEN, generator=generator(9))
     with torch.no_grad():
         assert _cosine(qm(x), model(x)) > 0.99
@@ -88,16 +92,26 @@ def test_an_untraceable_module_without_layers_keeps_the_whole_graph():
 def _tiny_llama():
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32,
-                                   initializer_range=64**-0.5)
+    cfg = transformers.LlamaConfig(
+        vocab_size=64,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=32,
+        initializer_range=64**-0.5,
+    )
     return transformers.LlamaForCausalLM(cfg).eval()
 
 
 def _tokens(n: int, seed: int) -> dict:
     mask = torch.ones(n, SEQ, dtype=torch.long)
     mask[-1, -3:] = 0  # right padding on the last sample
-    return {"input_ids": torch.randint(3, 64, (n, SEQ), generator=generator(seed)), "attention_mask": mask}
+    return {
+        "input_ids": torch.randint(3, 64, (n, SEQ), generator=generator(seed)),
+        "attention_mask": mask,
+    }
 
 
 @pytest.mark.slow

@@ -16,7 +16,9 @@ pytestmark = pytest.mark.slow  # each test starts 2-3 Python processes
 
 
 def _calib_batches() -> list[torch.Tensor]:
-    return list(zoo.load_dataset("digits", split="calib").inputs.split(32))  # 8 batches of (32, 1, 8, 8)
+    return list(
+        zoo.load_dataset("digits", split="calib").inputs.split(32)
+    )  # 8 batches of (32, 1, 8, 8)
 
 
 def _qparams(model: torch.nn.Module) -> dict[str, list[float]]:
@@ -27,19 +29,23 @@ def _qparams(model: torch.nn.Module) -> dict[str, list[float]]:
             continue
         if value.is_quantized:
             per_channel = value.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric)
-            out[key + ":scale"] = (value.q_per_channel_scales() if per_channel else torch.tensor([value.q_scale()])).tolist()
+            out[key + ":scale"] = (
+                value.q_per_channel_scales() if per_channel else torch.tensor([value.q_scale()])
+            ).tolist()
         elif "scale" in key or "zero_point" in key:
             out[key] = value.double().flatten().tolist()
     return out
 
 
-def _quantize(batches: list[torch.Tensor], observer: str, sync: bool = True) -> dict[str, list[float]]:
+def _quantize(
+    batches: list[torch.Tensor], observer: str, sync: bool = True
+) -> dict[str, list[float]]:
     config = ql.Static(observer=observer, sync=sync)
     return _qparams(ql.quantize(zoo.load_model("digits-cnn"), config, calib_data=batches))
 
 
 def _static_rank(rank: int, world: int, observer: str, bounds: list[int], sync: bool = True):
-    return _quantize(_calib_batches()[bounds[rank]:bounds[rank + 1]], observer, sync)
+    return _quantize(_calib_batches()[bounds[rank] : bounds[rank + 1]], observer, sync)
 
 
 def _assert_ranks_agree(results: list) -> dict[str, list[float]]:
@@ -91,7 +97,11 @@ def test_auto_observer_keeps_one_choice_on_every_rank(one_thread):
 def _scores_rank(rank: int, world: int):
     from quantlens.methods.int8_choice import _merged_scores
 
-    local = [{"mse": 10.0, "minmax": 5.0}, {"mse": 0.0, "minmax": 8.0}, {"mse": float("-inf"), "minmax": 9.0}]
+    local = [
+        {"mse": 10.0, "minmax": 5.0},
+        {"mse": 0.0, "minmax": 8.0},
+        {"mse": float("-inf"), "minmax": 9.0},
+    ]
     return _merged_scores(local[rank])
 
 
@@ -101,7 +111,9 @@ def test_auto_scores_are_averaged_over_ranks(one_thread):
     for ok, value in results:
         assert ok and value == results[0][1], value
     scores, best = results[0][1]
-    assert best == "minmax" and scores == pytest.approx({"mse": (10.0 - 1000.0) / 3, "minmax": 22.0 / 3})
+    assert best == "minmax" and scores == pytest.approx(
+        {"mse": (10.0 - 1000.0) / 3, "minmax": 22.0 / 3}
+    )
 
 
 def test_uneven_split_over_three_ranks(one_thread):
@@ -125,6 +137,10 @@ def test_a_failing_rank_stops_the_others_with_one_error(one_thread, monkeypatch)
     assert results[1] == (False, "ValueError: rank 1 could not read its calibration shard")
     ok, message = results[0]
     assert not ok
-    assert message.startswith("DistributedError: rank 0 of 2: merging statistics across ranks failed (")
-    assert message.endswith("another rank failed or did not reach this step within 5 s: see that rank's error")
+    assert message.startswith(
+        "DistributedError: rank 0 of 2: merging statistics across ranks failed ("
+    )
+    assert message.endswith(
+        "another rank failed or did not reach this step within 5 s: see that rank's error"
+    )
     assert "\n" not in message

@@ -28,7 +28,9 @@ class ToyAttentionBlock(nn.Module):
         self.query, self.key, self.value = (nn.Linear(HIDDEN, HIDDEN) for _ in range(3))
         self.out = nn.Linear(HIDDEN, HIDDEN)
         self.norm1, self.norm2 = nn.LayerNorm(HIDDEN), nn.LayerNorm(HIDDEN)
-        self.ff = nn.Sequential(nn.Linear(HIDDEN, 2 * HIDDEN), nn.GELU(), nn.Linear(2 * HIDDEN, HIDDEN))
+        self.ff = nn.Sequential(
+            nn.Linear(HIDDEN, 2 * HIDDEN), nn.GELU(), nn.Linear(2 * HIDDEN, HIDDEN)
+        )
 
     def forward(self, hidden, mask):  # (B, T, C), (B, 1, T) additive mask
         q, k, v = self.query(hidden), self.key(hidden), self.value(hidden)
@@ -53,7 +55,11 @@ class ToyEncoder(nn.Module):
         if attention_mask is None:
             attention_mask = torch.ones(batch, seq)
         attention_mask = attention_mask.float()
-        mask = torch.zeros(()) if bool(attention_mask.min() > 0) else (1.0 - attention_mask[:, None, :]) * -1e4
+        mask = (
+            torch.zeros(())
+            if bool(attention_mask.min() > 0)
+            else (1.0 - attention_mask[:, None, :]) * -1e4
+        )
         hidden = self.embed(input_ids)
         for block in self.blocks:
             hidden = block(hidden, mask)
@@ -123,7 +129,10 @@ def test_dict_batches_calibrate_regions_with_attention_math_in_float(encoder):
     assert encoder.blocks[0].query.weight.dtype == torch.float32  # the caller's model is untouched
     for record in summary.quantized:  # observer="auto": the measured choice, per region
         chosen = record.detail.split(" activations")[0].rsplit(" ", 1)[1]
-        scores = dict(part.rsplit(" ", 1) for part in record.detail.split("SQNR in dB ")[1].rstrip(")").split(", "))
+        scores = dict(
+            part.rsplit(" ", 1)
+            for part in record.detail.split("SQNR in dB ")[1].rstrip(")").split(", ")
+        )
         assert set(scores) == {"mse", "entropy", "percentile", "minmax"}
         assert float(scores[chosen]) == max(float(v) for v in scores.values()) > 20
     assert any("observer='auto' chose" in n for n in summary.notes)
@@ -137,18 +146,28 @@ def test_a_region_below_the_sqnr_floor_stays_float(encoder, monkeypatch):
     records = {r.name: r for r in qm.quantlens_summary.records}
     assert [r.name for r in qm.quantlens_summary.quantized] == ["head"]  # by Dynamic
     assert records["blocks.0.query"].action == "float"
-    assert re.search(r"int8 output SQNR \d+\.\d dB .* below 1e\+09 dB; left float", records["blocks.0.query"].reason)
+    assert re.search(
+        r"int8 output SQNR \d+\.\d dB .* below 1e\+09 dB; left float",
+        records["blocks.0.query"].reason,
+    )
     test = _batches(1, seed=1)[0]
     with torch.no_grad():  # the float block runs without observers, exactly as before
-        assert torch.equal(qm.blocks[0](encoder.embed(test["input_ids"]), torch.zeros(())),
-                           encoder.blocks[0](encoder.embed(test["input_ids"]), torch.zeros(())))
+        assert torch.equal(
+            qm.blocks[0](encoder.embed(test["input_ids"]), torch.zeros(())),
+            encoder.blocks[0](encoder.embed(test["input_ids"]), torch.zeros(())),
+        )
 
 
 def test_skip_and_fixed_observer_in_regions():
     encoder = _seeded(lambda: ToyEncoder(blocks=2))
-    qm = ql.quantize(encoder, ql.Static(observer="minmax", skip=["blocks.1"]), calib_data=_batches(2))
+    qm = ql.quantize(
+        encoder, ql.Static(observer="minmax", skip=["blocks.1"]), calib_data=_batches(2)
+    )
     records = {r.name: r for r in qm.quantlens_summary.records}
-    assert records["blocks.1.query"].action == "skipped" and records["blocks.0.query"].action == "quantized"
+    assert (
+        records["blocks.1.query"].action == "skipped"
+        and records["blocks.0.query"].action == "quantized"
+    )
     assert "minmax activations" in records["blocks.0.query"].detail
     assert isinstance(qm.blocks[1], ToyAttentionBlock)  # not captured at all
 
@@ -157,13 +176,21 @@ def test_dict_batches_capture_a_traceable_model_whole():
     model = _seeded(ToyTraceable)
     calib = [{k: v for k, v in b.items() if k != "token_type_ids"} for b in _batches(3)]
     qm = ql.quantize(model, ql.Static(), calib_data=calib)
-    assert isinstance(qm, torch.fx.GraphModule) and "def forward(self, input_ids, attention_mask)" in qm.code
+    assert (
+        isinstance(qm, torch.fx.GraphModule)
+        and "def forward(self, input_ids, attention_mask)" in qm.code
+    )
     assert len(qm.quantlens_summary.quantized) == 2
     test = calib[0]
     with torch.no_grad():
         assert_similar(qm(**test), model(**test), min_cosine=0.99)
-        assert_similar(qm(test["input_ids"], test["attention_mask"]), model(**test), min_cosine=0.99)
-    assert qm.quantlens_example_inputs["kwargs"]["input_ids"] == {"shape": [1, SEQ], "dtype": "int64"}
+        assert_similar(
+            qm(test["input_ids"], test["attention_mask"]), model(**test), min_cosine=0.99
+        )
+    assert qm.quantlens_example_inputs["kwargs"]["input_ids"] == {
+        "shape": [1, SEQ],
+        "dtype": "int64",
+    }
 
 
 def test_example_inputs_may_be_a_dict():
@@ -186,7 +213,9 @@ def test_batch_keys_the_forward_does_not_take_are_refused():
 
 def test_qat_trains_and_converts_on_dict_batches(encoder):
     train = _batches(4, labels=True)
-    qat = ql.prepare_qat(encoder, ql.QAT(), example_inputs={k: v for k, v in train[0].items() if k != "labels"})
+    qat = ql.prepare_qat(
+        encoder, ql.QAT(), example_inputs={k: v for k, v in train[0].items() if k != "labels"}
+    )
     assert any("region(s)" in n for n in qat.quantlens_summary.notes)
 
     def loss(out, labels):

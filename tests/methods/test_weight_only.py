@@ -44,8 +44,13 @@ IDS = torch.randint(0, 50, (4, 16), generator=generator(1))
 
 
 def test_config_round_trips_through_json_with_modules_as_names():
-    cfg = WeightOnly(bits=4, group_size=64, modules=(nn.Linear, nn.Embedding), skip=["head"],
-                     overrides={"up": WeightOnly(bits=8, group_size=None)})
+    cfg = WeightOnly(
+        bits=4,
+        group_size=64,
+        modules=(nn.Linear, nn.Embedding),
+        skip=["head"],
+        overrides={"up": WeightOnly(bits=8, group_size=None)},
+    )
     assert cfg.modules == ("linear", "embedding")
     data = json.loads(json.dumps(cfg.to_dict()))
     assert data["method"] == "weight_only" and data["modules"] == ["linear", "embedding"]
@@ -55,17 +60,26 @@ def test_config_round_trips_through_json_with_modules_as_names():
 def test_symmetric_defaults_to_asymmetric_below_8_bits():
     assert WeightOnly(bits=4).symmetric is False
     assert WeightOnly(bits=8).symmetric is True
-    assert WeightOnly(bits=4, symmetric=True).scheme_for((8, 128)).describe() == "int4 sym per_group(128)"
-    assert WeightOnly(bits=8, group_size=None).scheme_for((8, 128)).describe() == "int8 sym per_channel(axis=0)"
+    assert (
+        WeightOnly(bits=4, symmetric=True).scheme_for((8, 128)).describe()
+        == "int4 sym per_group(128)"
+    )
+    assert (
+        WeightOnly(bits=8, group_size=None).scheme_for((8, 128)).describe()
+        == "int8 sym per_channel(axis=0)"
+    )
 
 
-@pytest.mark.parametrize("kwargs, words", [
-    ({"bits": 9}, "bits"),
-    ({"algorithm": "awq2"}, "unknown algorithm"),
-    ({"modules": (nn.LSTM,)}, "cannot quantize"),
-    ({"codebook": "nf4", "algorithm": "gptq"}, "uniform"),
-    ({"group_size": 0}, "group_size"),
-])
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"bits": 9}, "bits"),
+        ({"algorithm": "awq2"}, "unknown algorithm"),
+        ({"modules": (nn.LSTM,)}, "cannot quantize"),
+        ({"codebook": "nf4", "algorithm": "gptq"}, "uniform"),
+        ({"group_size": 0}, "group_size"),
+    ],
+)
 def test_bad_configs_raise_config_error(kwargs, words):
     with pytest.raises(ConfigError, match=words):
         WeightOnly(**kwargs)
@@ -78,7 +92,11 @@ def test_linear_only_by_default_and_model_left_untouched():
     model = tiny()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     qm = ql.quantize(model, WeightOnly(bits=4, group_size=32))
-    assert isinstance(qm.up, QLinear) and isinstance(qm.head, QLinear) and isinstance(qm.emb, nn.Embedding)
+    assert (
+        isinstance(qm.up, QLinear)
+        and isinstance(qm.head, QLinear)
+        and isinstance(qm.emb, nn.Embedding)
+    )
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     assert isinstance(model.up, nn.Linear)
     s = qm.quantlens_summary
@@ -97,17 +115,29 @@ def test_embeddings_quantized_when_asked():
 
 
 def test_a_group_size_that_does_not_fit_falls_back_and_says_so():
-    model = nn.Sequential(nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 96), nn.Linear(96, 16), nn.Linear(200, 8),
-                          nn.Linear(131, 8))
+    model = nn.Sequential(
+        nn.Linear(256, 128),
+        nn.ReLU(),
+        nn.Linear(128, 96),
+        nn.Linear(96, 16),
+        nn.Linear(200, 8),
+        nn.Linear(131, 8),
+    )
     qm = ql.quantize(model, WeightOnly(bits=4, group_size=128))
-    assert all(isinstance(qm[i], QLinear) for i in (0, 2, 3, 4, 5)) and not qm.quantlens_summary.skipped
+    assert (
+        all(isinstance(qm[i], QLinear) for i in (0, 2, 3, 4, 5))
+        and not qm.quantlens_summary.skipped
+    )
     schemes = {i: qm[i].scheme for i in (0, 2, 3, 4, 5)}
     assert schemes[0].group_size == 128 and schemes[2].group_size == 128  # divides: as asked
     assert schemes[3].granularity == "per_channel"  # 96 < 128: one group per row
     assert schemes[4].granularity == "per_group" and schemes[4].group_size == 100  # 200 = 2 x 100
     assert schemes[5].granularity == "per_channel"  # 131 is prime: no group in [64, 128]
     details = {r.name: r.detail for r in qm.quantlens_summary.records}
-    assert details["3"] == "uint4 asym per_channel(axis=0), rtn (input size 96 < group_size 128: one group per row)"
+    assert (
+        details["3"]
+        == "uint4 asym per_channel(axis=0), rtn (input size 96 < group_size 128: one group per row)"
+    )
     assert details["4"].endswith("(group_size 128 does not divide 200: groups of 100)")
     assert "no group size in [64, 128] divides 131" in details["5"]
     assert "does not fit 3 layer(s)" in str(qm.quantlens_summary)
@@ -122,7 +152,10 @@ def test_defaults_quantize_a_small_linear(bits):
     assert isinstance(qm[0], QLinear)
     assert qm[0].scheme.granularity == "per_channel"  # 8 bits: the default; below: 64 < 128
     x = torch.randn(4, 64)
-    assert cosine_similarity(qm(x).flatten(), model(x).flatten()) > {2: 0.8, 3: 0.95, 4: 0.98, 8: 0.9999}[bits]
+    assert (
+        cosine_similarity(qm(x).flatten(), model(x).flatten())
+        > {2: 0.8, 3: 0.95, 4: 0.98, 8: 0.9999}[bits]
+    )
 
 
 def test_group_size_auto_is_per_channel_at_8_bits_and_128_below():
@@ -137,12 +170,16 @@ def test_two_bit_mlp_quantizes_every_layer_and_sensitivity_sees_them():
     model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 256)).eval()
     qm = ql.quantize(model, WeightOnly(bits=2))
     assert [r.name for r in qm.quantlens_summary.quantized] == ["0", "2"]
-    result = ql.analysis.sensitivity(model, torch.randn(128, 64), WeightOnly(bits=2), metric="cosine")
+    result = ql.analysis.sensitivity(
+        model, torch.randn(128, 64), WeightOnly(bits=2), metric="cosine"
+    )
     assert {r.name for r in result.rows} == {"0", "2"}
 
 
 def test_skip_and_overrides_give_per_layer_settings():
-    cfg = WeightOnly(bits=4, group_size=32, skip=["head"], overrides={"up": WeightOnly(bits=8, group_size=None)})
+    cfg = WeightOnly(
+        bits=4, group_size=32, skip=["head"], overrides={"up": WeightOnly(bits=8, group_size=None)}
+    )
     qm = ql.quantize(tiny(), cfg)
     assert not isinstance(qm.head, QLinear)
     assert qm.up.scheme.bits == 8 and qm.up.scheme.granularity == "per_channel"
@@ -162,11 +199,15 @@ def test_summary_names_layers_that_were_never_candidates_and_whole_model_bytes()
     qm = ql.quantize(model, WeightOnly(bits=4, group_size=32))
     s = qm.quantlens_summary
     floats = {r.name: (r.kind, r.action, r.reason) for r in s.skipped}
-    assert floats == {"emb": ("Embedding", "float", "not in modules=(linear,)"),
-                      "norm": ("LayerNorm", "float", "WeightOnly has no quantized layer of this kind")}
+    assert floats == {
+        "emb": ("Embedding", "float", "not in modules=(linear,)"),
+        "norm": ("LayerNorm", "float", "WeightOnly has no quantized layer of this kind"),
+    }
     # whole model: every parameter and buffer, float ones included (fp32: 4 bytes each)
     assert s.model_bytes_before == 4 * sum(p.numel() for p in model.parameters())
-    assert s.model_bytes_after == sum(t.numel() * t.element_size() for t in qm.state_dict().values())
+    assert s.model_bytes_after == sum(
+        t.numel() * t.element_size() for t in qm.state_dict().values()
+    )
     float_bytes = 4 * (50 * 64 + 2 * 64)  # emb + norm, unchanged
     quantized_after = sum(r.bytes_after for r in s.quantized)
     assert s.model_bytes_after == float_bytes + quantized_after
@@ -197,7 +238,9 @@ def test_shared_module_is_replaced_everywhere():
 def test_model_without_linear_quantizes_its_convolutions_by_default():
     """SqueezeNet-style: a 1x1 conv classifier, no Linear layer at all."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Conv2d(16, 10, 1), nn.AdaptiveAvgPool2d(1)).eval()
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Conv2d(16, 10, 1), nn.AdaptiveAvgPool2d(1)
+    ).eval()
     qm = ql.quantize(model, WeightOnly(bits=8))
     summary = qm.quantlens_summary
     assert [r.name for r in summary.quantized] == ["0", "2"]
@@ -241,8 +284,13 @@ def test_gptq_beats_rtn_on_output_error():
     scheme = WeightOnly(bits=4, group_size=32).scheme_for(lin.weight.shape)
     H = collect_hessians(nn.Sequential(lin), ["0"], x)["0"]
     w = lin.weight.detach()
-    err = {name: ((x @ (qt.dequantize() - w).T) ** 2).mean().item() for name, qt in {
-        "rtn": ql.quantize_tensor(w, scheme), "gptq": gptq_quantize(w, H, scheme)}.items()}
+    err = {
+        name: ((x @ (qt.dequantize() - w).T) ** 2).mean().item()
+        for name, qt in {
+            "rtn": ql.quantize_tensor(w, scheme),
+            "gptq": gptq_quantize(w, H, scheme),
+        }.items()
+    }
     assert err["gptq"] < 0.7 * err["rtn"]
 
 
@@ -266,12 +314,15 @@ def test_gptq_quantized_model_runs_and_embeddings_fall_back():
 # --- checkpoints -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cfg", [
-    WeightOnly(bits=4, group_size=32, modules=("linear", "embedding")),
-    WeightOnly(bits=2, group_size=32, algorithm="hqq"),
-    WeightOnly(bits=8, group_size=None),
-    WeightOnly(bits=4, group_size=32, codebook="nf4"),
-])
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        WeightOnly(bits=4, group_size=32, modules=("linear", "embedding")),
+        WeightOnly(bits=2, group_size=32, algorithm="hqq"),
+        WeightOnly(bits=8, group_size=None),
+        WeightOnly(bits=4, group_size=32, codebook="nf4"),
+    ],
+)
 def test_save_load_into_a_skeleton_is_bit_identical(tmp_path, cfg):
     qm = ql.quantize(tiny(), cfg)
     ql.save(qm, tmp_path / "ckpt")
@@ -291,8 +342,10 @@ def test_a_checkpoint_that_left_a_layer_float_loads_as_it_was_saved(tmp_path):
     meta = json.loads(meta_path.read_text())
     meta["config"]["skip"] = []  # as an older quantlens wrote it: no skip, layer 3 float
     meta_path.write_text(json.dumps(meta))
-    loaded = ql.load(tmp_path / "c", model=nn.Sequential(nn.Linear(256, 64), nn.ReLU(), nn.Linear(64, 96),
-                                                         nn.Linear(96, 8)))
+    loaded = ql.load(
+        tmp_path / "c",
+        model=nn.Sequential(nn.Linear(256, 64), nn.ReLU(), nn.Linear(64, 96), nn.Linear(96, 8)),
+    )
     assert type(loaded[3]) is nn.Linear and loaded[2].scheme == qm[2].scheme
     x = torch.randn(3, 256)
     assert torch.equal(loaded(x), qm(x))
@@ -344,8 +397,10 @@ def _break_newer_version(ckpt):
     return "quantlens.json has format version 99"
 
 
-@pytest.mark.parametrize("breaker", [_break_missing, _break_truncated_weights, _break_truncated_json,
-                                     _break_newer_version])
+@pytest.mark.parametrize(
+    "breaker",
+    [_break_missing, _break_truncated_weights, _break_truncated_json, _break_newer_version],
+)
 def test_broken_checkpoints_raise_checkpoint_error_naming_the_file(saved, breaker):
     words = breaker(saved)
     with pytest.raises(CheckpointError, match=words):
@@ -378,21 +433,30 @@ def test_conv2d_when_asked_per_channel_and_grouped_over_input_channels(tmp_path)
     assert torch.equal(loaded(x), qm(x))
 
 
-@pytest.mark.parametrize("cfg", [
-    WeightOnly(bits=4, group_size=32, modules=("linear", "embedding")),
-    WeightOnly(bits=8, group_size=None, modules=("linear", "embedding")),
-])
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        WeightOnly(bits=4, group_size=32, modules=("linear", "embedding")),
+        WeightOnly(bits=8, group_size=None, modules=("linear", "embedding")),
+    ],
+)
 def test_dequantize_gives_float_layers_and_requantizing_the_same_way_gives_the_same_codes(cfg):
     qm = ql.quantize(tiny(), cfg)
     back = dequantize(qm)
-    assert type(back.up) is nn.Linear and type(back.emb) is nn.Embedding and isinstance(qm.up, QLinear)
-    assert torch.equal(back.up.weight, qm.up.dequantized_weight()) and torch.equal(back.up.bias, qm.up.bias)
+    assert (
+        type(back.up) is nn.Linear and type(back.emb) is nn.Embedding and isinstance(qm.up, QLinear)
+    )
+    assert torch.equal(back.up.weight, qm.up.dequantized_weight()) and torch.equal(
+        back.up.bias, qm.up.bias
+    )
     with force_kernel(qm, "reference"):  # the definition: float32 matmul of the dequantized weight
         assert torch.allclose(back(IDS), qm(IDS), atol=1e-5)
     assert not hasattr(back, "quantlens_config")
     again = ql.quantize(back, cfg)
     for name in ("emb", "up", "down", "head"):
-        assert torch.equal(getattr(again, name).weight_packed, getattr(qm, name).weight_packed), name
+        assert torch.equal(getattr(again, name).weight_packed, getattr(qm, name).weight_packed), (
+            name
+        )
 
 
 def test_dequantize_inplace_turns_the_model_itself_back():
@@ -409,14 +473,22 @@ def test_dequantize_refuses_int8_and_float_models():
 
     with pytest.raises(InputError, match="not quantized by quantlens"):
         dequantize(tiny())
-    with pytest.raises(InputError, match="dynamic model cannot be turned back into float.*start from the float model"):
+    with pytest.raises(
+        InputError,
+        match="dynamic model cannot be turned back into float.*start from the float model",
+    ):
         dequantize(ql.quantize(tiny(), ql.Dynamic()))
 
 
-ODD_SETTINGS = [{"bits": b, "group_size": g} for b in (8, 4, 3, 2) for g in ("auto", None, 32, 16, 5)] + [
-    {"bits": 4, "algorithm": "hqq"}, {"bits": 2, "algorithm": "hqq", "group_size": 16},
-    {"bits": 4, "codebook": "nf4"}, {"bits": 8, "symmetric": False},
-    {"bits": 4, "symmetric": True, "group_size": None}]
+ODD_SETTINGS = [
+    {"bits": b, "group_size": g} for b in (8, 4, 3, 2) for g in ("auto", None, 32, 16, 5)
+] + [
+    {"bits": 4, "algorithm": "hqq"},
+    {"bits": 2, "algorithm": "hqq", "group_size": 16},
+    {"bits": 4, "codebook": "nf4"},
+    {"bits": 8, "symmetric": False},
+    {"bits": 4, "symmetric": True, "group_size": None},
+]
 
 
 def _odd_width_sweep() -> list[str]:

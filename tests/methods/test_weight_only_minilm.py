@@ -67,15 +67,21 @@ def quality(qm, batches, reference):
 
 
 def test_int8_per_channel_meets_0999(model, batches, reference):
-    cos, agree = quality(ql.quantize(model, WeightOnly(bits=8, group_size=None)), batches, reference)
+    cos, agree = quality(
+        ql.quantize(model, WeightOnly(bits=8, group_size=None)), batches, reference
+    )
     assert cos >= 0.999 and agree >= 0.99
 
 
 @pytest.mark.slow
 def test_int4_group64_hqq_and_gptq_beat_rtn(model, batches, reference):
     rtn, _ = quality(ql.quantize(model, WeightOnly(bits=4, group_size=64)), batches, reference)
-    hqq, _ = quality(ql.quantize(model, WeightOnly(bits=4, group_size=64, algorithm="hqq")), batches, reference)
-    qm = ql.quantize(model, WeightOnly(bits=4, group_size=64, algorithm="gptq"), calib_data=calibration())
+    hqq, _ = quality(
+        ql.quantize(model, WeightOnly(bits=4, group_size=64, algorithm="hqq")), batches, reference
+    )
+    qm = ql.quantize(
+        model, WeightOnly(bits=4, group_size=64, algorithm="gptq"), calib_data=calibration()
+    )
     gptq, agree = quality(qm, batches, reference)
     assert 0.96 < rtn < hqq < gptq
     assert gptq >= 0.98 and agree >= 0.98
@@ -84,7 +90,9 @@ def test_int4_group64_hqq_and_gptq_beat_rtn(model, batches, reference):
 @pytest.mark.slow
 def test_2bit_runs_and_hqq_beats_rtn(model, batches, reference):
     rtn, _ = quality(ql.quantize(model, WeightOnly(bits=2, group_size=64)), batches, reference)
-    hqq, agree = quality(ql.quantize(model, WeightOnly(bits=2, group_size=64, algorithm="hqq")), batches, reference)
+    hqq, agree = quality(
+        ql.quantize(model, WeightOnly(bits=2, group_size=64, algorithm="hqq")), batches, reference
+    )
     assert 0.3 < rtn < hqq and hqq > 0.6 and agree > 0.9
 
 
@@ -134,12 +142,18 @@ def test_int4_g128_checkpoint_is_small_and_rebuilds_from_hf_config(int4_checkpoi
     assert torch.equal(a, b)
 
 
-def test_int8_checkpoint_is_at_most_03x_and_2bit_is_smaller_than_int4(hf_model, int4_checkpoint, tmp_path):
-    int8 = ql.save(ql.quantize(hf_model, WeightOnly(bits=8, group_size=None, modules=EMB)), tmp_path / "w8")
+def test_int8_checkpoint_is_at_most_03x_and_2bit_is_smaller_than_int4(
+    hf_model, int4_checkpoint, tmp_path
+):
+    int8 = ql.save(
+        ql.quantize(hf_model, WeightOnly(bits=8, group_size=None, modules=EMB)), tmp_path / "w8"
+    )
     int8_ratio = _dir_bytes(int8) / _fp32_bytes()
     assert int8_ratio <= 0.3  # the issue's target
     assert int8_ratio <= 0.27  # measured 0.254: a regression guard
-    int2 = ql.save(ql.quantize(hf_model, WeightOnly(bits=2, group_size=64, modules=EMB)), tmp_path / "w2")
+    int2 = ql.save(
+        ql.quantize(hf_model, WeightOnly(bits=2, group_size=64, modules=EMB)), tmp_path / "w2"
+    )
     int2_ratio = _dir_bytes(int2) / _fp32_bytes()
     assert int2_ratio < int4_checkpoint[2]  # the issue: 2-bit smaller still
     assert int2_ratio <= 0.09  # measured 0.084: a regression guard
@@ -150,7 +164,9 @@ def test_zoo_checkpoint_rebuilds_without_a_skeleton(model, tmp_path):
     loaded = ql.load(ql.save(qm, tmp_path / "z"))
     ids, mask, types = minilm.example_inputs(batch=2, seq=16)
     with torch.inference_mode():
-        assert torch.equal(qm(ids, mask, types).last_hidden_state, loaded(ids, mask, types).last_hidden_state)
+        assert torch.equal(
+            qm(ids, mask, types).last_hidden_state, loaded(ids, mask, types).last_hidden_state
+        )
 
 
 def test_truncated_weights_name_the_file(model, tmp_path):

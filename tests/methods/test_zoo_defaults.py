@@ -40,5 +40,7 @@ def test_zoo_model_quantizes_with_the_methods_defaults(name, method):
     batch = first_batch(calib)
     with torch.no_grad():
         y, ref = batch.run(qm), batch.run(model)
-    y, ref = (t if isinstance(t, torch.Tensor) else t[0] for t in (y, ref))  # (B, classes) or (B, L, C)
+    y, ref = (
+        t if isinstance(t, torch.Tensor) else t[0] for t in (y, ref)
+    )  # (B, classes) or (B, L, C)
     assert y.shape == ref.shape and torch.isfinite(y).all()

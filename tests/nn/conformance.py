@@ -18,7 +18,8 @@ from quantlens import QScheme, quantize_tensor
 
 SCHEMES = {
     f"b{bits}-{gran}-{'sym' if sym else 'asym'}": QScheme(
-        bits=bits, symmetric=sym, granularity=gran, group_size=64 if gran == "per_group" else None)
+        bits=bits, symmetric=sym, granularity=gran, group_size=64 if gran == "per_group" else None
+    )
     for bits in (8, 4, 3, 2)
     for gran in ("per_channel", "per_group")
     for sym in (True, False)
@@ -102,8 +103,11 @@ class LayerConformance:
             x = self.make_input(layer, 8, dtype)
             assert torch.equal(loaded(x), layer(x))
 
-    @pytest.mark.parametrize("scheme", [SCHEMES["b4-per_group-asym"], SCHEMES["b8-per_channel-sym"],
-                                        SCHEMES["nf4-g64"]], ids=["b4g", "b8c", "nf4"])
+    @pytest.mark.parametrize(
+        "scheme",
+        [SCHEMES["b4-per_group-asym"], SCHEMES["b8-per_channel-sym"], SCHEMES["nf4-g64"]],
+        ids=["b4g", "b8c", "nf4"],
+    )
     def test_caches_refresh_after_load_state_dict(self, scheme):
         _, _, a = self.quantize(scheme, seed=1)
         _, _, b = self.quantize(scheme, seed=2)

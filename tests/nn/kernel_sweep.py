@@ -43,15 +43,19 @@ SCHEMES: dict[str, Callable[[int], QScheme]] = {
     "b8-channel-sym": lambda k: QScheme(bits=8, symmetric=True, granularity="per_channel"),
     "b8-channel-asym": lambda k: QScheme(bits=8, symmetric=False, granularity="per_channel"),
     "b3-channel-asym": lambda k: QScheme(bits=3, symmetric=False, granularity="per_channel"),
-    "b4-group-asym": lambda k: QScheme(bits=4, symmetric=False, granularity="per_group", group_size=_group(k)),
-    "nf4-group": lambda k: QScheme(bits=4, codebook="nf4", granularity="per_group", group_size=_group(k)),
+    "b4-group-asym": lambda k: QScheme(
+        bits=4, symmetric=False, granularity="per_group", group_size=_group(k)
+    ),
+    "nf4-group": lambda k: QScheme(
+        bits=4, codebook="nf4", granularity="per_group", group_size=_group(k)
+    ),
 }
 
 
 def _linear(k: int, n: int) -> nn.Linear:
     lin = nn.Linear(k, n)
     with torch.no_grad():
-        lin.weight.copy_(random_tensor(n, k, seed=k, scale=k ** -0.5))
+        lin.weight.copy_(random_tensor(n, k, seed=k, scale=k**-0.5))
         lin.bias.copy_(random_tensor(n, seed=k + 1, scale=0.1))
     return lin
 
@@ -64,7 +68,9 @@ _ROWS = torch.cat([torch.arange(m) for m in range(1, TOKENS + 1)])  # rows of x[
 _ENDS = torch.arange(1, TOKENS + 1).cumsum(0)  # where each batch ends in _ROWS
 
 
-def _check(run: Callable[[torch.Tensor], torch.Tensor], ref_fn, k: int, bound: float, label: str) -> list[str]:
+def _check(
+    run: Callable[[torch.Tensor], torch.Tensor], ref_fn, k: int, bound: float, label: str
+) -> list[str]:
     """Run at 1..17 tokens and on a 3-D bf16 input; compare with ``ref_fn`` (relative L2
     error of each batch, computed in one pass)."""
     x = random_tensor(TOKENS, k, seed=k + 2)  # (17, K)
@@ -72,10 +78,18 @@ def _check(run: Callable[[torch.Tensor], torch.Tensor], ref_fn, k: int, bound: f
     ys = [run(x[:m]) for m in range(1, TOKENS + 1)]
     if any(y.shape != (m, ref.shape[1]) for m, y in enumerate(ys, 1)):
         return [f"{label}: wrong output shapes {[tuple(y.shape) for y in ys]}"]
-    diff = (torch.cat(ys).double() - ref[_ROWS].double()).square().sum(1).cumsum(0)[_ENDS - 1]  # (17,)
+    diff = (
+        (torch.cat(ys).double() - ref[_ROWS].double()).square().sum(1).cumsum(0)[_ENDS - 1]
+    )  # (17,)
     norm = ref[_ROWS].double().square().sum(1).cumsum(0)[_ENDS - 1]
-    err = (diff.diff(prepend=diff.new_zeros(1)) / norm.diff(prepend=norm.new_zeros(1)).clamp_min(1e-24)).sqrt()
-    bad = [f"{label} tokens {m}: error {e:.2e} > {bound}" for m, e in enumerate(err.tolist(), 1) if not e <= bound]
+    err = (
+        diff.diff(prepend=diff.new_zeros(1)) / norm.diff(prepend=norm.new_zeros(1)).clamp_min(1e-24)
+    ).sqrt()
+    bad = [
+        f"{label} tokens {m}: error {e:.2e} > {bound}"
+        for m, e in enumerate(err.tolist(), 1)
+        if not e <= bound
+    ]
     x3 = x[:15].reshape(3, 5, k).to(torch.bfloat16)
     y3 = run(x3)
     ref3 = ref_fn(x3.float().reshape(15, k)).reshape(3, 5, -1)
@@ -110,7 +124,9 @@ def sweep_weight_only(path: str) -> list[str]:
                 continue
             layer.kernel = path
             weight = layer.dequantized_weight(torch.float32)
-            bad += _check(layer, lambda x, w=weight, b=layer.bias: F.linear(x, w, b), k, bound, label)
+            bad += _check(
+                layer, lambda x, w=weight, b=layer.bias: F.linear(x, w, b), k, bound, label
+            )
     return bad
 
 

@@ -67,13 +67,15 @@ def test_auto_picks_int_mm_with_vnni_else_fbgemm_on_x86_cpu():
 
 
 def test_activation_codes_fit_seven_bits_without_clamp():
-    x = torch.cat([
-        torch.randn(4, 64) * 3,
-        torch.rand(2, 64) + 0.5,  # all positive
-        -torch.rand(2, 64) - 0.5,  # all negative
-        torch.zeros(1, 64),
-        torch.full((1, 64), 1e-3),
-    ])
+    x = torch.cat(
+        [
+            torch.randn(4, 64) * 3,
+            torch.rand(2, 64) + 0.5,  # all positive
+            -torch.rand(2, 64) - 0.5,  # all negative
+            torch.zeros(1, 64),
+            torch.full((1, 64), 1e-3),
+        ]
+    )
     xs, s, z = quantize_activations(x, per_token=True)
     codes = torch.round(xs)
     assert codes.min() >= 0 and codes.max() <= ACT_LEVELS
@@ -91,7 +93,9 @@ def test_per_token_beats_per_tensor_with_an_outlier_token():
     per_token = DynamicLinear.from_float(lin, activations="per_token")(x)
     per_tensor = DynamicLinear.from_float(lin, activations="per_tensor")(x)
     quiet_rows = [i for i in range(16) if i != 3]
-    assert _rel(per_token[quiet_rows], ref[quiet_rows]) * 5 < _rel(per_tensor[quiet_rows], ref[quiet_rows])
+    assert _rel(per_token[quiet_rows], ref[quiet_rows]) * 5 < _rel(
+        per_tensor[quiet_rows], ref[quiet_rows]
+    )
 
 
 def test_weights_are_symmetric_per_channel_int8():

@@ -51,10 +51,20 @@ def test_declared_shapes_are_what_the_paths_decline():
     lin = nn.Linear(20, 32)
     from quantlens import QScheme, quantize_tensor
 
-    layer = QLinear.from_float(lin, quantize_tensor(lin.weight.detach(), QScheme(bits=8, granularity="per_channel")))
-    assert kernels.why_not(layer, "int8pack") == "it needs in_features that are a multiple of 16 (this layer has 20)"
+    layer = QLinear.from_float(
+        lin, quantize_tensor(lin.weight.detach(), QScheme(bits=8, granularity="per_channel"))
+    )
+    assert (
+        kernels.why_not(layer, "int8pack")
+        == "it needs in_features that are a multiple of 16 (this layer has 20)"
+    )
     assert "multiple of 32" in kernels.why_not(layer, "int4pack")
-    assert all(layer.kernel_for(m, torch.float32) not in ("int8pack", "int4pack") for m in range(1, 40))
+    assert all(
+        layer.kernel_for(m, torch.float32) not in ("int8pack", "int4pack") for m in range(1, 40)
+    )
     dyn = DynamicLinear.from_float(nn.Linear(1, 8))
-    assert dynamic_kernels()["int_mm"].why_not(dyn, torch.zeros(3, 1)) == "it needs in_features of at least 2 (this layer has 1)"
+    assert (
+        dynamic_kernels()["int_mm"].why_not(dyn, torch.zeros(3, 1))
+        == "it needs in_features of at least 2 (this layer has 1)"
+    )
     assert dyn.kernel_for(torch.zeros(3, 1)).name != "int_mm"

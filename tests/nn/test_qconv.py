@@ -23,16 +23,28 @@ class TestQConv2dConformance(LayerConformance):
         return random_tensor(batch, 32, 6, 6, seed=seed + 3).to(dtype)
 
     def reference(self, layer, x):
-        return torch.nn.functional.conv2d(x.float(), layer.dequantized_weight(), layer.bias, padding=1)
+        return torch.nn.functional.conv2d(
+            x.float(), layer.dequantized_weight(), layer.bias, padding=1
+        )
 
     def quantize(self, scheme, seed=0):
-        if scheme.granularity == "per_group":  # group the input channels instead of the kernel width
-            scheme = QScheme(bits=scheme.bits, symmetric=scheme.symmetric, granularity="per_group",
-                             axis=1, group_size=16, codebook=scheme.codebook)
+        if (
+            scheme.granularity == "per_group"
+        ):  # group the input channels instead of the kernel width
+            scheme = QScheme(
+                bits=scheme.bits,
+                symmetric=scheme.symmetric,
+                granularity="per_group",
+                axis=1,
+                group_size=16,
+                codebook=scheme.codebook,
+            )
         return super().quantize(scheme, seed)
 
 
-@pytest.mark.parametrize("name", ["b8-per_channel-sym", "b4-per_channel-asym", "nf4-g64", "b3-per_group-asym"])
+@pytest.mark.parametrize(
+    "name", ["b8-per_channel-sym", "b4-per_channel-asym", "nf4-g64", "b3-per_group-asym"]
+)
 def test_matches_dequantize_then_convolve(name):
     t = TestQConv2dConformance()
     _, _, layer = t.quantize(SCHEMES[name])
@@ -57,9 +69,13 @@ def test_conv_options_and_errors():
 
 def test_to_float_gives_the_conv_it_computes_with():
     conv = nn.Conv2d(8, 4, (3, 1), stride=2, padding=1, dilation=2, groups=2)
-    layer = QConv2d.from_float(conv, quantize_tensor(conv.weight.detach(), QScheme(bits=4, granularity="per_channel")))
+    layer = QConv2d.from_float(
+        conv, quantize_tensor(conv.weight.detach(), QScheme(bits=4, granularity="per_channel"))
+    )
     back = layer.to_float()
     assert type(back) is nn.Conv2d and repr(back) == repr(conv)
-    assert torch.equal(back.weight, layer.dequantized_weight()) and torch.equal(back.bias, layer.bias)
+    assert torch.equal(back.weight, layer.dequantized_weight()) and torch.equal(
+        back.bias, layer.bias
+    )
     x = random_tensor(1, 8, 9, 9)
     assert torch.equal(back(x), layer(x))

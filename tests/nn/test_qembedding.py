@@ -38,7 +38,9 @@ class TestQEmbeddingConformance(LayerConformance):
 @pytest.mark.parametrize("bits", [3, 5, 7])
 def test_rows_that_are_not_whole_bytes(bits):
     emb = nn.Embedding(11, 10)  # 10 * bits is not a multiple of 8
-    qt = quantize_tensor(emb.weight.detach(), QScheme(bits=bits, symmetric=False, granularity="per_channel"))
+    qt = quantize_tensor(
+        emb.weight.detach(), QScheme(bits=bits, symmetric=False, granularity="per_channel")
+    )
     layer = QEmbedding.from_float(emb, qt)
     ids = torch.tensor([[0, 10, 3], [3, 3, 7]])
     assert torch.equal(layer(ids), qt.dequantize()[ids])
@@ -60,7 +62,9 @@ def test_bad_input():
 
 def test_to_float_gives_the_dequantized_table():
     emb = nn.Embedding(VOCAB, DIM, padding_idx=0)
-    layer = QEmbedding.from_float(emb, quantize_tensor(emb.weight.detach(), SCHEMES["b4-per_group-asym"]))
+    layer = QEmbedding.from_float(
+        emb, quantize_tensor(emb.weight.detach(), SCHEMES["b4-per_group-asym"])
+    )
     back = layer.to_float()
     assert type(back) is nn.Embedding and repr(back) == repr(emb)
     assert torch.equal(back.weight, layer.dequantized_weight())

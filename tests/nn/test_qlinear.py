@@ -63,9 +63,16 @@ def test_every_path_matches_the_reference(scheme, path_name):
             assert err <= bound(path, dtype), f"{path_name} batch {batch} {dtype}: {err:.2e}"
 
 
-@pytest.mark.parametrize("scheme", [SCHEMES["b4-per_group-asym"], SCHEMES["b8-per_channel-sym"],
-                                    SCHEMES["b2-per_channel-asym"], SCHEMES["nf4-g64"]],
-                         ids=["b4g", "b8c", "b2c", "nf4"])
+@pytest.mark.parametrize(
+    "scheme",
+    [
+        SCHEMES["b4-per_group-asym"],
+        SCHEMES["b8-per_channel-sym"],
+        SCHEMES["b2-per_channel-asym"],
+        SCHEMES["nf4-g64"],
+    ],
+    ids=["b4g", "b8c", "b2c", "nf4"],
+)
 @pytest.mark.parametrize("allow_aq", [False, True])
 def test_auto_dispatch_is_within_the_chosen_paths_tolerance(scheme, allow_aq):
     fl, qt, _ = TestQLinearConformance().quantize(scheme)
@@ -159,6 +166,7 @@ def test_int4pack_turns_down_out_features_it_cannot_pack():
 
 def test_automatic_choice_on_a_large_layer_follows_the_documented_rules():
     lin = nn.Linear(2048, 2048)  # 4M weights: above the small-layer rule
+
     def layer(**scheme):
         return QLinear.from_float(lin, quantize_tensor(lin.weight.detach(), QScheme(**scheme)))
 
@@ -166,11 +174,25 @@ def test_automatic_choice_on_a_large_layer_follows_the_documented_rules():
     int8 = layer(bits=8, granularity="per_channel", axis=0)
     nf4 = layer(bits=4, granularity="per_group", group_size=64, codebook="nf4")
     if "avx512_bf16" in cpu_features():
-        expected = {(int4, 1): "int4pack", (int4, 15): "int4pack", (int4, 16): "dense_bf16",
-                    (int8, 1): "int8pack", (int8, 64): "dense_bf16", (nf4, 1): "dense", (nf4, 64): "dense_bf16"}
+        expected = {
+            (int4, 1): "int4pack",
+            (int4, 15): "int4pack",
+            (int4, 16): "dense_bf16",
+            (int8, 1): "int8pack",
+            (int8, 64): "dense_bf16",
+            (nf4, 1): "dense",
+            (nf4, 64): "dense_bf16",
+        }
     else:
-        expected = {(int4, 1): "int4pack", (int4, 31): "int4pack", (int4, 32): "dense",
-                    (int8, 1): "int8pack", (int8, 64): "dense", (nf4, 1): "dense", (nf4, 64): "dense"}
+        expected = {
+            (int4, 1): "int4pack",
+            (int4, 31): "int4pack",
+            (int4, 32): "dense",
+            (int8, 1): "int8pack",
+            (int8, 64): "dense",
+            (nf4, 1): "dense",
+            (nf4, 64): "dense",
+        }
     chosen = {key: key[0].kernel_for(key[1], torch.float32) for key in expected}
     assert chosen == expected
 
@@ -178,7 +200,9 @@ def test_automatic_choice_on_a_large_layer_follows_the_documented_rules():
 @pytest.mark.parametrize("bias", [True, False])
 def test_to_float_gives_the_linear_it_computes_with(bias):
     lin = nn.Linear(IN, OUT, bias=bias)
-    layer = QLinear.from_float(lin, quantize_tensor(lin.weight.detach(), SCHEMES["b4-per_group-asym"]))
+    layer = QLinear.from_float(
+        lin, quantize_tensor(lin.weight.detach(), SCHEMES["b4-per_group-asym"])
+    )
     back = layer.to_float()
     assert type(back) is nn.Linear and (back.in_features, back.out_features) == (IN, OUT)
     assert torch.equal(back.weight, layer.dequantized_weight())

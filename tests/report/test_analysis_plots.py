@@ -26,20 +26,79 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def _results():
-    sens = SensitivityResult([LayerSensitivity(f"l{i}", "Linear", 100, 400, 100, 90.0, 1.0 / (i + 1))
-                              for i in range(5)], "accuracy", "%", "points", 99.0, 97.0, 2.0, 450, False, "swap")
-    layers = LayerComparison([LayerError("a", "QLinear", "a", math.inf, 30.0, 0.99, 0.1, 30.0, math.inf),
-                              LayerError("a_bn", "BatchNorm1d", "a_bn", 30.0, 28.0, 0.99, 0.1, math.inf, math.inf,
-                                         quantized=False),
-                              LayerError("b", "QLinear", "b", 28.0, 20.0, 0.98, 0.2, 20.4, 22.0, jump=True),
-                              LayerError("c", "QLinear", "c", 20.0, 21.0, 0.98, 0.2, 35.0, 41.0)], samples=8)
-    ranges = RangeReport([ActivationStats("a", "Linear", 100, -1.0, 9.0, 0.0, 1.0, {}, 9.0, 0.01, [5, 80, 10, 1, 0, 1],
-                                          [-1, 0.5, 2, 4, 6, 8, 9],
-                                          [ObserverRange("minmax", -1, 9, 30.0, 0.0),
-                                           ObserverRange("percentile", -1, 4, 36.0, 0.01)])], 8, 8, "input")
-    plan = MixedPrecisionPlan(None, [LayerChoice("a", "Linear", 100, 4, 60, 0.1)], "accuracy", "%", "points", 99.0,
-                              {"max_drop": 1.0}, 0.1, 98.5, 0.5, 60_000, 400_000, True,
-                              [UniformPoint(8, 110_000, 98.9, 0.1), UniformPoint(4, 60_000, 97.0, 2.0)])
+    sens = SensitivityResult(
+        [LayerSensitivity(f"l{i}", "Linear", 100, 400, 100, 90.0, 1.0 / (i + 1)) for i in range(5)],
+        "accuracy",
+        "%",
+        "points",
+        99.0,
+        97.0,
+        2.0,
+        450,
+        False,
+        "swap",
+    )
+    layers = LayerComparison(
+        [
+            LayerError("a", "QLinear", "a", math.inf, 30.0, 0.99, 0.1, 30.0, math.inf),
+            LayerError(
+                "a_bn",
+                "BatchNorm1d",
+                "a_bn",
+                30.0,
+                28.0,
+                0.99,
+                0.1,
+                math.inf,
+                math.inf,
+                quantized=False,
+            ),
+            LayerError("b", "QLinear", "b", 28.0, 20.0, 0.98, 0.2, 20.4, 22.0, jump=True),
+            LayerError("c", "QLinear", "c", 20.0, 21.0, 0.98, 0.2, 35.0, 41.0),
+        ],
+        samples=8,
+    )
+    ranges = RangeReport(
+        [
+            ActivationStats(
+                "a",
+                "Linear",
+                100,
+                -1.0,
+                9.0,
+                0.0,
+                1.0,
+                {},
+                9.0,
+                0.01,
+                [5, 80, 10, 1, 0, 1],
+                [-1, 0.5, 2, 4, 6, 8, 9],
+                [
+                    ObserverRange("minmax", -1, 9, 30.0, 0.0),
+                    ObserverRange("percentile", -1, 4, 36.0, 0.01),
+                ],
+            )
+        ],
+        8,
+        8,
+        "input",
+    )
+    plan = MixedPrecisionPlan(
+        None,
+        [LayerChoice("a", "Linear", 100, 4, 60, 0.1)],
+        "accuracy",
+        "%",
+        "points",
+        99.0,
+        {"max_drop": 1.0},
+        0.1,
+        98.5,
+        0.5,
+        60_000,
+        400_000,
+        True,
+        [UniformPoint(8, 110_000, 98.9, 0.1), UniformPoint(4, 60_000, 97.0, 2.0)],
+    )
     return sens, layers, ranges, plan
 
 
@@ -53,7 +112,9 @@ def close_figures():
 
 def test_every_plot_is_a_png(tmp_path):
     sens, layers, ranges, plan = _results()
-    paths = write_analysis_plots(tmp_path, sensitivity=sens, layers=layers, ranges=ranges, plan=plan)
+    paths = write_analysis_plots(
+        tmp_path, sensitivity=sens, layers=layers, ranges=ranges, plan=plan
+    )
     assert sorted(p.name for p in paths) == sorted(ANALYSIS_PLOT_FILES.values())
     for p in paths:
         data = p.read_bytes()
@@ -83,19 +144,38 @@ def test_histogram_has_one_vertical_line_per_observer_bound(close_figures):
     vertical = sorted(line.get_xdata()[0] for line in ax.lines)
     assert len(vertical) == 2 * len(stats.ranges) == 4
     assert vertical == sorted(b for r in stats.ranges for b in (r.lo, r.hi))
-    assert {t.get_text() for t in ax.get_legend().get_texts()} == {"minmax 30.0 dB", "percentile 36.0 dB"}
+    assert {t.get_text() for t in ax.get_legend().get_texts()} == {
+        "minmax 30.0 dB",
+        "percentile 36.0 dB",
+    }
 
 
 def test_layer_sqnr_plots_quantized_layers_and_marks_exact_points_apart(close_figures):
     _, layers, *_ = _results()
     ax = layer_sqnr_figure(layers).axes[0]
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c"]  # the float BatchNorm is left out
-    output, own, weight = (line for line in ax.lines if line.get_label() in
-                           ("output (accumulated)", "own (layer alone)", "weight"))
-    assert list(output.get_ydata()) == [30.0, 20.0, 21.0] and list(own.get_ydata()) == [30.0, 20.4, 35.0]
-    assert math.isnan(weight.get_ydata()[0]) and list(weight.get_ydata()[1:]) == [22.0, 41.0]  # a gap, no 100 dB
+    assert [t.get_text() for t in ax.get_xticklabels()] == [
+        "a",
+        "b",
+        "c",
+    ]  # the float BatchNorm is left out
+    output, own, weight = (
+        line
+        for line in ax.lines
+        if line.get_label() in ("output (accumulated)", "own (layer alone)", "weight")
+    )
+    assert list(output.get_ydata()) == [30.0, 20.0, 21.0] and list(own.get_ydata()) == [
+        30.0,
+        20.4,
+        35.0,
+    ]
+    assert math.isnan(weight.get_ydata()[0]) and list(weight.get_ydata()[1:]) == [
+        22.0,
+        41.0,
+    ]  # a gap, no 100 dB
     markers = [c for c in ax.collections if isinstance(c, PathCollection)]
-    assert [list(c.get_offsets()[:, 0]) for c in markers] == [[0.0]]  # the exact weight of "a", drawn apart
+    assert [list(c.get_offsets()[:, 0]) for c in markers] == [
+        [0.0]
+    ]  # the exact weight of "a", drawn apart
     top = ax.get_ylim()[1]
     assert 41.0 < top < 50.0 and markers[0].get_offsets()[0, 1] > 41.0
     assert any("jumps" in t.get_text() for t in ax.texts)

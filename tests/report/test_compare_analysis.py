@@ -26,9 +26,17 @@ def analysed() -> Report:
         model = zoo.load_model("digits-cnn")
         test = zoo.load_dataset("digits", "test")
         calib = zoo.load_dataset("digits", "calib").inputs[:128]
-        return compare(model, {"static": ql.Static(observer="minmax", calib_batches=1)},
-                       data=(test.inputs[:128], test.labels[:128]), calib_data=calib, reps=2, warmup=0,
-                       memory=False, analysis=True, analysis_batches=2)
+        return compare(
+            model,
+            {"static": ql.Static(observer="minmax", calib_batches=1)},
+            data=(test.inputs[:128], test.labels[:128]),
+            calib_data=calib,
+            reps=2,
+            warmup=0,
+            memory=False,
+            analysis=True,
+            analysis_batches=2,
+        )
     finally:
         torch.set_num_threads(threads)
 
@@ -50,13 +58,23 @@ def test_the_json_has_the_layer_by_layer_error_and_the_activation_ranges(analyse
     sens = json.loads(analysed.to_json(tmp_path / "results.json"))["sensitivity"]
     layers = sens["layers"]  # compare_layers of the very model the static row measured
     assert [x["name"] for x in layers["layers"]] == LAYERS
-    assert layers["jump"] in LAYERS and all(x["isolated"] and x["own_sqnr_db"] > 20 for x in layers["layers"])
-    ranges = sens["ranges"]  # the float model's inputs of every Conv/Linear on two calibration batches
+    assert layers["jump"] in LAYERS and all(
+        x["isolated"] and x["own_sqnr_db"] > 20 for x in layers["layers"]
+    )
+    ranges = sens[
+        "ranges"
+    ]  # the float model's inputs of every Conv/Linear on two calibration batches
     assert [x["name"] for x in ranges["layers"]] == LAYERS and ranges["samples"] == 128
     assert {r["observer"] for r in ranges["layers"][0]["ranges"]} == {"minmax", "percentile", "mse"}
-    back = Report.from_json(tmp_path / "results.json")  # infinite SQNRs and float percentile keys come back
+    back = Report.from_json(
+        tmp_path / "results.json"
+    )  # infinite SQNRs and float percentile keys come back
     written = back.plot_analysis(tmp_path / "again")
-    assert sorted(p.name for p in written) == ["activation_ranges.png", "layer_sqnr.png", "sensitivity.png"]
+    assert sorted(p.name for p in written) == [
+        "activation_ranges.png",
+        "layer_sqnr.png",
+        "sensitivity.png",
+    ]
 
 
 def test_the_html_embeds_the_analysis_plots(analysed, tmp_path):
@@ -82,10 +100,21 @@ def test_the_html_embeds_the_analysis_plots(analysed, tmp_path):
 
 def test_weight_only_analysis_has_no_activation_ranges():
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 3)).eval()
+    model = torch.nn.Sequential(
+        torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 3)
+    ).eval()
     x = torch.randn(128, 64, generator=torch.Generator().manual_seed(0))
-    report = compare(model, ["w4"], data=(x, model(x).argmax(-1)), reps=1, warmup=0, memory=False,
-                     layer_errors=False, analysis=True, analysis_batches=2)
+    report = compare(
+        model,
+        ["w4"],
+        data=(x, model(x).argmax(-1)),
+        reps=1,
+        warmup=0,
+        memory=False,
+        layer_errors=False,
+        analysis=True,
+        analysis_batches=2,
+    )
     assert [x["name"] for x in report.sensitivity["layers"]["layers"]] == ["0", "2"]
     assert "ranges" not in report.sensitivity  # weight-only quantizes no activation
 
@@ -103,19 +132,38 @@ def test_each_row_is_compared_layer_by_layer_once_for_the_analysis_and_the_layer
     monkeypatch.setattr(compare_analysis, "compare_layers", counted)
     monkeypatch.setattr(layers, "compare_layers", counted)
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 3)).eval()
+    model = torch.nn.Sequential(
+        torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 3)
+    ).eval()
     x = torch.randn(128, 64, generator=torch.Generator().manual_seed(0))
-    report = compare(model, ["w4"], data=(x, model(x).argmax(-1)), reps=1, warmup=0, memory=False,
-                     analysis=True, analysis_batches=2)
+    report = compare(
+        model,
+        ["w4"],
+        data=(x, model(x).argmax(-1)),
+        reps=1,
+        warmup=0,
+        memory=False,
+        analysis=True,
+        analysis_batches=2,
+    )
     assert len(calls) == 1  # the w4 row's model, compared once
     assert [e["name"] for e in report.layer_errors["w4"]] == ["0", "2"]
-    assert report.layer_errors["w4"] == layers.error_rows(compare_analysis.layer_result(report.sensitivity))
+    assert report.layer_errors["w4"] == layers.error_rows(
+        compare_analysis.layer_result(report.sensitivity)
+    )
 
 
 def test_without_the_flag_nothing_is_added(tmp_path):
     model = torch.nn.Sequential(torch.nn.Linear(4, 3))
-    report = compare(model, ["w8"], data=(torch.rand(16, 4), torch.randint(0, 3, (16,))), reps=1, warmup=0,
-                     memory=False, layer_errors=False)
+    report = compare(
+        model,
+        ["w8"],
+        data=(torch.rand(16, 4), torch.randint(0, 3, (16,))),
+        reps=1,
+        warmup=0,
+        memory=False,
+        layer_errors=False,
+    )
     assert report.sensitivity is None and "sensitivity" not in report.to_dict()
     assert not any(p.name in ANALYSIS_PLOT_FILES.values() for p in report.plot(tmp_path))
 
@@ -125,8 +173,24 @@ def test_the_cli_analysis_flag_writes_the_layer_and_range_plots(tmp_path, capsys
     data = tmp_path / "digits.pt"
     torch.save((test.inputs[:96], test.labels[:96]), data)
     out = tmp_path / "report"
-    code = main(["compare", "digits-cnn", "--data", str(data), "--calib-data", str(data), "--methods", "static",
-                 "--reps", "1", "--no-memory", "--analysis", "--out", str(out)])
+    code = main(
+        [
+            "compare",
+            "digits-cnn",
+            "--data",
+            str(data),
+            "--calib-data",
+            str(data),
+            "--methods",
+            "static",
+            "--reps",
+            "1",
+            "--no-memory",
+            "--analysis",
+            "--out",
+            str(out),
+        ]
+    )
     capsys.readouterr()
     assert code == 0
     for name in ("sensitivity.png", "layer_sqnr.png", "activation_ranges.png"):

@@ -15,15 +15,24 @@ def digits_report() -> Report:
     model = zoo.load_model("digits-cnn")
     test = zoo.load_dataset("digits", "test")
     calib = zoo.load_dataset("digits", "calib").inputs[:64]
-    return compare(model, {"static": ql.Static(observer="minmax", calib_batches=1), "broken": ql.QAT(skip=("zzz",))},
-                   data=(test.inputs[:128], test.labels[:128]), calib_data=calib, reps=2, warmup=0, memory=False)
+    return compare(
+        model,
+        {"static": ql.Static(observer="minmax", calib_batches=1), "broken": ql.QAT(skip=("zzz",))},
+        data=(test.inputs[:128], test.labels[:128]),
+        calib_data=calib,
+        reps=2,
+        warmup=0,
+        memory=False,
+    )
 
 
 def test_compare_measures_float_and_each_method(digits_report):
     names = [r.name for r in digits_report.rows]
     assert names == ["float", "static", "broken"]
     static = digits_report.row("static")
-    assert static.ok and static.accuracy > 90 and static.disk_bytes < digits_report.baseline.disk_bytes
+    assert (
+        static.ok and static.accuracy > 90 and static.disk_bytes < digits_report.baseline.disk_bytes
+    )
     assert digits_report.row("broken").status == "failed"
     assert digits_report.recommended is not None and digits_report.recommended.name == "static"
 

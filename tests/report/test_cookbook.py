@@ -27,8 +27,12 @@ def test_every_ql_name_the_cookbook_uses_is_exported():
     code = "\n".join(body for lang, body in blocks(COOKBOOK.read_text()) if lang == "python")
     used = set(re.findall(r"\bql\.([A-Za-z_]\w*)", code))
     assert {"quantize", "compare", "register_custom_module", "WeightOnly", "analysis"} <= used
-    assert not sorted(used - set(quantlens.__all__)), "used in docs/cookbook.md but not in quantlens.__all__"
-    assert "ql.register_custom_module(Clip, ObservedClip, QuantizedClip)" in code  # an executed custom-module hook
+    assert not sorted(used - set(quantlens.__all__)), (
+        "used in docs/cookbook.md but not in quantlens.__all__"
+    )
+    assert (
+        "ql.register_custom_module(Clip, ObservedClip, QuantizedClip)" in code
+    )  # an executed custom-module hook
 
 
 @pytest.mark.slow  # ~25 s on a quiet machine: it loads MiniLM and runs every method once

@@ -24,8 +24,10 @@ def _screenshot_module():
 shot = _screenshot_module()
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(shot.find_browser() is None,
-                       reason="headless Chromium not installed (apt-get install chromium)"),
+    pytest.mark.skipif(
+        shot.find_browser() is None,
+        reason="headless Chromium not installed (apt-get install chromium)",
+    ),
 ]
 
 

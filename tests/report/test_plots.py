@@ -58,7 +58,10 @@ def test_labels_of_crowded_points_do_not_overlap():
     for a, b in itertools.combinations(boxes, 2):
         assert not _boxes_overlap(a, b), (a, b)
     frame = ax.get_window_extent()
-    assert all(frame.x0 <= b.x0 and b.x1 <= frame.x1 and frame.y0 <= b.y0 and b.y1 <= frame.y1 for b in boxes)
+    assert all(
+        frame.x0 <= b.x0 and b.x1 <= frame.x1 and frame.y0 <= b.y0 and b.y1 <= frame.y1
+        for b in boxes
+    )
     plt.close(fig)
 
 
@@ -67,21 +70,37 @@ def _report(rows, layers=None) -> Report:
 
 
 def _row(name, method, acc, disk, lat):
-    return Row(name, method, disk_bytes=disk, memory_bytes=disk, latency_ms=lat, latency_p95_ms=lat * 1.1,
-               batch_size=64, threads=1, accuracy=acc, agreement=100.0)
+    return Row(
+        name,
+        method,
+        disk_bytes=disk,
+        memory_bytes=disk,
+        latency_ms=lat,
+        latency_p95_ms=lat * 1.1,
+        batch_size=64,
+        threads=1,
+        accuracy=acc,
+        agreement=100.0,
+    )
 
 
 def test_accuracy_vs_size_styles_and_coinciding_points(figures, tmp_path):
-    rows = [_row("float", "float", 99.33, 118_000, 2.0), _row("dynamic", "dynamic", 99.33, 124_000, 1.8),
-            _row("w8", "weight_only", 99.33, 121_000, 1.7), _row("w4", "weight_only", 99.33, 121_000, 2.5),
-            _row("static", "static", 99.0, 41_000, 0.8)]
+    rows = [
+        _row("float", "float", 99.33, 118_000, 2.0),
+        _row("dynamic", "dynamic", 99.33, 124_000, 1.8),
+        _row("w8", "weight_only", 99.33, 121_000, 1.7),
+        _row("w4", "weight_only", 99.33, 121_000, 2.5),
+        _row("static", "static", 99.0, 41_000, 0.8),
+    ]
     plots.plot_accuracy_vs_size(_report(rows), tmp_path / "s.png")
     ax = figures[0].axes[0]
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert "float" in legend and not any("(float)" in t for t in legend)
     assert "static (recommended)" in legend
     labels = [t.get_text() for t in _texts(ax)]
-    assert "w8 = w4" in labels  # same size and accuracy: one shared label, not two on top of each other
+    assert (
+        "w8 = w4" in labels
+    )  # same size and accuracy: one shared label, not two on top of each other
     boxes = [t.get_window_extent() for t in _texts(ax)]
     assert not any(_boxes_overlap(a, b) for a, b in itertools.combinations(boxes, 2))
     styles = plots.styles(rows)
@@ -91,11 +110,18 @@ def test_accuracy_vs_size_styles_and_coinciding_points(figures, tmp_path):
 
 
 def test_a_one_point_pareto_front_is_a_ring_not_an_invisible_line(figures, tmp_path):
-    rows = [_row("float", "float", 99.33, 118_000, 2.0), _row("qat", "qat", 99.56, 41_000, 0.7),
-            _row("w8", "weight_only", 99.33, 45_000, 1.7)]
+    rows = [
+        _row("float", "float", 99.33, 118_000, 2.0),
+        _row("qat", "qat", 99.56, 41_000, 0.7),
+        _row("w8", "weight_only", 99.33, 45_000, 1.7),
+    ]
     plots.plot_accuracy_vs_latency(_report(rows), tmp_path / "l.png")
     ax = figures[0].axes[0]
-    assert not [line for line in ax.get_lines() if len(line.get_xdata()) > 1 and line.get_linestyle() == "--"]
+    assert not [
+        line
+        for line in ax.get_lines()
+        if len(line.get_xdata()) > 1 and line.get_linestyle() == "--"
+    ]
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert "Pareto front (this point alone)" in legend
     ring = next(c for c in ax.collections if c.get_label().startswith("Pareto"))
@@ -105,32 +131,65 @@ def test_a_one_point_pareto_front_is_a_ring_not_an_invisible_line(figures, tmp_p
 
 
 def test_two_point_front_draws_the_step_line(figures, tmp_path):
-    rows = [_row("float", "float", 99.33, 118_000, 2.0), _row("static", "static", 99.0, 41_000, 0.7)]
+    rows = [
+        _row("float", "float", 99.33, 118_000, 2.0),
+        _row("static", "static", 99.0, 41_000, 0.7),
+    ]
     plots.plot_accuracy_vs_latency(_report(rows), tmp_path / "l.png")
     ax = figures[0].axes[0]
     assert "Pareto front" in [t.get_text() for t in ax.get_legend().get_texts()]
-    steps = [line for line in ax.get_lines() if line.get_linestyle() == "--" and len(line.get_xdata()) >= 2]
+    steps = [
+        line
+        for line in ax.get_lines()
+        if line.get_linestyle() == "--" and len(line.get_xdata()) >= 2
+    ]
     assert steps and matplotlib.colors.to_hex(steps[0].get_color()) == plots.PARETO_COLOR
 
 
 def test_infinite_layer_sqnr_is_hatched_and_labelled_exact(figures, tmp_path):
     rows = [_row("float", "float", 99.33, 118_000, 2.0), _row("qat", "qat", 99.56, 41_000, 0.7)]
-    layers = {"qat": [{"name": "conv", "kind": "ConvReLU2d", "out_sqnr_db": 24.0, "own_sqnr_db": 24.0, "jump": True},
-                      {"name": "fc", "kind": "Linear", "out_sqnr_db": 21.7, "own_sqnr_db": float("inf"), "jump": False}]}
+    layers = {
+        "qat": [
+            {
+                "name": "conv",
+                "kind": "ConvReLU2d",
+                "out_sqnr_db": 24.0,
+                "own_sqnr_db": 24.0,
+                "jump": True,
+            },
+            {
+                "name": "fc",
+                "kind": "Linear",
+                "out_sqnr_db": 21.7,
+                "own_sqnr_db": float("inf"),
+                "jump": False,
+            },
+        ]
+    }
     plots.plot_layer_error(_report(rows, layers), tmp_path / "e.png")
     ax = figures[0].axes[0]
     hatched = [p for p in ax.patches if p.get_hatch()]
     assert len(hatched) == 1 and hatched[0].get_facecolor()[:3] == (1.0, 1.0, 1.0)
     finite_max = max(p.get_width() for p in ax.patches if not p.get_hatch())
-    assert finite_max == 24.0 and hatched[0].get_width() > finite_max  # reaches the edge, not a fake 80 dB
+    assert (
+        finite_max == 24.0 and hatched[0].get_width() > finite_max
+    )  # reaches the edge, not a fake 80 dB
     assert "∞ exact" in [t.get_text() for t in _texts(ax)]
     assert any("exact" in t.get_text() for t in ax.get_legend().get_texts())
 
 
 def test_sweeps_number_their_points(figures, tmp_path):
     rows = [_row("float", "float", 99.33, 118_000, 2.0)]
-    rows += [_row(f"observer=minmax,per_channel={pc},backend={b}", "static", 99.0 + i / 10, 41_000, 0.7 + i / 10)
-             for i, (pc, b) in enumerate(itertools.product((True, False), ("x86", "qnnpack")))]
+    rows += [
+        _row(
+            f"observer=minmax,per_channel={pc},backend={b}",
+            "static",
+            99.0 + i / 10,
+            41_000,
+            0.7 + i / 10,
+        )
+        for i, (pc, b) in enumerate(itertools.product((True, False), ("x86", "qnnpack")))
+    ]
     report = _report(rows)
     plots.plot_accuracy_vs_latency(report, tmp_path / "l.png")
     plots.plot_latency(report, tmp_path / "t.png")
@@ -138,4 +197,6 @@ def test_sweeps_number_their_points(figures, tmp_path):
     assert sorted(t.get_text() for t in _texts(scatter)) == ["1", "2", "3", "4", "5"]
     legend = [t.get_text() for t in scatter.get_legend().get_texts()]
     assert "3  observer=minmax,per_channel=True,backend=qnnpack" in legend and "1  float" in legend
-    assert [t.get_text() for t in bars.get_yticklabels()][1] == "observer=minmax,per_channel=True,backend=x86  2"
+    assert [t.get_text() for t in bars.get_yticklabels()][
+        1
+    ] == "observer=minmax,per_channel=True,backend=x86  2"

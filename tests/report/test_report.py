@@ -32,7 +32,9 @@ def test_markdown_has_every_row_and_the_failure(synthetic_report):
     md = synthetic_report.to_markdown()
     assert "| static | 98.50 (-0.50) |" in md
     assert "| qat | failed |" in md and "QAT needs labels" in md
-    assert "| 4.00 | 3.60 |" in md and "| 1.00 (4.00× smaller) |" in md  # float: no ratio; static 4x smaller
+    assert (
+        "| 4.00 | 3.60 |" in md and "| 1.00 (4.00× smaller) |" in md
+    )  # float: no ratio; static 4x smaller
     assert "| 4.000 (5.500) | 2.50× |" in md  # median (p95) and speed-up
     assert "Command: `quantlens compare" in md
 
@@ -60,10 +62,14 @@ def test_json_is_strict_everywhere_and_layer_infinities_come_back(synthetic_repo
     assert data["non_finite"]["/layer_errors/static/0/own_sqnr_db"] == "inf"
     assert data["non_finite"]["/rows/2/sqnr_db"] == "nan"
     again = Report.from_json(tmp_path / "r.json")
-    assert math.isinf(again.layer_errors["static"][0]["own_sqnr_db"]) and math.isnan(again.rows[2].sqnr_db)
+    assert math.isinf(again.layer_errors["static"][0]["own_sqnr_db"]) and math.isnan(
+        again.rows[2].sqnr_db
+    )
 
 
-def test_json_written_by_an_older_version_with_bare_infinity_still_reads(synthetic_report, tmp_path):
+def test_json_written_by_an_older_version_with_bare_infinity_still_reads(
+    synthetic_report, tmp_path
+):
     data = synthetic_report.to_dict()
     (tmp_path / "old.json").write_text(json.dumps(data, default=str, allow_nan=True))
     assert "Infinity" in (tmp_path / "old.json").read_text()
@@ -89,8 +95,11 @@ def test_html_is_self_contained_and_ordered(synthetic_report, tmp_path):
     path = synthetic_report.to_html(tmp_path / "report.html")
     html = path.read_text()
     assert html.count("data:image/png;base64,") == len(PLOT_FILES)
-    assert "src=\"http" not in html and "<script" not in html
-    order = [html.index(s) for s in ("Recommendation.", "<table>", "<h2>Plots", "<h2>Environment", "<h2>Command")]
+    assert 'src="http' not in html and "<script" not in html
+    order = [
+        html.index(s)
+        for s in ("Recommendation.", "<table>", "<h2>Plots", "<h2>Environment", "<h2>Command")
+    ]
     assert order == sorted(order)
     assert "Use static" in html and "quantlens compare digits-cnn" in html and "Test CPU" in html
 

@@ -16,18 +16,24 @@ from quantlens.report import Report
 
 def _version(report: Report, name: str) -> Report:
     comparison = dataclasses.replace(report.comparison, command=f"quantlens compare {name}")
-    return Report(comparison, max_accuracy_drop=report.max_accuracy_drop, layer_errors=report.layer_errors)
+    return Report(
+        comparison, max_accuracy_drop=report.max_accuracy_drop, layer_errors=report.layer_errors
+    )
 
 
 def _whole(out) -> str:
     """The run every file in ``out`` comes from (asserting they agree)."""
     command = json.loads((out / "results.json").read_text())["command"]
-    assert command in (out / "report.md").read_text() and command in (out / "report.html").read_text()
+    assert (
+        command in (out / "report.md").read_text() and command in (out / "report.html").read_text()
+    )
     assert (out / "results.csv").stat().st_size > 0 and (out / "latency.png").stat().st_size > 0
     return command.split()[-1]
 
 
-def test_save_keeps_other_files_removes_stale_plots_and_follows_the_umask(tmp_path, synthetic_report):
+def test_save_keeps_other_files_removes_stale_plots_and_follows_the_umask(
+    tmp_path, synthetic_report
+):
     out = tmp_path / "report"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
@@ -78,7 +84,11 @@ def test_ctrl_c_while_writing_leaves_the_previous_report_whole(tmp_path, synthet
     rng = random.Random(0)
     interrupted = 0
     for attempt in range(3):
-        pid = _fork(lambda a=attempt: [_version(synthetic_report, f"run{a}x{i}").save(out) for i in range(50)])
+        pid = _fork(
+            lambda a=attempt: [
+                _version(synthetic_report, f"run{a}x{i}").save(out) for i in range(50)
+            ]
+        )
         time.sleep(rng.uniform(0.05, 0.6))
         os.kill(pid, signal.SIGINT)
         code = _exit_code(pid)

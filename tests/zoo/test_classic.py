@@ -17,8 +17,10 @@ def test_each_model_maps_images_to_ten_logits_and_is_seeded(name, one_thread):
         out = a(x)
         assert out.shape == (2, 10)
         assert torch.equal(out, b(x))
-    assert not torch.equal(classic.build(name, seed=1).state_dict()[next(iter(a.state_dict()))],
-                           a.state_dict()[next(iter(a.state_dict()))])
+    assert not torch.equal(
+        classic.build(name, seed=1).state_dict()[next(iter(a.state_dict()))],
+        a.state_dict()[next(iter(a.state_dict()))],
+    )
 
 
 def test_channel_shuffle_interleaves_the_two_groups():
@@ -29,7 +31,10 @@ def test_channel_shuffle_interleaves_the_two_groups():
 def test_the_patterns_are_written_as_users_write_them():
     mnv2 = classic.build("mobilenet-v2")
     assert any(isinstance(m, nn.ReLU6) for m in mnv2.modules())
-    assert sum(isinstance(m, classic.InvertedResidual) and m.use_res_connect for m in mnv2.modules()) >= 3
+    assert (
+        sum(isinstance(m, classic.InvertedResidual) and m.use_res_connect for m in mnv2.modules())
+        >= 3
+    )
     assert not any(isinstance(m, nn.BatchNorm2d) for m in classic.build("squeezenet").modules())
 
 

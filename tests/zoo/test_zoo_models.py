@@ -13,7 +13,12 @@ pytest.importorskip("sklearn")
 
 # Float test accuracy measured with `python scripts/train_digits_cnn.py` (450 test images);
 # asserted minus a small margin so a rebuilt weights file within noise still passes.
-MEASURED_ACCURACY = {"digits-cnn": 0.9933, "cat-cnn": 0.9867, "digits-lstm": 0.9756, "digits-gru": 0.9822}
+MEASURED_ACCURACY = {
+    "digits-cnn": 0.9933,
+    "cat-cnn": 0.9867,
+    "digits-lstm": 0.9756,
+    "digits-gru": 0.9822,
+}
 MARGIN = 0.005
 TRAINED = list(MEASURED_ACCURACY)
 
@@ -34,7 +39,9 @@ def test_trained_models_reach_their_measured_accuracy(name):
 def test_digits_cnn_meets_the_97_percent_bar():
     test, train = zoo.load_dataset("digits", "test"), zoo.load_dataset("digits", "train")
     assert len(test) == 450 and len(train) == 1347  # scikit-learn's 1,797 digits, fixed split
-    assert torch.cdist(test.inputs.flatten(1), train.inputs.flatten(1)).min() > 0  # held out from training
+    assert (
+        torch.cdist(test.inputs.flatten(1), train.inputs.flatten(1)).min() > 0
+    )  # held out from training
     assert _accuracy(zoo.load_model("digits-cnn"), test) >= 0.97
 
 
@@ -53,7 +60,9 @@ def test_models_run_on_their_first_batch_and_example_inputs(name):
 def test_random_init_is_seeded_and_differs_from_trained(name):
     a, b = zoo.load_model(name, pretrained=False), zoo.load_model(name, pretrained=False)
     trained = zoo.load_model(name)
-    for (key, pa), pb, pt in zip(a.state_dict().items(), b.state_dict().values(), trained.state_dict().values()):
+    for (key, pa), pb, pt in zip(
+        a.state_dict().items(), b.state_dict().values(), trained.state_dict().values()
+    ):
         assert torch.equal(pa, pb), key
     assert not torch.equal(next(a.parameters()), next(trained.parameters()))
 
@@ -94,7 +103,10 @@ def test_residual_add_and_cat_are_plain_torch_ops():
 
     cnn, cat = zoo.load_model("digits-cnn"), zoo.load_model("cat-cnn")
     for model in (cnn, cat):
-        assert not any("FloatFunctional" in type(m).__name__ or "Quant" in type(m).__name__ for m in model.modules())
+        assert not any(
+            "FloatFunctional" in type(m).__name__ or "Quant" in type(m).__name__
+            for m in model.modules()
+        )
     assert operator.add in _traced_ops(cnn)
     assert torch.cat in _traced_ops(cat)
 
@@ -108,7 +120,9 @@ def test_resnet18_has_the_torchvision_shape():
     model = zoo.load_model("resnet18")
     assert sum(p.numel() for p in model.parameters()) == 11_689_512  # torchvision resnet18
     names = dict(model.named_modules())
-    assert {"conv1", "bn1", "layer1.0.conv1", "layer2.0.downsample.0", "layer4.1.bn2", "fc"} <= set(names)
+    assert {"conv1", "bn1", "layer1.0.conv1", "layer2.0.downsample.0", "layer4.1.bn2", "fc"} <= set(
+        names
+    )
     assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == 20
     (x,) = zoo.example_inputs("resnet18")
     (first,) = zoo.load_dataset(zoo.default_dataset_for("resnet18")).batches(2)[0]

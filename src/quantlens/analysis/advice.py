@@ -44,15 +44,26 @@ from quantlens.analysis.scoring import MIN_DROP_POINTS, MIN_NOISE_PERCENT
 from quantlens.analysis.sensitivity import SensitivityResult, escape
 from quantlens.methods.base import QuantConfig
 
-__all__ = ["MIN_DROP_POINTS", "MIN_NOISE_PERCENT", "Advice", "advise", "apply_advice", "quantizes_activations"]
+__all__ = [
+    "MIN_DROP_POINTS",
+    "MIN_NOISE_PERCENT",
+    "Advice",
+    "advise",
+    "apply_advice",
+    "quantizes_activations",
+]
 
 NEXT_BITS = {1: 2, 2: 4, 3: 4, 4: 8, 5: 8, 6: 8, 7: 8}
 SMALL_LAYER = 0.05  # share of the parameters under which skipping a layer is cheap
-WEIGHT_DOMINATES_DB = 3.0  # weight SQNR this far below the layer's own output SQNR: the weights are to blame
+WEIGHT_DOMINATES_DB = (
+    3.0  # weight SQNR this far below the layer's own output SQNR: the weights are to blame
+)
 SPREAD = 0.3  # the worst layer explains less than this share of the drop: the loss is spread
 RELATIVE_FLOOR = 0.1  # a problem layer explains at least this share of the whole model's drop
 # ... and at least the metric's min_loss: MIN_DROP_POINTS or MIN_NOISE_PERCENT (from scoring)
-MIN_OBSERVER_GAIN_DB = 1.0  # the observer tip needs at least this measured SQNR gain on the activations
+MIN_OBSERVER_GAIN_DB = (
+    1.0  # the observer tip needs at least this measured SQNR gain on the activations
+)
 
 
 @dataclass
@@ -81,8 +92,14 @@ class Advice:
         return f"{where}: {self.suggestion}  [{self.evidence}]"
 
     def to_dict(self) -> dict:
-        return {"layer": self.layer, "action": self.action, "suggestion": self.suggestion, "evidence": self.evidence,
-                "override": self.override.to_dict() if self.override is not None else None, "skip": list(self.skip)}
+        return {
+            "layer": self.layer,
+            "action": self.action,
+            "suggestion": self.suggestion,
+            "evidence": self.evidence,
+            "override": self.override.to_dict() if self.override is not None else None,
+            "skip": list(self.skip),
+        }
 
 
 def _has(config: QuantConfig, name: str) -> bool:
@@ -154,42 +171,97 @@ def advise(
         cost = f"alone it costs {row.drop:.3g} {unit} of {sens.metric} (all layers: {sens.full_drop:.3g})"
         cmp = None
         if layers is not None:
-            cmp = next((x for x in layers.layers if x.name == row.name or x.float_name == row.name), None)
+            cmp = next(
+                (x for x in layers.layers if x.name == row.name or x.float_name == row.name), None
+            )
         act = None
         if ranges is not None:
             act = next((x for x in ranges.layers if x.name == row.name), None)
         raised = _raise_bits(config)
-        weight_bad = (cmp is not None and cmp.weight_sqnr_db is not None
-                      and cmp.weight_sqnr_db < min(cmp.out_sqnr_db, cmp.own_sqnr_db) + WEIGHT_DOMINATES_DB)
-        w_note = f"; weight SQNR {cmp.weight_sqnr_db:.1f} dB, output {cmp.out_sqnr_db:.1f} dB" if weight_bad else ""
+        weight_bad = (
+            cmp is not None
+            and cmp.weight_sqnr_db is not None
+            and cmp.weight_sqnr_db < min(cmp.out_sqnr_db, cmp.own_sqnr_db) + WEIGHT_DOMINATES_DB
+        )
+        w_note = (
+            f"; weight SQNR {cmp.weight_sqnr_db:.1f} dB, output {cmp.out_sqnr_db:.1f} dB"
+            if weight_bad
+            else ""
+        )
         if weight_bad and raised is not None:
-            out.append(Advice(row.name, "raise_bits", f"raise its bits to {_bits(raised)} (override)",
-                              cost + w_note, raised))
+            out.append(
+                Advice(
+                    row.name,
+                    "raise_bits",
+                    f"raise its bits to {_bits(raised)} (override)",
+                    cost + w_note,
+                    raised,
+                )
+            )
         elif weight_bad and _has(config, "per_channel") and not config.per_channel:
-            out.append(Advice(row.name, "per_channel", "switch its weights to per-channel scales",
-                              cost + w_note, config.replace(skip=(), overrides=(), per_channel=True)))
-        elif (act is not None and quantizes_activations(config)
-              and act.best_observer not in (None, getattr(config, "observer", None))
-              and (gain := _observer_gain(act, config.observer)) >= MIN_OBSERVER_GAIN_DB):
-            out.append(Advice(row.name, "observer", f"use the {act.best_observer} observer for its activations",
-                              f"{cost}; its inputs reach {act.outlier_ratio:.1f}x their p99.9, "
-                              f"{act.best_observer} range gives +{gain:.1f} dB",
-                              config.replace(skip=(), overrides=(), observer=act.best_observer)))
+            out.append(
+                Advice(
+                    row.name,
+                    "per_channel",
+                    "switch its weights to per-channel scales",
+                    cost + w_note,
+                    config.replace(skip=(), overrides=(), per_channel=True),
+                )
+            )
+        elif (
+            act is not None
+            and quantizes_activations(config)
+            and act.best_observer not in (None, getattr(config, "observer", None))
+            and (gain := _observer_gain(act, config.observer)) >= MIN_OBSERVER_GAIN_DB
+        ):
+            out.append(
+                Advice(
+                    row.name,
+                    "observer",
+                    f"use the {act.best_observer} observer for its activations",
+                    f"{cost}; its inputs reach {act.outlier_ratio:.1f}x their p99.9, "
+                    f"{act.best_observer} range gives +{gain:.1f} dB",
+                    config.replace(skip=(), overrides=(), observer=act.best_observer),
+                )
+            )
         elif row.params / total_params < SMALL_LAYER or raised is None:
             share = 100.0 * row.params / total_params
             group = sens.groups.get(row.name, [row.name])
-            out.append(Advice(row.name, "skip", "skip it (keep it in float)",
-                              f"{cost}; it holds {share:.1f}% of the parameters ({row.bytes_float / 1024:.1f} KB)",
-                              skip=tuple(escape(m) for m in group)))
+            out.append(
+                Advice(
+                    row.name,
+                    "skip",
+                    "skip it (keep it in float)",
+                    f"{cost}; it holds {share:.1f}% of the parameters ({row.bytes_float / 1024:.1f} KB)",
+                    skip=tuple(escape(m) for m in group),
+                )
+            )
         else:
-            out.append(Advice(row.name, "raise_bits", f"raise its bits to {_bits(raised)} (override)", cost, raised))
+            out.append(
+                Advice(
+                    row.name,
+                    "raise_bits",
+                    f"raise its bits to {_bits(raised)} (override)",
+                    cost,
+                    raised,
+                )
+            )
     worst = max((r.drop for r in sens.rows), default=0.0)
-    if (sens.full_drop >= max(sens.min_loss, 1e-9) and worst < SPREAD * sens.full_drop
-            and quantizes_activations(config)):
-        out.append(Advice("", "qat", "the loss is spread over many layers: fine-tune with quantization-aware "
-                                     "training (ql.QAT)",
-                          f"the worst layer explains {100 * worst / sens.full_drop:.0f}% of the drop of "
-                          f"{sens.full_drop:.3g} {unit}"))
+    if (
+        sens.full_drop >= max(sens.min_loss, 1e-9)
+        and worst < SPREAD * sens.full_drop
+        and quantizes_activations(config)
+    ):
+        out.append(
+            Advice(
+                "",
+                "qat",
+                "the loss is spread over many layers: fine-tune with quantization-aware "
+                "training (ql.QAT)",
+                f"the worst layer explains {100 * worst / sens.full_drop:.0f}% of the drop of "
+                f"{sens.full_drop:.3g} {unit}",
+            )
+        )
     return out
 
 
@@ -199,7 +271,11 @@ def _observer_gain(act, name: str) -> float:
     try:
         current = act.range_of(name).sqnr_db
     except KeyError:
-        current = act.range_of("minmax").sqnr_db if any(r.observer == "minmax" for r in act.ranges) else 0.0
+        current = (
+            act.range_of("minmax").sqnr_db
+            if any(r.observer == "minmax" for r in act.ranges)
+            else 0.0
+        )
     return act.range_of(act.best_observer).sqnr_db - current
 
 

@@ -141,17 +141,28 @@ class LayerComparison:
         raise KeyError(name)
 
     def to_dict(self) -> dict:
-        return {"layers": [asdict(x) for x in self.layers], "unmatched": dict(self.unmatched),
-                "fused": {k: list(v) for k, v in self.fused.items()}, "samples": self.samples,
-                "jump": self.jump.name if self.jump else None}
+        return {
+            "layers": [asdict(x) for x in self.layers],
+            "unmatched": dict(self.unmatched),
+            "fused": {k: list(v) for k, v in self.fused.items()},
+            "samples": self.samples,
+            "jump": self.jump.name if self.jump else None,
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> LayerComparison:
         """Rebuild from :meth:`to_dict` (e.g. read back from a report's JSON)."""
         names = {f.name for f in fields(LayerError)}
-        layers = [LayerError(**{k: v for k, v in row.items() if k in names}) for row in data.get("layers", [])]
-        return cls(layers, dict(data.get("unmatched", {})), {k: list(v) for k, v in data.get("fused", {}).items()},
-                   int(data.get("samples", 0)))
+        layers = [
+            LayerError(**{k: v for k, v in row.items() if k in names})
+            for row in data.get("layers", [])
+        ]
+        return cls(
+            layers,
+            dict(data.get("unmatched", {})),
+            {k: list(v) for k, v in data.get("fused", {}).items()},
+            int(data.get("samples", 0)),
+        )
 
     def __str__(self) -> str:
         def f(v):
@@ -160,9 +171,13 @@ class LayerComparison:
         head = f"{'layer':<32} {'kind':<16} {'in dB':>7} {'out dB':>7} {'own dB':>7} {'cos':>7} {'w dB':>7}"
         lines = [head]
         for x in self.layers:
-            mark = "  <- error jumps here" if x.jump else ("" if x.isolated else "  (own: estimated)")
-            lines.append(f"{x.name[:32]:<32} {x.kind[:16]:<16} {f(x.in_sqnr_db):>7} {f(x.out_sqnr_db):>7} "
-                         f"{f(x.own_sqnr_db):>7} {x.out_cosine:>7.4f} {f(x.weight_sqnr_db):>7}{mark}")
+            mark = (
+                "  <- error jumps here" if x.jump else ("" if x.isolated else "  (own: estimated)")
+            )
+            lines.append(
+                f"{x.name[:32]:<32} {x.kind[:16]:<16} {f(x.in_sqnr_db):>7} {f(x.out_sqnr_db):>7} "
+                f"{f(x.own_sqnr_db):>7} {x.out_cosine:>7.4f} {f(x.weight_sqnr_db):>7}{mark}"
+            )
         for name, why in self.unmatched.items():
             lines.append(f"unmatched {name}: {why}")
         return "\n".join(lines)
@@ -210,7 +225,9 @@ def _estimated_own_sqnr(in_db: float, out_db: float) -> float:
 # --- matching ------------------------------------------------------------------------------
 
 
-def _match(float_modules, q_modules, order) -> tuple[dict[str, tuple[str, list[str]]], dict[str, str]]:
+def _match(
+    float_modules, q_modules, order
+) -> tuple[dict[str, tuple[str, list[str]]], dict[str, str]]:
     """``{q name: (float name, float modules fused into it)}`` and ``{name: why unmatched}``."""
     rank = {n: i for i, n in enumerate(order)}
     q_names = set(q_modules)
@@ -224,11 +241,18 @@ def _match(float_modules, q_modules, order) -> tuple[dict[str, tuple[str, list[s
             unmatched[qname] = "in the quantized model only (no float module of that name)"
             continue
         relu = "relu" in type(qmod).__name__.lower()
-        pairs[qname] = (fname, fused_followers(fname, order, float_modules, q_names, activations=relu))
+        pairs[qname] = (
+            fname,
+            fused_followers(fname, order, float_modules, q_names, activations=relu),
+        )
     covered = {f for f, _ in pairs.values()} | {a for _, ab in pairs.values() for a in ab}
     for fname, fmod in float_modules.items():
-        if fname and is_layer(fmod) and fname not in covered and not any(
-                fname.startswith(f + ".") for f in covered):
+        if (
+            fname
+            and is_layer(fmod)
+            and fname not in covered
+            and not any(fname.startswith(f + ".") for f in covered)
+        ):
             unmatched[fname] = "in the float model only (removed or renamed by quantization)"
     for qname in [q for q, (f, _) in pairs.items() if f not in rank]:
         unmatched[qname] = "not called by the forward pass"
@@ -239,7 +263,9 @@ def _match(float_modules, q_modules, order) -> tuple[dict[str, tuple[str, list[s
 # --- one batch -------------------------------------------------------------------------------
 
 
-def _record(model: nn.Module, where: dict[str, list[str]], store: dict, *, keep_input: bool = False) -> list:
+def _record(
+    model: nn.Module, where: dict[str, list[str]], store: dict, *, keep_input: bool = False
+) -> list:
     """Hooks storing, per module name in ``where``, the float copy of its output under each
     key ``"out:<q>"`` and of its input under ``"in:<q>"``; under ``"arg:<q>"`` the single
     positional input tensor itself (with ``keep_input``) or a copy of it when it is not
@@ -252,13 +278,20 @@ def _record(model: nn.Module, where: dict[str, list[str]], store: dict, *, keep_
                 store[key] = as_float(first_tensor(args))
                 if keep_input:
                     store["arg:" + key[3:]] = single
-                elif single is not None and not single.is_floating_point() and not single.is_quantized:
+                elif (
+                    single is not None
+                    and not single.is_floating_point()
+                    and not single.is_quantized
+                ):
                     store["arg:" + key[3:]] = single.clone()
             else:
                 store[key] = as_float(first_tensor(output))
 
     modules = dict(model.named_modules())
-    return [modules[n].register_forward_hook(lambda m, a, o, k=tuple(k): hook(m, a, o, k)) for n, k in where.items()]
+    return [
+        modules[n].register_forward_hook(lambda m, a, o, k=tuple(k): hook(m, a, o, k))
+        for n, k in where.items()
+    ]
 
 
 def _like(x: torch.Tensor, proto: torch.Tensor) -> torch.Tensor:
@@ -267,11 +300,15 @@ def _like(x: torch.Tensor, proto: torch.Tensor) -> torch.Tensor:
     if proto.is_quantized:
         if proto.qscheme() not in (torch.per_tensor_affine, torch.per_tensor_symmetric):
             raise TypeError("per-channel quantized input")
-        return torch.quantize_per_tensor(x.float(), proto.q_scale(), proto.q_zero_point(), proto.dtype)
+        return torch.quantize_per_tensor(
+            x.float(), proto.q_scale(), proto.q_zero_point(), proto.dtype
+        )
     return x.to(proto.dtype)
 
 
-def _isolated(module: nn.Module, f_in: torch.Tensor | None, proto: torch.Tensor | None) -> torch.Tensor | None:
+def _isolated(
+    module: nn.Module, f_in: torch.Tensor | None, proto: torch.Tensor | None
+) -> torch.Tensor | None:
     """``module``'s output on the float model's input, or None when it cannot run alone."""
     if f_in is None or proto is None or f_in.shape != proto.shape:
         return None
@@ -313,7 +350,9 @@ def _run_batch(fm, qm, q_modules, pairs, batch, accs) -> None:
 # --- the entry point -------------------------------------------------------------------------
 
 
-def compare_layers(float_model: nn.Module, q_model: nn.Module, inputs, *, max_batches: int | None = 4) -> LayerComparison:
+def compare_layers(
+    float_model: nn.Module, q_model: nn.Module, inputs, *, max_batches: int | None = 4
+) -> LayerComparison:
     """Compare every matched layer of ``q_model`` with ``float_model`` on ``inputs``.
 
     Args:
@@ -348,12 +387,16 @@ def compare_layers(float_model: nn.Module, q_model: nn.Module, inputs, *, max_ba
             _run_batch(fm, qm, q_modules, pairs, batch, accs)
         layers, fused = _rows(pairs, accs, float_modules, q_modules, unmatched)
     if not layers:
-        raise InputError("no layer of the quantized model matches a float module by name; "
-                         "pass the float model that q_model was quantized from")
+        raise InputError(
+            "no layer of the quantized model matches a float module by name; "
+            "pass the float model that q_model was quantized from"
+        )
     return LayerComparison(layers, unmatched, fused, sum(b.size for b in batches))
 
 
-def _rows(pairs, accs, float_modules, q_modules, unmatched) -> tuple[list[LayerError], dict[str, list[str]]]:
+def _rows(
+    pairs, accs, float_modules, q_modules, unmatched
+) -> tuple[list[LayerError], dict[str, list[str]]]:
     layers = []
     fused = {}
     for qname, (fname, absorbed) in pairs.items():
@@ -366,16 +409,31 @@ def _rows(pairs, accs, float_modules, q_modules, unmatched) -> tuple[list[LayerE
         in_db, out_db = acc_in.sqnr(), acc_out.sqnr()
         isolated = acc_own.count == acc_out.count
         own_db = acc_own.sqnr() if isolated else _estimated_own_sqnr(in_db, out_db)
-        row = LayerError(qname, type(q_modules[qname]).__name__, absorbed[-1] if absorbed else fname,
-                         in_db, out_db, acc_out.cosine(), acc_out.max_abs, own_db, isolated=isolated)
+        row = LayerError(
+            qname,
+            type(q_modules[qname]).__name__,
+            absorbed[-1] if absorbed else fname,
+            in_db,
+            out_db,
+            acc_out.cosine(),
+            acc_out.max_abs,
+            own_db,
+            isolated=isolated,
+        )
         w_ref = float_weight(fname, absorbed, float_modules)
         w_q = dequantized_weight(q_modules[qname])
         if w_ref is not None and w_q is not None and w_ref.shape == w_q.shape:
             wacc = _Acc()
             wacc.add(w_ref, w_q)
-            row.weight_sqnr_db, row.weight_cosine, row.weight_max_abs = wacc.sqnr(), wacc.cosine(), wacc.max_abs
-        row.quantized = (row.weight_sqnr_db not in (None, math.inf)
-                         or row.kind != type(float_modules[fname]).__name__)
+            row.weight_sqnr_db, row.weight_cosine, row.weight_max_abs = (
+                wacc.sqnr(),
+                wacc.cosine(),
+                wacc.max_abs,
+            )
+        row.quantized = (
+            row.weight_sqnr_db not in (None, math.inf)
+            or row.kind != type(float_modules[fname]).__name__
+        )
         layers.append(row)
     candidates = [x for x in layers if x.quantized] or layers  # float layers only pass error on
     if candidates:

@@ -34,7 +34,17 @@ __all__ = [
     "unchanged",
 ]
 
-ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.Hardswish, nn.SiLU, nn.GELU, nn.Sigmoid, nn.Tanh, nn.LeakyReLU)
+ACTIVATIONS = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.Hardtanh,
+    nn.Hardswish,
+    nn.SiLU,
+    nn.GELU,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.LeakyReLU,
+)
 WRAPPER_SUFFIXES = (".module", "._orig_mod")
 
 
@@ -67,7 +77,9 @@ def dequantized_weight(module: nn.Module) -> torch.Tensor | None:
         fake = getattr(module, "weight_fake_quant", None)
         if isinstance(fake, nn.Module):
             bn = getattr(module, "bn", None)
-            if isinstance(bn, BATCHNORMS) and bn.running_var is not None:  # fused QAT ConvBn*: fold, then quantize
+            if (
+                isinstance(bn, BATCHNORMS) and bn.running_var is not None
+            ):  # fused QAT ConvBn*: fold, then quantize
                 weight = weight * bn_scale(bn).reshape(-1, *([1] * (weight.ndim - 1)))
             weight = copy.deepcopy(fake)(weight)  # a copy: its observer must not move
         return weight.detach().float()
@@ -75,10 +87,15 @@ def dequantized_weight(module: nn.Module) -> torch.Tensor | None:
 
 def is_layer(module: nn.Module) -> bool:
     """Whether ``module`` is a layer with a weight (float, quantized or fake-quantized)."""
-    return callable(getattr(module, "dequantized_weight", None)) or getattr(module, "weight", None) is not None
+    return (
+        callable(getattr(module, "dequantized_weight", None))
+        or getattr(module, "weight", None) is not None
+    )
 
 
-def float_weight(name: str, absorbed: list[str], float_modules: dict[str, nn.Module]) -> torch.Tensor | None:
+def float_weight(
+    name: str, absorbed: list[str], float_modules: dict[str, nn.Module]
+) -> torch.Tensor | None:
     """The float weight of ``name`` with the first BatchNorm in ``absorbed`` folded in (what a
     fused quantized layer's weight approximates)."""
     module = float_modules[name]
@@ -107,8 +124,11 @@ def execution_order(model: nn.Module, batch) -> list[str]:
     """Names of the leaf modules of ``model`` in the order one forward on ``batch`` calls them."""
     order: list[str] = []
     with torch.no_grad(), unchanged(model) as run:
-        handles = [m.register_forward_hook(lambda mod, a, o, n=name: order.append(n))
-                   for name, m in run.named_modules() if name and not list(m.children())]
+        handles = [
+            m.register_forward_hook(lambda mod, a, o, n=name: order.append(n))
+            for name, m in run.named_modules()
+            if name and not list(m.children())
+        ]
         try:
             batch.run(run)
         finally:
@@ -118,15 +138,16 @@ def execution_order(model: nn.Module, batch) -> list[str]:
     return [n for n in order if not (n in seen or seen.add(n))]
 
 
-def fused_followers(name: str, order: list[str], modules: dict[str, nn.Module], stop, *,
-                    activations: bool = True) -> list[str]:
+def fused_followers(
+    name: str, order: list[str], modules: dict[str, nn.Module], stop, *, activations: bool = True
+) -> list[str]:
     """The BatchNorms (and activations) that run right after ``name`` in ``order`` (leaf
     modules in execution order), up to the first name in ``stop``: what a graph-mode
     quantizer fuses into the layer ``name``."""
     if name not in order:
         return []
     out = []
-    for nxt in order[order.index(name) + 1:]:
+    for nxt in order[order.index(name) + 1 :]:
         mod = modules[nxt]
         if nxt in stop:
             break
@@ -154,7 +175,8 @@ def match_float_name(qname: str, float_modules: dict[str, nn.Module]) -> str | N
 def _observes(module: nn.Module) -> bool:
     """A fake-quant module whose forward may move its range (torch.ao or quantlens)."""
     return callable(getattr(module, "enable_observer", None)) and (
-        hasattr(module, "observer_enabled") or hasattr(module, "observe_enabled"))
+        hasattr(module, "observer_enabled") or hasattr(module, "observe_enabled")
+    )
 
 
 @contextlib.contextmanager

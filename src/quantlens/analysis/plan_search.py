@@ -21,7 +21,15 @@ from quantlens.errors import ConfigError
 from quantlens.eval.presets import PRESETS, make_config
 from quantlens.methods.base import QuantConfig, get_method
 
-__all__ = ["LayerTable", "Search", "build_config", "candidate_configs", "fill_slack", "greedy_moves", "state_after"]
+__all__ = [
+    "LayerTable",
+    "Search",
+    "build_config",
+    "candidate_configs",
+    "fill_slack",
+    "greedy_moves",
+    "state_after",
+]
 
 State = dict[str, int]
 
@@ -32,8 +40,11 @@ State = dict[str, int]
 def _default_configs(candidates) -> dict[int, QuantConfig]:
     """Weight-only presets per width (``w8`` per-channel, ``w4`` groups of 32, ``w2`` of 16)."""
     cls = get_method("weight_only").config_cls
-    return {b: make_config(f"w{b}") if f"w{b}" in PRESETS else cls(bits=b, group_size=32)
-            for b in candidates if b is not None}
+    return {
+        b: make_config(f"w{b}") if f"w{b}" in PRESETS else cls(bits=b, group_size=32)
+        for b in candidates
+        if b is not None
+    }
 
 
 def _with_bits(method: QuantConfig, bits: int) -> QuantConfig:
@@ -44,7 +55,9 @@ def _with_bits(method: QuantConfig, bits: int) -> QuantConfig:
     return method.replace(bits=bits)
 
 
-def candidate_configs(method: QuantConfig | None, candidates) -> dict[int | None, QuantConfig | None]:
+def candidate_configs(
+    method: QuantConfig | None, candidates
+) -> dict[int | None, QuantConfig | None]:
     """``{bits: config}`` from most to least precise (None = float first).
 
     Raises:
@@ -54,7 +67,9 @@ def candidate_configs(method: QuantConfig | None, candidates) -> dict[int | None
         raise ConfigError("candidates is empty; give bit widths such as (8, 4, 2, None)")
     for b in candidates:
         if b is not None and (not isinstance(b, int) or isinstance(b, bool) or b < 1):
-            raise ConfigError(f"candidate {b!r} is not a bit width; give ints such as 8, 4, 2 (None = float)")
+            raise ConfigError(
+                f"candidate {b!r} is not a bit width; give ints such as 8, 4, 2 (None = float)"
+            )
     defaults = _default_configs(candidates) if method is None else {}
     has_bits = method is None or "bits" in {f.name for f in fields(method)}
     out: dict[int | None, QuantConfig | None] = {}
@@ -97,20 +112,30 @@ class LayerTable:
         return list(self.loss)
 
     def to_dict(self) -> dict:
-        return {"levels": list(self.levels), "loss": {k: list(v) for k, v in self.loss.items()},
-                "size": {k: list(v) for k, v in self.size.items()}, "identical": list(self.identical)}
+        return {
+            "levels": list(self.levels),
+            "loss": {k: list(v) for k, v in self.loss.items()},
+            "size": {k: list(v) for k, v in self.size.items()},
+            "identical": list(self.identical),
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> LayerTable:
-        return cls(list(data["levels"]), {k: list(v) for k, v in data["loss"].items()},
-                   {k: list(v) for k, v in data["size"].items()}, list(data.get("identical", [])))
+        return cls(
+            list(data["levels"]),
+            {k: list(v) for k, v in data["loss"].items()},
+            {k: list(v) for k, v in data["size"].items()},
+            list(data.get("identical", [])),
+        )
 
     def check(self, levels: list, names: list[str]) -> None:
         """Raise ConfigError unless the table was measured for these levels and layers."""
         if list(self.levels) != list(levels) or set(self.names) != set(names):
-            raise ConfigError(f"the table was measured for widths {self.levels} on {len(self.names)} layers, not "
-                              f"{levels} on {len(names)}; reuse a table only with the same model, method and "
-                              "candidates")
+            raise ConfigError(
+                f"the table was measured for widths {self.levels} on {len(self.names)} layers, not "
+                f"{levels} on {len(names)}; reuse a table only with the same model, method and "
+                "candidates"
+            )
 
 
 # --- greedy ordering -------------------------------------------------------------------------
@@ -205,7 +230,12 @@ class Search:
     tried: int = 0
     complete: bool = False
 
-    def run(self, state: State, moves: Callable[[State], list[State]], accept: Callable[[State, State], bool]) -> State:
+    def run(
+        self,
+        state: State,
+        moves: Callable[[State], list[State]],
+        accept: Callable[[State, State], bool],
+    ) -> State:
         while True:
             accepted = None
             for trial in moves(state):
@@ -226,12 +256,19 @@ class Search:
 # --- the plan as a config ----------------------------------------------------------------------
 
 
-def build_config(method: QuantConfig, levels: list, configs: dict, state: State,
-                 groups: Callable[[str], list[str]]) -> QuantConfig:
+def build_config(
+    method: QuantConfig,
+    levels: list,
+    configs: dict,
+    state: State,
+    groups: Callable[[str], list[str]],
+) -> QuantConfig:
     """The config of ``state``: the most common width as the base, ``overrides`` for the
     layers at other widths, ``skip`` for the float ones (and what is fused into them)."""
     chosen = [levels[j] for j in state.values() if levels[j] is not None]
-    base_bits = Counter(chosen).most_common(1)[0][0] if chosen else next(b for b in levels if b is not None)
+    base_bits = (
+        Counter(chosen).most_common(1)[0][0] if chosen else next(b for b in levels if b is not None)
+    )
     base = configs[base_bits]
     skip = list(method.skip)
     overrides = list(method.overrides)

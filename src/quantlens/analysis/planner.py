@@ -62,7 +62,14 @@ from quantlens.errors import ConfigError, InputError
 from quantlens.eval.size import memory_bytes
 from quantlens.methods.base import QuantConfig
 
-__all__ = ["LayerChoice", "LayerTable", "MixedPrecisionPlan", "UniformPoint", "plan_mixed_precision", "search_plan"]
+__all__ = [
+    "LayerChoice",
+    "LayerTable",
+    "MixedPrecisionPlan",
+    "UniformPoint",
+    "plan_mixed_precision",
+    "search_plan",
+]
 
 DEFAULT_MIN_SQNR_DB = 30.0
 MAX_MEASUREMENTS = 8  # bisection measurements of step 3
@@ -143,44 +150,64 @@ class MixedPrecisionPlan:
     def to_dict(self) -> dict:
         skip = ("config", "layers", "uniform", "table")
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
-        out.update(config=self.config.to_dict(), layers=[asdict(c) for c in self.layers],
-                   uniform=[asdict(u) for u in self.uniform], final_moves=[list(m) for m in self.final_moves],
-                   table=self.table.to_dict() if self.table is not None else None)
+        out.update(
+            config=self.config.to_dict(),
+            layers=[asdict(c) for c in self.layers],
+            uniform=[asdict(u) for u in self.uniform],
+            final_moves=[list(m) for m in self.final_moves],
+            table=self.table.to_dict() if self.table is not None else None,
+        )
         return out
 
     def __str__(self) -> str:
         def bits(b):
             return "float" if b is None else f"{b}-bit"
 
-        lines = [f"mixed-precision plan ({self.metric} on {self.samples} samples, budget {self.budget})",
-                 f"{'layer':<40} {'kind':<12} {'params':>9} {'bits':>6} {'KB':>8} {'pred. loss':>10}"]
+        lines = [
+            f"mixed-precision plan ({self.metric} on {self.samples} samples, budget {self.budget})",
+            f"{'layer':<40} {'kind':<12} {'params':>9} {'bits':>6} {'KB':>8} {'pred. loss':>10}",
+        ]
         for c in self.layers:
-            lines.append(f"{c.name[:40]:<40} {c.kind[:12]:<12} {c.params:>9,} {bits(c.bits):>6} "
-                         f"{c.bytes / 1024:>8.1f} {c.predicted_loss:>10.3g}")
+            lines.append(
+                f"{c.name[:40]:<40} {c.kind[:12]:<12} {c.params:>9,} {bits(c.bits):>6} "
+                f"{c.bytes / 1024:>8.1f} {c.predicted_loss:>10.3g}"
+            )
         verdict = "meets" if self.met_budget else "MISSES"
-        lines.append(f"plan: {self.size_bytes / 1e6:.3f} MB (float {self.float_bytes / 1e6:.3f} MB), "
-                     f"{self.metric} {self.measured_value:.3f}{self.unit}, drop {self.measured_drop:.3g} "
-                     f"{self.loss_unit} measured ({self.predicted_drop:.3g} predicted): {verdict} the budget")
+        lines.append(
+            f"plan: {self.size_bytes / 1e6:.3f} MB (float {self.float_bytes / 1e6:.3f} MB), "
+            f"{self.metric} {self.measured_value:.3f}{self.unit}, drop {self.measured_drop:.3g} "
+            f"{self.loss_unit} measured ({self.predicted_drop:.3g} predicted): {verdict} the budget"
+        )
         if self.final_moves:
-            lines.append("finishing pass took: " + ", ".join(f"{n} {bits(a)} -> {bits(b)}"
-                                                             for n, a, b in self.final_moves))
+            lines.append(
+                "finishing pass took: "
+                + ", ".join(f"{n} {bits(a)} -> {bits(b)}" for n, a, b in self.final_moves)
+            )
         if self.unused:
-            lines.append(f"do not reach the {self.metric} metric (outputs unchanged when quantized), so their "
-                         f"saving is free here only: {', '.join(self.unused)}")
+            lines.append(
+                f"do not reach the {self.metric} metric (outputs unchanged when quantized), so their "
+                f"saving is free here only: {', '.join(self.unused)}"
+            )
         for u in self.uniform:
-            lines.append(f"uniform {bits(u.bits)}: {u.size_bytes / 1e6:.3f} MB, {self.metric} {u.value:.3f}"
-                         f"{self.unit}, drop {u.drop:.3g} {self.loss_unit}")
+            lines.append(
+                f"uniform {bits(u.bits)}: {u.size_bytes / 1e6:.3f} MB, {self.metric} {u.value:.3f}"
+                f"{self.unit}, drop {u.drop:.3g} {self.loss_unit}"
+            )
         return "\n".join(lines)
 
 
 # --- measuring ------------------------------------------------------------------------------
 
 
-def _measure_table(model, variants, ev: Evaluator, levels, names, records, fbytes, progress) -> LayerTable:
+def _measure_table(
+    model, variants, ev: Evaluator, levels, names, records, fbytes, progress
+) -> LayerTable:
     loss = {n: [0.0] * len(levels) for n in names}
     size = {n: [fbytes[n]] * len(levels) for n in names}
     same = {n: True for n in names}
-    jobs = [(n, j) for n in names for j, b in enumerate(levels) if b is not None and n in records[b]]
+    jobs = [
+        (n, j) for n in names for j, b in enumerate(levels) if b is not None and n in records[b]
+    ]
     work = copy.deepcopy(model) if any(v.strategy == "swap" for v in variants.values()) else None
     for n, j in track(jobs, "measuring layers", enabled=progress):
         v = variants[levels[j]]
@@ -254,8 +281,11 @@ def search_plan(
     warn_small(ev.samples, "the mixed-precision plan")
     calib = calib_data if calib_data is not None else data
     batch = first_batch(data)
-    variants = {b: Variants(model, cfg, calib_data=calib, calib_batches=max_batches, example_batch=batch)
-                for b, cfg in configs.items() if cfg is not None}
+    variants = {
+        b: Variants(model, cfg, calib_data=calib, calib_batches=max_batches, example_batch=batch)
+        for b, cfg in configs.items()
+        if cfg is not None
+    }
     first = next(iter(variants.values()))
     names = list(dict.fromkeys(n for v in variants.values() for n in v.names))
     records = {b: {r.name: r for r in v.records} for b, v in variants.items()}
@@ -267,14 +297,19 @@ def search_plan(
     else:
         table.check(levels, names)
     loss, size = table.loss, table.size
-    unused = set(table.identical)  # measured loss 0 at every width: the greedy order lowers them first
+    unused = set(
+        table.identical
+    )  # measured loss 0 at every width: the greedy order lowers them first
 
     def predicted_bytes(state) -> int:
         return float_bytes - sum(fbytes[n] - size[n][state[n]] for n in names)
 
     moves = greedy_moves(table)
     state = {n: 0 for n in names}
-    loss_after, bytes_after = [0.0], [predicted_bytes(state)]  # running totals after each prefix of moves
+    loss_after, bytes_after = (
+        [0.0],
+        [predicted_bytes(state)],
+    )  # running totals after each prefix of moves
     for n, j in moves:
         loss_after.append(loss_after[-1] + loss[n][j] - loss[n][state[n]])
         bytes_after.append(bytes_after[-1] + size[n][j] - size[n][state[n]])
@@ -292,7 +327,9 @@ def search_plan(
             if all(levels[j] is None for j in state.values()):
                 measured[key] = (Score(ev.baseline, 0.0, True), float_bytes, cfg)
             else:
-                qm = quantize(model, cfg, calib_data=calib, calib_batches=max_batches, progress=False)
+                qm = quantize(
+                    model, cfg, calib_data=calib, calib_batches=max_batches, progress=False
+                )
                 measured[key] = (ev.measure(qm), memory_bytes(qm)[0], cfg)
         return measured[key]
 
@@ -304,8 +341,10 @@ def search_plan(
     if target_size is not None:
         smallest = bytes_after[n_moves]
         if target_size < smallest:
-            raise ConfigError(f"target_size {target_size:,} bytes is below the smallest size these candidates reach "
-                              f"(about {smallest:,} bytes); raise it or add lower bit widths")
+            raise ConfigError(
+                f"target_size {target_size:,} bytes is below the smallest size these candidates reach "
+                f"(about {smallest:,} bytes); raise it or add lower bit widths"
+            )
         k = next(i for i in range(n_moves + 1) if bytes_after[i] <= target_size)
         while measure(k)[1] > target_size and k < n_moves:
             k += 1
@@ -322,8 +361,15 @@ def search_plan(
             return nbytes <= target_size and score.loss < measure_state(current)[0].loss
 
         if measure_state(final)[1] <= target_size:
-            final = search.run(final, lambda s: [t for t in single_moves(s, table, cheaper=False)
-                                                 if predicted_bytes(t) <= target_size], fits_better)
+            final = search.run(
+                final,
+                lambda s: [
+                    t
+                    for t in single_moves(s, table, cheaper=False)
+                    if predicted_bytes(t) <= target_size
+                ],
+                fits_better,
+            )
         ok = measure_state(final)[1] <= target_size
     else:
         if ev.metric.noise:
@@ -347,17 +393,45 @@ def search_plan(
             lo, hi = (mid, hi) if within(mid) else (lo, mid)
         final, ok = state_after(moves, lo, names), within(lo)
         if ok:
-            final = search.run(final, lambda s: single_moves(s, table, cheaper=True),
-                               lambda trial, _: measure_state(trial)[0].loss <= limit + 1e-9)
+            final = search.run(
+                final,
+                lambda s: single_moves(s, table, cheaper=True),
+                lambda trial, _: measure_state(trial)[0].loss <= limit + 1e-9,
+            )
     score, nbytes, cfg = measure_state(final)
-    layers = [LayerChoice(n, _kind(records, n), _params(modules, n), levels[final[n]], size[n][final[n]],
-                          loss[n][final[n]]) for n in names]
+    layers = [
+        LayerChoice(
+            n,
+            _kind(records, n),
+            _params(modules, n),
+            levels[final[n]],
+            size[n][final[n]],
+            loss[n][final[n]],
+        )
+        for n in names
+    ]
     predicted = sum(loss[n][final[n]] for n in names)
-    plan = MixedPrecisionPlan(cfg, layers, ev.metric.name, ev.metric.unit, ev.metric.loss_unit, ev.baseline, budget,
-                              predicted, score.value, score.loss, nbytes, float_bytes, ok,
-                              measurements=len(measured), samples=ev.samples, table=table,
-                              final_moves=[(n, levels[a], levels[b]) for n, a, b in search.taken],
-                              complete=search.complete, unused=[n for n in names if n in unused])
+    plan = MixedPrecisionPlan(
+        cfg,
+        layers,
+        ev.metric.name,
+        ev.metric.unit,
+        ev.metric.loss_unit,
+        ev.baseline,
+        budget,
+        predicted,
+        score.value,
+        score.loss,
+        nbytes,
+        float_bytes,
+        ok,
+        measurements=len(measured),
+        samples=ev.samples,
+        table=table,
+        final_moves=[(n, levels[a], levels[b]) for n, a, b in search.taken],
+        complete=search.complete,
+        unused=[n for n in names if n in unused],
+    )
     if compare_uniform:
         for b, v in variants.items():
             s = ev.measure(v.full)

@@ -134,8 +134,12 @@ class RangeReport:
         raise KeyError(name)
 
     def to_dict(self) -> dict:
-        return {"samples": self.samples, "bits": self.bits, "where": self.where,
-                "layers": [asdict(x) for x in self.layers]}
+        return {
+            "samples": self.samples,
+            "bits": self.bits,
+            "where": self.where,
+            "layers": [asdict(x) for x in self.layers],
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> RangeReport:
@@ -146,16 +150,25 @@ class RangeReport:
             row["percentiles"] = {float(k): v for k, v in row.get("percentiles", {}).items()}
             row["ranges"] = [ObserverRange(**r) for r in row.get("ranges", [])]
             layers.append(ActivationStats(**row))
-        return cls(layers, int(data.get("samples", 0)), int(data.get("bits", 8)), data.get("where", "input"))
+        return cls(
+            layers,
+            int(data.get("samples", 0)),
+            int(data.get("bits", 8)),
+            data.get("where", "input"),
+        )
 
     def __str__(self) -> str:
-        lines = [f"activation ranges ({self.where}s, {self.samples} samples, {self.bits}-bit)",
-                 f"{'layer':<36} {'min':>9} {'max':>9} {'p99.99':>9} {'outlier x':>9} {'best':>10} {'gain dB':>7}"]
+        lines = [
+            f"activation ranges ({self.where}s, {self.samples} samples, {self.bits}-bit)",
+            f"{'layer':<36} {'min':>9} {'max':>9} {'p99.99':>9} {'outlier x':>9} {'best':>10} {'gain dB':>7}",
+        ]
         for x in self.layers:
             gain = x.clipping_gain_db
-            lines.append(f"{x.name[:36]:<36} {x.min:>9.3g} {x.max:>9.3g} {x.percentiles.get(99.99, math.nan):>9.3g} "
-                         f"{x.outlier_ratio:>9.1f} {x.best_observer or '-':>10} "
-                         f"{'-' if gain is None else f'{gain:.1f}':>7}")
+            lines.append(
+                f"{x.name[:36]:<36} {x.min:>9.3g} {x.max:>9.3g} {x.percentiles.get(99.99, math.nan):>9.3g} "
+                f"{x.outlier_ratio:>9.1f} {x.best_observer or '-':>10} "
+                f"{'-' if gain is None else f'{gain:.1f}':>7}"
+            )
         return "\n".join(lines)
 
 
@@ -197,20 +210,42 @@ class _Collector:
         abs_p999 = float(torch.quantile(sample.abs().double(), 0.999))
         extreme = max(abs(self.min), abs(self.max))
         ratio = extreme / abs_p999 if abs_p999 > 0 else (1.0 if extreme == 0 else math.inf)
-        outliers = float(((sample - mean).abs() > OUTLIER_SIGMAS * std).float().mean()) if std > 0 else 0.0
-        counts = torch.histc(sample, bins=bins, min=self.min, max=self.max if self.max > self.min else self.min + 1)
-        edges = torch.linspace(self.min, self.max if self.max > self.min else self.min + 1, bins + 1)
+        outliers = (
+            float(((sample - mean).abs() > OUTLIER_SIGMAS * std).float().mean()) if std > 0 else 0.0
+        )
+        counts = torch.histc(
+            sample, bins=bins, min=self.min, max=self.max if self.max > self.min else self.min + 1
+        )
+        edges = torch.linspace(
+            self.min, self.max if self.max > self.min else self.min + 1, bins + 1
+        )
         ranges = []
         for obs_name, obs in self.observers.items():
             lo, hi = obs.range(scheme)
             scale, zp = compute_qparams(lo, hi, scheme)
             approx = fake_quantize(sample, scale, zp, scheme)
             half_step = (float(hi) - float(lo)) / (2 * (scheme.qmax - scheme.qmin))
-            clipped = float(((sample < float(lo) - half_step) | (sample > float(hi) + half_step)).float().mean())
-            ranges.append(ObserverRange(obs_name, float(lo), float(hi), sqnr_db(sample, approx), clipped))
-        return ActivationStats(name, kind, self.count, self.min, self.max, mean, std,
-                               {p: float(v) for p, v in zip(PERCENTILES, qs)}, ratio, outliers,
-                               [int(c) for c in counts], [float(e) for e in edges], ranges)
+            clipped = float(
+                ((sample < float(lo) - half_step) | (sample > float(hi) + half_step)).float().mean()
+            )
+            ranges.append(
+                ObserverRange(obs_name, float(lo), float(hi), sqnr_db(sample, approx), clipped)
+            )
+        return ActivationStats(
+            name,
+            kind,
+            self.count,
+            self.min,
+            self.max,
+            mean,
+            std,
+            {p: float(v) for p, v in zip(PERCENTILES, qs)},
+            ratio,
+            outliers,
+            [int(c) for c in counts],
+            [float(e) for e in edges],
+            ranges,
+        )
 
 
 def activation_ranges(
@@ -253,10 +288,14 @@ def activation_ranges(
         layers = [n for n, m in modules.items() if n and isinstance(m, OBSERVED_TYPES)]
     missing = [n for n in layers if n not in modules]
     if missing:
-        raise InputError(f"no module named {', '.join(map(repr, missing))} in the model; "
-                         f"layers are module names such as {', '.join(list(modules)[1:6])}")
+        raise InputError(
+            f"no module named {', '.join(map(repr, missing))} in the model; "
+            f"layers are module names such as {', '.join(list(modules)[1:6])}"
+        )
     if not layers:
-        raise InputError("the model has no Linear/Conv layer to observe; pass layers=[module names]")
+        raise InputError(
+            "the model has no Linear/Conv layer to observe; pass layers=[module names]"
+        )
     scheme = QScheme(bits=bits, symmetric=False)
     gen = torch.Generator().manual_seed(0)
     collectors = {n: _Collector(observers, sample_size, gen) for n in layers}
@@ -269,16 +308,26 @@ def activation_ranges(
                 order.append(name)
             collectors[name].add(t)
 
-    handles = [modules[n].register_forward_hook(lambda m, a, o, n=n: hook(m, a, o, n)) for n in layers]
+    handles = [
+        modules[n].register_forward_hook(lambda m, a, o, n=n: hook(m, a, o, n)) for n in layers
+    ]
     samples = 0
     was_training = model.training
     model.eval()
     try:
         total = count_batches(data)
-        total = min(total, max_batches) if total is not None and max_batches is not None else total or max_batches
+        total = (
+            min(total, max_batches)
+            if total is not None and max_batches is not None
+            else total or max_batches
+        )
         with torch.no_grad():
-            for batch in track(iter_batches(data, limit=max_batches), "collecting ranges", total=total,
-                               enabled=progress):
+            for batch in track(
+                iter_batches(data, limit=max_batches),
+                "collecting ranges",
+                total=total,
+                enabled=progress,
+            ):
                 batch.run(model)
                 samples += batch.size
     finally:

@@ -38,7 +38,15 @@ from quantlens.core.metrics import cosine_similarity, sqnr_db
 from quantlens.errors import InputError
 from quantlens.eval.quality import Outputs, collect_outputs, prediction_agreement, top1_accuracy
 
-__all__ = ["METRICS", "MIN_DROP_POINTS", "MIN_NOISE_PERCENT", "Evaluator", "Metric", "Score", "resolve_metric"]
+__all__ = [
+    "METRICS",
+    "MIN_DROP_POINTS",
+    "MIN_NOISE_PERCENT",
+    "Evaluator",
+    "Metric",
+    "Score",
+    "resolve_metric",
+]
 
 MIN_DROP_POINTS = 0.2  # the smallest loss worth advice in points of accuracy / cosine / agreement
 MIN_NOISE_PERCENT = 0.1  # ... and under the SQNR metric, in % noise power of the signal (30 dB)
@@ -77,7 +85,9 @@ class Metric:
 
 def _accuracy(ref: Outputs, out: Outputs) -> float:
     if ref.labels is None:
-        raise InputError("metric 'accuracy' needs labels; give (inputs, labels) data or choose metric='sqnr'")
+        raise InputError(
+            "metric 'accuracy' needs labels; give (inputs, labels) data or choose metric='sqnr'"
+        )
     return top1_accuracy(out.values, ref.labels)
 
 
@@ -107,14 +117,20 @@ def resolve_metric(metric: str | Callable | Metric | None, reference: Outputs) -
     if isinstance(metric, Metric):
         return metric
     if metric is None:
-        if reference.labels is not None and reference.kind == "logits" and reference.values.ndim == 2:
+        if (
+            reference.labels is not None
+            and reference.kind == "logits"
+            and reference.values.ndim == 2
+        ):
             return METRICS["accuracy"]
         return METRICS["cosine"] if reference.kind == "embedding" else METRICS["sqnr"]
     if callable(metric):
         name = getattr(metric, "__name__", "metric")
         return Metric(name, "", lambda ref, out: float(metric(out.values, out.labels)))
     if metric not in METRICS:
-        raise InputError(f"unknown metric {metric!r}; choose one of: {', '.join(METRICS)}, or pass a callable")
+        raise InputError(
+            f"unknown metric {metric!r}; choose one of: {', '.join(METRICS)}, or pass a callable"
+        )
     return METRICS[metric]
 
 
@@ -147,7 +163,9 @@ class Evaluator:
         samples: number of samples scored.
     """
 
-    def __init__(self, model: nn.Module, data, *, metric=None, max_batches: int | None = None) -> None:
+    def __init__(
+        self, model: nn.Module, data, *, metric=None, max_batches: int | None = None
+    ) -> None:
         self.data = data
         self.max_batches = max_batches
         self.reference = collect_outputs(model, data, limit=max_batches)
@@ -162,7 +180,13 @@ class Evaluator:
         out = collect_outputs(model, self.data, limit=self.max_batches)
         self.runs += 1
         if out.values.shape != self.reference.values.shape:
-            raise InputError(f"the variant's outputs {tuple(out.values.shape)} differ in shape from the float "
-                             f"model's {tuple(self.reference.values.shape)}")
+            raise InputError(
+                f"the variant's outputs {tuple(out.values.shape)} differ in shape from the float "
+                f"model's {tuple(self.reference.values.shape)}"
+            )
         value = self.metric.fn(self.reference, out)
-        return Score(value, self.metric.loss(self.baseline, value), torch.equal(out.values, self.reference.values))
+        return Score(
+            value,
+            self.metric.loss(self.baseline, value),
+            torch.equal(out.values, self.reference.values),
+        )

@@ -132,14 +132,20 @@ class SensitivityResult:
 
     def __str__(self) -> str:
         mode = "all quantized but the layer" if self.reverse else "only the layer quantized"
-        head = (f"sensitivity ({mode}; {self.metric} on {self.samples} samples; float {self.baseline:.2f}{self.unit}, "
-                f"all quantized {self.full_value:.2f}{self.unit}, drop {self.full_drop:.3g} {self.loss_unit})")
-        columns = (f"{'#':>3} {'layer':<36} {'kind':<12} {'params':>9} {'KB saved':>9} "
-                   f"{self.metric:>10} {'drop':>9}")
+        head = (
+            f"sensitivity ({mode}; {self.metric} on {self.samples} samples; float {self.baseline:.2f}{self.unit}, "
+            f"all quantized {self.full_value:.2f}{self.unit}, drop {self.full_drop:.3g} {self.loss_unit})"
+        )
+        columns = (
+            f"{'#':>3} {'layer':<36} {'kind':<12} {'params':>9} {'KB saved':>9} "
+            f"{self.metric:>10} {'drop':>9}"
+        )
         lines = [head, columns]
         for i, r in enumerate(self.rows, 1):
-            lines.append(f"{i:>3} {r.name[:36]:<36} {r.kind[:12]:<12} {r.params:>9,} {r.bytes_saved / 1024:>9.1f} "
-                         f"{r.value:>10.3f} {r.drop:>9.3g}")
+            lines.append(
+                f"{i:>3} {r.name[:36]:<36} {r.kind[:12]:<12} {r.params:>9,} {r.bytes_saved / 1024:>9.1f} "
+                f"{r.value:>10.3f} {r.drop:>9.3g}"
+            )
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -176,11 +182,20 @@ class Variants:
         example_batch: one batch, to find the modules fused into each layer.
     """
 
-    def __init__(self, model: nn.Module, config: QuantConfig, *, calib_data=None, calib_batches=None,
-                 example_batch=None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        config: QuantConfig,
+        *,
+        calib_data=None,
+        calib_batches=None,
+        example_batch=None,
+    ) -> None:
         self.model, self.config = model, config
         self.calib_data, self.calib_batches = calib_data, calib_batches
-        self.full = quantize(model, config, calib_data=calib_data, calib_batches=calib_batches, progress=False)
+        self.full = quantize(
+            model, config, calib_data=calib_data, calib_batches=calib_batches, progress=False
+        )
         self.records = quantized_layers(self.full)
         self.names = [r.name for r in self.records]
         self.strategy = "swap" if _swappable(model, self.full, self.names) else "requantize"
@@ -203,7 +218,13 @@ class Variants:
                 work.set_submodule(name, self.full.get_submodule(name))
             return work
         cfg = self.config.replace(skip=tuple(self.config.skip) + self.skip_patterns(keep))
-        return quantize(self.model, cfg, calib_data=self.calib_data, calib_batches=self.calib_batches, progress=False)
+        return quantize(
+            self.model,
+            cfg,
+            calib_data=self.calib_data,
+            calib_batches=self.calib_batches,
+            progress=False,
+        )
 
     def swapped(self, model: nn.Module, name: str, source: nn.Module):
         """Context: ``model`` with its module ``name`` temporarily replaced by ``source``'s."""
@@ -284,11 +305,18 @@ def sensitivity(
     ev = evaluator or Evaluator(model, data, metric=metric, max_batches=max_batches)
     warn_small(ev.samples, "the sensitivity estimate")
     batch = first_batch(data)
-    variants = Variants(model, config, calib_data=calib_data if calib_data is not None else data,
-                        calib_batches=max_batches, example_batch=batch)
+    variants = Variants(
+        model,
+        config,
+        calib_data=calib_data if calib_data is not None else data,
+        calib_batches=max_batches,
+        example_batch=batch,
+    )
     full = ev.measure(variants.full)
     rows = []
-    unseen: list[str] = []  # quantized alone, the outputs stay bit-identical: the metric never sees them
+    unseen: list[
+        str
+    ] = []  # quantized alone, the outputs stay bit-identical: the metric never sees them
     work = copy.deepcopy(model) if variants.strategy == "swap" and not reverse else variants.full
     for rec in track(variants.records, "sensitivity", enabled=progress):
         name = rec.name
@@ -302,15 +330,39 @@ def sensitivity(
         drop = full.loss - score.loss if reverse else score.loss
         if score.identical and not reverse:
             unseen.append(name)
-        rows.append(LayerSensitivity(name, rec.kind, _params(model, name), rec.bytes_before, rec.bytes_after,
-                                     score.value, drop))
+        rows.append(
+            LayerSensitivity(
+                name,
+                rec.kind,
+                _params(model, name),
+                rec.bytes_before,
+                rec.bytes_after,
+                score.value,
+                drop,
+            )
+        )
     rows.sort(key=lambda r: (-r.drop if not math.isnan(r.drop) else math.inf, r.name))
     notes = []
     if len(rows) == 1:
         notes.append("the model has a single quantizable layer: its drop is the whole model's")
     if unseen:
-        notes.append(f"{', '.join(unseen)}: the outputs are bit-identical with only this layer quantized, so it does "
-                     f"not reach the {ev.metric.name} metric (its drop of 0 says nothing about other uses)")
-    return SensitivityResult(rows, ev.metric.name, ev.metric.unit, ev.metric.loss_unit, ev.baseline, full.value,
-                             full.loss, ev.samples, reverse, variants.strategy, config, notes,
-                             {n: g for n, g in variants.groups.items() if len(g) > 1}, ev.metric.min_loss)
+        notes.append(
+            f"{', '.join(unseen)}: the outputs are bit-identical with only this layer quantized, so it does "
+            f"not reach the {ev.metric.name} metric (its drop of 0 says nothing about other uses)"
+        )
+    return SensitivityResult(
+        rows,
+        ev.metric.name,
+        ev.metric.unit,
+        ev.metric.loss_unit,
+        ev.baseline,
+        full.value,
+        full.loss,
+        ev.samples,
+        reverse,
+        variants.strategy,
+        config,
+        notes,
+        {n: g for n, g in variants.groups.items() if len(g) > 1},
+        ev.metric.min_loss,
+    )

@@ -43,7 +43,9 @@ def _class_for(config: Mapping) -> type[nn.Module] | None:
     classes = _layer_classes()
     if isinstance(config.get("class"), str):
         return classes.get(config["class"])
-    for cls in classes.values():  # checkpoints that record no class: the one whose config has these keys
+    for (
+        cls
+    ) in classes.values():  # checkpoints that record no class: the one whose config has these keys
         try:
             if set(cls.from_config(dict(config)).config()) == set(config):
                 return cls
@@ -58,22 +60,38 @@ def _rebuilt(name: str, config: Mapping, state: Mapping) -> nn.Module | None:
         return None
     layer = cls.from_config({k: v for k, v in config.items() if k != "class"})
     prefix = name + "."
-    own = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    own = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     layer.load_state_dict(own, strict=True)
     return layer
 
 
 def _raw_weight(name: str, state: Mapping) -> tuple[torch.Tensor, int, str] | None:
     packed = state.get(f"{name}._packed_params._packed_params")
-    weight = packed[0] if isinstance(packed, (tuple, list)) and packed else state.get(f"{name}.weight")
+    weight = (
+        packed[0] if isinstance(packed, (tuple, list)) and packed else state.get(f"{name}.weight")
+    )
     if not isinstance(weight, torch.Tensor) or weight.numel() == 0:
         return None
     if weight.is_quantized:
-        per = "per_channel" if weight.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric) else "per_tensor"
-        return weight.dequantize().float(), weight.element_size() * 8, f"{str(weight.dtype).removeprefix('torch.')} {per}"
+        per = (
+            "per_channel"
+            if weight.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric)
+            else "per_tensor"
+        )
+        return (
+            weight.dequantize().float(),
+            weight.element_size() * 8,
+            f"{str(weight.dtype).removeprefix('torch.')} {per}",
+        )
     scale = state.get(f"{name}.weight_scale")
-    if not weight.is_floating_point() and isinstance(scale, torch.Tensor):  # DynamicLinear of an older file
-        return weight.float() * scale.reshape(-1, *([1] * (weight.ndim - 1))), weight.element_size() * 8, "int8 per_channel"
+    if not weight.is_floating_point() and isinstance(
+        scale, torch.Tensor
+    ):  # DynamicLinear of an older file
+        return (
+            weight.float() * scale.reshape(-1, *([1] * (weight.ndim - 1))),
+            weight.element_size() * 8,
+            "int8 per_channel",
+        )
     if not weight.is_floating_point():
         return None
     return weight.float(), torch.finfo(weight.dtype).bits, str(weight.dtype).removeprefix("torch.")
@@ -127,8 +145,10 @@ def inspect_checkpoint(directory: str | os.PathLike) -> list[WeightStats]:
         try:
             layer = _rebuilt(name, config, state) if isinstance(config, Mapping) else None
         except (QuantlensError, KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise CheckpointError(f"{origin}: layer {name!r} does not fit its recorded configuration "
-                                  f"({type(exc).__name__}: {error_line(exc)}); save the checkpoint again") from exc
+            raise CheckpointError(
+                f"{origin}: layer {name!r} does not fit its recorded configuration "
+                f"({type(exc).__name__}: {error_line(exc)}); save the checkpoint again"
+            ) from exc
         if layer is not None:
             w = layer.dequantized_weight().float()
             bits, scheme = storage(layer, w)

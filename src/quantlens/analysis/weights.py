@@ -62,14 +62,20 @@ def storage(module: nn.Module, weight: torch.Tensor) -> tuple[int, str]:
         except (RuntimeError, TypeError):
             raw = None
     if isinstance(raw, torch.Tensor) and raw.is_quantized:
-        per = "per_channel" if raw.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric) else "per_tensor"
+        per = (
+            "per_channel"
+            if raw.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric)
+            else "per_tensor"
+        )
         return raw.element_size() * 8, f"{str(raw.dtype).removeprefix('torch.')} {per}"
     if getattr(module, "weight_fake_quant", None) is not None:
         fq = module.weight_fake_quant
         levels = getattr(fq, "quant_max", 255) - getattr(fq, "quant_min", 0) + 1
         return max(1, math.ceil(math.log2(levels))), "fake-quantized"
     dtype = raw.dtype if isinstance(raw, torch.Tensor) else weight.dtype
-    return torch.finfo(dtype).bits if dtype.is_floating_point else dtype.itemsize * 8, str(dtype).removeprefix("torch.")
+    return torch.finfo(dtype).bits if dtype.is_floating_point else dtype.itemsize * 8, str(
+        dtype
+    ).removeprefix("torch.")
 
 
 def inspect_weights(model: nn.Module) -> list[WeightStats]:
@@ -89,11 +95,15 @@ def inspect_weights(model: nn.Module) -> list[WeightStats]:
         if w is None or w.numel() == 0:
             continue
         bits, scheme = storage(module, w)
-        out.append(weight_stats(name, type(module).__name__, w, bits, scheme, memory_bytes(module)[0]))
+        out.append(
+            weight_stats(name, type(module).__name__, w, bits, scheme, memory_bytes(module)[0])
+        )
     return out
 
 
-def weight_stats(name: str, kind: str, w: torch.Tensor, bits: int, scheme: str, nbytes: int) -> WeightStats:
+def weight_stats(
+    name: str, kind: str, w: torch.Tensor, bits: int, scheme: str, nbytes: int
+) -> WeightStats:
     """The :class:`WeightStats` of one layer's (dequantized) weight ``w``."""
     flat = w.reshape(-1).double()
     absw = flat.abs()
@@ -101,18 +111,33 @@ def weight_stats(name: str, kind: str, w: torch.Tensor, bits: int, scheme: str, 
     p999 = float(torch.quantile(sample, 0.999))
     extreme = float(absw.max())
     ratio = extreme / p999 if p999 > 0 else (1.0 if extreme == 0 else math.inf)
-    return WeightStats(name, kind, tuple(w.shape), bits, scheme, nbytes, float(flat.min()), float(flat.max()),
-                       float(flat.mean()), float(flat.std()) if flat.numel() > 1 else 0.0, ratio)
+    return WeightStats(
+        name,
+        kind,
+        tuple(w.shape),
+        bits,
+        scheme,
+        nbytes,
+        float(flat.min()),
+        float(flat.max()),
+        float(flat.mean()),
+        float(flat.std()) if flat.numel() > 1 else 0.0,
+        ratio,
+    )
 
 
 def format_weights(rows: list[WeightStats]) -> str:
     """A plain-text table of :func:`inspect_weights` rows with a total."""
-    header = (f"{'layer':<40} {'kind':<14} {'shape':<14} {'bits':>4} {'KB':>9} {'min':>8} {'max':>8} "
-              f"{'std':>8} {'tail':>5}  scheme")
+    header = (
+        f"{'layer':<40} {'kind':<14} {'shape':<14} {'bits':>4} {'KB':>9} {'min':>8} {'max':>8} "
+        f"{'std':>8} {'tail':>5}  scheme"
+    )
     lines = [header]
     for r in rows:
         shape = "x".join(map(str, r.shape))
-        lines.append(f"{r.name[:40]:<40} {r.kind[:14]:<14} {shape[:14]:<14} {r.bits:>4} {r.bytes / 1024:>9.1f} "
-                     f"{r.min:>8.3g} {r.max:>8.3g} {r.std:>8.3g} {r.outlier_ratio:>5.1f}  {r.scheme}")
+        lines.append(
+            f"{r.name[:40]:<40} {r.kind[:14]:<14} {shape[:14]:<14} {r.bits:>4} {r.bytes / 1024:>9.1f} "
+            f"{r.min:>8.3g} {r.max:>8.3g} {r.std:>8.3g} {r.outlier_ratio:>5.1f}  {r.scheme}"
+        )
     lines.append(f"{len(rows)} layers, {sum(r.bytes for r in rows) / 1e6:.3f} MB")
     return "\n".join(lines)

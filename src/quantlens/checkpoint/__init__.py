@@ -35,12 +35,27 @@ from quantlens.methods.base import QuantSummary
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 __all__ = [
-    "FORMAT_VERSION", "META_FILE", "WEIGHTS_FILE", "build_skeleton", "call_factory", "flatten_state", "read",
-    "read_meta", "read_summary", "recorded_hash", "source_of", "unflatten_state", "write",
+    "FORMAT_VERSION",
+    "META_FILE",
+    "WEIGHTS_FILE",
+    "build_skeleton",
+    "call_factory",
+    "flatten_state",
+    "read",
+    "read_meta",
+    "read_summary",
+    "recorded_hash",
+    "source_of",
+    "unflatten_state",
+    "write",
 ]
 _SEP = "::"
 _METADATA = _SEP + "metadata"  # per-module state-dict versions (quantized modules need them)
-_REQUIRED = {"method": str, "config": dict, "state": dict}  # quantlens.json entries load cannot do without
+_REQUIRED = {
+    "method": str,
+    "config": dict,
+    "state": dict,
+}  # quantlens.json entries load cannot do without
 _KIND_NAMES = {str: "a string", dict: "an object"}
 
 
@@ -61,7 +76,10 @@ def flatten_state(state: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], di
 
 def _flatten_value(key: str, value: Any, tensors: dict[str, torch.Tensor]) -> Any:
     if isinstance(value, torch.Tensor) and value.is_quantized:
-        entry: dict[str, Any] = {"kind": "qtensor", "dtype": str(value.dtype).removeprefix("torch.")}
+        entry: dict[str, Any] = {
+            "kind": "qtensor",
+            "dtype": str(value.dtype).removeprefix("torch."),
+        }
         tensors[key + _SEP + "int"] = value.int_repr().contiguous()
         if value.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric):
             entry.update(scale=value.q_scale(), zero_point=value.q_zero_point())
@@ -87,7 +105,10 @@ def _flatten_value(key: str, value: Any, tensors: dict[str, torch.Tensor]) -> An
 
 
 def unflatten_state(
-    tensors: Mapping[str, torch.Tensor], layout: Mapping[str, Any], *, origin: str | os.PathLike = META_FILE
+    tensors: Mapping[str, torch.Tensor],
+    layout: Mapping[str, Any],
+    *,
+    origin: str | os.PathLike = META_FILE,
 ) -> dict[str, Any]:
     """Inverse of :func:`flatten_state`; a malformed entry raises CheckpointError naming
     ``origin`` (the ``quantlens.json`` the layout came from) and the entry."""
@@ -97,7 +118,14 @@ def unflatten_state(
             continue
         try:
             state[key] = _unflatten_value(key, entry, tensors)
-        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, RecursionError) as exc:
+        except (
+            KeyError,
+            TypeError,
+            ValueError,
+            RuntimeError,
+            AttributeError,
+            RecursionError,
+        ) as exc:
             raise CheckpointError(
                 f"{origin}: state entry {key!r} is malformed ({type(exc).__name__}: {error_line(exc)}); "
                 "the file was edited or is from another version, save the checkpoint again"
@@ -106,7 +134,9 @@ def unflatten_state(
         try:
             state._metadata = OrderedDict(layout[_METADATA]["value"])  # read by load_state_dict
         except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"{origin}: the state metadata entry is malformed; save the checkpoint again") from exc
+            raise CheckpointError(
+                f"{origin}: the state metadata entry is malformed; save the checkpoint again"
+            ) from exc
     return state
 
 
@@ -119,21 +149,29 @@ def _unflatten_value(key: str, entry: Mapping, tensors: Mapping[str, torch.Tenso
         if "axis" in entry:
             scales = _tensor(tensors, key + _SEP + "scales")
             zero_points = _tensor(tensors, key + _SEP + "zero_points")
-            return torch._make_per_channel_quantized_tensor(ints, scales, zero_points, entry["axis"])
+            return torch._make_per_channel_quantized_tensor(
+                ints, scales, zero_points, entry["axis"]
+            )
         return torch._make_per_tensor_quantized_tensor(ints, entry["scale"], entry["zero_point"])
     if kind in ("tuple", "list"):
-        items = [_unflatten_value(f"{key}{_SEP}{i}", e, tensors) for i, e in enumerate(entry["items"])]
+        items = [
+            _unflatten_value(f"{key}{_SEP}{i}", e, tensors) for i, e in enumerate(entry["items"])
+        ]
         return tuple(items) if kind == "tuple" else items
     if kind == "dtype":
         return getattr(torch, entry["value"])
     if kind == "value":
         return entry["value"]
-    raise CheckpointError(f"state entry {key!r} has unknown kind {kind!r}; was it written by a newer quantlens?")
+    raise CheckpointError(
+        f"state entry {key!r} has unknown kind {kind!r}; was it written by a newer quantlens?"
+    )
 
 
 def _tensor(tensors: Mapping[str, torch.Tensor], key: str) -> torch.Tensor:
     if key not in tensors:
-        raise CheckpointError(f"{WEIGHTS_FILE} has no tensor {key!r}; the file is incomplete or from another model")
+        raise CheckpointError(
+            f"{WEIGHTS_FILE} has no tensor {key!r}; the file is incomplete or from another model"
+        )
     return tensors[key]
 
 
@@ -157,9 +195,17 @@ def _dedupe(tensors: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor
     seen: dict[tuple, str] = {}
     for key, t in tensors.items():
         if t.device.type == "meta":
-            raise CheckpointError(f"tensor {key!r} is on the meta device (it has no data to save); load the "
-                                  "model's real weights (e.g. model.to_empty + load_state_dict) before ql.save")
-        ident = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
+            raise CheckpointError(
+                f"tensor {key!r} is on the meta device (it has no data to save); load the "
+                "model's real weights (e.g. model.to_empty + load_state_dict) before ql.save"
+            )
+        ident = (
+            t.untyped_storage().data_ptr(),
+            t.storage_offset(),
+            tuple(t.shape),
+            t.stride(),
+            t.dtype,
+        )
         if t.numel() and ident in seen:
             aliases[key] = seen[ident]
             continue
@@ -186,14 +232,25 @@ def write(directory: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: 
     """
     target = Path(directory)
     real = resolve_target(target, InputError)
-    if real.is_dir() and not (real / META_FILE).exists() and pending_file(real, META_FILE) is None and any(
-            not p.name.startswith(STAGING_TAG) for p in real.iterdir()):
-        raise InputError(f"{target} is a non-empty directory that is not a quantlens checkpoint; choose an empty or new path")
+    if (
+        real.is_dir()
+        and not (real / META_FILE).exists()
+        and pending_file(real, META_FILE) is None
+        and any(not p.name.startswith(STAGING_TAG) for p in real.iterdir())
+    ):
+        raise InputError(
+            f"{target} is a non-empty directory that is not a quantlens checkpoint; choose an empty or new path"
+        )
     unique, aliases = _dedupe(tensors)
 
     def stage(folder: Path) -> None:
         digest = write_tensors(folder / WEIGHTS_FILE, unique)
-        full = {**meta, "files": {WEIGHTS_FILE: {"sha256": digest, "bytes": (folder / WEIGHTS_FILE).stat().st_size}}}
+        full = {
+            **meta,
+            "files": {
+                WEIGHTS_FILE: {"sha256": digest, "bytes": (folder / WEIGHTS_FILE).stat().st_size}
+            },
+        }
         if aliases:
             full["aliases"] = aliases
         with open(folder / META_FILE, "w", encoding="utf-8") as f:
@@ -233,11 +290,15 @@ def read_meta(directory: str | os.PathLike) -> dict:
         meta_path, weights_path = _files(root)
         for path in (meta_path, weights_path):
             if not path.is_file():
-                raise CheckpointError(f"{path} is missing; the checkpoint is incomplete, save it again")
+                raise CheckpointError(
+                    f"{path} is missing; the checkpoint is incomplete, save it again"
+                )
     except OSError as exc:  # a name too long for the file system, a folder we may not enter
         shown = str(root) if len(str(root)) <= 80 else str(root)[:77] + "..."
-        raise CheckpointError(f"{shown} cannot be opened ({exc.strerror or error_line(exc)}); "
-                              "give the folder ql.save wrote") from exc
+        raise CheckpointError(
+            f"{shown} cannot be opened ({exc.strerror or error_line(exc)}); "
+            "give the folder ql.save wrote"
+        ) from exc
     return read_meta_file(meta_path)
 
 
@@ -253,14 +314,22 @@ def read_meta_file(meta_path: Path) -> dict:
     try:
         meta = json.loads(meta_path.read_bytes().decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{meta_path} is not valid JSON ({error_line(exc)}); the file is truncated or corrupt") from exc
+        raise CheckpointError(
+            f"{meta_path} is not valid JSON ({error_line(exc)}); the file is truncated or corrupt"
+        ) from exc
     except RecursionError as exc:
-        raise CheckpointError(f"{meta_path} is nested too deeply to be a quantlens checkpoint; save it again") from exc
+        raise CheckpointError(
+            f"{meta_path} is nested too deeply to be a quantlens checkpoint; save it again"
+        ) from exc
     except OSError as exc:
-        raise CheckpointError(f"{meta_path} cannot be read ({exc.strerror or error_line(exc)})") from exc
+        raise CheckpointError(
+            f"{meta_path} cannot be read ({exc.strerror or error_line(exc)})"
+        ) from exc
     if not _depth_ok(meta):
-        raise CheckpointError(f"{meta_path} is nested deeper than {MAX_DEPTH} levels, which quantlens never writes; "
-                              "the file was edited, save the checkpoint again")
+        raise CheckpointError(
+            f"{meta_path} is nested deeper than {MAX_DEPTH} levels, which quantlens never writes; "
+            "the file was edited, save the checkpoint again"
+        )
     if not isinstance(meta, dict) or meta.get("format") != "quantlens":
         raise CheckpointError(f"{meta_path} is not a quantlens checkpoint description")
     version = meta.get("format_version")
@@ -277,7 +346,9 @@ def read_meta_file(meta_path: Path) -> dict:
             )
     source = meta.get("source")
     if source is not None and not isinstance(source, dict):
-        raise CheckpointError(f"{meta_path}: 'source' is a {type(source).__name__}, not an object; save the checkpoint again")
+        raise CheckpointError(
+            f"{meta_path}: 'source' is a {type(source).__name__}, not an object; save the checkpoint again"
+        )
     recorded_hash(meta, meta_path)  # a malformed "files" entry fails here
     return meta
 
@@ -291,8 +362,10 @@ def recorded_hash(meta: Mapping, origin: str | os.PathLike = META_FILE) -> str |
     entry = files.get(WEIGHTS_FILE) if isinstance(files, Mapping) else None
     digest = entry.get("sha256") if isinstance(entry, Mapping) else None
     if not (isinstance(digest, str) and len(digest) == 64):
-        raise CheckpointError(f"{origin}: its 'files' entry has no SHA-256 of {WEIGHTS_FILE}; the file was edited, "
-                              "save the checkpoint again")
+        raise CheckpointError(
+            f"{origin}: its 'files' entry has no SHA-256 of {WEIGHTS_FILE}; the file was edited, "
+            "save the checkpoint again"
+        )
     return digest
 
 
@@ -307,7 +380,9 @@ def _stamp(*paths: Path) -> tuple:
     return tuple(out)
 
 
-def read(directory: str | os.PathLike, *, verify: bool = True) -> tuple[dict[str, torch.Tensor], dict]:
+def read(
+    directory: str | os.PathLike, *, verify: bool = True
+) -> tuple[dict[str, torch.Tensor], dict]:
     """Read and validate a checkpoint directory; errors name the file and the problem.
 
     The weights are checked against the SHA-256 ``quantlens.json`` records (computed while
@@ -339,7 +414,9 @@ def read(directory: str | os.PathLike, *, verify: bool = True) -> tuple[dict[str
         try:
             tensors, _digest = read_tensors(weights_path, sha256=expected)
         except OSError as exc:
-            raise CheckpointError(f"{weights_path} cannot be read ({exc.strerror or error_line(exc)})") from exc
+            raise CheckpointError(
+                f"{weights_path} cannot be read ({exc.strerror or error_line(exc)})"
+            ) from exc
         except DigestMismatchError as exc:
             meta = _pending_meta(root, exc.found)  # a save cut off between its two renames
             if meta is not None:
@@ -351,8 +428,11 @@ def read(directory: str | os.PathLike, *, verify: bool = True) -> tuple[dict[str
             raise
         break
     if recorded_hash(meta, meta_path) is None:
-        warnings.warn(f"{root} records no SHA-256 of its weights (saved by an older quantlens), so they are not "
-                      "verified; save it again to add one", stacklevel=3)
+        warnings.warn(
+            f"{root} records no SHA-256 of its weights (saved by an older quantlens), so they are not "
+            "verified; save it again to add one",
+            stacklevel=3,
+        )
     meta["files_verified"] = expected is not None
     _restore_aliases(tensors, meta, meta_path)
     return tensors, meta
@@ -373,9 +453,13 @@ def _pending_meta(root: Path, digest: str) -> dict | None:
 
 def _restore_aliases(tensors: dict[str, torch.Tensor], meta: Mapping, origin: Path) -> None:
     aliases = meta.get("aliases", {})
-    if not isinstance(aliases, Mapping) or not all(isinstance(v, str) and v in tensors for v in aliases.values()):
-        raise CheckpointError(f"{origin}: its 'aliases' entry names tensors {WEIGHTS_FILE} does not have; "
-                              "save the checkpoint again")
+    if not isinstance(aliases, Mapping) or not all(
+        isinstance(v, str) and v in tensors for v in aliases.values()
+    ):
+        raise CheckpointError(
+            f"{origin}: its 'aliases' entry names tensors {WEIGHTS_FILE} does not have; "
+            "save the checkpoint again"
+        )
     for name, kept in aliases.items():
         tensors[name] = tensors[kept]
 

@@ -33,12 +33,18 @@ def source_of(model: torch.nn.Module) -> dict | None:
     if source is not None:
         return dict(source)
     config = getattr(model, "config", None)
-    if config is not None and hasattr(config, "to_dict") and type(model).__module__.startswith("transformers."):
+    if (
+        config is not None
+        and hasattr(config, "to_dict")
+        and type(model).__module__.startswith("transformers.")
+    ):
         return {"kind": "hf", "class": type(model).__name__, "config": config.to_dict()}
     return None
 
 
-def build_skeleton(source: Mapping, *, trust_code: bool = False, origin: str | os.PathLike = META_FILE) -> torch.nn.Module:
+def build_skeleton(
+    source: Mapping, *, trust_code: bool = False, origin: str | os.PathLike = META_FILE
+) -> torch.nn.Module:
     """A float model built from a recorded source (see :func:`source_of`).
 
     Args:
@@ -56,7 +62,9 @@ def build_skeleton(source: Mapping, *, trust_code: bool = False, origin: str | o
             build, or is a factory and ``trust_code`` is False.
     """
     if not isinstance(source, Mapping):
-        raise CheckpointError(f"{origin}: 'source' is a {type(source).__name__}, not an object; pass model=skeleton")
+        raise CheckpointError(
+            f"{origin}: 'source' is a {type(source).__name__}, not an object; pass model=skeleton"
+        )
     if source.get("zoo") is not None:
         model = _zoo_skeleton(source, origin)
     elif source.get("kind") == "hf":
@@ -85,7 +93,9 @@ def _hf_skeleton(source: Mapping, origin) -> torch.nn.Module:
     config_dict = source.get("config")
     class_name = source.get("class")
     if not isinstance(config_dict, Mapping) or not isinstance(class_name, str):
-        raise CheckpointError(f"{origin}: a Hugging Face source needs 'class' (a name) and 'config' (an object)")
+        raise CheckpointError(
+            f"{origin}: a Hugging Face source needs 'class' (a name) and 'config' (an object)"
+        )
     config_dict = dict(config_dict)
     model_type = config_dict.pop("model_type", None)
     try:
@@ -96,8 +106,11 @@ def _hf_skeleton(source: Mapping, origin) -> torch.nn.Module:
             f"{model_type!r} ({error_line(exc)}); install a transformers that knows it, or pass model=skeleton"
         ) from exc
     model_cls = getattr(transformers, class_name, None)
-    if not (isinstance(model_cls, type) and issubclass(model_cls, transformers.PreTrainedModel)
-            and model_cls.__module__.startswith("transformers.models.")):
+    if not (
+        isinstance(model_cls, type)
+        and issubclass(model_cls, transformers.PreTrainedModel)
+        and model_cls.__module__.startswith("transformers.models.")
+    ):
         raise CheckpointError(
             f"{origin}: {class_name!r} is not a model class of this transformers ({transformers.__version__}); "
             "install a version that has it, or pass model=skeleton"
@@ -115,14 +128,22 @@ def _hf_skeleton(source: Mapping, origin) -> torch.nn.Module:
 def _factory_skeleton(source: Mapping, origin, trust_code: bool) -> torch.nn.Module:
     path, kwargs = source.get("path"), source.get("kwargs", {})
     if not isinstance(path, str) or ":" not in path or not isinstance(kwargs, Mapping):
-        raise CheckpointError(f"{origin}: a factory source needs 'path' ('module:function') and 'kwargs' (an object)")
+        raise CheckpointError(
+            f"{origin}: a factory source needs 'path' ('module:function') and 'kwargs' (an object)"
+        )
     if not trust_code:
         raise CheckpointError(
             f"{origin} rebuilds its model by calling {path!r}, which runs code the checkpoint names; "
             "pass trust_code=True (quantlens CLI: --trust-code) if you trust it, or pass model= with a skeleton you built"
         )
-    model = call_factory(path, kwargs, CheckpointError, name=f"the model factory {path!r}",
-                         hint="pass model=skeleton", origin=origin)
+    model = call_factory(
+        path,
+        kwargs,
+        CheckpointError,
+        name=f"the model factory {path!r}",
+        hint="pass model=skeleton",
+        origin=origin,
+    )
     if not isinstance(model, torch.nn.Module):
         raise CheckpointError(
             f"{origin}: rebuilding the model gave a {type(model).__name__}, not a torch.nn.Module; pass model=skeleton"
@@ -131,8 +152,15 @@ def _factory_skeleton(source: Mapping, origin, trust_code: bool) -> torch.nn.Mod
     return model
 
 
-def call_factory(path: str, kwargs: Mapping, error_cls: type[Exception], *, name: str, hint: str,
-                 origin: str | os.PathLike | None = None) -> Any:
+def call_factory(
+    path: str,
+    kwargs: Mapping,
+    error_cls: type[Exception],
+    *,
+    name: str,
+    hint: str,
+    origin: str | os.PathLike | None = None,
+) -> Any:
     """Import the function ``path`` names (``"package.module:function"``) and call it with
     ``kwargs``; a failure to import it or any error the call raises becomes one ``error_cls``
     on one line.
@@ -157,8 +185,12 @@ def call_factory(path: str, kwargs: Mapping, error_cls: type[Exception], *, name
     try:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
-        raise error_cls(f"{where}cannot import {path!r} ({type(exc).__name__}: {error_line(exc)}); {hint}") from exc
+        raise error_cls(
+            f"{where}cannot import {path!r} ({type(exc).__name__}: {error_line(exc)}); {hint}"
+        ) from exc
     try:
         return factory(**kwargs)
     except Exception as exc:  # the factory is user code: any error it raises
-        raise error_cls(f"{where}calling {name} failed ({type(exc).__name__}: {error_line(exc)}); {hint}") from exc
+        raise error_cls(
+            f"{where}calling {name} failed ({type(exc).__name__}: {error_line(exc)}); {hint}"
+        ) from exc

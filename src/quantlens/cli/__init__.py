@@ -34,15 +34,29 @@ def build_parser() -> argparse.ArgumentParser:
         if hasattr(module, "register"):
             module.register(sub)
     for command in sub.choices.values():  # --debug after the command name works too
-        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                             help="show the full traceback of an error")
+        command.add_argument(
+            "--debug",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="show the full traceback of an error",
+        )
     return parser
 
 
 # OSError numbers that mean the user named a path that cannot be used (exit 2); any other
 # OSError (disk full, I/O error) is a failure while running (exit 1).
-_BAD_PATH = {errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EEXIST,
-             errno.ENAMETOOLONG, errno.EROFS, errno.ELOOP, errno.ENOTEMPTY}
+_BAD_PATH = {
+    errno.EACCES,
+    errno.EPERM,
+    errno.ENOENT,
+    errno.ENOTDIR,
+    errno.EISDIR,
+    errno.EEXIST,
+    errno.ENAMETOOLONG,
+    errno.EROFS,
+    errno.ELOOP,
+    errno.ENOTEMPTY,
+}
 
 
 def _os_error_line(exc: OSError) -> tuple[str, int]:
@@ -70,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=UserWarning, module="torch")
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s"
+    )
     prefix = f"quantlens {args.command}: error:"
     try:
         return int(args.func(args) or 0)

@@ -41,8 +41,10 @@ def load_inputs(args: argparse.Namespace, *, need_data: bool = True) -> Inputs:
     spec = getattr(args, "data", None) or (zoo.default_dataset_for(zoo_name) if zoo_name else None)
     if spec is None:
         if need_data:
-            raise InputError("give --data for a model that is not from the zoo "
-                             "(a zoo data set, a .pt/.npz file or an image folder)")
+            raise InputError(
+                "give --data for a model that is not from the zoo "
+                "(a zoo data set, a .pt/.npz file or an image folder)"
+            )
         return Inputs(model, zoo_name, None, None)
     loaded = load_data(spec)
     calib_spec = getattr(args, "calib_data", None)
@@ -86,16 +88,33 @@ def add_common(parser: argparse.ArgumentParser, *, method: bool = True) -> None:
     """MODEL, --data, --calib-data, --method/--config, --max-batches, --metric."""
     from quantlens.eval.presets import PRESETS
 
-    parser.add_argument("model", help="zoo name, quantlens checkpoint folder, or Hugging Face folder / module:factory")
+    parser.add_argument(
+        "model",
+        help="zoo name, quantlens checkpoint folder, or Hugging Face folder / module:factory",
+    )
     add_trust_code(parser)
-    parser.add_argument("--data", help="zoo data set or .pt/.npz of tensors (default: the zoo model's data set)")
-    parser.add_argument("--calib-data", help="calibration data (default: the data set's calib split)")
+    parser.add_argument(
+        "--data", help="zoo data set or .pt/.npz of tensors (default: the zoo model's data set)"
+    )
+    parser.add_argument(
+        "--calib-data", help="calibration data (default: the data set's calib split)"
+    )
     if method:
         parser.add_argument("--method", help=f"method preset: {', '.join(PRESETS)} (default w4)")
-        parser.add_argument("--config", help="a config JSON file (config.to_dict()) instead of --method")
-    parser.add_argument("--max-batches", type=int_in(1), default=None, help="measure on this many batches only (a subset)")
-    parser.add_argument("--metric", choices=("accuracy", "cosine", "agreement", "sqnr"),
-                        help="what to measure (default: accuracy with labels, cosine for embeddings, else SQNR)")
+        parser.add_argument(
+            "--config", help="a config JSON file (config.to_dict()) instead of --method"
+        )
+    parser.add_argument(
+        "--max-batches",
+        type=int_in(1),
+        default=None,
+        help="measure on this many batches only (a subset)",
+    )
+    parser.add_argument(
+        "--metric",
+        choices=("accuracy", "cosine", "agreement", "sqnr"),
+        help="what to measure (default: accuracy with labels, cosine for embeddings, else SQNR)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
 

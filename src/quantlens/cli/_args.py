@@ -66,8 +66,10 @@ def check_out_folder(out: Path, flag: str) -> None:
     """
     name = shorten(out)
     if out.is_symlink() and path_kind(out) is None:
-        raise InputError(f"{flag} {name} is a link to {shorten(os.readlink(out))}, which does not exist; "
-                         "create that folder or remove the link")
+        raise InputError(
+            f"{flag} {name} is a link to {shorten(os.readlink(out))}, which does not exist; "
+            "create that folder or remove the link"
+        )
     kind = path_kind(out)
     if kind not in (None, "dir"):
         raise InputError(f"{flag} {name} is a file; give a folder")
@@ -75,10 +77,14 @@ def check_out_folder(out: Path, flag: str) -> None:
     while path_kind(parent) is None and parent != parent.parent:
         parent = parent.parent
     if path_kind(parent) != "dir":
-        raise InputError(f"{flag} {name}: {shorten(parent)} is not a folder, so the folder cannot be created "
-                         "there; give a folder path")
+        raise InputError(
+            f"{flag} {name}: {shorten(parent)} is not a folder, so the folder cannot be created "
+            "there; give a folder path"
+        )
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"{flag} {name}: no permission to write in {shorten(parent)}; give a folder you can write to")
+        raise InputError(
+            f"{flag} {name}: no permission to write in {shorten(parent)}; give a folder you can write to"
+        )
 
 
 def int_in(lo: int, hi: int | None = None):
@@ -93,7 +99,9 @@ def int_in(lo: int, hi: int | None = None):
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {shorten(text, 40)!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected an integer, got {shorten(text, 40)!r}"
+            ) from None
         if value < lo or (hi is not None and value > hi):
             bound = f"from {lo} to {hi}" if hi is not None else f">= {lo}"
             raise argparse.ArgumentTypeError(f"must be an integer {bound}, got {value}")
@@ -115,11 +123,24 @@ def float_in(lo: float = -math.inf, hi: float = math.inf):
         try:
             value = float(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {shorten(text, 40)!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected a number, got {shorten(text, 40)!r}"
+            ) from None
         if not math.isfinite(value) or not lo <= value <= hi:
-            span = f"from {lo:g} to {hi:g}" if math.isfinite(lo) and math.isfinite(hi) else (
-                f">= {lo:g}" if math.isfinite(lo) else f"<= {hi:g}" if math.isfinite(hi) else "finite")
-            raise argparse.ArgumentTypeError(f"must be a finite number {span}, got {shorten(text, 40)}")
+            span = (
+                f"from {lo:g} to {hi:g}"
+                if math.isfinite(lo) and math.isfinite(hi)
+                else (
+                    f">= {lo:g}"
+                    if math.isfinite(lo)
+                    else f"<= {hi:g}"
+                    if math.isfinite(hi)
+                    else "finite"
+                )
+            )
+            raise argparse.ArgumentTypeError(
+                f"must be a finite number {span}, got {shorten(text, 40)}"
+            )
         return value
 
     parse.__name__ = "number"
@@ -145,14 +166,22 @@ def read_json(path: Path | str, what: str = "config") -> object:
     except FileNotFoundError:
         raise InputError(f"{what} file {name} does not exist") from None
     except UnicodeDecodeError as exc:
-        raise InputError(f"{what} file {name} is not UTF-8 text ({error_line(exc, 120)}); save it as UTF-8 JSON") from None
+        raise InputError(
+            f"{what} file {name} is not UTF-8 text ({error_line(exc, 120)}); save it as UTF-8 JSON"
+        ) from None
     except OSError as exc:
-        raise InputError(f"cannot read the {what} file {name}: {exc.strerror or error_line(exc)}") from None
+        raise InputError(
+            f"cannot read the {what} file {name}: {exc.strerror or error_line(exc)}"
+        ) from None
     limit = sys.getrecursionlimit()
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"{name} is not valid JSON ({exc}); write it with config.to_dict()") from None
+        raise ConfigError(
+            f"{name} is not valid JSON ({exc}); write it with config.to_dict()"
+        ) from None
     except RecursionError:
-        raise ConfigError(f"{name} is nested too deeply to be a {what} (over {limit} levels); "
-                          "write it with config.to_dict()") from None
+        raise ConfigError(
+            f"{name} is nested too deeply to be a {what} (over {limit} levels); "
+            "write it with config.to_dict()"
+        ) from None

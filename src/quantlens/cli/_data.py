@@ -38,8 +38,10 @@ def _pick(mapping, keys, what: str, path: Path, required: bool):
         if key in mapping:
             return mapping[key]
     if required:
-        raise InputError(f"{path} has no {what} entry (looked for {', '.join(keys)}; found {', '.join(map(str, mapping))}); "
-                         f"save a dict like {{'inputs': x, 'labels': y}}")
+        raise InputError(
+            f"{path} has no {what} entry (looked for {', '.join(keys)}; found {', '.join(map(str, mapping))}); "
+            f"save a dict like {{'inputs': x, 'labels': y}}"
+        )
     return None
 
 
@@ -50,7 +52,9 @@ def _pair(inputs, labels) -> object:
         return inputs
     labels = torch.as_tensor(labels)
     if labels.shape[0] != inputs.shape[0]:
-        raise InputError(f"{inputs.shape[0]} inputs but {labels.shape[0]} labels; give one label per input")
+        raise InputError(
+            f"{inputs.shape[0]} inputs but {labels.shape[0]} labels; give one label per input"
+        )
     return (inputs, labels.long() if not labels.is_floating_point() else labels)
 
 
@@ -59,15 +63,22 @@ def load_pt(path: Path) -> object:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise InputError(f"{path} cannot be read as tensors ({type(exc).__name__}: {error_line(exc, 160)}); "
-                         "save it with torch.save({'inputs': x, 'labels': y}, path)") from exc
+        raise InputError(
+            f"{path} cannot be read as tensors ({type(exc).__name__}: {error_line(exc, 160)}); "
+            "save it with torch.save({'inputs': x, 'labels': y}, path)"
+        ) from exc
     if isinstance(obj, torch.Tensor):
         return obj
     if isinstance(obj, (tuple, list)) and len(obj) == 2:
         return _pair(obj[0], obj[1])
     if isinstance(obj, dict):
-        return _pair(_pick(obj, INPUT_KEYS, "inputs", path, True), _pick(obj, LABEL_KEYS, "labels", path, False))
-    raise InputError(f"{path} holds a {type(obj).__name__}; save a tensor, (inputs, labels), or {{'inputs': ..., 'labels': ...}}")
+        return _pair(
+            _pick(obj, INPUT_KEYS, "inputs", path, True),
+            _pick(obj, LABEL_KEYS, "labels", path, False),
+        )
+    raise InputError(
+        f"{path} holds a {type(obj).__name__}; save a tensor, (inputs, labels), or {{'inputs': ..., 'labels': ...}}"
+    )
 
 
 def load_npz(path: Path) -> object:
@@ -90,8 +101,10 @@ def _tensor(array, what: str, path: Path) -> torch.Tensor:
     try:
         return torch.from_numpy(array)
     except TypeError:
-        raise InputError(f"{shorten(path)}: the {what} array has dtype {array.dtype}, which is not numbers; "
-                         "save numeric arrays (float32 inputs, integer labels)") from None
+        raise InputError(
+            f"{shorten(path)}: the {what} array has dtype {array.dtype}, which is not numbers; "
+            "save numeric arrays (float32 inputs, integer labels)"
+        ) from None
 
 
 def load_image_folder(path: Path, batch_size: int = 64):
@@ -111,14 +124,18 @@ def load_image_folder(path: Path, batch_size: int = 64):
             "install it with: pip install 'quantlens[vision]' (or give a .pt/.npz file of tensors)"
         ) from exc
     except Exception as exc:  # an installed torchvision built for another torch fails on import
-        raise InputError(f"torchvision is installed but cannot be imported ({type(exc).__name__}: "
-                         f"{error_line(exc, 120)}); reinstall it to match torch "
-                         "with: pip install 'quantlens[vision]'") from exc
+        raise InputError(
+            f"torchvision is installed but cannot be imported ({type(exc).__name__}: "
+            f"{error_line(exc, 120)}); reinstall it to match torch "
+            "with: pip install 'quantlens[vision]'"
+        ) from exc
     try:
         dataset = datasets.ImageFolder(str(path), transform=transforms.ToTensor())
     except OSError as exc:
-        raise InputError(f"{path} is not an image folder ({error_line(exc, 160)}); give one "
-                         "sub-folder of images per class, or a .pt/.npz file of tensors") from exc
+        raise InputError(
+            f"{path} is not an image folder ({error_line(exc, 160)}); give one "
+            "sub-folder of images per class, or a .pt/.npz file of tensors"
+        ) from exc
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
 
 
@@ -133,8 +150,10 @@ def load_data(spec: str) -> LoadedData:
     if kind == "file":
         loader = {".pt": load_pt, ".pth": load_pt, ".npz": load_npz}.get(path.suffix.lower())
         if loader is None:
-            raise InputError(f"{shorten(path)}: unsupported data file type {shorten(path.suffix, 20)!r}; "
-                             "give a .pt or .npz of tensors")
+            raise InputError(
+                f"{shorten(path)}: unsupported data file type {shorten(path.suffix, 20)!r}; "
+                "give a .pt or .npz of tensors"
+            )
         return LoadedData(loader(path), description=str(path))
     if kind == "dir":
         return LoadedData(load_image_folder(path), description=f"image folder {path}")
@@ -151,5 +170,9 @@ def load_data(spec: str) -> LoadedData:
         except UnknownNameError:
             splits[split] = None
     as_data = lambda d: None if d is None else d.batches(64)
-    return LoadedData(as_data(test), as_data(splits["calib"]), as_data(splits["train"]),
-                      description=f"zoo data set {spec!r} ({len(test)} test samples)")
+    return LoadedData(
+        as_data(test),
+        as_data(splits["calib"]),
+        as_data(splits["train"]),
+        description=f"zoo data set {spec!r} ({len(test)} test samples)",
+    )

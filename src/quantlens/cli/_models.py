@@ -66,7 +66,9 @@ def resolve_model(spec: str, *, trust_code: bool = False) -> ResolvedModel:
             return ResolvedModel(ql.load(path, trust_code=trust_code), "checkpoint")
         if (path / "config.json").is_file():
             return ResolvedModel(_load_hf(path), "hf")
-        raise InputError(f"{shorten(path)} is a folder with neither {META_FILE} nor config.json; give {forms}")
+        raise InputError(
+            f"{shorten(path)} is a folder with neither {META_FILE} nor config.json; give {forms}"
+        )
     if ":" in spec and kind is None and len(spec) <= MAX_FACTORY:
         return ResolvedModel(_call_factory(spec), "factory")
     if kind is not None:
@@ -85,8 +87,13 @@ def _load_hf(path: Path) -> nn.Module:
 
 
 def _call_factory(spec: str) -> nn.Module:
-    model = call_factory(spec, {}, InputError, name=f"{spec}()",
-                         hint="give package.module:function on the Python path, one that builds the model with no arguments")
+    model = call_factory(
+        spec,
+        {},
+        InputError,
+        name=f"{spec}()",
+        hint="give package.module:function on the Python path, one that builds the model with no arguments",
+    )
     if not isinstance(model, nn.Module):
         raise InputError(f"{spec} returned a {type(model).__name__}, not a torch.nn.Module")
     if getattr(model, "quantlens_source", None) is None:
@@ -96,5 +103,8 @@ def _call_factory(spec: str) -> nn.Module:
 
 def add_trust_code(parser) -> None:
     """The ``--trust-code`` flag of every command that takes a MODEL."""
-    parser.add_argument("--trust-code", action="store_true",
-                        help="let a checkpoint given as MODEL rebuild its model by calling the module:factory it records")
+    parser.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="let a checkpoint given as MODEL rebuild its model by calling the module:factory it records",
+    )

@@ -40,42 +40,94 @@ def register(subparsers) -> None:
         "compare",
         help="measure float vs quantization methods on a model and data; write a report",
         description="Quantize MODEL with each method, measure size, latency, peak memory and accuracy "
-                    "against float, recommend one, and write report.html/report.md/results.json and "
-                    "plots into --out. With no arguments: digits-cnn on the digits test split.",
+        "against float, recommend one, and write report.html/report.md/results.json and "
+        "plots into --out. With no arguments: digits-cnn on the digits test split.",
     )
-    parser.add_argument("model", nargs="?", default=DEFAULT_MODEL,
-                        help="zoo name, Hugging Face model folder, quantlens checkpoint, or module:factory "
-                             f"(default: {DEFAULT_MODEL})")
+    parser.add_argument(
+        "model",
+        nargs="?",
+        default=DEFAULT_MODEL,
+        help="zoo name, Hugging Face model folder, quantlens checkpoint, or module:factory "
+        f"(default: {DEFAULT_MODEL})",
+    )
     add_trust_code(parser)
-    parser.add_argument("--data", help="zoo data set, .pt/.npz of tensors (inputs, optional labels), or an "
-                                       "image folder (default: the zoo model's data set)")
-    parser.add_argument("--calib-data", help="calibration data (default: the zoo set's calib split, else --data)")
-    parser.add_argument("--train-data", help="labelled data for QAT (default: the zoo set's train split)")
-    parser.add_argument("--methods", help=f"comma-separated: {', '.join(PRESETS)} "
-                                          f"(default: {','.join(default_methods())})")
-    parser.add_argument("--max-drop", type=float_in(0, 100), default=1.0,
-                        help="accuracy points the recommendation may lose vs float (default 1.0)")
-    parser.add_argument("--objective", choices=("latency", "size"), default="latency",
-                        help="what the recommendation minimises (default latency)")
-    parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default ./{DEFAULT_OUT})")
-    parser.add_argument("--force", action="store_true", help="overwrite the output folder if it exists")
-    parser.add_argument("--threads", type=int_in(1, max_threads()), default=DEFAULT_THREADS,
-                        help=f"torch threads for the whole run and the timings (default {DEFAULT_THREADS}: "
-                             "the most repeatable; raise it to measure multi-threaded serving)")
-    parser.add_argument("--reps", type=int_in(1), default=DEFAULT_REPS, help=f"timed calls per model (default {DEFAULT_REPS})")
-    parser.add_argument("--qat-epochs", type=int_in(1), default=1, help="QAT fine-tuning epochs (default 1)")
-    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
-    parser.add_argument("--sweep", nargs="?", const="auto", metavar="METHOD",
-                        help="try a grid of one method's settings (default: the first --methods entry, "
-                             "else static); the default grids vary observer, per-channel and backend (static), "
-                             "bits and group size (w4), bits, per-channel and backend (qat)")
-    parser.add_argument("--grid", nargs="+", metavar="KEY=V1,V2",
-                        help="the sweep's grid instead of the default, e.g. --grid observer=minmax,mse "
-                             "per_channel=true,false backend=x86,onednn (implies --sweep)")
-    parser.add_argument("--analysis", action="store_true",
-                        help="also rank the layers of the recommended method by sensitivity (quantize one at a "
-                             "time) and add sensitivity.png and a 'Where the error comes from' section")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    parser.add_argument(
+        "--data",
+        help="zoo data set, .pt/.npz of tensors (inputs, optional labels), or an "
+        "image folder (default: the zoo model's data set)",
+    )
+    parser.add_argument(
+        "--calib-data", help="calibration data (default: the zoo set's calib split, else --data)"
+    )
+    parser.add_argument(
+        "--train-data", help="labelled data for QAT (default: the zoo set's train split)"
+    )
+    parser.add_argument(
+        "--methods",
+        help=f"comma-separated: {', '.join(PRESETS)} (default: {','.join(default_methods())})",
+    )
+    parser.add_argument(
+        "--max-drop",
+        type=float_in(0, 100),
+        default=1.0,
+        help="accuracy points the recommendation may lose vs float (default 1.0)",
+    )
+    parser.add_argument(
+        "--objective",
+        choices=("latency", "size"),
+        default="latency",
+        help="what the recommendation minimises (default latency)",
+    )
+    parser.add_argument(
+        "--out", default=DEFAULT_OUT, help=f"output folder (default ./{DEFAULT_OUT})"
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="overwrite the output folder if it exists"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int_in(1, max_threads()),
+        default=DEFAULT_THREADS,
+        help=f"torch threads for the whole run and the timings (default {DEFAULT_THREADS}: "
+        "the most repeatable; raise it to measure multi-threaded serving)",
+    )
+    parser.add_argument(
+        "--reps",
+        type=int_in(1),
+        default=DEFAULT_REPS,
+        help=f"timed calls per model (default {DEFAULT_REPS})",
+    )
+    parser.add_argument(
+        "--qat-epochs", type=int_in(1), default=1, help="QAT fine-tuning epochs (default 1)"
+    )
+    parser.add_argument(
+        "--no-memory", action="store_true", help="skip the peak-memory child processes"
+    )
+    parser.add_argument(
+        "--sweep",
+        nargs="?",
+        const="auto",
+        metavar="METHOD",
+        help="try a grid of one method's settings (default: the first --methods entry, "
+        "else static); the default grids vary observer, per-channel and backend (static), "
+        "bits and group size (w4), bits, per-channel and backend (qat)",
+    )
+    parser.add_argument(
+        "--grid",
+        nargs="+",
+        metavar="KEY=V1,V2",
+        help="the sweep's grid instead of the default, e.g. --grid observer=minmax,mse "
+        "per_channel=true,false backend=x86,onednn (implies --sweep)",
+    )
+    parser.add_argument(
+        "--analysis",
+        action="store_true",
+        help="also rank the layers of the recommended method by sensitivity (quantize one at a "
+        "time) and add sensitivity.png and a 'Where the error comes from' section",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print the results as JSON instead of a table"
+    )
     parser.set_defaults(func=run)
 
 
@@ -88,9 +140,23 @@ def command_line(args: argparse.Namespace) -> str:
             parts += [f"--{flag.replace('_', '-')}", str(value)]
     if getattr(args, "grid", None):
         parts += ["--grid", *args.grid]
-    parts += ["--max-drop", f"{args.max_drop:g}", "--objective", args.objective, "--reps", str(args.reps),
-              "--qat-epochs", str(args.qat_epochs), "--out", args.out]
-    parts += [f"--{f}" for f in ("no-memory", "analysis", "trust-code", "force", "json") if getattr(args, f.replace("-", "_"), False)]
+    parts += [
+        "--max-drop",
+        f"{args.max_drop:g}",
+        "--objective",
+        args.objective,
+        "--reps",
+        str(args.reps),
+        "--qat-epochs",
+        str(args.qat_epochs),
+        "--out",
+        args.out,
+    ]
+    parts += [
+        f"--{f}"
+        for f in ("no-memory", "analysis", "trust-code", "force", "json")
+        if getattr(args, f.replace("-", "_"), False)
+    ]
     # a name that is not UTF-8 (undecodable bytes arrive as surrogates) is written as \xNN,
     # so the report files that record the command can be written as UTF-8
     return os.fsencode(shlex.join(parts)).decode("utf-8", "backslashreplace")
@@ -114,8 +180,10 @@ def _resolve_model(spec: str, *, trust_code: bool = False):
         from quantlens.checkpoint import build_skeleton
 
         return build_skeleton(source, trust_code=trust_code), None, {"checkpoint": model}
-    raise InputError(f"{spec} holds a quantized model whose float weights quantlens cannot rebuild; "
-                     "give the float model (zoo name, Hugging Face folder or module:factory) as MODEL")
+    raise InputError(
+        f"{spec} holds a quantized model whose float weights quantlens cannot rebuild; "
+        "give the float model (zoo name, Hugging Face folder or module:factory) as MODEL"
+    )
 
 
 def _method_names(args: argparse.Namespace) -> list[str] | None:
@@ -151,8 +219,10 @@ def _check_out(out: Path, force: bool) -> None:
     """Fail now, before anything slow, if ``out`` cannot become the report folder."""
     check_out_folder(out, "--out")
     if path_kind(out) == "dir" and any(out.iterdir()) and not force:
-        raise InputError(f"{shorten(out)} already exists and is not empty; pass --force to overwrite it, "
-                         "or --out another folder")
+        raise InputError(
+            f"{shorten(out)} already exists and is not empty; pass --force to overwrite it, "
+            "or --out another folder"
+        )
 
 
 def _prepare_out(out: Path) -> bool:
@@ -165,8 +235,10 @@ def _prepare_out(out: Path) -> bool:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InputError(f"--out {out}: cannot create the report folder ({exc.strerror or exc}); "
-                         "give a folder you can write to") from exc
+        raise InputError(
+            f"--out {out}: cannot create the report folder ({exc.strerror or exc}); "
+            "give a folder you can write to"
+        ) from exc
     return created
 
 
@@ -182,7 +254,9 @@ def _data_for(args, zoo_name):
 
     spec = args.data or (zoo.default_dataset_for(zoo_name) if zoo_name else None)
     if spec is None:
-        raise InputError("give --data for a model that is not from the zoo (a zoo data set, a .pt/.npz file or an image folder)")
+        raise InputError(
+            "give --data for a model that is not from the zoo (a zoo data set, a .pt/.npz file or an image folder)"
+        )
     data = load_data(spec)
     calib = load_data(args.calib_data).test if args.calib_data else data.calib
     train = load_data(args.train_data).test if args.train_data else data.train
@@ -218,7 +292,9 @@ def _run(args: argparse.Namespace) -> int:
             _remove_if_empty(out)  # an error or Ctrl-C before the first row leaves no empty folder
 
 
-def _compare_into(args: argparse.Namespace, out: Path, model, configs: dict, data, calib, train) -> int:
+def _compare_into(
+    args: argparse.Namespace, out: Path, model, configs: dict, data, calib, train
+) -> int:
     from rich.console import Console
 
     console = Console() if Console().is_terminal else Console(width=140)
@@ -229,12 +305,25 @@ def _compare_into(args: argparse.Namespace, out: Path, model, configs: dict, dat
         err.print(f"[dim][{index}/{total}][/] {name}")
 
     def on_row(row, comparison) -> None:  # results.json after every row: Ctrl-C keeps them
-        Report(comparison, max_accuracy_drop=args.max_drop, objective=args.objective).to_json(out / "results.json")
+        Report(comparison, max_accuracy_drop=args.max_drop, objective=args.objective).to_json(
+            out / "results.json"
+        )
 
     report = compare(
-        model, configs, data=data, calib_data=calib, train_data=train, max_accuracy_drop=args.max_drop,
-        objective=args.objective, reps=args.reps, threads=args.threads, qat_epochs=args.qat_epochs,
-        memory=not args.no_memory, analysis=getattr(args, "analysis", False), command=command, on_start=on_start,
+        model,
+        configs,
+        data=data,
+        calib_data=calib,
+        train_data=train,
+        max_accuracy_drop=args.max_drop,
+        objective=args.objective,
+        reps=args.reps,
+        threads=args.threads,
+        qat_epochs=args.qat_epochs,
+        memory=not args.no_memory,
+        analysis=getattr(args, "analysis", False),
+        command=command,
+        on_start=on_start,
         on_row=on_row,
     )
     if not report.rows:  # Ctrl-C before the float row was measured: nothing to report
@@ -254,9 +343,11 @@ def _compare_into(args: argparse.Namespace, out: Path, model, configs: dict, dat
         console.print(f"[bold]{report.recommendation()}[/]")
         if report.sensitivity and report.sensitivity.get("rows"):
             top = report.sensitivity["rows"][0]
-            console.print(f"most sensitive layer of {escape(str(report.sensitivity['row']))}: "
-                          f"{escape(top['name'])} (drop {top['drop']:.3g} {report.sensitivity['loss_unit']}); "
-                          f"see {out / 'sensitivity.png'}")
+            console.print(
+                f"most sensitive layer of {escape(str(report.sensitivity['row']))}: "
+                f"{escape(top['name'])} (drop {top['drop']:.3g} {report.sensitivity['loss_unit']}); "
+                f"see {out / 'sensitivity.png'}"
+            )
         console.print(f"report: {out / 'report.html'}")
     if report.interrupted:
         err.print(f"interrupted: {len(report.rows)} row(s) kept in {out / 'results.json'}")

@@ -18,18 +18,33 @@ def register(subparsers) -> None:
         "debug",
         help="find the layers quantization hurts and suggest a fix per layer; write a mixed-precision plan",
         description="Measure the method's drop, each layer's sensitivity, layer-by-layer error and (for int8 "
-                    "methods) activation ranges, then print one concrete suggestion per problem layer: raise "
-                    "its bits, per-channel weights, a percentile/MSE observer, skip it, or QAT.",
+        "methods) activation ranges, then print one concrete suggestion per problem layer: raise "
+        "its bits, per-channel weights, a percentile/MSE observer, skip it, or QAT.",
     )
     add_common(parser)
-    parser.add_argument("--top", type=int_in(1), default=5, help="at most this many problem layers (default 5)")
-    parser.add_argument("--max-drop", type=float_in(0, 100), default=1.0,
-                        help="accuracy (or cosine) points the plan may lose (default 1.0)")
-    parser.add_argument("--min-sqnr-db", type=float_in(-200, 400), default=None,
-                        help="the plan's budget when the metric is SQNR (default 30 dB)")
-    parser.add_argument("--candidates", default="8,4,2,float",
-                        help="bit widths the plan may choose per layer (default 8,4,2,float)")
-    parser.add_argument("--plan-out", help="search a mixed-precision plan and write its config JSON here")
+    parser.add_argument(
+        "--top", type=int_in(1), default=5, help="at most this many problem layers (default 5)"
+    )
+    parser.add_argument(
+        "--max-drop",
+        type=float_in(0, 100),
+        default=1.0,
+        help="accuracy (or cosine) points the plan may lose (default 1.0)",
+    )
+    parser.add_argument(
+        "--min-sqnr-db",
+        type=float_in(-200, 400),
+        default=None,
+        help="the plan's budget when the metric is SQNR (default 30 dB)",
+    )
+    parser.add_argument(
+        "--candidates",
+        default="8,4,2,float",
+        help="bit widths the plan may choose per layer (default 8,4,2,float)",
+    )
+    parser.add_argument(
+        "--plan-out", help="search a mixed-precision plan and write its config JSON here"
+    )
     parser.add_argument("--plots", help="write the analysis PNGs into this folder")
     parser.set_defaults(func=run)
 
@@ -69,8 +84,14 @@ def run(args: argparse.Namespace) -> int:
     check_patterns(config, model)  # a config file naming absent layers fails here, by name
 
     ev = Evaluator(model, inputs.data, metric=args.metric, max_batches=args.max_batches)
-    sens = sensitivity(model, inputs.data, config, max_batches=args.max_batches, calib_data=inputs.calib,
-                       evaluator=ev)
+    sens = sensitivity(
+        model,
+        inputs.data,
+        config,
+        max_batches=args.max_batches,
+        calib_data=inputs.calib,
+        evaluator=ev,
+    )
     qm = ql.quantize(model, config, calib_data=inputs.calib, progress=False)
     layers = compare_layers(model, qm, inputs.data, max_batches=2)
     ranges = None
@@ -79,14 +100,28 @@ def run(args: argparse.Namespace) -> int:
         modules = dict(model.named_modules())
         names = [n for n in names if n in modules]
         if names:
-            ranges = activation_ranges(model, inputs.calib, layers=names, observers=("minmax", "percentile", "mse"),
-                                       max_batches=4)
+            ranges = activation_ranges(
+                model,
+                inputs.calib,
+                layers=names,
+                observers=("minmax", "percentile", "mse"),
+                max_batches=4,
+            )
     tips = advise(config, sens, layers=layers, ranges=ranges, top=args.top)
     plan = None
     if args.plan_out:
-        plan = search_plan(model, inputs.data, candidates=candidates, max_accuracy_drop=args.max_drop,
-                           min_sqnr_db=args.min_sqnr_db, method=config, metric=args.metric,
-                           max_batches=args.max_batches, calib_data=inputs.calib, evaluator=ev)
+        plan = search_plan(
+            model,
+            inputs.data,
+            candidates=candidates,
+            max_accuracy_drop=args.max_drop,
+            min_sqnr_db=args.min_sqnr_db,
+            method=config,
+            metric=args.metric,
+            max_batches=args.max_batches,
+            calib_data=inputs.calib,
+            evaluator=ev,
+        )
         _write_json(Path(args.plan_out), plan.config.to_dict())
     if args.plots:
         from quantlens.report.analysis_plots import write_analysis_plots
@@ -94,16 +129,30 @@ def run(args: argparse.Namespace) -> int:
         write_analysis_plots(args.plots, sensitivity=sens, layers=layers, ranges=ranges, plan=plan)
 
     if args.json:
-        print(json.dumps({"config": config.to_dict(), "sensitivity": sens.to_dict(), "layers": layers.to_dict(),
-                          "advice": [t.to_dict() for t in tips], "plan": plan.to_dict() if plan else None}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "config": config.to_dict(),
+                    "sensitivity": sens.to_dict(),
+                    "layers": layers.to_dict(),
+                    "advice": [t.to_dict() for t in tips],
+                    "plan": plan.to_dict() if plan else None,
+                },
+                indent=2,
+            )
+        )
         return 0
     unit = sens.unit
-    print(f"{type(config).__name__}: {sens.metric} {sens.baseline:.2f}{unit} float -> {sens.full_value:.2f}{unit} "
-          f"quantized (drop {sens.full_drop:.3g} {sens.loss_unit}; {sens.samples} samples)")
+    print(
+        f"{type(config).__name__}: {sens.metric} {sens.baseline:.2f}{unit} float -> {sens.full_value:.2f}{unit} "
+        f"quantized (drop {sens.full_drop:.3g} {sens.loss_unit}; {sens.samples} samples)"
+    )
     if layers.jump is not None:
         j = layers.jump
-        print(f"error jumps at {j.name} ({j.kind}): alone (fed the float input) {j.own_sqnr_db:.1f} dB SQNR, "
-              f"in the quantized model {j.out_sqnr_db:.1f} dB (input {j.in_sqnr_db:.1f} dB)")
+        print(
+            f"error jumps at {j.name} ({j.kind}): alone (fed the float input) {j.own_sqnr_db:.1f} dB SQNR, "
+            f"in the quantized model {j.out_sqnr_db:.1f} dB (input {j.in_sqnr_db:.1f} dB)"
+        )
     if not tips:
         print("no single layer stands out; the quantized model is close to float on this data")
     for tip in tips:
@@ -111,8 +160,10 @@ def run(args: argparse.Namespace) -> int:
     if plan is not None:
         print()
         print(plan)
-        print(f"plan written to {args.plan_out}: apply it with  quantlens quantize {args.model} "
-              f"--config {args.plan_out} -o QUANTIZED_DIR")
+        print(
+            f"plan written to {args.plan_out}: apply it with  quantlens quantize {args.model} "
+            f"--config {args.plan_out} -o QUANTIZED_DIR"
+        )
     return 0
 
 

@@ -17,14 +17,24 @@ def register(subparsers) -> None:
         help="check torch, quantized engines, CPU features, CUDA and optional extras",
         description="Report what this machine can do for quantization.",
     )
-    parser.add_argument("--json", action="store_true", help="print the report as JSON (for machines)")
-    parser.add_argument("--no-engine-check", action="store_true", help="skip running a tiny quantized op per engine")
-    parser.add_argument("--import-extras", action="store_true", help="import each optional extra (slow, catches broken installs)")
+    parser.add_argument(
+        "--json", action="store_true", help="print the report as JSON (for machines)"
+    )
+    parser.add_argument(
+        "--no-engine-check", action="store_true", help="skip running a tiny quantized op per engine"
+    )
+    parser.add_argument(
+        "--import-extras",
+        action="store_true",
+        help="import each optional extra (slow, catches broken installs)",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    info = environment_info(check_engines=not args.no_engine_check, import_extras=args.import_extras)
+    info = environment_info(
+        check_engines=not args.no_engine_check, import_extras=args.import_extras
+    )
     if args.json:
         print(json.dumps(info, indent=2))
     else:
@@ -51,8 +61,13 @@ def render(info: dict, console=None) -> None:
     summary.add_row("quantlens", str(info["quantlens"]))
     summary.add_row("python / torch", f"{info['python']} / {info['torch']}")
     summary.add_row("platform", info["platform"])
-    summary.add_row("threads", f"{info['threads']['intra_op']} intra-op, {info['threads']['inter_op']} inter-op")
-    summary.add_row("cpu", f"{cpu['model']} ({cpu['logical_cores']} logical cores), torch kernels: {cpu['torch_cpu_capability']}")
+    summary.add_row(
+        "threads", f"{info['threads']['intra_op']} intra-op, {info['threads']['inter_op']} inter-op"
+    )
+    summary.add_row(
+        "cpu",
+        f"{cpu['model']} ({cpu['logical_cores']} logical cores), torch kernels: {cpu['torch_cpu_capability']}",
+    )
     features = "  ".join(f"{name} {_mark(ok)}" for name, ok in cpu["features"].items())
     summary.add_row("cpu features", features or "[dim]unknown[/]")
     gpu = ", ".join(cuda["devices"]) if cuda["available"] else "not available"
@@ -77,5 +92,7 @@ def render(info: dict, console=None) -> None:
         extras.add_column(col)
     for module, entry in info["extras"].items():
         hint = "" if entry["installed"] else escape(f"pip install 'quantlens[{entry['extra']}]'")
-        extras.add_row(module, _mark(entry["installed"]), entry["version"] or "", _mark(entry["imports"]), hint)
+        extras.add_row(
+            module, _mark(entry["installed"]), entry["version"] or "", _mark(entry["imports"]), hint
+        )
     console.print(extras)

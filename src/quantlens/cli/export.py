@@ -23,17 +23,35 @@ SAMPLES = 512  # rows --check compares at most
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "export", help="export a quantized model to ONNX, torch.export (pt2) or TorchScript",
+        "export",
+        help="export a quantized model to ONNX, torch.export (pt2) or TorchScript",
         description="Export MODEL (a quantlens checkpoint, or a float model quantized with --method) "
-                    "to a deployment file; --check runs the file and compares it with the model.")
+        "to a deployment file; --check runs the file and compares it with the model.",
+    )
     parser.add_argument("model", metavar="MODEL")
     parser.add_argument("-o", "--out", required=True, type=Path, help="file to write")
     parser.add_argument("--format", default="onnx", help="onnx (default), pt2 or torchscript")
-    parser.add_argument("--method", help="quantize a float MODEL first with this preset (static, qat, dynamic, w8, w4, ...)")
-    parser.add_argument("--weight-op", default="auto", help="ONNX form of weight-only Linear: auto, matmulnbits, dequantize")
-    parser.add_argument("--check", action="store_true", help="run the exported file and compare it with the model")
-    parser.add_argument("--min-cosine", type=float, default=0.99, help="--check fails below this mean cosine")
-    parser.add_argument("--min-agreement", type=float, default=0.99, help="--check fails below this argmax agreement")
+    parser.add_argument(
+        "--method",
+        help="quantize a float MODEL first with this preset (static, qat, dynamic, w8, w4, ...)",
+    )
+    parser.add_argument(
+        "--weight-op",
+        default="auto",
+        help="ONNX form of weight-only Linear: auto, matmulnbits, dequantize",
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="run the exported file and compare it with the model"
+    )
+    parser.add_argument(
+        "--min-cosine", type=float, default=0.99, help="--check fails below this mean cosine"
+    )
+    parser.add_argument(
+        "--min-agreement",
+        type=float,
+        default=0.99,
+        help="--check fails below this argmax agreement",
+    )
     add_trust_code(parser)
     parser.set_defaults(func=run)
 
@@ -45,10 +63,14 @@ def _quantized(args, resolved):
 
     if resolved.kind == "checkpoint":
         if args.method:
-            raise InputError(f"{args.model} is already quantized; drop --method, or give the float model")
+            raise InputError(
+                f"{args.model} is already quantized; drop --method, or give the float model"
+            )
         return resolved.model
     if not args.method:
-        raise InputError(f"{args.model} is a float model; pass --method (e.g. static, dynamic, w4) or a quantlens checkpoint")
+        raise InputError(
+            f"{args.model} is a float model; pass --method (e.g. static, dynamic, w4) or a quantlens checkpoint"
+        )
     config = make_config(args.method, resolved.model)
     calib = train = None
     if resolved.zoo is not None:
@@ -58,10 +80,20 @@ def _quantized(args, resolved):
             train = zoo.load_dataset(data, "train").batches(64)
     example = zoo.example_inputs(resolved.zoo) if resolved.zoo is not None else None
     if config.method in ("static", "qat") and calib is None:
-        raise InputError(f"--method {args.method} needs calibration data; quantize with 'quantlens quantize' first "
-                         "and export the checkpoint")
-    return quantize_one(resolved.model, config, calib_data=calib, train_data=train, example_inputs=example,
-                        qat_epochs=1, progress=False, notes=[])
+        raise InputError(
+            f"--method {args.method} needs calibration data; quantize with 'quantlens quantize' first "
+            "and export the checkpoint"
+        )
+    return quantize_one(
+        resolved.model,
+        config,
+        calib_data=calib,
+        train_data=train,
+        example_inputs=example,
+        qat_epochs=1,
+        progress=False,
+        notes=[],
+    )
 
 
 def _example(resolved):
@@ -95,13 +127,19 @@ def run(args: argparse.Namespace) -> int:
     from quantlens.export import check, example_inputs_of
 
     if args.format not in FORMATS:
-        raise InputError(f"unknown export format {args.format!r}; choose one of {', '.join(FORMATS)}")
+        raise InputError(
+            f"unknown export format {args.format!r}; choose one of {', '.join(FORMATS)}"
+        )
     if not args.out.parent.is_dir():
-        raise InputError(f"cannot write {args.out}: the folder {args.out.parent} does not exist; create it first")
+        raise InputError(
+            f"cannot write {args.out}: the folder {args.out.parent} does not exist; create it first"
+        )
     resolved = resolve_model(args.model, trust_code=args.trust_code)
     model = _quantized(args, resolved)
     example = _example(resolved)
-    path = ql.export(model, args.out, format=args.format, example_inputs=example, weight_op=args.weight_op)
+    path = ql.export(
+        model, args.out, format=args.format, example_inputs=example, weight_op=args.weight_op
+    )
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB, {args.format})")
     if not args.check:
         return 0
@@ -109,13 +147,17 @@ def run(args: argparse.Namespace) -> int:
     if samples is None:
         raise InputError("--check needs sample inputs: use a zoo model, or a checkpoint of one")
     try:
-        result = check(model, path, example_inputs_of(model, samples), format=args.format, repeats=5)
+        result = check(
+            model, path, example_inputs_of(model, samples), format=args.format, repeats=5
+        )
     except QuantlensError:
         raise
     except (RuntimeError, ValueError) as exc:
         raise InputError(f"--check could not run {path}: {error_line(exc)}") from exc
     print(result)
     if not result.passed(args.min_cosine, args.min_agreement):
-        print(f"check failed: below --min-cosine {args.min_cosine} / --min-agreement {args.min_agreement}")
+        print(
+            f"check failed: below --min-cosine {args.min_cosine} / --min-agreement {args.min_agreement}"
+        )
         return 1
     return 0

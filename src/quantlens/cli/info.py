@@ -21,13 +21,20 @@ from quantlens.checkpoint import (
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "info", help="show what a quantlens checkpoint holds",
-        description="Print a checkpoint's method, config, per-layer schemes and bytes, size on disk and source.")
+        "info",
+        help="show what a quantlens checkpoint holds",
+        description="Print a checkpoint's method, config, per-layer schemes and bytes, size on disk and source.",
+    )
     parser.add_argument("checkpoint", metavar="CKPT", type=Path)
-    parser.add_argument("--json", action="store_true", help="print quantlens.json's description as JSON")
-    parser.add_argument("--verify", action="store_true",
-                        help="read model.safetensors and check it against the SHA-256 quantlens.json records "
-                             "(exit 2 naming the file if it differs)")
+    parser.add_argument(
+        "--json", action="store_true", help="print quantlens.json's description as JSON"
+    )
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="read model.safetensors and check it against the SHA-256 quantlens.json records "
+        "(exit 2 naming the file if it differs)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -47,8 +54,10 @@ def describe_source(source: dict | None) -> str:
 def integrity_line(digest: str | None, verified: bool) -> str:
     """What ``info`` says about the weights' SHA-256."""
     if digest is None:
-        return (f"no SHA-256 recorded (saved by an older quantlens): {WEIGHTS_FILE} cannot be verified; "
-                "save the checkpoint again to add one")
+        return (
+            f"no SHA-256 recorded (saved by an older quantlens): {WEIGHTS_FILE} cannot be verified; "
+            "save the checkpoint again to add one"
+        )
     if verified:
         return f"{WEIGHTS_FILE} verified against its recorded SHA-256 {digest[:16]}…"
     return f"SHA-256 of {WEIGHTS_FILE} recorded ({digest[:16]}…); check it with --verify"
@@ -65,16 +74,27 @@ def run(args: argparse.Namespace) -> int:
             warnings.simplefilter("ignore")  # a checkpoint with no digest: said below instead
             read(args.checkpoint)  # a mismatch or a corrupt file raises CheckpointError naming it
     integrity = integrity_line(digest, args.verify)
-    files = {p.name: p.stat().st_size for p in args.checkpoint.iterdir() if p.name in (WEIGHTS_FILE, META_FILE)}
+    files = {
+        p.name: p.stat().st_size
+        for p in args.checkpoint.iterdir()
+        if p.name in (WEIGHTS_FILE, META_FILE)
+    }
     if args.json:
         keep = {k: v for k, v in meta.items() if k not in ("state", "files")}
-        print(json.dumps({**keep, "files": files, "sha256": {WEIGHTS_FILE: digest}, "integrity": integrity}, indent=1))
+        print(
+            json.dumps(
+                {**keep, "files": files, "sha256": {WEIGHTS_FILE: digest}, "integrity": integrity},
+                indent=1,
+            )
+        )
         return 0
     console = Console() if Console().is_terminal else Console(width=160)
     say = lambda text: console.print(text, markup=False, highlight=False)
     say(f"checkpoint   {args.checkpoint}")
-    say(f"format       quantlens v{meta.get('format_version')} (written by quantlens {meta.get('quantlens_version')}, "
-        f"torch {meta.get('torch_version')})")
+    say(
+        f"format       quantlens v{meta.get('format_version')} (written by quantlens {meta.get('quantlens_version')}, "
+        f"torch {meta.get('torch_version')})"
+    )
     say(f"method       {meta.get('method')}")
     config = {k: v for k, v in (meta.get("config") or {}).items() if k not in ("method", "version")}
     say(f"config       {json.dumps(config)}")
@@ -85,12 +105,18 @@ def run(args: argparse.Namespace) -> int:
     for col in ("layer", "type", "scheme / algorithm", "bytes before", "bytes after"):
         table.add_column(col, justify="right" if col.startswith("bytes") else "left")
     for r in summary.quantized if summary is not None else []:
-        table.add_row(r.name or "(root)", r.kind, r.detail, f"{r.bytes_before:,}", f"{r.bytes_after:,}")
+        table.add_row(
+            r.name or "(root)", r.kind, r.detail, f"{r.bytes_before:,}", f"{r.bytes_after:,}"
+        )
     console.print(table)
     if summary is not None:
         say(str(summary))
     elif meta.get("summary"):
         say("summary      unreadable (quantlens.json was edited or is from another version)")
     total = sum(files.values())
-    say("on disk      " + ", ".join(f"{n} {s / 1e6:.2f} MB" for n, s in sorted(files.items())) + f"; total {total / 1e6:.2f} MB")
+    say(
+        "on disk      "
+        + ", ".join(f"{n} {s / 1e6:.2f} MB" for n, s in sorted(files.items()))
+        + f"; total {total / 1e6:.2f} MB"
+    )
     return 0

@@ -20,16 +20,28 @@ def register(subparsers) -> None:
         "inspect",
         help="per-layer weight stats, bits and bytes of a model or checkpoint (and activation ranges)",
         description="Show each layer's weight range, spread and outliers, the bits and scheme it is stored "
-                    "in and the bytes it takes. With --data (float models), also each layer's activation "
-                    "range and the clipping range every observer chooses.",
+        "in and the bytes it takes. With --data (float models), also each layer's activation "
+        "range and the clipping range every observer chooses.",
     )
-    parser.add_argument("model", help="zoo name, quantlens checkpoint folder, or Hugging Face folder / module:factory")
+    parser.add_argument(
+        "model",
+        help="zoo name, quantlens checkpoint folder, or Hugging Face folder / module:factory",
+    )
     add_trust_code(parser)
-    parser.add_argument("--data", help="calibration data for activation ranges (zoo data set or .pt/.npz)")
-    parser.add_argument("--max-batches", type=int_in(1), default=4, help="batches for activation ranges (default 4)")
-    parser.add_argument("--observers", default="minmax,percentile,mse",
-                        help="observers whose clipping ranges to show (default minmax,percentile,mse)")
-    parser.add_argument("--plot", help="write the activation histograms with clipping ranges to this PNG file")
+    parser.add_argument(
+        "--data", help="calibration data for activation ranges (zoo data set or .pt/.npz)"
+    )
+    parser.add_argument(
+        "--max-batches", type=int_in(1), default=4, help="batches for activation ranges (default 4)"
+    )
+    parser.add_argument(
+        "--observers",
+        default="minmax,percentile,mse",
+        help="observers whose clipping ranges to show (default minmax,percentile,mse)",
+    )
+    parser.add_argument(
+        "--plot", help="write the activation histograms with clipping ranges to this PNG file"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.set_defaults(func=run, calib_data=None)
 
@@ -55,7 +67,9 @@ def run(args: argparse.Namespace) -> int:
     if needs_model:
         if inputs.calib is None:
             raise_no_data()
-        ranges = activation_ranges(inputs.model, inputs.calib, observers=observers, max_batches=args.max_batches)
+        ranges = activation_ranges(
+            inputs.model, inputs.calib, observers=observers, max_batches=args.max_batches
+        )
     if args.plot:
         from quantlens.report.analysis_plots import plot_activation_histograms
 
@@ -77,8 +91,15 @@ def _show(args: argparse.Namespace, rows, ranges) -> int:
     from quantlens.analysis.weights import format_weights
 
     if args.json:
-        print(json.dumps({"weights": [r.to_dict() for r in rows], "ranges": ranges.to_dict() if ranges else None},
-                         indent=2))
+        print(
+            json.dumps(
+                {
+                    "weights": [r.to_dict() for r in rows],
+                    "ranges": ranges.to_dict() if ranges else None,
+                },
+                indent=2,
+            )
+        )
     else:
         print(format_weights(rows))
         if ranges is not None:

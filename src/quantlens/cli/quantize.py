@@ -30,8 +30,13 @@ from quantlens.errors import ConfigError, InputError, QuantlensError
 from quantlens.methods.base import QuantSummary, config_from_dict, get_method
 
 # flag -> config field it sets (only if the method's config has that field)
-_FIELDS = {"bits": "bits", "algorithm": "algorithm", "symmetric": "symmetric",
-           "codebook": "codebook", "skip": "skip"}
+_FIELDS = {
+    "bits": "bits",
+    "algorithm": "algorithm",
+    "symmetric": "symmetric",
+    "codebook": "codebook",
+    "skip": "skip",
+}
 
 
 _UNSET = object()  # --group-size not given (None means per-channel)
@@ -39,28 +44,52 @@ _UNSET = object()  # --group-size not given (None means per-channel)
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "quantize", help="quantize a model and write a checkpoint",
+        "quantize",
+        help="quantize a model and write a checkpoint",
         description="Quantize MODEL (zoo name, Hugging Face folder, quantlens checkpoint or "
-                    "module:factory) and write a quantlens checkpoint folder.")
+        "module:factory) and write a quantlens checkpoint folder.",
+    )
     parser.add_argument("model", metavar="MODEL")
     parser.add_argument("-o", "--out", required=True, help="checkpoint folder to write")
-    parser.add_argument("--method", default="weight-only", help="registered method name (default weight-only)")
+    parser.add_argument(
+        "--method", default="weight-only", help="registered method name (default weight-only)"
+    )
     parser.add_argument("--bits", type=int_in(1, 8))
-    parser.add_argument("--group-size", type=_group_size, default=_UNSET, help="elements per scale, or 'none' for per-channel")
+    parser.add_argument(
+        "--group-size",
+        type=_group_size,
+        default=_UNSET,
+        help="elements per scale, or 'none' for per-channel",
+    )
     parser.add_argument("--algorithm", help="weight-only algorithm: rtn, hqq or gptq")
     parser.add_argument("--symmetric", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--codebook", help="nf4, log2 or kmeans")
-    parser.add_argument("--modules", type=_modules, help="layer kinds to quantize, comma-separated: "
-                        "linear,conv2d,embedding (weight-only), linear,lstm,gru (dynamic)")
-    parser.add_argument("--embeddings", action="store_true", help="quantize nn.Embedding tables too")
-    parser.add_argument("--skip", action="append", help="module name pattern left in float (repeatable)")
+    parser.add_argument(
+        "--modules",
+        type=_modules,
+        help="layer kinds to quantize, comma-separated: "
+        "linear,conv2d,embedding (weight-only), linear,lstm,gru (dynamic)",
+    )
+    parser.add_argument(
+        "--embeddings", action="store_true", help="quantize nn.Embedding tables too"
+    )
+    parser.add_argument(
+        "--skip", action="append", help="module name pattern left in float (repeatable)"
+    )
     parser.add_argument("--config", help="a config JSON (as in quantlens.json's 'config')")
-    parser.add_argument("--calib-data", help="calibration data (zoo data set or .pt/.npz); default: the "
-                        "zoo model's calib split")
-    parser.add_argument("--train-data", help="QAT: labelled training data (zoo data set or .pt/.npz with "
-                        "inputs and labels); default: the zoo model's train split")
+    parser.add_argument(
+        "--calib-data",
+        help="calibration data (zoo data set or .pt/.npz); default: the zoo model's calib split",
+    )
+    parser.add_argument(
+        "--train-data",
+        help="QAT: labelled training data (zoo data set or .pt/.npz with "
+        "inputs and labels); default: the zoo model's train split",
+    )
     parser.add_argument("--epochs", type=int, help=f"QAT: training epochs (default {QAT_EPOCHS})")
-    parser.add_argument("--lr", type=float, help=f"QAT: learning rate of SGD with momentum 0.9 (default {QAT_LR})")
+    parser.add_argument(
+        "--lr", type=float, help=f"QAT: learning rate of SGD with momentum 0.9 (default {QAT_LR})"
+    )
     add_trust_code(parser)
     parser.set_defaults(func=run)
 
@@ -73,7 +102,9 @@ _QAT_FLAGS = ("train_data", "epochs", "lr")
 def _modules(text: str) -> tuple[str, ...]:
     kinds = tuple(k.strip().lower() for k in text.split(",") if k.strip())
     if not kinds:
-        raise argparse.ArgumentTypeError("--modules needs at least one layer kind, e.g. linear,conv2d")
+        raise argparse.ArgumentTypeError(
+            "--modules needs at least one layer kind, e.g. linear,conv2d"
+        )
     return kinds
 
 
@@ -83,7 +114,9 @@ def _group_size(text: str) -> int | None:
     try:
         return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"group size must be an integer or 'none', got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"group size must be an integer or 'none', got {text!r}"
+        ) from None
 
 
 def build_config(args: argparse.Namespace):
@@ -104,14 +137,18 @@ def build_config(args: argparse.Namespace):
         given["group_size"] = args.group_size
     for flag, value in given.items():
         if _FIELDS.get(flag, flag) not in fields:
-            raise ConfigError(f"--{flag.replace('_', '-')} does not apply to method {method.name!r}")
+            raise ConfigError(
+                f"--{flag.replace('_', '-')} does not apply to method {method.name!r}"
+            )
         kwargs[_FIELDS.get(flag, flag)] = tuple(value) if flag == "skip" else value
     if args.modules is not None or args.embeddings:
         if "modules" not in fields:
             flag = "--modules" if args.modules is not None else "--embeddings"
             raise ConfigError(f"{flag} does not apply to method {method.name!r}")
         modules = args.modules if args.modules is not None else ("linear",)
-        kwargs["modules"] = modules + (("embedding",) if args.embeddings and "embedding" not in modules else ())
+        kwargs["modules"] = modules + (
+            ("embedding",) if args.embeddings and "embedding" not in modules else ()
+        )
     return method.config_cls(**kwargs)
 
 
@@ -119,7 +156,9 @@ def _check_qat_flags(args: argparse.Namespace, config) -> None:
     given = [f"--{f.replace('_', '-')}" for f in _QAT_FLAGS if getattr(args, f, None) is not None]
     if given and config.method != "qat":
         verb = "applies" if len(given) == 1 else "apply"
-        raise ConfigError(f"{', '.join(given)} {verb} only to --method qat (this is {config.method!r})")
+        raise ConfigError(
+            f"{', '.join(given)} {verb} only to --method qat (this is {config.method!r})"
+        )
     if args.epochs is not None and args.epochs < 1:
         raise InputError(f"--epochs must be >= 1, got {args.epochs}")
     if args.lr is not None and not args.lr > 0:
@@ -145,22 +184,34 @@ def _quantize_qat(args, resolved, model, config):
 
     train = _train_data(args, resolved)
     if train is None:
-        raise InputError("--method qat trains the model: pass --train-data DATA (a zoo data set or a .pt/.npz "
-                         "file with inputs and labels)")
+        raise InputError(
+            "--method qat trains the model: pass --train-data DATA (a zoo data set or a .pt/.npz "
+            "file with inputs and labels)"
+        )
     batch = first_batch(train)
     if batch.labels is None:
-        raise InputError("--method qat trains on labelled data, but the training data has no labels; give a "
-                         ".pt/.npz file with 'inputs' and 'labels' (or a zoo data set with labels)")
+        raise InputError(
+            "--method qat trains on labelled data, but the training data has no labels; give a "
+            ".pt/.npz file with 'inputs' and 'labels' (or a zoo data set with labels)"
+        )
     epochs, lr = args.epochs or QAT_EPOCHS, args.lr or QAT_LR
     prepared = ql.prepare_qat(model, config, example_inputs=batch.args or None)
     print(f"quantlens quantize: QAT training for {epochs} epoch(s) at lr {lr:g}", file=sys.stderr)
     history = ql.train_qat(prepared, train, epochs=epochs, lr=lr)
     for h in history:
-        acc = f", accuracy {100 * h['train_accuracy']:.1f}%" if h.get("train_accuracy") is not None else ""
-        print(f"quantlens quantize: epoch {h['epoch']}/{epochs}: train loss {h['train_loss']:.4f}{acc}",
-              file=sys.stderr)
+        acc = (
+            f", accuracy {100 * h['train_accuracy']:.1f}%"
+            if h.get("train_accuracy") is not None
+            else ""
+        )
+        print(
+            f"quantlens quantize: epoch {h['epoch']}/{epochs}: train loss {h['train_loss']:.4f}{acc}",
+            file=sys.stderr,
+        )
     qm = ql.convert(prepared.eval())
-    qm.quantlens_summary.note(f"QAT: {epochs} epoch(s) at lr {lr:g}, final train loss {history[-1]['train_loss']:.4f}")
+    qm.quantlens_summary.note(
+        f"QAT: {epochs} epoch(s) at lr {lr:g}, final train loss {history[-1]['train_loss']:.4f}"
+    )
     return qm
 
 
@@ -182,11 +233,26 @@ def render_summary(summary: QuantSummary, console) -> None:
     from rich.table import Table
 
     table = Table(show_edge=False, header_style="bold")
-    for col in ("layer", "type", "action", "scheme / algorithm", "bytes before", "bytes after", "reason"):
+    for col in (
+        "layer",
+        "type",
+        "action",
+        "scheme / algorithm",
+        "bytes before",
+        "bytes after",
+        "reason",
+    ):
         table.add_column(col, justify="right" if col.startswith("bytes") else "left")
     for r in summary.records:
-        table.add_row(r.name or "(root)", r.kind, r.action, r.detail, f"{r.bytes_before:,}" if r.bytes_before else "",
-                      f"{r.bytes_after:,}" if r.bytes_after else "", r.reason)
+        table.add_row(
+            r.name or "(root)",
+            r.kind,
+            r.action,
+            r.detail,
+            f"{r.bytes_before:,}" if r.bytes_before else "",
+            f"{r.bytes_after:,}" if r.bytes_after else "",
+            r.reason,
+        )
     console.print(table)
     console.print(str(summary), markup=False, highlight=False)
 
@@ -196,13 +262,21 @@ def _float_from_checkpoint(spec: str, quantized):
     loaded it and uses it for nothing else), and the warning."""
     from quantlens.api import dequantize
 
-    schemes = sorted({m.scheme.describe() for m in quantized.modules() if isinstance(getattr(m, "scheme", None), QScheme)})
+    schemes = sorted(
+        {
+            m.scheme.describe()
+            for m in quantized.modules()
+            if isinstance(getattr(m, "scheme", None), QScheme)
+        }
+    )
     try:
         model = dequantize(quantized, inplace=True)
     except InputError as exc:
         raise InputError(f"{spec} is a quantized checkpoint: {exc}") from exc
-    warning = (f"{spec} is already quantized ({', '.join(schemes)}); its layers were dequantized and quantized "
-               "again, so the new rounding error adds to the old one; quantize the float model for the best accuracy")
+    warning = (
+        f"{spec} is already quantized ({', '.join(schemes)}); its layers were dequantized and quantized "
+        "again, so the new rounding error adds to the old one; quantize the float model for the best accuracy"
+    )
     return model, warning
 
 
@@ -225,7 +299,9 @@ def run(args: argparse.Namespace) -> int:
         needs_data = getattr(config, "algorithm", None) == "gptq" or config.method in ("static",)
         calib = _calib(args, resolved, config) if needs_data else None
         if needs_data and calib is None:
-            raise InputError(f"{config.method} with these settings needs calibration data; pass --calib-data")
+            raise InputError(
+                f"{config.method} with these settings needs calibration data; pass --calib-data"
+            )
         # a dequantized checkpoint is a model of our own: quantize it without another copy
         qm = ql.quantize(model, config, calib_data=calib, inplace=resolved.kind == "checkpoint")
     if warning:

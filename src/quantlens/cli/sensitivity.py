@@ -14,11 +14,15 @@ def register(subparsers) -> None:
         "sensitivity",
         help="quantize one layer at a time and rank the layers by the metric's drop",
         description="Quantize each layer of MODEL alone (or, with --reverse, all layers but one) with the "
-                    "method and rank the layers by the drop in accuracy (labels) or output SQNR.",
+        "method and rank the layers by the drop in accuracy (labels) or output SQNR.",
     )
     add_common(parser)
-    parser.add_argument("--reverse", action="store_true", help="quantize everything but one layer at a time")
-    parser.add_argument("--top", type=int_in(1), default=None, help="show only the N most sensitive layers")
+    parser.add_argument(
+        "--reverse", action="store_true", help="quantize everything but one layer at a time"
+    )
+    parser.add_argument(
+        "--top", type=int_in(1), default=None, help="show only the N most sensitive layers"
+    )
     parser.add_argument("--plot", help="write the bar chart to this PNG file")
     parser.set_defaults(func=run)
 
@@ -29,8 +33,15 @@ def run(args: argparse.Namespace) -> int:
     check_positive(args.max_batches, "--max-batches")
     check_positive(args.top, "--top")
     inputs, config = inputs_and_config(args)
-    result = sensitivity(inputs.model, inputs.data, config, metric=args.metric, reverse=args.reverse,
-                         max_batches=args.max_batches, calib_data=inputs.calib)
+    result = sensitivity(
+        inputs.model,
+        inputs.data,
+        config,
+        metric=args.metric,
+        reverse=args.reverse,
+        max_batches=args.max_batches,
+        calib_data=inputs.calib,
+    )
     if args.top:
         result.rows = result.rows[: args.top]
     if args.plot:

@@ -52,7 +52,9 @@ def lookup(indices: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
     return torch.gather(levels, 1, flat).reshape(indices.shape)
 
 
-def kmeans_levels(values: torch.Tensor, k: int, iterations: int = KMEANS_ITERATIONS) -> torch.Tensor:
+def kmeans_levels(
+    values: torch.Tensor, k: int, iterations: int = KMEANS_ITERATIONS
+) -> torch.Tensor:
     """Lloyd's k-means in one dimension, one codebook per row of ``values`` ``(R, N)``.
 
     Starts from the row's quantiles; returns ``(R, k)`` ascending centroids."""
@@ -63,7 +65,9 @@ def kmeans_levels(values: torch.Tensor, k: int, iterations: int = KMEANS_ITERATI
         idx = nearest(values, centroids)
         sums = torch.zeros_like(centroids).scatter_add_(1, idx, values)
         counts = torch.zeros_like(centroids).scatter_add_(1, idx, torch.ones_like(values))
-        centroids = torch.where(counts > 0, sums / counts.clamp(min=1), centroids).sort(dim=1).values
+        centroids = (
+            torch.where(counts > 0, sums / counts.clamp(min=1), centroids).sort(dim=1).values
+        )
     return centroids
 
 
@@ -92,7 +96,11 @@ def quantize_blocks(
     # x / s finite when a tiny scale would overflow it (k-means would fit inf/NaN levels)
     normalized = (blocks / scale.unsqueeze(-1)).clamp_(-1.0, 1.0)
     if scheme.codebook == "kmeans":
-        rows = normalized.reshape(normalized.shape[0], -1) if scheme.granularity == "per_channel" else normalized.reshape(1, -1)
+        rows = (
+            normalized.reshape(normalized.shape[0], -1)
+            if scheme.granularity == "per_channel"
+            else normalized.reshape(1, -1)
+        )
         levels = levels_for(scheme, rows)
         idx = nearest(rows, levels).reshape(normalized.shape)
         if scheme.granularity != "per_channel":

@@ -28,7 +28,9 @@ import torch
 from quantlens.errors import InputError, QuantlensError, check_number, error_line
 
 DEFAULT_BATCH_SIZE = 64
-_OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)  # out of memory is not an input mistake
+_OOM = getattr(
+    torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError
+)  # out of memory is not an input mistake
 _LABEL_KEYS = ("labels", "label")
 
 
@@ -53,7 +55,11 @@ class Batch:
     def to(self, dtype: torch.dtype) -> Batch:
         """A copy with floating-point inputs cast to ``dtype`` (integer ids are left alone)."""
         cast = lambda t: t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t
-        return Batch(tuple(cast(a) for a in self.args), {k: cast(v) for k, v in self.kwargs.items()}, self.labels)
+        return Batch(
+            tuple(cast(a) for a in self.args),
+            {k: cast(v) for k, v in self.kwargs.items()},
+            self.labels,
+        )
 
 
 def _is_pair(data) -> bool:
@@ -94,8 +100,13 @@ def to_batch(item) -> Batch:
 _CLEAN = "clean or drop those samples (quantized results on them would be meaningless)"
 
 
-def check_finite(t: torch.Tensor, what: str = "data", where: str = "", fix: str = _CLEAN,
-                 error: type[QuantlensError] = InputError) -> None:
+def check_finite(
+    t: torch.Tensor,
+    what: str = "data",
+    where: str = "",
+    fix: str = _CLEAN,
+    error: type[QuantlensError] = InputError,
+) -> None:
     """Raise ``error`` if the floating-point tensor ``t`` holds NaN or Inf, giving how many
     and where the first one is (``where`` names the batch, e.g. ``" in batch 3"``; ``fix``
     says what to do).
@@ -113,8 +124,10 @@ def check_finite(t: torch.Tensor, what: str = "data", where: str = "", fix: str 
         return
     bad = ~finite
     first = tuple(int(i) for i in bad.nonzero()[0])
-    raise error(f"{what} holds {int(bad.sum())} NaN/Inf value(s){where}; the first is {float(t[first])} "
-                f"at index {first}; {fix}")
+    raise error(
+        f"{what} holds {int(bad.sum())} NaN/Inf value(s){where}; the first is {float(t[first])} "
+        f"at index {first}; {fix}"
+    )
 
 
 def check_batch(batch: Batch, what: str = "data", index: int | None = None) -> Batch:
@@ -124,11 +137,15 @@ def check_batch(batch: Batch, what: str = "data", index: int | None = None) -> B
         InputError: an input has zero samples, or holds NaN/Inf (count and first position).
     """
     where = "" if index is None else f" in batch {index}"
-    for name, t in [(f"input {i}", a) for i, a in enumerate(batch.args)] + list(batch.kwargs.items()):
+    for name, t in [(f"input {i}", a) for i, a in enumerate(batch.args)] + list(
+        batch.kwargs.items()
+    ):
         if isinstance(t, torch.Tensor):
             if t.ndim and t.shape[0] == 0:
-                raise InputError(f"{what}{where} has no samples ({name} has shape {tuple(t.shape)}); "
-                                 "give at least one sample per batch")
+                raise InputError(
+                    f"{what}{where} has no samples ({name} has shape {tuple(t.shape)}); "
+                    "give at least one sample per batch"
+                )
             check_finite(t, what, where)
     return batch
 
@@ -137,10 +154,14 @@ def check_source(data, what: str = "data") -> None:
     """Raise :class:`InputError` unless ``data`` is one of the accepted forms (see the module
     docstring); a tensor needs a first (sample) dimension."""
     if data is None:
-        raise InputError(f"no {what} given; pass a tensor, an (inputs, labels) pair, a list of batches or a DataLoader")
+        raise InputError(
+            f"no {what} given; pass a tensor, an (inputs, labels) pair, a list of batches or a DataLoader"
+        )
     if isinstance(data, torch.Tensor):
         if data.ndim == 0:
-            raise InputError(f"{what} is a 0-d tensor; give a batch with a first (sample) dimension")
+            raise InputError(
+                f"{what} is a 0-d tensor; give a batch with a first (sample) dimension"
+            )
     elif isinstance(data, (str, bytes)) or not isinstance(data, (Iterable, Mapping)):
         raise InputError(
             f"cannot read batches from a {type(data).__name__} ({what}); give a tensor, an (inputs, labels) "
@@ -178,11 +199,23 @@ def iter_batches(
     check_source(data, what)
     check_number("batch_size", batch_size, 1, integer=True)
     check_number("limit", limit, 0, integer=True)
-    whole = data if isinstance(data, torch.Tensor) else data[0] if isinstance(data, tuple) and _is_pair(data) else None
+    whole = (
+        data
+        if isinstance(data, torch.Tensor)
+        else data[0]
+        if isinstance(data, tuple) and _is_pair(data)
+        else None
+    )
     if whole is not None:  # one tensor: checked once, positions in it
         check_batch(Batch(args=(whole,)), what)
-        pieces = data.split(batch_size) if whole is data else zip(data[0].split(batch_size), data[1].split(batch_size))
-        batches = (Batch(args=(p,)) if whole is data else Batch(args=(p[0],), labels=p[1]) for p in pieces)
+        pieces = (
+            data.split(batch_size)
+            if whole is data
+            else zip(data[0].split(batch_size), data[1].split(batch_size))
+        )
+        batches = (
+            Batch(args=(p,)) if whole is data else Batch(args=(p[0],), labels=p[1]) for p in pieces
+        )
     elif isinstance(data, Mapping):
         batches = (check_batch(b, what) for b in [_from_mapping(data)])
     else:
@@ -197,9 +230,16 @@ def iter_batches(
 
 def describe_inputs(batch: Batch) -> str:
     """The shapes and dtypes of a batch's inputs, e.g. ``(8, 8) float32``."""
-    parts = [f"{tuple(a.shape)} {str(a.dtype).removeprefix('torch.')}" for a in batch.args if isinstance(a, torch.Tensor)]
-    parts += [f"{k}={tuple(v.shape)} {str(v.dtype).removeprefix('torch.')}"
-              for k, v in batch.kwargs.items() if isinstance(v, torch.Tensor)]
+    parts = [
+        f"{tuple(a.shape)} {str(a.dtype).removeprefix('torch.')}"
+        for a in batch.args
+        if isinstance(a, torch.Tensor)
+    ]
+    parts += [
+        f"{k}={tuple(v.shape)} {str(v.dtype).removeprefix('torch.')}"
+        for k, v in batch.kwargs.items()
+        if isinstance(v, torch.Tensor)
+    ]
     return ", ".join(parts) or "none"
 
 
@@ -247,7 +287,13 @@ def first_tensor(value) -> torch.Tensor | None:
     """
     if isinstance(value, torch.Tensor):
         return value
-    items = value.values() if isinstance(value, Mapping) else value if isinstance(value, (tuple, list)) else ()
+    items = (
+        value.values()
+        if isinstance(value, Mapping)
+        else value
+        if isinstance(value, (tuple, list))
+        else ()
+    )
     for item in items:
         found = first_tensor(item)
         if found is not None:

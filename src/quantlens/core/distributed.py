@@ -65,7 +65,9 @@ def default_timeout() -> float:
     except ValueError:
         value = -1.0
     if not value > 0:
-        raise InputError(f"QUANTLENS_SYNC_TIMEOUT must be a positive number of seconds, got {raw!r}")
+        raise InputError(
+            f"QUANTLENS_SYNC_TIMEOUT must be a positive number of seconds, got {raw!r}"
+        )
     return value
 
 
@@ -125,7 +127,9 @@ def all_reduce(tensor: torch.Tensor, op: str, *, timeout: float | None = None) -
 # --- statistics ------------------------------------------------------------------------------
 
 
-def merge_extremes(lo: torch.Tensor, hi: torch.Tensor, *, timeout: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def merge_extremes(
+    lo: torch.Tensor, hi: torch.Tensor, *, timeout: float | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The element-wise minimum of ``lo`` and maximum of ``hi`` over all ranks (one
     collective). A rank that saw no data passes ``+inf`` / ``-inf``.
 
@@ -137,7 +141,9 @@ def merge_extremes(lo: torch.Tensor, hi: torch.Tensor, *, timeout: float | None 
     return (-both[0]).to(lo.dtype), both[1].to(hi.dtype)
 
 
-def weighted_average(values: torch.Tensor, weight: float, *, timeout: float | None = None) -> tuple[torch.Tensor, float]:
+def weighted_average(
+    values: torch.Tensor, weight: float, *, timeout: float | None = None
+) -> tuple[torch.Tensor, float]:
     """The average of every rank's ``values`` weighted by its ``weight`` (a count), and
     the total weight. Where the total is 0 the values come back as they are.
 
@@ -145,8 +151,12 @@ def weighted_average(values: torch.Tensor, weight: float, *, timeout: float | No
         >>> weighted_average(torch.tensor([2.0]), 3.0)
         (tensor([2.]), 3.0)
     """
-    packed = torch.cat([values.double().reshape(-1) * weight, torch.tensor([float(weight)], dtype=torch.float64,
-                                                                             device=values.device)])
+    packed = torch.cat(
+        [
+            values.double().reshape(-1) * weight,
+            torch.tensor([float(weight)], dtype=torch.float64, device=values.device),
+        ]
+    )
     all_reduce(packed, "sum", timeout=timeout)
     total = float(packed[-1])
     if total <= 0:
@@ -154,8 +164,9 @@ def weighted_average(values: torch.Tensor, weight: float, *, timeout: float | No
     return (packed[:-1] / total).reshape(values.shape).to(values.dtype), total
 
 
-def merge_moments(count: float, mean: torch.Tensor, m2: torch.Tensor, *,
-                  timeout: float | None = None) -> tuple[float, torch.Tensor, torch.Tensor]:
+def merge_moments(
+    count: float, mean: torch.Tensor, m2: torch.Tensor, *, timeout: float | None = None
+) -> tuple[float, torch.Tensor, torch.Tensor]:
     """Pool every rank's streaming ``(count, mean, m2)`` (m2: the sum of squared deviations
     from the mean) into those of all the data together (Chan et al.), in float64.
 
@@ -163,7 +174,11 @@ def merge_moments(count: float, mean: torch.Tensor, m2: torch.Tensor, *,
         ``(count, mean, m2)`` over all ranks.
     """
     gmean, total = weighted_average(mean.double(), count, timeout=timeout)
-    spread = (m2.double() + count * (mean.double() - gmean).square()) if count else torch.zeros_like(gmean)
+    spread = (
+        (m2.double() + count * (mean.double() - gmean).square())
+        if count
+        else torch.zeros_like(gmean)
+    )
     all_reduce(spread, "sum", timeout=timeout)
     return total, gmean, spread
 

@@ -63,22 +63,35 @@ def fake_quantize(
     scale = torch.as_tensor(scale, dtype=x.dtype)
     zero_point = torch.as_tensor(zero_point)
     if tuple(scale.shape) != expected and scale.numel() != 1:
-        raise InputError(f"scale has shape {tuple(scale.shape)} but this scheme and tensor need {expected}")
+        raise InputError(
+            f"scale has shape {tuple(scale.shape)} but this scheme and tensor need {expected}"
+        )
     if tuple(zero_point.shape) != tuple(scale.shape) and zero_point.numel() != 1:
-        raise InputError(f"zero_point has shape {tuple(zero_point.shape)}, scale {tuple(scale.shape)}")
+        raise InputError(
+            f"zero_point has shape {tuple(zero_point.shape)}, scale {tuple(scale.shape)}"
+        )
     if not torch.compiler.is_compiling():  # data-dependent checks would break the graph
         if not (torch.isfinite(scale).all() and (scale > 0).all()):
-            raise InputError("scale must be positive and finite everywhere; compute it with compute_qparams")
+            raise InputError(
+                "scale must be positive and finite everywhere; compute it with compute_qparams"
+            )
         zero_point = check_zero_point(zero_point, scheme)
-        if x.numel() and not (torch.isfinite(x.detach().amax()) and torch.isfinite(x.detach().amin())):
-            raise InputError("the tensor to fake-quantize holds NaN/Inf value(s); check the inputs or the "
-                             "learning rate (training may have diverged)")
+        if x.numel() and not (
+            torch.isfinite(x.detach().amax()) and torch.isfinite(x.detach().amin())
+        ):
+            raise InputError(
+                "the tensor to fake-quantize holds NaN/Inf value(s); check the inputs or the "
+                "learning rate (training may have diverged)"
+            )
     scale = scale.reshape(()) if scale.numel() == 1 else scale
     zero_point = zero_point.to(x.dtype)
     zero_point = zero_point.reshape(()) if zero_point.numel() == 1 else zero_point
     saturate = False
     if not torch.compiler.is_compiling() and scale.numel():
-        saturate = float(scale.detach().abs().max()) * (scheme.levels - 1) * 1.001 >= torch.finfo(x.dtype).max
+        saturate = (
+            float(scale.detach().abs().max()) * (scheme.levels - 1) * 1.001
+            >= torch.finfo(x.dtype).max
+        )
     blocks = to_blocks(x, scheme)
     out, _ = _RoundClampSTE.apply(
         blocks, scale.unsqueeze(-1), zero_point.unsqueeze(-1), scheme.qmin, scheme.qmax, saturate

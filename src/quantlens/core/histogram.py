@@ -49,7 +49,9 @@ class RowHistogram:
         steps = torch.arange(self.bins + 1, dtype=torch.float64, device=self.lo.device) / self.bins
         return self.lo[:, None] + self.width[:, None] * steps
 
-    def add(self, rows: torch.Tensor, bmin: torch.Tensor | None = None, bmax: torch.Tensor | None = None) -> None:
+    def add(
+        self, rows: torch.Tensor, bmin: torch.Tensor | None = None, bmax: torch.Tensor | None = None
+    ) -> None:
         """Count the values of ``rows`` ``(R, N)``, growing the ranges first if needed
         (``bmin``/``bmax``: the per-row extremes of ``rows``, when already known)."""
         if bmin is None or bmax is None:
@@ -58,7 +60,9 @@ class RowHistogram:
         bmax = bmax.double().clamp(min=0.0)
         if self.counts is None:
             self.lo, self.hi = bmin, bmax
-            self.counts = torch.zeros(rows.shape[0], self.bins, dtype=torch.float64, device=rows.device)
+            self.counts = torch.zeros(
+                rows.shape[0], self.bins, dtype=torch.float64, device=rows.device
+            )
         else:
             lo, hi = torch.minimum(self.lo, bmin), torch.maximum(self.hi, bmax)
             if bool((lo < self.lo).any() or (hi > self.hi).any()):
@@ -87,7 +91,9 @@ class RowHistogram:
         offset = torch.arange(n_rows, device=lo.device)[:, None] * bins
         out = torch.zeros(n_rows * bins, dtype=torch.float64, device=lo.device)
         out.index_add_(0, (first.long() + offset).reshape(-1), (self.counts * frac).reshape(-1))
-        out.index_add_(0, (second.long() + offset).reshape(-1), (self.counts * (1 - frac)).reshape(-1))
+        out.index_add_(
+            0, (second.long() + offset).reshape(-1), (self.counts * (1 - frac)).reshape(-1)
+        )
         self.counts, self.lo, self.hi = out.reshape(n_rows, bins), lo, hi
 
     def quantile(self, q: float) -> torch.Tensor:
@@ -96,14 +102,21 @@ class RowHistogram:
         total = cdf[:, -1:].clamp(min=_EPS)
         target = q * total  # (R, 1)
         idx = torch.searchsorted(cdf, target).clamp(max=self.bins - 1)  # (R, 1)
-        below = torch.where(idx > 0, cdf.gather(1, (idx - 1).clamp(min=0)), torch.zeros_like(target))
+        below = torch.where(
+            idx > 0, cdf.gather(1, (idx - 1).clamp(min=0)), torch.zeros_like(target)
+        )
         inside = self.counts.gather(1, idx).clamp(min=_EPS)
         frac = ((target - below) / inside).clamp(0.0, 1.0)
         return (self.lo[:, None] + (idx + frac) * (self.width / self.bins)[:, None]).squeeze(1)
 
 
 def expected_sq_error(
-    counts: torch.Tensor, edges: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int
+    counts: torch.Tensor,
+    edges: torch.Tensor,
+    scale: torch.Tensor,
+    zero_point: torch.Tensor,
+    qmin: int,
+    qmax: int,
 ) -> torch.Tensor:
     """Total squared quantize-dequantize error of a histogram, for many candidate grids.
 
@@ -144,7 +157,12 @@ def _coarse(hist: RowHistogram, max_elems: int) -> tuple[torch.Tensor, torch.Ten
 
 
 def mse_search(
-    hist: RowHistogram, scheme: QScheme, *, grid: int = 40, refine: int = 8, max_elems: int = 1 << 15,
+    hist: RowHistogram,
+    scheme: QScheme,
+    *,
+    grid: int = 40,
+    refine: int = 8,
+    max_elems: int = 1 << 15,
     chunk_elems: int = 1 << 21,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The clipping range per row whose quantization under ``scheme`` has the least error.
@@ -166,14 +184,20 @@ def mse_search(
     def pick(lo_c: torch.Tensor, hi_c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         errors = []
         for start in range(0, lo_c.shape[0], step):  # (K, R) candidates, in chunks of K
-            scale, zp = compute_qparams(lo_c[start : start + step].float(), hi_c[start : start + step].float(), scheme)
+            scale, zp = compute_qparams(
+                lo_c[start : start + step].float(), hi_c[start : start + step].float(), scheme
+            )
             errors.append(expected_sq_error(counts, edges, scale, zp, scheme.qmin, scheme.qmax))
         k = torch.cat(errors).argmin(dim=0)
         return lo_c[k, rows], hi_c[k, rows]
 
-    alphas = torch.logspace(-math.log10(hist.bins), 0, grid, dtype=torch.float64, device=dev)  # (G,)
+    alphas = torch.logspace(
+        -math.log10(hist.bins), 0, grid, dtype=torch.float64, device=dev
+    )  # (G,)
     lo, hi = pick(alphas[:, None] * lo0, alphas[:, None] * hi0)
-    best = torch.where(hi0 - lo0 > _EPS, (hi - lo) / (hi0 - lo0).clamp(min=_EPS), torch.ones_like(lo0))
+    best = torch.where(
+        hi0 - lo0 > _EPS, (hi - lo) / (hi0 - lo0).clamp(min=_EPS), torch.ones_like(lo0)
+    )
     ratio = float(alphas[1] / alphas[0])
     fine = torch.linspace(1 / ratio, ratio, refine, dtype=torch.float64, device=dev)[:, None]
     a = (best * fine).clamp(max=1.0)  # (refine, R)
@@ -186,7 +210,12 @@ def mse_search(
 
 
 def kl_search(
-    counts: torch.Tensor, edges: torch.Tensor, levels: int, *, max_elems: int = 1 << 22, chunk_elems: int = 1 << 21
+    counts: torch.Tensor,
+    edges: torch.Tensor,
+    levels: int,
+    *,
+    max_elems: int = 1 << 22,
+    chunk_elems: int = 1 << 21,
 ) -> torch.Tensor:
     """TensorRT's entropy calibration on a histogram of ``|x|``: the threshold per row.
 
@@ -226,7 +255,9 @@ def kl_search(
     for start in range(0, all_i.numel(), step):
         i = all_i[start : start + step]  # (K,)
         k = torch.arange(levels + 1, device=dev)
-        bounds = torch.div(k[None] * i[:, None] + levels - 1, levels, rounding_mode="floor")  # (K, L + 1)
+        bounds = torch.div(
+            k[None] * i[:, None] + levels - 1, levels, rounding_mode="floor"
+        )  # (K, L + 1)
         cb, nb = ch[:, bounds], cnz[:, bounds]  # (R, K, L + 1)
         merged, filled = cb.diff(dim=-1), nb.diff(dim=-1)  # (R, K, L)
         avg = merged / filled.clamp(min=1)
@@ -235,7 +266,11 @@ def kl_search(
         p_last = last + outliers
         q_last = torch.where(last > 0, avg[..., -1], torch.full_like(last, 1e-30))
         p_log_p = chl[:, i - 1] + torch.xlogy(p_last, p_last)
-        p_log_q = torch.xlogy(merged, avg).sum(-1) - torch.xlogy(last, avg[..., -1]) + torch.xlogy(p_last, q_last)
+        p_log_q = (
+            torch.xlogy(merged, avg).sum(-1)
+            - torch.xlogy(last, avg[..., -1])
+            + torch.xlogy(p_last, q_last)
+        )
         kept = ch[:, i].clamp(min=_EPS)
         kls.append((p_log_p - p_log_q) / total + torch.log(kept / total))
     best = torch.cat(kls, dim=1).argmin(dim=1)  # (R,) first minimum: the smallest threshold

@@ -31,7 +31,9 @@ def to_blocks(x: torch.Tensor, scheme: QScheme) -> torch.Tensor:
     if scheme.granularity == "per_tensor":
         return x.reshape(1, -1)
     if x.ndim == 0:
-        raise InputError(f"{scheme.granularity} quantization needs a tensor with at least one dimension")
+        raise InputError(
+            f"{scheme.granularity} quantization needs a tensor with at least one dimension"
+        )
     axis = normalize_axis(scheme.axis, x.ndim)
     if scheme.granularity == "per_channel":
         return x.movedim(axis, 0).reshape(x.shape[axis], -1)

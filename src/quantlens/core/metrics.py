@@ -19,10 +19,19 @@ import torch
 
 from quantlens.errors import InputError
 
-__all__ = ["cosine_similarity", "max_abs_error", "mse", "prediction_agreement", "prediction_rule", "sqnr_db"]
+__all__ = [
+    "cosine_similarity",
+    "max_abs_error",
+    "mse",
+    "prediction_agreement",
+    "prediction_rule",
+    "sqnr_db",
+]
 
 
-def _pair(reference: torch.Tensor, approximation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _pair(
+    reference: torch.Tensor, approximation: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     if not isinstance(reference, torch.Tensor) or not isinstance(approximation, torch.Tensor):
         raise InputError(
             f"metrics take two tensors, got {type(reference).__name__} and "
@@ -95,7 +104,11 @@ def sqnr_db(reference: torch.Tensor, approximation: torch.Tensor) -> float:
 
 
 def cosine_similarity(
-    reference: torch.Tensor, approximation: torch.Tensor, *, dim: int | None = None, eps: float = 1e-12
+    reference: torch.Tensor,
+    approximation: torch.Tensor,
+    *,
+    dim: int | None = None,
+    eps: float = 1e-12,
 ) -> float | torch.Tensor:
     """Cosine of the angle between the two tensors, flattened, or per row along ``dim``.
 

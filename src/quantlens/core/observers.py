@@ -112,9 +112,13 @@ class Observer:
     def update(self, x: torch.Tensor) -> None:
         """Fold the batch ``x`` (a float tensor, finite) into the statistics."""
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-            raise InputError(f"observers take float tensors, got {getattr(x, 'dtype', type(x).__name__)}")
+            raise InputError(
+                f"observers take float tensors, got {getattr(x, 'dtype', type(x).__name__)}"
+            )
         if x.is_meta:
-            raise InputError("observers need values: this batch is on the meta device; run real data")
+            raise InputError(
+                "observers need values: this batch is on the meta device; run real data"
+            )
         if x.numel() == 0:
             return
         if x.dtype == torch.float64:  # beyond float32's range it would turn into inf below
@@ -131,7 +135,10 @@ class Observer:
         if self.min_val is None:
             self.min_val, self.max_val = bmin, bmax
         else:
-            self.min_val, self.max_val = torch.minimum(self.min_val, bmin), torch.maximum(self.max_val, bmax)
+            self.min_val, self.max_val = (
+                torch.minimum(self.min_val, bmin),
+                torch.maximum(self.max_val, bmax),
+            )
         self._update_rows(rows, bmin, bmax)
 
     def _rows(self, x: torch.Tensor) -> torch.Tensor:
@@ -169,16 +176,22 @@ class Observer:
         if not is_distributed():
             return
         n = 0 if self.min_val is None else int(self.min_val.shape[0])
-        rows = all_reduce(torch.tensor([n, -n if n else -(1 << 40)], dtype=torch.float64), "max", timeout=timeout)
+        rows = all_reduce(
+            torch.tensor([n, -n if n else -(1 << 40)], dtype=torch.float64), "max", timeout=timeout
+        )
         n_max, n_min = int(rows[0]), -int(rows[1])
         if n_max == 0:
             return  # no rank saw data
         if n_min != n_max:
-            raise InputError(f"the ranks saw {n_min} and {n_max} channel(s) along axis {self.axis}; "
-                             "every rank must observe the same tensor")
+            raise InputError(
+                f"the ranks saw {n_min} and {n_max} channel(s) along axis {self.axis}; "
+                "every rank must observe the same tensor"
+            )
         self._sync_rows(n_max, timeout)
         inf = torch.full((n_max,), float("inf"))
-        lo, hi = merge_extremes(inf if n == 0 else self.min_val, -inf if n == 0 else self.max_val, timeout=timeout)
+        lo, hi = merge_extremes(
+            inf if n == 0 else self.min_val, -inf if n == 0 else self.max_val, timeout=timeout
+        )
         self.min_val, self.max_val = lo.float(), hi.float()
 
     def _sync_rows(self, rows: int, timeout: float | None) -> None:
@@ -188,7 +201,9 @@ class Observer:
     def range(self, scheme: QScheme | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The clipping range ``(min, max)``: scalars per tensor, ``(channels,)`` per channel."""
         if self.min_val is None:
-            raise InputError(f"{type(self).__name__} has seen no data; call update(x) with calibration batches first")
+            raise InputError(
+                f"{type(self).__name__} has seen no data; call update(x) with calibration batches first"
+            )
         lo, hi = self._range(scheme or DEFAULT_SCHEME)
         lo, hi = lo.float(), hi.float()
         hi = torch.maximum(lo, hi)
@@ -219,7 +234,8 @@ class Observer:
             )
         if self.axis is not None:
             same = scheme.granularity == "per_channel" and (
-                self.ndim is None or normalize_axis(scheme.axis, self.ndim) == normalize_axis(self.axis, self.ndim)
+                self.ndim is None
+                or normalize_axis(scheme.axis, self.ndim) == normalize_axis(self.axis, self.ndim)
             )
             if not same:
                 raise SchemeError(
@@ -271,7 +287,11 @@ class MovingAverageMinMaxObserver(Observer):
         return self.avg_min, self.avg_max
 
     def _sync_rows(self, rows, timeout) -> None:
-        local = torch.zeros(2, rows) if self.avg_min is None else torch.stack([self.avg_min, self.avg_max])
+        local = (
+            torch.zeros(2, rows)
+            if self.avg_min is None
+            else torch.stack([self.avg_min, self.avg_max])
+        )
         avg, total = weighted_average(local, self.batches, timeout=timeout)
         self.avg_min, self.avg_max, self.batches = avg[0].float(), avg[1].float(), int(total)
 
@@ -304,7 +324,9 @@ class PercentileObserver(_HistogramObserver):
         axis, bins: see :class:`Observer`; histogram resolution.
     """
 
-    def __init__(self, percentile: float = 99.99, axis: int | None = None, bins: int = 2048) -> None:
+    def __init__(
+        self, percentile: float = 99.99, axis: int | None = None, bins: int = 2048
+    ) -> None:
         super().__init__(axis, bins)
         if not 50.0 < percentile <= 100.0:
             raise InputError(f"percentile must be in (50, 100], e.g. 99.99; got {percentile}")
@@ -352,7 +374,9 @@ class EntropyObserver(_HistogramObserver):
 
     def _range(self, scheme):
         one_sided = (self.min_val >= 0) & (not scheme.symmetric)
-        threshold = torch.empty(self.min_val.shape[0], dtype=torch.float64, device=self.min_val.device)
+        threshold = torch.empty(
+            self.min_val.shape[0], dtype=torch.float64, device=self.min_val.device
+        )
         edges = self.hist.edges()
         # The bin at 0 holds every exact zero (ReLU outputs, padding): 0 is always a level, so
         # its spike says nothing about the range, yet it would push the search towards the

@@ -61,8 +61,10 @@ def pack(q: torch.Tensor, bits: int, *, signed: bool = False) -> torch.Tensor:
     """
     _check_bits(bits)
     if not isinstance(q, torch.Tensor):
-        raise InputError(f"pack needs an integer torch.Tensor, got {type(q).__name__}; "
-                         "convert it with torch.as_tensor(..., dtype=torch.uint8)")
+        raise InputError(
+            f"pack needs an integer torch.Tensor, got {type(q).__name__}; "
+            "convert it with torch.as_tensor(..., dtype=torch.uint8)"
+        )
     if q.is_meta:
         raise InputError("pack got a meta tensor, which holds no values; pack real codes")
     if q.dtype not in _INT_DTYPES:
@@ -78,7 +80,7 @@ def pack(q: torch.Tensor, bits: int, *, signed: bool = False) -> torch.Tensor:
             )
     flat = q.reshape(-1)
     if signed:
-        flat = (flat.to(torch.int16) + (1 << (bits - 1)))
+        flat = flat.to(torch.int16) + (1 << (bits - 1))
     nbytes = packed_nbytes(flat.numel(), bits)
     if 8 % bits == 0:
         per_byte = 8 // bits
@@ -89,7 +91,9 @@ def pack(q: torch.Tensor, bits: int, *, signed: bool = False) -> torch.Tensor:
         return out[:nbytes]
     wide = _word_dtype(bits)
     codes = _pad_to(flat.to(wide), 8).view(-1, 8)
-    word = torch.empty(codes.shape[0], dtype=wide, device=codes.device).copy_(codes[:, 0])  # unit stride
+    word = torch.empty(codes.shape[0], dtype=wide, device=codes.device).copy_(
+        codes[:, 0]
+    )  # unit stride
     for i in range(1, 8):
         word |= codes[:, i] << (bits * i)
     if _LITTLE_ENDIAN:  # the word's low ``bits`` bytes are the stream, in order
@@ -107,10 +111,14 @@ def _check_shape(shape) -> tuple[int, ...]:
         dims = tuple(shape)
     except TypeError:
         dims = None
-    if dims is None or isinstance(shape, (str, bytes)) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in dims
+    if (
+        dims is None
+        or isinstance(shape, (str, bytes))
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in dims)
     ):
-        raise InputError(f"shape must be a sequence of non-negative integers (like q.shape), got {shape!r:.80}")
+        raise InputError(
+            f"shape must be a sequence of non-negative integers (like q.shape), got {shape!r:.80}"
+        )
     return dims
 
 
@@ -121,9 +129,13 @@ def unpack(packed: torch.Tensor, bits: int, shape, *, signed: bool = False) -> t
     """
     _check_bits(bits)
     if not isinstance(packed, torch.Tensor):
-        raise InputError(f"unpack needs the uint8 tensor pack() returned, got {type(packed).__name__}")
+        raise InputError(
+            f"unpack needs the uint8 tensor pack() returned, got {type(packed).__name__}"
+        )
     if packed.is_meta:
-        raise InputError("unpack got a meta tensor, which holds no values; unpack real packed bytes")
+        raise InputError(
+            "unpack got a meta tensor, which holds no values; unpack real packed bytes"
+        )
     shape = _check_shape(shape)
     if packed.dtype != torch.uint8:
         raise InputError(f"unpack needs the uint8 tensor pack() returned, got dtype {packed.dtype}")

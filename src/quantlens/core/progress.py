@@ -15,7 +15,11 @@ def progress_enabled(enabled: bool | None = None) -> bool:
 
 
 def track(
-    iterable: Iterable[T], description: str, *, total: int | None = None, enabled: bool | None = None
+    iterable: Iterable[T],
+    description: str,
+    *,
+    total: int | None = None,
+    enabled: bool | None = None,
 ) -> Iterator[T]:
     """Iterate with a rich progress bar on stderr (or silently when not enabled).
 
@@ -33,7 +37,12 @@ def track(
 
     if total is None and hasattr(iterable, "__len__"):
         total = len(iterable)
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    columns = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    ]
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task(description, total=total)
         for item in iterable:

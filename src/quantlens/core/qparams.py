@@ -19,15 +19,25 @@ def _as_range(value, name: str) -> torch.Tensor:
     try:
         t = torch.as_tensor(value)
     except (TypeError, ValueError, RuntimeError) as exc:
-        raise InputError(f"{name} must be a number or a tensor of numbers, got {type(value).__name__}") from exc
+        raise InputError(
+            f"{name} must be a number or a tensor of numbers, got {type(value).__name__}"
+        ) from exc
     if t.is_meta:
-        raise InputError(f"{name} is on the meta device and holds no values; compute the range from real data")
+        raise InputError(
+            f"{name} is on the meta device and holds no values; compute the range from real data"
+        )
     if t.is_complex() or t.dtype == torch.bool:
         raise InputError(f"{name} must be real numbers, got dtype {t.dtype}")
-    if t.dtype == torch.float64 and t.numel() and bool((t.abs() > FLOAT32_MAX).any() & t.isfinite().any()):
+    if (
+        t.dtype == torch.float64
+        and t.numel()
+        and bool((t.abs() > FLOAT32_MAX).any() & t.isfinite().any())
+    ):
         finite = t[t.isfinite()]
         if finite.numel() and float(finite.abs().max()) > FLOAT32_MAX:
-            raise InputError(f"{name} lies beyond float32's range (±{FLOAT32_MAX:.4g}); rescale the tensor first")
+            raise InputError(
+                f"{name} lies beyond float32's range (±{FLOAT32_MAX:.4g}); rescale the tensor first"
+            )
     return t.to(torch.float32)
 
 
@@ -56,14 +66,22 @@ def compute_qparams(
         (0.015686, 64)
     """
     if not isinstance(scheme, QScheme):
-        raise InputError(f"scheme must be a QScheme, got {type(scheme).__name__}; build one with QScheme(bits=...)")
+        raise InputError(
+            f"scheme must be a QScheme, got {type(scheme).__name__}; build one with QScheme(bits=...)"
+        )
     min_val, max_val = _as_range(min_val, "min_val"), _as_range(max_val, "max_val")
     if min_val.shape != max_val.shape:
-        raise InputError(f"min_val shape {tuple(min_val.shape)} != max_val shape {tuple(max_val.shape)}")
+        raise InputError(
+            f"min_val shape {tuple(min_val.shape)} != max_val shape {tuple(max_val.shape)}"
+        )
     if not (torch.isfinite(min_val).all() and torch.isfinite(max_val).all()):
-        raise InputError("the range contains NaN or Inf; clean the tensor or use a clipping observer")
+        raise InputError(
+            "the range contains NaN or Inf; clean the tensor or use a clipping observer"
+        )
     if (min_val > max_val).any():
-        raise InputError("min_val is greater than max_val for some channel; pass (min, max) in that order")
+        raise InputError(
+            "min_val is greater than max_val for some channel; pass (min, max) in that order"
+        )
     min_neg = torch.clamp(min_val, max=0.0)
     max_pos = torch.clamp(max_val, min=0.0)
     qmin, qmax = scheme.qmin, scheme.qmax
@@ -74,7 +92,9 @@ def compute_qparams(
         zero_point = torch.full_like(scale, mid, dtype=torch.int32)
     else:
         scale = (max_pos - min_neg) / (qmax - qmin)
-        if not torch.isfinite(scale).all():  # max - min overflowed float32: take the width in float64
+        if not torch.isfinite(
+            scale
+        ).all():  # max - min overflowed float32: take the width in float64
             scale = ((max_pos.double() - min_neg.double()) / (qmax - qmin)).float()
         scale = torch.clamp(scale, min=MIN_SCALE)
         zero_point = torch.clamp(qmin - torch.round(min_neg / scale), qmin, qmax).to(torch.int32)

@@ -57,8 +57,10 @@ class QTensor:
             tensor([ 1.6000, -2.4000])
         """
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-            raise InputError(f"dequantize returns floats: pass a floating-point dtype such as "
-                             f"torch.float32, not {dtype}")
+            raise InputError(
+                f"dequantize returns floats: pass a floating-point dtype such as "
+                f"torch.float32, not {dtype}"
+            )
         work = dtype if not _may_overflow(self, dtype) else torch.float32
         q = to_blocks(self.data, self.scheme)
         if self.codebook is not None:
@@ -104,28 +106,40 @@ def check_float(x: torch.Tensor, what: str = "tensor") -> None:
     """Raise :class:`InputError` unless ``x`` is a floating-point tensor with data (not on
     the ``meta`` device)."""
     if not isinstance(x, torch.Tensor):
-        raise InputError(f"expected a torch.Tensor as the {what}, got {type(x).__name__}; "
-                         "convert it with torch.as_tensor(..., dtype=torch.float32)")
+        raise InputError(
+            f"expected a torch.Tensor as the {what}, got {type(x).__name__}; "
+            "convert it with torch.as_tensor(..., dtype=torch.float32)"
+        )
     if not x.is_floating_point():
-        raise InputError(f"expected a floating-point {what}, got dtype {x.dtype}; convert it with .float()")
+        raise InputError(
+            f"expected a floating-point {what}, got dtype {x.dtype}; convert it with .float()"
+        )
     if x.is_meta:
-        raise InputError(f"the {what} is on the meta device and holds no values; "
-                         "load real weights (e.g. model.to_empty(device='cpu') and load_state_dict) first")
+        raise InputError(
+            f"the {what} is on the meta device and holds no values; "
+            "load real weights (e.g. model.to_empty(device='cpu') and load_state_dict) first"
+        )
 
 
 def check_scheme_type(scheme) -> None:
     """Raise :class:`InputError` unless ``scheme`` is a :class:`QScheme`."""
     if not isinstance(scheme, QScheme):
-        raise InputError(f"scheme must be a QScheme, got {type(scheme).__name__}; "
-                         "build one with QScheme(bits=...) or QScheme.from_dict(d)")
+        raise InputError(
+            f"scheme must be a QScheme, got {type(scheme).__name__}; "
+            "build one with QScheme(bits=...) or QScheme.from_dict(d)"
+        )
 
 
-def check_float32_range(lo: torch.Tensor, hi: torch.Tensor, dtype: torch.dtype, what: str = "tensor") -> None:
+def check_float32_range(
+    lo: torch.Tensor, hi: torch.Tensor, dtype: torch.dtype, what: str = "tensor"
+) -> None:
     """Raise :class:`InputError` if a float64 tensor's extremes ``lo``/``hi`` lie beyond
     float32's range (quantlens computes scales in float32)."""
     if dtype == torch.float64 and (float(lo.min()) < -FLOAT32_MAX or float(hi.max()) > FLOAT32_MAX):
-        raise InputError(f"the {what} holds values beyond float32's range (±{FLOAT32_MAX:.4g}); "
-                         "rescale it before quantizing")
+        raise InputError(
+            f"the {what} holds values beyond float32's range (±{FLOAT32_MAX:.4g}); "
+            "rescale it before quantizing"
+        )
 
 
 def check_finite_extremes(lo: torch.Tensor, hi: torch.Tensor, what: str = "tensor") -> None:
@@ -149,10 +163,14 @@ def check_zero_point(zero_point: torch.Tensor, scheme: QScheme) -> torch.Tensor:
     (a zero-point outside the grid would clip every value to one end)."""
     zero_point = torch.as_tensor(zero_point)
     if zero_point.is_floating_point() and not torch.equal(zero_point, zero_point.round()):
-        raise InputError("zero_point must hold whole numbers (it is an integer level); round it first")
+        raise InputError(
+            "zero_point must hold whole numbers (it is an integer level); round it first"
+        )
     if zero_point.numel() and (zero_point.min() < scheme.qmin or zero_point.max() > scheme.qmax):
-        raise InputError(f"zero_point must lie in [{scheme.qmin}, {scheme.qmax}] for {scheme.describe()}, "
-                         f"got values from {zero_point.min().item():g} to {zero_point.max().item():g}")
+        raise InputError(
+            f"zero_point must lie in [{scheme.qmin}, {scheme.qmax}] for {scheme.describe()}, "
+            f"got values from {zero_point.min().item():g} to {zero_point.max().item():g}"
+        )
     return zero_point.to(torch.int32)
 
 
@@ -170,7 +188,9 @@ def _check_qparam(t: torch.Tensor, expected: tuple[int, ...], name: str) -> torc
 
 def _check_scale(scale: torch.Tensor) -> torch.Tensor:
     if not (torch.isfinite(scale).all() and (scale > 0).all()):
-        raise InputError("scale must be positive and finite everywhere; compute it with compute_qparams")
+        raise InputError(
+            "scale must be positive and finite everywhere; compute it with compute_qparams"
+        )
     return scale
 
 
@@ -207,9 +227,13 @@ def quantize_tensor(
     check_float(x)
     check_scheme_type(scheme)
     if x.numel() == 0:
-        raise InputError(f"cannot quantize an empty tensor (shape {tuple(x.shape)}): there is no range to map")
+        raise InputError(
+            f"cannot quantize an empty tensor (shape {tuple(x.shape)}): there is no range to map"
+        )
     if zero_point is not None and scale is None:
-        raise InputError("zero_point was given without scale; pass both, or neither to use the tensor's range")
+        raise InputError(
+            "zero_point was given without scale; pass both, or neither to use the tensor's range"
+        )
     if x.dtype == torch.float64:  # beyond float32's range it would turn into inf below
         check_finite_float(x)
     blocks = to_blocks(x.detach().float(), scheme)  # integer codes carry no gradient
@@ -222,7 +246,9 @@ def quantize_tensor(
             observer.update(x)
             observer.check_scheme(scheme)
             lo, hi = observer.range(scheme)
-            scale = _check_qparam(torch.maximum(-lo, hi).clamp(min=MIN_SCALE), expected, "observer scale")
+            scale = _check_qparam(
+                torch.maximum(-lo, hi).clamp(min=MIN_SCALE), expected, "observer scale"
+            )
         q, scale, levels = codebooks.quantize_blocks(blocks, scheme, scale=scale)
         scale = scale.reshape(expected)
         zero_point = torch.zeros_like(scale, dtype=torch.int32)
@@ -256,7 +282,9 @@ def quantize_tensor(
 CHUNK_ELEMENTS = 1 << 19
 
 
-def _rows(blocks: torch.Tensor, out: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, dtype):
+def _rows(
+    blocks: torch.Tensor, out: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, dtype
+):
     """``blocks`` and ``out`` as ``(rows, per_row)`` views with ``(rows, 1)`` parameters
     (or flat, with scalar parameters, when there is one scale), plus the rows per chunk
     (all of them off the CPU)."""
@@ -272,7 +300,9 @@ def _rows(blocks: torch.Tensor, out: torch.Tensor, scale: torch.Tensor, zero_poi
     return src, dst, s, z, per_row, step
 
 
-def dequantize_blocks(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, dtype) -> torch.Tensor:
+def dequantize_blocks(
+    q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, dtype
+) -> torch.Tensor:
     """``s * (q - z)`` on a blocked integer tensor: one cast, then in place (the shift is
     skipped when every zero-point is 0). Not chunked: the output allocation dominates."""
     x = q.to(dtype)

@@ -61,13 +61,17 @@ class QScheme:
             if isinstance(self.axis, bool) or not isinstance(self.axis, int):
                 raise SchemeError(f"axis must be an integer (e.g. 0 or -1), got {self.axis!r}")
             if self.granularity == "per_tensor":
-                raise SchemeError(f"axis={self.axis} has no meaning for granularity='per_tensor'; "
-                                  "drop it or use 'per_channel' / 'per_group'")
+                raise SchemeError(
+                    f"axis={self.axis} has no meaning for granularity='per_tensor'; "
+                    "drop it or use 'per_channel' / 'per_group'"
+                )
         if self.axis is None and self.granularity != "per_tensor":
             object.__setattr__(self, "axis", 0 if self.granularity == "per_channel" else -1)
         if self.granularity == "per_group":
             if self.group_size is None:
-                raise SchemeError("per_group needs group_size, e.g. QScheme(granularity='per_group', group_size=128)")
+                raise SchemeError(
+                    "per_group needs group_size, e.g. QScheme(granularity='per_group', group_size=128)"
+                )
             if not isinstance(self.group_size, int) or self.group_size < 1:
                 raise SchemeError(f"group_size must be a positive integer, got {self.group_size!r}")
         elif self.group_size is not None:
@@ -79,11 +83,15 @@ class QScheme:
             raise SchemeError("pad=True only applies to granularity='per_group'")
         if self.codebook is not None:
             if self.codebook not in CODEBOOKS:
-                raise SchemeError(f"codebook must be None or one of {', '.join(CODEBOOKS)}, got {self.codebook!r}")
+                raise SchemeError(
+                    f"codebook must be None or one of {', '.join(CODEBOOKS)}, got {self.codebook!r}"
+                )
             if self.codebook == "nf4" and self.bits != 4:
                 raise SchemeError(f"the nf4 codebook has 16 levels: use bits=4, not {self.bits}")
             if self.codebook == "log2" and self.bits < 2:
-                raise SchemeError("the log2 codebook needs bits >= 2 (one level for 0, one per sign)")
+                raise SchemeError(
+                    "the log2 codebook needs bits >= 2 (one level for 0, one per sign)"
+                )
         elif self.symmetric and self.bits == 1:
             raise SchemeError(
                 "1-bit symmetric quantization has no level on each side of 0; use "
@@ -139,6 +147,8 @@ class QScheme:
         known = [f.name for f in fields(cls)]
         unknown = sorted(str(k) for k in data if k not in known)
         if unknown:
-            raise SchemeError(f"unknown QScheme key(s) {', '.join(map(repr, unknown))}; "
-                              f"valid keys: {', '.join(known)}")
+            raise SchemeError(
+                f"unknown QScheme key(s) {', '.join(map(repr, unknown))}; "
+                f"valid keys: {', '.join(known)}"
+            )
         return cls(**data)

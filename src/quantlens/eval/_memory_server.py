@@ -43,7 +43,9 @@ def main() -> None:
         with os.fdopen(read_fd) as inp:
             data = inp.read()
         os.waitpid(pid, 0)
-        sys.stdout.write((data or json.dumps({"ok": False, "error": "the child process died"})) + "\n")
+        sys.stdout.write(
+            (data or json.dumps({"ok": False, "error": "the child process died"})) + "\n"
+        )
         sys.stdout.flush()
 
 

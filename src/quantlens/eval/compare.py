@@ -98,13 +98,23 @@ class Comparison:
     interrupted: bool = False
 
     def to_dict(self) -> dict:
-        return {"rows": [r.to_dict() for r in self.rows], "environment": self.environment,
-                "command": self.command, "settings": self.settings, "interrupted": self.interrupted}
+        return {
+            "rows": [r.to_dict() for r in self.rows],
+            "environment": self.environment,
+            "command": self.command,
+            "settings": self.settings,
+            "interrupted": self.interrupted,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping) -> Comparison:
-        return cls([Row.from_dict(r) for r in data.get("rows", [])], dict(data.get("environment", {})),
-                   data.get("command"), dict(data.get("settings", {})), bool(data.get("interrupted", False)))
+        return cls(
+            [Row.from_dict(r) for r in data.get("rows", [])],
+            dict(data.get("environment", {})),
+            data.get("command"),
+            dict(data.get("settings", {})),
+            bool(data.get("interrupted", False)),
+        )
 
 
 def environment() -> dict:
@@ -126,7 +136,11 @@ def _expected_input(model: nn.Module) -> str:
         if isinstance(module, nn.Linear):
             return f"(N, ..., {module.in_features})"
         if isinstance(module, (nn.LSTM, nn.GRU, nn.RNN)):
-            return f"(N, T, {module.input_size})" if module.batch_first else f"(T, N, {module.input_size})"
+            return (
+                f"(N, T, {module.input_size})"
+                if module.batch_first
+                else f"(T, N, {module.input_size})"
+            )
         if isinstance(module, nn.Embedding):
             return f"integer ids < {module.num_embeddings}"
     return "unknown"
@@ -134,7 +148,9 @@ def _expected_input(model: nn.Module) -> str:
 
 def _shapes(batch: Batch) -> str:
     parts = [str(tuple(a.shape)) for a in batch.args if isinstance(a, torch.Tensor)]
-    parts += [f"{k}={tuple(v.shape)}" for k, v in batch.kwargs.items() if isinstance(v, torch.Tensor)]
+    parts += [
+        f"{k}={tuple(v.shape)}" for k, v in batch.kwargs.items() if isinstance(v, torch.Tensor)
+    ]
     return ", ".join(parts)
 
 
@@ -161,24 +177,50 @@ def _is_qat(config: QuantConfig) -> bool:
     return "qat" in methods() and isinstance(config, get_method("qat").config_cls)
 
 
-def quantize_one(model: nn.Module, config: QuantConfig, *, calib_data, train_data, example_inputs,
-                 qat_epochs: int, progress: bool | None, notes: list[str]) -> nn.Module:
+def quantize_one(
+    model: nn.Module,
+    config: QuantConfig,
+    *,
+    calib_data,
+    train_data,
+    example_inputs,
+    qat_epochs: int,
+    progress: bool | None,
+    notes: list[str],
+) -> nn.Module:
     """Quantize ``model`` with ``config`` the way the comparison does (QAT trains first)."""
     if _is_qat(config) and train_data is not None:
         from quantlens.methods.qat import train_qat
 
         prepared = api.prepare_qat(model, config, example_inputs=example_inputs)
         history = train_qat(prepared, train_data, epochs=qat_epochs, progress=progress)
-        notes.append(f"QAT: {qat_epochs} epoch(s), final train loss {history[-1]['train_loss']:.4f}")
+        notes.append(
+            f"QAT: {qat_epochs} epoch(s), final train loss {history[-1]['train_loss']:.4f}"
+        )
         return api.convert(prepared.eval())
     if _is_qat(config):
         notes.append("no train_data: QAT ran without training (ranges from calibration only)")
-    return api.quantize(model, config, calib_data=calib_data, example_inputs=example_inputs, progress=progress)
+    return api.quantize(
+        model, config, calib_data=calib_data, example_inputs=example_inputs, progress=progress
+    )
 
 
-def measure_row(row: Row, model: nn.Module, reference: _quality.Outputs, data, bench: Batch, *,
-                metric, reps: int, warmup: int, threads: int | None, memory: bool,
-                progress: bool | None, workdir: Path, memory_ref: _memory.ModelRef | None = None) -> Row:
+def measure_row(
+    row: Row,
+    model: nn.Module,
+    reference: _quality.Outputs,
+    data,
+    bench: Batch,
+    *,
+    metric,
+    reps: int,
+    warmup: int,
+    threads: int | None,
+    memory: bool,
+    progress: bool | None,
+    workdir: Path,
+    memory_ref: _memory.ModelRef | None = None,
+) -> Row:
     """Fill ``row`` with size, latency, memory and quality of ``model``."""
     saved = workdir / row.name.replace("/", "_").replace(" ", "_")
     try:
@@ -191,8 +233,15 @@ def measure_row(row: Row, model: nn.Module, reference: _quality.Outputs, data, b
         size, saved = _size.SizeResult(0, mem, elems), None
     row.disk_bytes = size.disk_bytes or None
     row.memory_bytes, row.num_parameters = size.memory_bytes, size.num_parameters
-    lat = _latency.measure_latency(model, bench, reps=reps, warmup=warmup, threads=threads,
-                                   progress=progress, description=f"timing {row.name}")
+    lat = _latency.measure_latency(
+        model,
+        bench,
+        reps=reps,
+        warmup=warmup,
+        threads=threads,
+        progress=progress,
+        description=f"timing {row.name}",
+    )
     row.latency_ms, row.latency_p95_ms, row.items_per_s = lat.median_ms, lat.p95_ms, lat.items_per_s
     row.batch_size, row.threads = lat.batch_size, lat.threads
     outputs = _quality.collect_outputs(model, data)
@@ -209,7 +258,9 @@ def measure_row(row: Row, model: nn.Module, reference: _quality.Outputs, data, b
             elif (saved / "source.json").exists():
                 ref = _memory.ModelRef.float_dir(saved, trust_code=True)
         if ref is None:
-            row.notes.append("peak memory not measured: the model records no way to rebuild it in a child process")
+            row.notes.append(
+                "peak memory not measured: the model records no way to rebuild it in a child process"
+            )
         else:
             try:
                 m = _memory.measure_peak_memory(ref, bench, threads=threads)
@@ -241,7 +292,9 @@ def _keep_warnings(row: Row, caught: list) -> None:
     """quantlens' own warnings during quantization become the row's notes (shown in the
     report instead of interleaved with the progress output); upstream deprecations are dropped."""
     for w in caught:
-        if issubclass(w.category, DeprecationWarning) or not str(w.filename).startswith(_PACKAGE_DIR):
+        if issubclass(w.category, DeprecationWarning) or not str(w.filename).startswith(
+            _PACKAGE_DIR
+        ):
             continue
         text = f"warning: {w.message}"
         if text not in row.notes and str(w.message) not in row.notes:
@@ -250,7 +303,9 @@ def _keep_warnings(row: Row, caught: list) -> None:
 
 def _error_text(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text[:300]}" if not isinstance(exc, QuantlensError) else text[:300]
+    return (
+        f"{type(exc).__name__}: {text[:300]}" if not isinstance(exc, QuantlensError) else text[:300]
+    )
 
 
 # --- the run ------------------------------------------------------------------------------------
@@ -312,18 +367,29 @@ def run_comparison(
             first_batch(extra, what)  # bad, empty or NaN data fails now, not as a failed row later
     for name, cfg in configs.items():
         if not isinstance(cfg, QuantConfig) and getattr(cfg, "quantlens_config", None) is None:
-            raise InputError(f"method {name!r} maps to a {type(cfg).__name__}; give a config such as ql.Dynamic() "
-                             "or a model returned by ql.quantize / ql.load")
+            raise InputError(
+                f"method {name!r} maps to a {type(cfg).__name__}; give a config such as ql.Dynamic() "
+                "or a model returned by ql.quantize / ql.load"
+            )
     model.eval()
     bench = _latency.as_batch(example_inputs) if example_inputs is not None else first_batch(data)
     bench = Batch(bench.args, bench.kwargs)
     example = tuple(a[:2] for a in bench.args) if bench.args and not bench.kwargs else None
-    settings = {"reps": reps, "warmup": warmup, "threads": threads or torch.get_num_threads(),
-                "batch_size": bench.size, "qat_epochs": qat_epochs, "memory": memory}
+    settings = {
+        "reps": reps,
+        "warmup": warmup,
+        "threads": threads or torch.get_num_threads(),
+        "batch_size": bench.size,
+        "qat_epochs": qat_epochs,
+        "memory": memory,
+    }
     comparison = Comparison([], environment(), command, settings)
     reference = reference_outputs(model, data)
-    settings["task"] = "embedding" if reference.kind == "embedding" else (
-        "classification" if reference.labels is not None else "outputs")
+    settings["task"] = (
+        "embedding"
+        if reference.kind == "embedding"
+        else ("classification" if reference.labels is not None else "outputs")
+    )
     settings["samples"] = int(reference.values.shape[0])
     if calib_data is None and configs:
         calib_data = data
@@ -341,8 +407,21 @@ def run_comparison(
             if on_start:
                 on_start("float", 1, total)
             row = Row("float", "float")
-            measure_row(row, model, reference, data, bench, metric=metric, reps=reps, warmup=warmup,
-                        threads=threads, memory=memory, progress=progress, workdir=workdir, memory_ref=float_ref)
+            measure_row(
+                row,
+                model,
+                reference,
+                data,
+                bench,
+                metric=metric,
+                reps=reps,
+                warmup=warmup,
+                threads=threads,
+                memory=memory,
+                progress=progress,
+                workdir=workdir,
+                memory_ref=float_ref,
+            )
             finish(row)
             if watch.requested:
                 raise KeyboardInterrupt
@@ -356,25 +435,53 @@ def run_comparison(
                     start = time.perf_counter()
                     with warnings.catch_warnings(record=True) as caught:
                         warnings.simplefilter("always")
-                        qm = given if given is not None else quantize_one(
-                            model, cfg, calib_data=calib_data, train_data=train_data, example_inputs=example,
-                            qat_epochs=qat_epochs, progress=progress, notes=row.notes)
+                        qm = (
+                            given
+                            if given is not None
+                            else quantize_one(
+                                model,
+                                cfg,
+                                calib_data=calib_data,
+                                train_data=train_data,
+                                example_inputs=example,
+                                qat_epochs=qat_epochs,
+                                progress=progress,
+                                notes=row.notes,
+                            )
+                        )
                     row.quantize_s = None if given is not None else time.perf_counter() - start
                     _summary_counts(row, model, qm)
                     _keep_warnings(row, caught)
-                    measure_row(row, qm, reference, data, bench, metric=metric, reps=reps, warmup=warmup,
-                                threads=threads, memory=memory, progress=progress, workdir=workdir)
+                    measure_row(
+                        row,
+                        qm,
+                        reference,
+                        data,
+                        bench,
+                        metric=metric,
+                        reps=reps,
+                        warmup=warmup,
+                        threads=threads,
+                        memory=memory,
+                        progress=progress,
+                        workdir=workdir,
+                    )
                     if on_model is not None:
                         on_model(row, qm, bench)
                 except Exception as exc:
-                    if watch.requested or interrupted_by(exc):  # a Ctrl-C a dependency wrapped or swallowed
+                    if watch.requested or interrupted_by(
+                        exc
+                    ):  # a Ctrl-C a dependency wrapped or swallowed
                         raise KeyboardInterrupt from exc
                     log.debug("method %s failed", name, exc_info=True)
                     row.status, row.error = "failed", _error_text(exc)
                 finish(row)
                 if watch.requested:  # swallowed inside a row that still finished: stop after it
                     raise KeyboardInterrupt
-        except (Exception, KeyboardInterrupt) as exc:  # a Ctrl-C, or an error wrapping one, ends the run
+        except (
+            Exception,
+            KeyboardInterrupt,
+        ) as exc:  # a Ctrl-C, or an error wrapping one, ends the run
             if not (watch.requested or interrupted_by(exc)):
                 raise
             comparison.interrupted = True

@@ -23,8 +23,20 @@ from quantlens.methods.weight_only import WeightOnly
 
 # Layers with weights a method could turn into integers; one that its summary does not
 # mention stayed float without a word.
-WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
-                 nn.ConvTranspose3d, nn.LSTM, nn.GRU, nn.RNN, nn.Embedding, nn.EmbeddingBag)
+WEIGHT_LAYERS = (
+    nn.Linear,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+    nn.LSTM,
+    nn.GRU,
+    nn.RNN,
+    nn.Embedding,
+    nn.EmbeddingBag,
+)
 
 
 def _not_handled(config: QuantConfig | None, kind: str, model: nn.Module) -> str:
@@ -49,13 +61,17 @@ def float_layers(float_model: nn.Module, q_model: nn.Module) -> list[dict]:
     if summary is None:
         return []
     quantized = [r.name for r in summary.quantized]
-    out = [{"name": r.name, "kind": r.kind, "reason": r.reason or r.action} for r in summary.skipped]
+    out = [
+        {"name": r.name, "kind": r.kind, "reason": r.reason or r.action} for r in summary.skipped
+    ]
     mentioned = {r.name for r in summary.records}
     config = getattr(q_model, "quantlens_config", None)
     for name, module in float_model.named_modules():
         if not isinstance(module, WEIGHT_LAYERS) or name in mentioned:
             continue
-        if any(q == name or q.startswith(name + ".") or name.startswith(q + ".") for q in quantized):
+        if any(
+            q == name or q.startswith(name + ".") or name.startswith(q + ".") for q in quantized
+        ):
             continue  # quantized as itself, its wrapped child or inside a quantized parent
         kind = type(module).__name__
         out.append({"name": name, "kind": kind, "reason": _not_handled(config, kind, float_model)})

@@ -26,8 +26,16 @@ from quantlens.methods.backends import torch_ao
 
 # CPU flags (from /proc/cpuinfo) that decide which int8 / bf16 kernels run fast.
 X86_FEATURES = (
-    "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16",
-    "amx_tile", "amx_int8", "amx_bf16",
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512bw",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
 )
 ARM_FEATURES = ("asimd", "asimddp", "i8mm", "bf16", "sve", "sve2")
 
@@ -66,7 +74,9 @@ def cpu_info(cpuinfo: str | Path = "/proc/cpuinfo") -> dict:
         elif key in ("model name", "cpu model") and value.strip():
             model = value.strip()
     names = ARM_FEATURES if platform.machine().lower() in ("aarch64", "arm64") else X86_FEATURES
-    capability = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", lambda: "unknown")()
+    capability = getattr(
+        getattr(torch.backends, "cpu", None), "get_cpu_capability", lambda: "unknown"
+    )()
     return {
         "model": model,
         "logical_cores": os.cpu_count(),
@@ -107,7 +117,10 @@ def engine_info(*, check: bool = True) -> dict:
                         detail = _tiny_quantized_ops()
                     works[engine] = {"ok": True, "detail": detail}
                 except Exception as exc:  # noqa: BLE001 - any failure means "does not work here"
-                    works[engine] = {"ok": False, "detail": f"{type(exc).__name__}: {error_line(exc, 200)}"}
+                    works[engine] = {
+                        "ok": False,
+                        "detail": f"{type(exc).__name__}: {error_line(exc, 200)}",
+                    }
                 works[engine]["seconds"] = round(time.perf_counter() - start, 4)
         finally:
             quantized.engine = active
@@ -127,7 +140,12 @@ def extras_info(*, import_check: bool = False) -> dict:
             found = importlib.util.find_spec(module) is not None
         except (ImportError, ValueError):
             found = False
-        entry = {"installed": bool(found and version), "version": version, "extra": extra, "imports": None}
+        entry = {
+            "installed": bool(found and version),
+            "version": version,
+            "extra": extra,
+            "imports": None,
+        }
         if import_check and entry["installed"]:
             try:
                 importlib.import_module(module)
@@ -142,7 +160,11 @@ def extras_info(*, import_check: bool = False) -> dict:
 def cuda_info() -> dict:
     """CUDA availability, its version and the visible devices."""
     available = torch.cuda.is_available()
-    devices = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if available else []
+    devices = (
+        [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        if available
+        else []
+    )
     return {"available": available, "version": torch.version.cuda, "devices": devices}
 
 
@@ -172,7 +194,10 @@ def environment_info(*, check_engines: bool = True, import_extras: bool = False)
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "torch": torch.__version__,
-        "threads": {"intra_op": torch.get_num_threads(), "inter_op": torch.get_num_interop_threads()},
+        "threads": {
+            "intra_op": torch.get_num_threads(),
+            "inter_op": torch.get_num_interop_threads(),
+        },
         "cpu": cpu_info(),
         "cuda": cuda_info(),
         "mps": bool(mps and mps.is_available()),

@@ -88,7 +88,11 @@ def as_batch(inputs) -> Batch:
         return inputs
     if isinstance(inputs, torch.Tensor):
         return Batch(args=(inputs,))
-    if isinstance(inputs, tuple) and all(isinstance(t, torch.Tensor) for t in inputs) and len(inputs) != 2:
+    if (
+        isinstance(inputs, tuple)
+        and all(isinstance(t, torch.Tensor) for t in inputs)
+        and len(inputs) != 2
+    ):
         return Batch(args=inputs)
     return first_batch(inputs)
 

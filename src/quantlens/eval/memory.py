@@ -76,7 +76,9 @@ class ModelRef:
 
     @classmethod
     def checkpoint(cls, path, *, trust_code: bool = False) -> ModelRef:
-        return cls("checkpoint", str(Path(path).resolve()), trust_code)  # the child may run elsewhere
+        return cls(
+            "checkpoint", str(Path(path).resolve()), trust_code
+        )  # the child may run elsewhere
 
     @classmethod
     def float_dir(cls, path, *, trust_code: bool = False) -> ModelRef:
@@ -208,8 +210,13 @@ def measure_in_this_process(job: dict) -> dict:
         for _ in range(max(1, job.get("reps", 1))):
             batch.run(model)
     peak, method = _peak_bytes()
-    return {"ok": True, "baseline": baseline, "loaded": loaded, "peak": peak,
-            "method": method if reset else "ru_maxrss"}
+    return {
+        "ok": True,
+        "baseline": baseline,
+        "loaded": loaded,
+        "peak": peak,
+        "method": method if reset else "ru_maxrss",
+    }
 
 
 # --- the parent -----------------------------------------------------------------------------
@@ -225,8 +232,11 @@ class _Server:
     def __init__(self) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "quantlens.eval._memory_server"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            start_new_session=True, text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            text=True,
         )
 
     def alive(self) -> bool:
@@ -283,7 +293,12 @@ def save_batch(batch: Batch, path: str | os.PathLike) -> None:
 
 
 def measure_peak_memory(
-    ref: ModelRef, inputs, *, reps: int = 3, threads: int | None = None, timeout: float = CHILD_TIMEOUT_S
+    ref: ModelRef,
+    inputs,
+    *,
+    reps: int = 3,
+    threads: int | None = None,
+    timeout: float = CHILD_TIMEOUT_S,
 ) -> MemoryResult:
     """Peak resident memory of running ``inputs`` through the model ``ref`` points to.
 
@@ -307,7 +322,12 @@ def measure_peak_memory(
     with tempfile.TemporaryDirectory(prefix="quantlens-mem-") as tmp:
         inputs_path = os.path.join(tmp, "inputs.safetensors")
         save_batch(batch, inputs_path)
-        job = {"ref": {"kind": ref.kind, "target": ref.target, "trust_code": ref.trust_code}, "inputs": inputs_path, "reps": reps, "threads": threads}
+        job = {
+            "ref": {"kind": ref.kind, "target": ref.target, "trust_code": ref.trust_code},
+            "inputs": inputs_path,
+            "reps": reps,
+            "threads": threads,
+        }
         try:
             result = _get_server().request(job, timeout)
         except KeyboardInterrupt:
@@ -315,7 +335,9 @@ def measure_peak_memory(
                 _server.close()
             raise
     if not result["ok"]:
-        raise QuantizationFailedError(f"memory measurement failed in the child process: {result['error']}")
+        raise QuantizationFailedError(
+            f"memory measurement failed in the child process: {result['error']}"
+        )
     base, loaded, peak = result["baseline"], result["loaded"], result["peak"]
     return MemoryResult(
         peak_bytes=max(peak - base, 0),

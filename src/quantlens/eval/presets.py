@@ -51,16 +51,30 @@ class Preset:
 _CONV = ("linear", "conv2d")
 
 PRESETS: dict[str, Preset] = {
-    "dynamic": Preset("dynamic", {}, "int8 weights, activations quantized on the fly (CPU serving)"),
+    "dynamic": Preset(
+        "dynamic", {}, "int8 weights, activations quantized on the fly (CPU serving)"
+    ),
     "static": Preset("static", {}, "int8 weights and activations, ranges from calibration data"),
     "qat": Preset("qat", {}, "int8 quantization-aware training (fine-tunes on train data)"),
     "qat4": Preset("qat", {"bits": 4}, "QAT with 4-bit weights on int8 kernels"),
-    "w8": Preset("weight_only", {"bits": 8, "group_size": None}, "weight-only int8, per output channel "
-                 "(Linear, and Conv2d in a CNN)", {"modules": _CONV}),
-    "w4": Preset("weight_only", {"bits": 4, "group_size": 32}, "weight-only 4-bit, groups of 32 (in a CNN: "
-                 "Linear and Conv2d, per output channel)", {"modules": _CONV, "group_size": None}),
-    "w2": Preset("weight_only", {"bits": 2, "group_size": 16}, "weight-only 2-bit, groups of 16 (Conv2d too in "
-                 "a CNN)", {"modules": _CONV}),
+    "w8": Preset(
+        "weight_only",
+        {"bits": 8, "group_size": None},
+        "weight-only int8, per output channel (Linear, and Conv2d in a CNN)",
+        {"modules": _CONV},
+    ),
+    "w4": Preset(
+        "weight_only",
+        {"bits": 4, "group_size": 32},
+        "weight-only 4-bit, groups of 32 (in a CNN: Linear and Conv2d, per output channel)",
+        {"modules": _CONV, "group_size": None},
+    ),
+    "w2": Preset(
+        "weight_only",
+        {"bits": 2, "group_size": 16},
+        "weight-only 2-bit, groups of 16 (Conv2d too in a CNN)",
+        {"modules": _CONV},
+    ),
 }
 
 DEFAULT_METHODS = ("dynamic", "static", "qat", "w8", "w4")
@@ -76,8 +90,11 @@ def engines_here() -> tuple[str, ...]:
 
 
 SWEEPS: dict[str, dict[str, Sequence]] = {
-    "static": {"observer": ("minmax", "histogram", "percentile"), "per_channel": (True, False),
-               "backend": engines_here()},
+    "static": {
+        "observer": ("minmax", "histogram", "percentile"),
+        "per_channel": (True, False),
+        "backend": engines_here(),
+    },
     "weight_only": {"bits": (8, 4, 2), "group_size": (None, 32)},
     "qat": {"bits": (8, 4), "per_channel": (True, False), "backend": engines_here()},
     "dynamic": {"per_channel": (True, False), "activations": ("per_token", "per_tensor")},
@@ -197,19 +214,28 @@ def parse_grid(tokens: Sequence[str], name: str) -> dict[str, tuple]:
         key = key.strip().replace("-", "_")
         parts = [v.strip() for v in values.split(",") if v.strip()]
         if not eq or not key or not parts:
-            raise ConfigError(f"--grid entry {token!r} is not key=value1,value2; e.g. observer=minmax,mse")
+            raise ConfigError(
+                f"--grid entry {token!r} is not key=value1,value2; e.g. observer=minmax,mse"
+            )
         if key not in settable:
-            raise ConfigError(f"--grid: {cls.__name__} has no setting {key!r}; settings: {', '.join(settable)}")
+            raise ConfigError(
+                f"--grid: {cls.__name__} has no setting {key!r}; settings: {', '.join(settable)}"
+            )
         if key in grid:
-            raise ConfigError(f"--grid: {key} is given twice; put all its values in one entry ({key}=a,b)")
+            raise ConfigError(
+                f"--grid: {key} is given twice; put all its values in one entry ({key}=a,b)"
+            )
         grid[key] = tuple(_value(v) for v in parts)
     if not grid:
-        raise ConfigError("--grid is empty; give entries such as observer=minmax,mse per_channel=true,false")
+        raise ConfigError(
+            "--grid is empty; give entries such as observer=minmax,mse per_channel=true,false"
+        )
     return grid
 
 
-def sweep_configs(name: str, grid: Mapping[str, Sequence] | None = None,
-                  model: nn.Module | None = None) -> dict[str, QuantConfig]:
+def sweep_configs(
+    name: str, grid: Mapping[str, Sequence] | None = None, model: nn.Module | None = None
+) -> dict[str, QuantConfig]:
     """Every combination of ``grid`` (default :data:`SWEEPS`) for one method, by label.
 
     Args:
@@ -237,7 +263,10 @@ def sweep_configs(name: str, grid: Mapping[str, Sequence] | None = None,
     out: dict[str, QuantConfig] = {}
     for values in itertools.product(*grid.values()):
         settings = dict(zip(grid, values))
-        label = ",".join(f"{k}={'+'.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in settings.items())
+        label = ",".join(
+            f"{k}={'+'.join(map(str, v)) if isinstance(v, tuple) else v}"
+            for k, v in settings.items()
+        )
         try:
             out[label] = _build(method, {**base, **settings})
         except QuantlensError as exc:

@@ -68,8 +68,10 @@ def _primary(output) -> torch.Tensor:
             return value
     if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
         return output[0]
-    raise InputError(f"cannot read a tensor from a model output of type {type(output).__name__}; "
-                     "make the model return a tensor (or a tuple whose first item is one)")
+    raise InputError(
+        f"cannot read a tensor from a model output of type {type(output).__name__}; "
+        "make the model return a tensor (or a tuple whose first item is one)"
+    )
 
 
 def _is_token_states(out: torch.Tensor, batch: Batch) -> bool:
@@ -118,7 +120,9 @@ def collect_outputs(model: nn.Module, data, *, limit: int | None = None) -> Outp
     if not values:
         raise InputError("the data yielded no batch; give at least one batch of inputs")
     if labels and len(labels) != len(values):
-        raise InputError("some batches have labels and some do not; give labels for every batch or none")
+        raise InputError(
+            "some batches have labels and some do not; give labels for every batch or none"
+        )
     return Outputs(torch.cat(values), torch.cat(labels) if labels else None, kind, raw)
 
 
@@ -130,8 +134,10 @@ def top1_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
         50.0
     """
     if logits.ndim != 2 or labels.ndim != 1 or logits.shape[0] != labels.shape[0]:
-        raise InputError(f"top-1 accuracy needs (N, classes) outputs and (N,) labels, got {tuple(logits.shape)} "
-                         f"and {tuple(labels.shape)}; pass metric= for other tasks")
+        raise InputError(
+            f"top-1 accuracy needs (N, classes) outputs and (N,) labels, got {tuple(logits.shape)} "
+            f"and {tuple(labels.shape)}; pass metric= for other tasks"
+        )
     return 100.0 * float((logits.argmax(-1) == labels).float().mean())
 
 
@@ -156,13 +162,23 @@ def measure_quality(
         A :class:`QualityResult`.
     """
     ref, out = reference.values, outputs.values
-    check_finite(ref, "the float model's output", fix="check the model and the data: with no finite "
-                 "reference there is nothing to compare against")
-    check_finite(out, "the quantized model's output", error=QuantizationFailedError,
-                 fix="this configuration breaks the model; try more bits, a clipping observer, or skip "
-                 "the layer that overflows")
+    check_finite(
+        ref,
+        "the float model's output",
+        fix="check the model and the data: with no finite "
+        "reference there is nothing to compare against",
+    )
+    check_finite(
+        out,
+        "the quantized model's output",
+        error=QuantizationFailedError,
+        fix="this configuration breaks the model; try more bits, a clipping observer, or skip "
+        "the layer that overflows",
+    )
     if ref.shape != out.shape:
-        raise InputError(f"outputs differ in shape from the float model's: {tuple(out.shape)} vs {tuple(ref.shape)}")
+        raise InputError(
+            f"outputs differ in shape from the float model's: {tuple(out.shape)} vs {tuple(ref.shape)}"
+        )
     accuracy = agreement = None
     if reference.kind == "embedding":
         from quantlens.zoo.minilm import retrieval_agreement
@@ -176,4 +192,6 @@ def measure_quality(
         if ref.ndim >= 2 and ref.shape[-1] > 1:
             agreement = prediction_agreement(ref, out)
     value = _user_metric(metric, outputs) if metric is not None else None
-    return QualityResult(accuracy, value, agreement, sqnr_db(ref, out), cosine_similarity(ref, out), reference.kind)
+    return QualityResult(
+        accuracy, value, agreement, sqnr_db(ref, out), cosine_similarity(ref, out), reference.kind
+    )

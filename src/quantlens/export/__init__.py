@@ -39,8 +39,14 @@ def _inputs(model: nn.Module, example_inputs, required: bool) -> tuple[ExampleIn
     return example_inputs_of(model, example_inputs), given
 
 
-def export(model: nn.Module, path: str | os.PathLike, *, format: str = "torchscript", example_inputs=None,
-           weight_op: str = "auto") -> Path:
+def export(
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    format: str = "torchscript",
+    example_inputs=None,
+    weight_op: str = "auto",
+) -> Path:
     """Write ``model`` in a deployment format (see :func:`quantlens.api.export`)."""
     if not isinstance(model, nn.Module):
         raise InputError(f"expected a torch.nn.Module to export, got {type(model).__name__}")
@@ -50,7 +56,9 @@ def export(model: nn.Module, path: str | os.PathLike, *, format: str = "torchscr
         raise InputError(f"unknown weight_op {weight_op!r}; choose one of {', '.join(WEIGHT_OPS)}")
     path = Path(path)
     if not path.parent.is_dir():
-        raise InputError(f"cannot write {path}: the folder {path.parent} does not exist; create it first")
+        raise InputError(
+            f"cannot write {path}: the folder {path.parent} does not exist; create it first"
+        )
     if format == "torchscript":
         inputs, given = _inputs(model, example_inputs, required=False)
         return torchscript.write(model, path, inputs, given=given)
@@ -60,5 +68,13 @@ def export(model: nn.Module, path: str | os.PathLike, *, format: str = "torchscr
     return pt2.write(model, path, inputs)
 
 
-__all__ = ["FORMATS", "ExampleInputs", "ExportCheck", "check", "example_inputs_of", "export", "format_of",
-           "load_runner"]
+__all__ = [
+    "FORMATS",
+    "ExampleInputs",
+    "ExportCheck",
+    "check",
+    "example_inputs_of",
+    "export",
+    "format_of",
+    "load_runner",
+]

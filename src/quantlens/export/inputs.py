@@ -60,8 +60,10 @@ def example_inputs_of(model: nn.Module, example_inputs) -> ExampleInputs:
         InputError: there are none, or they are not tensors.
     """
     if example_inputs is None:
-        raise InputError("this export needs example inputs: pass example_inputs=(x,) or a dict of tensors "
-                         "(e.g. a tokenized batch)")
+        raise InputError(
+            "this export needs example inputs: pass example_inputs=(x,) or a dict of tensors "
+            "(e.g. a tokenized batch)"
+        )
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
     if isinstance(example_inputs, dict) or hasattr(example_inputs, "keys"):
@@ -78,8 +80,11 @@ def example_inputs_of(model: nn.Module, example_inputs) -> ExampleInputs:
 
 def _parameter_names(model: nn.Module, n: int) -> list[str]:
     try:
-        params = [p.name for p in inspect.signature(model.forward).parameters.values()
-                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        params = [
+            p.name
+            for p in inspect.signature(model.forward).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
     except (TypeError, ValueError):
         params = []
     names = params[:n] if len(params) >= n else [f"input_{i}" for i in range(n)]
@@ -96,7 +101,9 @@ def flatten_outputs(out) -> tuple[list[str], tuple[torch.Tensor, ...]]:
     if isinstance(out, (tuple, list)):
         tensors = tuple(t for t in out if isinstance(t, torch.Tensor))
         return [f"output_{i}" for i in range(len(tensors))], tensors
-    raise InputError(f"the model returns a {type(out).__name__}; export needs tensors, a tuple or a dict of them")
+    raise InputError(
+        f"the model returns a {type(out).__name__}; export needs tensors, a tuple or a dict of them"
+    )
 
 
 class Flat(nn.Module):

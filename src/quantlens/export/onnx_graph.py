@@ -108,7 +108,9 @@ class OnnxBuilder:
         if isinstance(array, torch.Tensor):
             array = array.detach().cpu().numpy()
         name = self.name(hint)
-        self.initializers.append(numpy_helper.from_array(np.array(array, order="C"), name))  # (keeps 0-d)
+        self.initializers.append(
+            numpy_helper.from_array(np.array(array, order="C"), name)
+        )  # (keeps 0-d)
         return name
 
     def const_packed(self, hint: str, elem_type: int, dims, raw: bytes) -> str:
@@ -119,13 +121,18 @@ class OnnxBuilder:
         self.initializers.append(helper.make_tensor(name, elem_type, list(dims), raw, raw=True))
         return name
 
-    def op(self, op_type: str, inputs: list[str], *, out: str | None = None, domain: str = "", **attrs) -> str:
+    def op(
+        self, op_type: str, inputs: list[str], *, out: str | None = None, domain: str = "", **attrs
+    ) -> str:
         """Append a node; returns its (single) output name (``out`` or a fresh one)."""
         from onnx import helper
 
         out = out or self.name(op_type)
-        self.nodes.append(helper.make_node(op_type, inputs, [out], name=self.name(op_type),
-                                           domain=domain or None, **attrs))
+        self.nodes.append(
+            helper.make_node(
+                op_type, inputs, [out], name=self.name(op_type), domain=domain or None, **attrs
+            )
+        )
         return out
 
 
@@ -143,7 +150,7 @@ class _Mark(torch.autograd.Function):
     def forward(ctx, x, key, session):
         module, info = session.layers[key]
         state = torch._C._get_tracing_state()  # the tracer records this call as one node,
-        torch._C._set_tracing_state(None)      # not what the layer does inside (int8 tensors)
+        torch._C._set_tracing_state(None)  # not what the layer does inside (int8 tensors)
         try:
             y = module(x)
         finally:
@@ -156,7 +163,10 @@ class _Mark(torch.autograd.Function):
         info = session.layers[key][1]
         # a dim equal to the input's at the same place (batch, sequence) stays symbolic, so
         # the exporter cannot fold the shapes computed from it into constants
-        sizes = [None if i < len(info.in_shape) and d == info.in_shape[i] else d for i, d in enumerate(info.out_shape)]
+        sizes = [
+            None if i < len(info.in_shape) and d == info.in_shape[i] else d
+            for i, d in enumerate(info.out_shape)
+        ]
         y = g.op(f"{DOMAIN}::Layer", x, key_i=key)
         y.setType(x.type().with_dtype(torch.float32).with_sizes(sizes))
         return y
@@ -172,7 +182,9 @@ class LayerMark(nn.Module):
 
     def forward(self, x):
         if not isinstance(x, torch.Tensor):
-            raise InputError(f"layer {self._session.layers[self.key][1].name!r} takes one tensor input for ONNX export")
+            raise InputError(
+                f"layer {self._session.layers[self.key][1].name!r} takes one tensor input for ONNX export"
+            )
         return _Mark.apply(x, self.key, self._session)
 
 
@@ -194,16 +206,30 @@ def _quiet():
         yield
 
 
-def trace_to_onnx(wrapper: nn.Module, args: tuple, input_names: list[str], output_names: list[str],
-                  dynamic_axes: dict) -> onnx.ModelProto:  # noqa: F821
+def trace_to_onnx(
+    wrapper: nn.Module,
+    args: tuple,
+    input_names: list[str],
+    output_names: list[str],
+    dynamic_axes: dict,
+) -> onnx.ModelProto:  # noqa: F821
     """Run PyTorch's TorchScript-based ONNX exporter on ``wrapper`` (in eval mode, no grad)."""
     import onnx
 
     buffer = io.BytesIO()
     with _quiet(), torch.no_grad():
-        torch.onnx.export(wrapper.eval(), args, buffer, dynamo=False, opset_version=OPSET,
-                          input_names=input_names, output_names=output_names, dynamic_axes=dynamic_axes,
-                          do_constant_folding=True, custom_opsets={DOMAIN: 1})
+        torch.onnx.export(
+            wrapper.eval(),
+            args,
+            buffer,
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_axes=dynamic_axes,
+            do_constant_folding=True,
+            custom_opsets={DOMAIN: 1},
+        )
     return onnx.load_from_string(buffer.getvalue())
 
 
@@ -238,7 +264,9 @@ def save_model(model_proto, path: str | os.PathLike) -> Path:
     """Write ``model_proto`` to ``path`` atomically (a temporary name renamed into place)."""
     path = Path(path)
     if not path.parent.is_dir():
-        raise InputError(f"cannot write {path}: the folder {path.parent} does not exist; create it first")
+        raise InputError(
+            f"cannot write {path}: the folder {path.parent} does not exist; create it first"
+        )
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         tmp.write_bytes(model_proto.SerializeToString())

@@ -68,12 +68,16 @@ class QDQ(nn.Module):
 class Int8Layer(nn.Module):
     """A PyTorch int8 module taking and returning the float values of its int8 tensors."""
 
-    def __init__(self, module: nn.Module, scale: float, zero_point: int, dtype: torch.dtype) -> None:
+    def __init__(
+        self, module: nn.Module, scale: float, zero_point: int, dtype: torch.dtype
+    ) -> None:
         super().__init__()
         self.module, self.input_qdq = module, QDQ(scale, zero_point, dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q = torch.quantize_per_tensor(x, self.input_qdq.scale, self.input_qdq.zero_point, self.input_qdq.dtype)
+        q = torch.quantize_per_tensor(
+            x, self.input_qdq.scale, self.input_qdq.zero_point, self.input_qdq.dtype
+        )
         return self.module(q).dequantize()
 
 
@@ -85,7 +89,9 @@ def _onnx_zp(zero_point: int, dtype: torch.dtype) -> np.ndarray:
     raise InputError(f"int8 export handles quint8/qint8 tensors, not {dtype}")
 
 
-def _qdq(b: OnnxBuilder, x: str, scale: float, zero_point: int, dtype: torch.dtype, y: str | None = None) -> str:
+def _qdq(
+    b: OnnxBuilder, x: str, scale: float, zero_point: int, dtype: torch.dtype, y: str | None = None
+) -> str:
     s = b.const("scale", np.array(scale, dtype=np.float32))
     z = b.const("zero_point", _onnx_zp(zero_point, dtype))
     return b.op("DequantizeLinear", [b.op("QuantizeLinear", [x, s, z]), s, z], out=y)
@@ -109,20 +115,30 @@ def _weight(b: OnnxBuilder, w: torch.Tensor, axis_for_channels: int) -> tuple[st
     ints = w.int_repr().numpy()
     if axis_for_channels == 1:  # (N, K) -> (K, N) for MatMul
         ints = np.ascontiguousarray(ints.T)
-    out = b.op("DequantizeLinear", [b.const("weight", ints), b.const("weight_scale", scale),
-                                    b.const("weight_zero_point", zp)], **attrs)
+    out = b.op(
+        "DequantizeLinear",
+        [b.const("weight", ints), b.const("weight_scale", scale), b.const("weight_zero_point", zp)],
+        **attrs,
+    )
     return out, scale
 
 
-def _bias(b: OnnxBuilder, bias: torch.Tensor | None, in_scale: float, w_scale: np.ndarray) -> list[str]:
+def _bias(
+    b: OnnxBuilder, bias: torch.Tensor | None, in_scale: float, w_scale: np.ndarray
+) -> list[str]:
     if bias is None:
         return []
     scale = (np.float32(in_scale) * w_scale).astype(np.float32)
     q = np.round(bias.detach().float().numpy() / scale).astype(np.int32)
     attrs = {"axis": 0} if scale.ndim else {}
     zp = np.zeros(scale.shape, dtype=np.int32)
-    return [b.op("DequantizeLinear", [b.const("bias", q), b.const("bias_scale", scale),
-                                      b.const("bias_zero_point", zp)], **attrs)]
+    return [
+        b.op(
+            "DequantizeLinear",
+            [b.const("bias", q), b.const("bias_scale", scale), b.const("bias_zero_point", zp)],
+            **attrs,
+        )
+    ]
 
 
 def _finish(b: OnnxBuilder, out: str, module: nn.Module, relu: bool, y: str) -> None:
@@ -134,12 +150,21 @@ def _finish(b: OnnxBuilder, out: str, module: nn.Module, relu: bool, y: str) -> 
 def _conv(layer: Int8Layer, b: OnnxBuilder, x: str, y: str, info: LayerInfo, relu: bool) -> None:
     m = layer.module
     if getattr(m, "padding_mode", "zeros") != "zeros" or isinstance(m.padding, str):
-        raise InputError(f"layer {info.name!r}: int8 ONNX export needs zero padding given as numbers")
+        raise InputError(
+            f"layer {info.name!r}: int8 ONNX export needs zero padding given as numbers"
+        )
     w, w_scale = _weight(b, m.weight(), 0)
     inputs = [x, w, *_bias(b, m.bias(), layer.input_qdq.scale, w_scale)]
     pads = list(m.padding) * 2
-    out = b.op("Conv", inputs, strides=list(m.stride), pads=pads, dilations=list(m.dilation), group=m.groups,
-               kernel_shape=list(m.kernel_size))
+    out = b.op(
+        "Conv",
+        inputs,
+        strides=list(m.stride),
+        pads=pads,
+        dilations=list(m.dilation),
+        group=m.groups,
+        kernel_shape=list(m.kernel_size),
+    )
     _finish(b, out, m, relu, y)
 
 
@@ -177,8 +202,11 @@ def has_int8_graph(model: nn.Module) -> bool:
     """True for a torch.fx graph holding quantized tensors (a converted Static/QAT model)."""
     if not isinstance(model, torch.fx.GraphModule):
         return False
-    return any(n.op == "call_function" and n.target in (torch.quantize_per_tensor, torch.quantize_per_channel)
-               for n in model.graph.nodes)
+    return any(
+        n.op == "call_function"
+        and n.target in (torch.quantize_per_tensor, torch.quantize_per_channel)
+        for n in model.graph.nodes
+    )
 
 
 def _record(model: torch.fx.GraphModule, args: tuple, kwargs: dict) -> dict:
@@ -191,7 +219,7 @@ def _record(model: torch.fx.GraphModule, args: tuple, kwargs: dict) -> dict:
             return values[n]
 
     names = [n.target for n in model.graph.nodes if n.op == "placeholder"]
-    ordered = list(args) + [kwargs[k] for k in names[len(args):] if k in kwargs]
+    ordered = list(args) + [kwargs[k] for k in names[len(args) :] if k in kwargs]
     with torch.no_grad():
         _Recorder(model).run(*ordered)
     return values
@@ -200,12 +228,16 @@ def _record(model: torch.fx.GraphModule, args: tuple, kwargs: dict) -> dict:
 def _qparams(value) -> tuple[float, int, torch.dtype] | None:
     if isinstance(value, torch.Tensor) and value.is_quantized:
         if value.qscheme() != torch.per_tensor_affine:
-            raise InputError("an int8 activation is quantized per channel; ONNX export handles per-tensor activations")
+            raise InputError(
+                "an int8 activation is quantized per channel; ONNX export handles per-tensor activations"
+            )
         return value.q_scale(), value.q_zero_point(), value.dtype
     return None
 
 
-def rewrite(model: torch.fx.GraphModule, args: tuple, kwargs: dict, session: Session) -> torch.fx.GraphModule:
+def rewrite(
+    model: torch.fx.GraphModule, args: tuple, kwargs: dict, session: Session
+) -> torch.fx.GraphModule:
     """The float twin of a converted int8 graph (see the module docstring), its int8
     modules and Q/DQ pairs registered as markers in ``session``."""
     values = _record(model, args, kwargs)
@@ -237,25 +269,37 @@ def rewrite(model: torch.fx.GraphModule, args: tuple, kwargs: dict, session: Ses
             module = modules[node.target]
             qp = _qparams(values[node.args[0]])
             layer = Int8Layer(module, *qp)
-            env[node] = graph.call_module(add_module(mark(layer, LayerInfo(node.target), session), "int8"),
-                                          (env[node.args[0]],))
+            env[node] = graph.call_module(
+                add_module(mark(layer, LayerInfo(node.target), session), "int8"),
+                (env[node.args[0]],),
+            )
         elif node.op == "call_module" and is_torch_quantized(modules[node.target]):
-            raise InputError(f"layer {node.target!r} ({type(modules[node.target]).__name__}) has no ONNX int8 form "
-                             "here; leave it in float (skip=[...]) or export with format='torchscript'")
+            raise InputError(
+                f"layer {node.target!r} ({type(modules[node.target]).__name__}) has no ONNX int8 form "
+                "here; leave it in float (skip=[...]) or export with format='torchscript'"
+            )
         elif node.op == "call_function" and str(node.target).startswith("quantized."):
             if node.target not in _FUNCTIONAL:
-                raise InputError(f"the int8 op {node.target} at {node.name!r} has no ONNX form here; "
-                                 "leave that part in float or export with format='torchscript'")
+                raise InputError(
+                    f"the int8 op {node.target} at {node.name!r} has no ONNX form here; "
+                    "leave that part in float or export with format='torchscript'"
+                )
             fn, n_tensors, relu = _FUNCTIONAL[node.target]
             new = graph.call_function(fn, tuple(env[a] for a in node.args[:n_tensors]))
             if relu and not relu_is_implied(*_qparams(value)[1:]):
                 new = graph.call_function(F.relu, (new,))
             env[node] = qdq_after(node, new, value)
         elif node.op == "call_function" and node.target is torch.quantize_per_channel:
-            raise InputError(f"{node.name!r} quantizes an activation per channel; ONNX export handles per-tensor")
+            raise InputError(
+                f"{node.name!r} quantizes an activation per channel; ONNX export handles per-tensor"
+            )
         else:
             new = graph.node_copy(node, lambda n: env[n])
-            env[node] = new if node.op in ("output", "placeholder", "get_attr") else qdq_after(node, new, value)
+            env[node] = (
+                new
+                if node.op in ("output", "placeholder", "get_attr")
+                else qdq_after(node, new, value)
+            )
     out = torch.fx.GraphModule(model, graph)
     out.graph.eliminate_dead_code()
     out.recompile()
@@ -271,10 +315,12 @@ def record_int8_inputs(model: nn.Module, run) -> dict[int, tuple[float, int, tor
     builders, found, hooks = _int8_builders(), {}, []
     for module in model.modules():
         if type(module) in builders:
+
             def hook(m, args):
                 qp = _qparams(args[0]) if args else None
                 if qp is not None:
                     found[id(m)] = qp
+
             hooks.append(module.register_forward_pre_hook(hook))
     try:
         with torch.no_grad():
@@ -285,16 +331,22 @@ def record_int8_inputs(model: nn.Module, run) -> dict[int, tuple[float, int, tor
     return found
 
 
-def eager_replacement(module: nn.Module, name: str, int8_inputs: dict, session: Session) -> nn.Module | None:
+def eager_replacement(
+    module: nn.Module, name: str, int8_inputs: dict, session: Session
+) -> nn.Module | None:
     """The export stand-in of one eager-mode int8 module, or None if it is not one:
     ``Quantize`` -> a Q/DQ pair, ``DeQuantize`` -> identity, an int8 layer -> its marker."""
     quantize, dequantize = quant_stub_types()
     if isinstance(module, quantize):
-        return mark(QDQ(float(module.scale), int(module.zero_point), module.dtype), LayerInfo(name), session)
+        return mark(
+            QDQ(float(module.scale), int(module.zero_point), module.dtype), LayerInfo(name), session
+        )
     if isinstance(module, dequantize):
         return nn.Identity()
     if type(module) in _int8_builders():
         if id(module) not in int8_inputs:
-            raise InputError(f"layer {name!r} did not run on the example inputs; ONNX export needs its input scale")
+            raise InputError(
+                f"layer {name!r} did not run on the example inputs; ONNX export needs its input scale"
+            )
         return mark(Int8Layer(module, *int8_inputs[id(module)]), LayerInfo(name), session)
     return None

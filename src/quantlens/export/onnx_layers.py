@@ -71,7 +71,8 @@ def _refuse_codebook(module: PackedWeight, info: LayerInfo) -> None:
     if module.scheme.codebook is not None:
         raise InputError(
             f"layer {info.name!r} uses the {module.scheme.codebook} codebook, which has no ONNX integer form; "
-            "quantize it with a uniform scheme for ONNX, skip it, or export with format='pt2'")
+            "quantize it with a uniform scheme for ONNX, skip it, or export with format='pt2'"
+        )
 
 
 def _params(module: PackedWeight) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -114,13 +115,25 @@ def _matmul_nbits(module: QLinear, b: OnnxBuilder, x: str, layout) -> str:
     codes = _pad_last(module.unsigned_codes().numpy(), nb * block)  # (N, nb * block)
     packed = pack_lsb(codes.reshape(n, nb, block), bits)  # (N, nb, block * bits / 8)
     zp_packed = pack_lsb(_pad_last(zp, 8 // bits), bits).reshape(-1) if bits < 8 else zp.reshape(-1)
-    inputs = [x, b.const("weight_packed", packed), b.const("scales", scale.reshape(-1)),
-              b.const("zero_points", zp_packed)]
+    inputs = [
+        x,
+        b.const("weight_packed", packed),
+        b.const("scales", scale.reshape(-1)),
+        b.const("zero_points", zp_packed),
+    ]
     return b.op("MatMulNBits", inputs, domain=MS_DOMAIN, K=k, N=n, bits=bits, block_size=block)
 
 
-def dequantize_node(b: OnnxBuilder, hint: str, codes: np.ndarray, scale: np.ndarray, zp: np.ndarray,
-                    bits: int, axis: int | None, block: int | None) -> str:
+def dequantize_node(
+    b: OnnxBuilder,
+    hint: str,
+    codes: np.ndarray,
+    scale: np.ndarray,
+    zp: np.ndarray,
+    bits: int,
+    axis: int | None,
+    block: int | None,
+) -> str:
     """``DequantizeLinear`` of unsigned ``codes``: UINT4 (packed, opset 21) up to 4 bits, else
     UINT8. ``axis``/``block``: per-channel (``block=None``) or blocked (opset 21) along ``axis``;
     ``axis=None``: per-tensor."""
@@ -135,10 +148,16 @@ def dequantize_node(b: OnnxBuilder, hint: str, codes: np.ndarray, scale: np.ndar
         flat = _pad_last(codes.reshape(-1), 2)
         name = b.const_packed(hint, TensorProto.UINT4, codes.shape, pack_lsb(flat, 4).tobytes())
         zflat = _pad_last(zp.reshape(-1), 2)
-        zname = b.const_packed(f"{hint}_zero_point", TensorProto.UINT4, zp.shape, pack_lsb(zflat, 4).tobytes())
+        zname = b.const_packed(
+            f"{hint}_zero_point", TensorProto.UINT4, zp.shape, pack_lsb(zflat, 4).tobytes()
+        )
     else:
         name, zname = b.const(hint, codes.astype(np.uint8)), b.const(f"{hint}_zero_point", zp)
-    return b.op("DequantizeLinear", [name, b.const(f"{hint}_scale", scale.astype(np.float32)), zname], **attrs)
+    return b.op(
+        "DequantizeLinear",
+        [name, b.const(f"{hint}_scale", scale.astype(np.float32)), zname],
+        **attrs,
+    )
 
 
 def _dequantize_matmul(module: QLinear, b: OnnxBuilder, x: str) -> str:
@@ -162,9 +181,15 @@ def _qlinear(module: QLinear, b: OnnxBuilder, x: str, y: str, info: LayerInfo) -
     op = info.extra.get("weight_op", "auto")
     layout = _nbits_layout(module) if op != "dequantize" else None
     if op == "matmulnbits" and layout is None:
-        raise InputError(f"layer {info.name!r} ({module.scheme.describe()}) has no MatMulNBits form "
-                         "(2/4/8 bits, groups along the input features); use weight_op='auto'")
-    out = _matmul_nbits(module, b, x, layout) if layout is not None else _dequantize_matmul(module, b, x)
+        raise InputError(
+            f"layer {info.name!r} ({module.scheme.describe()}) has no MatMulNBits form "
+            "(2/4/8 bits, groups along the input features); use weight_op='auto'"
+        )
+    out = (
+        _matmul_nbits(module, b, x, layout)
+        if layout is not None
+        else _dequantize_matmul(module, b, x)
+    )
     if module.bias is not None:
         b.op("Add", [out, b.const("bias", module.bias.detach().float())], out=y)
     else:
@@ -178,21 +203,41 @@ def _qlinear(module: QLinear, b: OnnxBuilder, x: str, y: str, info: LayerInfo) -
 def _qconv(module: QConv2d, b: OnnxBuilder, x: str, y: str, info: LayerInfo) -> None:
     _refuse_codebook(module, info)
     if isinstance(module.padding, str):
-        raise InputError(f"layer {info.name!r} uses padding={module.padding!r}; ONNX export needs numeric padding")
+        raise InputError(
+            f"layer {info.name!r} uses padding={module.padding!r}; ONNX export needs numeric padding"
+        )
     s = module.scheme
     codes, scale, zp = _params(module)
     if s.granularity == "per_group":
         axis = s.axis % codes.ndim
-        w = dequantize_node(b, "weight", codes, np.moveaxis(scale, -1, axis), np.moveaxis(zp, -1, axis),
-                            s.bits, axis, s.group_size)
+        w = dequantize_node(
+            b,
+            "weight",
+            codes,
+            np.moveaxis(scale, -1, axis),
+            np.moveaxis(zp, -1, axis),
+            s.bits,
+            axis,
+            s.group_size,
+        )
     elif s.granularity == "per_channel":
         w = dequantize_node(b, "weight", codes, scale, zp, s.bits, s.axis % codes.ndim, None)
     else:
         w = dequantize_node(b, "weight", codes, scale, zp, s.bits, None, None)
-    inputs = [x, w] + ([b.const("bias", module.bias.detach().float())] if module.bias is not None else [])
+    inputs = [x, w] + (
+        [b.const("bias", module.bias.detach().float())] if module.bias is not None else []
+    )
     ph, pw = module.padding
-    b.op("Conv", inputs, out=y, strides=list(module.stride), pads=[ph, pw, ph, pw],
-         dilations=list(module.dilation), group=module.groups, kernel_shape=list(module.kernel_size))
+    b.op(
+        "Conv",
+        inputs,
+        out=y,
+        strides=list(module.stride),
+        pads=[ph, pw, ph, pw],
+        dilations=list(module.dilation),
+        group=module.groups,
+        kernel_shape=list(module.kernel_size),
+    )
 
 
 # --- QEmbedding --------------------------------------------------------------------------------
@@ -223,17 +268,26 @@ def _qembedding(module: QEmbedding, b: OnnxBuilder, x: str, y: str, info: LayerI
 
     def per_row(table: np.ndarray, hint: str) -> str:
         g = b.op("Gather", [b.const(hint, table), x], axis=0)
-        return b.op("Unsqueeze", [b.op("Cast", [g], to=1) if table.dtype != np.float32 else g, unsqueeze])
+        return b.op(
+            "Unsqueeze", [b.op("Cast", [g], to=1) if table.dtype != np.float32 else g, unsqueeze]
+        )
 
     if s.granularity == "per_tensor":
-        out = b.op("Mul", [b.op("Sub", [codes, b.const("zero_point", zp.astype(np.float32))]),
-                           b.const("scale", scale)])
+        out = b.op(
+            "Mul",
+            [
+                b.op("Sub", [codes, b.const("zero_point", zp.astype(np.float32))]),
+                b.const("scale", scale),
+            ],
+        )
         b.op("Identity", [out], out=y)
         return
     if s.granularity == "per_group":
         if d % s.group_size:
-            raise InputError(f"layer {info.name!r}: group_size {s.group_size} does not divide {d}; "
-                             "ONNX export needs whole groups")
+            raise InputError(
+                f"layer {info.name!r}: group_size {s.group_size} does not divide {d}; "
+                "ONNX export needs whole groups"
+            )
         grouped = [0] * rank + [d // s.group_size, s.group_size]
         codes = b.op("Reshape", [codes, b.const("grouped", np.array(grouped, dtype=np.int64))])
     out = b.op("Mul", [b.op("Sub", [codes, per_row(zp, "zero_point")]), per_row(scale, "scale")])
@@ -261,16 +315,32 @@ def _dynamic_linear(module: DynamicLinear, b: OnnxBuilder, x: str, y: str, info:
         reduce["keepdims"] = 0
     lo = b.op("Min", [b.op("ReduceMin", [x, *axes], **reduce), zero])  # (..., 1): the range holds 0
     hi = b.op("Max", [b.op("ReduceMax", [x, *axes], **reduce), zero])
-    s = b.op("Max", [b.op("Div", [b.op("Sub", [hi, lo]), b.const("steps", f32(ACT_LEVELS - 1))]),
-                     b.const("eps", f32(_EPS))])
+    s = b.op(
+        "Max",
+        [
+            b.op("Div", [b.op("Sub", [hi, lo]), b.const("steps", f32(ACT_LEVELS - 1))]),
+            b.const("eps", f32(_EPS)),
+        ],
+    )
     inv = b.op("Div", [b.const("one", f32(1.0)), s])
     z = b.op("Round", [b.op("Mul", [b.op("Neg", [lo]), inv])])
     xs = b.op("Add", [b.op("Mul", [x, inv]), z])
-    q = b.op("Cast", [b.op("Clip", [b.op("Round", [xs]), zero, b.const("qmax", f32(ACT_LEVELS))])], to=TensorProto.UINT8)
-    acc = b.op("MatMulInteger", [q, b.const("weight", module.weight.t().contiguous())])  # int32 (..., N)
+    q = b.op(
+        "Cast",
+        [b.op("Clip", [b.op("Round", [xs]), zero, b.const("qmax", f32(ACT_LEVELS))])],
+        to=TensorProto.UINT8,
+    )
+    acc = b.op(
+        "MatMulInteger", [q, b.const("weight", module.weight.t().contiguous())]
+    )  # int32 (..., N)
     ws = module.weight_scale.float()
     c = (ws * module.weight.sum(dim=1, dtype=torch.int32).float()).numpy()  # (N,) ws * rowsum(Wq)
-    g = b.op("Sub", [b.op("Mul", [b.op("Cast", [acc], to=TensorProto.FLOAT), b.const("weight_scale", ws)]),
-                     b.op("Mul", [z, b.const("weight_rowsum", c)])])
+    g = b.op(
+        "Sub",
+        [
+            b.op("Mul", [b.op("Cast", [acc], to=TensorProto.FLOAT), b.const("weight_scale", ws)]),
+            b.op("Mul", [z, b.const("weight_rowsum", c)]),
+        ],
+    )
     out = b.op("Mul", [g, s])
     b.op("Add" if bias else "Identity", [out, *bias], out=y)

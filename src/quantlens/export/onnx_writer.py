@@ -39,12 +39,16 @@ def _quantized_kind(module: nn.Module) -> str | None:
         return "a PyTorch int8 module"
     if isinstance(module, (PackedWeight, DynamicLinear, DynamicRNN)):
         return "a quantlens quantized layer"
-    if type(module).__name__.endswith(("FakeQuantize", "Observer")) or isinstance(module, observer_types()):
+    if type(module).__name__.endswith(("FakeQuantize", "Observer")) or isinstance(
+        module, observer_types()
+    ):
         return "a fake-quantization / observer module (call ql.convert first)"
     return None
 
 
-def mark_layers(model: nn.Module, session: Session, weight_op: str, int8_inputs: dict | None = None) -> nn.Module:
+def mark_layers(
+    model: nn.Module, session: Session, weight_op: str, int8_inputs: dict | None = None
+) -> nn.Module:
     """Swap every layer with an ONNX builder for its marker; refuse quantized layers without.
 
     ``int8_inputs``: input qparams of eager-mode int8 layers (:func:`onnx_int8.record_int8_inputs`).
@@ -60,8 +64,10 @@ def mark_layers(model: nn.Module, session: Session, weight_op: str, int8_inputs:
             return mark(module, LayerInfo(name, extra={"weight_op": weight_op}), session)
         kind = _quantized_kind(module)
         if kind is not None:
-            raise InputError(f"layer {name or '(root)'!r} ({type(module).__name__}, {kind}) has no ONNX form here; "
-                             "skip it when quantizing, or export with format='torchscript'")
+            raise InputError(
+                f"layer {name or '(root)'!r} ({type(module).__name__}, {kind}) has no ONNX form here; "
+                "skip it when quantizing, or export with format='torchscript'"
+            )
         return None
 
     def visit(parent: nn.Module, prefix: str) -> None:
@@ -80,13 +86,19 @@ def mark_layers(model: nn.Module, session: Session, weight_op: str, int8_inputs:
     return model
 
 
-def write(model: nn.Module, path: str | os.PathLike, inputs: ExampleInputs, *, weight_op: str = "auto") -> Path:
+def write(
+    model: nn.Module, path: str | os.PathLike, inputs: ExampleInputs, *, weight_op: str = "auto"
+) -> Path:
     """Write ``model`` as an ONNX file (see :func:`quantlens.export.export`)."""
     require("onnx", "onnx")
     if weight_op not in onnx_layers.WEIGHT_OPS:
-        raise InputError(f"unknown weight_op {weight_op!r}; choose one of {', '.join(onnx_layers.WEIGHT_OPS)}")
+        raise InputError(
+            f"unknown weight_op {weight_op!r}; choose one of {', '.join(onnx_layers.WEIGHT_OPS)}"
+        )
     if getattr(model, "quantlens_prepared", None) is not None:
-        raise InputError("this model is prepared for calibration/QAT, not converted; call ql.convert(model) first")
+        raise InputError(
+            "this model is prepared for calibration/QAT, not converted; call ql.convert(model) first"
+        )
     target = copy.deepcopy(model).eval()
     session = Session()
     args = inputs.tensors if not inputs.keyword else ()
@@ -95,7 +107,9 @@ def write(model: nn.Module, path: str | os.PathLike, inputs: ExampleInputs, *, w
         target = onnx_int8.rewrite(target, args, kwargs, session)
         int8_inputs = {}
     else:
-        int8_inputs = onnx_int8.record_int8_inputs(target, lambda: inputs.call(target, inputs.tensors))
+        int8_inputs = onnx_int8.record_int8_inputs(
+            target, lambda: inputs.call(target, inputs.tensors)
+        )
     target = mark_layers(target, session, weight_op, int8_inputs)
     with torch.no_grad():
         out_names, outs = flatten_outputs(inputs.call(target, inputs.tensors))
@@ -109,8 +123,10 @@ def write(model: nn.Module, path: str | os.PathLike, inputs: ExampleInputs, *, w
     except InputError:
         raise
     except Exception as exc:
-        raise InputError(f"the ONNX exporter could not trace this model ({type(exc).__name__}: "
-                         f"{error_line(exc, 200)}); check example_inputs") from exc
+        raise InputError(
+            f"the ONNX exporter could not trace this model ({type(exc).__name__}: "
+            f"{error_line(exc, 200)}); check example_inputs"
+        ) from exc
     rewrite_marks(proto, session)
     check_model(proto)
     return save_model(proto, path)

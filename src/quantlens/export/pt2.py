@@ -51,20 +51,26 @@ class PackedExport(nn.Module):
         super().__init__()
         s = layer.scheme
         if 8 % s.bits:
-            raise InputError(f"layer {name!r} has {s.bits}-bit codes; pt2 export unpacks 1/2/4/8-bit codes")
+            raise InputError(
+                f"layer {name!r} has {s.bits}-bit codes; pt2 export unpacks 1/2/4/8-bit codes"
+            )
         self.scheme: QScheme = s
         self.shape = tuple(layer.weight_shape)
         self.register_buffer("weight_packed", layer.weight_packed.clone())
         self.register_buffer("scale", layer.scale.float().clone())
         self.register_buffer("zero_point", layer.unsigned_zero_point().to(torch.uint8))
-        self.register_buffer("codebook", None if layer.codebook is None else layer.codebook.float().clone())
+        self.register_buffer(
+            "codebook", None if layer.codebook is None else layer.codebook.float().clone()
+        )
         self.register_buffer("shifts", torch.arange(8 // s.bits, dtype=torch.uint8) * s.bits)
 
     def weight(self) -> torch.Tensor:
         s, numel = self.scheme, 1
         for d in self.shape:
             numel *= d
-        codes = (self.weight_packed.unsqueeze(-1) >> self.shifts) & ((1 << s.bits) - 1)  # (bytes, per)
+        codes = (self.weight_packed.unsqueeze(-1) >> self.shifts) & (
+            (1 << s.bits) - 1
+        )  # (bytes, per)
         codes = codes.reshape(-1)[:numel].reshape(self.shape)
         blocks = to_blocks(codes, s)
         if self.codebook is not None:
@@ -77,21 +83,39 @@ class PackedExport(nn.Module):
 class LinearExport(PackedExport):
     def __init__(self, layer: QLinear, name: str) -> None:
         super().__init__(layer, name)
-        self.register_buffer("bias", None if layer.bias is None else layer.bias.detach().float().clone())
+        self.register_buffer(
+            "bias", None if layer.bias is None else layer.bias.detach().float().clone()
+        )
 
     def forward(self, x):
-        return F.linear(x, self.weight().to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
+        return F.linear(
+            x, self.weight().to(x.dtype), None if self.bias is None else self.bias.to(x.dtype)
+        )
 
 
 class ConvExport(PackedExport):
     def __init__(self, layer: QConv2d, name: str) -> None:
         super().__init__(layer, name)
-        self.register_buffer("bias", None if layer.bias is None else layer.bias.detach().float().clone())
-        self.stride, self.padding, self.dilation, self.groups = layer.stride, layer.padding, layer.dilation, layer.groups
+        self.register_buffer(
+            "bias", None if layer.bias is None else layer.bias.detach().float().clone()
+        )
+        self.stride, self.padding, self.dilation, self.groups = (
+            layer.stride,
+            layer.padding,
+            layer.dilation,
+            layer.groups,
+        )
 
     def forward(self, x):
-        return F.conv2d(x.float(), self.weight(), self.bias, self.stride, self.padding, self.dilation,
-                        self.groups).to(x.dtype)
+        return F.conv2d(
+            x.float(),
+            self.weight(),
+            self.bias,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.groups,
+        ).to(x.dtype)
 
 
 class EmbeddingExport(PackedExport):
@@ -110,7 +134,9 @@ class DynamicLinearExport(nn.Module):
         super().__init__()
         self.dtype, self.per_token = layer.dtype, layer.per_token
         self.register_buffer("weight", layer.weight.clone())
-        self.register_buffer("weight_scale", layer.weight_scale.clone() if layer.dtype == "int8" else None)
+        self.register_buffer(
+            "weight_scale", layer.weight_scale.clone() if layer.dtype == "int8" else None
+        )
         self.register_buffer("bias", None if layer.bias is None else layer.bias.clone())
 
     def forward(self, x):
@@ -124,8 +150,12 @@ class DynamicLinearExport(nn.Module):
         return y.reshape(*x.shape[:-1], -1).to(x.dtype)
 
 
-_FORMS = {QLinear: LinearExport, QConv2d: ConvExport, QEmbedding: EmbeddingExport,
-          DynamicLinear: DynamicLinearExport}
+_FORMS = {
+    QLinear: LinearExport,
+    QConv2d: ConvExport,
+    QEmbedding: EmbeddingExport,
+    DynamicLinear: DynamicLinearExport,
+}
 
 
 def _swap_tree(model: nn.Module) -> nn.Module:
@@ -135,8 +165,10 @@ def _swap_tree(model: nn.Module) -> nn.Module:
         if form is not None:
             return form(module, name)
         if is_torch_quantized(module) or isinstance(module, DynamicRNN):
-            raise InputError(f"layer {name!r} ({type(module).__name__}) runs on PyTorch's int8 kernels, which "
-                             "torch.export cannot hold; export it with format='onnx' or 'torchscript'")
+            raise InputError(
+                f"layer {name!r} ({type(module).__name__}) runs on PyTorch's int8 kernels, which "
+                "torch.export cannot hold; export it with format='onnx' or 'torchscript'"
+            )
         for child_name, child in list(module.named_children()):
             setattr(module, child_name, visit(child, f"{prefix}{child_name}."))
         return module
@@ -147,21 +179,32 @@ def _swap_tree(model: nn.Module) -> nn.Module:
 def write(model: nn.Module, path: str | os.PathLike, inputs: ExampleInputs) -> Path:
     """Export ``model`` with torch.export and save it (see :func:`quantlens.export.export`)."""
     if isinstance(model, torch.fx.GraphModule) and any(
-            n.op == "call_function" and n.target is torch.quantize_per_tensor for n in model.graph.nodes):
-        raise InputError("Static/QAT int8 models hold quantized tensors, which torch.export cannot hold; "
-                         "export them with format='onnx' or 'torchscript'")
+        n.op == "call_function" and n.target is torch.quantize_per_tensor for n in model.graph.nodes
+    ):
+        raise InputError(
+            "Static/QAT int8 models hold quantized tensors, which torch.export cannot hold; "
+            "export them with format='onnx' or 'torchscript'"
+        )
     target = _swap_tree(copy.deepcopy(model).eval())
     flat = Flat(target, inputs).eval()
-    dims = tuple({i: torch.export.Dim.AUTO for i in axes} for axes in inputs.dynamic_axes().values())
+    dims = tuple(
+        {i: torch.export.Dim.AUTO for i in axes} for axes in inputs.dynamic_axes().values()
+    )
     try:
         with torch.no_grad():
-            program = torch.export.export(flat, tuple(inputs.tensors), dynamic_shapes=(dims,))  # (*tensors)
+            program = torch.export.export(
+                flat, tuple(inputs.tensors), dynamic_shapes=(dims,)
+            )  # (*tensors)
     except Exception as exc:
-        raise InputError(f"torch.export could not capture this model ({type(exc).__name__}: "
-                         f"{error_line(exc, 200)}); check example_inputs") from exc
+        raise InputError(
+            f"torch.export could not capture this model ({type(exc).__name__}: "
+            f"{error_line(exc, 200)}); check example_inputs"
+        ) from exc
     path = Path(path)
     if not path.parent.is_dir():
-        raise InputError(f"cannot write {path}: the folder {path.parent} does not exist; create it first")
+        raise InputError(
+            f"cannot write {path}: the folder {path.parent} does not exist; create it first"
+        )
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         torch.export.save(program, str(tmp))

@@ -24,7 +24,13 @@ from torch import nn
 from quantlens.errors import InputError, UnknownNameError, error_line, require
 from quantlens.export.inputs import ExampleInputs, flatten_outputs
 
-SUFFIXES = {".onnx": "onnx", ".pt2": "pt2", ".pt": "torchscript", ".ts": "torchscript", ".jit": "torchscript"}
+SUFFIXES = {
+    ".onnx": "onnx",
+    ".pt2": "pt2",
+    ".pt": "torchscript",
+    ".ts": "torchscript",
+    ".jit": "torchscript",
+}
 
 Runner = Callable[..., tuple[torch.Tensor, ...]]
 
@@ -35,12 +41,16 @@ def format_of(path: str | os.PathLike, format: str | None = None) -> str:
         return format
     suffix = Path(path).suffix.lower()
     if suffix not in SUFFIXES:
-        raise UnknownNameError(f"cannot tell the format of {path} from its suffix; name it .onnx, .pt2 or .pt, "
-                               "or pass format=")
+        raise UnknownNameError(
+            f"cannot tell the format of {path} from its suffix; name it .onnx, .pt2 or .pt, "
+            "or pass format="
+        )
     return SUFFIXES[suffix]
 
 
-def load_runner(path: str | os.PathLike, format: str | None = None, *, threads: int | None = None) -> Runner:
+def load_runner(
+    path: str | os.PathLike, format: str | None = None, *, threads: int | None = None
+) -> Runner:
     """A callable running the exported file: ``run(*tensors) -> tuple of output tensors``.
 
     Args:
@@ -111,10 +121,16 @@ class ExportCheck:
         return self.cosine >= min_cosine and agree
 
     def __str__(self) -> str:
-        agree = "" if self.argmax_agreement is None else f", argmax agreement {self.argmax_agreement:.2%}"
-        return (f"{self.format} vs quantlens over {self.samples} samples: max abs error {self.max_abs_error:.3g}, "
-                f"cosine {self.cosine:.5f}{agree}; latency {self.latency_ms:.2f} ms "
-                f"(PyTorch {self.reference_latency_ms:.2f} ms)")
+        agree = (
+            ""
+            if self.argmax_agreement is None
+            else f", argmax agreement {self.argmax_agreement:.2%}"
+        )
+        return (
+            f"{self.format} vs quantlens over {self.samples} samples: max abs error {self.max_abs_error:.3g}, "
+            f"cosine {self.cosine:.5f}{agree}; latency {self.latency_ms:.2f} ms "
+            f"(PyTorch {self.reference_latency_ms:.2f} ms)"
+        )
 
 
 def _median_ms(fn: Callable[[], object], repeats: int) -> float:
@@ -130,8 +146,13 @@ def _median_ms(fn: Callable[[], object], repeats: int) -> float:
 def agreement(reference: torch.Tensor, exported: torch.Tensor) -> tuple[float, float, float | None]:
     """``(max_abs_error, mean per-sample cosine, argmax agreement or None)`` of two outputs."""
     if reference.shape != exported.shape:
-        raise InputError(f"the exported output has shape {tuple(exported.shape)}, the model's {tuple(reference.shape)}")
-    ref, out = reference.float().reshape(len(reference), -1), exported.float().reshape(len(exported), -1)
+        raise InputError(
+            f"the exported output has shape {tuple(exported.shape)}, the model's {tuple(reference.shape)}"
+        )
+    ref, out = (
+        reference.float().reshape(len(reference), -1),
+        exported.float().reshape(len(exported), -1),
+    )
     cos = F.cosine_similarity(ref, out, dim=1, eps=1e-12).mean().item()
     agree = None
     if reference.ndim == 2:
@@ -139,8 +160,15 @@ def agreement(reference: torch.Tensor, exported: torch.Tensor) -> tuple[float, f
     return (ref - out).abs().max().item(), cos, agree
 
 
-def check(model: nn.Module, path: str | os.PathLike, inputs: ExampleInputs, *, format: str | None = None,
-          repeats: int = 10, threads: int | None = None) -> ExportCheck:
+def check(
+    model: nn.Module,
+    path: str | os.PathLike,
+    inputs: ExampleInputs,
+    *,
+    format: str | None = None,
+    repeats: int = 10,
+    threads: int | None = None,
+) -> ExportCheck:
     """Run the exported file on ``inputs`` and compare its first output with ``model``'s.
 
     Args:
@@ -158,7 +186,9 @@ def check(model: nn.Module, path: str | os.PathLike, inputs: ExampleInputs, *, f
     try:
         outs = run(*inputs.tensors)
     except Exception as exc:
-        raise InputError(f"the exported {fmt} file failed to run on the sample inputs: {error_line(exc)}") from exc
+        raise InputError(
+            f"the exported {fmt} file failed to run on the sample inputs: {error_line(exc)}"
+        ) from exc
     with torch.inference_mode():
         refs = flatten_outputs(inputs.call(model, inputs.tensors))[1]
         ref_ms = _median_ms(lambda: inputs.call(model, inputs.tensors), repeats)
@@ -167,6 +197,8 @@ def check(model: nn.Module, path: str | os.PathLike, inputs: ExampleInputs, *, f
     return ExportCheck(fmt, len(refs[0]), err, cos, agree, ms, ref_ms)
 
 
-def inputs_for(names: Sequence[str], tensors: Sequence[torch.Tensor], keyword: bool) -> ExampleInputs:
+def inputs_for(
+    names: Sequence[str], tensors: Sequence[torch.Tensor], keyword: bool
+) -> ExampleInputs:
     """An :class:`ExampleInputs` from parts (for callers holding their own batches)."""
     return ExampleInputs(list(names), tuple(tensors), keyword)

@@ -12,7 +12,9 @@ from quantlens.export.inputs import ExampleInputs
 from quantlens.methods.backends import torchscript
 
 
-def write(model: nn.Module, path: str | os.PathLike, inputs: ExampleInputs | None, *, given: bool) -> Path:
+def write(
+    model: nn.Module, path: str | os.PathLike, inputs: ExampleInputs | None, *, given: bool
+) -> Path:
     """Trace ``model`` on ``inputs`` (script it when None) and save it atomically.
 
     Args:
@@ -20,8 +22,10 @@ def write(model: nn.Module, path: str | os.PathLike, inputs: ExampleInputs | Non
             which decides the hint of the error.
     """
     if inputs is not None and inputs.keyword:
-        raise InputError("TorchScript export takes positional example_inputs=(x, ...); "
-                         "use format='onnx' or 'pt2' for keyword (dict) inputs")
+        raise InputError(
+            "TorchScript export takes positional example_inputs=(x, ...); "
+            "use format='onnx' or 'pt2' for keyword (dict) inputs"
+        )
     example = tuple(inputs.tensors) if inputs is not None else None
     try:
         scripted = torchscript.capture(model, example)
@@ -37,5 +41,7 @@ def write(model: nn.Module, path: str | os.PathLike, inputs: ExampleInputs | Non
         raise InputError(f"TorchScript could not {how} this model ({cause}); {hint}") from exc
     path = Path(path)
     if not path.parent.is_dir():
-        raise InputError(f"cannot write {path}: the folder {path.parent} does not exist; create it first")
+        raise InputError(
+            f"cannot write {path}: the folder {path.parent} does not exist; create it first"
+        )
     return torchscript.save(scripted, path)

@@ -46,17 +46,30 @@ try:
 except ImportError:  # Windows: no advisory locks, writers are not serialised
     fcntl = None
 
-__all__ = ["LOCK_TIMEOUT_S", "STAGING_TAG", "locked", "pending_file", "resolve_target", "update_directory",
-           "write_text_atomic"]
+__all__ = [
+    "LOCK_TIMEOUT_S",
+    "STAGING_TAG",
+    "locked",
+    "pending_file",
+    "resolve_target",
+    "update_directory",
+    "write_text_atomic",
+]
 
 LOCK_TIMEOUT_S = 600.0
 STAGING_TAG = ".quantlens-staging-"
-_MARKER = ".swap"  # in a staging directory: the names being moved, written before the first one moves
+_MARKER = (
+    ".swap"  # in a staging directory: the names being moved, written before the first one moves
+)
 
 
 @contextlib.contextmanager
-def locked(directory: Path, *, timeout: float = LOCK_TIMEOUT_S,
-           error: type[QuantlensError] = QuantlensError) -> Iterator[None]:
+def locked(
+    directory: Path,
+    *,
+    timeout: float = LOCK_TIMEOUT_S,
+    error: type[QuantlensError] = QuantlensError,
+) -> Iterator[None]:
     """Hold an exclusive advisory lock on ``directory`` (an existing directory) while the
     ``with`` block runs; other processes' ``locked(directory)`` wait for it.
 
@@ -84,8 +97,10 @@ def locked(directory: Path, *, timeout: float = LOCK_TIMEOUT_S,
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    raise error(f"another process has been writing to {directory} for over {timeout:.0f} s; "
-                                "wait for it to finish or write somewhere else") from None
+                    raise error(
+                        f"another process has been writing to {directory} for over {timeout:.0f} s; "
+                        "wait for it to finish or write somewhere else"
+                    ) from None
                 time.sleep(0.05)
         yield
     finally:
@@ -95,7 +110,9 @@ def locked(directory: Path, *, timeout: float = LOCK_TIMEOUT_S,
 @contextlib.contextmanager
 def _no_interrupt() -> Iterator[None]:
     """Hold off SIGINT (it is delivered when the block ends) in the main thread."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+    if threading.current_thread() is not threading.main_thread() or not hasattr(
+        signal, "pthread_sigmask"
+    ):
         yield
         return
     old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
@@ -111,7 +128,9 @@ def _is_staging(path: Path, name: str, owned: frozenset[str]) -> bool:
         return False
     if path.name.startswith(f".{name}{STAGING_TAG}") or path.name.startswith(STAGING_TAG):
         return True
-    legacy = re.compile(re.escape(f".{name}.") + r"[a-z0-9_]{8}\.tmp")  # mkdtemp names of quantlens <= 0.1
+    legacy = re.compile(
+        re.escape(f".{name}.") + r"[a-z0-9_]{8}\.tmp"
+    )  # mkdtemp names of quantlens <= 0.1
     return bool(legacy.fullmatch(path.name)) and {p.name for p in path.iterdir()} <= owned
 
 
@@ -119,7 +138,11 @@ def _stagings(real: Path, owned: frozenset[str] = frozenset()) -> list[Path]:
     found = []
     for folder in (real.parent, real):
         try:
-            found += [p for p in folder.iterdir() if p.name.startswith(".") and _is_staging(p, real.name, owned)]
+            found += [
+                p
+                for p in folder.iterdir()
+                if p.name.startswith(".") and _is_staging(p, real.name, owned)
+            ]
         except OSError:
             continue
     return found
@@ -155,7 +178,9 @@ def _remove_debris(real: Path, owned: frozenset[str]) -> None:
 
 def _make_staging(real: Path) -> Path:
     try:
-        return Path(tempfile.mkdtemp(prefix=f".{real.name}{STAGING_TAG}", suffix=".tmp", dir=real.parent))
+        return Path(
+            tempfile.mkdtemp(prefix=f".{real.name}{STAGING_TAG}", suffix=".tmp", dir=real.parent)
+        )
     except PermissionError:  # a parent we cannot write: stage inside the target
         return Path(tempfile.mkdtemp(prefix=STAGING_TAG, suffix=".tmp", dir=real))
 
@@ -212,7 +237,9 @@ def resolve_target(target: str | os.PathLike, error: type[QuantlensError]) -> Pa
     """The real directory ``target`` names (symlinks followed); created when missing."""
     path = Path(target)
     if path.is_symlink() and not path.exists():
-        raise error(f"{path} is a symlink to {os.readlink(path)}, which does not exist; create it or give another path")
+        raise error(
+            f"{path} is a symlink to {os.readlink(path)}, which does not exist; create it or give another path"
+        )
     if path.exists() and not path.is_dir():
         raise error(f"{path} exists and is not a directory; choose another output path")
     return path.resolve()
@@ -248,9 +275,15 @@ def _umask() -> int:
     return mask
 
 
-def update_directory(target: str | os.PathLike, write: Callable[[Path], None], order: Iterable[str], *,
-                     stale: Iterable[str] = (), error: type[QuantlensError] = QuantlensError,
-                     lock_timeout: float = LOCK_TIMEOUT_S) -> Path:
+def update_directory(
+    target: str | os.PathLike,
+    write: Callable[[Path], None],
+    order: Iterable[str],
+    *,
+    stale: Iterable[str] = (),
+    error: type[QuantlensError] = QuantlensError,
+    lock_timeout: float = LOCK_TIMEOUT_S,
+) -> Path:
     """Replace the files ``order`` names in ``target`` with those ``write(staging)`` makes.
 
     Args:

@@ -31,12 +31,25 @@ __all__ = ["DigestMismatchError", "read_tensors", "write_tensors"]
 _CHUNK = 1 << 22  # 4 MiB
 _MAX_HEADER = 100 << 20  # what the safetensors library accepts
 _DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-    "BOOL": torch.bool, "C64": torch.complex64,
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+    "C64": torch.complex64,
 }
-for _name, _attr in (("U16", "uint16"), ("U32", "uint32"), ("U64", "uint64"),
-                     ("F8_E4M3", "float8_e4m3fn"), ("F8_E5M2", "float8_e5m2")):
+for _name, _attr in (
+    ("U16", "uint16"),
+    ("U32", "uint32"),
+    ("U64", "uint64"),
+    ("F8_E4M3", "float8_e4m3fn"),
+    ("F8_E5M2", "float8_e5m2"),
+):
     if hasattr(torch, _attr):
         _DTYPES[_name] = getattr(torch, _attr)
 _NAMES = {dtype: name for name, dtype in _DTYPES.items()}
@@ -57,8 +70,11 @@ def _raw_bytes(t: torch.Tensor) -> memoryview:
     return memoryview(flat.view(torch.uint8).numpy()).cast("B")
 
 
-def write_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor],
-                  metadata: Mapping[str, str] | None = None) -> str:
+def write_tensors(
+    path: str | os.PathLike,
+    tensors: Mapping[str, torch.Tensor],
+    metadata: Mapping[str, str] | None = None,
+) -> str:
     """Write ``tensors`` as a safetensors file, flushed to disk, and return its SHA-256.
 
     Args:
@@ -74,14 +90,22 @@ def write_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor],
         OSError: the write failed (disk full, file size limit, permissions).
     """
     header: dict = {"__metadata__": dict(metadata)} if metadata else {}
-    order = sorted(tensors, key=lambda k: (-tensors[k].element_size(), k))  # keeps every tensor aligned
+    order = sorted(
+        tensors, key=lambda k: (-tensors[k].element_size(), k)
+    )  # keeps every tensor aligned
     offset = 0
     for key in order:
         t = tensors[key]
         if t.dtype not in _NAMES:
-            raise CheckpointError(f"tensor {key!r} has dtype {t.dtype}, which a safetensors file cannot hold")
+            raise CheckpointError(
+                f"tensor {key!r} has dtype {t.dtype}, which a safetensors file cannot hold"
+            )
         size = t.numel() * t.element_size()
-        header[key] = {"dtype": _NAMES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + size]}
+        header[key] = {
+            "dtype": _NAMES[t.dtype],
+            "shape": list(t.shape),
+            "data_offsets": [offset, offset + size],
+        }
         offset += size
     head = json.dumps(header, separators=(",", ":")).encode()
     head += b" " * (-len(head) % 8)
@@ -99,7 +123,9 @@ def write_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor],
     return digest.hexdigest()
 
 
-def read_tensors(path: str | os.PathLike, *, sha256: str | None = None) -> tuple[dict[str, torch.Tensor], str]:
+def read_tensors(
+    path: str | os.PathLike, *, sha256: str | None = None
+) -> tuple[dict[str, torch.Tensor], str]:
     """Read a safetensors file once, checking its SHA-256 against ``sha256`` when given.
 
     Args:
@@ -123,15 +149,18 @@ def read_tensors(path: str | os.PathLike, *, sha256: str | None = None) -> tuple
         buffer = bytearray(size)
         view, filled = memoryview(buffer), 0
         while filled < size:
-            n = f.readinto(view[filled:filled + _CHUNK])
+            n = f.readinto(view[filled : filled + _CHUNK])
             if not n:
                 break
-            digest.update(view[filled:filled + n])
+            digest.update(view[filled : filled + n])
             filled += n
     found = digest.hexdigest()
     if sha256 is not None and found != sha256:
-        raise DigestMismatchError(f"{path} does not match the SHA-256 its quantlens.json records (the file changed "
-                                  "after it was saved: corrupt or edited); save the checkpoint again", found)
+        raise DigestMismatchError(
+            f"{path} does not match the SHA-256 its quantlens.json records (the file changed "
+            "after it was saved: corrupt or edited); save the checkpoint again",
+            found,
+        )
     if filled < size:
         raise CheckpointError(f"{path} shrank while it was read; read it again once it is written")
     return _parse(path, buffer), found
@@ -139,7 +168,9 @@ def read_tensors(path: str | os.PathLike, *, sha256: str | None = None) -> tuple
 
 def _parse(path: Path, buffer: bytearray) -> dict[str, torch.Tensor]:
     def bad(what: str) -> CheckpointError:
-        return CheckpointError(f"{path} is not a readable safetensors file ({what}); the file is truncated or corrupt")
+        return CheckpointError(
+            f"{path} is not a readable safetensors file ({what}); the file is truncated or corrupt"
+        )
 
     if len(buffer) < 8:
         raise bad(f"{len(buffer)} bytes, shorter than its header")
@@ -147,7 +178,7 @@ def _parse(path: Path, buffer: bytearray) -> dict[str, torch.Tensor]:
     if length > min(_MAX_HEADER, len(buffer) - 8):
         raise bad(f"header of {length} bytes in a file of {len(buffer)}")
     try:
-        header = json.loads(bytes(buffer[8:8 + length]))
+        header = json.loads(bytes(buffer[8 : 8 + length]))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise bad(f"header is not JSON: {type(exc).__name__}") from exc
     if not isinstance(header, dict):
@@ -180,5 +211,7 @@ def _tensor(buffer: bytearray, start: int, end: int, key: str, entry, bad) -> to
         return torch.empty(shape, dtype=dtype)
     offset = start + begin
     if offset % itemsize:  # unaligned (another writer's order): copy to an aligned buffer
-        return torch.frombuffer(bytearray(buffer[offset:offset + stop - begin]), dtype=dtype).reshape(shape)
+        return torch.frombuffer(
+            bytearray(buffer[offset : offset + stop - begin]), dtype=dtype
+        ).reshape(shape)
     return torch.frombuffer(buffer, dtype=dtype, count=numel, offset=offset).reshape(shape)

@@ -54,13 +54,17 @@ class QuantConfig:
     def __post_init__(self) -> None:
         skip = (self.skip,) if isinstance(self.skip, str) else tuple(self.skip)
         object.__setattr__(self, "skip", skip)
-        overrides = self.overrides.items() if isinstance(self.overrides, Mapping) else self.overrides
+        overrides = (
+            self.overrides.items() if isinstance(self.overrides, Mapping) else self.overrides
+        )
         normalized = []
         for pattern, cfg in overrides:
             if isinstance(cfg, Mapping):
                 cfg = config_from_dict(cfg)
             if not isinstance(cfg, QuantConfig):
-                raise ConfigError(f"override {pattern!r} maps to {cfg!r}; give a config such as ql.WeightOnly(bits=8)")
+                raise ConfigError(
+                    f"override {pattern!r} maps to {cfg!r}; give a config such as ql.WeightOnly(bits=8)"
+                )
             normalized.append((str(pattern), cfg))
         object.__setattr__(self, "overrides", tuple(normalized))
 
@@ -98,23 +102,34 @@ def config_from_dict(data: Mapping) -> QuantConfig:
         UnknownNameError: ``data["method"]`` is not a registered method.
     """
     if not isinstance(data, Mapping):
-        raise ConfigError(f"a config must be a JSON object with a 'method' key, got a {type(data).__name__}")
+        raise ConfigError(
+            f"a config must be a JSON object with a 'method' key, got a {type(data).__name__}"
+        )
     data = dict(data)
     name = data.pop("method", None)
     version = data.pop("version", CONFIG_VERSION)
     if not isinstance(version, int) or isinstance(version, bool):
         raise ConfigError(f"config version must be an integer, got {version!r}")
     if version > CONFIG_VERSION:
-        raise ConfigError(f"config version {version} is newer than this quantlens understands ({CONFIG_VERSION}); upgrade quantlens")
+        raise ConfigError(
+            f"config version {version} is newer than this quantlens understands ({CONFIG_VERSION}); upgrade quantlens"
+        )
     if not isinstance(name, str):
-        raise ConfigError(f"a config needs a 'method' name (one of {', '.join(sorted(_METHODS))}), got {name!r}")
+        raise ConfigError(
+            f"a config needs a 'method' name (one of {', '.join(sorted(_METHODS))}), got {name!r}"
+        )
     cls = get_method(name).config_cls
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ConfigError(f"{cls.__name__} has no field(s) {', '.join(unknown)}; valid fields: {', '.join(sorted(known))}")
+        raise ConfigError(
+            f"{cls.__name__} has no field(s) {', '.join(unknown)}; valid fields: {', '.join(sorted(known))}"
+        )
     data = {k: tuple(v) if isinstance(v, list) and k != "overrides" else v for k, v in data.items()}
-    data = {**getattr(cls, "MISSING_FIELD_VALUES", {}), **data}  # dicts written before a field existed
+    data = {
+        **getattr(cls, "MISSING_FIELD_VALUES", {}),
+        **data,
+    }  # dicts written before a field existed
     try:
         return cls(**data)
     except (TypeError, ValueError) as exc:
@@ -160,7 +175,9 @@ def check_patterns(config: QuantConfig, model: nn.Module) -> None:
     dead = [p for p in patterns(config) if not any(_matches(n, p) for n in names)]
     if dead:
         sample = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
-        raise ConfigError(f"pattern(s) {', '.join(map(repr, dead))} match no module of the model (modules: {sample})")
+        raise ConfigError(
+            f"pattern(s) {', '.join(map(repr, dead))} match no module of the model (modules: {sample})"
+        )
 
 
 # --- summary -----------------------------------------------------------------------------
@@ -216,29 +233,45 @@ class QuantSummary:
         return [r for r in self.records if r.action != "quantized"]
 
     def to_dict(self) -> dict:
-        return {"records": [dataclasses.asdict(r) for r in self.records], "notes": list(self.notes),
-                "model_bytes_before": self.model_bytes_before, "model_bytes_after": self.model_bytes_after}
+        return {
+            "records": [dataclasses.asdict(r) for r in self.records],
+            "notes": list(self.notes),
+            "model_bytes_before": self.model_bytes_before,
+            "model_bytes_after": self.model_bytes_after,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping) -> QuantSummary:
         """Inverse of :meth:`to_dict` (fields it does not know are ignored)."""
         names = {f.name for f in dataclasses.fields(LayerRecord)}
-        records = [LayerRecord(**{k: v for k, v in r.items() if k in names}) for r in data.get("records", [])]
-        return cls(records, list(data.get("notes", [])), data.get("model_bytes_before"), data.get("model_bytes_after"))
+        records = [
+            LayerRecord(**{k: v for k, v in r.items() if k in names})
+            for r in data.get("records", [])
+        ]
+        return cls(
+            records,
+            list(data.get("notes", [])),
+            data.get("model_bytes_before"),
+            data.get("model_bytes_after"),
+        )
 
     def __str__(self) -> str:
         before = sum(r.bytes_before for r in self.quantized)
         after = sum(r.bytes_after for r in self.quantized)
         lines = [f"quantized {len(self.quantized)} layer(s), left {len(self.skipped)} in float"]
         if self.model_bytes_before is not None and self.model_bytes_after is not None:
-            lines.append(f"whole model (parameters and buffers): {_ratio(self.model_bytes_before, self.model_bytes_after)}")
+            lines.append(
+                f"whole model (parameters and buffers): {_ratio(self.model_bytes_before, self.model_bytes_after)}"
+            )
         if before:
             lines.append(f"quantized layers: {_ratio(before, after)}")
         groups: dict[tuple[str, str], list[str]] = {}
         for r in self.skipped:
             groups.setdefault((r.kind, r.reason or r.action), []).append(r.name or "(root)")
         for (kind, reason), names in groups.items():
-            shown = ", ".join(names[:3]) + (f", ... ({len(names) - 3} more)" if len(names) > 3 else "")
+            shown = ", ".join(names[:3]) + (
+                f", ... ({len(names) - 3} more)" if len(names) > 3 else ""
+            )
             lines.append(f"  float ({len(names)}): {kind}: {reason} [{shown}]")
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
@@ -296,7 +329,15 @@ _METHODS: dict[str, Method] = {}
 
 
 def register_method(
-    name: str, config_cls: type, *, apply, rebuild, order: int = 50, prepare=None, convert=None, dequantize=None
+    name: str,
+    config_cls: type,
+    *,
+    apply,
+    rebuild,
+    order: int = 50,
+    prepare=None,
+    convert=None,
+    dequantize=None,
 ) -> None:
     """Make ``ql.quantize`` dispatch ``config_cls`` to ``apply`` (see the module docstring).
 
@@ -309,7 +350,9 @@ def register_method(
 
 def get_method(name: str) -> Method:
     if name not in _METHODS:
-        raise UnknownNameError(f"unknown method {name!r}; valid methods: {', '.join(sorted(_METHODS))}")
+        raise UnknownNameError(
+            f"unknown method {name!r}; valid methods: {', '.join(sorted(_METHODS))}"
+        )
     return _METHODS[name]
 
 

@@ -92,27 +92,42 @@ class Dynamic(QuantConfig):
         super().__post_init__()
         if isinstance(self.dtype, torch.dtype):
             if self.dtype not in _TORCH_DTYPES:
-                raise ConfigError(f"Dynamic dtype {self.dtype} is not supported; choose torch.int8 or torch.float16 "
-                                  f"(or one of {', '.join(DTYPES)})")
+                raise ConfigError(
+                    f"Dynamic dtype {self.dtype} is not supported; choose torch.int8 or torch.float16 "
+                    f"(or one of {', '.join(DTYPES)})"
+                )
             object.__setattr__(self, "dtype", _TORCH_DTYPES[self.dtype])
         if self.backend is not None and self.backend not in torch_ao.BACKENDS:
-            raise ConfigError(f"unknown backend {self.backend!r} for Dynamic; choose one of: "
-                              f"{', '.join(torch_ao.BACKENDS)} (or None for the active engine)")
+            raise ConfigError(
+                f"unknown backend {self.backend!r} for Dynamic; choose one of: "
+                f"{', '.join(torch_ao.BACKENDS)} (or None for the active engine)"
+            )
         modules = (self.modules,) if isinstance(self.modules, str) else tuple(self.modules)
         object.__setattr__(self, "modules", modules)
         if self.dtype not in DTYPES:
-            raise ConfigError(f"Dynamic dtype {self.dtype!r} is not supported; choose one of {', '.join(DTYPES)}")
+            raise ConfigError(
+                f"Dynamic dtype {self.dtype!r} is not supported; choose one of {', '.join(DTYPES)}"
+            )
         if self.activations not in ACTIVATIONS:
-            raise ConfigError(f"Dynamic activations {self.activations!r} is not supported; choose one of "
-                              f"{', '.join(ACTIVATIONS)}")
-        if self.min_rnn_hidden is not None and (isinstance(self.min_rnn_hidden, bool)
-                                                or not isinstance(self.min_rnn_hidden, int) or self.min_rnn_hidden < 0):
-            raise ConfigError(f"Dynamic min_rnn_hidden must be None or an integer >= 0 (0 quantizes every LSTM/GRU), "
-                              f"got {self.min_rnn_hidden!r}")
+            raise ConfigError(
+                f"Dynamic activations {self.activations!r} is not supported; choose one of "
+                f"{', '.join(ACTIVATIONS)}"
+            )
+        if self.min_rnn_hidden is not None and (
+            isinstance(self.min_rnn_hidden, bool)
+            or not isinstance(self.min_rnn_hidden, int)
+            or self.min_rnn_hidden < 0
+        ):
+            raise ConfigError(
+                f"Dynamic min_rnn_hidden must be None or an integer >= 0 (0 quantizes every LSTM/GRU), "
+                f"got {self.min_rnn_hidden!r}"
+            )
         unknown = [m for m in modules if m not in _LAYERS]
         if unknown or not modules:
-            raise ConfigError(f"Dynamic modules {', '.join(map(repr, unknown)) or '()'} not supported; "
-                              f"choose from {', '.join(_LAYERS)}")
+            raise ConfigError(
+                f"Dynamic modules {', '.join(map(repr, unknown)) or '()'} not supported; "
+                f"choose from {', '.join(_LAYERS)}"
+            )
 
 
 # --- which float layer becomes which dynamic layer -------------------------------------------
@@ -152,7 +167,11 @@ def register_dynamic_layer(layer: DynamicLayer) -> DynamicLayer:
 
 
 def _linear_kwargs(config: Dynamic) -> dict:
-    return {"dtype": config.dtype, "per_channel": config.per_channel, "activations": config.activations}
+    return {
+        "dtype": config.dtype,
+        "per_channel": config.per_channel,
+        "activations": config.activations,
+    }
 
 
 def _linear_detail(config: Dynamic) -> str:
@@ -168,11 +187,17 @@ def _rnn_detail(config: Dynamic) -> str:
     return f"int8 {'per-channel' if config.per_channel else 'per-tensor'} weights, per-tensor activations (PyTorch dynamic RNN)"
 
 
-register_dynamic_layer(DynamicLayer(
-    "linear", (nn.Linear,),
-    lambda m, c: DynamicLinear.from_float(m, **_linear_kwargs(c)),
-    lambda m, c: DynamicLinear(m.in_features, m.out_features, bias=m.bias is not None, **_linear_kwargs(c)),
-    _linear_detail))
+register_dynamic_layer(
+    DynamicLayer(
+        "linear",
+        (nn.Linear,),
+        lambda m, c: DynamicLinear.from_float(m, **_linear_kwargs(c)),
+        lambda m, c: DynamicLinear(
+            m.in_features, m.out_features, bias=m.bias is not None, **_linear_kwargs(c)
+        ),
+        _linear_detail,
+    )
+)
 
 #: Hidden sizes from which PyTorch's dynamic int8 LSTM / GRU measured faster than float32
 #: at batch 1 and at batch 450 alike (1 thread, AVX-512 VNNI; an LSTM of 256 was 1.7x at
@@ -189,17 +214,24 @@ def _rnn_keep_float(module: nn.Module, config: Dynamic) -> str | None:
     least = RNN_MIN_HIDDEN[kind] if config.min_rnn_hidden is None else config.min_rnn_hidden
     if config.dtype != "int8" or module.hidden_size >= least:
         return None
-    return (f"{_SLOWER}: hidden size {module.hidden_size} < {least}, where PyTorch's dynamic int8 "
-            f"{kind.upper()} (per-step activation quantization, unfused cell) runs slower than the float one; "
-            f"Dynamic(min_rnn_hidden=0) quantizes it anyway")
+    return (
+        f"{_SLOWER}: hidden size {module.hidden_size} < {least}, where PyTorch's dynamic int8 "
+        f"{kind.upper()} (per-step activation quantization, unfused cell) runs slower than the float one; "
+        f"Dynamic(min_rnn_hidden=0) quantizes it anyway"
+    )
 
 
 for _kind, _cls in (("lstm", nn.LSTM), ("gru", nn.GRU)):
-    register_dynamic_layer(DynamicLayer(
-        _kind, (_cls,),
-        lambda m, c: DynamicRNN.from_float(m, dtype=c.dtype, per_channel=c.per_channel),
-        lambda m, c: DynamicRNN.empty(m, dtype=c.dtype),
-        _rnn_detail, keep_float=_rnn_keep_float))
+    register_dynamic_layer(
+        DynamicLayer(
+            _kind,
+            (_cls,),
+            lambda m, c: DynamicRNN.from_float(m, dtype=c.dtype, per_channel=c.per_channel),
+            lambda m, c: DynamicRNN.empty(m, dtype=c.dtype),
+            _rnn_detail,
+            keep_float=_rnn_keep_float,
+        )
+    )
 
 
 def _keep_float_reason(module: nn.Module, config: Dynamic, spec: DynamicLayer) -> str | None:
@@ -214,7 +246,10 @@ def _layer_for(module: nn.Module, config: Dynamic) -> DynamicLayer | None:
 
 
 def _any_layer_for(module: nn.Module) -> DynamicLayer | None:
-    return next((spec for spec in _LAYERS.values() if standard_class(module, spec.float_types) is not None), None)
+    return next(
+        (spec for spec in _LAYERS.values() if standard_class(module, spec.float_types) is not None),
+        None,
+    )
 
 
 def _all_float_types() -> tuple[type, ...]:
@@ -224,7 +259,9 @@ def _all_float_types() -> tuple[type, ...]:
 # --- apply / rebuild -------------------------------------------------------------------------
 
 
-def _targets(model: nn.Module, ctx: QuantContext) -> list[tuple[str, nn.Module, Dynamic, DynamicLayer]]:
+def _targets(
+    model: nn.Module, ctx: QuantContext
+) -> list[tuple[str, nn.Module, Dynamic, DynamicLayer]]:
     """The (name, module, config, layer spec) of every module Dynamic replaces, outermost first."""
     out, taken = [], []
     for name, module in model.named_modules():
@@ -249,9 +286,15 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> nn.Module:
 
 def _use_backend(ctx: QuantContext) -> None:
     """Switch to the engine the Dynamic configs ask for (one per model)."""
-    backends = {c.backend for c in configs_in(ctx.config) if isinstance(c, Dynamic) and c.backend is not None}
+    backends = {
+        c.backend
+        for c in configs_in(ctx.config)
+        if isinstance(c, Dynamic) and c.backend is not None
+    }
     if len(backends) > 1:
-        raise ConfigError(f"one model can use one quantized engine; these Dynamic configs ask for {sorted(backends)}")
+        raise ConfigError(
+            f"one model can use one quantized engine; these Dynamic configs ask for {sorted(backends)}"
+        )
     if backends:
         torch_ao.use_engine(backends.pop())
 
@@ -262,15 +305,26 @@ def apply(model: nn.Module, ctx: QuantContext) -> nn.Module:
     targets = _targets(model, ctx)
     for name, module, config, spec in targets:
         new = spec.convert(module, config)
-        ctx.summary.add(name or "(model)", module, "quantized", method="dynamic", detail=spec.detail(config),
-                        bytes_before=module_bytes(module), bytes_after=_state_bytes(new))
+        ctx.summary.add(
+            name or "(model)",
+            module,
+            "quantized",
+            method="dynamic",
+            detail=spec.detail(config),
+            bytes_before=module_bytes(module),
+            bytes_after=_state_bytes(new),
+        )
         model = _replace(model, name, new)
     if "" not in {t[0] for t in targets}:
         _record_float_layers(model, ctx)
-    slow = [r.name for r in ctx.summary.records if r.action == "float" and r.reason.startswith(_SLOWER)]
+    slow = [
+        r.name for r in ctx.summary.records if r.action == "float" and r.reason.startswith(_SLOWER)
+    ]
     if slow:
-        ctx.summary.note(f"{', '.join(slow)} left float because int8 would be slower there; what remains quantized "
-                         f"may not make the model faster (ql.compare measures it)")
+        ctx.summary.note(
+            f"{', '.join(slow)} left float because int8 would be slower there; what remains quantized "
+            f"may not make the model faster (ql.compare measures it)"
+        )
     if isinstance(ctx.config, Dynamic):  # (mixed with another method, that method's layers count)
         _warn_if_little(model, ctx, targets, slow)
     return model
@@ -289,15 +343,26 @@ def _record_float_layers(model: nn.Module, ctx: QuantContext) -> None:
             ctx.record_skip(name, module)
         elif (config := ctx.config_for(name, Dynamic)) is None:
             continue  # another method's layer: that method records it
-        elif (spec := _layer_for(module, config)) is not None and (why := _keep_float_reason(module, config, spec)):
+        elif (spec := _layer_for(module, config)) is not None and (
+            why := _keep_float_reason(module, config, spec)
+        ):
             ctx.summary.add(name, module, "float", reason=why)
         elif _any_layer_for(module) is not None:
             ctx.summary.add(name, module, "float", reason="its kind is not in Dynamic(modules=...)")
         elif (why := subclass_reason(module, _all_float_types())) is not None:
             ctx.summary.add(name, module, "float", reason=why)
         else:
-            hint = " (ql.Static quantizes convolutions)" if isinstance(module, nn.modules.conv._ConvNd) else ""
-            ctx.summary.add(name, module, "float", reason=f"Dynamic has no quantized {type(module).__name__}{hint}")
+            hint = (
+                " (ql.Static quantizes convolutions)"
+                if isinstance(module, nn.modules.conv._ConvNd)
+                else ""
+            )
+            ctx.summary.add(
+                name,
+                module,
+                "float",
+                reason=f"Dynamic has no quantized {type(module).__name__}{hint}",
+            )
 
 
 def _heavy_float_params(model: nn.Module) -> dict[str, int]:
@@ -306,7 +371,9 @@ def _heavy_float_params(model: nn.Module) -> dict[str, int]:
     for module in model.modules():
         if list(module.children()) or isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
             continue
-        matrices = sum(p.numel() for p in module.parameters(recurse=False) if p.dim() >= 2)  # (LSTM: weight_ih_l0, ...)
+        matrices = sum(
+            p.numel() for p in module.parameters(recurse=False) if p.dim() >= 2
+        )  # (LSTM: weight_ih_l0, ...)
         if matrices:
             out[type(module).__name__] = out.get(type(module).__name__, 0) + matrices
     return out
@@ -320,14 +387,20 @@ def _warn_if_little(model: nn.Module, ctx: QuantContext, targets, slow: list[str
     left = sum(heavy.values())
     if not targets or left <= quantized:
         return
-    names = ", ".join(t[0] or "(model)" for t in targets[:3]) + (", ..." if len(targets) > 3 else "")
-    text = (f"Dynamic quantized only {len(targets)} layer(s) ({names}), {100 * quantized / (quantized + left):.0f}% "
-            f"of the weight-matrix parameters; {', '.join(sorted(heavy))} stay float")
+    names = ", ".join(t[0] or "(model)" for t in targets[:3]) + (
+        ", ..." if len(targets) > 3 else ""
+    )
+    text = (
+        f"Dynamic quantized only {len(targets)} layer(s) ({names}), {100 * quantized / (quantized + left):.0f}% "
+        f"of the weight-matrix parameters; {', '.join(sorted(heavy))} stay float"
+    )
     if any(k.startswith("Conv") for k in heavy):
         text += " (convolutions cannot be dynamically quantized): use ql.Static with calibration data instead"
     elif slow:
-        text += (f" ({', '.join(slow)}: int8 would be slower, see quantlens_summary): the rest alone is unlikely to "
-                 f"be faster than float; keep the float model for speed, or ql.compare to measure")
+        text += (
+            f" ({', '.join(slow)}: int8 would be slower, see quantlens_summary): the rest alone is unlikely to "
+            f"be faster than float; keep the float model for speed, or ql.compare to measure"
+        )
     warnings.warn(text, UserWarning, stacklevel=3)
     ctx.summary.note(text)
 

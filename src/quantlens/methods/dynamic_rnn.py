@@ -34,10 +34,16 @@ class DynamicRNN(nn.Module):
         object.__setattr__(self, "_qrnn", qrnn)  # not a child: its state dict holds ScriptObjects
         self.kind, self.dtype = kind, dtype
         self.input_size, self.hidden_size = qrnn.input_size, qrnn.hidden_size
-        self.num_layers, self.bidirectional, self.batch_first = qrnn.num_layers, qrnn.bidirectional, qrnn.batch_first
+        self.num_layers, self.bidirectional, self.batch_first = (
+            qrnn.num_layers,
+            qrnn.bidirectional,
+            qrnn.batch_first,
+        )
 
     @classmethod
-    def from_float(cls, module: nn.Module, *, dtype: str = "int8", per_channel: bool = True) -> DynamicRNN:
+    def from_float(
+        cls, module: nn.Module, *, dtype: str = "int8", per_channel: bool = True
+    ) -> DynamicRNN:
         """Quantize a float ``nn.LSTM`` / ``nn.GRU`` (left untouched)."""
         qrnn = torch_ao.dynamic_rnn_from_float(module, dtype=dtype, per_channel=per_channel)
         return cls(qrnn, type(module).__name__.lower(), dtype)
@@ -68,22 +74,36 @@ class DynamicRNN(nn.Module):
         for name, tensor in self.weights().items():
             destination[prefix + name] = tensor
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
-                              unexpected_keys, error_msgs) -> None:
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ) -> None:
         expected = self.weights()
-        found = {name: state_dict[prefix + name] for name in expected if prefix + name in state_dict}
+        found = {
+            name: state_dict[prefix + name] for name in expected if prefix + name in state_dict
+        }
         missing_keys.extend(prefix + name for name in expected if name not in found)
         if len(found) == len(expected):
-            codes = [n for n in found if not n.endswith(("_scale", "_zero_point"))]  # (qparams may differ)
-            bad = [n for n in codes if found[n].shape != expected[n].shape or found[n].dtype != expected[n].dtype]
+            codes = [
+                n for n in found if not n.endswith(("_scale", "_zero_point"))
+            ]  # (qparams may differ)
+            bad = [
+                n
+                for n in codes
+                if found[n].shape != expected[n].shape or found[n].dtype != expected[n].dtype
+            ]
             if bad:
-                error_msgs.append(f"{prefix}: tensors {', '.join(bad)} differ in shape or dtype from the model's")
+                error_msgs.append(
+                    f"{prefix}: tensors {', '.join(bad)} differ in shape or dtype from the model's"
+                )
             else:
                 torch_ao.dynamic_rnn_set_weights(self._qrnn, found)
         if strict:
             own = {prefix + name for name in expected}
-            unexpected_keys.extend(k for k in state_dict if k.startswith(prefix) and k not in own
-                                   and "." not in k[len(prefix):])
+            unexpected_keys.extend(
+                k
+                for k in state_dict
+                if k.startswith(prefix) and k not in own and "." not in k[len(prefix) :]
+            )
 
     def __deepcopy__(self, memo):
         clone = DynamicRNN.empty(_float_twin(self), dtype=self.dtype)
@@ -93,13 +113,21 @@ class DynamicRNN(nn.Module):
 
     def extra_repr(self) -> str:
         weights = "int8 per-channel" if self.dtype == "int8" else "float16"
-        return (f"{self.kind.upper()}({self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
-                f"bidirectional={self.bidirectional}, batch_first={self.batch_first}), {weights} weights")
+        return (
+            f"{self.kind.upper()}({self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
+            f"bidirectional={self.bidirectional}, batch_first={self.batch_first}), {weights} weights"
+        )
 
 
 def _float_twin(layer: DynamicRNN) -> nn.Module:
     q = layer._qrnn
     cls = nn.LSTM if layer.kind == "lstm" else nn.GRU
-    return cls(q.input_size, q.hidden_size, q.num_layers, bias=q.bias, batch_first=q.batch_first,
-               dropout=float(q.dropout), bidirectional=q.bidirectional)
-
+    return cls(
+        q.input_size,
+        q.hidden_size,
+        q.num_layers,
+        bias=q.bias,
+        batch_first=q.batch_first,
+        dropout=float(q.dropout),
+        bidirectional=q.bidirectional,
+    )

@@ -67,18 +67,31 @@ class SyncedBatchNorm(nn.modules.batchnorm._BatchNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dist = torch.distributed
-        if not (self.training and x.device.type == "cpu" and dist.is_available() and dist.is_initialized()):
+        if not (
+            self.training
+            and x.device.type == "cpu"
+            and dist.is_available()
+            and dist.is_initialized()
+        ):
             return nn.SyncBatchNorm.forward(self, x)
         c, dims = x.shape[1], [0, *range(2, x.ndim)]
         count = x.new_tensor([x.numel() / c])
-        stats = _SumOverGroup.apply(torch.cat([x.sum(dims), x.square().sum(dims), count]), self.process_group)
+        stats = _SumOverGroup.apply(
+            torch.cat([x.sum(dims), x.square().sum(dims), count]), self.process_group
+        )
         n = stats[-1]
         mean = stats[:c] / n
-        var = (stats[c:2 * c] / n - mean.square()).clamp_min(0)  # (C,), biased: normalizes the batch
+        var = (stats[c : 2 * c] / n - mean.square()).clamp_min(
+            0
+        )  # (C,), biased: normalizes the batch
         if self.track_running_stats and self.running_mean is not None:
             with torch.no_grad():
                 self.num_batches_tracked += 1
-                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                m = (
+                    self.momentum
+                    if self.momentum is not None
+                    else 1.0 / float(self.num_batches_tracked)
+                )
                 self.running_mean.lerp_(mean.detach(), m)
                 self.running_var.lerp_(var.detach() * n / (n - 1).clamp_min(1), m)
         shape = (1, c) + (1,) * (x.ndim - 2)
@@ -90,13 +103,21 @@ FOLDABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, SyncedBatchNorm)
 _PLAIN = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 # normalizations over each input's own statistics: nothing to fold, Static/QAT keep them float
-PER_SAMPLE_NORMS = (nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
+PER_SAMPLE_NORMS = (
+    nn.GroupNorm,
+    nn.LayerNorm,
+    nn.InstanceNorm1d,
+    nn.InstanceNorm2d,
+    nn.InstanceNorm3d,
+)
 
 
 def norm_reason(module: nn.Module) -> str:
     """Why Static/QAT leave a GroupNorm/LayerNorm/InstanceNorm in float (summary text)."""
-    return ("normalizes with each input's own statistics, so unlike BatchNorm nothing folds into the layer "
-            f"before it; {type(module).__name__} runs in float between DeQuant/Quant")
+    return (
+        "normalizes with each input's own statistics, so unlike BatchNorm nothing folds into the layer "
+        f"before it; {type(module).__name__} runs in float between DeQuant/Quant"
+    )
 
 
 def bn_scale(bn: nn.modules.batchnorm._BatchNorm, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -132,9 +153,13 @@ def fold_bn_params(
         The folded weight and bias, in the weight's dtype.
     """
     if bn.running_mean is None or bn.running_var is None:
-        raise InputError("cannot fold a BatchNorm without running statistics (track_running_stats=False)")
+        raise InputError(
+            "cannot fold a BatchNorm without running statistics (track_running_stats=False)"
+        )
     if bn.num_features != weight.shape[0]:
-        raise InputError(f"BatchNorm has {bn.num_features} channels but the layer has {weight.shape[0]} outputs")
+        raise InputError(
+            f"BatchNorm has {bn.num_features} channels but the layer has {weight.shape[0]} outputs"
+        )
     mean = bn.running_mean.double()
     beta = bn.bias.double() if bn.bias is not None else torch.zeros_like(mean)
     b = bias.double() if bias is not None else torch.zeros_like(mean)
@@ -148,7 +173,9 @@ def fold_bn_params(
 def fold_pair(layer: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> None:
     """Fold ``bn`` into ``layer`` in place (the caller removes ``bn`` from the model)."""
     if not isinstance(layer, FOLDABLE) or getattr(layer, "transposed", False):
-        raise InputError(f"can only fold BatchNorm into Conv1d/2d/3d or Linear, not {type(layer).__name__}")
+        raise InputError(
+            f"can only fold BatchNorm into Conv1d/2d/3d or Linear, not {type(layer).__name__}"
+        )
     weight, bias = fold_bn_params(layer.weight, layer.bias, bn)
     layer.weight.copy_(weight)
     if layer.bias is None:
@@ -195,7 +222,9 @@ def _sequential_pairs(model: nn.Module) -> list[tuple[str, str]]:
     return pairs
 
 
-def fold_batchnorms(model: nn.Module, *, keep: Callable[[str], bool] = lambda name: False) -> list[tuple[str, str]]:
+def fold_batchnorms(
+    model: nn.Module, *, keep: Callable[[str], bool] = lambda name: False
+) -> list[tuple[str, str]]:
     """Fold every BatchNorm that follows a Conv/Linear into it and replace it by ``nn.Identity``.
 
     Args:
@@ -206,7 +235,9 @@ def fold_batchnorms(model: nn.Module, *, keep: Callable[[str], bool] = lambda na
         The folded ``(layer, batchnorm)`` name pairs.
     """
     if model.training:
-        raise InputError("fold BatchNorms in eval mode (model.eval()); training mode uses batch statistics")
+        raise InputError(
+            "fold BatchNorms in eval mode (model.eval()); training mode uses batch statistics"
+        )
     done = []
     for layer_name, bn_name in find_pairs(model):
         if keep(layer_name) or keep(bn_name):
@@ -222,12 +253,17 @@ def fold_batchnorms(model: nn.Module, *, keep: Callable[[str], bool] = lambda na
 def _bn_dims(model: nn.Module, example: tuple | None) -> dict[str, int]:
     """Spatial dimensions (1, 2, 3) of each SyncBatchNorm: from its input on ``example``
     (one eval-mode forward), else from the Conv/Linear before it, else 2."""
-    syncs = {n: m for n, m in model.named_modules() if isinstance(m, (nn.SyncBatchNorm, SyncedBatchNorm))}
+    syncs = {
+        n: m for n, m in model.named_modules() if isinstance(m, (nn.SyncBatchNorm, SyncedBatchNorm))
+    }
     dims: dict[str, int] = {}
     if syncs and example is not None:
-        hooks = [m.register_forward_pre_hook(
-            lambda mod, args, name=n: dims.setdefault(name, max(1, min(3, args[0].ndim - 2))))
-            for n, m in syncs.items()]
+        hooks = [
+            m.register_forward_pre_hook(
+                lambda mod, args, name=n: dims.setdefault(name, max(1, min(3, args[0].ndim - 2)))
+            )
+            for n, m in syncs.items()
+        ]
         was_training = model.training
         try:
             with torch.no_grad():
@@ -272,7 +308,9 @@ def plain_batchnorms(model: nn.Module, example: tuple | None = None) -> dict[str
 
 
 def _as_plain(sync: nn.SyncBatchNorm, dim: int) -> nn.Module:
-    bn = _PLAIN[dim](sync.num_features, sync.eps, sync.momentum, sync.affine, sync.track_running_stats)
+    bn = _PLAIN[dim](
+        sync.num_features, sync.eps, sync.momentum, sync.affine, sync.track_running_stats
+    )
     for key in ("weight", "bias"):
         setattr(bn, key, getattr(sync, key))
     for key in ("running_mean", "running_var", "num_batches_tracked"):
@@ -308,7 +346,9 @@ def sync_batchnorms_back(model: nn.Module, originals: dict[str, nn.SyncBatchNorm
 def unsync_batchnorms(model: nn.Module) -> list[str]:
     """Replace the SyncBatchNorms left in a prepared model by plain BatchNorms sharing their
     tensors (in place), so converting folds them; returns their names."""
-    names = [n for n, m in model.named_modules() if isinstance(m, (nn.SyncBatchNorm, SyncedBatchNorm))]
+    names = [
+        n for n, m in model.named_modules() if isinstance(m, (nn.SyncBatchNorm, SyncedBatchNorm))
+    ]
     for name in names:
         sync = model.get_submodule(name)
         _replace(model, name, _as_plain(sync, getattr(sync, "_quantlens_bn_dim", 2)))

@@ -39,7 +39,12 @@ PERCDAMP = 0.01
 
 @torch.no_grad()
 def collect_hessians(
-    model: nn.Module, names: list[str], calib_data, *, limit: int | None = None, progress: bool | None = None,
+    model: nn.Module,
+    names: list[str],
+    calib_data,
+    *,
+    limit: int | None = None,
+    progress: bool | None = None,
     sync: bool = True,
 ) -> dict[str, torch.Tensor]:
     """``H = 2 X X^T / n`` of the inputs of the named Linear layers over ``calib_data``.
@@ -73,8 +78,11 @@ def collect_hessians(
     model.eval()
     try:
         batches = 0
-        for batch in track(iter_batches(calib_data, limit=limit, what="calib_data"), "GPTQ calibration",
-                           enabled=progress):
+        for batch in track(
+            iter_batches(calib_data, limit=limit, what="calib_data"),
+            "GPTQ calibration",
+            enabled=progress,
+        ):
             run_batch(model, batch, "calib_data")
             batches += 1
     finally:
@@ -120,13 +128,27 @@ def gptq_quantize(
     """
     if scheme.codebook is not None:
         raise SchemeError("GPTQ needs a uniform grid; use algorithm='rtn' for codebook schemes")
-    if W.ndim != 2 or scheme.granularity == "per_channel" and scheme.axis % 2 != 0 \
-            or scheme.granularity == "per_group" and scheme.axis % 2 != 1:
-        raise SchemeError("GPTQ quantizes 2-D weights per output row: per_channel(axis=0) or per_group(axis=-1)")
+    if (
+        W.ndim != 2
+        or scheme.granularity == "per_channel"
+        and scheme.axis % 2 != 0
+        or scheme.granularity == "per_group"
+        and scheme.axis % 2 != 1
+    ):
+        raise SchemeError(
+            "GPTQ quantizes 2-D weights per output row: per_channel(axis=0) or per_group(axis=-1)"
+        )
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the column loop is many tiny ops: threads only add sync cost
     try:
-        return _gptq(W.detach().float().clone(), H.detach().float().clone(), scheme, blocksize, percdamp, act_order)
+        return _gptq(
+            W.detach().float().clone(),
+            H.detach().float().clone(),
+            scheme,
+            blocksize,
+            percdamp,
+            act_order,
+        )
     finally:
         torch.set_num_threads(threads)
 
@@ -169,12 +191,18 @@ def _gptq(W, H, scheme, blocksize, percdamp, act_order) -> QTensor:
                 s, z = static[0][:, g], static[1][:, g]
             elif (i1 + i) % group == 0:  # the first column of a group: fit it as updated so far
                 ahead = max(0, group - (i2 - i1 - i))  # the group runs past this block
-                lo, hi = torch.aminmax(torch.cat([W1[:, i:i + group], W[:, i2:i2 + ahead]], 1), dim=1)
+                lo, hi = torch.aminmax(
+                    torch.cat([W1[:, i : i + group], W[:, i2 : i2 + ahead]], 1), dim=1
+                )
                 s, z = compute_qparams(lo, hi, scheme)
                 scales[:, g], zeros[:, g] = s, z
                 zf = z.float()
             w = W1[:, i]  # (rows,)
-            q = torch.round(w / s).add_(zf if static is None else z).clamp_(scheme.qmin, scheme.qmax)
+            q = (
+                torch.round(w / s)
+                .add_(zf if static is None else z)
+                .clamp_(scheme.qmin, scheme.qmax)
+            )
             Q[:, i1 + i] = q
             err = (w - s * (q - (zf if static is None else z))) / Hinv1[i, i]
             W1[:, i:].addr_(err, Hinv1[i, i:], alpha=-1)

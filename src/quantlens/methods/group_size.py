@@ -25,7 +25,9 @@ def fit_group(length: int, group_size: int) -> int | None:
         return group_size
     if length < group_size:
         return None
-    return next((g for g in range(group_size, (group_size + 1) // 2 - 1, -1) if length % g == 0), None)
+    return next(
+        (g for g in range(group_size, (group_size + 1) // 2 - 1, -1) if length % g == 0), None
+    )
 
 
 def group_choice(group_size: int | None, length: int, scheme: QScheme) -> str:
@@ -36,7 +38,9 @@ def group_choice(group_size: int | None, length: int, scheme: QScheme) -> str:
         >>> group_choice(128, 200, QScheme(bits=4, granularity="per_group", group_size=100))
         'group_size 128 does not divide 200: groups of 100'
     """
-    if group_size is None or (scheme.granularity == "per_group" and scheme.group_size == group_size):
+    if group_size is None or (
+        scheme.granularity == "per_group" and scheme.group_size == group_size
+    ):
         return ""
     if scheme.granularity == "per_group":
         return f"group_size {group_size} does not divide {length}: groups of {scheme.group_size}"

@@ -10,9 +10,19 @@ from quantlens.errors import InputError
 
 # Packages whose modules are quantized layers, observers or fake quantization (quantlens's
 # own and PyTorch's), and the float helpers among them that a float model may hold.
-_QUANTIZED_PACKAGES = ("quantlens.nn.", "quantlens.methods.dynamic_rnn", "torch.ao.nn.quantized", "torch.ao.nn.qat",
-                       "torch.ao.nn.intrinsic.quantized", "torch.ao.nn.intrinsic.qat", "torch.ao.quantization.",
-                       "torch.nn.quantized", "torch.nn.qat", "torch.nn.intrinsic.quantized", "torch.nn.intrinsic.qat")
+_QUANTIZED_PACKAGES = (
+    "quantlens.nn.",
+    "quantlens.methods.dynamic_rnn",
+    "torch.ao.nn.quantized",
+    "torch.ao.nn.qat",
+    "torch.ao.nn.intrinsic.quantized",
+    "torch.ao.nn.intrinsic.qat",
+    "torch.ao.quantization.",
+    "torch.nn.quantized",
+    "torch.nn.qat",
+    "torch.nn.intrinsic.quantized",
+    "torch.nn.intrinsic.qat",
+)
 _FLOAT_HELPERS = ("QuantStub", "DeQuantStub", "QuantWrapper", "FloatFunctional")
 
 
@@ -33,7 +43,6 @@ def quantized_modules(model: nn.Module) -> list[str]:
     return out
 
 
-
 def refuse_quantized(model: nn.Module) -> None:
     """Raise InputError if ``model`` is prepared or already quantized: quantizing it again
     would find nothing new and report the old layers as newly quantized, or stack errors.
@@ -42,16 +51,23 @@ def refuse_quantized(model: nn.Module) -> None:
         InputError: one line naming the method (or the quantized modules) and what to do.
     """
     if getattr(model, "quantlens_prepared", None) is not None:
-        raise InputError("this model is prepared (ql.prepare / ql.prepare_qat): finish it with ql.convert(model) "
-                         "instead of quantizing it again")
+        raise InputError(
+            "this model is prepared (ql.prepare / ql.prepare_qat): finish it with ql.convert(model) "
+            "instead of quantizing it again"
+        )
     config = getattr(model, "quantlens_config", None)
     found = quantized_modules(model)
     if config is None and not found:
         return
-    what = (f"by {type(config).__name__}" if config is not None else
-            f"{len(found)} quantized module(s): {', '.join(found[:3])}{', ...' if len(found) > 3 else ''}")
-    raise InputError(f"this model is already quantized ({what}); quantize the float model instead (one config "
-                     "mixes methods with overrides=...), or turn a weight-only model back with ql.dequantize first")
+    what = (
+        f"by {type(config).__name__}"
+        if config is not None
+        else f"{len(found)} quantized module(s): {', '.join(found[:3])}{', ...' if len(found) > 3 else ''}"
+    )
+    raise InputError(
+        f"this model is already quantized ({what}); quantize the float model instead (one config "
+        "mixes methods with overrides=...), or turn a weight-only model back with ql.dequantize first"
+    )
 
 
 def train_modes(model: nn.Module) -> dict[str, bool]:

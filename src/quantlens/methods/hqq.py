@@ -100,12 +100,19 @@ def hqq_quantize(
         target = blocks - _shrink(residual, magnitude, beta, p)
         W_q_mean, target_mean = W_q.mean(-1, keepdim=True), target.mean(-1, keepdim=True)
         if not scheme.symmetric:
-            z = (W_q_mean - target_mean / s).round_().clamp_(qmin, qmax)  # mean(W_q - (W - W_e) / s)
+            z = (
+                (W_q_mean - target_mean / s).round_().clamp_(qmin, qmax)
+            )  # mean(W_q - (W - W_e) / s)
         d = W_q.sub_(z)  # least squares for s: (W - W_e) ~ s (W_q - z)
-        s = ((target * d).sum(-1, keepdim=True) / (d * d).sum(-1, keepdim=True).clamp_min(1e-12)).clamp_min(MIN_SCALE)
+        s = (
+            (target * d).sum(-1, keepdim=True) / (d * d).sum(-1, keepdim=True).clamp_min(1e-12)
+        ).clamp_min(MIN_SCALE)
         beta *= kappa
     q = torch.clamp(torch.round(blocks / best_s + best_z), qmin, qmax).to(integer_dtype(scheme))
     shape = qparam_shape(W.shape, scheme)
     return QTensor(
-        from_blocks(q, scheme, W.shape), best_s.reshape(shape), best_z.reshape(shape).to(torch.int32), scheme
+        from_blocks(q, scheme, W.shape),
+        best_s.reshape(shape),
+        best_z.reshape(shape).to(torch.int32),
+        scheme,
     )

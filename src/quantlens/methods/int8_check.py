@@ -78,7 +78,9 @@ def first_run(model: nn.Module, inputs: tuple | Batch | None, summary: QuantSumm
             names the op and its module.
     """
     if inputs is None:
-        summary.note("not run after converting: no example inputs were known (pass example_inputs=...)")
+        summary.note(
+            "not run after converting: no example inputs were known (pass example_inputs=...)"
+        )
         return
     model.eval()
     for _ in range(MAX_REPAIRS + 1):
@@ -92,7 +94,9 @@ def first_run(model: nn.Module, inputs: tuple | Batch | None, summary: QuantSumm
                 f"the int8 model fails at its first run in {where}: {error_line(exc, 200)}; "
                 "leave that module in float (skip=[...]) or make the op accept quantized tensors"
             ) from exc
-    raise QuantizationFailedError(f"the int8 model still fails after {MAX_REPAIRS} repairs; leave the failing modules in float (skip=[...])")
+    raise QuantizationFailedError(
+        f"the int8 model still fails after {MAX_REPAIRS} repairs; leave the failing modules in float (skip=[...])"
+    )
 
 
 def check_converted(model: nn.Module, ctx: QuantContext) -> None:
@@ -129,7 +133,9 @@ def output_of(model: nn.Module, inputs: tuple | Batch) -> torch.Tensor | None:
     return (found.dequantize() if found.is_quantized else found).detach().float()
 
 
-def check_agreement(model: nn.Module, inputs, reference: torch.Tensor | None, summary: QuantSummary) -> None:
+def check_agreement(
+    model: nn.Module, inputs, reference: torch.Tensor | None, summary: QuantSummary
+) -> None:
     """Compare the int8 model's output on ``inputs`` with the float model's ``reference``;
     below :data:`AGREEMENT_FLOOR` cosine, warn and note it in ``summary``."""
     if reference is None or inputs is None:
@@ -139,9 +145,11 @@ def check_agreement(model: nn.Module, inputs, reference: torch.Tensor | None, su
         return
     cosine = float(cosine_similarity(reference, out))
     if cosine < AGREEMENT_FLOOR:
-        message = (f"the int8 model's output agrees with float at cosine {cosine:.3f} on the example batch "
-                   f"(below {AGREEMENT_FLOOR}): some layers lose too much; find them with quantlens "
-                   "sensitivity (or ql.analysis.sensitivity) and leave them in float with skip=[...]")
+        message = (
+            f"the int8 model's output agrees with float at cosine {cosine:.3f} on the example batch "
+            f"(below {AGREEMENT_FLOOR}): some layers lose too much; find them with quantlens "
+            "sensitivity (or ql.analysis.sensitivity) and leave them in float with skip=[...]"
+        )
         summary.note(message)
         warnings.warn(message, stacklevel=4)
 
@@ -189,7 +197,11 @@ def _run_eager(model: nn.Module, inputs: tuple):
     def post(module, args, output):
         entered.pop()
 
-    handles = [h for m in model.modules() for h in (m.register_forward_pre_hook(pre), m.register_forward_hook(post))]
+    handles = [
+        h
+        for m in model.modules()
+        for h in (m.register_forward_pre_hook(pre), m.register_forward_hook(post))
+    ]
     try:
         inputs.run(model) if isinstance(inputs, Batch) else model(*inputs)
     except Exception as exc:  # noqa: BLE001 - any failure is reported as such
@@ -210,7 +222,11 @@ def _where(model: nn.Module, node: torch.fx.Node | str | None) -> str:
     stack = node.meta.get("nn_module_stack") or {}
     owner = next(reversed(stack.values()), None) if stack else None
     module = node.target if node.op == "call_module" else (owner[0] if owner else "")
-    op = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", str(node.target))
+    op = (
+        node.target
+        if isinstance(node.target, str)
+        else getattr(node.target, "__name__", str(node.target))
+    )
     owner_text = f"module {module!r}" if module else "the model's own forward"
     return f"op {op!r} ({owner_text}, graph node {node.name!r})"
 
@@ -223,14 +239,22 @@ def _tensor_inputs(node: torch.fx.Node, values: dict) -> list[torch.fx.Node]:
 
 
 def _contiguous_input(graph: torch.fx.Graph, node: torch.fx.Node, arg) -> None:
-    if not isinstance(arg, torch.fx.Node) or (arg.op == "call_method" and arg.target == "contiguous"):
+    if not isinstance(arg, torch.fx.Node) or (
+        arg.op == "call_method" and arg.target == "contiguous"
+    ):
         return
     with graph.inserting_before(node):
         made = graph.call_method("contiguous", (arg,))
     node.replace_input_with(arg, made)
 
 
-def _repair(model: torch.fx.GraphModule, node: torch.fx.Node, values: dict, exc: Exception, summary: QuantSummary) -> bool:
+def _repair(
+    model: torch.fx.GraphModule,
+    node: torch.fx.Node,
+    values: dict,
+    exc: Exception,
+    summary: QuantSummary,
+) -> bool:
     """One repair of the failing ``node``; False when none applies."""
     graph = model.graph
     where, why = _where(model, node), error_line(exc, 120)
@@ -250,15 +274,26 @@ def _repair(model: torch.fx.GraphModule, node: torch.fx.Node, values: dict, exc:
         node.replace_input_with(arg, deq)
         values[deq] = values[arg].dequantize()
     model.recompile()
-    summary.note(f"first run: {where} failed on quantized tensors ({why}); repaired: it runs in float (DeQuant before it)")
+    summary.note(
+        f"first run: {where} failed on quantized tensors ({why}); repaired: it runs in float (DeQuant before it)"
+    )
     _requantize_after(model, node, values[quantized[0]], values, summary)
     return True
 
 
-def _quantize_inputs(model: torch.fx.GraphModule, node: torch.fx.Node, values: dict, where: str, why: str, summary: QuantSummary) -> bool:
+def _quantize_inputs(
+    model: torch.fx.GraphModule,
+    node: torch.fx.Node,
+    values: dict,
+    where: str,
+    why: str,
+    summary: QuantSummary,
+) -> bool:
     """An int8 module that receives float (after a repair above it): a Quant before it
     with the range its input has on the example batch."""
-    if node.op != "call_module" or not torch_ao.is_quantized_module(model.get_submodule(node.target)):
+    if node.op != "call_module" or not torch_ao.is_quantized_module(
+        model.get_submodule(node.target)
+    ):
         return False
     floats = [a for a in _tensor_inputs(node, values) if values[a].is_floating_point()]
     for arg in floats:
@@ -269,12 +304,20 @@ def _quantize_inputs(model: torch.fx.GraphModule, node: torch.fx.Node, values: d
             q = model.graph.call_function(torch.quantize_per_tensor, (arg, scale, zp, torch.quint8))
         node.replace_input_with(arg, q)
     model.recompile()
-    summary.note(f"first run: {where} received float ({why}); repaired: a Quant before it with the range "
-                 "of its input on the example batch (one batch, not the calibration data)")
+    summary.note(
+        f"first run: {where} received float ({why}); repaired: a Quant before it with the range "
+        "of its input on the example batch (one batch, not the calibration data)"
+    )
     return bool(floats)
 
 
-def _requantize_after(model: torch.fx.GraphModule, node: torch.fx.Node, q_in: torch.Tensor, values: dict, summary: QuantSummary) -> None:
+def _requantize_after(
+    model: torch.fx.GraphModule,
+    node: torch.fx.Node,
+    q_in: torch.Tensor,
+    values: dict,
+    summary: QuantSummary,
+) -> None:
     """Quantize ``node``'s float result again with its input's scale and zero point when
     that result, on the example batch, stays within the input's range (shape and selection
     ops); otherwise it stays float and the next op receives float."""

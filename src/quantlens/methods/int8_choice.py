@@ -60,7 +60,9 @@ class Choice:
 
 
 def _auto_observers(model: nn.Module) -> list:
-    return [m for m in model.modules() if isinstance(m, torch_ao.CoreObserver) and m.method == "auto"]
+    return [
+        m for m in model.modules() if isinstance(m, torch_ao.CoreObserver) and m.method == "auto"
+    ]
 
 
 def _tensors(output) -> list[torch.Tensor]:
@@ -79,8 +81,13 @@ def _flat(output) -> torch.Tensor:
     return torch.cat([t.detach().float().reshape(-1) for t in leaves]) if leaves else torch.zeros(0)
 
 
-def choose(prepared: nn.Module, batch: Batch, convert: Callable[[nn.Module], nn.Module], *,
-           merge_ranks: bool = False) -> Choice | None:
+def choose(
+    prepared: nn.Module,
+    batch: Batch,
+    convert: Callable[[nn.Module], nn.Module],
+    *,
+    merge_ranks: bool = False,
+) -> Choice | None:
     """Set every ``"auto"`` observer of ``prepared`` (calibrated) to the candidate whose
     int8 graph (``convert`` of a copy) gives the output closest to float on ``batch``; None
     when it has no such observer. Candidates giving the same ranges are run once.
@@ -137,7 +144,9 @@ def _merged_scores(scores: dict[str, float]) -> tuple[dict[str, float], str]:
     """Every candidate's SQNR averaged over the ranks (-inf and NaN count as -1000 dB, inf as
     1000 dB) and the first best one: the same on every rank."""
     names = list(scores)
-    local = torch.tensor([scores[n] for n in names], dtype=torch.float64).nan_to_num(-1e3, 1e3, -1e3)
+    local = torch.tensor([scores[n] for n in names], dtype=torch.float64).nan_to_num(
+        -1e3, 1e3, -1e3
+    )
     merged = distributed.all_reduce(local.clamp(-1e3, 1e3), "sum") / distributed.world_size()
     out = dict(zip(names, merged.tolist()))
     return out, names[int(merged.argmax())]  # argmax: the first maximum, as the local rule
@@ -149,5 +158,9 @@ def strip_observers(prepared: nn.Module) -> nn.Module:
     for name, module in list(prepared.named_modules()):
         if isinstance(module, torch_ao.CoreObserver) and name:
             parent_name, _, attr = name.rpartition(".")
-            setattr(prepared.get_submodule(parent_name) if parent_name else prepared, attr, nn.Identity())
+            setattr(
+                prepared.get_submodule(parent_name) if parent_name else prepared,
+                attr,
+                nn.Identity(),
+            )
     return prepared

@@ -51,7 +51,9 @@ def register_custom_module(float_cls: type, observed_cls: type, quantized_cls: t
         if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
             raise InputError(f"register_custom_module takes nn.Module classes, got {cls!r}")
     if not hasattr(observed_cls, "from_float") or not hasattr(quantized_cls, "from_observed"):
-        raise InputError("observed_cls needs a from_float classmethod and quantized_cls a from_observed classmethod")
+        raise InputError(
+            "observed_cls needs a from_float classmethod and quantized_cls a from_observed classmethod"
+        )
     _CUSTOM_MODULES[float_cls] = (float_cls, observed_cls, quantized_cls)
 
 
@@ -137,7 +139,9 @@ def make_plan(model: nn.Module, config: QuantConfig, cls: type, *, prefix: str =
     ours = [c for c in configs_in(config) if isinstance(c, cls)]
     backends = {c.backend for c in ours}
     if len(backends) != 1:
-        raise ConfigError(f"one model can use one quantized engine; these configs ask for {sorted(backends)}")
+        raise ConfigError(
+            f"one model can use one quantized engine; these configs ask for {sorted(backends)}"
+        )
     full = lambda name: f"{prefix}.{name}".strip(".")
     root = resolve(config, prefix)
     plan = Plan(backends.pop(), root if isinstance(root, cls) else None)
@@ -163,7 +167,9 @@ def make_plan(model: nn.Module, config: QuantConfig, cls: type, *, prefix: str =
                 _make_island(module)
         else:
             plan.other_method.add(name)
-    for name, why in standardize_subclasses(model, lambda n: isinstance(resolve(config, full(n)), cls)).items():
+    for name, why in standardize_subclasses(
+        model, lambda n: isinstance(resolve(config, full(n)), cls)
+    ).items():
         plan.module_configs.append((name, None))
         plan.leaves.append(name)
         plan.reasons[name] = why
@@ -198,7 +204,9 @@ def _make_island(module: nn.Module) -> None:
         return
     island = _ISLANDS.get(cls)
     if island is None:
-        island = type(cls.__name__, (cls,), {"_quantlens_float_island": True, "__module__": cls.__module__})
+        island = type(
+            cls.__name__, (cls,), {"_quantlens_float_island": True, "__module__": cls.__module__}
+        )
         _ISLANDS[cls] = island
     module.__class__ = island
 
@@ -206,8 +214,15 @@ def _make_island(module: nn.Module) -> None:
 _ISLANDS: dict[type, type] = {}
 
 
-def capture(model: nn.Module, plan: Plan, mapping, example: tuple, *, qat: bool,
-            keep_islands: Callable[[dict[str, str]], bool] | None = None) -> torch.fx.GraphModule:
+def capture(
+    model: nn.Module,
+    plan: Plan,
+    mapping,
+    example: tuple,
+    *,
+    qat: bool,
+    keep_islands: Callable[[dict[str, str]], bool] | None = None,
+) -> torch.fx.GraphModule:
     """FX-prepare ``model``; modules torch.fx cannot trace become float islands.
 
     Args:
@@ -219,18 +234,26 @@ def capture(model: nn.Module, plan: Plan, mapping, example: tuple, *, qat: bool,
         QuantizationFailedError: the model's own forward cannot be traced, or
             ``keep_islands`` refused its islands (the caller may fall back).
     """
-    kwargs = {"backend": plan.backend, "qat": qat, "custom_modules": _attach_custom_qconfigs(model, mapping)}
+    kwargs = {
+        "backend": plan.backend,
+        "qat": qat,
+        "custom_modules": _attach_custom_qconfigs(model, mapping),
+    }
     try:
         return torch_ao.prepare(model, mapping, example, leaf_names=plan.leaves, **kwargs)
     except Exception as first:
         bad = torch_ao.find_untraceable(model, leaves=plan.leaves)
         if not bad or "" in bad:
             why = bad.get("", f"{type(first).__name__}: {first}")
-            raise QuantizationFailedError(f"torch.fx cannot capture this model's forward ({why[:300]})") from first
+            raise QuantizationFailedError(
+                f"torch.fx cannot capture this model's forward ({why[:300]})"
+            ) from first
         if keep_islands is not None and not keep_islands(bad):
             name, why = next(iter(bad.items()))
-            raise QuantizationFailedError(f"torch.fx cannot trace {len(bad)} module(s) holding layers to quantize, "
-                                          f"such as {name} ({why[:200]})") from first
+            raise QuantizationFailedError(
+                f"torch.fx cannot trace {len(bad)} module(s) holding layers to quantize, "
+                f"such as {name} ({why[:200]})"
+            ) from first
     for name, why in bad.items():
         plan.leaves.append(name)
         plan.reasons[name] = f"its forward cannot be traced by torch.fx ({why}); runs in float"
@@ -242,14 +265,20 @@ def capture(model: nn.Module, plan: Plan, mapping, example: tuple, *, qat: bool,
 def calibrate(model: nn.Module, ctx: QuantContext, limit: int | None) -> int:
     """Run calibration batches through an observed model; returns the number run."""
     if ctx.calib_data is None:
-        raise InputError("Static quantization needs calib_data=... (a few hundred representative inputs)")
+        raise InputError(
+            "Static quantization needs calib_data=... (a few hundred representative inputs)"
+        )
     total = count_batches(ctx.calib_data)
     total = min(total, limit) if (total is not None and limit is not None) else (total or limit)
     n = 0
     model.eval()
     with torch.no_grad(), torch_ao.quiet():
-        for batch in track(iter_batches(ctx.calib_data, limit=limit, what="calib_data"), "calibrating",
-                           total=total, enabled=ctx.progress):
+        for batch in track(
+            iter_batches(ctx.calib_data, limit=limit, what="calib_data"),
+            "calibrating",
+            total=total,
+            enabled=ctx.progress,
+        ):
             run_batch(model, batch.to(torch.float32), "calib_data")
             n += 1
     if n == 0:
@@ -276,8 +305,16 @@ def sync_observers(model: nn.Module) -> int:
 def to_kernel_host(model: nn.Module, summary) -> nn.Module:
     """Move a prepared model to CPU float32 (in place) before converting: PyTorch's int8
     kernels run there, whatever ``.to()`` the training loop applied; noted in ``summary``."""
-    places = {(p.device.type, p.dtype) for p in itertools.chain(model.parameters(), model.buffers()) if p.is_floating_point()}
-    moved = sorted(f"{d} {str(t).removeprefix('torch.')}" for d, t in places if (d, t) != ("cpu", torch.float32))
+    places = {
+        (p.device.type, p.dtype)
+        for p in itertools.chain(model.parameters(), model.buffers())
+        if p.is_floating_point()
+    }
+    moved = sorted(
+        f"{d} {str(t).removeprefix('torch.')}"
+        for d, t in places
+        if (d, t) != ("cpu", torch.float32)
+    )
     if moved:
         model.to(device="cpu", dtype=torch.float32)
         summary.note(f"moved from {', '.join(moved)} to cpu float32 for the int8 kernels")
@@ -302,12 +339,17 @@ def require_calibrated(model: nn.Module) -> None:
         if not seen:
             empty.append(name)
     if total and len(empty) == total:
-        raise InputError("the prepared model saw no calibration data, so every activation range is unknown; "
-                         "run calibration batches through it (or train it) before ql.convert")
+        raise InputError(
+            "the prepared model saw no calibration data, so every activation range is unknown; "
+            "run calibration batches through it (or train it) before ql.convert"
+        )
     if empty:
-        warnings.warn(f"{len(empty)} of {total} activation observer(s) saw no data ({', '.join(empty[:3])}"
-                      f"{', ...' if len(empty) > 3 else ''}); their ranges default to a scale of 1.0. "
-                      "Calibrate on data that reaches every branch", stacklevel=3)
+        warnings.warn(
+            f"{len(empty)} of {total} activation observer(s) saw no data ({', '.join(empty[:3])}"
+            f"{', ...' if len(empty) > 3 else ''}); their ranges default to a scale of 1.0. "
+            "Calibrate on data that reaches every branch",
+            stacklevel=3,
+        )
 
 
 # --- summary ---------------------------------------------------------------------------------
@@ -316,8 +358,11 @@ def require_calibrated(model: nn.Module) -> None:
 def _state_bytes(value) -> int:
     if isinstance(value, torch.Tensor):
         if value.is_quantized:
-            extra = value.q_per_channel_scales().numel() * 12 if value.qscheme() in (
-                torch.per_channel_affine, torch.per_channel_symmetric) else 12
+            extra = (
+                value.q_per_channel_scales().numel() * 12
+                if value.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric)
+                else 12
+            )
             return value.numel() * value.element_size() + extra
         return value.numel() * value.element_size()
     if isinstance(value, (tuple, list)):
@@ -334,7 +379,13 @@ def float_layers(model: nn.Module) -> dict[str, tuple[str, int]]:
     }
 
 
-def summarize(ctx: QuantContext, before: dict[str, tuple[str, int]], converted: nn.Module, plan: Plan, detail: str) -> None:
+def summarize(
+    ctx: QuantContext,
+    before: dict[str, tuple[str, int]],
+    converted: nn.Module,
+    plan: Plan,
+    detail: str,
+) -> None:
     """Record which layers were quantized, which stayed float and why, and what was fused."""
     modules = dict(converted.named_modules())
     custom = tuple(q for _, _, q in custom_modules())
@@ -346,24 +397,49 @@ def summarize(ctx: QuantContext, before: dict[str, tuple[str, int]], converted: 
         if owner is not None and plan.reasons[owner] == SKIP_REASON:
             ctx.record_skip(name, kind, bytes_before=nbytes, bytes_after=nbytes)
         elif owner is not None:
-            ctx.summary.add(name, kind, "float", reason=plan.reasons[owner], bytes_before=nbytes, bytes_after=nbytes)
+            ctx.summary.add(
+                name,
+                kind,
+                "float",
+                reason=plan.reasons[owner],
+                bytes_before=nbytes,
+                bytes_after=nbytes,
+            )
         elif name not in modules:  # folded into a fused module, or a Python module traced through
             if isinstance(getattr(nn, kind, None), type):  # torch.fx fuses only torch.nn layers
                 fused.append(name)
         elif torch_ao.is_quantized_module(modules[name]) or isinstance(modules[name], custom):
             after = sum(_state_bytes(v) for v in modules[name].state_dict().values())
-            ctx.summary.add(name, kind, "quantized", method=ctx_method(ctx), detail=detail,
-                            bytes_before=nbytes, bytes_after=after)
+            ctx.summary.add(
+                name,
+                kind,
+                "quantized",
+                method=ctx_method(ctx),
+                detail=detail,
+                bytes_before=nbytes,
+                bytes_after=after,
+            )
         elif nbytes:
-            ctx.summary.add(name, kind, "float", reason=f"no int8 kernel for {kind} on this backend; "
-                            "runs in float between DeQuant/Quant", bytes_before=nbytes, bytes_after=nbytes)
+            ctx.summary.add(
+                name,
+                kind,
+                "float",
+                reason=f"no int8 kernel for {kind} on this backend; "
+                "runs in float between DeQuant/Quant",
+                bytes_before=nbytes,
+                bytes_after=nbytes,
+            )
     if fused:
-        ctx.summary.note(f"fused into the layer before them (Conv/Linear+BN+ReLU): {', '.join(fused)}")
+        ctx.summary.note(
+            f"fused into the layer before them (Conv/Linear+BN+ReLU): {', '.join(fused)}"
+        )
     graph = getattr(converted, "graph", None)
     if graph is not None:
         quants = sum(1 for n in graph.nodes if n.target is torch.quantize_per_tensor)
         dequants = sum(1 for n in graph.nodes if n.target == "dequantize")
-        ctx.summary.note(f"{quants} Quant / {dequants} DeQuant boundaries inserted (inputs, outputs, float islands)")
+        ctx.summary.note(
+            f"{quants} Quant / {dequants} DeQuant boundaries inserted (inputs, outputs, float islands)"
+        )
 
 
 def ctx_method(ctx: QuantContext) -> str:

@@ -23,7 +23,10 @@ from quantlens.methods.base import QuantContext
 def _spec(t) -> dict:
     if not isinstance(t, torch.Tensor):
         raise InputError(f"graph capture needs tensor inputs, got a {type(t).__name__}")
-    return {"shape": [1, *t.shape[1:]] if t.ndim else [], "dtype": str(t.dtype).removeprefix("torch.")}
+    return {
+        "shape": [1, *t.shape[1:]] if t.ndim else [],
+        "dtype": str(t.dtype).removeprefix("torch."),
+    }
 
 
 def describe_inputs(args: tuple, kwargs: dict | None = None) -> dict:
@@ -68,7 +71,9 @@ def example_batch(ctx: QuantContext, *, required: bool = True) -> Batch | None:
     if ctx.calib_data is None:
         if not required:
             return None
-        raise InputError("graph capture needs example inputs: pass calib_data=... or example_inputs=(x,)")
+        raise InputError(
+            "graph capture needs example inputs: pass calib_data=... or example_inputs=(x,)"
+        )
     data = ctx.calib_data
     if is_one_shot(data, "calib_data"):  # a one-shot iterator (generator): put its first batch back
         first = next(data, None)

@@ -54,25 +54,34 @@ def keyword_root(model: nn.Module, batch: Batch) -> tuple:
     try:
         bound = inspect.signature(model.forward).bind(*batch.args, **batch.kwargs)
     except TypeError as exc:
-        raise InputError(f"the batch does not fit {cls.__name__}.forward ({exc}); give the inputs it takes") from exc
+        raise InputError(
+            f"the batch does not fit {cls.__name__}.forward ({exc}); give the inputs it takes"
+        ) from exc
     params = inspect.signature(model.forward).parameters
     names, keyword = [], []
     for name, value in bound.arguments.items():
         kind = params[name].kind
         if kind is inspect.Parameter.VAR_POSITIONAL:
-            raise InputError(f"{cls.__name__}.forward takes *{name}; give its inputs by name (a dict batch)")
+            raise InputError(
+                f"{cls.__name__}.forward takes *{name}; give its inputs by name (a dict batch)"
+            )
         entries = value.items() if kind is inspect.Parameter.VAR_KEYWORD else [(name, value)]
         for key, _ in entries:
             if not key.isidentifier() or keyword_module.iskeyword(key):
-                raise InputError(f"input name {key!r} is not a Python identifier; rename that key of the batch")
+                raise InputError(
+                    f"input name {key!r} is not a Python identifier; rename that key of the batch"
+                )
             names.append(key)
             keyword.append(kind is not inspect.Parameter.POSITIONAL_ONLY)
     call = ", ".join(f"{n}={n}" if kw else n for n, kw in zip(names, keyword))
     source = f"def forward(self, {', '.join(names)}):\n    return _forward(self, {call})\n"
     scope: dict = {"_forward": cls.forward}
     exec(compile(source, f"<quantlens keyword root of {cls.__name__}>", "exec"), scope)  # noqa: S102 - names checked above
-    model.__class__ = type(cls.__name__, (cls,), {"forward": scope["forward"], "_quantlens_keyword_root": cls,
-                                                   "__module__": cls.__module__})
+    model.__class__ = type(
+        cls.__name__,
+        (cls,),
+        {"forward": scope["forward"], "_quantlens_keyword_root": cls, "__module__": cls.__module__},
+    )
     values = {**dict(zip(list(bound.arguments)[: len(batch.args)], batch.args)), **batch.kwargs}
     return tuple(values[n] for n in names)
 
@@ -104,9 +113,14 @@ def _strict_call(module: nn.Module, args: tuple, kwargs: dict) -> bool:
     except (TypeError, ValueError):
         return False
     for param in sig.parameters.values():
-        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD) or param.default is not param.empty:
+        if (
+            param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD)
+            or param.default is not param.empty
+        ):
             return False
-    return all(isinstance(v, torch.Tensor) and v.is_floating_point() for v in bound.arguments.values())
+    return all(
+        isinstance(v, torch.Tensor) and v.is_floating_point() for v in bound.arguments.values()
+    )
 
 
 def record_calls(model: nn.Module, batch: Batch) -> dict[str, tuple | None]:
@@ -117,12 +131,14 @@ def record_calls(model: nn.Module, batch: Batch) -> dict[str, tuple | None]:
     calls: dict[str, tuple | None] = {}
     handles = []
     for name, module in model.named_modules():
+
         def hook(mod, args, kwargs, name=name):
             if _strict_call(mod, args, kwargs):
                 bound = inspect.signature(mod.forward).bind(*args, **kwargs)
                 calls.setdefault(name, tuple(bound.arguments.values()))
             else:
                 calls[name] = None
+
         handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
     modes = [(m, m.training) for m in model.modules()]
     try:
@@ -136,7 +152,9 @@ def record_calls(model: nn.Module, batch: Batch) -> dict[str, tuple | None]:
     return {n: (None if a is None else tuple(t.detach() for t in a)) for n, a in calls.items()}
 
 
-def find_regions(model: nn.Module, batch: Batch, config: QuantConfig, cls: type) -> tuple[list[tuple[str, tuple]], dict[str, str]]:
+def find_regions(
+    model: nn.Module, batch: Batch, config: QuantConfig, cls: type
+) -> tuple[list[tuple[str, tuple]], dict[str, str]]:
     """The regions of ``model`` (outermost first) and the modules torch.fx cannot trace.
 
     Returns:
@@ -170,7 +188,9 @@ def find_regions(model: nn.Module, batch: Batch, config: QuantConfig, cls: type)
     return found, bad
 
 
-def regions_cover_more(model: nn.Module, batch: Batch, config: QuantConfig, cls: type, bad: dict[str, str]) -> bool:
+def regions_cover_more(
+    model: nn.Module, batch: Batch, config: QuantConfig, cls: type, bad: dict[str, str]
+) -> bool:
     """Whether capturing ``model`` by regions makes more of its Conv/Linear layers int8 than
     one graph of the whole model in which the untraceable modules ``bad`` run as float islands.
 
@@ -192,11 +212,17 @@ def regions_cover_more(model: nn.Module, batch: Batch, config: QuantConfig, cls:
         >>> regions_cover_more(llama, batch, ql.Static(), Static, {"model.layers.0": "..."})
         True
     """
+
     def within(name: str, owners) -> bool:
         return any(name == p or name.startswith(f"{p}.") for p in owners)
 
-    targets = [n for n, m in model.named_modules()
-               if n and standard_class(m, torch_ao.EAGER_TYPES) is not None and isinstance(resolve(config, n), cls)]
+    targets = [
+        n
+        for n, m in model.named_modules()
+        if n
+        and standard_class(m, torch_ao.EAGER_TYPES) is not None
+        and isinstance(resolve(config, n), cls)
+    ]
     whole = sum(not within(n, bad) for n in targets)
     if whole == len(targets):
         return False
@@ -232,8 +258,10 @@ def capture_regions(
     return regions
 
 
-LAYERS_ONLY_REASON = ("int8 here covers the Conv/Linear layers only (a captured region, or a model fed "
-                      "integer inputs); runs in float between them")
+LAYERS_ONLY_REASON = (
+    "int8 here covers the Conv/Linear layers only (a captured region, or a model fed "
+    "integer inputs); runs in float between them"
+)
 """The summary reason of the other layers with weights (LayerNorm, ...) under :func:`layers_only`."""
 
 
@@ -243,27 +271,47 @@ def layers_only(root: nn.Module, plan: Plan) -> None:
     them stay float. For regions and for models fed integer inputs (token ids, masks):
     BERT-style residual streams with outlier channels lose too much on one per-tensor int8
     grid, and integer masks reach elementwise ops that int8 kernels cannot take."""
+
     def config_of(name: str) -> QuantConfig | None:
         owners = [(n, c) for n, c in plan.module_configs if name == n or name.startswith(f"{n}.")]
         return max(owners, key=lambda e: len(e[0]))[1] if owners else plan.global_config
 
-    layers = [(n, config_of(n)) for n, m in root.named_modules() if n and type(m) in torch_ao.EAGER_TYPES]
+    layers = [
+        (n, config_of(n)) for n, m in root.named_modules() if n and type(m) in torch_ao.EAGER_TYPES
+    ]
     for n, m in root.named_modules():
-        own = n and not list(m.children()) and type(m) not in torch_ao.EAGER_TYPES and module_bytes(m)
-        if own and config_of(n) is not None and not any(n == p or n.startswith(f"{p}.") for p in plan.reasons):
+        own = (
+            n and not list(m.children()) and type(m) not in torch_ao.EAGER_TYPES and module_bytes(m)
+        )
+        if (
+            own
+            and config_of(n) is not None
+            and not any(n == p or n.startswith(f"{p}.") for p in plan.reasons)
+        ):
             plan.reasons[n] = LAYERS_ONLY_REASON
     plan.global_config = None
-    plan.module_configs = [(n, None) for n, _ in plan.module_configs] + [(n, c) for n, c in layers if c is not None]
+    plan.module_configs = [(n, None) for n, _ in plan.module_configs] + [
+        (n, c) for n, c in layers if c is not None
+    ]
 
 
 def has_integer_inputs(batch: Batch) -> bool:
     """True when a batch holds integer tensors (token ids, attention masks)."""
-    return any(isinstance(t, torch.Tensor) and not t.is_floating_point()
-               for t in (*batch.args, *batch.kwargs.values()))
+    return any(
+        isinstance(t, torch.Tensor) and not t.is_floating_point()
+        for t in (*batch.args, *batch.kwargs.values())
+    )
 
 
-def convert_regions(model: nn.Module, regions: list[Region], config: QuantConfig, cls: type, custom_modules,
-                    choices: dict[str, Choice] | None = None, float_reason=str) -> Plan:
+def convert_regions(
+    model: nn.Module,
+    regions: list[Region],
+    config: QuantConfig,
+    cls: type,
+    custom_modules,
+    choices: dict[str, Choice] | None = None,
+    float_reason=str,
+) -> Plan:
     """Convert every captured region in place; one :class:`Plan` over the whole model for
     the summary (its float reasons under the regions' full names).
 
@@ -274,7 +322,12 @@ def convert_regions(model: nn.Module, regions: list[Region], config: QuantConfig
     merged = Plan(regions[0].plan.backend, None)
     inside = tuple(f"{r.name}." for r in regions)
     for name, module in model.named_modules():
-        if not name or list(module.children()) or name.startswith(inside) or not module_bytes(module):
+        if (
+            not name
+            or list(module.children())
+            or name.startswith(inside)
+            or not module_bytes(module)
+        ):
             continue
         cfg = resolve(config, name)
         if cfg is None:
@@ -325,7 +378,11 @@ def _set(model: nn.Module, name: str, module: nn.Module) -> None:
     parent_name, _, attr = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     face = _face(getattr(parent, attr))
-    face = {k: v for k, v in face.items() if not hasattr(module, k) or k in getattr(module, "_quantlens_face", ())}
+    face = {
+        k: v
+        for k, v in face.items()
+        if not hasattr(module, k) or k in getattr(module, "_quantlens_face", ())
+    }
     if face:
         preserve(module, _quantlens_face=tuple(face), **face)
     setattr(parent, attr, module)
@@ -341,7 +398,9 @@ def _face(module: nn.Module) -> dict:
     if given is not None:
         return {k: getattr(module, k) for k in given}
     face = {k: v for k, v in vars(module).items() if not k.startswith("_") and k != "training"}
-    for k, t in itertools.chain(module.named_parameters(recurse=False), module.named_buffers(recurse=False)):
+    for k, t in itertools.chain(
+        module.named_parameters(recurse=False), module.named_buffers(recurse=False)
+    ):
         if t is not None:
             face[k] = torch.zeros((), dtype=t.dtype, device=t.device).expand(t.shape)
     return face
@@ -350,5 +409,7 @@ def _face(module: nn.Module) -> dict:
 def regions_note(regions: list[Region], exc: Exception) -> str:
     """The summary note of a regional capture."""
     shown = ", ".join(r.name for r in regions[:4]) + (", ..." if len(regions) > 4 else "")
-    return (f"the model's forward cannot be captured whole ({str(exc)[:160]}); captured {len(regions)} "
-            f"region(s) with torch.fx instead ({shown}), float between them")
+    return (
+        f"the model's forward cannot be captured whole ({str(exc)[:160]}); captured {len(regions)} "
+        f"region(s) with torch.fx instead ({shown}), float between them"
+    )

@@ -48,7 +48,9 @@ def normalize_modules(modules) -> tuple[str, ...]:
         if name not in out:
             out.append(name)
     if not out:
-        raise ConfigError("modules is empty; give at least one layer kind, e.g. modules=(nn.Linear,)")
+        raise ConfigError(
+            "modules is empty; give at least one layer kind, e.g. modules=(nn.Linear,)"
+        )
     return tuple(out)
 
 
@@ -64,6 +66,11 @@ def default_modules(model: nn.Module) -> tuple[str, ...]:
         >>> default_modules(nn.Sequential(nn.Conv2d(3, 8, 1), nn.ReLU()))
         ('conv2d',)
     """
-    kinds = {kind_name(standard_class(m, quantized_classes()) or type(m))
-             for m in model.modules() if quantized_class_for(m) is not None}
-    return CONV_MODULES if "conv2d" in kinds and not kinds & set(DEFAULT_MODULES) else DEFAULT_MODULES
+    kinds = {
+        kind_name(standard_class(m, quantized_classes()) or type(m))
+        for m in model.modules()
+        if quantized_class_for(m) is not None
+    }
+    return (
+        CONV_MODULES if "conv2d" in kinds and not kinds & set(DEFAULT_MODULES) else DEFAULT_MODULES
+    )

@@ -54,14 +54,20 @@ def register_linear_like(kind: LinearLike) -> LinearLike:
 
 def _is_hf_conv1d(module: nn.Module) -> bool:
     cls = type(module)
-    return (cls.__name__ == "Conv1D" and cls.__module__.startswith("transformers.")
-            and isinstance(getattr(module, "weight", None), torch.Tensor) and module.weight.ndim == 2)
+    return (
+        cls.__name__ == "Conv1D"
+        and cls.__module__.startswith("transformers.")
+        and isinstance(getattr(module, "weight", None), torch.Tensor)
+        and module.weight.ndim == 2
+    )
 
 
 def _conv1d_to_linear(module: nn.Module) -> nn.Linear:
     n_in, n_out = module.weight.shape  # (in, out)
     bias = getattr(module, "bias", None)
-    linear = nn.Linear(n_in, n_out, bias=bias is not None, device=module.weight.device, dtype=module.weight.dtype)
+    linear = nn.Linear(
+        n_in, n_out, bias=bias is not None, device=module.weight.device, dtype=module.weight.dtype
+    )
     with torch.no_grad():
         linear.weight.copy_(module.weight.t())
         if bias is not None:
@@ -70,7 +76,9 @@ def _conv1d_to_linear(module: nn.Module) -> nn.Linear:
     return linear
 
 
-register_linear_like(LinearLike("Hugging Face Conv1D", _is_hf_conv1d, _conv1d_to_linear, lambda m: m.weight.t()))
+register_linear_like(
+    LinearLike("Hugging Face Conv1D", _is_hf_conv1d, _conv1d_to_linear, lambda m: m.weight.t())
+)
 
 
 def kind_of(module: nn.Module) -> LinearLike | None:
@@ -110,5 +118,7 @@ def make_linear(model: nn.Module) -> dict[str, int]:
 
 def notes(found: dict[str, int]) -> list[str]:
     """The summary notes for what :func:`make_linear` replaced."""
-    return [f"made {n} {name} layer(s) nn.Linear (the same function, the weight transposed)"
-            for name, n in found.items()]
+    return [
+        f"made {n} {name} layer(s) nn.Linear (the same function, the weight transposed)"
+        for name, n in found.items()
+    ]

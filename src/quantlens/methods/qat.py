@@ -61,7 +61,9 @@ class QAT(QuantConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.backend not in torch_ao.BACKENDS:
-            raise ConfigError(f"unknown backend {self.backend!r}; choose one of: {', '.join(torch_ao.BACKENDS)}")
+            raise ConfigError(
+                f"unknown backend {self.backend!r}; choose one of: {', '.join(torch_ao.BACKENDS)}"
+            )
         if not 2 <= self.wbits <= 8:
             raise ConfigError(f"weight bits must be 2..8 for int8 kernels, got {self.wbits}")
         get_observer(self.observer)
@@ -73,17 +75,25 @@ class QAT(QuantConfig):
 
 def _qconfig(cfg: QAT):
     return torch_ao.make_qconfig(
-        cfg.backend, observer=cfg.observer, per_channel=cfg.per_channel, weight_bits=cfg.wbits, qat=True
+        cfg.backend,
+        observer=cfg.observer,
+        per_channel=cfg.per_channel,
+        weight_bits=cfg.wbits,
+        qat=True,
     )
 
 
 def _root(config: QuantConfig) -> QAT:
     root = resolve(config, "")
-    return root if isinstance(root, QAT) else next(c for c in configs_in(config) if isinstance(c, QAT))
+    return (
+        root if isinstance(root, QAT) else next(c for c in configs_in(config) if isinstance(c, QAT))
+    )
 
 
 def _detail(cfg: QAT) -> str:
-    weights = f"{cfg.wbits}-bit weights" + (" (stored int8, 2^bits levels)" if cfg.wbits < 8 else "")
+    weights = f"{cfg.wbits}-bit weights" + (
+        " (stored int8, 2^bits levels)" if cfg.wbits < 8 else ""
+    )
     return f"int8 {cfg.backend} (QAT), {weights}, uint8 activations"
 
 
@@ -95,8 +105,12 @@ def prepare(model: nn.Module, ctx: QuantContext) -> nn.Module:
     batch = int8_inputs.example_batch(ctx, required=False)
     desc = int8_inputs.describe_inputs(batch.args, batch.kwargs) if batch is not None else None
     positional = batch.args if batch is not None and not batch.kwargs else None
-    ctx.extra.update(int8_method="qat", float_layers=int8_graph.float_layers(model), example_desc=desc,
-                     example=batch if batch is not None and batch.kwargs else positional)
+    ctx.extra.update(
+        int8_method="qat",
+        float_layers=int8_graph.float_layers(model),
+        example_desc=desc,
+        example=batch if batch is not None and batch.kwargs else positional,
+    )
     syncs = fusion.plain_batchnorms(model, positional)
     plan = int8_graph.make_plan(model, ctx.config, QAT)
     model.train()
@@ -104,14 +118,22 @@ def prepare(model: nn.Module, ctx: QuantContext) -> nn.Module:
         int8_regions.layers_only(model, plan)
     example = int8_regions.keyword_root(model, batch) if batch is not None else ()
     try:
-        keep = None if batch is None else (
-            lambda bad: not int8_regions.regions_cover_more(model, batch, ctx.config, QAT, bad))
-        prepared = int8_graph.capture(model, plan, plan.mapping(_qconfig, qat=True), example, qat=True,
-                                      keep_islands=keep)
+        keep = (
+            None
+            if batch is None
+            else (
+                lambda bad: not int8_regions.regions_cover_more(model, batch, ctx.config, QAT, bad)
+            )
+        )
+        prepared = int8_graph.capture(
+            model, plan, plan.mapping(_qconfig, qat=True), example, qat=True, keep_islands=keep
+        )
     except QuantizationFailedError as exc:
         int8_regions.plain_root(model)
         if batch is None:
-            raise QuantizationFailedError(f"{exc}; pass example_inputs=... so QAT can capture its traceable regions") from exc
+            raise QuantizationFailedError(
+                f"{exc}; pass example_inputs=... so QAT can capture its traceable regions"
+            ) from exc
         regions = int8_regions.capture_regions(model, batch, ctx.config, QAT, _qconfig, qat=True)
         if not regions:
             raise
@@ -124,14 +146,18 @@ def prepare(model: nn.Module, ctx: QuantContext) -> nn.Module:
             ctx.extra["example"] = example  # positional, in the graph's input order
     if syncs:
         back = fusion.sync_batchnorms_back(prepared, syncs)
-        ctx.summary.note(f"{len(syncs)} SyncBatchNorm layer(s) fused like BatchNorm; they synchronise while training "
-                         f"(on CPU too: {', '.join(back)}) and fold at convert")
+        ctx.summary.note(
+            f"{len(syncs)} SyncBatchNorm layer(s) fused like BatchNorm; they synchronise while training "
+            f"(on CPU too: {', '.join(back)}) and fold at convert"
+        )
     if desc is None:  # ql.prepare_qat(model, config) without inputs: learn the shapes in training
         int8_graph.record_inputs_on_first_call(prepared, ctx)
     else:
         int8_graph.preserve(prepared, quantlens_example_inputs=desc)
     if cfg.wbits < 8:
-        ctx.summary.note(f"weights train on {1 << cfg.wbits} levels ({cfg.wbits}-bit); the int8 kernels store them in int8")
+        ctx.summary.note(
+            f"weights train on {1 << cfg.wbits} levels ({cfg.wbits}-bit); the int8 kernels store them in int8"
+        )
     return prepared
 
 
@@ -145,11 +171,15 @@ def convert(model: nn.Module, ctx: QuantContext) -> nn.Module:
     int8_graph.require_calibrated(model)
     regions, before = ctx.extra.get("regions"), ctx.extra["float_layers"]
     if regions:
-        plan = int8_regions.convert_regions(model.eval(), regions, ctx.config, QAT, int8_graph.custom_modules())
+        plan = int8_regions.convert_regions(
+            model.eval(), regions, ctx.config, QAT, int8_graph.custom_modules()
+        )
         before, converted = int8_regions.rename_layers(before, regions), model
     else:
         plan = ctx.extra["plan"]
-        converted = torch_ao.convert(model, backend=cfg.backend, custom_modules=int8_graph.custom_modules())
+        converted = torch_ao.convert(
+            model, backend=cfg.backend, custom_modules=int8_graph.custom_modules()
+        )
     int8_graph.preserve(converted, quantlens_example_inputs=desc)
     int8_check.check_converted(converted, ctx)
     int8_graph.summarize(ctx, before, converted, plan, _detail(cfg))
@@ -240,14 +270,20 @@ def train_qat(
     """
     ctx = getattr(model, "quantlens_prepared", None)
     if ctx is None or not any(isinstance(c, QAT) for c in configs_in(ctx.config)):
-        raise InputError("train_qat takes a model from ql.prepare_qat(model, ql.QAT(...)); prepare it first")
+        raise InputError(
+            "train_qat takes a model from ql.prepare_qat(model, ql.QAT(...)); prepare it first"
+        )
     cfg = _root(ctx.config)
     loss_fn = loss or nn.CrossEntropyLoss()
     optimizer = optimizer or torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     history = []
     bn_frozen = observers_frozen = False
     for epoch in range(epochs):
-        if cfg.freeze_observers_after is not None and epoch >= cfg.freeze_observers_after and not observers_frozen:
+        if (
+            cfg.freeze_observers_after is not None
+            and epoch >= cfg.freeze_observers_after
+            and not observers_frozen
+        ):
             torch_ao.freeze_observers(model)
             observers_frozen = True
         model.train()
@@ -255,8 +291,12 @@ def train_qat(
             torch_ao.freeze_bn(model)
             bn_frozen = True
         total, correct, loss_sum = 0, 0, 0.0
-        batches = track(iter_batches(train_data, what="train_data"), f"QAT epoch {epoch + 1}/{epochs}",
-                        total=count_batches(train_data), enabled=progress)
+        batches = track(
+            iter_batches(train_data, what="train_data"),
+            f"QAT epoch {epoch + 1}/{epochs}",
+            total=count_batches(train_data),
+            enabled=progress,
+        )
         with torch_ao.quiet():
             for batch in batches:
                 if batch.labels is None:
@@ -270,8 +310,13 @@ def train_qat(
                 if isinstance(out, torch.Tensor) and out.ndim == 2 and batch.labels.ndim == 1:
                     correct += int((out.argmax(-1) == batch.labels).sum())
                 total += batch.size
-        row = {"epoch": epoch + 1, "train_loss": loss_sum / max(total, 1), "train_accuracy": correct / max(total, 1),
-               "bn_frozen": bn_frozen, "observers_frozen": observers_frozen}
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / max(total, 1),
+            "train_accuracy": correct / max(total, 1),
+            "bn_frozen": bn_frozen,
+            "observers_frozen": observers_frozen,
+        }
         if eval_data is not None:
             metrics = evaluate(model, eval_data, loss_fn)
             row.update(eval_loss=metrics["loss"], eval_accuracy=metrics["accuracy"])
@@ -279,4 +324,6 @@ def train_qat(
     return history
 
 
-register_method("qat", QAT, apply=apply, rebuild=rebuild, prepare=prepare, convert=convert, order=10)
+register_method(
+    "qat", QAT, apply=apply, rebuild=rebuild, prepare=prepare, convert=convert, order=10
+)

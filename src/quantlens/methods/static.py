@@ -80,7 +80,9 @@ class Static(QuantConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.backend not in torch_ao.BACKENDS:
-            raise ConfigError(f"unknown backend {self.backend!r}; choose one of: {', '.join(torch_ao.BACKENDS)}")
+            raise ConfigError(
+                f"unknown backend {self.backend!r}; choose one of: {', '.join(torch_ao.BACKENDS)}"
+            )
         if self.mode not in MODES:
             raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.calib_batches is not None and self.calib_batches < 1:
@@ -91,7 +93,10 @@ class Static(QuantConfig):
 
 def _qconfig(cfg: Static):
     return torch_ao.make_qconfig(
-        cfg.backend, observer=cfg.observer, weight_observer=cfg.weight_observer, per_channel=cfg.per_channel
+        cfg.backend,
+        observer=cfg.observer,
+        weight_observer=cfg.weight_observer,
+        per_channel=cfg.per_channel,
     )
 
 
@@ -117,33 +122,53 @@ def prepare(model: nn.Module, ctx: QuantContext) -> nn.Module:
     desc = int8_inputs.describe_inputs(batch.args, batch.kwargs)
     before = int8_graph.float_layers(model)
     # the first-run check after converting runs this: positional inputs, or the whole batch
-    ctx.extra.update(int8_method="static", float_layers=before, example_desc=desc, example_batch=batch,
-                     example=batch if batch.kwargs else batch.args,
-                     float_reference=int8_check.output_of(model, batch))
+    ctx.extra.update(
+        int8_method="static",
+        float_layers=before,
+        example_desc=desc,
+        example_batch=batch,
+        example=batch if batch.kwargs else batch.args,
+        float_reference=int8_check.output_of(model, batch),
+    )
     syncs = fusion.plain_batchnorms(model, None if batch.kwargs else batch.args)
     if syncs:
-        ctx.summary.note(f"{len(syncs)} SyncBatchNorm layer(s) fused and folded as BatchNorm (the same function in eval mode)")
+        ctx.summary.note(
+            f"{len(syncs)} SyncBatchNorm layer(s) fused and folded as BatchNorm (the same function in eval mode)"
+        )
     if cfg.mode != "eager":
         plan = int8_graph.make_plan(model, ctx.config, Static)
         _token_inputs(model, plan, batch, ctx)
         example = int8_regions.keyword_root(model, batch)
         try:
-            prepared = int8_graph.capture(model, plan, plan.mapping(_qconfig, qat=False), example, qat=False,
-                                          keep_islands=lambda bad: not int8_regions.regions_cover_more(
-                                              model, batch, ctx.config, Static, bad))
+            prepared = int8_graph.capture(
+                model,
+                plan,
+                plan.mapping(_qconfig, qat=False),
+                example,
+                qat=False,
+                keep_islands=lambda bad: (
+                    not int8_regions.regions_cover_more(model, batch, ctx.config, Static, bad)
+                ),
+            )
         except QuantizationFailedError as exc:
             int8_regions.plain_root(model)
             if cfg.fuse:
                 _fold(model, ctx)
-            regions = int8_regions.capture_regions(model, batch, ctx.config, Static, _qconfig, qat=False)
+            regions = int8_regions.capture_regions(
+                model, batch, ctx.config, Static, _qconfig, qat=False
+            )
             if regions:
                 ctx.extra["regions"] = regions
                 ctx.summary.note(int8_regions.regions_note(regions, exc))
                 int8_graph.preserve(model, quantlens_example_inputs=desc)
                 return model
             if cfg.mode == "fx":
-                raise QuantizationFailedError(f"{exc}; use mode='auto' for the eager fallback") from exc
-            ctx.summary.note(f"graph capture failed ({str(exc)[:160]}); used the layer-wise eager fallback")
+                raise QuantizationFailedError(
+                    f"{exc}; use mode='auto' for the eager fallback"
+                ) from exc
+            ctx.summary.note(
+                f"graph capture failed ({str(exc)[:160]}); used the layer-wise eager fallback"
+            )
             return _eager_prepare(model, ctx, cfg)
         ctx.extra.update(plan=plan, example=example)  # positional, in the graph's input order
         int8_graph.preserve(prepared, quantlens_example_inputs=desc)
@@ -165,7 +190,9 @@ def convert(model: nn.Module, ctx: QuantContext) -> nn.Module:
     before = ctx.extra["float_layers"]
     custom = int8_graph.custom_modules()
 
-    def to_int8(observed: nn.Module, example) -> nn.Module:  # converted, repaired where its first run fails
+    def to_int8(
+        observed: nn.Module, example
+    ) -> nn.Module:  # converted, repaired where its first run fails
         converted = torch_ao.convert(observed, backend=cfg.backend, custom_modules=custom)
         int8_check.contiguous_views(converted, ctx.summary)
         int8_check.first_run(converted, example, ctx.summary)
@@ -174,24 +201,44 @@ def convert(model: nn.Module, ctx: QuantContext) -> nn.Module:
     choices: dict[str, int8_choice.Choice] = {}
     if regions:
         for region in regions if measure else ():
-            got = int8_choice.choose(model.get_submodule(region.name), Batch(region.example),
-                                     lambda m, ex=region.example: to_int8(m, ex), merge_ranks=cfg.sync)
+            got = int8_choice.choose(
+                model.get_submodule(region.name),
+                Batch(region.example),
+                lambda m, ex=region.example: to_int8(m, ex),
+                merge_ranks=cfg.sync,
+            )
             if got is not None:
                 choices[region.name] = got
-        plan = int8_regions.convert_regions(model, regions, ctx.config, Static, custom, choices, _float_reason)
+        plan = int8_regions.convert_regions(
+            model, regions, ctx.config, Static, custom, choices, _float_reason
+        )
         before = int8_regions.rename_layers(before, regions)
-        choices = {r.name + (".module" if r.leaf else ""): choices[r.name] for r in regions if r.name in choices}
+        choices = {
+            r.name + (".module" if r.leaf else ""): choices[r.name]
+            for r in regions
+            if r.name in choices
+        }
         converted = model
     elif plan is None:  # eager fallback
         converted = torch_ao.eager_convert(model)
         plan = int8_graph.Plan(cfg.backend, cfg, reasons=ctx.extra.get("eager_reasons", {}))
     else:
-        got = int8_choice.choose(model, ctx.extra["example_batch"], lambda m: to_int8(m, ctx.extra["example"]),
-                                 merge_ranks=cfg.sync) if (
-            measure and "example_batch" in ctx.extra) else None
+        got = (
+            int8_choice.choose(
+                model,
+                ctx.extra["example_batch"],
+                lambda m: to_int8(m, ctx.extra["example"]),
+                merge_ranks=cfg.sync,
+            )
+            if (measure and "example_batch" in ctx.extra)
+            else None
+        )
         choices = {"": got} if got is not None else {}
-        converted = got.converted if got is not None else torch_ao.convert(model, backend=cfg.backend,
-                                                                            custom_modules=custom)
+        converted = (
+            got.converted
+            if got is not None
+            else torch_ao.convert(model, backend=cfg.backend, custom_modules=custom)
+        )
     int8_check.check_converted(converted, ctx)
     int8_graph.summarize(ctx, before, converted, plan, _detail(cfg))
     _record_choices(ctx, choices)
@@ -200,8 +247,10 @@ def convert(model: nn.Module, ctx: QuantContext) -> nn.Module:
 
 
 def _float_reason(choice: int8_choice.Choice) -> str:
-    return (f"int8 output SQNR {choice.sqnr_db:.1f} dB on the first calibration batch (best observer: "
-            f"{choice.observer}), below {int8_choice.MIN_SQNR_DB:g} dB; left float")
+    return (
+        f"int8 output SQNR {choice.sqnr_db:.1f} dB on the first calibration batch (best observer: "
+        f"{choice.observer}), below {int8_choice.MIN_SQNR_DB:g} dB; left float"
+    )
 
 
 def _record_choices(ctx: QuantContext, choices: dict[str, int8_choice.Choice]) -> None:
@@ -209,18 +258,29 @@ def _record_choices(ctx: QuantContext, choices: dict[str, int8_choice.Choice]) -
     if not choices:
         return
     for record in ctx.summary.quantized:
-        prefix = max((p for p in choices if not p or record.name == p or record.name.startswith(f"{p}.")),
-                     key=len, default=None)
+        prefix = max(
+            (p for p in choices if not p or record.name == p or record.name.startswith(f"{p}.")),
+            key=len,
+            default=None,
+        )
         if prefix is not None and not choices[prefix].keep_float:
             got = choices[prefix]
             scores = ", ".join(f"{k} {v:.1f}" for k, v in got.scores.items())
-            record.detail = record.detail.replace("auto activations", f"{got.observer} activations") + \
-                f" (auto: int8 output SQNR in dB {scores})"
+            record.detail = (
+                record.detail.replace("auto activations", f"{got.observer} activations")
+                + f" (auto: int8 output SQNR in dB {scores})"
+            )
     kept = [c.observer for c in choices.values() if not c.keep_float]
     counts = ", ".join(f"{name} x{kept.count(name)}" for name in dict.fromkeys(kept))
     floated = sum(c.keep_float for c in choices.values())
-    ctx.summary.note(f"observer='auto' chose by the output SQNR it measured: {counts}"
-                     + (f"; {floated} graph(s) left float below {int8_choice.MIN_SQNR_DB:g} dB" if floated else ""))
+    ctx.summary.note(
+        f"observer='auto' chose by the output SQNR it measured: {counts}"
+        + (
+            f"; {floated} graph(s) left float below {int8_choice.MIN_SQNR_DB:g} dB"
+            if floated
+            else ""
+        )
+    )
 
 
 def apply(model: nn.Module, ctx: QuantContext) -> nn.Module:
@@ -250,16 +310,22 @@ def _token_inputs(model: nn.Module, plan: int8_graph.Plan, batch: Batch, ctx: Qu
     :func:`quantlens.methods.int8_regions.layers_only`)."""
     if int8_regions.has_integer_inputs(batch):
         int8_regions.layers_only(model, plan)
-        ctx.summary.note("integer inputs (token ids / masks): only Conv/Linear layers run int8; "
-                         "the ops between them (attention math, residual adds, norms) stay float")
+        ctx.summary.note(
+            "integer inputs (token ids / masks): only Conv/Linear layers run int8; "
+            "the ops between them (attention math, residual adds, norms) stay float"
+        )
 
 
 def _fold(model: nn.Module, ctx: QuantContext) -> None:
     """Fold the BatchNorms that follow a Static Conv/Linear (the graph-mode fusion's job,
     for the paths without a whole-model graph)."""
-    folded = fusion.fold_batchnorms(model, keep=lambda name: not isinstance(resolve(ctx.config, name), Static))
+    folded = fusion.fold_batchnorms(
+        model, keep=lambda name: not isinstance(resolve(ctx.config, name), Static)
+    )
     if folded:
-        ctx.summary.note("folded BatchNorm into the layer before it: " + ", ".join(b for _, b in folded))
+        ctx.summary.note(
+            "folded BatchNorm into the layer before it: " + ", ".join(b for _, b in folded)
+        )
         ctx.extra["float_layers"] = int8_graph.float_layers(model)
 
 
@@ -283,8 +349,11 @@ def _eager_prepare(model: nn.Module, ctx: QuantContext, cfg: Static) -> nn.Modul
     for name, (_, nbytes) in ctx.extra["float_layers"].items():
         if nbytes and name not in targets and name not in reasons:
             module = model.get_submodule(name)
-            reasons[name] = (fusion.norm_reason(module) if isinstance(module, fusion.PER_SAMPLE_NORMS)
-                             else "eager fallback quantizes Conv/Linear layers only")
+            reasons[name] = (
+                fusion.norm_reason(module)
+                if isinstance(module, fusion.PER_SAMPLE_NORMS)
+                else "eager fallback quantizes Conv/Linear layers only"
+            )
     ctx.extra["eager_reasons"] = reasons
     torch_ao.eager_wrap(model, targets)
     prepared = torch_ao.eager_prepare(model, _qconfig(cfg), targets)
@@ -294,7 +363,9 @@ def _eager_prepare(model: nn.Module, ctx: QuantContext, cfg: Static) -> nn.Modul
     return prepared
 
 
-register_method("static", Static, apply=apply, rebuild=rebuild, prepare=prepare, convert=convert, order=10)
+register_method(
+    "static", Static, apply=apply, rebuild=rebuild, prepare=prepare, convert=convert, order=10
+)
 
 __all__ = ["Static", "register_custom_module"]
 register_custom_module = int8_graph.register_custom_module

@@ -97,16 +97,28 @@ def register_algorithm(algorithm: Algorithm) -> Algorithm:
 
 def _collect_hessians(model: nn.Module, names: list[str], ctx: QuantContext) -> dict[str, Any]:
     if ctx.calib_data is None:
-        raise ConfigError("algorithm='gptq' needs calibration data: ql.quantize(model, config, calib_data=batches)")
+        raise ConfigError(
+            "algorithm='gptq' needs calibration data: ql.quantize(model, config, calib_data=batches)"
+        )
     sync = not isinstance(ctx.config, WeightOnly) or ctx.config.sync
-    return gptq.collect_hessians(model, names, ctx.calib_data, limit=ctx.calib_batches, progress=ctx.progress,
-                                 sync=sync)
+    return gptq.collect_hessians(
+        model, names, ctx.calib_data, limit=ctx.calib_batches, progress=ctx.progress, sync=sync
+    )
 
 
-register_algorithm(Algorithm("rtn", lambda w, scheme, _: quantize_tensor(w, scheme), codebooks=True))
+register_algorithm(
+    Algorithm("rtn", lambda w, scheme, _: quantize_tensor(w, scheme), codebooks=True)
+)
 register_algorithm(Algorithm("hqq", lambda w, scheme, _: hqq.hqq_quantize(w, scheme)))
-register_algorithm(Algorithm("gptq", lambda w, scheme, h: gptq.gptq_quantize(w, h, scheme, act_order=True),
-                             collect=_collect_hessians, kinds=("linear",), fallback="hqq"))
+register_algorithm(
+    Algorithm(
+        "gptq",
+        lambda w, scheme, h: gptq.gptq_quantize(w, h, scheme, act_order=True),
+        collect=_collect_hessians,
+        kinds=("linear",),
+        fallback="hqq",
+    )
+)
 
 
 # --- config -------------------------------------------------------------------------------
@@ -162,20 +174,31 @@ class WeightOnly(QuantConfig):
         if self.group_size == "auto":
             eight = isinstance(self.bits, int) and self.bits >= 8
             object.__setattr__(self, "group_size", None if eight else DEFAULT_GROUP_SIZE)
-        if self.group_size is not None and (isinstance(self.group_size, bool) or not isinstance(self.group_size, int)
-                                            or self.group_size < 1):
-            raise ConfigError(f"group_size must be a positive integer, None (per-channel) or 'auto', "
-                              f"got {self.group_size!r}")
+        if self.group_size is not None and (
+            isinstance(self.group_size, bool)
+            or not isinstance(self.group_size, int)
+            or self.group_size < 1
+        ):
+            raise ConfigError(
+                f"group_size must be a positive integer, None (per-channel) or 'auto', "
+                f"got {self.group_size!r}"
+            )
         if self.modules is not None:
             object.__setattr__(self, "modules", normalize_modules(self.modules))
         if self.algorithm not in ALGORITHMS:
-            raise ConfigError(f"unknown algorithm {self.algorithm!r}; valid: {', '.join(sorted(ALGORITHMS))}")
+            raise ConfigError(
+                f"unknown algorithm {self.algorithm!r}; valid: {', '.join(sorted(ALGORITHMS))}"
+            )
         if self.codebook is not None and not ALGORITHMS[self.algorithm].codebooks:
-            raise ConfigError(f"algorithm={self.algorithm!r} fits uniform grids; use codebook=None or algorithm='rtn'")
+            raise ConfigError(
+                f"algorithm={self.algorithm!r} fits uniform grids; use codebook=None or algorithm='rtn'"
+            )
         try:
             self.scheme_for((1, self.group_size or 1))
         except SchemeError as exc:
-            raise ConfigError(f"WeightOnly(bits={self.bits}, ...) is not a valid scheme: {exc}") from exc
+            raise ConfigError(
+                f"WeightOnly(bits={self.bits}, ...) is not a valid scheme: {exc}"
+            ) from exc
 
     def scheme_for(self, shape: tuple[int, ...] | torch.Size) -> QScheme:
         """The :class:`QScheme` of a weight of ``shape``: per-channel along the first axis
@@ -192,10 +215,21 @@ class WeightOnly(QuantConfig):
         axis = 1 if len(shape) > 2 else -1
         group = None if self.group_size is None else fit_group(int(shape[axis]), self.group_size)
         if group is None:
-            return QScheme(bits=self.bits, symmetric=self.symmetric, granularity="per_channel", axis=0,
-                           codebook=self.codebook)
-        return QScheme(bits=self.bits, symmetric=self.symmetric, granularity="per_group",
-                       axis=axis, group_size=group, codebook=self.codebook)
+            return QScheme(
+                bits=self.bits,
+                symmetric=self.symmetric,
+                granularity="per_channel",
+                axis=0,
+                codebook=self.codebook,
+            )
+        return QScheme(
+            bits=self.bits,
+            symmetric=self.symmetric,
+            granularity="per_group",
+            axis=axis,
+            group_size=group,
+            codebook=self.codebook,
+        )
 
 
 # --- apply / rebuild ----------------------------------------------------------------------
@@ -240,14 +274,21 @@ def _plan(model: nn.Module, ctx: QuantContext) -> list[_Plan | _Left]:
     ours = [c for c in configs_in(ctx.config) if isinstance(c, WeightOnly)]
     candidate_kinds = {k for c in ours for k in kinds_of(c)}
     if default != DEFAULT_MODULES and any(c.modules is None for c in ours):
-        ctx.summary.note(f"this model has no Linear layer: WeightOnly quantizes its {', '.join(default)} layers "
-                         "(pass modules=... to choose the layer kinds)")
+        ctx.summary.note(
+            f"this model has no Linear layer: WeightOnly quantizes its {', '.join(default)} layers "
+            "(pass modules=... to choose the layer kinds)"
+        )
     out: list[_Plan | _Left] = []
     for name, module in model.named_modules():
-        kind = kind_name(standard_class(module, quantized_classes()) or type(module))  # FalconLinear -> "linear"
+        kind = kind_name(
+            standard_class(module, quantized_classes()) or type(module)
+        )  # FalconLinear -> "linear"
         cfg = resolve(ctx.config, name)
-        if (quantized_class_for(module) is None or kind not in candidate_kinds
-                or (isinstance(cfg, WeightOnly) and kind not in kinds_of(cfg))):
+        if (
+            quantized_class_for(module) is None
+            or kind not in candidate_kinds
+            or (isinstance(cfg, WeightOnly) and kind not in kinds_of(cfg))
+        ):
             left = _left_float(name, module, cfg, default)
             if left is not None:
                 out.append(left)
@@ -264,14 +305,24 @@ def _plan(model: nn.Module, ctx: QuantContext) -> list[_Plan | _Left]:
             continue
         algorithm = ALGORITHMS[cfg.algorithm]
         if algorithm.kinds is not None and kind not in algorithm.kinds:
-            ctx.summary.note(f"{algorithm.name} does not apply to {type(module).__name__} layers; they use {algorithm.fallback}")
+            ctx.summary.note(
+                f"{algorithm.name} does not apply to {type(module).__name__} layers; they use {algorithm.fallback}"
+            )
             algorithm = ALGORITHMS[algorithm.fallback]
-        length = module.weight.shape[1]  # the grouped axis: in_features / embedding_dim / input channels
-        out.append(_Plan(name, module, cfg, scheme, algorithm, group_choice(cfg.group_size, length, scheme)))
+        length = module.weight.shape[
+            1
+        ]  # the grouped axis: in_features / embedding_dim / input channels
+        out.append(
+            _Plan(
+                name, module, cfg, scheme, algorithm, group_choice(cfg.group_size, length, scheme)
+            )
+        )
     return out
 
 
-def _left_float(name: str, module: nn.Module, cfg: QuantConfig | None, default: tuple[str, ...]) -> _Left | None:
+def _left_float(
+    name: str, module: nn.Module, cfg: QuantConfig | None, default: tuple[str, ...]
+) -> _Left | None:
     """A module holding weights of its own that WeightOnly leaves in float because a skip
     pattern matches it, its kind is not selected (``modules=``) or has no weight-only layer;
     None for a module without weights or another method's."""
@@ -286,12 +337,20 @@ def _left_float(name: str, module: nn.Module, cfg: QuantConfig | None, default: 
         kinds = default if cfg.modules is None else cfg.modules
         reason = f"not in modules=({', '.join(kinds)},)"
     else:
-        reason = subclass_reason(module, quantized_classes()) or "WeightOnly has no quantized layer of this kind"
+        reason = (
+            subclass_reason(module, quantized_classes())
+            or "WeightOnly has no quantized layer of this kind"
+        )
     return _Left(name, module, "float", reason, nbytes=nbytes)
 
 
 def _record_left(left: _Left, ctx: QuantContext) -> None:
-    fields = {"method": "weight_only", "detail": left.detail, "bytes_before": left.nbytes, "bytes_after": left.nbytes}
+    fields = {
+        "method": "weight_only",
+        "detail": left.detail,
+        "bytes_before": left.nbytes,
+        "bytes_after": left.nbytes,
+    }
     if left.reason == SKIP_REASON:
         ctx.record_skip(left.name, left.module, **fields)
     else:
@@ -332,15 +391,22 @@ def apply(model: nn.Module, ctx: QuantContext) -> nn.Module:
         new = quantized_class_for(p.module).from_float(p.module, qweight)
         replaced[id(p.module)] = new
         ctx.summary.add(
-            p.name, p.module, "quantized", method="weight_only",
-            detail=f"{p.scheme.describe()}, {p.algorithm.name}" + (f" ({p.choice})" if p.choice else ""),
-            bytes_before=module_bytes(p.module), bytes_after=module_bytes(new),
+            p.name,
+            p.module,
+            "quantized",
+            method="weight_only",
+            detail=f"{p.scheme.describe()}, {p.algorithm.name}"
+            + (f" ({p.choice})" if p.choice else ""),
+            bytes_before=module_bytes(p.module),
+            bytes_after=module_bytes(new),
         )
     refit = [p for p in plans if p.choice]
     if refit:
         sizes = sorted({str(p.config.group_size) for p in refit})
-        ctx.summary.note(f"group_size {'/'.join(sizes)} does not fit {len(refit)} layer(s); they use one group per "
-                         "row or a smaller group that divides their input size (see each layer's detail)")
+        ctx.summary.note(
+            f"group_size {'/'.join(sizes)} does not fit {len(refit)} layer(s); they use one group per "
+            "row or a smaller group that divides their input size (see each layer's detail)"
+        )
     return _replace(model, replaced)
 
 
@@ -366,10 +432,19 @@ def rebuild(model: nn.Module, ctx: QuantContext) -> nn.Module:
                 p.scheme = QScheme.from_dict(saved[p.name]["scheme"])
         qcls = quantized_class_for(p.module)
         if isinstance(p.module, nn.Linear):
-            new = qcls(p.module.in_features, p.module.out_features, bias=p.module.bias is not None, scheme=p.scheme)
+            new = qcls(
+                p.module.in_features,
+                p.module.out_features,
+                bias=p.module.bias is not None,
+                scheme=p.scheme,
+            )
         elif isinstance(p.module, nn.Embedding):
-            new = qcls(p.module.num_embeddings, p.module.embedding_dim, scheme=p.scheme,
-                       padding_idx=p.module.padding_idx)
+            new = qcls(
+                p.module.num_embeddings,
+                p.module.embedding_dim,
+                scheme=p.scheme,
+                padding_idx=p.module.padding_idx,
+            )
         else:  # any other registered layer: its structure from a throw-away RTN quantization
             new = qcls.from_float(p.module, quantize_tensor(p.module.weight.detach(), p.scheme))
         replaced[id(p.module)] = new
@@ -385,9 +460,13 @@ def dequantize(model: nn.Module) -> nn.Module:
         if not isinstance(module, PackedWeight) or id(module) in replaced:
             continue
         if not hasattr(module, "to_float"):
-            raise InputError(f"quantlens cannot turn a {type(module).__name__} back into a float layer")
+            raise InputError(
+                f"quantlens cannot turn a {type(module).__name__} back into a float layer"
+            )
         replaced[id(module)] = module.to_float()
     return _replace(model, replaced)
 
 
-register_method("weight_only", WeightOnly, apply=apply, rebuild=rebuild, dequantize=dequantize, order=50)
+register_method(
+    "weight_only", WeightOnly, apply=apply, rebuild=rebuild, dequantize=dequantize, order=50
+)

@@ -60,7 +60,9 @@ ACTIVATIONS = ("per_token", "per_tensor")
 _EPS = 1e-12
 
 
-def quantize_activations(x2d: torch.Tensor, per_token: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def quantize_activations(
+    x2d: torch.Tensor, per_token: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Asymmetric 7-bit activation qparams and the scaled input, before rounding.
 
     Args:
@@ -84,7 +86,9 @@ def quantize_activations(x2d: torch.Tensor, per_token: bool = True) -> tuple[tor
     return torch.addcmul(z, x2d, inv), s, z
 
 
-def quantize_weight(weight: torch.Tensor, per_channel: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize_weight(
+    weight: torch.Tensor, per_channel: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric int8 weight codes and per-output-channel scales.
 
     Returns:
@@ -155,7 +159,8 @@ def _x86_engine(layer, x2d) -> str | None:
 def _fbgemm_prepare(layer: DynamicLinear):
     n = layer.out_features
     qw = torch._make_per_channel_quantized_tensor(
-        layer.weight, layer.weight_scale.double(), torch.zeros(n, dtype=torch.long), 0)
+        layer.weight, layer.weight_scale.double(), torch.zeros(n, dtype=torch.long), 0
+    )
     packed = torch.ops.quantized.linear_prepack(qw, None)
     c = layer.weight_scale * layer.weight.sum(dim=1, dtype=torch.int32).float()  # (N,)
     return packed, c
@@ -164,25 +169,32 @@ def _fbgemm_prepare(layer: DynamicLinear):
 def _fbgemm_run(layer, state, x2d):
     packed, c = state
     xs, s, z = quantize_activations(x2d, layer.per_token)
-    g = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(xs, 1.0, 0, packed)  # (M, N)
+    g = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(
+        xs, 1.0, 0, packed
+    )  # (M, N)
     g = g.addr_(z.squeeze(1), c, alpha=-1) if layer.per_token else g.sub_(z * c)  # sum (q - z) W
     return torch.addcmul(layer.bias, g, s) if layer.bias is not None else g.mul_(s)
 
 
 def _int_mm_accepts(layer, x2d) -> str | None:
-    if x2d.device.type == "cuda" and not (x2d.shape[0] > 16 and layer.in_features % 8 == 0
-                                          and layer.out_features % 8 == 0):
+    if x2d.device.type == "cuda" and not (
+        x2d.shape[0] > 16 and layer.in_features % 8 == 0 and layer.out_features % 8 == 0
+    ):
         return "torch._int_mm on CUDA needs more than 16 rows and K, N multiples of 8"
     return None
 
 
 def _int_mm_auto(x2d) -> bool:
     """CUDA, or a CPU whose int8 dot-product instructions make PyTorch's int8 GEMM fast."""
-    return x2d.device.type == "cuda" or (x2d.device.type == "cpu" and bool({"vnni", "amx"} & cpu_features()))
+    return x2d.device.type == "cuda" or (
+        x2d.device.type == "cpu" and bool({"vnni", "amx"} & cpu_features())
+    )
 
 
 def _int_mm_prepare(layer):
-    c = layer.weight_scale * layer.weight.sum(dim=1, dtype=torch.int32).float()  # (N,) ws * rowsum(Wq)
+    c = (
+        layer.weight_scale * layer.weight.sum(dim=1, dtype=torch.int32).float()
+    )  # (N,) ws * rowsum(Wq)
     return layer.weight.t(), c  # (K, N) view of the (N, K) weight: the faster layout on CPU
 
 
@@ -212,16 +224,39 @@ def _fp16_prepare(layer):
 
 
 # torch._int_mm on CPU (torch 2.13) returns wrong sums for K = 1 at any M, N >= 2.
-register_dynamic_kernel(DynamicKernel(
-    "int_mm", "int8", _int_mm_accepts, _int_mm_prepare, _int_mm_run, auto=_int_mm_auto, shapes=Shapes(min_in=2)))
+register_dynamic_kernel(
+    DynamicKernel(
+        "int_mm",
+        "int8",
+        _int_mm_accepts,
+        _int_mm_prepare,
+        _int_mm_run,
+        auto=_int_mm_auto,
+        shapes=Shapes(min_in=2),
+    )
+)
 register_dynamic_kernel(DynamicKernel("fbgemm", "int8", _x86_engine, _fbgemm_prepare, _fbgemm_run))
-register_dynamic_kernel(DynamicKernel("reference", "int8", lambda layer, x: None, lambda layer: None, _reference_run))
-register_dynamic_kernel(DynamicKernel(
-    "fp16", "float16", _x86_engine, _fp16_prepare,
-    lambda layer, packed, x2d: torch.ops.quantized.linear_dynamic_fp16(x2d, packed)))
-register_dynamic_kernel(DynamicKernel(
-    "upcast", "float16", lambda layer, x: None, lambda layer: None,
-    lambda layer, state, x2d: F.linear(x2d, layer.weight.float(), layer.bias)))
+register_dynamic_kernel(
+    DynamicKernel("reference", "int8", lambda layer, x: None, lambda layer: None, _reference_run)
+)
+register_dynamic_kernel(
+    DynamicKernel(
+        "fp16",
+        "float16",
+        _x86_engine,
+        _fp16_prepare,
+        lambda layer, packed, x2d: torch.ops.quantized.linear_dynamic_fp16(x2d, packed),
+    )
+)
+register_dynamic_kernel(
+    DynamicKernel(
+        "upcast",
+        "float16",
+        lambda layer, x: None,
+        lambda layer: None,
+        lambda layer, state, x2d: F.linear(x2d, layer.weight.float(), layer.bias),
+    )
+)
 
 
 # --- the module ------------------------------------------------------------------------------
@@ -250,16 +285,30 @@ class DynamicLinear(nn.Module):
         torch.Size([8, 128, 1536])
     """
 
-    def __init__(self, in_features: int, out_features: int, *, bias: bool = True, dtype: str = "int8",
-                 per_channel: bool = True, activations: str = "per_token") -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        bias: bool = True,
+        dtype: str = "int8",
+        per_channel: bool = True,
+        activations: str = "per_token",
+    ) -> None:
         super().__init__()
         if dtype not in DTYPES:
-            raise UnknownNameError(f"unknown dtype {dtype!r} for DynamicLinear; valid: {', '.join(DTYPES)}")
+            raise UnknownNameError(
+                f"unknown dtype {dtype!r} for DynamicLinear; valid: {', '.join(DTYPES)}"
+            )
         if activations not in ACTIVATIONS:
-            raise UnknownNameError(f"unknown activations {activations!r}; valid: {', '.join(ACTIVATIONS)}")
+            raise UnknownNameError(
+                f"unknown activations {activations!r}; valid: {', '.join(ACTIVATIONS)}"
+            )
         self.in_features, self.out_features = int(in_features), int(out_features)
         self.dtype, self.per_channel, self.activations = dtype, bool(per_channel), activations
-        self.register_buffer("weight", torch.zeros(self.out_features, self.in_features, dtype=DTYPES[dtype]))
+        self.register_buffer(
+            "weight", torch.zeros(self.out_features, self.in_features, dtype=DTYPES[dtype])
+        )
         if dtype == "int8":
             self.register_buffer("weight_scale", torch.ones(self.out_features))
         self.register_buffer("bias", torch.zeros(self.out_features) if bias else None)
@@ -271,13 +320,27 @@ class DynamicLinear(nn.Module):
         return self.activations == "per_token"
 
     @classmethod
-    def from_float(cls, linear: nn.Linear, *, dtype: str = "int8", per_channel: bool = True,
-                   activations: str = "per_token") -> DynamicLinear:
+    def from_float(
+        cls,
+        linear: nn.Linear,
+        *,
+        dtype: str = "int8",
+        per_channel: bool = True,
+        activations: str = "per_token",
+    ) -> DynamicLinear:
         """A DynamicLinear holding ``linear``'s weight quantized (``linear`` is left untouched)."""
         if not isinstance(linear, nn.Linear):
-            raise InputError(f"DynamicLinear.from_float needs an nn.Linear, got {type(linear).__name__}")
-        layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, dtype=dtype,
-                    per_channel=per_channel, activations=activations)
+            raise InputError(
+                f"DynamicLinear.from_float needs an nn.Linear, got {type(linear).__name__}"
+            )
+        layer = cls(
+            linear.in_features,
+            linear.out_features,
+            bias=linear.bias is not None,
+            dtype=dtype,
+            per_channel=per_channel,
+            activations=activations,
+        )
         with torch.no_grad():
             if dtype == "int8":
                 wq, ws = quantize_weight(linear.weight, per_channel)
@@ -296,8 +359,14 @@ class DynamicLinear(nn.Module):
 
     def config(self) -> dict:
         """What it takes to rebuild this layer empty: JSON-ready."""
-        return {"in_features": self.in_features, "out_features": self.out_features, "bias": self.bias is not None,
-                "dtype": self.dtype, "per_channel": self.per_channel, "activations": self.activations}
+        return {
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "bias": self.bias is not None,
+            "dtype": self.dtype,
+            "per_channel": self.per_channel,
+            "activations": self.activations,
+        }
 
     def dequantized_weight(self) -> torch.Tensor:
         """The float32 weight the kernels compute with ``(N, K)``."""
@@ -318,7 +387,9 @@ class DynamicLinear(nn.Module):
             path = _KERNELS.get(name)
             if path is None or path.dtype != self.dtype:
                 valid = [k for k, p in _KERNELS.items() if p.dtype == self.dtype]
-                raise UnknownNameError(f"unknown {self.dtype} kernel path {name!r}; valid: auto, {', '.join(valid)}")
+                raise UnknownNameError(
+                    f"unknown {self.dtype} kernel path {name!r}; valid: auto, {', '.join(valid)}"
+                )
         self._kernel = name
 
     def kernel_for(self, x2d: torch.Tensor) -> DynamicKernel:
@@ -327,7 +398,9 @@ class DynamicLinear(nn.Module):
             path = _KERNELS[self._kernel]
             reason = path.why_not(self, x2d)
             if reason:
-                raise InputError(f"kernel path {path.name!r} cannot run this layer: {reason}; set layer.kernel = 'auto'")
+                raise InputError(
+                    f"kernel path {path.name!r} cannot run this layer: {reason}; set layer.kernel = 'auto'"
+                )
             return path
         for path in _KERNELS.values():
             if path.dtype != self.dtype:
@@ -349,7 +422,9 @@ class DynamicLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
-            raise InputError(f"expected input with last dimension {self.in_features}, got shape {tuple(x.shape)}")
+            raise InputError(
+                f"expected input with last dimension {self.in_features}, got shape {tuple(x.shape)}"
+            )
         if not x.is_floating_point():
             raise InputError(f"DynamicLinear takes floating-point input, got {x.dtype}")
         x2d = x.reshape(-1, self.in_features).float().contiguous()  # (M, K)
@@ -378,5 +453,7 @@ class DynamicLinear(nn.Module):
         text = f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
         if self.dtype == "int8":
             weights = "per-channel" if self.per_channel else "per-tensor"
-            return text + f"int8 {weights} weights, {self.activations.replace('_', '-')} activations"
+            return (
+                text + f"int8 {weights} weights, {self.activations.replace('_', '-')} activations"
+            )
         return text + "float16 weights, float32 compute"

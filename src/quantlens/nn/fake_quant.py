@@ -45,12 +45,21 @@ class FakeQuantize(nn.Module):
         >>> w_hat = fq(torch.randn(8, 16))   # every row on its own 16-level grid
     """
 
-    def __init__(self, scheme: QScheme, observer: str = "moving_average", *, track: str = "running", **observer_kwargs):
+    def __init__(
+        self,
+        scheme: QScheme,
+        observer: str = "moving_average",
+        *,
+        track: str = "running",
+        **observer_kwargs,
+    ):
         super().__init__()
         if track not in TRACKS:
             raise InputError(f"track must be one of {', '.join(TRACKS)}, got {track!r}")
         if scheme.granularity == "per_group" or scheme.codebook is not None:
-            raise InputError(f"FakeQuantize takes per-tensor or per-channel uniform schemes, got {scheme.describe()}")
+            raise InputError(
+                f"FakeQuantize takes per-tensor or per-channel uniform schemes, got {scheme.describe()}"
+            )
         self.scheme = scheme
         self.observer_name = observer
         self.track = track

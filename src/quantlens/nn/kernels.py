@@ -114,9 +114,13 @@ def cpu_features() -> frozenset[str]:
     for this machine)."""
     global _FEATURES
     if _FEATURES is None:
-        probes = {"avx2": "_is_avx2_supported", "avx512": "_is_avx512_supported",
-                  "avx512_bf16": "_is_avx512_bf16_supported", "vnni": "_is_vnni_supported",
-                  "amx": "_is_amx_tile_supported"}
+        probes = {
+            "avx2": "_is_avx2_supported",
+            "avx512": "_is_avx512_supported",
+            "avx512_bf16": "_is_avx512_bf16_supported",
+            "vnni": "_is_vnni_supported",
+            "amx": "_is_amx_tile_supported",
+        }
         found = set()
         for name, fn in probes.items():
             try:
@@ -152,8 +156,13 @@ class Case:
     priority: int = 50
 
     def matches(self, bits: int, tokens: int, dtype: torch.dtype, numel: int = 0) -> bool:
-        return (bits in self.bits and dtype in self.dtypes and _within(tokens, self.tokens)
-                and _within(numel, self.numel) and cpu_features().issuperset(self.needs))
+        return (
+            bits in self.bits
+            and dtype in self.dtypes
+            and _within(tokens, self.tokens)
+            and _within(numel, self.numel)
+            and cpu_features().issuperset(self.needs)
+        )
 
 
 def _within(value: int, bounds: tuple[int, int | None]) -> bool:
@@ -206,7 +215,9 @@ def kernel_paths() -> dict[str, KernelPath]:
 
 def get_kernel(name: str) -> KernelPath:
     if name not in _PATHS:
-        raise UnknownNameError(f"unknown kernel path {name!r}; valid: auto, {', '.join(kernel_paths())}")
+        raise UnknownNameError(
+            f"unknown kernel path {name!r}; valid: auto, {', '.join(kernel_paths())}"
+        )
     return _PATHS[name]
 
 
@@ -226,13 +237,19 @@ def select(layer: nn.Module, tokens: int, dtype: torch.dtype) -> KernelPath:
     if forced != "auto":
         reason = why_not(layer, forced)
         if reason:
-            raise SchemeError(f"kernel path {forced!r} cannot run {layer.scheme.describe()}: {reason}; "
-                              "set layer.kernel = 'auto'")
+            raise SchemeError(
+                f"kernel path {forced!r} cannot run {layer.scheme.describe()}: {reason}; "
+                "set layer.kernel = 'auto'"
+            )
         return _PATHS[forced]
     bits, numel = layer.scheme.bits, layer.weight_shape[0] * layer.weight_shape[1]
     allow_aq = getattr(layer, "allow_activation_quant", False)
-    matches = [(case.priority, path.name) for path in _PATHS.values() for case in path.cases
-               if (allow_aq or not path.quantizes_activations) and case.matches(bits, tokens, dtype, numel)]
+    matches = [
+        (case.priority, path.name)
+        for path in _PATHS.values()
+        for case in path.cases
+        if (allow_aq or not path.quantizes_activations) and case.matches(bits, tokens, dtype, numel)
+    ]
     for _, name in sorted(matches):
         if why_not(layer, name) is None:
             return _PATHS[name]
@@ -244,13 +261,21 @@ def run(layer: nn.Module, x2d: torch.Tensor, path: KernelPath | None = None) -> 
 
     The choice and the prepared state are memoised per (tokens, dtype, forced kernel) in
     the layer's cache, so a call costs one dict lookup besides the kernel itself."""
-    key = ("run", x2d.shape[0], x2d.dtype, layer.kernel, getattr(layer, "allow_activation_quant", False),
-           path.name if path else None)
+    key = (
+        "run",
+        x2d.shape[0],
+        x2d.dtype,
+        layer.kernel,
+        getattr(layer, "allow_activation_quant", False),
+        path.name if path else None,
+    )
     hit = layer._cache.get(key)
     if hit is None:
         chosen = path or select(layer, x2d.shape[0], x2d.dtype)
         compute = chosen.compute_dtype or x2d.dtype
-        state = layer.cached(("kernel", chosen.name, compute), lambda: chosen.prepare(layer, compute))
+        state = layer.cached(
+            ("kernel", chosen.name, compute), lambda: chosen.prepare(layer, compute)
+        )
         hit = layer._cache[key] = (chosen, compute, state)
     chosen, compute, state = hit
     return chosen.run(layer, state, x2d.to(compute)).to(x2d.dtype)
@@ -300,7 +325,9 @@ def _uniform_per_row(layer: nn.Module) -> str | None:
 def _row_scale_zero(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-output-row float32 scale and int32 unsigned zero-point, shape ``(out,)``."""
     n = layer.weight_shape[0]
-    return layer.scale.float().expand(n).contiguous(), layer.unsigned_zero_point().expand(n).contiguous()
+    return layer.scale.float().expand(n).contiguous(), layer.unsigned_zero_point().expand(
+        n
+    ).contiguous()
 
 
 # --- reference and dense ------------------------------------------------------------------
@@ -441,22 +468,76 @@ def _fbgemm_run(layer, state, x):
 # Priorities come from benchmarks/weight_only_layers.py (see the module docstring).
 _LOW_BITS = (1, 2, 3, 4)
 SMALL_LAYER = 2 * 2**20  # weight elements: below this a float32 weight stays in cache
-register_kernel(KernelPath("reference", lambda layer: None, lambda layer, dtype: None, _reference_run,
-                           compute_dtype=torch.float32))
-register_kernel(KernelPath("dense", lambda layer: None, _dense_prepare, _dense_run,
-                           compute_dtype=torch.float32, rtol=1e-6,
-                           cases=(Case(numel=(0, SMALL_LAYER), priority=50),)))
-register_kernel(KernelPath("dense_bf16", lambda layer: None, _dense_prepare, _dense_run,
-                           compute_dtype=torch.bfloat16, rtol=1e-2,
-                           cases=(Case(tokens=(16, None), needs=("avx512_bf16",), priority=30),)))
-register_kernel(KernelPath("int4pack", _int4_accepts, _int4_prepare, _int4_run,
-                           compute_dtype=torch.bfloat16, rtol=1e-2, shapes=Shapes(in_multiple=32, out_multiple=16),
-                           cases=(Case(bits=_LOW_BITS, tokens=(1, 16), needs=("avx512_bf16",), priority=10),
-                                  Case(bits=_LOW_BITS, tokens=(1, 32), priority=60))))
-register_kernel(KernelPath("int8pack", _int8_accepts, _int8_prepare, _int8_run,
-                           compute_dtype=torch.bfloat16, rtol=1e-2, shapes=Shapes(in_multiple=16),
-                           cases=(Case(tokens=(1, 16), needs=("avx512_bf16",), priority=25),
-                                  Case(tokens=(1, 32), priority=70))))
-register_kernel(KernelPath("fbgemm", _fbgemm_accepts, _fbgemm_prepare, _fbgemm_run,
-                           compute_dtype=torch.float32, rtol=4e-2, quantizes_activations=True,
-                           cases=(Case(priority=20),)))
+register_kernel(
+    KernelPath(
+        "reference",
+        lambda layer: None,
+        lambda layer, dtype: None,
+        _reference_run,
+        compute_dtype=torch.float32,
+    )
+)
+register_kernel(
+    KernelPath(
+        "dense",
+        lambda layer: None,
+        _dense_prepare,
+        _dense_run,
+        compute_dtype=torch.float32,
+        rtol=1e-6,
+        cases=(Case(numel=(0, SMALL_LAYER), priority=50),),
+    )
+)
+register_kernel(
+    KernelPath(
+        "dense_bf16",
+        lambda layer: None,
+        _dense_prepare,
+        _dense_run,
+        compute_dtype=torch.bfloat16,
+        rtol=1e-2,
+        cases=(Case(tokens=(16, None), needs=("avx512_bf16",), priority=30),),
+    )
+)
+register_kernel(
+    KernelPath(
+        "int4pack",
+        _int4_accepts,
+        _int4_prepare,
+        _int4_run,
+        compute_dtype=torch.bfloat16,
+        rtol=1e-2,
+        shapes=Shapes(in_multiple=32, out_multiple=16),
+        cases=(
+            Case(bits=_LOW_BITS, tokens=(1, 16), needs=("avx512_bf16",), priority=10),
+            Case(bits=_LOW_BITS, tokens=(1, 32), priority=60),
+        ),
+    )
+)
+register_kernel(
+    KernelPath(
+        "int8pack",
+        _int8_accepts,
+        _int8_prepare,
+        _int8_run,
+        compute_dtype=torch.bfloat16,
+        rtol=1e-2,
+        shapes=Shapes(in_multiple=16),
+        cases=(
+            Case(tokens=(1, 16), needs=("avx512_bf16",), priority=25),
+            Case(tokens=(1, 32), priority=70),
+        ),
+    )
+)
+register_kernel(
+    KernelPath(
+        "fbgemm",
+        _fbgemm_accepts,
+        _fbgemm_prepare,
+        _fbgemm_run,
+        compute_dtype=torch.float32,
+        rtol=4e-2,
+        quantizes_activations=True,
+        cases=(Case(priority=20),),
+    )
+)

@@ -72,10 +72,14 @@ class PackedWeight(nn.Module):
         numel = math.prod(self.weight_shape)
         qshape = qparam_shape(torch.Size(self.weight_shape), scheme)
         kw = {"device": device}
-        self.register_buffer("weight_packed", torch.zeros(packed_nbytes(numel, scheme.bits), dtype=torch.uint8, **kw))
+        self.register_buffer(
+            "weight_packed", torch.zeros(packed_nbytes(numel, scheme.bits), dtype=torch.uint8, **kw)
+        )
         self.register_buffer("scale", torch.ones(qshape, dtype=torch.float32, **kw))
         if scheme.codebook is None and not scheme.symmetric:
-            self.register_buffer("zero_point", torch.zeros(qshape, dtype=integer_dtype(scheme), **kw))
+            self.register_buffer(
+                "zero_point", torch.zeros(qshape, dtype=integer_dtype(scheme), **kw)
+            )
         else:
             self.zero_point = None
         if scheme.codebook is not None:
@@ -91,21 +95,28 @@ class PackedWeight(nn.Module):
         if scheme.granularity == "per_group" and not scheme.pad:
             length = weight_shape[scheme.axis % len(weight_shape)]
             if length % scheme.group_size:
-                return (f"group_size {scheme.group_size} does not divide the weight's axis of "
-                        f"length {length} (shape {tuple(weight_shape)}); pick a divisor or pad=True")
+                return (
+                    f"group_size {scheme.group_size} does not divide the weight's axis of "
+                    f"length {length} (shape {tuple(weight_shape)}); pick a divisor or pad=True"
+                )
         return None
 
     # --- filling from a QTensor -------------------------------------------------------
 
     def _load_qtensor(self, qweight: QTensor) -> None:
         if not isinstance(qweight, QTensor):
-            raise InputError(f"expected a QTensor from ql.quantize_tensor, got {type(qweight).__name__}")
+            raise InputError(
+                f"expected a QTensor from ql.quantize_tensor, got {type(qweight).__name__}"
+            )
         if tuple(qweight.shape) != self.weight_shape:
             raise InputError(
                 f"the QTensor has shape {tuple(qweight.shape)} but the layer's weight is "
-                f"{self.weight_shape}; quantize the layer's own weight")
+                f"{self.weight_shape}; quantize the layer's own weight"
+            )
         if qweight.scheme != self.scheme:
-            raise InputError(f"the QTensor's scheme {qweight.scheme} differs from the layer's {self.scheme}")
+            raise InputError(
+                f"the QTensor's scheme {qweight.scheme} differs from the layer's {self.scheme}"
+            )
         signed = self.scheme.signed and self.scheme.codebook is None
         with torch.no_grad():
             self.weight_packed.copy_(pack(qweight.data, self.scheme.bits, signed=signed))

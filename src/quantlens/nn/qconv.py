@@ -36,17 +36,41 @@ class QConv2d(PackedWeight):
         torch.Size([1, 32, 8, 8])
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, *, scheme: QScheme, stride=1,
-                 padding=0, dilation=1, groups: int = 1, bias: bool = True, device=None,
-                 dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        *,
+        scheme: QScheme,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups: int = 1,
+        bias: bool = True,
+        device=None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
         super().__init__()
         pair = nn.modules.utils._pair
-        self.in_channels, self.out_channels, self.groups = int(in_channels), int(out_channels), int(groups)
-        self.kernel_size, self.stride, self.dilation = pair(kernel_size), pair(stride), pair(dilation)
+        self.in_channels, self.out_channels, self.groups = (
+            int(in_channels),
+            int(out_channels),
+            int(groups),
+        )
+        self.kernel_size, self.stride, self.dilation = (
+            pair(kernel_size),
+            pair(stride),
+            pair(dilation),
+        )
         self.padding = padding if isinstance(padding, str) else pair(padding)
-        self._init_weight((self.out_channels, self.in_channels // self.groups, *self.kernel_size), scheme, device)
+        self._init_weight(
+            (self.out_channels, self.in_channels // self.groups, *self.kernel_size), scheme, device
+        )
         if bias:
-            self.bias = nn.Parameter(torch.zeros(self.out_channels, device=device, dtype=dtype), requires_grad=False)
+            self.bias = nn.Parameter(
+                torch.zeros(self.out_channels, device=device, dtype=dtype), requires_grad=False
+            )
         else:
             self.register_parameter("bias", None)
         self.kernel = "auto"
@@ -57,7 +81,9 @@ class QConv2d(PackedWeight):
         if not isinstance(conv, nn.Conv2d):
             raise InputError(f"QConv2d.from_float needs an nn.Conv2d, got {type(conv).__name__}")
         if conv.padding_mode != "zeros":
-            raise InputError(f"QConv2d supports padding_mode='zeros' only, got {conv.padding_mode!r}; skip this layer")
+            raise InputError(
+                f"QConv2d supports padding_mode='zeros' only, got {conv.padding_mode!r}; skip this layer"
+            )
         layer = cls.from_config({**_conv_config(conv), "scheme": qweight.scheme.to_dict()})
         layer.to(conv.weight.device)
         layer._load_qtensor(qweight)
@@ -68,9 +94,18 @@ class QConv2d(PackedWeight):
 
     def to_float(self) -> nn.Conv2d:
         """An ``nn.Conv2d`` holding the dequantized weight and the bias, on this layer's device."""
-        conv = nn.utils.skip_init(nn.Conv2d, self.in_channels, self.out_channels, self.kernel_size,
-                                  stride=self.stride, padding=self.padding, dilation=self.dilation,
-                                  groups=self.groups, bias=self.bias is not None, device=self.weight_packed.device)
+        conv = nn.utils.skip_init(
+            nn.Conv2d,
+            self.in_channels,
+            self.out_channels,
+            self.kernel_size,
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+            groups=self.groups,
+            bias=self.bias is not None,
+            device=self.weight_packed.device,
+        )
         with torch.no_grad():
             conv.weight.copy_(self.dequantized_weight(conv.weight.dtype))
             if self.bias is not None:
@@ -82,7 +117,13 @@ class QConv2d(PackedWeight):
         """Rebuild an empty layer from :meth:`config` (for checkpoint loading)."""
         cfg = dict(config)
         scheme = QScheme.from_dict(cfg.pop("scheme"))
-        return cls(cfg.pop("in_channels"), cfg.pop("out_channels"), cfg.pop("kernel_size"), scheme=scheme, **cfg)
+        return cls(
+            cfg.pop("in_channels"),
+            cfg.pop("out_channels"),
+            cfg.pop("kernel_size"),
+            scheme=scheme,
+            **cfg,
+        )
 
     def config(self) -> dict:
         """What it takes to rebuild this layer empty: JSON-ready."""
@@ -92,18 +133,29 @@ class QConv2d(PackedWeight):
         if self.kernel == "reference":
             weight = self.dequantized_weight(torch.float32)
         else:
-            weight = self.cached(("kernel", "dense", torch.float32), lambda: self.dequantized_weight(torch.float32))
+            weight = self.cached(
+                ("kernel", "dense", torch.float32), lambda: self.dequantized_weight(torch.float32)
+            )
         bias = None if self.bias is None else self.bias.float()
         y = F.conv2d(x.float(), weight, bias, self.stride, self.padding, self.dilation, self.groups)
         return y.to(x.dtype)
 
     def extra_repr(self) -> str:
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, padding={self.padding}, {super().extra_repr()}")
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding}, {super().extra_repr()}"
+        )
 
 
 def _conv_config(conv) -> dict:
     padding = conv.padding if isinstance(conv.padding, str) else list(conv.padding)
-    return {"in_channels": conv.in_channels, "out_channels": conv.out_channels,
-            "kernel_size": list(conv.kernel_size), "stride": list(conv.stride), "padding": padding,
-            "dilation": list(conv.dilation), "groups": conv.groups, "bias": conv.bias is not None}
+    return {
+        "in_channels": conv.in_channels,
+        "out_channels": conv.out_channels,
+        "kernel_size": list(conv.kernel_size),
+        "stride": list(conv.stride),
+        "padding": padding,
+        "dilation": list(conv.dilation),
+        "groups": conv.groups,
+        "bias": conv.bias is not None,
+    }

@@ -38,8 +38,16 @@ class QEmbedding(PackedWeight):
         torch.Size([1, 3, 64])
     """
 
-    def __init__(self, num_embeddings: int, embedding_dim: int, *, scheme: QScheme,
-                 padding_idx: int | None = None, device=None, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self,
+        num_embeddings: int,
+        embedding_dim: int,
+        *,
+        scheme: QScheme,
+        padding_idx: int | None = None,
+        device=None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
         super().__init__()
         self.num_embeddings, self.embedding_dim = int(num_embeddings), int(embedding_dim)
         self.padding_idx = padding_idx
@@ -58,20 +66,34 @@ class QEmbedding(PackedWeight):
     def from_float(cls, embedding: nn.Embedding, qweight: QTensor) -> QEmbedding:
         """A QEmbedding holding ``qweight`` (``embedding.weight`` quantized)."""
         if not isinstance(embedding, nn.Embedding):
-            raise InputError(f"QEmbedding.from_float needs an nn.Embedding, got {type(embedding).__name__}")
+            raise InputError(
+                f"QEmbedding.from_float needs an nn.Embedding, got {type(embedding).__name__}"
+            )
         if embedding.max_norm is not None:
-            raise InputError("nn.Embedding with max_norm renormalizes its weight on lookup; "
-                             "quantize it only with max_norm=None (skip it otherwise)")
-        layer = cls(embedding.num_embeddings, embedding.embedding_dim, scheme=qweight.scheme,
-                    padding_idx=embedding.padding_idx, device=embedding.weight.device,
-                    dtype=embedding.weight.dtype)
+            raise InputError(
+                "nn.Embedding with max_norm renormalizes its weight on lookup; "
+                "quantize it only with max_norm=None (skip it otherwise)"
+            )
+        layer = cls(
+            embedding.num_embeddings,
+            embedding.embedding_dim,
+            scheme=qweight.scheme,
+            padding_idx=embedding.padding_idx,
+            device=embedding.weight.device,
+            dtype=embedding.weight.dtype,
+        )
         layer._load_qtensor(qweight)
         return layer
 
     def to_float(self) -> nn.Embedding:
         """An ``nn.Embedding`` holding the dequantized table, on this layer's device."""
-        embedding = nn.utils.skip_init(nn.Embedding, self.num_embeddings, self.embedding_dim,
-                                       padding_idx=self.padding_idx, device=self.weight_packed.device)
+        embedding = nn.utils.skip_init(
+            nn.Embedding,
+            self.num_embeddings,
+            self.embedding_dim,
+            padding_idx=self.padding_idx,
+            device=self.weight_packed.device,
+        )
         with torch.no_grad():
             embedding.weight.copy_(self.dequantized_weight(embedding.weight.dtype))
         return embedding
@@ -79,13 +101,21 @@ class QEmbedding(PackedWeight):
     @classmethod
     def from_config(cls, config: dict) -> QEmbedding:
         """Rebuild an empty layer from :meth:`config` (for checkpoint loading)."""
-        return cls(config["num_embeddings"], config["embedding_dim"], padding_idx=config.get("padding_idx"),
-                   scheme=QScheme.from_dict(config["scheme"]))
+        return cls(
+            config["num_embeddings"],
+            config["embedding_dim"],
+            padding_idx=config.get("padding_idx"),
+            scheme=QScheme.from_dict(config["scheme"]),
+        )
 
     def config(self) -> dict:
         """What it takes to rebuild this layer empty: JSON-ready."""
-        return {"num_embeddings": self.num_embeddings, "embedding_dim": self.embedding_dim,
-                "padding_idx": self.padding_idx, "scheme": self.scheme.to_dict()}
+        return {
+            "num_embeddings": self.num_embeddings,
+            "embedding_dim": self.embedding_dim,
+            "padding_idx": self.padding_idx,
+            "scheme": self.scheme.to_dict(),
+        }
 
     def _row_codes(self, rows: torch.Tensor) -> torch.Tensor:
         """Unsigned codes of ``rows`` (1-D long), shape ``(len(rows), dim)``."""
@@ -113,7 +143,9 @@ class QEmbedding(PackedWeight):
         if self.zero_point is None:
             zero = torch.full_like(scale, implied_zero_point(s), dtype=torch.int32)
         else:
-            zero = (self.zero_point if s.granularity == "per_tensor" else self.zero_point[rows]).to(torch.int32)
+            zero = (self.zero_point if s.granularity == "per_tensor" else self.zero_point[rows]).to(
+                torch.int32
+            )
         codebook = self.codebook
         if codebook is not None and codebook.ndim == 2:
             codebook = codebook[rows]

@@ -45,21 +45,33 @@ class QLinear(PackedWeight):
         torch.Size([8, 256])
     """
 
-    def __init__(self, in_features: int, out_features: int, *, bias: bool, scheme: QScheme,
-                 device=None, dtype: torch.dtype = torch.float32, allow_activation_quant: bool = False) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        bias: bool,
+        scheme: QScheme,
+        device=None,
+        dtype: torch.dtype = torch.float32,
+        allow_activation_quant: bool = False,
+    ) -> None:
         super().__init__()
         self.allow_activation_quant = bool(allow_activation_quant)
         self.in_features, self.out_features = int(in_features), int(out_features)
         self._init_weight((self.out_features, self.in_features), scheme, device)
         if bias:
-            self.bias = nn.Parameter(torch.zeros(self.out_features, device=device, dtype=dtype),
-                                     requires_grad=False)
+            self.bias = nn.Parameter(
+                torch.zeros(self.out_features, device=device, dtype=dtype), requires_grad=False
+            )
         else:
             self.register_parameter("bias", None)
         self._kernel = "auto"
 
     @classmethod
-    def from_float(cls, linear: nn.Linear, qweight: QTensor, *, allow_activation_quant: bool = False) -> QLinear:
+    def from_float(
+        cls, linear: nn.Linear, qweight: QTensor, *, allow_activation_quant: bool = False
+    ) -> QLinear:
         """A QLinear holding ``qweight`` (``linear.weight`` quantized) and ``linear``'s bias.
 
         Args:
@@ -73,10 +85,15 @@ class QLinear(PackedWeight):
         if not isinstance(linear, nn.Linear):
             raise InputError(f"QLinear.from_float needs an nn.Linear, got {type(linear).__name__}")
         bias = linear.bias
-        layer = cls(linear.in_features, linear.out_features, bias=bias is not None,
-                    scheme=qweight.scheme, device=linear.weight.device,
-                    dtype=bias.dtype if bias is not None else torch.float32,
-                    allow_activation_quant=allow_activation_quant)
+        layer = cls(
+            linear.in_features,
+            linear.out_features,
+            bias=bias is not None,
+            scheme=qweight.scheme,
+            device=linear.weight.device,
+            dtype=bias.dtype if bias is not None else torch.float32,
+            allow_activation_quant=allow_activation_quant,
+        )
         layer._load_qtensor(qweight)
         if bias is not None:
             with torch.no_grad():
@@ -86,8 +103,13 @@ class QLinear(PackedWeight):
     def to_float(self) -> nn.Linear:
         """An ``nn.Linear`` holding the dequantized weight and the bias (what ``from_float``
         was given, up to rounding), on this layer's device."""
-        linear = nn.utils.skip_init(nn.Linear, self.in_features, self.out_features, bias=self.bias is not None,
-                                    device=self.weight_packed.device)
+        linear = nn.utils.skip_init(
+            nn.Linear,
+            self.in_features,
+            self.out_features,
+            bias=self.bias is not None,
+            device=self.weight_packed.device,
+        )
         with torch.no_grad():
             linear.weight.copy_(self.dequantized_weight(linear.weight.dtype))
             if self.bias is not None:
@@ -97,15 +119,23 @@ class QLinear(PackedWeight):
     @classmethod
     def from_config(cls, config: dict) -> QLinear:
         """Rebuild an empty layer from :meth:`config` (for checkpoint loading)."""
-        return cls(config["in_features"], config["out_features"], bias=config["bias"],
-                   scheme=QScheme.from_dict(config["scheme"]),
-                   allow_activation_quant=config.get("allow_activation_quant", False))
+        return cls(
+            config["in_features"],
+            config["out_features"],
+            bias=config["bias"],
+            scheme=QScheme.from_dict(config["scheme"]),
+            allow_activation_quant=config.get("allow_activation_quant", False),
+        )
 
     def config(self) -> dict:
         """What it takes to rebuild this layer empty: JSON-ready."""
-        return {"in_features": self.in_features, "out_features": self.out_features,
-                "bias": self.bias is not None, "scheme": self.scheme.to_dict(),
-                "allow_activation_quant": self.allow_activation_quant}
+        return {
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "bias": self.bias is not None,
+            "scheme": self.scheme.to_dict(),
+            "allow_activation_quant": self.allow_activation_quant,
+        }
 
     @property
     def kernel(self) -> str:
@@ -124,12 +154,16 @@ class QLinear(PackedWeight):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
-            raise InputError(f"expected input with last dimension {self.in_features}, got shape {tuple(x.shape)}")
+            raise InputError(
+                f"expected input with last dimension {self.in_features}, got shape {tuple(x.shape)}"
+            )
         if x.dtype not in kernels.FLOAT_DTYPES:
             raise InputError(f"QLinear takes float32/bfloat16/float16 input, got {x.dtype}")
         y = kernels.run(self, x.reshape(-1, self.in_features))
         return y.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"bias={self.bias is not None}, {super().extra_repr()}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}, {super().extra_repr()}"
+        )

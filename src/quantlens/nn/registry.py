@@ -70,8 +70,11 @@ def subclass_reason(module: nn.Module | type, classes: Iterable[type]) -> str | 
     changed = _overrides(cls, base) if base is not None else []
     if not changed:
         return None
-    return (f"{cls.__name__} subclasses {base.__name__} but overrides {' and '.join(changed)}: "
-            "quantlens cannot know what it computes; left float")
+    return (
+        f"{cls.__name__} subclasses {base.__name__} but overrides {' and '.join(changed)}: "
+        "quantlens cannot know what it computes; left float"
+    )
+
 
 _QUANTIZED: dict[type[nn.Module], type[nn.Module]] = {}
 

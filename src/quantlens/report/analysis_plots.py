@@ -36,8 +36,14 @@ ANALYSIS_PLOT_FILES = {
     "ranges": "activation_ranges.png",
     "plan": "mixed_precision.png",
 }
-OBSERVER_COLORS = {"minmax": "tab:red", "percentile": "tab:green", "mse": "tab:blue", "entropy": "tab:purple",
-                   "meanstd": "tab:orange", "moving_average": "tab:brown"}
+OBSERVER_COLORS = {
+    "minmax": "tab:red",
+    "percentile": "tab:green",
+    "mse": "tab:blue",
+    "entropy": "tab:purple",
+    "meanstd": "tab:orange",
+    "moving_average": "tab:brown",
+}
 
 
 def _plt():
@@ -67,12 +73,22 @@ def sensitivity_figure(result: SensitivityResult, *, top: int = 30):
     fig, ax = plt.subplots(figsize=(8, 1.6 + 0.32 * len(rows)))
     names = [r.name for r in rows][::-1]
     drops = [r.drop for r in rows][::-1]
-    ax.barh(names, drops, color=["tab:red" if d > 0.2 * max(result.full_drop, 1e-12) else "tab:gray" for d in drops])
-    mode = "keeping the layer float wins back" if result.reverse else "drop with only the layer quantized"
+    ax.barh(
+        names,
+        drops,
+        color=["tab:red" if d > 0.2 * max(result.full_drop, 1e-12) else "tab:gray" for d in drops],
+    )
+    mode = (
+        "keeping the layer float wins back"
+        if result.reverse
+        else "drop with only the layer quantized"
+    )
     ax.set_xlabel(f"{mode} ({result.loss_unit} of {result.metric})")
     cfg = type(result.config).__name__ if result.config is not None else ""
-    ax.set_title(f"Per-layer sensitivity {cfg} ({result.samples} samples; all layers: {result.full_drop:.3g})",
-                 fontsize=10)
+    ax.set_title(
+        f"Per-layer sensitivity {cfg} ({result.samples} samples; all layers: {result.full_drop:.3g})",
+        fontsize=10,
+    )
     ax.tick_params(axis="y", labelsize=8)
     ax.grid(True, axis="x", alpha=0.3)
     return fig
@@ -86,7 +102,9 @@ def plot_sensitivity(result: SensitivityResult, path: str | os.PathLike, *, top:
 def _split(values: list[float | None]) -> tuple[list[float], list[int]]:
     """``(finite values with NaN gaps, indices of the non-finite ones)``."""
     finite = [v if v is not None and math.isfinite(v) else math.nan for v in values]
-    return finite, [i for i, v in enumerate(values) if v is not None and not math.isnan(v) and math.isinf(v)]
+    return finite, [
+        i for i, v in enumerate(values) if v is not None and not math.isnan(v) and math.isinf(v)
+    ]
 
 
 def layer_sqnr_figure(result: LayerComparison):
@@ -99,9 +117,11 @@ def layer_sqnr_figure(result: LayerComparison):
     layers = result.quantized or result.layers
     xs = list(range(len(layers)))
     fig, ax = plt.subplots(figsize=(max(6.5, 0.45 * len(layers) + 3), 4.8))
-    series = [("output (accumulated)", "o-", "tab:blue", [x.out_sqnr_db for x in layers]),
-              ("own (layer alone)", "s--", "tab:orange", [x.own_sqnr_db for x in layers]),
-              ("weight", "^:", "tab:green", [x.weight_sqnr_db for x in layers])]
+    series = [
+        ("output (accumulated)", "o-", "tab:blue", [x.out_sqnr_db for x in layers]),
+        ("own (layer alone)", "s--", "tab:orange", [x.own_sqnr_db for x in layers]),
+        ("weight", "^:", "tab:green", [x.weight_sqnr_db for x in layers]),
+    ]
     finite = [v for *_, values in series for v in values if v is not None and math.isfinite(v)]
     top = (max(finite) if finite else 0.0) + 6.0
     bottom = min(min(finite) - 3.0, 0.0) if finite else -1.0
@@ -111,8 +131,15 @@ def layer_sqnr_figure(result: LayerComparison):
         ax.plot(xs, ys, style, color=color, label=label)
         if inf_at:
             exact = True
-            ax.scatter(inf_at, [top - 1.5] * len(inf_at), marker=style[0], s=60, facecolors="none",
-                       edgecolors=color, zorder=3)
+            ax.scatter(
+                inf_at,
+                [top - 1.5] * len(inf_at),
+                marker=style[0],
+                s=60,
+                facecolors="none",
+                edgecolors=color,
+                zorder=3,
+            )
     if exact:
         ax.axhline(top - 1.5, color="0.6", lw=0.6, ls=":")
         ax.text(-0.4, top - 1.2, "exact (inf dB)", ha="left", va="bottom", fontsize=7, color="0.35")
@@ -120,14 +147,23 @@ def layer_sqnr_figure(result: LayerComparison):
     if jump is not None and jump in layers:
         i = layers.index(jump)
         ax.axvline(i, color="tab:red", alpha=0.35, lw=6)
-        ax.annotate("error jumps here", (i, top), textcoords="offset points", xytext=(6, -14), color="tab:red",
-                    fontsize=8)
+        ax.annotate(
+            "error jumps here",
+            (i, top),
+            textcoords="offset points",
+            xytext=(6, -14),
+            color="tab:red",
+            fontsize=8,
+        )
     ax.set_ylim(bottom, top)
     ax.set_xlim(-0.5, len(layers) - 0.5)
     ax.set_xticks(xs)
     ax.set_xticklabels([x.name for x in layers], rotation=60, ha="right", fontsize=7)
     ax.set_ylabel("SQNR vs float (dB, higher is better)")
-    ax.set_title(f"Layer-by-layer error of the {len(layers)} quantized layers ({result.samples} samples)", fontsize=10)
+    ax.set_title(
+        f"Layer-by-layer error of the {len(layers)} quantized layers ({result.samples} samples)",
+        fontsize=10,
+    )
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     return fig
@@ -141,12 +177,16 @@ def plot_layer_sqnr(result: LayerComparison, path: str | os.PathLike) -> Path:
 def _choose(report: RangeReport, layers: list[str] | None, max_layers: int) -> list:
     if layers is not None:
         return [report[n] for n in layers]
-    chosen = sorted(report.layers, key=lambda x: -(x.clipping_gain_db or 0.0) - 0.01 * x.outlier_ratio)[:max_layers]
+    chosen = sorted(
+        report.layers, key=lambda x: -(x.clipping_gain_db or 0.0) - 0.01 * x.outlier_ratio
+    )[:max_layers]
     order = {x.name: i for i, x in enumerate(report.layers)}
     return sorted(chosen, key=lambda x: order[x.name])
 
 
-def activation_figure(report: RangeReport, *, layers: list[str] | None = None, max_layers: int = 12):
+def activation_figure(
+    report: RangeReport, *, layers: list[str] | None = None, max_layers: int = 12
+):
     """A grid of activation histograms (log counts) as a matplotlib Figure, with two vertical
     lines (low and high bound) per observer's clipping range on each.
 
@@ -172,15 +212,23 @@ def activation_figure(report: RangeReport, *, layers: list[str] | None = None, m
         ax.set_title(f"{stats.name[-40:]} (tail {stats.outlier_ratio:.1f}x)", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=6, loc="best")
-    for ax in list(axes.flat)[len(chosen):]:
+    for ax in list(axes.flat)[len(chosen) :]:
         ax.axis("off")
-    fig.suptitle(f"Activation {report.where}s and each observer's {report.bits}-bit clipping range "
-                 "(SQNR of the activations quantized with it)", fontsize=10)
+    fig.suptitle(
+        f"Activation {report.where}s and each observer's {report.bits}-bit clipping range "
+        "(SQNR of the activations quantized with it)",
+        fontsize=10,
+    )
     return fig
 
 
-def plot_activation_histograms(report: RangeReport, path: str | os.PathLike, *, layers: list[str] | None = None,
-                               max_layers: int = 12) -> Path:
+def plot_activation_histograms(
+    report: RangeReport,
+    path: str | os.PathLike,
+    *,
+    layers: list[str] | None = None,
+    max_layers: int = 12,
+) -> Path:
     """Write :func:`activation_figure` to ``path`` (PNG)."""
     return _save(activation_figure(report, layers=layers, max_layers=max_layers), path)
 
@@ -195,14 +243,34 @@ def plan_figure(plan: MixedPrecisionPlan):
     for u in plan.uniform:
         label = "float" if u.bits is None else f"uniform {u.bits}-bit"
         ax.scatter(u.size_bytes / scale, u.drop, color="tab:gray")
-        ax.annotate(f"{label}\n{u.drop:.3g}", (u.size_bytes / scale, u.drop), textcoords="offset points",
-                    xytext=(5, 3), fontsize=8)
-    ax.scatter(plan.size_bytes / scale, plan.measured_drop, color="tab:red", marker="*", s=180, zorder=3,
-               label=f"mixed plan ({plan.size_bytes / scale:.4g} {unit}, drop {plan.measured_drop:.3g})")
+        ax.annotate(
+            f"{label}\n{u.drop:.3g}",
+            (u.size_bytes / scale, u.drop),
+            textcoords="offset points",
+            xytext=(5, 3),
+            fontsize=8,
+        )
+    ax.scatter(
+        plan.size_bytes / scale,
+        plan.measured_drop,
+        color="tab:red",
+        marker="*",
+        s=180,
+        zorder=3,
+        label=f"mixed plan ({plan.size_bytes / scale:.4g} {unit}, drop {plan.measured_drop:.3g})",
+    )
     if "max_drop" in plan.budget:
-        ax.axhline(plan.budget["max_drop"], color="tab:red", ls="--", alpha=0.5, label="drop budget")
+        ax.axhline(
+            plan.budget["max_drop"], color="tab:red", ls="--", alpha=0.5, label="drop budget"
+        )
     if "target_size" in plan.budget:
-        ax.axvline(plan.budget["target_size"] / scale, color="tab:red", ls="--", alpha=0.5, label="size budget")
+        ax.axvline(
+            plan.budget["target_size"] / scale,
+            color="tab:red",
+            ls="--",
+            alpha=0.5,
+            label="size budget",
+        )
     drops = sorted(abs(d) for d in [u.drop for u in plan.uniform] + [plan.measured_drop])
     near = max(drops[len(drops) // 2], plan.budget.get("max_drop", 0.0), 0.1)
     lowest = min([u.drop for u in plan.uniform] + [plan.measured_drop])
@@ -224,9 +292,14 @@ def plot_plan(plan: MixedPrecisionPlan, path: str | os.PathLike) -> Path:
     return _save(plan_figure(plan), path)
 
 
-def write_analysis_plots(directory: str | os.PathLike, *, sensitivity: SensitivityResult | None = None,
-                         layers: LayerComparison | None = None, ranges: RangeReport | None = None,
-                         plan: MixedPrecisionPlan | None = None) -> list[Path]:
+def write_analysis_plots(
+    directory: str | os.PathLike,
+    *,
+    sensitivity: SensitivityResult | None = None,
+    layers: LayerComparison | None = None,
+    ranges: RangeReport | None = None,
+    plan: MixedPrecisionPlan | None = None,
+) -> list[Path]:
     """Write the plots of whichever results are given into ``directory``; returns the paths.
 
     File names are :data:`ANALYSIS_PLOT_FILES` (``sensitivity.png``, ``layer_sqnr.png``,

@@ -37,8 +37,16 @@ from quantlens.eval.interrupts import interrupted_by
 from quantlens.methods.base import QuantConfig
 from quantlens.report.layers import error_rows
 
-__all__ = ["RANGE_BATCHES", "RANGE_OBSERVERS", "LayerRecorder", "analysis_target", "layer_result", "range_result",
-           "run_analysis", "sensitivity_result"]
+__all__ = [
+    "RANGE_BATCHES",
+    "RANGE_OBSERVERS",
+    "LayerRecorder",
+    "analysis_target",
+    "layer_result",
+    "range_result",
+    "run_analysis",
+    "sensitivity_result",
+]
 
 RANGE_OBSERVERS = ("minmax", "percentile", "mse")
 RANGE_BATCHES = 2  # calibration batches the activation ranges are collected on
@@ -75,7 +83,11 @@ class LayerRecorder:
 def analysis_target(report, configs: Mapping[str, QuantConfig]) -> Row | None:
     """The row whose error the analysis explains: the recommended one, else the closest to
     the budget (the one a user wants to fix)."""
-    rows = [r for r in report.rows if r.ok and r.method != "float" and isinstance(configs.get(r.name), QuantConfig)]
+    rows = [
+        r
+        for r in report.rows
+        if r.ok and r.method != "float" and isinstance(configs.get(r.name), QuantConfig)
+    ]
     best = report.recommended
     if best is not None and best in rows:
         return best
@@ -95,9 +107,18 @@ def _observers(config: QuantConfig) -> tuple[str, ...]:
     return tuple(names)
 
 
-def run_analysis(report, model: nn.Module, configs: Mapping[str, QuantConfig], *, data, calib_data, metric,
-                 max_batches: int | None, progress: bool | None,
-                 layers: Mapping[str, dict] | None = None) -> dict | None:
+def run_analysis(
+    report,
+    model: nn.Module,
+    configs: Mapping[str, QuantConfig],
+    *,
+    data,
+    calib_data,
+    metric,
+    max_batches: int | None,
+    progress: bool | None,
+    layers: Mapping[str, dict] | None = None,
+) -> dict | None:
     """The analysis of :func:`analysis_target`'s row as one dict: ``SensitivityResult.to_dict()``
     plus ``"row"``, ``"layers"`` (from ``layers``, :attr:`LayerRecorder.results`) and, for
     methods with an activation ``observer``, ``"ranges"``. A failing part becomes a note."""
@@ -108,8 +129,15 @@ def run_analysis(report, model: nn.Module, configs: Mapping[str, QuantConfig], *
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            result = sensitivity(model, data, config, metric=metric, max_batches=max_batches,
-                                 calib_data=calib_data, progress=progress)
+            result = sensitivity(
+                model,
+                data,
+                config,
+                metric=metric,
+                max_batches=max_batches,
+                calib_data=calib_data,
+                progress=progress,
+            )
     except Exception as exc:  # the analysis must not lose the measured rows
         if interrupted_by(exc):
             raise KeyboardInterrupt from exc
@@ -122,13 +150,20 @@ def run_analysis(report, model: nn.Module, configs: Mapping[str, QuantConfig], *
         out["layers"] = layers[target.name]
     if quantizes_activations(config):
         try:
-            ranges = activation_ranges(model, calib_data, observers=_observers(config), max_batches=RANGE_BATCHES,
-                                       progress=progress)
+            ranges = activation_ranges(
+                model,
+                calib_data,
+                observers=_observers(config),
+                max_batches=RANGE_BATCHES,
+                progress=progress,
+            )
             out["ranges"] = ranges.to_dict()
         except Exception as exc:
             if interrupted_by(exc):
                 raise KeyboardInterrupt from exc
-            out["notes"].append(f"activation ranges not measured: {type(exc).__name__}: {str(exc)[:160]}")
+            out["notes"].append(
+                f"activation ranges not measured: {type(exc).__name__}: {str(exc)[:160]}"
+            )
     return out
 
 

@@ -52,21 +52,21 @@ details summary { cursor: pointer; color: #1f5fbf; margin-top: 10px; }
 
 _CAPTIONS = {
     "accuracy_vs_size.png": "Accuracy against checkpoint size. The dotted line is the accuracy budget; the "
-                            "recommended method is outlined in black.",
+    "recommended method is outlined in black.",
     "accuracy_vs_latency.png": "Accuracy against median latency; grey rings (joined by a dashed step line) mark "
-                               "the Pareto front: no other method is both faster and more accurate.",
+    "the Pareto front: no other method is both faster and more accurate.",
     "latency.png": "Median latency per batch; whiskers reach the 95th percentile.",
     "size.png": "Checkpoint bytes on disk and weight/buffer bytes in memory.",
     "layer_error.png": "Output SQNR of each layer vs float (accumulated) and the part each layer adds itself; "
-                       "hatched bars are infinite SQNR (the output equals float's).",
+    "hatched bars are infinite SQNR (the output equals float's).",
     # analysis plots (quantlens.report.analysis_plots.ANALYSIS_PLOT_FILES)
     "sensitivity.png": "What quantizing each layer alone costs (everything else float), most sensitive on top; "
-                       "red bars cost more than a fifth of the whole model's drop.",
+    "red bars cost more than a fifth of the whole model's drop.",
     "layer_sqnr.png": "Layer-by-layer SQNR of the quantized layers vs float: the accumulated output error, each "
-                      "layer's own error (fed the float model's input) and its weight error; hollow markers on "
-                      "the top edge are exact. The red band marks where the error jumps.",
+    "layer's own error (fed the float model's input) and its weight error; hollow markers on "
+    "the top edge are exact. The red band marks where the error jumps.",
     "activation_ranges.png": "Activation histograms of the float model on calibration data with the clipping "
-                             "range each observer would choose and the SQNR it gives.",
+    "range each observer would choose and the SQNR it gives.",
     "mixed_precision.png": "Size against measured drop of the mixed-precision plan and the uniform bit widths.",
 }
 
@@ -78,9 +78,21 @@ def _e(value) -> str:
 def _table(report: Report) -> str:
     headers, lines = tables.table(report.rows, report.task)
     best = report.recommended
-    out = ["<table><thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in headers) + "</tr></thead><tbody>"]
+    out = [
+        "<table><thead><tr>"
+        + "".join(f"<th>{_e(h)}</th>" for h in headers)
+        + "</tr></thead><tbody>"
+    ]
     for row, line in zip(report.rows, lines):
-        cls = "failed" if not row.ok else "best" if best and row.name == best.name else "float" if row.method == "float" else ""
+        cls = (
+            "failed"
+            if not row.ok
+            else "best"
+            if best and row.name == best.name
+            else "float"
+            if row.method == "float"
+            else ""
+        )
         out.append(f'<tr class="{cls}">' + "".join(f"<td>{_e(c)}</td>" for c in line) + "</tr>")
     out.append("</tbody></table>")
     return "\n".join(out)
@@ -91,16 +103,22 @@ def _figures(paths: list[Path]) -> str:
     for path in paths:
         data = base64.b64encode(path.read_bytes()).decode("ascii")
         caption = _CAPTIONS.get(path.name, "")
-        figures.append(f'<figure><img alt="{_e(path.stem)}" src="data:image/png;base64,{data}">'
-                       f"<figcaption>{_e(caption)}</figcaption></figure>")
+        figures.append(
+            f'<figure><img alt="{_e(path.stem)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{_e(caption)}</figcaption></figure>"
+        )
     return '<div class="plots">' + "\n".join(figures) + "</div>"
 
 
 @contextmanager
-def _pngs(plot_dir: Path | None, files: Iterable[str], draw: Callable[[Path], list[Path]]) -> Iterator[list[Path]]:
+def _pngs(
+    plot_dir: Path | None, files: Iterable[str], draw: Callable[[Path], list[Path]]
+) -> Iterator[list[Path]]:
     """The PNGs ``files`` that ``plot_dir`` already holds, else those ``draw(folder)`` renders
     into a temporary folder (removed on exit)."""
-    existing = [plot_dir / f for f in files if (plot_dir / f).is_file()] if plot_dir is not None else []
+    existing = (
+        [plot_dir / f for f in files if (plot_dir / f).is_file()] if plot_dir is not None else []
+    )
     if existing:
         yield existing
         return
@@ -122,20 +140,28 @@ def _analysis(report: Report, plot_dir: Path | None) -> str:
         figures = _figures(paths) if paths else ""
     rows = sens.get("rows", [])
     loss = sens.get("loss_unit", "")
-    intro = (f"Per-layer sensitivity of <b>{_e(sens.get('row'))}</b> on {_e(sens.get('samples'))} samples: "
-             f"each layer quantized alone, the rest float; {_e(sens.get('metric'))} drop of the whole model "
-             f"{float(sens.get('full_drop', float('nan'))):.3g} {_e(loss)}.")
-    head = ("<table><thead><tr><th>#</th><th>layer</th><th>kind</th><th>params</th>"
-            f"<th>drop ({_e(loss)})</th></tr></thead><tbody>")
+    intro = (
+        f"Per-layer sensitivity of <b>{_e(sens.get('row'))}</b> on {_e(sens.get('samples'))} samples: "
+        f"each layer quantized alone, the rest float; {_e(sens.get('metric'))} drop of the whole model "
+        f"{float(sens.get('full_drop', float('nan'))):.3g} {_e(loss)}."
+    )
+    head = (
+        "<table><thead><tr><th>#</th><th>layer</th><th>kind</th><th>params</th>"
+        f"<th>drop ({_e(loss)})</th></tr></thead><tbody>"
+    )
     table = [head]
     for i, r in enumerate(rows[:8], 1):
-        table.append(f"<tr><td>{i}</td><td>{_e(r.get('name'))}</td><td>{_e(r.get('kind'))}</td>"
-                     f"<td>{int(r.get('params', 0)):,}</td><td>{float(r.get('drop', float('nan'))):.3g}</td></tr>")
+        table.append(
+            f"<tr><td>{i}</td><td>{_e(r.get('name'))}</td><td>{_e(r.get('kind'))}</td>"
+            f"<td>{int(r.get('params', 0)):,}</td><td>{float(r.get('drop', float('nan'))):.3g}</td></tr>"
+        )
     table.append("</tbody></table>")
     notes = "".join(f"<li>{_e(n)}</li>" for n in sens.get("notes", []))
     notes = f'<ul class="notes">{notes}</ul>' if notes else ""
-    return (f'<h2>Where the error comes from</h2><p class="sub">{intro}{_jump(sens)}</p>'
-            f'{figures}<h3>Most sensitive layers</h3>{"".join(table)}{notes}')
+    return (
+        f'<h2>Where the error comes from</h2><p class="sub">{intro}{_jump(sens)}</p>'
+        f"{figures}<h3>Most sensitive layers</h3>{''.join(table)}{notes}"
+    )
 
 
 def _jump(sens: dict) -> str:
@@ -145,8 +171,10 @@ def _jump(sens: dict) -> str:
     row = next((x for x in layers.get("layers", []) if x.get("name") == name), None)
     if row is None or row.get("own_sqnr_db") is None:
         return ""
-    return (f" Layer by layer, the error jumps at <b>{_e(name)}</b> ({_e(row.get('kind'))}): alone it reaches "
-            f"{float(row['own_sqnr_db']):.1f} dB SQNR, the lowest of the quantized layers.")
+    return (
+        f" Layer by layer, the error jumps at <b>{_e(name)}</b> ({_e(row.get('kind'))}): alone it reaches "
+        f"{float(row['own_sqnr_db']):.1f} dB SQNR, the lowest of the quantized layers."
+    )
 
 
 def _environment(report: Report) -> str:
@@ -158,16 +186,34 @@ def _environment(report: Report) -> str:
     working = [k for k, v in engines.get("works", {}).items() if v.get("ok")]
     threads = env.get("threads", {})
     items = [
-        ("torch", env.get("torch")), ("quantlens", env.get("quantlens")), ("python", env.get("python")),
+        ("torch", env.get("torch")),
+        ("quantlens", env.get("quantlens")),
+        ("python", env.get("python")),
         ("platform", env.get("platform")),
-        ("CPU", (f"{cpu.get('model', '?')} ({cpu.get('logical_cores', '?')} logical cores, "
-                 f"torch kernels: {cpu.get('torch_cpu_capability', '?')})")),
+        (
+            "CPU",
+            (
+                f"{cpu.get('model', '?')} ({cpu.get('logical_cores', '?')} logical cores, "
+                f"torch kernels: {cpu.get('torch_cpu_capability', '?')})"
+            ),
+        ),
         ("CPU features", features),
-        ("quantized engine", f"{engines.get('active', '?')} (working: {', '.join(working) or 'not checked'})"),
+        (
+            "quantized engine",
+            f"{engines.get('active', '?')} (working: {', '.join(working) or 'not checked'})",
+        ),
         ("threads used for timing", settings.get("threads")),
-        ("threads (intra / inter op)", f"{threads.get('intra_op', '?')} / {threads.get('inter_op', '?')}"),
-        ("timing", (f"{settings.get('warmup')} warm-up + {settings.get('reps')} timed calls, batch of "
-                    f"{settings.get('batch_size')}")),
+        (
+            "threads (intra / inter op)",
+            f"{threads.get('intra_op', '?')} / {threads.get('inter_op', '?')}",
+        ),
+        (
+            "timing",
+            (
+                f"{settings.get('warmup')} warm-up + {settings.get('reps')} timed calls, batch of "
+                f"{settings.get('batch_size')}"
+            ),
+        ),
         ("evaluation", f"{settings.get('samples')} samples, task: {settings.get('task')}"),
     ]
     if settings.get("calibration"):
@@ -184,7 +230,11 @@ def _notes(report: Report) -> str:
             items.append(f"<li><b>{_e(row.name)}</b> failed: {_e(row.error)}</li>")
         for note in row.notes:
             items.append(f"<li><b>{_e(row.name)}</b>: {_e(note)}</li>")
-    return f'<details><summary>Notes per method ({len(items)})</summary><ul class="notes">{"".join(items)}</ul></details>' if items else ""
+    return (
+        f'<details><summary>Notes per method ({len(items)})</summary><ul class="notes">{"".join(items)}</ul></details>'
+        if items
+        else ""
+    )
 
 
 def render_html(report: Report, *, plot_dir: Path | None = None) -> str:
@@ -198,12 +248,22 @@ def render_html(report: Report, *, plot_dir: Path | None = None) -> str:
     best = report.recommended
     base = report.baseline
     title = "quantlens comparison"
-    sub = (f"{len(report.rows) - 1} method(s) against float · accuracy budget {report.max_accuracy_drop:g} point(s) · "
-           f"objective: {report.objective}")
-    warn = ('<div class="warn">Interrupted: only the rows below were measured.</div>' if report.interrupted else "")
+    sub = (
+        f"{len(report.rows) - 1} method(s) against float · accuracy budget {report.max_accuracy_drop:g} point(s) · "
+        f"objective: {report.objective}"
+    )
+    warn = (
+        '<div class="warn">Interrupted: only the rows below were measured.</div>'
+        if report.interrupted
+        else ""
+    )
     failed = [r for r in report.rows if not r.ok]
     if failed:
-        warn += '<div class="warn">' + "<br>".join(f"{_e(r.name)} failed: {_e(r.error)}" for r in failed) + "</div>"
+        warn += (
+            '<div class="warn">'
+            + "<br>".join(f"{_e(r.name)} failed: {_e(r.error)}" for r in failed)
+            + "</div>"
+        )
     rec_cls = "rec" if best is not None or base is None else "rec keep"
     command = report.command or "(run from Python: quantlens.compare(...))"
     return f"""<!DOCTYPE html>

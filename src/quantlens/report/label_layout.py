@@ -27,8 +27,12 @@ def _overlap(a: tuple, b: tuple) -> float:
 
 def _outside(box: tuple, frame: tuple) -> float:
     """How far (pixels, summed over the sides) ``box`` sticks out of ``frame``."""
-    return (max(frame[0] - box[0], 0) + max(box[2] - frame[2], 0)
-            + max(frame[1] - box[1], 0) + max(box[3] - frame[3], 0))
+    return (
+        max(frame[0] - box[0], 0)
+        + max(box[2] - frame[2], 0)
+        + max(frame[1] - box[1], 0)
+        + max(box[3] - frame[3], 0)
+    )
 
 
 def _box_at(x: float, y: float, w: float, h: float, angle: float, radius: float) -> tuple:
@@ -42,9 +46,15 @@ def _box_at(x: float, y: float, w: float, h: float, angle: float, radius: float)
     return (x0, y0, x0 + w, y0 + h), dx, dy, ha, va
 
 
-def place_labels(ax, points: Sequence[tuple[float, float]], labels: Sequence[str], *,
-                 fontsize: float = 8.5, bold: Sequence[bool] | None = None,
-                 marker_radius: float = MARKER_RADIUS_PX) -> list:
+def place_labels(
+    ax,
+    points: Sequence[tuple[float, float]],
+    labels: Sequence[str],
+    *,
+    fontsize: float = 8.5,
+    bold: Sequence[bool] | None = None,
+    marker_radius: float = MARKER_RADIUS_PX,
+) -> list:
     """Annotate ``points`` (data coordinates) with ``labels`` without overlaps.
 
     Call it after the figure's layout is final (``tight_layout``) and the axis limits are
@@ -81,18 +91,36 @@ def place_labels(ax, points: Sequence[tuple[float, float]], labels: Sequence[str
         for radius in (r + gap for gap in _GAPS):
             for angle in _ANGLES:
                 box, dx, dy, ha, va = _box_at(x, y, w, h, angle, radius)
-                cost = (sum(_overlap(box, o) for o in placed) * 4
-                        + sum(_overlap(box, o) for j, o in enumerate(obstacles) if j != i)
-                        + _outside(box, frame) * 200 + radius * 0.5)
+                cost = (
+                    sum(_overlap(box, o) for o in placed) * 4
+                    + sum(_overlap(box, o) for j, o in enumerate(obstacles) if j != i)
+                    + _outside(box, frame) * 200
+                    + radius * 0.5
+                )
                 if best is None or cost < best[0]:
                     best = (cost, box, dx, dy, ha, va, radius)
             if best[0] <= radius * 0.5 + 1e-9:  # nothing covered at this distance: stop looking
                 break
         _, box, dx, dy, ha, va, radius = best
         placed.append(box)
-        arrow = {"arrowstyle": "-", "color": "#777777", "lw": 0.7, "shrinkA": 0, "shrinkB": 4} if radius > r + 8 else None
-        artists.append(ax.annotate(text, points[i], xytext=(dx * to_points, dy * to_points),
-                                   textcoords="offset points", ha=ha, va=va, fontsize=fontsize,
-                                   fontweight=weight, arrowprops=arrow, zorder=5,
-                                   annotation_clip=False))
+        arrow = (
+            {"arrowstyle": "-", "color": "#777777", "lw": 0.7, "shrinkA": 0, "shrinkB": 4}
+            if radius > r + 8
+            else None
+        )
+        artists.append(
+            ax.annotate(
+                text,
+                points[i],
+                xytext=(dx * to_points, dy * to_points),
+                textcoords="offset points",
+                ha=ha,
+                va=va,
+                fontsize=fontsize,
+                fontweight=weight,
+                arrowprops=arrow,
+                zorder=5,
+                annotation_clip=False,
+            )
+        )
     return artists

@@ -28,13 +28,21 @@ def error_rows(result: LayerComparison) -> list[dict]:
         >>> error_rows(compare_layers(model, qmodel, [batch]))[0]["own_sqnr_db"]
     """
     return [
-        {"name": x.name, "kind": x.kind, "out_sqnr_db": _finite(x.out_sqnr_db),
-         "own_sqnr_db": _finite(x.own_sqnr_db), "weight_sqnr_db": _finite(x.weight_sqnr_db), "jump": x.jump}
+        {
+            "name": x.name,
+            "kind": x.kind,
+            "out_sqnr_db": _finite(x.out_sqnr_db),
+            "own_sqnr_db": _finite(x.own_sqnr_db),
+            "weight_sqnr_db": _finite(x.weight_sqnr_db),
+            "jump": x.jump,
+        }
         for x in result.layers
     ]
 
 
-def layer_errors(float_model: nn.Module, q_model: nn.Module, inputs, *, max_batches: int = 1) -> list[dict]:
+def layer_errors(
+    float_model: nn.Module, q_model: nn.Module, inputs, *, max_batches: int = 1
+) -> list[dict]:
     """One dict per matched layer, in execution order.
 
     Returns:

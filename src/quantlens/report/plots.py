@@ -30,9 +30,31 @@ if TYPE_CHECKING:
     from quantlens.report.report import Report
 
 DPI = 110
-PLOT_FILES = ("accuracy_vs_size.png", "accuracy_vs_latency.png", "latency.png", "size.png", "layer_error.png")
-PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf",
-           "#bcbd22", "#393b79", "#ad494a", "#637939", "#7b4173", "#3182bd", "#e6550d", "#31a354")
+PLOT_FILES = (
+    "accuracy_vs_size.png",
+    "accuracy_vs_latency.png",
+    "latency.png",
+    "size.png",
+    "layer_error.png",
+)
+PALETTE = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#17becf",
+    "#bcbd22",
+    "#393b79",
+    "#ad494a",
+    "#637939",
+    "#7b4173",
+    "#3182bd",
+    "#e6550d",
+    "#31a354",
+)
 MARKERS = ("o", "^", "D", "v", "P", "X", "h", "<", ">", "p", "d", "8")
 PARETO_COLOR = "#555555"
 NUMBERED_NAME_LENGTH = 12  # longer names (or more rows than MAX_NAMED) are numbered
@@ -93,7 +115,9 @@ class _Labels:
     def of(cls, report: Report) -> _Labels:
         ok = [r for r in report.rows if r.ok]
         use_numbers = numbered(ok)
-        return cls({r.name: str(i) if use_numbers else r.name for i, r in enumerate(ok, 1)}, use_numbers)
+        return cls(
+            {r.name: str(i) if use_numbers else r.name for i, r in enumerate(ok, 1)}, use_numbers
+        )
 
     def legend(self, r: Row, best: Row | None) -> str:
         name = f"{self.tags[r.name]}  {r.name}" if self.numbered else r.name
@@ -113,7 +137,14 @@ class _Labels:
 def _legend_outside(ax, **kwargs) -> None:
     handles, _ = ax.get_legend_handles_labels()
     if handles:
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, frameon=False, **kwargs)
+        ax.legend(
+            fontsize=8,
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+            borderaxespad=0,
+            frameon=False,
+            **kwargs,
+        )
 
 
 def _size_scale(rows: list[Row]) -> tuple[float, str]:
@@ -121,7 +152,9 @@ def _size_scale(rows: list[Row]) -> tuple[float, str]:
     return (1e3, "kB") if biggest < 1e6 else (1e6, "MB") if biggest < 1e9 else (1e9, "GB")
 
 
-def _groups(ax, items: list[tuple[float, float, Row]], px: float = 5.0) -> list[list[tuple[float, float, Row]]]:
+def _groups(
+    ax, items: list[tuple[float, float, Row]], px: float = 5.0
+) -> list[list[tuple[float, float, Row]]]:
     """Points closer than ``px`` pixels on screen, grouped (they share one label)."""
     groups: list[list] = []
     for item in items:
@@ -136,7 +169,9 @@ def _groups(ax, items: list[tuple[float, float, Row]], px: float = 5.0) -> list[
     return groups
 
 
-def _scatter(fig, ax, rows: list[Row], x_of, report: Report, labels: _Labels, *, pareto: bool) -> None:
+def _scatter(
+    fig, ax, rows: list[Row], x_of, report: Report, labels: _Labels, *, pareto: bool
+) -> None:
     """Quality against ``x_of(row)``: markers, budget line, Pareto rings, legend, labels."""
     best = report.recommended
     style, tags = styles(report.rows), labels.tags
@@ -145,17 +180,43 @@ def _scatter(fig, ax, rows: list[Row], x_of, report: Report, labels: _Labels, *,
     if pareto:
         front = pareto_front([(x, y, r.name) for x, y, r in items])
         if len(front) >= 2:
-            ax.step([p[0] for p in front], [p[1] for p in front], where="post", color=PARETO_COLOR,
-                    linestyle="--", linewidth=1.2, zorder=2)
-        ax.scatter([p[0] for p in front], [p[1] for p in front], s=330, facecolors="none",
-                   edgecolors=PARETO_COLOR, linewidths=1.3, zorder=2,
-                   label="Pareto front" if len(front) >= 2 else "Pareto front (this point alone)" if front else None)
+            ax.step(
+                [p[0] for p in front],
+                [p[1] for p in front],
+                where="post",
+                color=PARETO_COLOR,
+                linestyle="--",
+                linewidth=1.2,
+                zorder=2,
+            )
+        ax.scatter(
+            [p[0] for p in front],
+            [p[1] for p in front],
+            s=330,
+            facecolors="none",
+            edgecolors=PARETO_COLOR,
+            linewidths=1.3,
+            zorder=2,
+            label="Pareto front"
+            if len(front) >= 2
+            else "Pareto front (this point alone)"
+            if front
+            else None,
+        )
     for x, y, r in items:
         color, marker = style[r.name]
         is_best = best is not None and r.name == best.name
-        ax.scatter([x], [y], s=150 if is_best else 75, marker=marker, color=color, zorder=3,
-                   edgecolors="black" if is_best else "white", linewidths=1.6 if is_best else 0.6,
-                   label=labels.legend(r, best))
+        ax.scatter(
+            [x],
+            [y],
+            s=150 if is_best else 75,
+            marker=marker,
+            color=color,
+            zorder=3,
+            edgecolors="black" if is_best else "white",
+            linewidths=1.6 if is_best else 0.6,
+            label=labels.legend(r, best),
+        )
     _quality_axis(ax, rows, report)
     ax.margins(x=0.14, y=0.16)
     ax.grid(True, alpha=0.3)
@@ -167,11 +228,22 @@ def _scatter(fig, ax, rows: list[Row], x_of, report: Report, labels: _Labels, *,
     for g in groups:  # coinciding points: the ones underneath get a larger outline of their marker
         for k, (x, y, r) in enumerate(g[:-1]):
             color, marker = style[r.name]
-            ax.scatter([x], [y], s=190 + 120 * (len(g) - 2 - k), marker=marker, facecolors="none",
-                       edgecolors=color, linewidths=1.6, zorder=4)
-    place_labels(ax, [(g[0][0], g[0][1]) for g in groups],
-                 [" = ".join(tags[r.name] for _, _, r in g) for g in groups],
-                 bold=[any(best is not None and r.name == best.name for _, _, r in g) for g in groups])
+            ax.scatter(
+                [x],
+                [y],
+                s=190 + 120 * (len(g) - 2 - k),
+                marker=marker,
+                facecolors="none",
+                edgecolors=color,
+                linewidths=1.6,
+                zorder=4,
+            )
+    place_labels(
+        ax,
+        [(g[0][0], g[0][1]) for g in groups],
+        [" = ".join(tags[r.name] for _, _, r in g) for g in groups],
+        bold=[any(best is not None and r.name == best.name for _, _, r in g) for g in groups],
+    )
 
 
 def _quality_axis(ax, rows, report: Report) -> None:
@@ -180,12 +252,22 @@ def _quality_axis(ax, rows, report: Report) -> None:
     base = report.baseline
     bq = tables.quality(base) if base else None
     if bq is not None and "%" in label:
-        ax.axhline(bq - report.max_accuracy_drop, color="#999999", linestyle=":", linewidth=1.2,
-                   label=f"budget: float − {report.max_accuracy_drop:g} point(s)", zorder=1)
+        ax.axhline(
+            bq - report.max_accuracy_drop,
+            color="#999999",
+            linestyle=":",
+            linewidth=1.2,
+            label=f"budget: float − {report.max_accuracy_drop:g} point(s)",
+            zorder=1,
+        )
 
 
 def plot_accuracy_vs_size(report: Report, path: Path) -> Path | None:
-    rows = [r for r in report.rows if r.ok and (r.disk_bytes or r.memory_bytes) and tables.quality(r) is not None]
+    rows = [
+        r
+        for r in report.rows
+        if r.ok and (r.disk_bytes or r.memory_bytes) and tables.quality(r) is not None
+    ]
     if not rows:
         return None
     plt = _plt()
@@ -194,12 +276,24 @@ def plot_accuracy_vs_size(report: Report, path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(labels.width(), 4.8), dpi=DPI)
     ax.set_xlabel(f"checkpoint size on disk ({unit})")
     ax.set_title("Accuracy vs size (up and left is better)")
-    _scatter(fig, ax, rows, lambda r: (r.disk_bytes or r.memory_bytes) / scale, report, labels, pareto=False)
+    _scatter(
+        fig,
+        ax,
+        rows,
+        lambda r: (r.disk_bytes or r.memory_bytes) / scale,
+        report,
+        labels,
+        pareto=False,
+    )
     return _save(fig, path, plt, layout=False)
 
 
 def plot_accuracy_vs_latency(report: Report, path: Path) -> Path | None:
-    rows = [r for r in report.rows if r.ok and r.latency_ms is not None and tables.quality(r) is not None]
+    rows = [
+        r
+        for r in report.rows
+        if r.ok and r.latency_ms is not None and tables.quality(r) is not None
+    ]
     if not rows:
         return None
     plt = _plt()
@@ -236,11 +330,23 @@ class _Bars:
     def note(self, text: str, pos: float, value: float, offset: float) -> None:
         """``text`` ``offset`` points past the end of a bar."""
         if self.horizontal:
-            self.ax.annotate(text, (value, pos), textcoords="offset points", xytext=(offset, 0), va="center",
-                             fontsize=8)
+            self.ax.annotate(
+                text,
+                (value, pos),
+                textcoords="offset points",
+                xytext=(offset, 0),
+                va="center",
+                fontsize=8,
+            )
         else:
-            self.ax.annotate(text, (pos, value), textcoords="offset points", xytext=(0, offset), ha="center",
-                             fontsize=8)
+            self.ax.annotate(
+                text,
+                (pos, value),
+                textcoords="offset points",
+                xytext=(0, offset),
+                ha="center",
+                fontsize=8,
+            )
 
     def axes(self, pos, names: list[str], label: str, margin: float) -> None:
         """Category ticks, the value axis' label, its margin and grid (horizontal: first row on top)."""
@@ -271,12 +377,27 @@ def plot_latency(report: Report, path: Path) -> Path | None:
     batch = next((r.batch_size for r in rows if r.batch_size), None)
     plot = _Bars(plt, labels, len(rows), row_height=0.34)
     plot.bars(pos, med, color=[style[r.name][0] for r in rows], label="median")
-    plot.whiskers(pos, med, upper, fmt="none", ecolor="black", capsize=3 if plot.horizontal else 5, label="p95")
+    plot.whiskers(
+        pos,
+        med,
+        upper,
+        fmt="none",
+        ecolor="black",
+        capsize=3 if plot.horizontal else 5,
+        label="p95",
+    )
     for p, v, up in zip(pos, med, upper):
         plot.note(f"{v:.2f} ms", p, v + up, offset=4)
-    plot.axes(pos, labels.bar_names(rows), "latency per batch (ms)", margin=0.15 if plot.horizontal else 0.12)
-    plot.ax.set_title(f"Latency: median bar, p95 whisker (batch {batch}, {threads} thread(s); lower is better)",
-                      fontsize=11)
+    plot.axes(
+        pos,
+        labels.bar_names(rows),
+        "latency per batch (ms)",
+        margin=0.15 if plot.horizontal else 0.12,
+    )
+    plot.ax.set_title(
+        f"Latency: median bar, p95 whisker (batch {batch}, {threads} thread(s); lower is better)",
+        fontsize=11,
+    )
     _legend_outside(plot.ax)
     return _save(plot.fig, path, plt)
 
@@ -293,17 +414,31 @@ def plot_size(report: Report, path: Path) -> Path | None:
     disk = [(r.disk_bytes or 0) / scale for r in rows]
     mem = [(r.memory_bytes or 0) / scale for r in rows]
     base = report.baseline
-    changes = [tables.size_change(base.disk_bytes, r.disk_bytes)
-               if base and base.disk_bytes and r.disk_bytes and r is not base else "" for r in rows]
+    changes = [
+        tables.size_change(base.disk_bytes, r.disk_bytes)
+        if base and base.disk_bytes and r.disk_bytes and r is not base
+        else ""
+        for r in rows
+    ]
     plot = _Bars(plt, labels, len(rows), row_height=0.42)
-    plot.bars([p - width / 2 for p in pos], disk, width, label="checkpoint on disk", color="#1f77b4")
-    plot.bars([p + width / 2 for p in pos], mem, width, label="weights + buffers in memory", color="#ff7f0e")
+    plot.bars(
+        [p - width / 2 for p in pos], disk, width, label="checkpoint on disk", color="#1f77b4"
+    )
+    plot.bars(
+        [p + width / 2 for p in pos],
+        mem,
+        width,
+        label="weights + buffers in memory",
+        color="#ff7f0e",
+    )
     for p, d, m, text in zip(pos, disk, mem, changes):
         if plot.horizontal:  # beside the disk bar
             plot.note(text, p - width / 2, d, offset=4)
         else:  # above the pair
             plot.note(text, p, max(d, m), offset=3)
-    plot.axes(pos, labels.bar_names(rows), f"size ({unit})", margin=0.22 if plot.horizontal else 0.1)
+    plot.axes(
+        pos, labels.bar_names(rows), f"size ({unit})", margin=0.22 if plot.horizontal else 0.1
+    )
     plot.ax.set_title("Model size (lower is better)")
     _legend_outside(plot.ax)
     return _save(plot.fig, path, plt)
@@ -329,40 +464,83 @@ def plot_layer_error(report: Report, path: Path) -> Path | None:
         return None
     plt = _plt()
     layers = report.layer_errors[name]
-    series = (("out_sqnr_db", "output SQNR (accumulated)", "#1f77b4", -0.2),
-              ("own_sqnr_db", "own SQNR (added by this layer)", "#ff7f0e", 0.2))
+    series = (
+        ("out_sqnr_db", "output SQNR (accumulated)", "#1f77b4", -0.2),
+        ("own_sqnr_db", "own SQNR (added by this layer)", "#ff7f0e", 0.2),
+    )
     finite = [x[key] for x in layers for key, *_ in series if _finite(x.get(key))]
     edge = max(max(finite, default=0.0) * 1.25, 10.0)
     fig, ax = plt.subplots(figsize=(8.6, max(3.2, 0.36 * len(layers) + 1.8)), dpi=DPI)
     ys = list(range(len(layers)))
     for key, label, color, shift in series:
         vals = [x.get(key) for x in layers]
-        ax.barh([y + shift for y, v in zip(ys, vals) if _finite(v)], [v for v in vals if _finite(v)], 0.4,
-                color=color, label=label)
-        inf_ys = [y + shift for y, v in zip(ys, vals) if isinstance(v, float) and math.isinf(v) and v > 0]
+        ax.barh(
+            [y + shift for y, v in zip(ys, vals) if _finite(v)],
+            [v for v in vals if _finite(v)],
+            0.4,
+            color=color,
+            label=label,
+        )
+        inf_ys = [
+            y + shift for y, v in zip(ys, vals) if isinstance(v, float) and math.isinf(v) and v > 0
+        ]
         if inf_ys:
-            ax.barh(inf_ys, [edge] * len(inf_ys), 0.4, color="white", edgecolor=color, hatch="///", linewidth=0.8,
-                    label=f"{label.split(' (')[0]}: ∞, exact (no added error)")
+            ax.barh(
+                inf_ys,
+                [edge] * len(inf_ys),
+                0.4,
+                color="white",
+                edgecolor=color,
+                hatch="///",
+                linewidth=0.8,
+                label=f"{label.split(' (')[0]}: ∞, exact (no added error)",
+            )
             for y in inf_ys:
-                ax.annotate("∞ exact", (edge, y), textcoords="offset points", xytext=(-4, 0), ha="right",
-                            va="center", fontsize=7, color="#333333",
-                            bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none"})
+                ax.annotate(
+                    "∞ exact",
+                    (edge, y),
+                    textcoords="offset points",
+                    xytext=(-4, 0),
+                    ha="right",
+                    va="center",
+                    fontsize=7,
+                    color="#333333",
+                    bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none"},
+                )
         for y, v in zip(ys, vals):
             if not _finite(v) and not (isinstance(v, float) and math.isinf(v) and v > 0):
-                ax.annotate("not measured", (0, y + shift), textcoords="offset points", xytext=(3, 0),
-                            va="center", fontsize=7, color="#777777")
+                ax.annotate(
+                    "not measured",
+                    (0, y + shift),
+                    textcoords="offset points",
+                    xytext=(3, 0),
+                    va="center",
+                    fontsize=7,
+                    color="#777777",
+                )
     for y, x in zip(ys, layers):
         if x.get("jump"):
             own = x.get("own_sqnr_db")
             at = own if _finite(own) else edge
-            ax.annotate("← error jumps here", (at, y + 0.2), textcoords="offset points", xytext=(4, 0), va="center",
-                        fontsize=8, color="#d62728", fontweight="bold")
+            ax.annotate(
+                "← error jumps here",
+                (at, y + 0.2),
+                textcoords="offset points",
+                xytext=(4, 0),
+                va="center",
+                fontsize=8,
+                color="#d62728",
+                fontweight="bold",
+            )
     ax.set_yticks(ys, [f"{x['name']} ({x['kind']})" for x in layers], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, edge * (1.18 if any(x.get("jump") for x in layers) else 1.02))
     ax.set_xlabel("SQNR vs float (dB, higher is better)")
     best = report.recommended
-    ax.set_title(f"Per-layer quantization error: {name}" + (" (recommended)" if best and best.name == name else ""))
+    ax.set_title(
+        f"Per-layer quantization error: {name}"
+        + (" (recommended)" if best and best.name == name else "")
+    )
     ax.grid(True, axis="x", alpha=0.3)
     _legend_outside(ax)
     return _save(fig, path, plt)
@@ -379,7 +557,13 @@ def _save(fig, path: Path, plt, layout: bool = True) -> Path:
 
 def write_plots(report: Report, directory: Path) -> list[Path]:
     """Write every plot that has data into ``directory``; returns the paths written."""
-    makers = (plot_accuracy_vs_size, plot_accuracy_vs_latency, plot_latency, plot_size, plot_layer_error)
+    makers = (
+        plot_accuracy_vs_size,
+        plot_accuracy_vs_latency,
+        plot_latency,
+        plot_size,
+        plot_layer_error,
+    )
     out = []
     for maker, filename in zip(makers, PLOT_FILES):
         written = maker(report, directory / filename)

@@ -38,7 +38,14 @@ from quantlens.report.plots import PLOT_FILES, write_plots
 
 OBJECTIVES = ("latency", "size")
 
-REPORT_FILES = ("results.json", "results.csv", "report.md", *PLOT_FILES, *ANALYSIS_PLOT_FILES.values(), "report.html")
+REPORT_FILES = (
+    "results.json",
+    "results.csv",
+    "report.md",
+    *PLOT_FILES,
+    *ANALYSIS_PLOT_FILES.values(),
+    "report.html",
+)
 
 
 class Report:
@@ -54,8 +61,15 @@ class Report:
             plus ``"row"``, the row it explains), or None when the run had no analysis.
     """
 
-    def __init__(self, comparison: Comparison, *, max_accuracy_drop: float = 1.0, objective: str = "latency",
-                 layer_errors: Mapping[str, list] | None = None, sensitivity: Mapping | None = None):
+    def __init__(
+        self,
+        comparison: Comparison,
+        *,
+        max_accuracy_drop: float = 1.0,
+        objective: str = "latency",
+        layer_errors: Mapping[str, list] | None = None,
+        sensitivity: Mapping | None = None,
+    ):
         self.comparison = comparison
         self.max_accuracy_drop = check_number("max_accuracy_drop", max_accuracy_drop, 0, 100)
         self.objective = objective
@@ -98,7 +112,9 @@ class Report:
         bq = tables.quality(base) if base else None
         return None if q is None or bq is None else bq - q
 
-    def best(self, max_accuracy_drop: float | None = None, objective: str | None = None) -> Row | None:
+    def best(
+        self, max_accuracy_drop: float | None = None, objective: str | None = None
+    ) -> Row | None:
         """The quantized row with the best ``objective`` among those losing at most
         ``max_accuracy_drop`` points of accuracy (or agreement) vs float.
 
@@ -114,11 +130,17 @@ class Report:
         objective = objective or self.objective
         if objective not in OBJECTIVES:
             raise InputError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
-        key = {"latency": lambda r: r.latency_ms, "size": lambda r: r.disk_bytes or r.memory_bytes}[objective]
+        key = {"latency": lambda r: r.latency_ms, "size": lambda r: r.disk_bytes or r.memory_bytes}[
+            objective
+        ]
         candidates = [
-            r for r in self.rows
-            if r.ok and r.method != "float" and key(r) is not None
-            and (drop := self.accuracy_drop(r)) is not None and drop <= max_drop
+            r
+            for r in self.rows
+            if r.ok
+            and r.method != "float"
+            and key(r) is not None
+            and (drop := self.accuracy_drop(r)) is not None
+            and drop <= max_drop
         ]
         return min(candidates, key=key) if candidates else None
 
@@ -139,19 +161,31 @@ class Report:
             tried = [r for r in self.rows if r.ok and r.method != "float"]
             if not tried:
                 return "No quantization method succeeded; see the errors in the table."
-            closest = min(tried, key=lambda r: self.accuracy_drop(r) if self.accuracy_drop(r) is not None else 1e9)
+            closest = min(
+                tried,
+                key=lambda r: self.accuracy_drop(r) if self.accuracy_drop(r) is not None else 1e9,
+            )
             drop = self.accuracy_drop(closest)
-            return (f"Keep the float model: no method stays within the {budget} accuracy budget "
-                    f"(closest: {closest.name}, {tables.points_change(-drop)}). Try QAT or a gentler config.")
-        if self.objective == "latency" and base.latency_ms and best.latency_ms and best.latency_ms > base.latency_ms:
+            return (
+                f"Keep the float model: no method stays within the {budget} accuracy budget "
+                f"(closest: {closest.name}, {tables.points_change(-drop)}). Try QAT or a gentler config."
+            )
+        if (
+            self.objective == "latency"
+            and base.latency_ms
+            and best.latency_ms
+            and best.latency_ms > base.latency_ms
+        ):
             small = self.best(objective="size")
             threads = best.threads or "?"
-            return (f"No method is faster than float here ({threads} thread(s)): keep the float model for speed. "
-                    f"To save space, {small.name} is {base.disk_bytes / small.disk_bytes:.1f}× smaller on disk "
-                    f"within the {budget} accuracy budget ({self._quality_name()}: "
-                    f"{tables.points_change(-self.accuracy_drop(small))})."
-                    if small is not None and base.disk_bytes and small.disk_bytes else
-                    f"No method is faster than float here ({threads} thread(s)): keep the float model.")
+            return (
+                f"No method is faster than float here ({threads} thread(s)): keep the float model for speed. "
+                f"To save space, {small.name} is {base.disk_bytes / small.disk_bytes:.1f}× smaller on disk "
+                f"within the {budget} accuracy budget ({self._quality_name()}: "
+                f"{tables.points_change(-self.accuracy_drop(small))})."
+                if small is not None and base.disk_bytes and small.disk_bytes
+                else f"No method is faster than float here ({threads} thread(s)): keep the float model."
+            )
         parts = []
         if base.disk_bytes and best.disk_bytes:
             parts.append(f"{tables.size_change(base.disk_bytes, best.disk_bytes)} on disk")
@@ -159,11 +193,16 @@ class Report:
             ratio = base.latency_ms / best.latency_ms
             parts.append(f"{ratio:.2f}× faster" if ratio >= 1 else f"{1 / ratio:.2f}× slower")
         q, bq = tables.quality(best), tables.quality(base)
-        acc = (f"{self._quality_name()} {q:.2f}% vs {bq:.2f}% float ({tables.points_change(q - bq)})"
-               if q is not None and bq is not None else "")
+        acc = (
+            f"{self._quality_name()} {q:.2f}% vs {bq:.2f}% float ({tables.points_change(q - bq)})"
+            if q is not None and bq is not None
+            else ""
+        )
         goal = "fastest" if self.objective == "latency" else "smallest"
         body = "; ".join(p for p in (", ".join(parts), acc) if p)
-        return f"Use {best.name}: {body}. It is the {goal} method within the {budget} accuracy budget."
+        return (
+            f"Use {best.name}: {body}. It is the {goal} method within the {budget} accuracy budget."
+        )
 
     @property
     def task(self) -> str | None:
@@ -177,7 +216,13 @@ class Report:
 
     def to_markdown(self) -> str:
         """The recommendation and the table as Markdown."""
-        lines = ["# quantlens comparison", "", f"**{self.recommendation()}**", "", tables.to_markdown(self.rows, self.task)]
+        lines = [
+            "# quantlens comparison",
+            "",
+            f"**{self.recommendation()}**",
+            "",
+            tables.to_markdown(self.rows, self.task),
+        ]
         if self.interrupted:
             lines += ["", "_Interrupted: only the rows above were measured._"]
         failed = [r for r in self.rows if not r.ok]
@@ -190,9 +235,13 @@ class Report:
     def to_dict(self) -> dict:
         data = self.comparison.to_dict()
         best = self.recommended
-        data.update(recommended=best.name if best else None, recommendation=self.recommendation(),
-                    max_accuracy_drop=self.max_accuracy_drop, objective=self.objective,
-                    layer_errors=self.layer_errors)
+        data.update(
+            recommended=best.name if best else None,
+            recommendation=self.recommendation(),
+            max_accuracy_drop=self.max_accuracy_drop,
+            objective=self.objective,
+            layer_errors=self.layer_errors,
+        )
         if self.sensitivity is not None:
             data["sensitivity"] = self.sensitivity
         return data
@@ -228,13 +277,21 @@ class Report:
         analysis."""
         if not self.sensitivity:
             return []
-        return write_analysis_plots(Path(directory), sensitivity=sensitivity_result(self.sensitivity),
-                                    layers=layer_result(self.sensitivity), ranges=range_result(self.sensitivity))
+        return write_analysis_plots(
+            Path(directory),
+            sensitivity=sensitivity_result(self.sensitivity),
+            layers=layer_result(self.sensitivity),
+            ranges=range_result(self.sensitivity),
+        )
 
-    def to_html(self, path: str | os.PathLike, *, plot_dir: str | os.PathLike | None = None) -> Path:
+    def to_html(
+        self, path: str | os.PathLike, *, plot_dir: str | os.PathLike | None = None
+    ) -> Path:
         """Write one self-contained HTML file (plots embedded; from ``plot_dir`` when
         :meth:`plot` already wrote them there)."""
-        _write_text(path, render_html(self, plot_dir=Path(plot_dir) if plot_dir is not None else None))
+        _write_text(
+            path, render_html(self, plot_dir=Path(plot_dir) if plot_dir is not None else None)
+        )
         return Path(path)
 
     def save(self, directory: str | os.PathLike) -> Path:
@@ -256,6 +313,7 @@ class Report:
         Example:
             >>> report.save("quantlens-report")
         """
+
         def stage(folder: Path) -> None:
             self.to_json(folder / "results.json")
             self.to_csv(folder / "results.csv")
@@ -264,18 +322,26 @@ class Report:
             self.to_html(folder / "report.html", plot_dir=folder)
 
         try:
-            return update_directory(directory, stage, REPORT_FILES, stale=REPORT_FILES, error=InputError)
+            return update_directory(
+                directory, stage, REPORT_FILES, stale=REPORT_FILES, error=InputError
+            )
         except OSError as exc:
-            raise InputError(f"cannot write the report into {directory} ({exc.strerror or exc}); give a folder you "
-                             "can write to (a report that was there is unchanged)") from exc
+            raise InputError(
+                f"cannot write the report into {directory} ({exc.strerror or exc}); give a folder you "
+                "can write to (a report that was there is unchanged)"
+            ) from exc
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> Report:
         """A report read back from :meth:`to_json`."""
         data = tables.from_json_text(Path(path).read_text(encoding="utf-8"))
-        return cls(Comparison.from_dict(data), max_accuracy_drop=data.get("max_accuracy_drop", 1.0),
-                   objective=data.get("objective", "latency"), layer_errors=data.get("layer_errors"),
-                   sensitivity=data.get("sensitivity"))
+        return cls(
+            Comparison.from_dict(data),
+            max_accuracy_drop=data.get("max_accuracy_drop", 1.0),
+            objective=data.get("objective", "latency"),
+            layer_errors=data.get("layer_errors"),
+            sensitivity=data.get("sensitivity"),
+        )
 
     def __repr__(self) -> str:
         best = self.recommended
@@ -295,7 +361,9 @@ def _configs(methods, model: nn.Module | None = None) -> dict[str, QuantConfig]:
     if isinstance(methods, QuantConfig):
         return {methods.method: methods}
     if isinstance(methods, Mapping):
-        return {str(k): (make_config(v, model) if isinstance(v, str) else v) for k, v in methods.items()}
+        return {
+            str(k): (make_config(v, model) if isinstance(v, str) else v) for k, v in methods.items()
+        }
     if isinstance(methods, str):
         methods = [m.strip() for m in methods.split(",") if m.strip()]
     if isinstance(methods, Sequence):
@@ -308,9 +376,13 @@ def _configs(methods, model: nn.Module | None = None) -> dict[str, QuantConfig]:
             elif isinstance(m, QuantConfig):
                 out[m.method if m.method not in out else f"{m.method}-{len(out)}"] = m
             else:
-                raise InputError(f"cannot use a {type(m).__name__} as a method; give a config or a name")
+                raise InputError(
+                    f"cannot use a {type(m).__name__} as a method; give a config or a name"
+                )
         return out
-    raise InputError(f"methods must be a dict of configs, a list of configs/names, or one config; got {type(methods).__name__}")
+    raise InputError(
+        f"methods must be a dict of configs, a list of configs/names, or one config; got {type(methods).__name__}"
+    )
 
 
 def compare(
@@ -378,27 +450,53 @@ def compare(
     errors: dict[str, list] = {}
     hook = None
     if layer_errors:
+
         def hook(row: Row, qmodel: nn.Module, batch) -> None:
             try:
                 errors[row.name] = per_layer_errors(model, qmodel, [batch])
             except Exception as exc:  # noqa: BLE001 - a diagnostic plot must not fail the run (a Ctrl-C re-raised)
                 raise_if_interrupted(exc)
-                row.notes.append(f"per-layer error not measured: {type(exc).__name__}: {str(exc)[:120]}")
+                row.notes.append(
+                    f"per-layer error not measured: {type(exc).__name__}: {str(exc)[:120]}"
+                )
 
     # each row's layer-by-layer error, measured once for the analysis and the layer_errors plot
     recorder = LayerRecorder(model, errors=errors if layer_errors else None) if analysis else None
     comparison = run_comparison(
-        model, configs, data=data, calib_data=calib_data, train_data=train_data, metric=metric,
-        example_inputs=example_inputs, reps=reps, warmup=warmup, threads=threads, qat_epochs=qat_epochs,
-        memory=memory, progress=progress, command=command, on_start=on_start, on_row=on_row,
+        model,
+        configs,
+        data=data,
+        calib_data=calib_data,
+        train_data=train_data,
+        metric=metric,
+        example_inputs=example_inputs,
+        reps=reps,
+        warmup=warmup,
+        threads=threads,
+        qat_epochs=qat_epochs,
+        memory=memory,
+        progress=progress,
+        command=command,
+        on_start=on_start,
+        on_row=on_row,
         on_model=recorder or hook,
     )
-    report = Report(comparison, max_accuracy_drop=max_accuracy_drop, objective=objective, layer_errors=errors)
+    report = Report(
+        comparison, max_accuracy_drop=max_accuracy_drop, objective=objective, layer_errors=errors
+    )
     if analysis and not comparison.interrupted:
         try:
             report.sensitivity = run_analysis(
-                report, model, configs, data=data, calib_data=calib_data if calib_data is not None else data,
-                metric=metric, max_batches=analysis_batches, progress=progress, layers=recorder.results)
+                report,
+                model,
+                configs,
+                data=data,
+                calib_data=calib_data if calib_data is not None else data,
+                metric=metric,
+                max_batches=analysis_batches,
+                progress=progress,
+                layers=recorder.results,
+            )
         except KeyboardInterrupt:  # keep the measured rows
             comparison.interrupted = True
     return report

@@ -21,14 +21,41 @@ from collections.abc import Sequence
 from quantlens.eval.compare import Row
 
 HEADERS = (
-    "method", "accuracy %", "agreement %", "SQNR dB", "disk MB", "weights MB",
-    "latency ms (p95)", "speed-up", "items/s", "peak mem MB", "notes",
+    "method",
+    "accuracy %",
+    "agreement %",
+    "SQNR dB",
+    "disk MB",
+    "weights MB",
+    "latency ms (p95)",
+    "speed-up",
+    "items/s",
+    "peak mem MB",
+    "notes",
 )
 CSV_FIELDS = (
-    "name", "method", "status", "error", "accuracy", "metric", "agreement", "sqnr_db", "cosine",
-    "disk_bytes", "memory_bytes", "num_parameters", "latency_ms", "latency_p95_ms", "items_per_s",
-    "batch_size", "threads", "peak_memory_bytes", "model_memory_bytes", "quantize_s",
-    "layers_quantized", "layers_float",
+    "name",
+    "method",
+    "status",
+    "error",
+    "accuracy",
+    "metric",
+    "agreement",
+    "sqnr_db",
+    "cosine",
+    "disk_bytes",
+    "memory_bytes",
+    "num_parameters",
+    "latency_ms",
+    "latency_p95_ms",
+    "items_per_s",
+    "batch_size",
+    "threads",
+    "peak_memory_bytes",
+    "model_memory_bytes",
+    "quantize_s",
+    "layers_quantized",
+    "layers_float",
 )
 
 
@@ -122,8 +149,19 @@ def cells(row: Row, base: Row | None) -> list[str]:
         notes = f"layers: {row.layers_quantized} quantized, {row.layers_float} float"
         if row.float_kinds:
             notes += " (" + ", ".join(f"{n} {kind}" for kind, n in row.float_kinds.items()) + ")"
-    return [row.name, acc, _num(row.agreement, 1), _num(row.sqnr_db, 1), disk, _mb(row.memory_bytes),
-            latency, speedup, items, _mb(row.peak_memory_bytes), notes]
+    return [
+        row.name,
+        acc,
+        _num(row.agreement, 1),
+        _num(row.sqnr_db, 1),
+        disk,
+        _mb(row.memory_bytes),
+        latency,
+        speedup,
+        items,
+        _mb(row.peak_memory_bytes),
+        notes,
+    ]
 
 
 def table(rows: Sequence[Row], task: str | None = None) -> tuple[tuple[str, ...], list[list[str]]]:
@@ -153,8 +191,16 @@ def to_csv_text(rows: Sequence[Row]) -> str:
     return buf.getvalue()
 
 
-TERMINAL_COLUMNS = ("method", "accuracy %", "agreement %", "SQNR dB", "disk MB", "latency ms (p95)",
-                    "speed-up", "peak mem MB")
+TERMINAL_COLUMNS = (
+    "method",
+    "accuracy %",
+    "agreement %",
+    "SQNR dB",
+    "disk MB",
+    "latency ms (p95)",
+    "speed-up",
+    "peak mem MB",
+)
 
 
 def to_rich(rows: Sequence[Row], title: str | None = None, task: str | None = None):
@@ -172,7 +218,9 @@ def to_rich(rows: Sequence[Row], title: str | None = None, task: str | None = No
             t.add_column(headers[i], justify="right", no_wrap=True)
     for row, line in zip(rows, lines):
         cells_shown = [line[i] for i in keep]
-        cells_shown[0] = cells_shown[0].replace(",", ", ")  # a sweep label wraps between its settings
+        cells_shown[0] = cells_shown[0].replace(
+            ",", ", "
+        )  # a sweep label wraps between its settings
         t.add_row(*cells_shown, style=None if row.ok else "red")
     return t
 

@@ -84,36 +84,80 @@ def _minilm(pretrained: bool) -> nn.Module:
 _MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
-        ModelSpec("digits-cnn", lambda _: _models.DigitsCNN(), "digits",
-                  "residual Conv-BN-ReLU CNN on 8x8 digits, trained (float test accuracy 99.3%)",
-                  "digits_cnn.safetensors"),
-        ModelSpec("digits-lstm", lambda _: _models.DigitsRNN("lstm"), "digits-seq",
-                  "LSTM reading digit rows as a sequence, trained (float test accuracy 97.6%)",
-                  "digits_lstm.safetensors"),
-        ModelSpec("digits-gru", lambda _: _models.DigitsRNN("gru"), "digits-seq",
-                  "GRU reading digit rows as a sequence, trained (float test accuracy 98.2%)",
-                  "digits_gru.safetensors"),
-        ModelSpec("cat-cnn", lambda _: _models.CatCNN(), "digits",
-                  "two conv branches joined by torch.cat, trained on digits (float test accuracy 98.7%)",
-                  "cat_cnn.safetensors"),
-        ModelSpec("resnet18", lambda _: _models.ResNet18(), "random-224",
-                  "ResNet-18-shaped CNN, 224x224x3 input, seeded random weights (for speed only)"),
-        ModelSpec("minilm", _minilm, "sentences",
-                  "all-MiniLM-L6-v2 pretrained sentence encoder (BERT, 22M parameters, hidden 384)"),
+        ModelSpec(
+            "digits-cnn",
+            lambda _: _models.DigitsCNN(),
+            "digits",
+            "residual Conv-BN-ReLU CNN on 8x8 digits, trained (float test accuracy 99.3%)",
+            "digits_cnn.safetensors",
+        ),
+        ModelSpec(
+            "digits-lstm",
+            lambda _: _models.DigitsRNN("lstm"),
+            "digits-seq",
+            "LSTM reading digit rows as a sequence, trained (float test accuracy 97.6%)",
+            "digits_lstm.safetensors",
+        ),
+        ModelSpec(
+            "digits-gru",
+            lambda _: _models.DigitsRNN("gru"),
+            "digits-seq",
+            "GRU reading digit rows as a sequence, trained (float test accuracy 98.2%)",
+            "digits_gru.safetensors",
+        ),
+        ModelSpec(
+            "cat-cnn",
+            lambda _: _models.CatCNN(),
+            "digits",
+            "two conv branches joined by torch.cat, trained on digits (float test accuracy 98.7%)",
+            "cat_cnn.safetensors",
+        ),
+        ModelSpec(
+            "resnet18",
+            lambda _: _models.ResNet18(),
+            "random-224",
+            "ResNet-18-shaped CNN, 224x224x3 input, seeded random weights (for speed only)",
+        ),
+        ModelSpec(
+            "minilm",
+            _minilm,
+            "sentences",
+            "all-MiniLM-L6-v2 pretrained sentence encoder (BERT, 22M parameters, hidden 384)",
+        ),
     )
 }
 
 _DATASETS: dict[str, DatasetSpec] = {
     spec.name: spec
     for spec in (
-        DatasetSpec("digits", _data.load_digits_images, ("test", "train", "calib"), "classification",
-                    "scikit-learn digits, real 8x8 images (N, 1, 8, 8) in [0, 1]; 1,347 train / 450 test"),
-        DatasetSpec("digits-seq", _data.load_digits_sequences, ("test", "train", "calib"),
-                    "sequence-classification", "the same digits as sequences of 8 rows (N, 8, 8)"),
-        DatasetSpec("random-224", _data.load_random_224, ("test", "calib"), "classification",
-                    "SYNTHETIC seeded random (N, 3, 224, 224) images without labels, for speed only"),
-        DatasetSpec("sentences", _data.load_sentences, ("test", "calib"), "embedding",
-                    "hand-written English paraphrase pairs, tokenized for MiniLM"),
+        DatasetSpec(
+            "digits",
+            _data.load_digits_images,
+            ("test", "train", "calib"),
+            "classification",
+            "scikit-learn digits, real 8x8 images (N, 1, 8, 8) in [0, 1]; 1,347 train / 450 test",
+        ),
+        DatasetSpec(
+            "digits-seq",
+            _data.load_digits_sequences,
+            ("test", "train", "calib"),
+            "sequence-classification",
+            "the same digits as sequences of 8 rows (N, 8, 8)",
+        ),
+        DatasetSpec(
+            "random-224",
+            _data.load_random_224,
+            ("test", "calib"),
+            "classification",
+            "SYNTHETIC seeded random (N, 3, 224, 224) images without labels, for speed only",
+        ),
+        DatasetSpec(
+            "sentences",
+            _data.load_sentences,
+            ("test", "calib"),
+            "embedding",
+            "hand-written English paraphrase pairs, tokenized for MiniLM",
+        ),
     )
 }
 
@@ -225,7 +269,9 @@ def load_dataset(name: str, split: str = "test") -> ZooData:
     """
     spec = _dataset_spec(name)
     if split not in spec.splits:
-        raise UnknownNameError(f"zoo data set {name!r} has no split {split!r}; valid splits: {', '.join(spec.splits)}")
+        raise UnknownNameError(
+            f"zoo data set {name!r} has no split {split!r}; valid splits: {', '.join(spec.splits)}"
+        )
     return spec.load(split)
 
 

@@ -170,15 +170,21 @@ class ShuffleNetV2(nn.Module):
 
     def __init__(self, num_classes: int = 10, widths: tuple[int, ...] = (24, 48, 96, 192)):
         super().__init__()
-        self.conv1 = nn.Sequential(nn.Conv2d(3, widths[0], 3, 1, 1, bias=False),
-                                   nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
+        self.conv1 = nn.Sequential(
+            nn.Conv2d(3, widths[0], 3, 1, 1, bias=False),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(inplace=True),
+        )
         stages, c_in = [], widths[0]
         for c_out in widths[1:3]:
             stages.append(nn.Sequential(ShuffleUnit(c_in, c_out, 2), ShuffleUnit(c_out, c_out, 1)))
             c_in = c_out
         self.stages = nn.Sequential(*stages)
-        self.conv5 = nn.Sequential(nn.Conv2d(c_in, widths[3], 1, bias=False),
-                                   nn.BatchNorm2d(widths[3]), nn.ReLU(inplace=True))
+        self.conv5 = nn.Sequential(
+            nn.Conv2d(c_in, widths[3], 1, bias=False),
+            nn.BatchNorm2d(widths[3]),
+            nn.ReLU(inplace=True),
+        )
         self.fc = nn.Linear(widths[3], num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -202,16 +208,24 @@ class BasicConv2d(nn.Module):
 class InceptionBlock(nn.Module):
     """Four branches -- 1x1; 1x1 -> 3x3; 1x1 -> 3x3 -> 3x3; max pool -> 1x1 -- concatenated."""
 
-    def __init__(self, c_in: int, c1: int, c3_red: int, c3: int, c5_red: int, c5: int, pool_proj: int):
+    def __init__(
+        self, c_in: int, c1: int, c3_red: int, c3: int, c5_red: int, c5: int, pool_proj: int
+    ):
         super().__init__()
         self.branch1 = BasicConv2d(c_in, c1, kernel_size=1)
-        self.branch2 = nn.Sequential(BasicConv2d(c_in, c3_red, kernel_size=1),
-                                     BasicConv2d(c3_red, c3, kernel_size=3, padding=1))
-        self.branch3 = nn.Sequential(BasicConv2d(c_in, c5_red, kernel_size=1),
-                                     BasicConv2d(c5_red, c5, kernel_size=3, padding=1),
-                                     BasicConv2d(c5, c5, kernel_size=3, padding=1))
-        self.branch4 = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1, ceil_mode=True),
-                                     BasicConv2d(c_in, pool_proj, kernel_size=1))
+        self.branch2 = nn.Sequential(
+            BasicConv2d(c_in, c3_red, kernel_size=1),
+            BasicConv2d(c3_red, c3, kernel_size=3, padding=1),
+        )
+        self.branch3 = nn.Sequential(
+            BasicConv2d(c_in, c5_red, kernel_size=1),
+            BasicConv2d(c5_red, c5, kernel_size=3, padding=1),
+            BasicConv2d(c5, c5, kernel_size=3, padding=1),
+        )
+        self.branch4 = nn.Sequential(
+            nn.MaxPool2d(3, stride=1, padding=1, ceil_mode=True),
+            BasicConv2d(c_in, pool_proj, kernel_size=1),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         outputs = [self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)]
@@ -276,8 +290,12 @@ class Transition(nn.Sequential):
     """BatchNorm -> ReLU -> 1x1 Conv -> 2x2 average pool between dense blocks."""
 
     def __init__(self, c_in: int, c_out: int):
-        super().__init__(nn.BatchNorm2d(c_in), nn.ReLU(inplace=True),
-                         nn.Conv2d(c_in, c_out, 1, bias=False), nn.AvgPool2d(2, stride=2))
+        super().__init__(
+            nn.BatchNorm2d(c_in),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c_in, c_out, 1, bias=False),
+            nn.AvgPool2d(2, stride=2),
+        )
 
 
 class DenseNet(nn.Module):
@@ -319,8 +337,13 @@ class Fire(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.squeeze_activation(self.squeeze(x))
-        return torch.cat([self.expand1x1_activation(self.expand1x1(x)),
-                          self.expand3x3_activation(self.expand3x3(x))], 1)
+        return torch.cat(
+            [
+                self.expand1x1_activation(self.expand1x1(x)),
+                self.expand3x3_activation(self.expand3x3(x)),
+            ],
+            1,
+        )
 
 
 class SqueezeNet(nn.Module):
@@ -329,14 +352,20 @@ class SqueezeNet(nn.Module):
     def __init__(self, num_classes: int = 10):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 32, 3, stride=2, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(3, 32, 3, stride=2, padding=1),
+            nn.ReLU(inplace=True),
             nn.MaxPool2d(3, stride=2, ceil_mode=True),
-            Fire(32, 8, 32, 32), Fire(64, 8, 32, 32),
+            Fire(32, 8, 32, 32),
+            Fire(64, 8, 32, 32),
             nn.MaxPool2d(3, stride=2, ceil_mode=True),
             Fire(64, 16, 64, 64),
         )
-        self.classifier = nn.Sequential(nn.Dropout(0.5), nn.Conv2d(128, num_classes, 1),
-                                        nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d((1, 1)))
+        self.classifier = nn.Sequential(
+            nn.Dropout(0.5),
+            nn.Conv2d(128, num_classes, 1),
+            nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d((1, 1)),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.classifier(self.features(x))  # (B, 10, 1, 1)

@@ -47,7 +47,11 @@ class ZooData:
     extra: Mapping = field(default_factory=dict)
 
     def __len__(self) -> int:
-        first = self.inputs if isinstance(self.inputs, torch.Tensor) else next(iter(self.inputs.values()))
+        first = (
+            self.inputs
+            if isinstance(self.inputs, torch.Tensor)
+            else next(iter(self.inputs.values()))
+        )
         return int(first.shape[0])
 
     def batches(self, batch_size: int = 64) -> list:
@@ -63,7 +67,9 @@ class ZooData:
         if isinstance(self.inputs, torch.Tensor):
             if self.labels is None:
                 return [(self.inputs[s : s + batch_size],) for s in starts]
-            return [(self.inputs[s : s + batch_size], self.labels[s : s + batch_size]) for s in starts]
+            return [
+                (self.inputs[s : s + batch_size], self.labels[s : s + batch_size]) for s in starts
+            ]
         return [{k: v[s : s + batch_size] for k, v in self.inputs.items()} for s in starts]
 
     def as_pair(self) -> tuple:

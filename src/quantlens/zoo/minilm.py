@@ -83,19 +83,27 @@ def tokenizer():
     return transformers.AutoTokenizer.from_pretrained(str(model_dir()), local_files_only=True)
 
 
-def tokenize(texts: list[str] | tuple[str, ...], max_length: int = MAX_LENGTH) -> dict[str, torch.Tensor]:
+def tokenize(
+    texts: list[str] | tuple[str, ...], max_length: int = MAX_LENGTH
+) -> dict[str, torch.Tensor]:
     """Tokenize ``texts`` padded (and truncated) to ``max_length``.
 
     Returns:
         ``{"input_ids", "attention_mask", "token_type_ids"}``, each an int64 ``(N, max_length)``.
     """
     enc = tokenizer()(
-        list(texts), padding="max_length", truncation=True, max_length=max_length, return_tensors="pt"
+        list(texts),
+        padding="max_length",
+        truncation=True,
+        max_length=max_length,
+        return_tensors="pt",
     )
     return {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
 
 
-def example_inputs(batch: int = 2, seq: int = 16) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def example_inputs(
+    batch: int = 2, seq: int = 16
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(input_ids, attention_mask, token_type_ids)`` of real tokens, in BertModel's positional order."""
     from quantlens.zoo.sentences import all_sentences
 
@@ -171,7 +179,9 @@ def retrieval_agreement(emb_ref: torch.Tensor, emb_q: torch.Tensor) -> float:
         1.0
     """
     if emb_ref.shape != emb_q.shape:
-        raise ValueError(f"embeddings differ in shape: {tuple(emb_ref.shape)} vs {tuple(emb_q.shape)}")
+        raise ValueError(
+            f"embeddings differ in shape: {tuple(emb_ref.shape)} vs {tuple(emb_q.shape)}"
+        )
     return (nearest_neighbours(emb_ref) == nearest_neighbours(emb_q)).float().mean().item()
 
 

@@ -110,7 +110,9 @@ class DigitsRNN(nn.Module):
         torch.Size([2, 10])
     """
 
-    def __init__(self, cell: str = "lstm", hidden: int = 64, num_features: int = 8, num_classes: int = 10):
+    def __init__(
+        self, cell: str = "lstm", hidden: int = 64, num_features: int = 8, num_classes: int = 10
+    ):
         super().__init__()
         rnn_cls = {"lstm": nn.LSTM, "gru": nn.GRU}[cell]
         self.rnn = rnn_cls(num_features, hidden, batch_first=True)
@@ -166,7 +168,11 @@ class ResNet18(nn.Module):
         c_in = 64
         for i, width in enumerate(widths, start=1):
             stride = 1 if i == 1 else 2
-            setattr(self, f"layer{i}", nn.Sequential(BasicBlock(c_in, width, stride), BasicBlock(width, width)))
+            setattr(
+                self,
+                f"layer{i}",
+                nn.Sequential(BasicBlock(c_in, width, stride), BasicBlock(width, width)),
+            )
             c_in = width
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(512, num_classes)

@@ -100,9 +100,12 @@ def _expose_cached_script_objects(model: nn.Module) -> None:
     """Set every TorchScript object held in a module's plain containers (not its direct
     attributes: the tracer sees those already) as an attribute of that module."""
     for module in model.modules():
-        found = [obj for key, value in vars(module).items()
-                 if key not in _MODULE_STATE and isinstance(value, (dict, list, tuple))
-                 for obj in _script_objects(value)]
+        found = [
+            obj
+            for key, value in vars(module).items()
+            if key not in _MODULE_STATE and isinstance(value, (dict, list, tuple))
+            for obj in _script_objects(value)
+        ]
         for i, obj in enumerate(found):
             object.__setattr__(module, f"{_EXPOSED_PREFIX}{i}", obj)
 

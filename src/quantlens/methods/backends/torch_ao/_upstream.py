@@ -28,7 +28,9 @@ def quiet():
         warnings.filterwarnings("ignore", module=r"torch\.ao\..*")
         warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization.*")
         warnings.filterwarnings("ignore", message=r".*quantized tensor creation.*")
-        warnings.filterwarnings("ignore", message=r".*(reduce_range|quantized engine|TypedStorage).*")
+        warnings.filterwarnings(
+            "ignore", message=r".*(reduce_range|quantized engine|TypedStorage).*"
+        )
         yield
 
 

@@ -45,9 +45,16 @@ def dynamic_rnn_empty(module: nn.Module, *, dtype: str) -> nn.Module:
     classes = _dynamic_rnn_classes()
     cls = classes[standard_class(module, classes)]
     with quiet():
-        return cls(module.input_size, module.hidden_size, module.num_layers, module.bias, module.batch_first,
-                   float(module.dropout), module.bidirectional,
-                   dtype=torch.qint8 if dtype == "int8" else torch.float16)
+        return cls(
+            module.input_size,
+            module.hidden_size,
+            module.num_layers,
+            module.bias,
+            module.batch_first,
+            float(module.dropout),
+            module.bidirectional,
+            dtype=torch.qint8 if dtype == "int8" else torch.float16,
+        )
 
 
 def dynamic_rnn_weights(qrnn: nn.Module) -> dict[str, torch.Tensor]:
@@ -65,7 +72,10 @@ def dynamic_rnn_weights(qrnn: nn.Module) -> dict[str, torch.Tensor]:
                 continue
             out[name] = w.int_repr()
             if w.qscheme() == torch.per_channel_affine:
-                out[name + "_scale"], out[name + "_zero_point"] = w.q_per_channel_scales(), w.q_per_channel_zero_points()
+                out[name + "_scale"], out[name + "_zero_point"] = (
+                    w.q_per_channel_scales(),
+                    w.q_per_channel_zero_points(),
+                )
             else:
                 out[name + "_scale"] = torch.tensor([w.q_scale()], dtype=torch.float64)
                 out[name + "_zero_point"] = torch.tensor([w.q_zero_point()], dtype=torch.int64)
@@ -90,5 +100,12 @@ def dynamic_rnn_set_weights(qrnn: nn.Module, tensors: dict[str, torch.Tensor]) -
                 else:
                     t = t.float()
                 weights[name] = t
-        qrnn.set_weight_bias({**weights, **{w.replace("weight_", "bias_", 1): biases.get(w.replace("weight_", "bias_", 1))
-                                            for w in weights}})
+        qrnn.set_weight_bias(
+            {
+                **weights,
+                **{
+                    w.replace("weight_", "bias_", 1): biases.get(w.replace("weight_", "bias_", 1))
+                    for w in weights
+                },
+            }
+        )

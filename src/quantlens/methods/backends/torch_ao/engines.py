@@ -72,7 +72,9 @@ def quantized_op_errors() -> dict[str, float]:
         xc = torch.rand(1, 2, 6, 6, generator=g)
         wc = torch.randn(3, 2, 3, 3, generator=g) * 0.3
         conv = nnq.Conv2d(2, 3, 3)
-        conv.set_weight_bias(torch.quantize_per_tensor(wc, float(wc.abs().max()) / 127, 0, torch.qint8), None)
+        conv.set_weight_bias(
+            torch.quantize_per_tensor(wc, float(wc.abs().max()) / 127, 0, torch.qint8), None
+        )
         conv.scale, conv.zero_point = 0.05, 128
         qxc = torch.quantize_per_tensor(xc, 1 / 255, 0, torch.quint8)
         err_conv = (conv(qxc).dequantize() - torch.nn.functional.conv2d(xc, wc)).abs().max().item()
@@ -82,4 +84,8 @@ def quantized_op_errors() -> dict[str, float]:
         # reduce_range=False: qnnpack ignores it anyway and warns when it is True
         y_dyn = torch.ops.quantized.linear_dynamic(x, dyn._packed_params._packed_params, False)
         err_dyn = (y_dyn - x @ w.T).abs().max().item()
-    return {"linear": err_linear / 0.02, "conv2d": err_conv / 0.05, "dynamic linear": err_dyn / 0.02}
+    return {
+        "linear": err_linear / 0.02,
+        "conv2d": err_conv / 0.05,
+        "dynamic linear": err_dyn / 0.02,
+    }

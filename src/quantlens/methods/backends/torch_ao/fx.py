@@ -40,8 +40,11 @@ def find_untraceable(model: nn.Module, leaves: Iterable[str] = ()) -> dict[str, 
 
     def visit(module: nn.Module, prefix: str) -> None:
         name = prefix.rstrip(".")
-        if name in given or (name and torch.fx.Tracer().is_leaf_module(module, name)
-                             and not isinstance(module, (nn.ModuleList, nn.ModuleDict))):
+        if name in given or (
+            name
+            and torch.fx.Tracer().is_leaf_module(module, name)
+            and not isinstance(module, (nn.ModuleList, nn.ModuleDict))
+        ):
             return  # torch.nn's own layers are never traced into (its containers are never called)
         for name, child in module.named_children():
             visit(child, f"{prefix}{name}.")
@@ -93,10 +96,21 @@ def prepare(
             custom.set_float_to_observed_mapping(float_cls, observed_cls)
         model.train(qat)
         fn = prepare_qat_fx if qat else prepare_fx
-        return fn(model, mapping, example_inputs, prepare_custom_config=custom, backend_config=_backend_config(backend))
+        return fn(
+            model,
+            mapping,
+            example_inputs,
+            prepare_custom_config=custom,
+            backend_config=_backend_config(backend),
+        )
 
 
-def convert(model: torch.fx.GraphModule, *, backend: str, custom_modules: Iterable[tuple[type, type, type]] = ()) -> nn.Module:
+def convert(
+    model: torch.fx.GraphModule,
+    *,
+    backend: str,
+    custom_modules: Iterable[tuple[type, type, type]] = (),
+) -> nn.Module:
     """``convert_fx``: observers become quantize/dequantize, modules quantized kernels."""
     with quiet():
         from torch.ao.quantization.fx.custom_config import ConvertCustomConfig
@@ -106,7 +120,9 @@ def convert(model: torch.fx.GraphModule, *, backend: str, custom_modules: Iterab
         for _, observed_cls, quantized_cls in custom_modules:
             custom.set_observed_to_quantized_mapping(observed_cls, quantized_cls)
         model.eval()
-        out = convert_fx(model, convert_custom_config=custom, backend_config=_backend_config(backend))
+        out = convert_fx(
+            model, convert_custom_config=custom, backend_config=_backend_config(backend)
+        )
     return out.eval()
 
 
@@ -116,14 +132,20 @@ def quantizable_types() -> tuple[type, ...]:
     with quiet():
         from torch.ao.quantization import quantization_mappings as qm
 
-        keys = set(qm.get_default_static_quant_module_mappings()) | set(qm.get_default_qat_module_mappings())
+        keys = set(qm.get_default_static_quant_module_mappings()) | set(
+            qm.get_default_qat_module_mappings()
+        )
     keys.add(nn.ReLU)
-    return tuple(k for k in keys if isinstance(k, type) and k.__module__.startswith("torch.nn.modules"))
+    return tuple(
+        k for k in keys if isinstance(k, type) and k.__module__.startswith("torch.nn.modules")
+    )
 
 
 def is_quantized_module(module: nn.Module) -> bool:
     """True for modules of torch's quantized kernels (static or dynamic)."""
-    return type(module).__module__.startswith(("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized"))
+    return type(module).__module__.startswith(
+        ("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized")
+    )
 
 
 def freeze_bn(model: nn.Module) -> None:

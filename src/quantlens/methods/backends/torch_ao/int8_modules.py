@@ -15,9 +15,16 @@ def int8_layer_kinds() -> dict[type, tuple[str, bool]]:
         from torch.ao.nn import quantized as nnq
         from torch.ao.nn.intrinsic import quantized as nniq
 
-    return {nnq.Conv1d: ("conv", False), nnq.Conv2d: ("conv", False), nnq.Conv3d: ("conv", False),
-            nniq.ConvReLU1d: ("conv", True), nniq.ConvReLU2d: ("conv", True), nniq.ConvReLU3d: ("conv", True),
-            nnq.Linear: ("linear", False), nniq.LinearReLU: ("linear", True)}
+    return {
+        nnq.Conv1d: ("conv", False),
+        nnq.Conv2d: ("conv", False),
+        nnq.Conv3d: ("conv", False),
+        nniq.ConvReLU1d: ("conv", True),
+        nniq.ConvReLU2d: ("conv", True),
+        nniq.ConvReLU3d: ("conv", True),
+        nnq.Linear: ("linear", False),
+        nniq.LinearReLU: ("linear", True),
+    }
 
 
 def quant_stub_types() -> tuple[type, type]:

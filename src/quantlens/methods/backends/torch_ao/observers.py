@@ -31,7 +31,9 @@ def _scheme(qscheme: torch.qscheme, quant_min: int, quant_max: int, ch_axis: int
     levels = quant_max - quant_min + 1
     bits = levels.bit_length() - 1
     if 1 << bits != levels:
-        raise BackendError(f"quant range [{quant_min}, {quant_max}] is not a power-of-two number of levels")
+        raise BackendError(
+            f"quant range [{quant_min}, {quant_max}] is not a power-of-two number of levels"
+        )
     per_channel = qscheme in (torch.per_channel_affine, torch.per_channel_symmetric)
     symmetric = qscheme in (torch.per_tensor_symmetric, torch.per_channel_symmetric)
     return QScheme(
@@ -51,14 +53,26 @@ def _default_range(dtype: torch.dtype, reduce_range: bool) -> tuple[int, int]:
     return lo, hi
 
 
-def _take_range_args(module: nn.Module, dtype: torch.dtype, qscheme: torch.qscheme, quant_min: int | None,
-                     quant_max: int | None, ch_axis: int, reduce_range: bool) -> QScheme:
+def _take_range_args(
+    module: nn.Module,
+    dtype: torch.dtype,
+    qscheme: torch.qscheme,
+    quant_min: int | None,
+    quant_max: int | None,
+    ch_axis: int,
+    reduce_range: bool,
+) -> QScheme:
     """Set the range attributes torch.ao reads on an observer or fake-quant module
     (``qscheme``, ``ch_axis``, ``quant_min``, ``quant_max``: the whole range of ``dtype``,
     halved with ``reduce_range``, where none is given) and return their QScheme."""
     if quant_min is None or quant_max is None:
         quant_min, quant_max = _default_range(dtype, reduce_range)
-    module.qscheme, module.ch_axis, module.quant_min, module.quant_max = qscheme, ch_axis, quant_min, quant_max
+    module.qscheme, module.ch_axis, module.quant_min, module.quant_max = (
+        qscheme,
+        ch_axis,
+        quant_min,
+        quant_max,
+    )
     return _scheme(qscheme, quant_min, quant_max, ch_axis)
 
 
@@ -97,7 +111,9 @@ class CoreObserver(_ObserverBase):
     ) -> None:
         super().__init__(dtype=dtype, is_dynamic=is_dynamic)
         self.method = method
-        self.scheme = _take_range_args(self, dtype, qscheme, quant_min, quant_max, ch_axis, reduce_range)
+        self.scheme = _take_range_args(
+            self, dtype, qscheme, quant_min, quant_max, ch_axis, reduce_range
+        )
         self.observer = get_observer(method, axis=self.scheme.axis, **kwargs)
         self.observing = True  # False: pass tensors through without updating the range
 
@@ -145,8 +161,13 @@ class CoreFakeQuantize(_FakeQuantizeBase):
         self.fq = FakeQuantize(scheme, observer, track=track, **kwargs)
         # torch.ao reads the range attributes of a fake-quant's observer when checking backends
         self.activation_post_process = types.SimpleNamespace(
-            dtype=dtype, qscheme=qscheme, quant_min=self.quant_min, quant_max=self.quant_max, ch_axis=ch_axis,
-            eps=torch.tensor([torch.finfo(torch.float32).eps]), is_dynamic=False,
+            dtype=dtype,
+            qscheme=qscheme,
+            quant_min=self.quant_min,
+            quant_max=self.quant_max,
+            ch_axis=ch_axis,
+            eps=torch.tensor([torch.finfo(torch.float32).eps]),
+            is_dynamic=False,
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -165,17 +186,24 @@ class CoreFakeQuantize(_FakeQuantizeBase):
         """A freshly prepared model loading a trained one's ``state_dict``: per-channel
         scales take their trained shape, and a loaded activation range (per tensor, kept
         across batches) seeds the observer, so training goes on from it."""
-        scale, zero_point = state_dict.get(f"{prefix}fq.scale"), state_dict.get(f"{prefix}fq.zero_point")
+        scale, zero_point = (
+            state_dict.get(f"{prefix}fq.scale"),
+            state_dict.get(f"{prefix}fq.zero_point"),
+        )
         if isinstance(scale, torch.Tensor) and isinstance(zero_point, torch.Tensor):
             self.fq.scale.resize_(scale.shape)
             self.fq.zero_point.resize_(zero_point.shape)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        if not isinstance(scale, torch.Tensor) or (scale.numel() == 1 and float(scale) == 1.0 and int(zero_point) == 0):
+        if not isinstance(scale, torch.Tensor) or (
+            scale.numel() == 1 and float(scale) == 1.0 and int(zero_point) == 0
+        ):
             return  # never observed (the initial scale 1, zero point 0)
         self.fq.observed = True
         if self.fq.axis is None and self.fq.track == "running":
             scheme, s, z = self.fq.scheme, float(scale), int(zero_point)
-            self.fq.observer = get_observer(self.fq.observer_name, axis=None, **self.fq.observer_kwargs)
+            self.fq.observer = get_observer(
+                self.fq.observer_name, axis=None, **self.fq.observer_kwargs
+            )
             self.fq.observer.update(torch.tensor([(scheme.qmin - z) * s, (scheme.qmax - z) * s]))
 
 
@@ -208,8 +236,19 @@ def make_qconfig(
     w_max = (1 << (weight_bits - 1)) - 1
     w_qscheme = torch.per_channel_symmetric if per_channel else torch.per_tensor_symmetric
     kwargs = dict(observer_kwargs or {})
-    common_w = {"dtype": torch.qint8, "qscheme": w_qscheme, "quant_min": -w_max - 1, "quant_max": w_max, "ch_axis": 0}
-    common_a = {"dtype": torch.quint8, "qscheme": torch.per_tensor_affine, "quant_min": act_min, "quant_max": act_max}
+    common_w = {
+        "dtype": torch.qint8,
+        "qscheme": w_qscheme,
+        "quant_min": -w_max - 1,
+        "quant_max": w_max,
+        "ch_axis": 0,
+    }
+    common_a = {
+        "dtype": torch.quint8,
+        "qscheme": torch.per_tensor_affine,
+        "quant_min": act_min,
+        "quant_max": act_max,
+    }
     if qat:
         activation = CoreFakeQuantize.with_args(observer=observer, **common_a, **kwargs)
         weight = CoreFakeQuantize.with_args(observer=weight_observer, track="current", **common_w)
@@ -219,7 +258,9 @@ def make_qconfig(
     return ao.QConfig(activation=activation, weight=weight)
 
 
-def make_qconfig_mapping(backend: str, qconfig, module_qconfigs: Sequence[tuple[str, object]] = (), *, qat: bool = False):
+def make_qconfig_mapping(
+    backend: str, qconfig, module_qconfigs: Sequence[tuple[str, object]] = (), *, qat: bool = False
+):
     """A ``QConfigMapping`` using ``qconfig`` everywhere torch.ao's default uses its default
     (fixed-qparams ops such as sigmoid keep their fixed observers), with per-module entries
     ``(name, qconfig_or_None)`` applied on top (None keeps the module in float)."""
@@ -229,8 +270,13 @@ def make_qconfig_mapping(backend: str, qconfig, module_qconfigs: Sequence[tuple[
         )
 
         mapping = _get_default_qconfig_mapping_with_default_qconfig(qat, backend, qconfig)
-        if qconfig is not None and backend in ("x86", "fbgemm"):  # no per-channel transposed convs there
-            per_tensor = tq().QConfig(activation=qconfig.activation, weight=_per_tensor(qconfig.weight))
+        if qconfig is not None and backend in (
+            "x86",
+            "fbgemm",
+        ):  # no per-channel transposed convs there
+            per_tensor = tq().QConfig(
+                activation=qconfig.activation, weight=_per_tensor(qconfig.weight)
+            )
             for cls in (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d):
                 mapping.set_object_type(cls, per_tensor)
         for name, sub in module_qconfigs:
