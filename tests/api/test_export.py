@@ -14,8 +14,8 @@ from torch import nn
 import quantlens as ql
 from quantlens import zoo
 from quantlens.errors import InputError, UnknownNameError
-from quantlens.methods.dynamic_rnn import DynamicRNN
 from quantlens.nn.dynamic_linear import DynamicLinear, dynamic_kernels
+from quantlens.nn.dynamic_rnn import DynamicRNN
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

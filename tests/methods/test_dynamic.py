@@ -16,8 +16,8 @@ from quantlens import zoo
 from quantlens.errors import ConfigError
 from quantlens.methods.base import config_from_dict
 from quantlens.methods.dynamic import Dynamic
-from quantlens.methods.dynamic_rnn import DynamicRNN
 from quantlens.nn.dynamic_linear import DynamicLinear
+from quantlens.nn.dynamic_rnn import DynamicRNN
 
 
 @pytest.fixture(autouse=True)

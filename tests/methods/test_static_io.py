@@ -15,8 +15,8 @@ from torch import nn
 import quantlens as ql
 from quantlens import zoo
 from quantlens.methods import fusion
-from quantlens.methods.dynamic_rnn import DynamicRNN
 from quantlens.nn.dynamic_linear import DynamicLinear
+from quantlens.nn.dynamic_rnn import DynamicRNN
 
 
 @pytest.fixture

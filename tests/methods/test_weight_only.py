@@ -12,9 +12,9 @@ from quantlens.api import dequantize
 from quantlens.core.metrics import cosine_similarity
 from quantlens.errors import CheckpointError, ConfigError, NothingToQuantizeError
 from quantlens.methods.base import config_from_dict
-from quantlens.methods.gptq import collect_hessians, gptq_quantize
-from quantlens.methods.hqq import hqq_quantize
 from quantlens.methods.weight_only import WeightOnly
+from quantlens.methods.weight_only.gptq import collect_hessians, gptq_quantize
+from quantlens.methods.weight_only.hqq import hqq_quantize
 from quantlens.nn import QEmbedding, QLinear
 from quantlens.nn.kernels import force_kernel
 

@@ -28,8 +28,8 @@ from quantlens.export.onnx_graph import (
     trace_to_onnx,
 )
 from quantlens.methods.backends.torch_ao.int8_modules import observer_types
-from quantlens.methods.dynamic_rnn import DynamicRNN
 from quantlens.nn.dynamic_linear import DynamicLinear
+from quantlens.nn.dynamic_rnn import DynamicRNN
 from quantlens.nn.packed import PackedWeight
 
 

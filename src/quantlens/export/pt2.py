@@ -36,8 +36,8 @@ from quantlens.core.scheme import QScheme
 from quantlens.errors import InputError, error_line
 from quantlens.export.inputs import ExampleInputs, Flat
 from quantlens.export.onnx_int8 import is_torch_quantized
-from quantlens.methods.dynamic_rnn import DynamicRNN
 from quantlens.nn.dynamic_linear import ACT_LEVELS, DynamicLinear, quantize_activations
+from quantlens.nn.dynamic_rnn import DynamicRNN
 from quantlens.nn.packed import PackedWeight
 from quantlens.nn.qconv import QConv2d
 from quantlens.nn.qembedding import QEmbedding

@@ -1,6 +1,6 @@
 """What every method shares: the config base class, the registry, layer selection and the summary.
 
-How to add a method (see methods/weight_only.py for a complete one):
+How to add a method (see the methods/weight_only/ package for a complete one):
 
 1. Write a frozen dataclass deriving :class:`QuantConfig` (all fields with defaults).
 2. Write ``apply(model, ctx) -> nn.Module`` that quantizes, in place, every module for which

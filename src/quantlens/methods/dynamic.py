@@ -36,8 +36,8 @@ from quantlens.methods.base import (
     module_bytes,
     register_method,
 )
-from quantlens.methods.dynamic_rnn import DynamicRNN
 from quantlens.nn.dynamic_linear import ACTIVATIONS, DTYPES, DynamicLinear
+from quantlens.nn.dynamic_rnn import DynamicRNN
 from quantlens.nn.registry import standard_class, subclass_reason
 
 _TORCH_DTYPES = {torch.int8: "int8", torch.qint8: "int8", torch.float16: "float16"}

@@ -12,7 +12,6 @@ from quantlens.errors import InputError
 # own and PyTorch's), and the float helpers among them that a float model may hold.
 _QUANTIZED_PACKAGES = (
     "quantlens.nn.",
-    "quantlens.methods.dynamic_rnn",
     "torch.ao.nn.quantized",
     "torch.ao.nn.qat",
     "torch.ao.nn.intrinsic.quantized",

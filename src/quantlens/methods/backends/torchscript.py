@@ -11,7 +11,7 @@ left as it is):
 
 - a layer whose own form TorchScript cannot capture may define ``torchscript_module()``
   returning an equivalent module that it can; that module takes the layer's place
-  (:class:`quantlens.methods.dynamic_rnn.DynamicRNN` hands over its torch.ao LSTM / GRU);
+  (:class:`quantlens.nn.dynamic_rnn.DynamicRNN` hands over its torch.ao LSTM / GRU);
 - the tracer accepts a TorchScript object (packed int8 weights) only when it is an
   attribute of a module in the traced tree. Layers that build such objects lazily and keep
   them in a Python cache (``DynamicLinear``'s packed fbgemm weights) would fail with "Tried

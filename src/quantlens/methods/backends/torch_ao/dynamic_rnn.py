@@ -3,7 +3,7 @@
 int8 (per channel or per tensor) or fp16 weights packed for fbgemm/qnnpack, activations
 quantized per step. Their packed weights are ScriptObjects; :func:`dynamic_rnn_weights` /
 :func:`dynamic_rnn_set_weights` move them to and from plain tensors so checkpoints stay
-pickle-free. Used by :mod:`quantlens.methods.dynamic_rnn`. Tested on torch 2.13.0.
+pickle-free. Used by :mod:`quantlens.nn.dynamic_rnn`. Tested on torch 2.13.0.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from quantlens.methods.backends.torch_ao._upstream import quiet, tq
+from quantlens.nn.dynamic_rnn import register_rnn_kernels
 from quantlens.nn.registry import standard_class
 
 
@@ -109,3 +110,31 @@ def dynamic_rnn_set_weights(qrnn: nn.Module, tensors: dict[str, torch.Tensor]) -
                 },
             }
         )
+
+
+class TorchAORNNKernels:
+    """torch.ao's dynamic LSTM / GRU as the :class:`~quantlens.nn.dynamic_rnn.RNNKernels` of
+    :class:`~quantlens.nn.dynamic_rnn.DynamicRNN`.
+
+    Example:
+        >>> qrnn = TorchAORNNKernels().from_float(nn.LSTM(8, 16), dtype="int8", per_channel=True)
+    """
+
+    def from_float(self, module: nn.Module, *, dtype: str, per_channel: bool) -> nn.Module:
+        """See :func:`dynamic_rnn_from_float`."""
+        return dynamic_rnn_from_float(module, dtype=dtype, per_channel=per_channel)
+
+    def empty(self, module: nn.Module, *, dtype: str) -> nn.Module:
+        """See :func:`dynamic_rnn_empty`."""
+        return dynamic_rnn_empty(module, dtype=dtype)
+
+    def weights(self, qrnn: nn.Module) -> dict[str, torch.Tensor]:
+        """See :func:`dynamic_rnn_weights`."""
+        return dynamic_rnn_weights(qrnn)
+
+    def set_weights(self, qrnn: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+        """See :func:`dynamic_rnn_set_weights`."""
+        dynamic_rnn_set_weights(qrnn, tensors)
+
+
+register_rnn_kernels(TorchAORNNKernels())

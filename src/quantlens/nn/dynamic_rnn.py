@@ -5,17 +5,75 @@ output channel, or fp16 weights; activations quantized per step). Their packed w
 TorchScript objects that a pickle-free checkpoint cannot hold, so this wrapper keeps the
 torch.ao module out of the module tree and saves / loads its weights as tensors
 (``weight_ih_l0`` int8 codes + ``weight_ih_l0_scale`` + ``weight_ih_l0_zero_point``, float
-biases). Every torch.ao call goes through :mod:`quantlens.methods.backends.torch_ao`.
+biases).
+
+The upstream calls live with the other torch.ao calls in
+:mod:`quantlens.methods.backends.torch_ao`, which registers them here as the
+:class:`RNNKernels` this layer runs on (:func:`register_rnn_kernels`); this module only
+holds the layer and its tensor-only state dict.
 """
 
 from __future__ import annotations
 
+from typing import Literal, Protocol
+
 import torch
 from torch import nn
 
-from quantlens.methods.backends import torch_ao
+from quantlens.errors import BackendError
 
 RNN_TYPES = (nn.LSTM, nn.GRU)
+
+RNNDtype = Literal["int8", "float16"]
+
+
+class RNNKernels(Protocol):
+    """The upstream that builds and runs a dynamic LSTM / GRU (weights as plain tensors in
+    and out). Implemented by :mod:`quantlens.methods.backends.torch_ao.dynamic_rnn`."""
+
+    def from_float(self, module: nn.Module, *, dtype: str, per_channel: bool) -> nn.Module:
+        """The upstream dynamic RNN holding ``module``'s weights."""
+        ...
+
+    def empty(self, module: nn.Module, *, dtype: str) -> nn.Module:
+        """An upstream dynamic RNN with ``module``'s shape and placeholder weights."""
+        ...
+
+    def weights(self, qrnn: nn.Module) -> dict[str, torch.Tensor]:
+        """The weights and biases of ``qrnn`` as plain tensors."""
+        ...
+
+    def set_weights(self, qrnn: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+        """Load :meth:`weights` output back into ``qrnn``."""
+        ...
+
+
+_KERNELS: list[RNNKernels] = []
+
+
+def register_rnn_kernels(kernels: RNNKernels) -> RNNKernels:
+    """Make ``kernels`` the upstream that :class:`DynamicRNN` runs on (the last one wins).
+
+    Args:
+        kernels: an :class:`RNNKernels` implementation.
+
+    Returns:
+        ``kernels``.
+
+    Example:
+        >>> register_rnn_kernels(TorchAORNNKernels())  # done by the torch.ao backend
+    """
+    _KERNELS.append(kernels)
+    return kernels
+
+
+def rnn_kernels() -> RNNKernels:
+    """The registered :class:`RNNKernels` (raises :class:`BackendError` when none is)."""
+    if not _KERNELS:
+        raise BackendError(
+            "no dynamic RNN kernels are registered; import quantlens (not only quantlens.nn)"
+        )
+    return _KERNELS[-1]
 
 
 class DynamicRNN(nn.Module):
@@ -29,8 +87,11 @@ class DynamicRNN(nn.Module):
         >>> out, (h, c) = q(torch.rand(2, 8, 8))
     """
 
-    def __init__(self, qrnn: nn.Module, kind: str, dtype: str) -> None:
+    def __init__(
+        self, qrnn: nn.Module, kind: str, dtype: str, kernels: RNNKernels | None = None
+    ) -> None:
         super().__init__()
+        object.__setattr__(self, "_kernels", kernels or rnn_kernels())
         object.__setattr__(self, "_qrnn", qrnn)  # not a child: its state dict holds ScriptObjects
         self.kind, self.dtype = kind, dtype
         self.input_size, self.hidden_size = qrnn.input_size, qrnn.hidden_size
@@ -42,17 +103,19 @@ class DynamicRNN(nn.Module):
 
     @classmethod
     def from_float(
-        cls, module: nn.Module, *, dtype: str = "int8", per_channel: bool = True
+        cls, module: nn.Module, *, dtype: RNNDtype = "int8", per_channel: bool = True
     ) -> DynamicRNN:
         """Quantize a float ``nn.LSTM`` / ``nn.GRU`` (left untouched)."""
-        qrnn = torch_ao.dynamic_rnn_from_float(module, dtype=dtype, per_channel=per_channel)
-        return cls(qrnn, type(module).__name__.lower(), dtype)
+        kernels = rnn_kernels()
+        qrnn = kernels.from_float(module, dtype=dtype, per_channel=per_channel)
+        return cls(qrnn, type(module).__name__.lower(), dtype, kernels)
 
     @classmethod
-    def empty(cls, module: nn.Module, *, dtype: str = "int8") -> DynamicRNN:
+    def empty(cls, module: nn.Module, *, dtype: RNNDtype = "int8") -> DynamicRNN:
         """The quantized structure of ``module`` with placeholder weights."""
-        qrnn = torch_ao.dynamic_rnn_empty(module, dtype=dtype)
-        return cls(qrnn, type(module).__name__.lower(), dtype)
+        kernels = rnn_kernels()
+        qrnn = kernels.empty(module, dtype=dtype)
+        return cls(qrnn, type(module).__name__.lower(), dtype, kernels)
 
     def forward(self, x, hx=None):
         return self._qrnn(x, hx)
@@ -67,7 +130,7 @@ class DynamicRNN(nn.Module):
 
     def weights(self) -> dict[str, torch.Tensor]:
         """The layer's weights and biases as plain tensors (what the state dict holds)."""
-        return torch_ao.dynamic_rnn_weights(self._qrnn)
+        return self._kernels.weights(self._qrnn)
 
     def _save_to_state_dict(self, destination, prefix, keep_vars) -> None:
         super()._save_to_state_dict(destination, prefix, keep_vars)
@@ -96,7 +159,7 @@ class DynamicRNN(nn.Module):
                     f"{prefix}: tensors {', '.join(bad)} differ in shape or dtype from the model's"
                 )
             else:
-                torch_ao.dynamic_rnn_set_weights(self._qrnn, found)
+                self._kernels.set_weights(self._qrnn, found)
         if strict:
             own = {prefix + name for name in expected}
             unexpected_keys.extend(
@@ -107,7 +170,7 @@ class DynamicRNN(nn.Module):
 
     def __deepcopy__(self, memo):
         clone = DynamicRNN.empty(_float_twin(self), dtype=self.dtype)
-        torch_ao.dynamic_rnn_set_weights(clone._qrnn, self.weights())
+        clone._kernels.set_weights(clone._qrnn, self.weights())
         clone.train(self.training)
         return clone
 

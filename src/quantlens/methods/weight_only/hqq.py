@@ -36,6 +36,7 @@ from quantlens.core.qparams import MIN_SCALE, compute_qparams
 from quantlens.core.qtensor import QTensor, check_finite_float, integer_dtype
 from quantlens.core.scheme import QScheme
 from quantlens.errors import SchemeError
+from quantlens.methods.weight_only.registry import Algorithm, register_algorithm
 
 LP_NORM = 0.7
 BETA = 10.0
@@ -116,3 +117,6 @@ def hqq_quantize(
         best_z.reshape(shape).to(torch.int32),
         scheme,
     )
+
+
+register_algorithm(Algorithm("hqq", lambda w, scheme, _: hqq_quantize(w, scheme)))

@@ -22,6 +22,8 @@ pass cheap; the reference implementation runs block by block instead.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -31,7 +33,10 @@ from quantlens.core.progress import track
 from quantlens.core.qparams import compute_qparams
 from quantlens.core.qtensor import QTensor, integer_dtype
 from quantlens.core.scheme import QScheme
-from quantlens.errors import InputError, SchemeError
+from quantlens.errors import ConfigError, InputError, SchemeError
+from quantlens.methods.base import QuantContext
+from quantlens.methods.weight_only.config import WeightOnly
+from quantlens.methods.weight_only.registry import Algorithm, register_algorithm
 
 BLOCK_SIZE = 128
 PERCDAMP = 0.01
@@ -220,3 +225,25 @@ def _gptq(W, H, scheme, blocksize, percdamp, act_order) -> QTensor:
         scale, zero = scales, zeros  # (rows, n_groups)
     codes = Q.to(integer_dtype(scheme))
     return QTensor(codes, scale.contiguous(), zero.to(torch.int32).contiguous(), scheme)
+
+
+def _collect_hessians(model: nn.Module, names: list[str], ctx: QuantContext) -> dict[str, Any]:
+    if ctx.calib_data is None:
+        raise ConfigError(
+            "algorithm='gptq' needs calibration data: ql.quantize(model, config, calib_data=batches)"
+        )
+    sync = not isinstance(ctx.config, WeightOnly) or ctx.config.sync
+    return collect_hessians(
+        model, names, ctx.calib_data, limit=ctx.calib_batches, progress=ctx.progress, sync=sync
+    )
+
+
+register_algorithm(
+    Algorithm(
+        "gptq",
+        lambda w, scheme, h: gptq_quantize(w, h, scheme, act_order=True),
+        collect=_collect_hessians,
+        kinds=("linear",),
+        fallback="hqq",
+    )
+)
