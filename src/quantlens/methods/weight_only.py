@@ -98,7 +98,8 @@ def register_algorithm(algorithm: Algorithm) -> Algorithm:
 def _collect_hessians(model: nn.Module, names: list[str], ctx: QuantContext) -> dict[str, Any]:
     if ctx.calib_data is None:
         raise ConfigError(
-            "algorithm='gptq' needs calibration data: ql.quantize(model, config, calib_data=batches)"
+            "algorithm='gptq' needs calibration data: ql.quantize(model, config, "
+            "calib_data=batches)"
         )
     sync = not isinstance(ctx.config, WeightOnly) or ctx.config.sync
     return gptq.collect_hessians(
@@ -133,10 +134,10 @@ class WeightOnly(QuantConfig):
         group_size: elements per scale along the input dimension (per-group), None for one
             scale per output channel (per-channel), or ``"auto"`` (the default): per-channel
             at 8 bits, groups of 128 below. Any layer is quantized whatever its input size
-            ``k`` (:func:`~quantlens.methods.group_size.fit_group`): if ``k < group_size`` the layer gets one group per
-            row (per-channel, the same thing); if ``group_size`` does not divide ``k``, the
-            largest divisor of ``k`` between ``group_size / 2`` and ``group_size`` is used,
-            and if there is none, one group per row. The layer's summary record says which
+            ``k`` (:func:`~quantlens.methods.group_size.fit_group`): if ``k < group_size`` the layer
+            gets one group per row (per-channel, the same thing); if ``group_size`` does not divide
+            ``k``, the largest divisor of ``k`` between ``group_size / 2`` and ``group_size`` is
+            used, and if there is none, one group per row. The layer's summary record says which
             group size it got and why.
         symmetric: a zero-point fixed at 0 (True) or fitted per group (False). Default:
             symmetric at 8 bits, asymmetric below (measured better on MiniLM at 4 bits).
@@ -191,7 +192,8 @@ class WeightOnly(QuantConfig):
             )
         if self.codebook is not None and not ALGORITHMS[self.algorithm].codebooks:
             raise ConfigError(
-                f"algorithm={self.algorithm!r} fits uniform grids; use codebook=None or algorithm='rtn'"
+                f"algorithm={self.algorithm!r} fits uniform grids; use codebook=None or "
+                "algorithm='rtn'"
             )
         try:
             self.scheme_for((1, self.group_size or 1))
@@ -306,7 +308,8 @@ def _plan(model: nn.Module, ctx: QuantContext) -> list[_Plan | _Left]:
         algorithm = ALGORITHMS[cfg.algorithm]
         if algorithm.kinds is not None and kind not in algorithm.kinds:
             ctx.summary.note(
-                f"{algorithm.name} does not apply to {type(module).__name__} layers; they use {algorithm.fallback}"
+                f"{algorithm.name} does not apply to {type(module).__name__} layers; they use "
+                f"{algorithm.fallback}"
             )
             algorithm = ALGORITHMS[algorithm.fallback]
         length = module.weight.shape[
@@ -404,8 +407,8 @@ def apply(model: nn.Module, ctx: QuantContext) -> nn.Module:
     if refit:
         sizes = sorted({str(p.config.group_size) for p in refit})
         ctx.summary.note(
-            f"group_size {'/'.join(sizes)} does not fit {len(refit)} layer(s); they use one group per "
-            "row or a smaller group that divides their input size (see each layer's detail)"
+            f"group_size {'/'.join(sizes)} does not fit {len(refit)} layer(s); they use one group "
+            "per row or a smaller group that divides their input size (see each layer's detail)"
         )
     return _replace(model, replaced)
 
