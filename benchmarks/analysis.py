@@ -272,8 +272,8 @@ def markdown(out: dict) -> str:
     """The documentation's table of this run (what docs/analysis.md quotes)."""
     lines = [
         (
-            f"Measured by `python benchmarks/analysis.py` ({out['threads']} thread(s), torch {out['torch']}, "
-            f"{out['machine']}); written to `benchmarks/results/analysis.json`."
+            f"Measured by `python benchmarks/analysis.py` ({out['threads']} thread(s), torch "
+            f"{out['torch']}, {out['machine']}); written to `benchmarks/results/analysis.json`."
         ),
         "",
         "| case | what | layers | median s | p95 s | runs | model calls | passes over the data |",
@@ -281,8 +281,8 @@ def markdown(out: dict) -> str:
     ]
     for r in out["rows"]:
         lines.append(
-            f"| {r['case']} | {r['what']} | {r['layers']} | {r['median_s']:.2f} | {r['p95_s']:.2f} | "
-            f"{r['repeats']} | {r['model_calls']} | {r['passes']:.1f} |"
+            f"| {r['case']} | {r['what']} | {r['layers']} | {r['median_s']:.2f} | {r['p95_s']:.2f} "
+            f"| {r['repeats']} | {r['model_calls']} | {r['passes']:.1f} |"
         )
     plans = [r for r in out["rows"] if "plan_drop" in r]
     if plans:

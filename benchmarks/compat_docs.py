@@ -83,7 +83,8 @@ def render(result: dict) -> str:
         "",
         (
             f"Measured {result['date']} with torch {result['torch']}, transformers "
-            f"{result['versions']['transformers']}, Python {result['versions']['python']} ({result['machine']})."
+            f"{result['versions']['transformers']}, Python {result['versions']['python']} "
+            f"({result['machine']})."
         ),
         "",
         "Counts: "

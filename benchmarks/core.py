@@ -174,8 +174,9 @@ def print_table(result: dict) -> None:
             table.add_row(*line)
         Console(width=max(Console().width, 110)).print(table)
     print(
-        f"per-group(128) 4-bit quantize / torch.round: {result['per_group_4bit_quantize_vs_round']:.2f}x "
-        f"(medians), {result['per_group_4bit_quantize_vs_round_best']:.2f}x (best runs)"
+        "per-group(128) 4-bit quantize / torch.round: "
+        f"{result['per_group_4bit_quantize_vs_round']:.2f}x (medians), "
+        f"{result['per_group_4bit_quantize_vs_round_best']:.2f}x (best runs)"
     )
 
 

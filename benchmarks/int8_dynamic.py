@@ -273,7 +273,10 @@ def cpu_int8_features() -> list[str]:
 
 
 def print_table(rows: list[dict]) -> None:
-    head = f"{'model':12} {'shape':>7} {'variant':15} {'median ms':>10} {'p95 ms':>9} {'speedup':>8} {'vs ORT':>7} {'quality':>9}"
+    head = (
+        f"{'model':12} {'shape':>7} {'variant':15} {'median ms':>10} {'p95 ms':>9} "
+        f"{'speedup':>8} {'vs ORT':>7} {'quality':>9}"
+    )
     print(head)
     print("-" * len(head))
     for r in rows:
@@ -282,8 +285,8 @@ def print_table(rows: list[dict]) -> None:
         quality = r.get("mean_cosine", r.get("logit_cosine"))
         extra = f" acc {r['accuracy']:.3f}" if "accuracy" in r else ""
         print(
-            f"{r['model']:12} {shape:>7} {r['variant']:15} {r['median_ms']:10.2f} {r['p95_ms']:9.2f} "
-            f"{r['speedup']:7.2f}x {vs_ort:>7} {quality:9.5f}{extra}"
+            f"{r['model']:12} {shape:>7} {r['variant']:15} {r['median_ms']:10.2f} "
+            f"{r['p95_ms']:9.2f} {r['speedup']:7.2f}x {vs_ort:>7} {quality:9.5f}{extra}"
         )
 
 

@@ -1,4 +1,5 @@
-"""Dynamic int8 recurrent models in one run: fp32 vs quantlens vs torch.ao, idle and with a busy core.
+"""Dynamic int8 recurrent models in one run: fp32 vs quantlens vs torch.ao, idle and with a busy
+core.
 
 Run: python benchmarks/int8_rnn.py [--threads 2] [--budget 2] [--passive-threads]
 Writes benchmarks/results/int8_rnn.json and prints a table.
@@ -155,13 +156,17 @@ def model_rows(
 
 
 def print_table(rows: list[dict]) -> None:
-    head = f"{'model':12} {'load':9} {'batch':>5} {'variant':15} {'median ms':>10} {'p95 ms':>8} {'speedup':>8} {'cosine':>8}  rnn"
+    head = (
+        f"{'model':12} {'load':9} {'batch':>5} {'variant':15} {'median ms':>10} "
+        f"{'p95 ms':>8} {'speedup':>8} {'cosine':>8}  rnn"
+    )
     print(head)
     print("-" * len(head))
     for r in rows:
         print(
-            f"{r['model']:12} {r['load']:9} {r['batch']:5} {r['variant']:15} {r['median_ms']:10.3f} "
-            f"{r['p95_ms']:8.3f} {r['speedup']:7.2f}x {r['logit_cosine']:8.5f}  {r.get('rnn_path', '')[:40]}"
+            f"{r['model']:12} {r['load']:9} {r['batch']:5} {r['variant']:15} "
+            f"{r['median_ms']:10.3f} {r['p95_ms']:8.3f} {r['speedup']:7.2f}x "
+            f"{r['logit_cosine']:8.5f}  {r.get('rnn_path', '')[:40]}"
         )
 
 

@@ -304,7 +304,10 @@ def run(
 
 def table(result: dict) -> str:
     lines = [
-        f"{'model':<11}{'batch':>6}  {'variant':<15}{'median ms':>10}{'p95 ms':>9}{'speedup':>9}{'agree':>7}"
+        (
+            f"{'model':<11}{'batch':>6}  {'variant':<15}{'median ms':>10}{'p95 ms':>9}"
+            f"{'speedup':>9}{'agree':>7}"
+        )
     ]
     for r in result["rows"]:
         if "median_ms" not in r:

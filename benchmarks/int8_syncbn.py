@@ -118,8 +118,9 @@ def table(result: dict) -> str:
     lines = [header]
     for r in result["rows"]:
         lines.append(
-            f"{r['model']:<11}{r['batch']:>6}  {r['variant']:<10}{r['median_ms']:>10.2f}{r['p95_ms']:>9.2f}"
-            f"{r['vs_plain_int8']:>8.2f}x{r['float_batchnorms']:>9}{r['cosine_vs_fp32']:>9.4f}"
+            f"{r['model']:<11}{r['batch']:>6}  {r['variant']:<10}{r['median_ms']:>10.2f}"
+            f"{r['p95_ms']:>9.2f}{r['vs_plain_int8']:>8.2f}x{r['float_batchnorms']:>9}"
+            f"{r['cosine_vs_fp32']:>9.4f}"
         )
     return "\n".join(lines)
 

@@ -204,8 +204,8 @@ def main() -> None:
             else f"cosine {r['cosine_vs_quantlens_w4']:.5f}"
         )
         print(
-            f"{r['part']:<17}{r['variant']:<17}{r['threads']:>4}{r['median_ms']:>11.2f}{r['p95_ms']:>9.2f}"
-            f"{ratio:>7.2f}  {extra}, {r['file_mb']:.1f} MB"
+            f"{r['part']:<17}{r['variant']:<17}{r['threads']:>4}{r['median_ms']:>11.2f}"
+            f"{r['p95_ms']:>9.2f}{ratio:>7.2f}  {extra}, {r['file_mb']:.1f} MB"
         )
 
 

@@ -177,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         current = PAGE.read_text(encoding="utf-8") if PAGE.exists() else ""
         if current != text:
             print(
-                f"{PAGE.relative_to(ROOT)} is out of date: run python benchmarks/performance_page.py"
+                f"{PAGE.relative_to(ROOT)} is out of date: run python "
+                "benchmarks/performance_page.py"
             )
             return 1
         return 0

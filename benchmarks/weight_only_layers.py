@@ -252,7 +252,8 @@ def print_table(result: dict) -> None:
         f"threads {result['machine']['threads']}, {result['machine']['cpu_capability']}"
     )
     print(
-        f"{'shape':<11}{'batch':>6}  {'variant':<52}{'median ms':>10}{'p95 ms':>9}{'x fp32':>8}{'BW frac':>9}"
+        f"{'shape':<11}{'batch':>6}  {'variant':<52}{'median ms':>10}{'p95 ms':>9}"
+        f"{'x fp32':>8}{'BW frac':>9}"
     )
     for r in result["rows"]:
         bw = f"{r['bandwidth_fraction']:.2f}" if "bandwidth_fraction" in r else ""

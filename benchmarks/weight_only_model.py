@@ -238,7 +238,10 @@ def main() -> None:
         header += f" {f'b{batch}/s{seq} med ms':>15} {'p95':>8} {'ratio':>6}"
     print(header)
     for r in rows.values():
-        line = f"{r['variant']:22} {r['quant_s']:8.2f} {r['cosine']:8.5f} {r['retrieval_agreement']:6.3f}"
+        line = (
+            f"{r['variant']:22} {r['quant_s']:8.2f} {r['cosine']:8.5f} "
+            f"{r['retrieval_agreement']:6.3f}"
+        )
         for batch, seq in SHAPES:
             st = r[f"b{batch}_s{seq}"]
             line += f" {st['median_ms']:15.2f} {st['p95_ms']:8.2f} {st['ratio']:6.2f}"

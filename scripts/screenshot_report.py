@@ -1,7 +1,8 @@
 """Render an HTML report in headless Chromium and save a screenshot.
 
 Usage:
-    python scripts/screenshot_report.py quantlens-report/report.html [out.png] [--width 1280 --height 2000]
+    python scripts/screenshot_report.py quantlens-report/report.html [out.png] \
+        [--width 1280 --height 2000]
 
 Needs the ``chromium`` browser (Debian/Ubuntu: ``apt-get install chromium``). Prints the
 screenshot's path; exits 2 when no browser is found.

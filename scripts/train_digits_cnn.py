@@ -80,7 +80,8 @@ def train(name: str, epochs: int | None = None) -> float:
     save_file(state, str(path))
     train_acc = accuracy(model, train_set)
     print(
-        f"{name:12s} epochs {epochs:3d}  train {train_acc:.4f}  test {acc:.4f}  -> {Path(path).name}"
+        f"{name:12s} epochs {epochs:3d}  train {train_acc:.4f}  test {acc:.4f}  -> "
+        f"{Path(path).name}"
     )
     return acc
 

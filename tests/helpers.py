@@ -115,7 +115,8 @@ def assert_similar(
 
 
 def strict_json(text: str):
-    """``json.loads`` that fails on ``Infinity``/``NaN`` (what ``JSON.parse`` and most parsers reject)."""
+    """``json.loads`` that fails on ``Infinity``/``NaN`` (what ``JSON.parse`` and most parsers
+    reject)."""
 
     def reject(name):
         raise AssertionError(f"not valid JSON: {name}")

@@ -48,7 +48,8 @@ def _check_model(model, config) -> None:
         raise InputError(f"expected a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(config, QuantConfig):
         raise InputError(
-            f"expected a quantlens config such as ql.WeightOnly(bits=4) or ql.Dynamic(), got {type(config).__name__}"
+            "expected a quantlens config such as ql.WeightOnly(bits=4) or ql.Dynamic(), got "
+            f"{type(config).__name__}"
         )
     meta = next(
         (n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta), None
@@ -56,7 +57,8 @@ def _check_model(model, config) -> None:
     if meta is not None:
         raise InputError(
             f"the model's {meta} is on the meta device and holds no values; load its weights first "
-            "(e.g. model.to_empty(device='cpu') then load_state_dict, or from_pretrained without device_map='meta')"
+            "(e.g. model.to_empty(device='cpu') then load_state_dict, or from_pretrained without "
+            "device_map='meta')"
         )
     check_patterns(config, model)
 
@@ -66,7 +68,8 @@ def _to_float32(model: nn.Module, summary: QuantSummary) -> None:
     if dtype in (torch.float16, torch.bfloat16):
         model.float()
         summary.note(
-            f"the model's weights were {str(dtype).removeprefix('torch.')}; cast to float32 for quantization"
+            f"the model's weights were {str(dtype).removeprefix('torch.')}; cast to float32 for "
+            "quantization"
         )
 
 
@@ -114,9 +117,9 @@ def quantize(
         whatever the method: methods calibrate in eval mode inside, and a model given in
         train mode comes back in train mode, like any ``nn.Module`` transform (weight-only
         and dynamic layers keep dropout active then; the int8 graphs of Static and QAT
-        compute as in eval mode whatever the flag); call ``.eval()`` for inference. ``model.quantlens_summary`` says what was
-        quantized, what was left in float and why, and the bytes before and after (of the
-        quantized layers and of the whole model).
+        compute as in eval mode whatever the flag); call ``.eval()`` for inference.
+        ``model.quantlens_summary`` says what was quantized, what was left in float and why, and the
+        bytes before and after (of the quantized layers and of the whole model).
 
     Raises:
         InputError: ``model`` is already quantized (by quantlens or PyTorch) or prepared:
@@ -140,7 +143,8 @@ def quantize(
     if not summary.quantized:
         kinds = sorted({type(m).__name__ for m in model.modules() if not list(m.children())})
         raise NothingToQuantizeError(
-            f"{type(config).__name__} found no layer to quantize in this model (its layers: {', '.join(kinds) or 'none'}); "
+            f"{type(config).__name__} found no layer to quantize in this model (its layers: "
+            f"{', '.join(kinds) or 'none'}); "
             + ("check skip/overrides, or " if config.skip or config.overrides else "")
             + "choose a method that supports these layers"
             + "".join(
@@ -168,7 +172,8 @@ def prepare(
     methods = [m for m in _methods_of(config) if m.prepare is not None]
     if not methods:
         raise InputError(
-            f"{type(config).__name__} is one-shot: call ql.quantize(model, config) instead of prepare"
+            f"{type(config).__name__} is one-shot: call ql.quantize(model, config) instead of "
+            "prepare"
         )
     source = checkpoint.source_of(model)
     summary = QuantSummary(model_bytes_before=state_bytes(model)[0])
@@ -250,8 +255,9 @@ def dequantize(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     fixed = sorted(m.name for m in methods if m.dequantize is None)
     if fixed:
         raise InputError(
-            f"a {', '.join(fixed)} model cannot be turned back into float (its layers run on integer kernels); "
-            "start from the float model it was made from (zoo name, Hugging Face folder or module:factory)"
+            f"a {', '.join(fixed)} model cannot be turned back into float (its layers run on "
+            "integer kernels); start from the float model it was made from (zoo name, Hugging Face "
+            "folder or module:factory)"
         )
     source = getattr(model, "quantlens_source", None)
     target = model if inplace else copy.deepcopy(model)
@@ -371,7 +377,8 @@ def load(
     if model is None:
         if meta.get("source") is None:
             raise CheckpointError(
-                f"{directory} does not record how to rebuild its model; pass model=<a float skeleton of the same architecture>"
+                f"{directory} does not record how to rebuild its model; pass model=<a float "
+                "skeleton of the same architecture>"
             )
         model = checkpoint.build_skeleton(meta["source"], trust_code=trust_code, origin=meta_path)
     else:
@@ -393,8 +400,9 @@ def load(
             model = method.rebuild(model, ctx)
     except (RuntimeError, ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
         raise CheckpointError(
-            f"{meta_path}: its {config.method} config does not fit the model ({type(exc).__name__}: "
-            f"{error_line(exc)}); pass the skeleton of the model that was saved"
+            f"{meta_path}: its {config.method} config does not fit the model "
+            f"({type(exc).__name__}: {error_line(exc)}); pass the skeleton of the model that was "
+            "saved"
         ) from exc
     state = checkpoint.unflatten_state(tensors, meta["state"], origin=meta_path)
     try:
@@ -402,7 +410,8 @@ def load(
     except (RuntimeError, KeyError, ValueError) as exc:
         first = str(exc).strip().splitlines()
         raise CheckpointError(
-            f"{Path(directory) / checkpoint.WEIGHTS_FILE} does not fit the model: {' '.join(first[:3])[:400]}"
+            f"{Path(directory) / checkpoint.WEIGHTS_FILE} does not fit the model: "
+            f"{' '.join(first[:3])[:400]}"
         ) from exc
     model.eval()
     return _finish(model, config, _saved_summary(meta, summary), meta.get("source"))

@@ -65,7 +65,8 @@ def assert_quantized_close(
 
     Args:
         float_model, q_model: the original and the quantized model.
-        inputs: a tensor, ``(inputs, labels)``, a list of batches, a DataLoader... (labels are ignored).
+        inputs: a tensor, ``(inputs, labels)``, a list of batches, a DataLoader... (labels are
+            ignored).
         min_sqnr_db: lowest allowed signal-to-quantization-noise ratio, dB (about 6 dB per bit).
         min_cosine: lowest allowed cosine similarity of the flattened outputs.
         min_agreement: lowest allowed % of predictions that match float's: the argmax over

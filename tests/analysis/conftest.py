@@ -41,7 +41,8 @@ def digits_static(digits_model, digits_calib):
 
 @pytest.fixture(scope="session")
 def toy_method():
-    """A minimal module-swapping weight-only method (see analysis_helpers.py), registered for the session."""
+    """A minimal module-swapping weight-only method (see analysis_helpers.py), registered for the
+    session."""
     from analysis_helpers import ToyWeightOnly, register, unregister
 
     register()

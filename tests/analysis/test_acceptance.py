@@ -15,10 +15,10 @@ int8-or-float per layer through Static.
 MiniLM: 104 test sentences (the tool's minimum is 100); the 12 Linear layers of the first
 and last encoder blocks at 8/4/2 bits (the other blocks stay float in the plan and in the
 uniform configs alike, to keep the test near half a minute; the benchmark plans all 36).
-Besides the two runs, a plain 0.5-point budget, which uniform 4-bit misses. The pooler is skipped: the metric is the mean-pooled
-embedding, which never sees the pooler's output, so putting it at 2 bits would be a free
-"win" over uniform that means nothing (the planner reports such layers as ``unused``,
-checked separately below).
+Besides the two runs, a plain 0.5-point budget, which uniform 4-bit misses. The pooler is
+skipped: the metric is the mean-pooled embedding, which never sees the pooler's output, so
+putting it at 2 bits would be a free "win" over uniform that means nothing (the planner reports
+such layers as ``unused``, checked separately below).
 """
 
 from __future__ import annotations
@@ -222,7 +222,8 @@ def test_minilm_plans_meet_their_budgets_and_beat_uniform(minilm):
         **common,
     )
     assert acc.met_budget and acc.measured_drop <= u4.drop and acc.size_bytes < u4.size_bytes
-    # size budget = uniform 4-bit's size: the plan loses a fifth less (0.83 vs 1.07 points when written)
+    # size budget = uniform 4-bit's size: the plan loses a fifth less (0.83 vs 1.07 points when
+    # written)
     sized = search_plan(
         model,
         data,

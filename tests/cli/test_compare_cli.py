@@ -1,4 +1,5 @@
-"""``quantlens compare``: bad input gives one line and exit 2; a small real run writes the report."""
+"""``quantlens compare``: bad input gives one line and exit 2; a small real run writes the
+report."""
 
 from __future__ import annotations
 
@@ -235,7 +236,8 @@ def test_a_failing_method_exits_1_but_keeps_the_report(capsys, tmp_path, small_d
 def _run_interrupted(
     capsys, monkeypatch, data, out, *, where: str, via: str | None = None, methods: str = "static"
 ):
-    """A run on ``data`` whose ``quantlens.eval.compare.<where>`` meets a Ctrl-C (see ``interrupter``)."""
+    """A run on ``data`` whose ``quantlens.eval.compare.<where>`` meets a Ctrl-C (see
+    ``interrupter``)."""
     from quantlens.eval import compare as compare_mod
 
     monkeypatch.setattr(compare_mod, where, interrupter(via))

@@ -141,7 +141,8 @@ def test_sensitivity_command_json_and_plot(tmp_path, capsys):
     )
     data = json.loads(capsys.readouterr().out)
     assert code == 0 and data["metric"] == "accuracy"
-    # the preset is made for the model, as in quantlens compare: a CNN's convolutions are measured too
+    # the preset is made for the model, as in quantlens compare: a CNN's convolutions are measured
+    # too
     assert {r["name"] for r in data["rows"]} == {
         "stem.0",
         "block1.conv1",

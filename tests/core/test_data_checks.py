@@ -27,7 +27,8 @@ def test_nan_in_a_later_batch_of_a_list_names_the_batch():
     bad[3, 1] = float("inf")
     with pytest.raises(
         InputError,
-        match=r"calib_data holds 1 NaN/Inf value\(s\) in batch 2; the first is inf at index \(3, 1\)",
+        match=r"calib_data holds 1 NaN/Inf value\(s\) in batch 2; "
+        r"the first is inf at index \(3, 1\)",
     ):
         list(iter_batches([X[:4], (X[:4], torch.zeros(4)), bad], what="calib_data"))
 

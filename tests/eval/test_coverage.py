@@ -1,4 +1,5 @@
-"""Which layers a quantized model left in float: counted, with the reason, in the comparison rows."""
+"""Which layers a quantized model left in float: counted, with the reason, in the comparison
+rows."""
 
 import copy
 

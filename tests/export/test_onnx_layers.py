@@ -91,7 +91,8 @@ def test_dynamic_linear_keeps_per_token_scales(tmp_path):
 
 
 def test_dynamic_scales_follow_each_token(tmp_path):
-    """Scaling one token by 100 changes the other tokens' outputs in a per-tensor graph, not here."""
+    """Scaling one token by 100 changes the other tokens' outputs in a per-tensor graph, not
+    here."""
     qm = ql.quantize(nn.Sequential(nn.Linear(16, 8)), ql.Dynamic())
     x = random_tensor(1, 4, 16)
     path = ql.export(qm, tmp_path / "d.onnx", format="onnx", example_inputs=(x,))

@@ -221,7 +221,8 @@ def test_a_bare_layer_as_the_whole_model_is_quantized(tmp_path):
 
 
 def _torch_ao_uses(path) -> list[str]:
-    """Imports of torch.ao / torch.quantization / torchao and ``torch.ao`` attribute uses in a file."""
+    """Imports of torch.ao / torch.quantization / torchao and ``torch.ao`` attribute uses in a
+    file."""
     import ast
 
     upstream = ("torch.ao", "torch.quantization", "torchao")

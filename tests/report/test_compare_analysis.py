@@ -1,6 +1,7 @@
 """``ql.compare(..., analysis=True)``: the sensitivity, the layer-by-layer error and (Static)
 the activation ranges of the recommended method join the JSON, the plots and the HTML report
-(digits-cnn, a small subset, tiny latency settings); ``quantlens compare --analysis`` writes them."""
+(digits-cnn, a small subset, tiny latency settings); ``quantlens compare --analysis`` writes
+them."""
 
 from __future__ import annotations
 

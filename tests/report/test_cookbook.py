@@ -47,7 +47,8 @@ def test_every_cookbook_snippet_runs(tmp_path, monkeypatch):
             where = f"cookbook block {i} ({lang}): {body.strip().splitlines()[0]}"
             if lang == "python":
                 try:
-                    exec(compile(body, f"<{where}>", "exec"), namespace)  # noqa: S102 - our own docs
+                    code = compile(body, f"<{where}>", "exec")
+                    exec(code, namespace)  # noqa: S102 - our own docs
                 except Exception as exc:
                     raise AssertionError(f"{where} raised {type(exc).__name__}: {exc}") from exc
             else:

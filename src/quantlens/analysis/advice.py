@@ -168,7 +168,10 @@ def advise(
     unit = sens.loss_unit
     rows = problem_layers(sens, top=top)
     for row in rows:
-        cost = f"alone it costs {row.drop:.3g} {unit} of {sens.metric} (all layers: {sens.full_drop:.3g})"
+        cost = (
+            f"alone it costs {row.drop:.3g} {unit} of {sens.metric} (all layers: "
+            f"{sens.full_drop:.3g})"
+        )
         cmp = None
         if layers is not None:
             cmp = next(
@@ -232,7 +235,8 @@ def advise(
                     row.name,
                     "skip",
                     "skip it (keep it in float)",
-                    f"{cost}; it holds {share:.1f}% of the parameters ({row.bytes_float / 1024:.1f} KB)",
+                    f"{cost}; it holds {share:.1f}% of the parameters "
+                    f"({row.bytes_float / 1024:.1f} KB)",
                     skip=tuple(escape(m) for m in group),
                 )
             )

@@ -104,7 +104,8 @@ class LayerError:
 
     @property
     def drop_db(self) -> float:
-        """SQNR lost between its input and its output (``in - out``; ``inf`` inputs count as 150 dB)."""
+        """SQNR lost between its input and its output (``in - out``; ``inf`` inputs count as 150
+        dB)."""
         return min(self.in_sqnr_db, 150.0) - min(self.out_sqnr_db, 150.0)
 
 
@@ -168,7 +169,10 @@ class LayerComparison:
         def f(v):
             return "-" if v is None else ("inf" if v == math.inf else f"{v:.1f}")
 
-        head = f"{'layer':<32} {'kind':<16} {'in dB':>7} {'out dB':>7} {'own dB':>7} {'cos':>7} {'w dB':>7}"
+        head = (
+            f"{'layer':<32} {'kind':<16} {'in dB':>7} {'out dB':>7} {'own dB':>7} "
+            f"{'cos':>7} {'w dB':>7}"
+        )
         lines = [head]
         for x in self.layers:
             mark = (

@@ -48,7 +48,8 @@ def _default_configs(candidates) -> dict[int, QuantConfig]:
 
 
 def _with_bits(method: QuantConfig, bits: int) -> QuantConfig:
-    """``method`` at another width; a ``symmetric`` left at its width-dependent default follows the width."""
+    """``method`` at another width; a ``symmetric`` left at its width-dependent default follows the
+    width."""
     names = {f.name for f in fields(method)}
     if "symmetric" in names and method.symmetric == (method.bits >= 8):
         return method.replace(bits=bits, symmetric=None)
@@ -175,7 +176,8 @@ def state_after(moves, k: int, names) -> State:
 
 
 def fill_slack(state: State, table: LayerTable, slack: int) -> State:
-    """Spend ``slack`` bytes raising layers back up (most predicted loss won back per byte first)."""
+    """Spend ``slack`` bytes raising layers back up (most predicted loss won back per byte
+    first)."""
     loss, size = table.loss, table.size
     state = dict(state)
     while True:

@@ -185,8 +185,8 @@ class MixedPrecisionPlan:
             )
         if self.unused:
             lines.append(
-                f"do not reach the {self.metric} metric (outputs unchanged when quantized), so their "
-                f"saving is free here only: {', '.join(self.unused)}"
+                f"do not reach the {self.metric} metric (outputs unchanged when quantized), so "
+                f"their saving is free here only: {', '.join(self.unused)}"
             )
         for u in self.uniform:
             lines.append(
@@ -342,8 +342,8 @@ def search_plan(
         smallest = bytes_after[n_moves]
         if target_size < smallest:
             raise ConfigError(
-                f"target_size {target_size:,} bytes is below the smallest size these candidates reach "
-                f"(about {smallest:,} bytes); raise it or add lower bit widths"
+                f"target_size {target_size:,} bytes is below the smallest size these candidates "
+                f"reach (about {smallest:,} bytes); raise it or add lower bit widths"
             )
         k = next(i for i in range(n_moves + 1) if bytes_after[i] <= target_size)
         while measure(k)[1] > target_size and k < n_moves:
@@ -460,7 +460,9 @@ def plan_mixed_precision(model: nn.Module, data, **kwargs) -> QuantConfig:
         applies and ``ql.save`` stores.
 
     Example:
-        >>> cfg = plan_mixed_precision(model, (x, y), candidates=(8, 4, 2, None), max_accuracy_drop=0.5)
+        >>> cfg = plan_mixed_precision(
+        ...     model, (x, y), candidates=(8, 4, 2, None), max_accuracy_drop=0.5
+        ... )
         >>> qm = ql.quantize(model, cfg)
     """
     return search_plan(model, data, **kwargs).config

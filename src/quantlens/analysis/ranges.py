@@ -104,7 +104,8 @@ class ActivationStats:
 
     @property
     def heavy_tailed(self) -> bool:
-        """True when a clipping observer beats min-max by at least 3 dB (or the tail is 10x the bulk)."""
+        """True when a clipping observer beats min-max by at least 3 dB (or the tail is 10x the
+        bulk)."""
         gain = self.clipping_gain_db
         return self.outlier_ratio >= 10.0 or (gain is not None and gain >= 3.0)
 
@@ -160,14 +161,17 @@ class RangeReport:
     def __str__(self) -> str:
         lines = [
             f"activation ranges ({self.where}s, {self.samples} samples, {self.bits}-bit)",
-            f"{'layer':<36} {'min':>9} {'max':>9} {'p99.99':>9} {'outlier x':>9} {'best':>10} {'gain dB':>7}",
+            (
+                f"{'layer':<36} {'min':>9} {'max':>9} {'p99.99':>9} {'outlier x':>9} "
+                f"{'best':>10} {'gain dB':>7}"
+            ),
         ]
         for x in self.layers:
             gain = x.clipping_gain_db
             lines.append(
-                f"{x.name[:36]:<36} {x.min:>9.3g} {x.max:>9.3g} {x.percentiles.get(99.99, math.nan):>9.3g} "
-                f"{x.outlier_ratio:>9.1f} {x.best_observer or '-':>10} "
-                f"{'-' if gain is None else f'{gain:.1f}':>7}"
+                f"{x.name[:36]:<36} {x.min:>9.3g} {x.max:>9.3g} "
+                f"{x.percentiles.get(99.99, math.nan):>9.3g} {x.outlier_ratio:>9.1f} "
+                f"{x.best_observer or '-':>10} {'-' if gain is None else f'{gain:.1f}':>7}"
             )
         return "\n".join(lines)
 

@@ -125,7 +125,8 @@ class SensitivityResult:
         if data.get("config"):
             try:
                 config = config_from_dict(data["config"])
-            except Exception:  # noqa: BLE001 - the result stands without its config (plots show its name only)
+            except Exception:  # noqa: BLE001
+                # the result stands without its config (plots show its name only)
                 config = None
         rows = [LayerSensitivity(**r) for r in data.get("rows", [])]
         return cls(rows=rows, config=config, **{k: v for k, v in data.items() if k in names})
@@ -133,8 +134,9 @@ class SensitivityResult:
     def __str__(self) -> str:
         mode = "all quantized but the layer" if self.reverse else "only the layer quantized"
         head = (
-            f"sensitivity ({mode}; {self.metric} on {self.samples} samples; float {self.baseline:.2f}{self.unit}, "
-            f"all quantized {self.full_value:.2f}{self.unit}, drop {self.full_drop:.3g} {self.loss_unit})"
+            f"sensitivity ({mode}; {self.metric} on {self.samples} samples; float "
+            f"{self.baseline:.2f}{self.unit}, all quantized {self.full_value:.2f}{self.unit}, drop "
+            f"{self.full_drop:.3g} {self.loss_unit})"
         )
         columns = (
             f"{'#':>3} {'layer':<36} {'kind':<12} {'params':>9} {'KB saved':>9} "
@@ -143,8 +145,8 @@ class SensitivityResult:
         lines = [head, columns]
         for i, r in enumerate(self.rows, 1):
             lines.append(
-                f"{i:>3} {r.name[:36]:<36} {r.kind[:12]:<12} {r.params:>9,} {r.bytes_saved / 1024:>9.1f} "
-                f"{r.value:>10.3f} {r.drop:>9.3g}"
+                f"{i:>3} {r.name[:36]:<36} {r.kind[:12]:<12} {r.params:>9,} "
+                f"{r.bytes_saved / 1024:>9.1f} {r.value:>10.3f} {r.drop:>9.3g}"
             )
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
@@ -255,8 +257,9 @@ def warn_small(samples: int, what: str) -> None:
     """Warn that ``samples`` is too few for a meaningful estimate."""
     if samples < MIN_SAMPLES:
         warnings.warn(
-            f"{what} used only {samples} sample(s): each sample is {100 / max(samples, 1):.1f}% of the "
-            f"measurement, so small differences between layers are noise; give at least {MIN_SAMPLES} samples",
+            f"{what} used only {samples} sample(s): each sample is {100 / max(samples, 1):.1f}% of "
+            "the measurement, so small differences between layers are noise; give at least "
+            f"{MIN_SAMPLES} samples",
             stacklevel=3,
         )
 
@@ -347,8 +350,9 @@ def sensitivity(
         notes.append("the model has a single quantizable layer: its drop is the whole model's")
     if unseen:
         notes.append(
-            f"{', '.join(unseen)}: the outputs are bit-identical with only this layer quantized, so it does "
-            f"not reach the {ev.metric.name} metric (its drop of 0 says nothing about other uses)"
+            f"{', '.join(unseen)}: the outputs are bit-identical with only this layer quantized, "
+            f"so it does not reach the {ev.metric.name} metric (its drop of 0 says nothing about "
+            "other uses)"
         )
     return SensitivityResult(
         rows,

@@ -136,8 +136,9 @@ def format_weights(rows: list[WeightStats]) -> str:
     for r in rows:
         shape = "x".join(map(str, r.shape))
         lines.append(
-            f"{r.name[:40]:<40} {r.kind[:14]:<14} {shape[:14]:<14} {r.bits:>4} {r.bytes / 1024:>9.1f} "
-            f"{r.min:>8.3g} {r.max:>8.3g} {r.std:>8.3g} {r.outlier_ratio:>5.1f}  {r.scheme}"
+            f"{r.name[:40]:<40} {r.kind[:14]:<14} {shape[:14]:<14} {r.bits:>4} "
+            f"{r.bytes / 1024:>9.1f} {r.min:>8.3g} {r.max:>8.3g} {r.std:>8.3g} "
+            f"{r.outlier_ratio:>5.1f}  {r.scheme}"
         )
     lines.append(f"{len(rows)} layers, {sum(r.bytes for r in rows) / 1e6:.3f} MB")
     return "\n".join(lines)

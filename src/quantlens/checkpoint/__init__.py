@@ -99,8 +99,8 @@ def _flatten_value(key: str, value: Any, tensors: dict[str, torch.Tensor]) -> An
     if value is None or isinstance(value, (bool, int, float, str)):
         return {"kind": "value", "value": value}
     raise CheckpointError(
-        f"state entry {key!r} is a {type(value).__name__}, which the checkpoint format cannot store "
-        "without pickle; give the module a state dict of tensors"
+        f"state entry {key!r} is a {type(value).__name__}, which the checkpoint format cannot "
+        "store without pickle; give the module a state dict of tensors"
     )
 
 
@@ -127,8 +127,9 @@ def unflatten_state(
             RecursionError,
         ) as exc:
             raise CheckpointError(
-                f"{origin}: state entry {key!r} is malformed ({type(exc).__name__}: {error_line(exc)}); "
-                "the file was edited or is from another version, save the checkpoint again"
+                f"{origin}: state entry {key!r} is malformed ({type(exc).__name__}: "
+                f"{error_line(exc)}); the file was edited or is from another version, save the "
+                "checkpoint again"
             ) from exc
     if _METADATA in layout:
         try:
@@ -239,7 +240,8 @@ def write(directory: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: 
         and any(not p.name.startswith(STAGING_TAG) for p in real.iterdir())
     ):
         raise InputError(
-            f"{target} is a non-empty directory that is not a quantlens checkpoint; choose an empty or new path"
+            f"{target} is a non-empty directory that is not a quantlens checkpoint; choose an "
+            "empty or new path"
         )
     unique, aliases = _dedupe(tensors)
 
@@ -262,8 +264,8 @@ def write(directory: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: 
         update_directory(target, stage, [WEIGHTS_FILE, META_FILE], error=CheckpointError)
     except OSError as exc:
         raise CheckpointError(
-            f"cannot write the checkpoint {target} ({exc.strerror or error_line(exc)}); free space or choose a folder "
-            "you can write to (a checkpoint that was there is unchanged)"
+            f"cannot write the checkpoint {target} ({exc.strerror or error_line(exc)}); free space "
+            "or choose a folder you can write to (a checkpoint that was there is unchanged)"
         ) from exc
     return target
 
@@ -335,19 +337,21 @@ def read_meta_file(meta_path: Path) -> dict:
     version = meta.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise CheckpointError(
-            f"{meta_path} has format version {version!r}, newer than this quantlens reads ({FORMAT_VERSION}); upgrade quantlens"
+            f"{meta_path} has format version {version!r}, newer than this quantlens reads "
+            f"({FORMAT_VERSION}); upgrade quantlens"
         )
     for key, kind in _REQUIRED.items():
         if not isinstance(meta.get(key), kind):
             found = "no" if key not in meta else f"a {type(meta[key]).__name__} as its"
             raise CheckpointError(
-                f"{meta_path} has {found} {key!r} entry (expected {_KIND_NAMES[kind]}); the file is incomplete or "
-                "was edited, save the checkpoint again"
+                f"{meta_path} has {found} {key!r} entry (expected {_KIND_NAMES[kind]}); the file "
+                "is incomplete or was edited, save the checkpoint again"
             )
     source = meta.get("source")
     if source is not None and not isinstance(source, dict):
         raise CheckpointError(
-            f"{meta_path}: 'source' is a {type(source).__name__}, not an object; save the checkpoint again"
+            f"{meta_path}: 'source' is a {type(source).__name__}, not an object; save the "
+            "checkpoint again"
         )
     recorded_hash(meta, meta_path)  # a malformed "files" entry fails here
     return meta
@@ -429,8 +433,8 @@ def read(
         break
     if recorded_hash(meta, meta_path) is None:
         warnings.warn(
-            f"{root} records no SHA-256 of its weights (saved by an older quantlens), so they are not "
-            "verified; save it again to add one",
+            f"{root} records no SHA-256 of its weights (saved by an older quantlens), so they are "
+            "not verified; save it again to add one",
             stacklevel=3,
         )
     meta["files_verified"] = expected is not None

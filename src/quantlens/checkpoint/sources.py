@@ -73,7 +73,8 @@ def build_skeleton(
         model = _factory_skeleton(source, origin, trust_code)
     else:
         raise CheckpointError(
-            f"{origin} does not say how to rebuild its model (source kind {source.get('kind')!r}); pass model=skeleton"
+            f"{origin} does not say how to rebuild its model (source kind {source.get('kind')!r}); "
+            "pass model=skeleton"
         )
     return model
 
@@ -83,7 +84,8 @@ def _zoo_skeleton(source: Mapping, origin) -> torch.nn.Module:
     if not isinstance(name, str) or name not in zoo.list_models():
         raise CheckpointError(
             f"{origin} names zoo model {name!r}, which this quantlens does not have "
-            f"(zoo models: {', '.join(zoo.list_models())}); upgrade quantlens or pass model=skeleton"
+            f"(zoo models: {', '.join(zoo.list_models())}); upgrade quantlens or pass "
+            "model=skeleton"
         )
     return zoo.load_model(name, pretrained=False)
 
@@ -102,8 +104,9 @@ def _hf_skeleton(source: Mapping, origin) -> torch.nn.Module:
         config = transformers.AutoConfig.for_model(model_type, **config_dict)
     except (ValueError, TypeError, KeyError) as exc:
         raise CheckpointError(
-            f"{origin}: this transformers ({transformers.__version__}) cannot build a config of model_type "
-            f"{model_type!r} ({error_line(exc)}); install a transformers that knows it, or pass model=skeleton"
+            f"{origin}: this transformers ({transformers.__version__}) cannot build a config of "
+            f"model_type {model_type!r} ({error_line(exc)}); install a transformers that knows it, "
+            "or pass model=skeleton"
         ) from exc
     model_cls = getattr(transformers, class_name, None)
     if not (
@@ -112,8 +115,8 @@ def _hf_skeleton(source: Mapping, origin) -> torch.nn.Module:
         and model_cls.__module__.startswith("transformers.models.")
     ):
         raise CheckpointError(
-            f"{origin}: {class_name!r} is not a model class of this transformers ({transformers.__version__}); "
-            "install a version that has it, or pass model=skeleton"
+            f"{origin}: {class_name!r} is not a model class of this transformers "
+            f"({transformers.__version__}); install a version that has it, or pass model=skeleton"
         )
     try:
         model = model_cls(config)
@@ -133,8 +136,9 @@ def _factory_skeleton(source: Mapping, origin, trust_code: bool) -> torch.nn.Mod
         )
     if not trust_code:
         raise CheckpointError(
-            f"{origin} rebuilds its model by calling {path!r}, which runs code the checkpoint names; "
-            "pass trust_code=True (quantlens CLI: --trust-code) if you trust it, or pass model= with a skeleton you built"
+            f"{origin} rebuilds its model by calling {path!r}, which runs code the checkpoint "
+            "names; pass trust_code=True (quantlens CLI: --trust-code) if you trust it, or pass "
+            "model= with a skeleton you built"
         )
     model = call_factory(
         path,
@@ -146,7 +150,8 @@ def _factory_skeleton(source: Mapping, origin, trust_code: bool) -> torch.nn.Mod
     )
     if not isinstance(model, torch.nn.Module):
         raise CheckpointError(
-            f"{origin}: rebuilding the model gave a {type(model).__name__}, not a torch.nn.Module; pass model=skeleton"
+            f"{origin}: rebuilding the model gave a {type(model).__name__}, not a torch.nn.Module; "
+            "pass model=skeleton"
         )
     model.quantlens_source = dict(source)
     return model
@@ -177,7 +182,9 @@ def call_factory(
         Whatever the function returns.
 
     Example:
-        >>> call_factory("torch.nn:Identity", {}, InputError, name="torch.nn:Identity()", hint="give another")
+        >>> call_factory(
+        ...     "torch.nn:Identity", {}, InputError, name="torch.nn:Identity()", hint="give another"
+        ... )
         Identity()
     """
     where = f"{origin}: " if origin is not None else ""

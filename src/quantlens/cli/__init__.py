@@ -103,7 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         elif isinstance(exc, MemoryError):
             line, code = "out of memory; use a smaller model, less data or fewer batches", 1
         else:
-            line = f"internal error ({type(exc).__name__}: {error_line(exc, 200)}); rerun with --debug for the traceback"
+            line = (
+                f"internal error ({type(exc).__name__}: {error_line(exc, 200)}); rerun with "
+                "--debug for the traceback"
+            )
             code = 1
         print(f"{prefix} {' '.join(line.split())}", file=sys.stderr)
         return code

@@ -83,7 +83,8 @@ def check_out_folder(out: Path, flag: str) -> None:
         )
     if not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(
-            f"{flag} {name}: no permission to write in {shorten(parent)}; give a folder you can write to"
+            f"{flag} {name}: no permission to write in {shorten(parent)}; give a folder you can "
+            "write to"
         )
 
 

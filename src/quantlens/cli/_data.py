@@ -39,8 +39,8 @@ def _pick(mapping, keys, what: str, path: Path, required: bool):
             return mapping[key]
     if required:
         raise InputError(
-            f"{path} has no {what} entry (looked for {', '.join(keys)}; found {', '.join(map(str, mapping))}); "
-            f"save a dict like {{'inputs': x, 'labels': y}}"
+            f"{path} has no {what} entry (looked for {', '.join(keys)}; found "
+            f"{', '.join(map(str, mapping))}); save a dict like {{'inputs': x, 'labels': y}}"
         )
     return None
 
@@ -77,7 +77,8 @@ def load_pt(path: Path) -> object:
             _pick(obj, LABEL_KEYS, "labels", path, False),
         )
     raise InputError(
-        f"{path} holds a {type(obj).__name__}; save a tensor, (inputs, labels), or {{'inputs': ..., 'labels': ...}}"
+        f"{path} holds a {type(obj).__name__}; save a tensor, (inputs, labels), or {{'inputs': "
+        "..., 'labels': ...}"
     )
 
 
@@ -120,8 +121,9 @@ def load_image_folder(path: Path, batch_size: int = 64):
         from torchvision import datasets, transforms
     except MissingDependencyError as exc:
         raise MissingDependencyError(
-            f"{path} is a folder, read as an image folder, which needs torchvision (not installed); "
-            "install it with: pip install 'quantlens[vision]' (or give a .pt/.npz file of tensors)"
+            f"{path} is a folder, read as an image folder, which needs torchvision (not "
+            "installed); install it with: pip install 'quantlens[vision]' (or give a .pt/.npz file "
+            "of tensors)"
         ) from exc
     except Exception as exc:  # an installed torchvision built for another torch fails on import
         raise InputError(
@@ -160,7 +162,8 @@ def load_data(spec: str) -> LoadedData:
     if spec not in zoo.list_datasets():
         raise UnknownNameError(
             f"unknown data {shorten(repr(spec))}: not a file or folder, and not a zoo data set; "
-            f"valid zoo data sets: {', '.join(zoo.list_datasets())} (or a .pt/.npz file, or an image folder)"
+            f"valid zoo data sets: {', '.join(zoo.list_datasets())} (or a .pt/.npz file, or an "
+            "image folder)"
         )
     test = zoo.load_dataset(spec, "test")
     splits = {}

@@ -15,7 +15,10 @@ from quantlens.cli._args import path_kind, shorten
 from quantlens.errors import InputError, UnknownNameError, error_line, require
 
 MAX_FACTORY = 1000  # characters: no module:function name is longer
-FORMS = "a zoo model ({zoo}), a quantlens checkpoint folder, a Hugging Face model folder, or module:factory"
+FORMS = (
+    "a zoo model ({zoo}), a quantlens checkpoint folder, a Hugging Face model folder, or "
+    "module:factory"
+)
 
 
 @dataclass
@@ -92,7 +95,8 @@ def _call_factory(spec: str) -> nn.Module:
         {},
         InputError,
         name=f"{spec}()",
-        hint="give package.module:function on the Python path, one that builds the model with no arguments",
+        hint="give package.module:function on the Python path, one that builds the model with no "
+        "arguments",
     )
     if not isinstance(model, nn.Module):
         raise InputError(f"{spec} returned a {type(model).__name__}, not a torch.nn.Module")
@@ -106,5 +110,6 @@ def add_trust_code(parser) -> None:
     parser.add_argument(
         "--trust-code",
         action="store_true",
-        help="let a checkpoint given as MODEL rebuild its model by calling the module:factory it records",
+        help="let a checkpoint given as MODEL rebuild its model by calling the module:factory it "
+        "records",
     )

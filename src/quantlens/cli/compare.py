@@ -39,8 +39,8 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "compare",
         help="measure float vs quantization methods on a model and data; write a report",
-        description="Quantize MODEL with each method, measure size, latency, peak memory and accuracy "
-        "against float, recommend one, and write report.html/report.md/results.json and "
+        description="Quantize MODEL with each method, measure size, latency, peak memory and "
+        "accuracy against float, recommend one, and write report.html/report.md/results.json and "
         "plots into --out. With no arguments: digits-cnn on the digits test split.",
     )
     parser.add_argument(
@@ -255,7 +255,8 @@ def _data_for(args, zoo_name):
     spec = args.data or (zoo.default_dataset_for(zoo_name) if zoo_name else None)
     if spec is None:
         raise InputError(
-            "give --data for a model that is not from the zoo (a zoo data set, a .pt/.npz file or an image folder)"
+            "give --data for a model that is not from the zoo (a zoo data set, a .pt/.npz file or "
+            "an image folder)"
         )
     data = load_data(spec)
     calib = load_data(args.calib_data).test if args.calib_data else data.calib
@@ -345,8 +346,8 @@ def _compare_into(
             top = report.sensitivity["rows"][0]
             console.print(
                 f"most sensitive layer of {escape(str(report.sensitivity['row']))}: "
-                f"{escape(top['name'])} (drop {top['drop']:.3g} {report.sensitivity['loss_unit']}); "
-                f"see {out / 'sensitivity.png'}"
+                f"{escape(top['name'])} (drop {top['drop']:.3g} "
+                f"{report.sensitivity['loss_unit']}); see {out / 'sensitivity.png'}"
             )
         console.print(f"report: {out / 'report.html'}")
     if report.interrupted:
@@ -355,8 +356,9 @@ def _compare_into(
     failed = [r for r in report.rows if not r.ok]
     if failed:
         raise QuantizationFailedError(
-            f"{len(failed)} method(s) failed ({'; '.join(f'{r.name}: {r.error}' for r in failed)[:300]}); "
-            "the others are in the report"
+            f"{len(failed)} method(s) failed "
+            f"({'; '.join(f'{r.name}: {r.error}' for r in failed)[:300]}); the others are in the "
+            "report"
         )
     return 0
 

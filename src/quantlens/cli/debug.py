@@ -16,10 +16,11 @@ from quantlens.errors import InputError
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "debug",
-        help="find the layers quantization hurts and suggest a fix per layer; write a mixed-precision plan",
-        description="Measure the method's drop, each layer's sensitivity, layer-by-layer error and (for int8 "
-        "methods) activation ranges, then print one concrete suggestion per problem layer: raise "
-        "its bits, per-channel weights, a percentile/MSE observer, skip it, or QAT.",
+        help="find the layers quantization hurts and suggest a fix per layer; write a "
+        "mixed-precision plan",
+        description="Measure the method's drop, each layer's sensitivity, layer-by-layer error and "
+        "(for int8 methods) activation ranges, then print one concrete suggestion per problem "
+        "layer: raise its bits, per-channel weights, a percentile/MSE observer, skip it, or QAT.",
     )
     add_common(parser)
     parser.add_argument(
@@ -144,14 +145,15 @@ def run(args: argparse.Namespace) -> int:
         return 0
     unit = sens.unit
     print(
-        f"{type(config).__name__}: {sens.metric} {sens.baseline:.2f}{unit} float -> {sens.full_value:.2f}{unit} "
-        f"quantized (drop {sens.full_drop:.3g} {sens.loss_unit}; {sens.samples} samples)"
+        f"{type(config).__name__}: {sens.metric} {sens.baseline:.2f}{unit} float -> "
+        f"{sens.full_value:.2f}{unit} quantized (drop {sens.full_drop:.3g} {sens.loss_unit}; "
+        f"{sens.samples} samples)"
     )
     if layers.jump is not None:
         j = layers.jump
         print(
-            f"error jumps at {j.name} ({j.kind}): alone (fed the float input) {j.own_sqnr_db:.1f} dB SQNR, "
-            f"in the quantized model {j.out_sqnr_db:.1f} dB (input {j.in_sqnr_db:.1f} dB)"
+            f"error jumps at {j.name} ({j.kind}): alone (fed the float input) {j.own_sqnr_db:.1f} "
+            f"dB SQNR, in the quantized model {j.out_sqnr_db:.1f} dB (input {j.in_sqnr_db:.1f} dB)"
         )
     if not tips:
         print("no single layer stands out; the quantized model is close to float on this data")

@@ -66,7 +66,8 @@ def render(info: dict, console=None) -> None:
     )
     summary.add_row(
         "cpu",
-        f"{cpu['model']} ({cpu['logical_cores']} logical cores), torch kernels: {cpu['torch_cpu_capability']}",
+        f"{cpu['model']} ({cpu['logical_cores']} logical cores), torch kernels: "
+        f"{cpu['torch_cpu_capability']}",
     )
     features = "  ".join(f"{name} {_mark(ok)}" for name, ok in cpu["features"].items())
     summary.add_row("cpu features", features or "[dim]unknown[/]")

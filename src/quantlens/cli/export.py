@@ -25,8 +25,8 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "export",
         help="export a quantized model to ONNX, torch.export (pt2) or TorchScript",
-        description="Export MODEL (a quantlens checkpoint, or a float model quantized with --method) "
-        "to a deployment file; --check runs the file and compares it with the model.",
+        description="Export MODEL (a quantlens checkpoint, or a float model quantized with "
+        "--method) to a deployment file; --check runs the file and compares it with the model.",
     )
     parser.add_argument("model", metavar="MODEL")
     parser.add_argument("-o", "--out", required=True, type=Path, help="file to write")
@@ -69,7 +69,8 @@ def _quantized(args, resolved):
         return resolved.model
     if not args.method:
         raise InputError(
-            f"{args.model} is a float model; pass --method (e.g. static, dynamic, w4) or a quantlens checkpoint"
+            f"{args.model} is a float model; pass --method (e.g. static, dynamic, w4) or a "
+            "quantlens checkpoint"
         )
     config = make_config(args.method, resolved.model)
     calib = train = None
@@ -81,8 +82,8 @@ def _quantized(args, resolved):
     example = zoo.example_inputs(resolved.zoo) if resolved.zoo is not None else None
     if config.method in ("static", "qat") and calib is None:
         raise InputError(
-            f"--method {args.method} needs calibration data; quantize with 'quantlens quantize' first "
-            "and export the checkpoint"
+            f"--method {args.method} needs calibration data; quantize with 'quantlens quantize' "
+            "first and export the checkpoint"
         )
     return quantize_one(
         resolved.model,
@@ -157,7 +158,8 @@ def run(args: argparse.Namespace) -> int:
     print(result)
     if not result.passed(args.min_cosine, args.min_agreement):
         print(
-            f"check failed: below --min-cosine {args.min_cosine} / --min-agreement {args.min_agreement}"
+            f"check failed: below --min-cosine {args.min_cosine} / --min-agreement "
+            f"{args.min_agreement}"
         )
         return 1
     return 0

@@ -23,7 +23,8 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "info",
         help="show what a quantlens checkpoint holds",
-        description="Print a checkpoint's method, config, per-layer schemes and bytes, size on disk and source.",
+        description="Print a checkpoint's method, config, per-layer schemes and bytes, size on "
+        "disk and source.",
     )
     parser.add_argument("checkpoint", metavar="CKPT", type=Path)
     parser.add_argument(
@@ -45,7 +46,10 @@ def describe_source(source: dict | None) -> str:
         return f"zoo model {source['zoo']!r}"
     if source.get("kind") == "hf":
         cfg = source.get("config", {})
-        return f"Hugging Face {source.get('class')} ({cfg.get('model_type', '?')}), rebuilt from its config"
+        return (
+            f"Hugging Face {source.get('class')} ({cfg.get('model_type', '?')}), rebuilt "
+            "from its config"
+        )
     if source.get("kind") == "factory":
         return f"factory {source.get('path')}"
     return str(source.get("kind"))
@@ -55,8 +59,8 @@ def integrity_line(digest: str | None, verified: bool) -> str:
     """What ``info`` says about the weights' SHA-256."""
     if digest is None:
         return (
-            f"no SHA-256 recorded (saved by an older quantlens): {WEIGHTS_FILE} cannot be verified; "
-            "save the checkpoint again to add one"
+            f"no SHA-256 recorded (saved by an older quantlens): {WEIGHTS_FILE} cannot be "
+            "verified; save the checkpoint again to add one"
         )
     if verified:
         return f"{WEIGHTS_FILE} verified against its recorded SHA-256 {digest[:16]}…"
@@ -92,8 +96,8 @@ def run(args: argparse.Namespace) -> int:
     say = lambda text: console.print(text, markup=False, highlight=False)
     say(f"checkpoint   {args.checkpoint}")
     say(
-        f"format       quantlens v{meta.get('format_version')} (written by quantlens {meta.get('quantlens_version')}, "
-        f"torch {meta.get('torch_version')})"
+        f"format       quantlens v{meta.get('format_version')} (written by quantlens "
+        f"{meta.get('quantlens_version')}, torch {meta.get('torch_version')})"
     )
     say(f"method       {meta.get('method')}")
     config = {k: v for k, v in (meta.get("config") or {}).items() if k not in ("method", "version")}

@@ -18,10 +18,11 @@ from quantlens.cli._models import add_trust_code
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "inspect",
-        help="per-layer weight stats, bits and bytes of a model or checkpoint (and activation ranges)",
-        description="Show each layer's weight range, spread and outliers, the bits and scheme it is stored "
-        "in and the bytes it takes. With --data (float models), also each layer's activation "
-        "range and the clipping range every observer chooses.",
+        help="per-layer weight stats, bits and bytes of a model or checkpoint (and activation "
+        "ranges)",
+        description="Show each layer's weight range, spread and outliers, the bits and scheme it "
+        "is stored in and the bytes it takes. With --data (float models), also each layer's "
+        "activation range and the clipping range every observer chooses.",
     )
     parser.add_argument(
         "model",

@@ -205,7 +205,8 @@ def _quantize_qat(args, resolved, model, config):
             else ""
         )
         print(
-            f"quantlens quantize: epoch {h['epoch']}/{epochs}: train loss {h['train_loss']:.4f}{acc}",
+            f"quantlens quantize: epoch {h['epoch']}/{epochs}: train loss "
+            f"{h['train_loss']:.4f}{acc}",
             file=sys.stderr,
         )
     qm = ql.convert(prepared.eval())
@@ -274,8 +275,9 @@ def _float_from_checkpoint(spec: str, quantized):
     except InputError as exc:
         raise InputError(f"{spec} is a quantized checkpoint: {exc}") from exc
     warning = (
-        f"{spec} is already quantized ({', '.join(schemes)}); its layers were dequantized and quantized "
-        "again, so the new rounding error adds to the old one; quantize the float model for the best accuracy"
+        f"{spec} is already quantized ({', '.join(schemes)}); its layers were dequantized and "
+        "quantized again, so the new rounding error adds to the old one; quantize the float model "
+        "for the best accuracy"
     )
     return model, warning
 

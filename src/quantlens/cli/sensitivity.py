@@ -13,8 +13,8 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "sensitivity",
         help="quantize one layer at a time and rank the layers by the metric's drop",
-        description="Quantize each layer of MODEL alone (or, with --reverse, all layers but one) with the "
-        "method and rank the layers by the drop in accuracy (labels) or output SQNR.",
+        description="Quantize each layer of MODEL alone (or, with --reverse, all layers but one) "
+        "with the method and rank the layers by the drop in accuracy (labels) or output SQNR.",
     )
     add_common(parser)
     parser.add_argument(

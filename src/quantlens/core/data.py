@@ -115,7 +115,8 @@ def check_finite(
         >>> check_finite(torch.tensor([1.0, float("nan")]), "calib_data")
         Traceback (most recent call last):
         ...
-        quantlens.errors.InputError: calib_data holds 1 NaN/Inf value(s); the first is nan at index (1,); ...
+        quantlens.errors.InputError: calib_data holds 1 NaN/Inf value(s); the first is nan at index
+        (1,); ...
     """
     if not isinstance(t, torch.Tensor) or not t.is_floating_point() or t.is_meta or not t.numel():
         return
@@ -155,7 +156,8 @@ def check_source(data, what: str = "data") -> None:
     docstring); a tensor needs a first (sample) dimension."""
     if data is None:
         raise InputError(
-            f"no {what} given; pass a tensor, an (inputs, labels) pair, a list of batches or a DataLoader"
+            f"no {what} given; pass a tensor, an (inputs, labels) pair, a list of batches or a "
+            "DataLoader"
         )
     if isinstance(data, torch.Tensor):
         if data.ndim == 0:
@@ -164,8 +166,9 @@ def check_source(data, what: str = "data") -> None:
             )
     elif isinstance(data, (str, bytes)) or not isinstance(data, (Iterable, Mapping)):
         raise InputError(
-            f"cannot read batches from a {type(data).__name__} ({what}); give a tensor, an (inputs, labels) "
-            "pair, a list of batches, a DataLoader, or an iterable of dicts of tensors"
+            f"cannot read batches from a {type(data).__name__} ({what}); give a tensor, an "
+            "(inputs, labels) pair, a list of batches, a DataLoader, or an iterable of dicts of "
+            "tensors"
         )
 
 
@@ -252,8 +255,8 @@ def run_batch(model: torch.nn.Module, batch: Batch, what: str = "data"):
         raise
     except (RuntimeError, ValueError, TypeError, IndexError) as exc:
         raise InputError(
-            f"the model cannot run on {what} (inputs {describe_inputs(batch)}: {error_line(exc, 160)}); "
-            "give inputs of the shape and dtype the model takes"
+            f"the model cannot run on {what} (inputs {describe_inputs(batch)}: "
+            f"{error_line(exc, 160)}); give inputs of the shape and dtype the model takes"
         ) from exc
 
 

@@ -115,9 +115,9 @@ def all_reduce(tensor: torch.Tensor, op: str, *, timeout: float | None = None) -
         work.wait(timeout=datetime.timedelta(seconds=seconds))
     except Exception as exc:  # gloo and nccl raise RuntimeError and its subclasses
         raise DistributedError(
-            f"rank {dist.get_rank()} of {dist.get_world_size()}: merging statistics across ranks failed "
-            f"({_detail(exc)}); another rank failed or did not reach this step within {seconds:g} s: "
-            "see that rank's error"
+            f"rank {dist.get_rank()} of {dist.get_world_size()}: merging statistics across ranks "
+            f"failed ({_detail(exc)}); another rank failed or did not reach this step within "
+            f"{seconds:g} s: see that rank's error"
         ) from exc
     if work_tensor is not tensor:
         tensor.copy_(work_tensor)

@@ -52,7 +52,9 @@ def fake_quantize(
         scheme: a uniform (non-codebook) scheme.
 
     Example:
-        >>> fake_quantize(torch.tensor([1.5, -2.3]), torch.tensor(0.2), torch.tensor(0), QScheme(bits=8))
+        >>> fake_quantize(
+        ...     torch.tensor([1.5, -2.3]), torch.tensor(0.2), torch.tensor(0), QScheme(bits=8)
+        ... )
         tensor([ 1.6000, -2.4000])
     """
     check_float(x, "tensor to fake-quantize")

@@ -120,7 +120,9 @@ def cosine_similarity(
         eps: guards zero vectors: two all-zero slices give 1.0, one zero slice gives 0.0.
 
     Example:
-        >>> cosine_similarity(torch.tensor([1.0, 0.0]), torch.tensor([1.0, 1.0]))  # doctest: +ELLIPSIS
+        >>> cosine_similarity(
+        ...     torch.tensor([1.0, 0.0]), torch.tensor([1.0, 1.0])
+        ... )  # doctest: +ELLIPSIS
         0.7071...
     """
     ref, approx = _pair(reference, approximation)
@@ -158,7 +160,9 @@ def prediction_agreement(reference: torch.Tensor, approximation: torch.Tensor) -
     NaN for a 0-d tensor (no predictions).
 
     Example:
-        >>> prediction_agreement(torch.tensor([[0.1, 0.9], [0.8, 0.2]]), torch.tensor([[0.3, 0.7], [0.4, 0.6]]))
+        >>> prediction_agreement(
+        ...     torch.tensor([[0.1, 0.9], [0.8, 0.2]]), torch.tensor([[0.3, 0.7], [0.4, 0.6]])
+        ... )
         50.0
         >>> prediction_agreement(torch.tensor([[0.5], [-1.0]]), torch.tensor([[0.4], [0.2]]))
         50.0

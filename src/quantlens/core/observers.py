@@ -26,8 +26,8 @@ name               class                       range
 
 How to add one: subclass :class:`Observer`, implement ``_update_rows(rows)`` (``rows`` is
 ``(channels, values)``, float32), ``_range(scheme)`` and, when it keeps more than the running
-min/max, ``_sync_rows(rows, timeout)`` (merge its statistics across ranks), then decorate the class with
-``@register_observer("name")``.
+min/max, ``_sync_rows(rows, timeout)`` (merge its statistics across ranks), then decorate the class
+with ``@register_observer("name")``.
 
 Example:
     >>> obs = get_observer("percentile", percentile=99.9)
@@ -126,8 +126,8 @@ class Observer:
         rows = self._rows(x.detach().float())
         if self.min_val is not None and rows.shape[0] != self.min_val.shape[0]:
             raise InputError(
-                f"this batch has {rows.shape[0]} channel(s) along axis {self.axis}, earlier ones had "
-                f"{self.min_val.shape[0]}; use one observer per tensor"
+                f"this batch has {rows.shape[0]} channel(s) along axis {self.axis}, earlier ones "
+                f"had {self.min_val.shape[0]}; use one observer per tensor"
             )
         bmin, bmax = rows.amin(dim=1), rows.amax(dim=1)  # NaN/Inf propagate here: no extra pass
         if not (torch.isfinite(bmin).all() and torch.isfinite(bmax).all()):
@@ -171,7 +171,8 @@ class Observer:
             InputError: the ranks saw different numbers of channels.
 
         Example:
-            >>> obs = MinMaxObserver(); obs.update(torch.tensor([1.0, 3.0])); obs.sync()  # no group: no-op
+            >>> obs = MinMaxObserver(); obs.update(torch.tensor([1.0, 3.0]))
+            >>> obs.sync()  # no group: no-op
         """
         if not is_distributed():
             return
@@ -202,7 +203,8 @@ class Observer:
         """The clipping range ``(min, max)``: scalars per tensor, ``(channels,)`` per channel."""
         if self.min_val is None:
             raise InputError(
-                f"{type(self).__name__} has seen no data; call update(x) with calibration batches first"
+                f"{type(self).__name__} has seen no data; call update(x) with calibration batches "
+                "first"
             )
         lo, hi = self._range(scheme or DEFAULT_SCHEME)
         lo, hi = lo.float(), hi.float()
@@ -240,7 +242,8 @@ class Observer:
             if not same:
                 raise SchemeError(
                     f"this observer is per channel (axis={self.axis}) but the scheme is "
-                    f"{scheme.describe()}; use a per_channel scheme with axis={self.axis} or axis=None"
+                    f"{scheme.describe()}; use a per_channel scheme with axis={self.axis} or "
+                    "axis=None"
                 )
 
 

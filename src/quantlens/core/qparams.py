@@ -61,13 +61,16 @@ def compute_qparams(
         ``(scale, zero_point)``: float32 and int32 tensors of the shape of ``min_val``.
 
     Example:
-        >>> s, z = compute_qparams(torch.tensor(-1.0), torch.tensor(3.0), QScheme(bits=8, symmetric=False))
+        >>> s, z = compute_qparams(
+        ...     torch.tensor(-1.0), torch.tensor(3.0), QScheme(bits=8, symmetric=False)
+        ... )
         >>> round(s.item(), 6), z.item()
         (0.015686, 64)
     """
     if not isinstance(scheme, QScheme):
         raise InputError(
-            f"scheme must be a QScheme, got {type(scheme).__name__}; build one with QScheme(bits=...)"
+            f"scheme must be a QScheme, got {type(scheme).__name__}; build one with "
+            "QScheme(bits=...)"
         )
     min_val, max_val = _as_range(min_val, "min_val"), _as_range(max_val, "max_val")
     if min_val.shape != max_val.shape:

@@ -1,4 +1,5 @@
-"""QTensor and quantize_tensor: ``q = clip(round(x / s) + z, qmin, qmax)``, ``x_hat = s * (q - z)``."""
+"""QTensor and quantize_tensor: ``q = clip(round(x / s) + z, qmin, qmax)``,
+``x_hat = s * (q - z)``."""
 
 from __future__ import annotations
 
@@ -53,7 +54,8 @@ class QTensor:
             InputError: ``dtype`` is not a floating-point dtype.
 
         Example:
-            >>> quantize_tensor(torch.tensor([1.5, -2.3]), QScheme(bits=8), scale=torch.tensor(0.2)).dequantize()
+            >>> x = torch.tensor([1.5, -2.3])
+            >>> quantize_tensor(x, QScheme(bits=8), scale=torch.tensor(0.2)).dequantize()
             tensor([ 1.6000, -2.4000])
         """
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
@@ -220,7 +222,8 @@ def quantize_tensor(
         A :class:`QTensor`.
 
     Example:
-        >>> qt = quantize_tensor(torch.tensor([1.5, -2.3]), QScheme(bits=8), scale=torch.tensor(0.2))
+        >>> x = torch.tensor([1.5, -2.3])
+        >>> qt = quantize_tensor(x, QScheme(bits=8), scale=torch.tensor(0.2))
         >>> qt.data.tolist()
         [8, -12]
     """

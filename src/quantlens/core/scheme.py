@@ -70,7 +70,8 @@ class QScheme:
         if self.granularity == "per_group":
             if self.group_size is None:
                 raise SchemeError(
-                    "per_group needs group_size, e.g. QScheme(granularity='per_group', group_size=128)"
+                    "per_group needs group_size, e.g. QScheme(granularity='per_group', "
+                    "group_size=128)"
                 )
             if not isinstance(self.group_size, int) or self.group_size < 1:
                 raise SchemeError(f"group_size must be a positive integer, got {self.group_size!r}")

@@ -118,7 +118,8 @@ class Comparison:
 
 
 def environment() -> dict:
-    """The machine and library versions the numbers were measured with (``quantlens doctor``'s data)."""
+    """The machine and library versions the numbers were measured with (``quantlens doctor``'s
+    data)."""
     from quantlens.eval.environment import environment_info
 
     return environment_info(check_engines=True)
@@ -165,8 +166,8 @@ def reference_outputs(model: nn.Module, data, *, limit: int | None = None) -> _q
     except (RuntimeError, ValueError, TypeError, IndexError) as exc:
         batch = first_batch(data)
         raise InputError(
-            f"the data does not fit the model: inputs of shape {_shapes(batch)}, but the model expects "
-            f"{_expected_input(model)} ({str(exc).splitlines()[0][:160]})"
+            f"the data does not fit the model: inputs of shape {_shapes(batch)}, but the model "
+            f"expects {_expected_input(model)} ({str(exc).splitlines()[0][:160]})"
         ) from exc
 
 
@@ -259,7 +260,8 @@ def measure_row(
                 ref = _memory.ModelRef.float_dir(saved, trust_code=True)
         if ref is None:
             row.notes.append(
-                "peak memory not measured: the model records no way to rebuild it in a child process"
+                "peak memory not measured: the model records no way to rebuild it in a child "
+                "process"
             )
         else:
             try:
@@ -272,7 +274,8 @@ def measure_row(
 
 
 def _summary_counts(row: Row, float_model: nn.Module, model: nn.Module) -> None:
-    """Quantized / float layer counts and the summary's notes; one note per reason layers stayed float."""
+    """Quantized / float layer counts and the summary's notes; one note per reason layers stayed
+    float."""
     summary = getattr(model, "quantlens_summary", None)
     if summary is None:
         return
@@ -368,8 +371,8 @@ def run_comparison(
     for name, cfg in configs.items():
         if not isinstance(cfg, QuantConfig) and getattr(cfg, "quantlens_config", None) is None:
             raise InputError(
-                f"method {name!r} maps to a {type(cfg).__name__}; give a config such as ql.Dynamic() "
-                "or a model returned by ql.quantize / ql.load"
+                f"method {name!r} maps to a {type(cfg).__name__}; give a config such as "
+                "ql.Dynamic() or a model returned by ql.quantize / ql.load"
             )
     model.eval()
     bench = _latency.as_batch(example_inputs) if example_inputs is not None else first_batch(data)

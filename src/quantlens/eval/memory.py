@@ -66,8 +66,8 @@ class ModelRef:
     allowed to call).
 
     Example:
-        >>> measure_peak_memory(ModelRef.checkpoint("ckpt/"), x)                    # HF / zoo source
-        >>> measure_peak_memory(ModelRef.checkpoint("ckpt/", trust_code=True), x)   # a factory
+        >>> measure_peak_memory(ModelRef.checkpoint("ckpt/"), x)                   # HF / zoo source
+        >>> measure_peak_memory(ModelRef.checkpoint("ckpt/", trust_code=True), x)  # a factory
     """
 
     kind: str
@@ -178,7 +178,10 @@ def _load_model(ref: dict) -> torch.nn.Module:
         return model.eval()
     if ref["kind"] == "factory":
         target = ref["target"]
-        hint = "ModelRef.factory takes a package.module:function that builds the model with no arguments"
+        hint = (
+            "ModelRef.factory takes a package.module:function that builds the model with no "
+            "arguments"
+        )
         return checkpoint.call_factory(target, {}, InputError, name=f"{target}()", hint=hint).eval()
     raise InputError(f"unknown model reference kind {ref['kind']!r}")
 

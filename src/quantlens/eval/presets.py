@@ -84,7 +84,8 @@ SWEEP_ENGINES = tuple(b for b in BACKENDS if b != "fbgemm")
 
 
 def engines_here() -> tuple[str, ...]:
-    """The quantized engines of :data:`SWEEP_ENGINES` this torch build has (``("x86",)`` if none)."""
+    """The quantized engines of :data:`SWEEP_ENGINES` this torch build has (``("x86",)`` if
+    none)."""
     here = available_engines()
     return tuple(e for e in SWEEP_ENGINES if e in here) or ("x86",)
 
@@ -117,7 +118,8 @@ def check_names(names: Sequence[str]) -> None:
     unknown = [n for n in names if n not in PRESETS]
     if unknown:
         raise UnknownNameError(
-            f"unknown method(s) {', '.join(map(repr, unknown))}; valid methods: {', '.join(PRESETS)}"
+            f"unknown method(s) {', '.join(map(repr, unknown))}; valid methods: "
+            f"{', '.join(PRESETS)}"
         )
 
 

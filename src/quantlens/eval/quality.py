@@ -59,7 +59,8 @@ class QualityResult:
 
 
 def _primary(output) -> torch.Tensor:
-    """The main tensor of a model output: a tensor, ``last_hidden_state``/``logits``, or the first item."""
+    """The main tensor of a model output: a tensor, ``last_hidden_state``/``logits``, or the first
+    item."""
     if isinstance(output, torch.Tensor):
         return output
     for attr in ("logits", "last_hidden_state"):
@@ -177,7 +178,8 @@ def measure_quality(
     )
     if ref.shape != out.shape:
         raise InputError(
-            f"outputs differ in shape from the float model's: {tuple(out.shape)} vs {tuple(ref.shape)}"
+            f"outputs differ in shape from the float model's: {tuple(out.shape)} vs "
+            f"{tuple(ref.shape)}"
         )
     accuracy = agreement = None
     if reference.kind == "embedding":

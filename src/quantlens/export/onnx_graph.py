@@ -183,7 +183,8 @@ class LayerMark(nn.Module):
     def forward(self, x):
         if not isinstance(x, torch.Tensor):
             raise InputError(
-                f"layer {self._session.layers[self.key][1].name!r} takes one tensor input for ONNX export"
+                f"layer {self._session.layers[self.key][1].name!r} takes one tensor input for ONNX "
+                "export"
             )
         return _Mark.apply(x, self.key, self._session)
 

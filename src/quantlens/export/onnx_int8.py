@@ -229,7 +229,8 @@ def _qparams(value) -> tuple[float, int, torch.dtype] | None:
     if isinstance(value, torch.Tensor) and value.is_quantized:
         if value.qscheme() != torch.per_tensor_affine:
             raise InputError(
-                "an int8 activation is quantized per channel; ONNX export handles per-tensor activations"
+                "an int8 activation is quantized per channel; ONNX export handles per-tensor "
+                "activations"
             )
         return value.q_scale(), value.q_zero_point(), value.dtype
     return None
@@ -275,8 +276,8 @@ def rewrite(
             )
         elif node.op == "call_module" and is_torch_quantized(modules[node.target]):
             raise InputError(
-                f"layer {node.target!r} ({type(modules[node.target]).__name__}) has no ONNX int8 form "
-                "here; leave it in float (skip=[...]) or export with format='torchscript'"
+                f"layer {node.target!r} ({type(modules[node.target]).__name__}) has no ONNX int8 "
+                "form here; leave it in float (skip=[...]) or export with format='torchscript'"
             )
         elif node.op == "call_function" and str(node.target).startswith("quantized."):
             if node.target not in _FUNCTIONAL:
@@ -346,7 +347,8 @@ def eager_replacement(
     if type(module) in _int8_builders():
         if id(module) not in int8_inputs:
             raise InputError(
-                f"layer {name!r} did not run on the example inputs; ONNX export needs its input scale"
+                f"layer {name!r} did not run on the example inputs; ONNX export needs its input "
+                "scale"
             )
         return mark(Int8Layer(module, *int8_inputs[id(module)]), LayerInfo(name), session)
     return None

@@ -70,8 +70,9 @@ def _pad_last(a: np.ndarray, multiple: int, value=0) -> np.ndarray:
 def _refuse_codebook(module: PackedWeight, info: LayerInfo) -> None:
     if module.scheme.codebook is not None:
         raise InputError(
-            f"layer {info.name!r} uses the {module.scheme.codebook} codebook, which has no ONNX integer form; "
-            "quantize it with a uniform scheme for ONNX, skip it, or export with format='pt2'"
+            f"layer {info.name!r} uses the {module.scheme.codebook} codebook, which has no ONNX "
+            "integer form; quantize it with a uniform scheme for ONNX, skip it, or export with "
+            "format='pt2'"
         )
 
 
@@ -204,7 +205,8 @@ def _qconv(module: QConv2d, b: OnnxBuilder, x: str, y: str, info: LayerInfo) -> 
     _refuse_codebook(module, info)
     if isinstance(module.padding, str):
         raise InputError(
-            f"layer {info.name!r} uses padding={module.padding!r}; ONNX export needs numeric padding"
+            f"layer {info.name!r} uses padding={module.padding!r}; ONNX export needs numeric "
+            "padding"
         )
     s = module.scheme
     codes, scale, zp = _params(module)

@@ -65,8 +65,8 @@ def mark_layers(
         kind = _quantized_kind(module)
         if kind is not None:
             raise InputError(
-                f"layer {name or '(root)'!r} ({type(module).__name__}, {kind}) has no ONNX form here; "
-                "skip it when quantizing, or export with format='torchscript'"
+                f"layer {name or '(root)'!r} ({type(module).__name__}, {kind}) has no ONNX form "
+                "here; skip it when quantizing, or export with format='torchscript'"
             )
         return None
 
@@ -97,7 +97,8 @@ def write(
         )
     if getattr(model, "quantlens_prepared", None) is not None:
         raise InputError(
-            "this model is prepared for calibration/QAT, not converted; call ql.convert(model) first"
+            "this model is prepared for calibration/QAT, not converted; call ql.convert(model) "
+            "first"
         )
     target = copy.deepcopy(model).eval()
     session = Session()

@@ -127,9 +127,9 @@ class ExportCheck:
             else f", argmax agreement {self.argmax_agreement:.2%}"
         )
         return (
-            f"{self.format} vs quantlens over {self.samples} samples: max abs error {self.max_abs_error:.3g}, "
-            f"cosine {self.cosine:.5f}{agree}; latency {self.latency_ms:.2f} ms "
-            f"(PyTorch {self.reference_latency_ms:.2f} ms)"
+            f"{self.format} vs quantlens over {self.samples} samples: max abs error "
+            f"{self.max_abs_error:.3g}, cosine {self.cosine:.5f}{agree}; latency "
+            f"{self.latency_ms:.2f} ms (PyTorch {self.reference_latency_ms:.2f} ms)"
         )
 
 
@@ -147,7 +147,8 @@ def agreement(reference: torch.Tensor, exported: torch.Tensor) -> tuple[float, f
     """``(max_abs_error, mean per-sample cosine, argmax agreement or None)`` of two outputs."""
     if reference.shape != exported.shape:
         raise InputError(
-            f"the exported output has shape {tuple(exported.shape)}, the model's {tuple(reference.shape)}"
+            f"the exported output has shape {tuple(exported.shape)}, the model's "
+            f"{tuple(reference.shape)}"
         )
     ref, out = (
         reference.float().reshape(len(reference), -1),

@@ -1,4 +1,5 @@
-"""``format="torchscript"``: trace (or script) with :mod:`quantlens.methods.backends.torchscript`."""
+"""``format="torchscript"``: trace (or script) with
+:mod:`quantlens.methods.backends.torchscript`."""
 
 from __future__ import annotations
 

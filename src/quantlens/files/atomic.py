@@ -98,8 +98,8 @@ def locked(
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     raise error(
-                        f"another process has been writing to {directory} for over {timeout:.0f} s; "
-                        "wait for it to finish or write somewhere else"
+                        f"another process has been writing to {directory} for over {timeout:.0f} "
+                        "s; wait for it to finish or write somewhere else"
                     ) from None
                 time.sleep(0.05)
         yield
@@ -149,7 +149,8 @@ def _stagings(real: Path, owned: frozenset[str] = frozenset()) -> list[Path]:
 
 
 def _swap_plan(staging: Path) -> list[str] | None:
-    """The names a swap that was under way in ``staging`` still has to move (None: it had not begun)."""
+    """The names a swap that was under way in ``staging`` still has to move (None: it had not
+    begun)."""
     try:
         order = json.loads((staging / _MARKER).read_text())
     except (OSError, ValueError):
@@ -238,7 +239,8 @@ def resolve_target(target: str | os.PathLike, error: type[QuantlensError]) -> Pa
     path = Path(target)
     if path.is_symlink() and not path.exists():
         raise error(
-            f"{path} is a symlink to {os.readlink(path)}, which does not exist; create it or give another path"
+            f"{path} is a symlink to {os.readlink(path)}, which does not exist; create it or give "
+            "another path"
         )
     if path.exists() and not path.is_dir():
         raise error(f"{path} exists and is not a directory; choose another output path")

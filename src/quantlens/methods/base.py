@@ -63,7 +63,8 @@ class QuantConfig:
                 cfg = config_from_dict(cfg)
             if not isinstance(cfg, QuantConfig):
                 raise ConfigError(
-                    f"override {pattern!r} maps to {cfg!r}; give a config such as ql.WeightOnly(bits=8)"
+                    f"override {pattern!r} maps to {cfg!r}; give a config such as "
+                    "ql.WeightOnly(bits=8)"
                 )
             normalized.append((str(pattern), cfg))
         object.__setattr__(self, "overrides", tuple(normalized))
@@ -112,7 +113,8 @@ def config_from_dict(data: Mapping) -> QuantConfig:
         raise ConfigError(f"config version must be an integer, got {version!r}")
     if version > CONFIG_VERSION:
         raise ConfigError(
-            f"config version {version} is newer than this quantlens understands ({CONFIG_VERSION}); upgrade quantlens"
+            f"config version {version} is newer than this quantlens understands "
+            f"({CONFIG_VERSION}); upgrade quantlens"
         )
     if not isinstance(name, str):
         raise ConfigError(
@@ -123,7 +125,8 @@ def config_from_dict(data: Mapping) -> QuantConfig:
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(
-            f"{cls.__name__} has no field(s) {', '.join(unknown)}; valid fields: {', '.join(sorted(known))}"
+            f"{cls.__name__} has no field(s) {', '.join(unknown)}; valid fields: "
+            f"{', '.join(sorted(known))}"
         )
     data = {k: tuple(v) if isinstance(v, list) and k != "overrides" else v for k, v in data.items()}
     data = {
@@ -176,7 +179,8 @@ def check_patterns(config: QuantConfig, model: nn.Module) -> None:
     if dead:
         sample = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
         raise ConfigError(
-            f"pattern(s) {', '.join(map(repr, dead))} match no module of the model (modules: {sample})"
+            f"pattern(s) {', '.join(map(repr, dead))} match no module of the model (modules: "
+            f"{sample})"
         )
 
 
@@ -261,7 +265,8 @@ class QuantSummary:
         lines = [f"quantized {len(self.quantized)} layer(s), left {len(self.skipped)} in float"]
         if self.model_bytes_before is not None and self.model_bytes_after is not None:
             lines.append(
-                f"whole model (parameters and buffers): {_ratio(self.model_bytes_before, self.model_bytes_after)}"
+                "whole model (parameters and buffers): "
+                f"{_ratio(self.model_bytes_before, self.model_bytes_after)}"
             )
         if before:
             lines.append(f"quantized layers: {_ratio(before, after)}")

@@ -93,8 +93,8 @@ class Dynamic(QuantConfig):
         if isinstance(self.dtype, torch.dtype):
             if self.dtype not in _TORCH_DTYPES:
                 raise ConfigError(
-                    f"Dynamic dtype {self.dtype} is not supported; choose torch.int8 or torch.float16 "
-                    f"(or one of {', '.join(DTYPES)})"
+                    f"Dynamic dtype {self.dtype} is not supported; choose torch.int8 or "
+                    f"torch.float16 (or one of {', '.join(DTYPES)})"
                 )
             object.__setattr__(self, "dtype", _TORCH_DTYPES[self.dtype])
         if self.backend is not None and self.backend not in torch_ao.BACKENDS:
@@ -119,8 +119,8 @@ class Dynamic(QuantConfig):
             or self.min_rnn_hidden < 0
         ):
             raise ConfigError(
-                f"Dynamic min_rnn_hidden must be None or an integer >= 0 (0 quantizes every LSTM/GRU), "
-                f"got {self.min_rnn_hidden!r}"
+                "Dynamic min_rnn_hidden must be None or an integer >= 0 (0 quantizes every "
+                f"LSTM/GRU), got {self.min_rnn_hidden!r}"
             )
         unknown = [m for m in modules if m not in _LAYERS]
         if unknown or not modules:
@@ -184,7 +184,10 @@ def _linear_detail(config: Dynamic) -> str:
 def _rnn_detail(config: Dynamic) -> str:
     if config.dtype == "float16":
         return "fp16 weights (PyTorch dynamic RNN)"
-    return f"int8 {'per-channel' if config.per_channel else 'per-tensor'} weights, per-tensor activations (PyTorch dynamic RNN)"
+    return (
+        f"int8 {'per-channel' if config.per_channel else 'per-tensor'} weights, per-tensor "
+        "activations (PyTorch dynamic RNN)"
+    )
 
 
 register_dynamic_layer(
@@ -216,8 +219,8 @@ def _rnn_keep_float(module: nn.Module, config: Dynamic) -> str | None:
         return None
     return (
         f"{_SLOWER}: hidden size {module.hidden_size} < {least}, where PyTorch's dynamic int8 "
-        f"{kind.upper()} (per-step activation quantization, unfused cell) runs slower than the float one; "
-        f"Dynamic(min_rnn_hidden=0) quantizes it anyway"
+        f"{kind.upper()} (per-step activation quantization, unfused cell) runs slower than the "
+        "float one; Dynamic(min_rnn_hidden=0) quantizes it anyway"
     )
 
 
@@ -293,7 +296,8 @@ def _use_backend(ctx: QuantContext) -> None:
     }
     if len(backends) > 1:
         raise ConfigError(
-            f"one model can use one quantized engine; these Dynamic configs ask for {sorted(backends)}"
+            "one model can use one quantized engine; these Dynamic configs ask for "
+            f"{sorted(backends)}"
         )
     if backends:
         torch_ao.use_engine(backends.pop())
@@ -322,8 +326,8 @@ def apply(model: nn.Module, ctx: QuantContext) -> nn.Module:
     ]
     if slow:
         ctx.summary.note(
-            f"{', '.join(slow)} left float because int8 would be slower there; what remains quantized "
-            f"may not make the model faster (ql.compare measures it)"
+            f"{', '.join(slow)} left float because int8 would be slower there; what remains "
+            "quantized may not make the model faster (ql.compare measures it)"
         )
     if isinstance(ctx.config, Dynamic):  # (mixed with another method, that method's layers count)
         _warn_if_little(model, ctx, targets, slow)
@@ -391,22 +395,28 @@ def _warn_if_little(model: nn.Module, ctx: QuantContext, targets, slow: list[str
         ", ..." if len(targets) > 3 else ""
     )
     text = (
-        f"Dynamic quantized only {len(targets)} layer(s) ({names}), {100 * quantized / (quantized + left):.0f}% "
-        f"of the weight-matrix parameters; {', '.join(sorted(heavy))} stay float"
+        f"Dynamic quantized only {len(targets)} layer(s) ({names}), "
+        f"{100 * quantized / (quantized + left):.0f}% of the weight-matrix parameters; "
+        f"{', '.join(sorted(heavy))} stay float"
     )
     if any(k.startswith("Conv") for k in heavy):
-        text += " (convolutions cannot be dynamically quantized): use ql.Static with calibration data instead"
+        text += (
+            " (convolutions cannot be dynamically quantized): use ql.Static with "
+            "calibration data instead"
+        )
     elif slow:
         text += (
-            f" ({', '.join(slow)}: int8 would be slower, see quantlens_summary): the rest alone is unlikely to "
-            f"be faster than float; keep the float model for speed, or ql.compare to measure"
+            f" ({', '.join(slow)}: int8 would be slower, see quantlens_summary): the rest alone is "
+            "unlikely to be faster than float; keep the float model for speed, or ql.compare to "
+            "measure"
         )
     warnings.warn(text, UserWarning, stacklevel=3)
     ctx.summary.note(text)
 
 
 def rebuild(model: nn.Module, ctx: QuantContext) -> nn.Module:
-    """Give a float skeleton the dynamic structure (placeholder weights) for loading a checkpoint."""
+    """Give a float skeleton the dynamic structure (placeholder weights) for loading a
+    checkpoint."""
     _use_backend(ctx)
     for name, module, config, spec in _targets(model, ctx):
         model = _replace(model, name, spec.empty(module, config))

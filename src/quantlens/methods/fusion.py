@@ -115,8 +115,8 @@ PER_SAMPLE_NORMS = (
 def norm_reason(module: nn.Module) -> str:
     """Why Static/QAT leave a GroupNorm/LayerNorm/InstanceNorm in float (summary text)."""
     return (
-        "normalizes with each input's own statistics, so unlike BatchNorm nothing folds into the layer "
-        f"before it; {type(module).__name__} runs in float between DeQuant/Quant"
+        "normalizes with each input's own statistics, so unlike BatchNorm nothing folds into the "
+        f"layer before it; {type(module).__name__} runs in float between DeQuant/Quant"
     )
 
 
@@ -142,7 +142,8 @@ def bn_scale(bn: nn.modules.batchnorm._BatchNorm, dtype: torch.dtype | None = No
 def fold_bn_params(
     weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.modules.batchnorm._BatchNorm
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(W', b')`` of a Conv/Linear with ``weight`` ``(C_out, ...)`` and ``bias`` folded with ``bn``.
+    """``(W', b')`` of a Conv/Linear with ``weight`` ``(C_out, ...)`` and ``bias`` folded with
+    ``bn``.
 
     Args:
         weight: the layer's weight, output channels first.

@@ -46,4 +46,7 @@ def group_choice(group_size: int | None, length: int, scheme: QScheme) -> str:
         return f"group_size {group_size} does not divide {length}: groups of {scheme.group_size}"
     if length < group_size:
         return f"input size {length} < group_size {group_size}: one group per row"
-    return f"no group size in [{(group_size + 1) // 2}, {group_size}] divides {length}: one group per row"
+    return (
+        f"no group size in [{(group_size + 1) // 2}, {group_size}] divides {length}: one "
+        "group per row"
+    )

@@ -51,8 +51,8 @@ def refuse_quantized(model: nn.Module) -> None:
     """
     if getattr(model, "quantlens_prepared", None) is not None:
         raise InputError(
-            "this model is prepared (ql.prepare / ql.prepare_qat): finish it with ql.convert(model) "
-            "instead of quantizing it again"
+            "this model is prepared (ql.prepare / ql.prepare_qat): finish it with "
+            "ql.convert(model) instead of quantizing it again"
         )
     config = getattr(model, "quantlens_config", None)
     found = quantized_modules(model)
@@ -61,11 +61,13 @@ def refuse_quantized(model: nn.Module) -> None:
     what = (
         f"by {type(config).__name__}"
         if config is not None
-        else f"{len(found)} quantized module(s): {', '.join(found[:3])}{', ...' if len(found) > 3 else ''}"
+        else f"{len(found)} quantized module(s): "
+        f"{', '.join(found[:3])}{', ...' if len(found) > 3 else ''}"
     )
     raise InputError(
         f"this model is already quantized ({what}); quantize the float model instead (one config "
-        "mixes methods with overrides=...), or turn a weight-only model back with ql.dequantize first"
+        "mixes methods with overrides=...), or turn a weight-only model back with ql.dequantize "
+        "first"
     )
 
 

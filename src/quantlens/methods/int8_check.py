@@ -95,7 +95,8 @@ def first_run(model: nn.Module, inputs: tuple | Batch | None, summary: QuantSumm
                 "leave that module in float (skip=[...]) or make the op accept quantized tensors"
             ) from exc
     raise QuantizationFailedError(
-        f"the int8 model still fails after {MAX_REPAIRS} repairs; leave the failing modules in float (skip=[...])"
+        f"the int8 model still fails after {MAX_REPAIRS} repairs; leave the failing modules in "
+        "float (skip=[...])"
     )
 
 
@@ -146,8 +147,8 @@ def check_agreement(
     cosine = float(cosine_similarity(reference, out))
     if cosine < AGREEMENT_FLOOR:
         message = (
-            f"the int8 model's output agrees with float at cosine {cosine:.3f} on the example batch "
-            f"(below {AGREEMENT_FLOOR}): some layers lose too much; find them with quantlens "
+            f"the int8 model's output agrees with float at cosine {cosine:.3f} on the example "
+            f"batch (below {AGREEMENT_FLOOR}): some layers lose too much; find them with quantlens "
             "sensitivity (or ql.analysis.sensitivity) and leave them in float with skip=[...]"
         )
         summary.note(message)
@@ -187,7 +188,8 @@ def _run(model: nn.Module, inputs: tuple):
 
 
 def _run_eager(model: nn.Module, inputs: tuple):
-    """None if the model runs, else ``(name of the innermost module that raised, {}, exception)``."""
+    """None if the model runs, else
+    ``(name of the innermost module that raised, {}, exception)``."""
     names = {id(m): n for n, m in model.named_modules()}
     entered: list[str] = []  # the modules running now, outermost first
 
@@ -275,7 +277,8 @@ def _repair(
         values[deq] = values[arg].dequantize()
     model.recompile()
     summary.note(
-        f"first run: {where} failed on quantized tensors ({why}); repaired: it runs in float (DeQuant before it)"
+        f"first run: {where} failed on quantized tensors ({why}); repaired: it runs in float "
+        "(DeQuant before it)"
     )
     _requantize_after(model, node, values[quantized[0]], values, summary)
     return True

@@ -52,7 +52,8 @@ def register_custom_module(float_cls: type, observed_cls: type, quantized_cls: t
             raise InputError(f"register_custom_module takes nn.Module classes, got {cls!r}")
     if not hasattr(observed_cls, "from_float") or not hasattr(quantized_cls, "from_observed"):
         raise InputError(
-            "observed_cls needs a from_float classmethod and quantized_cls a from_observed classmethod"
+            "observed_cls needs a from_float classmethod and quantized_cls a from_observed "
+            "classmethod"
         )
     _CUSTOM_MODULES[float_cls] = (float_cls, observed_cls, quantized_cls)
 
@@ -438,7 +439,8 @@ def summarize(
         quants = sum(1 for n in graph.nodes if n.target is torch.quantize_per_tensor)
         dequants = sum(1 for n in graph.nodes if n.target == "dequantize")
         ctx.summary.note(
-            f"{quants} Quant / {dequants} DeQuant boundaries inserted (inputs, outputs, float islands)"
+            f"{quants} Quant / {dequants} DeQuant boundaries inserted (inputs, outputs, float "
+            "islands)"
         )
 
 

@@ -3,7 +3,9 @@ first calibration batch, described as JSON (shapes with batch 1, dtypes) so a ch
 record them, and made again from that description.
 
 Example:
-    >>> desc = describe_inputs((torch.randn(4, 3, 32, 32),))   # {"args": [{"shape": [1, 3, 32, 32], ...}]}
+    >>> desc = describe_inputs((torch.randn(4, 3, 32, 32),))
+    >>> desc  # doctest: +SKIP
+    {"args": [{"shape": [1, 3, 32, 32], ...}]}
     >>> make_batch(desc).args[0].shape
     torch.Size([1, 3, 32, 32])
 """

@@ -18,7 +18,9 @@ Q/K/V projections, the attention output, the feed-forward block and the pooler b
 and the attention math (masks, softmax, the matmuls of activations) stays float.
 
 Example:
-    >>> found = find_regions(model, batch, ctx.config, Static)   # {"encoder.layer.0.intermediate": ...}
+    >>> found = find_regions(model, batch, ctx.config, Static)
+    >>> found  # doctest: +SKIP
+    {"encoder.layer.0.intermediate": ...}
 """
 
 from __future__ import annotations
@@ -76,7 +78,8 @@ def keyword_root(model: nn.Module, batch: Batch) -> tuple:
     call = ", ".join(f"{n}={n}" if kw else n for n, kw in zip(names, keyword))
     source = f"def forward(self, {', '.join(names)}):\n    return _forward(self, {call})\n"
     scope: dict = {"_forward": cls.forward}
-    exec(compile(source, f"<quantlens keyword root of {cls.__name__}>", "exec"), scope)  # noqa: S102 - names checked above
+    code = compile(source, f"<quantlens keyword root of {cls.__name__}>", "exec")
+    exec(code, scope)  # noqa: S102 - names checked above
     model.__class__ = type(
         cls.__name__,
         (cls,),
@@ -262,7 +265,8 @@ LAYERS_ONLY_REASON = (
     "int8 here covers the Conv/Linear layers only (a captured region, or a model fed "
     "integer inputs); runs in float between them"
 )
-"""The summary reason of the other layers with weights (LayerNorm, ...) under :func:`layers_only`."""
+"""The summary reason of the other layers with weights (LayerNorm, ...) under
+:func:`layers_only`."""
 
 
 def layers_only(root: nn.Module, plan: Plan) -> None:

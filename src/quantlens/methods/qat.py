@@ -147,8 +147,8 @@ def prepare(model: nn.Module, ctx: QuantContext) -> nn.Module:
     if syncs:
         back = fusion.sync_batchnorms_back(prepared, syncs)
         ctx.summary.note(
-            f"{len(syncs)} SyncBatchNorm layer(s) fused like BatchNorm; they synchronise while training "
-            f"(on CPU too: {', '.join(back)}) and fold at convert"
+            f"{len(syncs)} SyncBatchNorm layer(s) fused like BatchNorm; they synchronise while "
+            f"training (on CPU too: {', '.join(back)}) and fold at convert"
         )
     if desc is None:  # ql.prepare_qat(model, config) without inputs: learn the shapes in training
         int8_graph.record_inputs_on_first_call(prepared, ctx)
@@ -156,7 +156,8 @@ def prepare(model: nn.Module, ctx: QuantContext) -> nn.Module:
         int8_graph.preserve(prepared, quantlens_example_inputs=desc)
     if cfg.wbits < 8:
         ctx.summary.note(
-            f"weights train on {1 << cfg.wbits} levels ({cfg.wbits}-bit); the int8 kernels store them in int8"
+            f"weights train on {1 << cfg.wbits} levels ({cfg.wbits}-bit); the int8 kernels store "
+            "them in int8"
         )
     return prepared
 

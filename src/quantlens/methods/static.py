@@ -133,7 +133,8 @@ def prepare(model: nn.Module, ctx: QuantContext) -> nn.Module:
     syncs = fusion.plain_batchnorms(model, None if batch.kwargs else batch.args)
     if syncs:
         ctx.summary.note(
-            f"{len(syncs)} SyncBatchNorm layer(s) fused and folded as BatchNorm (the same function in eval mode)"
+            f"{len(syncs)} SyncBatchNorm layer(s) fused and folded as BatchNorm (the same function "
+            "in eval mode)"
         )
     if cfg.mode != "eager":
         plan = int8_graph.make_plan(model, ctx.config, Static)

@@ -399,7 +399,8 @@ class DynamicLinear(nn.Module):
             reason = path.why_not(self, x2d)
             if reason:
                 raise InputError(
-                    f"kernel path {path.name!r} cannot run this layer: {reason}; set layer.kernel = 'auto'"
+                    f"kernel path {path.name!r} cannot run this layer: {reason}; set layer.kernel "
+                    "= 'auto'"
                 )
             return path
         for path in _KERNELS.values():
@@ -450,7 +451,10 @@ class DynamicLinear(nn.Module):
         return state
 
     def extra_repr(self) -> str:
-        text = f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+        text = (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}, "
+        )
         if self.dtype == "int8":
             weights = "per-channel" if self.per_channel else "per-tensor"
             return (

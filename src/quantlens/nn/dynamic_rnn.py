@@ -177,8 +177,9 @@ class DynamicRNN(nn.Module):
     def extra_repr(self) -> str:
         weights = "int8 per-channel" if self.dtype == "int8" else "float16"
         return (
-            f"{self.kind.upper()}({self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
-            f"bidirectional={self.bidirectional}, batch_first={self.batch_first}), {weights} weights"
+            f"{self.kind.upper()}({self.input_size}, {self.hidden_size}, "
+            f"num_layers={self.num_layers}, bidirectional={self.bidirectional}, "
+            f"batch_first={self.batch_first}), {weights} weights"
         )
 
 

@@ -58,7 +58,8 @@ class FakeQuantize(nn.Module):
             raise InputError(f"track must be one of {', '.join(TRACKS)}, got {track!r}")
         if scheme.granularity == "per_group" or scheme.codebook is not None:
             raise InputError(
-                f"FakeQuantize takes per-tensor or per-channel uniform schemes, got {scheme.describe()}"
+                "FakeQuantize takes per-tensor or per-channel uniform schemes, got "
+                f"{scheme.describe()}"
             )
         self.scheme = scheme
         self.observer_name = observer

@@ -84,10 +84,11 @@ and beats int8pack at 1 token (4096x11008: 2.05 vs 2.50 ms).
 How to add a path: declare the shapes the underlying op runs (:class:`Shapes`; the sweep in
 tests/nn/test_kernel_shapes.py runs every registered path over widths 1-130 at 1-17 tokens
 in a child process, so that a crash fails the test), write
-``accepts(layer) -> str | None`` (why it cannot run the layer's weight format, or None), ``prepare(layer, dtype) -> state`` and ``run(layer, state, x) ->
-y`` (``x`` already in the path's compute dtype, ``y`` with bias added), then
-``register_kernel(KernelPath(...))`` with the cases it should win. Force a path with
-``layer.kernel = "name"`` or, for a whole model, ``with force_kernel(model, "name"):``.
+``accepts(layer) -> str | None`` (why it cannot run the layer's weight format, or None),
+``prepare(layer, dtype) -> state`` and ``run(layer, state, x) -> y`` (``x`` already in the path's
+compute dtype, ``y`` with bias added), then ``register_kernel(KernelPath(...))`` with the cases it
+should win. Force a path with ``layer.kernel = "name"`` or, for a whole model,
+``with force_kernel(model, "name"):``.
 """
 
 from __future__ import annotations

@@ -31,7 +31,8 @@ class QConv2d(PackedWeight):
 
     Example:
         >>> conv = nn.Conv2d(16, 32, 3, padding=1)
-        >>> q = QConv2d.from_float(conv, ql.quantize_tensor(conv.weight.detach(), ql.QScheme(bits=4, granularity="per_channel")))
+        >>> scheme = ql.QScheme(bits=4, granularity="per_channel")
+        >>> q = QConv2d.from_float(conv, ql.quantize_tensor(conv.weight.detach(), scheme))
         >>> q(torch.randn(1, 16, 8, 8)).shape
         torch.Size([1, 32, 8, 8])
     """
@@ -82,7 +83,8 @@ class QConv2d(PackedWeight):
             raise InputError(f"QConv2d.from_float needs an nn.Conv2d, got {type(conv).__name__}")
         if conv.padding_mode != "zeros":
             raise InputError(
-                f"QConv2d supports padding_mode='zeros' only, got {conv.padding_mode!r}; skip this layer"
+                f"QConv2d supports padding_mode='zeros' only, got {conv.padding_mode!r}; skip this "
+                "layer"
             )
         layer = cls.from_config({**_conv_config(conv), "scheme": qweight.scheme.to_dict()})
         layer.to(conv.weight.device)

@@ -1,4 +1,5 @@
-"""QEmbedding: a weight-only quantized ``nn.Embedding`` that dequantizes only the rows it looks up."""
+"""QEmbedding: a weight-only quantized ``nn.Embedding`` that dequantizes only the rows it looks
+up."""
 
 from __future__ import annotations
 

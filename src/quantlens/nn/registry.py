@@ -62,8 +62,8 @@ def subclass_reason(module: nn.Module | type, classes: Iterable[type]) -> str | 
     Example:
         >>> class Scaled(nn.Linear):
         ...     def forward(self, x): return 2 * super().forward(x)
-        >>> subclass_reason(Scaled(4, 4), [nn.Linear])
-        'Scaled subclasses Linear but overrides forward: quantlens cannot know what it computes; left float'
+        >>> subclass_reason(Scaled(4, 4), [nn.Linear])  # doctest: +ELLIPSIS
+        'Scaled subclasses Linear but overrides forward: quantlens cannot know ...; left float'
     """
     cls = module if isinstance(module, type) else type(module)
     base = _base_in(cls, classes) if cls not in tuple(classes) else None

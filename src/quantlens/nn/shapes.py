@@ -30,9 +30,15 @@ class Shapes:
     def reason(self, out_features: int, in_features: int) -> str | None:
         """Why a ``(out_features, in_features)`` weight is outside these shapes, or None."""
         if in_features % self.in_multiple:
-            return f"it needs in_features that are a multiple of {self.in_multiple} (this layer has {in_features})"
+            return (
+                f"it needs in_features that are a multiple of {self.in_multiple} (this "
+                f"layer has {in_features})"
+            )
         if in_features < self.min_in:
             return f"it needs in_features of at least {self.min_in} (this layer has {in_features})"
         if out_features % self.out_multiple:
-            return f"it needs out_features that are a multiple of {self.out_multiple} (this layer has {out_features})"
+            return (
+                f"it needs out_features that are a multiple of {self.out_multiple} (this "
+                f"layer has {out_features})"
+            )
         return None

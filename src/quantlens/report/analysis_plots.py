@@ -86,7 +86,8 @@ def sensitivity_figure(result: SensitivityResult, *, top: int = 30):
     ax.set_xlabel(f"{mode} ({result.loss_unit} of {result.metric})")
     cfg = type(result.config).__name__ if result.config is not None else ""
     ax.set_title(
-        f"Per-layer sensitivity {cfg} ({result.samples} samples; all layers: {result.full_drop:.3g})",
+        f"Per-layer sensitivity {cfg} ({result.samples} samples; all layers: "
+        f"{result.full_drop:.3g})",
         fontsize=10,
     )
     ax.tick_params(axis="y", labelsize=8)

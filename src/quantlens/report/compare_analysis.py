@@ -168,7 +168,8 @@ def run_analysis(
 
 
 def sensitivity_result(data: Mapping) -> SensitivityResult:
-    """A :class:`~quantlens.analysis.SensitivityResult` rebuilt from its ``to_dict()`` (for plots)."""
+    """A :class:`~quantlens.analysis.SensitivityResult` rebuilt from its ``to_dict()`` (for
+    plots)."""
     return SensitivityResult.from_dict(data)
 
 

@@ -21,53 +21,72 @@ if TYPE_CHECKING:
     from quantlens.report.report import Report
 
 _CSS = """
-body { font-family: -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; margin: 0;
-       background: #f6f7f9; color: #1d2433; }
+body { font-family: -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
+       margin: 0; background: #f6f7f9; color: #1d2433; }
 main { max-width: 1180px; margin: 0 auto; padding: 24px 28px 48px; }
 h1 { font-size: 26px; margin: 4px 0 2px; } h2 { font-size: 19px; margin: 30px 0 10px; }
 .sub { color: #5b6475; margin-bottom: 18px; font-size: 14px; }
 .rec { background: #e8f5e9; border-left: 6px solid #2e7d32; padding: 14px 18px; border-radius: 6px;
        font-size: 17px; line-height: 1.45; }
 .rec.keep { background: #fff8e1; border-left-color: #f9a825; }
-.warn { background: #fdecea; border-left: 6px solid #c62828; padding: 10px 16px; border-radius: 6px; margin-top: 12px; }
+.warn { background: #fdecea; border-left: 6px solid #c62828; padding: 10px 16px; border-radius: 6px;
+        margin-top: 12px; }
 table { border-collapse: collapse; width: 100%; background: white; font-size: 13px;
         box-shadow: 0 1px 2px rgba(0,0,0,.08); }
-th, td { padding: 7px 9px; border-bottom: 1px solid #e3e6eb; text-align: right; white-space: nowrap; }
+th, td { padding: 7px 9px; border-bottom: 1px solid #e3e6eb; text-align: right;
+         white-space: nowrap; }
 th { background: #eef1f5; font-weight: 600; }
 td:first-child, th:first-child, td:last-child, th:last-child { text-align: left; }
 td:last-child { white-space: normal; color: #5b6475; }
 tr.best td { background: #e8f5e9; font-weight: 600; } tr.failed td { color: #c62828; }
 tr.float td { background: #f3f4f6; }
-.plots { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(100%, 760px), 1fr)); gap: 16px; }
-figure { margin: 0; background: white; padding: 10px; border-radius: 6px; box-shadow: 0 1px 2px rgba(0,0,0,.08); }
+.plots { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(100%, 760px), 1fr));
+         gap: 16px; }
+figure { margin: 0; background: white; padding: 10px; border-radius: 6px;
+         box-shadow: 0 1px 2px rgba(0,0,0,.08); }
 figure img { max-width: 100%; height: auto; display: block; margin: 0 auto; }
 figcaption { font-size: 13px; color: #5b6475; margin-top: 6px; }
-dl { display: grid; grid-template-columns: 220px 1fr; gap: 4px 14px; background: white; padding: 14px;
-     border-radius: 6px; font-size: 14px; }
+dl { display: grid; grid-template-columns: 220px 1fr; gap: 4px 14px; background: white;
+     padding: 14px; border-radius: 6px; font-size: 14px; }
 dt { color: #5b6475; } dd { margin: 0; }
-pre { background: #1d2433; color: #e6e9ef; padding: 12px 14px; border-radius: 6px; overflow-x: auto; font-size: 13px; }
+pre { background: #1d2433; color: #e6e9ef; padding: 12px 14px; border-radius: 6px; overflow-x: auto;
+      font-size: 13px; }
 details summary { cursor: pointer; color: #1f5fbf; margin-top: 10px; }
 .notes li { font-size: 13px; color: #3b4252; }
 """
 
 _CAPTIONS = {
-    "accuracy_vs_size.png": "Accuracy against checkpoint size. The dotted line is the accuracy budget; the "
-    "recommended method is outlined in black.",
-    "accuracy_vs_latency.png": "Accuracy against median latency; grey rings (joined by a dashed step line) mark "
-    "the Pareto front: no other method is both faster and more accurate.",
+    "accuracy_vs_size.png": (
+        "Accuracy against checkpoint size. The dotted line is the accuracy budget; the "
+        "recommended method is outlined in black."
+    ),
+    "accuracy_vs_latency.png": (
+        "Accuracy against median latency; grey rings (joined by a dashed step line) mark "
+        "the Pareto front: no other method is both faster and more accurate."
+    ),
     "latency.png": "Median latency per batch; whiskers reach the 95th percentile.",
     "size.png": "Checkpoint bytes on disk and weight/buffer bytes in memory.",
-    "layer_error.png": "Output SQNR of each layer vs float (accumulated) and the part each layer adds itself; "
-    "hatched bars are infinite SQNR (the output equals float's).",
+    "layer_error.png": (
+        "Output SQNR of each layer vs float (accumulated) and the part each layer adds itself; "
+        "hatched bars are infinite SQNR (the output equals float's)."
+    ),
     # analysis plots (quantlens.report.analysis_plots.ANALYSIS_PLOT_FILES)
-    "sensitivity.png": "What quantizing each layer alone costs (everything else float), most sensitive on top; "
-    "red bars cost more than a fifth of the whole model's drop.",
-    "layer_sqnr.png": "Layer-by-layer SQNR of the quantized layers vs float: the accumulated output error, each "
-    "layer's own error (fed the float model's input) and its weight error; hollow markers on "
-    "the top edge are exact. The red band marks where the error jumps.",
-    "activation_ranges.png": "Activation histograms of the float model on calibration data with the clipping "
-    "range each observer would choose and the SQNR it gives.",
-    "mixed_precision.png": "Size against measured drop of the mixed-precision plan and the uniform bit widths.",
+    "sensitivity.png": (
+        "What quantizing each layer alone costs (everything else float), most sensitive on top; "
+        "red bars cost more than a fifth of the whole model's drop."
+    ),
+    "layer_sqnr.png": (
+        "Layer-by-layer SQNR of the quantized layers vs float: the accumulated output error, each "
+        "layer's own error (fed the float model's input) and its weight error; hollow markers on "
+        "the top edge are exact. The red band marks where the error jumps."
+    ),
+    "activation_ranges.png": (
+        "Activation histograms of the float model on calibration data with the clipping "
+        "range each observer would choose and the SQNR it gives."
+    ),
+    "mixed_precision.png": (
+        "Size against measured drop of the mixed-precision plan and the uniform bit widths."
+    ),
 }
 
 
@@ -132,7 +151,8 @@ def _plots(report: Report, plot_dir: Path | None) -> str:
 
 
 def _analysis(report: Report, plot_dir: Path | None) -> str:
-    """The "Where the error comes from" section: the sensitivity ranking and its plots ("" without)."""
+    """The "Where the error comes from" section: the sensitivity ranking and its plots
+    ("" without)."""
     sens = report.sensitivity
     if not sens:
         return ""
@@ -141,9 +161,9 @@ def _analysis(report: Report, plot_dir: Path | None) -> str:
     rows = sens.get("rows", [])
     loss = sens.get("loss_unit", "")
     intro = (
-        f"Per-layer sensitivity of <b>{_e(sens.get('row'))}</b> on {_e(sens.get('samples'))} samples: "
-        f"each layer quantized alone, the rest float; {_e(sens.get('metric'))} drop of the whole model "
-        f"{float(sens.get('full_drop', float('nan'))):.3g} {_e(loss)}."
+        f"Per-layer sensitivity of <b>{_e(sens.get('row'))}</b> on {_e(sens.get('samples'))} "
+        f"samples: each layer quantized alone, the rest float; {_e(sens.get('metric'))} drop of "
+        f"the whole model {float(sens.get('full_drop', float('nan'))):.3g} {_e(loss)}."
     )
     head = (
         "<table><thead><tr><th>#</th><th>layer</th><th>kind</th><th>params</th>"
@@ -153,7 +173,8 @@ def _analysis(report: Report, plot_dir: Path | None) -> str:
     for i, r in enumerate(rows[:8], 1):
         table.append(
             f"<tr><td>{i}</td><td>{_e(r.get('name'))}</td><td>{_e(r.get('kind'))}</td>"
-            f"<td>{int(r.get('params', 0)):,}</td><td>{float(r.get('drop', float('nan'))):.3g}</td></tr>"
+            f"<td>{int(r.get('params', 0)):,}</td>"
+            f"<td>{float(r.get('drop', float('nan'))):.3g}</td></tr>"
         )
     table.append("</tbody></table>")
     notes = "".join(f"<li>{_e(n)}</li>" for n in sens.get("notes", []))
@@ -172,8 +193,8 @@ def _jump(sens: dict) -> str:
     if row is None or row.get("own_sqnr_db") is None:
         return ""
     return (
-        f" Layer by layer, the error jumps at <b>{_e(name)}</b> ({_e(row.get('kind'))}): alone it reaches "
-        f"{float(row['own_sqnr_db']):.1f} dB SQNR, the lowest of the quantized layers."
+        f" Layer by layer, the error jumps at <b>{_e(name)}</b> ({_e(row.get('kind'))}): alone it "
+        f"reaches {float(row['own_sqnr_db']):.1f} dB SQNR, the lowest of the quantized layers."
     )
 
 
@@ -220,7 +241,10 @@ def _environment(report: Report) -> str:
         items.append(("calibration", settings["calibration"]))
     body = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in items if v is not None)
     full = html.escape(json.dumps(env, indent=1, default=str))
-    return f"<dl>{body}</dl><details><summary>Full environment (JSON)</summary><pre>{full}</pre></details>"
+    return (
+        f"<dl>{body}</dl><details><summary>Full environment (JSON)</summary>"
+        f"<pre>{full}</pre></details>"
+    )
 
 
 def _notes(report: Report) -> str:
@@ -231,7 +255,8 @@ def _notes(report: Report) -> str:
         for note in row.notes:
             items.append(f"<li><b>{_e(row.name)}</b>: {_e(note)}</li>")
     return (
-        f'<details><summary>Notes per method ({len(items)})</summary><ul class="notes">{"".join(items)}</ul></details>'
+        f"<details><summary>Notes per method ({len(items)})</summary>"
+        f'<ul class="notes">{"".join(items)}</ul></details>'
         if items
         else ""
     )
@@ -249,8 +274,8 @@ def render_html(report: Report, *, plot_dir: Path | None = None) -> str:
     base = report.baseline
     title = "quantlens comparison"
     sub = (
-        f"{len(report.rows) - 1} method(s) against float · accuracy budget {report.max_accuracy_drop:g} point(s) · "
-        f"objective: {report.objective}"
+        f"{len(report.rows) - 1} method(s) against float · accuracy budget "
+        f"{report.max_accuracy_drop:g} point(s) · objective: {report.objective}"
     )
     warn = (
         '<div class="warn">Interrupted: only the rows below were measured.</div>'

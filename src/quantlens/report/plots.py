@@ -349,7 +349,8 @@ class _Bars:
             )
 
     def axes(self, pos, names: list[str], label: str, margin: float) -> None:
-        """Category ticks, the value axis' label, its margin and grid (horizontal: first row on top)."""
+        """Category ticks, the value axis' label, its margin and grid (horizontal: first row on
+        top)."""
         ax = self.ax
         if self.horizontal:
             ax.set_yticks(pos, names, fontsize=8)

@@ -168,7 +168,8 @@ class Report:
             drop = self.accuracy_drop(closest)
             return (
                 f"Keep the float model: no method stays within the {budget} accuracy budget "
-                f"(closest: {closest.name}, {tables.points_change(-drop)}). Try QAT or a gentler config."
+                f"(closest: {closest.name}, {tables.points_change(-drop)}). Try QAT or a gentler "
+                "config."
             )
         if (
             self.objective == "latency"
@@ -179,12 +180,16 @@ class Report:
             small = self.best(objective="size")
             threads = best.threads or "?"
             return (
-                f"No method is faster than float here ({threads} thread(s)): keep the float model for speed. "
-                f"To save space, {small.name} is {base.disk_bytes / small.disk_bytes:.1f}× smaller on disk "
-                f"within the {budget} accuracy budget ({self._quality_name()}: "
+                f"No method is faster than float here ({threads} thread(s)): keep the float model "
+                f"for speed. To save space, {small.name} is "
+                f"{base.disk_bytes / small.disk_bytes:.1f}× smaller on disk within the {budget} "
+                f"accuracy budget ({self._quality_name()}: "
                 f"{tables.points_change(-self.accuracy_drop(small))})."
                 if small is not None and base.disk_bytes and small.disk_bytes
-                else f"No method is faster than float here ({threads} thread(s)): keep the float model."
+                else (
+                    f"No method is faster than float here ({threads} thread(s)): keep the float "
+                    "model."
+                )
             )
         parts = []
         if base.disk_bytes and best.disk_bytes:
@@ -206,7 +211,8 @@ class Report:
 
     @property
     def task(self) -> str | None:
-        """``"classification"``, ``"embedding"`` or ``"outputs"`` (what the quality column means)."""
+        """``"classification"``, ``"embedding"`` or ``"outputs"`` (what the quality column
+        means)."""
         return self.comparison.settings.get("task")
 
     def _quality_name(self) -> str:
@@ -327,8 +333,8 @@ class Report:
             )
         except OSError as exc:
             raise InputError(
-                f"cannot write the report into {directory} ({exc.strerror or exc}); give a folder you "
-                "can write to (a report that was there is unchanged)"
+                f"cannot write the report into {directory} ({exc.strerror or exc}); give a folder "
+                "you can write to (a report that was there is unchanged)"
             ) from exc
 
     @classmethod
@@ -381,7 +387,8 @@ def _configs(methods, model: nn.Module | None = None) -> dict[str, QuantConfig]:
                 )
         return out
     raise InputError(
-        f"methods must be a dict of configs, a list of configs/names, or one config; got {type(methods).__name__}"
+        "methods must be a dict of configs, a list of configs/names, or one config; got "
+        f"{type(methods).__name__}"
     )
 
 
@@ -441,7 +448,8 @@ def compare(
         the rows measured so far (``report.interrupted``).
 
     Example:
-        >>> report = ql.compare(model, {"dynamic": ql.Dynamic(), "w4": ql.WeightOnly(bits=4)}, data=test)
+        >>> methods = {"dynamic": ql.Dynamic(), "w4": ql.WeightOnly(bits=4)}
+        >>> report = ql.compare(model, methods, data=test)
         >>> report.to_html("report.html")
     """
     if objective not in OBJECTIVES:
@@ -454,7 +462,8 @@ def compare(
         def hook(row: Row, qmodel: nn.Module, batch) -> None:
             try:
                 errors[row.name] = per_layer_errors(model, qmodel, [batch])
-            except Exception as exc:  # noqa: BLE001 - a diagnostic plot must not fail the run (a Ctrl-C re-raised)
+            except Exception as exc:  # noqa: BLE001
+                # a diagnostic plot must not fail the run (a Ctrl-C is re-raised)
                 raise_if_interrupted(exc)
                 row.notes.append(
                     f"per-layer error not measured: {type(exc).__name__}: {str(exc)[:120]}"

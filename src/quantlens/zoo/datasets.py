@@ -93,7 +93,8 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     order = order[np.argsort(labels[order], kind="stable")]
     is_test = np.zeros(len(labels), dtype=bool)
     is_test[order[::DIGITS_TEST_EVERY]] = True
-    # Train keeps a seeded shuffled order so that its first images (the calib split) cover all classes.
+    # Train keeps a seeded shuffled order so that its first images (the calib split) cover all
+    # classes.
     train_idx = np.random.RandomState(SPLIT_SEED + 1).permutation(np.flatnonzero(~is_test))
     test_idx = np.flatnonzero(is_test)
     arrays = (images[train_idx], labels[train_idx], images[test_idx], labels[test_idx])

