@@ -205,7 +205,8 @@ def apply(model: nn.Module, ctx: QuantContext) -> nn.Module:
         sizes = sorted({str(p.config.group_size) for p in refit})
         ctx.summary.note(
             f"group_size {'/'.join(sizes)} does not fit {len(refit)} layer(s); "
-            "they use one group per row or a smaller group that divides their input size (see each layer's detail)"
+            "they use one group per row or a smaller group that divides their input size "
+            "(see each layer's detail)"
         )
     return _replace(model, replaced)
 

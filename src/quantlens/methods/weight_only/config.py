@@ -24,9 +24,10 @@ class WeightOnly(QuantConfig):
             scale per output channel (per-channel), or ``"auto"`` (the default): per-channel
             at 8 bits, groups of 128 below. Any layer is quantized whatever its input size
             ``k`` (:func:`~quantlens.methods.group_size.fit_group`): if ``k < group_size``
-            the layer gets one group per row (per-channel, the same thing); if ``group_size`` does not divide ``k``, the
-            largest divisor of ``k`` between ``group_size / 2`` and ``group_size`` is used,
-            and if there is none, one group per row. The layer's summary record says which
+            the layer gets one group per row (per-channel, the same thing); if
+            ``group_size`` does not divide ``k``, the largest divisor of ``k`` between
+            ``group_size / 2`` and ``group_size`` is used, and if there is none, one group
+            per row. The layer's summary record says which
             group size it got and why.
         symmetric: a zero-point fixed at 0 (True) or fitted per group (False). Default:
             symmetric at 8 bits, asymmetric below (measured better on MiniLM at 4 bits).
