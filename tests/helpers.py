@@ -1,6 +1,6 @@
 """Helpers every test layer shares: seeded random tensors, ``assert_similar``, strict JSON
-reading, stand-ins for a Ctrl-C, and ``run_ranks`` (a gloo process group of spawned
-processes on 127.0.0.1).
+reading, stand-ins for a Ctrl-C, ``torch_threads`` (pin the thread count, then restore it) and
+``run_ranks`` (a gloo process group of spawned processes on 127.0.0.1).
 
 Import them as ``from helpers import assert_similar, random_tensor`` (tests/conftest.py puts
 this folder on sys.path).
@@ -8,6 +8,7 @@ this folder on sys.path).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import faulthandler
 import json
@@ -16,7 +17,7 @@ import queue
 import socket
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -112,6 +113,22 @@ def assert_similar(
             f"{prefix}{int(bad.sum())} of {a.numel()} elements differ (max abs error "
             f"{max_abs_error(e, a):.3g}); first at {first}: {a[first].item()} vs {e[first].item()}"
         )
+
+
+@contextlib.contextmanager
+def torch_threads(n: int = 1) -> Iterator[None]:
+    """Run the block on ``n`` torch threads, then restore the previous count (also on error).
+
+    The CI machine is small and shared: tests pin the count (the ``one_thread`` and
+    ``two_threads`` fixtures of tests/conftest.py use this) and never leave it changed for the
+    next test on the same worker.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def strict_json(text: str):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import torch_threads
 
 from quantlens import zoo
 from quantlens.analysis import search_plan
@@ -38,17 +39,14 @@ DIGITS_METHOD = WeightOnly(bits=8, group_size=None, modules=("linear", "conv2d")
 
 
 @pytest.fixture(scope="module")
-def digits_full():
-    test = zoo.load_dataset("digits", "test")
-    return test.inputs, test.labels  # all 450 test images
+def digits_full(digits_test):
+    return digits_test.as_pair()  # all 450 test images
 
 
 @pytest.fixture(scope="module")
 def digits_first(digits_model, digits_full):
     """One plan (1-point budget) with its table and the uniform points, reused by the runs below."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         return search_plan(
             digits_model,
             digits_full,
@@ -56,8 +54,6 @@ def digits_first(digits_model, digits_full):
             candidates=(8, 4, 2, None),
             max_accuracy_drop=1.0,
         )
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _uniform(plan, bits):
@@ -157,7 +153,7 @@ def test_digits_cnn_static_plan_keeps_layers_float_within_budget(
         digits_full,
         method=Static(observer="minmax"),
         candidates=(8, None),
-        calib_data=digits_calib[:64],
+        calib_data=digits_calib.inputs[:64],
         max_accuracy_drop=0.5,
         compare_uniform=False,
     )
@@ -178,9 +174,7 @@ def minilm():
         model = zoo.load_model("minilm")
     except Exception as exc:  # noqa: BLE001 - the model package is optional
         pytest.skip(f"MiniLM not available: {exc}")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         inputs = {
             k: v[:MINILM_SENTENCES] for k, v in zoo.load_dataset("sentences", "test").inputs.items()
         }
@@ -193,8 +187,6 @@ def minilm():
             idx = order[start : start + 26]
             data.append({k: v[idx][:, : int(lengths[idx].max())] for k, v in inputs.items()})
         return model, data, Evaluator(model, data)  # the float outputs, computed once for every run
-    finally:
-        torch.set_num_threads(threads)
 
 
 @pytest.mark.slow

@@ -11,7 +11,6 @@ from analysis_helpers import make_mlp, swap_qlinear
 from torch import nn
 
 import quantlens as ql
-from quantlens import zoo
 from quantlens.analysis import compare_layers, sensitivity
 from quantlens.errors import InputError
 
@@ -44,7 +43,7 @@ def test_jump_is_the_worse_layer_not_the_first():
 
 
 def test_static_fused_layers_are_matched(digits_model, digits_static, digits_test):
-    result = compare_layers(digits_model, digits_static, digits_test[0][:64])
+    result = compare_layers(digits_model, digits_static, digits_test.inputs[:64])
     names = [r.name for r in result.layers]
     assert names == [
         "stem.0",
@@ -107,7 +106,7 @@ def qat_prepared(digits_model, digits_calib):
         torch.no_grad()
     ):  # a few training-mode steps: observers and BatchNorm statistics move, as in training
         for start in (0, 64):
-            qat(digits_calib[start : start + 64])
+            qat(digits_calib.inputs[start : start + 64])
     return qat
 
 
@@ -121,7 +120,7 @@ def test_prepared_qat_folds_bn_like_the_fused_module_and_changes_nothing(
     assert qat_prepared.training
     before, float_before = _snapshot(qat_prepared), _snapshot(digits_model)
     modes = [m.training for m in qat_prepared.modules()]
-    result = compare_layers(digits_model, qat_prepared, digits_test[0][:128])
+    result = compare_layers(digits_model, qat_prepared, digits_test.inputs[:128])
     after = qat_prepared.state_dict()
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert changed == []  # observer ranges, BatchNorm statistics and fake-quant scales untouched
@@ -137,7 +136,7 @@ def test_prepared_qat_folds_bn_like_the_fused_module_and_changes_nothing(
 
 def test_converted_qat_model(digits_model, qat_prepared, digits_test):
     converted = ql.convert(qat_prepared)
-    result = compare_layers(digits_model, converted, digits_test[0][:128])
+    result = compare_layers(digits_model, converted, digits_test.inputs[:128])
     assert [r.name for r in result.layers] == [
         "stem.0",
         "block1.conv1",
@@ -158,13 +157,12 @@ def test_converted_qat_model(digits_model, qat_prepared, digits_test):
 # --- own error measured in isolation ---------------------------------------------------------
 
 
-def test_isolated_own_error_puts_the_jump_where_sensitivity_does(digits_model):
+def test_isolated_own_error_puts_the_jump_where_sensitivity_does(digits_model, digits_test):
     # 2-bit per-channel weights on the unfused CNN. The old estimate (own noise = output noise
     # minus input noise) gave 3 of 7 convs own = inf, because a conv's output SQNR can beat its
     # input's, and put the jump on fc, which costs nothing alone. Fed the float input, every
     # quantized layer has a finite own error and the worst one is the layer sensitivity blames.
-    test = zoo.load_dataset("digits", "test")
-    x, y = test.inputs, test.labels  # all 450 test images
+    x, y = digits_test.as_pair()  # all 450 test images
     cfg = ql.WeightOnly(bits=2, group_size=None, modules=("linear", "conv2d"))
     result = compare_layers(digits_model, ql.quantize(digits_model, cfg), x, max_batches=None)
     quantized = result.quantized
@@ -192,7 +190,7 @@ def test_isolated_own_error_puts_the_jump_where_sensitivity_does(digits_model):
 def test_static_own_error_feeds_the_quantized_kernel_the_float_input(
     digits_model, digits_static, digits_test
 ):
-    result = compare_layers(digits_model, digits_static, digits_test[0][:64])
+    result = compare_layers(digits_model, digits_static, digits_test.inputs[:64])
     for row in (
         result.layers
     ):  # int8 kernels called alone on the float input, quantized with their input's qparams

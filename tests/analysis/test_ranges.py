@@ -43,7 +43,11 @@ def test_gaussian_layer_is_not_heavy_tailed():
 
 def test_digits_cnn_layers_in_execution_order(digits_model, digits_calib):
     report = activation_ranges(
-        digits_model, digits_calib, max_batches=1, where="output", observers=("minmax",)
+        digits_model,
+        digits_calib.inputs[:128],
+        max_batches=1,
+        where="output",
+        observers=("minmax",),
     )
     assert next(x.name for x in report.layers) == "stem.0" and report.layers[-1].name == "fc"
     assert len(report.layers) == 7 and report.samples == 64 and report.where == "output"

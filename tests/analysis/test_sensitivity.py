@@ -52,8 +52,8 @@ def test_reverse_mode_and_float_runs_once(toy_method):
 
 
 def test_accuracy_metric_with_labels_and_subset(toy_method, digits_model, digits_test):
-    x, y = digits_test
-    res = sensitivity(digits_model, (x, y), toy_method(bits=2), max_batches=2)  # 128 of 192 samples
+    x, y = digits_test.as_pair()
+    res = sensitivity(digits_model, (x, y), toy_method(bits=2), max_batches=2)  # 128 of 450 samples
     assert res.metric == "accuracy" and res.samples == 128
     assert [r.name for r in res.rows] == ["fc"]
     assert any("single quantizable layer" in n for n in res.notes)

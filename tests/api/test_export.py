@@ -81,8 +81,8 @@ _PATHS = [(k.dtype, name) for name, k in dynamic_kernels().items()]
 
 
 @pytest.mark.parametrize("dtype,kernel", [("int8", "auto"), ("float16", "auto"), *_PATHS])
-def test_dynamic_linear_mlp_traces_on_every_kernel_path(dtype, kernel, tmp_path):
-    digits = zoo.load_dataset("digits", "test").inputs.flatten(1)  # (450, 64)
+def test_dynamic_linear_mlp_traces_on_every_kernel_path(dtype, kernel, digits_test, tmp_path):
+    digits = digits_test.inputs.flatten(1)  # (450, 64)
     qm = ql.quantize(_mlp(), ql.Dynamic(dtype=dtype))
     layers = [m for m in qm.modules() if isinstance(m, DynamicLinear)]
     assert len(layers) == 2

@@ -102,10 +102,10 @@ def test_existing_output_folder_needs_force(capsys, tmp_path):
     assert (out / "mine.txt").read_text() == "keep me"
 
 
-def test_pt_files_are_read_without_pickle(tmp_path):
+def test_pt_files_are_read_without_pickle(digits_test, tmp_path):
     from quantlens.cli._data import load_data
 
-    test = zoo.load_dataset("digits", "test")
+    test = digits_test
     torch.save({"inputs": test.inputs[:10], "labels": test.labels[:10]}, tmp_path / "d.pt")
     loaded = load_data(str(tmp_path / "d.pt"))
     x, y = loaded.test
@@ -113,10 +113,9 @@ def test_pt_files_are_read_without_pickle(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def small_data(tmp_path_factory):
-    test = zoo.load_dataset("digits", "test")
+def small_data(digits_test, tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "digits_small.pt"
-    torch.save((test.inputs[:96], test.labels[:96]), path)
+    torch.save((digits_test.inputs[:96], digits_test.labels[:96]), path)
     return path
 
 
@@ -290,10 +289,12 @@ def test_ctrl_c_during_the_float_row_writes_nothing(capsys, tmp_path, small_data
     assert not out.exists()
 
 
-def test_a_checkpoint_is_compared_with_the_float_model_it_came_from(capsys, tmp_path, small_data):
+def test_a_checkpoint_is_compared_with_the_float_model_it_came_from(
+    capsys, tmp_path, small_data, digits_calib
+):
     import quantlens as ql
 
-    calib = zoo.load_dataset("digits", "calib").inputs[:64]
+    calib = digits_calib.inputs[:64]
     qm = ql.quantize(
         zoo.load_model("digits-cnn"),
         ql.Static(observer="minmax", calib_batches=1),

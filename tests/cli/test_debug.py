@@ -15,13 +15,7 @@ from quantlens.eval import presets
 from quantlens.methods import WeightOnly
 from quantlens.methods.base import config_from_dict
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():  # tiny models: more threads only contend on a shared machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: more threads only contend
 
 
 def test_debug_prints_advice_and_writes_a_plan_quantize_applies(tmp_path, capsys):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import torch_threads
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 if str(BENCHMARKS) not in sys.path:
@@ -56,10 +57,8 @@ def references():
             cache[name] = compatibility.float_reference(cc.CASES[name])
         return cache[name]
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield get
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield get
 
 
 @pytest.mark.parametrize(("model", "method"), CELLS)

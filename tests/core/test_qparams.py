@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from helpers import assert_similar, random_tensor
+from helpers import assert_similar, random_tensor, torch_threads
 
 import quantlens.core.qtensor as qtensor_module
 from quantlens.core import QScheme, compute_qparams, quantize_tensor
@@ -152,12 +152,8 @@ def test_chunked_quantize_is_exact(monkeypatch, chunk):
 def test_a_parameter_that_requires_grad_quantizes_on_every_thread_count():
     weight = torch.nn.Parameter(torch.randn(64, 128))
     scheme = QScheme(bits=4, symmetric=False, granularity="per_group", group_size=64)
-    before = torch.get_num_threads()
-    try:
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
+    for threads in (1, 2):
+        with torch_threads(threads):
             qt = quantize_tensor(weight, scheme)
             assert not qt.data.requires_grad
             assert (qt.dequantize() - weight.detach()).abs().max() <= qt.scale.max()
-    finally:
-        torch.set_num_threads(before)

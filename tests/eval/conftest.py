@@ -1,30 +1,22 @@
-"""Small models and data shared by the eval tests (the zoo's digits CNN on a few samples)."""
+"""Set-up of the eval tests: one thread, a fast Static digits model (the digits CNN and the
+``digits_test_128`` subset come from tests/conftest.py)."""
 
 from __future__ import annotations
 
 import pytest
-import torch
 
 import quantlens as ql
-from quantlens import zoo
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(one_thread):
+    """Small models: more threads only contend on a shared machine (tests/conftest.py)."""
 
 
 @pytest.fixture(scope="session")
-def digits_model():
-    torch.set_num_threads(1)
-    return zoo.load_model("digits-cnn")
-
-
-@pytest.fixture(scope="session")
-def digits_test():
-    test = zoo.load_dataset("digits", "test")
-    return test.inputs[:128], test.labels[:128]
-
-
-@pytest.fixture(scope="session")
-def digits_static(digits_model):
+def digits_static(digits_model, digits_calib):
     """A fast Static int8 model: min-max ranges from one calibration batch."""
-    calib = zoo.load_dataset("digits", "calib").inputs[:64]
+    calib = digits_calib.inputs[:64]
     return ql.quantize(
         digits_model, ql.Static(observer="minmax", calib_batches=1), calib_data=calib
     )

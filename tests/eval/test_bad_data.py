@@ -40,11 +40,15 @@ def test_compare_refuses_nan_and_empty_data(digits_model, data, words):
     ],
 )
 def test_compare_checks_calib_and_train_data_before_any_row(
-    digits_model, digits_test, kwargs, words
+    digits_model, digits_test_128, kwargs, words
 ):
     with pytest.raises(InputError, match=words):  # not a failed row after the others were measured
         run_comparison(
-            digits_model, {"w8": ql.WeightOnly(bits=8)}, data=digits_test, memory=False, **kwargs
+            digits_model,
+            {"w8": ql.WeightOnly(bits=8)},
+            data=digits_test_128,
+            memory=False,
+            **kwargs,
         )
 
 
@@ -73,9 +77,9 @@ def test_testing_helper_refuses_nan_and_empty_inputs(digits_model, inputs, words
         {"min_sqnr_db": math.inf},
     ],
 )
-def test_testing_helper_range_checks_tolerances(digits_model, digits_test, kwargs):
+def test_testing_helper_range_checks_tolerances(digits_model, digits_test_128, kwargs):
     with pytest.raises(InputError, match=f"{next(iter(kwargs))} must be a finite number"):
-        assert_quantized_close(digits_model, digits_model, digits_test[0][:4], **kwargs)
+        assert_quantized_close(digits_model, digits_model, digits_test_128[0][:4], **kwargs)
 
 
 def test_non_finite_outputs_are_errors():
@@ -99,16 +103,16 @@ def test_non_finite_outputs_are_errors():
         ({"warmup": 1.5}, "warmup"),
     ],
 )
-def test_run_comparison_range_checks(digits_model, digits_test, kwargs, words):
+def test_run_comparison_range_checks(digits_model, digits_test_128, kwargs, words):
     with pytest.raises(InputError, match=words):
-        run_comparison(digits_model, {}, data=digits_test, memory=False, **kwargs)
+        run_comparison(digits_model, {}, data=digits_test_128, memory=False, **kwargs)
 
 
-def test_report_refuses_a_nan_budget(digits_model, digits_test):
+def test_report_refuses_a_nan_budget(digits_model, digits_test_128):
     comparison = run_comparison(
         nn.Sequential(nn.Flatten(), nn.Linear(64, 10)),
         {},
-        data=digits_test,
+        data=digits_test_128,
         memory=False,
         reps=1,
         warmup=0,

@@ -12,13 +12,13 @@ from quantlens.eval.compare import Comparison, run_comparison
 FAST_STATIC = ql.Static(observer="minmax", calib_batches=1)
 
 
-def test_float_row_first_and_a_failing_method_does_not_stop_the_rest(digits_model, digits_test):
+def test_float_row_first_and_a_failing_method_does_not_stop_the_rest(digits_model, digits_test_128):
     rows_seen = []
     comparison = run_comparison(
         digits_model,
         {"broken": ql.Static(skip=("no_such_layer",)), "static": FAST_STATIC},
-        data=digits_test,
-        calib_data=digits_test[0][:64],
+        data=digits_test_128,
+        calib_data=digits_test_128[0][:64],
         reps=2,
         warmup=0,
         memory=False,
@@ -39,10 +39,10 @@ def test_float_row_first_and_a_failing_method_does_not_stop_the_rest(digits_mode
     assert [r.name for r in again.rows] == ["float", "broken", "static"]
 
 
-def test_ctrl_c_keeps_the_rows_measured_so_far(digits_model, digits_test, monkeypatch):
+def test_ctrl_c_keeps_the_rows_measured_so_far(digits_model, digits_test_128, monkeypatch):
     monkeypatch.setattr(compare_mod, "quantize_one", interrupter())
     comparison = run_comparison(
-        digits_model, {"static": FAST_STATIC}, data=digits_test, reps=1, warmup=0, memory=False
+        digits_model, {"static": FAST_STATIC}, data=digits_test_128, reps=1, warmup=0, memory=False
     )
     assert comparison.interrupted and [r.name for r in comparison.rows] == ["float"]
 
@@ -54,12 +54,12 @@ def test_data_that_does_not_fit_names_both_shapes(digits_model):
     assert "(4, 3, 16, 16)" in message and "(N, 1, H, W)" in message
 
 
-def test_memory_is_measured_for_float_and_quantized(digits_model, digits_test):
+def test_memory_is_measured_for_float_and_quantized(digits_model, digits_test_128):
     comparison = run_comparison(
         digits_model,
         {"static": FAST_STATIC},
-        data=digits_test,
-        calib_data=digits_test[0][:64],
+        data=digits_test_128,
+        calib_data=digits_test_128[0][:64],
         reps=1,
         warmup=0,
         memory=True,
@@ -69,14 +69,14 @@ def test_memory_is_measured_for_float_and_quantized(digits_model, digits_test):
         assert row.model_memory_bytes is not None
 
 
-def test_qat_trains_when_train_data_is_given(digits_model, digits_test):
-    train = (digits_test[0][:64], digits_test[1][:64])
+def test_qat_trains_when_train_data_is_given(digits_model, digits_test_128):
+    train = (digits_test_128[0][:64], digits_test_128[1][:64])
     comparison = run_comparison(
         digits_model,
         {"qat": ql.QAT()},
-        data=digits_test,
+        data=digits_test_128,
         train_data=train,
-        calib_data=digits_test[0][:64],
+        calib_data=digits_test_128[0][:64],
         reps=1,
         warmup=0,
         memory=False,
@@ -88,14 +88,14 @@ def test_qat_trains_when_train_data_is_given(digits_model, digits_test):
 
 @pytest.mark.parametrize("via", ["cause", "context"])
 def test_a_ctrl_c_wrapped_in_another_error_stops_the_run(
-    digits_model, digits_test, monkeypatch, via
+    digits_model, digits_test_128, monkeypatch, via
 ):
     started = []
     monkeypatch.setattr(compare_mod, "quantize_one", interrupter(via))
     comparison = run_comparison(
         digits_model,
         {"qat": ql.QAT(), "static": FAST_STATIC},
-        data=digits_test,
+        data=digits_test_128,
         reps=1,
         warmup=0,
         memory=False,
@@ -105,7 +105,9 @@ def test_a_ctrl_c_wrapped_in_another_error_stops_the_run(
     assert started == ["float", "qat"]  # static never started
 
 
-def test_a_ctrl_c_a_dependency_swallows_still_stops_the_run(digits_model, digits_test, monkeypatch):
+def test_a_ctrl_c_a_dependency_swallows_still_stops_the_run(
+    digits_model, digits_test_128, monkeypatch
+):
     def swallowing_import(*args, **kwargs):  # a bare `except:` in a lazily imported dependency
         try:
             signal.raise_signal(signal.SIGINT)
@@ -123,7 +125,7 @@ def test_a_ctrl_c_a_dependency_swallows_still_stops_the_run(digits_model, digits
         comparison = run_comparison(
             digits_model,
             {"qat": ql.QAT(), "static": FAST_STATIC},
-            data=digits_test,
+            data=digits_test_128,
             reps=1,
             warmup=0,
             memory=False,

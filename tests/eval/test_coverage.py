@@ -8,11 +8,11 @@ from quantlens.eval import coverage
 from quantlens.eval.compare import run_comparison
 
 
-def test_float_layers_are_counted_with_the_reason(digits_model, digits_test):
+def test_float_layers_are_counted_with_the_reason(digits_model, digits_test_128):
     comparison = run_comparison(
         digits_model,
         {"linear-only": ql.WeightOnly(bits=8, group_size=None), "dynamic": ql.Dynamic()},
-        data=digits_test,
+        data=digits_test_128,
         reps=1,
         warmup=0,
         memory=False,

@@ -21,11 +21,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def static_model():
+def static_model(digits_calib):
     model = zoo.load_model("digits-cnn")
-    return ql.quantize(
-        model, ql.Static(), calib_data=zoo.load_dataset("digits", "calib").batches(64)
-    )
+    return ql.quantize(model, ql.Static(), calib_data=digits_calib.batches(64))
 
 
 def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -40,21 +38,23 @@ def _accuracy_and_agreement(qm, path, digits):
     return _accuracy(ref, digits.labels), _accuracy(out, digits.labels), agree
 
 
-def test_static_digits_cnn_in_onnx_runtime_matches_the_int8_model(static_model, digits, tmp_path):
+def test_static_digits_cnn_in_onnx_runtime_matches_the_int8_model(
+    static_model, digits_test, tmp_path
+):
     path = ql.export(static_model, tmp_path / "static.onnx", format="onnx")  # recorded input shapes
-    ours, theirs, agree = _accuracy_and_agreement(static_model, path, digits)
+    ours, theirs, agree = _accuracy_and_agreement(static_model, path, digits_test)
     assert abs(ours - theirs) <= 0.2 and agree >= 0.995, (ours, theirs, agree)
 
 
 @pytest.mark.slow
-def test_qat_digits_cnn_in_onnx_runtime_matches_the_int8_model(digits, tmp_path):
+def test_qat_digits_cnn_in_onnx_runtime_matches_the_int8_model(digits_train, digits_test, tmp_path):
     model = zoo.load_model("digits-cnn")
     qat = ql.prepare_qat(model, ql.QAT(), example_inputs=zoo.example_inputs("digits-cnn"))
-    train = zoo.load_dataset("digits", "train")
-    ql.train_qat(qat, train.batches(64)[:8], epochs=1)
+    ql.train_qat(qat, digits_train.batches(64)[:8], epochs=1)
     qm = ql.convert(qat)
-    path = ql.export(qm, tmp_path / "qat.onnx", format="onnx", example_inputs=digits.inputs[:2])
-    ours, theirs, agree = _accuracy_and_agreement(qm, path, digits)
+    example = digits_test.inputs[:2]
+    path = ql.export(qm, tmp_path / "qat.onnx", format="onnx", example_inputs=example)
+    ours, theirs, agree = _accuracy_and_agreement(qm, path, digits_test)
     assert abs(ours - theirs) <= 0.2 and agree >= 0.995, (ours, theirs, agree)
 
 
@@ -98,11 +98,11 @@ def test_onnx_runtime_runs_the_convolutions_and_adds_on_int8_kernels(static_mode
     assert "Conv" not in ops
 
 
-def test_batch_axis_is_dynamic(static_model, digits, tmp_path):
+def test_batch_axis_is_dynamic(static_model, digits_test, tmp_path):
     path = ql.export(static_model, tmp_path / "static.onnx", format="onnx")
     run = load_runner(path)
     for n in (1, 7):
-        assert run(digits.inputs[:n])[0].shape == (n, 10)
+        assert run(digits_test.inputs[:n])[0].shape == (n, 10)
 
 
 def test_a_prepared_model_is_refused(tmp_path):
@@ -114,11 +114,12 @@ def test_a_prepared_model_is_refused(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def test_the_eager_fallback_exports_too(digits, tmp_path):
-    calib = zoo.load_dataset("digits", "calib").inputs[:64]
+def test_the_eager_fallback_exports_too(digits_calib, digits_test, tmp_path):
+    calib = digits_calib.inputs[:64]
     qm = ql.quantize(zoo.load_model("digits-cnn"), ql.Static(mode="eager"), calib_data=calib)
-    path = ql.export(qm, tmp_path / "eager.onnx", format="onnx", example_inputs=digits.inputs[:2])
-    ours, theirs, agree = _accuracy_and_agreement(qm, path, digits)
+    example = digits_test.inputs[:2]
+    path = ql.export(qm, tmp_path / "eager.onnx", format="onnx", example_inputs=example)
+    ours, theirs, agree = _accuracy_and_agreement(qm, path, digits_test)
     assert abs(ours - theirs) <= 0.2 and agree >= 0.995, (ours, theirs, agree)
     assert [n.op_type for n in onnx.load(str(path)).graph.node].count(
         "QuantizeLinear"

@@ -54,12 +54,8 @@ def test_the_program_keeps_the_packed_codes(tmp_path):
     assert not [k for k, v in state.items() if v.is_floating_point() and v.numel() >= 64 * 128]
 
 
-def test_int8_static_models_are_refused(tmp_path):
-    qm = ql.quantize(
-        zoo.load_model("digits-cnn"),
-        ql.Static(),
-        calib_data=zoo.load_dataset("digits", "calib").inputs[:64],
-    )
+def test_int8_static_models_are_refused(digits_calib, tmp_path):
+    qm = ql.quantize(zoo.load_model("digits-cnn"), ql.Static(), calib_data=digits_calib.inputs[:64])
     with pytest.raises(InputError, match="format='onnx' or 'torchscript'"):
         ql.export(qm, tmp_path / "s.pt2", format="pt2")
     assert not list(tmp_path.iterdir())

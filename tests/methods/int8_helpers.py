@@ -1,6 +1,7 @@
-"""Fixtures and small models shared by the Static / QAT tests (real digits data from the zoo).
+"""The digits CNN fixture and small models shared by the Static / QAT tests (the digits splits
+come from tests/conftest.py).
 
-The fixtures are made visible to tests/methods by conftest.py."""
+The fixture is made visible to tests/methods by conftest.py."""
 
 from __future__ import annotations
 
@@ -9,11 +10,6 @@ import torch
 from torch import nn
 
 from quantlens import zoo
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return {split: zoo.load_dataset("digits", split) for split in ("train", "test", "calib")}
 
 
 @pytest.fixture(scope="module")

@@ -19,13 +19,7 @@ from quantlens.methods.dynamic import Dynamic
 from quantlens.nn.dynamic_linear import DynamicLinear
 from quantlens.nn.dynamic_rnn import DynamicRNN
 
-
-@pytest.fixture(autouse=True)
-def two_threads():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("two_threads")
 
 
 # --- MiniLM ----------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import socket
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import assert_similar, generator
+from helpers import assert_similar, generator, torch_threads
 from torch import nn
 
 import quantlens as ql
@@ -219,11 +219,9 @@ def _train_steps(model: nn.Module, steps: int = 2) -> None:
 
 @pytest.fixture(scope="module")
 def trained_qat():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    qat = ql.prepare_qat(_seeded(Net), ql.QAT(), example_inputs=(_x(),))
-    _train_steps(qat)
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        qat = ql.prepare_qat(_seeded(Net), ql.QAT(), example_inputs=(_x(),))
+        _train_steps(qat)
     return qat
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import assert_similar, generator
+from helpers import assert_similar, generator, torch_threads
 from torch import nn
 
 import quantlens as ql
@@ -104,9 +104,8 @@ def _int8(model: nn.Module, method: str, mode: str, backend: str, calib) -> nn.M
 
 
 def _train(model: nn.Module, data, epochs: int, lr: float) -> nn.Module:
-    threads = torch.get_num_threads()  # module fixtures run before the one_thread fixture
-    torch.set_num_threads(1)
-    with torch.random.fork_rng(devices=[]):
+    # module fixtures run before the one_thread fixture
+    with torch.random.fork_rng(devices=[]), torch_threads(1):
         torch.manual_seed(0)
         opt = torch.optim.Adam(model.parameters(), lr=lr)
         model.train()
@@ -117,7 +116,6 @@ def _train(model: nn.Module, data, epochs: int, lr: float) -> nn.Module:
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-    torch.set_num_threads(threads)
     return model.eval()
 
 

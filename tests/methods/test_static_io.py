@@ -9,6 +9,7 @@ import pickle
 
 import pytest
 import torch
+from helpers import torch_threads
 from int8_helpers import GatedNet, seeded
 from torch import nn
 
@@ -262,9 +263,7 @@ class ConvLSTM(nn.Module):
 @pytest.fixture(scope="module")
 def conv_lstm(digits):
     """ConvLSTM trained for a few epochs on the digits training split."""
-    threads = torch.get_num_threads()
-    with torch.random.fork_rng(devices=[]):
-        torch.set_num_threads(1)
+    with torch.random.fork_rng(devices=[]), torch_threads(1):
         torch.manual_seed(0)
         model = ConvLSTM()
         opt = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -277,7 +276,6 @@ def conv_lstm(digits):
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-    torch.set_num_threads(threads)
     return model.eval()
 
 

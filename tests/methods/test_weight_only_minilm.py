@@ -11,6 +11,7 @@ import os
 
 import pytest
 import torch
+from helpers import torch_threads
 
 import quantlens as ql
 from quantlens.errors import CheckpointError
@@ -28,10 +29,8 @@ EMB = ("linear", "embedding")
 
 @pytest.fixture(scope="module")
 def threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(2):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import json
 
 import pytest
 import torch
+from helpers import torch_threads
 
 import quantlens as ql
 from quantlens import zoo
@@ -20,26 +21,20 @@ LAYERS = ["stem.0", "block1.conv1", "block1.conv2", "down.0", "block2.conv1", "b
 
 
 @pytest.fixture(scope="module")
-def analysed() -> Report:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+def analysed(digits_test_128, digits_calib) -> Report:
+    with torch_threads(1):
         model = zoo.load_model("digits-cnn")
-        test = zoo.load_dataset("digits", "test")
-        calib = zoo.load_dataset("digits", "calib").inputs[:128]
         return compare(
             model,
             {"static": ql.Static(observer="minmax", calib_batches=1)},
-            data=(test.inputs[:128], test.labels[:128]),
-            calib_data=calib,
+            data=digits_test_128,
+            calib_data=digits_calib.inputs[:128],
             reps=2,
             warmup=0,
             memory=False,
             analysis=True,
             analysis_batches=2,
         )
-    finally:
-        torch.set_num_threads(threads)
 
 
 def test_the_json_has_the_sensitivity_ranking_of_the_recommended_method(analysed, tmp_path):
@@ -169,10 +164,9 @@ def test_without_the_flag_nothing_is_added(tmp_path):
     assert not any(p.name in ANALYSIS_PLOT_FILES.values() for p in report.plot(tmp_path))
 
 
-def test_the_cli_analysis_flag_writes_the_layer_and_range_plots(tmp_path, capsys):
-    test = zoo.load_dataset("digits", "test")
+def test_the_cli_analysis_flag_writes_the_layer_and_range_plots(digits_test, tmp_path, capsys):
     data = tmp_path / "digits.pt"
-    torch.save((test.inputs[:96], test.labels[:96]), data)
+    torch.save((digits_test.inputs[:96], digits_test.labels[:96]), data)
     out = tmp_path / "report"
     code = main(
         [

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from helpers import torch_threads
 
 import quantlens as ql
 from quantlens import zoo
@@ -10,20 +11,21 @@ from quantlens.report import Report, compare
 
 
 @pytest.fixture(scope="module")
-def digits_report() -> Report:
-    torch.set_num_threads(1)
+def digits_report(digits_test_128, digits_calib) -> Report:
     model = zoo.load_model("digits-cnn")
-    test = zoo.load_dataset("digits", "test")
-    calib = zoo.load_dataset("digits", "calib").inputs[:64]
-    return compare(
-        model,
-        {"static": ql.Static(observer="minmax", calib_batches=1), "broken": ql.QAT(skip=("zzz",))},
-        data=(test.inputs[:128], test.labels[:128]),
-        calib_data=calib,
-        reps=2,
-        warmup=0,
-        memory=False,
-    )
+    with torch_threads(1):
+        return compare(
+            model,
+            {
+                "static": ql.Static(observer="minmax", calib_batches=1),
+                "broken": ql.QAT(skip=("zzz",)),
+            },
+            data=digits_test_128,
+            calib_data=digits_calib.inputs[:64],
+            reps=2,
+            warmup=0,
+            memory=False,
+        )
 
 
 def test_compare_measures_float_and_each_method(digits_report):
