@@ -3,6 +3,8 @@
 import ast
 from pathlib import Path
 
+import pytest
+
 import quantlens
 
 PACKAGE = Path(quantlens.__file__).parent
@@ -44,6 +46,7 @@ def _imported_parts(path: Path) -> set[str]:
     return found
 
 
+@pytest.mark.slow
 def test_every_part_imports_only_from_the_parts_above_it():
     wrong = []
     for path in sorted(PACKAGE.rglob("*.py")):

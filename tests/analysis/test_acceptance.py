@@ -145,6 +145,7 @@ def test_digits_cnn_finishing_pass_leaves_no_single_move_that_fits(
     assert tried >= 5
 
 
+@pytest.mark.slow
 def test_digits_cnn_static_plan_keeps_layers_float_within_budget(
     digits_model, digits_full, digits_calib
 ):
@@ -230,6 +231,7 @@ def test_minilm_plans_meet_their_budgets_and_beat_uniform(minilm):
     assert {8, 2} <= set(sized.bits.values())  # it trades bits between layers
 
 
+@pytest.mark.slow
 def test_minilm_pooler_is_reported_as_not_reaching_the_metric(minilm):
     model, data, ev = minilm
     only_pooler = WeightOnly(bits=4, group_size=32, skip=("encoder.*",))

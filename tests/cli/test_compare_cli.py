@@ -119,6 +119,7 @@ def small_data(digits_test, tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_a_run_writes_every_output(capsys, tmp_path, small_data):
     out = tmp_path / "report"
     code, stdout, _ = _run(
@@ -172,6 +173,7 @@ def test_a_run_writes_every_output(capsys, tmp_path, small_data):
     assert code == 0 and strict_json(stdout)["rows"][1]["name"] == "static"
 
 
+@pytest.mark.slow
 def test_sweep_grid_from_the_command_line_varies_the_backend(capsys, tmp_path, small_data):
     out = tmp_path / "sweep"
     code, _, err = _run(

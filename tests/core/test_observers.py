@@ -65,6 +65,7 @@ def test_auto_observer_answers_with_the_chosen_candidate():
 
 
 @pytest.mark.parametrize("dist", ["laplace", "student_t"])
+@pytest.mark.slow
 def test_clipping_beats_minmax_on_heavy_tails(dist):
     # 2^20 heavy-tailed samples with four outliers at 40..80: min-max spends the grid on the
     # outliers; at 8 bits clipping wins only while outliers are this rare (~4 per million).
@@ -143,7 +144,13 @@ def test_entropy_threshold_sensible():
     assert lo.item() == pytest.approx(-hi.item())  # a threshold on |x|
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize(
+    "name",
+    [  # the histogram-based observers take over 3 s here
+        pytest.param(n, marks=pytest.mark.slow) if n in ("mse", "entropy", "auto") else n
+        for n in NAMES
+    ],
+)
 def test_per_channel_conv_activations(name):
     # (N, C, H, W) with channel scales 0.1 .. 5: per-channel ranges must follow them
     gains = torch.linspace(0.1, 5.0, 64)

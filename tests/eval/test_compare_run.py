@@ -54,6 +54,7 @@ def test_data_that_does_not_fit_names_both_shapes(digits_model):
     assert "(4, 3, 16, 16)" in message and "(N, 1, H, W)" in message
 
 
+@pytest.mark.slow
 def test_memory_is_measured_for_float_and_quantized(digits_model, digits_test_128):
     comparison = run_comparison(
         digits_model,

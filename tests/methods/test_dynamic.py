@@ -38,6 +38,7 @@ def minilm():
     return model, qm, sentences, mean_pooled_embeddings
 
 
+@pytest.mark.slow  # each MiniLM test pays for loading and quantizing it once per worker
 def test_minilm_int8_embeddings_within_cosine_0_995(minilm):
     from quantlens.zoo.minilm import mean_cosine
 
@@ -49,6 +50,7 @@ def test_minilm_int8_embeddings_within_cosine_0_995(minilm):
     assert F.cosine_similarity(ref, emb, dim=-1).min() > 0.98
 
 
+@pytest.mark.slow
 def test_minilm_summary_and_structure(minilm):
     _, qm, _, _ = minilm
     summary = qm.quantlens_summary
@@ -61,6 +63,7 @@ def test_minilm_summary_and_structure(minilm):
     assert isinstance(qm.encoder.layer[0].intermediate.dense, DynamicLinear)
 
 
+@pytest.mark.slow
 def test_minilm_save_load_bit_identical(minilm, tmp_path):
     _, qm, sentences, embed = minilm
     few = sentences.batches(16)[:1]

