@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from helpers import generator
 from torch import nn
 
 import quantlens as ql
@@ -89,7 +90,7 @@ def test_weight_only_fragile_layer_gets_more_bits(toy_method):
     with torch.no_grad():
         model[0].bias[0] = -1e3
         model[2].weight[:, 0] = 1.0
-    x = torch.randn(128, 16, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(128, 16, generator=generator(0))
     cfg = toy_method(bits=4)
     sens = sensitivity(model, x, cfg)
     cmp = compare_layers(model, ql.quantize(model, cfg), x)
@@ -106,7 +107,7 @@ def test_sqnr_metric_advice_needs_a_meaningful_noise_floor():
     # Static on a single Linear: 32 dB output SQNR (0.06% noise power) is not a problem to fix
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(16, 4)).eval()
-    x = torch.randn(256, 16, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(256, 16, generator=generator(0))
     cfg = ql.Static(observer="minmax")
     sens = sensitivity(model, x, cfg)
     assert sens.metric == "sqnr" and 0.0 < sens.full_drop < MIN_NOISE_PERCENT

@@ -8,6 +8,7 @@ from collections import OrderedDict
 import pytest
 import torch
 from analysis_helpers import make_mlp, swap_qlinear
+from helpers import generator
 from torch import nn
 
 import quantlens as ql
@@ -18,7 +19,7 @@ from quantlens.errors import InputError
 def test_weight_only_mlp_inherited_and_own_error():
     model = make_mlp()
     qm = swap_qlinear(model, {"2": 2})  # only the middle layer, 2-bit
-    x = torch.randn(64, 16, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(64, 16, generator=generator(0))
     result = compare_layers(model, qm, x)
     assert [r.name for r in result.layers] == ["0", "2", "4"]
     first, mid, last = result.layers
@@ -33,9 +34,7 @@ def test_weight_only_mlp_inherited_and_own_error():
 def test_jump_is_the_worse_layer_not_the_first():
     model = make_mlp()
     qm = swap_qlinear(model, {"0": 8, "2": 2, "4": 8})
-    result = compare_layers(
-        model, qm, torch.randn(32, 16, generator=torch.Generator().manual_seed(1))
-    )
+    result = compare_layers(model, qm, torch.randn(32, 16, generator=generator(1)))
     assert result.jump.name == "2"
     assert result["0"].out_sqnr_db > result["2"].out_sqnr_db
     assert 0.9 < result["4"].out_cosine <= 1.0
@@ -201,7 +200,7 @@ def test_token_id_inputs_are_fed_as_they_are():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Embedding(64, 32), nn.Linear(32, 32)).eval()
     qm = ql.quantize(model, ql.WeightOnly(bits=4, group_size=32, modules=("linear", "embedding")))
-    ids = torch.randint(0, 64, (16, 10), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(0, 64, (16, 10), generator=generator(0))
     result = compare_layers(model, qm, ids)
     emb, lin = result.layers
     assert (

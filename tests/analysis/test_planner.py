@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 from analysis_helpers import SideBranch
+from helpers import generator
 from torch import nn
 
 import quantlens as ql
@@ -30,7 +31,7 @@ def _deep_mlp():
 
 @pytest.fixture(scope="module")
 def mlp_data():
-    return torch.randn(256, 64, generator=torch.Generator().manual_seed(0))
+    return torch.randn(256, 64, generator=generator(0))
 
 
 def test_accuracy_budget_is_met_and_fragile_layer_keeps_more_bits(toy_method, mlp_data):
@@ -86,7 +87,7 @@ def test_config_round_trips_and_reports_unknown_layers(toy_method, mlp_data):
 
 def test_single_layer_model_and_bad_budgets(toy_method):
     model = nn.Sequential(nn.Linear(16, 4)).eval()
-    x = torch.randn(128, 16, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(128, 16, generator=generator(0))
     plan = search_plan(model, x, method=toy_method(bits=8), candidates=(8, 4, None), min_sqnr_db=25)
     assert list(plan.bits) == ["0"] and plan.met_budget
     with pytest.raises(ConfigError, match="below the smallest size"):

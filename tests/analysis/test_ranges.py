@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import heavy_tailed
+from helpers import generator, heavy_tailed
 from torch import nn
 
 from quantlens.analysis import activation_ranges
@@ -32,7 +32,7 @@ def test_heavy_tailed_layer_prefers_a_clipping_observer():
 
 
 def test_gaussian_layer_is_not_heavy_tailed():
-    x = torch.randn(256, 64, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(256, 64, generator=generator(0))
     stats = activation_ranges(
         nn.Sequential(nn.Linear(64, 8)).eval(), x, observers=("minmax", "percentile")
     )["0"]

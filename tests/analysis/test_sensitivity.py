@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from analysis_helpers import SideBranch, make_mlp
+from helpers import generator
 from torch import nn
 
 import quantlens as ql
@@ -14,7 +15,7 @@ from quantlens.analysis.sensitivity import SensitivityResult
 
 
 def _mlp_data(n=256, seed=0):
-    g = torch.Generator().manual_seed(seed)
+    g = generator(seed)
     x = torch.randn(n, 16, generator=g)
     return x
 
@@ -81,7 +82,7 @@ def _tiny_cnn():
 
 def test_static_uses_requantize_with_fused_groups():
     model = _tiny_cnn()
-    x = torch.rand(128, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    x = torch.rand(128, 1, 8, 8, generator=generator(0))
     res = sensitivity(model, x, ql.Static(observer="minmax"), max_batches=2)
     assert res.strategy == "requantize" and res.metric == "sqnr"
     assert {r.name for r in res.rows} == {"0", "3", "7"}

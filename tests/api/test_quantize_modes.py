@@ -7,12 +7,13 @@ import warnings
 
 import pytest
 import torch
+from helpers import generator
 from torch import nn
 
 import quantlens as ql
 from quantlens.errors import InputError
 
-CALIB = [torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+CALIB = [torch.randn(4, 3, 8, 8, generator=generator(i)) for i in range(2)]
 CONFIGS = {
     "weight_only": ql.WeightOnly(bits=8),
     "dynamic": ql.Dynamic(),

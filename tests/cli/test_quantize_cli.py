@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from helpers import generator
 from torch import nn
 
 import quantlens as ql
@@ -230,7 +231,7 @@ def test_requantizing_a_weight_only_checkpoint_warns_and_writes_the_new_bits(tmp
     loaded = ql.load(w4, trust_code=True)
     assert isinstance(loaded[0], QLinear) and loaded[0].scheme.bits == 4
     # the errors add up, but stay close to quantizing the float model to 4 bits directly
-    x = torch.randn(64, 64, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(64, 64, generator=generator(0))
     direct = ql.quantize(make_mlp(), ql_weight_only(bits=4, group_size=32))
     requantized, once = _rel_error(loaded, make_mlp(), x), _rel_error(direct, make_mlp(), x)
     assert once <= requantized < 1.1 * once  # measured: 0.0847 vs 0.0842 (int8 alone: 0.0051)
@@ -312,7 +313,7 @@ def test_zoo_cnn_with_the_defaults_and_with_modules(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_qat_trains_from_flags_with_a_line_per_epoch(tmp_path, capsys):
-    g = torch.Generator().manual_seed(0)
+    g = generator(0)
     data = tmp_path / "train.pt"
     torch.save(
         {

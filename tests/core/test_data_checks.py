@@ -3,12 +3,13 @@ batches, NaN/Inf (with the count and the first position), forms it cannot read."
 
 import pytest
 import torch
+from helpers import generator
 from torch import nn
 
 from quantlens.core.data import check_finite, first_batch, iter_batches, run_batch
 from quantlens.errors import InputError, QuantizationFailedError
 
-X = torch.rand(10, 3, generator=torch.Generator().manual_seed(0))
+X = torch.rand(10, 3, generator=generator(0))
 
 
 def test_nan_count_and_first_position_in_a_tensor():

@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+from helpers import generator
 
 from quantlens.core import pack, unpack
 from quantlens.core.packing import packed_nbytes
@@ -9,7 +10,7 @@ from quantlens.errors import InputError, QuantlensError
 
 
 def _codes(n, bits, seed=0, dtype=torch.uint8):
-    g = torch.Generator().manual_seed(seed)
+    g = generator(seed)
     return torch.randint(0, 1 << bits, (n,), generator=g).to(dtype)
 
 

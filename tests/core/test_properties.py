@@ -3,6 +3,7 @@
 import math
 
 import torch
+from helpers import generator
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -54,7 +55,7 @@ def test_scales_positive_and_finite(a, b, scheme, kind):
 @FAST
 @given(st.integers(1, 8), st.integers(0, 300), st.integers(0, 2**31 - 1), st.booleans())
 def test_pack_unpack_identity(bits, n, seed, signed):
-    g = torch.Generator().manual_seed(seed)
+    g = generator(seed)
     lo = -(1 << (bits - 1)) if signed else 0
     q = torch.randint(lo, lo + (1 << bits), (n,), generator=g)
     packed = pack(q, bits, signed=signed)

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from helpers import generator
 from torch import nn
 
 from quantlens.errors import InputError
@@ -62,7 +63,7 @@ class TinyEncoder(nn.Module):
 
 
 def test_embedding_models_report_cosine_to_float_as_accuracy():
-    ids = torch.randint(0, 50, (12, 6), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(0, 50, (12, 6), generator=generator(0))
     batches = [{"input_ids": ids, "attention_mask": torch.ones_like(ids)}]
     ref = collect_outputs(TinyEncoder(), batches)
     assert ref.kind == "embedding" and ref.values.shape == (12, 16)

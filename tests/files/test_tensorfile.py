@@ -7,6 +7,7 @@ import struct
 
 import pytest
 import torch
+from helpers import generator
 from safetensors.torch import load_file, save_file
 
 from quantlens.errors import CheckpointError
@@ -15,7 +16,7 @@ from quantlens.files.tensorfile import DigestMismatchError
 
 
 def _tensors():
-    g = torch.Generator().manual_seed(0)
+    g = generator(0)
     return {
         "f32": torch.randn(3, 5, generator=g),
         "bf16": torch.randn(7, generator=g).bfloat16(),

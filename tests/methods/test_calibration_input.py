@@ -5,12 +5,13 @@ import warnings
 
 import pytest
 import torch
+from helpers import generator
 from torch import nn
 
 import quantlens as ql
 from quantlens.errors import ConfigError, InputError
 
-X = torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+X = torch.rand(16, 1, 8, 8, generator=generator(0))
 
 
 def mlp() -> nn.Module:

@@ -5,6 +5,7 @@ import warnings
 
 import pytest
 import torch
+from helpers import generator
 from torch import nn
 
 import quantlens as ql
@@ -26,7 +27,7 @@ def _quantize(model, calib):
 
 
 def test_a_well_calibrated_model_converts_without_the_warning():
-    calib = [torch.randn(8, 16, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    calib = [torch.randn(8, 16, generator=generator(i)) for i in range(4)]
     qm, warned = _quantize(_mlp(), calib)
     assert not warned and not any("agrees with float" in n for n in qm.quantlens_summary.notes)
 
@@ -36,7 +37,7 @@ def test_an_int8_model_far_from_float_is_said_to_be():
     with torch.no_grad():  # input 0 is huge and unused: one int8 scale over it rounds the rest to 0
         model[0].weight[:, 0] = 0
         model[0].bias.zero_()
-    calib = [torch.randn(8, 16, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    calib = [torch.randn(8, 16, generator=generator(i)) for i in range(4)]
     for batch in calib:
         batch[:, 0] = 1e4
     with torch.no_grad():

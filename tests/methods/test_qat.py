@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import generator
 from int8_helpers import accuracy
 
 import quantlens as ql
@@ -14,7 +15,7 @@ from quantlens.methods.backends import torch_ao
 
 def _shuffled(data, seed: int, batch_size: int = 64):
     """Training batches in a seeded random order (a fresh order each call)."""
-    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+    order = torch.randperm(len(data), generator=generator(seed))
     x, y = data.inputs[order], data.labels[order]
     return [(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size)]
 

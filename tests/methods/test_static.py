@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import generator
 from int8_helpers import BranchyNet, GatedNet, accuracy, seeded
 from torch import nn
 
@@ -89,7 +90,7 @@ def test_skip_keeps_a_batchnorm_and_the_head_in_float(digits_cnn, digits):
 
 def test_resnet18_shaped_quantizes_with_no_edits():
     model = zoo.load_model("resnet18")
-    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(2, 3, 64, 64, generator=generator(0))
     qm = ql.quantize(model, ql.Static(observer="minmax", skip=["fc"]), calib_data=x)
     summary = qm.quantlens_summary
     assert len(summary.quantized) == 20  # every conv (incl. 1x1 downsample)
@@ -142,7 +143,7 @@ class _FunctionalBranchy(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.weight = nn.Parameter(torch.randn(10, 64, generator=torch.Generator().manual_seed(0)))
+        self.weight = nn.Parameter(torch.randn(10, 64, generator=generator(0)))
         self.act = nn.ReLU()
 
     def forward(self, x):
@@ -212,7 +213,7 @@ def test_two_phase_prepare_calibrate_convert(digits_cnn, digits):
 
 def test_a_bare_layer_as_the_whole_model_is_quantized(tmp_path):
     conv = nn.Conv2d(3, 8, 3).eval()
-    x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    x = torch.rand(4, 3, 16, 16, generator=generator(0))
     qm = ql.quantize(conv, ql.Static(observer="minmax"), calib_data=[x])
     assert [r.name for r in qm.quantlens_summary.quantized] == ["module"]
     assert torch_ao.is_quantized_module(qm.module)

@@ -9,7 +9,7 @@ import pickle
 
 import pytest
 import torch
-from helpers import torch_threads
+from helpers import generator, torch_threads
 from int8_helpers import GatedNet, seeded
 from torch import nn
 
@@ -85,7 +85,7 @@ def test_torchscript_export_loads_and_matches(digits_cnn, digits, tmp_path):
 
 
 def _randomize_bn(model: nn.Module) -> nn.Module:
-    gen = torch.Generator().manual_seed(0)
+    gen = generator(0)
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.5)
@@ -96,7 +96,7 @@ def _randomize_bn(model: nn.Module) -> nn.Module:
 
 
 def _randomize_bn1d(model: nn.Module) -> nn.Module:
-    gen = torch.Generator().manual_seed(0)
+    gen = generator(0)
     for m in model.modules():
         if isinstance(m, nn.BatchNorm1d):
             m.running_mean.copy_(torch.randn(m.num_features, generator=gen))
@@ -148,7 +148,7 @@ def test_batchnorm_folding_matches_the_unfused_model(name, shape):
     pairs = fusion.fold_batchnorms(folded)
     n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     assert len(pairs) == n_bn and not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
-    x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
+    x = torch.randn(*shape, generator=generator(1))
     with torch.no_grad():
         ref, out = model(x), folded(x)
     assert (out - ref).abs().max() <= 1e-5 * max(1.0, ref.abs().max().item())

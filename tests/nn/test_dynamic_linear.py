@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+from helpers import assert_similar, generator
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -27,7 +28,7 @@ def _layer(k=48, n=40, bias=True, seed=0):
 
 
 def _input(*shape, seed=1):
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+    return torch.randn(*shape, generator=generator(seed))
 
 
 def _rel(a, b):
@@ -45,7 +46,7 @@ def test_int8_paths_agree_and_track_float(activations, bias):
         q.kernel = path
         outs[path] = q(x)
     for path in INT8_PATHS:  # the same integer codes, only float rounding order differs
-        torch.testing.assert_close(outs[path], outs["reference"], atol=1e-5, rtol=1e-5)
+        assert_similar(outs[path], outs["reference"], atol=1e-5, rtol=1e-5)
     assert outs["reference"].shape == (3, 7, 40)
     assert _rel(outs["reference"], lin(x)) < 0.03
 
@@ -141,8 +142,8 @@ def test_float16_weights_fp32_compute():
     for path in ("fp16", "upcast"):
         q.kernel = path
         outs[path] = q(x)
-    torch.testing.assert_close(outs["fp16"], outs["upcast"], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(outs["upcast"], lin(x), atol=2e-3, rtol=2e-3)
+    assert_similar(outs["fp16"], outs["upcast"], atol=1e-5, rtol=1e-5)
+    assert_similar(outs["upcast"], lin(x), atol=2e-3, rtol=2e-3)
 
 
 def test_input_dtypes_shapes_and_errors():
@@ -169,4 +170,4 @@ def test_int_mm_path_matches_the_reference_on_odd_shapes(shape):
     q.kernel = "reference"
     ref = q(x)
     q.kernel = "int_mm"
-    torch.testing.assert_close(q(x), ref, atol=1e-5, rtol=1e-5)
+    assert_similar(q(x), ref, atol=1e-5, rtol=1e-5)

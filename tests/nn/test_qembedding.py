@@ -1,7 +1,7 @@
 import pytest
 import torch
 from conformance import SCHEMES, LayerConformance
-from helpers import random_tensor
+from helpers import generator, random_tensor
 from torch import nn
 
 from quantlens import QScheme, quantize_tensor
@@ -21,7 +21,7 @@ class TestQEmbeddingConformance(LayerConformance):
         return emb
 
     def make_input(self, layer, batch, dtype, seed=0):
-        g = torch.Generator().manual_seed(seed)
+        g = generator(seed)
         return torch.randint(0, layer.num_embeddings, (batch, 5), generator=g)
 
     def reference(self, layer, ids):

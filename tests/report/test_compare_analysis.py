@@ -9,7 +9,7 @@ import json
 
 import pytest
 import torch
-from helpers import torch_threads
+from helpers import generator, torch_threads
 
 import quantlens as ql
 from quantlens import zoo
@@ -102,7 +102,7 @@ def test_weight_only_analysis_has_no_activation_ranges():
     model = torch.nn.Sequential(
         torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 3)
     ).eval()
-    x = torch.randn(128, 64, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(128, 64, generator=generator(0))
     report = compare(
         model,
         ["w4"],
@@ -134,7 +134,7 @@ def test_each_row_is_compared_layer_by_layer_once_for_the_analysis_and_the_layer
     model = torch.nn.Sequential(
         torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 3)
     ).eval()
-    x = torch.randn(128, 64, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(128, 64, generator=generator(0))
     report = compare(
         model,
         ["w4"],
