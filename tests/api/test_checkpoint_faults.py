@@ -131,21 +131,33 @@ def test_concurrent_writers_take_turns_and_readers_never_see_a_mix(tmp_path):
     target = tmp_path / "ckpt"
     _save(target, 0)
     _filled(w * 100 + j for w in (1, 2) for j in range(1, 16))
-    writers = [
-        _fork(lambda w=w: [_save(target, w * 100 + j) for j in range(1, 16)]) for w in (1, 2)
-    ]
+    # Each save waits for one read to pass it a token, so the reads overlap the saves
+    # however the scheduler runs the three processes.
+    gates = {w: os.pipe() for w in (1, 2)}
+
+    def write(w: int) -> None:
+        for j in range(1, 16):
+            os.read(gates[w][0], 1)
+            _save(target, w * 100 + j)
+
+    writers = {_fork(lambda w=w: write(w)): w for w in (1, 2)}
+    for read_end, _ in gates.values():
+        os.close(read_end)
     reads, versions, codes = 0, set(), {}
-    while len(codes) < len(writers) and reads < 5000:
+    while len(codes) < len(writers):
         versions.add(_whole_version(target))
         reads += 1
-        for pid in writers:
-            if pid not in codes:
-                done, status = os.waitpid(pid, os.WNOHANG)
-                if done:
-                    codes[pid] = os.waitstatus_to_exitcode(status)
-    for pid in set(writers) - set(codes):
-        codes[pid] = _exit_code(pid)
+        for pid, w in writers.items():
+            if pid in codes:
+                continue
+            if reads <= 15:
+                os.write(gates[w][1], b"x")
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                codes[pid] = os.waitstatus_to_exitcode(status)
+    for _, write_end in gates.values():
+        os.close(write_end)
     assert list(codes.values()) == [0, 0]
-    assert reads > 5 and len(versions) > 2
+    assert reads >= 15 and len(versions) > 2
     assert _whole_version(target) in (115, 215)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
