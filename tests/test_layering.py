@@ -15,6 +15,7 @@ LAYERS = [
     "core",
     "testing",
     "zoo",
+    "sources",
     "nn",
     "methods",
     "checkpoint",

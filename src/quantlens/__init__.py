@@ -42,11 +42,14 @@ from quantlens.methods import (
     train_qat,
 )
 from quantlens.report import Report, compare
+from quantlens.sources import LoadedData, ModelSource, load_data, load_model, resolve_model
 
 __all__ = [
     "QAT",
     "Batch",
     "Dynamic",
+    "LoadedData",
+    "ModelSource",
     "QScheme",
     "QTensor",
     "QuantConfig",
@@ -65,6 +68,8 @@ __all__ = [
     "fake_quantize",
     "iter_batches",
     "load",
+    "load_data",
+    "load_model",
     "nn",
     "pack",
     "prepare",
@@ -72,6 +77,7 @@ __all__ = [
     "quantize",
     "quantize_tensor",
     "register_custom_module",
+    "resolve_model",
     "save",
     "testing",
     "train_qat",

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import quantlens.methods  # noqa: F401  (registers the built-in methods)
-from quantlens import checkpoint
+from quantlens import checkpoint, sources
 from quantlens.errors import (
     CheckpointError,
     InputError,
@@ -415,6 +415,22 @@ def load(
         ) from exc
     model.eval()
     return _finish(model, config, _saved_summary(meta, summary), meta.get("source"))
+
+
+def _is_checkpoint(spec: str, path: Path, kind: str | None) -> bool:
+    return kind == "dir" and (path / checkpoint.META_FILE).is_file()
+
+
+sources.register_model_form(  # ql.load_model / the CLI's MODEL take a checkpoint folder
+    sources.ModelForm(
+        "checkpoint",
+        "a quantlens checkpoint folder",
+        _is_checkpoint,
+        lambda spec, options: load(spec, trust_code=options.trust_code),
+        order=20,
+        marker=checkpoint.META_FILE,
+    )
+)
 
 
 def _is_factory(source) -> bool:

@@ -40,6 +40,11 @@ class CheckpointError(QuantlensError):
     """A checkpoint directory is missing, incomplete, corrupt or of an unknown format."""
 
 
+class UntrustedCodeError(CheckpointError):
+    """Loading would call a ``module:function`` that a checkpoint, a recorded source or a
+    model spec names, and the caller did not pass ``trust_code=True``."""
+
+
 class UnknownNameError(QuantlensError, KeyError):
     """A model, data set, method or option name is not one quantlens knows."""
 
@@ -74,6 +79,23 @@ def error_line(exc: BaseException, limit: int = 300) -> str:
     """
     lines = str(exc).strip().splitlines()
     return lines[0][:limit] if lines else type(exc).__name__
+
+
+# Messages quote at most SHOWN characters of a path or name: enough for the deep paths
+# real projects (and temporary folders) have, short enough to keep an error on one line.
+SHOWN = 200
+
+
+def shorten(text: str, limit: int = SHOWN) -> str:
+    """``text`` cut to ``limit`` characters (with ``...`` and the full length when cut),
+    printable whatever its encoding.
+
+    Example:
+        >>> shorten("x" * 100, 10)
+        'xxxxxxxxxx... (100 characters)'
+    """
+    text = str(text).encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def check_number(

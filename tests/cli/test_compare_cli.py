@@ -103,7 +103,7 @@ def test_existing_output_folder_needs_force(capsys, tmp_path):
 
 
 def test_pt_files_are_read_without_pickle(digits_test, tmp_path):
-    from quantlens.cli._data import load_data
+    from quantlens.sources import load_data
 
     test = digits_test
     torch.save({"inputs": test.inputs[:10], "labels": test.labels[:10]}, tmp_path / "d.pt")

@@ -25,15 +25,15 @@ from typing import Any
 
 import torch
 
-from quantlens.checkpoint.sources import META_FILE, build_skeleton, call_factory, source_of
 from quantlens.errors import CheckpointError, InputError, error_line
 from quantlens.files import read_tensors, update_directory, write_tensors
 from quantlens.files.atomic import STAGING_TAG, pending_file, resolve_target
 from quantlens.files.tensorfile import DigestMismatchError
 from quantlens.methods.base import QuantSummary
+from quantlens.sources import WEIGHTS_FILE, build_skeleton, call_factory, source_of
 
 FORMAT_VERSION = 1
-WEIGHTS_FILE = "model.safetensors"
+META_FILE = "quantlens.json"
 __all__ = [
     "FORMAT_VERSION",
     "META_FILE",

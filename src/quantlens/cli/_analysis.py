@@ -6,9 +6,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from quantlens import zoo
-from quantlens.cli._args import int_in, read_json, shorten
-from quantlens.cli._models import add_trust_code
+from quantlens.cli._args import add_trust_code, int_in, model_arg, read_json, shorten
 from quantlens.errors import InputError
 from quantlens.methods.base import QuantConfig, config_from_dict
 
@@ -23,33 +21,23 @@ class Inputs:
     calib: object
 
 
-def resolve_model(spec: str, *, trust_code: bool = False):
-    """``(model, zoo name or None)`` for a zoo name, a quantlens checkpoint folder, a Hugging
-    Face folder or ``module:factory`` (see :mod:`quantlens.cli._models`)."""
-    from quantlens.cli._models import resolve_model as resolve_any
-
-    resolved = resolve_any(spec, trust_code=trust_code)
-    return resolved.model, resolved.zoo
-
-
 def load_inputs(args: argparse.Namespace, *, need_data: bool = True) -> Inputs:
     """Resolve ``args.model``, ``args.data`` (default: the zoo model's data set) and
     ``args.calib_data`` (default: the data set's calib split, else the data)."""
-    from quantlens.cli._data import load_data
+    from quantlens.sources import load_data_for
 
-    model, zoo_name = resolve_model(args.model, trust_code=getattr(args, "trust_code", False))
-    spec = getattr(args, "data", None) or (zoo.default_dataset_for(zoo_name) if zoo_name else None)
-    if spec is None:
+    source = model_arg(args.model, trust_code=getattr(args, "trust_code", False))
+    data = getattr(args, "data", None) or None
+    if data is None and source.zoo is None:
         if need_data:
             raise InputError(
                 "give --data for a model that is not from the zoo "
-                "(a zoo data set, a .pt/.npz file or an image folder)"
+                "(a zoo data set, a .pt/.npz/.csv file or an image folder)"
             )
-        return Inputs(model, zoo_name, None, None)
-    loaded = load_data(spec)
-    calib_spec = getattr(args, "calib_data", None)
-    calib = load_data(calib_spec).test if calib_spec else (loaded.calib or loaded.test)
-    return Inputs(model, zoo_name, loaded.test, calib)
+        return Inputs(source.model, None, None, None)
+    loaded = load_data_for(source, data, calib_data=getattr(args, "calib_data", None))
+    calib = loaded.calib if loaded.calib is not None else loaded.test
+    return Inputs(source.model, source.zoo, loaded.test, calib)
 
 
 def method_config(args: argparse.Namespace, default: str = "w4", model=None) -> QuantConfig:

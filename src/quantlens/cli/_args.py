@@ -1,5 +1,5 @@
 """Option parsing shared by every subcommand: a parser whose usage errors are one line,
-range-checked number types, and reading a JSON file a user names.
+range-checked number types, and reading what a user names (a JSON file, a MODEL, DATA).
 
 Example:
     >>> parser = ArgumentParser(prog="quantlens demo")
@@ -17,23 +17,16 @@ import os
 import sys
 from pathlib import Path
 
-from quantlens.errors import ConfigError, InputError, error_line
-
-# Messages quote at most SHOWN characters of a path or name: enough for the deep paths
-# real projects (and temporary folders) have, short enough to keep an error on one line.
-SHOWN = 200
-
-
-def shorten(text: str, limit: int = SHOWN) -> str:
-    """``text`` cut to ``limit`` characters (with ``...`` and the full length when cut),
-    printable whatever its encoding.
-
-    Example:
-        >>> shorten("x" * 100, 10)
-        'xxxxxxxxxx... (100 characters)'
-    """
-    text = str(text).encode("utf-8", "backslashreplace").decode("utf-8")
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+from quantlens.errors import ConfigError, InputError, error_line, shorten
+from quantlens.files import path_kind
+from quantlens.sources import (
+    LoadedData,
+    ModelSource,
+    is_factory_spec,
+    load_data,
+    require_tensors,
+    resolve_model,
+)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -42,19 +35,6 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {shorten(message, 300)}; see {self.prog} --help\n")
-
-
-def path_kind(path: Path) -> str | None:
-    """``"file"``, ``"dir"``, ``"other"`` (exists, neither) or None (missing, or a name the
-    file system cannot hold, e.g. longer than NAME_MAX: not an error, just not a path)."""
-    try:
-        if path.is_file():
-            return "file"
-        if path.is_dir():
-            return "dir"
-        return "other" if path.exists() else None
-    except (OSError, ValueError):  # ENAMETOOLONG, an embedded NUL byte
-        return None
 
 
 def check_out_folder(out: Path, flag: str) -> None:
@@ -186,3 +166,36 @@ def read_json(path: Path | str, what: str = "config") -> object:
             f"{name} is nested too deeply to be a {what} (over {limit} levels); "
             "write it with config.to_dict()"
         ) from None
+
+
+def add_trust_code(parser: argparse.ArgumentParser) -> None:
+    """The ``--trust-code`` flag of every command that takes a MODEL."""
+    parser.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="let a checkpoint given as MODEL rebuild its model by calling the module:factory "
+        "it records",
+    )
+
+
+def model_arg(spec: str, *, trust_code: bool = False) -> ModelSource:
+    """The model a MODEL argument names (:func:`quantlens.sources.resolve_model`). A
+    ``module:factory`` typed on the command line runs: the user named it; ``trust_code``
+    (``--trust-code``) is for the factory a checkpoint records.
+
+    Example:
+        >>> model_arg("digits-cnn").zoo
+        'digits-cnn'
+    """
+    return resolve_model(spec, trust_code=trust_code or is_factory_spec(spec))
+
+
+def data_arg(spec: str) -> LoadedData:
+    """The data a DATA argument names (:func:`quantlens.sources.load_data`): tensors, since
+    the command line has no tokenizer for a text file.
+
+    Example:
+        >>> data_arg("digits").calib is not None
+        True
+    """
+    return require_tensors(load_data(spec), spec)

@@ -14,9 +14,16 @@ from pathlib import Path
 
 import torch
 
-from quantlens import zoo
-from quantlens.cli._args import check_out_folder, float_in, int_in, max_threads, path_kind, shorten
-from quantlens.cli._models import add_trust_code
+from quantlens.cli._args import (
+    add_trust_code,
+    check_out_folder,
+    float_in,
+    int_in,
+    max_threads,
+    model_arg,
+    path_kind,
+    shorten,
+)
 from quantlens.errors import InputError, QuantizationFailedError
 from quantlens.eval.compare import reference_outputs
 from quantlens.eval.presets import (
@@ -28,6 +35,7 @@ from quantlens.eval.presets import (
     sweep_configs,
 )
 from quantlens.report import Report, compare
+from quantlens.sources import load_data_for
 
 DEFAULT_MODEL = "digits-cnn"
 DEFAULT_OUT = "quantlens-report"
@@ -162,30 +170,6 @@ def command_line(args: argparse.Namespace) -> str:
     return os.fsencode(shlex.join(parts)).decode("utf-8", "backslashreplace")
 
 
-def _resolve_model(spec: str, *, trust_code: bool = False):
-    """``(float model, zoo name or None, extra rows)``; a quantlens checkpoint is compared
-    against the float model it was made from (when that can be rebuilt with its weights)."""
-    from quantlens.cli._models import resolve_model
-
-    resolved = resolve_model(spec, trust_code=trust_code)
-    model = resolved.model
-    if resolved.kind == "factory":  # lets checkpoints and child processes rebuild it
-        model.quantlens_source = {"kind": "factory", "path": spec, "kwargs": {}}
-    if resolved.kind != "checkpoint":
-        return model, resolved.zoo, {}
-    source = getattr(model, "quantlens_source", None) or {}
-    if source.get("zoo"):
-        return zoo.load_model(source["zoo"]), source["zoo"], {"checkpoint": model}
-    if source.get("kind") == "factory":
-        from quantlens.checkpoint import build_skeleton
-
-        return build_skeleton(source, trust_code=trust_code), None, {"checkpoint": model}
-    raise InputError(
-        f"{spec} holds a quantized model whose float weights quantlens cannot rebuild; "
-        "give the float model (zoo name, Hugging Face folder or module:factory) as MODEL"
-    )
-
-
 def _method_names(args: argparse.Namespace) -> list[str] | None:
     """The --methods names, checked (bad names fail before anything slow runs)."""
     names = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
@@ -249,21 +233,6 @@ def _remove_if_empty(out: Path) -> None:
         pass
 
 
-def _data_for(args, zoo_name):
-    from quantlens.cli._data import load_data
-
-    spec = args.data or (zoo.default_dataset_for(zoo_name) if zoo_name else None)
-    if spec is None:
-        raise InputError(
-            "give --data for a model that is not from the zoo (a zoo data set, a .pt/.npz file or "
-            "an image folder)"
-        )
-    data = load_data(spec)
-    calib = load_data(args.calib_data).test if args.calib_data else data.calib
-    train = load_data(args.train_data).test if args.train_data else data.train
-    return data.test, calib, train
-
-
 def run(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         raise InputError(f"--threads must be >= 1, got {args.threads}")
@@ -281,9 +250,20 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    model, zoo_name, extra = _resolve_model(args.model, trust_code=args.trust_code)
+    source = model_arg(args.model, trust_code=args.trust_code)
+    # a checkpoint is compared against the float model it was made from
+    model = source.float_source(trust_code=args.trust_code).model
+    extra = {"checkpoint": source.model} if source.kind == "checkpoint" else {}
     configs = {**extra, **_configs(args, model)}
-    data, calib, train = _data_for(args, zoo_name)
+    if not args.data and source.data is None:
+        raise InputError(
+            "give --data for a model that is not from the zoo (a zoo data set, a .pt/.npz/.csv "
+            "file or an image folder)"
+        )
+    loaded = load_data_for(
+        source, args.data, calib_data=args.calib_data, train_data=args.train_data
+    )
+    data, calib, train = loaded.test, loaded.calib, loaded.train
     reference_outputs(model, data, limit=1)  # data that does not fit fails before --out is touched
     created = _prepare_out(out)
     try:

@@ -1,6 +1,6 @@
 """``quantlens export MODEL --format onnx|pt2|torchscript -o FILE [--method M] [--check]``.
 
-MODEL is anything :func:`quantlens.cli._models.resolve_model` understands. A quantlens
+MODEL is anything :func:`quantlens.sources.resolve_model` understands. A quantlens
 checkpoint is exported as it is; a float model (zoo name, Hugging Face folder,
 ``module:factory``) is first quantized with ``--method`` (a preset name: ``static``,
 ``qat``, ``dynamic``, ``w8``, ``w4``, ``w2``), calibrated on the zoo model's calibration
@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from quantlens.cli._models import add_trust_code
+from quantlens.cli._args import add_trust_code, model_arg
 from quantlens.errors import InputError, QuantlensError, error_line
 
 FORMATS = ("onnx", "pt2", "torchscript")
@@ -124,7 +124,6 @@ def _samples(resolved, example):
 
 def run(args: argparse.Namespace) -> int:
     import quantlens as ql
-    from quantlens.cli._models import resolve_model
     from quantlens.export import check, example_inputs_of
 
     if args.format not in FORMATS:
@@ -135,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(
             f"cannot write {args.out}: the folder {args.out.parent} does not exist; create it first"
         )
-    resolved = resolve_model(args.model, trust_code=args.trust_code)
+    resolved = model_arg(args.model, trust_code=args.trust_code)
     model = _quantized(args, resolved)
     example = _example(resolved)
     path = ql.export(

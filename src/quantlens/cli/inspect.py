@@ -11,8 +11,7 @@ import json
 from pathlib import Path
 
 from quantlens.cli._analysis import check_positive, load_inputs
-from quantlens.cli._args import int_in
-from quantlens.cli._models import add_trust_code
+from quantlens.cli._args import add_trust_code, int_in
 
 
 def register(subparsers) -> None:

@@ -1,6 +1,6 @@
 """``quantlens quantize MODEL --method weight-only --bits 4 -o OUT``: quantize and save.
 
-MODEL is anything :func:`quantlens.cli._models.resolve_model` understands. The method is
+MODEL is anything :func:`quantlens.sources.resolve_model` understands. The method is
 looked up in the method registry by name (``weight-only`` = ``weight_only``); flags fill
 the fields the method's config has, or ``--config FILE.json`` gives the whole config.
 
@@ -23,8 +23,15 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from quantlens.cli._args import check_out_folder, int_in, read_json, shorten
-from quantlens.cli._models import add_trust_code
+from quantlens.cli._args import (
+    add_trust_code,
+    check_out_folder,
+    data_arg,
+    int_in,
+    model_arg,
+    read_json,
+    shorten,
+)
 from quantlens.core.scheme import QScheme
 from quantlens.errors import ConfigError, InputError, QuantlensError
 from quantlens.methods.base import QuantSummary, config_from_dict, get_method
@@ -167,10 +174,9 @@ def _check_qat_flags(args: argparse.Namespace, config) -> None:
 
 def _train_data(args, resolved):
     from quantlens import zoo
-    from quantlens.cli._data import load_data
 
     if args.train_data:
-        loaded = load_data(args.train_data)
+        loaded = data_arg(args.train_data)
         return loaded.train or loaded.test
     if resolved.zoo is not None:
         return zoo.load_dataset(zoo.default_dataset_for(resolved.zoo), "train").batches(64)
@@ -218,10 +224,9 @@ def _quantize_qat(args, resolved, model, config):
 
 def _calib(args, resolved, config):
     from quantlens import zoo
-    from quantlens.cli._data import load_data
 
     if args.calib_data:
-        loaded = load_data(args.calib_data)
+        loaded = data_arg(args.calib_data)
         return loaded.calib or loaded.test
     if resolved.zoo is not None:
         name = zoo.default_dataset_for(resolved.zoo)
@@ -286,12 +291,11 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     import quantlens as ql
-    from quantlens.cli._models import resolve_model
 
     check_out_folder(Path(args.out), "-o")
     config = build_config(args)
     _check_qat_flags(args, config)
-    resolved = resolve_model(args.model, trust_code=args.trust_code)
+    resolved = model_arg(args.model, trust_code=args.trust_code)
     model, warning = resolved.model, None
     if resolved.kind == "checkpoint":
         model, warning = _float_from_checkpoint(args.model, model)

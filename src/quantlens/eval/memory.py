@@ -47,6 +47,7 @@ import torch
 
 from quantlens.core.data import Batch
 from quantlens.errors import InputError, QuantizationFailedError
+from quantlens.sources import resolve_model
 
 CHILD_TIMEOUT_S = 300.0
 _PROC_STATUS = Path("/proc/self/status")
@@ -163,27 +164,12 @@ def _release_freed() -> None:
 
 
 def _load_model(ref: dict) -> torch.nn.Module:
-    from quantlens import api, checkpoint
-
-    trust = ref.get("trust_code") is True
-    if ref["kind"] == "checkpoint":
-        return api.load(ref["target"], trust_code=trust)
-    if ref["kind"] == "float":
-        from safetensors.torch import load_file
-
-        root = Path(ref["target"])
-        source = json.loads((root / "source.json").read_text())
-        model = checkpoint.build_skeleton(source, trust_code=trust, origin=root / "source.json")
-        model.load_state_dict(load_file(str(root / checkpoint.WEIGHTS_FILE)), strict=False)
-        return model.eval()
-    if ref["kind"] == "factory":
-        target = ref["target"]
-        hint = (
-            "ModelRef.factory takes a package.module:function that builds the model with no "
-            "arguments"
-        )
-        return checkpoint.call_factory(target, {}, InputError, name=f"{target}()", hint=hint).eval()
-    raise InputError(f"unknown model reference kind {ref['kind']!r}")
+    """The model a :class:`ModelRef` (as the job carries it) points to, built through
+    :func:`quantlens.sources.resolve_model` with the form its kind names."""
+    if ref["kind"] not in ("checkpoint", "float", "factory"):
+        raise InputError(f"unknown model reference kind {ref['kind']!r}")
+    trust = ref.get("trust_code") is True or ref["kind"] == "factory"  # the caller named it
+    return resolve_model(ref["target"], trust_code=trust, kind=ref["kind"]).model
 
 
 def _load_batch(path: str) -> Batch:

@@ -23,6 +23,7 @@ from torch import nn
 
 from quantlens import api, checkpoint
 from quantlens.methods.base import state_bytes
+from quantlens.sources import SOURCE_FILE
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ def save_for_size(model: nn.Module, directory: str | os.PathLike) -> Path:
     if source is not None:
         import json
 
-        (directory / "source.json").write_text(json.dumps(source, default=str))
+        (directory / SOURCE_FILE).write_text(json.dumps(source, default=str))
     return directory
 
 

@@ -1,20 +1,25 @@
-"""How a checkpoint rebuilds its float skeleton (the ``"source"`` entry of ``quantlens.json``)."""
+"""How a model records where it came from, and how that record rebuilds it: the
+``"source"`` entry of a checkpoint's ``quantlens.json`` (and of a float folder's
+``source.json``), and calling a ``module:function`` or ``path/to/file.py:function``."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.util
 import os
+import sys
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 
 from quantlens import zoo
-from quantlens.errors import CheckpointError, error_line, require
+from quantlens.errors import CheckpointError, UntrustedCodeError, error_line, require
 
-META_FILE = "quantlens.json"
+ORIGIN = "quantlens.json"  # where a recorded source usually comes from, for messages
 
-__all__ = ["build_skeleton", "call_factory", "source_of"]
+__all__ = ["build_skeleton", "call_factory", "import_factory", "source_of"]
 
 
 # --- skeleton sources ----------------------------------------------------------------------
@@ -43,7 +48,7 @@ def source_of(model: torch.nn.Module) -> dict | None:
 
 
 def build_skeleton(
-    source: Mapping, *, trust_code: bool = False, origin: str | os.PathLike = META_FILE
+    source: Mapping, *, trust_code: bool = False, origin: str | os.PathLike = ORIGIN
 ) -> torch.nn.Module:
     """A float model built from a recorded source (see :func:`source_of`).
 
@@ -58,8 +63,12 @@ def build_skeleton(
         The float skeleton (its weights are placeholders until a state dict is loaded).
 
     Raises:
-        CheckpointError: the source is malformed, names a model this installation cannot
-            build, or is a factory and ``trust_code`` is False.
+        CheckpointError: the source is malformed or names a model this installation cannot
+            build.
+        UntrustedCodeError: the source is a factory and ``trust_code`` is False.
+
+    Example:
+        >>> build_skeleton(zoo.load_model("digits-cnn").quantlens_source)  # no trust needed
     """
     if not isinstance(source, Mapping):
         raise CheckpointError(
@@ -135,7 +144,7 @@ def _factory_skeleton(source: Mapping, origin, trust_code: bool) -> torch.nn.Mod
             f"{origin}: a factory source needs 'path' ('module:function') and 'kwargs' (an object)"
         )
     if not trust_code:
-        raise CheckpointError(
+        raise UntrustedCodeError(
             f"{origin} rebuilds its model by calling {path!r}, which runs code the checkpoint "
             "names; pass trust_code=True (quantlens CLI: --trust-code) if you trust it, or pass "
             "model= with a skeleton you built"
@@ -166,12 +175,12 @@ def call_factory(
     hint: str,
     origin: str | os.PathLike | None = None,
 ) -> Any:
-    """Import the function ``path`` names (``"package.module:function"``) and call it with
+    """Import the function ``path`` names (see :func:`import_factory`) and call it with
     ``kwargs``; a failure to import it or any error the call raises becomes one ``error_cls``
     on one line.
 
     Args:
-        path: ``"package.module:function"``.
+        path: ``"package.module:function"`` or ``"path/to/file.py:function"``.
         kwargs: the keyword arguments of the call.
         error_cls: the error raised on failure (a :class:`~quantlens.errors.QuantlensError`).
         name: how the message names the call (``"make()"``, ``"the model factory 'pkg:make'"``).
@@ -188,10 +197,9 @@ def call_factory(
         Identity()
     """
     where = f"{origin}: " if origin is not None else ""
-    module_name, _, attr = path.partition(":")
     try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
+        factory = import_factory(path)
+    except (ImportError, AttributeError, OSError, SyntaxError) as exc:
         raise error_cls(
             f"{where}cannot import {path!r} ({type(exc).__name__}: {error_line(exc)}); {hint}"
         ) from exc
@@ -201,3 +209,39 @@ def call_factory(
         raise error_cls(
             f"{where}calling {name} failed ({type(exc).__name__}: {error_line(exc)}); {hint}"
         ) from exc
+
+
+def import_factory(path: str) -> Any:
+    """The object ``path`` names: ``"package.module:function"`` (imported from the Python
+    path) or ``"path/to/file.py:function"`` (that file run as a module, once per process).
+
+    Args:
+        path: the spec; the part after the last ``:`` is the attribute.
+
+    Returns:
+        The attribute (a callable, for a factory).
+
+    Raises:
+        ImportError, AttributeError, OSError, SyntaxError: as importing it raises them.
+
+    Example:
+        >>> import_factory("torch.nn:Identity")
+        <class 'torch.nn.modules.linear.Identity'>
+    """
+    module_name, _, attr = path.rpartition(":")
+    if not module_name.endswith(".py"):
+        return getattr(importlib.import_module(module_name), attr)
+    file = os.path.abspath(module_name)
+    name = "quantlens_user_" + hashlib.sha256(file.encode()).hexdigest()[:16]
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, file)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"{file} cannot be imported as a Python module")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses and pickling look the module up by name
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+    return getattr(sys.modules[name], attr)
