@@ -3,6 +3,7 @@ errors (unknown spec, code that would run untrusted, a missing extra)."""
 
 import json
 import sys
+import zipfile
 
 import pytest
 import torch
@@ -116,6 +117,10 @@ def test_a_pickled_model_loads_only_with_allow_pickle(tmp_path):
     torch.save(make_mlp().state_dict(), tmp_path / "state.pt")
     with pytest.raises(InputError, match=r"state.pt holds tensors \(a state dict\?\), not a model"):
         ql.load_model(tmp_path / "state.pt")
+    with zipfile.ZipFile(tmp_path / "damaged.pt", "w") as archive:
+        archive.writestr("damaged/data.pkl", b"not a pickle")
+    with pytest.raises(InputError, match="damaged.pt cannot be read"):
+        ql.load_model(tmp_path / "damaged.pt")
 
 
 class _Touch:

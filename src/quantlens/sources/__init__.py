@@ -19,8 +19,6 @@ Example:
 
 from quantlens.sources.data import LoadedData, load_data, load_data_for, require_tensors
 from quantlens.sources.models import (
-    SOURCE_FILE,
-    WEIGHTS_FILE,
     LoadOptions,
     ModelForm,
     ModelSource,
@@ -31,7 +29,15 @@ from quantlens.sources.models import (
     register_model_form,
     resolve_model,
 )
-from quantlens.sources.recorded import build_skeleton, call_factory, import_factory, source_of
+from quantlens.sources.recorded import (
+    SOURCE_FILE,
+    WEIGHTS_FILE,
+    build_skeleton,
+    call_factory,
+    import_factory,
+    load_float_folder,
+    source_of,
+)
 
 __all__ = [
     "SOURCE_FILE",
@@ -47,6 +53,7 @@ __all__ = [
     "is_factory_spec",
     "load_data",
     "load_data_for",
+    "load_float_folder",
     "load_model",
     "model_forms",
     "register_model_form",

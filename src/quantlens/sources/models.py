@@ -24,8 +24,8 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +35,6 @@ from torch import nn
 
 from quantlens import zoo
 from quantlens.errors import (
-    CheckpointError,
     InputError,
     UnknownNameError,
     UntrustedCodeError,
@@ -44,10 +43,14 @@ from quantlens.errors import (
     shorten,
 )
 from quantlens.files import path_kind
-from quantlens.sources.recorded import build_skeleton, call_factory
+from quantlens.sources.recorded import (
+    SOURCE_FILE,
+    WEIGHTS_FILE,
+    build_skeleton,
+    call_factory,
+    load_float_folder,
+)
 
-WEIGHTS_FILE = "model.safetensors"  # the tensors of a checkpoint or of a float folder
-SOURCE_FILE = "source.json"  # how a float folder's model is rebuilt
 MAX_FACTORY = 1000  # characters: no module:function name is longer
 PICKLE_SUFFIXES = (".pt", ".pth")
 
@@ -283,24 +286,6 @@ def _is_folder_with(*names: str) -> Callable[[str, Path, str | None], bool]:
     return lambda spec, path, kind: kind == "dir" and all((path / n).is_file() for n in names)
 
 
-def _load_float(spec: str, options: LoadOptions) -> nn.Module:
-    from safetensors.torch import load_file
-
-    root = Path(spec)
-    try:
-        source = json.loads((root / SOURCE_FILE).read_text(encoding="utf-8"))
-        state = load_file(str(root / WEIGHTS_FILE))
-    except (OSError, ValueError, UnicodeDecodeError) as exc:  # safetensors raises its own
-        raise CheckpointError(f"{shorten(root)} cannot be read ({error_line(exc)})") from exc
-    except Exception as exc:  # safetensors' SafetensorError is no OSError
-        raise CheckpointError(
-            f"{shorten(root / WEIGHTS_FILE)} is not a safetensors file ({error_line(exc)})"
-        ) from exc
-    model = build_skeleton(source, trust_code=options.trust_code, origin=root / SOURCE_FILE)
-    model.load_state_dict(state, strict=False)
-    return model.eval()
-
-
 def _load_hf(spec: str, options: LoadOptions) -> nn.Module:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     transformers = require("transformers", "hf")
@@ -339,11 +324,13 @@ def _load_pickle(spec: str, options: LoadOptions) -> nn.Module:
     if not options.allow_pickle:
         try:
             torch.load(spec, map_location="cpu", weights_only=True)
-        except Exception as exc:  # anything beyond plain tensors: a pickled model or worse
+        except pickle.UnpicklingError as exc:  # beyond plain tensors: a pickled model or worse
             raise UntrustedCodeError(
                 f"{name} is a pickled file; unpickling runs code the file names, so pass "
                 "allow_pickle=True only if you trust it (or give module:factory)"
             ) from exc
+        except Exception as exc:  # a damaged archive: torch raises RuntimeError and others
+            raise InputError(f"{name} cannot be read ({error_line(exc)})") from exc
         raise InputError(
             f"{name} holds tensors (a state dict?), not a model; build the model with "
             "module:factory and load_state_dict them into it"
@@ -369,7 +356,7 @@ for _form in (
         "float",
         f"a float model folder ({WEIGHTS_FILE} + {SOURCE_FILE})",
         _is_folder_with(SOURCE_FILE, WEIGHTS_FILE),
-        _load_float,
+        lambda spec, options: load_float_folder(spec, trust_code=options.trust_code),
         30,
         marker=SOURCE_FILE,
     ),

@@ -7,19 +7,31 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import json
 import os
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from quantlens import zoo
-from quantlens.errors import CheckpointError, UntrustedCodeError, error_line, require
+from quantlens.errors import CheckpointError, UntrustedCodeError, error_line, require, shorten
 
 ORIGIN = "quantlens.json"  # where a recorded source usually comes from, for messages
+WEIGHTS_FILE = "model.safetensors"  # the tensors of a checkpoint or of a float folder
+SOURCE_FILE = "source.json"  # how a float folder's model is rebuilt
 
-__all__ = ["build_skeleton", "call_factory", "import_factory", "source_of"]
+__all__ = [
+    "SOURCE_FILE",
+    "WEIGHTS_FILE",
+    "build_skeleton",
+    "call_factory",
+    "import_factory",
+    "load_float_folder",
+    "source_of",
+]
 
 
 # --- skeleton sources ----------------------------------------------------------------------
@@ -86,6 +98,41 @@ def build_skeleton(
             "pass model=skeleton"
         )
     return model
+
+
+def load_float_folder(folder: str | os.PathLike, *, trust_code: bool = False) -> torch.nn.Module:
+    """A float model saved as ``model.safetensors`` (its state dict) and ``source.json`` (its
+    recorded source): the skeleton built from the source, the weights loaded into it.
+
+    Args:
+        folder: the folder (``quantlens.eval.size.save_for_size`` writes one).
+        trust_code: as :func:`build_skeleton` takes it.
+
+    Returns:
+        The model, in eval mode.
+
+    Raises:
+        CheckpointError: a file is missing or unreadable, or the source cannot be built.
+        UntrustedCodeError: the source is a factory and ``trust_code`` is False.
+
+    Example:
+        >>> model = load_float_folder(save_for_size(zoo.load_model("digits-cnn"), "f/"))
+    """
+    from safetensors.torch import load_file
+
+    root = Path(folder)
+    try:
+        source = json.loads((root / SOURCE_FILE).read_text(encoding="utf-8"))
+        state = load_file(str(root / WEIGHTS_FILE))
+    except (OSError, ValueError) as exc:  # a missing file, bad JSON or UTF-8
+        raise CheckpointError(f"{shorten(root)} cannot be read ({error_line(exc)})") from exc
+    except Exception as exc:  # safetensors' SafetensorError is no OSError
+        raise CheckpointError(
+            f"{shorten(root / WEIGHTS_FILE)} is not a safetensors file ({error_line(exc)})"
+        ) from exc
+    model = build_skeleton(source, trust_code=trust_code, origin=root / SOURCE_FILE)
+    model.load_state_dict(state, strict=False)
+    return model.eval()
 
 
 def _zoo_skeleton(source: Mapping, origin) -> torch.nn.Module:
