@@ -16,8 +16,9 @@ reason PyTorch's ``reduce_range`` exists. With 128 levels the pair sum stays bel
 mean cosine of pooled sentence embeddings vs float is 0.9964 (8-bit symmetric per-token:
 0.9973; PyTorch's per-tensor 7-bit dynamic: 0.95, per-channel weights: 0.977).
 
-Kernel paths (``layer.kernel = name`` forces one; ``"auto"`` takes the first that accepts
-and whose ``auto`` rule holds for this machine):
+Kernel paths (:mod:`quantlens.nn.kernels.dynamic`, chosen by the one rule of
+:mod:`quantlens.nn.kernels.registry`; ``layer.kernel = name`` forces one, ``"auto"`` takes
+the lowest-priority case that matches and whose path can run the layer):
 
 =========  ======================================================================  =========
 path       what runs                                                               auto when
@@ -41,49 +42,32 @@ The state dict holds plain tensors only (``weight`` int8 or fp16, ``weight_scale
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from quantlens.errors import InputError, UnknownNameError
-from quantlens.nn.kernels import cpu_features
-from quantlens.nn.shapes import Shapes
+from quantlens.nn.act_quant import ACT_LEVELS, quantize_activations
+from quantlens.nn.kernels import registry
+from quantlens.nn.kernels.registry import KernelKey, KernelPath
 
-ACT_LEVELS = 127  # activations use q in [0, 127]: 7 bits, no int16 pair overflow on AVX2
 WEIGHT_QMAX = 127
 DTYPES = {"int8": torch.int8, "float16": torch.float16}
 ACTIVATIONS = ("per_token", "per_tensor")
+DynamicDtype = Literal["int8", "float16"]
+Activations = Literal["per_token", "per_tensor"]
 _EPS = 1e-12
 
-
-def quantize_activations(
-    x2d: torch.Tensor, per_token: bool = True
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Asymmetric 7-bit activation qparams and the scaled input, before rounding.
-
-    Args:
-        x2d: ``(M, K)`` float32 input rows.
-        per_token: one scale / zero-point per row (else one for the whole tensor).
-
-    Returns:
-        ``(xs, s, z)``: ``xs = x * (1 / s) + z`` ``(M, K)`` (``round(xs)`` is the code in
-        [0, 127]),
-        ``s`` and ``z`` ``(M, 1)`` or ``(1, 1)`` float32 (``z`` integer-valued).
-    """
-    if per_token:  # (amin + amax: ~10x faster than aminmax(dim=-1) on CPU, measured)
-        lo, hi = x2d.amin(dim=-1, keepdim=True), x2d.amax(dim=-1, keepdim=True)  # (M, 1)
-    else:
-        lo, hi = (t.reshape(1, 1) for t in torch.aminmax(x2d))
-    lo, hi = lo.clamp(max=0), hi.clamp(min=0)  # the range holds 0, so zero is exact
-    # (ACT_LEVELS - 1) steps: x/s + round(-lo/s) <= 126.5 rounds to <= 127 without a clamp.
-    s = ((hi - lo) / (ACT_LEVELS - 1)).clamp_min(_EPS)
-    inv = 1.0 / s
-    z = torch.round(-lo * inv)
-    return torch.addcmul(z, x2d, inv), s, z
+__all__ = [
+    "ACTIVATIONS",
+    "ACT_LEVELS",
+    "DTYPES",
+    "DynamicLinear",
+    "dynamic_kernels",
+    "quantize_activations",
+    "quantize_weight",
+]
 
 
 def quantize_weight(
@@ -102,161 +86,15 @@ def quantize_weight(
     return wq, ws.contiguous()
 
 
-# --- kernel paths ----------------------------------------------------------------------------
+def dynamic_kernels() -> dict[str, KernelPath]:
+    """Every registered :class:`DynamicLinear` path by name (the ``"dynamic"`` family of
+    :mod:`quantlens.nn.kernels.registry`).
 
-
-@dataclass(frozen=True)
-class DynamicKernel:
-    """One way to run a :class:`DynamicLinear` forward.
-
-    Attributes:
-        name: the path name (``layer.kernel = name`` forces it).
-        dtype: the weight dtype it serves (``"int8"`` or ``"float16"``).
-        accepts: ``accepts(layer, x2d) -> None`` if it can run, else the reason it cannot.
-        prepare: ``prepare(layer) -> state`` (packed weights; cached on the layer).
-        run: ``run(layer, state, x2d) -> y2d`` float32.
-        auto: ``auto(x2d) -> bool``: whether ``"auto"`` may pick it for this input on this
-            machine (None: always; a path is always usable when forced and ``accepts`` agrees).
-        shapes: the weight shapes it runs (:class:`quantlens.nn.shapes.Shapes`, checked
-            before ``accepts``; swept by tests/nn/test_kernel_shapes.py).
+    Example:
+        >>> sorted(dynamic_kernels())
+        ['fbgemm', 'fp16', 'int_mm', 'reference', 'upcast']
     """
-
-    name: str
-    dtype: str
-    accepts: Callable[[DynamicLinear, torch.Tensor], str | None]
-    prepare: Callable[[DynamicLinear], object]
-    run: Callable[[DynamicLinear, object, torch.Tensor], torch.Tensor]
-    auto: Callable[[torch.Tensor], bool] | None = None
-    shapes: Shapes = field(default_factory=Shapes)
-
-    def why_not(self, layer: DynamicLinear, x2d: torch.Tensor) -> str | None:
-        """Why this path cannot run ``layer`` on ``x2d`` (its shapes, then ``accepts``), or None."""
-        return self.shapes.reason(layer.out_features, layer.in_features) or self.accepts(layer, x2d)
-
-
-_KERNELS: dict[str, DynamicKernel] = {}
-
-
-def register_dynamic_kernel(kernel: DynamicKernel) -> DynamicKernel:
-    """Add a kernel path; paths registered earlier are tried first by ``"auto"``."""
-    _KERNELS[kernel.name] = kernel
-    return kernel
-
-
-def dynamic_kernels() -> dict[str, DynamicKernel]:
-    """Every registered path by name."""
-    return dict(_KERNELS)
-
-
-def _x86_engine(layer, x2d) -> str | None:
-    if x2d.device.type != "cpu":
-        return f"it runs on CPU only, the input is on {x2d.device.type}"
-    if torch.backends.quantized.engine not in ("x86", "fbgemm"):
-        return f"the quantized engine is {torch.backends.quantized.engine!r}, not x86/fbgemm"
-    return None
-
-
-def _fbgemm_prepare(layer: DynamicLinear):
-    n = layer.out_features
-    qw = torch._make_per_channel_quantized_tensor(
-        layer.weight, layer.weight_scale.double(), torch.zeros(n, dtype=torch.long), 0
-    )
-    packed = torch.ops.quantized.linear_prepack(qw, None)
-    c = layer.weight_scale * layer.weight.sum(dim=1, dtype=torch.int32).float()  # (N,)
-    return packed, c
-
-
-def _fbgemm_run(layer, state, x2d):
-    packed, c = state
-    xs, s, z = quantize_activations(x2d, layer.per_token)
-    g = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(
-        xs, 1.0, 0, packed
-    )  # (M, N)
-    g = g.addr_(z.squeeze(1), c, alpha=-1) if layer.per_token else g.sub_(z * c)  # sum (q - z) W
-    return torch.addcmul(layer.bias, g, s) if layer.bias is not None else g.mul_(s)
-
-
-def _int_mm_accepts(layer, x2d) -> str | None:
-    if x2d.device.type == "cuda" and not (
-        x2d.shape[0] > 16 and layer.in_features % 8 == 0 and layer.out_features % 8 == 0
-    ):
-        return "torch._int_mm on CUDA needs more than 16 rows and K, N multiples of 8"
-    return None
-
-
-def _int_mm_auto(x2d) -> bool:
-    """CUDA, or a CPU whose int8 dot-product instructions make PyTorch's int8 GEMM fast."""
-    return x2d.device.type == "cuda" or (
-        x2d.device.type == "cpu" and bool({"vnni", "amx"} & cpu_features())
-    )
-
-
-def _int_mm_prepare(layer):
-    c = (
-        layer.weight_scale * layer.weight.sum(dim=1, dtype=torch.int32).float()
-    )  # (N,) ws * rowsum(Wq)
-    return layer.weight.t(), c  # (K, N) view of the (N, K) weight: the faster layout on CPU
-
-
-def _codes(x2d, per_token):
-    xs, s, z = quantize_activations(x2d, per_token)
-    return xs.round_().clamp_(0, ACT_LEVELS), s, z
-
-
-def _int_mm_run(layer, state, x2d):
-    wt, c = state
-    q, s, z = _codes(x2d, layer.per_token)  # q in [0, 127]: already an int8 value
-    acc = torch._int_mm(q.to(torch.int8), wt)  # (M, N) int32, exact
-    y = torch.mul(acc, layer.weight_scale)  # y = s * (ws * acc - z * c) + b
-    y.addr_(z.reshape(-1).expand(y.shape[0]), c, alpha=-1)
-    y.mul_(s)
-    return y.add_(layer.bias) if layer.bias is not None else y
-
-
-def _reference_run(layer, state, x2d):
-    q, s, z = _codes(x2d, layer.per_token)
-    w = layer.weight.float() * layer.weight_scale[:, None]
-    return F.linear((q - z) * s, w, layer.bias)
-
-
-def _fp16_prepare(layer):
-    return torch.ops.quantized.linear_prepack_fp16(layer.weight.float(), layer.bias)
-
-
-# torch._int_mm on CPU (torch 2.13) returns wrong sums for K = 1 at any M, N >= 2.
-register_dynamic_kernel(
-    DynamicKernel(
-        "int_mm",
-        "int8",
-        _int_mm_accepts,
-        _int_mm_prepare,
-        _int_mm_run,
-        auto=_int_mm_auto,
-        shapes=Shapes(min_in=2),
-    )
-)
-register_dynamic_kernel(DynamicKernel("fbgemm", "int8", _x86_engine, _fbgemm_prepare, _fbgemm_run))
-register_dynamic_kernel(
-    DynamicKernel("reference", "int8", lambda layer, x: None, lambda layer: None, _reference_run)
-)
-register_dynamic_kernel(
-    DynamicKernel(
-        "fp16",
-        "float16",
-        _x86_engine,
-        _fp16_prepare,
-        lambda layer, packed, x2d: torch.ops.quantized.linear_dynamic_fp16(x2d, packed),
-    )
-)
-register_dynamic_kernel(
-    DynamicKernel(
-        "upcast",
-        "float16",
-        lambda layer, x: None,
-        lambda layer: None,
-        lambda layer, state, x2d: F.linear(x2d, layer.weight.float(), layer.bias),
-    )
-)
+    return registry.kernel_paths("dynamic")
 
 
 # --- the module ------------------------------------------------------------------------------
@@ -313,7 +151,7 @@ class DynamicLinear(nn.Module):
             self.register_buffer("weight_scale", torch.ones(self.out_features))
         self.register_buffer("bias", torch.zeros(self.out_features) if bias else None)
         self._kernel = "auto"
-        self._cache: dict[str, object] = {}
+        self._cache: dict[Any, Any] = {}
 
     @property
     def per_token(self) -> bool:
@@ -384,42 +222,24 @@ class DynamicLinear(nn.Module):
     @kernel.setter
     def kernel(self, name: str) -> None:
         if name != "auto":
-            path = _KERNELS.get(name)
-            if path is None or path.dtype != self.dtype:
-                valid = [k for k, p in _KERNELS.items() if p.dtype == self.dtype]
-                raise UnknownNameError(
-                    f"unknown {self.dtype} kernel path {name!r}; valid: auto, {', '.join(valid)}"
-                )
+            registry.get_kernel(name, "dynamic", self.dtype)
         self._kernel = name
 
-    def kernel_for(self, x2d: torch.Tensor) -> DynamicKernel:
-        """The path a forward on ``x2d`` ``(M, K)`` takes."""
-        if self._kernel != "auto":
-            path = _KERNELS[self._kernel]
-            reason = path.why_not(self, x2d)
-            if reason:
-                raise InputError(
-                    f"kernel path {path.name!r} cannot run this layer: {reason}; set layer.kernel "
-                    "= 'auto'"
-                )
-            return path
-        for path in _KERNELS.values():
-            if path.dtype != self.dtype:
-                continue
-            if path.auto is not None and not path.auto(x2d):
-                continue
-            if path.why_not(self, x2d) is None:
-                return path
-        raise InputError(f"no kernel path runs a {self.dtype} DynamicLinear on {x2d.device.type}")
+    def kernel_key(self) -> KernelKey:
+        """What the kernel registry selects on: int8 or float16 weights of this shape."""
+        return KernelKey(
+            family="dynamic",
+            shape=(self.out_features, self.in_features),
+            bits=8 if self.dtype == "int8" else 16,
+            dtype=self.dtype,
+            allow_activation_quant=True,
+            device=self.weight.device.type,
+            describe=f"this {self.dtype} DynamicLinear",
+        )
 
-    def _state_for(self, path: DynamicKernel):
-        key = f"{path.name}/{torch.backends.quantized.engine}"
-        if key not in self._cache:
-            with warnings.catch_warnings():  # PyTorch's quantized-tensor deprecation notice
-                warnings.filterwarnings("ignore", message=r".*quantized tensor creation.*")
-                warnings.filterwarnings("ignore", category=DeprecationWarning)
-                self._cache[key] = path.prepare(self)
-        return self._cache[key]
+    def kernel_for(self, x2d: torch.Tensor) -> KernelPath:
+        """The path a forward on ``x2d`` ``(M, K)`` takes."""
+        return registry.select(self, x2d.shape[0], x2d.dtype, x2d.device.type)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
@@ -431,8 +251,7 @@ class DynamicLinear(nn.Module):
         x2d = x.reshape(-1, self.in_features).float().contiguous()  # (M, K)
         if x2d.shape[0] == 0:
             return x.new_zeros(*x.shape[:-1], self.out_features)
-        path = self.kernel_for(x2d)
-        y = path.run(self, self._state_for(path), x2d)  # (M, N)
+        y = registry.run(self, x2d)  # (M, N)
         return y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
 
     # the packed-weight cache never enters state dicts, copies or pickles -----------------

@@ -9,6 +9,7 @@ from quantlens.core.qtensor import QTensor
 from quantlens.core.scheme import QScheme
 from quantlens.errors import InputError
 from quantlens.nn import kernels
+from quantlens.nn.kernels.registry import KernelKey
 from quantlens.nn.packed import PackedWeight
 from quantlens.nn.registry import register_quantized
 
@@ -147,6 +148,17 @@ class QLinear(PackedWeight):
         if name != "auto":
             kernels.get_kernel(name)
         self._kernel = name
+
+    def kernel_key(self) -> KernelKey:
+        """What the kernel registry selects on: the scheme's bits, the weight's shape."""
+        return KernelKey(
+            family="weight_only",
+            shape=(self.out_features, self.in_features),
+            bits=self.scheme.bits,
+            allow_activation_quant=self.allow_activation_quant,
+            device=self.weight_packed.device.type,
+            describe=self.scheme.describe(),
+        )
 
     def kernel_for(self, tokens: int = 1, dtype: torch.dtype = torch.float32) -> str:
         """The path name a forward with ``tokens`` rows of ``dtype`` input takes."""

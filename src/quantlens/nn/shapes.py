@@ -1,5 +1,6 @@
 """The weight shapes a kernel path runs (:class:`Shapes`), shared by the weight-only
-(:mod:`quantlens.nn.kernels`) and dynamic (:mod:`quantlens.nn.dynamic_linear`) paths."""
+(:mod:`quantlens.nn.kernels.weight_only`) and dynamic (:mod:`quantlens.nn.kernels.dynamic`)
+paths."""
 
 from __future__ import annotations
 

@@ -1,0 +1,181 @@
+"""The dynamic kernel paths (:class:`~quantlens.nn.dynamic_linear.DynamicLinear`): int_mm,
+fbgemm and reference for int8 weights, fp16 and upcast for float16 weights, with the cases
+automatic dispatch picks them for (:mod:`quantlens.nn.kernels` describes each path).
+
+Every int8 path computes ``y = s * (ws * acc - z * c) + b`` from the same integer codes
+(:mod:`quantlens.nn.act_quant`), so they differ only in float rounding order.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from quantlens.nn.act_quant import activation_codes, quantize_activations
+from quantlens.nn.kernels.registry import Case, KernelPath, register_kernel
+from quantlens.nn.shapes import Shapes
+
+
+def _any(layer: Any) -> None:
+    return None
+
+
+def _no_state(layer: Any, dtype: torch.dtype) -> None:
+    return None
+
+
+def _row_correction(layer: Any) -> torch.Tensor:
+    """``c[n] = ws[n] * sum_k Wq[n, k]`` ``(N,)``: what the zero-point ``z`` subtracts."""
+    return layer.weight_scale * layer.weight.sum(dim=1, dtype=torch.int32).float()
+
+
+# --- fbgemm: quantized::linear_with_input_q_dq_qweight_dq_output_fp32 ----------------------
+
+
+def _fbgemm_prepare(layer: Any, dtype: torch.dtype) -> tuple[Any, torch.Tensor]:
+    n = layer.out_features
+    qw = torch._make_per_channel_quantized_tensor(
+        layer.weight, layer.weight_scale.double(), torch.zeros(n, dtype=torch.long), 0
+    )
+    return torch.ops.quantized.linear_prepack(qw, None), _row_correction(layer)
+
+
+def _fbgemm_run(layer: Any, state: tuple[Any, torch.Tensor], x2d: torch.Tensor) -> torch.Tensor:
+    packed, c = state
+    xs, s, z = quantize_activations(x2d, layer.per_token)
+    g = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(
+        xs, 1.0, 0, packed
+    )  # (M, N)
+    g = g.addr_(z.squeeze(1), c, alpha=-1) if layer.per_token else g.sub_(z * c)  # sum (q - z) W
+    return torch.addcmul(layer.bias, g, s) if layer.bias is not None else g.mul_(s)
+
+
+# --- int_mm: torch._int_mm --------------------------------------------------------------------
+
+
+def _int_mm_format(layer: Any) -> str | None:
+    if layer.weight.device.type == "cuda" and (layer.in_features % 8 or layer.out_features % 8):
+        return "torch._int_mm on CUDA needs K, N multiples of 8"
+    return None
+
+
+def _int_mm_prepare(layer: Any, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    return layer.weight.t(), _row_correction(layer)  # (K, N) view: the faster layout on CPU
+
+
+def _int_mm_run(
+    layer: Any, state: tuple[torch.Tensor, torch.Tensor], x2d: torch.Tensor
+) -> torch.Tensor:
+    wt, c = state
+    q, s, z = activation_codes(x2d, layer.per_token)  # q in [0, 127]: already an int8 value
+    acc = torch._int_mm(q.to(torch.int8), wt)  # (M, N) int32, exact
+    y = torch.mul(acc, layer.weight_scale)  # y = s * (ws * acc - z * c) + b
+    y.addr_(z.reshape(-1).expand(y.shape[0]), c, alpha=-1)
+    y.mul_(s)
+    return y.add_(layer.bias) if layer.bias is not None else y
+
+
+# --- reference and the float16 paths ---------------------------------------------------------
+
+
+def _reference_run(layer: Any, state: None, x2d: torch.Tensor) -> torch.Tensor:
+    q, s, z = activation_codes(x2d, layer.per_token)
+    w = layer.weight.float() * layer.weight_scale[:, None]
+    return F.linear((q - z) * s, w, layer.bias)
+
+
+def _fp16_prepare(layer: Any, dtype: torch.dtype) -> Any:
+    return torch.ops.quantized.linear_prepack_fp16(layer.weight.float(), layer.bias)
+
+
+def _fp16_run(layer: Any, packed: Any, x2d: torch.Tensor) -> torch.Tensor:
+    return torch.ops.quantized.linear_dynamic_fp16(x2d, packed)
+
+
+def _upcast_run(layer: Any, state: None, x2d: torch.Tensor) -> torch.Tensor:
+    return F.linear(x2d, layer.weight.float(), layer.bias)
+
+
+# --- registry ------------------------------------------------------------------------------
+
+_X86 = ("x86", "fbgemm")
+
+# torch._int_mm on CPU (torch 2.13) returns wrong sums for K = 1 at any M, N >= 2.
+# Automatic dispatch takes it on CPUs whose int8 dot-product instructions (VNNI, AMX) make
+# PyTorch's int8 GEMM fast (elsewhere PyTorch runs it as a plain loop), and on CUDA above
+# 16 rows (what torch._int_mm takes there).
+register_kernel(
+    KernelPath(
+        "int_mm",
+        _int_mm_format,
+        _int_mm_prepare,
+        _int_mm_run,
+        family="dynamic",
+        compute_dtype=torch.float32,
+        dtype="int8",
+        quantizes_activations=True,
+        shapes=Shapes(min_in=2),
+        devices=("cpu", "cuda"),
+        cases=(
+            Case(needs=("vnni",), devices=("cpu",), priority=10),
+            Case(needs=("amx",), devices=("cpu",), priority=10),
+            Case(tokens=(17, None), devices=("cuda",), priority=10),
+        ),
+    )
+)
+register_kernel(
+    KernelPath(
+        "fbgemm",
+        _any,
+        _fbgemm_prepare,
+        _fbgemm_run,
+        family="dynamic",
+        compute_dtype=torch.float32,
+        dtype="int8",
+        quantizes_activations=True,
+        devices=("cpu",),
+        engines=_X86,
+        cases=(Case(priority=20),),
+    )
+)
+register_kernel(
+    KernelPath(
+        "reference",
+        _any,
+        _no_state,
+        _reference_run,
+        family="dynamic",
+        compute_dtype=torch.float32,
+        dtype="int8",
+        quantizes_activations=True,
+        cases=(Case(tokens=(0, None), priority=1000),),  # the fallback: always runs
+    )
+)
+register_kernel(
+    KernelPath(
+        "fp16",
+        _any,
+        _fp16_prepare,
+        _fp16_run,
+        family="dynamic",
+        compute_dtype=torch.float32,
+        dtype="float16",
+        devices=("cpu",),
+        engines=_X86,
+        cases=(Case(priority=10),),
+    )
+)
+register_kernel(
+    KernelPath(
+        "upcast",
+        _any,
+        _no_state,
+        _upcast_run,
+        family="dynamic",
+        compute_dtype=torch.float32,
+        dtype="float16",
+        cases=(Case(tokens=(0, None), priority=1000),),  # the fallback: always runs
+    )
+)
