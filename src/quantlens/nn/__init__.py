@@ -6,9 +6,15 @@ from quantlens.nn.packed import PackedWeight
 from quantlens.nn.qconv import QConv2d
 from quantlens.nn.qembedding import QEmbedding
 from quantlens.nn.qlinear import QLinear
-from quantlens.nn.registry import quantized_class_for, quantized_classes, register_quantized
+from quantlens.nn.registry import (
+    DynamicSpec,
+    quantized_class_for,
+    quantized_classes,
+    register_quantized,
+)
 
 __all__ = [
+    "DynamicSpec",
     "KernelPath",
     "PackedWeight",
     "QConv2d",

@@ -51,6 +51,7 @@ from quantlens.errors import InputError, UnknownNameError
 from quantlens.nn.act_quant import ACT_LEVELS, quantize_activations
 from quantlens.nn.kernels import registry
 from quantlens.nn.kernels.registry import KernelKey, KernelPath
+from quantlens.nn.registry import DynamicSpec, register_quantized
 
 WEIGHT_QMAX = 127
 DTYPES = {"int8": torch.int8, "float16": torch.float16}
@@ -100,6 +101,7 @@ def dynamic_kernels() -> dict[str, KernelPath]:
 # --- the module ------------------------------------------------------------------------------
 
 
+@register_quantized(nn.Linear, family="dynamic")
 class DynamicLinear(nn.Module):
     """``y = x @ W.T + b`` with ``W`` int8 (or fp16) and ``x`` quantized on the fly.
 
@@ -158,15 +160,46 @@ class DynamicLinear(nn.Module):
         return self.activations == "per_token"
 
     @classmethod
+    def empty(cls, linear: nn.Linear, spec: DynamicSpec | None = None) -> DynamicLinear:
+        """The structure :meth:`from_float` builds for ``linear`` and ``spec``, with
+        placeholder buffers (what a checkpoint's state dict loads into).
+
+        Example:
+            >>> DynamicLinear.empty(nn.Linear(64, 32), DynamicSpec()).weight.shape
+            torch.Size([32, 64])
+        """
+        spec = spec or DynamicSpec()
+        return cls(
+            linear.in_features,
+            linear.out_features,
+            bias=linear.bias is not None,
+            dtype=spec.dtype,
+            per_channel=spec.per_channel,
+            activations=spec.activations,
+        )
+
+    @classmethod
     def from_float(
         cls,
         linear: nn.Linear,
+        spec: DynamicSpec | None = None,
         *,
-        dtype: str = "int8",
+        dtype: DynamicDtype = "int8",
         per_channel: bool = True,
-        activations: str = "per_token",
+        activations: Activations = "per_token",
     ) -> DynamicLinear:
-        """A DynamicLinear holding ``linear``'s weight quantized (``linear`` is left untouched)."""
+        """A DynamicLinear holding ``linear``'s weight quantized (``linear`` is left untouched).
+
+        Args:
+            linear: the float layer.
+            spec: how to quantize it; when given, it replaces the keyword arguments.
+            dtype, per_channel, activations: see the class docstring.
+
+        Returns:
+            The new layer, on ``linear``'s device.
+        """
+        if spec is not None:
+            dtype, per_channel, activations = spec.dtype, spec.per_channel, spec.activations
         if not isinstance(linear, nn.Linear):
             raise InputError(
                 f"DynamicLinear.from_float needs an nn.Linear, got {type(linear).__name__}"

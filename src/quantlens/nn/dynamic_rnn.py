@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from quantlens.errors import BackendError
+from quantlens.nn.registry import DynamicSpec, register_quantized
 
 RNN_TYPES = (nn.LSTM, nn.GRU)
 
@@ -76,6 +77,8 @@ def rnn_kernels() -> RNNKernels:
     return _KERNELS[-1]
 
 
+@register_quantized(nn.GRU, family="dynamic")
+@register_quantized(nn.LSTM, family="dynamic")
 class DynamicRNN(nn.Module):
     """An ``nn.LSTM`` / ``nn.GRU`` with int8 (or fp16) weights; same call signature and outputs.
 
@@ -103,16 +106,29 @@ class DynamicRNN(nn.Module):
 
     @classmethod
     def from_float(
-        cls, module: nn.Module, *, dtype: RNNDtype = "int8", per_channel: bool = True
+        cls,
+        module: nn.Module,
+        spec: DynamicSpec | None = None,
+        *,
+        dtype: RNNDtype = "int8",
+        per_channel: bool = True,
     ) -> DynamicRNN:
-        """Quantize a float ``nn.LSTM`` / ``nn.GRU`` (left untouched)."""
+        """Quantize a float ``nn.LSTM`` / ``nn.GRU`` (left untouched); ``spec``, when given,
+        replaces the keyword arguments."""
+        if spec is not None:
+            dtype, per_channel = spec.dtype, spec.per_channel
         kernels = rnn_kernels()
         qrnn = kernels.from_float(module, dtype=dtype, per_channel=per_channel)
         return cls(qrnn, type(module).__name__.lower(), dtype, kernels)
 
     @classmethod
-    def empty(cls, module: nn.Module, *, dtype: RNNDtype = "int8") -> DynamicRNN:
-        """The quantized structure of ``module`` with placeholder weights."""
+    def empty(
+        cls, module: nn.Module, spec: DynamicSpec | None = None, *, dtype: RNNDtype = "int8"
+    ) -> DynamicRNN:
+        """The quantized structure of ``module`` with placeholder weights (``spec``, when
+        given, replaces ``dtype``)."""
+        if spec is not None:
+            dtype = spec.dtype
         kernels = rnn_kernels()
         qrnn = kernels.empty(module, dtype=dtype)
         return cls(qrnn, type(module).__name__.lower(), dtype, kernels)

@@ -77,6 +77,17 @@ class QConv2d(PackedWeight):
         self.kernel = "auto"
 
     @classmethod
+    def empty(cls, conv: nn.Conv2d, scheme: QScheme) -> QConv2d:
+        """The structure :meth:`from_float` builds for ``conv`` and ``scheme``, with zero
+        buffers (what a checkpoint's state dict loads into).
+
+        Example:
+            >>> QConv2d.empty(nn.Conv2d(8, 16, 3), ql.QScheme(bits=8)).weight_shape
+            (16, 8, 3, 3)
+        """
+        return cls.from_config({**_conv_config(conv), "scheme": scheme.to_dict()})
+
+    @classmethod
     def from_float(cls, conv: nn.Conv2d, qweight: QTensor) -> QConv2d:
         """A QConv2d holding ``qweight`` (``conv.weight`` quantized) and ``conv``'s bias."""
         if not isinstance(conv, nn.Conv2d):

@@ -64,6 +64,22 @@ class QEmbedding(PackedWeight):
         return super().unsupported_reason(scheme, weight_shape)
 
     @classmethod
+    def empty(cls, embedding: nn.Embedding, scheme: QScheme) -> QEmbedding:
+        """The structure :meth:`from_float` builds for ``embedding`` and ``scheme``, with
+        zero buffers (what a checkpoint's state dict loads into).
+
+        Example:
+            >>> QEmbedding.empty(nn.Embedding(100, 64), ql.QScheme(bits=4)).weight_shape
+            (100, 64)
+        """
+        return cls(
+            embedding.num_embeddings,
+            embedding.embedding_dim,
+            scheme=scheme,
+            padding_idx=embedding.padding_idx,
+        )
+
+    @classmethod
     def from_float(cls, embedding: nn.Embedding, qweight: QTensor) -> QEmbedding:
         """A QEmbedding holding ``qweight`` (``embedding.weight`` quantized)."""
         if not isinstance(embedding, nn.Embedding):

@@ -70,6 +70,19 @@ class QLinear(PackedWeight):
         self._kernel = "auto"
 
     @classmethod
+    def empty(cls, linear: nn.Linear, scheme: QScheme) -> QLinear:
+        """The structure :meth:`from_float` builds for ``linear`` and ``scheme``, with zero
+        buffers (what a checkpoint's state dict loads into).
+
+        Example:
+            >>> QLinear.empty(nn.Linear(64, 32), ql.QScheme(bits=4)).weight_shape
+            (32, 64)
+        """
+        return cls(
+            linear.in_features, linear.out_features, bias=linear.bias is not None, scheme=scheme
+        )
+
+    @classmethod
     def from_float(
         cls, linear: nn.Linear, qweight: QTensor, *, allow_activation_quant: bool = False
     ) -> QLinear:

@@ -9,7 +9,6 @@ from typing import Any
 
 from torch import nn
 
-from quantlens.core.qtensor import quantize_tensor
 from quantlens.core.scheme import QScheme
 from quantlens.errors import InputError
 from quantlens.methods.base import (
@@ -231,23 +230,7 @@ def rebuild(model: nn.Module, ctx: QuantContext) -> nn.Module:
                 continue
             if isinstance(saved[p.name].get("scheme"), dict):
                 p.scheme = QScheme.from_dict(saved[p.name]["scheme"])
-        qcls = quantized_class_for(p.module)
-        if isinstance(p.module, nn.Linear):
-            new = qcls(
-                p.module.in_features,
-                p.module.out_features,
-                bias=p.module.bias is not None,
-                scheme=p.scheme,
-            )
-        elif isinstance(p.module, nn.Embedding):
-            new = qcls(
-                p.module.num_embeddings,
-                p.module.embedding_dim,
-                scheme=p.scheme,
-                padding_idx=p.module.padding_idx,
-            )
-        else:  # any other registered layer: its structure from a throw-away RTN quantization
-            new = qcls.from_float(p.module, quantize_tensor(p.module.weight.detach(), p.scheme))
+        new = quantized_class_for(p.module).empty(p.module, p.scheme)
         replaced[id(p.module)] = new
     return _replace(model, replaced)
 
