@@ -394,7 +394,7 @@ def load(
     if isinstance(
         meta.get("layers"), dict
     ):  # per-layer schemes as saved (rebuilds may follow them)
-        ctx.extra["saved_layers"] = meta["layers"]
+        ctx.saved_layers = meta["layers"]
     try:
         for method in _methods_of(config):
             model = method.rebuild(model, ctx)

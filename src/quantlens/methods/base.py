@@ -291,7 +291,21 @@ def _ratio(before: int, after: int) -> str:
 
 @dataclass
 class QuantContext:
-    """What an apply/rebuild function gets besides the model."""
+    """What an apply/rebuild function gets besides the model.
+
+    Args:
+        config: the config given to ``ql.quantize`` (overrides included).
+        summary: where the method records what it did to each layer.
+        calib_data: calibration batches, or None.
+        example_inputs: example inputs, or None.
+        progress: show progress bars (None: when the terminal is interactive).
+        calib_batches: stop calibrating after this many batches.
+        saved_layers: on a checkpoint load, the checkpoint's per-layer configs (name ->
+            layer config), which rebuilds may follow; None otherwise.
+        state: what a method keeps between its steps (prepare -> convert): a typed object
+            of that method's (e.g. :class:`~quantlens.methods.int8_state.Int8State`), None
+            until it sets one.
+    """
 
     config: QuantConfig
     summary: QuantSummary
@@ -299,7 +313,8 @@ class QuantContext:
     example_inputs: tuple | None = None
     progress: bool | None = None
     calib_batches: int | None = None
-    extra: dict = field(default_factory=dict)
+    saved_layers: dict[str, dict[str, Any]] | None = None
+    state: object | None = None
 
     def config_for(self, name: str, config_cls: type | None = None) -> QuantConfig | None:
         """The resolved config of module ``name`` if it is of ``config_cls`` (default: any)."""

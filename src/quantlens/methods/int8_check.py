@@ -34,6 +34,7 @@ from quantlens.errors import QuantizationFailedError, error_line
 from quantlens.methods.backends import torch_ao
 from quantlens.methods.base import QuantContext, QuantSummary
 from quantlens.methods.int8_inputs import make_batch, make_inputs
+from quantlens.methods.int8_state import int8_state
 
 MAX_REPAIRS = 8
 
@@ -102,16 +103,18 @@ def first_run(model: nn.Module, inputs: tuple | Batch | None, summary: QuantSumm
 
 def check_converted(model: nn.Module, ctx: QuantContext) -> None:
     """:func:`contiguous_views` then :func:`first_run` on the example batch kept at prepare
-    time (``ctx.extra["example"]``), else two rows of the recorded input shapes."""
+    time (:attr:`Int8State.example <quantlens.methods.int8_state.Int8State.example>`), else two
+    rows of the recorded input shapes."""
     contiguous_views(model, ctx.summary)
-    example = ctx.extra.get("example")
-    desc = ctx.extra.get("example_desc") or getattr(model, "quantlens_example_inputs", None)
+    state = int8_state(ctx)
+    example = state.example
+    desc = state.example_desc or getattr(model, "quantlens_example_inputs", None)
     if example is None and desc is not None and desc.get("kwargs"):
         example = make_batch(desc)  # keyword inputs (a tokenized batch)
     elif example is None and desc is not None:
         example = tuple(torch.cat([t, t]) if t.ndim else t for t in make_inputs(desc))
     first_run(model, example, ctx.summary)
-    check_agreement(model, example, ctx.extra.get("float_reference"), ctx.summary)
+    check_agreement(model, example, state.float_reference, ctx.summary)
 
 
 AGREEMENT_FLOOR = 0.9

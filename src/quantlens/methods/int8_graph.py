@@ -30,6 +30,7 @@ from quantlens.methods.base import (
     resolve,
 )
 from quantlens.methods.int8_inputs import describe_inputs
+from quantlens.methods.int8_state import int8_state
 from quantlens.nn.registry import standard_class, subclass_reason
 
 _CUSTOM_MODULES: dict[type, tuple[type, type, type]] = {}
@@ -445,16 +446,18 @@ def summarize(
 
 
 def ctx_method(ctx: QuantContext) -> str:
-    return ctx.extra.get("int8_method", "static")
+    """``"static"`` or ``"qat"``: the int8 method that prepared ``ctx``'s model."""
+    return int8_state(ctx).method
 
 
 def record_inputs_on_first_call(model: nn.Module, ctx: QuantContext) -> None:
     """Record the shapes of the first forward's inputs (when none were known at prepare)."""
 
     def hook(module, args):
-        if ctx.extra.get("example_desc") is None:
-            ctx.extra["example_desc"] = describe_inputs(args)
-            preserve(module, quantlens_example_inputs=ctx.extra["example_desc"])
+        state = int8_state(ctx)
+        if state.example_desc is None:
+            state.example_desc = describe_inputs(args)
+            preserve(module, quantlens_example_inputs=state.example_desc)
         handle.remove()
 
     handle = model.register_forward_pre_hook(hook)

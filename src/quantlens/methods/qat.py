@@ -32,6 +32,7 @@ from quantlens.errors import ConfigError, InputError, QuantizationFailedError
 from quantlens.methods import fusion, int8_check, int8_graph, int8_inputs, int8_regions
 from quantlens.methods.backends import torch_ao
 from quantlens.methods.base import QuantConfig, QuantContext, configs_in, register_method, resolve
+from quantlens.methods.int8_state import int8_state
 
 
 @dataclass(frozen=True)
@@ -105,12 +106,10 @@ def prepare(model: nn.Module, ctx: QuantContext) -> nn.Module:
     batch = int8_inputs.example_batch(ctx, required=False)
     desc = int8_inputs.describe_inputs(batch.args, batch.kwargs) if batch is not None else None
     positional = batch.args if batch is not None and not batch.kwargs else None
-    ctx.extra.update(
-        int8_method="qat",
-        float_layers=int8_graph.float_layers(model),
-        example_desc=desc,
-        example=batch if batch is not None and batch.kwargs else positional,
-    )
+    state = int8_state(ctx)
+    state.method, state.float_layers = "qat", int8_graph.float_layers(model)
+    state.example_desc = desc
+    state.example = batch if batch is not None and batch.kwargs else positional
     syncs = fusion.plain_batchnorms(model, positional)
     plan = int8_graph.make_plan(model, ctx.config, QAT)
     model.train()
@@ -137,13 +136,13 @@ def prepare(model: nn.Module, ctx: QuantContext) -> nn.Module:
         regions = int8_regions.capture_regions(model, batch, ctx.config, QAT, _qconfig, qat=True)
         if not regions:
             raise
-        ctx.extra["regions"] = regions
+        state.regions = regions
         ctx.summary.note(int8_regions.regions_note(regions, exc))
         prepared = model.train()
     else:
-        ctx.extra["plan"] = plan
+        state.plan = plan
         if batch is not None:
-            ctx.extra["example"] = example  # positional, in the graph's input order
+            state.example = example  # positional, in the graph's input order
     if syncs:
         back = fusion.sync_batchnorms_back(prepared, syncs)
         ctx.summary.note(
@@ -166,18 +165,19 @@ def convert(model: nn.Module, ctx: QuantContext) -> nn.Module:
     """The trained fake-quant model as int8 kernels."""
     cfg = _root(ctx.config)
     torch_ao.use_engine(cfg.backend)
-    desc = ctx.extra.get("example_desc") or getattr(model, "quantlens_example_inputs", None)
+    state = int8_state(ctx)
+    desc = state.example_desc or getattr(model, "quantlens_example_inputs", None)
     int8_graph.to_kernel_host(model, ctx.summary)
     fusion.unsync_batchnorms(model)
     int8_graph.require_calibrated(model)
-    regions, before = ctx.extra.get("regions"), ctx.extra["float_layers"]
+    regions, before = state.regions, state.float_layers
     if regions:
         plan = int8_regions.convert_regions(
             model.eval(), regions, ctx.config, QAT, int8_graph.custom_modules()
         )
         before, converted = int8_regions.rename_layers(before, regions), model
     else:
-        plan = ctx.extra["plan"]
+        plan = state.plan
         converted = torch_ao.convert(
             model, backend=cfg.backend, custom_modules=int8_graph.custom_modules()
         )
@@ -200,7 +200,7 @@ def rebuild(model: nn.Module, ctx: QuantContext) -> nn.Module:
     prepared = prepare(model, ctx)
     prepared.eval()
     with torch.no_grad(), torch_ao.quiet():
-        int8_inputs.make_batch(ctx.extra["example_desc"]).run(prepared)
+        int8_inputs.make_batch(int8_state(ctx).example_desc).run(prepared)
     return convert(prepared, ctx)
 
 

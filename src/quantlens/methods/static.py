@@ -38,6 +38,7 @@ from quantlens.methods.base import (
     register_method,
     resolve,
 )
+from quantlens.methods.int8_state import int8_state
 
 MODES = ("auto", "fx", "eager")
 
@@ -121,15 +122,12 @@ def prepare(model: nn.Module, ctx: QuantContext) -> nn.Module:
     batch = int8_inputs.example_batch(ctx)
     desc = int8_inputs.describe_inputs(batch.args, batch.kwargs)
     before = int8_graph.float_layers(model)
+    state = int8_state(ctx)
+    state.method, state.float_layers = "static", before
+    state.example_desc, state.example_batch = desc, batch
     # the first-run check after converting runs this: positional inputs, or the whole batch
-    ctx.extra.update(
-        int8_method="static",
-        float_layers=before,
-        example_desc=desc,
-        example_batch=batch,
-        example=batch if batch.kwargs else batch.args,
-        float_reference=int8_check.output_of(model, batch),
-    )
+    state.example = batch if batch.kwargs else batch.args
+    state.float_reference = int8_check.output_of(model, batch)
     syncs = fusion.plain_batchnorms(model, None if batch.kwargs else batch.args)
     if syncs:
         ctx.summary.note(
@@ -159,7 +157,7 @@ def prepare(model: nn.Module, ctx: QuantContext) -> nn.Module:
                 model, batch, ctx.config, Static, _qconfig, qat=False
             )
             if regions:
-                ctx.extra["regions"] = regions
+                state.regions = regions
                 ctx.summary.note(int8_regions.regions_note(regions, exc))
                 int8_graph.preserve(model, quantlens_example_inputs=desc)
                 return model
@@ -171,7 +169,7 @@ def prepare(model: nn.Module, ctx: QuantContext) -> nn.Module:
                 f"graph capture failed ({str(exc)[:160]}); used the layer-wise eager fallback"
             )
             return _eager_prepare(model, ctx, cfg)
-        ctx.extra.update(plan=plan, example=example)  # positional, in the graph's input order
+        state.plan, state.example = plan, example  # positional, in the graph's input order
         int8_graph.preserve(prepared, quantlens_example_inputs=desc)
         return prepared
     return _eager_prepare(model, ctx, cfg)
@@ -181,14 +179,15 @@ def convert(model: nn.Module, ctx: QuantContext) -> nn.Module:
     """Turn an observed (calibrated) model into int8 kernels and record the summary."""
     cfg = _root(ctx)
     torch_ao.use_engine(cfg.backend)
-    rebuilding = ctx.extra.get("rebuilding")  # a load: one rank may load alone, nothing to merge
+    state = int8_state(ctx)
+    rebuilding = state.rebuilding  # a load: one rank may load alone, nothing to merge
     if cfg.sync and not rebuilding and int8_graph.sync_observers(model):
         ctx.summary.note(f"observer statistics merged over {distributed.world_size()} ranks")
     int8_graph.require_calibrated(model)
     int8_graph.to_kernel_host(model, ctx.summary)
-    plan, regions = ctx.extra.get("plan"), ctx.extra.get("regions")
-    measure = not ctx.extra.get("rebuilding")  # a skeleton's random batch measures nothing
-    before = ctx.extra["float_layers"]
+    plan, regions = state.plan, state.regions
+    measure = not rebuilding  # a skeleton's random batch measures nothing
+    before = state.float_layers
     custom = int8_graph.custom_modules()
 
     def to_int8(
@@ -222,16 +221,16 @@ def convert(model: nn.Module, ctx: QuantContext) -> nn.Module:
         converted = model
     elif plan is None:  # eager fallback
         converted = torch_ao.eager_convert(model)
-        plan = int8_graph.Plan(cfg.backend, cfg, reasons=ctx.extra.get("eager_reasons", {}))
+        plan = int8_graph.Plan(cfg.backend, cfg, reasons=state.eager_reasons)
     else:
         got = (
             int8_choice.choose(
                 model,
-                ctx.extra["example_batch"],
-                lambda m: to_int8(m, ctx.extra["example"]),
+                state.example_batch,
+                lambda m: to_int8(m, state.example),
                 merge_ranks=cfg.sync,
             )
-            if (measure and "example_batch" in ctx.extra)
+            if (measure and state.example_batch is not None)
             else None
         )
         choices = {"": got} if got is not None else {}
@@ -243,7 +242,7 @@ def convert(model: nn.Module, ctx: QuantContext) -> nn.Module:
     int8_check.check_converted(converted, ctx)
     int8_graph.summarize(ctx, before, converted, plan, _detail(cfg))
     _record_choices(ctx, choices)
-    int8_graph.preserve(converted, quantlens_example_inputs=ctx.extra["example_desc"])
+    int8_graph.preserve(converted, quantlens_example_inputs=state.example_desc)
     return converted
 
 
@@ -296,10 +295,10 @@ def apply(model: nn.Module, ctx: QuantContext) -> nn.Module:
 def rebuild(model: nn.Module, ctx: QuantContext) -> nn.Module:
     """The int8 structure of a float skeleton, from the recorded example input shapes (the
     observers see one random batch; the checkpoint's tensors replace every value)."""
-    ctx.extra["rebuilding"] = True
+    int8_state(ctx).rebuilding = True
     prepared = prepare(model, ctx)
     with torch.no_grad(), torch_ao.quiet():
-        int8_inputs.make_batch(ctx.extra["example_desc"]).run(prepared)
+        int8_inputs.make_batch(int8_state(ctx).example_desc).run(prepared)
     return convert(prepared, ctx)
 
 
@@ -327,7 +326,7 @@ def _fold(model: nn.Module, ctx: QuantContext) -> None:
         ctx.summary.note(
             "folded BatchNorm into the layer before it: " + ", ".join(b for _, b in folded)
         )
-        ctx.extra["float_layers"] = int8_graph.float_layers(model)
+        int8_state(ctx).float_layers = int8_graph.float_layers(model)
 
 
 def _eager_prepare(model: nn.Module, ctx: QuantContext, cfg: Static) -> nn.Module:
@@ -347,7 +346,8 @@ def _eager_prepare(model: nn.Module, ctx: QuantContext, cfg: Static) -> nn.Modul
                 reasons[name] = SKIP_REASON
         elif isinstance(module, torch_ao.EAGER_TYPES):
             targets.append(name)
-    for name, (_, nbytes) in ctx.extra["float_layers"].items():
+    state = int8_state(ctx)
+    for name, (_, nbytes) in state.float_layers.items():
         if nbytes and name not in targets and name not in reasons:
             module = model.get_submodule(name)
             reasons[name] = (
@@ -355,11 +355,11 @@ def _eager_prepare(model: nn.Module, ctx: QuantContext, cfg: Static) -> nn.Modul
                 if isinstance(module, fusion.PER_SAMPLE_NORMS)
                 else "eager fallback quantizes Conv/Linear layers only"
             )
-    ctx.extra["eager_reasons"] = reasons
+    state.eager_reasons = reasons
     torch_ao.eager_wrap(model, targets)
     prepared = torch_ao.eager_prepare(model, _qconfig(cfg), targets)
-    ctx.extra["float_layers"] = {
-        (f"{n}.module" if n in targets else n): v for n, v in ctx.extra["float_layers"].items()
+    state.float_layers = {
+        (f"{n}.module" if n in targets else n): v for n, v in state.float_layers.items()
     }
     return prepared
 

@@ -213,11 +213,11 @@ def apply(model: nn.Module, ctx: QuantContext) -> nn.Module:
 def rebuild(model: nn.Module, ctx: QuantContext) -> nn.Module:
     """Give a float skeleton the quantized structure ``apply`` produced (empty buffers), so
     a checkpoint's tensors load into it. Where the checkpoint lists its quantized layers
-    (``ctx.extra["saved_layers"]``: name -> layer config), their saved schemes are used and a
+    (``ctx.saved_layers``: name -> layer config), their saved schemes are used and a
     layer it does not list stays float (a checkpoint written when that layer's group size
     did not fit)."""
     replaced: dict[int, nn.Module] = {}
-    saved = ctx.extra.get("saved_layers")
+    saved = ctx.saved_layers
     for p in _plan(model, ctx):
         if isinstance(p, _Left):
             _record_left(p, ctx)
