@@ -246,6 +246,25 @@ def bench_shape(k: int, n: int, args, bandwidth: float, peers_info: dict) -> lis
     return rows
 
 
+def speedup_ranges(rows: list[dict]) -> list[dict]:
+    """The range of ``speedup_vs_fp32`` over the shapes of each (batch, quantlens variant):
+    the summary the kernel dispatch rules (quantlens.nn.kernels) are read from."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r["variant"].startswith("ql "):
+            groups.setdefault((r["batch"], r["variant"]), []).append(r)
+    return [
+        {
+            "batch": batch,
+            "variant": variant,
+            "shapes": len(group),
+            "speedup_min": min(r["speedup_vs_fp32"] for r in group),
+            "speedup_max": max(r["speedup_vs_fp32"] for r in group),
+        }
+        for (batch, variant), group in sorted(groups.items())
+    ]
+
+
 def print_table(result: dict) -> None:
     print(
         f"read bandwidth {result['machine']['read_bandwidth_gb_s']:.1f} GB/s, "
@@ -303,6 +322,7 @@ def main(argv=None) -> dict:
         },
         "args": {k: v for k, v in vars(args).items() if k != "out"},
         "peers": peers_info,
+        "speedup_ranges": speedup_ranges(rows),
         "rows": rows,
     }
     out = Path(args.out)

@@ -13,8 +13,9 @@ Why 7-bit unsigned activations with a per-token zero-point: x86 CPUs without VNN
 (``vpmaddubsw``), so activations in [0, 255] against int8 weights can overflow -- the
 reason PyTorch's ``reduce_range`` exists. With 128 levels the pair sum stays below
 2**15. The per-token *asymmetric* range wins back what the lost bit costs: on MiniLM the
-mean cosine of pooled sentence embeddings vs float is 0.9964 (8-bit symmetric per-token:
-0.9973; PyTorch's per-tensor 7-bit dynamic: 0.95, per-channel weights: 0.977).
+pooled sentence embeddings stay closer to float than with PyTorch's per-tensor or
+per-channel dynamic quantization (``mean_cosine`` in the ``int8_dynamic`` section of
+docs/performance.md, written by benchmarks/int8_dynamic.py).
 
 Kernel paths (:mod:`quantlens.nn.kernels.dynamic`, chosen by the one rule of
 :mod:`quantlens.nn.kernels.registry`; ``layer.kernel = name`` forces one, ``"auto"`` takes
@@ -25,9 +26,9 @@ path       what runs                                                            
 =========  ======================================================================  =========
 int_mm     ``torch._int_mm`` (int8 x int8 -> int32, exact) on the codes ``q``      CUDA (M >
            in [0, 127], then ``s * (ws * acc - z * c) + b``. On CPUs without       16, K, N %
-           VNNI/AMX PyTorch runs it as a plain loop (about 1 GOP/s measured on     8 == 0), or
-           an AVX2 EPYC); with AVX512-VNNI it is the fastest int8 GEMM here        a CPU with
-           (see benchmarks/int8_dynamic.py)                                        VNNI / AMX
+           VNNI/AMX PyTorch runs it as a plain loop, far slower than fbgemm;       8 == 0), or
+           with AVX512-VNNI it is the fastest int8 GEMM (see                       a CPU with
+           benchmarks/int8_dynamic.py)                                             VNNI / AMX
 fbgemm     ``quantized::linear_with_input_q_dq_qweight_dq_output_fp32`` on the     CPU, x86 /
            per-token-scaled input (scale 1, zero-point 0: the op rounds, the       fbgemm
            int8 GEMM is exact), then ``s * (g - z c) + b``                         engine

@@ -30,10 +30,10 @@ class QLinear(PackedWeight):
         device: where the buffers live.
         dtype: the bias dtype (default float32).
         allow_activation_quant: let automatic dispatch pick paths that also round the
-            input to 8 bits (W8A8 ``fbgemm``: 1.6-6x faster than float32 on AVX2, up to 8x
-            on AVX-512 VNNI at 8-64 tokens, but on MiniLM int8 per-channel it drops the mean
-            embedding cosine from 0.9995 to 0.965). Default False: activations stay float,
-            as weight-only promises.
+            input to 8 bits (W8A8 ``fbgemm``: on large layers faster than float32 at every
+            batch measured, see docs/performance.md, but rounding outlier activations, as
+            in BERT, costs accuracy). Default False: activations stay float, as weight-only
+            promises.
 
     Buffers are zeros until :meth:`from_float` or ``load_state_dict`` fills them, so a
     checkpoint loads into ``QLinear(in, out, bias=..., scheme=...)`` built from its config.

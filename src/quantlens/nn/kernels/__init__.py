@@ -48,43 +48,38 @@ fbgemm      ``torch.ops.quantized.linear_dynamic`` (W8A8: the     4e-2       1 B
             codebooks) re-quantized from the dequantized weight
             to symmetric int8 per row. Automatic dispatch uses
             it only for layers with ``allow_activation_quant``
-            (off by default: outlier activations, as in BERT,
-            suffer; MiniLM int8 mean cosine 0.9995 -> 0.965).
+            (off by default: rounding outlier activations, as
+            in BERT, costs accuracy that weight-only keeps).
 ==========  ====================================================  =========  ========
 
-Automatic choice (benchmarks/weight_only_layers.py; results in benchmarks/results/
-weight_only_layers*.json: speed-up over float32 in the same run, 2 threads).
+Automatic choice: the cases each path registers (:mod:`.weight_only`), read from the
+speed-ups over float32 that benchmarks/weight_only_layers.py measures in one run (the
+``weight_only_layers*`` sections of docs/performance.md: the rows, and ``speedup_ranges``
+per batch and path, with the machine and date of each run).
 
-CPUs with avx512_bf16 (measured on a 2-core AVX-512 EPYC, weight_only_layers.json;
-int4 g128 / int8 per-channel, fp32 input): 4096x4096 and 4096x11008 at 1 token: int4pack
-4.8-6.9x, int8pack 4.0-5.0x (dense_bf16 1.7-2.0x, dense 0.8-1.2x); at 8 tokens: int4pack
-3.6-6.7x, int8pack 3.3-5.8x, dense_bf16 2.9-5.5x; at 64 tokens: int4pack 1.4-2.3x,
-int8pack 1.3-2.0x, dense_bf16 2.9-5.1x. MiniLM's shapes (weight_only_layers_minilm.json):
-384x1536 and 1536x384 at 1 token: int4pack 2.6-4.9x, int8pack 2.6-4.8x vs dense 0.9-1.0x;
-384x384 at 1 token: int4pack and int8pack 0.8x (its 0.6 MB float weight stays in L2); at 32
-and 1024 tokens dense_bf16 1.0-1.9x vs dense 0.9-1.0x. bf16 compute keeps MiniLM int8 at
-mean embedding cosine 0.99979 vs 0.99980 in float32. Hence:
+CPUs with avx512_bf16 (native bf16 matmuls):
 
-- < 16 tokens: <= 4-bit uniform codes -> ``int4pack`` (priority 10); per-row uniform codes
-  -> ``int8pack`` (25), whatever the layer's size;
-- >= 16 tokens, any float input -> ``dense_bf16`` (30).
+- fewer than 16 tokens: uniform codes of at most 4 bits -> ``int4pack`` (priority 10),
+  per-row uniform codes -> ``int8pack`` (25), whatever the layer's size: reading half a
+  byte (or a byte) per weight beats any float matmul when each weight is used once or a
+  few times;
+- 16 tokens or more, any float input -> ``dense_bf16`` (30): once the weight is reused
+  across tokens the native bf16 matmul is the fastest, and bf16 compute keeps the
+  accuracy within the path's tolerance.
 
-Other CPUs (measured on a 2-core AVX2 EPYC, no bf16 instructions, so bf16 matmuls are
-emulated: dense_bf16 runs at 0.3x fp32 at batch 64; batch-1 ratios from a 1-thread run):
-fbgemm 1.6-3.5x at batch 1, 3.4-6.5x at batch 8, 1.6-2.2x at batch 64; int4pack 1.0-1.3x,
-2.1x, 0.74-0.84x; int8pack 1.0-1.4x, 2.3-2.4x, 0.6-0.8x; dense 0.9-1.1x throughout. Hence:
+Other CPUs (bf16 matmuls are emulated, so ``dense_bf16`` is never picked):
 
-- layers under 2M weights (the float32 weight fits in cache: 384x1536 at batch 1, fp32
-  0.077 ms vs int8pack 0.134 / int4pack 0.137) -> ``dense`` (priority 50); otherwise
-  <= 4-bit uniform codes with < 32 tokens -> ``int4pack`` (60); per-row uniform codes
-  with < 32 tokens -> ``int8pack`` (70); everything else (per-group 5..8-bit, codebooks,
-  >= 32 tokens) -> ``dense`` (float32 is the fastest matmul there).
+- layers under 2M weights (:data:`SMALL_LAYER`: their float32 weight stays in cache,
+  where a float32 matmul beats the packed kernels) -> ``dense`` (priority 50);
+- otherwise, fewer than 32 tokens: uniform codes of at most 4 bits -> ``int4pack`` (60),
+  per-row uniform codes -> ``int8pack`` (70);
+- everything else (per-group 5- to 8-bit codes, codebooks, 32 tokens or more) ->
+  ``dense`` (float32 is the fastest matmul there).
 
 Everywhere, layers with ``allow_activation_quant=True``: any scheme, batch and dtype ->
-``fbgemm`` (priority 20) unless int4pack serves the batch (1-15 tokens on avx512_bf16
-CPUs: 0.72 vs 0.79 ms on 4096x4096, 1.80 vs 1.93 ms on 4096x11008). W8A8 runs at 6.5-15.6x
-float32 at 8 tokens and 5.4-9.2x at 64 on the AVX-512 CPU (3.4-6.5x and 1.6-2.2x on AVX2),
-and beats int8pack at 1 token (4096x11008: 2.05 vs 2.50 ms).
+``fbgemm`` (priority 20: on large layers the int8 GEMM is the fastest path at every
+batch measured), unless ``int4pack`` serves the batch (fewer than 16 tokens on avx512_bf16
+CPUs, where it is faster still).
 
 How to add a path: see :mod:`.registry`.
 """
