@@ -132,9 +132,9 @@ class DynamicLinear(nn.Module):
         out_features: int,
         *,
         bias: bool = True,
-        dtype: str = "int8",
+        dtype: DynamicDtype = "int8",
         per_channel: bool = True,
-        activations: str = "per_token",
+        activations: Activations = "per_token",
     ) -> None:
         super().__init__()
         if dtype not in DTYPES:

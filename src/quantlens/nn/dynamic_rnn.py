@@ -26,6 +26,7 @@ from quantlens.nn.registry import DynamicSpec, register_quantized
 RNN_TYPES = (nn.LSTM, nn.GRU)
 
 RNNDtype = Literal["int8", "float16"]
+RNNKind = Literal["lstm", "gru"]
 
 
 class RNNKernels(Protocol):
@@ -91,7 +92,11 @@ class DynamicRNN(nn.Module):
     """
 
     def __init__(
-        self, qrnn: nn.Module, kind: str, dtype: str, kernels: RNNKernels | None = None
+        self,
+        qrnn: nn.Module,
+        kind: RNNKind,
+        dtype: RNNDtype,
+        kernels: RNNKernels | None = None,
     ) -> None:
         super().__init__()
         object.__setattr__(self, "_kernels", kernels or rnn_kernels())
@@ -119,7 +124,7 @@ class DynamicRNN(nn.Module):
             dtype, per_channel = spec.dtype, spec.per_channel
         kernels = rnn_kernels()
         qrnn = kernels.from_float(module, dtype=dtype, per_channel=per_channel)
-        return cls(qrnn, type(module).__name__.lower(), dtype, kernels)
+        return cls(qrnn, _kind(module), dtype, kernels)
 
     @classmethod
     def empty(
@@ -131,7 +136,7 @@ class DynamicRNN(nn.Module):
             dtype = spec.dtype
         kernels = rnn_kernels()
         qrnn = kernels.empty(module, dtype=dtype)
-        return cls(qrnn, type(module).__name__.lower(), dtype, kernels)
+        return cls(qrnn, _kind(module), dtype, kernels)
 
     def forward(self, x, hx=None):
         return self._qrnn(x, hx)
@@ -197,6 +202,11 @@ class DynamicRNN(nn.Module):
             f"num_layers={self.num_layers}, bidirectional={self.bidirectional}, "
             f"batch_first={self.batch_first}), {weights} weights"
         )
+
+
+def _kind(module: nn.Module) -> RNNKind:
+    """``"lstm"`` or ``"gru"``: the standard class ``module`` is (a subclass included)."""
+    return "lstm" if isinstance(module, nn.LSTM) else "gru"
 
 
 def _float_twin(layer: DynamicRNN) -> nn.Module:

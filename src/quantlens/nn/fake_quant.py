@@ -16,6 +16,8 @@ Two ways to track the range:
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
@@ -25,6 +27,7 @@ from quantlens.core.scheme import QScheme
 from quantlens.errors import InputError
 
 TRACKS = ("running", "current")
+Track = Literal["running", "current"]
 
 
 class FakeQuantize(nn.Module):
@@ -50,7 +53,7 @@ class FakeQuantize(nn.Module):
         scheme: QScheme,
         observer: str = "moving_average",
         *,
-        track: str = "running",
+        track: Track = "running",
         **observer_kwargs,
     ):
         super().__init__()

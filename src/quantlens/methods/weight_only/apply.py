@@ -5,7 +5,7 @@ that structure from a checkpoint; turn it back into float."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from torch import nn
 
@@ -51,7 +51,7 @@ class _Left:
 
     name: str
     module: nn.Module
-    action: str  # "skipped" | "float"
+    action: Literal["skipped", "float"]
     reason: str
     detail: str = ""
     nbytes: int = 0  # recorded as its bytes before and after

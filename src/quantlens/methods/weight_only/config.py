@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -11,7 +12,9 @@ from quantlens.errors import ConfigError, SchemeError
 from quantlens.methods.base import QuantConfig
 from quantlens.methods.group_size import DEFAULT_GROUP_SIZE, fit_group
 from quantlens.methods.layer_kinds import normalize_modules
-from quantlens.methods.weight_only.registry import ALGORITHMS
+from quantlens.methods.weight_only.registry import ALGORITHMS, AlgorithmName
+
+CodebookName = Literal["nf4", "log2", "kmeans"]
 
 
 @dataclass(frozen=True)
@@ -51,10 +54,10 @@ class WeightOnly(QuantConfig):
     """
 
     bits: int = 4
-    group_size: int | str | None = "auto"
+    group_size: int | Literal["auto"] | None = "auto"
     symmetric: bool | None = None
-    codebook: str | None = None
-    algorithm: str = "rtn"
+    codebook: CodebookName | None = None
+    algorithm: AlgorithmName = "rtn"
     modules: tuple[str, ...] | None = None
     sync: bool = True
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -43,12 +43,17 @@ class Algorithm:
     name: str
     quantize: Callable[[torch.Tensor, QScheme, Any], QTensor]
     collect: Callable[[nn.Module, list[str], QuantContext], dict[str, Any]] | None = None
-    kinds: tuple[str, ...] | None = None
-    fallback: str = "rtn"
+    kinds: tuple[LayerKind, ...] | None = None
+    fallback: AlgorithmName = "rtn"
     codebooks: bool = False
 
 
 ALGORITHMS: dict[str, Algorithm] = {}
+
+#: The built-in algorithm names (an algorithm registered later adds its name here).
+AlgorithmName = Literal["rtn", "hqq", "gptq"]
+#: The layer kinds an algorithm can be limited to (``Algorithm.kinds``).
+LayerKind = Literal["linear", "embedding", "conv2d"]
 
 
 def register_algorithm(algorithm: Algorithm) -> Algorithm:
