@@ -126,6 +126,11 @@ class DynamicLinear(nn.Module):
         torch.Size([8, 128, 1536])
     """
 
+    weight: torch.Tensor
+    weight_scale: torch.Tensor
+    bias: torch.Tensor | None
+    _cache: dict[Any, Any]
+
     def __init__(
         self,
         in_features: int,

@@ -91,6 +91,9 @@ class DynamicRNN(nn.Module):
         >>> out, (h, c) = q(torch.rand(2, 8, 8))
     """
 
+    _qrnn: nn.Module  # (set with object.__setattr__: not a child module)
+    _kernels: RNNKernels
+
     def __init__(
         self,
         qrnn: nn.Module,

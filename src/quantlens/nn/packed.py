@@ -60,6 +60,11 @@ class PackedWeight(nn.Module):
 
     scheme: QScheme
     weight_shape: tuple[int, ...]
+    weight_packed: torch.Tensor
+    scale: torch.Tensor
+    zero_point: torch.Tensor | None
+    codebook: torch.Tensor | None
+    _cache: dict[Any, Any]
 
     def _init_weight(self, weight_shape: tuple[int, ...], scheme: QScheme, device=None) -> None:
         if not isinstance(scheme, QScheme):

@@ -126,7 +126,7 @@ class QuantizedLayer(Protocol):
         ...
 
 
-_QUANTIZED: dict[str, dict[type[nn.Module], type[nn.Module]]] = {"weight_only": {}, "dynamic": {}}
+_QUANTIZED: dict[str, dict[type[nn.Module], type[Any]]] = {"weight_only": {}, "dynamic": {}}
 
 
 def register_quantized(
@@ -156,7 +156,7 @@ def register_quantized(
 
 def quantized_class_for(
     module: nn.Module | type, family: LayerFamily = "weight_only"
-) -> type[nn.Module] | None:
+) -> type[Any] | None:
     """The class registered in ``family`` for ``module``'s type (or the standard class it
     subclasses, see :func:`standard_class`), or None.
 
@@ -171,7 +171,7 @@ def quantized_class_for(
 
 def quantized_classes(
     family: LayerFamily = "weight_only",
-) -> dict[type[nn.Module], type[nn.Module]]:
+) -> dict[type[nn.Module], type[Any]]:
     """Every registered ``{float class: quantized class}`` of ``family``.
 
     Example:

@@ -4,9 +4,10 @@ that structure from a checkpoint; turn it back into float."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any, Literal, cast
 
+import torch
 from torch import nn
 
 from quantlens.core.scheme import QScheme
@@ -41,7 +42,8 @@ class _Plan:
     module: nn.Module
     config: WeightOnly
     scheme: QScheme
-    algorithm: Algorithm = field(default=None)
+    algorithm: Algorithm
+    qcls: type[Any]  # the quantized class registered for the module
     choice: str = ""  # why the scheme's group size differs from the config's, for the summary
 
 
@@ -57,11 +59,16 @@ class _Left:
     nbytes: int = 0  # recorded as its bytes before and after
 
 
-def _why_not(module: nn.Module, scheme: QScheme) -> str | None:
-    shape = tuple(module.weight.shape)
+def _why_not(module: nn.Module, qcls: type[Any], scheme: QScheme) -> str | None:
+    shape = tuple(_weight(module).shape)
     if getattr(module, "max_norm", None) is not None:
         return "max_norm renormalizes the weight on lookup"
-    return quantized_class_for(module).unsupported_reason(scheme, shape)
+    return qcls.unsupported_reason(scheme, shape)
+
+
+def _weight(module: nn.Module) -> torch.Tensor:
+    """The weight of a layer the layer registry has a class for."""
+    return cast(torch.Tensor, module.weight)
 
 
 def _plan(model: nn.Module, ctx: QuantContext) -> list[_Plan | _Left]:
@@ -82,8 +89,9 @@ def _plan(model: nn.Module, ctx: QuantContext) -> list[_Plan | _Left]:
             standard_class(module, quantized_classes()) or type(module)
         )  # FalconLinear -> "linear"
         cfg = resolve(ctx.config, name)
+        qcls = quantized_class_for(module)
         if (
-            quantized_class_for(module) is None
+            qcls is None
             or kind not in candidate_kinds
             or (isinstance(cfg, WeightOnly) and kind not in kinds_of(cfg))
         ):
@@ -96,8 +104,8 @@ def _plan(model: nn.Module, ctx: QuantContext) -> list[_Plan | _Left]:
             continue
         if not isinstance(cfg, WeightOnly):
             continue  # another method's layer: that method records it
-        scheme = cfg.scheme_for(tuple(module.weight.shape))
-        reason = _why_not(module, scheme)
+        scheme = cfg.scheme_for(tuple(_weight(module).shape))
+        reason = _why_not(module, qcls, scheme)
         if reason:
             out.append(_Left(name, module, "skipped", reason, detail=scheme.describe()))
             continue
@@ -108,12 +116,18 @@ def _plan(model: nn.Module, ctx: QuantContext) -> list[_Plan | _Left]:
                 f"they use {algorithm.fallback}"
             )
             algorithm = ALGORITHMS[algorithm.fallback]
-        length = module.weight.shape[
+        length = _weight(module).shape[
             1
         ]  # the grouped axis: in_features / embedding_dim / input channels
         out.append(
             _Plan(
-                name, module, cfg, scheme, algorithm, group_choice(cfg.group_size, length, scheme)
+                name,
+                module,
+                cfg,
+                scheme,
+                algorithm,
+                qcls,
+                group_choice(cfg.resolved_group_size, length, scheme),
             )
         )
     return out
@@ -185,9 +199,9 @@ def apply(model: nn.Module, ctx: QuantContext) -> nn.Module:
             continue
         if id(p.module) in replaced:
             continue
-        weight = p.module.weight.detach()
+        weight = _weight(p.module).detach()
         qweight = p.algorithm.quantize(weight, p.scheme, stats.get(p.name))
-        new = quantized_class_for(p.module).from_float(p.module, qweight)
+        new = p.qcls.from_float(p.module, qweight)
         replaced[id(p.module)] = new
         ctx.summary.add(
             p.name,
@@ -230,7 +244,7 @@ def rebuild(model: nn.Module, ctx: QuantContext) -> nn.Module:
                 continue
             if isinstance(saved[p.name].get("scheme"), dict):
                 p.scheme = QScheme.from_dict(saved[p.name]["scheme"])
-        new = quantized_class_for(p.module).empty(p.module, p.scheme)
+        new = p.qcls.empty(p.module, p.scheme)
         replaced[id(p.module)] = new
     return _replace(model, replaced)
 

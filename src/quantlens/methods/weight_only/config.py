@@ -95,6 +95,11 @@ class WeightOnly(QuantConfig):
                 f"WeightOnly(bits={self.bits}, ...) is not a valid scheme: {exc}"
             ) from exc
 
+    @property
+    def resolved_group_size(self) -> int | None:
+        """The group size once ``"auto"`` is resolved (None: one scale per output channel)."""
+        return self.group_size if isinstance(self.group_size, int) else None
+
     def scheme_for(self, shape: tuple[int, ...] | torch.Size) -> QScheme:
         """The :class:`QScheme` of a weight of ``shape``: per-channel along the first axis
         (output channels / embedding rows), or per-group along the input axis (the last one
@@ -108,18 +113,19 @@ class WeightOnly(QuantConfig):
             'uint4 asym per_channel(axis=0)'
         """
         axis = 1 if len(shape) > 2 else -1
-        group = None if self.group_size is None else fit_group(int(shape[axis]), self.group_size)
+        size = self.resolved_group_size
+        group = None if size is None else fit_group(int(shape[axis]), size)
         if group is None:
             return QScheme(
                 bits=self.bits,
-                symmetric=self.symmetric,
+                symmetric=bool(self.symmetric),
                 granularity="per_channel",
                 axis=0,
                 codebook=self.codebook,
             )
         return QScheme(
             bits=self.bits,
-            symmetric=self.symmetric,
+            symmetric=bool(self.symmetric),
             granularity="per_group",
             axis=axis,
             group_size=group,

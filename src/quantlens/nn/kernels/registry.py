@@ -379,7 +379,7 @@ def force_kernel(model: nn.Module, name: str) -> Iterator[None]:
     """
     if name != "auto":
         get_kernel(name)
-    layers = [m for m in model.modules() if hasattr(m, "kernel")]
+    layers: list[Any] = [m for m in model.modules() if hasattr(m, "kernel")]
     saved = [m.kernel for m in layers]
     try:
         for m in layers:

@@ -5,22 +5,25 @@ dense_bf16, int4pack, int8pack and fbgemm, with the cases automatic dispatch pic
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from quantlens.nn.kernels.registry import Case, KernelPath, register_kernel
 from quantlens.nn.shapes import Shapes
 
+if TYPE_CHECKING:
+    from quantlens.nn.qlinear import QLinear
+
 # --- helpers shared by the paths -------------------------------------------------------
 
 
-def _bias(layer: nn.Module, dtype: torch.dtype) -> torch.Tensor | None:
+def _bias(layer: QLinear, dtype: torch.dtype) -> torch.Tensor | None:
     return None if layer.bias is None else layer.bias.detach().to(dtype)
 
 
-def _uniform_per_row(layer: nn.Module) -> str | None:
+def _uniform_per_row(layer: QLinear) -> str | None:
     s = layer.scheme
     if s.codebook is not None:
         return f"it needs uniform codes, not the {s.codebook} codebook"
@@ -29,7 +32,7 @@ def _uniform_per_row(layer: nn.Module) -> str | None:
     return None
 
 
-def _row_scale_zero(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+def _row_scale_zero(layer: QLinear) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-output-row float32 scale and int32 unsigned zero-point, shape ``(out,)``."""
     n = layer.weight_shape[0]
     return layer.scale.float().expand(n).contiguous(), layer.unsigned_zero_point().expand(
@@ -40,15 +43,15 @@ def _row_scale_zero(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
 # --- reference and dense ------------------------------------------------------------------
 
 
-def _reference_run(layer, state, x):
+def _reference_run(layer: QLinear, state: None, x: torch.Tensor) -> torch.Tensor:
     return F.linear(x, layer.dequantized_weight(torch.float32), _bias(layer, torch.float32))
 
 
-def _dense_prepare(layer, dtype):
+def _dense_prepare(layer: QLinear, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
     return layer.dequantized_weight(dtype), _bias(layer, dtype)
 
 
-def _dense_run(layer, state, x):
+def _dense_run(layer: QLinear, state: Any, x: torch.Tensor) -> torch.Tensor:
     weight, bias = state
     return F.linear(x, weight, bias)
 
@@ -58,13 +61,13 @@ def _dense_run(layer, state, x):
 INT4_GROUPS = (256, 128, 64, 32)  # group sizes the kernel takes, largest (fewest scales) first
 
 
-def _int4_group(layer) -> int | None:
+def _int4_group(layer: QLinear) -> int | None:
     s, k = layer.scheme, layer.weight_shape[1]
     span = s.group_size if s.granularity == "per_group" else k
     return next((g for g in INT4_GROUPS if span % g == 0 and k % g == 0), None)
 
 
-def _int4_accepts(layer) -> str | None:
+def _int4_accepts(layer: QLinear) -> str | None:
     s = layer.scheme
     if not hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu"):
         return "this torch has no _weight_int4pack_mm_for_cpu"
@@ -79,7 +82,7 @@ def _int4_accepts(layer) -> str | None:
     return None
 
 
-def _int4_prepare(layer, dtype):
+def _int4_prepare(layer: QLinear, dtype: torch.dtype) -> tuple[Any, ...]:
     n, k = layer.weight_shape
     g = _int4_group(layer)
     scale = layer.scale.float()
@@ -99,7 +102,7 @@ def _int4_prepare(layer, dtype):
     return packed, g, scales_zeros.to(dtype), _bias(layer, dtype)
 
 
-def _int4_run(layer, state, x):
+def _int4_run(layer: QLinear, state: Any, x: torch.Tensor) -> torch.Tensor:
     packed, g, scales_zeros, bias = state
     y = torch._weight_int4pack_mm_for_cpu(x, packed, g, scales_zeros)
     return y if bias is None else y.add_(bias)
@@ -108,13 +111,13 @@ def _int4_run(layer, state, x):
 # --- int8pack: torch._weight_int8pack_mm -----------------------------------------------------
 
 
-def _int8_accepts(layer) -> str | None:
+def _int8_accepts(layer: QLinear) -> str | None:
     if not hasattr(torch.ops.aten, "_weight_int8pack_mm"):
         return "this torch has no _weight_int8pack_mm"
     return _uniform_per_row(layer)
 
 
-def _int8_prepare(layer, dtype):
+def _int8_prepare(layer: QLinear, dtype: torch.dtype) -> tuple[Any, ...]:
     s = layer.scheme
     scale, zero = _row_scale_zero(layer)
     codes = layer.unsigned_codes().to(torch.int32)
@@ -127,7 +130,7 @@ def _int8_prepare(layer, dtype):
     return weight.to(torch.int8).contiguous(), scale.to(dtype), correction, _bias(layer, dtype)
 
 
-def _int8_run(layer, state, x):
+def _int8_run(layer: QLinear, state: Any, x: torch.Tensor) -> torch.Tensor:
     weight, scale, correction, bias = state
     y = torch._weight_int8pack_mm(x, weight, scale)
     if correction is not None:
@@ -138,7 +141,7 @@ def _int8_run(layer, state, x):
 # --- fbgemm / x86 dynamic int8 (W8A8) -------------------------------------------------------
 
 
-def _fbgemm_weight(layer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _fbgemm_weight(layer: QLinear) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """int8 codes, float64 scales, int64 zero-points, one scale per output row. Per-row
     uniform codes are used as they are; other schemes (per-group, codebooks) are the
     dequantized weight re-quantized to symmetric int8 per row."""
@@ -152,7 +155,7 @@ def _fbgemm_weight(layer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return codes, scale.double(), torch.zeros_like(scale, dtype=torch.long)
 
 
-def _fbgemm_prepare(layer, dtype):
+def _fbgemm_prepare(layer: QLinear, dtype: torch.dtype) -> Any:
     codes, scale, zero = _fbgemm_weight(layer)
     with warnings.catch_warnings():  # quantized dtypes are deprecated upstream, still the API
         warnings.simplefilter("ignore")
@@ -160,7 +163,7 @@ def _fbgemm_prepare(layer, dtype):
         return torch.ops.quantized.linear_prepack(qweight, _bias(layer, torch.float32))
 
 
-def _fbgemm_run(layer, state, x):
+def _fbgemm_run(layer: QLinear, state: Any, x: torch.Tensor) -> torch.Tensor:
     return torch.ops.quantized.linear_dynamic(x, state, True)
 
 
@@ -172,7 +175,7 @@ FALLBACK = "dense"
 _CPU = ("cpu",)
 
 
-def _any(layer: nn.Module) -> None:
+def _any(layer: QLinear) -> None:
     return None
 
 
