@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from quantlens.core.qtensor import QTensor
 from quantlens.core.scheme import QScheme
 from quantlens.errors import InputError
+from quantlens.nn import kernels
+from quantlens.nn.kernels.registry import KernelKey
 from quantlens.nn.packed import PackedWeight
 from quantlens.nn.registry import register_quantized
 
@@ -21,7 +24,8 @@ class QConv2d(PackedWeight):
     ``load_state_dict`` / ``.to()``; never in the state dict) and runs ``F.conv2d`` in
     float32, so it matches the dequantize-then-convolve reference exactly; the saving is
     on disk and in the state dict, not at run time. Set ``layer.kernel = "reference"`` to
-    dequantize on every call instead (no cache).
+    dequantize on every call instead (no cache); both are paths of the ``"conv"`` family in
+    :mod:`quantlens.nn.kernels`.
 
     Args:
         in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias:
@@ -74,7 +78,7 @@ class QConv2d(PackedWeight):
             )
         else:
             self.register_parameter("bias", None)
-        self.kernel = "auto"
+        self._kernel = "auto"
 
     @classmethod
     def empty(cls, conv: nn.Conv2d, scheme: QScheme) -> QConv2d:
@@ -142,16 +146,30 @@ class QConv2d(PackedWeight):
         """What it takes to rebuild this layer empty: JSON-ready."""
         return {**_conv_config(self), "scheme": self.scheme.to_dict()}
 
+    @property
+    def kernel(self) -> str:
+        """The forced kernel path name (``"dense"`` or ``"reference"``), or ``"auto"``."""
+        return self._kernel
+
+    @kernel.setter
+    def kernel(self, name: str) -> None:
+        if name != "auto":
+            kernels.get_kernel(name, "conv")
+        self._kernel = name
+
+    def kernel_key(self) -> KernelKey:
+        """What the kernel registry selects on (one family, ``"conv"``)."""
+        out = self.weight_shape[0]
+        return KernelKey(
+            family="conv",
+            shape=(out, math.prod(self.weight_shape) // out),
+            bits=self.scheme.bits,
+            device=self.weight_packed.device.type,
+            describe=self.scheme.describe(),
+        )
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kernel == "reference":
-            weight = self.dequantized_weight(torch.float32)
-        else:
-            weight = self.cached(
-                ("kernel", "dense", torch.float32), lambda: self.dequantized_weight(torch.float32)
-            )
-        bias = None if self.bias is None else self.bias.float()
-        y = F.conv2d(x.float(), weight, bias, self.stride, self.padding, self.dilation, self.groups)
-        return y.to(x.dtype)
+        return kernels.run(self, x)
 
     def extra_repr(self) -> str:
         return (

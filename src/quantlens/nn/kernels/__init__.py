@@ -1,9 +1,10 @@
 """Kernel paths: which matmul runs a quantized layer, and when.
 
 One registry (:mod:`.registry`) and one selection rule serve every layer with kernel paths:
-the weight-only :class:`~quantlens.nn.QLinear` (paths in :mod:`.weight_only`) and the dynamic
+the weight-only :class:`~quantlens.nn.QLinear` (paths in :mod:`.weight_only`), the
+weight-only :class:`~quantlens.nn.QConv2d` (:mod:`.conv`) and the dynamic
 :class:`~quantlens.nn.dynamic_linear.DynamicLinear` (paths in :mod:`.dynamic`, described in
-that class's module). Below: the weight-only paths.
+that class's module). Below: the weight-only Linear paths.
 
 Every path is a :class:`KernelPath` in the registry. A path says which weight formats it can
 run (``accepts``), builds its kernel-format weight once per layer (``prepare``, cached on the
@@ -84,7 +85,7 @@ CPUs, where it is faster still).
 How to add a path: see :mod:`.registry`.
 """
 
-from quantlens.nn.kernels import dynamic  # noqa: F401  (registers its paths)
+from quantlens.nn.kernels import conv, dynamic  # noqa: F401  (register their paths)
 from quantlens.nn.kernels.registry import (
     _REGISTRY,
     FLOAT_DTYPES,

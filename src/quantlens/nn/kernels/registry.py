@@ -1,7 +1,8 @@
 """The kernel-case registry: one selection rule for every quantized layer that has kernels.
 
 A kernel path (:class:`KernelPath`) is one way to compute a layer's matmul. It belongs to a
-layer *family* (``"weight_only"``: :class:`~quantlens.nn.QLinear`; ``"dynamic"``:
+layer *family* (``"weight_only"``: :class:`~quantlens.nn.QLinear`; ``"conv"``:
+:class:`~quantlens.nn.QConv2d`; ``"dynamic"``:
 :class:`~quantlens.nn.dynamic_linear.DynamicLinear`), declares where it can run at all
 (input ``devices``, quantized ``engines``, weight :class:`Shapes`, the layer's weight
 ``dtype``) and says in ``format_reason(layer)`` why it cannot run a layer's weight format
@@ -12,8 +13,8 @@ dtype and device, the CPU features and the weight size it serves, and a priority
 The rule, for a layer and an input of ``tokens`` rows: a forced path (``layer.kernel =
 name``) runs if it can, else raises; under ``"auto"``, among the cases of the family's paths
 that match, the lowest ``priority`` whose path can run the layer wins. Each family
-registers a catch-all case (``dense`` for weight-only, ``reference`` for dynamic) so that
-something always runs.
+registers a catch-all case (``dense`` for weight-only and conv, ``reference`` / ``upcast``
+for dynamic int8 / float16) so that something always runs.
 
 How to add a path: declare the shapes the underlying op runs (:class:`Shapes`; the sweep in
 tests/nn/test_kernel_shapes.py runs every registered path over widths 1-130 at 1-17 tokens
@@ -41,7 +42,7 @@ from quantlens.nn.shapes import Shapes
 
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
-Family = Literal["weight_only", "dynamic"]
+Family = Literal["weight_only", "conv", "dynamic"]
 CpuFeature = Literal["avx2", "avx512", "avx512_bf16", "vnni", "amx"]
 
 _FEATURES: frozenset[str] | None = None
@@ -238,7 +239,7 @@ def _engine_reason(path: KernelPath) -> str | None:
     return f"the quantized engine is {engine!r}, not {'/'.join(path.engines)}"
 
 
-_REGISTRY: dict[str, dict[str, KernelPath]] = {"weight_only": {}, "dynamic": {}}
+_REGISTRY: dict[str, dict[str, KernelPath]] = {"weight_only": {}, "conv": {}, "dynamic": {}}
 
 
 def register_kernel(path: KernelPath) -> KernelPath:
@@ -370,16 +371,20 @@ def run(layer: Any, x2d: torch.Tensor, path: KernelPath | None = None) -> torch.
 
 @contextlib.contextmanager
 def force_kernel(model: nn.Module, name: str) -> Iterator[None]:
-    """Run every quantized layer of ``model`` that has kernel paths through path ``name``
-    inside the block (``"auto"`` restores automatic dispatch).
+    """Run every quantized layer of ``model`` whose family has a path ``name`` through it
+    inside the block (``"auto"``: automatic dispatch for all of them).
 
     Example:
         >>> with force_kernel(qmodel, "reference"):
         ...     y_ref = qmodel(x)
     """
-    if name != "auto":
-        get_kernel(name)
-    layers: list[Any] = [m for m in model.modules() if hasattr(m, "kernel")]
+    if name != "auto" and not any(name in paths for paths in _REGISTRY.values()):
+        get_kernel(name)  # raises, listing the weight-only paths
+    layers: list[Any] = [
+        m
+        for m in model.modules()
+        if hasattr(m, "kernel_key") and (name == "auto" or name in _REGISTRY[m.kernel_key().family])
+    ]
     saved = [m.kernel for m in layers]
     try:
         for m in layers:
