@@ -1,5 +1,8 @@
 """What every method shares: the config base class, the registry, layer selection and the summary.
 
+(The byte counts methods record live in :mod:`quantlens.methods.sizes`; ``module_bytes``,
+``state_bytes`` and ``float_dtype_of`` are importable from here too.)
+
 How to add a method (see the methods/weight_only/ package for a complete one):
 
 1. Write a frozen dataclass deriving :class:`QuantConfig` (all fields with defaults).
@@ -25,10 +28,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from torch import nn
 
 from quantlens.errors import ConfigError, UnknownNameError
+from quantlens.methods.sizes import (  # noqa: F401  (re-exported: methods import them here)
+    float_dtype_of,
+    module_bytes,
+    state_bytes,
+)
 
 CONFIG_VERSION = 1
 
@@ -386,56 +393,3 @@ def method_for_config(config_cls: type) -> Method:
 def methods() -> dict[str, Method]:
     """All registered methods by name."""
     return dict(_METHODS)
-
-
-def module_bytes(module: nn.Module) -> int:
-    """Bytes of a module's own parameters and buffers (not its children's)."""
-    tensors = list(module.parameters(recurse=False)) + list(module.buffers(recurse=False))
-    return sum(t.numel() * t.element_size() for t in tensors)
-
-
-def state_bytes(model: nn.Module) -> tuple[int, int]:
-    """Bytes and element count of everything in ``model``'s state dict: parameters, buffers
-    and the weights PyTorch's quantized modules keep in packed params (which
-    ``model.parameters()`` does not show), tied tensors once.
-
-    Example:
-        >>> state_bytes(torch.nn.Linear(4, 2))
-        (40, 10)
-    """
-    seen: set = set()
-    total_bytes = total_elems = 0
-    for value in model.state_dict(keep_vars=True).values():
-        b, n = _value_bytes(value, seen)
-        total_bytes += b
-        total_elems += n
-    return total_bytes, total_elems
-
-
-def _value_bytes(value, seen: set) -> tuple[int, int]:
-    """(bytes, elements) of a state-dict value: a tensor, quantized tensor or a tuple of them."""
-    if isinstance(value, torch.Tensor):
-        if value.is_quantized:
-            if value.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
-                scales, zps = value.q_per_channel_scales(), value.q_per_channel_zero_points()
-                extra = scales.numel() * scales.element_size() + zps.numel() * zps.element_size()
-            else:
-                extra = 8 + 8  # one float64 scale + one int64 zero-point
-            return value.numel() * value.element_size() + extra, value.numel()
-        key = (value.untyped_storage().data_ptr(), value.storage_offset(), tuple(value.shape))
-        if value.numel() and key in seen:  # tied weights count once
-            return 0, 0
-        seen.add(key)
-        return value.numel() * value.element_size(), value.numel()
-    if isinstance(value, (tuple, list)):
-        parts = [_value_bytes(v, seen) for v in value]
-        return sum(p[0] for p in parts), sum(p[1] for p in parts)
-    return 0, 0
-
-
-def float_dtype_of(model: nn.Module) -> torch.dtype | None:
-    """The floating dtype of the model's parameters, if any."""
-    for p in model.parameters():
-        if p.is_floating_point():
-            return p.dtype
-    return None

@@ -1,5 +1,7 @@
-"""Quantized modules built on the core layer: weight-only QLinear / QEmbedding / QConv2d
-and the kernel paths QLinear runs on."""
+"""Quantized modules built on the core layer: weight-only QLinear / QEmbedding / QConv2d,
+dynamic DynamicLinear / DynamicRNN, fake quantization; the layer registry
+(:mod:`.registry`: which quantized class replaces which float layer) and the kernel-case
+registry (:mod:`.kernels`: which kernel path runs a layer)."""
 
 from quantlens.nn.kernels import KernelPath, force_kernel, kernel_paths, register_kernel
 from quantlens.nn.packed import PackedWeight
