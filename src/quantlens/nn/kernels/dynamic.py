@@ -13,6 +13,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from quantlens.errors import InputError
 from quantlens.nn.act_quant import activation_codes, quantize_activations
 from quantlens.nn.kernels.registry import Case, KernelPath, register_kernel
 from quantlens.nn.shapes import Shapes
@@ -69,6 +70,10 @@ def _int_mm_run(
     layer: Any, state: tuple[torch.Tensor, torch.Tensor], x2d: torch.Tensor
 ) -> torch.Tensor:
     wt, c = state
+    if x2d.device.type == "cuda" and x2d.shape[0] <= 16:  # (automatic dispatch never asks)
+        raise InputError(
+            "kernel path 'int_mm' on CUDA needs more than 16 rows; set layer.kernel = 'auto'"
+        )
     q, s, z = activation_codes(x2d, layer.per_token)  # q in [0, 127]: already an int8 value
     acc = torch._int_mm(q.to(torch.int8), wt)  # (M, N) int32, exact
     y = torch.mul(acc, layer.weight_scale)  # y = s * (ws * acc - z * c) + b
