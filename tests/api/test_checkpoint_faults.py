@@ -82,15 +82,23 @@ def test_kill_9_at_random_points_of_a_save_leaves_the_old_or_the_new(tmp_path):
     seen = set()
     _filled(range(1, 21))
     for _kill in range(6):
+        done_read, done_write = os.pipe()
 
-        def writer():
+        def writer(done=done_write):
             for j in range(1000):
                 _save(target, 1 + j % 20)
+                os.write(done, b"x")
 
         pid = _fork(writer)
-        time.sleep(rng.uniform(0.0, 0.25))
+        os.close(done_write)
+        # Kill after a random number of whole saves (and a little more), however slowly
+        # the machine schedules the child.
+        for _ in range(rng.randint(1, 12)):
+            os.read(done_read, 1)
+        time.sleep(rng.uniform(0.0, 0.02))
         os.kill(pid, signal.SIGKILL)
         assert _exit_code(pid) == -signal.SIGKILL
+        os.close(done_read)
         seen.add(_whole_version(target))
     assert len(seen) > 2  # the kills landed in different saves
     _save(target, 99)  # the next save clears what the killed ones left
