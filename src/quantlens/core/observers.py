@@ -198,6 +198,24 @@ class Observer:
     def _sync_rows(self, rows: int, timeout: float | None) -> None:
         """Subclass hook: merge the statistics kept beyond min/max over ``rows`` rows."""
 
+    def share(self, parts: int) -> None:
+        """After :meth:`sync`, divide what this observer counts (samples, batches, histogram
+        counts) by ``parts`` (the number of ranks), so that a later :meth:`sync` counts the
+        statistics every rank now holds once, not ``parts`` times. The range is unchanged.
+        For observers synced repeatedly while they keep observing (QAT, each step or epoch).
+
+        Example:
+            >>> obs = get_observer("moving_average"); obs.update(torch.ones(4)); obs.share(2)
+            >>> obs.batches
+            0.5
+        """
+        if parts < 1:
+            raise InputError(f"parts must be a positive number of ranks, got {parts}")
+        self._share(float(parts))
+
+    def _share(self, parts: float) -> None:
+        """Subclass hook of :meth:`share` (min/max alone need nothing)."""
+
     # -- results ---------------------------------------------------------------------------
     def range(self, scheme: QScheme | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The clipping range ``(min, max)``: scalars per tensor, ``(channels,)`` per channel."""
@@ -296,7 +314,10 @@ class MovingAverageMinMaxObserver(Observer):
             else torch.stack([self.avg_min, self.avg_max])
         )
         avg, total = weighted_average(local, self.batches, timeout=timeout)
-        self.avg_min, self.avg_max, self.batches = avg[0].float(), avg[1].float(), int(total)
+        self.avg_min, self.avg_max, self.batches = avg[0].float(), avg[1].float(), total
+
+    def _share(self, parts) -> None:
+        self.batches = self.batches / parts
 
 
 class _HistogramObserver(Observer):
@@ -313,6 +334,10 @@ class _HistogramObserver(Observer):
 
     def _sync_rows(self, rows, timeout) -> None:
         merge_histogram(self.hist, rows, timeout=timeout)
+
+    def _share(self, parts) -> None:
+        if self.hist.counts is not None:
+            self.hist.counts = self.hist.counts / parts
 
 
 @register_observer("percentile")
@@ -433,7 +458,12 @@ class MeanStdObserver(Observer):
         zeros = torch.zeros(rows, dtype=torch.float64)
         mean, m2 = (zeros, zeros) if self.mean is None else (self.mean, self.m2)
         count, self.mean, self.m2 = merge_moments(self.count, mean, m2, timeout=timeout)
-        self.count = int(count)
+        self.count = count
+
+    def _share(self, parts) -> None:
+        self.count = self.count / parts
+        if self.m2 is not None:
+            self.m2 = self.m2 / parts
 
     def _range(self, scheme):
         std = (self.m2 / max(self.count, 1)).sqrt()
@@ -478,6 +508,10 @@ class AutoObserver(Observer):
         for obs in self.observers.values():
             obs.sync(timeout=timeout)
         self._ranges.clear()
+
+    def _share(self, parts) -> None:
+        for obs in self.observers.values():
+            obs._share(parts)
 
     def _range(self, scheme):
         if self.choice not in self.observers:

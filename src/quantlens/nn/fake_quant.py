@@ -21,6 +21,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from quantlens.core.distributed import broadcast, is_distributed, world_size
 from quantlens.core.fake_quant import fake_quantize
 from quantlens.core.observers import get_observer
 from quantlens.core.scheme import QScheme
@@ -93,12 +94,41 @@ class FakeQuantize(nn.Module):
         if self.track == "current":
             self.observer = get_observer(self.observer_name, axis=self.axis, **self.observer_kwargs)
         self.observer.update(x.detach())
+        self._refresh()
+
+    def _refresh(self) -> None:
+        """``scale`` / ``zero_point`` from the observer's range."""
         scale, zero_point = self.observer.qparams(self.scheme)
         scale = scale.reshape(-1).to(self.scale.device)
         self.scale.resize_(scale.shape).copy_(scale)
         zero_point = zero_point.reshape(-1).to(torch.int64)
         self.zero_point.resize_(zero_point.shape).copy_(zero_point)
         self.observed = True
+
+    def sync(self, *, timeout: float | None = None) -> None:
+        """Make the range identical on every rank of the process group (a collective: every
+        rank calls it on the same modules in the same order; outside a group: nothing).
+
+        While observing, the observer merges every rank's statistics (its own
+        :meth:`~quantlens.core.observers.Observer.sync`) and ``scale`` / ``zero_point``
+        follow from the merged range; the observer then counts that shared state once, so
+        it can be synced again after more training. Frozen (``observe_enabled`` off), the
+        trained range is kept and rank 0's is copied to the others, as
+        ``DistributedDataParallel`` does with buffers.
+
+        Example:
+            >>> fq.sync()   # before converting on every rank
+        """
+        if not is_distributed():
+            return
+        if not self.observe_enabled:
+            broadcast(self.scale, timeout=timeout)
+            broadcast(self.zero_point, timeout=timeout)
+            return
+        self.observer.sync(timeout=timeout)
+        self.observer.share(world_size())
+        if self.observer.min_val is not None:  # else no rank observed anything
+            self._refresh()
 
     def qparams(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(scale, zero_point)``: 1-element tensors per tensor, ``(C,)`` per channel."""

@@ -175,6 +175,12 @@ class CoreFakeQuantize(_FakeQuantizeBase):
         self.fq.quantize_enabled = bool(self.fake_quant_enabled[0])
         return self.fq(x)
 
+    def sync(self, *, timeout: float | None = None) -> None:
+        """Make this range identical on every rank (a collective; nothing outside a group):
+        see :meth:`quantlens.nn.FakeQuantize.sync`."""
+        self.fq.observe_enabled = bool(self.observer_enabled[0])
+        self.fq.sync(timeout=timeout)
+
     @torch.jit.export
     def calculate_qparams(self):
         scale, zero_point = self.fq.qparams()
