@@ -202,3 +202,109 @@ def merge_histogram(hist, n_rows: int, *, timeout: float | None = None) -> None:
     elif bool((lo < hist.lo).any() or (hi > hist.hi).any()):
         hist.rebin(lo, hi)
     all_reduce(hist.counts, "sum", timeout=timeout)
+
+
+# --- one rank acts, the others wait -----------------------------------------------------------
+
+
+def broadcast(tensor: torch.Tensor, src: int = 0, *, timeout: float | None = None) -> torch.Tensor:
+    """Overwrite ``tensor`` in place with rank ``src``'s (outside a group: unchanged).
+
+    Implemented as a sum all-reduce of ``src``'s values and zeros elsewhere, so it shares
+    :func:`all_reduce`'s timeout and error.
+
+    Example:
+        >>> broadcast(torch.tensor([1.0]))   # one process: unchanged
+        tensor([1.])
+    """
+    if not is_distributed():
+        return tensor
+    mine = tensor.double() if tensor.is_floating_point() else tensor.long()
+    if rank() != src:
+        mine = torch.zeros_like(mine)
+    all_reduce(mine, "sum", timeout=timeout)
+    tensor.copy_(mine.to(tensor.dtype))
+    return tensor
+
+
+def on_rank0(fn, *, what: str, timeout: float | None = None):
+    """Run ``fn()`` on rank 0 only while the other ranks wait (a barrier bounded by
+    ``timeout``); if it raised on rank 0, the others raise too, so every rank fails together.
+
+    Args:
+        fn: what rank 0 does (write a file, print).
+        what: the action, for the other ranks' error message (``"saving out/"``).
+        timeout: seconds the other ranks wait (default :func:`default_timeout`).
+
+    Returns:
+        ``fn()``'s value on rank 0, ``None`` on the others (outside a group: ``fn()``).
+
+    Raises:
+        DistributedError: on ranks other than 0, rank 0 failed (its own error is re-raised
+            there) or did not finish within ``timeout``.
+
+    Example:
+        >>> on_rank0(lambda: 42, what="answering")
+        42
+    """
+    if not is_distributed():
+        return fn()
+    failed, value, error = torch.zeros(1), None, None
+    if rank() == 0:
+        try:
+            value = fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, once the others know
+            failed[0], error = 1.0, exc
+    all_reduce(failed, "max", timeout=timeout)
+    if error is not None:
+        raise error
+    if failed[0] > 0:
+        raise DistributedError(
+            f"rank {rank()} of {world_size()}: rank 0 failed while {what}; see rank 0's error"
+        )
+    return value
+
+
+# --- starting a group from torchrun's environment ---------------------------------------------
+
+
+def launched_by_torchrun() -> bool:
+    """True when this process was started by ``torchrun`` (or another launcher that sets
+    ``RANK``, ``WORLD_SIZE`` and ``MASTER_ADDR``) with more than one process."""
+    keys = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    return all(os.environ.get(k) for k in keys) and os.environ["WORLD_SIZE"] != "1"
+
+
+def init_from_env(*, timeout: float | None = None) -> bool:
+    """Join the process group ``torchrun`` describes in the environment (``RANK``,
+    ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``): nccl when CUDA is present (each rank
+    on GPU ``LOCAL_RANK``), else gloo; connecting and every later collective of the group
+    wait at most ``timeout`` seconds (default :func:`default_timeout`).
+
+    Returns:
+        True if this call initialised a group (the caller destroys it when done), False when
+        not launched by torchrun with several processes or a group already exists.
+
+    Raises:
+        DistributedError: the other ranks could not be reached in time.
+
+    Example:
+        >>> init_from_env()   # a plain process: nothing to join
+        False
+    """
+    dist = torch.distributed
+    if not launched_by_torchrun() or not dist.is_available() or dist.is_initialized():
+        return False
+    seconds = default_timeout() if timeout is None else float(timeout)
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    try:
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=seconds))
+    except Exception as exc:  # the store or the backend could not connect
+        raise DistributedError(
+            f"rank {os.environ['RANK']} of {os.environ['WORLD_SIZE']}: joining the process group at "
+            f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']} failed ({_detail(exc)}); "
+            "check that every rank started and can reach that address"
+        ) from exc
+    return True
