@@ -39,6 +39,7 @@ from quantlens.methods import (
     Static,
     WeightOnly,
     register_custom_module,
+    sync_qat,
     train_qat,
 )
 from quantlens.report import Report, compare
@@ -80,6 +81,7 @@ __all__ = [
     "resolve_model",
     "save",
     "testing",
+    "sync_qat",
     "train_qat",
     "unpack",
     "zoo",

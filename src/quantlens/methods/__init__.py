@@ -7,6 +7,7 @@ from quantlens.methods.base import QuantConfig, QuantSummary, get_method, method
 from quantlens.methods.dynamic import Dynamic
 from quantlens.methods.int8_graph import register_custom_module
 from quantlens.methods.qat import QAT, train_qat
+from quantlens.methods.qat_ranks import sync_qat
 from quantlens.methods.static import Static
 from quantlens.methods.weight_only import WeightOnly
 
@@ -21,5 +22,6 @@ __all__ = [
     "methods",
     "register_custom_module",
     "register_method",
+    "sync_qat",
     "train_qat",
 ]

@@ -25,11 +25,18 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from quantlens.core.data import count_batches, iter_batches
+from quantlens.core import distributed
 from quantlens.core.observers import get_observer
 from quantlens.core.progress import track
 from quantlens.errors import ConfigError, InputError, QuantizationFailedError
-from quantlens.methods import fusion, int8_check, int8_graph, int8_inputs, int8_regions
+from quantlens.methods import (
+    fusion,
+    int8_check,
+    int8_graph,
+    int8_inputs,
+    int8_regions,
+    qat_ranks,
+)
 from quantlens.methods.backends import torch_ao
 from quantlens.methods.base import QuantConfig, QuantContext, configs_in, register_method, resolve
 from quantlens.methods.int8_state import int8_state
@@ -48,6 +55,13 @@ class QAT(QuantConfig):
         per_channel: one weight scale per output channel.
         freeze_bn_after: epochs after which :func:`train_qat` freezes BatchNorm statistics.
         freeze_observers_after: epochs after which activation ranges are frozen.
+        sync: under ``torch.distributed`` (``torchrun``), when every rank's BatchNorm
+            running statistics and fake-quantize ranges are made identical (what
+            ``DistributedDataParallel`` does not synchronise): ``"epoch"`` (at the end of
+            each :func:`train_qat` epoch), ``"step"`` (after every optimizer step) or
+            ``"off"`` (never: ranks may convert to different models). Unless ``"off"``,
+            ``ql.convert`` synchronises too, so every rank converts to the same int8
+            model. Outside a process group nothing is synchronised.
         skip, overrides: see :class:`QuantConfig`.
     """
 
@@ -58,6 +72,7 @@ class QAT(QuantConfig):
     per_channel: bool = True
     freeze_bn_after: int | None = None
     freeze_observers_after: int | None = None
+    sync: str = "epoch"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -68,6 +83,10 @@ class QAT(QuantConfig):
         if not 2 <= self.wbits <= 8:
             raise ConfigError(f"weight bits must be 2..8 for int8 kernels, got {self.wbits}")
         get_observer(self.observer)
+        if self.sync not in qat_ranks.SYNC_MODES:
+            raise ConfigError(
+                f"unknown sync {self.sync!r}; choose one of: {', '.join(qat_ranks.SYNC_MODES)}"
+            )
 
     @property
     def wbits(self) -> int:
@@ -161,10 +180,16 @@ def prepare(model: nn.Module, ctx: QuantContext) -> nn.Module:
     return prepared
 
 
-def convert(model: nn.Module, ctx: QuantContext) -> nn.Module:
-    """The trained fake-quant model as int8 kernels."""
+def convert(model: nn.Module, ctx: QuantContext, *, sync: bool = True) -> nn.Module:
+    """The trained fake-quant model as int8 kernels; under ``torch.distributed`` (unless
+    ``sync=False`` or the config's ``sync="off"``), every rank's BatchNorm statistics and
+    ranges are made identical first (:func:`~quantlens.methods.qat_ranks.sync_qat`)."""
     cfg = _root(ctx.config)
     torch_ao.use_engine(cfg.backend)
+    if sync and cfg.sync != "off" and qat_ranks.sync_qat(model):
+        ctx.summary.note(
+            f"BatchNorm statistics and ranges synchronised over {distributed.world_size()} ranks"
+        )
     state = int8_state(ctx)
     desc = state.example_desc or getattr(model, "quantlens_example_inputs", None)
     int8_graph.to_kernel_host(model, ctx.summary)
@@ -201,7 +226,7 @@ def rebuild(model: nn.Module, ctx: QuantContext) -> nn.Module:
     prepared.eval()
     with torch.no_grad(), torch_ao.quiet():
         int8_inputs.make_batch(int8_state(ctx).example_desc).run(prepared)
-    return convert(prepared, ctx)
+    return convert(prepared, ctx, sync=False)  # loading: one process, nothing to merge
 
 
 # --- training helper -------------------------------------------------------------------------
@@ -216,14 +241,17 @@ def _set_observers(model: nn.Module, enabled: list[bool] | None = None) -> list[
 
 
 def evaluate(model: nn.Module, data, loss_fn=None) -> dict:
-    """Mean loss and accuracy of ``model`` on labelled ``data`` (eval mode, ranges untouched)."""
+    """Mean loss and accuracy of ``model`` on labelled ``data`` (eval mode, ranges untouched).
+    Under ``torch.distributed`` each rank evaluates its share of the batches and the sums
+    are combined, so every rank returns the figures of all the data."""
     loss_fn = loss_fn or nn.CrossEntropyLoss()
+    model = qat_ranks.unwrap(model)
     was_training = model.training
     saved = _set_observers(model)
     model.eval()
     total, correct, loss_sum = 0, 0, 0.0
     with torch.no_grad(), torch_ao.quiet():
-        for batch in iter_batches(data, what="eval_data"):
+        for batch in qat_ranks.split_round_robin(data):
             if batch.labels is None:
                 raise InputError("evaluation data needs labels: give (inputs, labels) batches")
             out = batch.to(torch.float32).run(model)
@@ -232,6 +260,7 @@ def evaluate(model: nn.Module, data, loss_fn=None) -> dict:
             total += batch.size
     _set_observers(model, saved)
     model.train(was_training)
+    loss_sum, correct, total = qat_ranks.reduce_sums(loss_sum, correct, total)
     return {"loss": loss_sum / max(total, 1), "accuracy": correct / max(total, 1)}
 
 
@@ -250,33 +279,49 @@ def train_qat(
 
     Applies the config's ``freeze_bn_after`` / ``freeze_observers_after`` (in epochs).
 
+    Under ``torch.distributed`` (e.g. ``torchrun``) it trains the model inside
+    ``DistributedDataParallel`` on this rank's share of ``train_data`` (see
+    :func:`~quantlens.methods.qat_ranks.shard`: a ``DistributedSampler`` for a dataset or
+    DataLoader, reshuffled each epoch), synchronises BatchNorm statistics and ranges as the
+    config's ``sync`` says, reduces the loss and accuracy over the ranks (every rank returns
+    the same history) and shows progress on rank 0 only.
+
     Args:
-        model: the prepared (fake-quant) model; trained in place.
-        train_data: labelled batches in any form ``iter_batches`` accepts (a DataLoader
-            reshuffles each epoch; a tensor pair is cut into batches of 64 in order).
+        model: the prepared (fake-quant) model, or the ``DistributedDataParallel`` around
+            it; trained in place.
+        train_data: labelled batches in any form ``iter_batches`` accepts, or a map-style
+            ``Dataset`` (a DataLoader reshuffles each epoch; a tensor pair is cut into
+            batches of 64 in order, split over the ranks).
         epochs: passes over ``train_data``.
         optimizer: defaults to SGD(lr, momentum=0.9) over the model's parameters.
         loss: ``loss(outputs, labels)``, default cross-entropy.
         eval_data: labelled data evaluated after every epoch (on the fake-quant model).
         lr: learning rate of the default optimizer.
-        progress: show progress bars (default: when stderr is a terminal).
+        progress: show progress bars (default: when stderr is a terminal; rank 0 only).
 
     Returns:
         One dict per epoch: ``epoch``, ``train_loss``, ``train_accuracy``, ``eval_loss``,
         ``eval_accuracy`` (when ``eval_data``), ``bn_frozen``, ``observers_frozen``.
 
+    Raises:
+        DistributedError: another rank failed or stopped answering (after the timeout).
+
     Example:
         >>> history = ql.train_qat(qat, (x_train, y_train), epochs=2, eval_data=(x_test, y_test))
         >>> history[-1]["eval_accuracy"]
     """
-    ctx = getattr(model, "quantlens_prepared", None)
+    inner = qat_ranks.unwrap(model)
+    ctx = getattr(inner, "quantlens_prepared", None)
     if ctx is None or not any(isinstance(c, QAT) for c in configs_in(ctx.config)):
         raise InputError(
             "train_qat takes a model from ql.prepare_qat(model, ql.QAT(...)); prepare it first"
         )
     cfg = _root(ctx.config)
     loss_fn = loss or nn.CrossEntropyLoss()
-    optimizer = optimizer or torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    optimizer = optimizer or torch.optim.SGD(inner.parameters(), lr=lr, momentum=0.9)
+    net = qat_ranks.wrap_ddp(model)
+    part = qat_ranks.shard(train_data)
+    show = progress if distributed.rank() == 0 else False
     history = []
     bn_frozen = observers_frozen = False
     for epoch in range(epochs):
@@ -285,32 +330,37 @@ def train_qat(
             and epoch >= cfg.freeze_observers_after
             and not observers_frozen
         ):
-            torch_ao.freeze_observers(model)
+            torch_ao.freeze_observers(inner)
             observers_frozen = True
-        model.train()
+        net.train()
         if cfg.freeze_bn_after is not None and epoch >= cfg.freeze_bn_after:
-            torch_ao.freeze_bn(model)
+            torch_ao.freeze_bn(inner)
             bn_frozen = True
         total, correct, loss_sum = 0, 0, 0.0
         batches = track(
-            iter_batches(train_data, what="train_data"),
+            part.epoch(epoch),
             f"QAT epoch {epoch + 1}/{epochs}",
-            total=count_batches(train_data),
-            enabled=progress,
+            total=len(part) or None,
+            enabled=show,
         )
         with torch_ao.quiet():
             for batch in batches:
                 if batch.labels is None:
                     raise InputError("train_qat needs labels: give (inputs, labels) batches")
-                out = batch.to(torch.float32).run(model)
+                out = batch.to(torch.float32).run(net)
                 value = loss_fn(out, batch.labels)
                 optimizer.zero_grad()
                 value.backward()
                 optimizer.step()
+                if cfg.sync == "step":
+                    qat_ranks.sync_qat(inner, samples=batch.size)
                 loss_sum += float(value.detach()) * batch.size
                 if isinstance(out, torch.Tensor) and out.ndim == 2 and batch.labels.ndim == 1:
                     correct += int((out.argmax(-1) == batch.labels).sum())
                 total += batch.size
+        if cfg.sync == "epoch":
+            qat_ranks.sync_qat(inner, samples=total)
+        loss_sum, correct, total = qat_ranks.reduce_sums(loss_sum, correct, total)
         row = {
             "epoch": epoch + 1,
             "train_loss": loss_sum / max(total, 1),
@@ -319,7 +369,7 @@ def train_qat(
             "observers_frozen": observers_frozen,
         }
         if eval_data is not None:
-            metrics = evaluate(model, eval_data, loss_fn)
+            metrics = evaluate(inner, eval_data, loss_fn)
             row.update(eval_loss=metrics["loss"], eval_accuracy=metrics["accuracy"])
         history.append(row)
     return history
