@@ -11,6 +11,7 @@ from torch import nn
 
 import quantlens.methods  # noqa: F401  (registers the built-in methods)
 from quantlens import checkpoint, sources
+from quantlens.core import distributed
 from quantlens.errors import (
     CheckpointError,
     InputError,
@@ -287,11 +288,16 @@ def save(model: nn.Module, directory: str | os.PathLike, *, source: dict | None 
     Returns:
         The checkpoint directory.
 
+    Under ``torch.distributed`` (every rank holds the same model after ``ql.convert``)
+    rank 0 writes and the other ranks wait for it (at most ``QUANTLENS_SYNC_TIMEOUT``
+    seconds); if rank 0 fails, they raise too.
+
     Raises:
         InputError: the model was not quantized by quantlens, or ``directory`` is a file or
             a folder of other files with no checkpoint.
         CheckpointError: the write failed (disk full, no permission); an earlier checkpoint
             there is unchanged.
+        DistributedError: on ranks other than 0, rank 0 failed to write or did not finish.
 
     Example:
         >>> ql.save(qm, "out/")   # out/model.safetensors, out/quantlens.json
@@ -316,7 +322,10 @@ def save(model: nn.Module, directory: str | os.PathLike, *, source: dict | None 
         "layers": _layer_configs(model),
         "state": layout,
     }
-    return checkpoint.write(directory, tensors, meta)
+    written = distributed.on_rank0(
+        lambda: checkpoint.write(directory, tensors, meta), what=f"saving {directory}"
+    )
+    return written if written is not None else Path(directory)
 
 
 def _layer_configs(model: nn.Module) -> dict:
