@@ -17,9 +17,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import re
+from collections.abc import Iterator
 
 import torch
 
@@ -78,7 +80,13 @@ def _detail(exc: BaseException) -> str:
     return line.split(". ")[0].rstrip(".")[:160]
 
 
-def all_reduce(tensor: torch.Tensor, op: str, *, timeout: float | None = None) -> torch.Tensor:
+def all_reduce(
+    tensor: torch.Tensor,
+    op: str,
+    *,
+    timeout: float | None = None,
+    what: str = "merging statistics across ranks",
+) -> torch.Tensor:
     """Reduce ``tensor`` in place over every rank (``op``: ``"sum"``, ``"min"``, ``"max"``).
 
     Outside a process group it returns ``tensor`` unchanged. The tensor is moved to the
@@ -88,6 +96,7 @@ def all_reduce(tensor: torch.Tensor, op: str, *, timeout: float | None = None) -
         tensor: the local statistic; every rank must pass the same shape and dtype.
         op: the reduction.
         timeout: seconds to wait for the other ranks (default :func:`default_timeout`).
+        what: what the collective is for, in the error message.
 
     Returns:
         ``tensor``, now holding the reduction over all ranks.
@@ -115,13 +124,44 @@ def all_reduce(tensor: torch.Tensor, op: str, *, timeout: float | None = None) -
         work.wait(timeout=datetime.timedelta(seconds=seconds))
     except Exception as exc:  # gloo and nccl raise RuntimeError and its subclasses
         raise DistributedError(
-            f"rank {dist.get_rank()} of {dist.get_world_size()}: merging statistics across ranks "
+            f"rank {dist.get_rank()} of {dist.get_world_size()}: {what} "
             f"failed ({_detail(exc)}); another rank failed or did not reach this step within "
             f"{seconds:g} s: see that rank's error"
         ) from exc
     if work_tensor is not tensor:
         tensor.copy_(work_tensor)
     return tensor
+
+
+_PEER_FAILED = re.compile(r"gloo|nccl|connection|timed out|timeout|peer", re.IGNORECASE)
+
+
+@contextlib.contextmanager
+def peer_failures(during: str) -> Iterator[None]:
+    """Turn a collective that failed because another rank did (gloo's "Connection closed by
+    peer", a backend timeout) inside the block into one :class:`DistributedError`; other
+    errors pass through unchanged. Outside a process group it does nothing.
+
+    Args:
+        during: what the block does, for the message (``"training"``).
+
+    Example:
+        >>> with peer_failures("training"):
+        ...     loss.backward()     # DDP's gradient all-reduce
+    """
+    try:
+        yield
+    except RuntimeError as exc:
+        dist = torch.distributed
+        backend_error = getattr(dist, "DistBackendError", ())
+        if not is_distributed() or isinstance(exc, DistributedError):
+            raise
+        if not (isinstance(exc, backend_error) or _PEER_FAILED.search(str(exc)[:400])):
+            raise
+        raise DistributedError(
+            f"rank {dist.get_rank()} of {dist.get_world_size()}: {during} stopped ({_detail(exc)}); "
+            "another rank failed or stopped answering: see that rank's error"
+        ) from exc
 
 
 # --- statistics ------------------------------------------------------------------------------
@@ -255,7 +295,7 @@ def on_rank0(fn, *, what: str, timeout: float | None = None):
             value = fn()
         except BaseException as exc:  # noqa: BLE001 - re-raised below, once the others know
             failed[0], error = 1.0, exc
-    all_reduce(failed, "max", timeout=timeout)
+    all_reduce(failed, "max", timeout=timeout, what=f"waiting for rank 0 {what}")
     if error is not None:
         raise error
     if failed[0] > 0:

@@ -264,6 +264,27 @@ def evaluate(model: nn.Module, data, loss_fn=None) -> dict:
     return {"loss": loss_sum / max(total, 1), "accuracy": correct / max(total, 1)}
 
 
+def _one_epoch(net: nn.Module, batches, optimizer, loss_fn, sync: str) -> tuple[float, int, int]:
+    """Train one pass over ``batches``; ``(loss sum, correct, samples)`` on this rank."""
+    total, correct, loss_sum = 0, 0, 0.0
+    with torch_ao.quiet():
+        for batch in batches:
+            if batch.labels is None:
+                raise InputError("train_qat needs labels: give (inputs, labels) batches")
+            out = batch.to(torch.float32).run(net)
+            value = loss_fn(out, batch.labels)
+            optimizer.zero_grad()
+            value.backward()
+            optimizer.step()
+            if sync == "step":
+                qat_ranks.sync_qat(net, samples=batch.size)
+            loss_sum += float(value.detach()) * batch.size
+            if isinstance(out, torch.Tensor) and out.ndim == 2 and batch.labels.ndim == 1:
+                correct += int((out.argmax(-1) == batch.labels).sum())
+            total += batch.size
+    return loss_sum, correct, total
+
+
 def train_qat(
     model: nn.Module,
     train_data,
@@ -319,59 +340,45 @@ def train_qat(
     cfg = _root(ctx.config)
     loss_fn = loss or nn.CrossEntropyLoss()
     optimizer = optimizer or torch.optim.SGD(inner.parameters(), lr=lr, momentum=0.9)
-    net = qat_ranks.wrap_ddp(model)
-    part = qat_ranks.shard(train_data)
-    show = progress if distributed.rank() == 0 else False
-    history = []
-    bn_frozen = observers_frozen = False
-    for epoch in range(epochs):
-        if (
-            cfg.freeze_observers_after is not None
-            and epoch >= cfg.freeze_observers_after
-            and not observers_frozen
-        ):
-            torch_ao.freeze_observers(inner)
-            observers_frozen = True
-        net.train()
-        if cfg.freeze_bn_after is not None and epoch >= cfg.freeze_bn_after:
-            torch_ao.freeze_bn(inner)
-            bn_frozen = True
-        total, correct, loss_sum = 0, 0, 0.0
-        batches = track(
-            part.epoch(epoch),
-            f"QAT epoch {epoch + 1}/{epochs}",
-            total=len(part) or None,
-            enabled=show,
-        )
-        with torch_ao.quiet():
-            for batch in batches:
-                if batch.labels is None:
-                    raise InputError("train_qat needs labels: give (inputs, labels) batches")
-                out = batch.to(torch.float32).run(net)
-                value = loss_fn(out, batch.labels)
-                optimizer.zero_grad()
-                value.backward()
-                optimizer.step()
-                if cfg.sync == "step":
-                    qat_ranks.sync_qat(inner, samples=batch.size)
-                loss_sum += float(value.detach()) * batch.size
-                if isinstance(out, torch.Tensor) and out.ndim == 2 and batch.labels.ndim == 1:
-                    correct += int((out.argmax(-1) == batch.labels).sum())
-                total += batch.size
-        if cfg.sync == "epoch":
-            qat_ranks.sync_qat(inner, samples=total)
-        loss_sum, correct, total = qat_ranks.reduce_sums(loss_sum, correct, total)
-        row = {
-            "epoch": epoch + 1,
-            "train_loss": loss_sum / max(total, 1),
-            "train_accuracy": correct / max(total, 1),
-            "bn_frozen": bn_frozen,
-            "observers_frozen": observers_frozen,
-        }
-        if eval_data is not None:
-            metrics = evaluate(inner, eval_data, loss_fn)
-            row.update(eval_loss=metrics["loss"], eval_accuracy=metrics["accuracy"])
-        history.append(row)
+    with distributed.peer_failures("training"):
+        net = qat_ranks.wrap_ddp(model)
+        part = qat_ranks.shard(train_data)
+        show = progress if distributed.rank() == 0 else False
+        history = []
+        bn_frozen = observers_frozen = False
+        for epoch in range(epochs):
+            if (
+                cfg.freeze_observers_after is not None
+                and epoch >= cfg.freeze_observers_after
+                and not observers_frozen
+            ):
+                torch_ao.freeze_observers(inner)
+                observers_frozen = True
+            net.train()
+            if cfg.freeze_bn_after is not None and epoch >= cfg.freeze_bn_after:
+                torch_ao.freeze_bn(inner)
+                bn_frozen = True
+            batches = track(
+                part.epoch(epoch),
+                f"QAT epoch {epoch + 1}/{epochs}",
+                total=len(part) or None,
+                enabled=show,
+            )
+            loss_sum, correct, total = _one_epoch(net, batches, optimizer, loss_fn, cfg.sync)
+            if cfg.sync == "epoch":
+                qat_ranks.sync_qat(inner, samples=total)
+            loss_sum, correct, total = qat_ranks.reduce_sums(loss_sum, correct, total)
+            row = {
+                "epoch": epoch + 1,
+                "train_loss": loss_sum / max(total, 1),
+                "train_accuracy": correct / max(total, 1),
+                "bn_frozen": bn_frozen,
+                "observers_frozen": observers_frozen,
+            }
+            if eval_data is not None:
+                metrics = evaluate(inner, eval_data, loss_fn)
+                row.update(eval_loss=metrics["loss"], eval_accuracy=metrics["accuracy"])
+            history.append(row)
     return history
 
 

@@ -57,6 +57,7 @@ def wrap_ddp(model: nn.Module) -> nn.Module:
     ddp = torch.nn.parallel.DistributedDataParallel
     if not distributed.is_distributed() or isinstance(model, ddp):
         return model
+    distributed.all_reduce(torch.zeros(1), "sum", what="starting distributed training")
     device = next(itertools.chain(model.parameters(), [torch.empty(0)])).device
     return ddp(model, device_ids=[device] if device.type == "cuda" else None)
 
@@ -171,7 +172,8 @@ class Shard:
         mine = (b for i, b in enumerate(batches) if i % world == me)
         while True:  # every rank steps together; the first rank out of batches ends the epoch
             batch = next(mine, None)
-            more = distributed.all_reduce(torch.tensor([float(batch is not None)]), "min")
+            flag = torch.tensor([float(batch is not None)])
+            more = distributed.all_reduce(flag, "min", what="stepping with the other ranks")
             if more[0] < 1:
                 return
             yield batch
