@@ -118,6 +118,8 @@ def all_reduce(
     work_tensor = tensor
     if backend == "nccl" and tensor.device.type != "cuda":
         work_tensor = tensor.to(f"cuda:{torch.cuda.current_device()}")
+    elif backend == "gloo" and tensor.device.type != "cpu":
+        work_tensor = tensor.cpu()  # gloo reduces on the CPU
     reduce_op = {"sum": dist.ReduceOp.SUM, "min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX}[op]
     try:
         work = dist.all_reduce(work_tensor, op=reduce_op, async_op=True)
@@ -317,8 +319,8 @@ def launched_by_torchrun() -> bool:
 
 def init_from_env(*, timeout: float | None = None) -> bool:
     """Join the process group ``torchrun`` describes in the environment (``RANK``,
-    ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``): nccl when CUDA is present (each rank
-    on GPU ``LOCAL_RANK``), else gloo; connecting and every later collective of the group
+    ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``): nccl when every local rank has a GPU
+    of its own (rank on GPU ``LOCAL_RANK``), else gloo; connecting and every later collective of the group
     wait at most ``timeout`` seconds (default :func:`default_timeout`).
 
     Returns:
@@ -336,7 +338,8 @@ def init_from_env(*, timeout: float | None = None) -> bool:
     if not launched_by_torchrun() or not dist.is_available() or dist.is_initialized():
         return False
     seconds = default_timeout() if timeout is None else float(timeout)
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    backend = "nccl" if torch.cuda.is_available() and torch.cuda.device_count() >= local else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     try:
