@@ -13,7 +13,14 @@ start from the float model.
 ``--method qat`` trains: the model is prepared (``ql.prepare_qat``), trained for
 ``--epochs`` at ``--lr`` on ``--train-data`` (default: the zoo model's train split) with a
 line per epoch on stderr (``ql.train_qat``), then converted (``ql.convert``); without
-labelled training data it refuses with one line.
+labelled training data it refuses with one line. ``quantlens qat MODEL -o OUT`` is the
+same as ``quantize --method qat``.
+
+Under ``torchrun --nproc_per_node=N -m quantlens quantize|qat ...`` every rank joins the
+process group torchrun describes (gloo on CPU, nccl on GPU; every wait bounded by
+``QUANTLENS_SYNC_TIMEOUT``): calibration batches are shared out (every N-th batch) and their
+statistics merged, QAT trains under DistributedDataParallel (every N-th batch of 64 on each
+rank), only rank 0 prints and writes the checkpoint.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
+
+import torch
 
 from quantlens.cli._args import (
     add_trust_code,
@@ -32,6 +41,7 @@ from quantlens.cli._args import (
     read_json,
     shorten,
 )
+from quantlens.core import distributed
 from quantlens.core.scheme import QScheme
 from quantlens.errors import ConfigError, InputError, QuantlensError
 from quantlens.methods.base import QuantSummary, config_from_dict, get_method
@@ -56,11 +66,23 @@ def register(subparsers) -> None:
         description="Quantize MODEL (zoo name, Hugging Face folder, quantlens checkpoint or "
         "module:factory) and write a quantlens checkpoint folder.",
     )
-    parser.add_argument("model", metavar="MODEL")
-    parser.add_argument("-o", "--out", required=True, help="checkpoint folder to write")
     parser.add_argument(
         "--method", default="weight-only", help="registered method name (default weight-only)"
     )
+    _add_arguments(parser)
+    qat = subparsers.add_parser(
+        "qat",
+        help="quantization-aware training: train, convert, write a checkpoint",
+        description="Train MODEL with fake quantization (quantize --method qat), convert it to "
+        "int8 and write a quantlens checkpoint folder; under torchrun, on every rank.",
+    )
+    _add_arguments(qat)
+    qat.set_defaults(method="qat")
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL")
+    parser.add_argument("-o", "--out", required=True, help="checkpoint folder to write")
     parser.add_argument("--bits", type=int_in(1, 8))
     parser.add_argument(
         "--group-size",
@@ -183,6 +205,12 @@ def _train_data(args, resolved):
     return None
 
 
+def _say(args, line: str) -> None:
+    """A progress line on stderr, from rank 0 only under torchrun."""
+    if distributed.rank() == 0:
+        print(f"quantlens {args.command}: {line}", file=sys.stderr)
+
+
 def _quantize_qat(args, resolved, model, config):
     """Prepare, train (a line per epoch on stderr) and convert; the converted model."""
     import quantlens as ql
@@ -202,7 +230,8 @@ def _quantize_qat(args, resolved, model, config):
         )
     epochs, lr = args.epochs or QAT_EPOCHS, args.lr or QAT_LR
     prepared = ql.prepare_qat(model, config, example_inputs=batch.args or None)
-    print(f"quantlens quantize: QAT training for {epochs} epoch(s) at lr {lr:g}", file=sys.stderr)
+    ranks = f" on {distributed.world_size()} ranks" if distributed.is_distributed() else ""
+    _say(args, f"QAT training for {epochs} epoch(s) at lr {lr:g}{ranks}")
     history = ql.train_qat(prepared, train, epochs=epochs, lr=lr)
     for h in history:
         acc = (
@@ -210,11 +239,7 @@ def _quantize_qat(args, resolved, model, config):
             if h.get("train_accuracy") is not None
             else ""
         )
-        print(
-            f"quantlens quantize: epoch {h['epoch']}/{epochs}: train loss "
-            f"{h['train_loss']:.4f}{acc}",
-            file=sys.stderr,
-        )
+        _say(args, f"epoch {h['epoch']}/{epochs}: train loss {h['train_loss']:.4f}{acc}")
     qm = ql.convert(prepared.eval())
     qm.quantlens_summary.note(
         f"QAT: {epochs} epoch(s) at lr {lr:g}, final train loss {history[-1]['train_loss']:.4f}"
@@ -223,15 +248,26 @@ def _quantize_qat(args, resolved, model, config):
 
 
 def _calib(args, resolved, config):
+    """The calibration batches; under torchrun, this rank's share (every N-th batch)."""
     from quantlens import zoo
 
+    calib = None
     if args.calib_data:
         loaded = data_arg(args.calib_data)
-        return loaded.calib or loaded.test
-    if resolved.zoo is not None:
+        calib = loaded.calib or loaded.test
+    elif resolved.zoo is not None:
         name = zoo.default_dataset_for(resolved.zoo)
-        return zoo.load_dataset(name, "calib").batches(32)
-    return None
+        calib = zoo.load_dataset(name, "calib").batches(32)
+    world, rank = distributed.world_size(), distributed.rank()
+    if world == 1:
+        return calib
+    if isinstance(calib, list) and len(calib) >= world:  # merged over the ranks before converting
+        return calib[rank::world]
+    if isinstance(calib, torch.Tensor) and len(calib) >= world:
+        return calib[rank::world]
+    if isinstance(calib, tuple) and len(calib) == 2 and len(calib[0]) >= world:
+        return (calib[0][rank::world], calib[1][rank::world])
+    return calib
 
 
 def render_summary(summary: QuantSummary, console) -> None:
@@ -288,11 +324,24 @@ def _float_from_checkpoint(spec: str, quantized):
 
 
 def run(args: argparse.Namespace) -> int:
+    """Quantize (or train, for QAT) and save. Under ``torchrun`` every rank joins the
+    process group from the environment (gloo on CPU, nccl on GPU, every wait bounded by
+    ``QUANTLENS_SYNC_TIMEOUT``): QAT trains under DDP, calibration statistics are merged,
+    rank 0 writes the checkpoint and prints; the group is left at the end."""
+    check_out_folder(Path(args.out), "-o")
+    started = distributed.init_from_env()
+    try:
+        return _run(args)
+    finally:
+        if started:
+            torch.distributed.destroy_process_group()
+
+
+def _run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     import quantlens as ql
 
-    check_out_folder(Path(args.out), "-o")
     config = build_config(args)
     _check_qat_flags(args, config)
     resolved = model_arg(args.model, trust_code=args.trust_code)
@@ -313,6 +362,8 @@ def run(args: argparse.Namespace) -> int:
     if warning:
         qm.quantlens_summary.note(warning)
     out = ql.save(qm, args.out)
+    if distributed.rank() != 0:
+        return 0  # every rank holds the same model; rank 0 wrote it and reports it
     console = Console() if Console().is_terminal else Console(width=160)
     if warning:
         print(f"quantlens quantize: warning: {warning}", file=sys.stderr)
