@@ -161,7 +161,8 @@ def peer_failures(during: str) -> Iterator[None]:
         if not (isinstance(exc, backend_error) or _PEER_FAILED.search(str(exc)[:400])):
             raise
         raise DistributedError(
-            f"rank {dist.get_rank()} of {dist.get_world_size()}: {during} stopped ({_detail(exc)}); "
+            f"rank {dist.get_rank()} of {dist.get_world_size()}: {during} stopped "
+            f"({_detail(exc)}); "
             "another rank failed or stopped answering: see that rank's error"
         ) from exc
 
@@ -320,8 +321,9 @@ def launched_by_torchrun() -> bool:
 def init_from_env(*, timeout: float | None = None) -> bool:
     """Join the process group ``torchrun`` describes in the environment (``RANK``,
     ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``): nccl when every local rank has a GPU
-    of its own (rank on GPU ``LOCAL_RANK``), else gloo; connecting and every later collective of the group
-    wait at most ``timeout`` seconds (default :func:`default_timeout`).
+    of its own (rank on GPU ``LOCAL_RANK``), else gloo; connecting and every later
+    collective of the group wait at most ``timeout`` seconds (default
+    :func:`default_timeout`).
 
     Returns:
         True if this call initialised a group (the caller destroys it when done), False when
@@ -346,7 +348,8 @@ def init_from_env(*, timeout: float | None = None) -> bool:
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=seconds))
     except Exception as exc:  # the store or the backend could not connect
         raise DistributedError(
-            f"rank {os.environ['RANK']} of {os.environ['WORLD_SIZE']}: joining the process group at "
+            f"rank {os.environ['RANK']} of {os.environ['WORLD_SIZE']}: "
+            "joining the process group at "
             f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']} failed ({_detail(exc)}); "
             "check that every rank started and can reach that address"
         ) from exc
