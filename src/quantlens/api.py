@@ -323,7 +323,8 @@ def save(model: nn.Module, directory: str | os.PathLike, *, source: dict | None 
         "state": layout,
     }
     written = distributed.on_rank0(
-        lambda: checkpoint.write(directory, tensors, meta), what=f"saving {directory}"
+        lambda: checkpoint.write(directory, tensors, meta),
+        what=f"saving {directory} (under torch.distributed every rank calls ql.save)",
     )
     return written if written is not None else Path(directory)
 
