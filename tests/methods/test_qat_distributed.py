@@ -176,6 +176,25 @@ def test_convert_syncs_unless_sync_is_off(one_thread):
     assert apart[0][1] != apart[1][1]  # each rank kept its own ranges
 
 
+def _train_tiny(rank: int, world: int, sync: str) -> dict:
+    qat = ql.prepare_qat(Tiny(), ql.QAT(sync=sync), example_inputs=(_x(2, 0),))
+    ql.train_qat(qat, (_x(128, 3), torch.arange(128) % 10), epochs=1, lr=0.05)
+    fqs = [m.fq for m in qat.modules() if isinstance(m, torch_ao.CoreFakeQuantize)]
+    return {
+        "ranges": [fq.scale.tolist() + fq.zero_point.tolist() for fq in fqs],
+        "bn": qat.conv.bn.running_mean.tolist(),
+    }
+
+
+@pytest.mark.parametrize("sync", ["step", "epoch", "off"])
+def test_train_qat_leaves_every_rank_with_the_same_ranges_unless_off(sync, one_thread):
+    results = run_ranks(_train_tiny, 2, sync, timeout=60)
+    for ok, value in results:
+        assert ok, value
+    same = results[0][1] == results[1][1]
+    assert same == (sync != "off")  # each rank trained on its own half of every batch
+
+
 def test_sync_mode_is_validated_and_outside_a_group_nothing_happens():
     with pytest.raises(ConfigError, match="unknown sync 'always'; choose one of: epoch, step"):
         ql.QAT(sync="always")
