@@ -250,11 +250,13 @@ def evaluate(model: nn.Module, data, loss_fn=None) -> dict:
     saved = _set_observers(model)
     model.eval()
     total, correct, loss_sum = 0, 0, 0.0
+    device = qat_ranks.model_device(model)
     with torch.no_grad(), torch_ao.quiet():
         for batch in qat_ranks.split_round_robin(data):
             if batch.labels is None:
                 raise InputError("evaluation data needs labels: give (inputs, labels) batches")
-            out = batch.to(torch.float32).run(model)
+            batch = qat_ranks.on_device(batch.to(torch.float32), device)
+            out = batch.run(model)
             loss_sum += float(loss_fn(out, batch.labels)) * batch.size
             correct += int((out.argmax(-1) == batch.labels).sum())
             total += batch.size
@@ -267,11 +269,13 @@ def evaluate(model: nn.Module, data, loss_fn=None) -> dict:
 def _one_epoch(net: nn.Module, batches, optimizer, loss_fn, sync: str) -> tuple[float, int, int]:
     """Train one pass over ``batches``; ``(loss sum, correct, samples)`` on this rank."""
     total, correct, loss_sum = 0, 0, 0.0
+    device = qat_ranks.model_device(net)
     with torch_ao.quiet():
         for batch in batches:
             if batch.labels is None:
                 raise InputError("train_qat needs labels: give (inputs, labels) batches")
-            out = batch.to(torch.float32).run(net)
+            batch = qat_ranks.on_device(batch.to(torch.float32), device)
+            out = batch.run(net)
             value = loss_fn(out, batch.labels)
             optimizer.zero_grad()
             value.backward()
@@ -312,7 +316,8 @@ def train_qat(
             it; trained in place.
         train_data: labelled batches in any form ``iter_batches`` accepts, or a map-style
             ``Dataset`` (a DataLoader reshuffles each epoch; a tensor pair is cut into
-            batches of 64 in order, split over the ranks).
+            batches of 64 in order, split over the ranks); moved batch by batch to the
+            device the model is on.
         epochs: passes over ``train_data``.
         optimizer: defaults to SGD(lr, momentum=0.9) over the model's parameters.
         loss: ``loss(outputs, labels)``, default cross-entropy.

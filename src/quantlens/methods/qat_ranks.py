@@ -58,7 +58,7 @@ def wrap_ddp(model: nn.Module) -> nn.Module:
     if not distributed.is_distributed() or isinstance(model, ddp):
         return model
     distributed.all_reduce(torch.zeros(1), "sum", what="starting distributed training")
-    device = next(itertools.chain(model.parameters(), [torch.empty(0)])).device
+    device = model_device(model)
     return ddp(model, device_ids=[device] if device.type == "cuda" else None)
 
 
@@ -242,6 +242,26 @@ def split_round_robin(data) -> Iterator[Batch]:
     """Batch ``i`` of ``data`` on rank ``i % N`` (evaluation: every sample counted once)."""
     world, me = distributed.world_size(), distributed.rank()
     return (b for i, b in enumerate(iter_batches(data, what="eval_data")) if i % world == me)
+
+
+def on_device(batch: Batch, device: torch.device) -> Batch:
+    """``batch`` with its tensors (inputs and labels) on ``device`` (the model's)."""
+    if device.type == "cpu" and all(
+        not isinstance(t, torch.Tensor) or t.device.type == "cpu"
+        for t in (*batch.args, *batch.kwargs.values(), batch.labels)
+    ):
+        return batch
+    move = lambda t: t.to(device) if isinstance(t, torch.Tensor) else t
+    return Batch(
+        tuple(move(a) for a in batch.args),
+        {k: move(v) for k, v in batch.kwargs.items()},
+        move(batch.labels),
+    )
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where ``model``'s first parameter lives (CPU for a model without any)."""
+    return next(itertools.chain(model.parameters(), [torch.empty(0)])).device
 
 
 def reduce_sums(*values: float) -> list[float]:
