@@ -63,7 +63,7 @@ def test_torchrun_two_processes_train_qat_and_rank_0_writes_once(tmp_path):
     command = [
         *(sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"),
         *("--master_addr=127.0.0.1", f"--master_port={_free_port()}"),
-        *("-m", "quantlens", "qat", FACTORY, "--trust-code", "--lr", "0.05"),
+        *("-m", "quantlens", "qat", FACTORY, "--trust-code", "--lr", "0.05", "--sync-bn"),
         *("--train-data", _digits_file(tmp_path), "-o", str(out)),
     ]
     done = subprocess.run(
@@ -75,7 +75,9 @@ def test_torchrun_two_processes_train_qat_and_rank_0_writes_once(tmp_path):
     assert lines[0] == "quantlens qat: QAT training for 1 epoch(s) at lr 0.05 on 2 ranks"
     assert len(lines) == 2 and lines[1].startswith("quantlens qat: epoch 1/1: train loss ")
     qm = ql.load(out, trust_code=True)
-    assert any("synchronised over 2 ranks" in n for n in qm.quantlens_summary.notes)
+    notes = " ".join(qm.quantlens_summary.notes)
+    assert "synchronised over 2 ranks" in notes
+    assert "1 SyncBatchNorm layer(s) fused like BatchNorm" in notes  # --sync-bn
     assert {r.name for r in qm.quantlens_summary.quantized} == {"0", "4"}
 
 
@@ -100,3 +102,12 @@ def test_quantize_static_on_two_ranks_shares_calibration_and_prints_once(tmp_pat
     assert "wrote " in out0 and (out1, err1) == ("", "")
     notes = ql.load(out, trust_code=True).quantlens_summary.notes
     assert any("merged over 2 ranks" in n for n in notes), notes
+
+
+def test_sync_bn_applies_only_to_qat(tmp_path, capsys):
+    argv = ["quantize", FACTORY, "--trust-code", "--sync-bn", "-o", str(tmp_path / "out")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "quantlens quantize: error: --sync-bn applies only to --method qat (this is 'weight_only')"
+    )

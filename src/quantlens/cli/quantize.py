@@ -119,13 +119,19 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--lr", type=float, help=f"QAT: learning rate of SGD with momentum 0.9 (default {QAT_LR})"
     )
+    parser.add_argument(
+        "--sync-bn",
+        action="store_true",
+        help="QAT under torchrun: BatchNorm statistics over all ranks while training "
+        "(SyncBatchNorm), as torchvision's reference script",
+    )
     add_trust_code(parser)
     parser.set_defaults(func=run)
 
 
 QAT_EPOCHS = 1
 QAT_LR = 1e-3
-_QAT_FLAGS = ("train_data", "epochs", "lr")
+_QAT_FLAGS = ("train_data", "epochs", "lr", "sync_bn")
 
 
 def _modules(text: str) -> tuple[str, ...]:
@@ -182,7 +188,11 @@ def build_config(args: argparse.Namespace):
 
 
 def _check_qat_flags(args: argparse.Namespace, config) -> None:
-    given = [f"--{f.replace('_', '-')}" for f in _QAT_FLAGS if getattr(args, f, None) is not None]
+    given = [
+        f"--{f.replace('_', '-')}"
+        for f in _QAT_FLAGS
+        if getattr(args, f, None) not in (None, False)
+    ]
     if given and config.method != "qat":
         verb = "applies" if len(given) == 1 else "apply"
         raise ConfigError(
@@ -229,7 +239,14 @@ def _quantize_qat(args, resolved, model, config):
             ".pt/.npz file with 'inputs' and 'labels' (or a zoo data set with labels)"
         )
     epochs, lr = args.epochs or QAT_EPOCHS, args.lr or QAT_LR
-    prepared = ql.prepare_qat(model, config, example_inputs=batch.args or None)
+    if args.sync_bn:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    example = batch.args or None
+    if distributed.is_distributed() and torch.distributed.get_backend() == "nccl":
+        device = torch.device("cuda", torch.cuda.current_device())  # DDP over nccl: on the GPU
+        model = model.to(device)
+        example = tuple(a.to(device) for a in example) if example else None
+    prepared = ql.prepare_qat(model, config, example_inputs=example)
     ranks = f" on {distributed.world_size()} ranks" if distributed.is_distributed() else ""
     _say(args, f"QAT training for {epochs} epoch(s) at lr {lr:g}{ranks}")
     history = ql.train_qat(prepared, train, epochs=epochs, lr=lr)
