@@ -20,7 +20,8 @@ Under ``torchrun --nproc_per_node=N -m quantlens quantize|qat ...`` every rank j
 process group torchrun describes (gloo on CPU, nccl on GPU; every wait bounded by
 ``QUANTLENS_SYNC_TIMEOUT``): calibration batches are shared out (every N-th batch) and their
 statistics merged, QAT trains under DistributedDataParallel (every N-th batch of 64 on each
-rank), only rank 0 prints and writes the checkpoint.
+rank; on the rank's GPU under nccl; ``--sync-bn`` for SyncBatchNorm), only rank 0 prints
+and writes the checkpoint.
 """
 
 from __future__ import annotations
