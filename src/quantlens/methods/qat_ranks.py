@@ -133,7 +133,9 @@ def sync_qat(model: nn.Module, *, samples: float = 1.0, timeout: float | None = 
     bns = _batchnorms(model)
     for bn in bns:
         stats = torch.stack([bn.running_mean, bn.running_var])  # (2, C)
-        avg, _ = distributed.weighted_average(stats, float(samples), timeout=timeout)
+        # a rank that trained on nothing weighs (almost) nothing; if none did: equal weights
+        weight = max(float(samples), 1e-9)
+        avg, _ = distributed.weighted_average(stats, weight, timeout=timeout)
         with torch.no_grad():
             bn.running_mean.copy_(avg[0])
             bn.running_var.copy_(avg[1])
