@@ -131,16 +131,19 @@ def sync_qat(model: nn.Module, *, samples: float = 1.0, timeout: float | None = 
     model = unwrap(model)
     _same_weights(model, timeout)
     bns = _batchnorms(model)
-    for bn in bns:
-        stats = torch.stack([bn.running_mean, bn.running_var])  # (2, C)
+    if bns:  # one collective for every BatchNorm's statistics, one for the batch counters
         # a rank that trained on nothing weighs (almost) nothing; if none did: equal weights
         weight = max(float(samples), 1e-9)
+        stats = torch.cat([torch.cat([bn.running_mean, bn.running_var]) for bn in bns])
         avg, _ = distributed.weighted_average(stats, weight, timeout=timeout)
+        counts = [bn.num_batches_tracked for bn in bns if bn.num_batches_tracked is not None]
+        most = distributed.all_reduce(torch.stack(counts), "max", timeout=timeout) if counts else []
         with torch.no_grad():
-            bn.running_mean.copy_(avg[0])
-            bn.running_var.copy_(avg[1])
-        if bn.num_batches_tracked is not None:
-            distributed.all_reduce(bn.num_batches_tracked, "max", timeout=timeout)
+            for bn, piece in zip(bns, avg.split([2 * bn.num_features for bn in bns])):
+                bn.running_mean.copy_(piece[: bn.num_features])
+                bn.running_var.copy_(piece[bn.num_features :])
+            for counter, value in zip(counts, most):
+                counter.copy_(value)
     ranges = [
         m
         for m in model.modules()
