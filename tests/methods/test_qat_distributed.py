@@ -202,6 +202,48 @@ def test_sync_mode_is_validated_and_outside_a_group_nothing_happens():
     assert ql.sync_qat(qat) == 0
 
 
+# --- how the training data is shared out ------------------------------------------------------
+
+
+def _shares(rank: int, world: int) -> dict:
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from quantlens.methods import qat_ranks
+
+    ids = torch.arange(40)
+    data = TensorDataset(ids.float()[:, None], ids)
+    loader = qat_ranks.shard(DataLoader(data, batch_size=4, shuffle=True))
+    pair = qat_ranks.shard((ids.float()[:, None], ids))
+    listed = qat_ranks.shard(
+        [(ids[i : i + 8].float()[:, None], ids[i : i + 8]) for i in (0, 8, 16)]
+    )
+    labels = lambda part, epoch: [b.labels.tolist() for b in part.epoch(epoch)]
+    return {
+        "loader": [labels(loader, 0), labels(loader, 1)],
+        "dataset": [b.size for b in qat_ranks.shard(data).epoch(0)],
+        "pair": labels(pair, 0),
+        "list": labels(listed, 0),
+    }
+
+
+def test_training_data_is_shared_out_over_the_ranks(one_thread):
+    results = run_ranks(_shares, 2, timeout=60)
+    for ok, value in results:
+        assert ok, value
+    r0, r1 = results[0][1], results[1][1]
+    flat = lambda batches: sorted(i for b in batches for i in b)
+    for epoch in (0, 1):  # a DistributedSampler: disjoint halves, batches of 4 per rank
+        assert flat(r0["loader"][epoch] + r1["loader"][epoch]) == list(range(40))
+        assert [len(b) for b in r0["loader"][epoch]] == [4] * 5
+    assert r0["loader"][0] != r0["loader"][1]  # set_epoch: a new order each epoch
+    assert r0["dataset"] == [20] == r1["dataset"]  # a Dataset: batches of 64 per rank
+    # a tensor pair: rank r takes r, r + 2, ... in batches of 32, so the two ranks together
+    # step through the global batches of 64 of one process
+    assert r0["pair"] == [list(range(0, 40, 2))] and r1["pair"] == [list(range(1, 40, 2))]
+    # a list of 3 batches: batch i on rank i % 2; the ranks stop together after one step
+    assert r0["list"] == [list(range(8))] and r1["list"] == [list(range(8, 16))]
+
+
 # --- SyncBatchNorm: CPU training through quantlens' synchronised BatchNorm ---------------------
 
 
