@@ -15,6 +15,7 @@ from torch import nn
 
 import quantlens as ql
 from quantlens import zoo
+from quantlens.core import distributed
 from quantlens.errors import ConfigError
 from quantlens.methods.backends import torch_ao
 
@@ -161,6 +162,7 @@ def test_sync_qat_averages_batchnorm_by_samples_and_merges_every_range(one_threa
 
 
 def _convert_only(rank: int, world: int, sync: str) -> dict:
+    distributed.all_reduce(torch.zeros(1), "sum")  # sync="off" has no collective of its own
     qat = ql.prepare_qat(Tiny(), ql.QAT(sync=sync), example_inputs=(_x(2, 0),))
     qat.train()
     with torch.no_grad():
