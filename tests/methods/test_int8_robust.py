@@ -239,6 +239,20 @@ def test_deepcopy_of_a_prepared_model_converts_like_the_original(trained_qat):
     assert len(trained_qat.quantlens_summary.records) == 0
 
 
+def test_a_copy_made_before_the_first_call_saves_and_loads(tmp_path):
+    with torch_threads(1):
+        original = ql.prepare_qat(_seeded(Net), ql.QAT())  # no example inputs: learnt in training
+        qat = copy.deepcopy(original)
+        _train_steps(qat, steps=1)
+        qm = ql.convert(qat.eval())
+        ql.save(qm, tmp_path / "ckpt")
+        loaded = ql.load(tmp_path / "ckpt", model=_seeded(Net))
+        with torch.no_grad():
+            assert torch.equal(loaded(_x(seed=7)), qm(_x(seed=7)))
+    # the copy's first call recorded into its own context, not the original's
+    assert getattr(original, "quantlens_example_inputs", None) is None
+
+
 def test_state_dict_loads_into_a_freshly_prepared_model(trained_qat):
     fresh = ql.prepare_qat(_seeded(Net, seed=5), ql.QAT(), example_inputs=(_x(),))
     fresh.load_state_dict(trained_qat.state_dict())

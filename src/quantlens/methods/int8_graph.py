@@ -451,16 +451,26 @@ def ctx_method(ctx: QuantContext) -> str:
 
 
 def record_inputs_on_first_call(model: nn.Module, ctx: QuantContext) -> None:
-    """Record the shapes of the first forward's inputs (when none were known at prepare)."""
+    """Record the shapes of the first forward's inputs (when none were known at prepare),
+    also in a ``copy.deepcopy`` of ``model`` made before that call (the training loop that
+    converts a copy every epoch): each copy records into its own context."""
 
     def hook(module, args):
-        state = int8_state(ctx)
+        state = int8_state(getattr(module, "quantlens_prepared", ctx))
         if state.example_desc is None:
             state.example_desc = describe_inputs(args)
             preserve(module, quantlens_example_inputs=state.example_desc)
-        handle.remove()
+        module._forward_pre_hooks.pop(handle.id, None)
 
     handle = model.register_forward_pre_hook(hook)
+    if isinstance(model, torch.fx.GraphModule):  # its deepcopy drops forward hooks
+
+        def rearm(copied: torch.fx.GraphModule) -> None:
+            copied_ctx = getattr(copied, "quantlens_prepared", None)
+            if copied_ctx is not None and int8_state(copied_ctx).example_desc is None:
+                record_inputs_on_first_call(copied, copied_ctx)
+
+        model._register_deepcopy_hook(rearm)
 
 
 def preserve(model: nn.Module, **attrs) -> None:
