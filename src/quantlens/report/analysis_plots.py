@@ -27,6 +27,7 @@ from quantlens.analysis.layers import LayerComparison
 from quantlens.analysis.planner import MixedPrecisionPlan
 from quantlens.analysis.ranges import RangeReport
 from quantlens.analysis.sensitivity import SensitivityResult
+from quantlens.compare.results import Analysis
 from quantlens.errors import require
 
 DPI = 110
@@ -317,3 +318,17 @@ def write_analysis_plots(
     if plan is not None:
         out.append(plot_plan(plan, directory / ANALYSIS_PLOT_FILES["plan"]))
     return out
+
+
+def write_analysis(analysis: Analysis, directory: Path) -> list[Path]:
+    """:func:`write_analysis_plots` of a comparison's :class:`~quantlens.compare.Analysis`.
+
+    Args:
+        analysis: the analysis of one row; directory: where the PNGs go.
+
+    Returns:
+        The paths written.
+    """
+    return write_analysis_plots(
+        directory, sensitivity=analysis.sensitivity, layers=analysis.layers, ranges=analysis.ranges
+    )
