@@ -193,10 +193,11 @@ def measure_row(
     Returns:
         ``row``.
     """
-    saved: Path | None = ys.workdir / row.name.replace("/", "_").replace(" ", "_")
+    folder = ys.workdir / row.name.replace("/", "_").replace(" ", "_")
+    saved: Path | None = folder
     try:
-        _size.save_for_size(model, saved)
-        size = _size.measure_size(model, saved_dir=saved)
+        _size.save_for_size(model, folder)
+        size = _size.measure_size(model, saved_dir=folder)
     except (QuantlensError, RuntimeError, ValueError) as exc:  # unsaveable: in-memory size only
         raise_if_interrupted(exc)
         row.notes.append(f"not saved, no disk size: {str(exc).splitlines()[0][:200]}")

@@ -119,7 +119,7 @@ def layer_sqnr_figure(result: LayerComparison):
     layers = result.quantized or result.layers
     xs = list(range(len(layers)))
     fig, ax = plt.subplots(figsize=(max(6.5, 0.45 * len(layers) + 3), 4.8))
-    series = [
+    series: list[tuple[str, str, str, list[float | None]]] = [
         ("output (accumulated)", "o-", "tab:blue", [x.out_sqnr_db for x in layers]),
         ("own (layer alone)", "s--", "tab:orange", [x.own_sqnr_db for x in layers]),
         ("weight", "^:", "tab:green", [x.weight_sqnr_db for x in layers]),

@@ -82,8 +82,8 @@ def plot_latency(report: Comparison, path: Path) -> Path | None:
     style = styles(report.rows)
     labels = Labels.of(report)
     pos = list(range(len(rows)))
-    med = [r.latency_ms for r in rows]
-    upper = [max((r.latency_p95_ms or r.latency_ms) - r.latency_ms, 0) for r in rows]
+    med = [r.latency_ms for r in rows if r.latency_ms is not None]  # every row: see above
+    upper = [max((r.latency_p95_ms or m) - m, 0) for r, m in zip(rows, med)]
     threads = next((r.threads for r in rows if r.threads), None)
     batch = next((r.batch_size for r in rows if r.batch_size), None)
     plot = _Bars(plt, labels, len(rows), row_height=0.34)

@@ -44,7 +44,7 @@ def pareto_front(points: list[tuple[float, float, str]]) -> list[tuple[float, fl
         >>> [p[2] for p in pareto_front([(1, 90, "a"), (2, 95, "b"), (3, 94, "c")])]
         ['a', 'b']
     """
-    front = []
+    front: list[tuple[float, float, str]] = []
     for cost, qual, name in sorted(points, key=lambda p: (p[0], -p[1])):
         if not front or qual > front[-1][1]:
             front.append((cost, qual, name))
@@ -74,8 +74,8 @@ def _scatter(
     """Quality against ``x_of(row)``: markers, budget line, Pareto rings, legend, labels."""
     best = report.recommended
     style, tags = styles(report.rows), labels.tags
-    items = [(x_of(r), r.quality, r) for r in rows]
-    items = [(x, y, r) for x, y, r in items if x is not None and y is not None]
+    measured = [(x_of(r), r.quality, r) for r in rows]
+    items = [(x, y, r) for x, y, r in measured if x is not None and y is not None]
     if pareto:
         front = pareto_front([(x, y, r.name) for x, y, r in items])
         if len(front) >= 2:
