@@ -1,20 +1,11 @@
-"""The zoo's digits CNN on a few samples, as in tests/eval (the comparison runs on them)."""
+"""Set-up of the compare tests: one thread (the digits CNN and the ``digits_test_128`` subset
+come from tests/conftest.py)."""
 
 from __future__ import annotations
 
 import pytest
-import torch
-
-from quantlens import zoo
 
 
-@pytest.fixture(scope="session")
-def digits_model():
-    torch.set_num_threads(1)
-    return zoo.load_model("digits-cnn")
-
-
-@pytest.fixture(scope="session")
-def digits_test():
-    test = zoo.load_dataset("digits", "test")
-    return test.inputs[:128], test.labels[:128]
+@pytest.fixture(autouse=True)
+def _one_thread(one_thread):
+    """Small models: more threads only contend on a shared machine (tests/conftest.py)."""
