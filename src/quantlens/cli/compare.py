@@ -266,18 +266,18 @@ def _run(args: argparse.Namespace) -> int:
     loaded = load_data_for(
         source, args.data, calib_data=args.calib_data, train_data=args.train_data
     )
-    data, calib, train = loaded.test, loaded.calib, loaded.train
-    reference_outputs(model, data, limit=1)  # data that does not fit fails before --out is touched
+    data = DataSettings(loaded.test, loaded.calib, loaded.train, qat_epochs=args.qat_epochs)
+    reference_outputs(model, data.data, limit=1)  # data that does not fit fails before --out
     created = _prepare_out(out)
     try:
-        return _compare_into(args, out, model, configs, data, calib, train)
+        return _compare_into(args, out, model, configs, data)
     finally:
         if created:
             _remove_if_empty(out)  # an error or Ctrl-C before the first row leaves no empty folder
 
 
 def _compare_into(
-    args: argparse.Namespace, out: Path, model, configs: dict, data, calib, train
+    args: argparse.Namespace, out: Path, model, configs: dict, data: DataSettings
 ) -> int:
     from rich.console import Console
 
@@ -299,7 +299,7 @@ def _compare_into(
         run_compare(
             model,
             configs,
-            data=DataSettings(data, calib, train, qat_epochs=args.qat_epochs),
+            data=data,
             timing=Timing(reps=args.reps, threads=args.threads),
             measure=Measure(memory=not args.no_memory, analysis=getattr(args, "analysis", False)),
             budget=budget,
