@@ -37,8 +37,8 @@ from quantlens import quantize, zoo
 from quantlens.analysis import search_plan, sensitivity
 from quantlens.analysis.scoring import Evaluator
 from quantlens.analysis.sensitivity import Variants
+from quantlens.compare.presets import make_config
 from quantlens.core.data import count_batches
-from quantlens.eval.presets import make_config
 from quantlens.eval.quality import collect_outputs
 from quantlens.eval.size import memory_bytes
 from quantlens.methods import WeightOnly

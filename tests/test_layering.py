@@ -23,6 +23,7 @@ LAYERS = [
     "api",
     "eval",
     "analysis",
+    "compare",
     "report",
     "cli",
 ]

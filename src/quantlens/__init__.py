@@ -7,6 +7,12 @@ Example:
     >>> report = ql.compare(model, ["dynamic", "static", "w4"], data=test, calib_data=calib)
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from torch import nn as _nn
+
 from quantlens import analysis, nn, testing, zoo
 from quantlens.api import (
     __version__,
@@ -19,6 +25,7 @@ from quantlens.api import (
     quantize,
     save,
 )
+from quantlens.compare.entry import compare as _run_compare
 from quantlens.core import (
     Batch,
     QScheme,
@@ -42,8 +49,53 @@ from quantlens.methods import (
     sync_qat,
     train_qat,
 )
-from quantlens.report import Report, compare
+from quantlens.report import Report
 from quantlens.sources import LoadedData, ModelSource, load_data, load_model, resolve_model
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from quantlens.compare.settings import Budget, CompareOptions, Hooks, Measure, Timing
+
+
+def compare(
+    model: _nn.Module,
+    methods: Any,
+    *,
+    data: Any = None,
+    timing: Timing | None = None,
+    measure: Measure | None = None,
+    budget: Budget | None = None,
+    hooks: Hooks | None = None,
+    **options: Unpack[CompareOptions],
+) -> Report:
+    """Quantize ``model`` with every method, measure each against float, and report.
+
+    :func:`quantlens.compare.compare` runs it (see there for every argument); the
+    :class:`Report` it returns renders the :class:`~quantlens.compare.Comparison`.
+
+    Args:
+        model: the float model (left untouched).
+        methods: ``{name: config}``, a list of configs and/or preset names, or ``"dynamic,w4"``.
+        data: evaluation data, or a :class:`~quantlens.compare.DataSettings`.
+        timing, measure, budget, hooks: the settings objects (:mod:`quantlens.compare.settings`).
+        options: their fields as keywords: ``calib_data``, ``train_data``, ``qat_epochs``,
+            ``example_inputs``, ``reps``, ``warmup``, ``threads``, ``metric``, ``memory``,
+            ``layer_errors``, ``analysis``, ``analysis_batches``, ``max_accuracy_drop``,
+            ``objective``, ``progress``, ``command``, ``on_start``, ``on_row``.
+
+    Returns:
+        A :class:`Report`. A method that fails is a row with its error; Ctrl-C returns
+        the rows measured so far (``report.interrupted``).
+
+    Example:
+        >>> report = ql.compare(model, {"dynamic": ql.Dynamic(), "w4": ql.WeightOnly(bits=4)},
+        ...                     data=test, calib_data=calib)
+        >>> report.to_html("report.html")
+    """
+    given = {"timing": timing, "measure": measure, "budget": budget, "hooks": hooks}
+    return Report(_run_compare(model, methods, data=data, **given, **options))
+
 
 __all__ = [
     "QAT",

@@ -14,7 +14,7 @@ from helpers import interrupter, strict_json
 
 from quantlens import zoo
 from quantlens.cli import main
-from quantlens.eval import presets
+from quantlens.compare import presets
 
 
 def _run(capsys, *argv):
@@ -237,9 +237,9 @@ def test_a_failing_method_exits_1_but_keeps_the_report(capsys, tmp_path, small_d
 def _run_interrupted(
     capsys, monkeypatch, data, out, *, where: str, via: str | None = None, methods: str = "static"
 ):
-    """A run on ``data`` whose ``quantlens.eval.compare.<where>`` meets a Ctrl-C (see
+    """A run on ``data`` whose ``quantlens.compare.run.<where>`` meets a Ctrl-C (see
     ``interrupter``)."""
-    from quantlens.eval import compare as compare_mod
+    from quantlens.compare import run as compare_mod
 
     monkeypatch.setattr(compare_mod, where, interrupter(via))
     return _run(

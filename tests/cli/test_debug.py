@@ -11,7 +11,7 @@ import torch
 import quantlens as ql
 from quantlens import zoo
 from quantlens.cli import _analysis, main
-from quantlens.eval import presets
+from quantlens.compare import presets
 from quantlens.methods import WeightOnly
 from quantlens.methods.base import config_from_dict
 

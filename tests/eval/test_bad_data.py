@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 import quantlens as ql
+from quantlens.compare.run import run_comparison
 from quantlens.errors import InputError, QuantizationFailedError
-from quantlens.eval.compare import run_comparison
 from quantlens.eval.quality import Outputs, measure_quality
 from quantlens.report import Report
 from quantlens.testing import assert_quantized_close

@@ -4,8 +4,8 @@ rows."""
 import copy
 
 import quantlens as ql
+from quantlens.compare.run import run_comparison
 from quantlens.eval import coverage
-from quantlens.eval.compare import run_comparison
 
 
 def test_float_layers_are_counted_with_the_reason(digits_model, digits_test_128):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from quantlens.eval.compare import Comparison, Row
+from quantlens.compare.results import Comparison, Row
 from quantlens.report import Report
 
 

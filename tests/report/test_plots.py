@@ -8,8 +8,8 @@ import itertools
 import matplotlib
 import pytest
 
-from quantlens.eval.compare import Comparison, Row
-from quantlens.report import Report, plots
+from quantlens.compare.results import Comparison, Row
+from quantlens.report import Report, figure, plots
 from quantlens.report.label_layout import place_labels
 
 matplotlib.use("Agg", force=True)
@@ -27,7 +27,7 @@ def figures(monkeypatch):
         kept.append(fig)
         return path
 
-    monkeypatch.setattr(plots, "_save", keep)
+    monkeypatch.setattr(figure, "save", keep)
     yield kept
     import matplotlib.pyplot as plt
 

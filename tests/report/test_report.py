@@ -139,7 +139,7 @@ def test_embedding_quality_is_labelled_similarity(synthetic_report, tmp_path):
 def test_a_report_without_rows_writes_no_plot_and_no_warning(tmp_path):
     import warnings
 
-    from quantlens.eval.compare import Comparison
+    from quantlens.compare.results import Comparison
 
     empty = Report(Comparison([], {}, None, {}, interrupted=True))
     with warnings.catch_warnings():

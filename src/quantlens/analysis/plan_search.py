@@ -18,7 +18,6 @@ from dataclasses import dataclass, field, fields
 
 from quantlens.analysis.sensitivity import escape
 from quantlens.errors import ConfigError
-from quantlens.eval.presets import PRESETS, make_config
 from quantlens.methods.base import QuantConfig, get_method
 
 __all__ = [
@@ -37,14 +36,15 @@ State = dict[str, int]
 # --- candidates ----------------------------------------------------------------------------
 
 
+# weight-only group size per width: 8-bit per channel, 4-bit groups of 32, 2-bit groups of 16
+# (as the compare presets w8 / w4 / w2); other widths: groups of 32
+_GROUP_SIZES = {8: None, 4: 32, 2: 16}
+
+
 def _default_configs(candidates) -> dict[int, QuantConfig]:
-    """Weight-only presets per width (``w8`` per-channel, ``w4`` groups of 32, ``w2`` of 16)."""
+    """Weight-only configs per width (``w8`` per-channel, ``w4`` groups of 32, ``w2`` of 16)."""
     cls = get_method("weight_only").config_cls
-    return {
-        b: make_config(f"w{b}") if f"w{b}" in PRESETS else cls(bits=b, group_size=32)
-        for b in candidates
-        if b is not None
-    }
+    return {b: cls(bits=b, group_size=_GROUP_SIZES.get(b, 32)) for b in candidates if b is not None}
 
 
 def _with_bits(method: QuantConfig, bits: int) -> QuantConfig:

@@ -49,7 +49,7 @@ def method_config(args: argparse.Namespace, default: str = "w4", model=None) -> 
         if not isinstance(data, dict):
             raise InputError(f"{shorten(args.config)} must hold a JSON object with a 'method' key")
         return config_from_dict(data)
-    from quantlens.eval.presets import make_config
+    from quantlens.compare.presets import make_config
 
     return make_config(args.method or default, model)
 
@@ -74,7 +74,7 @@ def inputs_and_config(args: argparse.Namespace) -> tuple[Inputs, QuantConfig]:
 
 def add_common(parser: argparse.ArgumentParser, *, method: bool = True) -> None:
     """MODEL, --data, --calib-data, --method/--config, --max-batches, --metric."""
-    from quantlens.eval.presets import PRESETS
+    from quantlens.compare.presets import PRESETS
 
     parser.add_argument(
         "model",

@@ -24,9 +24,10 @@ from quantlens.cli._args import (
     path_kind,
     shorten,
 )
-from quantlens.errors import InputError, QuantizationFailedError
-from quantlens.eval.compare import reference_outputs
-from quantlens.eval.presets import (
+from quantlens.compare import Budget, DataSettings, Hooks, Measure, Timing
+from quantlens.compare import compare as run_compare
+from quantlens.compare.measure import reference_outputs
+from quantlens.compare.presets import (
     PRESETS,
     check_names,
     default_methods,
@@ -34,7 +35,9 @@ from quantlens.eval.presets import (
     parse_grid,
     sweep_configs,
 )
-from quantlens.report import Report, compare
+from quantlens.compare.results import Comparison, Row
+from quantlens.errors import InputError, QuantizationFailedError
+from quantlens.report import Report
 from quantlens.sources import load_data_for
 
 DEFAULT_MODEL = "digits-cnn"
@@ -263,18 +266,18 @@ def _run(args: argparse.Namespace) -> int:
     loaded = load_data_for(
         source, args.data, calib_data=args.calib_data, train_data=args.train_data
     )
-    data, calib, train = loaded.test, loaded.calib, loaded.train
-    reference_outputs(model, data, limit=1)  # data that does not fit fails before --out is touched
+    data = DataSettings(loaded.test, loaded.calib, loaded.train, qat_epochs=args.qat_epochs)
+    reference_outputs(model, data.data, limit=1)  # data that does not fit fails before --out
     created = _prepare_out(out)
     try:
-        return _compare_into(args, out, model, configs, data, calib, train)
+        return _compare_into(args, out, model, configs, data)
     finally:
         if created:
             _remove_if_empty(out)  # an error or Ctrl-C before the first row leaves no empty folder
 
 
 def _compare_into(
-    args: argparse.Namespace, out: Path, model, configs: dict, data, calib, train
+    args: argparse.Namespace, out: Path, model, configs: dict, data: DataSettings
 ) -> int:
     from rich.console import Console
 
@@ -285,27 +288,23 @@ def _compare_into(
     def on_start(name: str, index: int, total: int) -> None:
         err.print(f"[dim][{index}/{total}][/] {name}")
 
-    def on_row(row, comparison) -> None:  # results.json after every row: Ctrl-C keeps them
-        Report(comparison, max_accuracy_drop=args.max_drop, objective=args.objective).to_json(
-            out / "results.json"
-        )
+    budget = Budget(args.max_drop, args.objective)
 
-    report = compare(
-        model,
-        configs,
-        data=data,
-        calib_data=calib,
-        train_data=train,
-        max_accuracy_drop=args.max_drop,
-        objective=args.objective,
-        reps=args.reps,
-        threads=args.threads,
-        qat_epochs=args.qat_epochs,
-        memory=not args.no_memory,
-        analysis=getattr(args, "analysis", False),
-        command=command,
-        on_start=on_start,
-        on_row=on_row,
+    def on_row(row: Row, comparison: Comparison) -> None:  # results.json after every row
+        Report(
+            comparison, max_accuracy_drop=budget.max_accuracy_drop, objective=budget.objective
+        ).to_json(out / "results.json")
+
+    report = Report(
+        run_compare(
+            model,
+            configs,
+            data=data,
+            timing=Timing(reps=args.reps, threads=args.threads),
+            measure=Measure(memory=not args.no_memory, analysis=getattr(args, "analysis", False)),
+            budget=budget,
+            hooks=Hooks(command=command, on_start=on_start, on_row=on_row),
+        )
     )
     if not report.rows:  # Ctrl-C before the float row was measured: nothing to report
         err.print("interrupted before the first row was measured; nothing written")
@@ -316,18 +315,19 @@ def _compare_into(
     else:
         from rich.markup import escape
 
-        from quantlens.report.tables import failures, to_rich
+        from quantlens.report.terminal import failures, to_rich
 
         console.print(to_rich(report.rows, title="quantlens compare", task=report.task))
         for line in failures(report.rows):
             console.print(f"[red]failed[/] {escape(line)}")
         console.print(f"[bold]{report.recommendation()}[/]")
-        if report.sensitivity and report.sensitivity.get("rows"):
-            top = report.sensitivity["rows"][0]
+        analysis = report.analysis
+        if analysis is not None and analysis.sensitivity.rows:
+            top = analysis.sensitivity.rows[0]
             console.print(
-                f"most sensitive layer of {escape(str(report.sensitivity['row']))}: "
-                f"{escape(top['name'])} (drop {top['drop']:.3g} "
-                f"{report.sensitivity['loss_unit']}); see {out / 'sensitivity.png'}"
+                f"most sensitive layer of {escape(analysis.row)}: {escape(top.name)} "
+                f"(drop {top.drop:.3g} {analysis.sensitivity.loss_unit}); "
+                f"see {out / 'sensitivity.png'}"
             )
         console.print(f"report: {out / 'report.html'}")
     if report.interrupted:

@@ -58,8 +58,9 @@ def register(subparsers) -> None:
 
 def _quantized(args, resolved):
     from quantlens import zoo
-    from quantlens.eval.compare import quantize_one
-    from quantlens.eval.presets import make_config
+    from quantlens.compare.measure import quantize_one
+    from quantlens.compare.presets import make_config
+    from quantlens.compare.settings import DataSettings
 
     if resolved.kind == "checkpoint":
         if args.method:
@@ -85,16 +86,8 @@ def _quantized(args, resolved):
             f"--method {args.method} needs calibration data; quantize with 'quantlens quantize' "
             "first and export the checkpoint"
         )
-    return quantize_one(
-        resolved.model,
-        config,
-        calib_data=calib,
-        train_data=train,
-        example_inputs=example,
-        qat_epochs=1,
-        progress=False,
-        notes=[],
-    )
+    data = DataSettings(None, calib_data=calib, train_data=train, example_inputs=example)
+    return quantize_one(resolved.model, config, data, progress=False)
 
 
 def _example(resolved):

@@ -5,30 +5,26 @@ Each measurement works on its own:
 - :func:`measure_size` (checkpoint bytes on disk, weight bytes in memory);
 - :func:`measure_latency` (warm-up, repetitions, median / p95, items/s, threads);
 - :func:`measure_peak_memory` (peak resident memory of inference, in a child process);
-- :func:`collect_outputs` + :func:`measure_quality` (accuracy, agreement, SQNR, cosine);
-- :func:`run_comparison` runs them all over float and a set of configs (``ql.compare``
-  wraps it into a report).
+- :func:`collect_outputs` + :func:`measure_quality` (accuracy, agreement, SQNR, cosine).
+
+:mod:`quantlens.compare` runs them all over float and a set of configs.
 """
 
-from quantlens.eval.compare import Comparison, Row, run_comparison
 from quantlens.eval.latency import LatencyResult, measure_latency
 from quantlens.eval.memory import MemoryResult, ModelRef, measure_peak_memory
 from quantlens.eval.quality import Outputs, QualityResult, collect_outputs, measure_quality
 from quantlens.eval.size import SizeResult, measure_size
 
 __all__ = [
-    "Comparison",
     "LatencyResult",
     "MemoryResult",
     "ModelRef",
     "Outputs",
     "QualityResult",
-    "Row",
     "SizeResult",
     "collect_outputs",
     "measure_latency",
     "measure_peak_memory",
     "measure_quality",
     "measure_size",
-    "run_comparison",
 ]

@@ -1,6 +1,7 @@
 """Files on disk: safetensors written and read with their SHA-256 (:mod:`.tensorfile`) and
-directories whose quantlens-owned files are replaced whole or not at all (:mod:`.atomic`).
-Checkpoints and report folders are written through them."""
+directories whose quantlens-owned files are replaced whole or not at all (:mod:`.atomic`),
+and strict JSON that keeps infinities (:mod:`.strict_json`). Checkpoints and report folders
+are written through them."""
 
 from quantlens.files.atomic import locked, update_directory, write_text_atomic
 from quantlens.files.paths import path_kind

@@ -27,6 +27,7 @@ from quantlens.analysis.layers import LayerComparison
 from quantlens.analysis.planner import MixedPrecisionPlan
 from quantlens.analysis.ranges import RangeReport
 from quantlens.analysis.sensitivity import SensitivityResult
+from quantlens.compare.results import Analysis
 from quantlens.errors import require
 
 DPI = 110
@@ -118,7 +119,7 @@ def layer_sqnr_figure(result: LayerComparison):
     layers = result.quantized or result.layers
     xs = list(range(len(layers)))
     fig, ax = plt.subplots(figsize=(max(6.5, 0.45 * len(layers) + 3), 4.8))
-    series = [
+    series: list[tuple[str, str, str, list[float | None]]] = [
         ("output (accumulated)", "o-", "tab:blue", [x.out_sqnr_db for x in layers]),
         ("own (layer alone)", "s--", "tab:orange", [x.own_sqnr_db for x in layers]),
         ("weight", "^:", "tab:green", [x.weight_sqnr_db for x in layers]),
@@ -317,3 +318,17 @@ def write_analysis_plots(
     if plan is not None:
         out.append(plot_plan(plan, directory / ANALYSIS_PLOT_FILES["plan"]))
     return out
+
+
+def write_analysis(analysis: Analysis, directory: Path) -> list[Path]:
+    """:func:`write_analysis_plots` of a comparison's :class:`~quantlens.compare.Analysis`.
+
+    Args:
+        analysis: the analysis of one row; directory: where the PNGs go.
+
+    Returns:
+        The paths written.
+    """
+    return write_analysis_plots(
+        directory, sensitivity=analysis.sensitivity, layers=analysis.layers, ranges=analysis.ranges
+    )

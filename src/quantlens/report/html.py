@@ -11,14 +11,12 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from quantlens.analysis.layers import LayerComparison
+from quantlens.compare.results import Analysis, Comparison
 from quantlens.report import tables
-from quantlens.report.analysis_plots import ANALYSIS_PLOT_FILES
+from quantlens.report.analysis_plots import ANALYSIS_PLOT_FILES, write_analysis
 from quantlens.report.plots import PLOT_FILES, write_plots
-
-if TYPE_CHECKING:
-    from quantlens.report.report import Report
 
 _CSS = """
 body { font-family: -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
@@ -94,7 +92,7 @@ def _e(value) -> str:
     return html.escape(str(value))
 
 
-def _table(report: Report) -> str:
+def _table(report: Comparison) -> str:
     headers, lines = tables.table(report.rows, report.task)
     best = report.recommended
     out = [
@@ -145,62 +143,62 @@ def _pngs(
         yield draw(Path(tmp))
 
 
-def _plots(report: Report, plot_dir: Path | None) -> str:
+def _plots(report: Comparison, plot_dir: Path | None) -> str:
     with _pngs(plot_dir, PLOT_FILES, lambda folder: write_plots(report, folder)) as paths:
         return _figures(paths)
 
 
-def _analysis(report: Report, plot_dir: Path | None) -> str:
+def _analysis(report: Comparison, plot_dir: Path | None) -> str:
     """The "Where the error comes from" section: the sensitivity ranking and its plots
     ("" without)."""
-    sens = report.sensitivity
-    if not sens:
+    analysis = report.analysis
+    if analysis is None:
         return ""
-    with _pngs(plot_dir, ANALYSIS_PLOT_FILES.values(), report.plot_analysis) as paths:
+    with _pngs(
+        plot_dir, ANALYSIS_PLOT_FILES.values(), lambda folder: write_analysis(analysis, folder)
+    ) as paths:
         figures = _figures(paths) if paths else ""
-    rows = sens.get("rows", [])
-    loss = sens.get("loss_unit", "")
+    sens = analysis.sensitivity
+    loss = sens.loss_unit
     intro = (
-        f"Per-layer sensitivity of <b>{_e(sens.get('row'))}</b> on {_e(sens.get('samples'))} "
-        f"samples: each layer quantized alone, the rest float; {_e(sens.get('metric'))} drop of "
-        f"the whole model {float(sens.get('full_drop', float('nan'))):.3g} {_e(loss)}."
+        f"Per-layer sensitivity of <b>{_e(analysis.row)}</b> on {_e(sens.samples)} samples: "
+        f"each layer quantized alone, the rest float; {_e(sens.metric)} drop of the whole "
+        f"model {float(sens.full_drop):.3g} {_e(loss)}."
     )
     head = (
         "<table><thead><tr><th>#</th><th>layer</th><th>kind</th><th>params</th>"
         f"<th>drop ({_e(loss)})</th></tr></thead><tbody>"
     )
     table = [head]
-    for i, r in enumerate(rows[:8], 1):
+    for i, r in enumerate(sens.rows[:8], 1):
         table.append(
-            f"<tr><td>{i}</td><td>{_e(r.get('name'))}</td><td>{_e(r.get('kind'))}</td>"
-            f"<td>{int(r.get('params', 0)):,}</td>"
-            f"<td>{float(r.get('drop', float('nan'))):.3g}</td></tr>"
+            f"<tr><td>{i}</td><td>{_e(r.name)}</td><td>{_e(r.kind)}</td>"
+            f"<td>{int(r.params):,}</td><td>{float(r.drop):.3g}</td></tr>"
         )
     table.append("</tbody></table>")
-    notes = "".join(f"<li>{_e(n)}</li>" for n in sens.get("notes", []))
+    notes = "".join(f"<li>{_e(n)}</li>" for n in sens.notes)
     notes = f'<ul class="notes">{notes}</ul>' if notes else ""
     return (
-        f'<h2>Where the error comes from</h2><p class="sub">{intro}{_jump(sens)}</p>'
+        f'<h2>Where the error comes from</h2><p class="sub">{intro}{_jump(analysis)}</p>'
         f"{figures}<h3>Most sensitive layers</h3>{''.join(table)}{notes}"
     )
 
 
-def _jump(sens: dict) -> str:
+def _jump(analysis: Analysis) -> str:
     """A sentence naming the layer where the error jumps ("" without a layer-by-layer run)."""
-    layers = sens.get("layers") or {}
-    name = layers.get("jump")
-    row = next((x for x in layers.get("layers", []) if x.get("name") == name), None)
-    if row is None or row.get("own_sqnr_db") is None:
+    layers = analysis.layers or LayerComparison([])
+    row = layers.jump
+    if row is None or row.own_sqnr_db is None:
         return ""
     return (
-        f" Layer by layer, the error jumps at <b>{_e(name)}</b> ({_e(row.get('kind'))}): alone it "
-        f"reaches {float(row['own_sqnr_db']):.1f} dB SQNR, the lowest of the quantized layers."
+        f" Layer by layer, the error jumps at <b>{_e(row.name)}</b> ({_e(row.kind)}): alone it "
+        f"reaches {float(row.own_sqnr_db):.1f} dB SQNR, the lowest of the quantized layers."
     )
 
 
-def _environment(report: Report) -> str:
+def _environment(report: Comparison) -> str:
     env = report.environment or {}
-    settings = report.comparison.settings
+    settings = report.settings
     cpu = env.get("cpu", {})
     features = ", ".join(k for k, v in cpu.get("features", {}).items() if v) or "none detected"
     engines = env.get("engines", {})
@@ -223,7 +221,7 @@ def _environment(report: Report) -> str:
             "quantized engine",
             f"{engines.get('active', '?')} (working: {', '.join(working) or 'not checked'})",
         ),
-        ("threads used for timing", settings.get("threads")),
+        ("threads used for timing", settings.threads),
         (
             "threads (intra / inter op)",
             f"{threads.get('intra_op', '?')} / {threads.get('inter_op', '?')}",
@@ -231,14 +229,14 @@ def _environment(report: Report) -> str:
         (
             "timing",
             (
-                f"{settings.get('warmup')} warm-up + {settings.get('reps')} timed calls, batch of "
-                f"{settings.get('batch_size')}"
+                f"{settings.warmup} warm-up + {settings.reps} timed calls, batch of "
+                f"{settings.batch_size}"
             ),
         ),
-        ("evaluation", f"{settings.get('samples')} samples, task: {settings.get('task')}"),
+        ("evaluation", f"{settings.samples} samples, task: {settings.task}"),
     ]
-    if settings.get("calibration"):
-        items.append(("calibration", settings["calibration"]))
+    if settings.calibration:
+        items.append(("calibration", settings.calibration))
     body = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in items if v is not None)
     full = html.escape(json.dumps(env, indent=1, default=str))
     return (
@@ -247,7 +245,7 @@ def _environment(report: Report) -> str:
     )
 
 
-def _notes(report: Report) -> str:
+def _notes(report: Comparison) -> str:
     items = []
     for row in report.rows:
         if not row.ok:
@@ -262,20 +260,26 @@ def _notes(report: Report) -> str:
     )
 
 
-def render_html(report: Report, *, plot_dir: Path | None = None) -> str:
+def render_html(report: Comparison, *, plot_dir: Path | None = None) -> str:
     """The whole HTML document as a string.
 
     Args:
-        report: the report.
+        report: the comparison to render.
         plot_dir: a folder where :meth:`Report.plot` already wrote the PNGs (embedded as
             they are); default: draw them now.
+
+    Returns:
+        The HTML text.
+
+    Example:
+        >>> Path("report.html").write_text(render_html(comparison))
     """
     best = report.recommended
     base = report.baseline
     title = "quantlens comparison"
     sub = (
         f"{len(report.rows) - 1} method(s) against float · accuracy budget "
-        f"{report.max_accuracy_drop:g} point(s) · objective: {report.objective}"
+        f"{report.budget.max_accuracy_drop:g} point(s) · objective: {report.budget.objective}"
     )
     warn = (
         '<div class="warn">Interrupted: only the rows below were measured.</div>'
@@ -298,7 +302,7 @@ def render_html(report: Report, *, plot_dir: Path | None = None) -> str:
 <body><main>
 <h1>{_e(title)}</h1>
 <div class="sub">{_e(sub)}</div>
-<div class="{rec_cls}"><b>Recommendation.</b> {_e(report.recommendation())}</div>
+<div class="{rec_cls}"><b>Recommendation.</b> {_e(report.recommendation)}</div>
 {warn}
 <h2>Results</h2>
 {_table(report)}

@@ -118,8 +118,8 @@ def check_names(names: Sequence[str]) -> None:
     unknown = [n for n in names if n not in PRESETS]
     if unknown:
         raise UnknownNameError(
-            f"unknown method(s) {', '.join(map(repr, unknown))}; valid methods: "
-            f"{', '.join(PRESETS)}"
+            f"unknown method(s) {', '.join(map(repr, unknown))}; "
+            f"valid methods: {', '.join(PRESETS)}"
         )
 
 

@@ -12,9 +12,8 @@ import torch
 from helpers import generator, torch_threads
 
 import quantlens as ql
-from quantlens import zoo
+from quantlens import Report, compare, zoo
 from quantlens.cli import main
-from quantlens.report import Report, compare
 from quantlens.report.analysis_plots import ANALYSIS_PLOT_FILES
 
 LAYERS = ["stem.0", "block1.conv1", "block1.conv2", "down.0", "block2.conv1", "block2.conv2", "fc"]
@@ -120,7 +119,8 @@ def test_weight_only_analysis_has_no_activation_ranges():
 
 def test_each_row_is_compared_layer_by_layer_once_for_the_analysis_and_the_layer_plot(monkeypatch):
     from quantlens.analysis import compare_layers
-    from quantlens.report import compare_analysis, layers
+    from quantlens.compare import analysis as compare_analysis
+    from quantlens.compare import layer_errors as layers
 
     calls = []
 

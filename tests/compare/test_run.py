@@ -5,9 +5,9 @@ import torch
 from helpers import interrupter
 
 import quantlens as ql
+from quantlens.compare import Comparison, run_comparison
+from quantlens.compare import run as compare_mod
 from quantlens.errors import InputError
-from quantlens.eval import compare as compare_mod
-from quantlens.eval.compare import Comparison, run_comparison
 
 FAST_STATIC = ql.Static(observer="minmax", calib_batches=1)
 

@@ -5,9 +5,8 @@ import torch
 from helpers import torch_threads
 
 import quantlens as ql
-from quantlens import zoo
+from quantlens import Report, compare, zoo
 from quantlens.errors import UnknownNameError
-from quantlens.report import Report, compare
 
 
 @pytest.fixture(scope="module")

@@ -2,9 +2,8 @@ import pytest
 
 import quantlens as ql
 from quantlens import zoo
-from quantlens.errors import ConfigError, UnknownNameError
-from quantlens.eval import presets
-from quantlens.eval.presets import (
+from quantlens.compare import presets
+from quantlens.compare.presets import (
     PRESETS,
     check_names,
     default_methods,
@@ -13,6 +12,7 @@ from quantlens.eval.presets import (
     parse_grid,
     sweep_configs,
 )
+from quantlens.errors import ConfigError, UnknownNameError
 
 
 def test_unknown_method_lists_the_valid_ones():

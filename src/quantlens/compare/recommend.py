@@ -1,0 +1,183 @@
+"""Which row to use: the quality each row is ranked on, its drop against float, the best
+row within a :class:`~quantlens.compare.settings.Budget`, and the sentence that says so.
+
+Example:
+    >>> best(comparison.rows, Budget(max_accuracy_drop=1.0, objective="latency")).name
+    'static'
+    >>> points_change(-0.004), points_change(0.2222), points_change(-1.5)
+    ('no change', '0.22 points higher', '1.50 points lower')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from quantlens.compare.settings import Budget
+
+if TYPE_CHECKING:
+    from quantlens.compare.results import Comparison, Row
+
+DEFAULT_QUALITY_HEADER = "accuracy %"
+
+
+def baseline(rows: Sequence[Row]) -> Row | None:
+    """The float row, if it was measured."""
+    return next((r for r in rows if r.method == "float" and r.ok), None)
+
+
+def accuracy_drop(row: Row, base: Row | None) -> float | None:
+    """Points of quality lost vs ``base`` (positive = worse), or None when unknown."""
+    q = row.quality
+    bq = base.quality if base else None
+    return None if q is None or bq is None else bq - q
+
+
+def _objective_key(objective: str) -> Callable[[Row], float | int | None]:
+    if objective == "latency":
+        return lambda r: r.latency_ms
+    return lambda r: r.disk_bytes or r.memory_bytes
+
+
+def best(rows: Sequence[Row], budget: Budget) -> Row | None:
+    """The quantized row with the best ``budget.objective`` among those losing at most
+    ``budget.max_accuracy_drop`` points of accuracy (or agreement) vs float.
+
+    Args:
+        rows: the comparison's rows, float first.
+        budget: the allowed drop and the objective.
+
+    Returns:
+        The row, or None when no method is within the budget (keep float).
+    """
+    base, key = baseline(rows), _objective_key(budget.objective)
+    candidates = [
+        r
+        for r in rows
+        if r.ok
+        and r.method != "float"
+        and key(r) is not None
+        and (drop := accuracy_drop(r, base)) is not None
+        and drop <= budget.max_accuracy_drop
+    ]
+    return min(candidates, key=key) if candidates else None  # type: ignore[arg-type, return-value]
+
+
+def quality_names(rows: Sequence[Row], task: str | None = None) -> tuple[str, str]:
+    """What :attr:`Row.quality` means for these rows: ``(axis label, table header)``, e.g.
+    ``("accuracy (%)", "accuracy %")``, ``("similarity to float (%)", "similarity %")`` for
+    embeddings (``task`` is ``"embedding"``: the "accuracy" is the cosine similarity of each
+    embedding to the float model's), ``("metric", "metric")`` or
+    ``("agreement with float (%)", "agreement % (no labels)")``. Without a measured row the
+    header is ``"accuracy %"``."""
+    ok = [r for r in rows if r.ok]
+    if task == "embedding" and any(r.accuracy is not None for r in ok):
+        return "similarity to float (%)", "similarity %"
+    if any(r.accuracy is not None for r in ok):
+        return "accuracy (%)", "accuracy %"
+    if any(r.metric is not None for r in ok):
+        return "metric", "metric"
+    return "agreement with float (%)", "agreement % (no labels)" if ok else DEFAULT_QUALITY_HEADER
+
+
+def points_change(delta: float) -> str:
+    """A change in points for a sentence: ``"0.22 points higher"``, ``"0.50 points lower"``,
+    or ``"no change"`` when it rounds to zero."""
+    if abs(delta) < 0.005:
+        return "no change"
+    return f"{abs(delta):.2f} points {'higher' if delta > 0 else 'lower'}"
+
+
+def size_change(base: int, value: int) -> str:
+    """``"2.89× smaller"`` or ``"1.05× larger"``."""
+    return f"{base / value:.2f}× smaller" if value <= base else f"{value / base:.2f}× larger"
+
+
+def _drop(comparison: Comparison, row: Row) -> float:
+    drop = comparison.accuracy_drop(row)
+    return drop if drop is not None else 1e9
+
+
+def _keep_float(comparison: Comparison, budget_text: str) -> str:
+    tried = [r for r in comparison.rows if r.ok and r.method != "float"]
+    if not tried:
+        return "No quantization method succeeded; see the errors in the table."
+    closest = min(tried, key=lambda r: _drop(comparison, r))
+    return (
+        f"Keep the float model: no method stays within the {budget_text} accuracy budget "
+        f"(closest: {closest.name}, {points_change(-_drop(comparison, closest))}). "
+        "Try QAT or a gentler config."
+    )
+
+
+def _not_faster(comparison: Comparison, base: Row, best_row: Row, budget_text: str) -> str:
+    small = comparison.best(Budget(comparison.budget.max_accuracy_drop, "size"))
+    threads = best_row.threads or "?"
+    head = f"No method is faster than float here ({threads} thread(s))"
+    if small is None or not base.disk_bytes or not small.disk_bytes:
+        return f"{head}: keep the float model."
+    return (
+        f"{head}: keep the float model for speed. "
+        f"To save space, {small.name} is {base.disk_bytes / small.disk_bytes:.1f}× smaller on "
+        f"disk within the {budget_text} accuracy budget ({_quality_name(comparison)}: "
+        f"{points_change(-_drop(comparison, small))})."
+    )
+
+
+def _quality_name(comparison: Comparison) -> str:
+    return quality_names(comparison.rows, comparison.task)[0].split(" (")[0]
+
+
+def recommendation(comparison: Comparison) -> str:
+    """One or two sentences: what to use and what it buys and costs.
+
+    Args:
+        comparison: the rows and the budget.
+
+    Returns:
+        The sentence(s), e.g. ``"Use static: 2.83× smaller on disk, 1.41× faster; ..."``.
+    """
+    base, best_row = comparison.baseline, comparison.recommended
+    budget_text = f"{comparison.budget.max_accuracy_drop:g}-point"
+    if not comparison.rows and comparison.interrupted:
+        return "Interrupted before the first model was measured: nothing to recommend."
+    if base is None:
+        return "The float model could not be measured, so nothing can be recommended."
+    if best_row is None:
+        return _keep_float(comparison, budget_text)
+    if (
+        comparison.budget.objective == "latency"
+        and base.latency_ms
+        and best_row.latency_ms
+        and best_row.latency_ms > base.latency_ms
+    ):
+        return _not_faster(comparison, base, best_row, budget_text)
+    parts = []
+    if base.disk_bytes and best_row.disk_bytes:
+        parts.append(f"{size_change(base.disk_bytes, best_row.disk_bytes)} on disk")
+    if base.latency_ms and best_row.latency_ms:
+        ratio = base.latency_ms / best_row.latency_ms
+        parts.append(f"{ratio:.2f}× faster" if ratio >= 1 else f"{1 / ratio:.2f}× slower")
+    q, bq = best_row.quality, base.quality
+    acc = (
+        f"{_quality_name(comparison)} {q:.2f}% vs {bq:.2f}% float ({points_change(q - bq)})"
+        if q is not None and bq is not None
+        else ""
+    )
+    goal = "fastest" if comparison.budget.objective == "latency" else "smallest"
+    body = "; ".join(p for p in (", ".join(parts), acc) if p)
+    return (
+        f"Use {best_row.name}: {body}. "
+        f"It is the {goal} method within the {budget_text} accuracy budget."
+    )
+
+
+__all__ = [
+    "accuracy_drop",
+    "baseline",
+    "best",
+    "points_change",
+    "quality_names",
+    "recommendation",
+    "size_change",
+]

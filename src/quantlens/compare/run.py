@@ -1,0 +1,242 @@
+"""The comparison run: float plus every config, measured the same way, one row each.
+
+:func:`run_comparison` is the engine behind ``ql.compare`` and ``quantlens compare``. For
+the float model and then each config it quantizes (QAT configs are prepared, trained on
+``train_data`` and converted) and measures the row (:mod:`quantlens.compare.measure`). A
+method that fails becomes a row with its error; the others still run. Ctrl-C stops the run
+and returns the rows measured so far (``interrupted=True``).
+
+Example:
+    >>> comparison = run_comparison(model, {"static": ql.Static()}, DataSettings(test),
+    ...                             timing=Timing(reps=5), measure=Measure(memory=False))
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from quantlens.compare.measure import (
+    Yardstick,
+    error_text,
+    keep_warnings,
+    measure_row,
+    quantize_one,
+    reference_outputs,
+    summary_counts,
+)
+from quantlens.compare.results import Comparison, Row, RunInfo
+from quantlens.compare.settings import DataSettings, Hooks, Measure, Timing, settings_from
+from quantlens.core.data import Batch, first_batch, is_one_shot
+from quantlens.errors import InputError
+from quantlens.eval import latency as _latency
+from quantlens.eval.interrupts import InterruptWatch, interrupted_by
+from quantlens.methods.base import QuantConfig
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from quantlens.compare.settings import CompareOptions
+    from quantlens.eval.memory import ModelRef
+
+log = logging.getLogger(__name__)
+
+
+def environment() -> dict:
+    """The machine and library versions the numbers were measured with (``quantlens
+    doctor``'s data)."""
+    from quantlens.eval.environment import environment_info
+
+    return environment_info(check_engines=True)
+
+
+def _check(model: nn.Module, configs: Mapping[str, Any], data: DataSettings) -> None:
+    """Fail before any row: a model that is no module, bad calibration or training data (bad,
+    empty or NaN data fails now, not as a failed row later), a method that is no config."""
+    if not isinstance(model, nn.Module):
+        raise InputError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    for what, extra in (("calib_data", data.calib_data), ("train_data", data.train_data)):
+        if extra is not None and not is_one_shot(extra, what):
+            first_batch(extra, what)
+    for name, cfg in configs.items():
+        if not isinstance(cfg, QuantConfig) and getattr(cfg, "quantlens_config", None) is None:
+            raise InputError(
+                f"method {name!r} maps to a {type(cfg).__name__}; give a config such as "
+                "ql.Dynamic() or a model returned by ql.quantize / ql.load"
+            )
+
+
+def _run_info(data: DataSettings, timing: Timing, measure: Measure, ys: Yardstick) -> RunInfo:
+    reference = ys.reference
+    return RunInfo(
+        reps=timing.reps,
+        warmup=timing.warmup,
+        threads=timing.threads or torch.get_num_threads(),
+        batch_size=ys.batch.size,
+        qat_epochs=data.qat_epochs,
+        memory=measure.memory,
+        task=(
+            "embedding"
+            if reference.kind == "embedding"
+            else ("classification" if reference.labels is not None else "outputs")
+        ),
+        samples=int(reference.values.shape[0]),
+    )
+
+
+@dataclass
+class _Run:
+    """One run's state: the model, its configs, and the comparison the rows go into."""
+
+    model: nn.Module
+    configs: Mapping[str, Any]
+    data: DataSettings  # as the methods get it: calib_data and example_inputs filled in
+    ys: Yardstick
+    hooks: Hooks
+    comparison: Comparison
+
+    def finish(self, row: Row) -> None:
+        self.comparison.rows.append(row)
+        if self.hooks.on_row is not None:
+            self.hooks.on_row(row, self.comparison)
+
+    def method_row(self, row: Row, cfg: Any) -> None:
+        """Fill ``row`` for one config (or a model already quantized by quantlens)."""
+        given = None if isinstance(cfg, QuantConfig) else cfg
+        start = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            qm = (
+                given
+                if given is not None
+                else quantize_one(
+                    self.model, cfg, self.data, progress=self.hooks.progress, notes=row.notes
+                )
+            )
+        row.quantize_s = None if given is not None else time.perf_counter() - start
+        summary_counts(row, self.model, qm)
+        keep_warnings(row, caught)
+        measure_row(row, qm, self.ys)
+        if self.hooks.on_model is not None:
+            self.hooks.on_model(row, qm, self.ys.batch)
+
+    def rows(self, float_ref: ModelRef | None) -> None:
+        """Measure float and each config into the comparison; a Ctrl-C (or an error wrapping
+        one) ends the run with ``comparison.interrupted``."""
+        hooks, total = self.hooks, len(self.configs) + 1
+        with InterruptWatch() as watch:
+            try:
+                if hooks.on_start:
+                    hooks.on_start("float", 1, total)
+                self.finish(measure_row(Row("float", "float"), self.model, self.ys, float_ref))
+                if watch.requested:
+                    raise KeyboardInterrupt
+                for i, (name, cfg) in enumerate(self.configs.items(), start=2):
+                    if hooks.on_start:
+                        hooks.on_start(name, i, total)
+                    config = cfg if isinstance(cfg, QuantConfig) else cfg.quantlens_config
+                    row = Row(name, config.method, config.to_dict())
+                    try:
+                        self.method_row(row, cfg)
+                    except Exception as exc:
+                        if watch.requested or interrupted_by(exc):  # wrapped or swallowed
+                            raise KeyboardInterrupt from exc
+                        log.debug("method %s failed", name, exc_info=True)
+                        row.status, row.error = "failed", error_text(exc)
+                    self.finish(row)
+                    if watch.requested:  # swallowed in a row that still finished: stop after it
+                        raise KeyboardInterrupt
+            except (Exception, KeyboardInterrupt) as exc:  # a Ctrl-C, or an error wrapping one
+                if not (watch.requested or interrupted_by(exc)):
+                    raise
+                self.comparison.interrupted = True
+                log.warning(
+                    "interrupted: keeping the %d row(s) measured so far", len(self.comparison.rows)
+                )
+
+
+def run(
+    model: nn.Module,
+    configs: Mapping[str, Any],
+    data: DataSettings,
+    timing: Timing,
+    measure: Measure,
+    hooks: Hooks,
+) -> Comparison:
+    """:func:`run_comparison` with every setting given as its object."""
+    _check(model, configs, data)
+    model.eval()
+    bench = (
+        _latency.as_batch(data.example_inputs)
+        if data.example_inputs is not None
+        else first_batch(data.data)
+    )
+    bench = Batch(bench.args, bench.kwargs)
+    example = tuple(a[:2] for a in bench.args) if bench.args and not bench.kwargs else None
+    environment_now = environment()
+    reference = reference_outputs(model, data.data)
+    quantizing = replace(data, example_inputs=example)
+    with tempfile.TemporaryDirectory(prefix="quantlens-compare-") as tmp:
+        ys = Yardstick(
+            reference,
+            data.data,
+            bench,
+            measure.metric,
+            timing,
+            measure.memory,
+            hooks.progress,
+            Path(tmp),
+        )
+        info = _run_info(data, timing, measure, ys)
+        if data.calib_data is None and configs:
+            quantizing = replace(quantizing, calib_data=data.data)
+            info.calibration = "on the evaluation data (no calib_data given)"
+        comparison = Comparison([], environment_now, hooks.command, info)
+        _Run(model, configs, quantizing, ys, hooks, comparison).rows(measure.float_ref)
+    return comparison
+
+
+def run_comparison(
+    model: nn.Module,
+    configs: Mapping[str, Any],
+    data: Any = None,
+    *,
+    timing: Timing | None = None,
+    measure: Measure | None = None,
+    hooks: Hooks | None = None,
+    **options: Unpack[CompareOptions],
+) -> Comparison:
+    """Measure the float model and every config on the same data (see the module docstring).
+
+    Args:
+        model: the float model (left untouched).
+        configs: ``{row name: config}``; a value may also be a model already quantized by
+            quantlens (``ql.quantize`` / ``ql.load``), measured as it is.
+        data: the evaluation data (any form ``iter_batches`` accepts; its first batch is
+            timed), or a :class:`~quantlens.compare.settings.DataSettings`.
+        timing, measure, hooks: the settings objects (:mod:`quantlens.compare.settings`).
+        options: their fields as flat keywords instead (``calib_data=``, ``reps=``,
+            ``memory=``, ``on_row=``, ...; :class:`~quantlens.compare.settings.CompareOptions`).
+
+    Returns:
+        A :class:`~quantlens.compare.results.Comparison`; its first row is ``"float"``.
+
+    Example:
+        >>> run_comparison(model, {"w8": ql.WeightOnly(bits=8)}, data=test, reps=5).rows[1].ok
+        True
+    """
+    given = {"timing": timing, "measure": measure, "hooks": hooks}
+    settings = settings_from(data, given, dict(options), "run_comparison")
+    return run(model, configs, *settings)
+
+
+__all__ = ["environment", "run", "run_comparison"]
