@@ -181,7 +181,10 @@ def test_cnn_warns_that_dynamic_changes_little_and_suggests_static():
     summary = qm.quantlens_summary
     assert [r.name for r in summary.quantized] == ["fc"]
     assert any("ql.Static" in n for n in summary.notes)
-    assert any(r.kind == "Conv2d" and "ql.Static" in r.reason for r in summary.skipped)
+    assert any(
+        r.kind == "Conv2d" and "ql.Static" in r.reason and "conv2d" in r.reason
+        for r in summary.skipped
+    )
 
 
 def test_rebuild_gives_the_quantized_structure():

@@ -6,21 +6,26 @@ weights, per-token activation scales: the scheme that keeps transformer embeddin
 cosine 0.995 of float); LSTM / GRU layers wide enough for int8 to beat float become
 :class:`DynamicRNN` (PyTorch's dynamic kernels, behind :mod:`quantlens.methods.backends.torch_ao`);
 narrower ones stay float with the reason in the summary (``Dynamic.min_rnn_hidden``).
+Conv2d layers become :class:`quantlens.nn.dynamic_conv.DynamicConv2d` (per-channel int8
+weights, per-tensor uint8 activations, oneDNN's int8 convolution) when ``modules`` names
+``"conv2d"``, and by default in a model that has no Linear / LSTM / GRU layer (SqueezeNet,
+fully convolutional nets), so Dynamic quantizes such a model instead of declining.
 
-Which float layer becomes which quantized one is a registry (:func:`register_dynamic_layer`),
-so supporting another layer type is one call, not an edit here.
+Which float layer becomes which quantized one is a registry
+(:mod:`quantlens.methods.dynamic_layers`, :func:`register_dynamic_layer`), so supporting
+another layer type is one call, not an edit here.
 
 Example:
     >>> qm = ql.quantize(model, ql.Dynamic())                      # int8, per-token
     >>> qm = ql.quantize(model, ql.Dynamic(dtype="float16"))       # fp16 weights
     >>> qm = ql.quantize(model, ql.Dynamic(modules=("lstm",)))     # only the recurrent layers
+    >>> qm = ql.quantize(cnn, ql.Dynamic(modules=("linear", "conv2d")))  # convolutions too
     >>> print(qm.quantlens_summary)
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -36,9 +41,22 @@ from quantlens.methods.base import (
     module_bytes,
     register_method,
 )
-from quantlens.nn.dynamic_linear import ACTIVATIONS, DTYPES, DynamicLinear
-from quantlens.nn.dynamic_rnn import DynamicRNN
-from quantlens.nn.registry import standard_class, subclass_reason
+from quantlens.methods.dynamic_layers import (
+    CONV_ONLY_MODULES,
+    DEFAULT_MODULES,
+    RNN_MIN_HIDDEN,
+    SLOWER,
+    DynamicLayer,
+    all_float_types,
+    any_layer_for,
+    default_modules,
+    keep_float_reason,
+    layer_for,
+    layer_kinds,
+    register_dynamic_layer,
+)
+from quantlens.nn.dynamic_linear import ACTIVATIONS, DTYPES
+from quantlens.nn.registry import subclass_reason
 
 _TORCH_DTYPES = {torch.int8: "int8", torch.qint8: "int8", torch.float16: "float16"}
 
@@ -58,12 +76,17 @@ class Dynamic(QuantConfig):
             engine. Linear layers run PyTorch's int8 GEMM on VNNI/AMX CPUs whatever the
             engine, fbgemm's kernel under x86/fbgemm, else a float reference; LSTM / GRU
             run the engine's dynamic kernels.
-        modules: which layer kinds to quantize, from ``"linear"``, ``"lstm"``, ``"gru"``
-            (and any kind added with :func:`register_dynamic_layer`).
+        modules: which layer kinds to quantize, from ``"linear"``, ``"lstm"``, ``"gru"``,
+            ``"conv2d"`` (and any kind added with :func:`register_dynamic_layer`). None
+            (default): :data:`DEFAULT_MODULES` (Linear, LSTM, GRU); in a model that has none
+            of those, its Conv2d layers (:data:`CONV_ONLY_MODULES`; the summary says so).
+            Convolutions are not in the default otherwise: on a CNN with a Linear head,
+            quantizing them on the fly per call measured slower than the Linear-only
+            default at small inputs (``benchmarks/results/dynamic_conv.json``).
         per_channel: one weight scale per output channel (else one per tensor).
         activations: ``"per_token"`` (one scale and zero-point per row of each Linear's
             input: what transformers need) or ``"per_tensor"`` (one per call). LSTM/GRU
-            always use PyTorch's per-tensor activation quantization.
+            and Conv2d always quantize their input per tensor.
         min_rnn_hidden: int8 LSTM / GRU layers with a smaller ``hidden_size`` stay float32,
             recorded with the reason in ``quantlens_summary``: PyTorch's dynamic int8 RNN
             quantizes the hidden state at every step and runs an unfused cell, which costs
@@ -78,7 +101,7 @@ class Dynamic(QuantConfig):
     """
 
     dtype: str = "int8"
-    modules: tuple[str, ...] = ("linear", "lstm", "gru")
+    modules: tuple[str, ...] | None = None
     per_channel: bool = True
     activations: str = "per_token"
     backend: str | None = None
@@ -102,8 +125,10 @@ class Dynamic(QuantConfig):
                 f"unknown backend {self.backend!r} for Dynamic; choose one of: "
                 f"{', '.join(torch_ao.BACKENDS)} (or None for the active engine)"
             )
-        modules = (self.modules,) if isinstance(self.modules, str) else tuple(self.modules)
-        object.__setattr__(self, "modules", modules)
+        modules = self.modules
+        if modules is not None:
+            modules = (modules,) if isinstance(modules, str) else tuple(modules)
+            object.__setattr__(self, "modules", modules)
         if self.dtype not in DTYPES:
             raise ConfigError(
                 f"Dynamic dtype {self.dtype!r} is not supported; choose one of {', '.join(DTYPES)}"
@@ -122,141 +147,12 @@ class Dynamic(QuantConfig):
                 "Dynamic min_rnn_hidden must be None or an integer >= 0 (0 quantizes every "
                 f"LSTM/GRU), got {self.min_rnn_hidden!r}"
             )
-        unknown = [m for m in modules if m not in _LAYERS]
-        if unknown or not modules:
+        unknown = [m for m in modules or () if m not in layer_kinds()]
+        if unknown or modules == ():
             raise ConfigError(
                 f"Dynamic modules {', '.join(map(repr, unknown)) or '()'} not supported; "
-                f"choose from {', '.join(_LAYERS)}"
+                f"choose from {', '.join(layer_kinds())}"
             )
-
-
-# --- which float layer becomes which dynamic layer -------------------------------------------
-
-
-@dataclass(frozen=True)
-class DynamicLayer:
-    """How one kind of float layer is dynamically quantized.
-
-    Attributes:
-        kind: the name used in ``Dynamic(modules=...)``.
-        float_types: the float classes it replaces (and their subclasses that keep the
-            base's ``forward``: :func:`quantlens.nn.registry.standard_class`).
-        convert: ``convert(module, config) -> quantized module``.
-        empty: ``empty(module, config) -> quantized structure`` with placeholder weights.
-        detail: ``detail(config) -> str`` for the summary.
-        keep_float: ``keep_float(module, config) -> reason | None``: a reason to leave this
-            layer float (int8 would be slower), or None to quantize it. Deterministic (the
-            layer's shape and the config only), so a checkpoint rebuilds the same structure.
-    """
-
-    kind: str
-    float_types: tuple[type, ...]
-    convert: Callable[[nn.Module, Dynamic], nn.Module]
-    empty: Callable[[nn.Module, Dynamic], nn.Module]
-    detail: Callable[[Dynamic], str]
-    keep_float: Callable[[nn.Module, Dynamic], str | None] | None = None
-
-
-_LAYERS: dict[str, DynamicLayer] = {}
-
-
-def register_dynamic_layer(layer: DynamicLayer) -> DynamicLayer:
-    """Teach ``Dynamic`` a new layer kind (usable in ``modules=`` by its ``kind`` name)."""
-    _LAYERS[layer.kind] = layer
-    return layer
-
-
-def _linear_kwargs(config: Dynamic) -> dict:
-    return {
-        "dtype": config.dtype,
-        "per_channel": config.per_channel,
-        "activations": config.activations,
-    }
-
-
-def _linear_detail(config: Dynamic) -> str:
-    if config.dtype == "float16":
-        return "fp16 weights, fp32 compute"
-    weights = "per-channel" if config.per_channel else "per-tensor"
-    return f"int8 {weights} weights, {config.activations.replace('_', '-')} int8 activations"
-
-
-def _rnn_detail(config: Dynamic) -> str:
-    if config.dtype == "float16":
-        return "fp16 weights (PyTorch dynamic RNN)"
-    return (
-        f"int8 {'per-channel' if config.per_channel else 'per-tensor'} weights, per-tensor "
-        "activations (PyTorch dynamic RNN)"
-    )
-
-
-register_dynamic_layer(
-    DynamicLayer(
-        "linear",
-        (nn.Linear,),
-        lambda m, c: DynamicLinear.from_float(m, **_linear_kwargs(c)),
-        lambda m, c: DynamicLinear(
-            m.in_features, m.out_features, bias=m.bias is not None, **_linear_kwargs(c)
-        ),
-        _linear_detail,
-    )
-)
-
-#: Hidden sizes from which PyTorch's dynamic int8 LSTM / GRU measured faster than float32
-#: at batch 1 and at batch 450 alike (1 thread, AVX-512 VNNI; an LSTM of 256 was 1.7x at
-#: batch 1 but 0.8-1.07x at batch 450, one of 384 1.4x there). Below them the fused float
-#: cell wins: the GEMMs are small and cache-resident, and int8 adds a quantization of the
-#: hidden state at every step.
-RNN_MIN_HIDDEN = {"lstm": 384, "gru": 128}
-_SLOWER = "int8 would be slower"
-
-
-def _rnn_keep_float(module: nn.Module, config: Dynamic) -> str | None:
-    """Why an int8 LSTM / GRU this small stays float (None: quantize it)."""
-    kind = "lstm" if isinstance(module, nn.LSTM) else "gru"
-    least = RNN_MIN_HIDDEN[kind] if config.min_rnn_hidden is None else config.min_rnn_hidden
-    if config.dtype != "int8" or module.hidden_size >= least:
-        return None
-    return (
-        f"{_SLOWER}: hidden size {module.hidden_size} < {least}, where PyTorch's dynamic int8 "
-        f"{kind.upper()} (per-step activation quantization, unfused cell) runs slower than the "
-        "float one; Dynamic(min_rnn_hidden=0) quantizes it anyway"
-    )
-
-
-for _kind, _cls in (("lstm", nn.LSTM), ("gru", nn.GRU)):
-    register_dynamic_layer(
-        DynamicLayer(
-            _kind,
-            (_cls,),
-            lambda m, c: DynamicRNN.from_float(m, dtype=c.dtype, per_channel=c.per_channel),
-            lambda m, c: DynamicRNN.empty(m, dtype=c.dtype),
-            _rnn_detail,
-            keep_float=_rnn_keep_float,
-        )
-    )
-
-
-def _keep_float_reason(module: nn.Module, config: Dynamic, spec: DynamicLayer) -> str | None:
-    return spec.keep_float(module, config) if spec.keep_float is not None else None
-
-
-def _layer_for(module: nn.Module, config: Dynamic) -> DynamicLayer | None:
-    for kind in config.modules:
-        if standard_class(module, _LAYERS[kind].float_types) is not None:
-            return _LAYERS[kind]
-    return None
-
-
-def _any_layer_for(module: nn.Module) -> DynamicLayer | None:
-    return next(
-        (spec for spec in _LAYERS.values() if standard_class(module, spec.float_types) is not None),
-        None,
-    )
-
-
-def _all_float_types() -> tuple[type, ...]:
-    return tuple(t for spec in _LAYERS.values() for t in spec.float_types)
 
 
 # --- apply / rebuild -------------------------------------------------------------------------
@@ -267,12 +163,13 @@ def _targets(
 ) -> list[tuple[str, nn.Module, Dynamic, DynamicLayer]]:
     """The (name, module, config, layer spec) of every module Dynamic replaces, outermost first."""
     out, taken = [], []
+    default = default_modules(model)
     for name, module in model.named_modules():
         if any(name.startswith(t + ".") or t == "" for t in taken):
             continue
         config = ctx.config_for(name, Dynamic)
-        spec = _layer_for(module, config) if config is not None else None
-        if spec is not None and _keep_float_reason(module, config, spec) is None:
+        spec = layer_for(module, config, default) if config is not None else None
+        if spec is not None and keep_float_reason(module, config, spec) is None:
             out.append((name, module, config, spec))
             taken.append(name)
     return out
@@ -306,7 +203,17 @@ def _use_backend(ctx: QuantContext) -> None:
 def apply(model: nn.Module, ctx: QuantContext) -> nn.Module:
     """Replace every selected Linear / LSTM / GRU (see :class:`Dynamic`) and record it."""
     _use_backend(ctx)
+    default = default_modules(model)
     targets = _targets(model, ctx)
+    if default == CONV_ONLY_MODULES and any(
+        c.modules is None for c in configs_in(ctx.config) if isinstance(c, Dynamic)
+    ):
+        ctx.summary.note(
+            "the model has no Linear, LSTM or GRU layer: Dynamic quantized its Conv2d layers "
+            "(int8 weights, each call's input quantized per tensor; each int8 call has a fixed "
+            "cost, so on small feature maps it can be slower than float: ql.compare measures it); "
+            "modules=... chooses"
+        )
     for name, module, config, spec in targets:
         new = spec.convert(module, config)
         ctx.summary.add(
@@ -320,9 +227,9 @@ def apply(model: nn.Module, ctx: QuantContext) -> nn.Module:
         )
         model = _replace(model, name, new)
     if "" not in {t[0] for t in targets}:
-        _record_float_layers(model, ctx)
+        _record_float_layers(model, ctx, default)
     slow = [
-        r.name for r in ctx.summary.records if r.action == "float" and r.reason.startswith(_SLOWER)
+        r.name for r in ctx.summary.records if r.action == "float" and r.reason.startswith(SLOWER)
     ]
     if slow:
         ctx.summary.note(
@@ -338,7 +245,7 @@ def _state_bytes(module: nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in module.state_dict().values())
 
 
-def _record_float_layers(model: nn.Module, ctx: QuantContext) -> None:
+def _record_float_layers(model: nn.Module, ctx: QuantContext, default: tuple[str, ...]) -> None:
     """Summary records for leaf layers with weights that Dynamic left in float, and why."""
     for name, module in model.named_modules():
         if list(module.children()) or not list(module.parameters(recurse=False)):
@@ -347,13 +254,19 @@ def _record_float_layers(model: nn.Module, ctx: QuantContext) -> None:
             ctx.record_skip(name, module)
         elif (config := ctx.config_for(name, Dynamic)) is None:
             continue  # another method's layer: that method records it
-        elif (spec := _layer_for(module, config)) is not None and (
-            why := _keep_float_reason(module, config, spec)
+        elif (spec := layer_for(module, config, default)) is not None and (
+            why := keep_float_reason(module, config, spec)
         ):
             ctx.summary.add(name, module, "float", reason=why)
-        elif _any_layer_for(module) is not None:
-            ctx.summary.add(name, module, "float", reason="its kind is not in Dynamic(modules=...)")
-        elif (why := subclass_reason(module, _all_float_types())) is not None:
+        elif (other := any_layer_for(module)) is not None:
+            why = f"its kind ({other.kind}) is not in Dynamic(modules=...)"
+            if other.kind == "conv2d":
+                why += (
+                    ": add 'conv2d' to quantize it per call, or ql.Static quantizes "
+                    "convolutions with calibration data"
+                )
+            ctx.summary.add(name, module, "float", reason=why)
+        elif (why := subclass_reason(module, all_float_types())) is not None:
             ctx.summary.add(name, module, "float", reason=why)
         else:
             hint = (
@@ -369,11 +282,14 @@ def _record_float_layers(model: nn.Module, ctx: QuantContext) -> None:
             )
 
 
-def _heavy_float_params(model: nn.Module) -> dict[str, int]:
-    """Parameters of float leaf layers that multiply by a weight matrix (not lookups or norms)."""
+def _heavy_float_params(model: nn.Module, ctx: QuantContext) -> dict[str, int]:
+    """Parameters of float leaf layers that multiply by a weight matrix (not lookups or norms),
+    leaving out those the user skipped."""
     out: dict[str, int] = {}
-    for module in model.modules():
+    for name, module in model.named_modules():
         if list(module.children()) or isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+            continue
+        if ctx.is_skipped(name):
             continue
         matrices = sum(
             p.numel() for p in module.parameters(recurse=False) if p.dim() >= 2
@@ -387,7 +303,7 @@ def _warn_if_little(model: nn.Module, ctx: QuantContext, targets, slow: list[str
     """Warn when the layers left float (convolutions, RNNs where int8 is slower, ...) outweigh
     the quantized ones."""
     quantized = sum(p.numel() for _, module, _, _ in targets for p in module.parameters())
-    heavy = _heavy_float_params(model)
+    heavy = _heavy_float_params(model, ctx)
     left = sum(heavy.values())
     if not targets or left <= quantized:
         return
@@ -401,8 +317,8 @@ def _warn_if_little(model: nn.Module, ctx: QuantContext, targets, slow: list[str
     )
     if any(k.startswith("Conv") for k in heavy):
         text += (
-            " (convolutions cannot be dynamically quantized): use ql.Static with "
-            "calibration data instead"
+            " (Dynamic(modules=(..., 'conv2d')) quantizes Conv2d too; ql.Static with "
+            "calibration data keeps the activations int8 between layers)"
         )
     elif slow:
         text += (
@@ -424,3 +340,13 @@ def rebuild(model: nn.Module, ctx: QuantContext) -> nn.Module:
 
 
 register_method("dynamic", Dynamic, apply=apply, rebuild=rebuild, order=60)
+
+__all__ = [
+    "CONV_ONLY_MODULES",
+    "DEFAULT_MODULES",
+    "RNN_MIN_HIDDEN",
+    "Dynamic",
+    "DynamicLayer",
+    "default_modules",
+    "register_dynamic_layer",
+]

@@ -1,0 +1,216 @@
+"""Which float layer :class:`~quantlens.methods.dynamic.Dynamic` turns into which dynamic
+layer: a registry of layer kinds (the names ``Dynamic(modules=...)`` takes).
+
+Supporting another layer type is one :func:`register_dynamic_layer` call. Registered here:
+``"linear"`` (:class:`~quantlens.nn.dynamic_linear.DynamicLinear`), ``"lstm"`` / ``"gru"``
+(:class:`~quantlens.methods.dynamic_rnn.DynamicRNN`, left float below
+:data:`RNN_MIN_HIDDEN`) and ``"conv2d"`` (:class:`~quantlens.nn.dynamic_conv.DynamicConv2d`).
+
+Example:
+    >>> default_modules(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()))
+    ('conv2d',)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from torch import nn
+
+from quantlens.nn.dynamic_conv import DynamicConv2d
+from quantlens.nn.dynamic_linear import DynamicLinear
+from quantlens.nn.dynamic_rnn import DynamicRNN
+from quantlens.nn.registry import standard_class
+
+if TYPE_CHECKING:
+    from quantlens.methods.dynamic import Dynamic
+
+
+@dataclass(frozen=True)
+class DynamicLayer:
+    """How one kind of float layer is dynamically quantized.
+
+    Attributes:
+        kind: the name used in ``Dynamic(modules=...)``.
+        float_types: the float classes it replaces (and their subclasses that keep the
+            base's ``forward``: :func:`quantlens.nn.registry.standard_class`).
+        convert: ``convert(module, config) -> quantized module``.
+        empty: ``empty(module, config) -> quantized structure`` with placeholder weights.
+        detail: ``detail(config) -> str`` for the summary.
+        keep_float: ``keep_float(module, config) -> reason | None``: a reason to leave this
+            layer float (int8 would be slower), or None to quantize it. Deterministic (the
+            layer's shape and the config only), so a checkpoint rebuilds the same structure.
+    """
+
+    kind: str
+    float_types: tuple[type, ...]
+    convert: Callable[[nn.Module, Dynamic], nn.Module]
+    empty: Callable[[nn.Module, Dynamic], nn.Module]
+    detail: Callable[[Dynamic], str]
+    keep_float: Callable[[nn.Module, Dynamic], str | None] | None = None
+
+
+_LAYERS: dict[str, DynamicLayer] = {}
+
+
+def register_dynamic_layer(layer: DynamicLayer) -> DynamicLayer:
+    """Teach ``Dynamic`` a new layer kind (usable in ``modules=`` by its ``kind`` name)."""
+    _LAYERS[layer.kind] = layer
+    return layer
+
+
+def _linear_kwargs(config: Dynamic) -> dict:
+    return {
+        "dtype": config.dtype,
+        "per_channel": config.per_channel,
+        "activations": config.activations,
+    }
+
+
+def _linear_detail(config: Dynamic) -> str:
+    if config.dtype == "float16":
+        return "fp16 weights, fp32 compute"
+    weights = "per-channel" if config.per_channel else "per-tensor"
+    return f"int8 {weights} weights, {config.activations.replace('_', '-')} int8 activations"
+
+
+def _rnn_detail(config: Dynamic) -> str:
+    if config.dtype == "float16":
+        return "fp16 weights (PyTorch dynamic RNN)"
+    return (
+        f"int8 {'per-channel' if config.per_channel else 'per-tensor'} weights, per-tensor "
+        "activations (PyTorch dynamic RNN)"
+    )
+
+
+register_dynamic_layer(
+    DynamicLayer(
+        "linear",
+        (nn.Linear,),
+        lambda m, c: DynamicLinear.from_float(m, **_linear_kwargs(c)),
+        lambda m, c: DynamicLinear(
+            m.in_features, m.out_features, bias=m.bias is not None, **_linear_kwargs(c)
+        ),
+        _linear_detail,
+    )
+)
+
+#: Hidden sizes from which PyTorch's dynamic int8 LSTM / GRU measured faster than float32
+#: at batch 1 and at batch 450 alike (1 thread, AVX-512 VNNI; an LSTM of 256 was 1.7x at
+#: batch 1 but 0.8-1.07x at batch 450, one of 384 1.4x there). Below them the fused float
+#: cell wins: the GEMMs are small and cache-resident, and int8 adds a quantization of the
+#: hidden state at every step.
+RNN_MIN_HIDDEN = {"lstm": 384, "gru": 128}
+SLOWER = "int8 would be slower"
+
+
+def _rnn_keep_float(module: nn.Module, config: Dynamic) -> str | None:
+    """Why an int8 LSTM / GRU this small stays float (None: quantize it)."""
+    kind = "lstm" if isinstance(module, nn.LSTM) else "gru"
+    least = RNN_MIN_HIDDEN[kind] if config.min_rnn_hidden is None else config.min_rnn_hidden
+    if config.dtype != "int8" or module.hidden_size >= least:
+        return None
+    return (
+        f"{SLOWER}: hidden size {module.hidden_size} < {least}, where PyTorch's dynamic int8 "
+        f"{kind.upper()} (per-step activation quantization, unfused cell) runs slower than the "
+        "float one; Dynamic(min_rnn_hidden=0) quantizes it anyway"
+    )
+
+
+for _kind, _cls in (("lstm", nn.LSTM), ("gru", nn.GRU)):
+    register_dynamic_layer(
+        DynamicLayer(
+            _kind,
+            (_cls,),
+            lambda m, c: DynamicRNN.from_float(m, dtype=c.dtype, per_channel=c.per_channel),
+            lambda m, c: DynamicRNN.empty(m, dtype=c.dtype),
+            _rnn_detail,
+            keep_float=_rnn_keep_float,
+        )
+    )
+
+
+def _conv_keep_float(module: nn.Module, config: Dynamic) -> str | None:
+    if config.dtype == "int8":
+        return None
+    return f"Dynamic(dtype={config.dtype!r}) has no {config.dtype} convolution; left float"
+
+
+register_dynamic_layer(
+    DynamicLayer(
+        "conv2d",
+        (nn.Conv2d,),
+        lambda m, c: DynamicConv2d.from_float(m, per_channel=c.per_channel),
+        lambda m, c: DynamicConv2d.from_config({**_conv_shape(m), "per_channel": c.per_channel}),
+        lambda c: (
+            f"int8 {'per-channel' if c.per_channel else 'per-tensor'} weights, per-tensor uint8 "
+            "activations (oneDNN int8 convolution)"
+        ),
+        keep_float=_conv_keep_float,
+    )
+)
+
+#: The layer kinds ``Dynamic()`` quantizes by default.
+DEFAULT_MODULES = ("linear", "lstm", "gru")
+#: What ``Dynamic()`` quantizes in a model with no layer of :data:`DEFAULT_MODULES`.
+CONV_ONLY_MODULES = ("conv2d",)
+
+
+def _conv_shape(conv: nn.Conv2d) -> dict:
+    keys = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation")
+    return {
+        **{k: getattr(conv, k) for k in keys},
+        "groups": conv.groups,
+        "bias": conv.bias is not None,
+        "padding_mode": conv.padding_mode,
+    }
+
+
+def default_modules(model: nn.Module) -> tuple[str, ...]:
+    """The layer kinds ``Dynamic(modules=None)`` quantizes in ``model``: :data:`DEFAULT_MODULES`,
+    or :data:`CONV_ONLY_MODULES` when the model has no Linear / LSTM / GRU layer at all
+    (skipped ones count: skipping a model's Linear layers does not turn on its convolutions).
+
+    Example:
+        >>> default_modules(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()))
+        ('conv2d',)
+    """
+    types = tuple(t for kind in DEFAULT_MODULES for t in _LAYERS[kind].float_types)
+    if any(standard_class(m, types) is not None for m in model.modules()):
+        return DEFAULT_MODULES
+    return CONV_ONLY_MODULES
+
+
+def _kinds(config: Dynamic, default: tuple[str, ...]) -> tuple[str, ...]:
+    return default if config.modules is None else config.modules
+
+
+def keep_float_reason(module: nn.Module, config: Dynamic, spec: DynamicLayer) -> str | None:
+    return spec.keep_float(module, config) if spec.keep_float is not None else None
+
+
+def layer_for(
+    module: nn.Module, config: Dynamic, default: tuple[str, ...] = DEFAULT_MODULES
+) -> DynamicLayer | None:
+    for kind in _kinds(config, default):
+        if standard_class(module, _LAYERS[kind].float_types) is not None:
+            return _LAYERS[kind]
+    return None
+
+
+def any_layer_for(module: nn.Module) -> DynamicLayer | None:
+    return next(
+        (spec for spec in _LAYERS.values() if standard_class(module, spec.float_types) is not None),
+        None,
+    )
+
+
+def all_float_types() -> tuple[type, ...]:
+    return tuple(t for spec in _LAYERS.values() for t in spec.float_types)
+
+
+def layer_kinds() -> dict[str, DynamicLayer]:
+    """Every registered layer kind by name."""
+    return dict(_LAYERS)
