@@ -28,7 +28,15 @@ from quantlens.core import distributed
 from quantlens.core.data import Batch
 from quantlens.core.observers import get_observer
 from quantlens.errors import ConfigError, QuantizationFailedError
-from quantlens.methods import fusion, int8_check, int8_choice, int8_graph, int8_inputs, int8_regions
+from quantlens.methods import (
+    bn_pairs,
+    fusion,
+    int8_check,
+    int8_choice,
+    int8_graph,
+    int8_inputs,
+    int8_regions,
+)
 from quantlens.methods.backends import torch_ao
 from quantlens.methods.base import (
     SKIP_REASON,
@@ -319,9 +327,15 @@ def _token_inputs(model: nn.Module, plan: int8_graph.Plan, batch: Batch, ctx: Qu
 def _fold(model: nn.Module, ctx: QuantContext) -> None:
     """Fold the BatchNorms that follow a Static Conv/Linear (the graph-mode fusion's job,
     for the paths without a whole-model graph)."""
-    folded = fusion.fold_batchnorms(
-        model, keep=lambda name: not isinstance(resolve(ctx.config, name), Static)
-    )
+    keep = lambda name: not isinstance(resolve(ctx.config, name), Static)
+    folded = fusion.fold_batchnorms(model, keep=keep)
+    batch = int8_state(ctx).example_batch
+    for layer, bn in bn_pairs.runtime_pairs(model, batch) if batch is not None else ():
+        if not (keep(layer) or keep(bn)):  # (pairs torch.fx could not see: found by running)
+            fusion.fold_pair(model.get_submodule(layer), model.get_submodule(bn))
+            parent, _, attr = bn.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, attr, nn.Identity())
+            folded.append((layer, bn))
     if folded:
         ctx.summary.note(
             "folded BatchNorm into the layer before it: " + ", ".join(b for _, b in folded)
