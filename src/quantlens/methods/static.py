@@ -33,6 +33,7 @@ from quantlens.methods import (
     fusion,
     int8_check,
     int8_choice,
+    int8_fallback,
     int8_graph,
     int8_inputs,
     int8_regions,
@@ -74,6 +75,13 @@ class Static(QuantConfig):
             merge every rank's observer statistics before converting, so that each rank
             converts with the parameters one process over all ranks' data would choose;
             False keeps each rank's own. Nothing changes outside a process group.
+        auto_fallback: when the int8 model's output on the first calibration batch agrees
+            with float below cosine :data:`~quantlens.methods.int8_check.AGREEMENT_FLOOR`,
+            leave the captured regions that cost the most in float (worst first, measured by
+            running each alone in int8), until the floor is reached or half of them are
+            float; each one's summary reason gives the cosine before and after
+            (:mod:`quantlens.methods.int8_fallback`). Applies to models captured by regions;
+            False keeps every region int8 and only warns.
         skip, overrides: see :class:`QuantConfig`; skipped layers stay float.
     """
 
@@ -85,6 +93,7 @@ class Static(QuantConfig):
     calib_batches: int | None = None
     mode: str = "auto"
     sync: bool = True
+    auto_fallback: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -207,6 +216,7 @@ def convert(model: nn.Module, ctx: QuantContext) -> nn.Module:
         return converted
 
     choices: dict[str, int8_choice.Choice] = {}
+    floated: list[str] = []
     if regions:
         for region in regions if measure else ():
             got = int8_choice.choose(
@@ -217,9 +227,22 @@ def convert(model: nn.Module, ctx: QuantContext) -> nn.Module:
             )
             if got is not None:
                 choices[region.name] = got
+        if rebuilding:  # the regions the checkpoint records as float
+            wanted = int8_fallback.saved_float_regions(ctx.example_inputs)
+        else:  # every region may go float, or none
+            wanted = None if cfg.auto_fallback else []
+        floats = int8_fallback.float_copies(model, regions, choices, wanted)
         plan = int8_regions.convert_regions(
             model, regions, ctx.config, Static, custom, choices, _float_reason
         )
+        if rebuilding:
+            floated = int8_fallback.restore(model, regions, floats, plan)
+        else:
+            example, reference = state.example, state.float_reference
+            floated = int8_fallback.back_off_regions(
+                model, regions, floats, plan, ctx.summary, example, reference
+            )
+        floated += [n for n, c in choices.items() if c.keep_float]
         before = int8_regions.rename_layers(before, regions)
         choices = {
             r.name + (".module" if r.leaf else ""): choices[r.name]
@@ -250,7 +273,10 @@ def convert(model: nn.Module, ctx: QuantContext) -> nn.Module:
     int8_check.check_converted(converted, ctx)
     int8_graph.summarize(ctx, before, converted, plan, _detail(cfg))
     _record_choices(ctx, choices)
-    int8_graph.preserve(converted, quantlens_example_inputs=state.example_desc)
+    desc = state.example_desc
+    if regions and floated:  # a checkpoint's rebuild leaves the same regions float
+        desc = {**desc, int8_fallback.SAVED_KEY: sorted(set(floated))}
+    int8_graph.preserve(converted, quantlens_example_inputs=desc)
     return converted
 
 
