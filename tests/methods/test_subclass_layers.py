@@ -60,9 +60,10 @@ METHODS = {
     "static-eager": ql.Static(observer="minmax", mode="eager"),
     "qat": ql.QAT(),
     "dynamic": ql.Dynamic(),
+    "dynamic-conv": ql.Dynamic(modules=("linear", "conv2d")),
     "weight-only": ql.WeightOnly(bits=8, group_size=None, modules=("linear", "conv2d")),
 }
-# the layers each method can quantize at all (Dynamic has no convolution)
+# the layers each method quantizes (Dynamic's default leaves convolutions float next to Linear)
 KINDS = {"dynamic": ("fc1",)}
 
 
