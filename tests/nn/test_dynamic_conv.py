@@ -163,3 +163,14 @@ def test_forced_path_that_cannot_run_says_why():
     x = torch.randn(1, 3, 6, 6, device="meta")
     with pytest.raises(InputError, match="CPU only"):
         q.kernel_for(x)
+
+
+@pytest.mark.slow
+def test_graph_exports_trace_the_same_quantized_values():
+    conv, x = _conv("grouped")
+    q = DynamicConv2d.from_float(conv).eval()
+    expected = q(x)
+    traced = torch.jit.trace(q, (x,))  # (TorchScript; ONNX export traces the same way)
+    assert_similar(traced(x * 2), q(x * 2), atol=1e-5)  # scales follow the input
+    exported = torch.export.export(q, (x,)).module()
+    assert_similar(exported(x), expected, atol=1e-5)

@@ -28,6 +28,10 @@ reference  dequantize the codes and ``F.conv2d`` in float32 (the same quantized 
            any device)
 =========  ==========================================================================
 
+Graph exports (``torch.export``, TorchScript and ONNX tracing) record the reference path
+with the scale and zero point as tensors computed in the graph, so ``ql.export`` writes a
+model that quantizes each input as this layer does (in float ops: no int8 speed-up there).
+
 The state dict holds plain tensors only (``weight`` int8, ``weight_scale``, ``bias``):
 packed kernel weights are a cache rebuilt on first use and never saved.
 """
@@ -350,10 +354,14 @@ class DynamicConv2d(nn.Module):
         if x.dim() == 3:
             return self.forward(x.unsqueeze(0)).squeeze(0)
         channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
         xf = x.float()
         if self._pre_pad is not None:
             mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
             xf = F.pad(xf, self._pre_pad, mode=mode)
+        if torch.jit.is_tracing() or torch.compiler.is_compiling():  # an export
+            y = self._traced(xf)
+            return y.contiguous(memory_format=fmt).to(x.dtype)
         bounds = tuple(float(t) for t in torch.aminmax(xf)) if xf.numel() else (0.0, 0.0)
         if xf.numel() == 0 or not all(map(math.isfinite, bounds)):  # NaN / Inf: as in float
             stride, padding, dilation = _geometry(self)
@@ -363,8 +371,20 @@ class DynamicConv2d(nn.Module):
             q, s, z = quantize_input(xf, bounds)
             path = self.kernel_for(q)
             y = path.run(self, self._state_for(path), q, s, z)
-        fmt = torch.channels_last if channels_last else torch.contiguous_format
         return y.contiguous(memory_format=fmt).to(x.dtype)
+
+    def _traced(self, xf: torch.Tensor) -> torch.Tensor:
+        """The reference path with tensor-valued scale and zero point, for graph exports
+        (``torch.export``, TorchScript / ONNX tracing), which cannot follow Python floats
+        read off the input."""
+        lo, hi = torch.aminmax(xf)
+        lo, hi = lo.clamp(max=0), hi.clamp(min=0)
+        s = ((hi - lo) / ACT_QMAX).clamp_min(_EPS)
+        z = torch.round(-lo / s).clamp(0, ACT_QMAX)
+        q = torch.round(xf / s + z).clamp(0, ACT_QMAX)
+        stride, padding, dilation = _geometry(self)
+        w = self.dequantized_weight()
+        return F.conv2d((q - z) * s, w, self.bias, stride, padding, dilation, self.groups)
 
     # the packed-weight cache never enters state dicts, copies or pickles -----------------
 
