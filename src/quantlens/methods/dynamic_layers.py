@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
-from quantlens.nn.dynamic_conv import DynamicConv2d
+from quantlens.nn.dynamic_conv import DynamicConv2d, conv_config
 from quantlens.nn.dynamic_linear import DynamicLinear
 from quantlens.nn.dynamic_rnn import DynamicRNN
 from quantlens.nn.registry import standard_class
@@ -143,7 +143,7 @@ register_dynamic_layer(
         "conv2d",
         (nn.Conv2d,),
         lambda m, c: DynamicConv2d.from_float(m, per_channel=c.per_channel),
-        lambda m, c: DynamicConv2d.from_config({**_conv_shape(m), "per_channel": c.per_channel}),
+        lambda m, c: DynamicConv2d.from_config({**conv_config(m), "per_channel": c.per_channel}),
         lambda c: (
             f"int8 {'per-channel' if c.per_channel else 'per-tensor'} weights, per-tensor uint8 "
             "activations (oneDNN int8 convolution)"
@@ -156,16 +156,6 @@ register_dynamic_layer(
 DEFAULT_MODULES = ("linear", "lstm", "gru")
 #: What ``Dynamic()`` quantizes in a model with no layer of :data:`DEFAULT_MODULES`.
 CONV_ONLY_MODULES = ("conv2d",)
-
-
-def _conv_shape(conv: nn.Conv2d) -> dict:
-    keys = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation")
-    return {
-        **{k: getattr(conv, k) for k in keys},
-        "groups": conv.groups,
-        "bias": conv.bias is not None,
-        "padding_mode": conv.padding_mode,
-    }
 
 
 def default_modules(model: nn.Module) -> tuple[str, ...]:

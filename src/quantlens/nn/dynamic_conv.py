@@ -14,19 +14,8 @@ convolution mixes neighbouring positions: a per-position scale would not factor 
 sum. The zero point is exact, so zero padding stays exactly zero.
 
 Kernel paths (``layer.kernel = name`` forces one; ``"auto"`` takes the first that accepts):
-
-=========  ==========================================================================
-path       what runs
-=========  ==========================================================================
-onednn     ``torch.ops.onednn.qconv2d_pointwise``: oneDNN's uint8 x int8 convolution
-           with a float32 output (bias and both scales applied inside), on a weight
-           packed once by ``torch.ops.onednn.qconv_prepack``. CPU, PyTorch built with
-           oneDNN (every x86 build). ``quantized::conv2d`` would need an output scale
-           before the output exists, and ``quantized::conv2d_dynamic`` reuses the input's
-           scale for the output; this op returns float directly.
-reference  dequantize the codes and ``F.conv2d`` in float32 (the same quantized values;
-           any device)
-=========  ==========================================================================
+oneDNN's uint8 x int8 convolution with a float32 output on CPU, else a float reference on the
+same quantized values (:mod:`quantlens.nn.dynamic_conv_kernels`).
 
 Graph exports (``torch.export``, TorchScript and ONNX tracing) record the reference path
 with the scale and zero point as tensors computed in the graph, so ``ql.export`` writes a
@@ -38,11 +27,8 @@ packed kernel weights are a cache rebuilt on first use and never saved.
 
 from __future__ import annotations
 
-import functools
 import math
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +36,12 @@ from torch import nn
 from torch.nn.modules.utils import _pair
 
 from quantlens.errors import InputError, UnknownNameError
+from quantlens.nn.dynamic_conv_kernels import (
+    ConvKernel,
+    conv_kernels,
+    geometry,
+    register_conv_kernel,
+)
 
 ACT_QMAX = 255  # uint8 activation codes
 WEIGHT_QMAX = 127
@@ -106,88 +98,6 @@ def quantize_input(
     z = int(min(max(round(-lo / s), 0), ACT_QMAX))
     q = torch.add(x, z * s).mul_(1.0 / s).round_().clamp_(0, ACT_QMAX)  # round(x / s) + z
     return q.to(torch.uint8), s, z
-
-
-# --- kernel paths ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ConvKernel:
-    """One way to run a :class:`DynamicConv2d` forward.
-
-    Attributes:
-        name: the path name (``layer.kernel = name`` forces it).
-        accepts: ``accepts(x) -> None`` if it can run on this input, else the reason.
-        prepare: ``prepare(layer) -> state`` (a packed weight; cached on the layer).
-        run: ``run(layer, state, q, s, z) -> y`` float32 for the uint8 codes ``q`` of the
-            (padded) input with scale ``s`` and zero point ``z``.
-    """
-
-    name: str
-    accepts: Callable[[torch.Tensor], str | None]
-    prepare: Callable[[DynamicConv2d], object]
-    run: Callable[[DynamicConv2d, object, torch.Tensor, float, int], torch.Tensor]
-
-
-_KERNELS: dict[str, ConvKernel] = {}
-
-
-def register_conv_kernel(kernel: ConvKernel) -> ConvKernel:
-    """Add a kernel path; paths registered earlier are tried first by ``"auto"``."""
-    _KERNELS[kernel.name] = kernel
-    return kernel
-
-
-def conv_kernels() -> dict[str, ConvKernel]:
-    """Every registered path by name."""
-    return dict(_KERNELS)
-
-
-@functools.cache
-def _has_onednn_qconv() -> bool:
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qconv_prepack")
-
-
-def _onednn_accepts(x: torch.Tensor) -> str | None:
-    if x.device.type != "cpu":
-        return f"it runs on CPU only, the input is on {x.device.type}"
-    if not _has_onednn_qconv():
-        return "this PyTorch build has no oneDNN int8 convolution"
-    return None
-
-
-def _geometry(layer: DynamicConv2d) -> tuple[list[int], list[int], list[int]]:
-    return list(layer.stride), list(layer.conv_padding), list(layer.dilation)
-
-
-def _onednn_prepare(layer: DynamicConv2d):
-    stride, padding, dilation = _geometry(layer)
-    packed = torch.ops.onednn.qconv_prepack(
-        layer.weight, layer.weight_scale, 1.0, 0, stride, padding, dilation, layer.groups, None
-    )
-    return packed, torch.zeros(layer.out_channels, dtype=torch.long)  # (weight zero points)
-
-
-def _onednn_run(layer, state, q, s, z):
-    stride, padding, dilation = _geometry(layer)
-    packed, zeros = state
-    return torch.ops.onednn.qconv2d_pointwise(
-        q, s, z, packed, layer.weight_scale, zeros, layer.bias,
-        stride, padding, dilation, layer.groups,
-        1.0, 0, torch.float32, "none", [], "",
-    )  # fmt: skip
-
-
-def _reference_run(layer, state, q, s, z):
-    stride, padding, dilation = _geometry(layer)
-    x = (q.float() - z) * s
-    return F.conv2d(
-        x, layer.dequantized_weight(), layer.bias, stride, padding, dilation, layer.groups
-    )
-
-
-register_conv_kernel(ConvKernel("onednn", _onednn_accepts, _onednn_prepare, _onednn_run))
-register_conv_kernel(ConvKernel("reference", lambda x: None, lambda layer: None, _reference_run))
 
 
 # --- the module ------------------------------------------------------------------------------
@@ -273,7 +183,7 @@ class DynamicConv2d(nn.Module):
             raise InputError(
                 f"DynamicConv2d.from_float needs an nn.Conv2d, got {type(conv).__name__}"
             )
-        layer = cls.from_config({**_conv_config(conv), "per_channel": per_channel})
+        layer = cls.from_config({**conv_config(conv), "per_channel": per_channel})
         with torch.no_grad():
             wq, ws = quantize_conv_weight(conv.weight, per_channel)
             layer.weight.copy_(wq)
@@ -317,16 +227,16 @@ class DynamicConv2d(nn.Module):
 
     @kernel.setter
     def kernel(self, name: str) -> None:
-        if name != "auto" and name not in _KERNELS:
+        if name != "auto" and name not in conv_kernels():
             raise UnknownNameError(
-                f"unknown conv kernel path {name!r}; valid: auto, {', '.join(_KERNELS)}"
+                f"unknown conv kernel path {name!r}; valid: auto, {', '.join(conv_kernels())}"
             )
         self._kernel = name
 
     def kernel_for(self, x: torch.Tensor) -> ConvKernel:
         """The path a forward on ``x`` takes."""
         if self._kernel != "auto":
-            path = _KERNELS[self._kernel]
+            path = conv_kernels()[self._kernel]
             reason = path.accepts(x)
             if reason:
                 raise InputError(
@@ -334,7 +244,7 @@ class DynamicConv2d(nn.Module):
                     "set layer.kernel = 'auto'"
                 )
             return path
-        return next(p for p in _KERNELS.values() if p.accepts(x) is None)
+        return next(p for p in conv_kernels().values() if p.accepts(x) is None)
 
     def _state_for(self, path: ConvKernel):
         if path.name not in self._cache:
@@ -364,7 +274,7 @@ class DynamicConv2d(nn.Module):
             return y.contiguous(memory_format=fmt).to(x.dtype)
         bounds = tuple(float(t) for t in torch.aminmax(xf)) if xf.numel() else (0.0, 0.0)
         if xf.numel() == 0 or not all(map(math.isfinite, bounds)):  # NaN / Inf: as in float
-            stride, padding, dilation = _geometry(self)
+            stride, padding, dilation = geometry(self)
             w = self.dequantized_weight()
             y = F.conv2d(xf, w, self.bias, stride, padding, dilation, self.groups)
         else:
@@ -382,7 +292,7 @@ class DynamicConv2d(nn.Module):
         s = ((hi - lo) / ACT_QMAX).clamp_min(_EPS)
         z = torch.round(-lo / s).clamp(0, ACT_QMAX)
         q = torch.round(xf / s + z).clamp(0, ACT_QMAX)
-        stride, padding, dilation = _geometry(self)
+        stride, padding, dilation = geometry(self)
         w = self.dequantized_weight()
         return F.conv2d((q - z) * s, w, self.bias, stride, padding, dilation, self.groups)
 
@@ -414,7 +324,8 @@ class DynamicConv2d(nn.Module):
         return text + f", bias={self.bias is not None}, int8 {weights} weights, uint8 activations"
 
 
-def _conv_config(conv: nn.Conv2d) -> dict:
+def conv_config(conv: nn.Conv2d) -> dict:
+    """The constructor arguments of a layer shaped like ``conv`` (weights aside)."""
     return {
         "in_channels": conv.in_channels,
         "out_channels": conv.out_channels,
@@ -426,3 +337,14 @@ def _conv_config(conv: nn.Conv2d) -> dict:
         "bias": conv.bias is not None,
         "padding_mode": conv.padding_mode,
     }
+
+
+__all__ = [
+    "ConvKernel",
+    "DynamicConv2d",
+    "conv_config",
+    "conv_kernels",
+    "quantize_conv_weight",
+    "quantize_input",
+    "register_conv_kernel",
+]
