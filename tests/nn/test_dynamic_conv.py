@@ -166,6 +166,7 @@ def test_forced_path_that_cannot_run_says_why():
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # the input-shape check
 def test_graph_exports_trace_the_same_quantized_values():
     conv, x = _conv("grouped")
     q = DynamicConv2d.from_float(conv).eval()
