@@ -17,6 +17,7 @@ from quantlens.nn.dynamic_conv import (
     quantize_conv_weight,
     quantize_input,
 )
+from quantlens.nn.registry import DynamicSpec
 
 PATHS = tuple(conv_kernels())
 
@@ -153,6 +154,8 @@ def test_mistakes_raise_one_line_errors():
         q.kernel = "nope"
     with pytest.raises(InputError, match="nn.Conv2d"):
         DynamicConv2d.from_float(nn.Linear(3, 4))
+    with pytest.raises(InputError, match="int8 weights only"):
+        DynamicConv2d.from_float(nn.Conv2d(3, 4, 3), DynamicSpec(dtype="float16"))
     with pytest.raises(InputError, match="divisible by groups"):
         DynamicConv2d(6, 4, 3, groups=4)
 

@@ -60,6 +60,7 @@ def test_every_family_has_registered_layers():
         "QConv2d",
         "DynamicLinear",
         "DynamicRNN",
+        "DynamicConv2d",
     }
 
 

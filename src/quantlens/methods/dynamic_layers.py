@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
-from quantlens.nn.dynamic_conv import DynamicConv2d, conv_config
+from quantlens.nn.dynamic_conv import DynamicConv2d
 from quantlens.nn.dynamic_linear import DynamicLinear
 from quantlens.nn.dynamic_rnn import DynamicRNN
 from quantlens.nn.registry import standard_class
@@ -143,7 +143,7 @@ register_dynamic_layer(
         "conv2d",
         (nn.Conv2d,),
         lambda m, c: DynamicConv2d.from_float(m, per_channel=c.per_channel),
-        lambda m, c: DynamicConv2d.from_config({**conv_config(m), "per_channel": c.per_channel}),
+        lambda m, c: DynamicConv2d.empty(m, per_channel=c.per_channel),
         lambda c: (
             f"int8 {'per-channel' if c.per_channel else 'per-tensor'} weights, per-tensor uint8 "
             "activations (oneDNN int8 convolution)"

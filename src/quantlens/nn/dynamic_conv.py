@@ -42,6 +42,7 @@ from quantlens.nn.dynamic_conv_kernels import (
     geometry,
     register_conv_kernel,
 )
+from quantlens.nn.registry import DynamicSpec, register_quantized
 
 ACT_QMAX = 255  # uint8 activation codes
 WEIGHT_QMAX = 127
@@ -103,6 +104,7 @@ def quantize_input(
 # --- the module ------------------------------------------------------------------------------
 
 
+@register_quantized(nn.Conv2d, family="dynamic")
 class DynamicConv2d(nn.Module):
     """``nn.Conv2d`` with int8 per-channel weights and input quantized per call (uint8).
 
@@ -177,13 +179,12 @@ class DynamicConv2d(nn.Module):
         return (left[1], right[1], left[0], right[0])  # F.pad order: W then H
 
     @classmethod
-    def from_float(cls, conv: nn.Conv2d, *, per_channel: bool = True) -> DynamicConv2d:
-        """A DynamicConv2d holding ``conv``'s weight quantized (``conv`` is left untouched)."""
-        if not isinstance(conv, nn.Conv2d):
-            raise InputError(
-                f"DynamicConv2d.from_float needs an nn.Conv2d, got {type(conv).__name__}"
-            )
-        layer = cls.from_config({**conv_config(conv), "per_channel": per_channel})
+    def from_float(
+        cls, conv: nn.Conv2d, spec: DynamicSpec | None = None, *, per_channel: bool = True
+    ) -> DynamicConv2d:
+        """A DynamicConv2d holding ``conv``'s weight quantized (``conv`` is left untouched);
+        ``spec`` (the layer registry's), when given, replaces ``per_channel``."""
+        layer = cls.empty(conv, spec, per_channel=per_channel)
         with torch.no_grad():
             wq, ws = quantize_conv_weight(conv.weight, per_channel)
             layer.weight.copy_(wq)
@@ -191,6 +192,19 @@ class DynamicConv2d(nn.Module):
             if conv.bias is not None:
                 layer.bias.copy_(conv.bias.detach().float())
         return layer.to(conv.weight.device)
+
+    @classmethod
+    def empty(
+        cls, conv: nn.Conv2d, spec: DynamicSpec | None = None, *, per_channel: bool = True
+    ) -> DynamicConv2d:
+        """The quantized structure of ``conv`` with placeholder weights."""
+        if not isinstance(conv, nn.Conv2d):
+            raise InputError(f"DynamicConv2d needs an nn.Conv2d, got {type(conv).__name__}")
+        if spec is not None and spec.dtype != "int8":
+            raise InputError(f"DynamicConv2d has int8 weights only, not {spec.dtype}")
+        if spec is not None:
+            per_channel = spec.per_channel
+        return cls.from_config({**conv_config(conv), "per_channel": per_channel})
 
     @classmethod
     def from_config(cls, config: dict) -> DynamicConv2d:
