@@ -49,7 +49,9 @@ from quantlens.methods.dynamic_layers import (
     DynamicLayer,
     all_float_types,
     any_layer_for,
+    convert_layer,
     default_modules,
+    empty_layer,
     keep_float_reason,
     layer_for,
     layer_kinds,
@@ -215,7 +217,7 @@ def apply(model: nn.Module, ctx: QuantContext) -> nn.Module:
             "modules=... chooses"
         )
     for name, module, config, spec in targets:
-        new = spec.convert(module, config)
+        new = convert_layer(module, config)
         ctx.summary.add(
             name or "(model)",
             module,
@@ -335,7 +337,7 @@ def rebuild(model: nn.Module, ctx: QuantContext) -> nn.Module:
     checkpoint."""
     _use_backend(ctx)
     for name, module, config, spec in _targets(model, ctx):
-        model = _replace(model, name, spec.empty(module, config))
+        model = _replace(model, name, empty_layer(module, config))
     return model
 
 

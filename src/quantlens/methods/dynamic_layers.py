@@ -3,7 +3,7 @@ layer: a registry of layer kinds (the names ``Dynamic(modules=...)`` takes).
 
 Supporting another layer type is one :func:`register_dynamic_layer` call. Registered here:
 ``"linear"`` (:class:`~quantlens.nn.dynamic_linear.DynamicLinear`), ``"lstm"`` / ``"gru"``
-(:class:`~quantlens.methods.dynamic_rnn.DynamicRNN`, left float below
+(:class:`~quantlens.nn.dynamic_rnn.DynamicRNN`, left float below
 :data:`RNN_MIN_HIDDEN`) and ``"conv2d"`` (:class:`~quantlens.nn.dynamic_conv.DynamicConv2d`).
 
 Example:
@@ -19,10 +19,9 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
-from quantlens.nn.dynamic_conv import DynamicConv2d
-from quantlens.nn.dynamic_linear import DynamicLinear
-from quantlens.nn.dynamic_rnn import DynamicRNN
-from quantlens.nn.registry import standard_class
+# imported for their registration in the layer registry's "dynamic" family
+from quantlens.nn import dynamic_conv, dynamic_linear, dynamic_rnn  # noqa: F401
+from quantlens.nn.registry import DynamicSpec, quantized_class_for, standard_class
 
 if TYPE_CHECKING:
     from quantlens.methods.dynamic import Dynamic
@@ -36,8 +35,6 @@ class DynamicLayer:
         kind: the name used in ``Dynamic(modules=...)``.
         float_types: the float classes it replaces (and their subclasses that keep the
             base's ``forward``: :func:`quantlens.nn.registry.standard_class`).
-        convert: ``convert(module, config) -> quantized module``.
-        empty: ``empty(module, config) -> quantized structure`` with placeholder weights.
         detail: ``detail(config) -> str`` for the summary.
         keep_float: ``keep_float(module, config) -> reason | None``: a reason to leave this
             layer float (int8 would be slower), or None to quantize it. Deterministic (the
@@ -46,8 +43,6 @@ class DynamicLayer:
 
     kind: str
     float_types: tuple[type, ...]
-    convert: Callable[[nn.Module, Dynamic], nn.Module]
-    empty: Callable[[nn.Module, Dynamic], nn.Module]
     detail: Callable[[Dynamic], str]
     keep_float: Callable[[nn.Module, Dynamic], str | None] | None = None
 
@@ -61,12 +56,27 @@ def register_dynamic_layer(layer: DynamicLayer) -> DynamicLayer:
     return layer
 
 
-def _linear_kwargs(config: Dynamic) -> dict:
-    return {
-        "dtype": config.dtype,
-        "per_channel": config.per_channel,
-        "activations": config.activations,
-    }
+def _spec(config: Dynamic) -> DynamicSpec:
+    return DynamicSpec(
+        dtype=config.dtype, per_channel=config.per_channel, activations=config.activations
+    )
+
+
+def convert_layer(module: nn.Module, config: Dynamic) -> nn.Module:
+    """The dynamic layer the layer registry holds for ``module``, built from its weights."""
+    return _registered(module).from_float(module, _spec(config))
+
+
+def empty_layer(module: nn.Module, config: Dynamic) -> nn.Module:
+    """The structure :func:`convert_layer` builds, with placeholder weights (for loading)."""
+    return _registered(module).empty(module, _spec(config))
+
+
+def _registered(module: nn.Module) -> type:
+    cls = quantized_class_for(module, "dynamic")
+    if cls is None:  # a kind registered here without its layer class in the registry
+        raise TypeError(f"no dynamic layer is registered for {type(module).__name__}")
+    return cls
 
 
 def _linear_detail(config: Dynamic) -> str:
@@ -89,10 +99,6 @@ register_dynamic_layer(
     DynamicLayer(
         "linear",
         (nn.Linear,),
-        lambda m, c: DynamicLinear.from_float(m, **_linear_kwargs(c)),
-        lambda m, c: DynamicLinear(
-            m.in_features, m.out_features, bias=m.bias is not None, **_linear_kwargs(c)
-        ),
         _linear_detail,
     )
 )
@@ -124,8 +130,6 @@ for _kind, _cls in (("lstm", nn.LSTM), ("gru", nn.GRU)):
         DynamicLayer(
             _kind,
             (_cls,),
-            lambda m, c: DynamicRNN.from_float(m, dtype=c.dtype, per_channel=c.per_channel),
-            lambda m, c: DynamicRNN.empty(m, dtype=c.dtype),
             _rnn_detail,
             keep_float=_rnn_keep_float,
         )
@@ -142,8 +146,6 @@ register_dynamic_layer(
     DynamicLayer(
         "conv2d",
         (nn.Conv2d,),
-        lambda m, c: DynamicConv2d.from_float(m, per_channel=c.per_channel),
-        lambda m, c: DynamicConv2d.empty(m, per_channel=c.per_channel),
         lambda c: (
             f"int8 {'per-channel' if c.per_channel else 'per-tensor'} weights, per-tensor uint8 "
             "activations (oneDNN int8 convolution)"
