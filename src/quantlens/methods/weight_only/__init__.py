@@ -14,8 +14,8 @@ algorithm  what it does                                           needs
 ``hqq``    half-quadratic fit of scale and zero-point               nothing
            (:mod:`.hqq`)
 ``gptq``   column-by-column rounding with error compensation        ``calib_data``
-           from input statistics, columns in act-order
-           (:mod:`.gptq`)
+           from input statistics; act-order, static groups,
+           true-sequential (:mod:`.gptq`, :mod:`.sequential`)
 =========  =====================================================  ==================
 
 GPTQ applies to Linear layers only (an embedding has no input activations); embeddings
@@ -25,7 +25,8 @@ names, ctx) -> {name: stats}``) in a module of this package and
 ``register_algorithm(Algorithm(...))`` (see :mod:`.registry`).
 
 Layout: :mod:`.config` (the config), :mod:`.apply` (apply / rebuild / dequantize),
-:mod:`.registry` and one module per algorithm.
+:mod:`.registry`, one module per algorithm, and :mod:`.sequential` (calibrating layer
+group by layer group on the outputs of the layers quantized before).
 """
 
 from quantlens.methods.weight_only import gptq, hqq, rtn  # noqa: F401  (register algorithms)

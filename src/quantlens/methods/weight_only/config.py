@@ -46,6 +46,16 @@ class WeightOnly(QuantConfig):
         sync: with ``algorithm="gptq"`` under ``torch.distributed``, sum the Hessians and
             sample counts over the ranks (each calibrates on its share); False keeps each
             rank's own. Nothing changes outside a process group.
+        act_order: GPTQ only: quantize each weight's columns in order of decreasing input
+            energy (``diag(H)``); on by default (it lowers the error where a few inputs
+            dominate, as in LLMs).
+        static_groups: GPTQ only: fit the group scales on the original weight, before
+            act-order permutes the columns, so groups keep their plain layout; None (the
+            default) follows ``act_order``. ``act_order=True`` needs it.
+        true_sequential: GPTQ only: quantize the layers in the order the model runs them,
+            each collecting its Hessian from the outputs of the layers already quantized
+            before it (:mod:`.sequential`), instead of every Hessian from the float model in
+            one pass. Slower (a few block passes per layer group).
         skip, overrides: see :class:`~quantlens.methods.base.QuantConfig`.
 
     Example:
@@ -60,9 +70,25 @@ class WeightOnly(QuantConfig):
     algorithm: AlgorithmName = "rtn"
     modules: tuple[str, ...] | None = None
     sync: bool = True
+    act_order: bool = True
+    static_groups: bool | None = None
+    true_sequential: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.static_groups is None:
+            object.__setattr__(self, "static_groups", bool(self.act_order))
+        gptq_options = (self.act_order, self.static_groups, self.true_sequential)
+        if self.algorithm != "gptq" and gptq_options != (True, True, False):
+            raise ConfigError(
+                "act_order, static_groups and true_sequential are GPTQ options; "
+                "use algorithm='gptq' or leave them at their defaults"
+            )
+        if self.act_order and not self.static_groups:
+            raise ConfigError(
+                "act_order=True needs static_groups=True (groups keep their plain column "
+                "layout); pass static_groups=True or act_order=False"
+            )
         if self.symmetric is None:
             object.__setattr__(self, "symmetric", isinstance(self.bits, int) and self.bits >= 8)
         if self.group_size == "auto":

@@ -15,13 +15,20 @@ step come from one matrix, and "lazy batches" apply them block by block. Groups 
 scale and zero-point when the first column of the group is reached, from the weights as
 updated so far (so later groups absorb the earlier groups' errors).
 
-quantlens collects ``H`` for every layer in one pass of the *float* model over the
-calibration data (the layers do not see each other's quantization error), which keeps the
-pass cheap; the reference implementation runs block by block instead.
+By default quantlens collects ``H`` for every layer in one pass of the *float* model over
+the calibration data (the layers do not see each other's quantization error), which keeps
+the pass cheap. ``WeightOnly(true_sequential=True)`` runs block by block instead, as the
+reference implementation does: each layer's ``H`` comes from inputs that went through the
+layers quantized before it (:mod:`.sequential`).
+
+Act-order (columns by decreasing ``diag(H)``) and static groups (group parameters fitted
+on the original weight, so the groups keep their plain layout under act-order) are the two
+options of :func:`gptq_quantize`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -34,12 +41,42 @@ from quantlens.core.qparams import compute_qparams
 from quantlens.core.qtensor import QTensor, integer_dtype
 from quantlens.core.scheme import QScheme
 from quantlens.errors import ConfigError, InputError, SchemeError
-from quantlens.methods.base import QuantContext
+from quantlens.methods.base import QuantContext, resolve
 from quantlens.methods.weight_only.config import WeightOnly
 from quantlens.methods.weight_only.registry import Algorithm, register_algorithm
+from quantlens.methods.weight_only.sequential import quantize_sequentially
 
 BLOCK_SIZE = 128
 PERCDAMP = 0.01
+
+
+@dataclass(frozen=True)
+class GPTQOptions:
+    """How GPTQ orders columns and fits groups (see :func:`gptq_quantize`)."""
+
+    act_order: bool = True
+    static_groups: bool = True
+
+    def astuple(self) -> tuple[bool, bool]:
+        """``(act_order, static_groups)``."""
+        return (self.act_order, self.static_groups)
+
+
+@dataclass(frozen=True)
+class LayerStats:
+    """What GPTQ's calibration gathered for one layer.
+
+    Attributes:
+        hessian: ``H = 2 X X^T / n`` of the layer's inputs, ``(in, in)`` float32.
+        act_order, static_groups: the layer's :class:`GPTQOptions`.
+        qweight: the layer's codes when they were computed while calibrating
+            (true-sequential), else None.
+    """
+
+    hessian: torch.Tensor
+    act_order: bool = True
+    static_groups: bool = True
+    qweight: QTensor | None = None
 
 
 @torch.no_grad()
@@ -115,6 +152,7 @@ def gptq_quantize(
     blocksize: int = BLOCK_SIZE,
     percdamp: float = PERCDAMP,
     act_order: bool = False,
+    static_groups: bool | None = None,
 ) -> QTensor:
     """GPTQ of one Linear weight.
 
@@ -125,12 +163,32 @@ def gptq_quantize(
         blocksize: columns per lazy batch.
         percdamp: dampening added to ``H``'s diagonal, as a fraction of its mean.
         act_order: quantize columns in order of decreasing ``diag(H)`` (the inputs with the
-            most energy first); groups then take their parameters from the original weight
-            ("static groups"), so every group still has one scale.
+            most energy first).
+        static_groups: fit every group's scale and zero-point on the original weight before
+            any column is quantized (and before act-order permutes the columns), so each
+            group keeps one scale over its plain, contiguous columns; False fits a group when
+            its first column is reached, on the weight as updated so far (the original GPTQ;
+            later groups absorb earlier errors into their range). Default: ``act_order``.
+            Act-order needs static groups: quantlens stores groups in their plain layout,
+            with no per-column group index.
 
     Returns:
         A :class:`QTensor` of ``W`` under ``scheme``.
+
+    Raises:
+        SchemeError: a codebook scheme, a weight that is not 2-D per-row, or act-order
+            without static groups.
+
+    Example:
+        >>> H = collect_hessians(model, ["fc"], calib)["fc"]
+        >>> qt = gptq_quantize(model.fc.weight, H, scheme, act_order=True)
     """
+    static_groups = act_order if static_groups is None else static_groups
+    if act_order and not static_groups and scheme.granularity == "per_group":
+        raise SchemeError(
+            "GPTQ act_order needs static_groups=True (groups keep their plain column layout); "
+            "pass static_groups=True or act_order=False"
+        )
     if scheme.codebook is not None:
         raise SchemeError("GPTQ needs a uniform grid; use algorithm='rtn' for codebook schemes")
     if (
@@ -153,12 +211,13 @@ def gptq_quantize(
             blocksize,
             percdamp,
             act_order,
+            static_groups,
         )
     finally:
         torch.set_num_threads(threads)
 
 
-def _gptq(W, H, scheme, blocksize, percdamp, act_order) -> QTensor:
+def _gptq(W, H, scheme, blocksize, percdamp, act_order, static_groups) -> QTensor:
     rows, columns = W.shape  # W: (rows, columns), H: (columns, columns)
     dead = torch.diag(H) == 0
     H[dead, dead] = 1
@@ -169,7 +228,7 @@ def _gptq(W, H, scheme, blocksize, percdamp, act_order) -> QTensor:
     if scheme.granularity == "per_tensor":
         scale, zero = compute_qparams(W.min(), W.max(), scheme)
         static = (scale.expand(rows, n_groups), zero.expand(rows, n_groups))
-    elif act_order or scheme.granularity == "per_channel":
+    elif static_groups or scheme.granularity == "per_channel":
         padded = torch.nn.functional.pad(W, (0, n_groups * group - columns))
         lo, hi = torch.aminmax(padded.reshape(rows, n_groups, group), dim=-1)
         static = compute_qparams(lo, hi, scheme)  # (rows, n_groups) each
@@ -227,24 +286,54 @@ def _gptq(W, H, scheme, blocksize, percdamp, act_order) -> QTensor:
     return QTensor(codes, scale.contiguous(), zero.to(torch.int32).contiguous(), scheme)
 
 
-def _collect_hessians(model: nn.Module, names: list[str], ctx: QuantContext) -> dict[str, Any]:
+# --- registration -------------------------------------------------------------------------
+
+
+def _collect(model: nn.Module, names: list[str], ctx: QuantContext) -> dict[str, Any]:
+    """Each layer's :class:`LayerStats`: Hessians from one pass of the float model, or, for
+    layers whose config asks for ``true_sequential``, Hessians and codes layer group by layer
+    group (:func:`.sequential.quantize_sequentially`)."""
     if ctx.calib_data is None:
         raise ConfigError(
             "algorithm='gptq' needs calibration data: "
             "ql.quantize(model, config, calib_data=batches)"
         )
     sync = not isinstance(ctx.config, WeightOnly) or ctx.config.sync
-    return collect_hessians(
-        model, names, ctx.calib_data, limit=ctx.calib_batches, progress=ctx.progress, sync=sync
+    configs = {n: resolve(ctx.config, n) for n in names}
+    modules = dict(model.named_modules())
+    options = {n: GPTQOptions(c.act_order, c.static_groups) for n, c in configs.items()}
+    sequential = [n for n in names if configs[n].true_sequential]
+    at_once = [n for n in names if n not in sequential]
+    kwargs = {"limit": ctx.calib_batches, "progress": ctx.progress, "sync": sync}
+    hessians = collect_hessians(model, at_once, ctx.calib_data, **kwargs) if at_once else {}
+    stats = {n: LayerStats(h, *options[n].astuple()) for n, h in hessians.items()}
+    if sequential:
+
+        def quantize_layer(name: str, weight: torch.Tensor, hessian: torch.Tensor) -> QTensor:
+            scheme = configs[name].scheme_for(tuple(modules[name].weight.shape))
+            act_order, static_groups = options[name].astuple()
+            return gptq_quantize(
+                weight, hessian, scheme, act_order=act_order, static_groups=static_groups
+            )
+
+        done = quantize_sequentially(model, sequential, ctx.calib_data, quantize_layer, **kwargs)
+        for n, (hessian, qweight) in done.items():
+            stats[n] = LayerStats(hessian, *options[n].astuple(), qweight)
+    return stats
+
+
+def _quantize(weight: torch.Tensor, scheme: QScheme, stats: LayerStats) -> QTensor:
+    if stats.qweight is not None:  # true-sequential: quantized while collecting
+        return stats.qweight
+    return gptq_quantize(
+        weight,
+        stats.hessian,
+        scheme,
+        act_order=stats.act_order,
+        static_groups=stats.static_groups,
     )
 
 
 register_algorithm(
-    Algorithm(
-        "gptq",
-        lambda w, scheme, h: gptq_quantize(w, h, scheme, act_order=True),
-        collect=_collect_hessians,
-        kinds=("linear",),
-        fallback="hqq",
-    )
+    Algorithm("gptq", _quantize, collect=_collect, kinds=("linear",), fallback="hqq")
 )
