@@ -18,8 +18,9 @@ This module does that without knowing the architecture:
    next stage;
 3. the block's outputs (through its quantized layers) become the next block's inputs.
 
-Layers outside the blocks (a language model's head) get their Hessians from the outputs of
-all quantized blocks, in one pass over the model with the blocks quantized. Every weight is
+Layers outside the blocks are quantized in the same stage-by-stage way: those that run before
+the first block first (on passes stopped at the first block), those after the last one (a
+language model's head) on passes of the whole model with the blocks quantized. Every weight is
 restored before returning: the caller builds the quantized layers from the codes returned.
 A model without such a block list is quantized layer by layer in the same way, one model
 pass per stage.
@@ -173,6 +174,9 @@ def quantize_sequentially(
             return out
         prefix, blocks = found
         inside = [n for n in names if n.startswith(f"{prefix}." if prefix else "")]
+        outside = [n for n in names if n not in inside]
+        # layers before the blocks first (a pass stopped at the first block sees only them)
+        run_stages(outside, lambda: _block_inputs(model, blocks[0], batches))
         inputs = _block_inputs(model, blocks[0], batches)
         for index, block in track(
             list(enumerate(blocks)), "GPTQ true-sequential", enabled=progress
@@ -186,7 +190,7 @@ def quantize_sequentially(
 
             run_stages(layer_names, run_block)
             inputs = [_next_inputs(block, a, k) for a, k in inputs]
-        run_stages([n for n in names if n not in inside], run_model)
+        run_stages([n for n in outside if n not in out], run_model)
     finally:
         for n in names:
             modules[n].weight.data.copy_(originals[n])
