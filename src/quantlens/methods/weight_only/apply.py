@@ -10,6 +10,7 @@ from typing import Any, Literal, cast
 import torch
 from torch import nn
 
+from quantlens.core.qtensor import QTensor
 from quantlens.core.scheme import QScheme
 from quantlens.errors import InputError
 from quantlens.methods.base import (
@@ -170,6 +171,12 @@ def _record_left(left: _Left, ctx: QuantContext) -> None:
         ctx.summary.add(left.name, left.module, left.action, reason=left.reason, **fields)
 
 
+def _tie_key(p: _Plan) -> tuple:
+    """Layers with the same weight tensor under the same scheme get the same codes."""
+    weight = _weight(p.module)
+    return (id(weight), p.scheme.describe(), tuple(weight.shape))
+
+
 def _replace(model: nn.Module, replaced: dict[int, nn.Module]) -> nn.Module:
     """Put the new modules in place of the old ones everywhere they appear (shared
     modules included); returns the new root if the root itself was replaced."""
@@ -192,6 +199,15 @@ def apply(model: nn.Module, ctx: QuantContext) -> nn.Module:
         if algorithm.collect is not None:
             names = [p.name for p in plans if p.algorithm is algorithm]
             stats.update(algorithm.collect(model, names, ctx))
+    # A weight tied between layers (a language model's input and output embeddings) is
+    # quantized once, by a layer that runs the configured algorithm rather than a fallback,
+    # and the layers share the packed tensors (a checkpoint holds them once).
+    codes: dict[tuple, tuple[QTensor, _Plan]] = {}  # tie key -> (codes, the plan that made them)
+    for p in sorted(plans, key=lambda p: p.algorithm.name != p.config.algorithm):
+        if _tie_key(p) not in codes:
+            weight = _weight(p.module).detach()
+            codes[_tie_key(p)] = (p.algorithm.quantize(weight, p.scheme, stats.get(p.name)), p)
+    built: dict[tuple, nn.Module] = {}
     replaced: dict[int, nn.Module] = {}
     for p in decisions:  # recorded in the model's module order
         if isinstance(p, _Left):
@@ -199,17 +215,21 @@ def apply(model: nn.Module, ctx: QuantContext) -> nn.Module:
             continue
         if id(p.module) in replaced:
             continue
-        weight = _weight(p.module).detach()
-        qweight = p.algorithm.quantize(weight, p.scheme, stats.get(p.name))
+        qweight, owner = codes[_tie_key(p)]
         new = p.qcls.from_float(p.module, qweight)
+        first = built.setdefault(_tie_key(p), new)
+        for key, buffer in first.named_buffers(recurse=False) if first is not new else ():
+            if key in new._buffers and new._buffers[key].shape == buffer.shape:
+                new._buffers[key] = buffer
         replaced[id(p.module)] = new
         ctx.summary.add(
             p.name,
             p.module,
             "quantized",
             method="weight_only",
-            detail=f"{p.scheme.describe()}, {p.algorithm.name}"
-            + (f" ({p.choice})" if p.choice else ""),
+            detail=f"{p.scheme.describe()}, {owner.algorithm.name}"
+            + (f" ({p.choice})" if p.choice else "")
+            + (f", tied to {owner.name}" if owner is not p else ""),
             bytes_before=module_bytes(p.module),
             bytes_after=module_bytes(new),
         )
