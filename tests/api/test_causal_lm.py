@@ -22,12 +22,10 @@ transformers = pytest.importorskip("transformers")
 SRC = str(Path(ql.__file__).resolve().parent.parent)
 W = ql.WeightOnly
 CONFIGS = {
-    "w8": W(bits=8),
     "w4-g32": W(bits=4, group_size=32),
     "w4-g32-emb": W(bits=4, group_size=32, modules=("linear", "embedding")),
     "w3-hqq": W(bits=3, group_size=32, algorithm="hqq"),
     "w4-gptq-seq": W(bits=4, group_size=32, algorithm="gptq", true_sequential=True),
-    "w4-nf4": W(bits=4, group_size=32, codebook="nf4"),
     "dynamic": ql.Dynamic(),
 }
 
