@@ -6,10 +6,10 @@ model**. Perplexity is measured on the first ``--tokens`` tokens of Hamlet in di
 of ``--window`` tokens; calibration (GPTQ) uses other plays (Macbeth, The Tempest, Othello).
 
 Variants: float32; quantlens weight-only w8 g128, w4 g128 RTN / HQQ / GPTQ (act-order on and
-off; true-sequential with ``--true-seq``), w3 g128 GPTQ, w2 g64 RTN (the Linear layers, the tied output head
-included; the input embedding stays float); and, side by side in the same process, the peers
-that install here: torchao int8 and int4 weight-only (int4 on a bfloat16 copy: its CPU kernel
-takes bfloat16) and optimum-quanto int8 / int4.
+off; true-sequential with ``--true-seq``), w3 g128 GPTQ, w2 g64 RTN (the Linear layers, the
+tied output head included; the input embedding stays float); and, side by side in the same
+process, the peers that install here: torchao int8 and int4 weight-only (int4 on a bfloat16
+copy: its CPU kernel takes bfloat16) and optimum-quanto int8 / int4.
 
 Generation is greedy at batch 1 with the KV cache (``quantlens.eval.measure_generation``):
 a ``--prompt``-token prompt of Hamlet, then ``--new-tokens`` decode steps. The variants are

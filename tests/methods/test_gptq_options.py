@@ -8,9 +8,9 @@ from torch import nn
 import quantlens as ql
 from quantlens.errors import ConfigError, SchemeError
 from quantlens.methods.base import config_from_dict
-from quantlens.methods.gptq import GPTQOptions, collect_hessians, gptq_quantize
-from quantlens.methods.gptq_sequential import quantize_sequentially
 from quantlens.methods.weight_only import WeightOnly
+from quantlens.methods.weight_only.gptq import collect_hessians, gptq_quantize
+from quantlens.methods.weight_only.sequential import quantize_sequentially
 
 
 def _inputs(n=512, d=128, seed=0):
@@ -105,20 +105,24 @@ def test_true_sequential_calibrates_each_stage_on_quantized_inputs():
     names = [n for n, m in net.named_modules() if isinstance(m, nn.Linear)]
     modules = dict(net.named_modules())
     schemes = {n: cfg.scheme_for(modules[n].weight.shape) for n in names}
+
+    def gptq_layer(name, weight, hessian):
+        return gptq_quantize(weight, hessian, schemes[name], act_order=True)
+
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    stats = quantize_sequentially(net, schemes, dict.fromkeys(names, GPTQOptions()), calib)
+    done = quantize_sequentially(net, names, calib, gptq_layer)
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # restored
     float_h = collect_hessians(net, names, calib)
     # "inp" runs before the blocks (outside them): its inputs are the data either way
-    torch.testing.assert_close(stats["inp"].hessian, float_h["inp"])
+    torch.testing.assert_close(done["inp"][0], float_h["inp"])
     for n in names[1:]:  # everything after it reads outputs of quantized layers
-        assert not torch.allclose(stats[n].hessian, float_h[n], rtol=1e-4), n
+        assert not torch.allclose(done[n][0], float_h[n], rtol=1e-4), n
     # q and k read the same tensor: one stage, one Hessian
-    torch.testing.assert_close(stats["blocks.0.q"].hessian, stats["blocks.0.k"].hessian)
-    qt = stats["blocks.0.q"].qweight
+    torch.testing.assert_close(done["blocks.0.q"][0], done["blocks.0.k"][0])
+    qt = done["blocks.0.q"][1]
     expected = gptq_quantize(
         modules["blocks.0.q"].weight,
-        stats["blocks.0.q"].hessian,
+        done["blocks.0.q"][0],
         schemes["blocks.0.q"],
         act_order=True,
     )

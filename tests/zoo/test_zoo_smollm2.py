@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from quantlens import zoo
-from quantlens.checkpoint.sources import source_of
 from quantlens.errors import MissingDependencyError
+from quantlens.sources.recorded import source_of
 from quantlens.zoo import shakespeare, smollm2
 
 

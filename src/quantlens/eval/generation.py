@@ -113,7 +113,8 @@ def measure_generation(
     ids = input_ids.reshape(1, -1) if input_ids.ndim == 1 else input_ids
     if ids.ndim != 2 or ids.shape[0] != 1 or ids.shape[1] < 1:
         raise InputError(
-            f"generation is timed at batch 1: input_ids must be (T,) or (1, T), got {tuple(input_ids.shape)}"
+            "generation is timed at batch 1: input_ids must be (T,) or (1, T), "
+            f"got {tuple(input_ids.shape)}"
         )
     new_tokens = check_number("new_tokens", new_tokens, 1, integer=True)
     reps = check_number("reps", reps, 1, integer=True)

@@ -83,7 +83,8 @@ def measure_perplexity(
     ids = input_ids.reshape(1, -1) if input_ids.ndim == 1 else input_ids
     if ids.ndim != 2 or ids.shape[0] != 1 or ids.shape[1] < 2:
         raise InputError(
-            f"perplexity needs one token stream (T,) or (1, T) with T >= 2, got {tuple(input_ids.shape)}"
+            "perplexity needs one token stream (T,) or (1, T) with T >= 2, "
+            f"got {tuple(input_ids.shape)}"
         )
     window = check_number("window", window, 2, integer=True)
     stride = window if stride is None else check_number("stride", stride, 1, window, integer=True)
