@@ -81,7 +81,7 @@ def _generate_once(
     return first - start, time.perf_counter() - first, tokens
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: some quantized tensor subclasses fail under it
 def measure_generation(
     model: nn.Module,
     input_ids: torch.Tensor,

@@ -55,7 +55,7 @@ def _logits(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
     return logits  # (1, L, V)
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: some quantized tensor subclasses fail under it
 def measure_perplexity(
     model: nn.Module, input_ids: torch.Tensor, *, window: int = 512, stride: int | None = None
 ) -> PerplexityResult:
