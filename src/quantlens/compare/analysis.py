@@ -84,16 +84,18 @@ class LayerRecorder:
 
 
 def analysis_target(comparison: Comparison, configs: Mapping[str, QuantConfig]) -> Row | None:
-    """The row whose error the analysis explains: the recommended one, else the closest to
-    the budget (the one a user wants to fix)."""
+    """The row whose error the analysis explains: the recommended one (the PyTorch row a
+    recommended ONNX Runtime row was exported from), else the closest to the budget (the one
+    a user wants to fix)."""
     rows = [
         r
         for r in comparison.rows
         if r.ok and r.method != "float" and isinstance(configs.get(r.name), QuantConfig)
     ]
     best = comparison.recommended
-    if best is not None and best in rows:
-        return best
+    source = next((r for r in rows if best is not None and r.name == best.source_name), None)
+    if source is not None:
+        return source
     scored = [r for r in rows if comparison.accuracy_drop(r) is not None]
     return min(scored, key=comparison.accuracy_drop) if scored else (rows[0] if rows else None)  # type: ignore[arg-type, return-value]
 

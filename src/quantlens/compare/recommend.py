@@ -22,8 +22,19 @@ DEFAULT_QUALITY_HEADER = "accuracy %"
 
 
 def baseline(rows: Sequence[Row]) -> Row | None:
-    """The float row, if it was measured."""
-    return next((r for r in rows if r.method == "float" and r.ok), None)
+    """The float row measured in PyTorch, if it was measured."""
+    return next((r for r in rows if _is_baseline(r) and r.ok), None)
+
+
+def _is_baseline(row: Row) -> bool:
+    return row.method == "float" and row.runtime == "torch"
+
+
+def display_name(rows: Sequence[Row], row: Row) -> str:
+    """``row``'s name in a sentence: with rows of several runtimes a PyTorch row says so
+    (``"static (torch)"``; the others' names already do: ``"static (onnxruntime)"``)."""
+    mixed = any(r.runtime != "torch" for r in rows)
+    return f"{row.name} (torch)" if mixed and row.runtime == "torch" else row.name
 
 
 def accuracy_drop(row: Row, base: Row | None) -> float | None:
@@ -40,8 +51,9 @@ def _objective_key(objective: str) -> Callable[[Row], float | int | None]:
 
 
 def best(rows: Sequence[Row], budget: Budget) -> Row | None:
-    """The quantized row with the best ``budget.objective`` among those losing at most
-    ``budget.max_accuracy_drop`` points of accuracy (or agreement) vs float.
+    """The row with the best ``budget.objective`` among those losing at most
+    ``budget.max_accuracy_drop`` points of accuracy (or agreement) vs float: every row but
+    the float one in PyTorch (so the float model in another runtime, too).
 
     Args:
         rows: the comparison's rows, float first.
@@ -55,7 +67,7 @@ def best(rows: Sequence[Row], budget: Budget) -> Row | None:
         r
         for r in rows
         if r.ok
-        and r.method != "float"
+        and not _is_baseline(r)
         and key(r) is not None
         and (drop := accuracy_drop(r, base)) is not None
         and drop <= budget.max_accuracy_drop
@@ -103,9 +115,10 @@ def _keep_float(comparison: Comparison, budget_text: str) -> str:
     if not tried:
         return "No quantization method succeeded; see the errors in the table."
     closest = min(tried, key=lambda r: _drop(comparison, r))
+    name = display_name(comparison.rows, closest)
     return (
         f"Keep the float model: no method stays within the {budget_text} accuracy budget "
-        f"(closest: {closest.name}, {points_change(-_drop(comparison, closest))}). "
+        f"(closest: {name}, {points_change(-_drop(comparison, closest))}). "
         "Try QAT or a gentler config."
     )
 
@@ -118,7 +131,8 @@ def _not_faster(comparison: Comparison, base: Row, best_row: Row, budget_text: s
         return f"{head}: keep the float model."
     return (
         f"{head}: keep the float model for speed. "
-        f"To save space, {small.name} is {base.disk_bytes / small.disk_bytes:.1f}× smaller on "
+        f"To save space, {display_name(comparison.rows, small)} is "
+        f"{base.disk_bytes / small.disk_bytes:.1f}× smaller on "
         f"disk within the {budget_text} accuracy budget ({_quality_name(comparison)}: "
         f"{points_change(-_drop(comparison, small))})."
     )
@@ -167,7 +181,7 @@ def recommendation(comparison: Comparison) -> str:
     goal = "fastest" if comparison.budget.objective == "latency" else "smallest"
     body = "; ".join(p for p in (", ".join(parts), acc) if p)
     return (
-        f"Use {best_row.name}: {body}. "
+        f"Use {display_name(comparison.rows, best_row)}: {body}. "
         f"It is the {goal} method within the {budget_text} accuracy budget."
     )
 
@@ -176,6 +190,7 @@ __all__ = [
     "accuracy_drop",
     "baseline",
     "best",
+    "display_name",
     "points_change",
     "quality_names",
     "recommendation",

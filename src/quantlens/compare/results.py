@@ -26,7 +26,7 @@ from quantlens.analysis.layers import LayerComparison
 from quantlens.analysis.ranges import RangeReport
 from quantlens.analysis.sensitivity import SensitivityResult
 from quantlens.compare import recommend
-from quantlens.compare.settings import Budget
+from quantlens.compare.settings import Budget, Runtime
 from quantlens.errors import InputError
 from quantlens.files.strict_json import from_json_text, to_json_text
 
@@ -63,6 +63,12 @@ class Row:
     measured (the reason is in ``notes`` or ``error``). ``peak_memory_bytes`` is the peak
     resident memory of inference above the loaded model, ``model_memory_bytes`` the resident
     memory of the loaded model (both from a child process, see :mod:`quantlens.eval.memory`).
+
+    ``runtime`` is where the model ran: ``"torch"``, or ``"onnxruntime"`` for the row of a
+    model exported to ONNX (named ``"static (onnxruntime)"`` after its PyTorch row
+    ``"static"``, see :func:`runtime_row_name`; its ``disk_bytes`` are the ``.onnx`` file's).
+    ``to_dict`` writes it only when it is not ``"torch"``, so files written before it existed
+    and files of PyTorch-only runs read the same.
     """
 
     name: str
@@ -90,6 +96,7 @@ class Row:
     layers_float: int | None = None
     float_kinds: dict[str, int] | None = None  # layer kind -> how many stayed float
     notes: list[str] = field(default_factory=list)
+    runtime: Runtime = "torch"
 
     @property
     def ok(self) -> bool:
@@ -105,13 +112,32 @@ class Row:
                 return value
         return None
 
+    @property
+    def source_name(self) -> str:
+        """The name of the PyTorch row this row was exported from (its own name for a
+        PyTorch row): ``"static"`` for ``"static (onnxruntime)"``."""
+        return self.name.removesuffix(runtime_row_name("", self.runtime))
+
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        if self.runtime == "torch":
+            del out["runtime"]
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping) -> Row:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def runtime_row_name(name: str, runtime: str) -> str:
+    """The name of the row measuring row ``name``'s model in ``runtime``.
+
+    Example:
+        >>> runtime_row_name("static", "onnxruntime"), runtime_row_name("static", "torch")
+        ('static (onnxruntime)', 'static')
+    """
+    return name if runtime == "torch" else f"{name} ({runtime})"
 
 
 @dataclass
@@ -125,6 +151,7 @@ class RunInfo(DictAccess):
             ``"embedding"``: similarity to float, ``"outputs"``: agreement with float).
         samples: evaluation samples.
         calibration: a note on the calibration data (set when none was given).
+        runtimes: the runtimes measured, when more than ``torch`` (``Measure.runtimes``).
         extra: keys of another quantlens version, kept as they were.
     """
 
@@ -137,6 +164,7 @@ class RunInfo(DictAccess):
     task: Task | None = None
     samples: int | None = None
     calibration: str | None = None
+    runtimes: list[str] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -352,4 +380,5 @@ __all__ = [
     "Status",
     "Task",
     "layer_error_rows",
+    "runtime_row_name",
 ]

@@ -2,8 +2,10 @@
 
 :func:`run_comparison` is the engine behind ``ql.compare`` and ``quantlens compare``. For
 the float model and then each config it quantizes (QAT configs are prepared, trained on
-``train_data`` and converted) and measures the row (:mod:`quantlens.compare.measure`). A
-method that fails becomes a row with its error; the others still run. Ctrl-C stops the run
+``train_data`` and converted) and measures the row (:mod:`quantlens.compare.measure`);
+with ``Measure(runtimes=("torch", "onnxruntime"))`` each measured model is also exported and
+measured in ONNX Runtime, a row right after its PyTorch row (:mod:`quantlens.compare.runtimes`).
+A method that fails becomes a row with its error; the others still run. Ctrl-C stops the run
 and returns the rows measured so far (``interrupted=True``).
 
 Example:
@@ -35,6 +37,7 @@ from quantlens.compare.measure import (
     summary_counts,
 )
 from quantlens.compare.results import Comparison, Row, RunInfo
+from quantlens.compare.runtimes import require_runtimes, runtime_row, runtime_versions
 from quantlens.compare.settings import DataSettings, Hooks, Measure, Timing, settings_from
 from quantlens.core.data import Batch, first_batch, is_one_shot
 from quantlens.errors import InputError
@@ -90,6 +93,7 @@ def _run_info(data: DataSettings, timing: Timing, measure: Measure, ys: Yardstic
             else ("classification" if reference.labels is not None else "outputs")
         ),
         samples=int(reference.values.shape[0]),
+        runtimes=list(measure.runtimes) if len(measure.runtimes) > 1 else None,
     )
 
 
@@ -103,14 +107,34 @@ class _Run:
     ys: Yardstick
     hooks: Hooks
     comparison: Comparison
+    runtimes: tuple[str, ...] = ("torch",)
+    started: int = 0  # rows announced to hooks.on_start
 
     def finish(self, row: Row) -> None:
         self.comparison.rows.append(row)
         if self.hooks.on_row is not None:
             self.hooks.on_row(row, self.comparison)
 
-    def method_row(self, row: Row, cfg: Any) -> None:
-        """Fill ``row`` for one config (or a model already quantized by quantlens)."""
+    def runtime_rows(self, row: Row, model: nn.Module | None, watch: InterruptWatch) -> None:
+        """After a measured PyTorch row, its model's row in each other runtime."""
+        if model is None or not row.ok:
+            return
+        for runtime in self.runtimes[1:]:
+            if watch.requested:
+                raise KeyboardInterrupt
+            self.start(f"{row.name} ({runtime})")
+            self.finish(runtime_row(row, model, self.ys, runtime))  # type: ignore[arg-type]
+
+    def start(self, name: str) -> None:
+        """Announce the next row to ``hooks.on_start`` (``(name, index, total)``)."""
+        self.started += 1
+        if self.hooks.on_start:
+            total = (len(self.configs) + 1) * len(self.runtimes)
+            self.hooks.on_start(name, self.started, total)
+
+    def method_row(self, row: Row, cfg: Any) -> nn.Module:
+        """Fill ``row`` for one config (or a model already quantized by quantlens); returns
+        the model measured."""
         given = None if isinstance(cfg, QuantConfig) else cfg
         start = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
@@ -128,25 +152,25 @@ class _Run:
         measure_row(row, qm, self.ys)
         if self.hooks.on_model is not None:
             self.hooks.on_model(row, qm, self.ys.batch)
+        return qm
 
     def rows(self, float_ref: ModelRef | None) -> None:
         """Measure float and each config into the comparison; a Ctrl-C (or an error wrapping
         one) ends the run with ``comparison.interrupted``."""
-        hooks, total = self.hooks, len(self.configs) + 1
         with InterruptWatch() as watch:
             try:
-                if hooks.on_start:
-                    hooks.on_start("float", 1, total)
-                self.finish(measure_row(Row("float", "float"), self.model, self.ys, float_ref))
+                self.start("float")
+                float_row = measure_row(Row("float", "float"), self.model, self.ys, float_ref)
+                self.finish(float_row)
                 if watch.requested:
                     raise KeyboardInterrupt
-                for i, (name, cfg) in enumerate(self.configs.items(), start=2):
-                    if hooks.on_start:
-                        hooks.on_start(name, i, total)
+                self.runtime_rows(float_row, self.model, watch)
+                for name, cfg in self.configs.items():
+                    self.start(name)
                     config = cfg if isinstance(cfg, QuantConfig) else cfg.quantlens_config
-                    row = Row(name, config.method, config.to_dict())
+                    row, qm = Row(name, config.method, config.to_dict()), None
                     try:
-                        self.method_row(row, cfg)
+                        qm = self.method_row(row, cfg)
                     except Exception as exc:
                         if watch.requested or interrupted_by(exc):  # wrapped or swallowed
                             raise KeyboardInterrupt from exc
@@ -155,6 +179,7 @@ class _Run:
                     self.finish(row)
                     if watch.requested:  # swallowed in a row that still finished: stop after it
                         raise KeyboardInterrupt
+                    self.runtime_rows(row, qm, watch)
             except (Exception, KeyboardInterrupt) as exc:  # a Ctrl-C, or an error wrapping one
                 if not (watch.requested or interrupted_by(exc)):
                     raise
@@ -174,6 +199,7 @@ def run(
 ) -> Comparison:
     """:func:`run_comparison` with every setting given as its object."""
     _check(model, configs, data)
+    require_runtimes(measure.runtimes)
     model.eval()
     bench = (
         _latency.as_batch(data.example_inputs)
@@ -182,7 +208,7 @@ def run(
     )
     bench = Batch(bench.args, bench.kwargs)
     example = tuple(a[:2] for a in bench.args) if bench.args and not bench.kwargs else None
-    environment_now = environment()
+    environment_now = {**environment(), **runtime_versions(measure.runtimes)}
     reference = reference_outputs(model, data.data)
     quantizing = replace(data, example_inputs=example)
     with tempfile.TemporaryDirectory(prefix="quantlens-compare-") as tmp:
@@ -201,7 +227,8 @@ def run(
             quantizing = replace(quantizing, calib_data=data.data)
             info.calibration = "on the evaluation data (no calib_data given)"
         comparison = Comparison([], environment_now, hooks.command, info)
-        _Run(model, configs, quantizing, ys, hooks, comparison).rows(measure.float_ref)
+        job = _Run(model, configs, quantizing, ys, hooks, comparison, measure.runtimes)
+        job.rows(measure.float_ref)
     return comparison
 
 

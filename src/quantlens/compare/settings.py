@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 Objective = Literal["latency", "size"]
 OBJECTIVES: tuple[str, ...] = get_args(Objective)
+Runtime = Literal["torch", "onnxruntime"]
+RUNTIMES: tuple[str, ...] = get_args(Runtime)
 
 
 @dataclass(frozen=True)
@@ -98,9 +100,15 @@ class Measure:
         analysis_batches: batches of the data the sensitivity run uses (None: all).
         float_ref: how a child process rebuilds the float model when it records no source
             (for ``memory``).
+        runtimes: where each model is run: ``"torch"`` (always, first) and
+            ``"onnxruntime"`` (each model also exported to ONNX and measured in ONNX Runtime,
+            a second row after its PyTorch row; needs ``quantlens[onnx]``). A
+            comma-separated string is split.
 
     Example:
         >>> Measure(memory=False, analysis=True)
+        >>> Measure(runtimes=("torch", "onnxruntime")).runtimes
+        ('torch', 'onnxruntime')
     """
 
     metric: Callable | None = None
@@ -109,6 +117,35 @@ class Measure:
     analysis: bool = False
     analysis_batches: int | None = 4
     float_ref: ModelRef | None = None
+    runtimes: tuple[Runtime, ...] = ("torch",)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "runtimes", check_runtimes(self.runtimes))
+
+
+def check_runtimes(runtimes: Any) -> tuple[Runtime, ...]:
+    """``runtimes`` as a tuple without repeats (a string is split at commas); InputError
+    for an unknown runtime or a list without ``"torch"`` (the rows the others sit beside).
+
+    Example:
+        >>> check_runtimes("torch, onnxruntime")
+        ('torch', 'onnxruntime')
+    """
+    if isinstance(runtimes, str):
+        runtimes = [r.strip() for r in runtimes.split(",") if r.strip()]
+    names = tuple(dict.fromkeys(runtimes or ()))
+    unknown = [str(r) for r in names if r not in RUNTIMES]
+    if unknown:
+        raise InputError(
+            f"unknown runtime {unknown[0]!r}; choose from {', '.join(RUNTIMES)} "
+            "(e.g. torch,onnxruntime)"
+        )
+    if "torch" not in names:
+        raise InputError(
+            f"runtimes {', '.join(names) or '(none)'} leave out torch; give torch first, "
+            "e.g. torch,onnxruntime (the PyTorch rows are the ones exported)"
+        )
+    return ("torch", *(r for r in names if r != "torch"))  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -177,6 +214,7 @@ class CompareOptions(TypedDict, total=False):
     analysis: bool
     analysis_batches: int | None
     float_ref: ModelRef | None
+    runtimes: tuple[Runtime, ...] | str
     max_accuracy_drop: float
     objective: Objective
     progress: bool | None
@@ -258,15 +296,18 @@ def settings_from(
 
 __all__ = [
     "OBJECTIVES",
+    "RUNTIMES",
     "Budget",
     "CompareOptions",
     "DataSettings",
     "Hooks",
     "Measure",
     "Objective",
+    "Runtime",
     "Timing",
     "check_no_options_left",
     "check_objective",
+    "check_runtimes",
     "from_options",
     "settings_from",
 ]
