@@ -1,5 +1,5 @@
 """The bar plots: ``latency.png`` (median latency with p95 whiskers) and ``size.png``
-(checkpoint and in-memory weight bytes).
+(checkpoint and in-memory weight bytes). Bars of rows measured in ONNX Runtime are hatched.
 
 Example:
     >>> plot_latency(comparison, Path("latency.png"))
@@ -13,7 +13,7 @@ from quantlens.compare.recommend import size_change
 from quantlens.compare.results import Comparison
 from quantlens.report import figure
 from quantlens.report.figure import DPI, legend_outside, pyplot
-from quantlens.report.plot_style import Labels, size_scale, styles
+from quantlens.report.plot_style import Labels, hatch_runtime_bars, size_scale, styles
 
 
 class _Bars:
@@ -26,8 +26,9 @@ class _Bars:
         size = (labels.width(), max(3.2, row_height * n + 1.6)) if self.horizontal else (8.6, 4.6)
         self.fig, self.ax = plt.subplots(figsize=size, dpi=DPI)
 
-    def bars(self, pos, values, width: float = 0.8, **kwargs) -> None:
-        (self.ax.barh if self.horizontal else self.ax.bar)(pos, values, width, **kwargs)
+    def bars(self, pos, values, width: float = 0.8, **kwargs):
+        """The bars (matplotlib's ``BarContainer``)."""
+        return (self.ax.barh if self.horizontal else self.ax.bar)(pos, values, width, **kwargs)
 
     def whiskers(self, pos, values, upper, **kwargs) -> None:
         """Error bars from each value up to ``value + upper``."""
@@ -87,7 +88,8 @@ def plot_latency(report: Comparison, path: Path) -> Path | None:
     threads = next((r.threads for r in rows if r.threads), None)
     batch = next((r.batch_size for r in rows if r.batch_size), None)
     plot = _Bars(plt, labels, len(rows), row_height=0.34)
-    plot.bars(pos, med, color=[style[r.name][0] for r in rows], label="median")
+    bars = plot.bars(pos, med, color=[style[r.name][0] for r in rows], label="median")
+    hatch_runtime_bars(bars, rows)
     plot.whiskers(
         pos,
         med,
@@ -132,9 +134,10 @@ def plot_size(report: Comparison, path: Path) -> Path | None:
         for r in rows
     ]
     plot = _Bars(plt, labels, len(rows), row_height=0.42)
-    plot.bars(
+    disk_bars = plot.bars(
         [p - width / 2 for p in pos], disk, width, label="checkpoint on disk", color="#1f77b4"
     )
+    hatch_runtime_bars(disk_bars, rows)  # an exported file's bytes
     plot.bars(
         [p + width / 2 for p in pos],
         mem,

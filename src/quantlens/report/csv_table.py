@@ -39,7 +39,8 @@ CSV_FIELDS = (
 
 
 def render_csv(rows: Sequence[Row]) -> str:
-    """The :data:`CSV_FIELDS` of each row, with a header line.
+    """The :data:`CSV_FIELDS` of each row, with a header line; a ``runtime`` column after
+    ``method`` when some row ran outside PyTorch (``compare(..., runtimes=...)``).
 
     Args:
         rows: the comparison's rows.
@@ -47,11 +48,14 @@ def render_csv(rows: Sequence[Row]) -> str:
     Returns:
         The CSV text (``\\n`` line ends).
     """
+    fields = list(CSV_FIELDS)
+    if any(r.runtime != "torch" for r in rows):
+        fields.insert(fields.index("method") + 1, "runtime")
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow(row.to_dict())
+        writer.writerow({**row.to_dict(), "runtime": row.runtime})
     return buf.getvalue()
 
 

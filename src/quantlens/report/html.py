@@ -1,6 +1,8 @@
 """The report as one self-contained HTML file: recommendation and table first, then the
 plots (PNG embedded as base64), then where the error comes from (when the run had a
-sensitivity analysis), then the environment and the exact command."""
+sensitivity analysis), then the environment and the exact command. Rows measured in ONNX
+Runtime (``compare(..., runtimes=...)``) are table rows of class ``runtime``, stars and
+hatched bars in the plots; the runtimes and ONNX Runtime's version are named."""
 
 from __future__ import annotations
 
@@ -106,6 +108,8 @@ def _table(report: Comparison) -> str:
             if not row.ok
             else "best"
             if best and row.name == best.name
+            else "runtime"
+            if row.runtime != "torch"
             else "float"
             if row.method == "float"
             else ""
@@ -143,9 +147,21 @@ def _pngs(
         yield draw(Path(tmp))
 
 
+def _runtimes(report: Comparison) -> list[str]:
+    """The runtimes of the rows, PyTorch first (``["torch"]`` for a PyTorch-only run)."""
+    return list(dict.fromkeys(["torch", *(r.runtime for r in report.rows)]))
+
+
 def _plots(report: Comparison, plot_dir: Path | None) -> str:
     with _pngs(plot_dir, PLOT_FILES, lambda folder: write_plots(report, folder)) as paths:
-        return _figures(paths)
+        figures = _figures(paths)
+    if len(_runtimes(report)) == 1:
+        return figures
+    key = (
+        "Stars and hatched bars are the rows measured in ONNX Runtime (each model exported "
+        "to ONNX), in the colour of the PyTorch row they were exported from."
+    )
+    return f'<p class="sub">{_e(key)}</p>{figures}'
 
 
 def _analysis(report: Comparison, plot_dir: Path | None) -> str:
@@ -206,6 +222,7 @@ def _environment(report: Comparison) -> str:
     threads = env.get("threads", {})
     items = [
         ("torch", env.get("torch")),
+        ("onnxruntime", env.get("onnxruntime")),
         ("quantlens", env.get("quantlens")),
         ("python", env.get("python")),
         ("platform", env.get("platform")),
@@ -277,8 +294,11 @@ def render_html(report: Comparison, *, plot_dir: Path | None = None) -> str:
     best = report.recommended
     base = report.baseline
     title = "quantlens comparison"
+    runtimes = _runtimes(report)
+    methods = sum(r.runtime == "torch" for r in report.rows) - 1
+    where = f" in {', '.join(runtimes)}" if len(runtimes) > 1 else ""
     sub = (
-        f"{len(report.rows) - 1} method(s) against float · accuracy budget "
+        f"{methods} method(s) against float{where} · accuracy budget "
         f"{report.budget.max_accuracy_drop:g} point(s) · objective: {report.budget.objective}"
     )
     warn = (

@@ -16,10 +16,11 @@ from quantlens.report.figure import DPI, legend_outside, pyplot
 
 
 def layer_error_row(report: Comparison) -> str | None:
-    """The row whose per-layer error is plotted: the recommended one, else the first with data."""
+    """The row whose per-layer error is plotted: the recommended one (the PyTorch row of a
+    recommended ONNX Runtime row), else the first with data."""
     best = report.recommended
-    if best is not None and report.layer_errors.get(best.name):
-        return best.name
+    if best is not None and report.layer_errors.get(best.source_name):
+        return best.source_name
     return next((name for name, layers in report.layer_errors.items() if layers), None)
 
 
@@ -110,7 +111,7 @@ def plot_layer_error(report: Comparison, path: Path) -> Path | None:
     best = report.recommended
     ax.set_title(
         f"Per-layer quantization error: {name}"
-        + (" (recommended)" if best and best.name == name else "")
+        + (" (recommended)" if best and best.source_name == name else "")
     )
     ax.grid(True, axis="x", alpha=0.3)
     legend_outside(ax)

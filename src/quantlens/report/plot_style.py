@@ -1,5 +1,7 @@
 """How every comparison plot draws its rows: one colour and marker per method (float: a
 black square), point labels by name or, with long names (a sweep) or many rows, by number.
+A row measured in another runtime (``"static (onnxruntime)"``) keeps the colour of the
+PyTorch row it was exported from and takes that runtime's marker (a star) and hatched bars.
 
 Example:
     >>> styles(comparison.rows)["static"]
@@ -32,21 +34,37 @@ PALETTE = (
 )
 MARKERS = ("o", "^", "D", "v", "P", "X", "h", "<", ">", "p", "d", "8")
 PARETO_COLOR = "#555555"
+RUNTIME_MARKERS = {"onnxruntime": "*"}  # runtime -> marker of its rows (torch: per method)
+RUNTIME_HATCH = "//"  # bars of rows measured outside PyTorch
 NUMBERED_NAME_LENGTH = 12  # longer names (or more rows than MAX_NAMED) are numbered
 MAX_NAMED = 8
 
 
 def styles(rows: list[Row]) -> dict[str, tuple[str, str]]:
     """``{row name: (colour, marker)}``: float a black square, every other row its own
-    colour and marker, the same in every plot."""
+    colour and marker, the same in every plot; a row of another runtime the colour of its
+    PyTorch row and the runtime's marker (:data:`RUNTIME_MARKERS`)."""
     out, i = {}, 0
     for r in rows:
+        if r.runtime != "torch":
+            continue
         if r.method == "float":
             out[r.name] = ("#000000", "s")
         else:
             out[r.name] = (PALETTE[i % len(PALETTE)], MARKERS[i % len(MARKERS)])
             i += 1
+    for r in rows:
+        if r.runtime != "torch":
+            color = out.get(r.source_name, (PALETTE[i % len(PALETTE)], ""))[0]
+            out[r.name] = (color, RUNTIME_MARKERS.get(r.runtime, "*"))
     return out
+
+
+def hatch_runtime_bars(bars, rows: list[Row]) -> None:
+    """Hatch the bars (one per row, in order) of rows measured outside PyTorch."""
+    for patch, r in zip(bars, rows):
+        if r.runtime != "torch":
+            patch.set_hatch(RUNTIME_HATCH)
 
 
 def numbered(rows: list[Row]) -> bool:
@@ -98,7 +116,10 @@ __all__ = [
     "NUMBERED_NAME_LENGTH",
     "PALETTE",
     "PARETO_COLOR",
+    "RUNTIME_HATCH",
+    "RUNTIME_MARKERS",
     "Labels",
+    "hatch_runtime_bars",
     "numbered",
     "size_scale",
     "styles",
