@@ -61,10 +61,12 @@ def styles(rows: list[Row]) -> dict[str, tuple[str, str]]:
 
 
 def hatch_runtime_bars(bars, rows: list[Row]) -> None:
-    """Hatch the bars (one per row, in order) of rows measured outside PyTorch."""
+    """Hatch the bars (one per row, in order) of rows measured outside PyTorch (white
+    lines: they show on every colour, float's black too)."""
     for patch, r in zip(bars, rows):
         if r.runtime != "torch":
             patch.set_hatch(RUNTIME_HATCH)
+            patch.set_edgecolor("white")
 
 
 def numbered(rows: list[Row]) -> bool:
