@@ -36,6 +36,8 @@ from quantlens.compare.presets import (
     sweep_configs,
 )
 from quantlens.compare.results import Comparison, Row
+from quantlens.compare.runtimes import require_runtimes
+from quantlens.compare.settings import RUNTIMES, check_runtimes
 from quantlens.errors import InputError, QuantizationFailedError
 from quantlens.report import Report
 from quantlens.sources import load_data_for
@@ -115,6 +117,14 @@ def register(subparsers) -> None:
         "--no-memory", action="store_true", help="skip the peak-memory child processes"
     )
     parser.add_argument(
+        "--runtime",
+        default="torch",
+        metavar="RUNTIMES",
+        help=f"comma-separated: {', '.join(RUNTIMES)} (default torch); torch,onnxruntime adds, "
+        "after each PyTorch row, the model exported to ONNX and measured in ONNX Runtime "
+        "(needs quantlens[onnx])",
+    )
+    parser.add_argument(
         "--sweep",
         nargs="?",
         const="auto",
@@ -151,6 +161,8 @@ def command_line(args: argparse.Namespace) -> str:
             parts += [f"--{flag.replace('_', '-')}", str(value)]
     if getattr(args, "grid", None):
         parts += ["--grid", *args.grid]
+    if getattr(args, "runtime", "torch") != "torch":
+        parts += ["--runtime", ",".join(check_runtimes(args.runtime))]
     parts += [
         "--max-drop",
         f"{args.max_drop:g}",
@@ -242,6 +254,7 @@ def run(args: argparse.Namespace) -> int:
     if args.reps < 1:
         raise InputError(f"--reps must be >= 1, got {args.reps}")
     _configs(args)  # bad names and grids fail before anything slow runs
+    require_runtimes(check_runtimes(getattr(args, "runtime", "torch")))  # and runtimes
     _check_out(Path(args.out), args.force)
     threads_before = torch.get_num_threads()
     torch.set_num_threads(args.threads)
@@ -301,7 +314,11 @@ def _compare_into(
             configs,
             data=data,
             timing=Timing(reps=args.reps, threads=args.threads),
-            measure=Measure(memory=not args.no_memory, analysis=getattr(args, "analysis", False)),
+            measure=Measure(
+                memory=not args.no_memory,
+                analysis=getattr(args, "analysis", False),
+                runtimes=check_runtimes(getattr(args, "runtime", "torch")),
+            ),
             budget=budget,
             hooks=Hooks(command=command, on_start=on_start, on_row=on_row),
         )
