@@ -138,6 +138,12 @@ def _not_faster(comparison: Comparison, base: Row, best_row: Row, budget_text: s
     )
 
 
+def _what(comparison: Comparison) -> str:
+    """What the recommended row was chosen among: methods, or every row of every runtime."""
+    mixed = any(r.runtime != "torch" for r in comparison.rows)
+    return "of all rows (each model in each runtime)" if mixed else "method"
+
+
 def _quality_name(comparison: Comparison) -> str:
     return quality_names(comparison.rows, comparison.task)[0].split(" (")[0]
 
@@ -182,7 +188,7 @@ def recommendation(comparison: Comparison) -> str:
     body = "; ".join(p for p in (", ".join(parts), acc) if p)
     return (
         f"Use {display_name(comparison.rows, best_row)}: {body}. "
-        f"It is the {goal} method within the {budget_text} accuracy budget."
+        f"It is the {goal} {_what(comparison)} within the {budget_text} accuracy budget."
     )
 
 
