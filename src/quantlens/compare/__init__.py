@@ -9,6 +9,7 @@ renders what it returns). One concept per module:
   ``results.json`` format;
 - :mod:`.presets`: the short method names (``w4``, ``static``) and the sweep grids;
 - :mod:`.measure`: one row (quantize, then size, latency, memory, quality);
+- :mod:`.runtimes`: the row of a model exported to ONNX and measured in ONNX Runtime;
 - :mod:`.run`: the run over float and every config (:func:`run_comparison`);
 - :mod:`.layer_errors`, :mod:`.analysis`: the per-layer error and the analysis of one row;
 - :mod:`.recommend`: the best row within a budget and the sentence that says so;

@@ -113,7 +113,9 @@ def compare(
             training data too.
         timing: latency settings (:class:`~quantlens.compare.settings.Timing`).
         measure: what is measured besides size, latency and quality: peak memory, per-layer
-            error, the analysis (:class:`~quantlens.compare.settings.Measure`).
+            error, the analysis, the runtimes (``runtimes=("torch", "onnxruntime")``: each
+            model also exported to ONNX and measured in ONNX Runtime, a row after its PyTorch
+            row) (:class:`~quantlens.compare.settings.Measure`).
         budget: what the recommendation may lose and minimises
             (:class:`~quantlens.compare.settings.Budget`).
         hooks: progress bars, callbacks, the command recorded
@@ -121,7 +123,7 @@ def compare(
         options: the fields of those objects as flat keywords instead: ``calib_data``,
             ``train_data``, ``qat_epochs``, ``example_inputs``, ``reps``, ``warmup``,
             ``threads``, ``metric``, ``memory``, ``layer_errors``, ``analysis``,
-            ``analysis_batches``, ``max_accuracy_drop``, ``objective``, ``progress``,
+            ``analysis_batches``, ``runtimes``, ``max_accuracy_drop``, ``objective``, ``progress``,
             ``command``, ``on_start``, ``on_row``
             (:class:`~quantlens.compare.settings.CompareOptions`).
 
