@@ -180,7 +180,9 @@ def smooth(
     text = f"SmoothQuant (alpha={alpha}): smoothed {smoothed} of {len(groups) + len(unfoldable)}"
     text += " input group(s)"
     if alphas and alpha == "auto":
-        text += f" (alpha {min(alphas)}-{max(alphas)})"
+        text += f" (alpha {min(alphas)}" + (
+            f"-{max(alphas)})" if max(alphas) > min(alphas) else ")"
+        )
     if unfoldable:
         text += (
             f"; {len(unfoldable)} have no norm or Linear to fold the scales into "

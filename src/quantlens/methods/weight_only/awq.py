@@ -131,7 +131,9 @@ def apply_awq(model: nn.Module, names: list[str], ctx: QuantContext) -> None:
         model.train(was_training)
     text = f"AWQ: scaled {scaled} of {len(groups) + len(unfoldable)} input group(s)"
     if alphas:
-        text += f" (alpha {min(alphas)}-{max(alphas)})"
+        text += f" (alpha {min(alphas)}" + (
+            f"-{max(alphas)})" if max(alphas) > min(alphas) else ")"
+        )
     if unfoldable:
         text += (
             f"; {len(unfoldable)} have no norm or Linear to fold the scales into "
