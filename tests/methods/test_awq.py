@@ -97,7 +97,7 @@ def test_a_norm_that_also_feeds_the_residual_is_not_folded():
     assert any("1 have no norm or Linear" in n for n in qm.quantlens_summary.notes)
 
 
-@pytest.mark.parametrize("algorithm", ["awq", "awq+gptq"])
+@pytest.mark.parametrize("algorithm", ["awq", pytest.param("awq+gptq", marks=pytest.mark.slow)])
 def test_awq_on_a_llama_beats_rtn_and_round_trips_a_checkpoint(tmp_path, algorithm):
     model = tiny_llama()
     x = llama_tokens(5)
