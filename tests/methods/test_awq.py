@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from helpers import assert_similar
+from helpers import assert_similar, run_ranks
 from scale_helpers import (
     CALIB,
     LLAMA_CALIB,
@@ -115,3 +115,19 @@ def test_awq_on_a_llama_beats_rtn_and_round_trips_a_checkpoint(tmp_path, algorit
 def test_awq_needs_calibration_data():
     with pytest.raises(ConfigError, match="calib_data"):
         ql.quantize(norm_linear(), WeightOnly(bits=4, algorithm="awq"))
+
+
+def _awq_rank(rank: int, world: int) -> list:
+    model = norm_linear()
+    cfg = WeightOnly(bits=4, group_size=32, algorithm="awq")
+    qm = ql.quantize(model, cfg, calib_data=[rows(32, 10 + rank)])  # each rank its own share
+    with torch.no_grad():
+        return qm(TEST).tolist()
+
+
+@pytest.mark.slow
+def test_awq_ranks_agree_on_the_scales(one_thread):
+    results = run_ranks(_awq_rank, 2)
+    for ok, value in results:
+        assert ok, value
+    assert results[0][1] == results[1][1]  # merged statistics, errors summed: one choice

@@ -65,6 +65,20 @@ class InputStats:
     sample: torch.Tensor
 
 
+def sum_over_ranks(errors: list[float], sync: bool = True) -> list[float]:
+    """Candidate errors summed over ``torch.distributed`` ranks (each scored its own sample),
+    so that every rank picks the same candidate; unchanged outside a process group.
+
+    Example:
+        >>> sum_over_ranks([2.0, 1.0])
+        [2.0, 1.0]
+    """
+    total = torch.tensor(errors, dtype=torch.float64)
+    if sync and distributed.is_distributed():
+        total = distributed.all_reduce(total, "sum")
+    return total.tolist()
+
+
 def _is_producer(module: nn.Module) -> bool:
     """A Linear, or a leaf with a 1-D ``weight`` (LayerNorm, RMSNorm and the like)."""
     if isinstance(module, nn.Linear):

@@ -36,7 +36,13 @@ from quantlens.core.qtensor import quantize_tensor
 from quantlens.core.scheme import QScheme
 from quantlens.errors import ConfigError
 from quantlens.methods.base import QuantContext
-from quantlens.methods.scale_fold import InputStats, collect_input_stats, fold, foldable_groups
+from quantlens.methods.scale_fold import (
+    InputStats,
+    collect_input_stats,
+    fold,
+    foldable_groups,
+    sum_over_ranks,
+)
 
 ALPHA_GRID = tuple(i / 10 for i in range(1, 10))
 """The ``alpha`` values ``smoothquant="auto"`` tries (0.1 ... 0.9)."""
@@ -100,22 +106,24 @@ def _w8a8_error(x: torch.Tensor, weights, s: torch.Tensor, per_token: bool) -> f
 
 
 def choose_scales(
-    stats: InputStats, weights: list[torch.Tensor], alpha: float | str, per_token: bool
+    stats: InputStats,
+    weights: list[torch.Tensor],
+    alpha: float | str,
+    per_token: bool,
+    sync: bool = True,
 ) -> tuple[torch.Tensor | None, float | None]:
     """The scales of one group: for a fixed ``alpha`` its scales; for ``"auto"`` the grid
-    point with the least W8A8 output error on the sampled rows, or ``(None, None)`` when
-    no scaling beats leaving the group alone."""
+    point with the least W8A8 output error on the sampled rows (summed over
+    ``torch.distributed`` ranks with ``sync``), or ``(None, None)`` when no scaling beats
+    leaving the group alone."""
     if alpha != "auto":
         return smooth_scales(stats.absmax, weights, float(alpha)), float(alpha)
     x = stats.sample
-    best, best_alpha = None, None
-    best_err = _w8a8_error(x, weights, torch.ones(x.shape[1]), per_token)
-    for a in ALPHA_GRID:
-        s = smooth_scales(stats.absmax, weights, a)
-        err = _w8a8_error(x, weights, s, per_token)
-        if err < best_err:
-            best, best_alpha, best_err = s, a, err
-    return best, best_alpha
+    candidates = [torch.ones(x.shape[1])]
+    candidates += [smooth_scales(stats.absmax, weights, a) for a in ALPHA_GRID]
+    errors = sum_over_ranks([_w8a8_error(x, weights, s, per_token) for s in candidates], sync)
+    best = min(range(len(errors)), key=errors.__getitem__)
+    return (None, None) if best == 0 else (candidates[best], ALPHA_GRID[best - 1])
 
 
 @torch.no_grad()
@@ -170,7 +178,7 @@ def smooth(
         smoothed, alphas = 0, []
         for group, st in zip(groups, stats):
             weights = [model.get_submodule(n).weight for n in group.consumers]
-            s, used = choose_scales(st, weights, alpha, per_token)
+            s, used = choose_scales(st, weights, alpha, per_token, sync)
             if s is not None:
                 fold(model, group, s)
                 smoothed += 1

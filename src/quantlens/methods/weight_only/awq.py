@@ -34,7 +34,12 @@ from quantlens.core.qtensor import quantize_tensor
 from quantlens.core.scheme import QScheme
 from quantlens.errors import ConfigError
 from quantlens.methods.base import QuantContext
-from quantlens.methods.scale_fold import collect_input_stats, fold, foldable_groups
+from quantlens.methods.scale_fold import (
+    collect_input_stats,
+    fold,
+    foldable_groups,
+    sum_over_ranks,
+)
 from quantlens.methods.weight_only.config import WeightOnly
 from quantlens.methods.weight_only.gptq import _collect as _collect_gptq
 from quantlens.methods.weight_only.gptq import _quantize as _quantize_gptq
@@ -76,16 +81,18 @@ def output_error(
 
 
 def search_alpha(
-    x: torch.Tensor, absmean: torch.Tensor, weights: list[torch.Tensor], schemes: list[QScheme]
+    x: torch.Tensor,
+    absmean: torch.Tensor,
+    weights: list[torch.Tensor],
+    schemes: list[QScheme],
+    sync: bool = True,
 ) -> tuple[float, torch.Tensor]:
-    """The grid ``alpha`` (and its scales) with the least quantized output error on ``x``."""
-    best = (float("inf"), 0.0, torch.ones_like(absmean))
-    for alpha in ALPHA_GRID:
-        s = awq_scales(absmean, alpha) if alpha else torch.ones_like(absmean)
-        err = output_error(x, weights, schemes, s)
-        if err < best[0]:
-            best = (err, alpha, s)
-    return best[1], best[2]
+    """The grid ``alpha`` (and its scales) with the least quantized output error on ``x``
+    (summed over ``torch.distributed`` ranks with ``sync``, so all ranks agree)."""
+    candidates = [awq_scales(absmean, a) if a else torch.ones_like(absmean) for a in ALPHA_GRID]
+    errors = sum_over_ranks([output_error(x, weights, schemes, s) for s in candidates], sync)
+    best = min(range(len(errors)), key=errors.__getitem__)
+    return ALPHA_GRID[best], candidates[best]
 
 
 @torch.no_grad()
@@ -122,7 +129,7 @@ def apply_awq(model: nn.Module, names: list[str], ctx: QuantContext) -> None:
             schemes = [
                 ctx.config_for(n).scheme_for(tuple(w.shape)) for n, w in zip(quantized, weights)
             ]
-            alpha, s = search_alpha(st.sample, st.absmean, weights, schemes)
+            alpha, s = search_alpha(st.sample, st.absmean, weights, schemes, sync)
             if alpha:
                 fold(model, group, s)
                 scaled += 1
