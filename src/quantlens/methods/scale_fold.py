@@ -216,11 +216,21 @@ def foldable_groups(
     groups = [g for g in trace_groups(model, batch) if wanted & set(g.consumers)]
     candidates = [g for g in groups if g.producer is not None]
     reference = first_tensor(run_batch(model, batch, "calib_data"))
-    if candidates and _preserves(model, candidates, batch, reference):
-        good = candidates
-    else:
-        good = [g for g in candidates if _preserves(model, [g], batch, reference)]
+    good = _bisect(model, candidates, batch, reference)
     return good, [g for g in groups if g not in good]
+
+
+def _bisect(model: nn.Module, candidates: list[FoldGroup], batch, reference) -> list[FoldGroup]:
+    """The candidates that preserve the output: all at once, else each half in turn (a few
+    bad folds among many cost a few forwards each, not one forward per candidate)."""
+    if not candidates or _preserves(model, candidates, batch, reference):
+        return candidates
+    if len(candidates) == 1:
+        return []
+    half = len(candidates) // 2
+    return _bisect(model, candidates[:half], batch, reference) + _bisect(
+        model, candidates[half:], batch, reference
+    )
 
 
 @torch.no_grad()
