@@ -76,7 +76,7 @@ def perplexity(model, ids: torch.Tensor) -> float:
     return math.exp(total / count)
 
 
-def llm_rows(args) -> list[dict]:
+def llm_rows(args, save) -> list[dict]:
     model, tok = load_smollm2(args.layers)
     test = tok(play("hamlet"), return_tensors="pt").input_ids[0, : args.tokens]
     calib_ids = tok(play("macbeth"), return_tensors="pt").input_ids[0]
@@ -85,10 +85,10 @@ def llm_rows(args) -> list[dict]:
         "float": None,
         "w4 g128 rtn": ql.WeightOnly(bits=4, group_size=128),
         "w4 g128 awq": ql.WeightOnly(bits=4, group_size=128, algorithm="awq"),
-        "w4 g128 awq+gptq": ql.WeightOnly(bits=4, group_size=128, algorithm="awq+gptq"),
         "w8a8 dynamic": ql.Dynamic(),
         "w8a8 dynamic smoothquant=0.5": ql.Dynamic(smoothquant=0.5),
         "w8a8 dynamic smoothquant=auto": ql.Dynamic(smoothquant="auto"),
+        "w4 g128 awq+gptq": ql.WeightOnly(bits=4, group_size=128, algorithm="awq+gptq"),
     }
     rows = []
     for label, config in configs.items():
@@ -100,6 +100,7 @@ def llm_rows(args) -> list[dict]:
         ppl = perplexity(qm, test)
         rows.append({"model": "smollm2", "method": label, "perplexity": ppl, "quantize_s": seconds})
         print(f"{label:32s} ppl {ppl:8.3f}  quantize {seconds:6.1f} s", flush=True)
+        save(rows)  # after every row: a long run interrupted keeps what it measured
     return rows
 
 
@@ -159,10 +160,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    rows = [] if args.skip_minilm else minilm_rows(args.repeats)
-    rows += [] if args.skip_llm else llm_rows(args)
     info = run_info("awq_smoothquant", args.threads)
     info.update(layers=args.layers or "all", tokens=args.tokens, calib_windows=args.calib)
+    rows = [] if args.skip_minilm else minilm_rows(args.repeats)
+    if not args.skip_llm:
+        rows += llm_rows(args, lambda more: write_results(args.out, {**info, "rows": rows + more}))
     write_results(args.out, {**info, "rows": rows})
 
 
