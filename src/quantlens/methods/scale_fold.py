@@ -157,15 +157,14 @@ def fold(model: nn.Module, group: FoldGroup, s: torch.Tensor) -> None:
     assert group.producer is not None
     for name in group.consumers:
         weight = model.get_submodule(name).weight
-        weight.mul_(s.to(weight.dtype))
+        weight.mul_(s.to(weight.device, weight.dtype))
     producer = model.get_submodule(group.producer)
-    if isinstance(producer, nn.Linear):
-        producer.weight.div_(s.to(producer.weight.dtype).unsqueeze(1))
-    else:
-        producer.weight.div_(s.to(producer.weight.dtype))
+    weight = producer.weight
+    inverse = s.to(weight.device, weight.dtype)
+    weight.div_(inverse.unsqueeze(1) if isinstance(producer, nn.Linear) else inverse)
     bias = getattr(producer, "bias", None)
     if isinstance(bias, torch.Tensor):
-        bias.div_(s.to(bias.dtype))
+        bias.div_(s.to(bias.device, bias.dtype))
 
 
 def _group_params(model: nn.Module, group: FoldGroup) -> list[torch.Tensor]:
@@ -264,7 +263,7 @@ def collect_input_stats(
 
     def hook(i):
         def record(module, inputs):
-            x = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).float()  # (tokens, C)
+            x = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).float().cpu()  # (tokens, C)
             a = x.abs()
             absmax[i] = torch.maximum(absmax[i], a.amax(0)) if i in absmax else a.amax(0)
             abssum[i] = abssum.get(i, 0) + a.sum(0, dtype=torch.float64)

@@ -89,7 +89,7 @@ def smooth_scales(absmax: torch.Tensor, weights: list[torch.Tensor], alpha: floa
         >>> smooth_scales(torch.tensor([8.0, 1.0]), [torch.ones(3, 2)], 0.5)
         tensor([2.8284, 1.0000])
     """
-    wmax = torch.stack([w.detach().abs().amax(0) for w in weights]).amax(0).float()
+    wmax = torch.stack([w.detach().abs().amax(0).float().cpu() for w in weights]).amax(0)
     s = absmax.clamp_min(MIN_SCALE).pow(alpha) / wmax.clamp_min(MIN_SCALE).pow(1 - alpha)
     return torch.where(absmax > 0, s.clamp_min(MIN_SCALE), torch.ones_like(s))
 
@@ -99,7 +99,7 @@ def _w8a8_error(x: torch.Tensor, weights, s: torch.Tensor, per_token: bool) -> f
     xq = quantize_tensor(x / s, _TOKEN if per_token else _TENSOR).dequantize()
     err = 0.0
     for w in weights:
-        w = w.detach().float()
+        w = w.detach().float().cpu()
         wq = quantize_tensor(w * s, _WEIGHT).dequantize()
         err += float(((x @ w.T) - (xq @ wq.T)).pow(2).sum())
     return err

@@ -74,7 +74,7 @@ def output_error(
     """
     err = 0.0
     for w, scheme in zip(weights, schemes):
-        w = w.detach().float()
+        w = w.detach().float().cpu()
         wq = quantize_tensor(w * s, scheme).dequantize() / s
         err += float((x @ (w - wq).T).pow(2).sum())
     return err
