@@ -131,3 +131,11 @@ def test_awq_ranks_agree_on_the_scales(one_thread):
     for ok, value in results:
         assert ok, value
     assert results[0][1] == results[1][1]  # merged statistics, errors summed: one choice
+
+
+def test_awq_plus_gptq_reads_a_one_shot_iterator_for_every_pass():
+    model = norm_linear()
+    cfg = WeightOnly(bits=4, group_size=32, algorithm="awq+gptq")
+    from_list = ql.quantize(model, cfg, calib_data=CALIB)
+    from_generator = ql.quantize(model, cfg, calib_data=(b for b in CALIB))
+    assert torch.equal(from_generator(TEST), from_list(TEST))

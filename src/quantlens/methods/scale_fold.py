@@ -26,9 +26,10 @@ import torch
 from torch import nn
 
 from quantlens.core import distributed
-from quantlens.core.data import first_batch, first_tensor, iter_batches, run_batch
+from quantlens.core.data import first_batch, first_tensor, is_one_shot, iter_batches, run_batch
 from quantlens.core.progress import track
 from quantlens.errors import InputError
+from quantlens.methods.base import QuantContext
 
 SAMPLE_ROWS = 512
 """Input rows (tokens) of each group kept to score candidate scales on."""
@@ -63,6 +64,16 @@ class InputStats:
     absmax: torch.Tensor
     absmean: torch.Tensor
     sample: torch.Tensor
+
+
+def replayable_calib(ctx: QuantContext):
+    """``ctx.calib_data``, kept as a list of batches in ``ctx`` when it is a one-shot iterator
+    (a generator): tracing, statistics and any later calibration pass each read it again."""
+    if is_one_shot(ctx.calib_data, "calib_data"):
+        ctx.calib_data = list(
+            iter_batches(ctx.calib_data, limit=ctx.calib_batches, what="calib_data")
+        )
+    return ctx.calib_data
 
 
 def sum_over_ranks(errors: list[float], sync: bool = True) -> list[float]:

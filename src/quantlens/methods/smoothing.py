@@ -41,6 +41,7 @@ from quantlens.methods.scale_fold import (
     collect_input_stats,
     fold,
     foldable_groups,
+    replayable_calib,
     sum_over_ranks,
 )
 
@@ -165,7 +166,7 @@ def smooth(
     was_training = model.training
     model.eval()
     try:
-        groups, unfoldable = foldable_groups(model, names, ctx.calib_data)
+        groups, unfoldable = foldable_groups(model, names, replayable_calib(ctx))
         stats = collect_input_stats(
             model,
             groups,

@@ -38,6 +38,7 @@ from quantlens.methods.scale_fold import (
     collect_input_stats,
     fold,
     foldable_groups,
+    replayable_calib,
     sum_over_ranks,
 )
 from quantlens.methods.weight_only.config import WeightOnly
@@ -112,7 +113,7 @@ def apply_awq(model: nn.Module, names: list[str], ctx: QuantContext) -> None:
     was_training = model.training
     model.eval()
     try:
-        groups, unfoldable = foldable_groups(model, names, ctx.calib_data)
+        groups, unfoldable = foldable_groups(model, names, replayable_calib(ctx))
         stats = collect_input_stats(
             model,
             groups,
