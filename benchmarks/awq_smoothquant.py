@@ -98,7 +98,16 @@ def llm_rows(args, save) -> list[dict]:
         qm = model if config is None else ql.quantize(model, config, calib_data=calib)
         seconds = time.perf_counter() - start
         ppl = perplexity(qm, test)
-        rows.append({"model": "smollm2", "method": label, "perplexity": ppl, "quantize_s": seconds})
+        notes = [] if config is None else qm.quantlens_summary.notes
+        rows.append(
+            {
+                "model": "smollm2",
+                "method": label,
+                "perplexity": ppl,
+                "quantize_s": seconds,
+                "note": next((n for n in notes if "AWQ" in n or "SmoothQuant" in n), ""),
+            }
+        )
         print(f"{label:32s} ppl {ppl:8.3f}  quantize {seconds:6.1f} s", flush=True)
         save(rows)  # after every row: a long run interrupted keeps what it measured
     return rows
