@@ -106,8 +106,9 @@ def quantize(
         model: any ``nn.Module`` (a hand-written model, a Hugging Face transformer, ...).
         config: one method config (``ql.WeightOnly``, ``ql.Dynamic``, ``ql.Static``, ...),
             whose ``skip`` and ``overrides`` select layers and mix methods.
-        calib_data: batches for methods that calibrate (Static, weight-only GPTQ):
-            any form :func:`quantlens.core.data.iter_batches` accepts.
+        calib_data: batches for methods that calibrate (Static, weight-only GPTQ and AWQ,
+            ``smoothquant=`` of Dynamic / Static): any form
+            :func:`quantlens.core.data.iter_batches` accepts.
         inplace: modify ``model`` itself instead of a copy.
         example_inputs: inputs for graph capture when no calibration data is given.
         calib_batches: stop calibration after this many batches.

@@ -91,7 +91,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         default=_UNSET,
         help="elements per scale, or 'none' for per-channel",
     )
-    parser.add_argument("--algorithm", help="weight-only algorithm: rtn, hqq or gptq")
+    parser.add_argument(
+        "--algorithm", help="weight-only algorithm: rtn, hqq, gptq, awq or awq+gptq"
+    )
     parser.add_argument("--symmetric", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--codebook", help="nf4, log2 or kmeans")
     parser.add_argument(
@@ -369,7 +371,11 @@ def _run(args: argparse.Namespace) -> int:
     if config.method == "qat":
         qm = _quantize_qat(args, resolved, model, config)
     else:
-        needs_data = getattr(config, "algorithm", None) == "gptq" or config.method in ("static",)
+        needs_data = (
+            getattr(config, "algorithm", None) in ("gptq", "awq", "awq+gptq")
+            or getattr(config, "smoothquant", None) is not None
+            or config.method in ("static",)
+        )
         calib = _calib(args, resolved, config) if needs_data else None
         if needs_data and calib is None:
             raise InputError(

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from quantlens.errors import ConfigError
+from quantlens.methods import smoothing
 from quantlens.methods.backends import torch_ao
 from quantlens.methods.base import (
     QuantConfig,
@@ -96,6 +97,10 @@ class Dynamic(QuantConfig):
             (``benchmarks/results/int8_rnn.json``). None (default): the sizes from
             which int8 measured faster, :data:`RNN_MIN_HIDDEN` (LSTM 384, GRU 128);
             0 quantizes every LSTM / GRU. fp16 RNNs (a size saving) are always converted.
+        smoothquant: None (default), a migration strength ``alpha`` in [0, 1] (0.5 is the
+            usual) or ``"auto"`` (searched per group of Linears on calibration data): before
+            int8, move activation outliers into the weights with SmoothQuant
+            (:mod:`quantlens.methods.smoothing`); needs ``calib_data``.
         skip, overrides: see :class:`quantlens.methods.base.QuantConfig`.
 
     Example:
@@ -108,6 +113,7 @@ class Dynamic(QuantConfig):
     activations: str = "per_token"
     backend: str | None = None
     min_rnn_hidden: int | None = None
+    smoothquant: float | str | None = None
 
     #: A config dict without ``min_rnn_hidden`` (a checkpoint saved before the field existed)
     #: quantized every LSTM / GRU; loading it must rebuild the same structure.
@@ -127,6 +133,7 @@ class Dynamic(QuantConfig):
                 f"unknown backend {self.backend!r} for Dynamic; choose one of: "
                 f"{', '.join(torch_ao.BACKENDS)} (or None for the active engine)"
             )
+        object.__setattr__(self, "smoothquant", smoothing.check_alpha(self.smoothquant, "Dynamic"))
         modules = self.modules
         if modules is not None:
             modules = (modules,) if isinstance(modules, str) else tuple(modules)
@@ -207,6 +214,7 @@ def apply(model: nn.Module, ctx: QuantContext) -> nn.Module:
     _use_backend(ctx)
     default = default_modules(model)
     targets = _targets(model, ctx)
+    _smooth(model, targets, ctx)
     if default == CONV_ONLY_MODULES and any(
         c.modules is None for c in configs_in(ctx.config) if isinstance(c, Dynamic)
     ):
@@ -241,6 +249,21 @@ def apply(model: nn.Module, ctx: QuantContext) -> nn.Module:
     if isinstance(ctx.config, Dynamic):  # (mixed with another method, that method's layers count)
         _warn_if_little(model, ctx, targets, slow)
     return model
+
+
+def _smooth(model: nn.Module, targets, ctx: QuantContext) -> None:
+    """SmoothQuant the int8 Linears whose config asks for it, one pass per setting."""
+    settings: dict[tuple, list[str]] = {}
+    for name, module, config, _ in targets:
+        if (
+            config.smoothquant is not None
+            and config.dtype == "int8"
+            and isinstance(module, nn.Linear)
+        ):
+            key = (config.smoothquant, config.activations == "per_token")
+            settings.setdefault(key, []).append(name)
+    for (alpha, per_token), names in settings.items():
+        smoothing.smooth(model, names, ctx, alpha, per_token=per_token)
 
 
 def _state_bytes(module: nn.Module) -> int:

@@ -37,6 +37,7 @@ from quantlens.methods import (
     int8_graph,
     int8_inputs,
     int8_regions,
+    smoothing,
 )
 from quantlens.methods.backends import torch_ao
 from quantlens.methods.base import (
@@ -82,6 +83,9 @@ class Static(QuantConfig):
             float; each one's summary reason gives the cosine before and after
             (:mod:`quantlens.methods.int8_fallback`). Applies to models captured by regions;
             False keeps every region int8 and only warns.
+        smoothquant: None (default), a migration strength ``alpha`` in [0, 1] or ``"auto"``:
+            before calibration, move activation outliers into the weights with SmoothQuant
+            (:mod:`quantlens.methods.smoothing`; ``"auto"`` scores per-tensor int8).
         skip, overrides: see :class:`QuantConfig`; skipped layers stay float.
     """
 
@@ -94,9 +98,11 @@ class Static(QuantConfig):
     mode: str = "auto"
     sync: bool = True
     auto_fallback: bool = True
+    smoothquant: float | str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        object.__setattr__(self, "smoothquant", smoothing.check_alpha(self.smoothquant, "Static"))
         if self.backend not in torch_ao.BACKENDS:
             raise ConfigError(
                 f"unknown backend {self.backend!r}; choose one of: {', '.join(torch_ao.BACKENDS)}"
@@ -320,6 +326,13 @@ def _record_choices(ctx: QuantContext, choices: dict[str, int8_choice.Choice]) -
 def apply(model: nn.Module, ctx: QuantContext) -> nn.Module:
     """Prepare, calibrate over ``ctx.calib_data`` (with a progress bar), convert."""
     cfg = _root(ctx)
+    if cfg.smoothquant is not None:
+        names = [
+            n
+            for n, m in model.named_modules()
+            if isinstance(m, nn.Linear) and ctx.config_for(n, Static)
+        ]
+        smoothing.smooth(model, names, ctx, cfg.smoothquant, per_token=False, sync=cfg.sync)
     prepared = prepare(model, ctx)
     n = int8_graph.calibrate(prepared, ctx, cfg.calib_batches or ctx.calib_batches)
     ctx.summary.note(f"calibrated on {n} batch(es) with the {cfg.observer} observer")

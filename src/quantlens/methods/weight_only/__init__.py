@@ -16,12 +16,17 @@ algorithm  what it does                                           needs
 ``gptq``   column-by-column rounding with error compensation        ``calib_data``
            from input statistics; act-order, static groups,
            true-sequential (:mod:`.gptq`, :mod:`.sequential`)
+``awq``    per-input-channel scales searched on activations,      ``calib_data``
+           folded into the preceding norm / Linear, then RTN
+           (:mod:`.awq`)
+``awq+``   AWQ's scaling, then GPTQ on the scaled weights          ``calib_data``
+``gptq``   (:mod:`.awq`)
 =========  =====================================================  ==================
 
-GPTQ applies to Linear layers only (an embedding has no input activations); embeddings
-selected next to ``algorithm="gptq"`` use ``hqq``. To add an algorithm, write
-``quantize(weight, scheme, stats) -> QTensor`` (and, if it needs data, ``collect(model,
-names, ctx) -> {name: stats}``) in a module of this package and
+GPTQ and AWQ apply to Linear layers only (an embedding has no input activations); embeddings
+selected next to ``algorithm="gptq"`` use ``hqq`` (next to ``"awq"``: ``rtn``). To add an
+algorithm, write ``quantize(weight, scheme, stats) -> QTensor`` (and, if it needs data,
+``collect(model, names, ctx) -> {name: stats}``) in a module of this package and
 ``register_algorithm(Algorithm(...))`` (see :mod:`.registry`).
 
 Layout: :mod:`.config` (the config), :mod:`.apply` (apply / rebuild / dequantize),
@@ -29,7 +34,7 @@ Layout: :mod:`.config` (the config), :mod:`.apply` (apply / rebuild / dequantize
 group by layer group on the outputs of the layers quantized before).
 """
 
-from quantlens.methods.weight_only import gptq, hqq, rtn  # noqa: F401  (register algorithms)
+from quantlens.methods.weight_only import awq, gptq, hqq, rtn  # noqa: F401  (register algorithms)
 from quantlens.methods.weight_only.apply import apply, dequantize, rebuild
 from quantlens.methods.weight_only.config import WeightOnly
 from quantlens.methods.weight_only.registry import ALGORITHMS, Algorithm, register_algorithm

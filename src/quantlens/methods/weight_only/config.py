@@ -35,17 +35,18 @@ class WeightOnly(QuantConfig):
         symmetric: a zero-point fixed at 0 (True) or fitted per group (False). Default:
             symmetric at 8 bits, asymmetric below (measured better on MiniLM at 4 bits).
         codebook: None for uniform levels, or ``"nf4"`` / ``"log2"`` / ``"kmeans"``.
-        algorithm: ``"rtn"``, ``"hqq"`` or ``"gptq"`` (needs ``calib_data``); see the
-            module docstring.
+        algorithm: ``"rtn"``, ``"hqq"``, ``"gptq"``, ``"awq"`` or ``"awq+gptq"`` (the last
+            three need ``calib_data``); see the package docstring.
         modules: which layers to quantize: nn classes or their names, e.g.
             ``(nn.Linear, nn.Embedding)`` or ``("linear", "embedding")``; given, only those
             kinds (a model with none of them is refused). None (the default): the Linear
             layers, or, in a model without any Linear layer but with convolutions (a CNN
             whose classifier is a 1x1 conv, such as SqueezeNet), its Conv2d layers, which the
             summary says.
-        sync: with ``algorithm="gptq"`` under ``torch.distributed``, sum the Hessians and
-            sample counts over the ranks (each calibrates on its share); False keeps each
-            rank's own. Nothing changes outside a process group.
+        sync: with ``algorithm="gptq"`` or AWQ under ``torch.distributed``, sum the Hessians
+            (AWQ: the activation statistics) and sample counts over the ranks (each
+            calibrates on its share); False keeps each rank's own. Nothing changes outside
+            a process group.
         act_order: GPTQ only: quantize each weight's columns in order of decreasing input
             energy (``diag(H)``); on by default (it lowers the error where a few inputs
             dominate, as in LLMs).
@@ -79,10 +80,10 @@ class WeightOnly(QuantConfig):
         if self.static_groups is None:
             object.__setattr__(self, "static_groups", bool(self.act_order))
         gptq_options = (self.act_order, self.static_groups, self.true_sequential)
-        if self.algorithm != "gptq" and gptq_options != (True, True, False):
+        if self.algorithm not in ("gptq", "awq+gptq") and gptq_options != (True, True, False):
             raise ConfigError(
                 "act_order, static_groups and true_sequential are GPTQ options; "
-                "use algorithm='gptq' or leave them at their defaults"
+                "use algorithm='gptq' (or 'awq+gptq') or leave them at their defaults"
             )
         if self.act_order and not self.static_groups:
             raise ConfigError(
