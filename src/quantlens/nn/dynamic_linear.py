@@ -53,6 +53,7 @@ from quantlens.nn.act_quant import ACT_LEVELS, quantize_activations
 from quantlens.nn.kernels import registry
 from quantlens.nn.kernels.registry import KernelKey, KernelPath
 from quantlens.nn.registry import DynamicSpec, register_quantized
+from quantlens.nn.threads import check_policy
 
 WEIGHT_QMAX = 127
 DTYPES = {"int8": torch.int8, "float16": torch.float16}
@@ -263,6 +264,16 @@ class DynamicLinear(nn.Module):
         if name != "auto":
             registry.get_kernel(name, "dynamic", self.dtype)
         self._kernel = name
+
+    @property
+    def thread_policy(self) -> str:
+        """How small calls pick their thread count: ``"auto"`` (time both, keep the faster),
+        ``"all"`` or ``"one"`` (see :mod:`quantlens.nn.threads`)."""
+        return getattr(self, "_thread_policy", "auto")
+
+    @thread_policy.setter
+    def thread_policy(self, policy: str) -> None:
+        self._thread_policy = check_policy(policy)
 
     def kernel_key(self) -> KernelKey:
         """What the kernel registry selects on: int8 or float16 weights of this shape."""
