@@ -48,7 +48,7 @@ def test_policies_choose_the_count_and_restore_it(two_threads, policy, inside):
 
 def test_auto_keeps_the_faster_choice_and_switches_when_it_slows():
     choice = ThreadChoice()
-    for _ in range(4):  # exploring: alternates, one thread first
+    for _ in range(6):  # exploring: alternates, one thread first
         single = choice.next_single()
         choice.record(single, 1.0 if single else 3.0)
     assert choice.single and choice.next_single()

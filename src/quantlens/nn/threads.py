@@ -10,9 +10,9 @@ moves). On an idle machine the second thread is worth up to 2x.
 
 So each layer times its small calls both ways and keeps the faster: :class:`ThreadChoice`,
 per layer and kind of call (kernel path, token count, dtype), alternates the two choices for
-its first calls, then runs the one with the lower median of its recent times, trying the
-other again after 64 calls (the interval doubles, up to 1,024, each time the other loses,
-so a probe of the slow choice costs a small share of the calls). A choice that slows to
+its first six calls, then runs the one with the lower median of its recent times, trying
+the other again after 16 calls (the interval doubles, up to 1,024, each time the other
+loses, so a probe of the slow choice costs a small share of the calls). A choice that slows to
 over twice its median is tried against the other on the next call: a core turning busy
 is noticed within a few calls. The caller's thread count is restored after every call, also when
 the kernel raises.
@@ -40,7 +40,8 @@ ThreadPolicy = Literal["auto", "all", "one"]
 THREAD_POLICIES: tuple[str, ...] = ("auto", "all", "one")
 SMALL_WORK = (1 << 16, 1 << 26)  # multiply-adds (tokens x in x out) the policy applies to
 _WINDOW = 5  # recent times kept per choice
-_PROBE_FIRST, _PROBE_MAX = 64, 1024
+_EXPLORE = 3  # times of each choice before the first pick
+_PROBE_FIRST, _PROBE_MAX = 16, 1024
 
 T = TypeVar("T")
 
@@ -69,7 +70,7 @@ class ThreadChoice:
     def next_single(self) -> bool:
         """Whether the next call runs on one thread."""
         one, all_ = self.times[True], self.times[False]
-        if len(one) < 2 or len(all_) < 2:  # explore: alternate until each has two times
+        if len(one) < _EXPLORE or len(all_) < _EXPLORE:  # explore: alternate
             return len(one) <= len(all_)
         mine = self.times[self.single]
         slowed = self.last == self.single and mine[-1] > 2 * self._median(self.single)
@@ -82,7 +83,7 @@ class ThreadChoice:
         self.calls += 1
         self.last = single
         self.times[single].append(seconds)
-        if len(self.times[True]) < 2 or len(self.times[False]) < 2:
+        if len(self.times[True]) < _EXPLORE or len(self.times[False]) < _EXPLORE:
             return
         best = self._median(True) < self._median(False)
         if best != self.single:
