@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import platform
 import statistics
 import sys
@@ -356,6 +357,7 @@ def main(argv=None) -> dict:
     args.batches = [int(b) for b in args.batches.split(",")]
     args.loads = parse_loads(args.loads)
     torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()[0]
     bandwidth = memory_bandwidth(args.bw_mb)
     peers_info: dict = {}
     rows = []
@@ -369,6 +371,7 @@ def main(argv=None) -> dict:
         except Exception as exc:  # noqa: BLE001
             versions[mod] = f"not installed ({type(exc).__name__})"
     result = {
+        "load_average_before_after": [load_before, os.getloadavg()[0]],
         "machine": {
             "threads": args.threads,
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
