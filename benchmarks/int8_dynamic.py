@@ -1,6 +1,7 @@
 """Dynamic int8 in one run: MiniLM and the zoo LSTM, fp32 vs quantlens vs torch.ao vs ONNX Runtime.
 
 Run: python benchmarks/int8_dynamic.py [--threads 2] [--budget 25] [--skip-ort]
+     [--loads idle,busy-core]
 Writes benchmarks/results/int8_dynamic.json and prints a table.
 
 MiniLM (all-MiniLM-L6-v2, real pretrained weights) variants:
@@ -20,7 +21,10 @@ of real text (sentences joined to fill the length), median and p95. Calls are in
 (one timed call of each variant per round, PyTorch and ONNX Runtime calls grouped) so a
 busy machine slows every variant alike;
 each case gets a time budget (``--budget`` seconds), at least 5 rounds. ``speedup`` is fp32
-PyTorch time over the row's time.
+PyTorch time over the row's time under the same load. Every case runs under each of
+``--loads``: ``idle`` and ``busy-core`` (another process spinning on one core for the whole
+case, benchmarks/_load.py); rows give the median (p50) and p95 of quantlens, float32 and
+ONNX Runtime side by side.
 
 LSTM (zoo ``digits-lstm``, trained on scikit-learn digits): fp32 vs ``ql-dynamic`` vs
 ``ao-per-channel``: test accuracy, logit cosine vs fp32, latency at batch 450 and 1.
@@ -45,6 +49,7 @@ set_wait_policy()
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _load import busy_core, parse_loads
 from _results import write_results
 from _timing import interleaved
 
@@ -155,7 +160,9 @@ def ort_call(sess, batch: dict):
     return lambda: torch.from_numpy(np.asarray(sess.run(None, feed)[0]))
 
 
-def minilm_rows(threads: int, budget: float, warmup: int, use_ort: bool) -> list[dict]:
+def minilm_rows(
+    threads: int, budget: float, warmup: int, use_ort: bool, loads: tuple[str, ...]
+) -> list[dict]:
     model = zoo.load_model("minilm")
     variants = minilm_torch_variants(model)
     sessions = {}
@@ -180,16 +187,17 @@ def minilm_rows(threads: int, budget: float, warmup: int, use_ort: bool) -> list
             "min_cosine": F.cosine_similarity(ref, emb, dim=-1).min().item(),
         }
     rows = []
-    for batch, seq in MINILM_CASES:
+    for load, (batch, seq) in ((ld, c) for ld in loads for c in MINILM_CASES):
         inputs = long_text_batch(batch, seq)
         calls = {label: (lambda m=m, inputs=inputs: m(**inputs)) for label, m in variants.items()}
         calls |= {label: ort_call(sess, inputs) for label, sess in sessions.items()}
-        stats = interleaved(
-            calls,
-            warmup=warmup,
-            budget_s=budget,
-            runtimes={label: "onnxruntime" for label in sessions},
-        )
+        with busy_core(load == "busy-core"):
+            stats = interleaved(
+                calls,
+                warmup=warmup,
+                budget_s=budget,
+                runtimes={label: "onnxruntime" for label in sessions},
+            )
         base = stats["fp32"]["median_ms"]
         ort_best = min(
             (stats[k]["median_ms"] for k in ("ort-dynamic", "ort-dynamic-pc") if k in stats),
@@ -199,6 +207,7 @@ def minilm_rows(threads: int, budget: float, warmup: int, use_ort: bool) -> list
             rows.append(
                 {
                     "model": "minilm",
+                    "load": load,
                     "batch": batch,
                     "seq": seq,
                     "variant": label,
@@ -214,7 +223,7 @@ def minilm_rows(threads: int, budget: float, warmup: int, use_ort: bool) -> list
 # --- LSTM --------------------------------------------------------------------------------------
 
 
-def lstm_rows(budget: float, warmup: int) -> list[dict]:
+def lstm_rows(budget: float, warmup: int, loads: tuple[str, ...]) -> list[dict]:
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
     model = zoo.load_model("digits-lstm")
@@ -236,18 +245,20 @@ def lstm_rows(budget: float, warmup: int) -> list[dict]:
     with torch.inference_mode():
         logits = {label: m(test.inputs) for label, m in variants.items()}
     rows = []
-    for batch in LSTM_CASES:
+    for load, batch in ((ld, b) for ld in loads for b in LSTM_CASES):
         x = test.inputs[:batch]
-        stats = interleaved(
-            {label: (lambda m=m, x=x: m(x)) for label, m in variants.items()},
-            warmup=warmup,
-            budget_s=budget / 4,
-        )
+        with busy_core(load == "busy-core"):
+            stats = interleaved(
+                {label: (lambda m=m, x=x: m(x)) for label, m in variants.items()},
+                warmup=warmup,
+                budget_s=budget / 4,
+            )
         base = stats["fp32"]["median_ms"]
         for label, s in stats.items():
             rows.append(
                 {
                     "model": "digits-lstm",
+                    "load": load,
                     "batch": batch,
                     "variant": label,
                     **s,
@@ -274,7 +285,7 @@ def cpu_int8_features() -> list[str]:
 
 def print_table(rows: list[dict]) -> None:
     head = (
-        f"{'model':12} {'shape':>7} {'variant':15} {'median ms':>10} {'p95 ms':>9} "
+        f"{'model':12} {'load':9} {'shape':>7} {'variant':15} {'median ms':>10} {'p95 ms':>9} "
         f"{'speedup':>8} {'vs ORT':>7} {'quality':>9}"
     )
     print(head)
@@ -285,7 +296,7 @@ def print_table(rows: list[dict]) -> None:
         quality = r.get("mean_cosine", r.get("logit_cosine"))
         extra = f" acc {r['accuracy']:.3f}" if "accuracy" in r else ""
         print(
-            f"{r['model']:12} {shape:>7} {r['variant']:15} {r['median_ms']:10.2f} "
+            f"{r['model']:12} {r['load']:9} {shape:>7} {r['variant']:15} {r['median_ms']:10.2f} "
             f"{r['p95_ms']:9.2f} {r['speedup']:7.2f}x {vs_ort:>7} {quality:9.5f}{extra}"
         )
 
@@ -299,15 +310,20 @@ def main() -> None:
     )
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--skip-ort", action="store_true")
+    parser.add_argument(
+        "--loads", default="idle,busy-core", help="idle and/or busy-core (one core kept busy)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     started, load_before = time.perf_counter(), os.getloadavg()[0]
-    rows = minilm_rows(args.threads, args.budget, args.warmup, not args.skip_ort) + lstm_rows(
-        args.budget, args.warmup
-    )
+    loads = parse_loads(args.loads)
+    rows = minilm_rows(
+        args.threads, args.budget, args.warmup, not args.skip_ort, loads
+    ) + lstm_rows(args.budget, args.warmup, loads)
     result = {
         "benchmark": "int8_dynamic",
         "threads": args.threads,
+        "loads": list(loads),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default (spin, then sleep)"),
         "torch": torch.__version__,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),

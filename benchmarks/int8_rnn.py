@@ -27,9 +27,7 @@ fp32 over the test split, and test accuracy for the trained models.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
-import multiprocessing
 import time
 import warnings
 from pathlib import Path
@@ -40,6 +38,7 @@ set_wait_policy()
 
 import torch
 import torch.nn.functional as F
+from _load import LOADS, busy_core
 from _results import run_info, write_results
 from _timing import interleaved
 
@@ -49,31 +48,6 @@ from quantlens.zoo.models import DigitsRNN
 
 RESULTS = Path(__file__).resolve().parent / "results" / "int8_rnn.json"
 BATCHES = (1, 450)
-LOADS = ("idle", "busy-core")
-
-
-def _spin(stop) -> None:
-    """Keep one core busy until ``stop`` is set (the background load)."""
-    while not stop.is_set():
-        sum(range(10_000))
-
-
-@contextlib.contextmanager
-def busy_core(enabled: bool):
-    """A child process spinning on one core for the duration (nothing when not ``enabled``)."""
-    if not enabled:
-        yield
-        return
-    ctx = multiprocessing.get_context("spawn")
-    stop = ctx.Event()
-    child = ctx.Process(target=_spin, args=(stop,), daemon=True)
-    child.start()
-    time.sleep(0.2)  # let it start spinning before timing
-    try:
-        yield
-    finally:
-        stop.set()
-        child.join(5)
 
 
 def models() -> dict[str, tuple[torch.nn.Module, bool]]:

@@ -3,7 +3,13 @@ dispatch, and the torchao / optimum-quanto equivalents, all measured in one run.
 
 Run: python benchmarks/weight_only_layers.py [--shapes 4096x4096,4096x11008] [--batches 1,8,64]
      [--repeats 15] [--threads 2] [--no-peers] [--bw-mb 1024] [--budget-s 1.0]
+     [--loads idle,busy-core] [--no-ort]
 Writes benchmarks/results/weight_only_layers.json and prints a table.
+
+Every (shape, batch) is timed under each of ``--loads``: ``idle`` and ``busy-core`` (another
+process spinning on one core, benchmarks/_load.py); ``speedup_vs_fp32`` compares with float32
+under the same load. ``ort`` rows run the layer as quantlens exports it to ONNX
+(MatMulNBits) in ONNX Runtime with the same thread count.
 
 Shapes are ``in_features x out_features``. ``auto`` rows are what automatic dispatch
 picks with activations kept float (the default); ``auto+aq`` rows with
@@ -19,18 +25,23 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _load import busy_core, parse_loads
 from _results import write_results
+from _threads import ORT_SPINNING
 from torch import nn
 
+import quantlens as ql
 from quantlens import QScheme, quantize_tensor
 from quantlens.nn import QLinear
 
@@ -152,6 +163,32 @@ def time_round_robin(fns: dict, *, warmup: int, repeats: int, budget_s: float) -
     return out
 
 
+def ort_calls(layers: dict, x: torch.Tensor, threads: int, tmp: Path) -> dict:
+    """``{"<name> ort": callable}``: each layer exported with ``ql.export`` (MatMulNBits) and
+    run in ONNX Runtime on ``x`` (empty when ONNX Runtime or the exporter is missing)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return {}
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", ORT_SPINNING)
+    calls = {}
+    for name, layer in layers.items():
+        path = tmp / f"{name.replace(' ', '_')}_{x.shape[0]}.onnx"
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ql.export(nn.Sequential(layer), path, format="onnx", example_inputs=(x,))
+            sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - a failed export is a result, logged
+            log(f"  {name} ort: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+            continue
+        feed = {sess.get_inputs()[0].name: x.numpy()}
+        calls[f"{name} ort"] = lambda sess=sess, feed=feed: sess.run(None, feed)
+    return calls
+
+
 def bench_shape(k: int, n: int, args, bandwidth: float, peers_info: dict) -> list[dict]:
     torch.manual_seed(0)
     linear = nn.Linear(k, n)
@@ -217,32 +254,48 @@ def bench_shape(k: int, n: int, args, bandwidth: float, peers_info: dict) -> lis
                 del peers[name]
                 continue
             variants[name] = (fn, dtype, None, "peer")
-        log(f"{k}x{n} batch {batch}: timing {len(variants)} variants")
-        with torch.no_grad():
-            timings = time_round_robin(
-                {k_: v[0] for k_, v in variants.items()},
-                warmup=args.warmup,
-                repeats=args.repeats,
-                budget_s=args.budget_s,
-            )
-        base = timings["fp32"]["median_s"]
-        for label, (_, dtype, nbytes, path) in variants.items():
-            t = timings[label]
-            row = {
-                "shape": f"{k}x{n}",
-                "batch": batch,
-                "variant": label,
-                "path": path,
-                "input_dtype": str(dtype).removeprefix("torch."),
-                "median_ms": t["median_s"] * 1e3,
-                "p95_ms": t["p95_s"] * 1e3,
-                "n": t["n"],
-                "speedup_vs_fp32": base / t["median_s"],
-            }
-            if nbytes and batch == 1:
-                row["weight_bytes"] = nbytes
-                row["bandwidth_fraction"] = nbytes / t["median_s"] / bandwidth
-            rows.append(row)
+        if not args.no_ort:
+            with tempfile.TemporaryDirectory() as tmp:
+                for label, fn in ort_calls(layers, x32, args.threads, Path(tmp)).items():
+                    variants[label] = (fn, torch.float32, None, "onnxruntime")
+        for load in args.loads:
+            log(f"{k}x{n} batch {batch} {load}: timing {len(variants)} variants")
+            with torch.no_grad(), busy_core(load == "busy-core"):
+                timings = time_round_robin(
+                    {k_: v[0] for k_, v in variants.items()},
+                    warmup=args.warmup,
+                    repeats=args.repeats,
+                    budget_s=args.budget_s,
+                )
+            rows += _rows(k, n, batch, load, variants, timings, bandwidth)
+    for layer in layers.values():
+        layer.kernel = "auto"
+    return rows
+
+
+def _rows(
+    k: int, n: int, batch: int, load: str, variants: dict, timings: dict, bandwidth: float
+) -> list[dict]:
+    """One result row per variant of a (shape, batch, load) case."""
+    base, rows = timings["fp32"]["median_s"], []
+    for label, (_, dtype, nbytes, path) in variants.items():
+        t = timings[label]
+        row = {
+            "shape": f"{k}x{n}",
+            "batch": batch,
+            "load": load,
+            "variant": label,
+            "path": path,
+            "input_dtype": str(dtype).removeprefix("torch."),
+            "median_ms": t["median_s"] * 1e3,
+            "p95_ms": t["p95_s"] * 1e3,
+            "n": t["n"],
+            "speedup_vs_fp32": base / t["median_s"],
+        }
+        if nbytes and batch == 1:
+            row["weight_bytes"] = nbytes
+            row["bandwidth_fraction"] = nbytes / t["median_s"] / bandwidth
+        rows.append(row)
     return rows
 
 
@@ -271,13 +324,14 @@ def print_table(result: dict) -> None:
         f"threads {result['machine']['threads']}, {result['machine']['cpu_capability']}"
     )
     print(
-        f"{'shape':<11}{'batch':>6}  {'variant':<52}{'median ms':>10}{'p95 ms':>9}"
+        f"{'shape':<11}{'batch':>6} {'load':<10}{'variant':<52}{'median ms':>10}{'p95 ms':>9}"
         f"{'x fp32':>8}{'BW frac':>9}"
     )
     for r in result["rows"]:
         bw = f"{r['bandwidth_fraction']:.2f}" if "bandwidth_fraction" in r else ""
         print(
-            f"{r['shape']:<11}{r['batch']:>6}  {r['variant']:<52}{r['median_ms']:>10.3f}"
+            f"{r['shape']:<11}{r['batch']:>6} {r.get('load', 'idle'):<10}{r['variant']:<52}"
+            f"{r['median_ms']:>10.3f}"
             f"{r['p95_ms']:>9.3f}{r['speedup_vs_fp32']:>8.2f}{bw:>9}"
         )
     for name, status in result["peers"].items():
@@ -296,10 +350,14 @@ def main(argv=None) -> dict:
     )
     p.add_argument("--bw-mb", type=int, default=1024)
     p.add_argument("--no-peers", action="store_true")
+    p.add_argument("--no-ort", action="store_true", help="leave out the ONNX Runtime rows")
+    p.add_argument("--loads", default="idle,busy-core", help="idle and/or busy-core")
     p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args(argv)
     args.batches = [int(b) for b in args.batches.split(",")]
+    args.loads = parse_loads(args.loads)
     torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()[0]
     bandwidth = memory_bandwidth(args.bw_mb)
     peers_info: dict = {}
     rows = []
@@ -313,6 +371,7 @@ def main(argv=None) -> dict:
         except Exception as exc:  # noqa: BLE001
             versions[mod] = f"not installed ({type(exc).__name__})"
     result = {
+        "load_average_before_after": [load_before, os.getloadavg()[0]],
         "machine": {
             "threads": args.threads,
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),

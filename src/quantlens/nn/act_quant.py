@@ -54,3 +54,28 @@ def activation_codes(
     """
     xs, s, z = quantize_activations(x2d, per_token)
     return xs.round_().clamp_(0, ACT_LEVELS), s, z
+
+
+def activation_int8(x2d: torch.Tensor, per_token: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """The codes of :func:`activation_codes` less their zero-point, ``q - z``, as int8: the
+    form the int8 GEMM paths use, in four elementwise passes after the min/max.
+
+    ``q`` lies in [0, 127] and ``z`` in [0, 127], so ``q - z`` is an int8 needing no clamp
+    beyond the one the range already guarantees, and with the zero-point out of the codes
+    the int8 GEMM ``sum (q - z) Wq`` needs no per-row correction afterwards.
+
+    Args:
+        x2d: ``(M, K)`` float32 input rows.
+        per_token: one scale per row (else one for the whole tensor).
+
+    Returns:
+        ``(q, s)``: ``q`` int8 ``(M, K)``, exactly ``activation_codes``' ``q - z``; ``s``
+        float32 ``(M, 1)`` or ``(1, 1)`` with ``x ~ s * q``.
+
+    Example:
+        >>> q, s = activation_int8(torch.randn(4, 64))
+        >>> q.dtype, bool(q.abs().max() <= ACT_LEVELS)
+        (torch.int8, True)
+    """
+    xs, s, z = quantize_activations(x2d, per_token)  # xs = x / s + z, rounds into [0, 127]
+    return xs.round_().sub_(z).to(torch.int8), s

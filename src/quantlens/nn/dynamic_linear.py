@@ -24,11 +24,11 @@ the lowest-priority case that matches and whose path can run the layer):
 =========  ======================================================================  =========
 path       what runs                                                               auto when
 =========  ======================================================================  =========
-int_mm     ``torch._int_mm`` (int8 x int8 -> int32, exact) on the codes ``q``      CUDA (M >
-           in [0, 127], then ``s * (ws * acc - z * c) + b``. On CPUs without       16, K, N %
-           VNNI/AMX PyTorch runs it as a plain loop, far slower than fbgemm;       8 == 0), or
-           with AVX512-VNNI it is the fastest int8 GEMM (see                       a CPU with
-           benchmarks/int8_dynamic.py)                                             VNNI / AMX
+int_mm     ``torch._int_mm`` (int8 x int8 -> int32, exact) on ``q - z`` in         CUDA (M >
+           [-127, 127] (the codes less their zero-point, so no correction pass     16, K, N %
+           follows), then ``s * ws * acc + b`` in two passes. On CPUs without      8 == 0), or
+           VNNI/AMX PyTorch runs it as a plain loop, far slower than fbgemm;       a CPU with
+           with AVX512-VNNI it is the fastest int8 GEMM (benchmarks/int8_dynamic)  VNNI / AMX
 fbgemm     ``quantized::linear_with_input_q_dq_qweight_dq_output_fp32`` on the     CPU, x86 /
            per-token-scaled input (scale 1, zero-point 0: the op rounds, the       fbgemm
            int8 GEMM is exact), then ``s * (g - z c) + b``                         engine
@@ -36,6 +36,9 @@ reference  dequantize and ``F.linear`` in float32 (same quantized values)       
 fp16       ``quantized::linear_dynamic_fp16`` (fp16 weights, fp32 compute)        fp16, x86
 upcast     ``F.linear(x, W.float(), b)``                                           fp16
 =========  ======================================================================  =========
+
+Small calls (a few tokens) run on one thread or on torch's count, whichever their timings
+say is faster (``layer.thread_policy``, :mod:`quantlens.nn.threads`).
 
 The state dict holds plain tensors only (``weight`` int8 or fp16, ``weight_scale``,
 ``bias``): packed kernel weights are a cache rebuilt on first use and never saved.
@@ -53,6 +56,7 @@ from quantlens.nn.act_quant import ACT_LEVELS, quantize_activations
 from quantlens.nn.kernels import registry
 from quantlens.nn.kernels.registry import KernelKey, KernelPath
 from quantlens.nn.registry import DynamicSpec, register_quantized
+from quantlens.nn.threads import check_policy
 
 WEIGHT_QMAX = 127
 DTYPES = {"int8": torch.int8, "float16": torch.float16}
@@ -263,6 +267,16 @@ class DynamicLinear(nn.Module):
         if name != "auto":
             registry.get_kernel(name, "dynamic", self.dtype)
         self._kernel = name
+
+    @property
+    def thread_policy(self) -> str:
+        """How small calls pick their thread count: ``"auto"`` (time both, keep the faster),
+        ``"all"`` or ``"one"`` (see :mod:`quantlens.nn.threads`)."""
+        return getattr(self, "_thread_policy", "auto")
+
+    @thread_policy.setter
+    def thread_policy(self, policy: str) -> None:
+        self._thread_policy = check_policy(policy)
 
     def kernel_key(self) -> KernelKey:
         """What the kernel registry selects on: int8 or float16 weights of this shape."""

@@ -12,6 +12,7 @@ from quantlens.nn import kernels
 from quantlens.nn.kernels.registry import KernelKey
 from quantlens.nn.packed import PackedWeight
 from quantlens.nn.registry import register_quantized
+from quantlens.nn.threads import check_policy
 
 
 @register_quantized(nn.Linear)
@@ -161,6 +162,16 @@ class QLinear(PackedWeight):
         if name != "auto":
             kernels.get_kernel(name)
         self._kernel = name
+
+    @property
+    def thread_policy(self) -> str:
+        """How small calls pick their thread count: ``"auto"`` (time both, keep the faster),
+        ``"all"`` or ``"one"`` (see :mod:`quantlens.nn.threads`)."""
+        return getattr(self, "_thread_policy", "auto")
+
+    @thread_policy.setter
+    def thread_policy(self, policy: str) -> None:
+        self._thread_policy = check_policy(policy)
 
     def kernel_key(self) -> KernelKey:
         """What the kernel registry selects on: the scheme's bits, the weight's shape."""

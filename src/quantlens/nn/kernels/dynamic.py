@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from quantlens.errors import InputError
-from quantlens.nn.act_quant import activation_codes, quantize_activations
+from quantlens.nn.act_quant import activation_codes, activation_int8, quantize_activations
 from quantlens.nn.kernels.registry import Case, KernelPath, register_kernel
 from quantlens.nn.shapes import Shapes
 
@@ -45,12 +45,14 @@ def _fbgemm_prepare(layer: Any, dtype: torch.dtype) -> tuple[Any, torch.Tensor]:
 
 def _fbgemm_run(layer: Any, state: tuple[Any, torch.Tensor], x2d: torch.Tensor) -> torch.Tensor:
     packed, c = state
-    xs, s, z = quantize_activations(x2d, layer.per_token)
+    xs, s, z = quantize_activations(x2d, layer.per_token)  # the op rounds xs to the codes
     g = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(
         xs, 1.0, 0, packed
-    )  # (M, N)
-    g = g.addr_(z.squeeze(1), c, alpha=-1) if layer.per_token else g.sub_(z * c)  # sum (q - z) W
-    return torch.addcmul(layer.bias, g, s) if layer.bias is not None else g.mul_(s)
+    )  # (M, N) = sum q W: ws applied, exact integer sums
+    g.addr_(z.reshape(-1).expand(g.shape[0]), c, alpha=-1)  # sum (q - z) W
+    if layer.bias is None:
+        return g.mul_(s)
+    return torch.addcmul(layer.bias, g, s, out=g)  # s * (...) + b in one pass, in place
 
 
 # --- int_mm: torch._int_mm --------------------------------------------------------------------
@@ -62,24 +64,24 @@ def _int_mm_format(layer: Any) -> str | None:
     return None
 
 
-def _int_mm_prepare(layer: Any, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    return layer.weight.t(), _row_correction(layer)  # (K, N) view: the faster layout on CPU
+def _int_mm_prepare(layer: Any, dtype: torch.dtype) -> torch.Tensor:
+    return layer.weight.t()  # (K, N) view: the faster layout on CPU
 
 
-def _int_mm_run(
-    layer: Any, state: tuple[torch.Tensor, torch.Tensor], x2d: torch.Tensor
-) -> torch.Tensor:
-    wt, c = state
+def _int_mm_run(layer: Any, state: torch.Tensor, x2d: torch.Tensor) -> torch.Tensor:
+    wt = state
     if x2d.device.type == "cuda" and x2d.shape[0] <= 16:  # (automatic dispatch never asks)
         raise InputError(
             "kernel path 'int_mm' on CUDA needs more than 16 rows; set layer.kernel = 'auto'"
         )
-    q, s, z = activation_codes(x2d, layer.per_token)  # q in [0, 127]: already an int8 value
-    acc = torch._int_mm(q.to(torch.int8), wt)  # (M, N) int32, exact
-    y = torch.mul(acc, layer.weight_scale)  # y = s * (ws * acc - z * c) + b
-    y.addr_(z.reshape(-1).expand(y.shape[0]), c, alpha=-1)
-    y.mul_(s)
-    return y.add_(layer.bias) if layer.bias is not None else y
+    # q = codes - zero-point in [-127, 127]: with the zero-point out of the codes, the int8
+    # GEMM needs no per-row correction afterwards
+    q, s = activation_int8(x2d, layer.per_token)  # (M, K) int8, (M, 1)
+    acc = torch._int_mm(q, wt)  # (M, N) int32 = sum (q - z) Wq, exact
+    y = torch.mul(acc, layer.weight_scale)  # y = s * ws * acc + b: two passes
+    if layer.bias is None:
+        return y.mul_(s)
+    return torch.addcmul(layer.bias, y, s, out=y)
 
 
 # --- reference and the float16 paths ---------------------------------------------------------

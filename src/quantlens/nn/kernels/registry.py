@@ -39,6 +39,7 @@ from torch import nn
 
 from quantlens.errors import InputError, SchemeError, UnknownNameError
 from quantlens.nn.shapes import Shapes
+from quantlens.nn.threads import run_with_policy
 
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -338,6 +339,8 @@ def run(layer: Any, x2d: torch.Tensor, path: KernelPath | None = None) -> torch.
 
     The choice and the prepared state are memoised per (tokens, dtype, device, forced
     kernel, engine) in the layer's cache, so a call costs one dict lookup besides the kernel.
+    Linear layers' small calls run on the thread count ``layer.thread_policy`` chooses
+    (:mod:`quantlens.nn.threads`).
 
     Example:
         >>> y = run(qlinear, torch.randn(8, qlinear.in_features))
@@ -364,9 +367,16 @@ def run(layer: Any, x2d: torch.Tensor, path: KernelPath | None = None) -> torch.
                 warnings.filterwarnings("ignore", message=r".*quantized tensor creation.*")
                 warnings.filterwarnings("ignore", category=DeprecationWarning)
                 layer._cache[state_key] = chosen.prepare(layer, compute)
-        hit = layer._cache[memo] = (chosen, compute, layer._cache[state_key])
-    chosen, compute, state = hit
-    return chosen.run(layer, state, x2d.to(compute)).to(x2d.dtype)
+        key = layer.kernel_key()
+        work = 0 if key.family == "conv" else x2d.shape[0] * key.shape[0] * key.shape[1]
+        hit = layer._cache[memo] = (chosen, compute, layer._cache[state_key], work)
+    chosen, compute, state, work = hit
+    return run_with_policy(
+        layer,
+        memo,
+        work,
+        lambda: chosen.run(layer, state, x2d.to(compute)).to(x2d.dtype),
+    )
 
 
 @contextlib.contextmanager
