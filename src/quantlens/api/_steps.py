@@ -9,6 +9,7 @@ from torch import nn
 from quantlens.errors import InputError
 from quantlens.methods import linear_like
 from quantlens.methods.base import (
+    Method,
     QuantConfig,
     QuantSummary,
     check_patterns,
@@ -18,14 +19,17 @@ from quantlens.methods.base import (
 )
 
 
-def methods_of(config: QuantConfig):
+def methods_of(config: QuantConfig) -> list[Method]:
+    """The methods ``config`` uses (its overrides included), in the order they apply."""
     found = {
         method_for_config(type(c)).name: method_for_config(type(c)) for c in configs_in(config)
     }
     return sorted(found.values(), key=lambda m: m.order)
 
 
-def check_model(model, config) -> None:
+def check_model(model: object, config: object) -> None:
+    """Raise :class:`InputError` unless ``model`` is a module with values and ``config`` a
+    quantlens config whose patterns name layers of it."""
     if not isinstance(model, nn.Module):
         raise InputError(f"expected a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(config, QuantConfig):
@@ -46,6 +50,7 @@ def check_model(model, config) -> None:
 
 
 def to_float32(model: nn.Module, summary: QuantSummary) -> None:
+    """Cast a float16/bfloat16 model to float32 in place, noting it in ``summary``."""
     dtype = float_dtype_of(model)
     if dtype in (torch.float16, torch.bfloat16):
         model.float()
@@ -56,15 +61,24 @@ def to_float32(model: nn.Module, summary: QuantSummary) -> None:
 
 
 def linear_like_to_linear(model: nn.Module, summary: QuantSummary) -> None:
+    """Turn Linear-like layers (such as GPT-2's Conv1D) into ``nn.Linear`` in place."""
     for text in linear_like.notes(linear_like.make_linear(model)):
         summary.note(text)
 
 
-def finish(model: nn.Module, config: QuantConfig, summary: QuantSummary, source) -> nn.Module:
-    model.quantlens_config = config
-    model.quantlens_summary = summary
+def set_attrs(model: nn.Module, **attrs: object) -> None:
+    """Set plain (non-tensor, non-module) attributes on ``model``: ``quantlens_config``, ..."""
+    for key, value in attrs.items():
+        setattr(model, key, value)
+
+
+def finish(
+    model: nn.Module, config: QuantConfig, summary: QuantSummary, source: dict | None
+) -> nn.Module:
+    """Attach the config, the summary and the float skeleton's source to ``model``."""
+    set_attrs(model, quantlens_config=config, quantlens_summary=summary)
     if source is not None:
-        model.quantlens_source = source
+        set_attrs(model, quantlens_source=source)
     if isinstance(model, torch.fx.GraphModule):  # copy.deepcopy of a GraphModule keeps only these
         keep = {k: v for k, v in vars(model).items() if k.startswith("quantlens_")}
         model.meta.setdefault("_user_preserved_attributes", {}).update(keep)

@@ -158,8 +158,8 @@ def load(
     except (RuntimeError, ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
         raise CheckpointError(
             f"{meta_path}: its {config.method} config does not fit the model "
-            f"({type(exc).__name__}: "
-            f"{error_line(exc)}); pass the skeleton of the model that was saved"
+            f"({type(exc).__name__}: {error_line(exc)}); "
+            "pass the skeleton of the model that was saved"
         ) from exc
     state = checkpoint.unflatten_state(tensors, meta["state"], origin=meta_path)
     try:
@@ -190,7 +190,7 @@ sources.register_model_form(  # ql.load_model / the CLI's MODEL take a checkpoin
 )
 
 
-def _is_factory(source) -> bool:
+def _is_factory(source: object) -> bool:
     return (
         isinstance(source, dict) and source.get("zoo") is None and source.get("kind") == "factory"
     )

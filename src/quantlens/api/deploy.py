@@ -7,6 +7,8 @@ from pathlib import Path
 
 from torch import nn
 
+from quantlens.core.data import ModelInputs
+from quantlens.export import ExportFormat, WeightOp
 from quantlens.export import export as export_model
 
 
@@ -14,9 +16,9 @@ def export(
     model: nn.Module,
     path: str | os.PathLike,
     *,
-    format: str = "torchscript",
-    example_inputs=None,
-    weight_op: str = "auto",
+    format: ExportFormat = "torchscript",
+    example_inputs: ModelInputs | None = None,
+    weight_op: WeightOp = "auto",
 ) -> Path:
     """Export a quantized model for deployment.
 

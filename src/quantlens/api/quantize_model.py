@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 from torch import nn
@@ -13,8 +14,10 @@ from quantlens.api._steps import (
     finish,
     linear_like_to_linear,
     methods_of,
+    set_attrs,
     to_float32,
 )
+from quantlens.core.data import DataSource, ModelInputs
 from quantlens.errors import InputError, NothingToQuantizeError
 from quantlens.methods.base import QuantConfig, QuantContext, QuantSummary, state_bytes
 from quantlens.methods.guards import refuse_quantized, restore_modes, train_modes
@@ -24,9 +27,9 @@ def quantize(
     model: nn.Module,
     config: QuantConfig,
     *,
-    calib_data=None,
+    calib_data: DataSource | None = None,
     inplace: bool = False,
-    example_inputs: tuple | None = None,
+    example_inputs: ModelInputs | None = None,
     calib_batches: int | None = None,
     progress: bool | None = None,
 ) -> nn.Module:
@@ -91,7 +94,11 @@ def quantize(
 
 
 def prepare(
-    model: nn.Module, config: QuantConfig, *, inplace: bool = False, example_inputs=None
+    model: nn.Module,
+    config: QuantConfig,
+    *,
+    inplace: bool = False,
+    example_inputs: ModelInputs | None = None,
 ) -> nn.Module:
     """First half of a two-phase method (Static, QAT): insert observers / fake quantization.
 
@@ -101,8 +108,8 @@ def prepare(
     """
     check_model(model, config)
     refuse_quantized(model)
-    methods = [m for m in methods_of(config) if m.prepare is not None]
-    if not methods:
+    prepares = [m.prepare for m in methods_of(config) if m.prepare is not None]
+    if not prepares:
         raise InputError(
             f"{type(config).__name__} is one-shot: "
             "call ql.quantize(model, config) instead of prepare"
@@ -113,13 +120,13 @@ def prepare(
     to_float32(target, summary)
     linear_like_to_linear(target, summary)
     ctx = QuantContext(config, summary, example_inputs=example_inputs)
-    for method in methods:
-        target = method.prepare(target, ctx)
-    target.quantlens_prepared = ctx
+    for prepare_one in prepares:
+        target = prepare_one(target, ctx)
+    set_attrs(target, quantlens_prepared=ctx)
     return finish(target, config, summary, source)
 
 
-def prepare_qat(model: nn.Module, config: QuantConfig, **kwargs) -> nn.Module:
+def prepare_qat(model: nn.Module, config: QuantConfig, **kwargs: Any) -> nn.Module:
     """Prepare ``model`` for quantization-aware training (see :func:`prepare`)."""
     return prepare(model, config, **kwargs)
 
@@ -185,6 +192,7 @@ def dequantize(model: nn.Module, *, inplace: bool = False) -> nn.Module:
         )
     methods = methods_of(config)
     fixed = sorted(m.name for m in methods if m.dequantize is None)
+    undo = [m.dequantize for m in methods if m.dequantize is not None]
     if fixed:
         raise InputError(
             f"a {', '.join(fixed)} model cannot be turned back into float "
@@ -193,10 +201,10 @@ def dequantize(model: nn.Module, *, inplace: bool = False) -> nn.Module:
         )
     source = getattr(model, "quantlens_source", None)
     target = model if inplace else copy.deepcopy(model)
-    for method in methods:
-        target = method.dequantize(target)
+    for dequantize_one in undo:
+        target = dequantize_one(target)
     for attr in ("quantlens_config", "quantlens_summary"):
         target.__dict__.pop(attr, None)
     if source is not None:
-        target.quantlens_source = dict(source)
+        set_attrs(target, quantlens_source=dict(source))
     return target

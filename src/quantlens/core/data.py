@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import islice
+from typing import Any, TypeAlias
 
 import torch
 
@@ -32,6 +33,14 @@ _OOM = getattr(
     torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError
 )  # out of memory is not an input mistake
 _LABEL_KEYS = ("labels", "label")
+
+DataSource: TypeAlias = torch.Tensor | tuple | Mapping[str, Any] | Iterable[Any]
+"""Any form of ``data`` / ``calib_data`` / ``train_data`` that :func:`iter_batches` accepts
+(a tensor, an ``(inputs, labels)`` pair, a dict of tensors, an iterable of batches)."""
+
+ModelInputs: TypeAlias = torch.Tensor | tuple[Any, ...] | Mapping[str, Any]
+"""One set of example inputs: a tensor, a tuple of positional inputs or a dict of keyword
+inputs (a tokenized Hugging Face batch)."""
 
 
 @dataclass

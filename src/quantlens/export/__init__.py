@@ -15,17 +15,21 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal, get_args
 
 from torch import nn
 
+from quantlens.core.data import ModelInputs
 from quantlens.errors import InputError, UnknownNameError
 from quantlens.export import onnx_writer, pt2, torchscript
 from quantlens.export.inputs import ExampleInputs, example_inputs_of
-from quantlens.export.onnx_layers import WEIGHT_OPS
+from quantlens.export.onnx_layers import WEIGHT_OPS, WeightOp
 from quantlens.export.runtime import ExportCheck, check, format_of, load_runner
 from quantlens.methods.int8_inputs import make_inputs
 
-FORMATS = ("onnx", "pt2", "torchscript")
+ExportFormat = Literal["onnx", "pt2", "torchscript"]
+"""A deployment format :func:`export` writes."""
+FORMATS: tuple[str, ...] = get_args(ExportFormat)
 
 
 def _inputs(model: nn.Module, example_inputs, required: bool) -> tuple[ExampleInputs | None, bool]:
@@ -43,9 +47,9 @@ def export(
     model: nn.Module,
     path: str | os.PathLike,
     *,
-    format: str = "torchscript",
-    example_inputs=None,
-    weight_op: str = "auto",
+    format: ExportFormat = "torchscript",
+    example_inputs: ModelInputs | None = None,
+    weight_op: WeightOp = "auto",
 ) -> Path:
     """Write ``model`` in a deployment format (see :func:`quantlens.api.export`)."""
     if not isinstance(model, nn.Module):
@@ -72,6 +76,8 @@ __all__ = [
     "FORMATS",
     "ExampleInputs",
     "ExportCheck",
+    "ExportFormat",
+    "WeightOp",
     "check",
     "example_inputs_of",
     "export",

@@ -34,6 +34,7 @@ without the com.microsoft operators.
 from __future__ import annotations
 
 import math
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -46,7 +47,9 @@ from quantlens.nn.qconv import QConv2d
 from quantlens.nn.qembedding import QEmbedding
 from quantlens.nn.qlinear import QLinear
 
-WEIGHT_OPS = ("auto", "matmulnbits", "dequantize")
+WeightOp = Literal["auto", "matmulnbits", "dequantize"]
+"""The ONNX form of a weight-only Linear: MatMulNBits where it fits, or always one form."""
+WEIGHT_OPS: tuple[str, ...] = get_args(WeightOp)
 NBITS = (2, 4, 8)  # what MatMulNBits runs in ONNX Runtime 1.32
 _EPS = 1e-12
 

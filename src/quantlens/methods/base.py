@@ -30,6 +30,7 @@ from typing import Any
 
 from torch import nn
 
+from quantlens.core.data import ModelInputs
 from quantlens.errors import ConfigError, UnknownNameError
 from quantlens.methods.sizes import (  # noqa: F401  (re-exported: methods import them here)
     float_dtype_of,
@@ -317,7 +318,7 @@ class QuantContext:
     config: QuantConfig
     summary: QuantSummary
     calib_data: Any = None
-    example_inputs: tuple | None = None
+    example_inputs: ModelInputs | None = None
     progress: bool | None = None
     calib_batches: int | None = None
     saved_layers: dict[str, dict[str, Any]] | None = None
