@@ -26,7 +26,7 @@ import dataclasses
 import fnmatch
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 from torch import nn
 
@@ -195,13 +195,19 @@ def check_patterns(config: QuantConfig, model: nn.Module) -> None:
 # --- summary -----------------------------------------------------------------------------
 
 
+LayerAction = Literal["quantized", "skipped", "float"]
+"""What quantize did with a module: quantized it, skipped it (a ``skip`` pattern), or left
+it in float (the method does not support it, or it would not pay; the record says why)."""
+LAYER_ACTIONS: tuple[str, ...] = get_args(LayerAction)
+
+
 @dataclass
 class LayerRecord:
     """What quantize did with one module."""
 
     name: str
     kind: str
-    action: str  # "quantized" | "skipped" | "float"
+    action: LayerAction
     method: str = ""
     detail: str = ""
     reason: str = ""
@@ -227,7 +233,7 @@ class QuantSummary:
     model_bytes_before: int | None = None
     model_bytes_after: int | None = None
 
-    def add(self, name: str, module: nn.Module | str, action: str, **fields) -> None:
+    def add(self, name: str, module: nn.Module | str, action: LayerAction, **fields: Any) -> None:
         """Record what happened to one module (a skip: :meth:`QuantContext.record_skip`)."""
         kind = module if isinstance(module, str) else type(module).__name__
         self.records.append(LayerRecord(name, kind, action, **fields))

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -35,6 +35,7 @@ from torch import nn
 from quantlens.errors import ConfigError
 from quantlens.methods import smoothing
 from quantlens.methods.backends import torch_ao
+from quantlens.methods.backends.torch_ao import Backend
 from quantlens.methods.base import (
     QuantConfig,
     QuantContext,
@@ -61,7 +62,15 @@ from quantlens.methods.dynamic_layers import (
 from quantlens.nn.dynamic_linear import ACTIVATIONS, DTYPES
 from quantlens.nn.registry import subclass_reason
 
-_TORCH_DTYPES = {torch.int8: "int8", torch.qint8: "int8", torch.float16: "float16"}
+DynamicDtype = Literal["int8", "float16"]
+"""The weight storage of Dynamic: int8 (int8 GEMMs) or float16 (float32 compute)."""
+ActivationScales = Literal["per_token", "per_tensor"]
+"""How Dynamic quantizes a Linear's input: one scale per row (token) or one per call."""
+_TORCH_DTYPES: dict[torch.dtype, DynamicDtype] = {
+    torch.int8: "int8",
+    torch.qint8: "int8",
+    torch.float16: "float16",
+}
 
 
 @dataclass(frozen=True)
@@ -107,11 +116,11 @@ class Dynamic(QuantConfig):
         >>> qm = ql.quantize(bert, ql.Dynamic(skip=("pooler.*",)))
     """
 
-    dtype: str = "int8"
+    dtype: DynamicDtype | torch.dtype = "int8"
     modules: tuple[str, ...] | None = None
     per_channel: bool = True
-    activations: str = "per_token"
-    backend: str | None = None
+    activations: ActivationScales = "per_token"
+    backend: Backend | None = None
     min_rnn_hidden: int | None = None
     smoothquant: float | str | None = None
 

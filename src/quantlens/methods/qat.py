@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from quantlens.core import distributed
-from quantlens.core.observers import get_observer
+from quantlens.core.observers import ObserverName, get_observer
 from quantlens.core.progress import track
 from quantlens.errors import ConfigError, InputError, QuantizationFailedError
 from quantlens.methods import (
@@ -38,6 +38,7 @@ from quantlens.methods import (
     qat_ranks,
 )
 from quantlens.methods.backends import torch_ao
+from quantlens.methods.backends.torch_ao import Backend
 from quantlens.methods.base import QuantConfig, QuantContext, configs_in, register_method, resolve
 from quantlens.methods.int8_state import int8_state
 
@@ -65,10 +66,10 @@ class QAT(QuantConfig):
         skip, overrides: see :class:`QuantConfig`.
     """
 
-    backend: str = "x86"
+    backend: Backend = "x86"
     bits: int = 8
     weight_bits: int | None = None
-    observer: str = "moving_average"
+    observer: ObserverName = "moving_average"
     per_channel: bool = True
     freeze_bn_after: int | None = None
     freeze_observers_after: int | None = None

@@ -20,13 +20,14 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 from torch import nn
 
 from quantlens.core import distributed
 from quantlens.core.data import Batch
-from quantlens.core.observers import get_observer
+from quantlens.core.observers import ObserverName, get_observer
 from quantlens.errors import ConfigError, QuantizationFailedError
 from quantlens.methods import (
     bn_pairs,
@@ -40,6 +41,7 @@ from quantlens.methods import (
     smoothing,
 )
 from quantlens.methods.backends import torch_ao
+from quantlens.methods.backends.torch_ao import Backend
 from quantlens.methods.base import (
     SKIP_REASON,
     QuantConfig,
@@ -50,7 +52,9 @@ from quantlens.methods.base import (
 )
 from quantlens.methods.int8_state import int8_state
 
-MODES = ("auto", "fx", "eager")
+StaticMode = Literal["auto", "fx", "eager"]
+"""How Static captures the model: graph mode with the eager fallback, or only one of them."""
+MODES: tuple[str, ...] = get_args(StaticMode)
 
 
 @dataclass(frozen=True)
@@ -89,13 +93,13 @@ class Static(QuantConfig):
         skip, overrides: see :class:`QuantConfig`; skipped layers stay float.
     """
 
-    backend: str = "x86"
-    observer: str = "auto"
-    weight_observer: str = "minmax"
+    backend: Backend = "x86"
+    observer: ObserverName = "auto"
+    weight_observer: ObserverName = "minmax"
     per_channel: bool = True
     fuse: bool = True
     calib_batches: int | None = None
-    mode: str = "auto"
+    mode: StaticMode = "auto"
     sync: bool = True
     auto_fallback: bool = True
     smoothquant: float | str | None = None

@@ -46,6 +46,7 @@ from quantlens.core.observers.base import (
     DEFAULT_SCHEME,
     OBSERVERS,
     Observer,
+    ObserverName,
     get_observer,
     register_observer,
 )
@@ -66,6 +67,7 @@ __all__ = [
     "MinMaxObserver",
     "MovingAverageMinMaxObserver",
     "Observer",
+    "ObserverName",
     "PercentileObserver",
     "get_observer",
     "register_observer",

@@ -5,6 +5,7 @@ scheme checks, and :func:`get_observer` by name.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 
@@ -14,6 +15,22 @@ from quantlens.core.qparams import compute_qparams
 from quantlens.core.qtensor import check_finite_float
 from quantlens.core.scheme import QScheme
 from quantlens.errors import InputError, SchemeError, UnknownNameError
+
+ObserverName = Literal[
+    "minmax",
+    "moving_average",
+    "percentile",
+    "mse",
+    "entropy",
+    "meanstd",
+    "auto",
+    "histogram",
+    "kl",
+    "moving_average_minmax",
+]
+"""The name of a built-in observer or of an alias (``histogram`` = ``mse``, ``kl`` =
+``entropy``). A name added with :func:`register_observer` works at run time too; to a type
+checker it is a ``str``, so pass it with ``typing.cast(ObserverName, "name")``."""
 
 OBSERVERS: dict[str, type[Observer]] = {}
 _ALIASES = {"histogram": "mse", "kl": "entropy", "moving_average_minmax": "moving_average"}

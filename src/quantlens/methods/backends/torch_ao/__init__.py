@@ -38,6 +38,7 @@ from quantlens.methods.backends.torch_ao.eager import (
 )
 from quantlens.methods.backends.torch_ao.engines import (
     BACKENDS,
+    Backend,
     available_engines,
     quantized_op_errors,
     use_engine,
@@ -62,6 +63,7 @@ __all__ = [
     "BACKENDS",
     "EAGER_TYPES",
     "TESTED_TORCH_VERSIONS",
+    "Backend",
     "CoreFakeQuantize",
     "CoreObserver",
     "available_engines",

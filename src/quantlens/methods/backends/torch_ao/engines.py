@@ -3,12 +3,16 @@ machine has, switching between them, and a tiny self-test of each."""
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 
 from quantlens.errors import BackendError, UnknownNameError
 from quantlens.methods.backends.torch_ao._upstream import quiet
 
-BACKENDS = ("x86", "fbgemm", "onednn", "qnnpack")
+Backend = Literal["x86", "fbgemm", "onednn", "qnnpack"]
+"""A quantized engine of PyTorch's that Static, QAT and Dynamic can run on."""
+BACKENDS: tuple[str, ...] = get_args(Backend)
 # fbgemm/x86 kernels accumulate uint8 x int8 pairs in int16 on CPUs without VNNI; PyTorch's
 # defaults give their activations 7 bits (reduce_range) to avoid the overflow.
 REDUCE_RANGE = {"x86": True, "fbgemm": True, "onednn": False, "qnnpack": False}
