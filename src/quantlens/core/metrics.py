@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import math
+from typing import overload
 
 import torch
 
@@ -103,6 +104,14 @@ def sqnr_db(reference: torch.Tensor, approximation: torch.Tensor) -> float:
     return 10.0 * math.log10(signal / noise)
 
 
+@overload
+def cosine_similarity(
+    reference: torch.Tensor, approximation: torch.Tensor, *, dim: None = None, eps: float = ...
+) -> float: ...
+@overload
+def cosine_similarity(
+    reference: torch.Tensor, approximation: torch.Tensor, *, dim: int, eps: float = ...
+) -> torch.Tensor: ...
 def cosine_similarity(
     reference: torch.Tensor,
     approximation: torch.Tensor,

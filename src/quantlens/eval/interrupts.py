@@ -25,6 +25,9 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
 
 
 def interrupted_by(exc: BaseException) -> bool:
@@ -69,11 +72,12 @@ class InterruptWatch:
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous = None
+        self._previous: Callable[[int, FrameType | None], Any] | None = None
 
-    def _handle(self, signum, frame) -> None:
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.requested = True
-        self._previous(signum, frame)
+        if self._previous is not None:
+            self._previous(signum, frame)
 
     def __enter__(self) -> InterruptWatch:  # noqa: PYI034 - typing.Self needs Python 3.11
         if threading.current_thread() is threading.main_thread():

@@ -42,6 +42,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, cast
 
 import torch
 
@@ -227,6 +228,9 @@ class _Server:
             start_new_session=True,
             text=True,
         )
+        # stdin/stdout=PIPE: both streams exist
+        self._to_child = cast(IO[str], self.proc.stdin)
+        self._from_child = cast(IO[str], self.proc.stdout)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -234,14 +238,14 @@ class _Server:
     def request(self, job: dict, timeout: float) -> dict:
         import selectors
 
-        self.proc.stdin.write(json.dumps(job) + "\n")
-        self.proc.stdin.flush()
+        self._to_child.write(json.dumps(job) + "\n")
+        self._to_child.flush()
         with selectors.DefaultSelector() as sel:
-            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            sel.register(self._from_child, selectors.EVENT_READ)
             if not sel.select(timeout):
                 self.close()
                 raise QuantizationFailedError(f"memory measurement timed out after {timeout:.0f} s")
-        line = self.proc.stdout.readline()
+        line = self._from_child.readline()
         if not line:
             self.close()
             raise QuantizationFailedError("the memory-measuring process died")
