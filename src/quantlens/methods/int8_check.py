@@ -89,7 +89,12 @@ def first_run(model: nn.Module, inputs: tuple | Batch | None, summary: QuantSumm
         if failure is None:
             return
         node, values, exc = failure
-        if not isinstance(node, torch.fx.Node) or not _repair(model, node, values, exc, summary):
+        repaired = (
+            isinstance(node, torch.fx.Node)
+            and isinstance(model, torch.fx.GraphModule)
+            and _repair(model, node, values, exc, summary)
+        )
+        if not repaired:
             where = _where(model, node)
             raise QuantizationFailedError(
                 f"the int8 model fails at its first run in {where}: {error_line(exc, 200)}; "
@@ -177,7 +182,7 @@ class _Recorder(torch.fx.Interpreter):
             raise
 
 
-def _run(model: nn.Module, inputs: tuple):
+def _run(model: nn.Module, inputs: tuple | Batch):
     """None if the model runs, else ``(failing node or None, node values, exception)``."""
     with torch.no_grad(), torch_ao.quiet():
         if not isinstance(model, torch.fx.GraphModule) or isinstance(inputs, Batch):
@@ -190,7 +195,7 @@ def _run(model: nn.Module, inputs: tuple):
     return None
 
 
-def _run_eager(model: nn.Module, inputs: tuple):
+def _run_eager(model: nn.Module, inputs: tuple | Batch):
     """None if the model runs, else
     ``(name of the innermost module that raised, {}, exception)``."""
     names = {id(m): n for n, m in model.named_modules()}
@@ -298,7 +303,7 @@ def _quantize_inputs(
     """An int8 module that receives float (after a repair above it): a Quant before it
     with the range its input has on the example batch."""
     if node.op != "call_module" or not torch_ao.is_quantized_module(
-        model.get_submodule(node.target)
+        model.get_submodule(str(node.target))  # a call_module node's target is its name
     ):
         return False
     floats = [a for a in _tensor_inputs(node, values) if values[a].is_floating_point()]

@@ -11,6 +11,7 @@ import itertools
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -64,7 +65,7 @@ def _observed_adapter(observed_cls: type) -> type:
     (torch.ao reads it from the observed module at convert time)."""
 
     def from_float(cls, module):
-        observed = observed_cls.from_float(module)
+        observed = cast(Any, observed_cls).from_float(module)  # checked at registration
         if getattr(observed, "qconfig", None) is None:
             observed.qconfig = getattr(module, "qconfig", None)
         return observed
@@ -121,8 +122,10 @@ class Plan:
     reasons: dict[str, str] = field(default_factory=dict)  # float modules -> why
     other_method: set[str] = field(default_factory=set)  # names another method quantizes
 
-    def mapping(self, make_qconfig: Callable[[QuantConfig], object], *, qat: bool):
-        cache: dict[int, object] = {}
+    def mapping(self, make_qconfig: Callable[[Any], Any], *, qat: bool) -> Any:
+        """torch.ao's QConfigMapping: ``make_qconfig(config)`` for each config of the plan
+        (of the method's own config class), None for the modules left in float."""
+        cache: dict[int, Any] = {}
 
         def qc(cfg):
             if cfg is None:
@@ -138,7 +141,7 @@ class Plan:
 def make_plan(model: nn.Module, config: QuantConfig, cls: type, *, prefix: str = "") -> Plan:
     """Resolve ``config`` for every module: ``cls`` configs get qconfigs, the rest float.
     ``prefix``: the name of ``model`` inside the whole model (a captured region)."""
-    ours = [c for c in configs_in(config) if isinstance(c, cls)]
+    ours: list[Any] = [c for c in configs_in(config) if isinstance(c, cls)]  # have .backend
     backends = {c.backend for c in ours}
     if len(backends) != 1:
         raise ConfigError(
@@ -186,7 +189,7 @@ def standardize_subclasses(model: nn.Module, ours: Callable[[str], bool]) -> dic
     stay float. ``ours(name)``: whether the module is this method's.
     """
     types = torch_ao.quantizable_types()
-    floated = {}
+    floated: dict[str, str] = {}
     for name, module in model.named_modules():
         if not name or not ours(name) or any(name.startswith(f"{f}.") for f in floated):
             continue
@@ -236,7 +239,7 @@ def capture(
         QuantizationFailedError: the model's own forward cannot be traced, or
             ``keep_islands`` refused its islands (the caller may fall back).
     """
-    kwargs = {
+    kwargs: dict[str, Any] = {
         "backend": plan.backend,
         "qat": qat,
         "custom_modules": _attach_custom_qconfigs(model, mapping),

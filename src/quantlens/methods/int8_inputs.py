@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
+from typing import Literal, overload
 
 import torch
 
@@ -58,6 +59,10 @@ def make_inputs(desc: dict) -> tuple:
     return make_batch(desc).args
 
 
+@overload
+def example_batch(ctx: QuantContext, *, required: Literal[True] = ...) -> Batch: ...
+@overload
+def example_batch(ctx: QuantContext, *, required: bool) -> Batch | None: ...
 def example_batch(ctx: QuantContext, *, required: bool = True) -> Batch | None:
     """Example inputs: ``ctx.example_inputs`` (a tuple, a tensor, a dict of tensors or a
     recorded description), else the first calibration batch, else None when not ``required``."""

@@ -30,6 +30,7 @@ import itertools
 import keyword as keyword_module
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -181,8 +182,8 @@ def find_regions(
         if not has_target(name, module):
             return
         clean = not any(b == name or b.startswith(f"{name}.") or not name for b in bad)
-        if name and clean and calls.get(name) is not None:
-            found.append((name, calls[name]))
+        if name and clean and (call := calls.get(name)) is not None:
+            found.append((name, call))
             return
         for child, sub in module.named_children():
             visit(f"{name}.{child}" if name else child, sub)
@@ -238,7 +239,7 @@ def capture_regions(
     batch: Batch,
     config: QuantConfig,
     cls: type,
-    make_qconfig: Callable[[QuantConfig], object],
+    make_qconfig: Callable[[Any], Any],
     *,
     qat: bool,
 ) -> list[Region]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -53,23 +54,26 @@ def register_linear_like(kind: LinearLike) -> LinearLike:
 
 
 def _is_hf_conv1d(module: nn.Module) -> bool:
-    cls = type(module)
+    cls, weight = type(module), getattr(module, "weight", None)
     return (
         cls.__name__ == "Conv1D"
         and cls.__module__.startswith("transformers.")
-        and isinstance(getattr(module, "weight", None), torch.Tensor)
-        and module.weight.ndim == 2
+        and isinstance(weight, torch.Tensor)
+        and weight.ndim == 2
     )
+
+
+def _conv1d_weight(module: nn.Module) -> torch.Tensor:
+    return cast(torch.Tensor, module.weight)  # (in, out): _is_hf_conv1d checked it
 
 
 def _conv1d_to_linear(module: nn.Module) -> nn.Linear:
-    n_in, n_out = module.weight.shape  # (in, out)
+    weight = _conv1d_weight(module)
+    n_in, n_out = weight.shape
     bias = getattr(module, "bias", None)
-    linear = nn.Linear(
-        n_in, n_out, bias=bias is not None, device=module.weight.device, dtype=module.weight.dtype
-    )
+    linear = nn.Linear(n_in, n_out, bias=bias is not None, device=weight.device, dtype=weight.dtype)
     with torch.no_grad():
-        linear.weight.copy_(module.weight.t())
+        linear.weight.copy_(weight.t())
         if bias is not None:
             linear.bias.copy_(bias)
     linear.train(module.training)
@@ -77,7 +81,9 @@ def _conv1d_to_linear(module: nn.Module) -> nn.Linear:
 
 
 register_linear_like(
-    LinearLike("Hugging Face Conv1D", _is_hf_conv1d, _conv1d_to_linear, lambda m: m.weight.t())
+    LinearLike(
+        "Hugging Face Conv1D", _is_hf_conv1d, _conv1d_to_linear, lambda m: _conv1d_weight(m).t()
+    )
 )
 
 

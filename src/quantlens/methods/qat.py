@@ -144,7 +144,7 @@ def prepare(model: nn.Module, ctx: QuantContext) -> nn.Module:
                 lambda bad: not int8_regions.regions_cover_more(model, batch, ctx.config, QAT, bad)
             )
         )
-        prepared = int8_graph.capture(
+        prepared: nn.Module = int8_graph.capture(
             model, plan, plan.mapping(_qconfig, qat=True), example, qat=True, keep_islands=keep
         )
     except QuantizationFailedError as exc:

@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -232,7 +233,7 @@ def convert(model: nn.Module, ctx: QuantContext) -> nn.Module:
             got = int8_choice.choose(
                 model.get_submodule(region.name),
                 Batch(region.example),
-                lambda m, ex=region.example: to_int8(m, ex),
+                functools.partial(to_int8, example=region.example),
                 merge_ranks=cfg.sync,
             )
             if got is not None:
@@ -277,7 +278,7 @@ def convert(model: nn.Module, ctx: QuantContext) -> nn.Module:
         choices = {"": got} if got is not None else {}
         converted = (
             got.converted
-            if got is not None
+            if got is not None and got.converted is not None
             else torch_ao.convert(model, backend=cfg.backend, custom_modules=custom)
         )
     int8_check.check_converted(converted, ctx)

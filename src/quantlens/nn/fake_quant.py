@@ -49,6 +49,9 @@ class FakeQuantize(nn.Module):
         >>> w_hat = fq(torch.randn(8, 16))   # every row on its own 16-level grid
     """
 
+    scale: torch.Tensor
+    zero_point: torch.Tensor
+
     def __init__(
         self,
         scheme: QScheme,

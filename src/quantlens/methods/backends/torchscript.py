@@ -89,8 +89,9 @@ def save(scripted: torch.jit.ScriptModule, path: str | os.PathLike) -> Path:
 
 def _swap_in_torchscript_modules(model: nn.Module) -> nn.Module:
     """Replace every module that defines ``torchscript_module()`` by what it returns."""
-    if callable(getattr(model, "torchscript_module", None)):
-        return model.torchscript_module()
+    make = getattr(model, "torchscript_module", None)
+    if callable(make):
+        return make()
     for name, child in list(model.named_children()):
         setattr(model, name, _swap_in_torchscript_modules(child))
     return model

@@ -8,18 +8,29 @@ pickle-free. Used by :mod:`quantlens.nn.dynamic_rnn`. Tested on torch 2.13.0.
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import torch
 from torch import nn
 
+from quantlens.errors import InputError
 from quantlens.methods.backends.torch_ao._upstream import quiet, tq
 from quantlens.nn.dynamic_rnn import register_rnn_kernels
 from quantlens.nn.registry import standard_class
 
 
-def _dynamic_rnn_classes() -> dict[type, type]:
+def _dynamic_rnn_classes() -> dict[type, Any]:
     with quiet():
         import torch.ao.nn.quantized.dynamic as nnqd
     return {nn.LSTM: nnqd.LSTM, nn.GRU: nnqd.GRU}
+
+
+def _rnn_class(module: nn.Module, classes: dict[type, Any]) -> type[nn.Module]:
+    """The LSTM/GRU class ``module`` runs as (itself or the standard class it subclasses)."""
+    base = standard_class(module, classes)
+    if base is None:
+        raise InputError(f"{type(module).__name__} is not an nn.LSTM or nn.GRU")
+    return base
 
 
 def dynamic_rnn_from_float(module: nn.Module, *, dtype: str, per_channel: bool) -> nn.Module:
@@ -30,8 +41,9 @@ def dynamic_rnn_from_float(module: nn.Module, *, dtype: str, per_channel: bool) 
     else:
         qconfig = ao.per_channel_dynamic_qconfig if per_channel else ao.default_dynamic_qconfig
     classes = _dynamic_rnn_classes()
-    base = standard_class(module, classes)  # a subclass keeping the base's forward runs as the base
-    own, module.qconfig = type(module), qconfig
+    base = _rnn_class(module, classes)  # a subclass keeping the base's forward runs as the base
+    own = type(module)
+    module.qconfig = qconfig
     module.__class__ = base  # torch.ao checks the exact type
     try:
         with quiet():
@@ -44,16 +56,17 @@ def dynamic_rnn_from_float(module: nn.Module, *, dtype: str, per_channel: bool) 
 def dynamic_rnn_empty(module: nn.Module, *, dtype: str) -> nn.Module:
     """An untrained torch.ao dynamic LSTM/GRU with ``module``'s shape, for loading weights into."""
     classes = _dynamic_rnn_classes()
-    cls = classes[standard_class(module, classes)]
+    cls = classes[_rnn_class(module, classes)]
+    rnn = cast(nn.RNNBase, module)
     with quiet():
         return cls(
-            module.input_size,
-            module.hidden_size,
-            module.num_layers,
-            module.bias,
-            module.batch_first,
-            float(module.dropout),
-            module.bidirectional,
+            rnn.input_size,
+            rnn.hidden_size,
+            rnn.num_layers,
+            rnn.bias,
+            rnn.batch_first,
+            float(rnn.dropout),
+            rnn.bidirectional,
             dtype=torch.qint8 if dtype == "int8" else torch.float16,
         )
 
@@ -66,7 +79,7 @@ def dynamic_rnn_weights(qrnn: nn.Module) -> dict[str, torch.Tensor]:
     """
     out: dict[str, torch.Tensor] = {}
     with quiet():
-        wb = qrnn._weight_bias()
+        wb = cast(Any, qrnn)._weight_bias()  # torch.ao's packed-weight accessors
         for name, w in wb["weight"].items():
             if not w.is_quantized:
                 out[name] = w.to(torch.float16)
@@ -101,7 +114,7 @@ def dynamic_rnn_set_weights(qrnn: nn.Module, tensors: dict[str, torch.Tensor]) -
                 else:
                     t = t.float()
                 weights[name] = t
-        qrnn.set_weight_bias(
+        cast(Any, qrnn).set_weight_bias(
             {
                 **weights,
                 **{

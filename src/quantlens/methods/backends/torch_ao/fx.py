@@ -9,6 +9,7 @@ produce (:func:`freeze_bn`, :func:`freeze_observers`). Tested on torch 2.13.0.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import cast
 
 import torch
 from torch import nn
@@ -106,12 +107,13 @@ def prepare(
 
 
 def convert(
-    model: torch.fx.GraphModule,
+    model: nn.Module,
     *,
     backend: str,
     custom_modules: Iterable[tuple[type, type, type]] = (),
 ) -> nn.Module:
-    """``convert_fx``: observers become quantize/dequantize, modules quantized kernels."""
+    """``convert_fx`` of a model :func:`prepare` returned (a GraphModule): observers become
+    quantize/dequantize, modules quantized kernels."""
     with quiet():
         from torch.ao.quantization.fx.custom_config import ConvertCustomConfig
         from torch.ao.quantization.quantize_fx import convert_fx
@@ -121,7 +123,9 @@ def convert(
             custom.set_observed_to_quantized_mapping(observed_cls, quantized_cls)
         model.eval()
         out = convert_fx(
-            model, convert_custom_config=custom, backend_config=_backend_config(backend)
+            cast(torch.fx.GraphModule, model),  # prepared by prepare() above
+            convert_custom_config=custom,
+            backend_config=_backend_config(backend),
         )
     return out.eval()
 

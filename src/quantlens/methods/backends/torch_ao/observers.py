@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import types
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
@@ -67,12 +68,14 @@ def _take_range_args(
     halved with ``reduce_range``, where none is given) and return their QScheme."""
     if quant_min is None or quant_max is None:
         quant_min, quant_max = _default_range(dtype, reduce_range)
-    module.qscheme, module.ch_axis, module.quant_min, module.quant_max = (
-        qscheme,
-        ch_axis,
-        quant_min,
-        quant_max,
-    )
+    ranges = {
+        "qscheme": qscheme,
+        "ch_axis": ch_axis,
+        "quant_min": quant_min,
+        "quant_max": quant_max,
+    }
+    for key, value in ranges.items():
+        setattr(module, key, value)
     return _scheme(qscheme, quant_min, quant_max, ch_axis)
 
 
@@ -83,7 +86,12 @@ def _observer_base():
     return ObserverBase, FakeQuantizeBase
 
 
-_ObserverBase, _FakeQuantizeBase = _observer_base()
+if TYPE_CHECKING:
+    from torch.ao.quantization import QConfig
+    from torch.ao.quantization.fake_quantize import FakeQuantizeBase as _FakeQuantizeBase
+    from torch.ao.quantization.observer import ObserverBase as _ObserverBase
+else:
+    _ObserverBase, _FakeQuantizeBase = _observer_base()
 
 
 class CoreObserver(_ObserverBase):
@@ -128,7 +136,7 @@ class CoreObserver(_ObserverBase):
         self.observer.sync(timeout=timeout)
 
     @torch.jit.export
-    def calculate_qparams(self):
+    def calculate_qparams(self):  # type: ignore[override]  # TorchScript: no **kwargs
         if self.observer.min_val is None:  # never saw data: an identity-ish grid, like torch.ao
             shape = () if self.scheme.granularity == "per_tensor" else (1,)
             return torch.ones(shape), torch.zeros(shape, dtype=torch.int64)
@@ -182,7 +190,7 @@ class CoreFakeQuantize(_FakeQuantizeBase):
         self.fq.sync(timeout=timeout)
 
     @torch.jit.export
-    def calculate_qparams(self):
+    def calculate_qparams(self):  # type: ignore[override]  # TorchScript: no **kwargs
         scale, zero_point = self.fq.qparams()
         if self.fq.axis is None:
             return scale.reshape(()), zero_point.reshape(())
@@ -265,7 +273,11 @@ def make_qconfig(
 
 
 def make_qconfig_mapping(
-    backend: str, qconfig, module_qconfigs: Sequence[tuple[str, object]] = (), *, qat: bool = False
+    backend: str,
+    qconfig: QConfig | None,
+    module_qconfigs: Sequence[tuple[str, QConfig | None]] = (),
+    *,
+    qat: bool = False,
 ):
     """A ``QConfigMapping`` using ``qconfig`` everywhere torch.ao's default uses its default
     (fixed-qparams ops such as sigmoid keep their fixed observers), with per-module entries
@@ -275,7 +287,10 @@ def make_qconfig_mapping(
             _get_default_qconfig_mapping_with_default_qconfig,
         )
 
-        mapping = _get_default_qconfig_mapping_with_default_qconfig(qat, backend, qconfig)
+        # qconfig None: everything in float but the modules the entries name
+        mapping = _get_default_qconfig_mapping_with_default_qconfig(
+            qat, backend, cast("QConfig", qconfig)
+        )
         if qconfig is not None and backend in (
             "x86",
             "fbgemm",
