@@ -26,7 +26,7 @@ import dataclasses
 import fnmatch
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeVar, get_args, overload
 
 from torch import nn
 
@@ -303,6 +303,9 @@ def _ratio(before: int, after: int) -> str:
 # --- context and registry -----------------------------------------------------------------
 
 
+C = TypeVar("C", bound="QuantConfig")
+
+
 @dataclass
 class QuantContext:
     """What an apply/rebuild function gets besides the model.
@@ -330,6 +333,10 @@ class QuantContext:
     saved_layers: dict[str, dict[str, Any]] | None = None
     state: object | None = None
 
+    @overload
+    def config_for(self, name: str) -> QuantConfig | None: ...
+    @overload
+    def config_for(self, name: str, config_cls: type[C]) -> C | None: ...
     def config_for(self, name: str, config_cls: type | None = None) -> QuantConfig | None:
         """The resolved config of module ``name`` if it is of ``config_cls`` (default: any)."""
         cfg = resolve(self.config, name)

@@ -180,13 +180,16 @@ def _targets(
     model: nn.Module, ctx: QuantContext
 ) -> list[tuple[str, nn.Module, Dynamic, DynamicLayer]]:
     """The (name, module, config, layer spec) of every module Dynamic replaces, outermost first."""
-    out, taken = [], []
+    out: list[tuple[str, nn.Module, Dynamic, DynamicLayer]] = []
+    taken: list[str] = []
     default = default_modules(model)
     for name, module in model.named_modules():
         if any(name.startswith(t + ".") or t == "" for t in taken):
             continue
         config = ctx.config_for(name, Dynamic)
-        spec = layer_for(module, config, default) if config is not None else None
+        if config is None:
+            continue
+        spec = layer_for(module, config, default)
         if spec is not None and keep_float_reason(module, config, spec) is None:
             out.append((name, module, config, spec))
             taken.append(name)
