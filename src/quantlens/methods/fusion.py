@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from typing import cast
 
 import torch
 from torch import nn
@@ -73,7 +74,8 @@ class SyncedBatchNorm(nn.modules.batchnorm._BatchNorm):
             and dist.is_available()
             and dist.is_initialized()
         ):
-            return nn.SyncBatchNorm.forward(self, x)
+            # SyncBatchNorm's own forward: this class has its attributes (it is no subclass)
+            return nn.SyncBatchNorm.forward(cast(nn.SyncBatchNorm, self), x)
         c, dims = x.shape[1], [0, *range(2, x.ndim)]
         count = x.new_tensor([x.numel() / c])
         stats = _SumOverGroup.apply(
@@ -84,21 +86,28 @@ class SyncedBatchNorm(nn.modules.batchnorm._BatchNorm):
         var = (stats[c : 2 * c] / n - mean.square()).clamp_min(
             0
         )  # (C,), biased: normalizes the batch
-        if self.track_running_stats and self.running_mean is not None:
+        tracked, running_mean, running_var = (
+            self.num_batches_tracked,
+            self.running_mean,
+            self.running_var,
+        )
+        if (
+            self.track_running_stats
+            and tracked is not None
+            and running_mean is not None
+            and running_var is not None
+        ):
             with torch.no_grad():
-                self.num_batches_tracked += 1
-                m = (
-                    self.momentum
-                    if self.momentum is not None
-                    else 1.0 / float(self.num_batches_tracked)
-                )
-                self.running_mean.lerp_(mean.detach(), m)
-                self.running_var.lerp_(var.detach() * n / (n - 1).clamp_min(1), m)
+                tracked.add_(1)
+                m = self.momentum if self.momentum is not None else 1.0 / float(tracked)
+                running_mean.lerp_(mean.detach(), m)
+                running_var.lerp_(var.detach() * n / (n - 1).clamp_min(1), m)
         shape = (1, c) + (1,) * (x.ndim - 2)
         y = (x - mean.reshape(shape)) * torch.rsqrt(var.reshape(shape) + self.eps)
         return y * self.weight.reshape(shape) + self.bias.reshape(shape) if self.affine else y
 
 
+_BN = nn.modules.batchnorm._BatchNorm
 FOLDABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, SyncedBatchNorm)
 _PLAIN = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
@@ -133,6 +142,11 @@ def bn_scale(bn: nn.modules.batchnorm._BatchNorm, dtype: torch.dtype | None = No
     Example:
         >>> w_folded = conv.weight * bn_scale(bn).reshape(-1, 1, 1, 1)
     """
+    if bn.running_var is None:
+        raise InputError(
+            f"{type(bn).__name__} keeps no running statistics (track_running_stats=False); "
+            "only a BatchNorm with running statistics folds"
+        )
     var = bn.running_var if dtype is None else bn.running_var.to(dtype)
     gamma = bn.weight.to(var.dtype) if bn.weight is not None else torch.ones_like(var)
     return gamma / torch.sqrt(var + bn.eps)
@@ -207,7 +221,7 @@ def find_pairs(model: nn.Module) -> list[tuple[str, str]]:
             and len(src.users) == 1
             and sum(1 for n in graph.nodes if n.op == "call_module" and n.target == src.target) == 1
         ):
-            pairs.append((src.target, node.target))
+            pairs.append((str(src.target), str(node.target)))  # call_module: module names
     return pairs
 
 
@@ -243,7 +257,7 @@ def fold_batchnorms(
     for layer_name, bn_name in find_pairs(model):
         if keep(layer_name) or keep(bn_name):
             continue
-        fold_pair(model.get_submodule(layer_name), model.get_submodule(bn_name))
+        fold_pair(model.get_submodule(layer_name), cast(_BN, model.get_submodule(bn_name)))
         parent_name, _, attr = bn_name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, attr, nn.Identity())
@@ -299,16 +313,16 @@ def plain_batchnorms(model: nn.Module, example: tuple | None = None) -> dict[str
     Example:
         >>> syncs = plain_batchnorms(model, (x,))   # {"features.1": SyncBatchNorm(...)}
     """
-    originals = {}
+    originals: dict[str, nn.SyncBatchNorm] = {}
     for name, dim in _bn_dims(model, example).items():
-        sync = model.get_submodule(name)
-        sync._quantlens_bn_dim = dim
+        sync = cast(nn.SyncBatchNorm, model.get_submodule(name))
+        sync.__dict__["_quantlens_bn_dim"] = dim  # a plain int attribute, kept by deepcopy
         _replace(model, name, _as_plain(sync, dim))
         originals[name] = sync
     return originals
 
 
-def _as_plain(sync: nn.SyncBatchNorm, dim: int) -> nn.Module:
+def _as_plain(sync: _BN, dim: int) -> nn.Module:
     bn = _PLAIN[dim](
         sync.num_features, sync.eps, sync.momentum, sync.affine, sync.track_running_stats
     )
@@ -337,7 +351,7 @@ def sync_batchnorms_back(model: nn.Module, originals: dict[str, nn.SyncBatchNorm
     for name, module in list(model.named_modules()):
         sync = by_stats.get(id(getattr(module, "running_mean", None)))
         if name and isinstance(module, BATCHNORMS) and sync is not None and module is not sync:
-            sync.__class__ = SyncedBatchNorm
+            sync.__class__ = SyncedBatchNorm  # type: ignore[assignment]  # no subclass, on purpose
             sync.train(module.training)
             _replace(model, name, sync)
             back.append(name)
@@ -351,6 +365,6 @@ def unsync_batchnorms(model: nn.Module) -> list[str]:
         n for n, m in model.named_modules() if isinstance(m, (nn.SyncBatchNorm, SyncedBatchNorm))
     ]
     for name in names:
-        sync = model.get_submodule(name)
+        sync = cast(_BN, model.get_submodule(name))
         _replace(model, name, _as_plain(sync, getattr(sync, "_quantlens_bn_dim", 2)))
     return names
