@@ -51,7 +51,7 @@ class Batch:
     kwargs: dict = field(default_factory=dict)
     labels: torch.Tensor | None = None
 
-    def run(self, model: torch.nn.Module):
+    def run(self, model: torch.nn.Module) -> Any:
         """Call ``model`` on this batch."""
         return model(*self.args, **self.kwargs)
 
@@ -189,7 +189,11 @@ def is_one_shot(data, what: str = "data") -> bool:
 
 
 def iter_batches(
-    data, *, batch_size: int = DEFAULT_BATCH_SIZE, limit: int | None = None, what: str = "data"
+    data: DataSource,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    limit: int | None = None,
+    what: str = "data",
 ) -> Iterator[Batch]:
     """Yield :class:`Batch` objects from any accepted data form, each checked (see the
     module docstring).

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -122,7 +123,9 @@ def _check_shape(shape) -> tuple[int, ...]:
     return dims
 
 
-def unpack(packed: torch.Tensor, bits: int, shape, *, signed: bool = False) -> torch.Tensor:
+def unpack(
+    packed: torch.Tensor, bits: int, shape: Sequence[int], *, signed: bool = False
+) -> torch.Tensor:
     """Inverse of :func:`pack`: the codes, reshaped to ``shape``.
 
     Returns a uint8 tensor (int8 with ``signed=True``).

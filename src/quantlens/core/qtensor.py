@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -13,6 +14,9 @@ from quantlens.core.layout import block_minmax, from_blocks, qparam_shape, to_bl
 from quantlens.core.qparams import MIN_SCALE, compute_qparams
 from quantlens.core.scheme import QScheme
 from quantlens.errors import InputError
+
+if TYPE_CHECKING:
+    from quantlens.core.observers import Observer
 
 
 @dataclass
@@ -202,7 +206,7 @@ def quantize_tensor(
     *,
     scale: torch.Tensor | None = None,
     zero_point: torch.Tensor | None = None,
-    observer=None,
+    observer: Observer | None = None,
 ) -> QTensor:
     """Quantize ``x`` under ``scheme``.
 

@@ -81,7 +81,7 @@ class QuantConfig:
     def method(self) -> str:
         return method_for_config(type(self)).name
 
-    def replace(self, **changes) -> QuantConfig:
+    def replace(self, **changes: Any) -> QuantConfig:
         """A copy with some fields changed."""
         return dataclasses.replace(self, **changes)
 

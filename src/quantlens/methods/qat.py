@@ -20,12 +20,14 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from quantlens.core import distributed
+from quantlens.core.data import DataSource
 from quantlens.core.observers import ObserverName, get_observer
 from quantlens.core.progress import track
 from quantlens.errors import ConfigError, InputError, QuantizationFailedError
@@ -292,12 +294,12 @@ def _one_epoch(net: nn.Module, batches, optimizer, loss_fn, sync: str) -> tuple[
 
 def train_qat(
     model: nn.Module,
-    train_data,
+    train_data: DataSource,
     epochs: int = 1,
     *,
     optimizer: torch.optim.Optimizer | None = None,
-    loss=None,
-    eval_data=None,
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    eval_data: DataSource | None = None,
     lr: float = 1e-3,
     progress: bool | None = None,
 ) -> list[dict]:
