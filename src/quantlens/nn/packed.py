@@ -97,8 +97,9 @@ class PackedWeight(nn.Module):
     @classmethod
     def unsupported_reason(cls, scheme: QScheme, weight_shape: tuple[int, ...]) -> str | None:
         """Why ``scheme`` cannot quantize a weight of ``weight_shape`` here, or None if it can."""
-        if scheme.granularity == "per_group" and not scheme.pad:
-            length = weight_shape[scheme.axis % len(weight_shape)]
+        if scheme.granularity == "per_group" and scheme.group_size is not None and not scheme.pad:
+            axis = -1 if scheme.axis is None else scheme.axis  # per_group: QScheme sets it
+            length = weight_shape[axis % len(weight_shape)]
             if length % scheme.group_size:
                 return (
                     f"group_size {scheme.group_size} does not divide the weight's axis of "
@@ -122,13 +123,13 @@ class PackedWeight(nn.Module):
             raise InputError(
                 f"the QTensor's scheme {qweight.scheme} differs from the layer's {self.scheme}"
             )
-        signed = self.scheme.signed and self.scheme.codebook is None
+        signed = bool(self.scheme.signed) and self.scheme.codebook is None
         with torch.no_grad():
             self.weight_packed.copy_(pack(qweight.data, self.scheme.bits, signed=signed))
             self.scale.copy_(qweight.scale.reshape(self.scale.shape))
             if self.zero_point is not None:
                 self.zero_point.copy_(qweight.zero_point.reshape(self.zero_point.shape))
-            if self.codebook is not None:
+            if self.codebook is not None and qweight.codebook is not None:  # same scheme: both
                 self.codebook.copy_(qweight.codebook.reshape(self.codebook.shape))
         self.invalidate_cache()
 
@@ -137,7 +138,7 @@ class PackedWeight(nn.Module):
     def qweight(self) -> QTensor:
         """The weight as a :class:`QTensor` (codes unpacked; nothing cached)."""
         s = self.scheme
-        signed = s.signed and s.codebook is None
+        signed = bool(s.signed) and s.codebook is None
         data = unpack(self.weight_packed, s.bits, self.weight_shape, signed=signed)
         scale = self.scale.float()
         if self.zero_point is not None:

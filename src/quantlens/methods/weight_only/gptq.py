@@ -191,12 +191,13 @@ def gptq_quantize(
         )
     if scheme.codebook is not None:
         raise SchemeError("GPTQ needs a uniform grid; use algorithm='rtn' for codebook schemes")
+    axis = 0 if scheme.axis is None else scheme.axis  # None only per tensor
     if (
         W.ndim != 2
         or scheme.granularity == "per_channel"
-        and scheme.axis % 2 != 0
+        and axis % 2 != 0
         or scheme.granularity == "per_group"
-        and scheme.axis % 2 != 1
+        and axis % 2 != 1
     ):
         raise SchemeError(
             "GPTQ quantizes 2-D weights per output row: per_channel(axis=0) or per_group(axis=-1)"
