@@ -1,6 +1,7 @@
 """Example inputs for Static and QAT graph capture: taken from ``example_inputs`` or the
 first calibration batch, described as JSON (shapes with batch 1, dtypes) so a checkpoint can
-record them, and made again from that description.
+record them, and made again from that description; :func:`keyword_root` lets a model whose
+batches are keyword inputs (a tokenized dict) be captured with them.
 
 Example:
     >>> desc = describe_inputs((torch.randn(4, 3, 32, 32),))
@@ -12,11 +13,14 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import itertools
+import keyword as keyword_module
 from collections.abc import Mapping
 from typing import Literal, overload
 
 import torch
+from torch import nn
 
 from quantlens.core.data import Batch, check_batch, first_batch, is_one_shot, to_batch
 from quantlens.errors import InputError
@@ -89,3 +93,57 @@ def example_batch(ctx: QuantContext, *, required: bool = True) -> Batch | None:
         ctx.calib_data = itertools.chain([first], data)
         return check_batch(to_batch(first), "calib_data", 0).to(torch.float32)
     return first_batch(data, "calib_data").to(torch.float32)
+
+
+def keyword_root(model: nn.Module, batch: Batch) -> tuple:
+    """Let graph capture take keyword inputs: for a batch with keyword inputs (a tokenized
+    dict), give ``model`` a same-named subclass whose ``forward`` takes exactly the batch's
+    inputs as named parameters and passes them on by keyword, so torch.fx sees them as the
+    graph's inputs and every other argument at its default. Returns the positional example
+    inputs in that order. :func:`plain_root` undoes it.
+    """
+    if not batch.kwargs:
+        return batch.args
+    cls = type(model)
+    try:
+        bound = inspect.signature(model.forward).bind(*batch.args, **batch.kwargs)
+    except TypeError as exc:
+        raise InputError(
+            f"the batch does not fit {cls.__name__}.forward ({exc}); give the inputs it takes"
+        ) from exc
+    params = inspect.signature(model.forward).parameters
+    names, keyword = [], []
+    for name, value in bound.arguments.items():
+        kind = params[name].kind
+        if kind is inspect.Parameter.VAR_POSITIONAL:
+            raise InputError(
+                f"{cls.__name__}.forward takes *{name}; give its inputs by name (a dict batch)"
+            )
+        entries = value.items() if kind is inspect.Parameter.VAR_KEYWORD else [(name, value)]
+        for key, _ in entries:
+            if not key.isidentifier() or keyword_module.iskeyword(key):
+                raise InputError(
+                    f"input name {key!r} is not a Python identifier; rename that key of the batch"
+                )
+            names.append(key)
+            keyword.append(kind is not inspect.Parameter.POSITIONAL_ONLY)
+    call = ", ".join(f"{n}={n}" if kw else n for n, kw in zip(names, keyword))
+    source = f"def forward(self, {', '.join(names)}):\n    return _forward(self, {call})\n"
+    scope: dict = {"_forward": cls.forward}
+    code = compile(source, f"<quantlens keyword root of {cls.__name__}>", "exec")
+    exec(code, scope)  # noqa: S102 - names checked above
+    model.__class__ = type(
+        cls.__name__,
+        (cls,),
+        {"forward": scope["forward"], "_quantlens_keyword_root": cls, "__module__": cls.__module__},
+    )
+    values = {**dict(zip(list(bound.arguments)[: len(batch.args)], batch.args)), **batch.kwargs}
+    return tuple(values[n] for n in names)
+
+
+def plain_root(model: nn.Module) -> nn.Module:
+    """Undo :func:`keyword_root` (the model's own class again)."""
+    base = type(model).__dict__.get("_quantlens_keyword_root")
+    if base is not None:
+        model.__class__ = base
+    return model

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import inspect
 import itertools
-import keyword as keyword_module
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -36,66 +35,11 @@ import torch
 from torch import nn
 
 from quantlens.core.data import Batch
-from quantlens.errors import InputError
 from quantlens.methods.backends import torch_ao
 from quantlens.methods.base import SKIP_REASON, QuantConfig, module_bytes, resolve
 from quantlens.methods.int8_choice import Choice, strip_observers
 from quantlens.methods.int8_graph import LeafRoot, Plan, capture, make_plan, preserve
 from quantlens.nn.registry import standard_class
-
-
-def keyword_root(model: nn.Module, batch: Batch) -> tuple:
-    """Let graph capture take keyword inputs: for a batch with keyword inputs (a tokenized
-    dict), give ``model`` a same-named subclass whose ``forward`` takes exactly the batch's
-    inputs as named parameters and passes them on by keyword, so torch.fx sees them as the
-    graph's inputs and every other argument at its default. Returns the positional example
-    inputs in that order. :func:`plain_root` undoes it.
-    """
-    if not batch.kwargs:
-        return batch.args
-    cls = type(model)
-    try:
-        bound = inspect.signature(model.forward).bind(*batch.args, **batch.kwargs)
-    except TypeError as exc:
-        raise InputError(
-            f"the batch does not fit {cls.__name__}.forward ({exc}); give the inputs it takes"
-        ) from exc
-    params = inspect.signature(model.forward).parameters
-    names, keyword = [], []
-    for name, value in bound.arguments.items():
-        kind = params[name].kind
-        if kind is inspect.Parameter.VAR_POSITIONAL:
-            raise InputError(
-                f"{cls.__name__}.forward takes *{name}; give its inputs by name (a dict batch)"
-            )
-        entries = value.items() if kind is inspect.Parameter.VAR_KEYWORD else [(name, value)]
-        for key, _ in entries:
-            if not key.isidentifier() or keyword_module.iskeyword(key):
-                raise InputError(
-                    f"input name {key!r} is not a Python identifier; rename that key of the batch"
-                )
-            names.append(key)
-            keyword.append(kind is not inspect.Parameter.POSITIONAL_ONLY)
-    call = ", ".join(f"{n}={n}" if kw else n for n, kw in zip(names, keyword))
-    source = f"def forward(self, {', '.join(names)}):\n    return _forward(self, {call})\n"
-    scope: dict = {"_forward": cls.forward}
-    code = compile(source, f"<quantlens keyword root of {cls.__name__}>", "exec")
-    exec(code, scope)  # noqa: S102 - names checked above
-    model.__class__ = type(
-        cls.__name__,
-        (cls,),
-        {"forward": scope["forward"], "_quantlens_keyword_root": cls, "__module__": cls.__module__},
-    )
-    values = {**dict(zip(list(bound.arguments)[: len(batch.args)], batch.args)), **batch.kwargs}
-    return tuple(values[n] for n in names)
-
-
-def plain_root(model: nn.Module) -> nn.Module:
-    """Undo :func:`keyword_root` (the model's own class again)."""
-    base = type(model).__dict__.get("_quantlens_keyword_root")
-    if base is not None:
-        model.__class__ = base
-    return model
 
 
 @dataclass

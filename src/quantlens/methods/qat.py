@@ -137,7 +137,7 @@ def prepare(model: nn.Module, ctx: QuantContext) -> nn.Module:
     model.train()
     if batch is not None and int8_regions.has_integer_inputs(batch):
         int8_regions.layers_only(model, plan)
-    example = int8_regions.keyword_root(model, batch) if batch is not None else ()
+    example = int8_inputs.keyword_root(model, batch) if batch is not None else ()
     try:
         keep = (
             None
@@ -150,7 +150,7 @@ def prepare(model: nn.Module, ctx: QuantContext) -> nn.Module:
             model, plan, plan.mapping(_qconfig, qat=True), example, qat=True, keep_islands=keep
         )
     except QuantizationFailedError as exc:
-        int8_regions.plain_root(model)
+        int8_inputs.plain_root(model)
         if batch is None:
             raise QuantizationFailedError(
                 f"{exc}; pass example_inputs=... so QAT can capture its traceable regions"

@@ -165,7 +165,7 @@ def prepare(model: nn.Module, ctx: QuantContext) -> nn.Module:
     if cfg.mode != "eager":
         plan = int8_graph.make_plan(model, ctx.config, Static)
         _token_inputs(model, plan, batch, ctx)
-        example = int8_regions.keyword_root(model, batch)
+        example = int8_inputs.keyword_root(model, batch)
         try:
             prepared = int8_graph.capture(
                 model,
@@ -178,7 +178,7 @@ def prepare(model: nn.Module, ctx: QuantContext) -> nn.Module:
                 ),
             )
         except QuantizationFailedError as exc:
-            int8_regions.plain_root(model)
+            int8_inputs.plain_root(model)
             if cfg.fuse:
                 _fold(model, ctx)
             regions = int8_regions.capture_regions(
