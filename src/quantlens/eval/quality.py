@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -26,6 +27,10 @@ from torch import nn
 from quantlens.core.data import Batch, check_finite, iter_batches
 from quantlens.core.metrics import cosine_similarity, prediction_agreement, sqnr_db
 from quantlens.errors import InputError, QuantizationFailedError
+
+OutputKind = Literal["logits", "embedding"]
+"""What a model's outputs are: class logits, or sentence embeddings (mean-pooled hidden
+states)."""
 
 
 @dataclass
@@ -42,7 +47,7 @@ class Outputs:
 
     values: torch.Tensor
     labels: torch.Tensor | None
-    kind: str
+    kind: OutputKind
     raw: list
 
 
@@ -55,7 +60,7 @@ class QualityResult:
     agreement: float | None
     sqnr_db: float
     cosine: float
-    kind: str
+    kind: OutputKind
 
 
 def _primary(output) -> torch.Tensor:
@@ -104,7 +109,7 @@ def collect_outputs(model: nn.Module, data, *, limit: int | None = None) -> Outp
     was_training = model.training
     model.eval()
     values, labels, raw = [], [], []
-    kind = "logits"
+    kind: OutputKind = "logits"
     try:
         for batch in iter_batches(data, limit=limit):
             out = batch.run(model)
