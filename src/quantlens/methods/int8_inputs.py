@@ -51,8 +51,16 @@ def _make(spec: dict, gen: torch.Generator) -> torch.Tensor:
     return torch.zeros(spec["shape"], dtype=dtype)
 
 
-def make_batch(desc: dict) -> Batch:
-    """A batch of the described inputs: uniform [0, 1) floats, zeros for integers."""
+def make_batch(desc: dict | None) -> Batch:
+    """A batch of the described inputs: uniform [0, 1) floats, zeros for integers.
+
+    Raises:
+        InputError: there is no description (the model recorded no example inputs).
+    """
+    if desc is None:
+        raise InputError(
+            "no example input shapes were recorded; pass example_inputs=... (or calib_data)"
+        )
     gen = torch.Generator().manual_seed(0)
     args = tuple(_make(spec, gen) for spec in desc["args"])
     return Batch(args, {k: _make(spec, gen) for k, spec in desc.get("kwargs", {}).items()})

@@ -205,6 +205,8 @@ def convert(model: nn.Module, ctx: QuantContext, *, sync: bool = True) -> nn.Mod
         )
         before, converted = int8_regions.rename_layers(before, regions), model
     else:
+        if state.plan is None:
+            raise InputError("this model has no QAT graph plan; prepare it with ql.prepare_qat")
         plan = state.plan
         converted = torch_ao.convert(
             model, backend=cfg.backend, custom_modules=int8_graph.custom_modules()

@@ -45,7 +45,8 @@ def _value_bytes(value: object, seen: set[tuple[int, int, tuple[int, ...]]]) -> 
             else:
                 extra = 8 + 8  # one float64 scale + one int64 zero-point
             return value.numel() * value.element_size() + extra, value.numel()
-        key = (value.untyped_storage().data_ptr(), value.storage_offset(), tuple(value.shape))
+        storage = value.untyped_storage().data_ptr()
+        key = (storage, int(value.storage_offset()), tuple(value.shape))
         if value.numel() and key in seen:  # tied weights count once
             return 0, 0
         seen.add(key)

@@ -229,7 +229,7 @@ class DynamicLinear(nn.Module):
                 layer.weight_scale.copy_(ws)
             else:
                 layer.weight.copy_(linear.weight.detach().to(torch.float16))
-            if linear.bias is not None:
+            if linear.bias is not None and layer.bias is not None:  # made with bias= above
                 layer.bias.copy_(linear.bias.detach().float())
         return layer.to(linear.weight.device)
 

@@ -15,7 +15,7 @@ holds the layer and its tensor-only state dict.
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+from typing import Literal, Protocol, cast
 
 import torch
 from torch import nn
@@ -221,6 +221,6 @@ def _float_twin(layer: DynamicRNN) -> nn.Module:
         q.num_layers,
         bias=q.bias,
         batch_first=q.batch_first,
-        dropout=float(q.dropout),
+        dropout=float(cast(float, q.dropout)),  # torch.ao's RNN keeps the float it was given
         bidirectional=q.bidirectional,
     )

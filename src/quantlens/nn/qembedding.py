@@ -57,9 +57,10 @@ class QEmbedding(PackedWeight):
 
     @classmethod
     def unsupported_reason(cls, scheme: QScheme, weight_shape) -> str | None:
-        if scheme.granularity == "per_channel" and scheme.axis % 2 != 0:
+        axis = 0 if scheme.axis is None else scheme.axis  # None only per tensor
+        if scheme.granularity == "per_channel" and axis % 2 != 0:
             return "an embedding is quantized per row (per_channel axis 0), not per column"
-        if scheme.granularity == "per_group" and scheme.axis % 2 != 1:
+        if scheme.granularity == "per_group" and axis % 2 != 1:
             return "an embedding is grouped along the embedding dim (per_group axis -1)"
         return super().unsupported_reason(scheme, weight_shape)
 

@@ -85,7 +85,7 @@ def subclass_reason(module: nn.Module | type, classes: Iterable[type]) -> str | 
     cls = module if isinstance(module, type) else type(module)
     base = _base_in(cls, classes) if cls not in tuple(classes) else None
     changed = _overrides(cls, base) if base is not None else []
-    if not changed:
+    if base is None or not changed:
         return None
     return (
         f"{cls.__name__} subclasses {base.__name__} but overrides {' and '.join(changed)}: "

@@ -277,11 +277,12 @@ def dequantize(model: nn.Module) -> nn.Module:
     for module in model.modules():
         if not isinstance(module, PackedWeight) or id(module) in replaced:
             continue
-        if not hasattr(module, "to_float"):
+        to_float = getattr(module, "to_float", None)
+        if to_float is None:
             raise InputError(
                 f"quantlens cannot turn a {type(module).__name__} back into a float layer"
             )
-        replaced[id(module)] = module.to_float()
+        replaced[id(module)] = to_float()
     return _replace(model, replaced)
 
 

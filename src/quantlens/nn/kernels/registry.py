@@ -390,11 +390,8 @@ def force_kernel(model: nn.Module, name: str) -> Iterator[None]:
     """
     if name != "auto" and not any(name in paths for paths in _REGISTRY.values()):
         get_kernel(name)  # raises, listing the weight-only paths
-    layers: list[Any] = [
-        m
-        for m in model.modules()
-        if hasattr(m, "kernel_key") and (name == "auto" or name in _REGISTRY[m.kernel_key().family])
-    ]
+    keyed: list[Any] = [m for m in model.modules() if hasattr(m, "kernel_key")]
+    layers = [m for m in keyed if name == "auto" or name in _REGISTRY[m.kernel_key().family]]
     saved = [m.kernel for m in layers]
     try:
         for m in layers:

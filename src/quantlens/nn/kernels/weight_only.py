@@ -23,11 +23,22 @@ def _bias(layer: QLinear, dtype: torch.dtype) -> torch.Tensor | None:
     return None if layer.bias is None else layer.bias.detach().to(dtype)
 
 
+def _axis(layer: QLinear) -> int:
+    """The scheme's channel or group axis (0 per tensor, where there is none)."""
+    return 0 if layer.scheme.axis is None else layer.scheme.axis
+
+
+def _group(layer: QLinear) -> int:
+    """Elements per scale along in_features: the group size, or all of them."""
+    s = layer.scheme
+    return s.group_size if s.granularity == "per_group" and s.group_size else layer.weight_shape[1]
+
+
 def _uniform_per_row(layer: QLinear) -> str | None:
     s = layer.scheme
     if s.codebook is not None:
         return f"it needs uniform codes, not the {s.codebook} codebook"
-    if s.granularity == "per_group" or (s.granularity == "per_channel" and s.axis % 2 != 0):
+    if s.granularity == "per_group" or (s.granularity == "per_channel" and _axis(layer) % 2 != 0):
         return "it needs one scale per output channel (per-channel axis 0 or per-tensor)"
     return None
 
@@ -62,8 +73,7 @@ INT4_GROUPS = (256, 128, 64, 32)  # group sizes the kernel takes, largest (fewes
 
 
 def _int4_group(layer: QLinear) -> int | None:
-    s, k = layer.scheme, layer.weight_shape[1]
-    span = s.group_size if s.granularity == "per_group" else k
+    k, span = layer.weight_shape[1], _group(layer)
     return next((g for g in INT4_GROUPS if span % g == 0 and k % g == 0), None)
 
 
@@ -73,9 +83,11 @@ def _int4_accepts(layer: QLinear) -> str | None:
         return "this torch has no _weight_int4pack_mm_for_cpu"
     if s.codebook is not None or s.bits > 4:
         return "it needs uniform codes of at most 4 bits"
-    if s.granularity == "per_channel" and s.axis % 2 != 0:
+    if s.granularity == "per_channel" and _axis(layer) % 2 != 0:
         return "it needs per-channel scales along axis 0"
-    if s.granularity == "per_group" and (s.axis % 2 != 1 or layer.weight_shape[1] % s.group_size):
+    if s.granularity == "per_group" and (
+        _axis(layer) % 2 != 1 or layer.weight_shape[1] % _group(layer)
+    ):
         return "it needs whole groups along in_features"
     if _int4_group(layer) is None:
         return f"it needs groups (or in_features) that are a multiple of {INT4_GROUPS[-1]}"
@@ -85,6 +97,8 @@ def _int4_accepts(layer: QLinear) -> str | None:
 def _int4_prepare(layer: QLinear, dtype: torch.dtype) -> tuple[Any, ...]:
     n, k = layer.weight_shape
     g = _int4_group(layer)
+    if g is None:  # _int4_accepts sends no such layer here
+        raise ValueError(f"no int4 group size fits in_features {k}")
     scale = layer.scale.float()
     zero = layer.unsigned_zero_point()
     if scale.ndim < 2:  # per-tensor / per-channel: one value per row

@@ -25,7 +25,7 @@ from quantlens.core.scheme import QScheme
 from quantlens.errors import BackendError
 from quantlens.methods.backends.torch_ao._upstream import quiet, tq
 from quantlens.methods.backends.torch_ao.engines import REDUCE_RANGE
-from quantlens.nn.fake_quant import FakeQuantize
+from quantlens.nn.fake_quant import FakeQuantize, Track
 
 
 def _scheme(qscheme: torch.qscheme, quant_min: int, quant_max: int, ch_axis: int) -> QScheme:
@@ -159,7 +159,7 @@ class CoreFakeQuantize(_FakeQuantizeBase):
         quant_max: int | None = None,
         ch_axis: int = 0,
         reduce_range: bool = False,
-        track: str = "running",
+        track: Track = "running",
         factory_kwargs: dict | None = None,
         **kwargs,
     ) -> None:
