@@ -1,6 +1,7 @@
 """What Static and QAT share: the per-layer plan, graph capture with float islands,
-calibration, custom modules and the summary (their example inputs are in
-:mod:`quantlens.methods.int8_inputs`).
+calibration (their example inputs are in :mod:`quantlens.methods.int8_inputs`, custom
+modules in :mod:`quantlens.methods.int8_custom`, the summary in
+:mod:`quantlens.methods.int8_summary`).
 
 The torch.ao calls themselves are in :mod:`quantlens.methods.backends.torch_ao`.
 """
@@ -11,7 +12,7 @@ import itertools
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import nn
@@ -27,68 +28,22 @@ from quantlens.methods.base import (
     QuantConfig,
     QuantContext,
     configs_in,
-    module_bytes,
     resolve,
+)
+from quantlens.methods.int8_custom import (  # noqa: F401  (re-exported: Static, QAT, tests)
+    attach_custom_qconfigs,
+    custom_modules,
+    register_custom_module,
+    unregister_custom_module,
 )
 from quantlens.methods.int8_inputs import describe_inputs
 from quantlens.methods.int8_state import int8_state
+from quantlens.methods.int8_summary import (  # noqa: F401  (re-exported: Static, QAT)
+    ctx_method,
+    float_layers,
+    summarize,
+)
 from quantlens.nn.registry import standard_class, subclass_reason
-
-_CUSTOM_MODULES: dict[type, tuple[type, type, type]] = {}
-
-
-def register_custom_module(float_cls: type, observed_cls: type, quantized_cls: type) -> None:
-    """Give Static/QAT your own quantized replacement for a module type.
-
-    ``observed_cls.from_float(float_module)`` must return a module that records what it
-    needs (its inputs reach it quantization-observed); ``quantized_cls.from_observed(observed)``
-    returns the int8 module, which receives and returns quantized tensors. Modules of
-    ``float_cls`` are not traced into. Wraps torch.ao's custom module configuration.
-
-    Example:
-        >>> ql.register_custom_module(MyAttention, ObservedMyAttention, QuantizedMyAttention)
-        >>> qm = ql.quantize(model, ql.Static(), calib_data=calib)
-    """
-    for cls in (float_cls, observed_cls, quantized_cls):
-        if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-            raise InputError(f"register_custom_module takes nn.Module classes, got {cls!r}")
-    if not hasattr(observed_cls, "from_float") or not hasattr(quantized_cls, "from_observed"):
-        raise InputError(
-            "observed_cls needs a from_float classmethod and quantized_cls a from_observed "
-            "classmethod"
-        )
-    _CUSTOM_MODULES[float_cls] = (float_cls, observed_cls, quantized_cls)
-
-
-def _observed_adapter(observed_cls: type) -> type:
-    """``observed_cls`` whose ``from_float`` also copies the float module's ``qconfig``
-    (torch.ao reads it from the observed module at convert time)."""
-
-    def from_float(cls, module):
-        observed = cast(Any, observed_cls).from_float(module)  # checked at registration
-        if getattr(observed, "qconfig", None) is None:
-            observed.qconfig = getattr(module, "qconfig", None)
-        return observed
-
-    return type(observed_cls.__name__, (observed_cls,), {"from_float": classmethod(from_float)})
-
-
-def unregister_custom_module(float_cls: type) -> None:
-    """Undo :func:`register_custom_module`."""
-    _CUSTOM_MODULES.pop(float_cls, None)
-
-
-def custom_modules() -> list[tuple[type, type, type]]:
-    """The registered ``(float_cls, observed_cls, quantized_cls)`` triples."""
-    return list(_CUSTOM_MODULES.values())
-
-
-def _attach_custom_qconfigs(model: nn.Module, mapping) -> list[tuple[type, type, type]]:
-    """Give registered custom modules their qconfig; the prepare-time class triples."""
-    for name, module in model.named_modules():
-        if type(module) in _CUSTOM_MODULES:
-            module.qconfig = mapping.module_name_qconfigs.get(name, mapping.global_qconfig)
-    return [(f, _observed_adapter(o), q) for f, o, q in _CUSTOM_MODULES.values()]
 
 
 class LeafRoot(nn.Module):
@@ -242,7 +197,7 @@ def capture(
     kwargs: dict[str, Any] = {
         "backend": plan.backend,
         "qat": qat,
-        "custom_modules": _attach_custom_qconfigs(model, mapping),
+        "custom_modules": attach_custom_qconfigs(model, mapping),
     }
     try:
         return torch_ao.prepare(model, mapping, example, leaf_names=plan.leaves, **kwargs)
@@ -355,102 +310,6 @@ def require_calibrated(model: nn.Module) -> None:
             "Calibrate on data that reaches every branch",
             stacklevel=3,
         )
-
-
-# --- summary ---------------------------------------------------------------------------------
-
-
-def _state_bytes(value) -> int:
-    if isinstance(value, torch.Tensor):
-        if value.is_quantized:
-            extra = (
-                value.q_per_channel_scales().numel() * 12
-                if value.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric)
-                else 12
-            )
-            return value.numel() * value.element_size() + extra
-        return value.numel() * value.element_size()
-    if isinstance(value, (tuple, list)):
-        return sum(_state_bytes(v) for v in value)
-    return 0
-
-
-def float_layers(model: nn.Module) -> dict[str, tuple[str, int]]:
-    """``{name: (kind, bytes)}`` of the float model's leaf modules (recorded before capture)."""
-    return {
-        n: (type(m).__name__, module_bytes(m))
-        for n, m in model.named_modules()
-        if n and not list(m.children())
-    }
-
-
-def summarize(
-    ctx: QuantContext,
-    before: dict[str, tuple[str, int]],
-    converted: nn.Module,
-    plan: Plan,
-    detail: str,
-) -> None:
-    """Record which layers were quantized, which stayed float and why, and what was fused."""
-    modules = dict(converted.named_modules())
-    custom = tuple(q for _, _, q in custom_modules())
-    fused = []
-    for name, (kind, nbytes) in before.items():
-        owner = next((p for p in plan.reasons if name == p or name.startswith(p + ".")), None)
-        if any(name == p or name.startswith(p + ".") for p in plan.other_method):
-            continue
-        if owner is not None and plan.reasons[owner] == SKIP_REASON:
-            ctx.record_skip(name, kind, bytes_before=nbytes, bytes_after=nbytes)
-        elif owner is not None:
-            ctx.summary.add(
-                name,
-                kind,
-                "float",
-                reason=plan.reasons[owner],
-                bytes_before=nbytes,
-                bytes_after=nbytes,
-            )
-        elif name not in modules:  # folded into a fused module, or a Python module traced through
-            if isinstance(getattr(nn, kind, None), type):  # torch.fx fuses only torch.nn layers
-                fused.append(name)
-        elif torch_ao.is_quantized_module(modules[name]) or isinstance(modules[name], custom):
-            after = sum(_state_bytes(v) for v in modules[name].state_dict().values())
-            ctx.summary.add(
-                name,
-                kind,
-                "quantized",
-                method=ctx_method(ctx),
-                detail=detail,
-                bytes_before=nbytes,
-                bytes_after=after,
-            )
-        elif nbytes:
-            ctx.summary.add(
-                name,
-                kind,
-                "float",
-                reason=f"no int8 kernel for {kind} on this backend; "
-                "runs in float between DeQuant/Quant",
-                bytes_before=nbytes,
-                bytes_after=nbytes,
-            )
-    if fused:
-        ctx.summary.note(
-            f"fused into the layer before them (Conv/Linear+BN+ReLU): {', '.join(fused)}"
-        )
-    graph = getattr(converted, "graph", None)
-    if graph is not None:
-        quants = sum(1 for n in graph.nodes if n.target is torch.quantize_per_tensor)
-        dequants = sum(1 for n in graph.nodes if n.target == "dequantize")
-        ctx.summary.note(
-            f"{quants} Quant / {dequants} DeQuant boundaries inserted (inputs, outputs, float "
-            "islands)"
-        )
-
-
-def ctx_method(ctx: QuantContext) -> str:
-    """``"static"`` or ``"qat"``: the int8 method that prepared ``ctx``'s model."""
-    return int8_state(ctx).method
 
 
 def record_inputs_on_first_call(model: nn.Module, ctx: QuantContext) -> None:
