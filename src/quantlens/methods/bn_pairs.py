@@ -23,9 +23,12 @@ Example:
 from __future__ import annotations
 
 import copy
+import functools
+from typing import cast
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from quantlens.core.data import Batch, first_tensor
 from quantlens.methods.fusion import BATCHNORMS, FOLDABLE, fold_pair
@@ -55,8 +58,9 @@ def _candidates(model: nn.Module, batch: Batch) -> list[tuple[str, str]]:
             hook = lambda m, a, o, n=name: after_layer(m, a, o, n)
             handles.append(module.register_forward_hook(hook))
         elif isinstance(module, BATCHNORMS):
-            hook = lambda m, a, n=name: before_bn(m, a, n)
-            handles.append(module.register_forward_pre_hook(hook))
+            handles.append(
+                module.register_forward_pre_hook(functools.partial(before_bn, name=name))
+            )
     try:
         with torch.no_grad():
             batch.run(model)
@@ -77,7 +81,7 @@ def _output(model: nn.Module, batch: Batch) -> torch.Tensor | None:
 def _folds_exactly(model: nn.Module, pairs, batch: Batch, reference: torch.Tensor) -> bool:
     trial = copy.deepcopy(model)
     for layer, bn in pairs:
-        fold_pair(trial.get_submodule(layer), trial.get_submodule(bn))
+        fold_pair(trial.get_submodule(layer), cast(_BatchNorm, trial.get_submodule(bn)))
         parent, _, attr = bn.rpartition(".")
         setattr(trial.get_submodule(parent) if parent else trial, attr, nn.Identity())
     out = _output(trial, batch)

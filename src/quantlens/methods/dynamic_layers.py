@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from torch import nn
 
@@ -24,7 +24,7 @@ from quantlens.nn import dynamic_conv, dynamic_linear, dynamic_rnn  # noqa: F401
 from quantlens.nn.registry import DynamicSpec, quantized_class_for, standard_class
 
 if TYPE_CHECKING:
-    from quantlens.methods.dynamic import Dynamic
+    from quantlens.methods.dynamic import Dynamic, DynamicDtype
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,9 @@ def register_dynamic_layer(layer: DynamicLayer) -> DynamicLayer:
 
 def _spec(config: Dynamic) -> DynamicSpec:
     return DynamicSpec(
-        dtype=config.dtype, per_channel=config.per_channel, activations=config.activations
+        dtype=cast("DynamicDtype", config.dtype),
+        per_channel=config.per_channel,
+        activations=config.activations,
     )
 
 
@@ -72,7 +74,7 @@ def empty_layer(module: nn.Module, config: Dynamic) -> nn.Module:
     return _registered(module).empty(module, _spec(config))
 
 
-def _registered(module: nn.Module) -> type:
+def _registered(module: nn.Module) -> Any:  # a layer class with from_float / empty
     cls = quantized_class_for(module, "dynamic")
     if cls is None:  # a kind registered here without its layer class in the registry
         raise TypeError(f"no dynamic layer is registered for {type(module).__name__}")
@@ -116,10 +118,11 @@ def _rnn_keep_float(module: nn.Module, config: Dynamic) -> str | None:
     """Why an int8 LSTM / GRU this small stays float (None: quantize it)."""
     kind = "lstm" if isinstance(module, nn.LSTM) else "gru"
     least = RNN_MIN_HIDDEN[kind] if config.min_rnn_hidden is None else config.min_rnn_hidden
-    if config.dtype != "int8" or module.hidden_size >= least:
+    hidden = cast(nn.RNNBase, module).hidden_size
+    if config.dtype != "int8" or hidden >= least:
         return None
     return (
-        f"{SLOWER}: hidden size {module.hidden_size} < {least}, where PyTorch's dynamic int8 "
+        f"{SLOWER}: hidden size {hidden} < {least}, where PyTorch's dynamic int8 "
         f"{kind.upper()} (per-step activation quantization, unfused cell) runs slower than the "
         "float one; Dynamic(min_rnn_hidden=0) quantizes it anyway"
     )

@@ -267,8 +267,8 @@ def evaluate(model: nn.Module, data, loss_fn=None) -> dict:
             total += batch.size
     _set_observers(model, saved)
     model.train(was_training)
-    loss_sum, correct, total = qat_ranks.reduce_sums(loss_sum, correct, total)
-    return {"loss": loss_sum / max(total, 1), "accuracy": correct / max(total, 1)}
+    loss, right, seen = qat_ranks.reduce_sums(loss_sum, correct, total)
+    return {"loss": loss / max(seen, 1), "accuracy": right / max(seen, 1)}
 
 
 def _one_epoch(net: nn.Module, batches, optimizer, loss_fn, sync: str) -> tuple[float, int, int]:
@@ -288,8 +288,13 @@ def _one_epoch(net: nn.Module, batches, optimizer, loss_fn, sync: str) -> tuple[
             if sync == "step":
                 qat_ranks.sync_qat(net, samples=batch.size)
             loss_sum += float(value.detach()) * batch.size
-            if isinstance(out, torch.Tensor) and out.ndim == 2 and batch.labels.ndim == 1:
-                correct += int((out.argmax(-1) == batch.labels).sum())
+            labels = batch.labels
+            if (
+                labels is not None
+                and isinstance(out, torch.Tensor)
+                and (out.ndim, labels.ndim) == (2, 1)
+            ):
+                correct += int((out.argmax(-1) == labels).sum())
             total += batch.size
     return loss_sum, correct, total
 
@@ -374,7 +379,10 @@ def train_qat(
                 total=len(part) or None,
                 enabled=show,
             )
-            loss_sum, correct, total = _one_epoch(net, batches, optimizer, loss_fn, cfg.sync)
+            sums: tuple[float, float, float] = _one_epoch(
+                net, batches, optimizer, loss_fn, cfg.sync
+            )
+            loss_sum, correct, total = sums
             if cfg.sync == "epoch":
                 qat_ranks.sync_qat(inner, samples=total)
             loss_sum, correct, total = qat_ranks.reduce_sums(loss_sum, correct, total)

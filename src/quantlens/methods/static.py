@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal, cast, get_args
 
 import torch
 from torch import nn
@@ -239,7 +239,7 @@ def convert(model: nn.Module, ctx: QuantContext) -> nn.Module:
             if got is not None:
                 choices[region.name] = got
         if rebuilding:  # the regions the checkpoint records as float
-            wanted = int8_fallback.saved_float_regions(ctx.example_inputs)
+            wanted: list[str] | None = int8_fallback.saved_float_regions(ctx.example_inputs)
         else:  # every region may go float, or none
             wanted = None if cfg.auto_fallback else []
         floats = int8_fallback.float_copies(model, regions, choices, wanted)
@@ -285,7 +285,9 @@ def convert(model: nn.Module, ctx: QuantContext) -> nn.Module:
     int8_graph.summarize(ctx, before, converted, plan, _detail(cfg))
     _record_choices(ctx, choices)
     desc = state.example_desc
-    if regions and floated:  # a checkpoint's rebuild leaves the same regions float
+    if (
+        regions and floated and desc is not None
+    ):  # a checkpoint's rebuild leaves the same regions float
         desc = {**desc, int8_fallback.SAVED_KEY: sorted(set(floated))}
     int8_graph.preserve(converted, quantlens_example_inputs=desc)
     return converted
@@ -376,7 +378,8 @@ def _fold(model: nn.Module, ctx: QuantContext) -> None:
     batch = int8_state(ctx).example_batch
     for layer, bn in bn_pairs.runtime_pairs(model, batch) if batch is not None else ():
         if not (keep(layer) or keep(bn)):  # (pairs torch.fx could not see: found by running)
-            fusion.fold_pair(model.get_submodule(layer), model.get_submodule(bn))
+            bn_module = cast(nn.modules.batchnorm._BatchNorm, model.get_submodule(bn))
+            fusion.fold_pair(model.get_submodule(layer), bn_module)
             parent, _, attr = bn.rpartition(".")
             setattr(model.get_submodule(parent) if parent else model, attr, nn.Identity())
             folded.append((layer, bn))
