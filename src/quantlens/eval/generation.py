@@ -21,6 +21,7 @@ import inspect
 import statistics
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -121,7 +122,10 @@ def measure_generation(
     warmup = check_number("warmup", warmup, 0, integer=True)
     was_training = model.training
     model.eval()
-    firsts, decodes, peak, tokens = [], [], 0, []
+    firsts: list[Any] = []
+    decodes: list[Any] = []
+    peak = 0
+    tokens: list[Any] = []
     try:
         with num_threads(threads):
             used_threads = torch.get_num_threads()

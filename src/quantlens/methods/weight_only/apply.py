@@ -203,10 +203,11 @@ def apply(model: nn.Module, ctx: QuantContext) -> nn.Module:
     # quantized once, by a layer that runs the configured algorithm rather than a fallback,
     # and the layers share the packed tensors (a checkpoint holds them once).
     codes: dict[tuple, tuple[QTensor, _Plan]] = {}  # tie key -> (codes, the plan that made them)
-    for p in sorted(plans, key=lambda p: p.algorithm.name != p.config.algorithm):
-        if _tie_key(p) not in codes:
-            weight = _weight(p.module).detach()
-            codes[_tie_key(p)] = (p.algorithm.quantize(weight, p.scheme, stats.get(p.name)), p)
+    for plan in sorted(plans, key=lambda p: p.algorithm.name != p.config.algorithm):
+        if _tie_key(plan) not in codes:
+            weight = _weight(plan.module).detach()
+            qweight = plan.algorithm.quantize(weight, plan.scheme, stats.get(plan.name))
+            codes[_tie_key(plan)] = (qweight, plan)
     built: dict[tuple, nn.Module] = {}
     replaced: dict[int, nn.Module] = {}
     for p in decisions:  # recorded in the model's module order
