@@ -71,3 +71,15 @@ def test_fused_paths_match_the_reference_at_many_tokens(path):
     out = layer(x)
     assert cosine_similarity(out.flatten(), ref.flatten()) > 0.99999
     assert max_abs_error(out, ref) < 1e-2 * ref.abs().max().item()
+
+
+@pytest.mark.parametrize("path", _fast_paths())
+def test_fused_paths_run_under_autograd(path):
+    # inside a float model trained or run with grad enabled, the input carries a graph
+    layer = DynamicLinear.from_float(nn.Linear(32, 8))
+    x = random_tensor(4, 32).requires_grad_()
+    layer.kernel = path
+    with torch.no_grad():
+        expected = layer(x)
+    out = layer(x)
+    assert torch.equal(out.detach(), expected)

@@ -50,9 +50,16 @@ def _fbgemm_run(layer: Any, state: tuple[Any, torch.Tensor], x2d: torch.Tensor) 
         xs, 1.0, 0, packed
     )  # (M, N) = sum q W: ws applied, exact integer sums
     g.addr_(z.reshape(-1).expand(g.shape[0]), c, alpha=-1)  # sum (q - z) W
-    if layer.bias is None:
-        return g.mul_(s)
-    return torch.addcmul(layer.bias, g, s, out=g)  # s * (...) + b in one pass, in place
+    return _scale_add_bias(g, s, layer.bias)
+
+
+def _scale_add_bias(y: torch.Tensor, s: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``s * y + bias`` in one pass, in place in ``y`` (a fresh GEMM output)."""
+    if bias is None:
+        return y.mul_(s)
+    if torch.is_grad_enabled() and (bias.requires_grad or s.requires_grad):  # no out= then
+        return torch.addcmul(bias, y, s)
+    return torch.addcmul(bias, y, s, out=y)
 
 
 # --- int_mm: torch._int_mm --------------------------------------------------------------------
@@ -79,9 +86,7 @@ def _int_mm_run(layer: Any, state: torch.Tensor, x2d: torch.Tensor) -> torch.Ten
     q, s = activation_int8(x2d, layer.per_token)  # (M, K) int8, (M, 1)
     acc = torch._int_mm(q, wt)  # (M, N) int32 = sum (q - z) Wq, exact
     y = torch.mul(acc, layer.weight_scale)  # y = s * ws * acc + b: two passes
-    if layer.bias is None:
-        return y.mul_(s)
-    return torch.addcmul(layer.bias, y, s, out=y)
+    return _scale_add_bias(y, s, layer.bias)
 
 
 # --- reference and the float16 paths ---------------------------------------------------------
