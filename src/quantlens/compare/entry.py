@@ -11,6 +11,8 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +20,7 @@ from torch import nn
 
 from quantlens.compare import analysis as _analysis
 from quantlens.compare.layer_errors import layer_errors as per_layer_errors
+from quantlens.compare.lm import is_causal_lm
 from quantlens.compare.presets import check_names, make_config
 from quantlens.compare.results import Comparison, LayerErrorRow, Row
 from quantlens.compare.run import run
@@ -123,9 +126,15 @@ def compare(
         options: the fields of those objects as flat keywords instead: ``calib_data``,
             ``train_data``, ``qat_epochs``, ``example_inputs``, ``reps``, ``warmup``,
             ``threads``, ``metric``, ``memory``, ``layer_errors``, ``analysis``,
-            ``analysis_batches``, ``runtimes``, ``max_accuracy_drop``, ``objective``, ``progress``,
-            ``command``, ``on_start``, ``on_row``
+            ``analysis_batches``, ``runtimes``, ``max_accuracy_drop``, ``objective``,
+            ``progress``, ``command``, ``on_start``, ``on_row``; for a causal LM ``causal_lm``,
+            ``ppl_window``, ``ppl_stride``, ``ppl_tokens``, ``prompt_tokens``, ``new_tokens``,
+            ``generation_reps``, ``max_perplexity_increase``
             (:class:`~quantlens.compare.settings.CompareOptions`).
+
+    A causal LM (a ``*ForCausalLM`` model on one token stream, or ``causal_lm=True``) is
+    measured by perplexity, decode and prefill tokens/s and size instead, and recommended by
+    ``max_perplexity_increase`` (:mod:`quantlens.compare.lm`).
 
     Returns:
         A :class:`~quantlens.compare.results.Comparison`. A method that fails is a row with
@@ -140,6 +149,13 @@ def compare(
         data, {"timing": timing, "measure": measure, "hooks": hooks}, options_left, "compare"
     )
     configs = _configs(methods, model)
+    if measure_s.analysis and is_causal_lm(model, data_s.data, measure_s):
+        warnings.warn(
+            "the analysis ranks layers by accuracy and does not run for a causal LM; "
+            "use ql.sensitivity on the model instead",
+            stacklevel=2,
+        )
+        measure_s = dataclasses.replace(measure_s, analysis=False)
     errors: dict[str, list[LayerErrorRow]] = {}
     on_model = _layer_error_hook(model, errors) if measure_s.layer_errors else None
     # each row's layer-by-layer error, measured once for the analysis and the layer plot

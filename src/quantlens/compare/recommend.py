@@ -10,6 +10,8 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -44,16 +46,37 @@ def accuracy_drop(row: Row, base: Row | None) -> float | None:
     return None if q is None or bq is None else bq - q
 
 
-def _objective_key(objective: str) -> Callable[[Row], float | int | None]:
+def perplexity_increase(row: Row, base: Row | None) -> float | None:
+    """A causal LM's perplexity increase vs ``base`` in percent (positive = worse), or None."""
+    p, bp = row.perplexity, base.perplexity if base else None
+    return None if p is None or not bp else 100.0 * (p / bp - 1.0)
+
+
+def is_language_model(rows: Sequence[Row]) -> bool:
+    """Whether the rows are a causal LM's (the float row has a perplexity)."""
+    base = baseline(rows)
+    return base is not None and base.perplexity is not None
+
+
+def _objective_key(objective: str, lm: bool = False) -> Callable[[Row], float | int | None]:
+    if objective == "latency" and lm:
+        return lambda r: -r.decode_tokens_per_s if r.decode_tokens_per_s else None
     if objective == "latency":
         return lambda r: r.latency_ms
     return lambda r: r.disk_bytes or r.memory_bytes
 
 
+def _loss(row: Row, base: Row | None, lm: bool) -> float | None:
+    return perplexity_increase(row, base) if lm else accuracy_drop(row, base)
+
+
 def best(rows: Sequence[Row], budget: Budget) -> Row | None:
     """The row with the best ``budget.objective`` among those losing at most
     ``budget.max_accuracy_drop`` points of accuracy (or agreement) vs float: every row but
-    the float one in PyTorch (so the float model in another runtime, too).
+    the float one in PyTorch (so the float model in another runtime, too); for a causal LM
+    (:func:`is_language_model`), among those whose perplexity is at most
+    ``budget.max_perplexity_increase`` percent above float, the one that decodes the most
+    tokens/s (``"latency"``) or is smallest (``"size"``).
 
     Args:
         rows: the comparison's rows, float first.
@@ -62,15 +85,17 @@ def best(rows: Sequence[Row], budget: Budget) -> Row | None:
     Returns:
         The row, or None when no method is within the budget (keep float).
     """
-    base, key = baseline(rows), _objective_key(budget.objective)
+    lm = is_language_model(rows)
+    base, key = baseline(rows), _objective_key(budget.objective, lm)
+    limit = budget.max_perplexity_increase if lm else budget.max_accuracy_drop
     candidates = [
         r
         for r in rows
         if r.ok
         and not _is_baseline(r)
         and key(r) is not None
-        and (drop := accuracy_drop(r, base)) is not None
-        and drop <= budget.max_accuracy_drop
+        and (drop := _loss(r, base, lm)) is not None
+        and drop <= limit
     ]
     return min(candidates, key=key) if candidates else None  # type: ignore[arg-type, return-value]
 
@@ -148,6 +173,47 @@ def _quality_name(comparison: Comparison) -> str:
     return quality_names(comparison.rows, comparison.task)[0].split(" (")[0]
 
 
+def _lm_recommendation(comparison: Comparison, base: Row, best_row: Row | None) -> str:
+    """:func:`recommendation` for a causal LM: the budget is a perplexity increase (%)."""
+    budget = comparison.budget
+    budget_text = f"{budget.max_perplexity_increase:g}% perplexity budget"
+
+    def cost(row: Row) -> str:
+        rise = comparison.perplexity_increase(row)
+        return f"perplexity {row.perplexity:.2f} vs {base.perplexity:.2f} float ({rise:+.1f}%)"
+
+    if best_row is None:
+        tried = [r for r in comparison.rows if r.ok and r.method != "float" and r.perplexity]
+        if not tried:
+            return "No quantization method succeeded; see the errors in the table."
+        closest = min(tried, key=lambda r: r.perplexity or math.inf)
+        return (
+            f"Keep the float model: no method stays within the {budget_text} "
+            f"(closest: {closest.name}, {cost(closest)}). Try GPTQ or a larger group size."
+        )
+    speed, base_speed = best_row.decode_tokens_per_s, base.decode_tokens_per_s
+    if budget.objective == "latency" and speed and base_speed and speed < base_speed:
+        small = best(comparison.rows, dataclasses.replace(budget, objective="size"))
+        head = f"No method decodes faster than float here ({best_row.threads or '?'} thread(s))"
+        if small is None or not base.disk_bytes or not small.disk_bytes:
+            return f"{head}: keep the float model."
+        return (
+            f"{head}: keep the float model for speed. To save space, {small.name} is "
+            f"{size_change(base.disk_bytes, small.disk_bytes)} on disk within the "
+            f"{budget_text} ({cost(small)})."
+        )
+    parts = []
+    if base.disk_bytes and best_row.disk_bytes:
+        parts.append(f"{size_change(base.disk_bytes, best_row.disk_bytes)} on disk")
+    if speed and base_speed:
+        parts.append(
+            f"{speed / base_speed:.2f}× the decode tokens/s ({speed:.1f} vs {base_speed:.1f})"
+        )
+    goal = "fastest-decoding" if budget.objective == "latency" else "smallest"
+    body = "; ".join(p for p in (", ".join(parts), cost(best_row)) if p)
+    return f"Use {best_row.name}: {body}. It is the {goal} method within the {budget_text}."
+
+
 def recommendation(comparison: Comparison) -> str:
     """One or two sentences: what to use and what it buys and costs.
 
@@ -163,6 +229,8 @@ def recommendation(comparison: Comparison) -> str:
         return "Interrupted before the first model was measured: nothing to recommend."
     if base is None:
         return "The float model could not be measured, so nothing can be recommended."
+    if is_language_model(comparison.rows):
+        return _lm_recommendation(comparison, base, best_row)
     if best_row is None:
         return _keep_float(comparison, budget_text)
     if (
@@ -197,6 +265,8 @@ __all__ = [
     "baseline",
     "best",
     "display_name",
+    "is_language_model",
+    "perplexity_increase",
     "points_change",
     "quality_names",
     "recommendation",

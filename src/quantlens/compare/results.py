@@ -31,7 +31,17 @@ from quantlens.errors import InputError
 from quantlens.files.strict_json import from_json_text, to_json_text
 
 Status = Literal["ok", "failed"]
-Task = Literal["classification", "embedding", "outputs"]
+Task = Literal["classification", "embedding", "outputs", "causal-lm"]
+
+# Row fields only a causal LM has: left out of ``to_dict`` when None, so the results of other
+# tasks read and write as before
+LM_FIELDS = (
+    "perplexity",
+    "perplexity_tokens",
+    "prefill_tokens_per_s",
+    "decode_tokens_per_s",
+    "time_to_first_token_ms",
+)
 
 
 class DictAccess:
@@ -69,6 +79,12 @@ class Row:
     ``"static"``, see :func:`runtime_row_name`; its ``disk_bytes`` are the ``.onnx`` file's).
     ``to_dict`` writes it only when it is not ``"torch"``, so files written before it existed
     and files of PyTorch-only runs read the same.
+
+    A causal LM (``settings.task == "causal-lm"``) has ``perplexity`` over the evaluation
+    stream (``perplexity_tokens`` tokens scored), ``prefill_tokens_per_s``,
+    ``decode_tokens_per_s`` and ``time_to_first_token_ms`` at batch 1
+    (:mod:`quantlens.eval.generation`); its ``peak_memory_bytes`` is the rise of resident
+    memory during one generation, and it has no batch latency or accuracy.
     """
 
     name: str
@@ -97,6 +113,11 @@ class Row:
     float_kinds: dict[str, int] | None = None  # layer kind -> how many stayed float
     notes: list[str] = field(default_factory=list)
     runtime: Runtime = "torch"
+    perplexity: float | None = None
+    perplexity_tokens: int | None = None
+    prefill_tokens_per_s: float | None = None
+    decode_tokens_per_s: float | None = None
+    time_to_first_token_ms: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -119,9 +140,14 @@ class Row:
         return self.name.removesuffix(runtime_row_name("", self.runtime))
 
     def to_dict(self) -> dict:
+        """The row as a dict (``runtime`` only when not torch, the language-model fields only
+        where measured)."""
         out = dataclasses.asdict(self)
         if self.runtime == "torch":
             del out["runtime"]
+        for name in LM_FIELDS:
+            if out[name] is None:
+                del out[name]
         return out
 
     @classmethod
@@ -152,6 +178,8 @@ class RunInfo(DictAccess):
         samples: evaluation samples.
         calibration: a note on the calibration data (set when none was given).
         runtimes: the runtimes measured, when more than ``torch`` (``Measure.runtimes``).
+        ppl_window, ppl_stride, prompt_tokens, new_tokens: how a causal LM was measured.
+        float_note: what the float reference is (shown with the figures).
         extra: keys of another quantlens version, kept as they were.
     """
 
@@ -165,6 +193,11 @@ class RunInfo(DictAccess):
     samples: int | None = None
     calibration: str | None = None
     runtimes: list[str] | None = None
+    ppl_window: int | None = None
+    ppl_stride: int | None = None
+    prompt_tokens: int | None = None
+    new_tokens: int | None = None
+    float_note: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -307,6 +340,10 @@ class Comparison:
         """Points of quality lost vs float (positive = worse), or None when unknown."""
         return recommend.accuracy_drop(row, self.baseline)
 
+    def perplexity_increase(self, row: Row) -> float | None:
+        """A causal LM's perplexity increase vs float in percent (positive = worse), or None."""
+        return recommend.perplexity_increase(row, self.baseline)
+
     def best(self, budget: Budget | None = None) -> Row | None:
         """The quantized row with the best objective within ``budget`` (default
         :attr:`budget`); None when no method is within it (keep float)."""
@@ -337,6 +374,11 @@ class Comparison:
             "recommendation": self.recommendation,
             "max_accuracy_drop": self.budget.max_accuracy_drop,
             "objective": self.budget.objective,
+            **(
+                {"max_perplexity_increase": self.budget.max_perplexity_increase}
+                if self.task == "causal-lm"
+                else {}
+            ),
             "layer_errors": {
                 name: [x.to_dict() for x in rows] for name, rows in self.layer_errors.items()
             },
@@ -355,7 +397,11 @@ class Comparison:
             data.get("command"),
             RunInfo.from_dict(data.get("settings", {})),
             bool(data.get("interrupted", False)),
-            Budget(data.get("max_accuracy_drop", 1.0), data.get("objective", "latency")),
+            Budget(
+                data.get("max_accuracy_drop", 1.0),
+                data.get("objective", "latency"),
+                data.get("max_perplexity_increase", 5.0),
+            ),
             layer_error_rows(data.get("layer_errors")),
             Analysis.from_dict(sensitivity) if sensitivity else None,
         )
@@ -371,6 +417,7 @@ class Comparison:
 
 
 __all__ = [
+    "LM_FIELDS",
     "Analysis",
     "Comparison",
     "DictAccess",

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from quantlens.compare import lm as _lm
 from quantlens.compare.measure import (
     Yardstick,
     error_text,
@@ -104,11 +105,17 @@ class _Run:
     model: nn.Module
     configs: Mapping[str, Any]
     data: DataSettings  # as the methods get it: calib_data and example_inputs filled in
-    ys: Yardstick
+    ys: Yardstick | _lm.LMYardstick
     hooks: Hooks
     comparison: Comparison
     runtimes: tuple[str, ...] = ("torch",)
     started: int = 0  # rows announced to hooks.on_start
+
+    def measure(self, row: Row, model: nn.Module, ref: ModelRef | None = None) -> Row:
+        """Fill ``row`` the way this run's task measures (a causal LM or any other model)."""
+        if isinstance(self.ys, _lm.LMYardstick):
+            return _lm.measure_lm_row(row, model, self.ys)
+        return measure_row(row, model, self.ys, ref)
 
     def finish(self, row: Row) -> None:
         self.comparison.rows.append(row)
@@ -149,7 +156,7 @@ class _Run:
         row.quantize_s = None if given is not None else time.perf_counter() - start
         summary_counts(row, self.model, qm)
         keep_warnings(row, caught)
-        measure_row(row, qm, self.ys)
+        self.measure(row, qm)
         if self.hooks.on_model is not None:
             self.hooks.on_model(row, qm, self.ys.batch)
         return qm
@@ -160,7 +167,7 @@ class _Run:
         with InterruptWatch() as watch:
             try:
                 self.start("float")
-                float_row = measure_row(Row("float", "float"), self.model, self.ys, float_ref)
+                float_row = self.measure(Row("float", "float"), self.model, float_ref)
                 self.finish(float_row)
                 if watch.requested:
                     raise KeyboardInterrupt
@@ -189,6 +196,54 @@ class _Run:
                 )
 
 
+def _lm_run_info(
+    data: DataSettings, timing: Timing, measure: Measure, ys: _lm.LMYardstick
+) -> RunInfo:
+    return RunInfo(
+        reps=measure.generation_reps,
+        warmup=1,
+        threads=timing.threads or torch.get_num_threads(),
+        batch_size=1,
+        memory=measure.memory,
+        task="causal-lm",
+        samples=int(ys.stream.shape[1]),
+        ppl_window=measure.ppl_window,
+        ppl_stride=measure.ppl_stride or measure.ppl_window,
+        prompt_tokens=int(ys.prompt.shape[1]),
+        new_tokens=measure.new_tokens,
+        float_note=data.float_note,
+    )
+
+
+def _run_lm(
+    model: nn.Module,
+    configs: Mapping[str, Any],
+    data: DataSettings,
+    timing: Timing,
+    measure: Measure,
+    hooks: Hooks,
+) -> Comparison:
+    """:func:`run` for a causal LM on one token stream (:mod:`quantlens.compare.lm`)."""
+    environment_now = environment()
+    with tempfile.TemporaryDirectory(prefix="quantlens-compare-") as tmp:
+        ys = _lm.lm_yardstick(data.data, measure, timing, Path(tmp))
+        info = _lm_run_info(data, timing, measure, ys)
+        calib = data.calib_data
+        if calib is None and configs:
+            calib = data.data
+            info.calibration = "on the evaluation data (no calib_data given)"
+        quantizing = replace(
+            data,
+            calib_data=None
+            if calib is None
+            else _lm.calibration_windows(calib, measure.ppl_window),
+            example_inputs=data.example_inputs or (ys.prompt,),
+        )
+        comparison = Comparison([], environment_now, hooks.command, info)
+        _Run(model, configs, quantizing, ys, hooks, comparison).rows(None)
+    return comparison
+
+
 def run(
     model: nn.Module,
     configs: Mapping[str, Any],
@@ -201,6 +256,13 @@ def run(
     _check(model, configs, data)
     require_runtimes(measure.runtimes)
     model.eval()
+    if _lm.is_causal_lm(model, data.data, measure):
+        if len(measure.runtimes) > 1:
+            raise InputError(
+                "a causal LM is measured in PyTorch only (perplexity and generation); "
+                "leave out runtimes"
+            )
+        return _run_lm(model, configs, data, timing, measure, hooks)
     bench = (
         _latency.as_batch(data.example_inputs)
         if data.example_inputs is not None
@@ -223,6 +285,7 @@ def run(
             Path(tmp),
         )
         info = _run_info(data, timing, measure, ys)
+        info.float_note = data.float_note
         if data.calib_data is None and configs:
             quantizing = replace(quantizing, calib_data=data.data)
             info.calibration = "on the evaluation data (no calib_data given)"

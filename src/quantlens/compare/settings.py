@@ -3,7 +3,8 @@
 - :class:`DataSettings`: which data (evaluation, calibration, QAT training) and inputs;
 - :class:`Timing`: how latency is timed (repetitions, warm-up, threads);
 - :class:`Measure`: what is measured besides size, latency and quality (peak memory,
-  per-layer error, the sensitivity analysis) and with which metric;
+  per-layer error, the sensitivity analysis) and with which metric; for a causal language
+  model, the perplexity windows and the generation timed;
 - :class:`Budget`: what the recommendation may lose and what it minimises;
 - :class:`Hooks`: how the run talks to its caller (progress bars, callbacks, the command
   line it records).
@@ -49,6 +50,8 @@ class DataSettings:
         train_data: labelled data QAT configs fine-tune on.
         qat_epochs: epochs of that fine-tuning.
         example_inputs: inputs for tracing and timing (default: the first batch of ``data``).
+        float_note: what the float reference is, shown wherever figures are (e.g. SmolLM2's
+            "the float reference is the dequantized Q4_1 model").
 
     Example:
         >>> DataSettings(test, calib_data=calib, train_data=train, qat_epochs=2)
@@ -59,6 +62,7 @@ class DataSettings:
     train_data: Any = None
     qat_epochs: int = 1
     example_inputs: tuple | None = None
+    float_note: str | None = None
 
     def __post_init__(self) -> None:
         check_number("qat_epochs", self.qat_epochs, 1, integer=True)
@@ -104,11 +108,21 @@ class Measure:
             ``"onnxruntime"`` (each model also exported to ONNX and measured in ONNX Runtime,
             a second row after its PyTorch row; needs ``quantlens[onnx]``). A
             comma-separated string is split.
+        causal_lm: the language-model task (perplexity and generation speed instead of
+            accuracy and batch latency): None detects it (a ``*ForCausalLM`` model, or one
+            with ``generate``, on one token stream), True forces it, False turns it off.
+        ppl_window, ppl_stride: tokens per perplexity window and between window starts
+            (None: ``ppl_window``, disjoint windows; :mod:`quantlens.eval.perplexity`).
+        ppl_tokens: the first this many tokens of the stream are scored (None: all of it).
+        prompt_tokens: the generation prompt: the first this many tokens of the stream.
+        new_tokens: decode steps per timed generation, at batch 1.
+        generation_reps: timed generations per model (median; one untimed first).
 
     Example:
         >>> Measure(memory=False, analysis=True)
         >>> Measure(runtimes=("torch", "onnxruntime")).runtimes
         ('torch', 'onnxruntime')
+        >>> Measure(ppl_window=256, ppl_tokens=1024, new_tokens=16)  # a causal LM, quickly
     """
 
     metric: Callable | None = None
@@ -119,8 +133,22 @@ class Measure:
     float_ref: ModelRef | None = None
     runtimes: tuple[Runtime, ...] = ("torch",)
 
+    causal_lm: bool | None = None
+    ppl_window: int = 512
+    ppl_stride: int | None = None
+    ppl_tokens: int | None = 4096
+    prompt_tokens: int = 32
+    new_tokens: int = 32
+    generation_reps: int = 3
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "runtimes", check_runtimes(self.runtimes))
+        check_number("ppl_window", self.ppl_window, 2, integer=True)
+        check_number("ppl_stride", self.ppl_stride, 1, self.ppl_window, integer=True)
+        check_number("ppl_tokens", self.ppl_tokens, 2, integer=True)
+        check_number("prompt_tokens", self.prompt_tokens, 1, integer=True)
+        check_number("new_tokens", self.new_tokens, 1, integer=True)
+        check_number("generation_reps", self.generation_reps, 1, integer=True)
 
 
 def check_runtimes(runtimes: Any) -> tuple[Runtime, ...]:
@@ -154,17 +182,23 @@ class Budget:
 
     Attributes:
         max_accuracy_drop: accuracy (or agreement) points the recommendation may lose vs float.
-        objective: ``"latency"`` (lowest median) or ``"size"`` (smallest checkpoint).
+        objective: ``"latency"`` (lowest median; a causal LM: most decode tokens/s) or
+            ``"size"`` (smallest checkpoint).
+        max_perplexity_increase: for a causal LM, the perplexity increase vs float (percent)
+            the recommendation may cost.
 
     Example:
         >>> Budget(max_accuracy_drop=0.5, objective="size")
+        >>> Budget(max_perplexity_increase=5)  # a causal LM: at most 5% above float
     """
 
     max_accuracy_drop: float = 1.0
     objective: Objective = "latency"
+    max_perplexity_increase: float = 5.0
 
     def __post_init__(self) -> None:
         check_number("max_accuracy_drop", self.max_accuracy_drop, 0, 100)
+        check_number("max_perplexity_increase", self.max_perplexity_increase, 0)
         check_objective(self.objective)
 
 
@@ -205,6 +239,7 @@ class CompareOptions(TypedDict, total=False):
     train_data: Any
     qat_epochs: int
     example_inputs: tuple | None
+    float_note: str | None
     reps: int
     warmup: int
     threads: int | None
@@ -215,8 +250,16 @@ class CompareOptions(TypedDict, total=False):
     analysis_batches: int | None
     float_ref: ModelRef | None
     runtimes: tuple[Runtime, ...] | str
+    causal_lm: bool | None
+    ppl_window: int
+    ppl_stride: int | None
+    ppl_tokens: int | None
+    prompt_tokens: int
+    new_tokens: int
+    generation_reps: int
     max_accuracy_drop: float
     objective: Objective
+    max_perplexity_increase: float
     progress: bool | None
     command: str | None
     on_start: Callable[[str, int, int], None] | None
