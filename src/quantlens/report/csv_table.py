@@ -10,6 +10,7 @@ import csv
 import io
 from collections.abc import Sequence
 
+from quantlens.compare.recommend import is_language_model
 from quantlens.compare.results import Row
 
 CSV_FIELDS = (
@@ -38,9 +39,31 @@ CSV_FIELDS = (
 )
 
 
+LM_CSV_FIELDS = (
+    "name",
+    "method",
+    "status",
+    "error",
+    "perplexity",
+    "perplexity_tokens",
+    "decode_tokens_per_s",
+    "prefill_tokens_per_s",
+    "time_to_first_token_ms",
+    "disk_bytes",
+    "memory_bytes",
+    "num_parameters",
+    "threads",
+    "peak_memory_bytes",
+    "quantize_s",
+    "layers_quantized",
+    "layers_float",
+)
+
+
 def render_csv(rows: Sequence[Row]) -> str:
-    """The :data:`CSV_FIELDS` of each row, with a header line; a ``runtime`` column after
-    ``method`` when some row ran outside PyTorch (``compare(..., runtimes=...)``).
+    """The :data:`CSV_FIELDS` of each row (a causal LM's: :data:`LM_CSV_FIELDS`), with a
+    header line; a ``runtime`` column after ``method`` when some row ran outside PyTorch
+    (``compare(..., runtimes=...)``).
 
     Args:
         rows: the comparison's rows.
@@ -48,7 +71,7 @@ def render_csv(rows: Sequence[Row]) -> str:
     Returns:
         The CSV text (``\\n`` line ends).
     """
-    fields = list(CSV_FIELDS)
+    fields = list(LM_CSV_FIELDS if is_language_model(rows) else CSV_FIELDS)
     if any(r.runtime != "torch" for r in rows):
         fields.insert(fields.index("method") + 1, "runtime")
     buf = io.StringIO()
@@ -59,4 +82,4 @@ def render_csv(rows: Sequence[Row]) -> str:
     return buf.getvalue()
 
 
-__all__ = ["CSV_FIELDS", "render_csv"]
+__all__ = ["CSV_FIELDS", "LM_CSV_FIELDS", "render_csv"]

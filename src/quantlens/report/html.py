@@ -15,10 +15,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from quantlens.analysis.layers import LayerComparison
+from quantlens.compare.recommend import is_language_model
 from quantlens.compare.results import Analysis, Comparison
 from quantlens.report import tables
 from quantlens.report.analysis_plots import ANALYSIS_PLOT_FILES, write_analysis
-from quantlens.report.plots import PLOT_FILES, write_plots
+from quantlens.report.plots import LM_PLOT_FILES, PLOT_FILES, write_plots
 
 _CSS = """
 body { font-family: -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
@@ -64,6 +65,11 @@ _CAPTIONS = {
         "Accuracy against median latency; grey rings (joined by a dashed step line) mark "
         "the Pareto front: no other method is both faster and more accurate."
     ),
+    "perplexity_vs_size.png": (
+        "Perplexity against checkpoint size. The dotted line is the perplexity budget; the "
+        "recommended method is outlined in black."
+    ),
+    "perplexity_vs_decode.png": "Perplexity against decode tokens/s at batch 1.",
     "latency.png": "Median latency per batch; whiskers reach the 95th percentile.",
     "size.png": "Checkpoint bytes on disk and weight/buffer bytes in memory.",
     "layer_error.png": (
@@ -153,7 +159,8 @@ def _runtimes(report: Comparison) -> list[str]:
 
 
 def _plots(report: Comparison, plot_dir: Path | None) -> str:
-    with _pngs(plot_dir, PLOT_FILES, lambda folder: write_plots(report, folder)) as paths:
+    files = (*LM_PLOT_FILES, *PLOT_FILES) if is_language_model(report.rows) else PLOT_FILES
+    with _pngs(plot_dir, files, lambda folder: write_plots(report, folder)) as paths:
         figures = _figures(paths)
     if len(_runtimes(report)) == 1:
         return figures
@@ -254,12 +261,29 @@ def _environment(report: Comparison) -> str:
     ]
     if settings.calibration:
         items.append(("calibration", settings.calibration))
+    if settings.task == "causal-lm":
+        items.append(
+            (
+                "language model",
+                (
+                    f"perplexity of {settings.samples} tokens in windows of "
+                    f"{settings.ppl_window} (stride {settings.ppl_stride}); greedy generation "
+                    f"of {settings.new_tokens} tokens after a {settings.prompt_tokens}-token "
+                    "prompt, batch of 1"
+                ),
+            )
+        )
     body = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in items if v is not None)
     full = html.escape(json.dumps(env, indent=1, default=str))
     return (
         f"<dl>{body}</dl><details><summary>Full environment (JSON)</summary>"
         f"<pre>{full}</pre></details>"
     )
+
+
+def _float_note(report: Comparison) -> str:
+    note = report.settings.float_note
+    return f'\n<p class="sub">Note: {_e(note)}.</p>' if note else ""
 
 
 def _notes(report: Comparison) -> str:
@@ -325,7 +349,7 @@ def render_html(report: Comparison, *, plot_dir: Path | None = None) -> str:
 <div class="{rec_cls}"><b>Recommendation.</b> {_e(report.recommendation)}</div>
 {warn}
 <h2>Results</h2>
-{_table(report)}
+{_table(report)}{_float_note(report)}
 {_notes(report)}
 <h2>Plots</h2>
 {_plots(report, plot_dir)}

@@ -49,6 +49,8 @@ def render_markdown(comparison: Comparison) -> str:
         "",
         table_markdown(comparison.rows, comparison.task),
     ]
+    if comparison.settings.float_note:
+        lines += ["", f"_Note: {comparison.settings.float_note}._"]
     if comparison.interrupted:
         lines += ["", "_Interrupted: only the rows above were measured._"]
     failed = [r for r in comparison.rows if not r.ok]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from quantlens.compare.recommend import quality_names
+from quantlens.compare.recommend import is_language_model, quality_names
 from quantlens.compare.results import Comparison, Row
 from quantlens.report import figure
 from quantlens.report.bar_plots import plot_latency, plot_size
@@ -34,6 +34,8 @@ PLOT_FILES = (
     "size.png",
     "layer_error.png",
 )
+# a causal LM's plots, in place of the two accuracy plots
+LM_PLOT_FILES = ("perplexity_vs_size.png", "perplexity_vs_decode.png")
 
 
 def pareto_front(points: list[tuple[float, float, str]]) -> list[tuple[float, float, str]]:
@@ -69,12 +71,23 @@ def _groups(
 
 
 def _scatter(
-    fig, ax, rows: list[Row], x_of, report: Comparison, labels: Labels, *, pareto: bool
+    fig,
+    ax,
+    rows: list[Row],
+    x_of,
+    report: Comparison,
+    labels: Labels,
+    *,
+    pareto: bool,
+    y_of=None,
 ) -> None:
-    """Quality against ``x_of(row)``: markers, budget line, Pareto rings, legend, labels."""
+    """Quality (or ``y_of(row)``) against ``x_of(row)``: markers, budget line, Pareto rings,
+    legend, labels."""
     best = report.recommended
     style, tags = styles(report.rows), labels.tags
-    measured = [(x_of(r), r.quality, r) for r in rows]
+    lm = y_of is not None
+    y_of = y_of or (lambda r: r.quality)
+    measured = [(x_of(r), y_of(r), r) for r in rows]
     items = [(x, y, r) for x, y, r in measured if x is not None and y is not None]
     if pareto:
         front = pareto_front([(x, y, r.name) for x, y, r in items])
@@ -116,7 +129,7 @@ def _scatter(
             linewidths=1.6 if is_best else 0.6,
             label=labels.legend(r, best),
         )
-    _quality_axis(ax, rows, report)
+    (_perplexity_axis if lm else _quality_axis)(ax, rows, report)
     ax.margins(x=0.14, y=0.16)
     ax.grid(True, alpha=0.3)
     legend_outside(ax)
@@ -161,6 +174,68 @@ def _quality_axis(ax, rows, report: Comparison) -> None:
         )
 
 
+def _perplexity_axis(ax, rows, report: Comparison) -> None:
+    ax.set_ylabel("perplexity (lower is better)")
+    base = report.baseline
+    if base is not None and base.perplexity:
+        rise = report.budget.max_perplexity_increase
+        ax.axhline(
+            base.perplexity * (1 + rise / 100),
+            color="#999999",
+            linestyle=":",
+            linewidth=1.2,
+            label=f"budget: float + {rise:g}%",
+            zorder=1,
+        )
+
+
+def _lm_rows(report: Comparison, x_of) -> list[Row]:
+    return [r for r in report.rows if r.ok and r.perplexity is not None and x_of(r)]
+
+
+def _disk_of(r: Row) -> int | None:
+    return r.disk_bytes or r.memory_bytes
+
+
+def plot_perplexity_vs_size(report: Comparison, path: Path) -> Path | None:
+    """A causal LM's perplexity against checkpoint size (None: nothing to plot)."""
+    rows = _lm_rows(report, _disk_of)
+    if not rows:
+        return None
+    plt = pyplot()
+    scale, unit = size_scale(rows)
+    labels = Labels.of(report)
+    fig, ax = plt.subplots(figsize=(labels.width(), 4.8), dpi=DPI)
+    ax.set_xlabel(f"checkpoint size on disk ({unit})")
+    ax.set_title("Perplexity vs size (down and left is better)")
+    x_of = lambda r: _disk_of(r) / scale
+    _scatter(fig, ax, rows, x_of, report, labels, pareto=False, y_of=lambda r: r.perplexity)
+    return figure.save(fig, path, plt, layout=False)
+
+
+def plot_perplexity_vs_decode(report: Comparison, path: Path) -> Path | None:
+    """A causal LM's perplexity against decode tokens/s at batch 1 (None: nothing to plot)."""
+    rows = _lm_rows(report, lambda r: r.decode_tokens_per_s)
+    if not rows:
+        return None
+    plt = pyplot()
+    labels = Labels.of(report)
+    fig, ax = plt.subplots(figsize=(labels.width(), 4.8), dpi=DPI)
+    ax.set_xlabel("decode tokens/s at batch 1")
+    ax.set_title("Perplexity vs decode speed (down and right is better)")
+    _scatter(
+        fig,
+        ax,
+        rows,
+        lambda r: r.decode_tokens_per_s,
+        report,
+        labels,
+        pareto=False,
+        y_of=lambda r: r.perplexity,
+    )
+    return figure.save(fig, path, plt, layout=False)
+
+
 def plot_accuracy_vs_size(report: Comparison, path: Path) -> Path | None:
     rows = [
         r
@@ -202,7 +277,8 @@ def plot_accuracy_vs_latency(report: Comparison, path: Path) -> Path | None:
 
 
 def write_plots(report: Comparison, directory: Path) -> list[Path]:
-    """Write every plot that has data into ``directory``; returns the paths written."""
+    """Write every plot that has data into ``directory``; returns the paths written. A causal
+    LM gets :data:`LM_PLOT_FILES` instead of the accuracy plots."""
     makers = (
         plot_accuracy_vs_size,
         plot_accuracy_vs_latency,
@@ -210,8 +286,12 @@ def write_plots(report: Comparison, directory: Path) -> list[Path]:
         plot_size,
         plot_layer_error,
     )
+    pairs = list(zip(makers, PLOT_FILES))
+    if is_language_model(report.rows):
+        lm_makers = (plot_perplexity_vs_size, plot_perplexity_vs_decode)
+        pairs = [*zip(lm_makers, LM_PLOT_FILES), *pairs[2:]]
     out = []
-    for maker, filename in zip(makers, PLOT_FILES):
+    for maker, filename in pairs:
         written = maker(report, directory / filename)
         if written is not None:
             out.append(written)
@@ -219,6 +299,7 @@ def write_plots(report: Comparison, directory: Path) -> list[Path]:
 
 
 __all__ = [
+    "LM_PLOT_FILES",
     "PARETO_COLOR",
     "PLOT_FILES",
     "pareto_front",
@@ -226,6 +307,8 @@ __all__ = [
     "plot_accuracy_vs_size",
     "plot_latency",
     "plot_layer_error",
+    "plot_perplexity_vs_decode",
+    "plot_perplexity_vs_size",
     "plot_size",
     "styles",
     "write_plots",

@@ -26,7 +26,7 @@ from quantlens.report.analysis_plots import ANALYSIS_PLOT_FILES, write_analysis
 from quantlens.report.csv_table import render_csv
 from quantlens.report.html import render_html
 from quantlens.report.markdown import render_markdown
-from quantlens.report.plots import PLOT_FILES, write_plots
+from quantlens.report.plots import LM_PLOT_FILES, PLOT_FILES, write_plots
 
 __all__ = ["OBJECTIVES", "REPORT_FILES", "Report"]
 
@@ -35,6 +35,7 @@ REPORT_FILES = (
     "results.csv",
     "report.md",
     *PLOT_FILES,
+    *LM_PLOT_FILES,
     *ANALYSIS_PLOT_FILES.values(),
     "report.html",
 )
@@ -48,6 +49,8 @@ class Report:
         comparison: what to render.
         max_accuracy_drop, objective: the recommendation's budget (default: the
             comparison's, 1 point and latency unless it was given another).
+        max_perplexity_increase: a causal LM's budget, percent above float perplexity
+            (default: the comparison's, 5%).
         layer_errors: per-layer errors to set (rows or their dicts).
         sensitivity: an :class:`~quantlens.compare.Analysis` (or its ``to_dict()``) to set.
 
@@ -66,15 +69,19 @@ class Report:
         max_accuracy_drop: float | None = None,
         objective: Objective | None = None,
         layer_errors: Mapping[str, list] | None = None,
+        max_perplexity_increase: float | None = None,
         sensitivity: Analysis | Mapping | None = None,
     ):
         changes: dict[str, Any] = {}
-        if max_accuracy_drop is not None or objective is not None:
+        if (max_accuracy_drop, objective, max_perplexity_increase) != (None, None, None):
             changes["budget"] = Budget(
                 comparison.budget.max_accuracy_drop
                 if max_accuracy_drop is None
                 else check_number("max_accuracy_drop", max_accuracy_drop, 0, 100),
                 objective or comparison.budget.objective,
+                comparison.budget.max_perplexity_increase
+                if max_perplexity_increase is None
+                else max_perplexity_increase,
             )
         if layer_errors is not None:
             changes["layer_errors"] = layer_error_rows(layer_errors)
@@ -177,6 +184,7 @@ class Report:
             Budget(
                 budget.max_accuracy_drop if max_accuracy_drop is None else max_accuracy_drop,
                 objective or budget.objective,
+                budget.max_perplexity_increase,
             )
         )
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from quantlens.compare.results import Row
-from quantlens.report.tables import HEADERS, table
+from quantlens.report.tables import HEADERS, LM_HEADERS, table
 
 TERMINAL_COLUMNS = (
     "method",
@@ -19,6 +19,18 @@ TERMINAL_COLUMNS = (
     "disk MB",
     "latency ms (p95)",
     "speed-up",
+    "peak mem MB",
+)
+
+
+LM_TERMINAL_COLUMNS = (
+    "method",
+    "perplexity",
+    "ppl increase %",
+    "disk MB",
+    "decode tok/s",
+    "decode speed-up",
+    "prefill tok/s",
     "peak mem MB",
 )
 
@@ -36,7 +48,10 @@ def to_rich(rows: Sequence[Row], title: str | None = None, task: str | None = No
     from rich.table import Table
 
     headers, lines = table(rows, task)
-    keep = [HEADERS.index(h) for h in TERMINAL_COLUMNS]
+    if headers == LM_HEADERS:
+        keep = [LM_HEADERS.index(h) for h in LM_TERMINAL_COLUMNS]
+    else:
+        keep = [HEADERS.index(h) for h in TERMINAL_COLUMNS]
     t = Table(title=title)
     for i in keep:  # long names (a sweep's) wrap; the numbers never do
         if i == 0:
@@ -55,4 +70,4 @@ def failures(rows: Sequence[Row]) -> list[str]:
     return [f"{r.name}: {r.error}" for r in rows if not r.ok]
 
 
-__all__ = ["TERMINAL_COLUMNS", "failures", "to_rich"]
+__all__ = ["LM_TERMINAL_COLUMNS", "TERMINAL_COLUMNS", "failures", "to_rich"]
