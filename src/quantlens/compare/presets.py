@@ -9,7 +9,8 @@ do), a weight-only preset also covers the model's ``Conv2d`` layers when it has 
 (``WeightOnly`` defaults to Linear only, which would leave a CNN's convolutions in float and
 its checkpoint no smaller); ``w4`` then uses one scale per output channel, since channel
 counts such as 1 or 16 do not divide into groups of 32. The config each row used is
-recorded in full in ``results.json``.
+recorded in full in ``results.json``. ``w4-gptq``, ``w3-gptq`` and ``w4-hqq`` are the
+language-model settings (groups of 128, Linear layers only, as GPTQ/HQQ users run them).
 
 To add a preset: one line in :data:`PRESETS`. To change what ``--sweep`` tries: :data:`SWEEPS`
 (or pass ``grid=``; :func:`parse_grid` reads the CLI's ``--grid key=v1,v2 ...``). The
@@ -68,6 +69,21 @@ PRESETS: dict[str, Preset] = {
         {"bits": 4, "group_size": 32},
         "weight-only 4-bit, groups of 32 (in a CNN: Linear and Conv2d, per output channel)",
         {"modules": _CONV, "group_size": None},
+    ),
+    "w4-gptq": Preset(
+        "weight_only",
+        {"bits": 4, "group_size": 128, "algorithm": "gptq"},
+        "weight-only 4-bit GPTQ, groups of 128 (act-order; needs calibration data)",
+    ),
+    "w4-hqq": Preset(
+        "weight_only",
+        {"bits": 4, "group_size": 128, "algorithm": "hqq"},
+        "weight-only 4-bit HQQ (half-quadratic scale/zero fit), groups of 128",
+    ),
+    "w3-gptq": Preset(
+        "weight_only",
+        {"bits": 3, "group_size": 128, "algorithm": "gptq"},
+        "weight-only 3-bit GPTQ, groups of 128 (act-order; needs calibration data)",
     ),
     "w2": Preset(
         "weight_only",
