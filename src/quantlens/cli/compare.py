@@ -24,8 +24,10 @@ from quantlens.cli._args import (
     path_kind,
     shorten,
 )
-from quantlens.compare import Budget, DataSettings, Hooks, Measure, Timing
+from quantlens.cli._lm_options import add_lm_options, float_note, lm_measure, lm_parts
+from quantlens.compare import Budget, DataSettings, Hooks, Timing
 from quantlens.compare import compare as run_compare
+from quantlens.compare.lm import is_causal_lm
 from quantlens.compare.measure import reference_outputs
 from quantlens.compare.presets import (
     PRESETS,
@@ -146,6 +148,7 @@ def register(subparsers) -> None:
         help="also rank the layers of the recommended method by sensitivity (quantize one at a "
         "time) and add sensitivity.png and a 'Where the error comes from' section",
     )
+    add_lm_options(parser)
     parser.add_argument(
         "--json", action="store_true", help="print the results as JSON instead of a table"
     )
@@ -166,6 +169,7 @@ def command_line(args: argparse.Namespace) -> str:
     parts += [
         "--max-drop",
         f"{args.max_drop:g}",
+        *lm_parts(args),
         "--objective",
         args.objective,
         "--reps",
@@ -268,7 +272,8 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     source = model_arg(args.model, trust_code=args.trust_code)
     # a checkpoint is compared against the float model it was made from
-    model = source.float_source(trust_code=args.trust_code).model
+    float_source = source.float_source(trust_code=args.trust_code)
+    model = float_source.model
     extra = {"checkpoint": source.model} if source.kind == "checkpoint" else {}
     configs = {**extra, **_configs(args, model)}
     if not args.data and source.data is None:
@@ -279,8 +284,15 @@ def _run(args: argparse.Namespace) -> int:
     loaded = load_data_for(
         source, args.data, calib_data=args.calib_data, train_data=args.train_data
     )
-    data = DataSettings(loaded.test, loaded.calib, loaded.train, qat_epochs=args.qat_epochs)
-    reference_outputs(model, data.data, limit=1)  # data that does not fit fails before --out
+    data = DataSettings(
+        loaded.test,
+        loaded.calib,
+        loaded.train,
+        qat_epochs=args.qat_epochs,
+        float_note=float_note(float_source.zoo),
+    )
+    if not is_causal_lm(model, data.data, lm_measure(args)):  # a token stream is scored in windows
+        reference_outputs(model, data.data, limit=1)  # data that does not fit fails before --out
     created = _prepare_out(out)
     try:
         return _compare_into(args, out, model, configs, data)
@@ -301,11 +313,14 @@ def _compare_into(
     def on_start(name: str, index: int, total: int) -> None:
         err.print(f"[dim][{index}/{total}][/] {name}")
 
-    budget = Budget(args.max_drop, args.objective)
+    budget = Budget(args.max_drop, args.objective, args.max_ppl_increase)
 
     def on_row(row: Row, comparison: Comparison) -> None:  # results.json after every row
         Report(
-            comparison, max_accuracy_drop=budget.max_accuracy_drop, objective=budget.objective
+            comparison,
+            max_accuracy_drop=budget.max_accuracy_drop,
+            objective=budget.objective,
+            max_perplexity_increase=budget.max_perplexity_increase,
         ).to_json(out / "results.json")
 
     report = Report(
@@ -314,11 +329,7 @@ def _compare_into(
             configs,
             data=data,
             timing=Timing(reps=args.reps, threads=args.threads),
-            measure=Measure(
-                memory=not args.no_memory,
-                analysis=getattr(args, "analysis", False),
-                runtimes=check_runtimes(getattr(args, "runtime", "torch")),
-            ),
+            measure=lm_measure(args),
             budget=budget,
             hooks=Hooks(command=command, on_start=on_start, on_row=on_row),
         )
@@ -337,6 +348,8 @@ def _compare_into(
         console.print(to_rich(report.rows, title="quantlens compare", task=report.task))
         for line in failures(report.rows):
             console.print(f"[red]failed[/] {escape(line)}")
+        if report.comparison.settings.float_note:
+            console.print(f"note: {escape(report.comparison.settings.float_note)}")
         console.print(f"[bold]{report.recommendation()}[/]")
         analysis = report.analysis
         if analysis is not None and analysis.sensitivity.rows:
