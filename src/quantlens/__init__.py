@@ -82,7 +82,9 @@ def compare(
         options: their fields as keywords: ``calib_data``, ``train_data``, ``qat_epochs``,
             ``example_inputs``, ``reps``, ``warmup``, ``threads``, ``metric``, ``memory``,
             ``layer_errors``, ``analysis``, ``analysis_batches``, ``max_accuracy_drop``,
-            ``objective``, ``progress``, ``command``, ``on_start``, ``on_row``.
+            ``objective``, ``progress``, ``command``, ``on_start``, ``on_row``; for a causal
+            LM ``max_perplexity_increase`` (%), ``ppl_window``, ``ppl_tokens``,
+            ``new_tokens``, ... (:class:`~quantlens.compare.Measure`).
 
     Returns:
         A :class:`Report`. A method that fails is a row with its error; Ctrl-C returns
