@@ -157,3 +157,15 @@ def test_a_long_calibration_stream_is_cut_into_windows():
     assert int(windows[1]["input_ids"][0, 0]) == 128
     short = [{"input_ids": torch.zeros(2, 16, dtype=torch.long)}]
     assert calibration_windows(short, 128) is short
+
+
+def test_the_language_model_presets():
+    from quantlens.compare.presets import make_config
+
+    made = {n: make_config(n) for n in ("w4-gptq", "w4-awq", "w4-hqq", "w3-gptq")}
+    assert {n: (c.bits, c.group_size, c.algorithm) for n, c in made.items()} == {
+        "w4-gptq": (4, 128, "gptq"),
+        "w4-awq": (4, 128, "awq"),
+        "w4-hqq": (4, 128, "hqq"),
+        "w3-gptq": (3, 128, "gptq"),
+    }

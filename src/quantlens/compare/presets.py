@@ -9,8 +9,9 @@ do), a weight-only preset also covers the model's ``Conv2d`` layers when it has 
 (``WeightOnly`` defaults to Linear only, which would leave a CNN's convolutions in float and
 its checkpoint no smaller); ``w4`` then uses one scale per output channel, since channel
 counts such as 1 or 16 do not divide into groups of 32. The config each row used is
-recorded in full in ``results.json``. ``w4-gptq``, ``w3-gptq`` and ``w4-hqq`` are the
-language-model settings (groups of 128, Linear layers only, as GPTQ/HQQ users run them).
+recorded in full in ``results.json``. ``w4-gptq``, ``w4-awq``, ``w3-gptq`` and ``w4-hqq``
+are the language-model settings (groups of 128, Linear layers only, as GPTQ/AWQ/HQQ users
+run them).
 
 To add a preset: one line in :data:`PRESETS`. To change what ``--sweep`` tries: :data:`SWEEPS`
 (or pass ``grid=``; :func:`parse_grid` reads the CLI's ``--grid key=v1,v2 ...``). The
@@ -74,6 +75,11 @@ PRESETS: dict[str, Preset] = {
         "weight_only",
         {"bits": 4, "group_size": 128, "algorithm": "gptq"},
         "weight-only 4-bit GPTQ, groups of 128 (act-order; needs calibration data)",
+    ),
+    "w4-awq": Preset(
+        "weight_only",
+        {"bits": 4, "group_size": 128, "algorithm": "awq"},
+        "weight-only 4-bit AWQ (activation-aware scales), groups of 128 (needs calibration data)",
     ),
     "w4-hqq": Preset(
         "weight_only",
