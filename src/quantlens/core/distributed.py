@@ -31,16 +31,42 @@ DEFAULT_TIMEOUT_S = 300.0
 _OPS = ("sum", "min", "max")
 
 
+_LOCAL_DEPTH = [0]  # > 0 inside local_only()
+
+
 def is_distributed() -> bool:
     """True when ``torch.distributed`` is available and a default process group is
-    initialised with more than one rank.
+    initialised with more than one rank (and the caller is not inside :func:`local_only`).
 
     Example:
         >>> is_distributed()
         False
     """
     dist = torch.distributed
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    return (
+        not _LOCAL_DEPTH[0]
+        and dist.is_available()
+        and dist.is_initialized()
+        and dist.get_world_size() > 1
+    )
+
+
+@contextlib.contextmanager
+def local_only() -> Iterator[None]:
+    """Inside the block this process works alone, as if no process group existed: no
+    statistics are merged, ``rank()`` is 0 and ``world_size()`` 1. For work each rank does
+    on its own and whose results are gathered afterwards (a compare row, a sensitivity pass).
+
+    Example:
+        >>> with local_only():
+        ...     world_size()
+        1
+    """
+    _LOCAL_DEPTH[0] += 1
+    try:
+        yield
+    finally:
+        _LOCAL_DEPTH[0] -= 1
 
 
 def rank() -> int:
