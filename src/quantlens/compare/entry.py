@@ -25,6 +25,7 @@ from quantlens.compare.presets import check_names, make_config
 from quantlens.compare.results import Comparison, LayerErrorRow, Row
 from quantlens.compare.run import run
 from quantlens.compare.settings import Budget, Hooks, from_options, settings_from
+from quantlens.core.spread import gather_objects
 from quantlens.errors import InputError
 from quantlens.eval.interrupts import raise_if_interrupted
 from quantlens.methods.base import QuantConfig
@@ -166,6 +167,16 @@ def compare(
     if on_model is not None:
         hooks_s = Hooks(**{**vars(hooks_s), "on_model": _both(on_model, hooks_s.on_model)})
     comparison = run(model, configs, data_s, timing_s, measure_s, hooks_s)
+    # under a process group each rank measured the layers of its own rows: share them
+    parts = gather_objects(
+        (errors, recorder.results if recorder else {}), what="gathering the per-layer errors"
+    )
+    if len(parts) > 1:
+        found = {k: v for part, _ in parts for k, v in part.items()}
+        errors.clear()  # in the order of the rows
+        errors.update({r.name: found[r.name] for r in comparison.rows if r.name in found})
+        if recorder is not None:
+            recorder.results = {k: v for _, part in parts for k, v in part.items()}
     comparison.budget, comparison.layer_errors = budget, errors
     if recorder is not None and not comparison.interrupted:
         try:

@@ -180,6 +180,8 @@ class RunInfo(DictAccess):
         runtimes: the runtimes measured, when more than ``torch`` (``Measure.runtimes``).
         ppl_window, ppl_stride, prompt_tokens, new_tokens: how a causal LM was measured.
         float_note: what the float reference is (shown with the figures).
+        processes: under a process group, how many processes measured the rows and how
+            latency was measured (one per machine, or pinned to separate cores).
         extra: keys of another quantlens version, kept as they were.
     """
 
@@ -198,6 +200,7 @@ class RunInfo(DictAccess):
     prompt_tokens: int | None = None
     new_tokens: int | None = None
     float_note: str | None = None
+    processes: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict:

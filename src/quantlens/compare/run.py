@@ -8,6 +8,15 @@ measured in ONNX Runtime, a row right after its PyTorch row (:mod:`quantlens.com
 A method that fails becomes a row with its error; the others still run. Ctrl-C stops the run
 and returns the rows measured so far (``interrupted=True``).
 
+Under a process group (``torchrun``) the models are spread over the ranks round-robin
+(float on rank 0, config ``i`` on rank ``i % world_size``); each rank quantizes, calibrates
+and measures its own share alone (:func:`quantlens.core.distributed.local_only`), the rows
+are gathered in the original order, and every rank returns the same full Comparison (the
+caller reports it on rank 0). Ranks sharing a machine are pinned to separate cores while
+they measure (:func:`quantlens.core.spread.pinned_cores`); ``settings.processes`` says so.
+A rank that fails stops the others with one :class:`~quantlens.errors.DistributedError`.
+``on_start`` / ``on_row`` hooks see the rows of their own rank only.
+
 Example:
     >>> comparison = run_comparison(model, {"static": ql.Static()}, DataSettings(test),
     ...                             timing=Timing(reps=5), measure=Measure(memory=False))
@@ -20,7 +29,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +49,9 @@ from quantlens.compare.measure import (
 from quantlens.compare.results import Comparison, Row, RunInfo
 from quantlens.compare.runtimes import require_runtimes, runtime_row, runtime_versions
 from quantlens.compare.settings import DataSettings, Hooks, Measure, Timing, settings_from
+from quantlens.core import distributed
 from quantlens.core.data import Batch, first_batch, is_one_shot
+from quantlens.core.spread import gather_outcomes, my_share, pinned_cores
 from quantlens.errors import InputError
 from quantlens.eval import latency as _latency
 from quantlens.eval.interrupts import InterruptWatch, interrupted_by
@@ -110,6 +121,8 @@ class _Run:
     comparison: Comparison
     runtimes: tuple[str, ...] = ("torch",)
     started: int = 0  # rows announced to hooks.on_start
+    current: int = 0  # the model being measured: 0 float, i the i-th config
+    measured: list[int] = field(default_factory=list)  # per row here: its model's index
 
     def measure(self, row: Row, model: nn.Module, ref: ModelRef | None = None) -> Row:
         """Fill ``row`` the way this run's task measures (a causal LM or any other model)."""
@@ -119,6 +132,7 @@ class _Run:
 
     def finish(self, row: Row) -> None:
         self.comparison.rows.append(row)
+        self.measured.append(self.current)
         if self.hooks.on_row is not None:
             self.hooks.on_row(row, self.comparison)
 
@@ -161,32 +175,43 @@ class _Run:
             self.hooks.on_model(row, qm, self.ys.batch)
         return qm
 
-    def rows(self, float_ref: ModelRef | None) -> None:
-        """Measure float and each config into the comparison; a Ctrl-C (or an error wrapping
-        one) ends the run with ``comparison.interrupted``."""
+    def measure_model(self, index: int, float_ref: ModelRef | None, watch: InterruptWatch) -> None:
+        """Measure model ``index`` (0 float, ``i`` the ``i``-th config) and its rows in the
+        other runtimes."""
+        self.current = index
+        if index == 0:
+            self.start("float")
+            float_row = self.measure(Row("float", "float"), self.model, float_ref)
+            self.finish(float_row)
+            if watch.requested:
+                raise KeyboardInterrupt
+            self.runtime_rows(float_row, self.model, watch)
+            return
+        name, cfg = list(self.configs.items())[index - 1]
+        self.start(name)
+        config = cfg if isinstance(cfg, QuantConfig) else cfg.quantlens_config
+        row, qm = Row(name, config.method, config.to_dict()), None
+        try:
+            qm = self.method_row(row, cfg)
+        except Exception as exc:
+            if watch.requested or interrupted_by(exc):  # wrapped or swallowed
+                raise KeyboardInterrupt from exc
+            log.debug("method %s failed", name, exc_info=True)
+            row.status, row.error = "failed", error_text(exc)
+        self.finish(row)
+        if watch.requested:  # swallowed in a row that still finished: stop after it
+            raise KeyboardInterrupt
+        self.runtime_rows(row, qm, watch)
+
+    def rows(self, float_ref: ModelRef | None, indices: list[int] | None = None) -> None:
+        """Measure float and each config (or only models ``indices``, 0 being float) into
+        the comparison; a Ctrl-C (or an error wrapping one) ends the run with
+        ``comparison.interrupted``."""
+        total = len(self.configs) + 1
         with InterruptWatch() as watch:
             try:
-                self.start("float")
-                float_row = self.measure(Row("float", "float"), self.model, float_ref)
-                self.finish(float_row)
-                if watch.requested:
-                    raise KeyboardInterrupt
-                self.runtime_rows(float_row, self.model, watch)
-                for name, cfg in self.configs.items():
-                    self.start(name)
-                    config = cfg if isinstance(cfg, QuantConfig) else cfg.quantlens_config
-                    row, qm = Row(name, config.method, config.to_dict()), None
-                    try:
-                        qm = self.method_row(row, cfg)
-                    except Exception as exc:
-                        if watch.requested or interrupted_by(exc):  # wrapped or swallowed
-                            raise KeyboardInterrupt from exc
-                        log.debug("method %s failed", name, exc_info=True)
-                        row.status, row.error = "failed", error_text(exc)
-                    self.finish(row)
-                    if watch.requested:  # swallowed in a row that still finished: stop after it
-                        raise KeyboardInterrupt
-                    self.runtime_rows(row, qm, watch)
+                for index in range(total) if indices is None else indices:
+                    self.measure_model(index, float_ref, watch)
             except (Exception, KeyboardInterrupt) as exc:  # a Ctrl-C, or an error wrapping one
                 if not (watch.requested or interrupted_by(exc)):
                     raise
@@ -194,6 +219,26 @@ class _Run:
                 log.warning(
                     "interrupted: keeping the %d row(s) measured so far", len(self.comparison.rows)
                 )
+
+    def rows_of_all_ranks(self, float_ref: ModelRef | None) -> None:
+        """Under a process group: measure this rank's share, then put every rank's rows, in
+        the order of the configs, into this rank's comparison (interrupted if any rank was).
+        A rank whose run raised re-raises its error; the others raise one DistributedError."""
+        error: Exception | None = None
+        try:
+            share = my_share(len(self.configs) + 1)
+            with distributed.local_only():  # each row quantized and calibrated by one rank
+                self.rows(float_ref, share)
+        except Exception as exc:  # noqa: BLE001 - re-raised by gather_outcomes
+            error = exc
+        parts = gather_outcomes(
+            (list(zip(self.measured, self.comparison.rows)), self.comparison.interrupted),
+            error,
+            what="measuring compare rows",
+        )
+        rows = sorted((pair for part, _ in parts for pair in part), key=lambda pair: pair[0])
+        self.comparison.rows = [row for _, row in rows]
+        self.comparison.interrupted = any(stopped for _, stopped in parts)
 
 
 def _lm_run_info(
@@ -291,7 +336,13 @@ def run(
             info.calibration = "on the evaluation data (no calib_data given)"
         comparison = Comparison([], environment_now, hooks.command, info)
         job = _Run(model, configs, quantizing, ys, hooks, comparison, measure.runtimes)
-        job.rows(measure.float_ref)
+        with pinned_cores() as how:  # several ranks on one machine: each on its own cores
+            if how is None:
+                job.rows(measure.float_ref)
+            else:
+                info.processes = how
+                info.threads = timing.threads or torch.get_num_threads()
+                job.rows_of_all_ranks(measure.float_ref)
     return comparison
 
 
@@ -319,6 +370,7 @@ def run_comparison(
 
     Returns:
         A :class:`~quantlens.compare.results.Comparison`; its first row is ``"float"``.
+        Under a process group, every rank returns the same full Comparison.
 
     Example:
         >>> run_comparison(model, {"w8": ql.WeightOnly(bits=8)}, data=test, reps=5).rows[1].ok

@@ -273,6 +273,8 @@ def _environment(report: Comparison) -> str:
                 ),
             )
         )
+    if settings.processes:
+        items.append(("rows measured by", settings.processes))
     body = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in items if v is not None)
     full = html.escape(json.dumps(env, indent=1, default=str))
     return (

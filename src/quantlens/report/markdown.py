@@ -51,6 +51,8 @@ def render_markdown(comparison: Comparison) -> str:
     ]
     if comparison.settings.float_note:
         lines += ["", f"_Note: {comparison.settings.float_note}._"]
+    if comparison.settings.processes:
+        lines += ["", f"Rows measured by {comparison.settings.processes}."]
     if comparison.interrupted:
         lines += ["", "_Interrupted: only the rows above were measured._"]
     failed = [r for r in comparison.rows if not r.ok]
