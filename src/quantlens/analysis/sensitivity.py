@@ -15,6 +15,10 @@ Two strategies, chosen automatically:
   ``ql.quantize`` with a config whose ``skip`` keeps the other layers (and the BatchNorm /
   activation fused into them) in float.
 
+Under a process group (``torchrun``) every rank builds the float outputs and the quantized
+model alone, then measures every ``world_size``-th layer; the rows are gathered so that every
+rank returns the same result as one process (the passes are deterministic).
+
 Example:
     >>> result = ql.analysis.sensitivity(model, (x, y), ql.WeightOnly(bits=2), max_batches=4)
     >>> print(result)               # ranked table: layer, params, bytes, accuracy, drop
@@ -35,7 +39,9 @@ from quantlens.analysis.modules import execution_order, fused_followers
 from quantlens.analysis.scoring import Evaluator
 from quantlens.api import quantize
 from quantlens.core.data import first_batch
+from quantlens.core.distributed import is_distributed, local_only
 from quantlens.core.progress import track
+from quantlens.core.spread import spread
 from quantlens.methods.base import QuantConfig, config_from_dict
 
 __all__ = ["MIN_SAMPLES", "LayerSensitivity", "SensitivityResult", "escape", "sensitivity"]
@@ -305,45 +311,48 @@ def sensitivity(
         >>> res = sensitivity(model, test, ql.WeightOnly(bits=2), max_batches=4)
         >>> [(r.name, round(r.drop, 2)) for r in res.rows[:3]]
     """
-    ev = evaluator or Evaluator(model, data, metric=metric, max_batches=max_batches)
-    warn_small(ev.samples, "the sensitivity estimate")
-    batch = first_batch(data)
-    variants = Variants(
-        model,
-        config,
-        calib_data=calib_data if calib_data is not None else data,
-        calib_batches=max_batches,
-        example_batch=batch,
-    )
-    full = ev.measure(variants.full)
-    rows = []
-    unseen: list[
-        str
-    ] = []  # quantized alone, the outputs stay bit-identical: the metric never sees them
-    work = copy.deepcopy(model) if variants.strategy == "swap" and not reverse else variants.full
-    for rec in track(variants.records, "sensitivity", enabled=progress):
-        name = rec.name
-        if variants.strategy == "swap":
-            source = variants.full if not reverse else model
-            with variants.swapped(work, name, source) as variant:
-                score = ev.measure(variant)
-        else:
-            keep = set(variants.names) - {name} if reverse else {name}
-            score = ev.measure(variants.only(keep))
-        drop = full.loss - score.loss if reverse else score.loss
-        if score.identical and not reverse:
-            unseen.append(name)
-        rows.append(
-            LayerSensitivity(
-                name,
-                rec.kind,
-                _params(model, name),
-                rec.bytes_before,
-                rec.bytes_after,
-                score.value,
-                drop,
-            )
+    with local_only():  # every rank builds the same float outputs and quantized model alone
+        ev = evaluator or Evaluator(model, data, metric=metric, max_batches=max_batches)
+        warn_small(ev.samples, "the sensitivity estimate")
+        batch = first_batch(data)
+        variants = Variants(
+            model,
+            config,
+            calib_data=calib_data if calib_data is not None else data,
+            calib_batches=max_batches,
+            example_batch=batch,
         )
+        full = ev.measure(variants.full)
+    work = copy.deepcopy(model) if variants.strategy == "swap" and not reverse else variants.full
+
+    def one(rec) -> tuple[LayerSensitivity, bool]:
+        """The row of one layer, and whether the metric never saw it."""
+        name = rec.name
+        with local_only():
+            if variants.strategy == "swap":
+                source = variants.full if not reverse else model
+                with variants.swapped(work, name, source) as variant:
+                    score = ev.measure(variant)
+            else:
+                keep = set(variants.names) - {name} if reverse else {name}
+                score = ev.measure(variants.only(keep))
+        drop = full.loss - score.loss if reverse else score.loss
+        params = _params(model, name)
+        row = LayerSensitivity(
+            name, rec.kind, params, rec.bytes_before, rec.bytes_after, score.value, drop
+        )
+        return row, score.identical and not reverse
+
+    # under a process group each rank measures every world_size-th layer; all get every row
+    records = variants.records
+    measured = (
+        spread(records, one, what="measuring sensitivity passes")
+        if is_distributed()
+        else [one(rec) for rec in track(records, "sensitivity", enabled=progress)]
+    )
+    rows = [row for row, _ in measured]
+    # quantized alone, the outputs stay bit-identical: the metric never sees them
+    unseen = [row.name for row, blind in measured if blind]
     rows.sort(key=lambda r: (-r.drop if not math.isnan(r.drop) else math.inf, r.name))
     notes = []
     if len(rows) == 1:
