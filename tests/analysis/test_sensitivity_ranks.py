@@ -62,3 +62,18 @@ def test_a_failing_pass_gives_the_other_ranks_one_error(toy_method):
     assert not ok0 and err0.startswith("DistributedError: rank 0 of 2: rank 1 failed"), err0
     assert "metric broke on rank 1" in err0
     assert not ok1 and "metric broke on rank 1" in err1
+
+
+def _plan_rank(rank: int, world: int, model, data, config) -> tuple:
+    from quantlens.analysis.planner import search_plan
+
+    plan = search_plan(model, data, method=config, candidates=(8, 4, 2, None), min_sqnr_db=20)
+    return plan.bits, plan.table.loss, plan.measured_value
+
+
+def test_planner_passes_over_3_ranks_give_the_plan_of_one_process(toy_method):
+    model = make_mlp()
+    data = torch.randn(128, 16, generator=generator(3))
+    alone = _plan_rank(0, 1, model, data, toy_method(bits=8))
+    results = run_ranks(_plan_rank, 3, model, data, toy_method(bits=8), timeout=60)
+    assert [got for _, got in results] == [alone] * 3, results

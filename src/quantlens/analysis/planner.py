@@ -57,7 +57,9 @@ from quantlens.analysis.scoring import Evaluator, Score
 from quantlens.analysis.sensitivity import Variants, warn_small
 from quantlens.api import quantize
 from quantlens.core.data import first_batch
+from quantlens.core.distributed import is_distributed, local_only
 from quantlens.core.progress import track
+from quantlens.core.spread import spread
 from quantlens.errors import ConfigError, InputError
 from quantlens.eval.size import memory_bytes
 from quantlens.methods.base import QuantConfig
@@ -89,16 +91,28 @@ def _measure_table(
         (n, j) for n in names for j, b in enumerate(levels) if b is not None and n in records[b]
     ]
     work = copy.deepcopy(model) if any(v.strategy == "swap" for v in variants.values()) else None
-    for n, j in track(jobs, "measuring layers", enabled=progress):
+
+    def one(job: tuple[str, int]) -> tuple[float, bool]:
+        n, j = job
         v = variants[levels[j]]
+        with local_only():
+            if v.strategy == "swap":
+                with v.swapped(work, n, v.full) as variant:
+                    score = ev.measure(variant)
+            else:
+                score = ev.measure(v.only({n}))
+        return score.loss, score.identical
+
+    # under a process group each rank measures every world_size-th pass (core.spread)
+    scores = (
+        spread(jobs, one, what="measuring the planner's layer passes")
+        if is_distributed()
+        else [one(job) for job in track(jobs, "measuring layers", enabled=progress)]
+    )
+    for (n, j), (pass_loss, identical) in zip(jobs, scores):
         size[n][j] = records[levels[j]][n].bytes_after
-        if v.strategy == "swap":
-            with v.swapped(work, n, v.full) as variant:
-                score = ev.measure(variant)
-        else:
-            score = ev.measure(v.only({n}))
-        loss[n][j] = score.loss
-        same[n] = same[n] and score.identical
+        loss[n][j] = pass_loss
+        same[n] = same[n] and identical
     return LayerTable(list(levels), loss, size, [n for n in names if same[n]])
 
 
@@ -157,15 +171,18 @@ def search_plan(
     configs = candidate_configs(method, candidates)
     method = method or next(c for c in configs.values() if c is not None)
     levels = list(configs)
-    ev = evaluator or Evaluator(model, data, metric=metric, max_batches=max_batches)
-    warn_small(ev.samples, "the mixed-precision plan")
     calib = calib_data if calib_data is not None else data
     batch = first_batch(data)
-    variants = {
-        b: Variants(model, cfg, calib_data=calib, calib_batches=max_batches, example_batch=batch)
-        for b, cfg in configs.items()
-        if cfg is not None
-    }
+    with local_only():  # every rank alone; only the layer passes are spread over ranks
+        ev = evaluator or Evaluator(model, data, metric=metric, max_batches=max_batches)
+        warn_small(ev.samples, "the mixed-precision plan")
+        variants = {
+            b: Variants(
+                model, cfg, calib_data=calib, calib_batches=max_batches, example_batch=batch
+            )
+            for b, cfg in configs.items()
+            if cfg is not None
+        }
     first = next(iter(variants.values()))
     names = list(dict.fromkeys(n for v in variants.values() for n in v.names))
     records = {b: {r.name: r for r in v.records} for b, v in variants.items()}
@@ -176,147 +193,149 @@ def search_plan(
         table = _measure_table(model, variants, ev, levels, names, records, fbytes, progress)
     else:
         table.check(levels, names)
-    loss, size = table.loss, table.size
-    unused = set(
-        table.identical
-    )  # measured loss 0 at every width: the greedy order lowers them first
+    with local_only():  # the search measures whole plans, the same on every rank
+        loss, size = table.loss, table.size
+        unused = set(
+            table.identical
+        )  # measured loss 0 at every width: the greedy order lowers them first
 
-    def predicted_bytes(state) -> int:
-        return float_bytes - sum(fbytes[n] - size[n][state[n]] for n in names)
+        def predicted_bytes(state) -> int:
+            return float_bytes - sum(fbytes[n] - size[n][state[n]] for n in names)
 
-    moves = greedy_moves(table)
-    state = {n: 0 for n in names}
-    loss_after, bytes_after = (
-        [0.0],
-        [predicted_bytes(state)],
-    )  # running totals after each prefix of moves
-    for n, j in moves:
-        loss_after.append(loss_after[-1] + loss[n][j] - loss[n][state[n]])
-        bytes_after.append(bytes_after[-1] + size[n][j] - size[n][state[n]])
-        state[n] = j
+        moves = greedy_moves(table)
+        state = {n: 0 for n in names}
+        loss_after, bytes_after = (
+            [0.0],
+            [predicted_bytes(state)],
+        )  # running totals after each prefix of moves
+        for n, j in moves:
+            loss_after.append(loss_after[-1] + loss[n][j] - loss[n][state[n]])
+            bytes_after.append(bytes_after[-1] + size[n][j] - size[n][state[n]])
+            state[n] = j
 
-    def groups(name: str) -> list[str]:
-        return first.groups.get(name, [name])
+        def groups(name: str) -> list[str]:
+            return first.groups.get(name, [name])
 
-    measured: dict[tuple, tuple[Score, int, QuantConfig]] = {}
+        measured: dict[tuple, tuple[Score, int, QuantConfig]] = {}
 
-    def measure_state(state: dict[str, int]):
-        key = tuple(state[n] for n in names)
-        if key not in measured:
-            cfg = build_config(method, levels, configs, state, groups)
-            if all(levels[j] is None for j in state.values()):
-                measured[key] = (Score(ev.baseline, 0.0, True), float_bytes, cfg)
-            else:
-                qm = quantize(
-                    model, cfg, calib_data=calib, calib_batches=max_batches, progress=False
+        def measure_state(state: dict[str, int]):
+            key = tuple(state[n] for n in names)
+            if key not in measured:
+                cfg = build_config(method, levels, configs, state, groups)
+                if all(levels[j] is None for j in state.values()):
+                    measured[key] = (Score(ev.baseline, 0.0, True), float_bytes, cfg)
+                else:
+                    qm = quantize(
+                        model, cfg, calib_data=calib, calib_batches=max_batches, progress=False
+                    )
+                    measured[key] = (ev.measure(qm), memory_bytes(qm)[0], cfg)
+            return measured[key]
+
+        def measure(k: int):
+            return measure_state(state_after(moves, k, names))
+
+        n_moves = len(moves)
+        search = Search(budget=max(0, polish))
+        if target_size is not None:
+            smallest = bytes_after[n_moves]
+            if target_size < smallest:
+                raise ConfigError(
+                    f"target_size {target_size:,} bytes is below the smallest size these "
+                    f"candidates reach (about {smallest:,} bytes); raise it or add lower bit "
+                    "widths"
                 )
-                measured[key] = (ev.measure(qm), memory_bytes(qm)[0], cfg)
-        return measured[key]
+            k = next(i for i in range(n_moves + 1) if bytes_after[i] <= target_size)
+            while measure(k)[1] > target_size and k < n_moves:
+                k += 1
+            budget = {"target_size": int(target_size)}
+            final = state_after(moves, k, names)
+            refined = fill_slack(final, table, target_size - measure(k)[1])
+            if refined != final:
+                r_score, r_bytes, _ = measure_state(refined)
+                if r_bytes <= target_size and r_score.loss <= measure(k)[0].loss:
+                    final = refined
 
-    def measure(k: int):
-        return measure_state(state_after(moves, k, names))
+            def fits_better(trial, current) -> bool:
+                score, nbytes, _ = measure_state(trial)
+                return nbytes <= target_size and score.loss < measure_state(current)[0].loss
 
-    n_moves = len(moves)
-    search = Search(budget=max(0, polish))
-    if target_size is not None:
-        smallest = bytes_after[n_moves]
-        if target_size < smallest:
-            raise ConfigError(
-                f"target_size {target_size:,} bytes is below the smallest size these candidates "
-                f"reach (about {smallest:,} bytes); raise it or add lower bit widths"
-            )
-        k = next(i for i in range(n_moves + 1) if bytes_after[i] <= target_size)
-        while measure(k)[1] > target_size and k < n_moves:
-            k += 1
-        budget = {"target_size": int(target_size)}
-        final = state_after(moves, k, names)
-        refined = fill_slack(final, table, target_size - measure(k)[1])
-        if refined != final:
-            r_score, r_bytes, _ = measure_state(refined)
-            if r_bytes <= target_size and r_score.loss <= measure(k)[0].loss:
-                final = refined
-
-        def fits_better(trial, current) -> bool:
-            score, nbytes, _ = measure_state(trial)
-            return nbytes <= target_size and score.loss < measure_state(current)[0].loss
-
-        if measure_state(final)[1] <= target_size:
-            final = search.run(
-                final,
-                lambda s: [
-                    t
-                    for t in single_moves(s, table, cheaper=False)
-                    if predicted_bytes(t) <= target_size
-                ],
-                fits_better,
-            )
-        ok = measure_state(final)[1] <= target_size
-    else:
-        if ev.metric.noise:
-            db = DEFAULT_MIN_SQNR_DB if min_sqnr_db is None else min_sqnr_db
-            limit, budget = ev.metric.loss(math.inf, db), {"min_sqnr_db": db}
+            if measure_state(final)[1] <= target_size:
+                final = search.run(
+                    final,
+                    lambda s: [
+                        t
+                        for t in single_moves(s, table, cheaper=False)
+                        if predicted_bytes(t) <= target_size
+                    ],
+                    fits_better,
+                )
+            ok = measure_state(final)[1] <= target_size
         else:
-            if max_accuracy_drop < 0:
-                raise InputError(f"max_accuracy_drop must be >= 0, got {max_accuracy_drop}")
-            limit, budget = float(max_accuracy_drop), {"max_drop": float(max_accuracy_drop)}
-        within = lambda i: measure(i)[0].loss <= limit + 1e-9
-        guess = max(i for i in range(n_moves + 1) if loss_after[i] <= limit)
-        lo, hi = 0, n_moves + 1  # lo: known within budget; hi: known over it
-        if within(guess):
-            lo = guess
-            if guess < n_moves and not within(guess + 1):
-                hi = guess + 1
-        else:
-            hi = guess
-        while hi - lo > 1 and len(measured) < MAX_MEASUREMENTS:
-            mid = (lo + hi) // 2
-            lo, hi = (mid, hi) if within(mid) else (lo, mid)
-        final, ok = state_after(moves, lo, names), within(lo)
-        if ok:
-            final = search.run(
-                final,
-                lambda s: single_moves(s, table, cheaper=True),
-                lambda trial, _: measure_state(trial)[0].loss <= limit + 1e-9,
+            if ev.metric.noise:
+                db = DEFAULT_MIN_SQNR_DB if min_sqnr_db is None else min_sqnr_db
+                limit, budget = ev.metric.loss(math.inf, db), {"min_sqnr_db": db}
+            else:
+                if max_accuracy_drop < 0:
+                    raise InputError(f"max_accuracy_drop must be >= 0, got {max_accuracy_drop}")
+                limit, budget = float(max_accuracy_drop), {"max_drop": float(max_accuracy_drop)}
+            within = lambda i: measure(i)[0].loss <= limit + 1e-9
+            guess = max(i for i in range(n_moves + 1) if loss_after[i] <= limit)
+            lo, hi = 0, n_moves + 1  # lo: known within budget; hi: known over it
+            if within(guess):
+                lo = guess
+                if guess < n_moves and not within(guess + 1):
+                    hi = guess + 1
+            else:
+                hi = guess
+            while hi - lo > 1 and len(measured) < MAX_MEASUREMENTS:
+                mid = (lo + hi) // 2
+                lo, hi = (mid, hi) if within(mid) else (lo, mid)
+            final, ok = state_after(moves, lo, names), within(lo)
+            if ok:
+                final = search.run(
+                    final,
+                    lambda s: single_moves(s, table, cheaper=True),
+                    lambda trial, _: measure_state(trial)[0].loss <= limit + 1e-9,
+                )
+        score, nbytes, cfg = measure_state(final)
+        layers = [
+            LayerChoice(
+                n,
+                _kind(records, n),
+                _params(modules, n),
+                levels[final[n]],
+                size[n][final[n]],
+                loss[n][final[n]],
             )
-    score, nbytes, cfg = measure_state(final)
-    layers = [
-        LayerChoice(
-            n,
-            _kind(records, n),
-            _params(modules, n),
-            levels[final[n]],
-            size[n][final[n]],
-            loss[n][final[n]],
+            for n in names
+        ]
+        predicted = sum(loss[n][final[n]] for n in names)
+        plan = MixedPrecisionPlan(
+            cfg,
+            layers,
+            ev.metric.name,
+            ev.metric.unit,
+            ev.metric.loss_unit,
+            ev.baseline,
+            budget,
+            predicted,
+            score.value,
+            score.loss,
+            nbytes,
+            float_bytes,
+            ok,
+            measurements=len(measured),
+            samples=ev.samples,
+            table=table,
+            final_moves=[(n, levels[a], levels[b]) for n, a, b in search.taken],
+            complete=search.complete,
+            unused=[n for n in names if n in unused],
         )
-        for n in names
-    ]
-    predicted = sum(loss[n][final[n]] for n in names)
-    plan = MixedPrecisionPlan(
-        cfg,
-        layers,
-        ev.metric.name,
-        ev.metric.unit,
-        ev.metric.loss_unit,
-        ev.baseline,
-        budget,
-        predicted,
-        score.value,
-        score.loss,
-        nbytes,
-        float_bytes,
-        ok,
-        measurements=len(measured),
-        samples=ev.samples,
-        table=table,
-        final_moves=[(n, levels[a], levels[b]) for n, a, b in search.taken],
-        complete=search.complete,
-        unused=[n for n in names if n in unused],
-    )
-    if compare_uniform:
-        for b, v in variants.items():
-            s = ev.measure(v.full)
-            plan.uniform.append(UniformPoint(b, memory_bytes(v.full)[0], s.value, s.loss))
-    return plan
+        if compare_uniform:
+            for b, v in variants.items():
+                s = ev.measure(v.full)
+                plan.uniform.append(UniformPoint(b, memory_bytes(v.full)[0], s.value, s.loss))
+        return plan
 
 
 def _kind(records: dict, name: str) -> str:
