@@ -40,6 +40,7 @@ from quantlens.compare.presets import (
 from quantlens.compare.results import Comparison, Row
 from quantlens.compare.runtimes import require_runtimes
 from quantlens.compare.settings import RUNTIMES, check_runtimes
+from quantlens.core import distributed
 from quantlens.errors import InputError, QuantizationFailedError
 from quantlens.report import Report
 from quantlens.sources import load_data_for
@@ -259,13 +260,17 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--reps must be >= 1, got {args.reps}")
     _configs(args)  # bad names and grids fail before anything slow runs
     require_runtimes(check_runtimes(getattr(args, "runtime", "torch")))  # and runtimes
-    _check_out(Path(args.out), args.force)
+    # under torchrun: join the group; the rows are spread over the ranks, rank 0 writes
+    started = distributed.init_from_env()
     threads_before = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
     try:
+        distributed.on_rank0(lambda: _check_out(Path(args.out), args.force), what="checking --out")
+        torch.set_num_threads(args.threads)
         return _run(args)
     finally:
         torch.set_num_threads(threads_before)
+        if started:
+            torch.distributed.destroy_process_group()
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -293,7 +298,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     if not is_causal_lm(model, data.data, lm_measure(args)):  # a token stream is scored in windows
         reference_outputs(model, data.data, limit=1)  # data that does not fit fails before --out
-    created = _prepare_out(out)
+    created = _prepare_out(out) if distributed.rank() == 0 else False
     try:
         return _compare_into(args, out, model, configs, data)
     finally:
@@ -310,12 +315,17 @@ def _compare_into(
     err = Console(stderr=True)
     command = command_line(args)
 
+    lead = distributed.rank() == 0  # under torchrun only rank 0 prints and writes
+
     def on_start(name: str, index: int, total: int) -> None:
-        err.print(f"[dim][{index}/{total}][/] {name}")
+        if lead:
+            err.print(f"[dim][{index}/{total}][/] {name}")
 
     budget = Budget(args.max_drop, args.objective, args.max_ppl_increase)
 
     def on_row(row: Row, comparison: Comparison) -> None:  # results.json after every row
+        if not lead:
+            return
         Report(
             comparison,
             max_accuracy_drop=budget.max_accuracy_drop,
@@ -334,6 +344,8 @@ def _compare_into(
             hooks=Hooks(command=command, on_start=on_start, on_row=on_row),
         )
     )
+    if not lead:
+        return 130 if report.interrupted else 0  # rank 0 holds the same rows and reports them
     if not report.rows:  # Ctrl-C before the float row was measured: nothing to report
         err.print("interrupted before the first row was measured; nothing written")
         return 130

@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 
+import torch
+
 from quantlens.cli._analysis import add_common, check_positive, inputs_and_config
 from quantlens.cli._args import int_in
+from quantlens.core import distributed
 
 
 def register(subparsers) -> None:
@@ -28,10 +31,21 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from quantlens.analysis import sensitivity
-
+    """Rank the layers. Under ``torchrun`` every rank joins the process group, the
+    per-layer passes are spread over the ranks and rank 0 prints (and plots) the result."""
     check_positive(args.max_batches, "--max-batches")
     check_positive(args.top, "--top")
+    started = distributed.init_from_env()
+    try:
+        return _run(args)
+    finally:
+        if started:
+            torch.distributed.destroy_process_group()
+
+
+def _run(args: argparse.Namespace) -> int:
+    from quantlens.analysis import sensitivity
+
     inputs, config = inputs_and_config(args)
     result = sensitivity(
         inputs.model,
@@ -42,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
         max_batches=args.max_batches,
         calib_data=inputs.calib,
     )
+    if distributed.rank() != 0:
+        return 0  # every rank holds the same result; rank 0 reports it
     if args.top:
         result.rows = result.rows[: args.top]
     if args.plot:
