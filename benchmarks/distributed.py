@@ -1,7 +1,9 @@
-"""One process vs 2 gloo ranks on this machine: GPTQ 4-bit on MiniLM and QAT of digits-cnn.
+"""One process vs 2 gloo ranks on this machine: GPTQ 4-bit on MiniLM, QAT of digits-cnn and
+MiniLM's per-layer sensitivity.
 
 Run: python benchmarks/distributed.py [--ranks 2] [--skip-gptq] [--skip-qat]
-Writes benchmarks/results/distributed.json and prints a table.
+[--skip-sensitivity]. Writes benchmarks/results/distributed.json (the rows of a skipped case
+are kept from the file as they were, with their date and load average) and prints a table.
 
 - ``gptq-minilm``: ``ql.WeightOnly(bits=4, group_size=64, algorithm="gptq")`` on the offline
   all-MiniLM-L6-v2, calibrated on the zoo's 32 calibration sentences: in one process on all
@@ -15,6 +17,13 @@ Writes benchmarks/results/distributed.json and prints a table.
   of 64; on N ranks the same global batches, each rank its 64/N share, under
   DistributedDataParallel), then ``ql.convert``: int8 test accuracy of each run (acceptance:
   within 0.3 points) and whether every rank converted to the same int8 tensors.
+- ``sensitivity-minilm``: ``ql.analysis.sensitivity`` of all-MiniLM-L6-v2 with
+  ``WeightOnly(bits=4, group_size=32)`` (the pooler skipped) on the 104 test sentences of
+  benchmarks/analysis.py (``--sentences`` fewer on a loaded machine): in one process, then
+  on N forked ranks, each measuring every N-th layer's pass (``quantlens.core.spread``).
+  Reported: the wall time of each (each rank also builds the float outputs and the
+  quantized model, so on 2 cores 2 ranks save less than half), and whether every rank's
+  ranking equals the single process's.
 
 Every rank runs torch on one thread; so does the single process.
 """
@@ -23,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import multiprocessing
 import pickle
 import queue
@@ -192,11 +202,71 @@ def qat_digits(world: int) -> dict:
     }
 
 
+# --- sensitivity of MiniLM ------------------------------------------------------------------
+
+
+def _sensitivity(rank: int, world: int, sentences: int) -> dict:
+    from analysis import minilm_data
+
+    from quantlens.analysis import sensitivity
+
+    torch.set_num_threads(1)
+    model = zoo.load_model("minilm")
+    data = minilm_data()
+    kept = 0
+    trimmed = []
+    for batch in data:  # the first ``sentences`` sentences
+        take = min(sentences - kept, int(batch["input_ids"].shape[0]))
+        if take > 0:
+            trimmed.append({k: v[:take] for k, v in batch.items()})
+        kept += take
+    method = ql.WeightOnly(bits=4, group_size=32, skip=("pooler.*",))
+    start = time.perf_counter()
+    res = sensitivity(model, trimmed, method, progress=False)
+    seconds = time.perf_counter() - start
+    return {
+        "ranking": [(r.name, round(r.drop, 9)) for r in res.rows],
+        "seconds": seconds,
+        "sentences": kept,
+    }
+
+
+def sensitivity_minilm(world: int, sentences: int) -> dict:
+    from analysis import minilm_data
+
+    zoo.load_model("minilm"), minilm_data()  # imports and file caches warm for both runs
+    start = time.perf_counter()
+    one = _sensitivity(0, 1, sentences)
+    one_wall = time.perf_counter() - start
+    start = time.perf_counter()
+    ranks = spawn(_sensitivity, world, sentences)
+    ranks_wall = time.perf_counter() - start
+    names = [n for n, _ in one["ranking"]]
+    return {
+        "case": "sensitivity-minilm",
+        "config": (
+            "WeightOnly(bits=4, group_size=32, skip=pooler.*), "
+            f"{one['sentences']} test sentences, {len(names)} layers"
+        ),
+        "ranks": world,
+        "same_ranking": all([n for n, _ in r["ranking"]] == names for r in ranks),
+        "same_drops": all(r["ranking"] == one["ranking"] for r in ranks),
+        "most_sensitive": names[:3],
+        "wall_s_1_process": one_wall,
+        "wall_s_ranks": ranks_wall,
+        "speedup": one_wall / ranks_wall,
+        "sensitivity_s_1_process": one["seconds"],
+        "sensitivity_s_per_rank": [r["seconds"] for r in ranks],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ranks", type=int, default=2)
     parser.add_argument("--skip-gptq", action="store_true")
     parser.add_argument("--skip-qat", action="store_true")
+    parser.add_argument("--skip-sensitivity", action="store_true")
+    parser.add_argument("--sentences", type=int, default=104, help="MiniLM sensitivity sentences")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     rows = []
@@ -204,13 +274,25 @@ def main() -> None:
         rows.append(qat_digits(args.ranks))
     if not args.skip_gptq:
         rows.append(gptq_minilm(args.ranks))
+    if not args.skip_sensitivity:
+        rows.append(sensitivity_minilm(args.ranks, args.sentences))
     for row in rows:
         print(row["case"])
         for key, value in row.items():
             if key != "case":
                 shown = f"{value:.6g}" if isinstance(value, float) else value
                 print(f"  {key:32s} {shown}")
-    write_results(args.out, {**run_info("distributed", threads=1), "rows": rows})
+    info = run_info("distributed", threads=1)
+    for row in rows:  # each row keeps the load of the run that measured it
+        row["load_average_at_start"] = info["load_average_at_start"]
+    done = {row["case"] for row in rows}
+    earlier = json.loads(args.out.read_text()) if args.out.exists() else {"rows": []}
+    kept = [r for r in earlier["rows"] if r["case"] not in done]  # skipped cases stay
+    for row in kept:
+        row.setdefault("load_average_at_start", earlier.get("load_average_at_start"))
+        row.setdefault("date", earlier.get("date"))
+    rows = kept + rows
+    write_results(args.out, {**info, "rows": rows})
 
 
 if __name__ == "__main__":
