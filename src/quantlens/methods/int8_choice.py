@@ -11,7 +11,8 @@ need this: outlier channels make the MSE-optimal clipping of one tensor lose the
 the next layers depend on, and which estimator wins differs from layer to layer.
 
 A region whose converted int8 output is still below :data:`MIN_SQNR_DB` is left in float
-(its observers removed) with the measured figure as the reason.
+(its observers removed) with the measured figure as the reason; :func:`record_choices`
+names what was chosen in the quantization summary.
 
 Example:
     >>> choice = choose(prepared, first_batch, convert=to_int8)
@@ -25,6 +26,7 @@ import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -33,6 +35,9 @@ from quantlens.core import distributed
 from quantlens.core.data import Batch
 from quantlens.core.metrics import sqnr_db
 from quantlens.methods.backends import torch_ao
+
+if TYPE_CHECKING:
+    from quantlens.methods.base import QuantContext
 
 MIN_SQNR_DB = 12.0
 """Below this int8-vs-float output SQNR (noise a quarter of the signal) a graph stays float."""
@@ -164,3 +169,37 @@ def strip_observers(prepared: nn.Module) -> nn.Module:
                 nn.Identity(),
             )
     return prepared
+
+
+def float_reason(choice: Choice) -> str:
+    """Why a graph whose best observer stays under :data:`MIN_SQNR_DB` is left float."""
+    return (
+        f"int8 output SQNR {choice.sqnr_db:.1f} dB on the first calibration batch (best observer: "
+        f"{choice.observer}), below {MIN_SQNR_DB:g} dB; left float"
+    )
+
+
+def record_choices(ctx: QuantContext, choices: dict[str, Choice]) -> None:
+    """Name the observer ``"auto"`` chose for each quantized layer and what it measured."""
+    if not choices:
+        return
+    for record in ctx.summary.quantized:
+        prefix = max(
+            (p for p in choices if not p or record.name == p or record.name.startswith(f"{p}.")),
+            key=len,
+            default=None,
+        )
+        if prefix is not None and not choices[prefix].keep_float:
+            got = choices[prefix]
+            scores = ", ".join(f"{k} {v:.1f}" for k, v in got.scores.items())
+            record.detail = (
+                record.detail.replace("auto activations", f"{got.observer} activations")
+                + f" (auto: int8 output SQNR in dB {scores})"
+            )
+    kept = [c.observer for c in choices.values() if not c.keep_float]
+    counts = ", ".join(f"{name} x{kept.count(name)}" for name in dict.fromkeys(kept))
+    floated = sum(c.keep_float for c in choices.values())
+    ctx.summary.note(
+        f"observer='auto' chose by the output SQNR it measured: {counts}"
+        + (f"; {floated} graph(s) left float below {MIN_SQNR_DB:g} dB" if floated else "")
+    )

@@ -244,7 +244,7 @@ def convert(model: nn.Module, ctx: QuantContext) -> nn.Module:
             wanted = None if cfg.auto_fallback else []
         floats = int8_fallback.float_copies(model, regions, choices, wanted)
         plan = int8_regions.convert_regions(
-            model, regions, ctx.config, Static, custom, choices, _float_reason
+            model, regions, ctx.config, Static, custom, choices, int8_choice.float_reason
         )
         if rebuilding:
             floated = int8_fallback.restore(model, regions, floats, plan)
@@ -283,7 +283,7 @@ def convert(model: nn.Module, ctx: QuantContext) -> nn.Module:
         )
     int8_check.check_converted(converted, ctx)
     int8_graph.summarize(ctx, before, converted, plan, _detail(cfg))
-    _record_choices(ctx, choices)
+    int8_choice.record_choices(ctx, choices)
     desc = state.example_desc
     if (
         regions and floated and desc is not None
@@ -291,43 +291,6 @@ def convert(model: nn.Module, ctx: QuantContext) -> nn.Module:
         desc = {**desc, int8_fallback.SAVED_KEY: sorted(set(floated))}
     int8_graph.preserve(converted, quantlens_example_inputs=desc)
     return converted
-
-
-def _float_reason(choice: int8_choice.Choice) -> str:
-    return (
-        f"int8 output SQNR {choice.sqnr_db:.1f} dB on the first calibration batch (best observer: "
-        f"{choice.observer}), below {int8_choice.MIN_SQNR_DB:g} dB; left float"
-    )
-
-
-def _record_choices(ctx: QuantContext, choices: dict[str, int8_choice.Choice]) -> None:
-    """Name the observer ``"auto"`` chose for each quantized layer and what it measured."""
-    if not choices:
-        return
-    for record in ctx.summary.quantized:
-        prefix = max(
-            (p for p in choices if not p or record.name == p or record.name.startswith(f"{p}.")),
-            key=len,
-            default=None,
-        )
-        if prefix is not None and not choices[prefix].keep_float:
-            got = choices[prefix]
-            scores = ", ".join(f"{k} {v:.1f}" for k, v in got.scores.items())
-            record.detail = (
-                record.detail.replace("auto activations", f"{got.observer} activations")
-                + f" (auto: int8 output SQNR in dB {scores})"
-            )
-    kept = [c.observer for c in choices.values() if not c.keep_float]
-    counts = ", ".join(f"{name} x{kept.count(name)}" for name in dict.fromkeys(kept))
-    floated = sum(c.keep_float for c in choices.values())
-    ctx.summary.note(
-        f"observer='auto' chose by the output SQNR it measured: {counts}"
-        + (
-            f"; {floated} graph(s) left float below {int8_choice.MIN_SQNR_DB:g} dB"
-            if floated
-            else ""
-        )
-    )
 
 
 def apply(model: nn.Module, ctx: QuantContext) -> nn.Module:
