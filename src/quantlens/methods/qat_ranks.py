@@ -28,6 +28,7 @@ from collections.abc import Iterable, Iterator
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import (
     DataLoader,
     Dataset,
@@ -62,11 +63,12 @@ def wrap_ddp(model: nn.Module) -> nn.Module:
     return ddp(model, device_ids=[device] if device.type == "cuda" else None)
 
 
-def _batchnorms(model: nn.Module) -> list[nn.Module]:
+def _batchnorms(model: nn.Module) -> list[tuple[_BatchNorm, torch.Tensor, torch.Tensor]]:
+    """Each BatchNorm that tracks running statistics, with its running mean and variance."""
     return [
-        m
+        (m, m.running_mean, m.running_var)
         for m in model.modules()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None
+        if isinstance(m, _BatchNorm) and m.running_mean is not None and m.running_var is not None
     ]
 
 
@@ -134,14 +136,20 @@ def sync_qat(model: nn.Module, *, samples: float = 1.0, timeout: float | None = 
     if bns:  # one collective for every BatchNorm's statistics, one for the batch counters
         # a rank that trained on nothing weighs (almost) nothing; if none did: equal weights
         weight = max(float(samples), 1e-9)
-        stats = torch.cat([torch.cat([bn.running_mean, bn.running_var]) for bn in bns])
+        stats = torch.cat([torch.cat([mean, var]) for _, mean, var in bns])
         avg, _ = distributed.weighted_average(stats, weight, timeout=timeout)
-        counts = [bn.num_batches_tracked for bn in bns if bn.num_batches_tracked is not None]
-        most = distributed.all_reduce(torch.stack(counts), "max", timeout=timeout) if counts else []
+        counts = [bn.num_batches_tracked for bn, _, _ in bns if bn.num_batches_tracked is not None]
+        most = (
+            distributed.all_reduce(torch.stack(counts), "max", timeout=timeout)
+            if counts
+            else torch.zeros(0)
+        )
         with torch.no_grad():
-            for bn, piece in zip(bns, avg.split([2 * bn.num_features for bn in bns])):
-                bn.running_mean.copy_(piece[: bn.num_features])
-                bn.running_var.copy_(piece[bn.num_features :])
+            for (bn, mean, var), piece in zip(
+                bns, avg.split([2 * bn.num_features for bn, _, _ in bns])
+            ):
+                mean.copy_(piece[: bn.num_features])
+                var.copy_(piece[bn.num_features :])
             for counter, value in zip(counts, most):
                 counter.copy_(value)
     ranges = [
@@ -179,7 +187,7 @@ class Shard:
             batch = next(mine, None)
             flag = torch.tensor([float(batch is not None)])
             more = distributed.all_reduce(flag, "min", what="stepping with the other ranks")
-            if more[0] < 1:
+            if more[0] < 1 or batch is None:  # (None only where some rank ran out: min is 0)
                 return
             yield batch
 
@@ -192,17 +200,21 @@ class Shard:
 def _loader(dataset, batch_size: int, shuffle: bool, like: DataLoader | None = None):
     world, me = distributed.world_size(), distributed.rank()
     drop_last = bool(like.drop_last) if like is not None else False
-    sampler = DistributedSampler(dataset, world, me, shuffle=shuffle, drop_last=drop_last)
-    extra = {}
-    if like is not None:
-        extra = {
-            "num_workers": like.num_workers,
-            "collate_fn": like.collate_fn,
-            "pin_memory": like.pin_memory,
-        }
-    loader = DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **extra
+    sampler: DistributedSampler[int] = DistributedSampler(
+        dataset, world, me, shuffle=shuffle, drop_last=drop_last
     )
+    if like is None:
+        loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last)
+    else:
+        loader = DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            drop_last=drop_last,
+            num_workers=like.num_workers,
+            collate_fn=like.collate_fn,
+            pin_memory=like.pin_memory,
+        )
     return Shard(loader, sampler, lockstep=False)
 
 

@@ -21,6 +21,7 @@ its group stays unscaled).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -167,10 +168,10 @@ def fold(model: nn.Module, group: FoldGroup, s: torch.Tensor) -> None:
     channels (a norm's weight and bias, a Linear's rows and bias) by ``s``, in place."""
     assert group.producer is not None
     for name in group.consumers:
-        weight = model.get_submodule(name).weight
+        weight = consumer(model, name).weight
         weight.mul_(s.to(weight.device, weight.dtype))
     producer = model.get_submodule(group.producer)
-    weight = producer.weight
+    weight = cast(torch.Tensor, producer.weight)  # a norm's or a Linear's weight
     inverse = s.to(weight.device, weight.dtype)
     weight.div_(inverse.unsqueeze(1) if isinstance(producer, nn.Linear) else inverse)
     bias = getattr(producer, "bias", None)
@@ -178,7 +179,25 @@ def fold(model: nn.Module, group: FoldGroup, s: torch.Tensor) -> None:
         bias.div_(s.to(bias.device, bias.dtype))
 
 
+def consumer(model: nn.Module, name: str) -> nn.Linear:
+    """The consumer layer ``name`` of a fold group (every consumer is an ``nn.Linear``).
+
+    Args:
+        model: the model holding the layer.
+        name: its qualified name (one of :attr:`FoldGroup.consumers`).
+
+    Returns:
+        The layer.
+
+    Example:
+        >>> consumer(model, group.consumers[0]).in_features
+        768
+    """
+    return cast(nn.Linear, model.get_submodule(name))
+
+
 def _group_params(model: nn.Module, group: FoldGroup) -> list[torch.Tensor]:
+    assert group.producer is not None
     names = (*group.consumers, group.producer)
     return [p for n in names for p in model.get_submodule(n).parameters(recurse=False)]
 
@@ -198,7 +217,7 @@ def _preserves(model: nn.Module, groups: list[FoldGroup], batch, reference) -> b
     generator = torch.Generator().manual_seed(0)
     try:
         for g in groups:
-            width = model.get_submodule(g.consumers[0]).in_features
+            width = consumer(model, g.consumers[0]).in_features
             fold(model, g, torch.rand(width, generator=generator) * 1.5 + 0.5)
         return _close(first_tensor(run_batch(model, batch, "calib_data")), reference)
     finally:
@@ -306,7 +325,7 @@ def collect_input_stats(
         raise InputError("calib_data yielded no batch; give a few batches of real inputs")
     out = []
     for i, g in enumerate(groups):
-        width = model.get_submodule(g.consumers[0]).in_features
+        width = consumer(model, g.consumers[0]).in_features
         top = absmax.get(i, torch.zeros(width))
         total = torch.as_tensor(abssum.get(i, torch.zeros(width)), dtype=torch.float64)
         count = torch.tensor([float(counts.get(i, 0))], dtype=torch.float64)

@@ -39,6 +39,7 @@ from quantlens.methods.base import QuantContext
 from quantlens.methods.scale_fold import (
     InputStats,
     collect_input_stats,
+    consumer,
     fold,
     foldable_groups,
     replayable_calib,
@@ -176,14 +177,16 @@ def smooth(
             sync=sync,
             what="SmoothQuant calibration",
         )
-        smoothed, alphas = 0, []
+        smoothed = 0
+        alphas: list[float] = []
         for group, st in zip(groups, stats):
-            weights = [model.get_submodule(n).weight for n in group.consumers]
+            weights = [consumer(model, n).weight for n in group.consumers]
             s, used = choose_scales(st, weights, alpha, per_token, sync)
             if s is not None:
                 fold(model, group, s)
                 smoothed += 1
-                alphas.append(used)
+                if used is not None:
+                    alphas.append(used)
     finally:
         model.train(was_training)
     text = f"SmoothQuant (alpha={alpha}): smoothed {smoothed} of {len(groups) + len(unfoldable)}"

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -127,6 +128,11 @@ class DynamicConv2d(nn.Module):
         torch.Size([2, 16, 32, 32])
     """
 
+    weight: torch.Tensor
+    weight_scale: torch.Tensor
+    bias: torch.Tensor | None
+    padding: str | tuple[int, int]
+
     def __init__(
         self,
         in_channels: int,
@@ -170,8 +176,8 @@ class DynamicConv2d(nn.Module):
             total = [d * (k - 1) for d, k in zip(self.dilation, self.kernel_size)]
             left = tuple(t // 2 for t in total)
             right = tuple(t - t // 2 for t in total)
-        else:
-            left = right = self.padding
+        else:  # a pair: the padding strings are "valid" and "same", as for nn.Conv2d
+            left = right = cast(tuple[int, int], self.padding)
         if self.padding_mode == "zeros" and left == right:
             self.conv_padding = left
             return None
@@ -189,7 +195,7 @@ class DynamicConv2d(nn.Module):
             wq, ws = quantize_conv_weight(conv.weight, per_channel)
             layer.weight.copy_(wq)
             layer.weight_scale.copy_(ws)
-            if conv.bias is not None:
+            if conv.bias is not None and layer.bias is not None:
                 layer.bias.copy_(conv.bias.detach().float())
         return layer.to(conv.weight.device)
 
@@ -286,7 +292,10 @@ class DynamicConv2d(nn.Module):
         if torch.jit.is_tracing() or torch.compiler.is_compiling():  # an export
             y = self._traced(xf)
             return y.contiguous(memory_format=fmt).to(x.dtype)
-        bounds = tuple(float(t) for t in torch.aminmax(xf)) if xf.numel() else (0.0, 0.0)
+        bounds = (0.0, 0.0)
+        if xf.numel():
+            low, high = torch.aminmax(xf)
+            bounds = (float(low), float(high))
         if xf.numel() == 0 or not all(map(math.isfinite, bounds)):  # NaN / Inf: as in float
             stride, padding, dilation = geometry(self)
             w = self.dequantized_weight()

@@ -36,6 +36,7 @@ from quantlens.errors import ConfigError
 from quantlens.methods.base import QuantContext
 from quantlens.methods.scale_fold import (
     collect_input_stats,
+    consumer,
     fold,
     foldable_groups,
     replayable_calib,
@@ -96,6 +97,13 @@ def search_alpha(
     return ALPHA_GRID[best], candidates[best]
 
 
+def _scheme(ctx: QuantContext, name: str, weight: torch.Tensor) -> QScheme:
+    """The weight scheme of layer ``name`` (one the WeightOnly config quantizes)."""
+    cfg = ctx.config_for(name, WeightOnly)
+    assert cfg is not None, name
+    return cfg.scheme_for(tuple(weight.shape))
+
+
 @torch.no_grad()
 def apply_awq(model: nn.Module, names: list[str], ctx: QuantContext) -> None:
     """Search and fold the AWQ scales of the Linears ``names`` (in place), with the scheme
@@ -126,10 +134,8 @@ def apply_awq(model: nn.Module, names: list[str], ctx: QuantContext) -> None:
         wanted, scaled, alphas = set(names), 0, []
         for group, st in zip(groups, stats):
             quantized = [n for n in group.consumers if n in wanted]
-            weights = [model.get_submodule(n).weight for n in quantized]
-            schemes = [
-                ctx.config_for(n).scheme_for(tuple(w.shape)) for n, w in zip(quantized, weights)
-            ]
+            weights = [consumer(model, n).weight for n in quantized]
+            schemes = [_scheme(ctx, n, w) for n, w in zip(quantized, weights)]
             alpha, s = search_alpha(st.sample, st.absmean, weights, schemes, sync)
             if alpha:
                 fold(model, group, s)

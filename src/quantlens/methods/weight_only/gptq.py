@@ -290,6 +290,13 @@ def _gptq(W, H, scheme, blocksize, percdamp, act_order, static_groups) -> QTenso
 # --- registration -------------------------------------------------------------------------
 
 
+def _weight_only(ctx: QuantContext, name: str) -> WeightOnly:
+    """The resolved config of layer ``name``, one the WeightOnly method quantizes."""
+    cfg = resolve(ctx.config, name)
+    assert isinstance(cfg, WeightOnly), name
+    return cfg
+
+
 def _collect(model: nn.Module, names: list[str], ctx: QuantContext) -> dict[str, Any]:
     """Each layer's :class:`LayerStats`: Hessians from one pass of the float model, or, for
     layers whose config asks for ``true_sequential``, Hessians and codes layer group by layer
@@ -300,13 +307,17 @@ def _collect(model: nn.Module, names: list[str], ctx: QuantContext) -> dict[str,
             "ql.quantize(model, config, calib_data=batches)"
         )
     sync = not isinstance(ctx.config, WeightOnly) or ctx.config.sync
-    configs = {n: resolve(ctx.config, n) for n in names}
+    configs = {n: _weight_only(ctx, n) for n in names}
     modules = dict(model.named_modules())
-    options = {n: GPTQOptions(c.act_order, c.static_groups) for n, c in configs.items()}
+    options = {n: GPTQOptions(c.act_order, bool(c.static_groups)) for n, c in configs.items()}
     sequential = [n for n in names if configs[n].true_sequential]
     at_once = [n for n in names if n not in sequential]
-    kwargs = {"limit": ctx.calib_batches, "progress": ctx.progress, "sync": sync}
-    hessians = collect_hessians(model, at_once, ctx.calib_data, **kwargs) if at_once else {}
+    limit, progress = ctx.calib_batches, ctx.progress
+    hessians = (
+        collect_hessians(model, at_once, ctx.calib_data, limit=limit, progress=progress, sync=sync)
+        if at_once
+        else {}
+    )
     stats = {n: LayerStats(h, *options[n].astuple()) for n, h in hessians.items()}
     if sequential:
 
@@ -317,7 +328,15 @@ def _collect(model: nn.Module, names: list[str], ctx: QuantContext) -> dict[str,
                 weight, hessian, scheme, act_order=act_order, static_groups=static_groups
             )
 
-        done = quantize_sequentially(model, sequential, ctx.calib_data, quantize_layer, **kwargs)
+        done = quantize_sequentially(
+            model,
+            sequential,
+            ctx.calib_data,
+            quantize_layer,
+            limit=limit,
+            progress=progress,
+            sync=sync,
+        )
         for n, (hessian, qweight) in done.items():
             stats[n] = LayerStats(hessian, *options[n].astuple(), qweight)
     return stats

@@ -145,10 +145,12 @@ def quantize_sequentially(
             out[n] = (hessians[n], qt)
             modules[n].weight.data.copy_(qt.dequantize().to(modules[n].weight.dtype))
 
-    def run_stages(layer_names: list[str], run: Callable[[], None]) -> None:
+    def run_stages(layer_names: list[str], run: Callable[[], object]) -> None:
         remaining = list(layer_names)
         while remaining:
-            sums, counts, seen = {}, {}, []
+            sums: dict[str, torch.Tensor] = {}
+            counts: dict[str, int] = {}
+            seen: list[tuple[str, torch.Tensor]] = []
             hooks = _hessian_hooks({n: modules[n] for n in remaining}, sums, counts, seen)
             try:
                 run()
