@@ -43,6 +43,7 @@ from quantlens.nn.dynamic_conv_kernels import (
     geometry,
     register_conv_kernel,
 )
+from quantlens.nn.kernel_cache import KernelCache
 from quantlens.nn.registry import DynamicSpec, register_quantized
 
 ACT_QMAX = 255  # uint8 activation codes
@@ -106,7 +107,7 @@ def quantize_input(
 
 
 @register_quantized(nn.Conv2d, family="dynamic")
-class DynamicConv2d(nn.Module):
+class DynamicConv2d(KernelCache):
     """``nn.Conv2d`` with int8 per-channel weights and input quantized per call (uint8).
 
     Args:
@@ -318,21 +319,6 @@ class DynamicConv2d(nn.Module):
         stride, padding, dilation = geometry(self)
         w = self.dequantized_weight()
         return F.conv2d((q - z) * s, w, self.bias, stride, padding, dilation, self.groups)
-
-    # the packed-weight cache never enters state dicts, copies or pickles -----------------
-
-    def _load_from_state_dict(self, *args, **kwargs) -> None:
-        self._cache = {}
-        super()._load_from_state_dict(*args, **kwargs)
-
-    def _apply(self, fn, recurse=True):
-        self._cache = {}
-        return super()._apply(fn, recurse)
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_cache"] = {}
-        return state
 
     def extra_repr(self) -> str:
         text = (

@@ -53,6 +53,7 @@ from torch import nn
 
 from quantlens.errors import InputError, UnknownNameError
 from quantlens.nn.act_quant import ACT_LEVELS, quantize_activations
+from quantlens.nn.kernel_cache import KernelCache
 from quantlens.nn.kernels import registry
 from quantlens.nn.kernels.registry import KernelKey, KernelPath
 from quantlens.nn.registry import DynamicSpec, register_quantized
@@ -107,7 +108,7 @@ def dynamic_kernels() -> dict[str, KernelPath]:
 
 
 @register_quantized(nn.Linear, family="dynamic")
-class DynamicLinear(nn.Module):
+class DynamicLinear(KernelCache):
     """``y = x @ W.T + b`` with ``W`` int8 (or fp16) and ``x`` quantized on the fly.
 
     Args:
@@ -306,21 +307,6 @@ class DynamicLinear(nn.Module):
             return x.new_zeros(*x.shape[:-1], self.out_features)
         y = registry.run(self, x2d)  # (M, N)
         return y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
-
-    # the packed-weight cache never enters state dicts, copies or pickles -----------------
-
-    def _load_from_state_dict(self, *args, **kwargs) -> None:
-        self._cache = {}
-        super()._load_from_state_dict(*args, **kwargs)
-
-    def _apply(self, fn, recurse=True):
-        self._cache = {}
-        return super()._apply(fn, recurse)
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_cache"] = {}
-        return state
 
     def extra_repr(self) -> str:
         text = (
