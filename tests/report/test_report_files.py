@@ -85,18 +85,26 @@ def test_ctrl_c_while_writing_leaves_the_previous_report_whole(tmp_path, synthet
     rng = random.Random(0)
     interrupted = 0
     for attempt in range(3):
-        pid = _fork(
-            lambda a=attempt: [
-                _version(synthetic_report, f"run{a}x{i}").save(out) for i in range(50)
-            ]
-        )
-        time.sleep(rng.uniform(0.05, 0.6))
+        saved, saved_write = os.pipe()
+
+        def run(a=attempt, done=saved_write):
+            for i in range(50):
+                _version(synthetic_report, f"run{a}x{i}").save(out)
+                os.write(done, b"x")
+
+        pid = _fork(run)
+        os.close(saved_write)
+        # interrupt after a counted number of whole saves, however slowly the child runs
+        for _ in range(rng.randint(1, 5)):
+            os.read(saved, 1)
+        time.sleep(rng.uniform(0.0, 0.01))
         os.kill(pid, signal.SIGINT)
         code = _exit_code(pid)
+        os.close(saved)
         assert code in (0, 130), f"the interrupted run exited with {code}"
         interrupted += code == 130
         assert _whole(out)  # every file from one run: the one before, or one that finished
-    assert interrupted >= 1  # a run may finish its saves before the signal on an idle machine
+    assert interrupted >= 1
     # a signal that lands while a staging folder is being removed may leave it: the next save
     # clears it
     _version(synthetic_report, "last").save(out)
