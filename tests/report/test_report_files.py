@@ -54,6 +54,9 @@ def test_save_keeps_other_files_removes_stale_plots_and_follows_the_umask(
 def _fork(work) -> int:
     pid = os.fork()
     if pid == 0:
+        # Ctrl-C raises KeyboardInterrupt, as in a terminal, even where this test runs in
+        # a background job (which starts with SIGINT ignored)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         code = 1
         try:
             work()
