@@ -337,3 +337,44 @@ def collect_input_stats(
         sample = torch.cat(samples[i]) if i in samples else torch.zeros(0, width)
         out.append(InputStats(top, mean, sample))
     return out
+
+
+def calibrated_groups(
+    model: nn.Module, names: list[str], ctx: QuantContext, *, sync: bool, what: str
+) -> tuple[list[FoldGroup], list[FoldGroup], list[InputStats]]:
+    """The input groups of ``names`` whose scales can be folded, the groups with nothing to
+    fold them into, and each foldable group's input statistics over ``ctx.calib_data``."""
+    groups, unfoldable = foldable_groups(model, names, replayable_calib(ctx))
+    stats = collect_input_stats(
+        model,
+        groups,
+        ctx.calib_data,
+        limit=ctx.calib_batches,
+        progress=ctx.progress,
+        sync=sync,
+        what=what,
+    )
+    return groups, unfoldable, stats
+
+
+def scaling_note(
+    head: str,
+    scaled: int,
+    groups: list[FoldGroup],
+    unfoldable: list[FoldGroup],
+    alphas: list[float],
+    unscaled: str,
+) -> str:
+    """The summary line of a scale search: how many groups were scaled, with which alphas,
+    and which had nothing to fold into (``unscaled`` says what became of them)."""
+    text = f"{head} {scaled} of {len(groups) + len(unfoldable)} input group(s)"
+    if alphas:
+        text += f" (alpha {min(alphas)}" + (
+            f"-{max(alphas)})" if max(alphas) > min(alphas) else ")"
+        )
+    if unfoldable:
+        text += (
+            f"; {len(unfoldable)} have no norm or Linear to fold the scales into "
+            f"(e.g. {unfoldable[0].consumers[0]}) and {unscaled}"
+        )
+    return text

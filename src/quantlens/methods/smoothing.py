@@ -38,11 +38,10 @@ from quantlens.errors import ConfigError
 from quantlens.methods.base import QuantContext
 from quantlens.methods.scale_fold import (
     InputStats,
-    collect_input_stats,
+    calibrated_groups,
     consumer,
     fold,
-    foldable_groups,
-    replayable_calib,
+    scaling_note,
     sum_over_ranks,
 )
 
@@ -167,15 +166,8 @@ def smooth(
     was_training = model.training
     model.eval()
     try:
-        groups, unfoldable = foldable_groups(model, names, replayable_calib(ctx))
-        stats = collect_input_stats(
-            model,
-            groups,
-            ctx.calib_data,
-            limit=ctx.calib_batches,
-            progress=ctx.progress,
-            sync=sync,
-            what="SmoothQuant calibration",
+        groups, unfoldable, stats = calibrated_groups(
+            model, names, ctx, sync=sync, what="SmoothQuant calibration"
         )
         smoothed = 0
         alphas: list[float] = []
@@ -189,16 +181,14 @@ def smooth(
                     alphas.append(used)
     finally:
         model.train(was_training)
-    text = f"SmoothQuant (alpha={alpha}): smoothed {smoothed} of {len(groups) + len(unfoldable)}"
-    text += " input group(s)"
-    if alphas and alpha == "auto":
-        text += f" (alpha {min(alphas)}" + (
-            f"-{max(alphas)})" if max(alphas) > min(alphas) else ")"
+    ctx.summary.note(
+        scaling_note(
+            f"SmoothQuant (alpha={alpha}): smoothed",
+            smoothed,
+            groups,
+            unfoldable,
+            alphas if alpha == "auto" else [],
+            "stay unscaled",
         )
-    if unfoldable:
-        text += (
-            f"; {len(unfoldable)} have no norm or Linear to fold the scales into "
-            f"(e.g. {unfoldable[0].consumers[0]}) and stay unscaled"
-        )
-    ctx.summary.note(text)
+    )
     return model

@@ -35,11 +35,10 @@ from quantlens.core.scheme import QScheme
 from quantlens.errors import ConfigError
 from quantlens.methods.base import QuantContext
 from quantlens.methods.scale_fold import (
-    collect_input_stats,
+    calibrated_groups,
     consumer,
     fold,
-    foldable_groups,
-    replayable_calib,
+    scaling_note,
     sum_over_ranks,
 )
 from quantlens.methods.weight_only.config import WeightOnly
@@ -121,15 +120,8 @@ def apply_awq(model: nn.Module, names: list[str], ctx: QuantContext) -> None:
     was_training = model.training
     model.eval()
     try:
-        groups, unfoldable = foldable_groups(model, names, replayable_calib(ctx))
-        stats = collect_input_stats(
-            model,
-            groups,
-            ctx.calib_data,
-            limit=ctx.calib_batches,
-            progress=ctx.progress,
-            sync=sync,
-            what="AWQ calibration",
+        groups, unfoldable, stats = calibrated_groups(
+            model, names, ctx, sync=sync, what="AWQ calibration"
         )
         wanted, scaled, alphas = set(names), 0, []
         for group, st in zip(groups, stats):
@@ -143,17 +135,9 @@ def apply_awq(model: nn.Module, names: list[str], ctx: QuantContext) -> None:
                 alphas.append(alpha)
     finally:
         model.train(was_training)
-    text = f"AWQ: scaled {scaled} of {len(groups) + len(unfoldable)} input group(s)"
-    if alphas:
-        text += f" (alpha {min(alphas)}" + (
-            f"-{max(alphas)})" if max(alphas) > min(alphas) else ")"
-        )
-    if unfoldable:
-        text += (
-            f"; {len(unfoldable)} have no norm or Linear to fold the scales into "
-            f"(e.g. {unfoldable[0].consumers[0]}) and are rounded unscaled"
-        )
-    ctx.summary.note(text)
+    ctx.summary.note(
+        scaling_note("AWQ: scaled", scaled, groups, unfoldable, alphas, "are rounded unscaled")
+    )
 
 
 def _collect_awq(model: nn.Module, names: list[str], ctx: QuantContext) -> dict[str, Any]:
