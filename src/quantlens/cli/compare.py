@@ -261,16 +261,16 @@ def run(args: argparse.Namespace) -> int:
     _configs(args)  # bad names and grids fail before anything slow runs
     require_runtimes(check_runtimes(getattr(args, "runtime", "torch")))  # and runtimes
     # under torchrun: join the group; the rows are spread over the ranks, rank 0 writes
-    started = distributed.init_from_env()
     threads_before = torch.get_num_threads()
-    try:
-        distributed.on_rank0(lambda: _check_out(Path(args.out), args.force), what="checking --out")
-        torch.set_num_threads(args.threads)
-        return _run(args)
-    finally:
-        torch.set_num_threads(threads_before)
-        if started:
-            torch.distributed.destroy_process_group()
+    with distributed.joined_from_env():
+        try:
+            distributed.on_rank0(
+                lambda: _check_out(Path(args.out), args.force), what="checking --out"
+            )
+            torch.set_num_threads(args.threads)
+            return _run(args)
+        finally:
+            torch.set_num_threads(threads_before)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -349,12 +349,8 @@ def run(args: argparse.Namespace) -> int:
     ``QUANTLENS_SYNC_TIMEOUT``): QAT trains under DDP, calibration statistics are merged,
     rank 0 writes the checkpoint and prints; the group is left at the end."""
     check_out_folder(Path(args.out), "-o")
-    started = distributed.init_from_env()
-    try:
+    with distributed.joined_from_env():
         return _run(args)
-    finally:
-        if started:
-            torch.distributed.destroy_process_group()
 
 
 def _run(args: argparse.Namespace) -> int:

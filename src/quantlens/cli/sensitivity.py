@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-import torch
-
 from quantlens.cli._analysis import add_common, check_positive, inputs_and_config
 from quantlens.cli._args import int_in
 from quantlens.core import distributed
@@ -35,12 +33,8 @@ def run(args: argparse.Namespace) -> int:
     per-layer passes are spread over the ranks and rank 0 prints (and plots) the result."""
     check_positive(args.max_batches, "--max-batches")
     check_positive(args.top, "--top")
-    started = distributed.init_from_env()
-    try:
+    with distributed.joined_from_env():
         return _run(args)
-    finally:
-        if started:
-            torch.distributed.destroy_process_group()
 
 
 def _run(args: argparse.Namespace) -> int:

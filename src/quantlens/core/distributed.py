@@ -380,3 +380,21 @@ def init_from_env(*, timeout: float | None = None) -> bool:
             "check that every rank started and can reach that address"
         ) from exc
     return True
+
+
+@contextlib.contextmanager
+def joined_from_env(*, timeout: float | None = None) -> Iterator[bool]:
+    """:func:`init_from_env` for the length of a ``with`` block: the group this call joined
+    is destroyed when the block ends, however it ends.
+
+    Example:
+        >>> with joined_from_env() as joined:   # a plain process: nothing to join
+        ...     joined
+        False
+    """
+    started = init_from_env(timeout=timeout)
+    try:
+        yield started
+    finally:
+        if started:
+            torch.distributed.destroy_process_group()
