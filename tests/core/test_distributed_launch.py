@@ -9,7 +9,7 @@ import pytest
 import torch
 from helpers import run_ranks
 
-from quantlens.core import distributed
+from quantlens.core import distributed, torchrun
 from quantlens.errors import DistributedError
 
 _TORCHRUN = {"RANK": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}
@@ -18,12 +18,12 @@ _TORCHRUN = {"RANK": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER
 def test_outside_torchrun_no_group_is_started(monkeypatch):
     for key in _TORCHRUN:
         monkeypatch.delenv(key, raising=False)
-    assert not distributed.launched_by_torchrun() and distributed.init_from_env() is False
+    assert not torchrun.launched_by_torchrun() and torchrun.init_from_env() is False
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "1")  # torchrun with one process: nothing to join
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
     monkeypatch.setenv("MASTER_PORT", "29500")
-    assert not distributed.launched_by_torchrun()
+    assert not torchrun.launched_by_torchrun()
     assert distributed.on_rank0(lambda: 7, what="answering") == 7
 
 
@@ -33,7 +33,7 @@ def test_an_unreachable_rank_0_is_one_distributed_error_after_the_timeout(monkey
     monkeypatch.setenv("QUANTLENS_SYNC_TIMEOUT", "1")
     start = time.monotonic()
     with pytest.raises(DistributedError, match=r"^rank 1 of 2: joining the process group at "):
-        distributed.init_from_env()
+        torchrun.init_from_env()
     assert time.monotonic() - start < 30  # bounded by the timeout, not a hang
     assert not torch.distributed.is_initialized()
 

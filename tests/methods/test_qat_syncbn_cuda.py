@@ -19,9 +19,9 @@ import json, os, sys
 import torch
 from torch import nn
 import quantlens as ql
-from quantlens.core import distributed
+from quantlens.core import distributed, torchrun
 
-distributed.init_from_env()
+torchrun.init_from_env()
 rank = torch.distributed.get_rank()
 device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
 torch.manual_seed(0)

@@ -40,7 +40,7 @@ from quantlens.compare.presets import (
 from quantlens.compare.results import Comparison, Row
 from quantlens.compare.runtimes import require_runtimes
 from quantlens.compare.settings import RUNTIMES, check_runtimes
-from quantlens.core import distributed
+from quantlens.core import distributed, torchrun
 from quantlens.errors import InputError, QuantizationFailedError
 from quantlens.report import Report
 from quantlens.sources import load_data_for
@@ -262,7 +262,7 @@ def run(args: argparse.Namespace) -> int:
     require_runtimes(check_runtimes(getattr(args, "runtime", "torch")))  # and runtimes
     # under torchrun: join the group; the rows are spread over the ranks, rank 0 writes
     threads_before = torch.get_num_threads()
-    with distributed.joined_from_env():
+    with torchrun.joined_from_env():
         try:
             distributed.on_rank0(
                 lambda: _check_out(Path(args.out), args.force), what="checking --out"

@@ -42,7 +42,7 @@ from quantlens.cli._args import (
     read_json,
     shorten,
 )
-from quantlens.core import distributed
+from quantlens.core import distributed, torchrun
 from quantlens.core.scheme import QScheme
 from quantlens.errors import ConfigError, InputError, QuantlensError
 from quantlens.methods.base import QuantSummary, config_from_dict, get_method
@@ -349,7 +349,7 @@ def run(args: argparse.Namespace) -> int:
     ``QUANTLENS_SYNC_TIMEOUT``): QAT trains under DDP, calibration statistics are merged,
     rank 0 writes the checkpoint and prints; the group is left at the end."""
     check_out_folder(Path(args.out), "-o")
-    with distributed.joined_from_env():
+    with torchrun.joined_from_env():
         return _run(args)
 
 

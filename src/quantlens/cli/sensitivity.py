@@ -7,7 +7,7 @@ import json
 
 from quantlens.cli._analysis import add_common, check_positive, inputs_and_config
 from quantlens.cli._args import int_in
-from quantlens.core import distributed
+from quantlens.core import distributed, torchrun
 
 
 def register(subparsers) -> None:
@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     per-layer passes are spread over the ranks and rank 0 prints (and plots) the result."""
     check_positive(args.max_batches, "--max-batches")
     check_positive(args.top, "--top")
-    with distributed.joined_from_env():
+    with torchrun.joined_from_env():
         return _run(args)
 
 

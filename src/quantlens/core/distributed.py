@@ -99,7 +99,7 @@ def default_timeout() -> float:
     return value
 
 
-def _detail(exc: BaseException) -> str:
+def error_detail(exc: BaseException) -> str:
     """The first sentence of a backend error, without gloo's source-location prefix."""
     line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     line = re.sub(r"^\[[^\]]*\]\s*", "", line)
@@ -153,7 +153,7 @@ def all_reduce(
     except Exception as exc:  # gloo and nccl raise RuntimeError and its subclasses
         raise DistributedError(
             f"rank {dist.get_rank()} of {dist.get_world_size()}: {what} "
-            f"failed ({_detail(exc)}); another rank failed or did not reach this step within "
+            f"failed ({error_detail(exc)}); another rank failed or did not reach this step within "
             f"{seconds:g} s: see that rank's error"
         ) from exc
     if work_tensor is not tensor:
@@ -188,7 +188,7 @@ def peer_failures(during: str) -> Iterator[None]:
             raise
         raise DistributedError(
             f"rank {dist.get_rank()} of {dist.get_world_size()}: {during} stopped "
-            f"({_detail(exc)}); "
+            f"({error_detail(exc)}); "
             "another rank failed or stopped answering: see that rank's error"
         ) from exc
 
@@ -332,69 +332,3 @@ def on_rank0(fn, *, what: str, timeout: float | None = None):
             f"rank {rank()} of {world_size()}: rank 0 failed while {what}; see rank 0's error"
         )
     return value
-
-
-# --- starting a group from torchrun's environment ---------------------------------------------
-
-
-def launched_by_torchrun() -> bool:
-    """True when this process was started by ``torchrun`` (or another launcher that sets
-    ``RANK``, ``WORLD_SIZE`` and ``MASTER_ADDR``) with more than one process."""
-    keys = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-    return all(os.environ.get(k) for k in keys) and os.environ["WORLD_SIZE"] != "1"
-
-
-def init_from_env(*, timeout: float | None = None) -> bool:
-    """Join the process group ``torchrun`` describes in the environment (``RANK``,
-    ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``): nccl when every local rank has a GPU
-    of its own (rank on GPU ``LOCAL_RANK``), else gloo; connecting and every later
-    collective of the group wait at most ``timeout`` seconds (default
-    :func:`default_timeout`).
-
-    Returns:
-        True if this call initialised a group (the caller destroys it when done), False when
-        not launched by torchrun with several processes or a group already exists.
-
-    Raises:
-        DistributedError: the other ranks could not be reached in time.
-
-    Example:
-        >>> init_from_env()   # a plain process: nothing to join
-        False
-    """
-    dist = torch.distributed
-    if not launched_by_torchrun() or not dist.is_available() or dist.is_initialized():
-        return False
-    seconds = default_timeout() if timeout is None else float(timeout)
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
-    backend = "nccl" if torch.cuda.is_available() and torch.cuda.device_count() >= local else "gloo"
-    if backend == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    try:
-        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=seconds))
-    except Exception as exc:  # the store or the backend could not connect
-        raise DistributedError(
-            f"rank {os.environ['RANK']} of {os.environ['WORLD_SIZE']}: "
-            "joining the process group at "
-            f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']} failed ({_detail(exc)}); "
-            "check that every rank started and can reach that address"
-        ) from exc
-    return True
-
-
-@contextlib.contextmanager
-def joined_from_env(*, timeout: float | None = None) -> Iterator[bool]:
-    """:func:`init_from_env` for the length of a ``with`` block: the group this call joined
-    is destroyed when the block ends, however it ends.
-
-    Example:
-        >>> with joined_from_env() as joined:   # a plain process: nothing to join
-        ...     joined
-        False
-    """
-    started = init_from_env(timeout=timeout)
-    try:
-        yield started
-    finally:
-        if started:
-            torch.distributed.destroy_process_group()
