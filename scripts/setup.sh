@@ -29,4 +29,7 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
     || echo "chromium did not install; the browser test will be skipped"
 fi
+# The compiled int8 kernel (g++ and torch's headers; about 10 s). Without it the dynamic int8
+# layers run their pure-PyTorch paths (the builder says why, in one line).
+"$VENV/bin/python" -m quantlens.nn.build_kernels || true
 "$VENV/bin/python" -c "import torch, quantlens; print('quantlens', quantlens.__version__, 'torch', torch.__version__)"
