@@ -8,7 +8,11 @@ MiniLM (all-MiniLM-L6-v2, real pretrained weights) variants:
 
 - ``fp32``: the float model, eager PyTorch;
 - ``ql-dynamic``: ``ql.Dynamic()`` (int8 per-channel weights, per-token asymmetric
-  activation scales, fbgemm int8 GEMM);
+  activation scales; the kernel path automatic dispatch picks: on VNNI/AMX CPUs the compiled
+  op of ``python -m quantlens.nn.build_kernels`` where it is built, else ``torch._int_mm``,
+  elsewhere fbgemm);
+- ``ql-dynamic-python``: the same model on the pure-PyTorch ``int_mm`` path, measured only
+  where ``ql-dynamic`` runs the compiled op (what the compiled op gains, in one run);
 - ``ao-per-tensor`` / ``ao-per-channel``: ``torch.ao.quantization.quantize_dynamic`` with its
   default (per-tensor) and per-channel weight qconfigs;
 - ``ort-fp32``: the float model exported to ONNX (opset 17), in ONNX Runtime;
@@ -56,6 +60,8 @@ from _timing import interleaved
 import quantlens as ql
 from quantlens import zoo
 from quantlens.methods.dynamic import Dynamic
+from quantlens.nn.dynamic_linear import DynamicLinear
+from quantlens.nn.kernels.compiled import default_ops
 from quantlens.zoo import minilm
 
 RESULTS = Path(__file__).resolve().parent / "results" / "int8_dynamic.json"
@@ -78,14 +84,31 @@ def long_text_batch(batch: int, seq: int) -> dict[str, torch.Tensor]:
 # --- MiniLM ------------------------------------------------------------------------------------
 
 
+def python_path_copy(qm: torch.nn.Module) -> torch.nn.Module | None:
+    """A copy of ``qm`` whose DynamicLinear layers run the pure-PyTorch ``int_mm`` path, or
+    None where automatic dispatch does not take the compiled op (nothing to compare)."""
+    layers = [m for m in qm.modules() if isinstance(m, DynamicLinear)]
+    probe = [m.kernel_for(torch.zeros(8, m.in_features)).name for m in layers]
+    if "compiled" not in probe:
+        return None
+    python = copy.deepcopy(qm)
+    for m in python.modules():
+        if isinstance(m, DynamicLinear):
+            m.kernel = "int_mm"
+    return python
+
+
 def minilm_torch_variants(model) -> dict:
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        qm = ql.quantize(model, Dynamic())
+        python = python_path_copy(qm)
         return {
             "fp32": model,
-            "ql-dynamic": ql.quantize(model, Dynamic()),
+            "ql-dynamic": qm,
+            **({"ql-dynamic-python": python} if python is not None else {}),
             "ao-per-tensor": quantize_dynamic(
                 copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8
             ),
@@ -285,7 +308,7 @@ def cpu_int8_features() -> list[str]:
 
 def print_table(rows: list[dict]) -> None:
     head = (
-        f"{'model':12} {'load':9} {'shape':>7} {'variant':15} {'median ms':>10} {'p95 ms':>9} "
+        f"{'model':12} {'load':9} {'shape':>7} {'variant':17} {'median ms':>10} {'p95 ms':>9} "
         f"{'speedup':>8} {'vs ORT':>7} {'quality':>9}"
     )
     print(head)
@@ -296,7 +319,7 @@ def print_table(rows: list[dict]) -> None:
         quality = r.get("mean_cosine", r.get("logit_cosine"))
         extra = f" acc {r['accuracy']:.3f}" if "accuracy" in r else ""
         print(
-            f"{r['model']:12} {r['load']:9} {shape:>7} {r['variant']:15} {r['median_ms']:10.2f} "
+            f"{r['model']:12} {r['load']:9} {shape:>7} {r['variant']:17} {r['median_ms']:10.2f} "
             f"{r['p95_ms']:9.2f} {r['speedup']:7.2f}x {vs_ort:>7} {quality:9.5f}{extra}"
         )
 
@@ -330,6 +353,7 @@ def main() -> None:
         "quantized_engine": torch.backends.quantized.engine,
         "machine": platform.machine(),
         "cpu_int8_features": cpu_int8_features(),
+        "compiled_int8_kernel": default_ops().load(),
         "load_average_before_after": [load_before, os.getloadavg()[0]],
         "seconds": time.perf_counter() - started,
         "rows": rows,

@@ -18,6 +18,7 @@ from quantlens.nn.dynamic_linear import (
     quantize_weight,
 )
 from quantlens.nn.kernels import cpu_features
+from quantlens.nn.kernels.compiled import default_ops
 
 INT8_PATHS = ("fbgemm", "int_mm", "reference")
 
@@ -51,17 +52,18 @@ def test_int8_paths_agree_and_track_float(activations, bias):
     assert _rel(outs["reference"], lin(x)) < 0.03
 
 
-def test_auto_picks_int_mm_with_vnni_else_fbgemm_on_x86_cpu():
+def test_auto_picks_compiled_or_int_mm_with_vnni_else_fbgemm_on_x86_cpu():
     q = DynamicLinear.from_float(_layer())
     fast_int8 = bool({"vnni", "amx"} & cpu_features())
+    fast_path = "compiled" if default_ops().load() else "int_mm"
     if fast_int8:
-        assert q.kernel_for(torch.randn(2, 48)).name == "int_mm"
+        assert q.kernel_for(torch.randn(2, 48)).name == fast_path
     elif torch.backends.quantized.engine in ("x86", "fbgemm"):
         assert q.kernel_for(torch.randn(2, 48)).name == "fbgemm"
     old = torch.backends.quantized.engine
     try:
         torch.backends.quantized.engine = "qnnpack"
-        assert q.kernel_for(torch.randn(2, 48)).name == ("int_mm" if fast_int8 else "reference")
+        assert q.kernel_for(torch.randn(2, 48)).name == (fast_path if fast_int8 else "reference")
         torch.testing.assert_close(q(torch.ones(2, 48)), q(torch.ones(2, 48)))
     finally:
         torch.backends.quantized.engine = old

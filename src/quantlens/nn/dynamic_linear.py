@@ -24,6 +24,12 @@ the lowest-priority case that matches and whose path can run the layer):
 =========  ======================================================================  =========
 path       what runs                                                               auto when
 =========  ======================================================================  =========
+compiled   ``quantlens::dynamic_linear_int8`` (nn/csrc/dynamic_int8.cpp, built by   CPU with
+           ``python -m quantlens.nn.build_kernels``): int_mm's codes, GEMM and     VNNI / AMX,
+           output bit for bit, in three passes (one per row for the codes, the     where it is
+           GEMM, one for ``s * ws * acc + b``) instead of ~16; where it is not     built
+           built, one line is logged and int_mm runs. Under autograd (an input
+           or bias that requires grad) it runs int_mm's ATen ops
 int_mm     ``torch._int_mm`` (int8 x int8 -> int32, exact) on ``q - z`` in         CUDA (M >
            [-127, 127] (the codes less their zero-point, so no correction pass     16, K, N %
            follows), then ``s * ws * acc + b`` in two passes. On CPUs without      8 == 0), or
@@ -99,7 +105,7 @@ def dynamic_kernels() -> dict[str, KernelPath]:
 
     Example:
         >>> sorted(dynamic_kernels())
-        ['fbgemm', 'fp16', 'int_mm', 'reference', 'upcast']
+        ['compiled', 'fbgemm', 'fp16', 'int_mm', 'reference', 'upcast']
     """
     return registry.kernel_paths("dynamic")
 
@@ -302,11 +308,15 @@ class DynamicLinear(KernelCache):
             )
         if not x.is_floating_point():
             raise InputError(f"DynamicLinear takes floating-point input, got {x.dtype}")
-        x2d = x.reshape(-1, self.in_features).float().contiguous()  # (M, K)
+        x2d = x.reshape(-1, self.in_features)  # (M, K)
+        if x2d.dtype != torch.float32:
+            x2d = x2d.float()
         if x2d.shape[0] == 0:
             return x.new_zeros(*x.shape[:-1], self.out_features)
-        y = registry.run(self, x2d)  # (M, N)
-        return y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
+        y = registry.run(self, x2d.contiguous())  # (M, N) float32
+        if x.dtype != torch.float32:
+            y = y.to(x.dtype)
+        return y.view(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         text = (

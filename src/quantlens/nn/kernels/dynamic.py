@@ -1,6 +1,6 @@
-"""The dynamic kernel paths (:class:`~quantlens.nn.dynamic_linear.DynamicLinear`): int_mm,
-fbgemm and reference for int8 weights, fp16 and upcast for float16 weights, with the cases
-automatic dispatch picks them for (:mod:`quantlens.nn.kernels` describes each path).
+"""The dynamic kernel paths (:class:`~quantlens.nn.dynamic_linear.DynamicLinear`): compiled,
+int_mm, fbgemm and reference for int8 weights, fp16 and upcast for float16 weights, with the
+cases automatic dispatch picks them for (the layer's module describes each path).
 
 Every int8 path computes ``y = s * (ws * acc - z * c) + b`` from the same integer codes
 (:mod:`quantlens.nn.act_quant`), so they differ only in float rounding order.
@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from quantlens.errors import InputError
 from quantlens.nn.act_quant import activation_codes, activation_int8, quantize_activations
+from quantlens.nn.kernels.compiled import BUILD_COMMAND, default_ops
 from quantlens.nn.kernels.registry import Case, KernelPath, register_kernel
 from quantlens.nn.shapes import Shapes
 
@@ -89,6 +90,30 @@ def _int_mm_run(layer: Any, state: torch.Tensor, x2d: torch.Tensor) -> torch.Ten
     return _scale_add_bias(y, s, layer.bias)
 
 
+# --- compiled: quantlens::dynamic_linear_int8 (nn/csrc/dynamic_int8.cpp) ---------------------
+
+
+def _compiled_format(layer: Any) -> str | None:
+    ops = default_ops()
+    if ops.load():
+        return None
+    return f"the compiled kernel is not available ({ops.reason}); build it: {BUILD_COMMAND}"
+
+
+def _compiled_prepare(layer: Any, dtype: torch.dtype) -> tuple[Any, ...]:
+    op = default_ops().dynamic_linear_int8
+    return op, layer.weight.t(), layer.weight_scale, layer.bias, layer.per_token
+
+
+def _compiled_run(layer: Any, state: tuple[Any, ...], x2d: torch.Tensor) -> torch.Tensor:
+    op, wt, ws, bias, per_token = state
+    if torch.is_grad_enabled() and (
+        x2d.requires_grad or (bias is not None and bias.requires_grad)
+    ):  # the op has no backward: the same math in ATen ops, which autograd records
+        return _int_mm_run(layer, wt, x2d)
+    return op(x2d, wt, ws, bias, per_token)  # the int_mm path's output, bit for bit
+
+
 # --- reference and the float16 paths ---------------------------------------------------------
 
 
@@ -118,6 +143,26 @@ _X86 = ("x86", "fbgemm")
 # Automatic dispatch takes it on CPUs whose int8 dot-product instructions (VNNI, AMX) make
 # PyTorch's int8 GEMM fast (elsewhere PyTorch runs it as a plain loop), and on CUDA above
 # 16 rows (what torch._int_mm takes there).
+# The compiled op: int_mm's math and GEMM in three passes instead of ~16, so it takes
+# int_mm's cases at a lower priority where it is built (K >= 2: int_mm's K = 1 bug).
+register_kernel(
+    KernelPath(
+        "compiled",
+        _compiled_format,
+        _compiled_prepare,
+        _compiled_run,
+        family="dynamic",
+        compute_dtype=torch.float32,
+        dtype="int8",
+        quantizes_activations=True,
+        shapes=Shapes(min_in=2),
+        devices=("cpu",),
+        cases=(
+            Case(needs=("vnni",), devices=("cpu",), priority=5),
+            Case(needs=("amx",), devices=("cpu",), priority=5),
+        ),
+    )
+)
 register_kernel(
     KernelPath(
         "int_mm",

@@ -312,11 +312,12 @@ def run(layer: Any, x2d: torch.Tensor, path: KernelPath | None = None) -> torch.
         >>> y = run(qlinear, torch.randn(8, qlinear.in_features))
     """
     engine = torch.backends.quantized.engine
+    dtype = x2d.dtype
     memo = (
         "run",
         x2d.shape[0],
-        x2d.dtype,
-        x2d.device.type,
+        dtype,
+        x2d.device,
         layer.kernel,
         getattr(layer, "allow_activation_quant", False),
         engine,
@@ -324,7 +325,7 @@ def run(layer: Any, x2d: torch.Tensor, path: KernelPath | None = None) -> torch.
     )
     hit = layer._cache.get(memo)
     if hit is None:
-        chosen = path or select(layer, x2d.shape[0], x2d.dtype, x2d.device.type)
+        chosen = path or select(layer, x2d.shape[0], dtype, x2d.device.type)
         compute = chosen.compute_dtype or x2d.dtype
         state_key = ("kernel", chosen.name, compute, engine)
         if state_key not in layer._cache:
@@ -337,12 +338,14 @@ def run(layer: Any, x2d: torch.Tensor, path: KernelPath | None = None) -> torch.
         work = 0 if key.family == "conv" else x2d.shape[0] * key.shape[0] * key.shape[1]
         hit = layer._cache[memo] = (chosen, compute, layer._cache[state_key], work)
     chosen, compute, state, work = hit
-    return run_with_policy(
-        layer,
-        memo,
-        work,
-        lambda: chosen.run(layer, state, x2d.to(compute)).to(x2d.dtype),
-    )
+    if dtype != compute:
+        x2d = x2d.to(compute)
+
+    def call() -> torch.Tensor:
+        y = chosen.run(layer, state, x2d)
+        return y if y.dtype == dtype else y.to(dtype)
+
+    return run_with_policy(layer, memo, work, call)
 
 
 @contextlib.contextmanager
