@@ -27,9 +27,11 @@ from torch.utils import cpp_extension
 from quantlens.errors import BackendError
 from quantlens.nn.kernels.compiled import BUILD_DIR, SOURCE, library_name
 
+# -fopenmp: at::parallel_for is inline OpenMP code; the library then needs libgomp.so.1, which
+# resolves to the one torch has already loaded (one thread pool, torch.set_num_threads rules).
 # -ffp-contract=off: the activation codes must round exactly as ATen's separate passes do
 # (the one fused multiply-add ATen does, addcmul, is written out in the source).
-FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-fopenmp")
+FLAGS: tuple[str, ...] = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-fopenmp")
 FLAGS += ("-ffp-contract=off", "-w")
 
 
