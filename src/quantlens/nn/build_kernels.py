@@ -25,14 +25,7 @@ import torch
 from torch.utils import cpp_extension
 
 from quantlens.errors import BackendError
-from quantlens.nn.kernels.compiled import BUILD_DIR, SOURCE, library_name
-
-# -fopenmp: at::parallel_for is inline OpenMP code; the library then needs libgomp.so.1, which
-# resolves to the one torch has already loaded (one thread pool, torch.set_num_threads rules).
-# -ffp-contract=off: the activation codes must round exactly as ATen's separate passes do
-# (the one fused multiply-add ATen does, addcmul, is written out in the source).
-FLAGS: tuple[str, ...] = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-fopenmp")
-FLAGS += ("-ffp-contract=off", "-w")
+from quantlens.nn.kernels.compiled import BUILD_DIR, COMPILE_FLAGS, SOURCE, library_name
 
 
 def compile_command(source: Path, output: Path, compiler: str) -> list[str]:
@@ -47,7 +40,7 @@ def compile_command(source: Path, output: Path, compiler: str) -> list[str]:
     libdir = cpp_extension.library_paths()[0]
     return [
         compiler,
-        *FLAGS,
+        *COMPILE_FLAGS,
         f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
         *includes,
         str(source),

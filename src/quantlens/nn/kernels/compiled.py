@@ -29,6 +29,12 @@ _NN = Path(__file__).resolve().parent.parent
 SOURCE = _NN / "csrc" / "dynamic_int8.cpp"
 BUILD_DIR = _NN / "_compiled"
 BUILD_COMMAND = "python -m quantlens.nn.build_kernels"
+# -fopenmp: at::parallel_for is inline OpenMP code; the library then needs libgomp.so.1, which
+# resolves to the one torch has already loaded (one thread pool, torch.set_num_threads rules).
+# -ffp-contract=off: the activation codes must round exactly as ATen's separate passes do
+# (the one fused multiply-add ATen does, addcmul, is written out in the source).
+COMPILE_FLAGS: tuple[str, ...] = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC")
+COMPILE_FLAGS += ("-fopenmp", "-ffp-contract=off", "-w")
 
 _log = logging.getLogger(__name__)
 
@@ -55,14 +61,14 @@ def library_name(source: Path = SOURCE) -> str:
 
     Returns:
         ``dynamic_int8-torch<version>-<stamp>.so``; the stamp hashes the torch version, the
-        CPU flags, the machine and the source text.
+        CPU flags, the machine, the compiler flags and the source text.
 
     Example:
         >>> library_name().startswith("dynamic_int8-torch")
         True
     """
     digest = hashlib.sha256()
-    for part in (torch.__version__, platform.machine(), cpu_stamp()):
+    for part in (torch.__version__, platform.machine(), cpu_stamp(), *COMPILE_FLAGS):
         digest.update(part.encode() + b"\0")
     digest.update(source.read_bytes())
     version = torch.__version__.replace("+", "_")
@@ -152,6 +158,7 @@ def set_default_ops(ops: CompiledOps) -> CompiledOps:
 __all__ = [
     "BUILD_COMMAND",
     "BUILD_DIR",
+    "COMPILE_FLAGS",
     "SOURCE",
     "CompiledOps",
     "cpu_stamp",
