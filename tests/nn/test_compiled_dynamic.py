@@ -142,6 +142,17 @@ def test_under_autograd_it_runs_the_aten_ops(ops):
         assert torch.equal(layer(x), y.detach())
 
 
+def test_a_traced_layer_holds_only_aten_ops(ops):
+    layer = _layer(48, 40)
+    layer.kernel = "compiled"
+    x = random_tensor(6, 48, seed=7)
+    with torch.no_grad():
+        y = layer(x)  # prepares the kernel state before the trace records anything
+        traced = torch.jit.trace(layer, x)
+        assert "quantlens::" not in str(traced.graph) and "aten::_int_mm" in str(traced.graph)
+        assert torch.equal(traced(x), y)
+
+
 def test_missing_library_logs_one_line_and_int_mm_runs(tmp_path, caplog):
     missing = CompiledOps(tmp_path / "missing.so")
     previous = set_default_ops(missing)

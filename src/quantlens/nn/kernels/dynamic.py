@@ -107,11 +107,18 @@ def _compiled_prepare(layer: Any, dtype: torch.dtype) -> tuple[Any, ...]:
 
 def _compiled_run(layer: Any, state: tuple[Any, ...], x2d: torch.Tensor) -> torch.Tensor:
     op, wt, ws, bias, per_token = state
-    if torch.is_grad_enabled() and (
-        x2d.requires_grad or (bias is not None and bias.requires_grad)
-    ):  # the op has no backward: the same math in ATen ops, which autograd records
+    if _needs_aten(x2d, bias):
         return _int_mm_run(layer, wt, x2d)
     return op(x2d, wt, ws, bias, per_token)  # the int_mm path's output, bit for bit
+
+
+def _needs_aten(x2d: torch.Tensor, bias: torch.Tensor | None) -> bool:
+    """Whether a call must run int_mm's ATen ops instead of the compiled op: under autograd
+    (the op has no backward), or while a tracer or compiler records the call (a traced or
+    exported model must run where the library is not loaded)."""
+    if torch.is_grad_enabled() and (x2d.requires_grad or (bias is not None and bias.requires_grad)):
+        return True
+    return torch.jit.is_tracing() or torch.compiler.is_compiling()
 
 
 # --- reference and the float16 paths ---------------------------------------------------------
