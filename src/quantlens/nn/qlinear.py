@@ -47,6 +47,8 @@ class QLinear(PackedWeight):
         torch.Size([8, 256])
     """
 
+    _thread_policy = "auto"  # a class default: no nn.Module.__getattr__ miss on every call
+
     def __init__(
         self,
         in_features: int,
@@ -167,7 +169,7 @@ class QLinear(PackedWeight):
     def thread_policy(self) -> str:
         """How small calls pick their thread count: ``"auto"`` (time both, keep the faster),
         ``"all"`` or ``"one"`` (see :mod:`quantlens.nn.threads`)."""
-        return getattr(self, "_thread_policy", "auto")
+        return self._thread_policy
 
     @thread_policy.setter
     def thread_policy(self, policy: str) -> None:
