@@ -18,6 +18,9 @@ def test_environment_info_is_json_ready_and_complete():
     assert all(isinstance(w["ok"], bool) and w["detail"] for w in engines["works"].values())
     assert set(info["extras"]) == set(EXTRAS)
     assert isinstance(info["cuda"]["available"], bool)
+    compiled = info["compiled_kernel"]
+    assert compiled["loaded"] in (True, False) and compiled["built"] >= compiled["loaded"]
+    assert compiled["loaded"] or "build_kernels" in compiled["detail"]
     assert info["threads"]["intra_op"] >= 1
 
 

@@ -73,6 +73,11 @@ def render(info: dict, console=None) -> None:
     summary.add_row("cpu features", features or "[dim]unknown[/]")
     gpu = ", ".join(cuda["devices"]) if cuda["available"] else "not available"
     summary.add_row("cuda", gpu + (f" (CUDA {cuda['version']})" if cuda["version"] else ""))
+    compiled = info["compiled_kernel"]
+    summary.add_row(
+        "compiled int8 kernel",
+        "[green]loaded[/]" if compiled["loaded"] else f"[yellow]{escape(compiled['detail'])}[/]",
+    )
     console.print(summary)
 
     table = Table(title="quantized engines")

@@ -3,8 +3,8 @@ report embeds.
 
 :func:`environment_info` returns a JSON-ready dict: versions, threads, CPU features that
 matter for int8/bf16 kernels, CUDA, PyTorch's quantized engines (supported, active, and
-whether each one actually runs a tiny quantized linear and conv correctly), and which
-optional extras are installed.
+whether each one actually runs a tiny quantized linear and conv correctly), whether the
+compiled int8 kernel is built and loads, and which optional extras are installed.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import torch
 
 from quantlens.errors import error_line
 from quantlens.methods.backends import torch_ao
+from quantlens.nn.kernels.compiled import BUILD_COMMAND, default_ops
 
 # CPU flags (from /proc/cpuinfo) that decide which int8 / bf16 kernels run fast.
 X86_FEATURES = (
@@ -168,6 +169,24 @@ def cuda_info() -> dict:
     return {"available": available, "version": torch.version.cuda, "devices": devices}
 
 
+def compiled_kernel_info() -> dict:
+    """Whether the compiled dynamic int8 kernel is built for this torch and CPU and loads.
+
+    Returns:
+        ``{"built", "loaded", "library", "detail"}``; ``detail`` says why not, and how to
+        build it, when it is not loaded.
+
+    Example:
+        >>> compiled_kernel_info()["library"].startswith("dynamic_int8-torch")
+        True
+    """
+    ops = default_ops()
+    built = ops.path.is_file()
+    loaded = built and ops.load()  # loads only a built library: no notice logged here
+    detail = "loaded" if loaded else f"{ops.reason or 'not built'}; build it: {BUILD_COMMAND}"
+    return {"built": built, "loaded": loaded, "library": ops.path.name, "detail": detail}
+
+
 def environment_info(*, check_engines: bool = True, import_extras: bool = False) -> dict:
     """Everything about this machine that decides what quantization can do here.
 
@@ -177,7 +196,7 @@ def environment_info(*, check_engines: bool = True, import_extras: bool = False)
 
     Returns:
         A JSON-ready dict with keys ``quantlens``, ``python``, ``platform``, ``torch``,
-        ``threads``, ``cpu``, ``cuda``, ``engines`` and ``extras``.
+        ``threads``, ``cpu``, ``cuda``, ``engines``, ``compiled_kernel`` and ``extras``.
 
     Example:
         >>> info = environment_info(check_engines=False)
@@ -202,5 +221,6 @@ def environment_info(*, check_engines: bool = True, import_extras: bool = False)
         "cuda": cuda_info(),
         "mps": bool(mps and mps.is_available()),
         "engines": engine_info(check=check_engines),
+        "compiled_kernel": compiled_kernel_info(),
         "extras": extras_info(import_check=import_extras),
     }
