@@ -106,6 +106,19 @@ def test_non_contiguous_inputs(ops):
         assert torch.equal(y, _expected(x.contiguous(), layer))
 
 
+def test_a_nan_in_the_input_gives_nan_where_the_python_path_does(ops):
+    layer = _layer(37, 9)
+    x = _inputs(4, 37, seed=8)
+    x[3, 20] = float("nan")
+    for per_token in (True, False):
+        y = ops.dynamic_linear_int8(x, layer.weight.t(), layer.weight_scale, None, per_token)
+        nan_rows = y.isnan().all(dim=1).tolist()
+        assert nan_rows == ([False, False, False, True] if per_token else [True] * 4)
+        if per_token:
+            layer_no_bias = _layer(37, 9, bias=False)
+            assert torch.equal(y[:3], _expected(x[:3], layer_no_bias))
+
+
 def test_rows_split_over_two_threads_give_the_one_thread_result(ops):
     layer = _layer(64, 48)
     x = _inputs(700, 64, seed=3)  # more rows than one parallel chunk holds

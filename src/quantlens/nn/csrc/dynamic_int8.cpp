@@ -40,31 +40,39 @@ struct RowQ {
   float z;
 };
 
+// The row's min and max; a NaN anywhere makes both NaN (as amin/amax propagate it).
 void row_minmax(const float* x, int64_t k, float& lo, float& hi) {
   int64_t i = 0;
   float mn = INFINITY, mx = -INFINITY;
+  bool nan = false;
 #ifdef QL_AVX512
   __m512 vmn = _mm512_set1_ps(INFINITY), vmx = _mm512_set1_ps(-INFINITY);
+  __mmask16 vnan = 0;
   for (; i + 16 <= k; i += 16) {
     __m512 v = _mm512_loadu_ps(x + i);
     vmn = _mm512_min_ps(vmn, v);
     vmx = _mm512_max_ps(vmx, v);
+    vnan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
   }
   if (i < k) {
     __mmask16 m = static_cast<__mmask16>((1u << (k - i)) - 1u);
-    vmn = _mm512_mask_min_ps(vmn, m, vmn, _mm512_maskz_loadu_ps(m, x + i));
-    vmx = _mm512_mask_max_ps(vmx, m, vmx, _mm512_maskz_loadu_ps(m, x + i));
+    __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+    vmn = _mm512_mask_min_ps(vmn, m, vmn, v);
+    vmx = _mm512_mask_max_ps(vmx, m, vmx, v);
+    vnan |= _mm512_mask_cmp_ps_mask(m, v, v, _CMP_UNORD_Q);
     i = k;
   }
   mn = _mm512_reduce_min_ps(vmn);
   mx = _mm512_reduce_max_ps(vmx);
+  nan = vnan != 0;
 #endif
   for (; i < k; ++i) {
     mn = std::min(mn, x[i]);
     mx = std::max(mx, x[i]);
+    nan = nan || std::isnan(x[i]);
   }
-  lo = mn;
-  hi = mx;
+  lo = nan ? NAN : mn;
+  hi = nan ? NAN : mx;
 }
 
 // The qparams of activation_int8 from a range: the same float32 operations in order.
@@ -146,8 +154,14 @@ void quantize_rows(const float* x, int64_t m, int64_t k, int64_t ldx, bool per_t
   at::parallel_for(0, m, grain_rows(k), [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) row_minmax(x + i * ldx, k, lows[i], highs[i]);
   });
-  RowQ p = qparams(*std::min_element(lows.begin(), lows.end()),
-                   *std::max_element(highs.begin(), highs.end()));
+  float lo = INFINITY, hi = -INFINITY;
+  bool nan = false;  // a NaN row makes the whole range NaN, as aminmax does
+  for (int64_t i = 0; i < m; ++i) {
+    nan = nan || std::isnan(lows[i]);
+    lo = std::min(lo, lows[i]);
+    hi = std::max(hi, highs[i]);
+  }
+  RowQ p = qparams(nan ? NAN : lo, nan ? NAN : hi);
   at::parallel_for(0, m, grain_rows(k), [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       row_codes(x + i * ldx, k, p, q + i * k);
