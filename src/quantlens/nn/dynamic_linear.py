@@ -319,7 +319,7 @@ class DynamicLinear(KernelCache):
         y = registry.run(self, x2d.contiguous())  # (M, N) float32
         if x.dtype != torch.float32:
             y = y.to(x.dtype)
-        return y.view(*x.shape[:-1], self.out_features)
+        return y.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         text = (

@@ -146,12 +146,8 @@ def _upcast_run(layer: Any, state: None, x2d: torch.Tensor) -> torch.Tensor:
 
 _X86 = ("x86", "fbgemm")
 
-# torch._int_mm on CPU (torch 2.13) returns wrong sums for K = 1 at any M, N >= 2.
-# Automatic dispatch takes it on CPUs whose int8 dot-product instructions (VNNI, AMX) make
-# PyTorch's int8 GEMM fast (elsewhere PyTorch runs it as a plain loop), and on CUDA above
-# 16 rows (what torch._int_mm takes there).
-# The compiled op: int_mm's math and GEMM in three passes instead of ~16, so it takes
-# int_mm's cases at a lower priority where it is built (K >= 2: int_mm's K = 1 bug).
+# The compiled op: int_mm's math and GEMM in three passes instead of ~16, so it serves
+# int_mm's CPU cases and wins over it (priority 5 < 10) where it is built (K >= 2, as int_mm).
 register_kernel(
     KernelPath(
         "compiled",
@@ -170,6 +166,10 @@ register_kernel(
         ),
     )
 )
+# torch._int_mm on CPU (torch 2.13) returns wrong sums for K = 1 at any M, N >= 2.
+# Automatic dispatch takes it on CPUs whose int8 dot-product instructions (VNNI, AMX) make
+# PyTorch's int8 GEMM fast (elsewhere PyTorch runs it as a plain loop), and on CUDA above
+# 16 rows (what torch._int_mm takes there).
 register_kernel(
     KernelPath(
         "int_mm",
