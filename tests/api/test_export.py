@@ -41,7 +41,9 @@ def _accuracy(out: torch.Tensor, labels: torch.Tensor) -> float:
 @pytest.mark.parametrize("head_kernel", ["auto", "fbgemm"])
 def test_dynamic_lstm_model_traces_and_loads_with_equal_outputs(head_kernel, digits_seq, tmp_path):
     model = zoo.load_model("digits-lstm")
-    qm = ql.quantize(model, ql.Dynamic(min_rnn_hidden=0))  # the LSTM and the Linear head
+    qm = ql.quantize(
+        model, ql.Dynamic(min_rnn_hidden=0, min_linear_out=0)
+    )  # the LSTM and the Linear head
     assert isinstance(qm.rnn, DynamicRNN) and isinstance(qm.fc, DynamicLinear)
     qm.fc.kernel = head_kernel
     path = _export_silently(

@@ -81,7 +81,9 @@ def test_minilm_save_load_bit_identical(minilm, tmp_path):
 def test_zoo_rnn_within_cosine_0_99_and_keeps_accuracy(name):
     model = zoo.load_model(name)
     test = zoo.load_dataset("digits-seq", "test")
-    qm = ql.quantize(model, Dynamic(min_rnn_hidden=0))  # int8 even where it is slower
+    qm = ql.quantize(
+        model, Dynamic(min_rnn_hidden=0, min_linear_out=0)
+    )  # int8 even where it is slower
     assert isinstance(qm.rnn, DynamicRNN) and isinstance(qm.fc, DynamicLinear)
     with torch.inference_mode():
         ref, out = model(test.inputs), qm(test.inputs)
@@ -145,7 +147,7 @@ def test_modules_skip_and_overrides_select_layers():
     only_rnn = ql.quantize(model, Dynamic(modules=("lstm",), min_rnn_hidden=0))
     assert isinstance(only_rnn.rnn, DynamicRNN) and type(only_rnn.fc) is nn.Linear
     assert any(r.name == "fc" and "modules" in r.reason for r in only_rnn.quantlens_summary.skipped)
-    skipped = ql.quantize(model, Dynamic(skip=("rnn",)))
+    skipped = ql.quantize(model, Dynamic(skip=("rnn",), min_linear_out=0))
     assert type(skipped.rnn) is nn.LSTM and isinstance(skipped.fc, DynamicLinear)
     assert any(r.name == "rnn" and r.action == "skipped" for r in skipped.quantlens_summary.records)
     mixed = ql.quantize(
@@ -192,9 +194,9 @@ def test_rebuild_gives_the_quantized_structure():
     from quantlens.methods.dynamic import rebuild
 
     skeleton = zoo.load_model("digits-lstm", pretrained=False)
-    for config in (Dynamic(min_rnn_hidden=0), Dynamic()):
+    for config in (Dynamic(min_rnn_hidden=0), Dynamic(min_linear_out=0)):
         rebuilt = rebuild(copy.deepcopy(skeleton), QuantContext(config, QuantSummary()))
-        assert isinstance(rebuilt.fc, DynamicLinear)
+        assert isinstance(rebuilt.fc, DynamicLinear if config.min_linear_out == 0 else nn.Linear)
         assert isinstance(rebuilt.rnn, DynamicRNN if config.min_rnn_hidden == 0 else nn.LSTM)
         assert set(rebuilt.state_dict()) == set(
             ql.quantize(zoo.load_model("digits-lstm"), config).state_dict()

@@ -20,13 +20,27 @@ from quantlens.nn.dynamic_rnn import DynamicRNN
 @pytest.mark.parametrize(
     "name,cls,least", [("digits-lstm", nn.LSTM, 384), ("digits-gru", nn.GRU, 128)]
 )
+def test_zoo_rnn_and_its_head_stay_float_and_the_error_says_why(name, cls, least):
+    model = zoo.load_model(name)
+    with pytest.raises(NothingToQuantizeError) as info:
+        ql.quantize(model, Dynamic())
+    text = str(info.value)
+    assert "left every layer float because int8 would be slower" in text
+    assert f"rnn: hidden size 64 < {least}" in text and "fc: 10 output features < 64" in text
+    assert "keep the float model for speed" in text and "\n" not in text
+    assert "Dynamic(min_linear_out=0) and Dynamic(min_rnn_hidden=0) quantize them" in text
+
+
+@pytest.mark.parametrize(
+    "name,cls,least", [("digits-lstm", nn.LSTM, 384), ("digits-gru", nn.GRU, 128)]
+)
 def test_zoo_rnn_stays_float_with_the_reason_in_the_summary(name, cls, least):
     model = zoo.load_model(name)
     with pytest.warns(
         UserWarning,
         match=r"only 1 layer\(s\) \(fc\).*rnn: int8 would be slower.*keep the float model",
     ):
-        qm = ql.quantize(model, Dynamic())
+        qm = ql.quantize(model, Dynamic(min_linear_out=0))  # the head int8 on request
     assert type(qm.rnn) is cls and isinstance(qm.fc, DynamicLinear)
     summary = qm.quantlens_summary
     (record,) = [r for r in summary.records if r.name == "rnn"]
@@ -42,6 +56,41 @@ def test_zoo_rnn_stays_float_with_the_reason_in_the_summary(name, cls, least):
     assert (out.argmax(1) == ref.argmax(1)).float().mean() >= 0.99
 
 
+def test_a_wide_rnn_is_int8_and_its_narrow_head_stays_float():
+    from quantlens.zoo.models import DigitsRNN
+
+    torch.manual_seed(0)
+    model = DigitsRNN("gru", hidden=128, num_classes=10).eval()
+    model.fc2 = nn.Linear(128, 64)  # as wide as the rule asks: int8
+    qm = ql.quantize(model, Dynamic())
+    assert isinstance(qm.rnn, DynamicRNN) and type(qm.fc) is nn.Linear
+    assert isinstance(qm.fc2, DynamicLinear)
+    (record,) = [r for r in qm.quantlens_summary.records if r.name == "fc"]
+    assert record.action == "float" and record.reason.startswith(
+        "int8 would be slower: 10 output features < 64"
+    )
+    assert "min_linear_out=0" in record.reason
+    assert torch.equal(qm.fc.weight, model.fc.weight)
+    with torch.inference_mode():
+        assert_similar(
+            qm(random_tensor(3, 8, 8, seed=2)),
+            model(random_tensor(3, 8, 8, seed=2)),
+            min_cosine=0.999,
+        )
+    assert isinstance(ql.quantize(model, Dynamic(min_linear_out=0)).fc, DynamicLinear)
+    assert type(ql.quantize(model, Dynamic(min_linear_out=65)).fc2) is nn.Linear
+
+
+def test_the_head_rule_leaves_models_without_rnn_alone():
+    qm = ql.quantize(nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 2)), Dynamic())
+    assert all(isinstance(qm[i], DynamicLinear) for i in (0, 2))
+    with pytest.raises(NothingToQuantizeError, match="2 output features < 64"):
+        ql.quantize(nn.Linear(16, 2), Dynamic(min_linear_out=64))
+    assert isinstance(
+        ql.quantize(nn.Linear(16, 2), Dynamic(dtype="float16", min_linear_out=64)), DynamicLinear
+    )  # fp16 weights: a size saving, no speed claim
+
+
 @pytest.mark.parametrize(
     "cls,hidden", [(nn.LSTM, RNN_MIN_HIDDEN["lstm"]), (nn.GRU, RNN_MIN_HIDDEN["gru"])]
 )
@@ -55,7 +104,8 @@ def test_rnn_at_the_threshold_is_int8_and_close_to_float(cls, hidden):
         assert_similar(qm(x)[0], rnn(x)[0], min_cosine=0.999)
     with pytest.raises(
         NothingToQuantizeError,
-        match=rf"\(model\): int8 would be slower: hidden size {hidden - 1} <",
+        match=rf"int8 would be slower.*\(\(model\): hidden size {hidden - 1} <.*"
+        r"\(Dynamic\(min_rnn_hidden=0\) quantizes it anyway\)",
     ):
         ql.quantize(
             cls(32, hidden - 1, batch_first=True), Dynamic()
@@ -74,7 +124,7 @@ def test_min_rnn_hidden_moves_the_threshold_and_fp16_is_always_converted():
 
 def test_default_choice_round_trips_through_a_checkpoint(tmp_path):
     with pytest.warns(UserWarning, match="keep the float model for speed"):
-        qm = ql.quantize(zoo.load_model("digits-lstm"), Dynamic())
+        qm = ql.quantize(zoo.load_model("digits-lstm"), Dynamic(min_linear_out=0))
     ql.save(qm, tmp_path / "lstm")
     loaded = ql.load(tmp_path / "lstm")
     assert type(loaded.rnn) is nn.LSTM and isinstance(loaded.fc, DynamicLinear)
@@ -84,11 +134,12 @@ def test_default_choice_round_trips_through_a_checkpoint(tmp_path):
 
 
 def test_min_rnn_hidden_config_round_trip_and_errors():
-    cfg = Dynamic(min_rnn_hidden=0)
+    cfg = Dynamic(min_rnn_hidden=0, min_linear_out=32)
     assert config_from_dict(cfg.to_dict()) == cfg
-    for bad in (-1, 1.5, True, "64"):
-        with pytest.raises(ConfigError, match="min_rnn_hidden must be None or an integer >= 0"):
-            Dynamic(min_rnn_hidden=bad)
+    for field in ("min_rnn_hidden", "min_linear_out"):
+        for bad in (-1, 1.5, True, "64"):
+            with pytest.raises(ConfigError, match=f"{field} must be None or an integer >= 0"):
+                Dynamic(**{field: bad})
 
 
 def test_a_config_saved_before_min_rnn_hidden_existed_loads_as_int8_rnn(tmp_path):
@@ -109,4 +160,5 @@ def test_a_config_saved_before_min_rnn_hidden_existed_loads_as_int8_rnn(tmp_path
     x = zoo.load_dataset("digits-seq", "test").inputs[:16]
     with torch.inference_mode():
         assert torch.equal(loaded(x), qm(x))
-    assert config_from_dict({"method": "dynamic"}).min_rnn_hidden == 0
+    old = config_from_dict({"method": "dynamic"})
+    assert old.min_rnn_hidden == 0 and old.min_linear_out == 0

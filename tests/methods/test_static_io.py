@@ -283,7 +283,11 @@ def test_static_conv_trunk_with_a_dynamic_lstm_head_quantizes_saves_and_loads(
     conv_lstm, digits, tmp_path
 ):
     config = ql.Static(
-        observer="minmax", overrides={"rnn": ql.Dynamic(min_rnn_hidden=0), "fc": ql.Dynamic()}
+        observer="minmax",
+        overrides={
+            "rnn": ql.Dynamic(min_rnn_hidden=0),
+            "fc": ql.Dynamic(min_linear_out=0),
+        },
     )
     qm = ql.quantize(conv_lstm, config, calib_data=digits["calib"].batches(64))
     methods = {r.name: r.method for r in qm.quantlens_summary.quantized}

@@ -20,6 +20,7 @@ from quantlens.api._steps import (
 from quantlens.core.data import DataSource, ModelInputs
 from quantlens.errors import InputError, NothingToQuantizeError
 from quantlens.methods.base import QuantConfig, QuantContext, QuantSummary, state_bytes
+from quantlens.methods.dynamic_layers import SLOWER
 from quantlens.methods.guards import refuse_quantized, restore_modes, train_modes
 
 
@@ -76,6 +77,7 @@ def quantize(
     for method in methods_of(config):
         target = method.apply(target, ctx)
     if not summary.quantized:
+        _refuse_all_slower(config, summary)
         kinds = sorted({type(m).__name__ for m in model.modules() if not list(m.children())})
         raise NothingToQuantizeError(
             f"{type(config).__name__} found no layer to quantize in this model "
@@ -91,6 +93,29 @@ def quantize(
     summary.model_bytes_after = state_bytes(target)[0]
     restore_modes(target, modes)
     return finish(target, config, summary, source)
+
+
+def _refuse_all_slower(config: QuantConfig, summary: QuantSummary) -> None:
+    """Raise when every layer was left float because int8 would be slower there (a small
+    LSTM and its head under Dynamic): the float model is the faster one."""
+    slower = [r for r in summary.records if r.action == "float" and r.reason.startswith(SLOWER)]
+    if not slower or any(r.action == "float" and not r.reason for r in summary.records):
+        return
+    why = "; ".join(f"{r.name or '(model)'}: {r.reason.split(';')[0]}" for r in slower)
+    anyway = " quantizes it anyway"
+    fixes = sorted(
+        {r.reason.rsplit("; ", 1)[-1].removesuffix(anyway) for r in slower if anyway in r.reason}
+    )
+    raise NothingToQuantizeError(
+        f"{type(config).__name__} left every layer float because int8 would be slower than "
+        f"float32 there ({why.replace(SLOWER + ': ', '')}): keep the float model for speed"
+        + (
+            f" ({' and '.join(fixes)} quantize{'' if len(fixes) > 1 else 's'} "
+            f"{'them' if len(slower) > 1 else 'it'} anyway)"
+            if fixes
+            else ""
+        )
+    )
 
 
 def prepare(

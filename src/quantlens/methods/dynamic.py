@@ -5,7 +5,8 @@ Linear layers become :class:`quantlens.nn.dynamic_linear.DynamicLinear` (per-cha
 weights, per-token activation scales: the scheme that keeps transformer embeddings within
 cosine 0.995 of float); LSTM / GRU layers wide enough for int8 to beat float become
 :class:`DynamicRNN` (PyTorch's dynamic kernels, behind :mod:`quantlens.methods.backends.torch_ao`);
-narrower ones stay float with the reason in the summary (``Dynamic.min_rnn_hidden``).
+narrower ones stay float with the reason in the summary (``Dynamic.min_rnn_hidden``), and so
+do the narrow Linear heads of such models (``Dynamic.min_linear_out``).
 Conv2d layers become :class:`quantlens.nn.dynamic_conv.DynamicConv2d` (per-channel int8
 weights, per-tensor uint8 activations, oneDNN's int8 convolution) when ``modules`` names
 ``"conv2d"``, and by default in a model that has no Linear / LSTM / GRU layer (SqueezeNet,
@@ -46,6 +47,7 @@ from quantlens.methods.base import (
 from quantlens.methods.dynamic_layers import (
     CONV_ONLY_MODULES,
     DEFAULT_MODULES,
+    LINEAR_MIN_OUT,
     RNN_MIN_HIDDEN,
     SLOWER,
     DynamicLayer,
@@ -54,6 +56,7 @@ from quantlens.methods.dynamic_layers import (
     convert_layer,
     default_modules,
     empty_layer,
+    has_recurrent,
     keep_float_reason,
     layer_for,
     layer_kinds,
@@ -106,6 +109,13 @@ class Dynamic(QuantConfig):
             (``benchmarks/results/int8_rnn.json``). None (default): the sizes from
             which int8 measured faster, :data:`RNN_MIN_HIDDEN` (LSTM 384, GRU 128);
             0 quantizes every LSTM / GRU. fp16 RNNs (a size saving) are always converted.
+        min_linear_out: int8 Linear layers with fewer ``out_features`` stay float32, with the
+            reason in ``quantlens_summary``: their GEMM is too narrow to pay for quantizing
+            each input row, so int8 measured slower than float at every batch size (a
+            classifier head of 10 outputs: 0.15x at batch 1, 0.4-0.6x at 450 and 4096).
+            None (default): :data:`LINEAR_MIN_OUT` (64) in a model with an LSTM / GRU (its
+            head), 0 elsewhere (where the Linear layers are usually all that Dynamic
+            quantizes); 0 quantizes every Linear.
         smoothquant: None (default), a migration strength ``alpha`` in [0, 1] (0.5 is the
             usual) or ``"auto"`` (searched per group of Linears on calibration data): before
             int8, move activation outliers into the weights with SmoothQuant
@@ -123,10 +133,12 @@ class Dynamic(QuantConfig):
     backend: Backend | None = None
     min_rnn_hidden: int | None = None
     smoothquant: float | str | None = None
+    min_linear_out: int | None = None
 
-    #: A config dict without ``min_rnn_hidden`` (a checkpoint saved before the field existed)
-    #: quantized every LSTM / GRU; loading it must rebuild the same structure.
-    MISSING_FIELD_VALUES: ClassVar[dict[str, Any]] = {"min_rnn_hidden": 0}
+    #: A config dict without ``min_rnn_hidden`` / ``min_linear_out`` (a checkpoint saved before
+    #: the field existed) quantized every LSTM / GRU / Linear; loading it must rebuild the same
+    #: structure.
+    MISSING_FIELD_VALUES: ClassVar[dict[str, Any]] = {"min_rnn_hidden": 0, "min_linear_out": 0}
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -156,15 +168,15 @@ class Dynamic(QuantConfig):
                 f"Dynamic activations {self.activations!r} is not supported; choose one of "
                 f"{', '.join(ACTIVATIONS)}"
             )
-        if self.min_rnn_hidden is not None and (
-            isinstance(self.min_rnn_hidden, bool)
-            or not isinstance(self.min_rnn_hidden, int)
-            or self.min_rnn_hidden < 0
-        ):
-            raise ConfigError(
-                "Dynamic min_rnn_hidden must be None or an integer >= 0 (0 quantizes every "
-                f"LSTM/GRU), got {self.min_rnn_hidden!r}"
-            )
+        for field, what in (("min_rnn_hidden", "LSTM/GRU"), ("min_linear_out", "Linear")):
+            value = getattr(self, field)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 0
+            ):
+                raise ConfigError(
+                    f"Dynamic {field} must be None or an integer >= 0 (0 quantizes every "
+                    f"{what}), got {value!r}"
+                )
         unknown = [m for m in modules or () if m not in layer_kinds()]
         if unknown or modules == ():
             raise ConfigError(
@@ -182,7 +194,7 @@ def _targets(
     """The (name, module, config, layer spec) of every module Dynamic replaces, outermost first."""
     out: list[tuple[str, nn.Module, Dynamic, DynamicLayer]] = []
     taken: list[str] = []
-    default = default_modules(model)
+    default, recurrent = default_modules(model), has_recurrent(model)
     for name, module in model.named_modules():
         if any(name.startswith(t + ".") or t == "" for t in taken):
             continue
@@ -190,7 +202,7 @@ def _targets(
         if config is None:
             continue
         spec = layer_for(module, config, default)
-        if spec is not None and keep_float_reason(module, config, spec) is None:
+        if spec is not None and keep_float_reason(module, config, spec, recurrent) is None:
             out.append((name, module, config, spec))
             taken.append(name)
     return out
@@ -224,7 +236,7 @@ def _use_backend(ctx: QuantContext) -> None:
 def apply(model: nn.Module, ctx: QuantContext) -> nn.Module:
     """Replace every selected Linear / LSTM / GRU (see :class:`Dynamic`) and record it."""
     _use_backend(ctx)
-    default = default_modules(model)
+    default, recurrent = default_modules(model), has_recurrent(model)
     targets = _targets(model, ctx)
     _smooth(model, targets, ctx)
     if default == CONV_ONLY_MODULES and any(
@@ -249,7 +261,7 @@ def apply(model: nn.Module, ctx: QuantContext) -> nn.Module:
         )
         model = _replace(model, name, new)
     if "" not in {t[0] for t in targets}:
-        _record_float_layers(model, ctx, default)
+        _record_float_layers(model, ctx, default, recurrent)
     slow = [
         r.name for r in ctx.summary.records if r.action == "float" and r.reason.startswith(SLOWER)
     ]
@@ -282,8 +294,11 @@ def _state_bytes(module: nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in module.state_dict().values())
 
 
-def _record_float_layers(model: nn.Module, ctx: QuantContext, default: tuple[str, ...]) -> None:
-    """Summary records for leaf layers with weights that Dynamic left in float, and why."""
+def _record_float_layers(
+    model: nn.Module, ctx: QuantContext, default: tuple[str, ...], recurrent: bool
+) -> None:
+    """Summary records for leaf layers with weights that Dynamic left in float, and why
+    (``recurrent``: whether the float model had an LSTM / GRU)."""
     for name, module in model.named_modules():
         if list(module.children()) or not list(module.parameters(recurse=False)):
             continue
@@ -292,7 +307,7 @@ def _record_float_layers(model: nn.Module, ctx: QuantContext, default: tuple[str
         elif (config := ctx.config_for(name, Dynamic)) is None:
             continue  # another method's layer: that method records it
         elif (spec := layer_for(module, config, default)) is not None and (
-            why := keep_float_reason(module, config, spec)
+            why := keep_float_reason(module, config, spec, recurrent)
         ):
             ctx.summary.add(name, module, "float", reason=why)
         elif (other := any_layer_for(module)) is not None:
@@ -381,6 +396,7 @@ register_method("dynamic", Dynamic, apply=apply, rebuild=rebuild, order=60)
 __all__ = [
     "CONV_ONLY_MODULES",
     "DEFAULT_MODULES",
+    "LINEAR_MIN_OUT",
     "RNN_MIN_HIDDEN",
     "Dynamic",
     "DynamicLayer",

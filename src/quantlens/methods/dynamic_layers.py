@@ -2,7 +2,8 @@
 layer: a registry of layer kinds (the names ``Dynamic(modules=...)`` takes).
 
 Supporting another layer type is one :func:`register_dynamic_layer` call. Registered here:
-``"linear"`` (:class:`~quantlens.nn.dynamic_linear.DynamicLinear`), ``"lstm"`` / ``"gru"``
+``"linear"`` (:class:`~quantlens.nn.dynamic_linear.DynamicLinear`, left float below
+:data:`LINEAR_MIN_OUT` outputs in a model with an LSTM / GRU), ``"lstm"`` / ``"gru"``
 (:class:`~quantlens.nn.dynamic_rnn.DynamicRNN`, left float below
 :data:`RNN_MIN_HIDDEN`) and ``"conv2d"`` (:class:`~quantlens.nn.dynamic_conv.DynamicConv2d`).
 
@@ -36,15 +37,17 @@ class DynamicLayer:
         float_types: the float classes it replaces (and their subclasses that keep the
             base's ``forward``: :func:`quantlens.nn.registry.standard_class`).
         detail: ``detail(config) -> str`` for the summary.
-        keep_float: ``keep_float(module, config) -> reason | None``: a reason to leave this
-            layer float (int8 would be slower), or None to quantize it. Deterministic (the
-            layer's shape and the config only), so a checkpoint rebuilds the same structure.
+        keep_float: ``keep_float(module, config, recurrent) -> reason | None``: a reason to
+            leave this layer float (int8 would be slower), or None to quantize it;
+            ``recurrent`` says whether the model has an LSTM / GRU. Deterministic (the
+            layer's shape, the model's layer kinds and the config only), so a checkpoint
+            rebuilds the same structure.
     """
 
     kind: str
     float_types: tuple[type, ...]
     detail: Callable[[Dynamic], str]
-    keep_float: Callable[[nn.Module, Dynamic], str | None] | None = None
+    keep_float: Callable[[nn.Module, Dynamic, bool], str | None] | None = None
 
 
 _LAYERS: dict[str, DynamicLayer] = {}
@@ -81,6 +84,9 @@ def _registered(module: nn.Module) -> Any:  # a layer class with from_float / em
     return cls
 
 
+SLOWER = "int8 would be slower"
+
+
 def _linear_detail(config: Dynamic) -> str:
     if config.dtype == "float16":
         return "fp16 weights, fp32 compute"
@@ -97,11 +103,40 @@ def _rnn_detail(config: Dynamic) -> str:
     )
 
 
+#: Output features below which an int8 Linear measured slower than float32 at every batch
+#: (1, 450 and 4096 rows; 64 to 1024 inputs; 1 thread, AVX-512): its GEMM is too narrow to
+#: pay for quantizing each input row (0.15-0.2x float at batch 1, 0.3-0.8x at 450 and 4096
+#: for 10 or 32 outputs; 0.9-1.15x from 64). Applied by default to the Linear layers of a
+#: model with an LSTM / GRU (their classifier heads); see ``Dynamic.min_linear_out``.
+LINEAR_MIN_OUT = 64
+
+
+def min_linear_out(config: Dynamic, recurrent: bool) -> int:
+    """The ``out_features`` below which ``config`` keeps an int8 Linear float: the field, or
+    by default :data:`LINEAR_MIN_OUT` in a model with an LSTM / GRU and 0 elsewhere."""
+    if config.min_linear_out is not None:
+        return config.min_linear_out
+    return LINEAR_MIN_OUT if recurrent else 0
+
+
+def _linear_keep_float(module: nn.Module, config: Dynamic, recurrent: bool) -> str | None:
+    """Why an int8 Linear this narrow stays float (None: quantize it)."""
+    least = min_linear_out(config, recurrent)
+    out = cast(nn.Linear, module).out_features
+    if config.dtype != "int8" or out >= least:
+        return None
+    return (
+        f"{SLOWER}: {out} output features < {least}, too few for the int8 GEMM to pay for "
+        "quantizing each input row; Dynamic(min_linear_out=0) quantizes it anyway"
+    )
+
+
 register_dynamic_layer(
     DynamicLayer(
         "linear",
         (nn.Linear,),
         _linear_detail,
+        keep_float=_linear_keep_float,
     )
 )
 
@@ -111,10 +146,9 @@ register_dynamic_layer(
 #: cell wins: the GEMMs are small and cache-resident, and int8 adds a quantization of the
 #: hidden state at every step.
 RNN_MIN_HIDDEN = {"lstm": 384, "gru": 128}
-SLOWER = "int8 would be slower"
 
 
-def _rnn_keep_float(module: nn.Module, config: Dynamic) -> str | None:
+def _rnn_keep_float(module: nn.Module, config: Dynamic, recurrent: bool) -> str | None:
     """Why an int8 LSTM / GRU this small stays float (None: quantize it)."""
     kind = "lstm" if isinstance(module, nn.LSTM) else "gru"
     least = RNN_MIN_HIDDEN[kind] if config.min_rnn_hidden is None else config.min_rnn_hidden
@@ -139,7 +173,7 @@ for _kind, _cls in (("lstm", nn.LSTM), ("gru", nn.GRU)):
     )
 
 
-def _conv_keep_float(module: nn.Module, config: Dynamic) -> str | None:
+def _conv_keep_float(module: nn.Module, config: Dynamic, recurrent: bool) -> str | None:
     if config.dtype == "int8":
         return None
     return f"Dynamic(dtype={config.dtype!r}) has no {config.dtype} convolution; left float"
@@ -182,8 +216,20 @@ def _kinds(config: Dynamic, default: tuple[str, ...]) -> tuple[str, ...]:
     return default if config.modules is None else config.modules
 
 
-def keep_float_reason(module: nn.Module, config: Dynamic, spec: DynamicLayer) -> str | None:
-    return spec.keep_float(module, config) if spec.keep_float is not None else None
+def has_recurrent(model: nn.Module) -> bool:
+    """Whether ``model`` has an LSTM / GRU layer (one Dynamic would quantize)."""
+    types = tuple(t for kind in ("lstm", "gru") for t in _LAYERS[kind].float_types)
+    return any(standard_class(m, types) is not None for m in model.modules())
+
+
+def keep_float_reason(
+    module: nn.Module, config: Dynamic, spec: DynamicLayer, recurrent: bool = False
+) -> str | None:
+    """Why ``spec``'s rule leaves ``module`` float under ``config`` (None: quantize it);
+    ``recurrent``: whether the model has an LSTM / GRU (:func:`has_recurrent`)."""
+    if spec.keep_float is None:
+        return None
+    return spec.keep_float(module, config, recurrent)
 
 
 def layer_for(
