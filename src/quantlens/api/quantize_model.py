@@ -101,7 +101,9 @@ def _refuse_all_slower(config: QuantConfig, summary: QuantSummary) -> None:
     slower = [r for r in summary.records if r.action == "float" and r.reason.startswith(SLOWER)]
     if not slower or any(r.action == "float" and not r.reason for r in summary.records):
         return
-    why = "; ".join(f"{r.name or '(model)'}: {r.reason.split(';')[0]}" for r in slower)
+    why = "; ".join(  # the rule's numbers only: the message stays one short line
+        f"{r.name or '(model)'}: {r.reason.split(';')[0].split(',')[0]}" for r in slower
+    )
     anyway = " quantizes it anyway"
     fixes = sorted(
         {r.reason.rsplit("; ", 1)[-1].removesuffix(anyway) for r in slower if anyway in r.reason}
