@@ -12,8 +12,11 @@ Variants, on the same inputs:
 
 - ``fp32``: the float model;
 - ``ql-dynamic``: ``ql.Dynamic()`` with its defaults; ``rnn_path`` says whether it made the
-  recurrent layer int8 or left it float (and the summary's reason);
-- ``ql-int8-rnn``: ``ql.Dynamic(min_rnn_hidden=0)``: the recurrent layer int8 whatever its size;
+  recurrent layer int8 or left it float (and the summary's reason). Where Dynamic leaves every
+  layer float (it raises ``NothingToQuantizeError``: int8 would be slower), the user keeps
+  the float model, so this row times the float model again (``kept_float``);
+- ``ql-int8-rnn``: ``ql.Dynamic(min_rnn_hidden=0)``: the recurrent layer int8 whatever its size
+  (a head with fewer than 64 outputs stays float, ``Dynamic.min_linear_out``);
 - ``ao-per-channel``: ``torch.ao.quantization.quantize_dynamic`` (LSTM/GRU + Linear,
   per-channel int8 weights): PyTorch's own dynamic RNN.
 
@@ -44,6 +47,7 @@ from _timing import interleaved
 
 import quantlens as ql
 from quantlens import zoo
+from quantlens.errors import NothingToQuantizeError
 from quantlens.zoo.models import DigitsRNN
 
 RESULTS = Path(__file__).resolve().parent / "results" / "int8_rnn.json"
@@ -59,6 +63,17 @@ def models() -> dict[str, tuple[torch.nn.Module, bool]]:
     return out
 
 
+def ql_dynamic(model: torch.nn.Module) -> tuple[torch.nn.Module, str | None]:
+    """``ql.Dynamic()``'s model and None, or the float model and the error's reason where
+    Dynamic leaves every layer float."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return ql.quantize(model, ql.Dynamic()), None
+    except NothingToQuantizeError as exc:
+        return model, str(exc)
+
+
 def variants(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
@@ -66,7 +81,7 @@ def variants(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
         warnings.simplefilter("ignore")
         return {
             "fp32": model,
-            "ql-dynamic": ql.quantize(model, ql.Dynamic()),
+            "ql-dynamic": ql_dynamic(model)[0],
             "ql-int8-rnn": ql.quantize(model, ql.Dynamic(min_rnn_hidden=0)),
             "ao-per-channel": quantize_dynamic(
                 copy.deepcopy(model),
@@ -80,8 +95,10 @@ def variants(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
         }
 
 
-def rnn_path(qm: torch.nn.Module) -> str:
+def rnn_path(qm: torch.nn.Module, kept_float: str | None = None) -> str:
     """``int8`` or ``float (reason)``: what quantlens did with the recurrent layer."""
+    if kept_float is not None:
+        return f"float ({kept_float.split('(', 1)[1].split(';')[0]})"
     summary = getattr(qm, "quantlens_summary", None)
     record = next((r for r in summary.records if r.name == "rnn"), None) if summary else None
     if record is None:
@@ -93,7 +110,7 @@ def model_rows(
     name: str, model: torch.nn.Module, trained: bool, budget: float, warmup: int
 ) -> list[dict]:
     test = zoo.load_dataset("digits-seq", "test")
-    vs = variants(model)
+    vs, kept_float = variants(model), ql_dynamic(model)[1]
     with torch.inference_mode():
         logits = {label: m(test.inputs) for label, m in vs.items()}
     rows = []
@@ -124,7 +141,9 @@ def model_rows(
                             (logits[label].argmax(1) == test.labels).float().mean().item()
                         )
                     if label.startswith("ql-"):
-                        row["rnn_path"] = rnn_path(vs[label])
+                        kept = kept_float if label == "ql-dynamic" else None
+                        row["rnn_path"] = rnn_path(vs[label], kept)
+                        row["kept_float"] = kept is not None
                     rows.append(row)
     return rows
 
@@ -160,9 +179,8 @@ def main() -> None:
     rows, notes = [], {}
     for name, (model, trained) in models().items():
         rows += model_rows(name, model, trained, args.budget, args.warmup)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            notes[name] = " | ".join(ql.quantize(model, ql.Dynamic()).quantlens_summary.notes)
+        qm, kept_float = ql_dynamic(model)
+        notes[name] = kept_float or " | ".join(qm.quantlens_summary.notes)
     ql_rows = [r for r in rows if r["variant"] == "ql-dynamic"]
     result = {
         **info,
