@@ -2,7 +2,9 @@
 x86 kernels) vs ONNX Runtime's own static quantization, on the same models in one run.
 
 Run: python benchmarks/int8_static.py [--threads 2] [--repeats 30] [--no-pt2e]
-Writes benchmarks/results/int8_static.json and prints a table.
+     [--loads idle,busy-core]
+Writes benchmarks/results/int8_static.json and prints two tables (every row; then p50 / p95 of
+float32, quantlens and ONNX Runtime side by side per case and load).
 
 Cases: ResNet-18-shaped (zoo ``resnet18``, random weights, 224x224) at batch 1 and 8, and
 ``digits-cnn`` at batch 256. Variants per case:
@@ -20,10 +22,14 @@ Cases: ResNet-18-shaped (zoo ``resnet18``, random weights, 224x224) at batch 1 a
   ReLU twice, as torchvision's does; so this row runs on a copy with a second ReLU per
   block (the same weights and function). ``--no-pt2e`` skips it.
 
-Every row: median and p95 over ``repeats`` timed calls after a warm-up (variants
+Every row: median (p50) and p95 over ``repeats`` timed calls after a warm-up (variants
 interleaved call by call, so a busy machine slows them alike), with PyTorch and
 ONNX Runtime both limited to ``threads`` intra-op threads; ``speedup`` is fp32-eager time
-over the row's time. Synthetic inputs for ResNet (speed only); real digits for digits-cnn.
+over the row's time and ``vs_ort`` ORT U8S8 per-channel's time over the row's time, both
+under the same load. Every case runs under each of ``--loads``: ``idle`` and ``busy-core``
+(another process spinning on one core for the whole case, benchmarks/_load.py). The JSON's
+``side_by_side`` lists, per case and load, the p50 / p95 of ``fp32``, ``ql-static`` and
+``ort-u8s8-pc``. Synthetic inputs for ResNet (speed only); real digits for digits-cnn.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ set_wait_policy()  # before torch starts its thread pool
 
 import numpy as np
 import torch
+from _load import busy_core, parse_loads
 from _results import run_info, write_results
 from _timing import interleaved, summarize
 
@@ -191,9 +198,10 @@ def batch_of(test: torch.Tensor, batch: int) -> torch.Tensor:
 
 
 def time_case(
-    name, batch, x, variants, sessions, compiled, *, warmup: int, repeats: int
+    name, batch, x, variants, sessions, compiled, *, warmup: int, repeats: int, load: str
 ) -> list[dict]:
-    """Rows for one (model, batch): every torch variant, the pt2e model, every ORT session.
+    """Rows for one (model, batch) under ``load``: every torch variant, the pt2e model, every
+    ORT session.
 
     Calls are interleaved (one timed call of each variant per round, PyTorch and ONNX
     Runtime calls grouped), so load from other processes falls on every variant alike."""
@@ -217,23 +225,24 @@ def time_case(
         max_rounds=reps,
         runtimes={label: "onnxruntime" for label in sessions},
     )
-    rows, base = [], None
-    for label, t in stats.items():
-        base = base or t["median_ms"]
-        rows.append(
-            {
-                "model": name,
-                "batch": batch,
-                "variant": label,
-                **t,
-                "speedup": base / t["median_ms"],
-                "top1_agreement": agree[label],
-            }
-        )
-    return rows
+    base = stats["fp32"]["median_ms"]
+    ort = stats.get("ort-u8s8-pc", {}).get("median_ms")
+    return [
+        {
+            "model": name,
+            "load": load,
+            "batch": batch,
+            "variant": label,
+            **t,
+            "speedup": base / t["median_ms"],
+            "vs_ort": ort / t["median_ms"] if ort else None,
+            "top1_agreement": agree[label],
+        }
+        for label, t in stats.items()
+    ]
 
 
-def kernel_rows(repeats: int) -> list[dict]:
+def kernel_rows(repeats: int, load: str) -> list[dict]:
     """One 3x3 conv (64->64 channels, batch 8, 56x56) in fp32 vs the int8 x86 kernel: the
     ceiling for any whole-model int8 speedup on this CPU."""
     conv = torch.nn.Conv2d(64, 64, 3, padding=1).eval()
@@ -251,6 +260,7 @@ def kernel_rows(repeats: int) -> list[dict]:
     return [
         {
             "model": "conv3x3-64",
+            "load": load,
             "batch": 8,
             "variant": k,
             **summarize(v[2:]),
@@ -261,10 +271,18 @@ def kernel_rows(repeats: int) -> list[dict]:
 
 
 def run(
-    threads: int, repeats: int, warmup: int, pt2e: bool, models: list[str] | None = None
+    threads: int,
+    repeats: int,
+    warmup: int,
+    pt2e: bool,
+    models: list[str] | None = None,
+    loads: tuple[str, ...] = ("idle",),
 ) -> dict:
     torch.set_num_threads(threads)
-    rows = kernel_rows(repeats)
+    rows = []
+    for load in loads:
+        with busy_core(load == "busy-core"):
+            rows += kernel_rows(repeats, load)
     with tempfile.TemporaryDirectory() as tmp_name:
         for name in dict.fromkeys(n for n, _ in CASES if models is None or n in models):
             model = zoo.load_model(name)
@@ -289,36 +307,89 @@ def run(
                 rows.append(
                     {"model": name, "variant": "pt2e-compile", "seconds": compile_s, "error": error}
                 )
-            for case_name, batch in CASES:
-                if case_name == name:
+            for load in loads:
+                for case_name, batch in CASES:
+                    if case_name != name:
+                        continue
                     x = batch_of(test, batch)
-                    rows += time_case(
-                        name, batch, x, variants, sessions, compiled, warmup=warmup, repeats=repeats
-                    )
+                    with busy_core(load == "busy-core"):
+                        rows += time_case(
+                            name,
+                            batch,
+                            x,
+                            variants,
+                            sessions,
+                            compiled,
+                            warmup=warmup,
+                            repeats=repeats,
+                            load=load,
+                        )
     return {
         **run_info("int8_static", threads),
         "onnxruntime": __import__("onnxruntime").__version__,
+        "loads": list(loads),
+        "side_by_side": side_by_side(rows),
         "rows": rows,
     }
+
+
+SIDE_BY_SIDE = ("fp32", "ql-static", "ort-u8s8-pc")
+
+
+def side_by_side(rows: list[dict]) -> list[dict]:
+    """Per (model, batch, load): p50 / p95 (ms) of float32, quantlens Static and ONNX
+    Runtime U8S8 per-channel, and quantlens' speed relative to each."""
+    cases: dict[tuple, dict] = {}
+    for r in rows:
+        if r.get("variant") in SIDE_BY_SIDE and "median_ms" in r:
+            case = cases.setdefault(
+                (r["model"], r["batch"], r["load"]),
+                {"model": r["model"], "batch": r["batch"], "load": r["load"]},
+            )
+            case[r["variant"]] = {"p50_ms": r["median_ms"], "p95_ms": r["p95_ms"]}
+    for case in cases.values():
+        ql_p50 = case.get("ql-static", {}).get("p50_ms")
+        for ref in ("fp32", "ort-u8s8-pc"):
+            if ql_p50 and ref in case:
+                case[f"ql_static_vs_{ref.replace('-', '_')}"] = case[ref]["p50_ms"] / ql_p50
+    return list(cases.values())
 
 
 def table(result: dict) -> str:
     lines = [
         (
-            f"{'model':<11}{'batch':>6}  {'variant':<15}{'median ms':>10}{'p95 ms':>9}"
-            f"{'speedup':>9}{'agree':>7}"
+            f"{'model':<11}{'load':<10}{'batch':>6}  {'variant':<15}{'median ms':>10}{'p95 ms':>9}"
+            f"{'speedup':>9}{'vs ORT':>8}{'agree':>7}"
         )
     ]
     for r in result["rows"]:
         if "median_ms" not in r:
             note = f"failed: {r['error'][:70]}" if r.get("error") else f"{r['seconds']:.1f} s"
-            lines.append(f"{r['model']:<11}{'':>6}  {r['variant']:<15} {note}")
+            lines.append(f"{r['model']:<11}{'':<10}{'':>6}  {r['variant']:<15} {note}")
             continue
         agree = f"{r['top1_agreement']:.3f}" if "top1_agreement" in r else "-"
+        vs_ort = f"{r['vs_ort']:.2f}x" if r.get("vs_ort") else "-"
         lines.append(
-            f"{r['model']:<11}{r['batch']:>6}  {r['variant']:<15}{r['median_ms']:>10.2f}"
-            f"{r['p95_ms']:>9.2f}{r['speedup']:>8.2f}x{agree:>7}"
+            f"{r['model']:<11}{r['load']:<10}{r['batch']:>6}  {r['variant']:<15}"
+            f"{r['median_ms']:>10.2f}{r['p95_ms']:>9.2f}{r['speedup']:>8.2f}x{vs_ort:>8}{agree:>7}"
         )
+    lines += ["", "p50 / p95 ms side by side", _side_by_side_table(result["side_by_side"])]
+    return "\n".join(lines)
+
+
+def _side_by_side_table(cases: list[dict]) -> str:
+    head = f"{'model':<11}{'load':<10}{'batch':>6}" + "".join(f"{v:>20}" for v in SIDE_BY_SIDE)
+    lines = [head + f"{'ql vs fp32':>12}{'ql vs ORT':>11}"]
+    for c in cases:
+        cells = "".join(
+            f"{c[v]['p50_ms']:>11.2f} / {c[v]['p95_ms']:>6.2f}" if v in c else f"{'-':>20}"
+            for v in SIDE_BY_SIDE
+        )
+        ratios = "".join(
+            f"{c[k]:>11.2f}x" if k in c else f"{'-':>12}"
+            for k in ("ql_static_vs_fp32", "ql_static_vs_ort_u8s8_pc")
+        )
+        lines.append(f"{c['model']:<11}{c['load']:<10}{c['batch']:>6}{cells}{ratios}")
     return "\n".join(lines)
 
 
@@ -330,11 +401,25 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--no-pt2e", action="store_true", help="skip torchao PT2E + torch.compile")
     parser.add_argument("--models", nargs="*", help="subset of: resnet18 digits-cnn")
+    parser.add_argument(
+        "--loads", default="idle,busy-core", help="idle and/or busy-core (one core kept busy)"
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    result = run(args.threads, args.repeats, args.warmup, not args.no_pt2e, args.models)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    write_results(RESULTS, result)
+    started = time.perf_counter()
+    result = run(
+        args.threads,
+        args.repeats,
+        args.warmup,
+        not args.no_pt2e,
+        args.models,
+        parse_loads(args.loads),
+    )
+    result["seconds"] = time.perf_counter() - started
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_results(args.out, result)
     print(table(result))
+    print(f"wrote {args.out} ({result['seconds']:.0f} s)")
 
 
 if __name__ == "__main__":
