@@ -29,7 +29,9 @@ over the row's time and ``vs_ort`` ORT U8S8 per-channel's time over the row's ti
 under the same load. Every case runs under each of ``--loads``: ``idle`` and ``busy-core``
 (another process spinning on one core for the whole case, benchmarks/_load.py). The JSON's
 ``side_by_side`` lists, per case and load, the p50 / p95 of ``fp32``, ``ql-static`` and
-``ort-u8s8-pc``. Synthetic inputs for ResNet (speed only); real digits for digits-cnn.
+``ort-u8s8-pc``, and ``batch1_profile`` where ResNet-18's batch-1 time goes in quantlens and
+in ONNX Runtime (benchmarks/_static_profile.py). Synthetic inputs for ResNet (speed only);
+real digits for digits-cnn.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ import numpy as np
 import torch
 from _load import busy_core, parse_loads
 from _results import run_info, write_results
+from _side_by_side import side_by_side, side_by_side_table
+from _static_profile import profile_batch1
 from _timing import interleaved, summarize
 
 import quantlens as ql
@@ -279,7 +283,7 @@ def run(
     loads: tuple[str, ...] = ("idle",),
 ) -> dict:
     torch.set_num_threads(threads)
-    rows = []
+    rows, profiles = [], {}
     for load in loads:
         with busy_core(load == "busy-core"):
             rows += kernel_rows(repeats, load)
@@ -299,6 +303,10 @@ def run(
             tmp = Path(tmp_name) / name
             tmp.mkdir()
             sessions = ort_variants(model, calib, threads, tmp)
+            if name == "resnet18":  # where the batch-1 time goes, ours and ORT's (idle)
+                profiles[name] = profile_batch1(
+                    variants["ql-static"], tmp / "ort-u8s8-pc.onnx", test[:1], threads
+                )
             compiled = None
             if pt2e:
                 compiled, compile_s, error = pt2e_variant(
@@ -328,31 +336,13 @@ def run(
         **run_info("int8_static", threads),
         "onnxruntime": __import__("onnxruntime").__version__,
         "loads": list(loads),
-        "side_by_side": side_by_side(rows),
+        "side_by_side": side_by_side(rows, SIDE_BY_SIDE, "ql-static"),
+        "batch1_profile": profiles,
         "rows": rows,
     }
 
 
 SIDE_BY_SIDE = ("fp32", "ql-static", "ort-u8s8-pc")
-
-
-def side_by_side(rows: list[dict]) -> list[dict]:
-    """Per (model, batch, load): p50 / p95 (ms) of float32, quantlens Static and ONNX
-    Runtime U8S8 per-channel, and quantlens' speed relative to each."""
-    cases: dict[tuple, dict] = {}
-    for r in rows:
-        if r.get("variant") in SIDE_BY_SIDE and "median_ms" in r:
-            case = cases.setdefault(
-                (r["model"], r["batch"], r["load"]),
-                {"model": r["model"], "batch": r["batch"], "load": r["load"]},
-            )
-            case[r["variant"]] = {"p50_ms": r["median_ms"], "p95_ms": r["p95_ms"]}
-    for case in cases.values():
-        ql_p50 = case.get("ql-static", {}).get("p50_ms")
-        for ref in ("fp32", "ort-u8s8-pc"):
-            if ql_p50 and ref in case:
-                case[f"ql_static_vs_{ref.replace('-', '_')}"] = case[ref]["p50_ms"] / ql_p50
-    return list(cases.values())
 
 
 def table(result: dict) -> str:
@@ -373,23 +363,11 @@ def table(result: dict) -> str:
             f"{r['model']:<11}{r['load']:<10}{r['batch']:>6}  {r['variant']:<15}"
             f"{r['median_ms']:>10.2f}{r['p95_ms']:>9.2f}{r['speedup']:>8.2f}x{vs_ort:>8}{agree:>7}"
         )
-    lines += ["", "p50 / p95 ms side by side", _side_by_side_table(result["side_by_side"])]
-    return "\n".join(lines)
-
-
-def _side_by_side_table(cases: list[dict]) -> str:
-    head = f"{'model':<11}{'load':<10}{'batch':>6}" + "".join(f"{v:>20}" for v in SIDE_BY_SIDE)
-    lines = [head + f"{'ql vs fp32':>12}{'ql vs ORT':>11}"]
-    for c in cases:
-        cells = "".join(
-            f"{c[v]['p50_ms']:>11.2f} / {c[v]['p95_ms']:>6.2f}" if v in c else f"{'-':>20}"
-            for v in SIDE_BY_SIDE
-        )
-        ratios = "".join(
-            f"{c[k]:>11.2f}x" if k in c else f"{'-':>12}"
-            for k in ("ql_static_vs_fp32", "ql_static_vs_ort_u8s8_pc")
-        )
-        lines.append(f"{c['model']:<11}{c['load']:<10}{c['batch']:>6}{cells}{ratios}")
+    lines += [
+        "",
+        "p50 / p95 ms side by side",
+        side_by_side_table(result["side_by_side"], SIDE_BY_SIDE, "ql-static"),
+    ]
     return "\n".join(lines)
 
 
