@@ -60,6 +60,7 @@ from quantlens.methods.dynamic_layers import (
     keep_float_reason,
     layer_for,
     layer_kinds,
+    outweigh,
     register_dynamic_layer,
 )
 from quantlens.nn.dynamic_linear import ACTIVATIONS, DTYPES
@@ -109,13 +110,11 @@ class Dynamic(QuantConfig):
             (``benchmarks/results/int8_rnn.json``). None (default): the sizes from
             which int8 measured faster, :data:`RNN_MIN_HIDDEN` (LSTM 384, GRU 128);
             0 quantizes every LSTM / GRU. fp16 RNNs (a size saving) are always converted.
-        min_linear_out: int8 Linear layers with fewer ``out_features`` stay float32, with the
-            reason in ``quantlens_summary``: their GEMM is too narrow to pay for quantizing
-            each input row, so int8 measured slower than float at every batch size (a
-            classifier head of 10 outputs: 0.15x at batch 1, 0.4-0.6x at 450 and 4096).
-            None (default): :data:`LINEAR_MIN_OUT` (64) in a model with an LSTM / GRU (its
-            head), 0 elsewhere (where the Linear layers are usually all that Dynamic
-            quantizes); 0 quantizes every Linear.
+        min_linear_out: int8 Linear layers with fewer ``out_features`` stay float32 (the
+            reason in ``quantlens_summary``): too narrow a GEMM to pay for quantizing each
+            input row, int8 measured slower at every batch size. None (default):
+            :data:`LINEAR_MIN_OUT` (64) in a model with an LSTM / GRU (its head), else 0
+            (where the Linear layers are usually all Dynamic quantizes); 0: every Linear.
         smoothquant: None (default), a migration strength ``alpha`` in [0, 1] (0.5 is the
             usual) or ``"auto"`` (searched per group of Linears on calibration data): before
             int8, move activation outliers into the weights with SmoothQuant
@@ -265,7 +264,7 @@ def apply(model: nn.Module, ctx: QuantContext) -> nn.Module:
     slow = [
         r.name for r in ctx.summary.records if r.action == "float" and r.reason.startswith(SLOWER)
     ]
-    if slow:
+    if slow and outweigh(model, slow, [m for _, m, _, _ in targets]):  # (not for a narrow head)
         ctx.summary.note(
             f"{', '.join(slow)} left float because int8 would be slower there; what remains "
             "quantized may not make the model faster (ql.compare measures it)"

@@ -222,6 +222,14 @@ def has_recurrent(model: nn.Module) -> bool:
     return any(standard_class(m, types) is not None for m in model.modules())
 
 
+def outweigh(model: nn.Module, names: list[str], others: list[nn.Module]) -> bool:
+    """Whether the layers ``names`` of ``model`` hold at least as many parameters as
+    ``others`` (the layers left float for speed vs the quantized ones)."""
+    layers = dict(model.named_modules())
+    left = sum(p.numel() for n in names if n in layers for p in layers[n].parameters())
+    return left >= sum(p.numel() for m in others for p in m.parameters())
+
+
 def keep_float_reason(
     module: nn.Module, config: Dynamic, spec: DynamicLayer, recurrent: bool = False
 ) -> str | None:
