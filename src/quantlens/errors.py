@@ -32,6 +32,11 @@ class NothingToQuantizeError(QuantlensError):
     """The model has no layer that the chosen method can quantize."""
 
 
+class SlowerThanFloatError(NothingToQuantizeError):
+    """The method left every layer float because int8 would be slower there (the float
+    model is the faster one); ``ql.compare`` measures such a row as the float model."""
+
+
 class BackendError(QuantlensError):
     """A quantized engine or an optional upstream library is not available here."""
 

@@ -18,7 +18,7 @@ from quantlens.api._steps import (
     to_float32,
 )
 from quantlens.core.data import DataSource, ModelInputs
-from quantlens.errors import InputError, NothingToQuantizeError
+from quantlens.errors import InputError, NothingToQuantizeError, SlowerThanFloatError
 from quantlens.methods.base import QuantConfig, QuantContext, QuantSummary, state_bytes
 from quantlens.methods.dynamic_layers import SLOWER
 from quantlens.methods.guards import refuse_quantized, restore_modes, train_modes
@@ -108,7 +108,7 @@ def _refuse_all_slower(config: QuantConfig, summary: QuantSummary) -> None:
     fixes = sorted(
         {r.reason.rsplit("; ", 1)[-1].removesuffix(anyway) for r in slower if anyway in r.reason}
     )
-    raise NothingToQuantizeError(
+    raise SlowerThanFloatError(
         f"{type(config).__name__} left every layer float because int8 would be slower than "
         f"float32 there ({why.replace(SLOWER + ': ', '')}): keep the float model for speed"
         + (

@@ -355,11 +355,13 @@ def _compare_into(
     else:
         from rich.markup import escape
 
-        from quantlens.report.terminal import failures, to_rich
+        from quantlens.report.terminal import declined, failures, to_rich
 
         console.print(to_rich(report.rows, title="quantlens compare", task=report.task))
         for line in failures(report.rows):
             console.print(f"[red]failed[/] {escape(line)}")
+        for line in declined(report.rows):
+            console.print(f"[yellow]float[/] {escape(line)}")
         if report.comparison.settings.float_note:
             console.print(f"note: {escape(report.comparison.settings.float_note)}")
         console.print(f"[bold]{report.recommendation()}[/]")

@@ -73,7 +73,9 @@ def _loss(row: Row, base: Row | None, lm: bool) -> float | None:
 def best(rows: Sequence[Row], budget: Budget) -> Row | None:
     """The row with the best ``budget.objective`` among those losing at most
     ``budget.max_accuracy_drop`` points of accuracy (or agreement) vs float: every row but
-    the float one in PyTorch (so the float model in another runtime, too); for a causal LM
+    the float one in PyTorch (so the float model in another runtime, too) and those whose
+    method quantized no layer (Dynamic declines a model where int8 would only be slower:
+    that row measures the float model); for a causal LM
     (:func:`is_language_model`), among those whose perplexity is at most
     ``budget.max_perplexity_increase`` percent above float, the one that decodes the most
     tokens/s (``"latency"``) or is smallest (``"size"``).
@@ -93,6 +95,7 @@ def best(rows: Sequence[Row], budget: Budget) -> Row | None:
         for r in rows
         if r.ok
         and not _is_baseline(r)
+        and r.layers_quantized != 0  # (a method that left every layer float)
         and key(r) is not None
         and (drop := _loss(r, base, lm)) is not None
         and drop <= limit
@@ -136,7 +139,14 @@ def _drop(comparison: Comparison, row: Row) -> float:
 
 
 def _keep_float(comparison: Comparison, budget_text: str) -> str:
-    tried = [r for r in comparison.rows if r.ok and r.method != "float"]
+    ok = [r for r in comparison.rows if r.ok and r.method != "float"]
+    tried = [r for r in ok if r.layers_quantized != 0]
+    declined = [display_name(comparison.rows, r) for r in ok if r.layers_quantized == 0]
+    if declined and not tried:
+        return (
+            f"Keep the float model: {', '.join(declined)} left every layer float, since int8 "
+            "would be slower than float there (see the row's notes)."
+        )
     if not tried:
         return "No quantization method succeeded; see the errors in the table."
     closest = min(tried, key=lambda r: _drop(comparison, r))

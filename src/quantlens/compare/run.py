@@ -52,7 +52,7 @@ from quantlens.compare.settings import DataSettings, Hooks, Measure, Timing, set
 from quantlens.core import distributed
 from quantlens.core.data import Batch, first_batch, is_one_shot
 from quantlens.core.spread import gather_outcomes, my_share, pinned_cores
-from quantlens.errors import InputError
+from quantlens.errors import InputError, SlowerThanFloatError
 from quantlens.eval import latency as _latency
 from quantlens.eval.interrupts import InterruptWatch, interrupted_by
 from quantlens.methods.base import QuantConfig
@@ -160,13 +160,17 @@ class _Run:
         start = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            qm = (
-                given
-                if given is not None
-                else quantize_one(
-                    self.model, cfg, self.data, progress=self.hooks.progress, notes=row.notes
+            try:
+                qm = (
+                    given
+                    if given is not None
+                    else quantize_one(
+                        self.model, cfg, self.data, progress=self.hooks.progress, notes=row.notes
+                    )
                 )
-            )
+            except SlowerThanFloatError as exc:  # the method keeps it float: measure that
+                qm, row.layers_quantized = self.model, 0
+                row.notes.append(f"{exc}; this row measures the float model")
         row.quantize_s = None if given is not None else time.perf_counter() - start
         summary_counts(row, self.model, qm)
         keep_warnings(row, caught)

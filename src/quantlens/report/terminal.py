@@ -70,4 +70,14 @@ def failures(rows: Sequence[Row]) -> list[str]:
     return [f"{r.name}: {r.error}" for r in rows if not r.ok]
 
 
-__all__ = ["LM_TERMINAL_COLUMNS", "TERMINAL_COLUMNS", "failures", "to_rich"]
+def declined(rows: Sequence[Row]) -> list[str]:
+    """``"name: why"`` for each row whose method quantized no layer (it measures the float
+    model: Dynamic on a model where int8 would only be slower)."""
+    return [
+        f"{r.name}: {next((n for n in r.notes if 'slower' in n), 'no layer quantized')}"
+        for r in rows
+        if r.ok and r.method != "float" and r.layers_quantized == 0
+    ]
+
+
+__all__ = ["LM_TERMINAL_COLUMNS", "TERMINAL_COLUMNS", "declined", "failures", "to_rich"]
