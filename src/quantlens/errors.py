@@ -33,8 +33,9 @@ class NothingToQuantizeError(QuantlensError):
 
 
 class SlowerThanFloatError(NothingToQuantizeError):
-    """The method left every layer float because int8 would be slower there (the float
-    model is the faster one); ``ql.compare`` measures such a row as the float model."""
+    """The method quantized nothing: int8 would be slower than float for every layer it
+    handles (the float model is the faster one); ``ql.compare`` measures such a row as the
+    float model."""
 
 
 class BackendError(QuantlensError):

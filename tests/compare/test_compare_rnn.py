@@ -21,7 +21,7 @@ def test_dynamic_on_a_small_lstm_is_the_float_model_and_not_recommended():
     float_row, dynamic = report.rows
     assert float_row.ok and dynamic.ok and dynamic.layers_quantized == 0
     (note,) = [n for n in dynamic.notes if "int8 would be slower" in n]
-    assert note.startswith("Dynamic left every layer float because int8 would be slower")
+    assert note.startswith("Dynamic quantized nothing: int8 would be slower than float32")
     assert "rnn: hidden size 64 < 384; fc: 10 output features < 64" in note
     assert note.endswith("; this row measures the float model")
     assert dynamic.accuracy == float_row.accuracy and dynamic.disk_bytes == float_row.disk_bytes

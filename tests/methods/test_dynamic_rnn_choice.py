@@ -25,7 +25,7 @@ def test_zoo_rnn_and_its_head_stay_float_and_the_error_says_why(name, cls, least
     with pytest.raises(NothingToQuantizeError) as info:
         ql.quantize(model, Dynamic())
     text = str(info.value)
-    assert "left every layer float because int8 would be slower" in text
+    assert "quantized nothing: int8 would be slower than float32 for every layer" in text
     assert f"rnn: hidden size 64 < {least}" in text and "fc: 10 output features < 64" in text
     assert "keep the float model for speed" in text and "\n" not in text
     assert "Dynamic(min_linear_out=0) and Dynamic(min_rnn_hidden=0) quantize them" in text

@@ -96,10 +96,10 @@ def quantize(
 
 
 def _refuse_all_slower(config: QuantConfig, summary: QuantSummary) -> None:
-    """Raise when every layer was left float because int8 would be slower there (a small
-    LSTM and its head under Dynamic): the float model is the faster one."""
+    """Raise when the layers the method handles all stayed float because int8 would be
+    slower there (a small LSTM and its head under Dynamic): the float model is the faster one."""
     slower = [r for r in summary.records if r.action == "float" and r.reason.startswith(SLOWER)]
-    if not slower or any(r.action == "float" and not r.reason for r in summary.records):
+    if not slower:
         return
     why = "; ".join(  # the rule's numbers only: the message stays one short line
         f"{r.name or '(model)'}: {r.reason.split(';')[0].split(',')[0]}" for r in slower
@@ -109,8 +109,9 @@ def _refuse_all_slower(config: QuantConfig, summary: QuantSummary) -> None:
         {r.reason.rsplit("; ", 1)[-1].removesuffix(anyway) for r in slower if anyway in r.reason}
     )
     raise SlowerThanFloatError(
-        f"{type(config).__name__} left every layer float because int8 would be slower than "
-        f"float32 there ({why.replace(SLOWER + ': ', '')}): keep the float model for speed"
+        f"{type(config).__name__} quantized nothing: int8 would be slower than float32 for "
+        f"every layer it handles ({why.replace(SLOWER + ': ', '')}): keep the float model for "
+        "speed"
         + (
             f" ({' and '.join(fixes)} quantize{'' if len(fixes) > 1 else 's'} "
             f"{'them' if len(slower) > 1 else 'it'} anyway)"
