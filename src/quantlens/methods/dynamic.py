@@ -112,7 +112,7 @@ class Dynamic(QuantConfig):
             0 quantizes every LSTM / GRU. fp16 RNNs (a size saving) are always converted.
         min_linear_out: int8 Linear layers with fewer ``out_features`` stay float32 (the
             reason in ``quantlens_summary``): too narrow a GEMM to pay for quantizing each
-            input row, int8 measured slower at every batch size. None (default):
+            input row (slower at batch 1; :data:`LINEAR_MIN_OUT` has the figures). None:
             :data:`LINEAR_MIN_OUT` (64) in a model with an LSTM / GRU (its head), else 0
             (where the Linear layers are usually all Dynamic quantizes); 0: every Linear.
         smoothquant: None (default), a migration strength ``alpha`` in [0, 1] (0.5 is the

@@ -103,11 +103,12 @@ def _rnn_detail(config: Dynamic) -> str:
     )
 
 
-#: Output features below which an int8 Linear measured slower than float32 at every batch
-#: (1, 450 and 4096 rows; 64 to 1024 inputs; 1 thread, AVX-512): its GEMM is too narrow to
-#: pay for quantizing each input row (0.15-0.2x float at batch 1, 0.3-0.8x at 450 and 4096
-#: for 10 or 32 outputs; 0.9-1.15x from 64). Applied by default to the Linear layers of a
-#: model with an LSTM / GRU (their classifier heads); see ``Dynamic.min_linear_out``.
+#: Output features below which Dynamic keeps the Linear layers of a model with an LSTM / GRU
+#: (its classifier head) float; see ``Dynamic.min_linear_out``. So narrow a GEMM does not pay
+#: for quantizing each input row (64 to 1024 inputs; 1 thread, AVX-512): on the PyTorch int8
+#: path it measured slower at every batch (0.15-0.2x float at batch 1, 0.3-0.8x at 450 and
+#: 4096 rows for 10 or 32 outputs; 0.9-1.15x from 64); the compiled kernel is 0.5-0.65x at
+#: batch 1 and saves ~10-50 us at 450 rows, next to a recurrence of milliseconds.
 LINEAR_MIN_OUT = 64
 
 
@@ -127,7 +128,8 @@ def _linear_keep_float(module: nn.Module, config: Dynamic, recurrent: bool) -> s
         return None
     return (
         f"{SLOWER}: {out} output features < {least}, too few for the int8 GEMM to pay for "
-        "quantizing each input row; Dynamic(min_linear_out=0) quantizes it anyway"
+        "quantizing each input row (at batch 1 at least); Dynamic(min_linear_out=0) quantizes "
+        "it anyway"
     )
 
 
