@@ -1,16 +1,11 @@
 """Dynamic quantization: int8 (or fp16) weights, activations quantized on the fly.
 
 No calibration data: each forward computes the activation ranges of the tokens it sees.
-Linear layers become :class:`quantlens.nn.dynamic_linear.DynamicLinear` (per-channel int8
-weights, per-token activation scales: the scheme that keeps transformer embeddings within
-cosine 0.995 of float); LSTM / GRU layers wide enough for int8 to beat float become
-:class:`DynamicRNN` (PyTorch's dynamic kernels, behind :mod:`quantlens.methods.backends.torch_ao`);
-narrower ones stay float with the reason in the summary (``Dynamic.min_rnn_hidden``), and so
-do the narrow Linear heads of such models (``Dynamic.min_linear_out``).
-Conv2d layers become :class:`quantlens.nn.dynamic_conv.DynamicConv2d` (per-channel int8
-weights, per-tensor uint8 activations, oneDNN's int8 convolution) when ``modules`` names
-``"conv2d"``, and by default in a model that has no Linear / LSTM / GRU layer (SqueezeNet,
-fully convolutional nets), so Dynamic quantizes such a model instead of declining.
+Linear layers become :class:`~quantlens.nn.dynamic_linear.DynamicLinear` (per-channel int8
+weights, per-token activation scales), wide enough LSTM / GRU layers :class:`DynamicRNN`, and
+Conv2d layers :class:`~quantlens.nn.dynamic_conv.DynamicConv2d` in a model with no Linear /
+LSTM / GRU (or when ``modules`` names ``"conv2d"``). Layers int8 would make slower stay float
+with the reason in the summary (``Dynamic.min_rnn_hidden``, ``Dynamic.min_linear_out``).
 
 Which float layer becomes which quantized one is a registry
 (:mod:`quantlens.methods.dynamic_layers`, :func:`register_dynamic_layer`), so supporting
