@@ -20,6 +20,7 @@ from torch import nn
 from quantlens.core.data import first_tensor
 from quantlens.methods import linear_like
 from quantlens.methods.fusion import BATCHNORMS, bn_scale, fold_bn_params
+from quantlens.nn.input_scale import input_scale_of
 
 __all__ = [
     "BATCHNORMS",
@@ -62,7 +63,9 @@ def dequantized_weight(module: nn.Module) -> torch.Tensor | None:
     """
     with torch.no_grad():
         if callable(getattr(module, "dequantized_weight", None)):
-            return module.dequantized_weight().float()
+            scale = input_scale_of(module)  # y = W' (x / s): the float layer's weight is W' / s
+            w = module.dequantized_weight().float()
+            return w if scale is None else w / scale
         weight = getattr(module, "weight", None)
         if callable(weight) and not isinstance(weight, torch.Tensor):
             try:

@@ -14,6 +14,7 @@ from quantlens.api._steps import finish, linear_like_to_linear, methods_of, to_f
 from quantlens.core import distributed
 from quantlens.errors import CheckpointError, InputError, QuantlensError, error_line
 from quantlens.methods.base import QuantContext, QuantSummary, config_from_dict
+from quantlens.nn.input_scale import restore_input_scales
 
 __version__ = "0.1.0"
 
@@ -155,6 +156,8 @@ def load(
     try:
         for method in methods_of(config):
             model = method.rebuild(model, ctx)
+        if ctx.saved_layers is not None:  # room for the input scales AWQ / SmoothQuant kept
+            restore_input_scales(model, ctx.saved_layers)
     except (RuntimeError, ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
         raise CheckpointError(
             f"{meta_path}: its {config.method} config does not fit the model "

@@ -19,6 +19,9 @@ DynamicLinear      per-token (or per-tensor) 7-bit asymmetric activations comput
                    float16 weights -> ``Cast`` + ``MatMul``
 =================  ===========================================================================
 
+A QLinear or DynamicLinear with an ``input_scale`` (AWQ / SmoothQuant, where the scale could
+not be folded) gets a ``Div`` of its input by that ``(K,)`` constant in front.
+
 Codebook schemes (NF4, k-means, log2) have no ONNX integer form and are refused with the
 layer's name.
 
@@ -42,6 +45,7 @@ import torch
 from quantlens.errors import InputError
 from quantlens.export.onnx_graph import MS_DOMAIN, LayerInfo, OnnxBuilder, register_onnx_layer
 from quantlens.nn.dynamic_linear import ACT_LEVELS, DynamicLinear
+from quantlens.nn.input_scale import input_scale_of
 from quantlens.nn.packed import PackedWeight
 from quantlens.nn.qconv import QConv2d
 from quantlens.nn.qembedding import QEmbedding
@@ -85,6 +89,12 @@ def _params(module: PackedWeight) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     scale = module.scale.float().numpy()
     zp = module.unsigned_zero_point().numpy()
     return codes, scale, zp.astype(np.uint8)
+
+
+def _scaled_input(module, b: OnnxBuilder, x: str) -> str:
+    """``x`` divided by the layer's ``input_scale`` (a ``Div`` node), or ``x`` without one."""
+    scale = input_scale_of(module)
+    return x if scale is None else b.op("Div", [x, b.const("input_scale", scale.float())])
 
 
 # --- QLinear -----------------------------------------------------------------------------------
@@ -182,6 +192,7 @@ def _dequantize_matmul(module: QLinear, b: OnnxBuilder, x: str) -> str:
 @register_onnx_layer(QLinear)
 def _qlinear(module: QLinear, b: OnnxBuilder, x: str, y: str, info: LayerInfo) -> None:
     _refuse_codebook(module, info)
+    x = _scaled_input(module, b, x)
     op = info.extra.get("weight_op", "auto")
     layout = _nbits_layout(module) if op != "dequantize" else None
     if op == "matmulnbits" and layout is None:
@@ -306,6 +317,7 @@ def _qembedding(module: QEmbedding, b: OnnxBuilder, x: str, y: str, info: LayerI
 def _dynamic_linear(module: DynamicLinear, b: OnnxBuilder, x: str, y: str, info: LayerInfo) -> None:
     from onnx import TensorProto
 
+    x = _scaled_input(module, b, x)
     bias = [b.const("bias", module.bias.float())] if module.bias is not None else []
     if module.dtype == "float16":
         w = b.op("Cast", [b.const("weight", module.weight.t().contiguous())], to=TensorProto.FLOAT)

@@ -7,10 +7,12 @@ quantlens needed:
 
 ==============  ====================================================================
 QLinear         unpack the codes (shift / mask on uint8, 1/2/4/8 bits), ``(q - z) * s``
-                per block (or the codebook lookup), ``F.linear``
+                per block (or the codebook lookup), ``F.linear`` (after dividing the input
+                by the layer's ``input_scale``, where it has one)
 QConv2d         the same, ``F.conv2d``
 QEmbedding      the same on the table, ``F.embedding``
-DynamicLinear   the per-token 7-bit activation rounding and the int8 weight in the
+DynamicLinear   the input divided by ``input_scale`` (if any), the per-token 7-bit
+                activation rounding and the int8 weight in the
                 program (the ``reference`` kernel path: same quantized values, float
                 GEMM); float16 weights: cast, ``F.linear``
 ==============  ====================================================================
@@ -38,10 +40,15 @@ from quantlens.export.inputs import ExampleInputs, Flat
 from quantlens.export.onnx_int8 import is_torch_quantized
 from quantlens.nn.dynamic_linear import ACT_LEVELS, DynamicLinear, quantize_activations
 from quantlens.nn.dynamic_rnn import DynamicRNN
+from quantlens.nn.input_scale import BUFFER, input_scale_of, scale_input
 from quantlens.nn.packed import PackedWeight
 from quantlens.nn.qconv import QConv2d
 from quantlens.nn.qembedding import QEmbedding
 from quantlens.nn.qlinear import QLinear
+
+
+def _cloned(tensor: torch.Tensor | None) -> torch.Tensor | None:
+    return None if tensor is None else tensor.detach().clone()
 
 
 class PackedExport(nn.Module):
@@ -86,10 +93,13 @@ class LinearExport(PackedExport):
         self.register_buffer(
             "bias", None if layer.bias is None else layer.bias.detach().float().clone()
         )
+        self.register_buffer(BUFFER, _cloned(input_scale_of(layer)))
 
     def forward(self, x):
         return F.linear(
-            x, self.weight().to(x.dtype), None if self.bias is None else self.bias.to(x.dtype)
+            scale_input(self, x),
+            self.weight().to(x.dtype),
+            None if self.bias is None else self.bias.to(x.dtype),
         )
 
 
@@ -138,11 +148,12 @@ class DynamicLinearExport(nn.Module):
             "weight_scale", layer.weight_scale.clone() if layer.dtype == "int8" else None
         )
         self.register_buffer("bias", None if layer.bias is None else layer.bias.clone())
+        self.register_buffer(BUFFER, _cloned(input_scale_of(layer)))
 
     def forward(self, x):
         if self.dtype != "int8":
-            return F.linear(x, self.weight.to(x.dtype), self.bias)
-        x2d = x.reshape(-1, x.shape[-1]).float()
+            return F.linear(scale_input(self, x), self.weight.to(x.dtype), self.bias)
+        x2d = scale_input(self, x.reshape(-1, x.shape[-1]).float())
         xs, s, z = quantize_activations(x2d, self.per_token)
         q = xs.round().clamp(0, ACT_LEVELS)
         w = self.weight.float() * self.weight_scale[:, None]

@@ -281,7 +281,7 @@ def _smooth(model: nn.Module, targets, ctx: QuantContext) -> None:
             key = (config.smoothquant, config.activations == "per_token")
             settings.setdefault(key, []).append(name)
     for (alpha, per_token), names in settings.items():
-        smoothing.smooth(model, names, ctx, alpha, per_token=per_token)
+        smoothing.smooth(model, names, ctx, alpha, per_token=per_token, explicit=True)
 
 
 def _state_bytes(module: nn.Module) -> int:

@@ -15,7 +15,9 @@ before ``down_proj``: ``act(gate) * up`` is linear in ``up``). A fold is kept on
 provably leaves the model's function unchanged: the candidates are folded with random
 scales and the model's output on that batch compared with the float output (a producer
 whose output also feeds a residual add, or a GELU between two Linears, fails this check and
-its group stays unscaled).
+its group has no producer). A group without a producer can still be scaled where the
+quantized layers keep the scale themselves (:mod:`quantlens.methods.scale_apply`,
+:mod:`quantlens.nn.input_scale`: ``y = W' (x / s)`` at run time, one element-wise op).
 """
 
 from __future__ import annotations
@@ -340,14 +342,22 @@ def collect_input_stats(
 
 
 def calibrated_groups(
-    model: nn.Module, names: list[str], ctx: QuantContext, *, sync: bool, what: str
+    model: nn.Module,
+    names: list[str],
+    ctx: QuantContext,
+    *,
+    sync: bool,
+    what: str,
+    explicit: bool = False,
 ) -> tuple[list[FoldGroup], list[FoldGroup], list[InputStats]]:
     """The input groups of ``names`` whose scales can be folded, the groups with nothing to
-    fold them into, and each foldable group's input statistics over ``ctx.calib_data``."""
+    fold them into, and the input statistics over ``ctx.calib_data`` of each foldable group
+    and, with ``explicit`` (the quantized layers can keep an input scale), of each
+    unfoldable one after them."""
     groups, unfoldable = foldable_groups(model, names, replayable_calib(ctx))
     stats = collect_input_stats(
         model,
-        groups,
+        groups + (unfoldable if explicit else []),
         ctx.calib_data,
         limit=ctx.calib_batches,
         progress=ctx.progress,
@@ -355,26 +365,3 @@ def calibrated_groups(
         what=what,
     )
     return groups, unfoldable, stats
-
-
-def scaling_note(
-    head: str,
-    scaled: int,
-    groups: list[FoldGroup],
-    unfoldable: list[FoldGroup],
-    alphas: list[float],
-    unscaled: str,
-) -> str:
-    """The summary line of a scale search: how many groups were scaled, with which alphas,
-    and which had nothing to fold into (``unscaled`` says what became of them)."""
-    text = f"{head} {scaled} of {len(groups) + len(unfoldable)} input group(s)"
-    if alphas:
-        text += f" (alpha {min(alphas)}" + (
-            f"-{max(alphas)})" if max(alphas) > min(alphas) else ")"
-        )
-    if unfoldable:
-        text += (
-            f"; {len(unfoldable)} have no norm or Linear to fold the scales into "
-            f"(e.g. {unfoldable[0].consumers[0]}) and {unscaled}"
-        )
-    return text

@@ -18,9 +18,12 @@ closest to float on calibration rows (and no scaling if none beats it).
 
 ``1 / s`` is folded into the op that produces ``X`` (see :mod:`quantlens.methods.scale_fold`):
 a LayerNorm / RMSNorm or the previous Linear. Groups whose input has no such producer (in a
-post-LN encoder such as BERT the norm output also feeds the residual) stay unscaled, and the
-summary says how many. The folded float weights are the checkpoint's weights, so ``ql.load``
-rebuilds the smoothed model with no extra structure.
+post-LN encoder such as BERT the norm output also feeds the residual; Llama's ``o_proj`` and
+``down_proj``) are smoothed under Dynamic too: each of their DynamicLinears keeps ``s`` as an
+``input_scale`` and divides its input by it before quantizing it (one element-wise op,
+:mod:`quantlens.nn.input_scale`; saved in the checkpoint). Static's int8 modules run on
+PyTorch's kernels, which have no such input, so there these groups stay unscaled. The summary
+says which groups were folded and which kept an explicit scale.
 
 Used as an option of :class:`~quantlens.methods.dynamic.Dynamic` and
 :class:`~quantlens.methods.static.Static`: ``ql.Dynamic(smoothquant=0.5)``,
@@ -36,14 +39,8 @@ from quantlens.core.qtensor import quantize_tensor
 from quantlens.core.scheme import QScheme
 from quantlens.errors import ConfigError
 from quantlens.methods.base import QuantContext
-from quantlens.methods.scale_fold import (
-    InputStats,
-    calibrated_groups,
-    consumer,
-    fold,
-    scaling_note,
-    sum_over_ranks,
-)
+from quantlens.methods.scale_apply import scale_group, scaling_note
+from quantlens.methods.scale_fold import InputStats, calibrated_groups, consumer, sum_over_ranks
 
 ALPHA_GRID = tuple(i / 10 for i in range(1, 10))
 """The ``alpha`` values ``smoothquant="auto"`` tries (0.1 ... 0.9)."""
@@ -136,6 +133,7 @@ def smooth(
     *,
     per_token: bool,
     sync: bool = True,
+    explicit: bool = False,
 ) -> nn.Module:
     """Apply SmoothQuant to the Linears ``names`` of ``model`` (in place) and note what was
     done in ``ctx.summary``.
@@ -148,6 +146,9 @@ def smooth(
         per_token: activations will be quantized per token (else per tensor); ``"auto"``
             scores candidates that way.
         sync: merge the activation maxima over ``torch.distributed`` ranks.
+        explicit: the quantized layers can keep an input scale (Dynamic's DynamicLinear):
+            groups with nothing to fold into are smoothed too, each of their Linears
+            dividing its input by ``s`` before quantizing it.
 
     Returns:
         ``model``, smoothed.
@@ -167,16 +168,18 @@ def smooth(
     model.eval()
     try:
         groups, unfoldable, stats = calibrated_groups(
-            model, names, ctx, sync=sync, what="SmoothQuant calibration"
+            model, names, ctx, sync=sync, what="SmoothQuant calibration", explicit=explicit
         )
-        smoothed = 0
+        wanted, scaled = set(names), [0, 0]
         alphas: list[float] = []
-        for group, st in zip(groups, stats):
-            weights = [consumer(model, n).weight for n in group.consumers]
+        for i, (group, st) in enumerate(zip(groups + unfoldable, stats)):
+            foldable = i < len(groups)
+            kept = group.consumers if foldable else [n for n in group.consumers if n in wanted]
+            weights = [consumer(model, n).weight for n in kept]
             s, used = choose_scales(st, weights, alpha, per_token, sync)
             if s is not None:
-                fold(model, group, s)
-                smoothed += 1
+                scale_group(model, group, s, foldable, wanted)
+                scaled[0 if foldable else 1] += 1
                 if used is not None:
                     alphas.append(used)
     finally:
@@ -184,7 +187,7 @@ def smooth(
     ctx.summary.note(
         scaling_note(
             f"SmoothQuant (alpha={alpha}): smoothed",
-            smoothed,
+            (scaled[0], scaled[1]),
             groups,
             unfoldable,
             alphas if alpha == "auto" else [],

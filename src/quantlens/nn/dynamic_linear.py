@@ -59,6 +59,7 @@ from torch import nn
 
 from quantlens.errors import InputError, UnknownNameError
 from quantlens.nn.act_quant import ACT_LEVELS, quantize_activations
+from quantlens.nn.input_scale import BUFFER, input_scale_of, scale_input, set_input_scale
 from quantlens.nn.kernel_cache import KernelCache
 from quantlens.nn.kernels import registry
 from quantlens.nn.kernels.registry import KernelKey, KernelPath
@@ -128,7 +129,9 @@ class DynamicLinear(KernelCache):
             ``"per_tensor"``.
 
     Buffers (zeros until :meth:`from_float` or ``load_state_dict`` fills them): ``weight``
-    ``(N, K)`` int8 or fp16, ``weight_scale`` ``(N,)`` float32 (int8 only), ``bias`` ``(N,)``.
+    ``(N, K)`` int8 or fp16, ``weight_scale`` ``(N,)`` float32 (int8 only), ``bias`` ``(N,)``;
+    ``input_scale`` ``(K,)`` only where SmoothQuant could not fold its scale: the input is
+    divided by it before it is quantized (:mod:`quantlens.nn.input_scale`).
 
     Example:
         >>> lin = nn.Linear(384, 1536)
@@ -140,6 +143,7 @@ class DynamicLinear(KernelCache):
     weight: torch.Tensor
     weight_scale: torch.Tensor
     bias: torch.Tensor | None
+    input_scale: torch.Tensor | None
     _cache: dict[Any, Any]
     # class-level defaults: found without nn.Module.__getattr__'s miss (~3 us per call each)
     allow_activation_quant = True  # automatic dispatch may round the input (kernel_key)
@@ -172,6 +176,7 @@ class DynamicLinear(KernelCache):
         if dtype == "int8":
             self.register_buffer("weight_scale", torch.ones(self.out_features))
         self.register_buffer("bias", torch.zeros(self.out_features) if bias else None)
+        self.register_buffer(BUFFER, None)
         self._kernel = "auto"
         self._cache: dict[Any, Any] = {}
 
@@ -241,12 +246,16 @@ class DynamicLinear(KernelCache):
                 layer.weight.copy_(linear.weight.detach().to(torch.float16))
             if linear.bias is not None and layer.bias is not None:  # made with bias= above
                 layer.bias.copy_(linear.bias.detach().float())
+        set_input_scale(layer, input_scale_of(linear))
         return layer.to(linear.weight.device)
 
     @classmethod
     def from_config(cls, config: dict) -> DynamicLinear:
         """An empty layer from :meth:`config` (for checkpoint loading)."""
-        return cls(**config)
+        layer = cls(**{k: v for k, v in config.items() if k != BUFFER})
+        if config.get(BUFFER):
+            set_input_scale(layer, torch.ones(layer.in_features))
+        return layer
 
     def config(self) -> dict:
         """What it takes to rebuild this layer empty: JSON-ready."""
@@ -257,7 +266,7 @@ class DynamicLinear(KernelCache):
             "dtype": self.dtype,
             "per_channel": self.per_channel,
             "activations": self.activations,
-        }
+        } | ({BUFFER: True} if self.input_scale is not None else {})
 
     def dequantized_weight(self) -> torch.Tensor:
         """The float32 weight the kernels compute with ``(N, K)``."""
@@ -314,6 +323,7 @@ class DynamicLinear(KernelCache):
         x2d = x.reshape(-1, self.in_features)  # (M, K)
         if x2d.dtype != torch.float32:
             x2d = x2d.float()
+        x2d = scale_input(self, x2d)  # before the activations are quantized
         if x2d.shape[0] == 0:
             return x.new_zeros(*x.shape[:-1], self.out_features)
         y = registry.run(self, x2d.contiguous())  # (M, N) float32

@@ -9,6 +9,7 @@ from quantlens.core.qtensor import QTensor
 from quantlens.core.scheme import QScheme
 from quantlens.errors import InputError
 from quantlens.nn import kernels
+from quantlens.nn.input_scale import BUFFER, input_scale_of, scale_input, set_input_scale
 from quantlens.nn.kernels.registry import KernelKey
 from quantlens.nn.packed import PackedWeight
 from quantlens.nn.registry import register_quantized
@@ -38,6 +39,9 @@ class QLinear(PackedWeight):
 
     Buffers are zeros until :meth:`from_float` or ``load_state_dict`` fills them, so a
     checkpoint loads into ``QLinear(in, out, bias=..., scheme=...)`` built from its config.
+    ``input_scale`` ``(in_features,)`` is None unless AWQ / SmoothQuant gave the layer a
+    scale it could not fold: then ``y = W' (x / input_scale)``
+    (:mod:`quantlens.nn.input_scale`).
 
     Example:
         >>> lin = nn.Linear(512, 256)
@@ -48,6 +52,7 @@ class QLinear(PackedWeight):
     """
 
     _thread_policy = "auto"  # a class default: no nn.Module.__getattr__ miss on every call
+    input_scale: torch.Tensor | None
 
     def __init__(
         self,
@@ -70,6 +75,7 @@ class QLinear(PackedWeight):
             )
         else:
             self.register_parameter("bias", None)
+        self.register_buffer(BUFFER, None)
         self._kernel = "auto"
 
     @classmethod
@@ -89,7 +95,8 @@ class QLinear(PackedWeight):
     def from_float(
         cls, linear: nn.Linear, qweight: QTensor, *, allow_activation_quant: bool = False
     ) -> QLinear:
-        """A QLinear holding ``qweight`` (``linear.weight`` quantized) and ``linear``'s bias.
+        """A QLinear holding ``qweight`` (``linear.weight`` quantized) and ``linear``'s bias
+        (and its ``input_scale``, if AWQ gave the float layer one).
 
         Args:
             linear: the float layer (left untouched).
@@ -115,11 +122,13 @@ class QLinear(PackedWeight):
         if bias is not None:
             with torch.no_grad():
                 layer.bias.copy_(bias.detach())
+        set_input_scale(layer, input_scale_of(linear))
         return layer
 
     def to_float(self) -> nn.Linear:
         """An ``nn.Linear`` holding the dequantized weight and the bias (what ``from_float``
-        was given, up to rounding), on this layer's device."""
+        was given, up to rounding), on this layer's device; an input scale is folded back
+        into the weight's columns (``W' / s``), so the float layer computes the same."""
         linear = nn.utils.skip_init(
             nn.Linear,
             self.in_features,
@@ -129,6 +138,8 @@ class QLinear(PackedWeight):
         )
         with torch.no_grad():
             linear.weight.copy_(self.dequantized_weight(linear.weight.dtype))
+            if self.input_scale is not None:
+                linear.weight.div_(self.input_scale.to(linear.weight.dtype))
             if self.bias is not None:
                 linear.bias.copy_(self.bias)
         return linear
@@ -136,13 +147,16 @@ class QLinear(PackedWeight):
     @classmethod
     def from_config(cls, config: dict) -> QLinear:
         """Rebuild an empty layer from :meth:`config` (for checkpoint loading)."""
-        return cls(
+        layer = cls(
             config["in_features"],
             config["out_features"],
             bias=config["bias"],
             scheme=QScheme.from_dict(config["scheme"]),
             allow_activation_quant=config.get("allow_activation_quant", False),
         )
+        if config.get(BUFFER):
+            set_input_scale(layer, torch.ones(layer.in_features))
+        return layer
 
     def config(self) -> dict:
         """What it takes to rebuild this layer empty: JSON-ready."""
@@ -152,7 +166,7 @@ class QLinear(PackedWeight):
             "bias": self.bias is not None,
             "scheme": self.scheme.to_dict(),
             "allow_activation_quant": self.allow_activation_quant,
-        }
+        } | ({BUFFER: True} if self.input_scale is not None else {})
 
     @property
     def kernel(self) -> str:
@@ -197,11 +211,12 @@ class QLinear(PackedWeight):
             )
         if x.dtype not in kernels.FLOAT_DTYPES:
             raise InputError(f"QLinear takes float32/bfloat16/float16 input, got {x.dtype}")
-        y = kernels.run(self, x.reshape(-1, self.in_features))
+        y = kernels.run(self, scale_input(self, x).reshape(-1, self.in_features))
         return y.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"bias={self.bias is not None}, {super().extra_repr()}"
+            + (", input_scale" if self.input_scale is not None else "")
         )

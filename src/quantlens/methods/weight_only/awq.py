@@ -15,8 +15,11 @@ keeping the one whose quantized output ``X (Q(W diag(s)) diag(s)^-1)^T`` is clos
 float ``X W^T`` on calibration rows (``alpha = 0``, no scaling, is plain round-to-nearest).
 ``1 / s`` is folded into the norm or Linear that produces the input
 (:mod:`quantlens.methods.scale_fold`: found by tracing, kept only where the model's output
-is unchanged); a group without one stays unscaled, which the summary counts. The folded float
-weights go into the checkpoint, so loading needs no extra structure.
+is unchanged), so nothing runs at inference time. A group without one (Llama's ``o_proj``
+under grouped-query attention, ``down_proj`` after SwiGLU when ``up_proj`` cannot take it)
+is scaled too: each of its quantized layers keeps ``s`` as an ``input_scale`` buffer and
+divides its input by it (:mod:`quantlens.nn.input_scale`, one element-wise op). The summary
+says how many groups were folded and how many kept an explicit scale.
 
 Two algorithms are registered: ``"awq"`` (the scaled weights rounded to nearest) and
 ``"awq+gptq"`` (the scaled weights quantized by GPTQ, with the Hessians collected on the
@@ -34,13 +37,8 @@ from quantlens.core.qtensor import quantize_tensor
 from quantlens.core.scheme import QScheme
 from quantlens.errors import ConfigError
 from quantlens.methods.base import QuantContext
-from quantlens.methods.scale_fold import (
-    calibrated_groups,
-    consumer,
-    fold,
-    scaling_note,
-    sum_over_ranks,
-)
+from quantlens.methods.scale_apply import scale_group, scaling_note
+from quantlens.methods.scale_fold import calibrated_groups, consumer, sum_over_ranks
 from quantlens.methods.weight_only.config import WeightOnly
 from quantlens.methods.weight_only.gptq import _collect as _collect_gptq
 from quantlens.methods.weight_only.gptq import _quantize as _quantize_gptq
@@ -121,22 +119,30 @@ def apply_awq(model: nn.Module, names: list[str], ctx: QuantContext) -> None:
     model.eval()
     try:
         groups, unfoldable, stats = calibrated_groups(
-            model, names, ctx, sync=sync, what="AWQ calibration"
+            model, names, ctx, sync=sync, what="AWQ calibration", explicit=True
         )
-        wanted, scaled, alphas = set(names), 0, []
-        for group, st in zip(groups, stats):
+        wanted, scaled, alphas = set(names), [0, 0], []
+        for i, (group, st) in enumerate(zip(groups + unfoldable, stats)):
             quantized = [n for n in group.consumers if n in wanted]
             weights = [consumer(model, n).weight for n in quantized]
             schemes = [_scheme(ctx, n, w) for n, w in zip(quantized, weights)]
             alpha, s = search_alpha(st.sample, st.absmean, weights, schemes, sync)
             if alpha:
-                fold(model, group, s)
-                scaled += 1
+                foldable = i < len(groups)
+                scale_group(model, group, s, foldable, wanted)
+                scaled[0 if foldable else 1] += 1
                 alphas.append(alpha)
     finally:
         model.train(was_training)
     ctx.summary.note(
-        scaling_note("AWQ: scaled", scaled, groups, unfoldable, alphas, "are rounded unscaled")
+        scaling_note(
+            "AWQ: scaled",
+            (scaled[0], scaled[1]),
+            groups,
+            unfoldable,
+            alphas,
+            "are rounded unscaled",
+        )
     )
 
 
