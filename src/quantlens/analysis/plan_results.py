@@ -43,7 +43,8 @@ class MixedPrecisionPlan:
         layers: per-layer choices.
         metric, unit, loss_unit: the metric (see :mod:`quantlens.analysis.scoring`).
         baseline: the float model's metric value.
-        budget: ``{"max_drop": ...}``, ``{"min_sqnr_db": ...}`` or ``{"target_size": ...}``.
+        budget: ``{"max_drop": ...}``, ``{"min_sqnr_db": ...}``, ``{"max_ppl_increase": ...}``
+            (percent, a causal LM) or ``{"target_size": ...}``.
         predicted_drop: the sum of the per-layer losses of the choice.
         measured_value, measured_drop: the plan's metric when quantized and run.
         size_bytes, float_bytes: measured model bytes of the plan and of the float model.

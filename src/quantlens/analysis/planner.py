@@ -74,6 +74,7 @@ __all__ = [
 ]
 
 DEFAULT_MIN_SQNR_DB = 30.0
+DEFAULT_MAX_PPL_INCREASE = 5.0  # percent, as ql.compare's budget for a causal LM
 MAX_MEASUREMENTS = 8  # bisection measurements of step 3
 DEFAULT_POLISH = 64  # measurements step 4 may spend
 
@@ -126,6 +127,7 @@ def search_plan(
     candidates=(8, 4, 2, None),
     max_accuracy_drop: float = 1.0,
     min_sqnr_db: float | None = None,
+    max_ppl_increase: float | None = None,
     target_size: int | None = None,
     method: QuantConfig | None = None,
     metric=None,
@@ -145,6 +147,8 @@ def search_plan(
         candidates: bit widths to choose from per layer; None = keep the layer in float.
         max_accuracy_drop: the budget, in points of the metric (accuracy or cosine %).
         min_sqnr_db: the budget when the metric is SQNR (default 30 dB).
+        max_ppl_increase: the budget when the metric is perplexity (a causal LM on a token
+            stream): percent above the float perplexity (default 5, as ``ql.compare``'s).
         target_size: instead of an accuracy budget, a size budget in bytes of the whole
             model (weights and buffers in memory): the plan with the best accuracy that fits.
         method: the method config whose bit width varies; its other settings (group size,
@@ -171,11 +175,11 @@ def search_plan(
     configs = candidate_configs(method, candidates)
     method = method or next(c for c in configs.values() if c is not None)
     levels = list(configs)
-    calib = calib_data if calib_data is not None else data
     batch = first_batch(data)
     with local_only():  # every rank alone; only the layer passes are spread over ranks
         ev = evaluator or Evaluator(model, data, metric=metric, max_batches=max_batches)
         warn_small(ev.samples, "the mixed-precision plan")
+        calib = calib_data if calib_data is not None else ev.calibration()
         variants = {
             b: Variants(
                 model, cfg, calib_data=calib, calib_batches=max_batches, example_batch=batch
@@ -274,6 +278,11 @@ def search_plan(
             if ev.metric.noise:
                 db = DEFAULT_MIN_SQNR_DB if min_sqnr_db is None else min_sqnr_db
                 limit, budget = ev.metric.loss(math.inf, db), {"min_sqnr_db": db}
+            elif ev.metric.relative:
+                pct = DEFAULT_MAX_PPL_INCREASE if max_ppl_increase is None else max_ppl_increase
+                if pct < 0:
+                    raise InputError(f"max_ppl_increase must be >= 0, got {pct}")
+                limit, budget = float(pct), {"max_ppl_increase": float(pct)}
             else:
                 if max_accuracy_drop < 0:
                     raise InputError(f"max_accuracy_drop must be >= 0, got {max_accuracy_drop}")

@@ -12,11 +12,18 @@ cosine        mean per-sample cosine (%) to the float outputs (embeddings:    po
 agreement     % of samples whose argmax matches the float model's             points lost
 sqnr          SQNR (dB) of all outputs against the float outputs              noise power, % of
                                                                               the signal
+perplexity    a causal LM's perplexity on the data's token stream (a few      % increase over
+              windows, :mod:`quantlens.eval.perplexity`), lower is better     float
 callable      ``fn(outputs, labels) -> float``, higher is better              float - value
 ============  ==============================================================  ==================
 
-The default is ``accuracy`` when the data has labels and the model gives ``(N, classes)``
-logits, ``cosine`` for sentence embeddings, else ``sqnr``. The loss of ``sqnr`` is linear
+The default is ``perplexity`` for a causal LM given one token stream (what ``ql.compare``
+measures it on), ``accuracy`` when the data has labels and the model gives ``(N, classes)``
+logits, ``cosine`` for sentence embeddings, else ``sqnr``. Under ``perplexity``,
+``max_batches`` is the number of windows scored (default :data:`PPL_WINDOWS` of
+:data:`PPL_WINDOW` tokens, fewer where the model's context is shorter), so that the float
+model and each variant cost a few forward passes; the loss, a percentage, is what
+``ql.compare``'s ``max_ppl_increase`` budgets. The loss of ``sqnr`` is linear
 noise power (``100 * 10^(-SQNR/10)``) because noise from independent layers adds in power,
 not in dB; the other losses add approximately for small drops.
 
@@ -36,12 +43,16 @@ from torch import nn
 
 from quantlens.core.metrics import cosine_similarity, sqnr_db
 from quantlens.errors import InputError
+from quantlens.eval.perplexity import looks_causal, measure_perplexity, token_stream
 from quantlens.eval.quality import Outputs, collect_outputs, prediction_agreement, top1_accuracy
 
 __all__ = [
     "METRICS",
     "MIN_DROP_POINTS",
     "MIN_NOISE_PERCENT",
+    "MIN_PPL_PERCENT",
+    "PPL_WINDOW",
+    "PPL_WINDOWS",
     "Evaluator",
     "Metric",
     "Score",
@@ -50,6 +61,9 @@ __all__ = [
 
 MIN_DROP_POINTS = 0.2  # the smallest loss worth advice in points of accuracy / cosine / agreement
 MIN_NOISE_PERCENT = 0.1  # ... and under the SQNR metric, in % noise power of the signal (30 dB)
+MIN_PPL_PERCENT = 0.5  # ... and under perplexity, in % perplexity increase
+PPL_WINDOW = 512  # tokens per perplexity window (at most the model's context)
+PPL_WINDOWS = 4  # windows scored per variant unless max_batches says otherwise
 
 
 @dataclass(frozen=True)
@@ -61,6 +75,8 @@ class Metric:
         unit: ``"%"`` or ``"dB"``.
         fn: ``fn(reference, outputs) -> value`` on :class:`~quantlens.eval.quality.Outputs`.
         noise: the loss is linear noise power (``sqnr``) instead of ``baseline - value``.
+        relative: lower values are better and the loss is the increase over the baseline in
+            percent (``perplexity``).
         min_loss: the smallest loss worth advice (:func:`~quantlens.analysis.advise`):
             :data:`MIN_DROP_POINTS` for the built-in % metrics, :data:`MIN_NOISE_PERCENT`
             for ``sqnr``, 0 for a user metric of unknown scale.
@@ -71,15 +87,20 @@ class Metric:
     fn: Callable[[Outputs, Outputs], float]
     noise: bool = False
     min_loss: float = 0.0
+    relative: bool = False
 
     def loss(self, baseline: float, value: float) -> float:
         """How much worse ``value`` is than ``baseline``, on a scale that adds across layers."""
         if self.noise:
             return 0.0 if value == math.inf else 100.0 * 10.0 ** (-value / 10.0)
+        if self.relative:
+            return 100.0 * (value / baseline - 1.0)
         return baseline - value
 
     @property
     def loss_unit(self) -> str:
+        if self.relative:
+            return "% increase"
         return "% noise" if self.noise else ("points" if self.unit == "%" else self.unit)
 
 
@@ -109,6 +130,9 @@ METRICS: dict[str, Metric] = {
     "cosine": Metric("cosine", "%", _cosine, min_loss=MIN_DROP_POINTS),
     "agreement": Metric("agreement", "%", _agreement, min_loss=MIN_DROP_POINTS),
     "sqnr": Metric("sqnr", "dB", _sqnr, noise=True, min_loss=MIN_NOISE_PERCENT),
+    "perplexity": Metric(
+        "perplexity", "", lambda ref, out: math.nan, min_loss=MIN_PPL_PERCENT, relative=True
+    ),
 }
 
 
@@ -147,20 +171,52 @@ class Score:
     identical: bool = False
 
 
+def lm_stream(model: nn.Module, data, metric) -> torch.Tensor | None:
+    """The token stream ``(1, T)`` a causal LM is scored on by perplexity, or None when the
+    metric is another one: ``metric="perplexity"`` (the data must then be one stream), or
+    no metric, a causal LM and one token stream as data.
+
+    Raises:
+        InputError: ``metric="perplexity"`` but the data is not one token stream.
+
+    Example:
+        >>> lm_stream(llm, {"input_ids": ids}, None).shape
+        torch.Size([1, 4096])
+    """
+    if metric is not None and metric != "perplexity":
+        return None
+    stream = token_stream(data)
+    if metric == "perplexity" and stream is None:
+        raise InputError(
+            "metric 'perplexity' needs one token stream as data: a (1, T) int64 tensor or "
+            '{"input_ids": (1, T)}; give one, or choose another metric'
+        )
+    return stream if metric == "perplexity" or looks_causal(model) else None
+
+
+def _context(model: nn.Module) -> int | None:
+    config = getattr(model, "config", None)
+    n = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    return int(n) if isinstance(n, int) else None
+
+
 class Evaluator:
     """Runs the float model over ``data`` once, then scores any variant against it.
 
     Args:
         model: the float model.
-        data: any form :func:`quantlens.core.data.iter_batches` accepts.
+        data: any form :func:`quantlens.core.data.iter_batches` accepts; for a causal LM,
+            one token stream (``(1, T)`` or ``{"input_ids": (1, T)}``).
         metric: see the module docstring.
-        max_batches: use at most this many batches.
+        max_batches: use at most this many batches (perplexity: windows).
 
     Attributes:
-        reference: the float outputs (cached: the float model never runs again).
+        reference: the float outputs (cached: the float model never runs again); None
+            under perplexity, where the float perplexity is the reference.
         metric: the resolved :class:`Metric`.
         baseline: the metric's value on the float model.
-        samples: number of samples scored.
+        samples: number of samples scored (perplexity: tokens).
+        stream, window: under perplexity, the scored tokens ``(1, T)`` and the window.
     """
 
     def __init__(
@@ -168,17 +224,40 @@ class Evaluator:
     ) -> None:
         self.data = data
         self.max_batches = max_batches
-        self.reference = collect_outputs(model, data, limit=max_batches)
-        self.metric = resolve_metric(metric, self.reference)
-        self.baseline = self.metric.fn(self.reference, self.reference)
-        self.samples = int(self.reference.values.shape[0])
+        self.stream = lm_stream(model, data, metric)
+        self.reference: Outputs | None = None
+        if self.stream is not None:
+            context = _context(model) or PPL_WINDOW
+            self.window = max(2, min(PPL_WINDOW, context, self.stream.shape[1]))
+            windows = max_batches or PPL_WINDOWS
+            self.stream = self.stream[:, : self.window * windows]
+            self.metric = METRICS["perplexity"]
+            float_ppl = measure_perplexity(model, self.stream, window=self.window)
+            self.baseline, self.samples = float_ppl.perplexity, float_ppl.tokens
+        else:
+            self.reference = collect_outputs(model, data, limit=max_batches)
+            self.metric = resolve_metric(metric, self.reference)
+            self.baseline = self.metric.fn(self.reference, self.reference)
+            self.samples = int(self.reference.values.shape[0])
         self.runs = 1
+
+    def calibration(self):
+        """What methods calibrate on when no calibration data is given: the data itself,
+        or under perplexity the scored stream as batches of one window each."""
+        if self.stream is None:
+            return self.data
+        return [{"input_ids": w} for w in self.stream.split(self.window, dim=1) if w.shape[1] > 1]
 
     @torch.no_grad()
     def measure(self, model: nn.Module) -> Score:
         """Score ``model`` (a quantized or partly quantized variant) against the reference."""
-        out = collect_outputs(model, self.data, limit=self.max_batches)
         self.runs += 1
+        if self.stream is not None:
+            value = measure_perplexity(model, self.stream, window=self.window).perplexity
+            loss = self.metric.loss(self.baseline, value)
+            return Score(value, loss, value == self.baseline)
+        assert self.reference is not None
+        out = collect_outputs(model, self.data, limit=self.max_batches)
         if out.values.shape != self.reference.values.shape:
             raise InputError(
                 f"the variant's outputs {tuple(out.values.shape)} differ in shape from the float "

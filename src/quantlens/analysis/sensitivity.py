@@ -292,12 +292,16 @@ def sensitivity(
         data: evaluation data, any form :func:`quantlens.core.data.iter_batches` accepts;
             with labels the default metric is accuracy, without it output SQNR.
         config: the method config whose per-layer effect is measured.
-        metric: ``"accuracy"``, ``"cosine"``, ``"agreement"``, ``"sqnr"``, a callable
+        metric: ``"accuracy"``, ``"cosine"``, ``"agreement"``, ``"sqnr"``,
+            ``"perplexity"`` (a causal LM on one token stream: the drop is the perplexity
+            increase in percent; the default for such a model and data), a callable
             ``fn(outputs, labels) -> float`` (higher is better) or None (see
             :mod:`quantlens.analysis.scoring`).
         reverse: quantize everything but one layer instead of only one layer.
-        max_batches: measure on the first ``max_batches`` batches only (a subset).
-        calib_data: calibration data for methods that calibrate (default: ``data``).
+        max_batches: measure on the first ``max_batches`` batches only (a subset; under
+            perplexity, windows).
+        calib_data: calibration data for methods that calibrate (default: ``data``; a
+            token stream cut into the perplexity windows).
         progress: show a progress bar (default: when stderr is a terminal).
         evaluator: a ready :class:`Evaluator` (cached float outputs) to reuse.
 
@@ -318,7 +322,7 @@ def sensitivity(
         variants = Variants(
             model,
             config,
-            calib_data=calib_data if calib_data is not None else data,
+            calib_data=calib_data if calib_data is not None else ev.calibration(),
             calib_batches=max_batches,
             example_batch=batch,
         )

@@ -100,8 +100,9 @@ def add_common(parser: argparse.ArgumentParser, *, method: bool = True) -> None:
     )
     parser.add_argument(
         "--metric",
-        choices=("accuracy", "cosine", "agreement", "sqnr"),
-        help="what to measure (default: accuracy with labels, cosine for embeddings, else SQNR)",
+        choices=("accuracy", "cosine", "agreement", "sqnr", "perplexity"),
+        help="what to measure (default: perplexity for a causal LM on a token stream, "
+        "accuracy with labels, cosine for embeddings, else SQNR)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
 

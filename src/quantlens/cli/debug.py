@@ -39,6 +39,13 @@ def register(subparsers) -> None:
         help="the plan's budget when the metric is SQNR (default 30 dB)",
     )
     parser.add_argument(
+        "--max-ppl-increase",
+        type=float_in(0, 1e6),
+        default=None,
+        help="the plan's budget for a causal LM scored by perplexity: the increase vs float "
+        "(percent) it may cost (default 5, as compare's)",
+    )
+    parser.add_argument(
         "--candidates",
         default="8,4,2,float",
         help="bit widths the plan may choose per layer (default 8,4,2,float)",
@@ -117,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
             candidates=candidates,
             max_accuracy_drop=args.max_drop,
             min_sqnr_db=args.min_sqnr_db,
+            max_ppl_increase=args.max_ppl_increase,
             method=config,
             metric=args.metric,
             max_batches=args.max_batches,

@@ -15,7 +15,8 @@ def register(subparsers) -> None:
         "sensitivity",
         help="quantize one layer at a time and rank the layers by the metric's drop",
         description="Quantize each layer of MODEL alone (or, with --reverse, all layers but one) "
-        "with the method and rank the layers by the drop in accuracy (labels) or output SQNR.",
+        "with the method and rank the layers by the drop in accuracy (labels), output SQNR, "
+        "or for a causal LM on a token stream the perplexity increase (percent).",
     )
     add_common(parser)
     parser.add_argument(

@@ -25,48 +25,16 @@ from torch import nn
 
 from quantlens.compare.results import Row
 from quantlens.compare.settings import Measure, Timing
-from quantlens.core.data import Batch, first_batch
+from quantlens.core.data import Batch
 from quantlens.errors import InputError, QuantlensError
 from quantlens.eval import generation as _generation
 from quantlens.eval import perplexity as _perplexity
 from quantlens.eval import size as _size
 from quantlens.eval.interrupts import raise_if_interrupted
+from quantlens.eval.perplexity import looks_causal, token_stream
 
 # calibration samples cut from a single long stream (a method with calibration needs batches)
 CALIB_SAMPLES = 8
-
-
-def token_stream(data: Any) -> torch.Tensor | None:
-    """The data's token stream ``(1, T)`` int64, or None when its first batch is not one
-    integer row: a tensor ``(T,)`` / ``(1, T)`` or ``{"input_ids": ...}`` of one row."""
-    try:
-        batch = first_batch(data)
-    except QuantlensError:
-        return None
-    ids = batch.kwargs.get("input_ids") if batch.kwargs else None
-    if ids is None and len(batch.args) == 1 and not batch.kwargs:
-        ids = batch.args[0]
-    if not isinstance(ids, torch.Tensor) or ids.dtype not in (torch.int64, torch.int32):
-        return None
-    if ids.ndim == 1:
-        ids = ids.reshape(1, -1)
-    if ids.ndim != 2 or ids.shape[0] != 1 or ids.shape[1] < 2:
-        return None
-    return ids.long()
-
-
-def looks_causal(model: nn.Module) -> bool:
-    """A Hugging Face ``*ForCausalLM`` model, or a decoder with ``generate`` (not an
-    encoder-decoder)."""
-    if type(model).__name__.endswith("ForCausalLM"):
-        return True
-    config = getattr(model, "config", None)
-    return (
-        callable(getattr(model, "generate", None))
-        and config is not None
-        and not getattr(config, "is_encoder_decoder", False)
-        and bool(getattr(config, "is_decoder", False))
-    )
 
 
 def is_causal_lm(model: nn.Module, data: Any, measure: Measure) -> bool:

@@ -14,13 +14,14 @@ from __future__ import annotations
 import inspect
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from quantlens.core.data import first_tensor
-from quantlens.errors import InputError, check_number
+from quantlens.core.data import first_batch, first_tensor
+from quantlens.errors import InputError, QuantlensError, check_number
 
 
 @dataclass(frozen=True)
@@ -111,3 +112,39 @@ def measure_perplexity(
         model.train(was_training)
     nll = total / count
     return PerplexityResult(math.exp(nll), nll, count, window, stride)
+
+
+def token_stream(data: Any) -> torch.Tensor | None:
+    """The data's token stream ``(1, T)`` int64, or None when its first batch is not one
+    integer row: a tensor ``(T,)`` / ``(1, T)`` or ``{"input_ids": ...}`` of one row."""
+    try:
+        batch = first_batch(data)
+    except QuantlensError:
+        return None
+    ids = batch.kwargs.get("input_ids") if batch.kwargs else None
+    if ids is None and len(batch.args) == 1 and not batch.kwargs:
+        ids = batch.args[0]
+    if not isinstance(ids, torch.Tensor) or ids.dtype not in (torch.int64, torch.int32):
+        return None
+    if ids.ndim == 1:
+        ids = ids.reshape(1, -1)
+    if ids.ndim != 2 or ids.shape[0] != 1 or ids.shape[1] < 2:
+        return None
+    return ids.long()
+
+
+def looks_causal(model: nn.Module) -> bool:
+    """A Hugging Face ``*ForCausalLM`` model, a GPT-style ``*LMHeadModel`` (GPT-2), or a
+    decoder with ``generate`` (not an encoder-decoder)."""
+    if type(model).__name__.endswith("ForCausalLM"):
+        return True
+    config = getattr(model, "config", None)
+    return (
+        callable(getattr(model, "generate", None))
+        and config is not None
+        and not getattr(config, "is_encoder_decoder", False)
+        and (
+            bool(getattr(config, "is_decoder", False))
+            or type(model).__name__.endswith("LMHeadModel")
+        )
+    )

@@ -261,10 +261,9 @@ def plan_figure(plan: MixedPrecisionPlan):
         zorder=3,
         label=f"mixed plan ({plan.size_bytes / scale:.4g} {unit}, drop {plan.measured_drop:.3g})",
     )
-    if "max_drop" in plan.budget:
-        ax.axhline(
-            plan.budget["max_drop"], color="tab:red", ls="--", alpha=0.5, label="drop budget"
-        )
+    limit = plan.budget.get("max_drop", plan.budget.get("max_ppl_increase"))
+    if limit is not None:
+        ax.axhline(limit, color="tab:red", ls="--", alpha=0.5, label="drop budget")
     if "target_size" in plan.budget:
         ax.axvline(
             plan.budget["target_size"] / scale,
@@ -274,7 +273,7 @@ def plan_figure(plan: MixedPrecisionPlan):
             label="size budget",
         )
     drops = sorted(abs(d) for d in [u.drop for u in plan.uniform] + [plan.measured_drop])
-    near = max(drops[len(drops) // 2], plan.budget.get("max_drop", 0.0), 0.1)
+    near = max(drops[len(drops) // 2], limit or 0.0, 0.1)
     lowest = min([u.drop for u in plan.uniform] + [plan.measured_drop])
     if drops[-1] > 20 * near:  # one far point (2 bits everywhere) would flatten the rest
         ax.set_yscale("symlog", linthresh=near)
