@@ -13,13 +13,17 @@ without SmoothQuant (calibrated on Shakespeare lines), and the median latency of
 seq 128 of each, interleaved in the same run.
 
 Run: ``python benchmarks/awq_smoothquant.py [--layers N] [--skip-llm] [--skip-minilm]``
-writes benchmarks/results/awq_smoothquant.json.
+writes benchmarks/results/awq_smoothquant.json: the rows measured replace those of the same
+model and method, the others (``--skip-llm``, ``--only``) stay, each row stamped with the
+date and load of the run that measured it.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import importlib.metadata
+import json
 import math
 import statistics
 import time
@@ -171,10 +175,37 @@ def main() -> None:
     torch.manual_seed(0)
     info = run_info("awq_smoothquant", args.threads)
     info.update(layers=args.layers or "all", tokens=args.tokens, calib_windows=args.calib)
+    previous = earlier_results(args.out)
+    before = f"{previous.get('date')}, load {previous.get('load_average_at_start', 0):.1f}"
+    earlier = [{"measured": before, **r} for r in previous.get("rows", [])]
+    if args.skip_llm:  # the LLM rows kept are those of the earlier run and its settings
+        llm_keys = ("layers", "tokens", "calib_windows", "note")
+        info.update({k: previous[k] for k in llm_keys if k in previous})
+    stamp = f"{datetime.date.today().isoformat()}, load {info['load_average_at_start']:.1f}"
     rows = [] if args.skip_minilm else minilm_rows(args.repeats)
+
+    def save(more: list[dict]) -> None:
+        measured = [{**r, "measured": stamp} for r in rows + more]
+        write_results(args.out, {**info, "rows": merge_rows(earlier, measured)})
+
     if not args.skip_llm:
-        rows += llm_rows(args, lambda more: write_results(args.out, {**info, "rows": rows + more}))
-    write_results(args.out, {**info, "rows": rows})
+        rows += llm_rows(args, save)
+    save([])
+
+
+def earlier_results(path: Path) -> dict:
+    """An earlier results file at ``path`` (empty if there is none)."""
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def merge_rows(earlier: list[dict], measured: list[dict]) -> list[dict]:
+    """``measured`` in place of the earlier rows of the same model and method; the earlier
+    rows of what this run did not measure (``--skip-llm``, ``--only``) are kept, each with
+    the date and load of the run that measured it."""
+    key = lambda r: (r.get("model"), r.get("method"))
+    fresh = {key(r): r for r in measured}
+    out = [fresh.pop(key(r), r) for r in earlier]
+    return out + [r for r in measured if key(r) in fresh]
 
 
 if __name__ == "__main__":
