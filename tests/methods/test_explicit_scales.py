@@ -87,3 +87,22 @@ def test_a_checkpoint_keeps_the_explicit_scales(tmp_path):
         assert torch.equal(back.fc.input_scale, qm.fc.input_scale)
         with torch.no_grad():
             assert torch.equal(back(TEST), qm(TEST))
+
+
+@pytest.mark.parametrize("method", ["awq", "smoothquant"])
+def test_a_tied_lm_head_gets_no_explicit_scale(method):
+    model = tiny_llama()
+    model.lm_head.weight = model.model.embed_tokens.weight  # tied, as SmolLM2's
+    embedding = model.model.embed_tokens.weight.detach().clone()
+    x = llama_tokens(5)
+    ref = model(**x).logits.detach()
+    names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    if method == "awq":
+        ctx = QuantContext(WeightOnly(bits=4, group_size=32), QuantSummary(), LLAMA_CALIB)
+        apply_awq(model, names, ctx)
+    else:
+        ctx = QuantContext(ql.Dynamic(smoothquant=0.5), QuantSummary(), LLAMA_CALIB)
+        smooth(model, names, ctx, 0.5, per_token=True, explicit=True)
+    assert input_scale_of(model.lm_head) is None
+    assert torch.equal(model.model.embed_tokens.weight, embedding)
+    assert_similar(model(**x).logits, ref, atol=1e-5, rtol=1e-5)

@@ -30,11 +30,28 @@ def attach_input_scale(linear: nn.Linear, s: torch.Tensor) -> None:
         linear.register_forward_pre_hook(_divide_input)
 
 
+def own_weights(model: nn.Module, names: list[str]) -> set[str]:
+    """The Linears among ``names`` that can keep an explicit input scale: those whose weight
+    no other module shares (a tied ``lm_head``'s weight is the input embedding's, which
+    multiplying its columns by ``s`` would change too).
+
+    Example:
+        >>> own_weights(llm, ["lm_head", "model.layers.0.self_attn.o_proj"])
+        {'model.layers.0.self_attn.o_proj'}
+    """
+    users: dict[int, int] = {}
+    for module in model.modules():
+        for p in module.parameters(recurse=False):
+            users[id(p)] = users.get(id(p), 0) + 1
+    return {n for n in names if users.get(id(consumer(model, n).weight), 0) == 1}
+
+
 def scale_group(
     model: nn.Module, group: FoldGroup, s: torch.Tensor, foldable: bool, wanted: set[str]
 ) -> None:
     """Apply the scales ``s`` of one group: folded into its producer, or (not ``foldable``)
-    kept by each of its consumers in ``wanted`` as an explicit input scale."""
+    kept by each of its consumers in ``wanted`` as an explicit input scale (``wanted`` then
+    holds only layers with weights of their own, :func:`own_weights`)."""
     if foldable:
         fold(model, group, s)
         return

@@ -39,7 +39,7 @@ from quantlens.core.qtensor import quantize_tensor
 from quantlens.core.scheme import QScheme
 from quantlens.errors import ConfigError
 from quantlens.methods.base import QuantContext
-from quantlens.methods.scale_apply import scale_group, scaling_note
+from quantlens.methods.scale_apply import own_weights, scale_group, scaling_note
 from quantlens.methods.scale_fold import InputStats, calibrated_groups, consumer, sum_over_ranks
 
 ALPHA_GRID = tuple(i / 10 for i in range(1, 10))
@@ -170,11 +170,13 @@ def smooth(
         groups, unfoldable, stats = calibrated_groups(
             model, names, ctx, sync=sync, what="SmoothQuant calibration", explicit=explicit
         )
-        wanted, scaled = set(names), [0, 0]
+        wanted, scaled = own_weights(model, names), [0, 0]  # explicit: no tied weights
         alphas: list[float] = []
         for i, (group, st) in enumerate(zip(groups + unfoldable, stats)):
             foldable = i < len(groups)
             kept = group.consumers if foldable else [n for n in group.consumers if n in wanted]
+            if not kept:
+                continue
             weights = [consumer(model, n).weight for n in kept]
             s, used = choose_scales(st, weights, alpha, per_token, sync)
             if s is not None:

@@ -37,7 +37,7 @@ from quantlens.core.qtensor import quantize_tensor
 from quantlens.core.scheme import QScheme
 from quantlens.errors import ConfigError
 from quantlens.methods.base import QuantContext
-from quantlens.methods.scale_apply import scale_group, scaling_note
+from quantlens.methods.scale_apply import own_weights, scale_group, scaling_note
 from quantlens.methods.scale_fold import calibrated_groups, consumer, sum_over_ranks
 from quantlens.methods.weight_only.config import WeightOnly
 from quantlens.methods.weight_only.gptq import _collect as _collect_gptq
@@ -121,9 +121,13 @@ def apply_awq(model: nn.Module, names: list[str], ctx: QuantContext) -> None:
         groups, unfoldable, stats = calibrated_groups(
             model, names, ctx, sync=sync, what="AWQ calibration", explicit=True
         )
-        wanted, scaled, alphas = set(names), [0, 0], []
+        scaled, alphas = [0, 0], []
+        own = own_weights(model, names)
         for i, (group, st) in enumerate(zip(groups + unfoldable, stats)):
+            wanted = set(names) if i < len(groups) else own  # explicit: no tied weights
             quantized = [n for n in group.consumers if n in wanted]
+            if not quantized:
+                continue
             weights = [consumer(model, n).weight for n in quantized]
             schemes = [_scheme(ctx, n, w) for n, w in zip(quantized, weights)]
             alpha, s = search_alpha(st.sample, st.absmean, weights, schemes, sync)
