@@ -83,6 +83,11 @@ def scaling_note(
             f", {explicit} of the {len(unfoldable)} with nothing to fold into kept as an explicit "
             f"input scale of the quantized layer (e.g. {unfoldable[0].consumers[0]})"
         )
+        if explicit < len(unfoldable):
+            text += (
+                f"; the other {len(unfoldable) - explicit} {unscaled} (a weight tied to another "
+                "layer's, or no scale helped)"
+            )
     elif unfoldable:
         text += (
             f"; {len(unfoldable)} have no norm or Linear to fold the scales into "
