@@ -57,7 +57,7 @@ def test_static_smoothquant_leaves_such_layers_unscaled():
     assert any("1 have no norm or Linear" in n for n in qm.quantlens_summary.notes)
 
 
-@pytest.mark.parametrize("method", ["awq", "smoothquant"])
+@pytest.mark.parametrize("method", [pytest.param("awq", marks=pytest.mark.slow), "smoothquant"])
 def test_on_a_gqa_llama_o_proj_gets_an_explicit_scale_and_the_function_is_kept(method):
     model = tiny_llama()
     x = llama_tokens(5)
