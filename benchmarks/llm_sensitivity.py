@@ -101,11 +101,11 @@ def main() -> None:
         "float_mb": plan.float_bytes / 1e6,
         "bits": {str(b): sum(1 for c in plan.layers if c.bits == b) for b in (8, 4, None)},
         "seconds": seconds,
-        "uniform": [
-            {"bits": u.bits, "size_mb": u.size_bytes / 1e6, "increase_pct": u.drop}
-            for u in plan.uniform
-        ],
     }
+    out["plan_uniform"] = [  # the same layers at one width each, for comparison
+        {"bits": u.bits, "size_mb": u.size_bytes / 1e6, "increase_pct": u.drop}
+        for u in plan.uniform
+    ]
     write_results(args.out, out)
 
 
