@@ -179,8 +179,12 @@ def main() -> None:
     before = f"{previous.get('date')}, load {previous.get('load_average_at_start', 0):.1f}"
     earlier = [{"measured": before, **r} for r in previous.get("rows", [])]
     if args.skip_llm:  # the LLM rows kept are those of the earlier run and its settings
-        llm_keys = ("layers", "tokens", "calib_windows", "note")
+        llm_keys = ("layers", "tokens", "calib_windows")
         info.update({k: previous[k] for k in llm_keys if k in previous})
+    info["note"] = (
+        "SmolLM2-135M-Instruct from its Q4_1 GGUF (dequantized float32 = the float "
+        "reference); each row's 'measured' says which run measured it"
+    )
     stamp = f"{datetime.date.today().isoformat()}, load {info['load_average_at_start']:.1f}"
     rows = [] if args.skip_minilm else minilm_rows(args.repeats)
 
