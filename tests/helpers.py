@@ -262,3 +262,24 @@ def run_ranks(fn: Callable, world: int, *args, timeout: float = 60.0) -> list[tu
             proc.kill()
             proc.join(5)
     return [got.get(rank, (False, "no result")) for rank in range(world)]
+
+
+def tiny_llama(**config) -> torch.nn.Module:
+    """A 2-layer ``LlamaForCausalLM`` with grouped-query attention, built offline from a small
+    config (``config`` overrides the defaults), weights drawn from seed 0."""
+    import transformers
+
+    hidden = config.pop("hidden_size", 64)
+    settings = {
+        "vocab_size": 128,
+        "hidden_size": hidden,
+        "intermediate_size": 2 * hidden,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 128,
+        **config,
+    }
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return transformers.LlamaForCausalLM(transformers.LlamaConfig(**settings)).eval()

@@ -8,6 +8,7 @@ import json
 
 import pytest
 import torch
+from helpers import tiny_llama
 
 import quantlens as ql
 from quantlens.analysis import search_plan, sensitivity
@@ -23,19 +24,8 @@ VOCAB, CONTEXT = 128, 64
 
 
 def _llama() -> torch.nn.Module:
-    config = transformers.LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=CONTEXT,
-        initializer_range=0.1,  # logits far from uniform, so that low bits cost perplexity
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        return transformers.LlamaForCausalLM(config).eval()
+    # initializer_range: logits far from uniform, so that low bits cost perplexity
+    return tiny_llama(vocab_size=VOCAB, max_position_embeddings=CONTEXT, initializer_range=0.1)
 
 
 def _gpt2() -> torch.nn.Module:

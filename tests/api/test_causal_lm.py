@@ -10,6 +10,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import helpers
 import pytest
 import torch
 from safetensors import safe_open
@@ -31,19 +32,7 @@ CONFIGS = {
 
 
 def tiny_llama(hidden: int = 64) -> torch.nn.Module:
-    config = transformers.LlamaConfig(
-        vocab_size=128,
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        tie_word_embeddings=True,
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        return transformers.LlamaForCausalLM(config).eval()
+    return helpers.tiny_llama(hidden_size=hidden, tie_word_embeddings=True)
 
 
 def tiny_gpt2() -> torch.nn.Module:

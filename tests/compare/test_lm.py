@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from helpers import tiny_llama
 
 from quantlens.compare import Budget, Comparison, Measure, Row, compare
 from quantlens.compare.lm import calibration_windows, is_causal_lm, token_stream
@@ -23,19 +24,8 @@ VOCAB, TOKENS, WINDOW = 128, 256, 64
 
 
 def _tiny_llama() -> torch.nn.Module:
-    config = transformers.LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        initializer_range=0.1,  # logits far enough from uniform for 4 bits to cost perplexity
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        return transformers.LlamaForCausalLM(config).eval()
+    # initializer_range: logits far enough from uniform for 4 bits to cost perplexity
+    return tiny_llama(vocab_size=VOCAB, max_position_embeddings=256, initializer_range=0.1)
 
 
 def _stream() -> torch.Tensor:

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import tiny_llama
 
 import quantlens as ql
 from quantlens.errors import InputError
@@ -20,19 +21,7 @@ VOCAB = 96
 
 @pytest.fixture(scope="module")
 def llama():
-    config = transformers.LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        tie_word_embeddings=True,
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        return transformers.LlamaForCausalLM(config).eval()
+    return tiny_llama(vocab_size=VOCAB, max_position_embeddings=256, tie_word_embeddings=True)
 
 
 def _stream(n: int, seed: int = 0) -> torch.Tensor:
