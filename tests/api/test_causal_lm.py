@@ -24,7 +24,7 @@ SRC = str(Path(ql.__file__).resolve().parent.parent)
 W = ql.WeightOnly
 CONFIGS = {
     "w4-g32": W(bits=4, group_size=32),
-    "w4-g32-emb": W(bits=4, group_size=32, modules=("linear", "embedding")),
+    "w4-g32-emb": W(bits=4, group_size=32, modules=("linear", "embedding"), lm_head=True),
     "w3-hqq": W(bits=3, group_size=32, algorithm="hqq"),
     "w4-gptq-seq": W(bits=4, group_size=32, algorithm="gptq", true_sequential=True),
     "dynamic": ql.Dynamic(),
@@ -96,7 +96,8 @@ def test_quantize_generate_save_load(models, arch, label, tmp_path):
 def test_tied_embeddings_are_quantized_once_and_saved_once(models, tmp_path):
     model = models["llama"]
     assert model.lm_head.weight is model.model.embed_tokens.weight
-    qm = ql.quantize(model, W(bits=4, group_size=32, modules=("linear", "embedding")))
+    both = ("linear", "embedding")
+    qm = ql.quantize(model, W(bits=4, group_size=32, modules=both, lm_head=True))
     assert isinstance(qm.lm_head, QLinear) and isinstance(qm.model.embed_tokens, QEmbedding)
     assert qm.lm_head.weight_packed is qm.model.embed_tokens.weight_packed
     records = {r.name: r for r in qm.quantlens_summary.records}
@@ -114,7 +115,7 @@ def test_tied_embeddings_are_quantized_once_and_saved_once(models, tmp_path):
     # GPTQ: the head's codes (GPTQ) serve the embedding too, not its HQQ fallback
     g = ql.quantize(
         model,
-        W(bits=4, group_size=32, algorithm="gptq", modules=("linear", "embedding")),
+        W(bits=4, group_size=32, algorithm="gptq", modules=both, lm_head=True),
         calib_data=CALIB,
     )
     assert g.model.embed_tokens.weight_packed is g.lm_head.weight_packed

@@ -158,15 +158,21 @@ def config_from_dict(data: Mapping) -> QuantConfig:
 
 def resolve(config: QuantConfig, name: str) -> QuantConfig | None:
     """The config that applies to module ``name`` under ``config``, or None to keep it float."""
-    if any(_matches(name, p) for p in config.skip):
+    if any(matches(name, p) for p in config.skip):
         return None
     for pattern, sub in config.overrides:
-        if _matches(name, pattern):
+        if matches(name, pattern):
             return resolve(sub, name)
     return config
 
 
-def _matches(name: str, pattern: str) -> bool:
+def matches(name: str, pattern: str) -> bool:
+    """Whether a ``skip`` / ``overrides`` pattern names module ``name`` (or a module above it).
+
+    Example:
+        >>> matches("encoder.layer.0.output", "encoder.layer.0")
+        True
+    """
     return fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(name, pattern + ".*")
 
 
@@ -190,7 +196,7 @@ def configs_in(config: QuantConfig) -> list[QuantConfig]:
 def check_patterns(config: QuantConfig, model: nn.Module) -> None:
     """Raise ConfigError naming every skip/override pattern that matches no module."""
     names = [n for n, _ in model.named_modules() if n]
-    dead = [p for p in patterns(config) if not any(_matches(n, p) for n in names)]
+    dead = [p for p in patterns(config) if not any(matches(n, p) for n in names)]
     if dead:
         sample = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
         raise ConfigError(

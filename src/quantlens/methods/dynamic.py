@@ -58,6 +58,7 @@ from quantlens.methods.dynamic_layers import (
     outweigh,
     register_dynamic_layer,
 )
+from quantlens.methods.lm_head import head_asked, head_reason, output_heads
 from quantlens.nn.dynamic_linear import ACTIVATIONS, DTYPES
 from quantlens.nn.registry import subclass_reason
 
@@ -114,6 +115,8 @@ class Dynamic(QuantConfig):
             usual) or ``"auto"`` (searched per group of Linears on calibration data): before
             int8, move activation outliers into the weights with SmoothQuant
             (:mod:`quantlens.methods.smoothing`); needs ``calib_data``.
+        lm_head: quantize a causal language model's output head too (False, the default:
+            it stays float, as in :class:`~quantlens.methods.weight_only.WeightOnly`).
         skip, overrides: see :class:`quantlens.methods.base.QuantConfig`.
 
     Example:
@@ -128,11 +131,16 @@ class Dynamic(QuantConfig):
     min_rnn_hidden: int | None = None
     smoothquant: float | str | None = None
     min_linear_out: int | None = None
+    lm_head: bool = False
 
-    #: A config dict without ``min_rnn_hidden`` / ``min_linear_out`` (a checkpoint saved before
-    #: the field existed) quantized every LSTM / GRU / Linear; loading it must rebuild the same
-    #: structure.
-    MISSING_FIELD_VALUES: ClassVar[dict[str, Any]] = {"min_rnn_hidden": 0, "min_linear_out": 0}
+    #: A config dict without ``min_rnn_hidden`` / ``min_linear_out`` / ``lm_head`` (a checkpoint
+    #: saved before the field existed) quantized every LSTM / GRU / Linear, the LM head
+    #: included; loading it must rebuild the same structure.
+    MISSING_FIELD_VALUES: ClassVar[dict[str, Any]] = {
+        "min_rnn_hidden": 0,
+        "min_linear_out": 0,
+        "lm_head": True,
+    }
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -189,11 +197,12 @@ def _targets(
     out: list[tuple[str, nn.Module, Dynamic, DynamicLayer]] = []
     taken: list[str] = []
     default, recurrent = default_modules(model), has_recurrent(model)
+    heads = output_heads(model)
     for name, module in model.named_modules():
         if any(name.startswith(t + ".") or t == "" for t in taken):
             continue
         config = ctx.config_for(name, Dynamic)
-        if config is None:
+        if config is None or (id(module) in heads and not head_asked(ctx.config, name, config)):
             continue
         spec = layer_for(module, config, default)
         if spec is not None and keep_float_reason(module, config, spec, recurrent) is None:
@@ -293,6 +302,7 @@ def _record_float_layers(
 ) -> None:
     """Summary records for leaf layers with weights that Dynamic left in float, and why
     (``recurrent``: whether the float model had an LSTM / GRU)."""
+    heads = output_heads(model)
     for name, module in model.named_modules():
         if list(module.children()) or not list(module.parameters(recurse=False)):
             continue
@@ -300,6 +310,8 @@ def _record_float_layers(
             ctx.record_skip(name, module)
         elif (config := ctx.config_for(name, Dynamic)) is None:
             continue  # another method's layer: that method records it
+        elif heads.get(id(module)) == "head" and not head_asked(ctx.config, name, config):
+            ctx.summary.add(name, module, "float", reason=head_reason("head"))
         elif (spec := layer_for(module, config, default)) is not None and (
             why := keep_float_reason(module, config, spec, recurrent)
         ):
@@ -332,8 +344,11 @@ def _heavy_float_params(model: nn.Module, ctx: QuantContext) -> dict[str, int]:
     """Parameters of float leaf layers that multiply by a weight matrix (not lookups or norms),
     leaving out those the user skipped."""
     out: dict[str, int] = {}
+    heads = output_heads(model)  # kept float on purpose: no reason to warn
     for name, module in model.named_modules():
         if list(module.children()) or isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+            continue
+        if id(module) in heads:
             continue
         if ctx.is_skipped(name):
             continue

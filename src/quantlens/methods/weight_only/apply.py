@@ -24,6 +24,7 @@ from quantlens.methods.base import (
 )
 from quantlens.methods.group_size import group_choice
 from quantlens.methods.layer_kinds import DEFAULT_MODULES, default_modules, kind_name
+from quantlens.methods.lm_head import head_asked, head_reason, output_heads
 from quantlens.methods.weight_only.config import WeightOnly
 from quantlens.methods.weight_only.registry import ALGORITHMS, Algorithm
 from quantlens.nn.packed import PackedWeight
@@ -85,6 +86,7 @@ def _plan(model: nn.Module, ctx: QuantContext) -> list[_Plan | _Left]:
             "(pass modules=... to choose the layer kinds)"
         )
     out: list[_Plan | _Left] = []
+    heads = output_heads(model)
     for name, module in model.named_modules():
         kind = kind_name(
             standard_class(module, quantized_classes()) or type(module)
@@ -105,6 +107,10 @@ def _plan(model: nn.Module, ctx: QuantContext) -> list[_Plan | _Left]:
             continue
         if not isinstance(cfg, WeightOnly):
             continue  # another method's layer: that method records it
+        if id(module) in heads and not head_asked(ctx.config, name, cfg):
+            why = head_reason(heads[id(module)])
+            out.append(_Left(name, module, "float", why, nbytes=module_bytes(module)))
+            continue
         scheme = cfg.scheme_for(tuple(_weight(module).shape))
         reason = _why_not(module, qcls, scheme)
         if reason:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -43,6 +43,12 @@ class WeightOnly(QuantConfig):
             layers, or, in a model without any Linear layer but with convolutions (a CNN
             whose classifier is a 1x1 conv, such as SqueezeNet), its Conv2d layers, which the
             summary says.
+        lm_head: quantize the output head of a causal language model (``lm_head``, a
+            Hugging Face ``*ForCausalLM``'s output embeddings, or a Linear tied to an
+            Embedding) and an input embedding tied to it. False (the default, as in
+            AutoGPTQ, AutoAWQ, llm-compressor and torchao): they stay float, which the summary
+            says (:mod:`quantlens.methods.lm_head`); an ``overrides`` pattern naming the head
+            quantizes it too. Models without such a head are not affected.
         sync: with ``algorithm="gptq"`` or AWQ under ``torch.distributed``, sum the Hessians
             (AWQ: the activation statistics) and sample counts over the ranks (each
             calibrates on its share); False keeps each rank's own. Nothing changes outside
@@ -74,6 +80,11 @@ class WeightOnly(QuantConfig):
     act_order: bool = True
     static_groups: bool | None = None
     true_sequential: bool = False
+    lm_head: bool = False
+
+    #: A config dict without ``lm_head`` (a checkpoint saved before the field existed)
+    #: quantized the head with the other Linear layers; loading it rebuilds that structure.
+    MISSING_FIELD_VALUES: ClassVar[dict[str, Any]] = {"lm_head": True}
 
     def __post_init__(self) -> None:
         super().__post_init__()
