@@ -5,8 +5,8 @@ AutoGPTQ / GPTQModel, AutoAWQ, llm-compressor and torchao all keep a Llama model
 ``lm_head`` (and its input embedding) in float by default: the head turns the last hidden
 state into the logits of every token, so its error reaches the loss directly, and in a small
 model it is a large share of the weights (SmolLM2-135M: 49152 x 576, a fifth of them).
-Measured on SmolLM2 (Hamlet, w4 g128 RTN): perplexity +51.6% with the head quantized,
-+32.8% with it float (``benchmarks/results/llm.json``).
+On SmolLM2, w4 g128 RTN with the head quantized costs about twice the perplexity increase
+it costs with the head float (``benchmarks/results/llm.json`` has both rows).
 
 The head of a model is found three ways: the output embeddings of a Hugging Face model that
 generates (``*ForCausalLM``, ``*LMHeadModel``: ``get_output_embeddings()``), a module named
