@@ -6,17 +6,25 @@ model**. Perplexity is measured on the first ``--tokens`` tokens of Hamlet in di
 of ``--window`` tokens; calibration (GPTQ) uses other plays (Macbeth, The Tempest, Othello).
 
 Variants: float32; quantlens weight-only w8 g128, w4 g128 RTN / HQQ / GPTQ (act-order on and
-off; true-sequential with ``--true-seq``), w3 g128 GPTQ, w2 g64 RTN (the Linear layers, the
-tied output head included; the input embedding stays float); and, side by side in the same
-process, the peers that install here: torchao int8 and int4 weight-only (int4 on a bfloat16
-copy: its CPU kernel takes bfloat16) and optimum-quanto int8 / int4.
+off; true-sequential with ``--true-seq``) / AWQ / AWQ+GPTQ, w3 g128 GPTQ / AWQ, w2 g64 RTN (the
+Linear layers of the decoder; the output head tied to the input embedding stays float, the
+default for causal LMs, and one row, ``+lm_head``, quantizes it too); W8A8 (``ql.Dynamic``:
+int8 weights, per-token int8 activations) without and with SmoothQuant (alpha searched); and,
+side by side in the same process, the peers that install here: torchao int8 and int4
+weight-only (int4 on a bfloat16 copy: its CPU kernel takes bfloat16) and optimum-quanto int8 /
+int4 (these quantize every Linear, the head included).
 
 Generation is greedy at batch 1 with the KV cache (``quantlens.eval.measure_generation``):
 a ``--prompt``-token prompt of Hamlet, then ``--new-tokens`` decode steps. The variants are
 timed round-robin (one generation each per round, ``--rounds`` rounds after a warm-up round),
-so a noisy neighbour slows them alike; medians and p95 over the rounds.
+so a noisy neighbour slows them alike; medians and p95 over the rounds. Decode at batch 1
+reads every weight once per token: each row records those bytes (the weights of every layer
+but the embedding lookups) and the rate they were read at, against the machine's read
+bandwidth measured in the same run (the median of timed sums over a 512 MB tensor).
 
-    python benchmarks/llm.py --threads 2            # several minutes on 2 cores
+    python benchmarks/llm.py --threads 2 --calib-samples 8 --rounds 3   # ~30 min on 2 cores
+
+It writes benchmarks/results/llm.json, then docs/llm.md (``benchmarks/llm_page.py``).
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from _threads import FLAG, HELP, set_wait_policy
 
 set_wait_policy()  # before torch starts its thread pool
 
+import llm_page
 import torch
 from _results import run_info, write_results
 
@@ -41,6 +50,7 @@ from quantlens.eval.generation import measure_generation
 from quantlens.eval.latency import percentile
 from quantlens.eval.perplexity import measure_perplexity
 from quantlens.eval.size import checkpoint_bytes
+from quantlens.nn import QEmbedding
 from quantlens.zoo import shakespeare, smollm2
 
 RESULTS = Path(__file__).resolve().parent / "results" / "llm.json"
@@ -51,13 +61,50 @@ CONFIGS = {
     "w4 g128 hqq": W(bits=4, group_size=128, algorithm="hqq"),
     "w4 g128 gptq": W(bits=4, group_size=128, algorithm="gptq"),
     "w4 g128 gptq no-act-order": W(bits=4, group_size=128, algorithm="gptq", act_order=False),
+    "w4 g128 awq": W(bits=4, group_size=128, algorithm="awq"),
+    "w4 g128 awq+gptq": W(bits=4, group_size=128, algorithm="awq+gptq"),
+    "w4 g128 rtn +lm_head": W(bits=4, group_size=128, lm_head=True),
+    "w3 g128 hqq": W(bits=3, group_size=128, algorithm="hqq"),
     "w3 g128 gptq": W(bits=3, group_size=128, algorithm="gptq"),
+    "w3 g128 awq": W(bits=3, group_size=128, algorithm="awq"),
     "w2 g64 rtn": W(bits=2, group_size=64),
+    "w8a8 dynamic": ql.Dynamic(),
+    "w8a8 dynamic smoothquant": ql.Dynamic(smoothquant="auto"),
 }
 TRUE_SEQUENTIAL = {  # --true-seq: block-by-block calibration costs several more model passes
     "w4 g128 gptq true-seq": W(bits=4, group_size=128, algorithm="gptq", true_sequential=True),
     "w3 g128 gptq true-seq": W(bits=3, group_size=128, algorithm="gptq", true_sequential=True),
 }
+
+
+def read_bandwidth(mbytes: int = 512, reps: int = 7) -> float:
+    """The machine's read bandwidth in GB/s: the median time of ``sum()`` over a float32
+    tensor far larger than the caches (a pure streaming read on the benchmark's threads)."""
+    x = torch.ones(mbytes * 2**20 // 4)
+    x.sum()  # touch every page
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        x.sum()
+        times.append(time.perf_counter() - start)
+    return x.numel() * 4 / statistics.median(times) / 1e9
+
+
+def weight_bytes_per_token(model) -> int:
+    """Bytes a batch-1 decode step reads from the model's own tensors: every parameter and
+    buffer (packed codes, scales, zero-points) of every layer except the embedding lookups,
+    which read one row; a tensor shared by two layers (a tied head) counts once."""
+    seen, total = set(), 0
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Embedding, QEmbedding)):
+            continue
+        tensors = [*module.parameters(recurse=False), *module.buffers(recurse=False)]
+        for t in tensors:
+            key = (t.data_ptr(), t.numel())
+            if key not in seen:
+                seen.add(key)
+                total += t.numel() * t.element_size()
+    return total
 
 
 def timed(build):
@@ -172,6 +219,7 @@ def main() -> None:
             "perplexity": round(ppl.perplexity, 3),
             "ppl_vs_float_pct": None,
             "checkpoint_mb": round(checkpoint_bytes(m) / 1e6, 2) if ours else None,
+            "weight_mb_per_token": round(weight_bytes_per_token(m) / 1e6, 2) if ours else None,
             "quant_s": round(secs, 1),
         }
         print(f"perplexity {label}: {ppl.perplexity:.3f}", flush=True)
@@ -210,6 +258,11 @@ def main() -> None:
                 "gen_peak_mb": round(t["peak"] / 1e6, 1),
             }
         )
+    bandwidth = read_bandwidth()
+    for r in rows.values():
+        if r.get("decode_tok_s") and r.get("weight_mb_per_token"):
+            r["decode_read_gb_s"] = round(r["weight_mb_per_token"] * r["decode_tok_s"] / 1e3, 2)
+            r["read_bandwidth_pct"] = round(100 * r["decode_read_gb_s"] / bandwidth, 1)
     base = rows["float32"]["decode_tok_s"]
     ao4 = rows.get("torchao int4wo g128", {}).get("decode_tok_s")
     for r in rows.values():
@@ -225,6 +278,7 @@ def main() -> None:
         "calibration": f"{args.calib_samples} x 512 tokens of Macbeth, The Tempest, Othello",
         "generation": f"batch 1, greedy, prompt {args.prompt} tokens, {args.new_tokens} new "
         f"tokens, {args.rounds} round-robin rounds after a warm-up round",
+        "read_bandwidth_gb_s": round(bandwidth, 2),
         "peers": status,
         "rows": list(rows.values()),
     }
@@ -236,7 +290,11 @@ def main() -> None:
         print(f"{r['variant']:28}{cells}")
     for name, st in status.items():
         print(f"peer {name}: {st}")
+    print(f"read bandwidth {bandwidth:.2f} GB/s")
     print(f"wrote {args.out}")
+    if args.out.resolve() == RESULTS:
+        llm_page.write(llm_page.render())
+        print(f"wrote {llm_page.PAGE.relative_to(llm_page.ROOT)}")
 
 
 if __name__ == "__main__":
