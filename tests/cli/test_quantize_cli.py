@@ -370,3 +370,35 @@ def test_qat_refuses_unlabelled_training_data(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "the training data has no labels" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "q").exists()
+
+
+class _TiedLM(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(64, 32)
+        self.body = nn.Linear(32, 32)
+        self.lm_head = nn.Linear(32, 64, bias=False)
+        self.lm_head.weight = self.embed.weight
+
+    def forward(self, ids):
+        return self.lm_head(self.body(self.embed(ids)))
+
+
+def make_tied_lm() -> nn.Module:
+    """A factory for a tiny language model whose head is tied to its embedding."""
+    torch.manual_seed(0)
+    return _TiedLM()
+
+
+def test_lm_head_flag_quantizes_the_head(tmp_path, capsys):
+    factory = f"{__name__}:make_tied_lm"
+    for flags, head_quantized in (([], False), (["--lm-head"], True)):
+        out = tmp_path / f"ckpt{len(flags)}"
+        argv = ["quantize", factory, "--bits", "4", "--group-size", "16", *flags, "-o", str(out)]
+        assert main(argv) == 0
+        assert ("pass lm_head=True" in capsys.readouterr().out) is not head_quantized
+        loaded = ql.load(out, trust_code=True)
+        assert isinstance(loaded.lm_head, QLinear) is head_quantized
+        assert isinstance(loaded.body, QLinear)
+    assert main(["quantize", factory, "--method", "static", "--lm-head", "-o", str(out)]) == 2
+    assert "--lm-head does not apply" in capsys.readouterr().err

@@ -54,6 +54,7 @@ _FIELDS = {
     "symmetric": "symmetric",
     "codebook": "codebook",
     "skip": "skip",
+    "lm_head": "lm_head",
 }
 
 
@@ -107,6 +108,12 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--skip", action="append", help="module name pattern left in float (repeatable)"
+    )
+    parser.add_argument(
+        "--lm-head",
+        action="store_true",
+        default=None,
+        help="quantize a causal LM's output head (and an embedding tied to it) too",
     )
     parser.add_argument("--config", help="a config JSON (as in quantlens.json's 'config')")
     parser.add_argument(
