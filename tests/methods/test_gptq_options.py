@@ -10,6 +10,7 @@ from quantlens.errors import ConfigError, SchemeError
 from quantlens.methods.base import config_from_dict
 from quantlens.methods.weight_only import WeightOnly
 from quantlens.methods.weight_only.gptq import collect_hessians, gptq_quantize
+from quantlens.methods.weight_only.hqq import hqq_quantize
 from quantlens.methods.weight_only.sequential import quantize_sequentially
 
 
@@ -32,13 +33,13 @@ def _output_error(x, w, qt) -> float:
     return ((x @ (qt.dequantize() - w).T) ** 2).mean().item()
 
 
-def test_static_groups_take_rtn_scales_and_dynamic_ones_move():
+def test_static_groups_take_hqq_scales_and_dynamic_ones_move():
     w, x, H, scheme = _layer_case()
-    rtn = ql.quantize_tensor(w, scheme)
+    rtn, fitted = ql.quantize_tensor(w, scheme), hqq_quantize(w, scheme)
     for act_order in (True, False):
         static = gptq_quantize(w, H, scheme, act_order=act_order, static_groups=True)
-        assert torch.equal(static.scale, rtn.scale) and torch.equal(
-            static.zero_point, rtn.zero_point
+        assert torch.equal(static.scale, fitted.scale) and torch.equal(
+            static.zero_point, fitted.zero_point
         )
         assert _output_error(x, w, static) < 0.7 * _output_error(x, w, rtn)
     dynamic = gptq_quantize(w, H, scheme, act_order=False, static_groups=False)
