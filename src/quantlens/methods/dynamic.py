@@ -21,7 +21,6 @@ Example:
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -58,6 +57,7 @@ from quantlens.methods.dynamic_layers import (
     outweigh,
     register_dynamic_layer,
 )
+from quantlens.methods.dynamic_notes import warn_if_little
 from quantlens.methods.lm_head import head_asked, head_reason, output_heads
 from quantlens.nn.dynamic_linear import ACTIVATIONS, DTYPES
 from quantlens.nn.registry import subclass_reason
@@ -274,7 +274,7 @@ def apply(model: nn.Module, ctx: QuantContext) -> nn.Module:
             "quantized may not make the model faster (ql.compare measures it)"
         )
     if isinstance(ctx.config, Dynamic):  # (mixed with another method, that method's layers count)
-        _warn_if_little(model, ctx, targets, slow)
+        warn_if_little(model, ctx, targets, slow)
     return model
 
 
@@ -338,57 +338,6 @@ def _record_float_layers(
                 "float",
                 reason=f"Dynamic has no quantized {type(module).__name__}{hint}",
             )
-
-
-def _heavy_float_params(model: nn.Module, ctx: QuantContext) -> dict[str, int]:
-    """Parameters of float leaf layers that multiply by a weight matrix (not lookups or norms),
-    leaving out those the user skipped."""
-    out: dict[str, int] = {}
-    heads = output_heads(model)  # kept float on purpose: no reason to warn
-    for name, module in model.named_modules():
-        if list(module.children()) or isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
-            continue
-        if id(module) in heads:
-            continue
-        if ctx.is_skipped(name):
-            continue
-        matrices = sum(
-            p.numel() for p in module.parameters(recurse=False) if p.dim() >= 2
-        )  # (LSTM: weight_ih_l0, ...)
-        if matrices:
-            out[type(module).__name__] = out.get(type(module).__name__, 0) + matrices
-    return out
-
-
-def _warn_if_little(model: nn.Module, ctx: QuantContext, targets, slow: list[str]) -> None:
-    """Warn when the layers left float (convolutions, RNNs where int8 is slower, ...) outweigh
-    the quantized ones."""
-    quantized = sum(p.numel() for _, module, _, _ in targets for p in module.parameters())
-    heavy = _heavy_float_params(model, ctx)
-    left = sum(heavy.values())
-    if not targets or left <= quantized:
-        return
-    names = ", ".join(t[0] or "(model)" for t in targets[:3]) + (
-        ", ..." if len(targets) > 3 else ""
-    )
-    text = (
-        f"Dynamic quantized only {len(targets)} layer(s) ({names}), "
-        f"{100 * quantized / (quantized + left):.0f}% of the weight-matrix parameters; "
-        f"{', '.join(sorted(heavy))} stay float"
-    )
-    if any(k.startswith("Conv") for k in heavy):
-        text += (
-            " (Dynamic(modules=(..., 'conv2d')) quantizes Conv2d too; ql.Static with "
-            "calibration data keeps the activations int8 between layers)"
-        )
-    elif slow:
-        text += (
-            f" ({', '.join(slow)}: int8 would be slower, see quantlens_summary): the rest alone is "
-            "unlikely to be faster than float; keep the float model for speed, or ql.compare to "
-            "measure"
-        )
-    warnings.warn(text, UserWarning, stacklevel=3)
-    ctx.summary.note(text)
 
 
 def rebuild(model: nn.Module, ctx: QuantContext) -> nn.Module:
