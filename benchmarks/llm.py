@@ -293,8 +293,7 @@ def main() -> None:
     print(f"read bandwidth {bandwidth:.2f} GB/s")
     print(f"wrote {args.out}")
     if args.out.resolve() == RESULTS:
-        llm_page.write(llm_page.render(), llm_page.PAGE)
-        print(f"wrote {llm_page.PAGE.relative_to(llm_page.ROOT)}")
+        llm_page.main([])
 
 
 if __name__ == "__main__":

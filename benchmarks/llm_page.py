@@ -9,12 +9,11 @@ issue's accuracy and speed targets checked against it, and decode against read b
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-from performance_page import cell, write
+from performance_page import cell, page_main
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "llm.json"
@@ -170,18 +169,7 @@ def render(results: Path = RESULTS) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if the page is stale")
-    args = parser.parse_args(argv)
-    text = render()
-    if args.check:
-        if (PAGE.read_text(encoding="utf-8") if PAGE.exists() else "") != text:
-            print(f"{PAGE.relative_to(ROOT)} is out of date: run python benchmarks/llm_page.py")
-            return 1
-        return 0
-    write(text, PAGE)
-    print(f"wrote {PAGE.relative_to(ROOT)}")
-    return 0
+    return page_main(argv, render, PAGE, "benchmarks/llm_page.py")
 
 
 if __name__ == "__main__":

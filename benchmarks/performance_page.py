@@ -168,23 +168,24 @@ def _umask() -> int:
     return mask
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def page_main(argv: list[str] | None, render_page, page: Path, script: str) -> int:
+    """The command line of a generated page: write it, or ``--check`` that it is current."""
+    parser = argparse.ArgumentParser(description=f"Write {page.relative_to(ROOT)}.")
     parser.add_argument("--check", action="store_true", help="exit 1 if the page is stale")
     args = parser.parse_args(argv)
-    text = render()
+    text = render_page()
     if args.check:
-        current = PAGE.read_text(encoding="utf-8") if PAGE.exists() else ""
-        if current != text:
-            print(
-                f"{PAGE.relative_to(ROOT)} is out of date: run python "
-                "benchmarks/performance_page.py"
-            )
+        if (page.read_text(encoding="utf-8") if page.exists() else "") != text:
+            print(f"{page.relative_to(ROOT)} is out of date: run python {script}")
             return 1
         return 0
-    write(text)
-    print(f"wrote {PAGE.relative_to(ROOT)}")
+    write(text, page)
+    print(f"wrote {page.relative_to(ROOT)}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return page_main(argv, render, PAGE, "benchmarks/performance_page.py")
 
 
 if __name__ == "__main__":

@@ -57,6 +57,16 @@ def test_static_smoothquant_leaves_such_layers_unscaled():
     assert any("1 have no norm or Linear" in n for n in qm.quantlens_summary.notes)
 
 
+def _scale_llama(model, names: list[str], method: str) -> None:
+    """Run AWQ's (w4 g32) or SmoothQuant's (alpha 0.5) scaling over ``names`` of a Llama."""
+    if method == "awq":
+        ctx = QuantContext(WeightOnly(bits=4, group_size=32), QuantSummary(), LLAMA_CALIB)
+        apply_awq(model, names, ctx)
+    else:
+        ctx = QuantContext(ql.Dynamic(smoothquant=0.5), QuantSummary(), LLAMA_CALIB)
+        smooth(model, names, ctx, 0.5, per_token=True, explicit=True)
+
+
 @pytest.mark.parametrize("method", [pytest.param("awq", marks=pytest.mark.slow), "smoothquant"])
 def test_on_a_gqa_llama_o_proj_gets_an_explicit_scale_and_the_function_is_kept(method):
     model = tiny_llama()
@@ -64,12 +74,7 @@ def test_on_a_gqa_llama_o_proj_gets_an_explicit_scale_and_the_function_is_kept(m
     ref = model(**x).logits.detach()
     names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
     names.remove("lm_head")
-    if method == "awq":
-        ctx = QuantContext(WeightOnly(bits=4, group_size=32), QuantSummary(), LLAMA_CALIB)
-        apply_awq(model, names, ctx)
-    else:
-        ctx = QuantContext(ql.Dynamic(smoothquant=0.5), QuantSummary(), LLAMA_CALIB)
-        smooth(model, names, ctx, 0.5, per_token=True, explicit=True)
+    _scale_llama(model, names, method)
     scaled = {n for n, m in model.named_modules() if input_scale_of(m) is not None}
     # v_proj (32 wide under 2 KV heads) cannot take o_proj's (64) scales: o_proj is explicit
     assert scaled and scaled <= {f"model.layers.{i}.self_attn.o_proj" for i in range(2)}
@@ -97,12 +102,7 @@ def test_a_tied_lm_head_gets_no_explicit_scale(method):
     x = llama_tokens(5)
     ref = model(**x).logits.detach()
     names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
-    if method == "awq":
-        ctx = QuantContext(WeightOnly(bits=4, group_size=32), QuantSummary(), LLAMA_CALIB)
-        apply_awq(model, names, ctx)
-    else:
-        ctx = QuantContext(ql.Dynamic(smoothquant=0.5), QuantSummary(), LLAMA_CALIB)
-        smooth(model, names, ctx, 0.5, per_token=True, explicit=True)
+    _scale_llama(model, names, method)
     assert input_scale_of(model.lm_head) is None
     assert torch.equal(model.model.embed_tokens.weight, embedding)
     assert_similar(model(**x).logits, ref, atol=1e-5, rtol=1e-5)
