@@ -26,6 +26,7 @@ from typing import Any, TypeAlias
 
 import torch
 
+from quantlens.core.progress import track
 from quantlens.errors import InputError, QuantlensError, check_number, error_line
 
 DEFAULT_BATCH_SIZE = 64
@@ -271,6 +272,40 @@ def run_batch(model: torch.nn.Module, batch: Batch, what: str = "data"):
             f"the model cannot run on {what} (inputs {describe_inputs(batch)}: "
             f"{error_line(exc, 160)}); give inputs of the shape and dtype the model takes"
         ) from exc
+
+
+def observe(
+    model: torch.nn.Module,
+    data,
+    hooks: list,
+    *,
+    limit: int | None = None,
+    progress: bool | None = None,
+    what: str = "calibration",
+    empty: str = "give a few batches of real inputs",
+) -> None:
+    """Run ``model`` in eval mode over ``data`` (``"calib_data"`` in errors) for the forward
+    ``hooks`` already registered on it to record, with a progress bar named ``what``; the
+    hooks are removed and the training mode restored however it ends.
+
+    Raises:
+        InputError: ``data`` yielded no batch (the message ends with ``empty``).
+    """
+    was_training = model.training
+    model.eval()
+    batches = 0
+    try:
+        for batch in track(
+            iter_batches(data, limit=limit, what="calib_data"), what, enabled=progress
+        ):
+            run_batch(model, batch, "calib_data")
+            batches += 1
+    finally:
+        for handle in hooks:
+            handle.remove()
+        model.train(was_training)
+    if not batches:
+        raise InputError(f"calib_data yielded no batch; {empty}")
 
 
 def count_batches(data, *, batch_size: int = DEFAULT_BATCH_SIZE) -> int | None:

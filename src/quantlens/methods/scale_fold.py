@@ -29,9 +29,14 @@ import torch
 from torch import nn
 
 from quantlens.core import distributed
-from quantlens.core.data import first_batch, first_tensor, is_one_shot, iter_batches, run_batch
-from quantlens.core.progress import track
-from quantlens.errors import InputError
+from quantlens.core.data import (
+    first_batch,
+    first_tensor,
+    is_one_shot,
+    iter_batches,
+    observe,
+    run_batch,
+)
 from quantlens.methods.base import QuantContext
 
 SAMPLE_ROWS = 512
@@ -310,21 +315,7 @@ def collect_input_stats(
         model.get_submodule(g.consumers[0]).register_forward_pre_hook(hook(i))
         for i, g in enumerate(groups)
     ]
-    was_training = model.training
-    model.eval()
-    try:
-        batches = 0
-        for batch in track(
-            iter_batches(calib_data, limit=limit, what="calib_data"), what, enabled=progress
-        ):
-            run_batch(model, batch, "calib_data")
-            batches += 1
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-    if not batches:
-        raise InputError("calib_data yielded no batch; give a few batches of real inputs")
+    observe(model, calib_data, handles, limit=limit, progress=progress, what=what)
     out = []
     for i, g in enumerate(groups):
         width = consumer(model, g.consumers[0]).in_features

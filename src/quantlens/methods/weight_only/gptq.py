@@ -38,12 +38,11 @@ import torch
 from torch import nn
 
 from quantlens.core import distributed
-from quantlens.core.data import iter_batches, run_batch
-from quantlens.core.progress import track
+from quantlens.core.data import observe
 from quantlens.core.qparams import compute_qparams
 from quantlens.core.qtensor import QTensor, integer_dtype
 from quantlens.core.scheme import QScheme
-from quantlens.errors import ConfigError, InputError, SchemeError
+from quantlens.errors import ConfigError, SchemeError
 from quantlens.methods.base import QuantContext, resolve
 from quantlens.methods.weight_only.config import WeightOnly
 from quantlens.methods.weight_only.hqq import hqq_quantize
@@ -120,23 +119,15 @@ def collect_hessians(
 
     modules = dict(model.named_modules())
     handles = [modules[n].register_forward_hook(hook(n)) for n in names]
-    was_training = model.training
-    model.eval()
-    try:
-        batches = 0
-        for batch in track(
-            iter_batches(calib_data, limit=limit, what="calib_data"),
-            "GPTQ calibration",
-            enabled=progress,
-        ):
-            run_batch(model, batch, "calib_data")
-            batches += 1
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-    if not batches:
-        raise InputError("calib_data yielded no batch; GPTQ needs a few batches of real inputs")
+    observe(
+        model,
+        calib_data,
+        handles,
+        limit=limit,
+        progress=progress,
+        what="GPTQ calibration",
+        empty="GPTQ needs a few batches of real inputs",
+    )
     if sync and distributed.is_distributed():
         for n in names:  # the same order on every rank; a layer this rank never ran adds zeros
             width = modules[n].in_features
