@@ -30,7 +30,6 @@ It writes benchmarks/results/llm.json, then docs/llm.md (``benchmarks/llm_page.p
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import time
 import warnings
@@ -42,6 +41,7 @@ set_wait_policy()  # before torch starts its thread pool
 
 import llm_page
 import torch
+from _peers import quanto_weight_only, timed, torchao_weight_only
 from _results import run_info, write_results
 
 import quantlens as ql
@@ -107,67 +107,6 @@ def weight_bytes_per_token(model) -> int:
     return total
 
 
-def timed(build):
-    start = time.perf_counter()
-    out = build()
-    return out, time.perf_counter() - start
-
-
-def torchao_variants(model) -> tuple[dict, dict]:
-    """torchao int8 weight-only (float32) and int4 weight-only g128 (bfloat16 copy)."""
-    try:
-        import torchao
-        from torchao.prototype.quantization.int4.inference_workflow import (
-            PrototypeInt4WeightOnlyConfig,
-        )
-        from torchao.quantization import Int8WeightOnlyConfig, quantize_
-    except Exception as exc:  # noqa: BLE001 - record any import failure
-        return {}, {"torchao": f"not available: {type(exc).__name__}: {str(exc)[:200]}"}
-    out, status = {}, {"torchao": f"installed {torchao.__version__}"}
-    for label, make, dtype in (
-        ("torchao int8wo", Int8WeightOnlyConfig, torch.float32),
-        (
-            "torchao int4wo g128",
-            lambda: PrototypeInt4WeightOnlyConfig(group_size=128),
-            torch.bfloat16,
-        ),
-    ):
-        try:
-
-            def build(make=make, dtype=dtype):
-                m = copy.deepcopy(model).to(dtype)
-                quantize_(m, make())
-                return m
-
-            out[label] = timed(build)
-            status[label] = "ok" + (" (bfloat16 model)" if dtype == torch.bfloat16 else "")
-        except Exception as exc:  # noqa: BLE001
-            status[label] = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
-    return out, status
-
-
-def quanto_variants(model) -> tuple[dict, dict]:
-    try:
-        import optimum.quanto as oq
-    except Exception as exc:  # noqa: BLE001
-        return {}, {"optimum-quanto": f"not available: {type(exc).__name__}: {str(exc)[:200]}"}
-    out, status = {}, {"optimum-quanto": "installed"}
-    for label, qtype in (("quanto int8", oq.qint8), ("quanto int4", oq.qint4)):
-        try:
-
-            def build(qtype=qtype):
-                m = copy.deepcopy(model)
-                oq.quantize(m, weights=qtype)
-                oq.freeze(m)
-                return m
-
-            out[label] = timed(build)
-            status[label] = "ok"
-        except Exception as exc:  # noqa: BLE001
-            status[label] = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
-    return out, status
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -200,9 +139,12 @@ def main() -> None:
         print(f"quantized {label} in {variants[label][1]:.1f} s", flush=True)
     status: dict[str, str] = {}
     if not args.no_peers:
-        for make in (torchao_variants, quanto_variants):
-            found, st = make(model)
-            variants.update(found)
+        for make, int8, int4 in (
+            (torchao_weight_only, "torchao int8wo", "torchao int4wo g128"),
+            (quanto_weight_only, "quanto int8", "quanto int4"),
+        ):
+            found, st = make(model, int8, int4)
+            variants.update({label: (m, secs) for label, (m, secs, _) in found.items()})
             status.update(st)
 
     rows: dict[str, dict] = {}
