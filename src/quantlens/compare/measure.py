@@ -205,6 +205,15 @@ def measure_row(
         size, saved = _size.SizeResult(0, mem, elems), None
     row.disk_bytes = size.disk_bytes or None
     row.memory_bytes, row.num_parameters = size.memory_bytes, size.num_parameters
+    time_and_score(row, model, ys)
+    if ys.memory:
+        _measure_memory(row, memory_ref or _memory_ref(row, model, saved), ys)
+    return row
+
+
+def time_and_score(row: Row, model, ys: Yardstick) -> None:
+    """Fill ``row``'s latency (``ys.timing`` on ``ys.batch``) and quality (``ys.data``'s
+    outputs against ``ys.reference``) from ``model``: a module or a runtime's runner."""
     lat = _latency.measure_latency(
         model,
         ys.batch,
@@ -214,15 +223,13 @@ def measure_row(
         progress=ys.progress,
         description=f"timing {row.name}",
     )
+    q = _quality.measure_quality(
+        ys.reference, _quality.collect_outputs(model, ys.data), metric=ys.metric
+    )
     row.latency_ms, row.latency_p95_ms, row.items_per_s = lat.median_ms, lat.p95_ms, lat.items_per_s
     row.batch_size, row.threads = lat.batch_size, lat.threads
-    outputs = _quality.collect_outputs(model, ys.data)
-    q = _quality.measure_quality(ys.reference, outputs, metric=ys.metric)
     row.accuracy, row.metric, row.agreement = q.accuracy, q.metric, q.agreement
     row.sqnr_db, row.cosine = q.sqnr_db, q.cosine
-    if ys.memory:
-        _measure_memory(row, memory_ref or _memory_ref(row, model, saved), ys)
-    return row
 
 
 def summary_counts(row: Row, float_model: nn.Module, model: nn.Module) -> None:

@@ -19,13 +19,11 @@ import torch
 from torch import nn
 
 from quantlens import api
-from quantlens.compare.measure import Yardstick, error_text
+from quantlens.compare.measure import Yardstick, error_text, time_and_score
 from quantlens.compare.results import Row, runtime_row_name
 from quantlens.compare.settings import Runtime
 from quantlens.core.data import Batch
 from quantlens.errors import error_line, require
-from quantlens.eval import latency as _latency
-from quantlens.eval import quality as _quality
 from quantlens.eval.interrupts import raise_if_interrupted
 from quantlens.export import load_runner
 
@@ -100,28 +98,14 @@ def runtime_row(source: Row, model: nn.Module, ys: Yardstick, runtime: Runtime) 
         return row
     row.disk_bytes = file_bytes
     try:
-        lat = _latency.measure_latency(
-            module,
-            ys.batch,
-            reps=ys.timing.reps,
-            warmup=ys.timing.warmup,
-            threads=ys.timing.threads,
-            progress=ys.progress,
-            description=f"timing {row.name}",
-        )
-        outputs = _quality.collect_outputs(module, ys.data)
-        q = _quality.measure_quality(ys.reference, outputs, metric=ys.metric)
+        time_and_score(row, module, ys)
     except Exception as exc:  # noqa: BLE001 - ONNX Runtime's own errors: a failed row too
         raise_if_interrupted(exc)
         row.status = "failed"
         row.error = f"ONNX Runtime could not run the exported file: {error_line(exc)}"
         return row
-    row.latency_ms, row.latency_p95_ms, row.items_per_s = lat.median_ms, lat.p95_ms, lat.items_per_s
-    row.batch_size, row.threads = lat.batch_size, lat.threads
-    row.accuracy, row.metric, row.agreement = q.accuracy, q.metric, q.agreement
-    row.sqnr_db, row.cosine = q.sqnr_db, q.cosine
     row.notes.append(
-        f"exported to ONNX and run in ONNX Runtime with {lat.threads} intra-op thread(s)"
+        f"exported to ONNX and run in ONNX Runtime with {row.threads} intra-op thread(s)"
     )
     if ys.memory:
         row.notes.append("peak memory is measured for PyTorch rows only")
